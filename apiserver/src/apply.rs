@@ -1,0 +1,615 @@
+//! Server-side apply and field ownership (`metadata.managedFields`, `FieldsV1`).
+//!
+//! Each manager owns a set of field paths. An apply by manager M with configuration C:
+//! conflicts when another manager owns a path of C whose live value C would change (unless
+//! `force`, which takes the path over); removes the fields M applied before but no longer
+//! applies and nobody else owns; merges C into the live object (lists merge by key where the
+//! Kubernetes types say so); and makes M the owner of exactly C's paths. Ordinary updates
+//! record their changed fields for their manager (operation `Update`), so an apply that would
+//! undo someone's `kubectl scale` or `kubectl edit` conflicts, as in Kubernetes.
+
+use std::collections::BTreeSet;
+
+use chrono::{SecondsFormat, Utc};
+use serde_json::{json, Map, Value};
+
+use crate::api::WriteOpts;
+use crate::error::{Error, Result};
+
+/// One step of a field path, as FieldsV1 spells it (`f:name`, `k:{"name":"c"}`, `v:"x"`).
+type Path = Vec<String>;
+
+/// How a list merges for apply (mirrors the strategic-merge rules).
+fn list_key(parents: &[String], field: &str) -> Option<&'static str> {
+    let parent = parents.last().map(String::as_str).unwrap_or("");
+    let in_container = parents.iter().any(|p| {
+        matches!(
+            p.as_str(),
+            "containers" | "initContainers" | "ephemeralContainers"
+        )
+    });
+    Some(match field {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "imagePullSecrets" => "name",
+        "env" if in_container => "name",
+        "volumeMounts" => "mountPath",
+        "ports" if in_container => "containerPort",
+        "ports" if parent == "spec" && parents.len() == 1 => "port",
+        "conditions" if parent == "status" => "type",
+        "ownerReferences" => "uid",
+        "hostAliases" => "ip",
+        "topologySpreadConstraints" => "topologyKey",
+        _ => return None,
+    })
+}
+
+fn is_set_list(parents: &[String], field: &str) -> bool {
+    field == "finalizers" && parents.last().map(String::as_str) == Some("metadata")
+}
+
+fn skip_top(parents: &[String], k: &str) -> bool {
+    (parents.is_empty() && matches!(k, "apiVersion" | "kind" | "status"))
+        || (parents.len() == 1
+            && parents[0] == "metadata"
+            && matches!(
+                k,
+                "name"
+                    | "namespace"
+                    | "resourceVersion"
+                    | "uid"
+                    | "creationTimestamp"
+                    | "generation"
+                    | "managedFields"
+                    | "selfLink"
+                    | "deletionTimestamp"
+                    | "deletionGracePeriodSeconds"
+            ))
+}
+
+/// The leaf paths of a value, with list items addressed by key.
+fn collect(v: &Value, parents: &mut Vec<String>, prefix: &mut Path, out: &mut BTreeSet<Path>) {
+    let Value::Object(m) = v else { return };
+    for (k, child) in m {
+        if skip_top(parents, k) {
+            continue;
+        }
+        prefix.push(format!("f:{k}"));
+        match child {
+            Value::Object(cm) if !cm.is_empty() => {
+                parents.push(k.clone());
+                collect(child, parents, prefix, out);
+                parents.pop();
+            }
+            Value::Array(items) if list_key(parents, k).is_some() => {
+                let key = list_key(parents, k).expect("checked");
+                parents.push(k.clone());
+                for item in items {
+                    let Some(kv) = item.get(key) else { continue };
+                    prefix.push(format!("k:{}", json!({ key: kv })));
+                    out.insert(prefix.clone());
+                    collect(item, parents, prefix, out);
+                    prefix.pop();
+                }
+                parents.pop();
+            }
+            Value::Array(items) if is_set_list(parents, k) => {
+                for item in items {
+                    prefix.push(format!("v:{item}"));
+                    out.insert(prefix.clone());
+                    prefix.pop();
+                }
+            }
+            _ => {
+                out.insert(prefix.clone());
+            }
+        }
+        prefix.pop();
+    }
+}
+
+/// The field paths of an object.
+pub fn field_set(v: &Value) -> BTreeSet<Path> {
+    let mut out = BTreeSet::new();
+    collect(v, &mut Vec::new(), &mut Vec::new(), &mut out);
+    out
+}
+
+/// Resolves a path to the value it names, if present.
+fn lookup<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
+    let mut cur = v;
+    for step in path {
+        cur = if let Some(f) = step.strip_prefix("f:") {
+            cur.get(f)?
+        } else if let Some(k) = step.strip_prefix("k:") {
+            let want: Map<String, Value> = serde_json::from_str(k).ok()?;
+            cur.as_array()?
+                .iter()
+                .find(|item| want.iter().all(|(wk, wv)| item.get(wk) == Some(wv)))?
+        } else if let Some(x) = step.strip_prefix("v:") {
+            let want: Value = serde_json::from_str(x).ok()?;
+            cur.as_array()?.iter().find(|item| **item == want)?
+        } else {
+            return None;
+        };
+    }
+    Some(cur)
+}
+
+/// Removes the value a path names.
+fn remove(v: &mut Value, path: &[String]) {
+    let Some((last, parent)) = path.split_last() else {
+        return;
+    };
+    let mut cur = v;
+    for step in parent {
+        let next = if let Some(f) = step.strip_prefix("f:") {
+            cur.get_mut(f)
+        } else if let Some(k) = step.strip_prefix("k:") {
+            let Ok(want) = serde_json::from_str::<Map<String, Value>>(k) else {
+                return;
+            };
+            cur.as_array_mut().and_then(|a| {
+                a.iter_mut()
+                    .find(|item| want.iter().all(|(wk, wv)| item.get(wk) == Some(wv)))
+            })
+        } else {
+            None
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return,
+        }
+    }
+    if let Some(f) = last.strip_prefix("f:") {
+        if let Some(m) = cur.as_object_mut() {
+            m.remove(f);
+        }
+    } else if let Some(k) = last.strip_prefix("k:") {
+        if let (Ok(want), Some(a)) = (
+            serde_json::from_str::<Map<String, Value>>(k),
+            cur.as_array_mut(),
+        ) {
+            a.retain(|item| !want.iter().all(|(wk, wv)| item.get(wk) == Some(wv)));
+        }
+    } else if let Some(x) = last.strip_prefix("v:") {
+        if let (Ok(want), Some(a)) = (serde_json::from_str::<Value>(x), cur.as_array_mut()) {
+            a.retain(|item| *item != want);
+        }
+    }
+}
+
+/// FieldsV1 (a trie of path steps, `.` marking a node owned itself) from a set of paths.
+pub fn to_fields_v1(set: &BTreeSet<Path>) -> Value {
+    let mut root = Map::new();
+    for path in set {
+        let mut node = &mut root;
+        for step in path {
+            node = node
+                .entry(step.clone())
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .expect("trie nodes are objects");
+        }
+        if path.last().is_some_and(|s| s.starts_with("k:")) {
+            node.insert(".".into(), json!({}));
+        }
+    }
+    Value::Object(root)
+}
+
+/// The set of paths in a FieldsV1 trie.
+pub fn from_fields_v1(v: &Value) -> BTreeSet<Path> {
+    fn walk(v: &Value, prefix: &mut Path, out: &mut BTreeSet<Path>) {
+        let Some(m) = v.as_object() else { return };
+        let children: Vec<_> = m.iter().filter(|(k, _)| *k != ".").collect();
+        if (children.is_empty() || m.contains_key(".")) && !prefix.is_empty() {
+            out.insert(prefix.clone());
+        }
+        for (k, child) in children {
+            prefix.push(k.clone());
+            walk(child, prefix, out);
+            prefix.pop();
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(v, &mut Vec::new(), &mut out);
+    out
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    manager: String,
+    operation: String,
+    api_version: String,
+    subresource: String,
+    fields: BTreeSet<Path>,
+    /// When the entry last changed; None = now.
+    time: Option<String>,
+}
+
+fn read_entries(obj: &Value) -> Vec<Entry> {
+    obj.pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|e| Entry {
+                    manager: e
+                        .get("manager")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .into(),
+                    operation: e
+                        .get("operation")
+                        .and_then(Value::as_str)
+                        .unwrap_or("Update")
+                        .into(),
+                    api_version: e
+                        .get("apiVersion")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .into(),
+                    subresource: e
+                        .get("subresource")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .into(),
+                    fields: e.get("fieldsV1").map(from_fields_v1).unwrap_or_default(),
+                    time: e.get("time").and_then(Value::as_str).map(String::from),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn write_entries(obj: &mut Value, entries: &[Entry]) {
+    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+    let list: Vec<Value> = entries
+        .iter()
+        .filter(|e| !e.fields.is_empty())
+        .map(|e| {
+            let mut v = json!({
+                "manager": e.manager,
+                "operation": e.operation,
+                "apiVersion": e.api_version,
+                "time": e.time.clone().unwrap_or_else(|| now.clone()),
+                "fieldsType": "FieldsV1",
+                "fieldsV1": to_fields_v1(&e.fields),
+            });
+            if !e.subresource.is_empty() {
+                v["subresource"] = json!(e.subresource);
+            }
+            v
+        })
+        .collect();
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        if list.is_empty() {
+            m.remove("managedFields");
+        } else {
+            m.insert("managedFields".into(), Value::Array(list));
+        }
+    }
+}
+
+/// Merges an applied configuration into the live object.
+fn merge(live: &mut Value, cfg: &Value, parents: &mut Vec<String>) {
+    let (Some(lm), Some(cm)) = (live.as_object_mut(), cfg.as_object()) else {
+        *live = cfg.clone();
+        return;
+    };
+    for (k, cv) in cm {
+        if skip_top(parents, k) && !(parents.is_empty() && (k == "apiVersion" || k == "kind")) {
+            continue;
+        }
+        match cv {
+            Value::Object(_) => {
+                let entry = lm.entry(k.clone()).or_insert_with(|| json!({}));
+                if !entry.is_object() {
+                    *entry = json!({});
+                }
+                parents.push(k.clone());
+                merge(entry, cv, parents);
+                parents.pop();
+            }
+            Value::Array(items) if list_key(parents, k).is_some() => {
+                let key = list_key(parents, k).expect("checked");
+                let entry = lm.entry(k.clone()).or_insert_with(|| json!([]));
+                if !entry.is_array() {
+                    *entry = json!([]);
+                }
+                parents.push(k.clone());
+                for item in items {
+                    let list = entry.as_array_mut().expect("array");
+                    match list
+                        .iter_mut()
+                        .find(|l| l.get(key).is_some() && l.get(key) == item.get(key))
+                    {
+                        Some(existing) => merge(existing, item, parents),
+                        None => list.push(item.clone()),
+                    }
+                }
+                parents.pop();
+            }
+            Value::Array(items) if is_set_list(parents, k) => {
+                let entry = lm.entry(k.clone()).or_insert_with(|| json!([]));
+                if let Some(list) = entry.as_array_mut() {
+                    for item in items {
+                        if !list.contains(item) {
+                            list.push(item.clone());
+                        }
+                    }
+                }
+            }
+            Value::Null => {
+                lm.remove(k);
+            }
+            other => {
+                lm.insert(k.clone(), other.clone());
+            }
+        }
+    }
+}
+
+/// Applies configuration `cfg` (the request body) to `live` in place.
+pub fn apply(live: &mut Value, cfg: &Value, opts: &WriteOpts) -> Result<()> {
+    let manager = opts
+        .field_manager
+        .clone()
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| Error::bad_request("PATCH requests with apply content type (application/apply-patch+yaml) must have a field manager"))?;
+    if !cfg.is_object() {
+        return Err(Error::bad_request("apply configuration must be an object"));
+    }
+    for f in ["apiVersion", "kind"] {
+        let (a, b) = (
+            cfg.get(f).and_then(Value::as_str),
+            live.get(f).and_then(Value::as_str),
+        );
+        if a.is_none() {
+            return Err(Error::bad_request(format!(
+                "{f} must be set in an apply configuration"
+            )));
+        }
+        if a != b {
+            return Err(Error::bad_request(format!(
+                "{f} of the apply configuration ({}) does not match the object ({})",
+                a.unwrap_or(""),
+                b.unwrap_or("")
+            )));
+        }
+    }
+    let applied = field_set(cfg);
+    let mut entries = read_entries(live);
+    // Conflicts: another manager owns a path this apply would change.
+    let mut conflicts: Vec<(String, String, Path)> = Vec::new();
+    for e in &entries {
+        if e.manager == manager && e.operation == "Apply" {
+            continue;
+        }
+        for p in applied.intersection(&e.fields) {
+            if lookup(live, p) != lookup(cfg, p) && !p.last().is_some_and(|s| s.starts_with("k:")) {
+                conflicts.push((e.manager.clone(), e.api_version.clone(), p.clone()));
+            }
+        }
+    }
+    if !conflicts.is_empty() && !opts.force {
+        let render = |p: &Path| {
+            p.iter()
+                .map(|s| match s.strip_prefix("f:") {
+                    Some(f) => format!(".{f}"),
+                    None => format!("[{}]", s.trim_start_matches("k:").trim_start_matches("v:")),
+                })
+                .collect::<String>()
+        };
+        let lines: Vec<String> = conflicts
+            .iter()
+            .map(|(m, av, p)| format!("conflict with \"{m}\" using {av}: {}", render(p)))
+            .collect();
+        let causes: Vec<Value> = conflicts
+            .iter()
+            .map(|(m, av, p)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{m}\" using {av}"), "field": render(p)}))
+            .collect();
+        let n = conflicts.len();
+        let msg = if n == 1 {
+            format!("Apply failed with 1 conflict: {}", lines[0])
+        } else {
+            format!("Apply failed with {n} conflicts: {}", lines.join("\n"))
+        };
+        return Err(Error::conflict_message(
+            msg,
+            Some(json!({"causes": causes})),
+        ));
+    }
+    // Forced: the conflicting paths change hands.
+    for (m, _, p) in &conflicts {
+        for e in entries.iter_mut().filter(|e| &e.manager == m) {
+            e.fields.remove(p);
+        }
+    }
+    // Fields this manager applied before and now leaves out, and nobody else owns, go.
+    let previous = entries
+        .iter()
+        .find(|e| e.manager == manager && e.operation == "Apply")
+        .map(|e| e.fields.clone())
+        .unwrap_or_default();
+    let others: BTreeSet<Path> = entries
+        .iter()
+        .filter(|e| !(e.manager == manager && e.operation == "Apply"))
+        .flat_map(|e| e.fields.iter().cloned())
+        .collect();
+    let mut gone: Vec<&Path> = previous
+        .iter()
+        .filter(|p| !applied.contains(*p) && !others.contains(*p))
+        .collect();
+    gone.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in gone {
+        // A keyed item leaves only if nothing inside it is still owned.
+        if p.last().is_some_and(|s| s.starts_with("k:"))
+            && others.iter().any(|o| o.starts_with(p) && o.len() > p.len())
+        {
+            continue;
+        }
+        remove(live, p);
+    }
+    merge(live, cfg, &mut Vec::new());
+    let api_version = cfg
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let time = entries
+        .iter()
+        .find(|e| e.manager == manager && e.operation == "Apply" && e.fields == applied)
+        .and_then(|e| e.time.clone());
+    entries.retain(|e| !(e.manager == manager && e.operation == "Apply"));
+    entries.push(Entry {
+        manager,
+        operation: "Apply".into(),
+        api_version,
+        subresource: String::new(),
+        fields: applied,
+        time,
+    });
+    write_entries(live, &entries);
+    Ok(())
+}
+
+/// Marks a create-by-apply: the new object's fields belong to the applying manager.
+pub fn record_apply(obj: &mut Value, _old: Option<&Value>, opts: &WriteOpts) -> Result<()> {
+    let manager = opts
+        .field_manager
+        .clone()
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| Error::bad_request("PATCH requests with apply content type (application/apply-patch+yaml) must have a field manager"))?;
+    let api_version = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let fields = field_set(obj);
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
+    }
+    write_entries(
+        obj,
+        &[Entry {
+            manager,
+            operation: "Apply".into(),
+            api_version,
+            subresource: String::new(),
+            fields,
+            time: None,
+        }],
+    );
+    Ok(())
+}
+
+/// Records an ordinary write: the fields it changed now belong to `manager` (operation
+/// `Update`), and to no one else.
+pub fn record_update(next: &mut Value, old: Option<&Value>, manager: &str, subresource: &str) {
+    let new_set = field_set(next);
+    let old_set = old.map(field_set).unwrap_or_default();
+    let changed: BTreeSet<Path> = new_set
+        .iter()
+        .filter(|p| match old {
+            None => true,
+            Some(o) => !old_set.contains(*p) || lookup(o, p) != lookup(next, p),
+        })
+        .cloned()
+        .collect();
+    let mut entries = old.map(read_entries).unwrap_or_default();
+    // Paths that no longer exist are owned by no one.
+    for e in entries.iter_mut() {
+        e.fields.retain(|p| new_set.contains(p));
+    }
+    if !changed.is_empty() {
+        for e in entries.iter_mut() {
+            e.fields.retain(|p| !changed.contains(p));
+        }
+        let api_version = next
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        match entries.iter_mut().find(|e| {
+            e.manager == manager && e.operation == "Update" && e.subresource == subresource
+        }) {
+            Some(e) => {
+                e.fields.extend(changed);
+                e.time = None;
+            }
+            None => entries.push(Entry {
+                manager: manager.into(),
+                operation: "Update".into(),
+                api_version,
+                subresource: subresource.into(),
+                fields: changed,
+                time: None,
+            }),
+        }
+    }
+    write_entries(next, &entries);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(m: &str, force: bool) -> WriteOpts {
+        WriteOpts {
+            field_manager: Some(m.into()),
+            force,
+            ..Default::default()
+        }
+    }
+
+    fn deploy(replicas: i64, image: &str) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "labels": {"app": "web"}},
+               "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": "c", "image": image}]}}}})
+    }
+
+    #[test]
+    fn fields_v1_round_trip() {
+        let set = field_set(&deploy(1, "a"));
+        let back = from_fields_v1(&to_fields_v1(&set));
+        assert_eq!(set, back);
+        assert!(set.contains(&vec!["f:spec".to_string(), "f:replicas".to_string()]));
+    }
+
+    #[test]
+    fn conflict_then_force() {
+        let mut live = deploy(1, "a");
+        record_apply(&mut live, None, &opts("alice", false)).unwrap();
+        // bob scales through an ordinary update
+        let mut scaled = live.clone();
+        scaled["spec"]["replicas"] = json!(5);
+        record_update(&mut scaled, Some(&live), "bob", "");
+        // alice re-applies with replicas 1: conflict on .spec.replicas
+        let err = apply(&mut scaled.clone(), &deploy(1, "a"), &opts("alice", false)).unwrap_err();
+        assert_eq!(err.code(), 409);
+        assert!(err.to_string().contains("conflict with \"bob\""), "{err}");
+        assert!(err.to_string().contains(".spec.replicas"));
+        // forced, alice takes it back
+        let mut forced = scaled.clone();
+        apply(&mut forced, &deploy(1, "a"), &opts("alice", true)).unwrap();
+        assert_eq!(forced["spec"]["replicas"], 1);
+    }
+
+    #[test]
+    fn dropped_fields_are_removed() {
+        let mut live = deploy(1, "a");
+        record_apply(&mut live, None, &opts("alice", false)).unwrap();
+        let mut cfg = deploy(1, "a");
+        cfg["metadata"].as_object_mut().unwrap().remove("labels");
+        apply(&mut live, &cfg, &opts("alice", false)).unwrap();
+        assert!(live["metadata"]
+            .get("labels")
+            .is_none_or(|l| l.as_object().unwrap().is_empty()));
+        assert_eq!(
+            live["spec"]["template"]["spec"]["containers"][0]["image"],
+            "a"
+        );
+    }
+}

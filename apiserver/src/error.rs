@@ -1,0 +1,466 @@
+//! The API server's error type and its one conversion to a Kubernetes `Status`.
+//!
+//! Every failure a client can see is an [`Error`]; [`Error::status`] turns it into the
+//! `Status` object (code, reason, message, details) that kube-apiserver would send.
+
+use serde_json::{json, Value};
+
+/// A result whose error is the API server's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a field was rejected: the `reason` of a `StatusCause`, as Kubernetes names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CauseKind {
+    /// A required field is missing.
+    Required,
+    /// A value is malformed or out of range.
+    Invalid,
+    /// A value is not one of the allowed enum values.
+    NotSupported,
+    /// A value repeats one that must be unique.
+    Duplicate,
+    /// A field may not be set or changed.
+    Forbidden,
+    /// A value is too long.
+    TooLong,
+    /// The field is not known to the schema.
+    Unknown,
+}
+
+impl CauseKind {
+    fn reason(self) -> &'static str {
+        match self {
+            CauseKind::Required => "FieldValueRequired",
+            CauseKind::Invalid => "FieldValueInvalid",
+            CauseKind::NotSupported => "FieldValueNotSupported",
+            CauseKind::Duplicate => "FieldValueDuplicate",
+            CauseKind::Forbidden => "FieldValueForbidden",
+            CauseKind::TooLong => "FieldValueTooLong",
+            CauseKind::Unknown => "FieldValueUnknown",
+        }
+    }
+}
+
+/// One field-level problem, rendered as kube-apiserver renders a `field.Error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    /// What kind of problem.
+    pub kind: CauseKind,
+    /// The field path, e.g. `spec.containers[0].image`.
+    pub field: String,
+    /// The detail after the kind's standard words.
+    pub message: String,
+}
+
+impl Cause {
+    /// A missing required field.
+    pub fn required(field: impl Into<String>) -> Self {
+        Cause {
+            kind: CauseKind::Required,
+            field: field.into(),
+            message: String::new(),
+        }
+    }
+
+    /// A bad value, with the value and the reason.
+    pub fn invalid(field: impl Into<String>, value: &Value, detail: impl Into<String>) -> Self {
+        Cause {
+            kind: CauseKind::Invalid,
+            field: field.into(),
+            message: format!("{}: {}", render_value(value), detail.into()),
+        }
+    }
+
+    /// A value outside an enum.
+    pub fn not_supported(field: impl Into<String>, value: &str, allowed: &[&str]) -> Self {
+        let allowed: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
+        Cause {
+            kind: CauseKind::NotSupported,
+            field: field.into(),
+            message: format!("\"{value}\": supported values: {}", allowed.join(", ")),
+        }
+    }
+
+    /// A repeated value that must be unique.
+    pub fn duplicate(field: impl Into<String>, value: &Value) -> Self {
+        Cause {
+            kind: CauseKind::Duplicate,
+            field: field.into(),
+            message: render_value(value),
+        }
+    }
+
+    /// A field that may not be set or changed, with the reason.
+    pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Cause {
+            kind: CauseKind::Forbidden,
+            field: field.into(),
+            message: detail.into(),
+        }
+    }
+
+    /// A value that is too long.
+    pub fn too_long(field: impl Into<String>, max: usize) -> Self {
+        Cause {
+            kind: CauseKind::TooLong,
+            field: field.into(),
+            message: format!("may not be more than {max} bytes"),
+        }
+    }
+
+    /// An immutable field that an update tried to change.
+    pub fn immutable(field: impl Into<String>) -> Self {
+        let field = field.into();
+        Cause {
+            kind: CauseKind::Invalid,
+            field,
+            message: "field is immutable".into(),
+        }
+    }
+
+    /// The human text: `spec.x: Required value`, `spec.y: Invalid value: "z": why`.
+    pub fn text(&self) -> String {
+        let head = match self.kind {
+            CauseKind::Required => "Required value",
+            CauseKind::Invalid if self.message == "field is immutable" => "Invalid value",
+            CauseKind::Invalid => "Invalid value",
+            CauseKind::NotSupported => "Unsupported value",
+            CauseKind::Duplicate => "Duplicate value",
+            CauseKind::Forbidden => "Forbidden",
+            CauseKind::TooLong => "Too long",
+            CauseKind::Unknown => "Unknown field",
+        };
+        let body = if self.message == "field is immutable" {
+            // kube-apiserver prints immutable-field errors without the value.
+            format!("{}: {}", self.field, self.message)
+        } else if self.message.is_empty() {
+            format!("{}: {head}", self.field)
+        } else {
+            format!("{}: {head}: {}", self.field, self.message)
+        };
+        body
+    }
+
+    fn to_json(&self) -> Value {
+        let message = self.text();
+        let message = message
+            .strip_prefix(&format!("{}: ", self.field))
+            .unwrap_or(&message)
+            .to_string();
+        json!({"reason": self.kind.reason(), "message": message, "field": self.field})
+    }
+}
+
+fn render_value(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("\"{s}\""),
+        Value::Null => "null".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A failure with a Kubernetes status code and reason, ready to send to a client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// HTTP status code.
+    pub code: u16,
+    /// The `reason` word (`NotFound`, `Conflict`, ...).
+    pub reason: &'static str,
+    /// The human-readable message.
+    pub message: String,
+    /// The `details` object, if any.
+    pub details: Option<Value>,
+}
+
+/// Everything that can go wrong while serving a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A failure that already has its Kubernetes status.
+    #[error("{}", .0.message)]
+    Api(Box<ApiError>),
+    /// etcd could not be reached or refused the request.
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    /// A stored object could not be decoded: the store holds something we did not write.
+    #[error("decoding stored object {key}: {source}")]
+    Corrupt {
+        /// The etcd key.
+        key: String,
+        /// Why it failed.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An internal invariant failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<ApiError> for Error {
+    fn from(e: ApiError) -> Self {
+        Error::Api(Box::new(e))
+    }
+}
+
+impl Error {
+    fn api(code: u16, reason: &'static str, message: String, details: Option<Value>) -> Self {
+        Error::Api(Box::new(ApiError {
+            code,
+            reason,
+            message,
+            details,
+        }))
+    }
+
+    /// 404 for a named object of a resource (`pods "x" not found`).
+    pub fn not_found(group_resource: &str, name: &str) -> Self {
+        let (kind, group) = split_group_resource(group_resource);
+        Self::api(
+            404,
+            "NotFound",
+            format!("{group_resource} \"{name}\" not found"),
+            Some(json!({"name": name, "group": group, "kind": kind})),
+        )
+    }
+
+    /// 404 for a path or resource the server does not serve.
+    pub fn not_found_message(message: impl Into<String>) -> Self {
+        Self::api(404, "NotFound", message.into(), None)
+    }
+
+    /// 409 for a create of a name that exists.
+    pub fn already_exists(group_resource: &str, name: &str) -> Self {
+        let (kind, group) = split_group_resource(group_resource);
+        Self::api(
+            409,
+            "AlreadyExists",
+            format!("{group_resource} \"{name}\" already exists"),
+            Some(json!({"name": name, "group": group, "kind": kind})),
+        )
+    }
+
+    /// 409 for a stale resourceVersion or failed precondition.
+    pub fn conflict(group_resource: &str, name: &str, why: &str) -> Self {
+        let (kind, group) = split_group_resource(group_resource);
+        Self::api(
+            409,
+            "Conflict",
+            format!("Operation cannot be fulfilled on {group_resource} \"{name}\": {why}"),
+            Some(json!({"name": name, "group": group, "kind": kind})),
+        )
+    }
+
+    /// The standard optimistic-concurrency conflict.
+    pub fn stale(group_resource: &str, name: &str) -> Self {
+        Self::conflict(
+            group_resource,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )
+    }
+
+    /// 409 with a free-form message (server-side apply conflicts).
+    pub fn conflict_message(message: impl Into<String>, details: Option<Value>) -> Self {
+        Self::api(409, "Conflict", message.into(), details)
+    }
+
+    /// 422 with field causes: `Pod "x" is invalid: spec.y: Required value`.
+    pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<Cause>) -> Self {
+        let texts: Vec<String> = causes.iter().map(Cause::text).collect();
+        let joined = if texts.len() == 1 {
+            texts[0].clone()
+        } else {
+            format!("[{}]", texts.join(", "))
+        };
+        Self::api(
+            422,
+            "Invalid",
+            format!("{kind}.{group} \"{name}\" is invalid: {joined}").replacen(
+                &format!("{kind}. \""),
+                &format!("{kind} \""),
+                1,
+            ),
+            Some(json!({
+                "name": name,
+                "group": group,
+                "kind": kind,
+                "causes": causes.iter().map(Cause::to_json).collect::<Vec<_>>(),
+            })),
+        )
+    }
+
+    /// 400 for a malformed request.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::api(400, "BadRequest", message.into(), None)
+    }
+
+    /// 410 for a resourceVersion older than what the store still has.
+    pub fn gone(message: impl Into<String>) -> Self {
+        Self::api(410, "Expired", message.into(), None)
+    }
+
+    /// 405 for a verb the resource does not support.
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::api(405, "MethodNotAllowed", message.into(), None)
+    }
+
+    /// 406 for an Accept header we cannot satisfy.
+    pub fn not_acceptable(message: impl Into<String>) -> Self {
+        Self::api(406, "NotAcceptable", message.into(), None)
+    }
+
+    /// 415 for a body type we do not read.
+    pub fn unsupported_media_type(content_type: &str) -> Self {
+        Self::api(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got \"{content_type}\")"),
+            None,
+        )
+    }
+
+    /// 413 for a body over the limit.
+    pub fn too_large(limit: usize) -> Self {
+        Self::api(
+            413,
+            "RequestEntityTooLarge",
+            format!("the request body is larger than the limit of {limit} bytes"),
+            None,
+        )
+    }
+
+    /// 401 for a request without valid credentials.
+    pub fn unauthorized() -> Self {
+        Self::api(401, "Unauthorized", "Unauthorized".into(), None)
+    }
+
+    /// 403 for a request the authorizer denied.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::api(403, "Forbidden", message.into(), None)
+    }
+
+    /// 500 with a message.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::Internal(message.into())
+    }
+
+    /// 504 for a request that ran out of time.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::api(504, "Timeout", message.into(), None)
+    }
+
+    /// The HTTP code this error maps to.
+    pub fn code(&self) -> u16 {
+        match self {
+            Error::Api(a) => a.code,
+            Error::Etcd(e) if etcd_unavailable(e) => 503,
+            Error::Etcd(_) | Error::Corrupt { .. } | Error::Internal(_) => 500,
+        }
+    }
+
+    /// The `reason` word this error maps to.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Api(a) => a.reason,
+            Error::Etcd(e) if etcd_unavailable(e) => "ServiceUnavailable",
+            Error::Etcd(_) | Error::Corrupt { .. } | Error::Internal(_) => "InternalError",
+        }
+    }
+
+    /// The Kubernetes `Status` object for this error.
+    pub fn status(&self) -> Value {
+        let (message, details) = match self {
+            Error::Api(a) => (a.message.clone(), a.details.clone()),
+            Error::Etcd(e) if etcd_unavailable(e) => {
+                (format!("the storage backend is unavailable: {e}"), None)
+            }
+            other => (
+                format!("Internal error occurred: {other}"),
+                Some(json!({"causes": [{"message": other.to_string()}]})),
+            ),
+        };
+        let mut status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": self.reason(),
+            "code": self.code(),
+        });
+        if let Some(d) = details {
+            status["details"] = d;
+        }
+        status
+    }
+}
+
+/// Whether an etcd error means "could not reach etcd" rather than "etcd said no".
+fn etcd_unavailable(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => matches!(
+            s.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        _ => false,
+    }
+}
+
+fn split_group_resource(gr: &str) -> (&str, &str) {
+    match gr.split_once('.') {
+        Some((resource, group)) => (resource, group),
+        None => (gr, ""),
+    }
+}
+
+/// The `Status` object for a successful delete of a resource with no object to return.
+pub fn success_status(details: Value) -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": details,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_message_matches_kube_apiserver() {
+        let e = Error::invalid("Pod", "", "web", vec![Cause::required("spec.containers")]);
+        assert_eq!(e.code(), 422);
+        let s = e.status();
+        assert_eq!(
+            s["message"],
+            "Pod \"web\" is invalid: spec.containers: Required value"
+        );
+        assert_eq!(s["details"]["causes"][0]["field"], "spec.containers");
+        assert_eq!(s["details"]["causes"][0]["reason"], "FieldValueRequired");
+
+        let e = Error::invalid(
+            "Deployment",
+            "apps",
+            "d",
+            vec![
+                Cause::required("a"),
+                Cause::invalid("b", &json!("X"), "bad"),
+            ],
+        );
+        assert_eq!(
+            e.status()["message"],
+            "Deployment.apps \"d\" is invalid: [a: Required value, b: Invalid value: \"X\": bad]"
+        );
+    }
+
+    #[test]
+    fn not_found_names_group_resource() {
+        let s = Error::not_found("deployments.apps", "x").status();
+        assert_eq!(s["message"], "deployments.apps \"x\" not found");
+        assert_eq!(s["details"]["kind"], "deployments");
+        assert_eq!(s["details"]["group"], "apps");
+        assert_eq!(s["code"], 404);
+    }
+}

@@ -1,0 +1,254 @@
+//! Skiff's API server: Kubernetes objects stored in etcd and served over the Kubernetes REST
+//! API, so that `kubectl` and any Kubernetes client work against it unchanged.
+//!
+//! [`run`] starts it from a [`Config`] and serves until the shutdown token is cancelled.
+
+pub mod allocator;
+pub mod api;
+pub mod apply;
+pub mod auth;
+pub mod certs;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod patch;
+pub mod registry;
+pub mod rest;
+pub mod selectors;
+pub mod server;
+pub mod storage;
+pub mod validation;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio_util::sync::CancellationToken;
+
+pub use error::{Error, Result};
+
+/// How to run the API server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// etcd endpoints (`--etcd-servers`).
+    pub etcd_servers: Vec<String>,
+    /// Key prefix in etcd (`--etcd-prefix`).
+    pub etcd_prefix: String,
+    /// Address to listen on (`--bind-address`).
+    pub bind_address: IpAddr,
+    /// Port to listen on (`--secure-port`); 0 picks a free one.
+    pub secure_port: u16,
+    /// Address advertised to clients (`--advertise-address`).
+    pub advertise_address: Option<IpAddr>,
+    /// Where certificates and the admin kubeconfig live (`--data-dir`).
+    pub data_dir: PathBuf,
+    /// Service ClusterIP range (`--service-cluster-ip-range`).
+    pub service_cluster_ip_range: IpNet,
+    /// NodePort range (`--service-node-port-range`).
+    pub service_node_port_range: (u16, u16),
+    /// Static bearer tokens (`--token-auth-file`).
+    pub token_auth_file: Option<PathBuf>,
+    /// Extra names for the serving certificate (`--tls-san`).
+    pub tls_sans: Vec<String>,
+    /// Events kept per resource for resuming watches (`--watch-cache-size`).
+    pub watch_cache_size: usize,
+    /// How often etcd is compacted (`--etcd-compaction-interval`); zero disables.
+    pub compaction_interval: Duration,
+    /// How long in-flight requests may take to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// A configuration with Kubernetes' defaults for everything but etcd and the data dir.
+    pub fn new(etcd_servers: Vec<String>, data_dir: PathBuf) -> Self {
+        Config {
+            etcd_servers,
+            etcd_prefix: "/registry".into(),
+            bind_address: IpAddr::from([127, 0, 0, 1]),
+            secure_port: 6443,
+            advertise_address: None,
+            data_dir,
+            service_cluster_ip_range: "10.96.0.0/12".parse().expect("valid CIDR"),
+            service_node_port_range: (30000, 32767),
+            token_auth_file: None,
+            tls_sans: Vec::new(),
+            watch_cache_size: 10_000,
+            compaction_interval: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Certificates could not be made or read.
+    #[error(transparent)]
+    Certs(#[from] certs::CertError),
+    /// The TLS configuration was refused.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    /// The token file is malformed.
+    #[error(transparent)]
+    Tokens(#[from] auth::TokenFileError),
+    /// etcd could not be reached.
+    #[error("connecting to etcd at {endpoints:?}: {source}")]
+    Etcd {
+        /// The endpoints tried.
+        endpoints: Vec<String>,
+        /// Why.
+        #[source]
+        source: Error,
+    },
+    /// The listening socket could not be opened.
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Creating the default namespaces failed.
+    #[error("bootstrapping the cluster objects: {0}")]
+    Bootstrap(#[source] Error),
+}
+
+/// A started server: its address, and the task serving it.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The admin kubeconfig.
+    pub admin_kubeconfig: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until the server has shut down and drained.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the server; it runs until `shutdown` is cancelled.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
+    let metrics = Arc::new(metrics::Metrics::new());
+    let connect_host = match config.advertise_address {
+        Some(a) => a,
+        None if config.bind_address.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+        None => config.bind_address,
+    };
+
+    let addr = SocketAddr::new(config.bind_address, config.secure_port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let advertise = SocketAddr::new(connect_host, addr.port()).to_string();
+
+    let ranges = allocator::Ranges {
+        service_cidr: config.service_cluster_ip_range,
+        node_ports: config.service_node_port_range,
+    };
+    let mut sans = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "kubernetes".to_string(),
+        "kubernetes.default".to_string(),
+        "kubernetes.default.svc".to_string(),
+        "kubernetes.default.svc.cluster.local".to_string(),
+        ranges.first_ip().to_string(),
+        connect_host.to_string(),
+    ];
+    if !config.bind_address.is_unspecified() {
+        sans.push(config.bind_address.to_string());
+    }
+    sans.extend(config.tls_sans.iter().cloned());
+    sans.dedup();
+    let server_url = format!("https://{advertise}");
+    let pki = certs::Pki::load_or_create(&config.data_dir, &sans, &server_url)?;
+    let tls = server::tls_config(&pki).map_err(|e| StartError::Tls(e.to_string()))?;
+    let authn = auth::Authenticator::from_token_file(config.token_auth_file.as_deref())?;
+
+    // etcd may come up after us (compose, systemd): keep trying for a while.
+    let mut delay = Duration::from_millis(200);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let store = loop {
+        match storage::Store::connect(&config.etcd_servers, &config.etcd_prefix, metrics.clone())
+            .await
+        {
+            Ok(s) => match s.current_revision().await {
+                Ok(_) => break s,
+                Err(e) if tokio::time::Instant::now() > deadline => {
+                    return Err(StartError::Etcd {
+                        endpoints: config.etcd_servers.clone(),
+                        source: e,
+                    })
+                }
+                Err(_) => {}
+            },
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                return Err(StartError::Etcd {
+                    endpoints: config.etcd_servers.clone(),
+                    source: e,
+                })
+            }
+            Err(e) => tracing::warn!(error = %e, "etcd not reachable yet; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Err(StartError::Etcd { endpoints: config.etcd_servers.clone(), source: Error::internal("shut down while connecting") }),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(3));
+    };
+
+    let api = api::Api::new(
+        store.clone(),
+        ranges,
+        metrics.clone(),
+        config.watch_cache_size,
+    );
+    for cache in api.caches() {
+        tokio::spawn(cache.clone().run(store.clone(), shutdown.clone()));
+    }
+    let state = Arc::new(server::State {
+        api,
+        authn,
+        authz: Box::new(auth::AllowAll),
+        metrics,
+        shutdown: shutdown.clone(),
+        advertise,
+        openapi: openapi::Docs::default(),
+    });
+    for cache in state.api.caches() {
+        cache.wait_ready().await;
+    }
+    server::bootstrap(&state, addr.port(), &connect_host.to_string())
+        .await
+        .map_err(StartError::Bootstrap)?;
+    tokio::spawn(server::compaction_loop(
+        state.clone(),
+        config.compaction_interval,
+        shutdown.clone(),
+    ));
+    tokio::spawn(server::namespace_loop(state.clone(), shutdown.clone()));
+
+    tracing::info!(%addr, kubeconfig = %pki.admin_kubeconfig.display(), "serving the Kubernetes API");
+    let grace = config.shutdown_grace;
+    let task = tokio::spawn(server::serve(
+        listener,
+        Arc::new(tls),
+        state,
+        shutdown,
+        grace,
+    ));
+    Ok(Running {
+        addr,
+        admin_kubeconfig: pki.admin_kubeconfig.clone(),
+        task,
+    })
+}

@@ -1,0 +1,192 @@
+//! `skiff-apiserver`: parses flags, starts the server, stops it on SIGTERM.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// Skiff's API server: Kubernetes objects in etcd, served to kubectl and any Kubernetes client.
+#[derive(Debug, Parser)]
+#[command(name = "skiff-apiserver", version)]
+struct Args {
+    /// A YAML file of flag values (`secure-port: 6443`); flags on the command line win.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Comma-separated etcd endpoints.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    etcd_servers: Vec<String>,
+    /// Key prefix for every object in etcd.
+    #[arg(long, default_value = "/registry")]
+    etcd_prefix: String,
+    /// How often to compact etcd's history (e.g. 5m, 30s; 0 disables).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    etcd_compaction_interval: Duration,
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_address: IpAddr,
+    /// Port to serve HTTPS (REST) on.
+    #[arg(long, default_value_t = 6443)]
+    secure_port: u16,
+    /// Address clients are told to use (defaults to the bind address).
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
+    /// Directory for the cluster CA, serving certificate and admin kubeconfig.
+    #[arg(long, default_value = "/var/lib/skiff/apiserver")]
+    data_dir: PathBuf,
+    /// CIDR that Service ClusterIPs come from.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cluster_ip_range: ipnet::IpNet,
+    /// Port range that NodePorts come from.
+    #[arg(long, default_value = "30000-32767", value_parser = parse_ports)]
+    service_node_port_range: (u16, u16),
+    /// CSV file of static bearer tokens: token,user,uid,"group1,group2".
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
+    /// Extra names or addresses for the serving certificate (repeatable).
+    #[arg(long = "tls-san")]
+    tls_sans: Vec<String>,
+    /// Recent events kept per resource so watches can resume.
+    #[arg(long, default_value_t = 10_000)]
+    watch_cache_size: usize,
+    /// How long to let in-flight requests finish on SIGTERM.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    shutdown_delay: Duration,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text")]
+    log_format: String,
+    /// Log verbosity, 0-5 (as klog's -v).
+    #[arg(short = 'v', long = "v", default_value_t = 2)]
+    verbosity: u8,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_ports(s: &str) -> Result<(u16, u16), String> {
+    skiff_apiserver::allocator::parse_port_range(s)
+        .ok_or_else(|| format!("invalid port range {s:?} (want LOW-HIGH)"))
+}
+
+/// Flags from `--config`, placed before the command line's so the command line wins.
+fn args_with_config() -> anyhow::Result<Vec<String>> {
+    let argv: Vec<String> = std::env::args().collect();
+    let mut path = None;
+    for (i, a) in argv.iter().enumerate() {
+        if let Some(p) = a.strip_prefix("--config=") {
+            path = Some(p.to_string());
+        } else if a == "--config" {
+            path = argv.get(i + 1).cloned();
+        }
+    }
+    let Some(path) = path else { return Ok(argv) };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading config file {path}"))?;
+    let map: serde_yaml::Mapping =
+        serde_yaml::from_str(&text).with_context(|| format!("parsing config file {path}"))?;
+    let mut out = vec![argv[0].clone()];
+    for (k, v) in map {
+        let k = k
+            .as_str()
+            .with_context(|| format!("{path}: keys must be flag names"))?
+            .to_string();
+        let values: Vec<String> = match v {
+            serde_yaml::Value::Sequence(s) => {
+                s.iter().map(yaml_scalar).collect::<anyhow::Result<_>>()?
+            }
+            other => vec![yaml_scalar(&other)?],
+        };
+        for val in values {
+            out.push(format!("--{k}={val}"));
+        }
+    }
+    out.extend(argv.into_iter().skip(1));
+    Ok(out)
+}
+
+fn yaml_scalar(v: &serde_yaml::Value) -> anyhow::Result<String> {
+    Ok(match v {
+        serde_yaml::Value::String(s) => s.clone(),
+        serde_yaml::Value::Number(n) => n.to_string(),
+        serde_yaml::Value::Bool(b) => b.to_string(),
+        other => anyhow::bail!("config values must be scalars or lists, got {other:?}"),
+    })
+}
+
+fn init_logging(format: &str, verbosity: u8) {
+    let level = match verbosity {
+        0 => "warn",
+        1 | 2 => "info",
+        3 | 4 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "{level},h2=warn,hyper=warn,tonic=warn,tower=warn"
+        ))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse_from(args_with_config()?);
+    init_logging(&args.log_format, args.verbosity);
+    let mut config = skiff_apiserver::Config::new(args.etcd_servers, args.data_dir);
+    config.etcd_prefix = args.etcd_prefix;
+    config.bind_address = args.bind_address;
+    config.secure_port = args.secure_port;
+    config.advertise_address = args.advertise_address;
+    config.service_cluster_ip_range = args.service_cluster_ip_range;
+    config.service_node_port_range = args.service_node_port_range;
+    config.token_auth_file = args.token_auth_file;
+    config.tls_sans = args.tls_sans;
+    config.watch_cache_size = args.watch_cache_size;
+    config.compaction_interval = args.etcd_compaction_interval;
+    config.shutdown_grace = args.shutdown_delay;
+
+    let shutdown = CancellationToken::new();
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        }
+        signals.cancel();
+    });
+    let running = skiff_apiserver::start(config, shutdown)
+        .await
+        .context("starting skiff-apiserver")?;
+    running.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}

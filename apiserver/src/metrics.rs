@@ -1,0 +1,146 @@
+//! Prometheus metrics, served at `/metrics` in the text exposition format.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    verb: String,
+    resource: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LatencyLabels {
+    verb: String,
+    resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EtcdLabels {
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    resource: String,
+}
+
+/// The API server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<LatencyLabels, Histogram>,
+    etcd_latency: Family<EtcdLabels, Histogram>,
+    etcd_errors: Family<EtcdLabels, Counter>,
+    watchers: Family<ResourceLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "apiserver_request",
+            "Requests by verb, resource and HTTP code",
+            requests.clone(),
+        );
+        let latency = Family::<LatencyLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register(
+            "apiserver_request_duration_seconds",
+            "Request latency by verb and resource (watches excluded)",
+            latency.clone(),
+        );
+        let etcd_latency = Family::<EtcdLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+        });
+        registry.register(
+            "etcd_request_duration_seconds",
+            "etcd request latency by operation",
+            etcd_latency.clone(),
+        );
+        let etcd_errors = Family::<EtcdLabels, Counter>::default();
+        registry.register(
+            "etcd_request_errors",
+            "Failed etcd requests",
+            etcd_errors.clone(),
+        );
+        let watchers = Family::<ResourceLabels, Gauge>::default();
+        registry.register(
+            "apiserver_registered_watchers",
+            "Open client watches by resource",
+            watchers.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            etcd_latency,
+            etcd_errors,
+            watchers,
+        }
+    }
+
+    /// Counts one finished request.
+    pub fn observe_request(&self, verb: &str, resource: &str, code: u16, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                verb: verb.to_string(),
+                resource: resource.to_string(),
+                code: code.to_string(),
+            })
+            .inc();
+        if verb != "WATCH" {
+            self.latency
+                .get_or_create(&LatencyLabels {
+                    verb: verb.into(),
+                    resource: resource.into(),
+                })
+                .observe(took.as_secs_f64());
+        }
+    }
+
+    /// Times one etcd request.
+    pub fn observe_etcd(&self, operation: &str, took: Duration, ok: bool) {
+        let labels = EtcdLabels {
+            operation: operation.to_string(),
+        };
+        self.etcd_latency
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        if !ok {
+            self.etcd_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// A watch opened (+1) or closed (-1).
+    pub fn watchers(&self, resource: &str, delta: i64) {
+        self.watchers
+            .get_or_create(&ResourceLabels {
+                resource: resource.to_string(),
+            })
+            .inc_by(delta);
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,74 @@
+//! Leases (coordination.k8s.io/v1): node heartbeats and leader election.
+
+use std::marker::PhantomData;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use serde_json::{json, Value};
+
+use super::{
+    col, no_defaults, no_field, no_prepare, no_validate_update, s, Column, ResourceInfo, Typed,
+};
+use crate::error::Cause;
+
+/// The leases resource.
+pub const INFO: ResourceInfo = ResourceInfo {
+    group: "coordination.k8s.io",
+    version: "v1",
+    kind: "Lease",
+    plural: "leases",
+    singular: "lease",
+    short_names: &[],
+    categories: &[],
+    namespaced: true,
+    subresources: &[],
+    has_generation: false,
+    strategy: &STRATEGY,
+};
+
+static STRATEGY: Typed<Lease> = Typed {
+    status: false,
+    defaults: no_defaults,
+    validate,
+    validate_update: no_validate_update,
+    prepare_create: no_prepare,
+    columns,
+    cells,
+    field: no_field,
+    selectable: &[],
+    ty: PhantomData,
+};
+
+fn validate(l: &Lease) -> Vec<Cause> {
+    let mut out = Vec::new();
+    if let Some(spec) = &l.spec {
+        if let Some(d) = spec.lease_duration_seconds {
+            if d <= 0 {
+                out.push(Cause::invalid(
+                    "spec.leaseDurationSeconds",
+                    &json!(d),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        if let Some(t) = spec.lease_transitions {
+            crate::validation::non_negative("spec.leaseTransitions", Some(t.into()), &mut out);
+        }
+    }
+    out
+}
+
+fn columns() -> Vec<Column> {
+    vec![
+        col("Name", "string", 0, "Name must be unique within a namespace."),
+        col("Holder", "string", 0, "The holder of the lease"),
+        col("Age", "string", 0, "CreationTimestamp is a timestamp representing the server time when this object was created."),
+    ]
+}
+
+fn cells(l: &Value) -> Vec<Value> {
+    vec![
+        super::name(l),
+        json!(s(l, "/spec/holderIdentity")),
+        super::age(l),
+    ]
+}

@@ -1,0 +1,668 @@
+//! Pods: defaults (as kube-apiserver and its default admission plugins apply them),
+//! validation, the update rules for a running pod, and kubectl's columns.
+
+use std::collections::{BTreeMap, HashSet};
+use std::marker::PhantomData;
+
+use k8s_openapi::api::core::v1::{
+    Container, Pod, PodSecurityContext, PodSpec, PodStatus, Toleration,
+};
+use serde_json::{json, Value};
+
+use super::{col, i, s, Column, ResourceInfo, Typed};
+use crate::error::Cause;
+use crate::validation as v;
+
+/// The pods resource.
+pub const INFO: ResourceInfo = ResourceInfo {
+    group: "",
+    version: "v1",
+    kind: "Pod",
+    plural: "pods",
+    singular: "pod",
+    short_names: &["po"],
+    categories: &["all"],
+    namespaced: true,
+    subresources: &[
+        "status",
+        "binding",
+        "eviction",
+        "log",
+        "exec",
+        "ephemeralcontainers",
+    ],
+    has_generation: true,
+    strategy: &STRATEGY,
+};
+
+static STRATEGY: Typed<Pod> = Typed {
+    status: true,
+    defaults,
+    validate,
+    validate_update,
+    prepare_create,
+    columns,
+    cells,
+    field,
+    selectable: &[
+        "spec.nodeName",
+        "spec.restartPolicy",
+        "spec.schedulerName",
+        "spec.serviceAccountName",
+        "spec.hostNetwork",
+        "status.phase",
+        "status.podIP",
+        "status.nominatedNodeName",
+    ],
+    ty: PhantomData,
+};
+
+fn prepare_create(obj: &mut Value) {
+    if let Some(o) = obj.as_object_mut() {
+        o.insert("status".into(), json!({"phase": "Pending"}));
+    }
+}
+
+/// Fills in a container's defaults.
+pub fn default_container(c: &mut Container) {
+    if c.image_pull_policy.is_none() {
+        let image = c.image.clone().unwrap_or_default();
+        let last = image.rsplit('/').next().unwrap_or("");
+        let tag = if last.contains('@') {
+            Some("digest")
+        } else {
+            last.split_once(':').map(|(_, t)| t)
+        };
+        c.image_pull_policy = Some(match tag {
+            None | Some("latest") => "Always".into(),
+            Some(_) => "IfNotPresent".into(),
+        });
+    }
+    c.termination_message_path
+        .get_or_insert_with(|| "/dev/termination-log".into());
+    c.termination_message_policy
+        .get_or_insert_with(|| "File".into());
+    for p in c.ports.iter_mut().flatten() {
+        p.protocol.get_or_insert_with(|| "TCP".into());
+    }
+    if let Some(r) = c.resources.as_mut() {
+        // Limits without requests: the requests default to the limits.
+        if let Some(limits) = r.limits.clone() {
+            let req = r.requests.get_or_insert_with(BTreeMap::new);
+            for (k, q) in limits {
+                req.entry(k).or_insert(q);
+            }
+        }
+    }
+}
+
+/// Fills in a pod spec's defaults (shared with the pod templates of workloads).
+pub fn default_spec(spec: &mut PodSpec) {
+    spec.restart_policy.get_or_insert_with(|| "Always".into());
+    spec.dns_policy.get_or_insert_with(|| "ClusterFirst".into());
+    spec.scheduler_name
+        .get_or_insert_with(|| "default-scheduler".into());
+    spec.termination_grace_period_seconds.get_or_insert(30);
+    spec.security_context
+        .get_or_insert_with(PodSecurityContext::default);
+    for c in spec.containers.iter_mut() {
+        default_container(c);
+    }
+    for c in spec.init_containers.iter_mut().flatten() {
+        default_container(c);
+    }
+    for vol in spec.volumes.iter_mut().flatten() {
+        if let Some(cm) = vol.config_map.as_mut() {
+            cm.default_mode.get_or_insert(0o644);
+        }
+        if let Some(sec) = vol.secret.as_mut() {
+            sec.default_mode.get_or_insert(0o644);
+        }
+    }
+}
+
+fn defaults(pod: &mut Pod) {
+    let Some(spec) = pod.spec.as_mut() else {
+        return;
+    };
+    default_spec(spec);
+    spec.enable_service_links.get_or_insert(true);
+    spec.preemption_policy
+        .get_or_insert_with(|| "PreemptLowerPriority".into());
+    spec.priority.get_or_insert(0);
+    if spec.service_account_name.is_none() {
+        spec.service_account_name = spec.service_account.clone().or(Some("default".into()));
+    }
+    spec.service_account = spec.service_account_name.clone();
+    // The DefaultTolerationSeconds admission plugin: tolerate a lost node for 5 minutes.
+    let tol = spec.tolerations.get_or_insert_with(Vec::new);
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let has = tol.iter().any(|t| {
+            (t.key.as_deref() == Some(key)
+                || t.key.is_none() && t.operator.as_deref() == Some("Exists"))
+                && matches!(t.effect.as_deref(), None | Some("NoExecute"))
+        });
+        if !has {
+            tol.push(Toleration {
+                key: Some(key.into()),
+                operator: Some("Exists".into()),
+                effect: Some("NoExecute".into()),
+                toleration_seconds: Some(300),
+                ..Default::default()
+            });
+        }
+    }
+    let status = pod.status.get_or_insert_with(PodStatus::default);
+    if status.qos_class.is_none() {
+        status.qos_class =
+            Some(qos_class(pod.spec.as_ref().map(|s| &s.containers[..]).unwrap_or(&[])).into());
+    }
+}
+
+/// The pod's QoS class from its containers' requests and limits.
+pub fn qos_class(containers: &[Container]) -> &'static str {
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in containers {
+        let r = c.resources.as_ref();
+        let req = r.and_then(|r| r.requests.clone()).unwrap_or_default();
+        let lim = r.and_then(|r| r.limits.clone()).unwrap_or_default();
+        if !req.is_empty() || !lim.is_empty() {
+            any = true;
+        }
+        for res in ["cpu", "memory"] {
+            match (req.get(res), lim.get(res)) {
+                (Some(a), Some(b)) if v::parse_quantity(&a.0) == v::parse_quantity(&b.0) => {}
+                _ => guaranteed = false,
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+fn validate_container(f: &str, c: &Container, volumes: &HashSet<String>, out: &mut Vec<Cause>) {
+    if c.name.is_empty() {
+        out.push(Cause::required(format!("{f}.name")));
+    } else {
+        v::label_name(&format!("{f}.name"), &c.name, out);
+    }
+    if c.image.as_deref().unwrap_or("").trim().is_empty() {
+        out.push(Cause::required(format!("{f}.image")));
+    }
+    v::one_of(
+        &format!("{f}.imagePullPolicy"),
+        c.image_pull_policy.as_deref(),
+        &["Always", "IfNotPresent", "Never"],
+        out,
+    );
+    v::one_of(
+        &format!("{f}.terminationMessagePolicy"),
+        c.termination_message_policy.as_deref(),
+        &["File", "FallbackToLogsOnError"],
+        out,
+    );
+    let mut port_names = HashSet::new();
+    for (n, p) in c.ports.iter().flatten().enumerate() {
+        let pf = format!("{f}.ports[{n}]");
+        v::port(&format!("{pf}.containerPort"), p.container_port, out);
+        if let Some(hp) = p.host_port {
+            if hp != 0 {
+                v::port(&format!("{pf}.hostPort"), hp, out);
+            }
+        }
+        v::protocol(&format!("{pf}.protocol"), p.protocol.as_deref(), out);
+        if let Some(name) = &p.name {
+            if name.len() > 15
+                || !v::is_dns1123_label(name)
+                || !name.bytes().any(|b| b.is_ascii_lowercase())
+            {
+                out.push(Cause::invalid(
+                    format!("{pf}.name"),
+                    &json!(name),
+                    "must be no more than 15 characters, contain only lowercase alphanumeric characters or '-', contain at least one letter and not start or end with '-'",
+                ));
+            } else if !port_names.insert(name.clone()) {
+                out.push(Cause::duplicate(format!("{pf}.name"), &json!(name)));
+            }
+        }
+    }
+    for (n, e) in c.env.iter().flatten().enumerate() {
+        if e.name.is_empty() {
+            out.push(Cause::required(format!("{f}.env[{n}].name")));
+        } else if e.name.contains('=') {
+            out.push(Cause::invalid(
+                format!("{f}.env[{n}].name"),
+                &json!(e.name),
+                "a valid environment variable name must consist only of printable ASCII characters other than '='",
+            ));
+        }
+        if e.value.is_some() && e.value_from.is_some() {
+            out.push(Cause::invalid(
+                format!("{f}.env[{n}].valueFrom"),
+                &json!(""),
+                "may not be specified when `value` is not empty",
+            ));
+        }
+    }
+    if let Some(r) = &c.resources {
+        v::quantities(&format!("{f}.resources.requests"), r.requests.as_ref(), out);
+        v::quantities(&format!("{f}.resources.limits"), r.limits.as_ref(), out);
+        if let (Some(req), Some(lim)) = (&r.requests, &r.limits) {
+            for (k, q) in req {
+                if let (Some(a), Some(l)) = (v::parse_quantity(&q.0), lim.get(k)) {
+                    if let Some(b) = v::parse_quantity(&l.0) {
+                        if a > b {
+                            out.push(Cause::invalid(
+                                format!("{f}.resources.requests"),
+                                &json!(q.0),
+                                format!("must be less than or equal to {k} limit of {}", l.0),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (n, m) in c.volume_mounts.iter().flatten().enumerate() {
+        if m.name.is_empty() {
+            out.push(Cause::required(format!("{f}.volumeMounts[{n}].name")));
+        } else if !volumes.contains(&m.name) {
+            out.push(Cause {
+                kind: crate::error::CauseKind::Invalid,
+                field: format!("{f}.volumeMounts[{n}].name"),
+                message: format!("\"{}\": not found", m.name),
+            });
+        }
+        if m.mount_path.is_empty() {
+            out.push(Cause::required(format!("{f}.volumeMounts[{n}].mountPath")));
+        }
+    }
+}
+
+/// Validates a pod spec at `f` (shared with pod templates).
+pub fn validate_spec(f: &str, spec: &PodSpec, out: &mut Vec<Cause>) {
+    let mut volumes = HashSet::new();
+    for (n, vol) in spec.volumes.iter().flatten().enumerate() {
+        let vf = format!("{f}.volumes[{n}].name");
+        if vol.name.is_empty() {
+            out.push(Cause::required(vf));
+        } else if !v::is_dns1123_label(&vol.name) {
+            v::label_name(&vf, &vol.name, out);
+        } else if !volumes.insert(vol.name.clone()) {
+            out.push(Cause::duplicate(vf, &json!(vol.name)));
+        }
+    }
+    if spec.containers.is_empty() {
+        out.push(Cause::required(format!("{f}.containers")));
+    }
+    let mut names = HashSet::new();
+    let all = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(n, c)| (format!("{f}.initContainers[{n}]"), c))
+        .chain(
+            spec.containers
+                .iter()
+                .enumerate()
+                .map(|(n, c)| (format!("{f}.containers[{n}]"), c)),
+        );
+    for (cf, c) in all {
+        validate_container(&cf, c, &volumes, out);
+        if !c.name.is_empty() && !names.insert(c.name.clone()) {
+            out.push(Cause::duplicate(format!("{cf}.name"), &json!(c.name)));
+        }
+    }
+    v::one_of(
+        &format!("{f}.restartPolicy"),
+        spec.restart_policy.as_deref(),
+        &["Always", "OnFailure", "Never"],
+        out,
+    );
+    v::one_of(
+        &format!("{f}.dnsPolicy"),
+        spec.dns_policy.as_deref(),
+        &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"],
+        out,
+    );
+    if let Some(g) = spec.termination_grace_period_seconds {
+        v::non_negative(&format!("{f}.terminationGracePeriodSeconds"), Some(g), out);
+    }
+    if let Some(d) = spec.active_deadline_seconds {
+        if d <= 0 {
+            out.push(Cause::invalid(
+                format!("{f}.activeDeadlineSeconds"),
+                &json!(d),
+                "must be between 1 and 2147483647, inclusive",
+            ));
+        }
+    }
+    if let Some(ns) = &spec.node_selector {
+        v::labels(&format!("{f}.nodeSelector"), Some(ns), out);
+    }
+    for (n, t) in spec.tolerations.iter().flatten().enumerate() {
+        let tf = format!("{f}.tolerations[{n}]");
+        v::one_of(
+            &format!("{tf}.operator"),
+            t.operator.as_deref(),
+            &["Equal", "Exists"],
+            out,
+        );
+        v::one_of(
+            &format!("{tf}.effect"),
+            t.effect.as_deref().filter(|e| !e.is_empty()),
+            &["NoSchedule", "PreferNoSchedule", "NoExecute"],
+            out,
+        );
+        if t.operator.as_deref() == Some("Exists")
+            && t.value.as_deref().is_some_and(|v| !v.is_empty())
+        {
+            out.push(Cause::invalid(
+                format!("{tf}.operator"),
+                &json!(t.value),
+                "value must be empty when `operator` is 'Exists'",
+            ));
+        }
+    }
+    if let Some(h) = &spec.hostname {
+        v::label_name(&format!("{f}.hostname"), h, out);
+    }
+}
+
+fn validate(pod: &Pod) -> Vec<Cause> {
+    let mut out = Vec::new();
+    match &pod.spec {
+        None => out.push(Cause::required("spec")),
+        Some(spec) => validate_spec("spec", spec, &mut out),
+    }
+    out
+}
+
+/// The fields of a running pod's spec that an update may change, as kube-apiserver allows.
+fn validate_update(new: &Pod, old: &Pod) -> Vec<Cause> {
+    let (Some(ns), Some(os)) = (&new.spec, &old.spec) else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    let mut probe = ns.clone();
+    for (c, o) in probe.containers.iter_mut().zip(os.containers.iter()) {
+        c.image = o.image.clone();
+    }
+    for (c, o) in probe
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .zip(os.init_containers.iter().flatten())
+    {
+        c.image = o.image.clone();
+    }
+    probe.active_deadline_seconds = os.active_deadline_seconds;
+    // Tolerations may only be added.
+    let old_tol = os.tolerations.clone().unwrap_or_default();
+    let new_tol = ns.tolerations.clone().unwrap_or_default();
+    if old_tol.iter().all(|t| new_tol.contains(t)) {
+        probe.tolerations = os.tolerations.clone();
+    }
+    if os.termination_grace_period_seconds.is_some_and(|g| g < 0) {
+        probe.termination_grace_period_seconds = os.termination_grace_period_seconds;
+    }
+    // nodeName is set once, by binding.
+    if os.node_name.is_none() {
+        probe.node_name = os.node_name.clone();
+    }
+    if &probe != os {
+        out.push(Cause::forbidden(
+            "spec",
+            "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+        ));
+    }
+    if let (Some(nd), Some(od)) = (ns.active_deadline_seconds, os.active_deadline_seconds) {
+        if nd > od {
+            out.push(Cause::invalid(
+                "spec.activeDeadlineSeconds",
+                &json!(nd),
+                "must be less than or equal to previous value",
+            ));
+        }
+    }
+    out
+}
+
+fn columns() -> Vec<Column> {
+    vec![
+        col("Name", "string", 0, "Name must be unique within a namespace."),
+        col("Ready", "string", 0, "The aggregate readiness state of this pod for accepting traffic."),
+        col("Status", "string", 0, "The aggregate status of the containers in this pod."),
+        col("Restarts", "string", 0, "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted."),
+        col("Age", "string", 0, "CreationTimestamp is a timestamp representing the server time when this object was created."),
+        col("IP", "string", 1, "IP address allocated to the pod. Routable at least within the cluster."),
+        col("Node", "string", 1, "NodeName is a request to schedule this pod onto a specific node."),
+        col("Nominated Node", "string", 1, "nominatedNodeName is set only when this pod preempts other pods on the node."),
+        col("Readiness Gates", "string", 1, "If specified, all readiness gates will be evaluated for pod readiness."),
+    ]
+}
+
+/// The STATUS column, following kubectl's rules for the pod's phase, reason and container states.
+pub fn display_status(pod: &Value) -> String {
+    let mut reason = s(pod, "/status/phase");
+    let r = s(pod, "/status/reason");
+    if !r.is_empty() {
+        reason = r;
+    }
+    let empty = Vec::new();
+    let init_specs = pod
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    let init_statuses = pod
+        .pointer("/status/initContainerStatuses")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    let mut initializing = false;
+    for (n, cs) in init_statuses.iter().enumerate() {
+        if cs
+            .pointer("/state/terminated/exitCode")
+            .and_then(Value::as_i64)
+            == Some(0)
+        {
+            continue;
+        }
+        if cs.pointer("/state/terminated").is_some() {
+            let tr = s(cs, "/state/terminated/reason");
+            reason = if tr.is_empty() {
+                format!("Init:ExitCode:{}", i(cs, "/state/terminated/exitCode"))
+            } else {
+                format!("Init:{tr}")
+            };
+        } else {
+            let wr = s(cs, "/state/waiting/reason");
+            reason = if !wr.is_empty() && wr != "PodInitializing" {
+                format!("Init:{wr}")
+            } else {
+                format!("Init:{n}/{}", init_specs.len())
+            };
+        }
+        initializing = true;
+        break;
+    }
+    if !initializing {
+        let statuses = pod
+            .pointer("/status/containerStatuses")
+            .and_then(Value::as_array)
+            .unwrap_or(&empty);
+        let mut has_running = false;
+        for cs in statuses.iter().rev() {
+            let wr = s(cs, "/state/waiting/reason");
+            let tr = s(cs, "/state/terminated/reason");
+            if !wr.is_empty() {
+                reason = wr;
+            } else if !tr.is_empty() {
+                reason = tr;
+            } else if cs.pointer("/state/terminated").is_some() {
+                let sig = i(cs, "/state/terminated/signal");
+                reason = if sig != 0 {
+                    format!("Signal:{sig}")
+                } else {
+                    format!("ExitCode:{}", i(cs, "/state/terminated/exitCode"))
+                };
+            } else if cs.get("ready").and_then(Value::as_bool) == Some(true)
+                && cs.pointer("/state/running").is_some()
+            {
+                has_running = true;
+            }
+        }
+        if reason == "Completed" && has_running {
+            reason = "Running".into();
+        }
+    }
+    if pod.pointer("/metadata/deletionTimestamp").is_some() {
+        reason = if s(pod, "/status/reason") == "NodeLost" {
+            "Unknown".into()
+        } else {
+            "Terminating".into()
+        };
+    }
+    reason
+}
+
+fn cells(pod: &Value) -> Vec<Value> {
+    let empty = Vec::new();
+    let specs = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    let statuses = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    let ready = statuses
+        .iter()
+        .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true))
+        .count();
+    let mut restarts = 0;
+    let mut last_restart: Option<String> = None;
+    for cs in statuses {
+        restarts += i(cs, "/restartCount");
+        let t = s(cs, "/lastState/terminated/finishedAt");
+        if !t.is_empty() && last_restart.as_ref().is_none_or(|l| &t > l) {
+            last_restart = Some(t);
+        }
+    }
+    let restarts = match last_restart {
+        Some(t) if restarts > 0 => format!("{restarts} ({} ago)", super::since(&t)),
+        _ => restarts.to_string(),
+    };
+    let or_none = |x: String| {
+        if x.is_empty() {
+            "<none>".to_string()
+        } else {
+            x
+        }
+    };
+    let gates = pod
+        .pointer("/spec/readinessGates")
+        .and_then(Value::as_array)
+        .map(|g| g.len())
+        .unwrap_or(0);
+    let gates = if gates == 0 {
+        "<none>".to_string()
+    } else {
+        format!("0/{gates}")
+    };
+    vec![
+        super::name(pod),
+        json!(format!("{ready}/{}", specs.len())),
+        json!(display_status(pod)),
+        json!(restarts),
+        super::age(pod),
+        json!(or_none(s(pod, "/status/podIP"))),
+        json!(or_none(s(pod, "/spec/nodeName"))),
+        json!(or_none(s(pod, "/status/nominatedNodeName"))),
+        json!(gates),
+    ]
+}
+
+fn field(pod: &Value, f: &str) -> Option<String> {
+    let ptr = match f {
+        "spec.nodeName" => "/spec/nodeName",
+        "spec.restartPolicy" => "/spec/restartPolicy",
+        "spec.schedulerName" => "/spec/schedulerName",
+        "spec.serviceAccountName" => "/spec/serviceAccountName",
+        "spec.hostNetwork" => {
+            return Some(
+                pod.pointer("/spec/hostNetwork")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+                    .to_string(),
+            )
+        }
+        "status.phase" => "/status/phase",
+        "status.podIP" => "/status/podIP",
+        "status.nominatedNodeName" => "/status/nominatedNodeName",
+        _ => return None,
+    };
+    Some(s(pod, ptr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Strategy;
+
+    #[test]
+    fn defaults_are_filled() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        let out = STRATEGY.admit(pod, None).unwrap().value;
+        assert_eq!(out["spec"]["restartPolicy"], "Always");
+        assert_eq!(out["spec"]["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(out["spec"]["tolerations"].as_array().unwrap().len(), 2);
+        assert_eq!(out["status"]["qosClass"], "BestEffort");
+    }
+
+    #[test]
+    fn missing_image_and_bad_name_are_invalid() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"},
+            "spec": {"containers": [{"name": "C_1"}]}});
+        let Err(super::super::Rejection::Invalid(causes)) = STRATEGY.admit(pod, None) else {
+            panic!()
+        };
+        let fields: Vec<_> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec!["spec.containers[0].name", "spec.containers[0].image"]
+        );
+    }
+
+    #[test]
+    fn only_image_may_change() {
+        let base = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"},
+            "spec": {"containers": [{"name": "c", "image": "a:1"}]}});
+        let old = STRATEGY.admit(base.clone(), None).unwrap().value;
+        let mut img = old.clone();
+        img["spec"]["containers"][0]["image"] = json!("a:2");
+        assert!(STRATEGY.admit(img, Some(&old)).is_ok());
+        let mut port = old.clone();
+        port["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80}]);
+        assert!(STRATEGY.admit(port, Some(&old)).is_err());
+    }
+
+    #[test]
+    fn status_column() {
+        let pod = json!({"status": {"phase": "Pending", "containerStatuses": [
+            {"name": "c", "ready": false, "state": {"waiting": {"reason": "ImagePullBackOff"}}}]}});
+        assert_eq!(display_status(&pod), "ImagePullBackOff");
+        let pod = json!({"metadata": {"deletionTimestamp": "x"}, "status": {"phase": "Running"}});
+        assert_eq!(display_status(&pod), "Terminating");
+    }
+}

@@ -1,0 +1,202 @@
+//! Rendering objects and lists: plain JSON/YAML, `Table` (what `kubectl get` prints) and
+//! `PartialObjectMetadata`.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use axum::body::Body;
+use http::{header, Response, StatusCode};
+use serde_json::{json, Value};
+
+use super::negotiate::{respond, Format};
+use super::Query;
+use crate::api::Listed;
+use crate::error::{Error, Result};
+use crate::registry::ResourceInfo;
+
+/// What a table row carries besides its cells (`includeObject`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Include {
+    /// Nothing.
+    None,
+    /// Metadata only.
+    Metadata,
+    /// The whole object.
+    Object,
+}
+
+impl Include {
+    /// From the `includeObject` parameter.
+    pub fn parse(q: &Query) -> Result<Include> {
+        match q.get("includeObject") {
+            None | Some("") | Some("PartialObjectMetadata") => Ok(Include::Metadata),
+            Some("Object") => Ok(Include::Object),
+            Some("None") => Ok(Include::None),
+            Some(o) => Err(Error::bad_request(format!(
+                "includeObject: unsupported value {o:?}"
+            ))),
+        }
+    }
+}
+
+/// The metadata-only view of an object.
+pub fn partial(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
+    })
+}
+
+/// One table row.
+pub fn row(r: &ResourceInfo, obj: &Value, include: Include) -> Value {
+    let mut row = json!({"cells": r.strategy.cells(obj)});
+    match include {
+        Include::None => {}
+        Include::Metadata => row["object"] = partial(obj),
+        Include::Object => row["object"] = obj.clone(),
+    }
+    row
+}
+
+/// Column definitions.
+pub fn columns(r: &ResourceInfo) -> Value {
+    Value::Array(
+        r.strategy
+            .columns()
+            .iter()
+            .map(|c| {
+                json!({
+                    "name": c.name,
+                    "type": c.kind,
+                    "format": c.format,
+                    "description": c.description,
+                    "priority": c.priority,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// A table of objects.
+pub fn table<'a>(
+    r: &ResourceInfo,
+    items: impl Iterator<Item = &'a Value>,
+    include: Include,
+    headers: bool,
+    meta: Value,
+) -> Value {
+    let mut t = json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": meta,
+        "rows": items.map(|o| row(r, o, include)).collect::<Vec<_>>(),
+    });
+    if headers {
+        t["columnDefinitions"] = columns(r);
+    }
+    t
+}
+
+/// Responds with one object in the requested format.
+pub fn respond_one(
+    r: &ResourceInfo,
+    obj: Value,
+    format: &Format,
+    q: &Query,
+) -> Result<Response<Body>> {
+    match format {
+        Format::Table => {
+            let rv = obj
+                .pointer("/metadata/resourceVersion")
+                .cloned()
+                .unwrap_or(json!(""));
+            let t = table(
+                r,
+                std::iter::once(&obj),
+                Include::parse(q)?,
+                true,
+                json!({"resourceVersion": rv}),
+            );
+            respond(StatusCode::OK, &t, Format::Json)
+        }
+        Format::PartialMeta => respond(StatusCode::OK, &partial(&obj), Format::Json),
+        f => respond(StatusCode::OK, &obj, *f),
+    }
+}
+
+fn list_meta(listed: &Listed) -> Value {
+    let mut meta = json!({"resourceVersion": listed.rv.to_string()});
+    if let Some(c) = &listed.continue_token {
+        meta["continue"] = json!(c);
+    }
+    if let Some(n) = listed.remaining {
+        meta["remainingItemCount"] = json!(n);
+    }
+    meta
+}
+
+/// Responds with a list in the requested format.
+pub fn respond_list(
+    r: &ResourceInfo,
+    listed: Listed,
+    format: &Format,
+    q: &Query,
+) -> Result<Response<Body>> {
+    let meta = list_meta(&listed);
+    match format {
+        Format::Table => {
+            let t = table(
+                r,
+                listed.items.iter().map(|a| a.as_ref()),
+                Include::parse(q)?,
+                true,
+                meta,
+            );
+            respond(StatusCode::OK, &t, Format::Json)
+        }
+        Format::PartialMeta => {
+            let l = json!({
+                "kind": "PartialObjectMetadataList",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": meta,
+                "items": listed.items.iter().map(|o| partial(o)).collect::<Vec<_>>(),
+            });
+            respond(StatusCode::OK, &l, Format::Json)
+        }
+        Format::Yaml => {
+            let l = json!({
+                "kind": format!("{}List", r.kind),
+                "apiVersion": r.api_version(),
+                "metadata": meta,
+                "items": listed.items.iter().map(|o| (**o).clone()).collect::<Vec<_>>(),
+            });
+            respond(StatusCode::OK, &l, Format::Yaml)
+        }
+        Format::Json => Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(list_json(r, &meta, &listed.items)))
+            .expect("valid response")),
+    }
+}
+
+/// A list's JSON, written item by item without copying the items.
+fn list_json(r: &ResourceInfo, meta: &Value, items: &[Arc<Value>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + items.len() * 1024);
+    let _ = write!(
+        out,
+        "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
+        r.kind,
+        r.api_version(),
+        meta
+    );
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut out, item.as_ref());
+    }
+    out.extend_from_slice(b"]}");
+    out
+}

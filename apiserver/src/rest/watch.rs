@@ -1,0 +1,130 @@
+//! Watch responses: a stream of `{"type": ..., "object": ...}` lines until the client goes,
+//! the timeout passes, or the server shuts down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{header, Response, StatusCode};
+use rand::Rng;
+use serde_json::json;
+
+use super::negotiate::Format;
+use super::table::{self, Include};
+use super::Query;
+use crate::api::{WatchItem, WatchOpts};
+use crate::error::Result;
+use crate::registry::ResourceInfo;
+use crate::server::State;
+use crate::storage::watch_cache::EventType;
+
+struct Gauge {
+    state: Arc<State>,
+    resource: &'static str,
+}
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        self.state.metrics.watchers(self.resource, -1);
+    }
+}
+
+fn encode(
+    r: &ResourceInfo,
+    item: &WatchItem,
+    format: Format,
+    include: Include,
+    first: bool,
+) -> Bytes {
+    let kind = item.kind.as_str();
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    match (format, item.kind) {
+        (_, EventType::Bookmark) => {
+            let _ = serde_json::to_writer(&mut out, item.object.as_ref());
+        }
+        (Format::Table, _) => {
+            let t = table::table(
+                r,
+                std::iter::once(item.object.as_ref()),
+                include,
+                first,
+                json!({}),
+            );
+            let _ = serde_json::to_writer(&mut out, &t);
+        }
+        (Format::PartialMeta, _) => {
+            let _ = serde_json::to_writer(&mut out, &table::partial(&item.object));
+        }
+        _ => match &item.event {
+            Some(ev) => out.extend_from_slice(ev.json()),
+            None => {
+                let _ = serde_json::to_writer(&mut out, item.object.as_ref());
+            }
+        },
+    }
+    out.extend_from_slice(b"}\n");
+    Bytes::from(out)
+}
+
+/// Starts a watch response.
+pub async fn respond(
+    state: &Arc<State>,
+    r: &'static ResourceInfo,
+    ns: Option<&str>,
+    opts: WatchOpts,
+    format: Format,
+    timeout: Option<i64>,
+    q: &Query,
+) -> Result<Response<Body>> {
+    let include = Include::parse(q)?;
+    let watch = match state.api.watch(r, ns, opts).await {
+        Ok(w) => w,
+        Err(e) if e.code() == 410 => {
+            // As kube-apiserver does: a 200 stream whose one event is the 410 Status.
+            let line = format!("{}\n", json!({"type": "ERROR", "object": e.status()}));
+            return Ok(Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(line))
+                .expect("valid response"));
+        }
+        Err(e) => return Err(e),
+    };
+    let secs = match timeout {
+        Some(t) if t > 0 => t as u64,
+        _ => 1800 + rand::rng().random_range(0..1800),
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    state.metrics.watchers(r.plural, 1);
+    let gauge = Gauge {
+        state: state.clone(),
+        resource: r.plural,
+    };
+    let shutdown = state.shutdown.clone();
+    let stream = futures::stream::unfold((watch, true, gauge), move |(mut w, first, gauge)| {
+        let shutdown = shutdown.clone();
+        async move {
+            let item = tokio::select! {
+                _ = shutdown.cancelled() => None,
+                _ = tokio::time::sleep_until(deadline) => None,
+                item = w.next() => item,
+            }?;
+            let first_row = first && item.kind != EventType::Bookmark;
+            let bytes = encode(r, &item, format, include, first_row);
+            Some((
+                Ok::<_, std::convert::Infallible>(bytes),
+                (w, first && !first_row, gauge),
+            ))
+        }
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-cache, private")
+        .body(Body::from_stream(stream))
+        .expect("valid response"))
+}

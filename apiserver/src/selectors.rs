@@ -1,0 +1,294 @@
+//! Label and field selectors in their query-string forms (`app=web,tier in (fe,be),!canary`,
+//! `spec.nodeName=n1,status.phase!=Running`).
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::registry::{s, ResourceInfo};
+
+/// One label requirement.
+#[derive(Debug, Clone, PartialEq)]
+enum LabelReq {
+    Eq(String, String),
+    NotEq(String, String),
+    In(String, BTreeSet<String>),
+    NotIn(String, BTreeSet<String>),
+    Exists(String),
+    NotExists(String),
+    Gt(String, i64),
+    Lt(String, i64),
+}
+
+/// A parsed label selector; empty matches everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LabelSelector(Vec<LabelReq>);
+
+fn split_top(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut depth = 0;
+    let mut cur = String::new();
+    for c in s.chars() {
+        match c {
+            '(' => {
+                depth += 1;
+                cur.push(c)
+            }
+            ')' => {
+                depth -= 1;
+                cur.push(c)
+            }
+            ',' if depth == 0 => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out.into_iter()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+fn valid_key(k: &str) -> bool {
+    let mut causes = Vec::new();
+    crate::validation::qualified_name("", k, &mut causes);
+    causes.is_empty()
+}
+
+fn valid_value(v: &str) -> bool {
+    v.len() <= 63
+        && (v.is_empty()
+            || (v.as_bytes()[0].is_ascii_alphanumeric()
+                && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric()
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))))
+}
+
+impl LabelSelector {
+    /// Parses the query-string form.
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = |why: &str| Error::bad_request(format!("unable to parse requirement: {why}"));
+        let mut reqs = Vec::new();
+        for part in split_top(text) {
+            let set_op = [" notin ", " in "].iter().find_map(|op| {
+                part.find(op)
+                    .map(|i| (op.trim(), &part[..i], part[i + op.len()..].trim()))
+            });
+            let req = if let Some((op, key, rest)) = set_op {
+                let inner = rest
+                    .strip_prefix('(')
+                    .and_then(|r| r.strip_suffix(')'))
+                    .ok_or_else(|| bad(&format!("found '{rest}', expected: '('")))?;
+                let vals: BTreeSet<String> = inner
+                    .split(',')
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| !v.is_empty())
+                    .collect();
+                let key = key.trim().to_string();
+                if op == "in" {
+                    LabelReq::In(key, vals)
+                } else {
+                    LabelReq::NotIn(key, vals)
+                }
+            } else if let Some(k) = part.strip_prefix('!') {
+                LabelReq::NotExists(k.trim().to_string())
+            } else if let Some((k, v)) = part.split_once("!=") {
+                LabelReq::NotEq(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = part.split_once("==") {
+                LabelReq::Eq(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = part.split_once('=') {
+                LabelReq::Eq(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = part.split_once('>') {
+                let n = v.trim().parse().map_err(|_| {
+                    bad(&format!(
+                        "for 'gt', 'lt' operators, the value must be an integer: {v}"
+                    ))
+                })?;
+                LabelReq::Gt(k.trim().into(), n)
+            } else if let Some((k, v)) = part.split_once('<') {
+                let n = v.trim().parse().map_err(|_| {
+                    bad(&format!(
+                        "for 'gt', 'lt' operators, the value must be an integer: {v}"
+                    ))
+                })?;
+                LabelReq::Lt(k.trim().into(), n)
+            } else {
+                LabelReq::Exists(part.trim().to_string())
+            };
+            let (key, vals): (&str, Vec<&str>) = match &req {
+                LabelReq::Eq(k, v) | LabelReq::NotEq(k, v) => (k, vec![v]),
+                LabelReq::In(k, vs) | LabelReq::NotIn(k, vs) => {
+                    (k, vs.iter().map(String::as_str).collect())
+                }
+                LabelReq::Exists(k)
+                | LabelReq::NotExists(k)
+                | LabelReq::Gt(k, _)
+                | LabelReq::Lt(k, _) => (k, vec![]),
+            };
+            if !valid_key(key) {
+                return Err(bad(&format!("invalid label key \"{key}\"")));
+            }
+            if let Some(v) = vals.iter().find(|v| !valid_value(v)) {
+                return Err(bad(&format!("invalid label value: \"{v}\"")));
+            }
+            reqs.push(req);
+        }
+        Ok(LabelSelector(reqs))
+    }
+
+    /// Whether the selector is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether an object's labels match.
+    pub fn matches(&self, obj: &Value) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let labels = obj.pointer("/metadata/labels").and_then(Value::as_object);
+        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+        self.0.iter().all(|r| match r {
+            LabelReq::Eq(k, v) => get(k) == Some(v.as_str()),
+            LabelReq::NotEq(k, v) => get(k) != Some(v.as_str()),
+            LabelReq::In(k, vs) => get(k).is_some_and(|x| vs.contains(x)),
+            LabelReq::NotIn(k, vs) => get(k).is_none_or(|x| !vs.contains(x)),
+            LabelReq::Exists(k) => get(k).is_some(),
+            LabelReq::NotExists(k) => get(k).is_none(),
+            LabelReq::Gt(k, n) => get(k)
+                .and_then(|x| x.parse::<i64>().ok())
+                .is_some_and(|x| x > *n),
+            LabelReq::Lt(k, n) => get(k)
+                .and_then(|x| x.parse::<i64>().ok())
+                .is_some_and(|x| x < *n),
+        })
+    }
+}
+
+/// A parsed field selector; empty matches everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FieldSelector(Vec<(String, bool, String)>);
+
+impl FieldSelector {
+    /// Parses and checks the fields against what the resource supports.
+    pub fn parse(text: &str, r: &ResourceInfo) -> Result<Self> {
+        let mut reqs = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (field, eq, value) = if let Some((f, v)) = part.split_once("!=") {
+                (f, false, v)
+            } else if let Some((f, v)) = part.split_once("==") {
+                (f, true, v)
+            } else if let Some((f, v)) = part.split_once('=') {
+                (f, true, v)
+            } else {
+                return Err(Error::bad_request(format!(
+                    "invalid selector: '{text}'; can't understand '{part}'"
+                )));
+            };
+            let field = field.trim();
+            let known = matches!(field, "metadata.name" | "metadata.namespace")
+                || r.strategy.selectable_fields().contains(&field);
+            if !known {
+                return Err(Error::bad_request(format!(
+                    "field label not supported: {field}"
+                )));
+            }
+            reqs.push((field.to_string(), eq, value.trim().to_string()));
+        }
+        Ok(FieldSelector(reqs))
+    }
+
+    /// Whether the selector is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The exact name this selector pins, if any (`metadata.name=x`).
+    pub fn name(&self) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(f, eq, _)| f == "metadata.name" && *eq)
+            .map(|(_, _, v)| v.as_str())
+    }
+
+    /// Whether an object matches.
+    pub fn matches(&self, r: &ResourceInfo, obj: &Value) -> bool {
+        self.0.iter().all(|(field, eq, want)| {
+            let have = field_value(r, obj, field);
+            (have == *want) == *eq
+        })
+    }
+}
+
+/// The value of a selectable field of an object.
+pub fn field_value(r: &ResourceInfo, obj: &Value, field: &str) -> String {
+    match field {
+        "metadata.name" => s(obj, "/metadata/name"),
+        "metadata.namespace" => s(obj, "/metadata/namespace"),
+        f => r.strategy.field(obj, f).unwrap_or_else(|| {
+            let ptr = format!("/{}", f.replace('.', "/"));
+            match obj.pointer(&ptr) {
+                Some(Value::Bool(b)) => b.to_string(),
+                Some(Value::String(x)) => x.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                Some(_) => String::new(),
+                None if r.strategy.selectable_fields().contains(&f) && is_bool_field(f) => {
+                    "false".into()
+                }
+                None => String::new(),
+            }
+        }),
+    }
+}
+
+fn is_bool_field(f: &str) -> bool {
+    matches!(f, "spec.unschedulable" | "spec.hostNetwork")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn label_selector_operators() {
+        let o = json!({"metadata": {"labels": {"app": "web", "tier": "fe", "n": "5"}}});
+        let m = |s: &str| LabelSelector::parse(s).unwrap().matches(&o);
+        assert!(m("app=web"));
+        assert!(m("app==web,tier!=be"));
+        assert!(m("tier in (fe,be)"));
+        assert!(!m("tier notin (fe)"));
+        assert!(m("app"));
+        assert!(m("!canary"));
+        assert!(!m("!app"));
+        assert!(m("n>3"));
+        assert!(!m("n<3"));
+        assert!(m(""));
+        assert!(LabelSelector::parse("a=b c").is_err());
+    }
+
+    #[test]
+    fn field_selector_on_pods() {
+        let r = crate::registry::find("", "v1", "pods").unwrap();
+        let o = json!({"metadata": {"name": "a", "namespace": "d"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
+        assert!(FieldSelector::parse("spec.nodeName=n1", r)
+            .unwrap()
+            .matches(r, &o));
+        assert!(
+            FieldSelector::parse("status.phase!=Pending,metadata.name=a", r)
+                .unwrap()
+                .matches(r, &o)
+        );
+        assert!(!FieldSelector::parse("spec.nodeName=", r)
+            .unwrap()
+            .matches(r, &o));
+        assert!(FieldSelector::parse("spec.hostNetwork=false", r)
+            .unwrap()
+            .matches(r, &o));
+        assert_eq!(
+            FieldSelector::parse("spec.bogus=1", r).unwrap_err().code(),
+            400
+        );
+    }
+}

@@ -1,0 +1,393 @@
+//! etcd storage: objects as JSON under `/registry/<resource>/<namespace>/<name>`.
+//!
+//! Every write is one etcd transaction guarded by a compare, so a write lands whole or not at
+//! all: create is "key absent → put", update and delete are "mod revision unchanged → put /
+//! delete". An object's `metadata.resourceVersion` is the etcd revision that last modified it;
+//! it is never stored, only set on the way out, as kube-apiserver does.
+
+pub mod watch_cache;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse,
+};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+/// A stored object with the revision that last wrote it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// The etcd key.
+    pub key: String,
+    /// The object, with `metadata.resourceVersion` set.
+    pub value: Value,
+    /// The etcd mod revision.
+    pub rv: i64,
+}
+
+/// A further key written in the same transaction as the object (allocations of IPs and ports).
+#[derive(Debug, Clone)]
+pub enum SideEffect {
+    /// Create this key, failing the whole write if it exists.
+    Claim(String),
+    /// Delete this key.
+    Release(String),
+}
+
+/// What a guarded write found.
+#[derive(Debug)]
+pub enum WriteOutcome {
+    /// Written at this revision.
+    Done(i64),
+    /// The object key was not in the expected state; here is what is there now (if anything).
+    Mismatch(Option<Stored>),
+    /// A claimed side key was already taken.
+    ClaimTaken,
+}
+
+/// One page of a list.
+#[derive(Debug)]
+pub struct Page {
+    /// The objects, in key order.
+    pub items: Vec<Stored>,
+    /// The revision the list was read at.
+    pub rev: i64,
+    /// The key to continue from, if more remain.
+    pub next_key: Option<String>,
+    /// How many keys remain after this page, if more remain.
+    pub remaining: i64,
+}
+
+/// The etcd-backed object store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    kv: KvClient,
+    client: etcd_client::Client,
+    prefix: Arc<str>,
+    metrics: Arc<Metrics>,
+}
+
+impl Store {
+    /// Connects to etcd. The connection re-establishes itself if etcd goes away.
+    pub async fn connect(
+        endpoints: &[String],
+        prefix: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self> {
+        let endpoints: Vec<String> = endpoints
+            .iter()
+            .map(|e| e.trim_start_matches("http://").to_string())
+            .collect();
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(15))
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_keep_alive_while_idle(true);
+        let client = etcd_client::Client::connect(endpoints, Some(opts)).await?;
+        let kv = client.kv_client().max_decoding_message_size(512 << 20);
+        let prefix: Arc<str> = prefix.trim_end_matches('/').into();
+        Ok(Store {
+            kv,
+            client,
+            prefix,
+            metrics,
+        })
+    }
+
+    /// The key prefix all objects live under (`/registry`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// A client for watches.
+    pub fn watch_client(&self) -> etcd_client::WatchClient {
+        self.client.watch_client()
+    }
+
+    fn time<T>(&self, op: &'static str, start: Instant, r: &Result<T>) {
+        self.metrics.observe_etcd(op, start.elapsed(), r.is_ok());
+    }
+
+    /// Reads one object.
+    pub async fn get(&self, key: &str) -> Result<Option<Stored>> {
+        let start = Instant::now();
+        let r = self.kv.clone().get(key, None).await.map_err(Error::from);
+        self.time("get", start, &r);
+        let mut resp = r?;
+        match resp.take_kvs().into_iter().next() {
+            Some(kv) => Ok(Some(decode(key, kv.value(), kv.mod_revision())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The store's current revision.
+    pub async fn current_revision(&self) -> Result<i64> {
+        let start = Instant::now();
+        let opts = GetOptions::new().with_count_only();
+        let r = self
+            .kv
+            .clone()
+            .get(format!("{}/", self.prefix), Some(opts))
+            .await;
+        let r = r.map_err(Error::from);
+        self.time("get", start, &r);
+        Ok(r?.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    /// Creates `key` if absent, together with the side effects.
+    pub async fn create(
+        &self,
+        key: &str,
+        value: &Value,
+        effects: &[SideEffect],
+    ) -> Result<WriteOutcome> {
+        let bytes = encode(value);
+        let mut when = vec![Compare::version(key, CompareOp::Equal, 0)];
+        let mut ops = vec![TxnOp::put(key, bytes, None)];
+        add_effects(effects, &mut when, &mut ops);
+        let txn = Txn::new()
+            .when(when)
+            .and_then(ops)
+            .or_else(vec![TxnOp::get(key, None)]);
+        self.run_txn("create", key, None, txn).await
+    }
+
+    /// Writes `key` if its mod revision is still `expected`, together with the side effects.
+    pub async fn update(
+        &self,
+        key: &str,
+        value: &Value,
+        expected: i64,
+        effects: &[SideEffect],
+    ) -> Result<WriteOutcome> {
+        let bytes = encode(value);
+        let mut when = vec![Compare::mod_revision(key, CompareOp::Equal, expected)];
+        let mut ops = vec![TxnOp::put(key, bytes, None)];
+        add_effects(effects, &mut when, &mut ops);
+        let txn = Txn::new()
+            .when(when)
+            .and_then(ops)
+            .or_else(vec![TxnOp::get(key, None)]);
+        self.run_txn("update", key, Some(expected), txn).await
+    }
+
+    /// Deletes `key` if its mod revision is still `expected`, together with the side effects.
+    pub async fn delete(
+        &self,
+        key: &str,
+        expected: i64,
+        effects: &[SideEffect],
+    ) -> Result<WriteOutcome> {
+        let mut when = vec![Compare::mod_revision(key, CompareOp::Equal, expected)];
+        let mut ops = vec![TxnOp::delete(key, None)];
+        add_effects(effects, &mut when, &mut ops);
+        let txn = Txn::new()
+            .when(when)
+            .and_then(ops)
+            .or_else(vec![TxnOp::get(key, None)]);
+        self.run_txn("delete", key, Some(expected), txn).await
+    }
+
+    async fn run_txn(
+        &self,
+        op: &'static str,
+        key: &str,
+        expected: Option<i64>,
+        txn: Txn,
+    ) -> Result<WriteOutcome> {
+        let start = Instant::now();
+        let r = self.kv.clone().txn(txn).await.map_err(Error::from);
+        self.time(op, start, &r);
+        let resp = r?;
+        if resp.succeeded() {
+            let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+            return Ok(WriteOutcome::Done(rev));
+        }
+        // The guard failed: either the object was not as expected or a claim was taken.
+        let current = resp.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().cloned(),
+            _ => None,
+        });
+        let current = match current {
+            Some(kv) => Some(decode(key, kv.value(), kv.mod_revision())?),
+            None => None,
+        };
+        let object_as_expected = match (expected, &current) {
+            (None, None) => true,
+            (Some(rv), Some(c)) => c.rv == rv,
+            _ => false,
+        };
+        if object_as_expected {
+            Ok(WriteOutcome::ClaimTaken)
+        } else {
+            Ok(WriteOutcome::Mismatch(current))
+        }
+    }
+
+    /// Lists keys under `prefix` at `rev` (0 = latest), starting at `start` (inclusive), at
+    /// most `limit` (0 = all).
+    pub async fn list(
+        &self,
+        prefix: &str,
+        start: Option<&str>,
+        rev: i64,
+        limit: i64,
+    ) -> Result<Page> {
+        let end = prefix_end(prefix);
+        let from = start.unwrap_or(prefix).to_string();
+        let mut opts = GetOptions::new().with_range(end);
+        if rev > 0 {
+            opts = opts.with_revision(rev);
+        }
+        if limit > 0 {
+            opts = opts.with_limit(limit);
+        }
+        let begin = Instant::now();
+        let r = self
+            .kv
+            .clone()
+            .get(from, Some(opts))
+            .await
+            .map_err(map_compacted);
+        self.time("list", begin, &r);
+        let mut resp = r?;
+        let read_rev = resp.header().map(|h| h.revision()).unwrap_or(rev);
+        let more = resp.more();
+        let count = resp.count();
+        let kvs = resp.take_kvs();
+        let mut items = Vec::with_capacity(kvs.len());
+        for kv in &kvs {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            items.push(decode(&key, kv.value(), kv.mod_revision())?);
+        }
+        let next_key = if more {
+            items.last().map(|last| format!("{}\0", last.key))
+        } else {
+            None
+        };
+        let remaining = if more { count - items.len() as i64 } else { 0 };
+        Ok(Page {
+            items,
+            rev: if rev > 0 { rev } else { read_rev },
+            next_key,
+            remaining,
+        })
+    }
+
+    /// Every key under `prefix`, without values.
+    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>> {
+        let opts = GetOptions::new().with_prefix().with_keys_only();
+        let mut resp = self.kv.clone().get(prefix, Some(opts)).await?;
+        Ok(resp
+            .take_kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+            .collect())
+    }
+
+    /// Drops history before `rev`.
+    pub async fn compact(&self, rev: i64) -> Result<()> {
+        let start = Instant::now();
+        let r = self
+            .kv
+            .clone()
+            .compact(rev, None)
+            .await
+            .map(|_| ())
+            .map_err(Error::from);
+        self.time("compact", start, &r);
+        r
+    }
+}
+
+fn add_effects(effects: &[SideEffect], when: &mut Vec<Compare>, ops: &mut Vec<TxnOp>) {
+    for e in effects {
+        match e {
+            SideEffect::Claim(k) => {
+                when.push(Compare::version(k.as_str(), CompareOp::Equal, 0));
+                ops.push(TxnOp::put(k.as_str(), Vec::<u8>::new(), None));
+            }
+            SideEffect::Release(k) => ops.push(TxnOp::delete(k.as_str(), None)),
+        }
+    }
+}
+
+/// The first key after every key that starts with `prefix`.
+pub fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+fn map_compacted(e: etcd_client::Error) -> Error {
+    if is_compacted(&e) {
+        Error::gone("The provided continue parameter or resourceVersion is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results.")
+    } else {
+        Error::from(e)
+    }
+}
+
+/// Whether etcd refused because the revision asked for is compacted.
+pub fn is_compacted(e: &etcd_client::Error) -> bool {
+    e.to_string()
+        .contains("required revision has been compacted")
+}
+
+/// The stored form: JSON without `resourceVersion`.
+pub fn encode(value: &Value) -> Vec<u8> {
+    let mut v = value.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// Reads a stored object and stamps its resourceVersion.
+pub fn decode(key: &str, bytes: &[u8], rev: i64) -> Result<Stored> {
+    let mut value: Value = serde_json::from_slice(bytes).map_err(|source| Error::Corrupt {
+        key: key.to_string(),
+        source,
+    })?;
+    set_rv(&mut value, rev);
+    Ok(Stored {
+        key: key.to_string(),
+        value,
+        rv: rev,
+    })
+}
+
+/// Sets `metadata.resourceVersion`.
+pub fn set_rv(value: &mut Value, rev: i64) {
+    if let Some(m) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.insert("resourceVersion".into(), Value::String(rev.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_increments_last_byte() {
+        assert_eq!(prefix_end("/registry/pods/"), b"/registry/pods0".to_vec());
+    }
+
+    #[test]
+    fn stored_form_has_no_resource_version() {
+        let v = serde_json::json!({"metadata": {"name": "a", "resourceVersion": "5"}});
+        let bytes = encode(&v);
+        let back: Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(back["metadata"].get("resourceVersion").is_none());
+        let s = decode("k", &bytes, 9).unwrap();
+        assert_eq!(s.value["metadata"]["resourceVersion"], "9");
+    }
+}

@@ -1,0 +1,566 @@
+//! The watch cache: one etcd watch per resource type, fanned out to every client watch.
+//!
+//! The cache keeps the current objects (so `resourceVersion=0` lists never touch etcd) and a
+//! window of recent events (so a client watch can resume from a recent resourceVersion). A
+//! client watch takes the buffered events after its resourceVersion and subscribes to new ones
+//! under one lock, so it can neither miss nor repeat an event. A client whose resourceVersion
+//! is older than the window gets 410 Gone and re-lists, as with kube-apiserver.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use etcd_client::{EventType as EtcdEventType, WatchOptions};
+use serde_json::Value;
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{decode, Store};
+use crate::error::{Error, Result};
+
+/// What happened to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// Created.
+    Added,
+    /// Changed.
+    Modified,
+    /// Deleted (the object is its last state).
+    Deleted,
+    /// No object change: the cache has reached this revision.
+    Bookmark,
+}
+
+impl EventType {
+    /// The word used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+            EventType::Bookmark => "BOOKMARK",
+        }
+    }
+}
+
+/// One change, shared by every watcher.
+#[derive(Debug)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventType,
+    /// The etcd key (empty for bookmarks).
+    pub key: String,
+    /// The revision of the change.
+    pub rv: i64,
+    /// The object after the change (before it, with the deletion's revision, for Deleted).
+    pub object: Arc<Value>,
+    /// The object before the change, for Modified.
+    pub prev: Option<Arc<Value>>,
+    /// The object's JSON, made once and shared by every watcher.
+    json: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl Event {
+    /// An event; its JSON is made on first use.
+    pub fn new(
+        kind: EventType,
+        key: String,
+        rv: i64,
+        object: Arc<Value>,
+        prev: Option<Arc<Value>>,
+    ) -> Self {
+        Event {
+            kind,
+            key,
+            rv,
+            object,
+            prev,
+            json: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The object's JSON.
+    pub fn json(&self) -> &[u8] {
+        self.json.get_or_init(|| {
+            bytes::Bytes::from(serde_json::to_vec(self.object.as_ref()).unwrap_or_default())
+        })
+    }
+}
+
+struct Inner {
+    /// The newest revision the cache reflects.
+    rev: i64,
+    /// Events after this revision are all in `history`.
+    start_rev: i64,
+    objects: BTreeMap<String, Arc<Value>>,
+    history: VecDeque<Arc<Event>>,
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+/// The cache for one resource type.
+pub struct WatchCache {
+    prefix: String,
+    capacity: usize,
+    inner: RwLock<Inner>,
+    ready: watch::Sender<bool>,
+    rev_tx: watch::Sender<i64>,
+}
+
+/// The start of a client watch: the events to send first, then the live feed.
+pub struct Subscription {
+    /// Events to deliver before any from `rx`.
+    pub initial: Vec<Arc<Event>>,
+    /// Later events.
+    pub rx: broadcast::Receiver<Arc<Event>>,
+    /// The revision the initial events bring the client to.
+    pub rev: i64,
+}
+
+const BROADCAST_CAPACITY: usize = 16 * 1024;
+
+impl WatchCache {
+    /// A cache for the keys under `prefix` (ending in `/`), keeping `capacity` recent events.
+    pub fn new(prefix: String, capacity: usize) -> Arc<Self> {
+        let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let (ready, _) = watch::channel(false);
+        let (rev_tx, _) = watch::channel(0);
+        Arc::new(WatchCache {
+            prefix,
+            capacity,
+            inner: RwLock::new(Inner {
+                rev: 0,
+                start_rev: 0,
+                objects: BTreeMap::new(),
+                history: VecDeque::new(),
+                tx,
+            }),
+            ready,
+            rev_tx,
+        })
+    }
+
+    /// The key prefix this cache holds.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Whether the first list has completed.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Waits until the first list has completed.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.ready.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// Waits until the cache reflects at least `rev`, for up to `timeout`.
+    pub async fn wait_for_rev(&self, rev: i64, timeout: Duration) -> bool {
+        let mut rx = self.rev_tx.subscribe();
+        let ok = matches!(
+            tokio::time::timeout(timeout, rx.wait_for(|r| *r >= rev)).await,
+            Ok(Ok(_))
+        );
+        ok
+    }
+
+    /// The newest revision the cache reflects.
+    pub fn rev(&self) -> i64 {
+        self.read().rev
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The objects whose keys start with `prefix`, and the revision they are current at.
+    pub fn list(
+        &self,
+        prefix: &str,
+        mut keep: impl FnMut(&Value) -> bool,
+    ) -> (Vec<Arc<Value>>, i64) {
+        let inner = self.read();
+        let items = inner
+            .objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(_, v)| keep(v))
+            .map(|(_, v)| v.clone())
+            .collect();
+        (items, inner.rev)
+    }
+
+    /// How many objects the cache holds.
+    pub fn len(&self) -> usize {
+        self.read().objects.len()
+    }
+
+    /// Whether the cache holds no objects.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// One object by key.
+    pub fn get(&self, key: &str) -> Option<Arc<Value>> {
+        self.read().objects.get(key).cloned()
+    }
+
+    /// Starts a client watch after `from` (None: the current state as ADDED events first).
+    pub fn subscribe(&self, from: Option<i64>) -> Result<Subscription> {
+        let inner = self.read();
+        let rx = inner.tx.subscribe();
+        match from {
+            None => {
+                let initial = inner
+                    .objects
+                    .iter()
+                    .map(|(k, v)| {
+                        Arc::new(Event::new(
+                            EventType::Added,
+                            k.clone(),
+                            rv_of(v),
+                            v.clone(),
+                            None,
+                        ))
+                    })
+                    .collect();
+                Ok(Subscription {
+                    initial,
+                    rx,
+                    rev: inner.rev,
+                })
+            }
+            Some(rv) if rv < inner.start_rev => Err(Error::gone(format!(
+                "too old resource version: {rv} ({})",
+                inner.start_rev + 1
+            ))),
+            Some(rv) => {
+                // History is in revision order; skip what the client has seen.
+                let skip = inner.history.partition_point(|e| e.rv <= rv);
+                let initial = inner.history.iter().skip(skip).cloned().collect();
+                Ok(Subscription {
+                    initial,
+                    rx,
+                    rev: inner.rev.max(rv),
+                })
+            }
+        }
+    }
+
+    /// Replaces the whole state after a (re-)list at `rev`. Open client watches are closed:
+    /// they cannot know what changed in between, and will re-list.
+    fn reset(&self, objects: BTreeMap<String, Arc<Value>>, rev: i64) {
+        let mut inner = self.write();
+        inner.objects = objects;
+        inner.history.clear();
+        inner.rev = rev;
+        inner.start_rev = rev;
+        let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
+        inner.tx = tx;
+        drop(inner);
+        self.rev_tx.send_replace(rev);
+        self.ready.send_replace(true);
+    }
+
+    fn apply(&self, event: Event) {
+        let event = Arc::new(event);
+        let mut inner = self.write();
+        match event.kind {
+            EventType::Added | EventType::Modified => {
+                inner
+                    .objects
+                    .insert(event.key.clone(), event.object.clone());
+            }
+            EventType::Deleted => {
+                inner.objects.remove(&event.key);
+            }
+            EventType::Bookmark => {}
+        }
+        inner.rev = inner.rev.max(event.rv);
+        if event.kind != EventType::Bookmark {
+            inner.history.push_back(event.clone());
+            while inner.history.len() > self.capacity {
+                if let Some(old) = inner.history.pop_front() {
+                    inner.start_rev = old.rv;
+                }
+            }
+        }
+        let rev = inner.rev;
+        let _ = inner.tx.send(event);
+        drop(inner);
+        self.rev_tx.send_replace(rev);
+    }
+
+    fn advance(&self, rev: i64) {
+        let mut inner = self.write();
+        if rev <= inner.rev {
+            return;
+        }
+        inner.rev = rev;
+        let _ = inner.tx.send(Arc::new(Event::new(
+            EventType::Bookmark,
+            String::new(),
+            rev,
+            Arc::new(Value::Null),
+            None,
+        )));
+        drop(inner);
+        self.rev_tx.send_replace(rev);
+    }
+
+    /// Sends a bookmark at the current revision to every watcher.
+    fn bookmark(&self) {
+        let inner = self.read();
+        let _ = inner.tx.send(Arc::new(Event::new(
+            EventType::Bookmark,
+            String::new(),
+            inner.rev,
+            Arc::new(Value::Null),
+            None,
+        )));
+    }
+
+    /// Keeps the cache in step with etcd until `shutdown`.
+    pub async fn run(self: Arc<Self>, store: Store, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        let mut need_list = true;
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if need_list {
+                match self.list_all(&store).await {
+                    Ok(()) => {
+                        need_list = false;
+                        backoff = Duration::from_millis(100);
+                    }
+                    Err(e) => {
+                        tracing::warn!(prefix = %self.prefix, error = %e, "watch cache list failed");
+                        if sleep_or_stop(&shutdown, backoff).await {
+                            return;
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                }
+            }
+            match self.follow(&store, &shutdown).await {
+                Follow::Stopped => return,
+                Follow::Compacted => need_list = true,
+                Follow::Broken(e) => {
+                    tracing::warn!(prefix = %self.prefix, error = %e, "etcd watch broke; resuming");
+                    if sleep_or_stop(&shutdown, backoff).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn list_all(&self, store: &Store) -> Result<()> {
+        let mut objects = BTreeMap::new();
+        let mut start: Option<String> = None;
+        let mut rev = 0;
+        loop {
+            let page = store
+                .list(&self.prefix, start.as_deref(), rev, 10_000)
+                .await?;
+            rev = page.rev;
+            for item in page.items {
+                objects.insert(item.key, Arc::new(item.value));
+            }
+            match page.next_key {
+                Some(k) => start = Some(k),
+                None => break,
+            }
+        }
+        tracing::debug!(prefix = %self.prefix, count = objects.len(), rev, "watch cache listed");
+        self.reset(objects, rev);
+        Ok(())
+    }
+
+    async fn follow(&self, store: &Store, shutdown: &CancellationToken) -> Follow {
+        let from = self.rev() + 1;
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_prev_key()
+            .with_progress_notify()
+            .with_start_revision(from);
+        let mut client = store.watch_client();
+        let mut stream = match client.watch(self.prefix.as_str(), Some(opts)).await {
+            Ok(s) => s,
+            Err(e) => return Follow::Broken(e.to_string()),
+        };
+        let mut progress = tokio::time::interval(Duration::from_secs(5));
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut bookmarks = tokio::time::interval(Duration::from_secs(15));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Follow::Stopped,
+                _ = progress.tick() => {
+                    if let Err(e) = stream.request_progress().await {
+                        return Follow::Broken(e.to_string());
+                    }
+                }
+                _ = bookmarks.tick() => self.bookmark(),
+                msg = stream.message() => {
+                    let resp = match msg {
+                        Ok(Some(r)) => r,
+                        Ok(None) => return Follow::Broken("watch stream ended".into()),
+                        Err(e) => return Follow::Broken(e.to_string()),
+                    };
+                    if resp.compact_revision() > 0 {
+                        return Follow::Compacted;
+                    }
+                    if resp.canceled() {
+                        return Follow::Broken(format!("watch canceled: {}", resp.cancel_reason()));
+                    }
+                    if resp.events().is_empty() {
+                        if let Some(h) = resp.header() {
+                            self.advance(h.revision());
+                        }
+                        continue;
+                    }
+                    for ev in resp.events() {
+                        match self.convert(ev) {
+                            Ok(Some(e)) => self.apply(e),
+                            Ok(None) => {}
+                            Err(e) => tracing::error!(prefix = %self.prefix, error = %e, "skipping undecodable object"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn convert(&self, ev: &etcd_client::Event) -> Result<Option<Event>> {
+        let Some(kv) = ev.kv() else { return Ok(None) };
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        let rev = kv.mod_revision();
+        match ev.event_type() {
+            EtcdEventType::Put => {
+                let stored = decode(&key, kv.value(), rev)?;
+                let prev = match ev.prev_kv() {
+                    Some(p) => Some(Arc::new(decode(&key, p.value(), p.mod_revision())?.value)),
+                    None => None,
+                };
+                let kind = if kv.create_revision() == kv.mod_revision() {
+                    EventType::Added
+                } else {
+                    EventType::Modified
+                };
+                Ok(Some(Event::new(
+                    kind,
+                    key,
+                    rev,
+                    Arc::new(stored.value),
+                    prev,
+                )))
+            }
+            EtcdEventType::Delete => {
+                let last = match ev.prev_kv() {
+                    Some(p) => decode(&key, p.value(), rev)?.value,
+                    None => match self.get(&key) {
+                        Some(v) => {
+                            let mut v = (*v).clone();
+                            super::set_rv(&mut v, rev);
+                            v
+                        }
+                        None => return Ok(None),
+                    },
+                };
+                Ok(Some(Event::new(
+                    EventType::Deleted,
+                    key,
+                    rev,
+                    Arc::new(last),
+                    None,
+                )))
+            }
+        }
+    }
+}
+
+enum Follow {
+    Stopped,
+    Compacted,
+    Broken(String),
+}
+
+/// Sleeps, returning true if shutdown came first.
+async fn sleep_or_stop(shutdown: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}
+
+/// The resourceVersion of an object as a number.
+pub fn rv_of(v: &Value) -> i64 {
+    v.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(name: &str, rv: i64) -> Arc<Value> {
+        Arc::new(json!({"metadata": {"name": name, "resourceVersion": rv.to_string()}}))
+    }
+
+    fn ev(kind: EventType, name: &str, rv: i64) -> Event {
+        Event::new(kind, format!("/r/x/{name}"), rv, obj(name, rv), None)
+    }
+
+    #[test]
+    fn resume_replays_only_newer_events_then_live() {
+        let c = WatchCache::new("/r/x/".into(), 3);
+        c.reset(BTreeMap::new(), 10);
+        c.apply(ev(EventType::Added, "a", 11));
+        c.apply(ev(EventType::Added, "b", 12));
+        let mut sub = c.subscribe(Some(11)).unwrap();
+        assert_eq!(
+            sub.initial.iter().map(|e| e.rv).collect::<Vec<_>>(),
+            vec![12]
+        );
+        c.apply(ev(EventType::Deleted, "a", 13));
+        let live = sub.rx.try_recv().unwrap();
+        assert_eq!((live.kind, live.rv), (EventType::Deleted, 13));
+        assert_eq!(c.list("/r/x/", |_| true).0.len(), 1);
+    }
+
+    #[test]
+    fn too_old_is_gone() {
+        let c = WatchCache::new("/r/x/".into(), 2);
+        c.reset(BTreeMap::new(), 10);
+        for rv in 11..=14 {
+            c.apply(ev(EventType::Added, &format!("o{rv}"), rv));
+        }
+        // Only 13 and 14 remain: resuming after 12 is fine, after 11 is not.
+        assert!(c.subscribe(Some(12)).is_ok());
+        let err = c.subscribe(Some(11)).err().unwrap();
+        assert_eq!(err.code(), 410);
+    }
+
+    #[test]
+    fn fresh_watch_starts_with_current_state() {
+        let c = WatchCache::new("/r/x/".into(), 10);
+        let mut m = BTreeMap::new();
+        m.insert("/r/x/a".to_string(), obj("a", 5));
+        c.reset(m, 7);
+        let sub = c.subscribe(None).unwrap();
+        assert_eq!(sub.initial.len(), 1);
+        assert_eq!(sub.initial[0].kind, EventType::Added);
+        assert_eq!(sub.rev, 7);
+    }
+}

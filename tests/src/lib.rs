@@ -1,0 +1,1 @@
+//! Test support: start and stop real etcd and skiff-apiserver processes.
