@@ -658,13 +658,8 @@ async fn resource(
         }
         "delete" => {
             let name = t.name.clone().expect("delete has a name");
-            let (_parts, body) = read_body(req).await?;
-            let body: Value = if body.is_empty() {
-                json!({})
-            } else {
-                serde_json::from_slice(&body)
-                    .map_err(|e| Error::bad_request(format!("decoding DeleteOptions: {e}")))?
-            };
+            let (parts, body) = read_body(req).await?;
+            let body = negotiate::decode_optional(&parts.headers, &body)?;
             let opts = delete_opts(q, &body)?;
             match api.delete(r, ns, &name, &opts).await? {
                 Deleted::Pending(obj) => negotiate::respond(StatusCode::OK, &obj, format),
@@ -683,13 +678,8 @@ async fn resource(
             }
         }
         "deletecollection" => {
-            let (_parts, body) = read_body(req).await?;
-            let body: Value = if body.is_empty() {
-                json!({})
-            } else {
-                serde_json::from_slice(&body)
-                    .map_err(|e| Error::bad_request(format!("decoding DeleteOptions: {e}")))?
-            };
+            let (parts, body) = read_body(req).await?;
+            let body = negotiate::decode_optional(&parts.headers, &body)?;
             let lopts = list_opts(q, r)?;
             let dopts = delete_opts(q, &body)?;
             let items = api.delete_collection(r, ns, &lopts, &dopts).await?;

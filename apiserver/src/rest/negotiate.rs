@@ -100,12 +100,22 @@ pub fn decode_body(headers: &HeaderMap, body: &Bytes) -> Result<Value> {
             .map_err(|e| Error::bad_request(format!("error decoding request body as JSON: {e}")))?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
             .map_err(|e| Error::bad_request(format!("error decoding request body as YAML: {e}")))?,
+        crate::protobuf::MEDIA_TYPE => crate::protobuf::decode_object(body)?,
         _ => return Err(Error::unsupported_media_type(ct)),
     };
     if !v.is_object() {
         return Err(Error::bad_request("the request body must be a JSON object"));
     }
     Ok(v)
+}
+
+/// Decodes an optional body (DELETE options): empty is `{}`.
+pub fn decode_optional(headers: &HeaderMap, body: &Bytes) -> Result<Value> {
+    if body.is_empty() {
+        Ok(Value::Object(Default::default()))
+    } else {
+        decode_body(headers, body)
+    }
 }
 
 /// Decodes a PATCH body.
