@@ -1,23 +1,394 @@
-//! OpenAPI v2 and v3 documents for `kubectl explain` and client-side tooling.
+//! OpenAPI v3 (per group-version) and v2 documents, for `kubectl explain`, kubectl's choice of
+//! server-side field validation, and client tooling.
+//!
+//! Schemas come from k8s-openapi's own JSON schemas (with their descriptions); each resource's
+//! schema carries `x-kubernetes-group-version-kind`, keyed lists carry the strategic-merge
+//! extensions, and each resource has its paths with the query parameters the server honours.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::OnceLock;
 
 use axum::body::Body;
-use http::{Request, Response};
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use schemars::generate::SchemaSettings;
+use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
+use crate::registry::{self, ResourceInfo};
 
-/// The OpenAPI documents.
+/// The OpenAPI documents, built once on first use.
 #[derive(Default)]
-pub struct Docs {}
+pub struct Docs {
+    built: OnceLock<Built>,
+}
+
+struct Built {
+    v3_index: Bytes,
+    v3: BTreeMap<String, Bytes>,
+    v2: Bytes,
+}
+
+/// Lists that merge by key under strategic merge patch: (definition, property, key).
+const MERGE_KEYS: &[(&str, &str, &str)] = &[
+    ("io.k8s.api.core.v1.PodSpec", "containers", "name"),
+    ("io.k8s.api.core.v1.PodSpec", "initContainers", "name"),
+    ("io.k8s.api.core.v1.PodSpec", "ephemeralContainers", "name"),
+    ("io.k8s.api.core.v1.PodSpec", "volumes", "name"),
+    ("io.k8s.api.core.v1.PodSpec", "imagePullSecrets", "name"),
+    ("io.k8s.api.core.v1.PodSpec", "hostAliases", "ip"),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "topologySpreadConstraints",
+        "topologyKey",
+    ),
+    ("io.k8s.api.core.v1.Container", "env", "name"),
+    ("io.k8s.api.core.v1.Container", "ports", "containerPort"),
+    ("io.k8s.api.core.v1.Container", "volumeMounts", "mountPath"),
+    (
+        "io.k8s.api.core.v1.Container",
+        "volumeDevices",
+        "devicePath",
+    ),
+    ("io.k8s.api.core.v1.ServiceSpec", "ports", "port"),
+    ("io.k8s.api.core.v1.PodStatus", "conditions", "type"),
+    ("io.k8s.api.core.v1.PodStatus", "podIPs", "ip"),
+    ("io.k8s.api.core.v1.NodeStatus", "conditions", "type"),
+    ("io.k8s.api.core.v1.NodeStatus", "addresses", "type"),
+    ("io.k8s.api.apps.v1.DeploymentStatus", "conditions", "type"),
+    ("io.k8s.api.apps.v1.ReplicaSetStatus", "conditions", "type"),
+    ("io.k8s.api.apps.v1.DaemonSetStatus", "conditions", "type"),
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "ownerReferences",
+        "uid",
+    ),
+];
+
+/// Lists of scalars that merge as sets: (definition, property).
+const MERGE_SETS: &[(&str, &str)] = &[
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "finalizers",
+    ),
+    ("io.k8s.api.core.v1.NodeSpec", "podCIDRs"),
+];
+
+fn hash_of(b: &[u8]) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    b.hash(&mut h);
+    format!("{:016X}", h.finish())
+}
+
+fn group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&'static str, &'static str)> = Vec::new();
+    for r in registry::all() {
+        if !out.contains(&(r.group, r.version)) {
+            out.push((r.group, r.version));
+        }
+    }
+    out
+}
+
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+fn annotate(defs: &mut Map<String, Value>) {
+    for (def, prop, key) in MERGE_KEYS {
+        if let Some(p) = defs
+            .get_mut(*def)
+            .and_then(|d| d.pointer_mut(&format!("/properties/{prop}")))
+        {
+            p["x-kubernetes-patch-merge-key"] = json!(key);
+            p["x-kubernetes-patch-strategy"] = json!("merge");
+            p["x-kubernetes-list-type"] = json!("map");
+            p["x-kubernetes-list-map-keys"] = json!([key]);
+        }
+    }
+    for (def, prop) in MERGE_SETS {
+        if let Some(p) = defs
+            .get_mut(*def)
+            .and_then(|d| d.pointer_mut(&format!("/properties/{prop}")))
+        {
+            p["x-kubernetes-patch-strategy"] = json!("merge");
+            p["x-kubernetes-list-type"] = json!("set");
+        }
+    }
+}
+
+fn query(name: &str, description: &str) -> Value {
+    json!({"name": name, "in": "query", "description": description, "schema": {"type": "string", "uniqueItems": true}})
+}
+
+fn path_param(name: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "uniqueItems": true}})
+}
+
+fn operation(
+    r: &ResourceInfo,
+    action: &str,
+    verb: &str,
+    schema_ref: &Value,
+    params: Vec<Value>,
+    body: bool,
+) -> Value {
+    let scope = if r.namespaced { "Namespaced" } else { "" };
+    let mut op = json!({
+        "tags": [format!("{}{}", if r.group.is_empty() { "core" } else { r.group }, r.version)],
+        "description": format!("{verb} the specified {}", r.kind),
+        "operationId": format!("{verb}{scope}{}", r.kind),
+        "parameters": params,
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {"schema": schema_ref}}},
+            "401": {"description": "Unauthorized"},
+        },
+        "x-kubernetes-action": action,
+        "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind},
+    });
+    if body {
+        op["requestBody"] = json!({"content": {"*/*": {"schema": schema_ref}}, "required": true});
+    }
+    op
+}
+
+fn write_params() -> Vec<Value> {
+    vec![
+        query("dryRun", "When present, indicates that modifications should not be persisted. Valid values: All"),
+        query("fieldManager", "fieldManager is a name associated with the actor or entity that is making these changes."),
+        query("fieldValidation", "Ignore, Warn or Strict: what to do with unknown or duplicate fields."),
+    ]
+}
+
+fn paths(r: &ResourceInfo, schema_ref: &Value, out: &mut Map<String, Value>) {
+    let base = format!("/{}", gv_path(r.group, r.version));
+    let coll = if r.namespaced {
+        format!("{base}/namespaces/{{namespace}}/{}", r.plural)
+    } else {
+        format!("{base}/{}", r.plural)
+    };
+    let mut scope_params = Vec::new();
+    if r.namespaced {
+        scope_params.push(path_param("namespace"));
+    }
+    let mut list_params = scope_params.clone();
+    for (n, d) in [
+        ("labelSelector", "A selector to restrict the list of returned objects by their labels."),
+        ("fieldSelector", "A selector to restrict the list of returned objects by their fields."),
+        ("limit", "limit is a maximum number of responses to return for a list call."),
+        ("continue", "The continue option should be set when retrieving more results from the server."),
+        ("resourceVersion", "resourceVersion sets a constraint on what resource versions a request may be served from."),
+        ("resourceVersionMatch", "resourceVersionMatch determines how resourceVersion is applied to list calls."),
+        ("watch", "Watch for changes to the described resources and return them as a stream of add, update, and remove notifications."),
+        ("allowWatchBookmarks", "allowWatchBookmarks requests watch events with type \"BOOKMARK\"."),
+        ("timeoutSeconds", "Timeout for the list/watch call."),
+    ] {
+        list_params.push(query(n, d));
+    }
+    let mut create_params = scope_params.clone();
+    create_params.extend(write_params());
+    out.insert(
+        coll.clone(),
+        json!({
+            "get": operation(r, "list", "list", &json!({"type": "object"}), list_params, false),
+            "post": operation(r, "post", "create", schema_ref, create_params.clone(), true),
+        }),
+    );
+    let mut item_params = scope_params;
+    item_params.push(path_param("name"));
+    let mut patch_params = item_params.clone();
+    patch_params.extend(write_params());
+    patch_params.push(query(
+        "force",
+        "Force is going to \"force\" Apply requests.",
+    ));
+    let mut put_params = item_params.clone();
+    put_params.extend(write_params());
+    let mut delete_params = item_params.clone();
+    for (n, d) in [
+        ("gracePeriodSeconds", "The duration in seconds before the object should be deleted."),
+        ("propagationPolicy", "Whether and how garbage collection will be performed: Orphan, Background or Foreground."),
+        ("dryRun", "When present, indicates that modifications should not be persisted."),
+    ] {
+        delete_params.push(query(n, d));
+    }
+    let mut patch = operation(r, "patch", "patch", schema_ref, patch_params, false);
+    patch["requestBody"] = json!({"content": {
+        "application/json-patch+json": {"schema": {"type": "object"}},
+        "application/merge-patch+json": {"schema": {"type": "object"}},
+        "application/strategic-merge-patch+json": {"schema": {"type": "object"}},
+        "application/apply-patch+yaml": {"schema": {"type": "object"}},
+    }, "required": true});
+    out.insert(
+        format!("{coll}/{{name}}"),
+        json!({
+            "get": operation(r, "get", "read", schema_ref, item_params, false),
+            "put": operation(r, "put", "replace", schema_ref, put_params, true),
+            "patch": patch,
+            "delete": operation(r, "delete", "delete", &json!({"type": "object"}), delete_params, false),
+        }),
+    );
+}
+
+fn rewrite_refs(v: &mut Value, from: &str, to: &str) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get_mut("$ref") {
+                if let Some(rest) = r.strip_prefix(from) {
+                    *r = format!("{to}{rest}");
+                }
+            }
+            m.values_mut().for_each(|x| rewrite_refs(x, from, to));
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| rewrite_refs(x, from, to)),
+        _ => {}
+    }
+}
+
+fn build() -> Built {
+    let info = json!({"title": "Kubernetes", "version": crate::server::version()["gitVersion"]});
+    let mut v3 = BTreeMap::new();
+    let mut index = Map::new();
+    let mut all_defs = Map::new();
+    let mut all_paths = Map::new();
+    for (group, version) in group_versions() {
+        let mut generator = SchemaSettings::openapi3().into_generator();
+        let mut paths_map = Map::new();
+        let mut roots = Vec::new();
+        for r in registry::all()
+            .iter()
+            .filter(|r| r.group == group && r.version == version)
+        {
+            let schema = (r.schema)(&mut generator);
+            let schema = serde_json::to_value(&schema).unwrap_or(Value::Null);
+            paths(r, &schema, &mut paths_map);
+            if let Some(name) = schema
+                .get("$ref")
+                .and_then(Value::as_str)
+                .and_then(|s| s.rsplit('/').next())
+            {
+                roots.push((name.to_string(), r));
+            }
+        }
+        let mut defs = generator.take_definitions(true);
+        for (name, r) in roots {
+            if let Some(d) = defs.get_mut(&name) {
+                d["x-kubernetes-group-version-kind"] =
+                    json!([{"group": r.group, "version": r.version, "kind": r.kind}]);
+            }
+        }
+        annotate(&mut defs);
+        let doc = json!({
+            "openapi": "3.0.0",
+            "info": info,
+            "paths": paths_map,
+            "components": {"schemas": defs},
+        });
+        let bytes = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
+        let key = gv_path(group, version);
+        index.insert(
+            key.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={}", hash_of(&bytes))}),
+        );
+        v3.insert(key, bytes);
+        for (k, v) in defs {
+            all_defs.insert(k, v);
+        }
+        for (k, v) in paths_map {
+            all_paths.insert(k, v);
+        }
+    }
+    // Swagger 2.0: the same schemas under #/definitions.
+    let mut v2 = json!({"swagger": "2.0", "info": info, "paths": {}, "definitions": all_defs});
+    rewrite_refs(&mut v2, "#/components/schemas/", "#/definitions/");
+    let _ = all_paths;
+    Built {
+        v3_index: Bytes::from(serde_json::to_vec(&json!({"paths": index})).unwrap_or_default()),
+        v3,
+        v2: Bytes::from(serde_json::to_vec(&v2).unwrap_or_default()),
+    }
+}
+
+fn json_response(b: &Bytes) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ETAG, format!("\"{}\"", hash_of(b)))
+        .body(Body::from(b.clone()))
+        .expect("valid response")
+}
 
 impl Docs {
+    fn built(&self) -> &Built {
+        self.built.get_or_init(build)
+    }
+
     /// Serves `/openapi/v2` and `/openapi/v3[/...]`.
     pub fn serve(
         &self,
-        _req: &Request<hyper::body::Incoming>,
-        _path: &str,
+        req: &Request<hyper::body::Incoming>,
+        path: &str,
     ) -> Result<Response<Body>> {
-        Err(Error::not_found_message(
-            "the server could not find the requested resource",
-        ))
+        let built = self.built();
+        if path == "/openapi/v2" {
+            let accept = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let json_ok =
+                accept.is_empty() || accept.contains("application/json") || accept.contains("*/*");
+            if !json_ok {
+                return Err(Error::not_acceptable(
+                    "only application/json is served for /openapi/v2",
+                ));
+            }
+            return Ok(json_response(&built.v2));
+        }
+        let rest = path
+            .trim_start_matches("/openapi/v3")
+            .trim_start_matches('/');
+        if rest.is_empty() {
+            return Ok(json_response(&built.v3_index));
+        }
+        match built.v3.get(rest) {
+            Some(doc) => Ok(json_response(doc)),
+            None => Err(Error::not_found_message(format!(
+                "no OpenAPI document for {rest}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_name_every_kind() {
+        let b = build();
+        let core: Value = serde_json::from_slice(&b.v3["api/v1"]).unwrap();
+        let pod = &core["components"]["schemas"]["io.k8s.api.core.v1.Pod"];
+        assert_eq!(pod["x-kubernetes-group-version-kind"][0]["kind"], "Pod");
+        let containers = &core["components"]["schemas"]["io.k8s.api.core.v1.PodSpec"]["properties"]
+            ["containers"];
+        assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
+        let patch = &core["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["patch"];
+        assert!(patch["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "fieldValidation"));
+        let apps: Value = serde_json::from_slice(&b.v3["apis/apps/v1"]).unwrap();
+        assert!(apps["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"].is_object());
+        let v2: Value = serde_json::from_slice(&b.v2).unwrap();
+        assert!(v2
+            .to_string()
+            .contains("#/definitions/io.k8s.api.core.v1.PodSpec"));
     }
 }

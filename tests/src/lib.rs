@@ -1,1 +1,524 @@
-//! Test support: start and stop real etcd and skiff-apiserver processes.
+//! Test support: starts and stops real processes — an etcd (Debian's `etcd-server`), a
+//! `skiff-apiserver` built from this workspace — each on free loopback ports with its own
+//! temporary directory, and drives them with the real `kubectl` and an HTTPS client.
+//!
+//! Every process is stopped when its handle drops, including when a test panics. Nothing is
+//! skipped: a missing `etcd` or `kubectl`, or an unbuilt `skiff-apiserver`, fails the test
+//! with a message saying what to install or build.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Where the workspace's binaries are (`SKIFF_BIN_DIR`, else `target/debug`).
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("SKIFF_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("debug")
+}
+
+/// The path of a workspace binary, or a clear error if it is not built.
+pub fn binary(name: &str) -> Result<PathBuf> {
+    let p = bin_dir().join(name);
+    if !p.exists() {
+        bail!(
+            "{} is not built: run `cargo build --bins` first (scripts/test does)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+fn stop_child(child: &mut Child, grace: Duration) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let pid = Pid::from_raw(child.id() as i32);
+    let _ = kill(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A private etcd on loopback.
+pub struct Etcd {
+    child: Option<Child>,
+    /// The client URL (`http://127.0.0.1:PORT`).
+    pub endpoint: String,
+    client_port: u16,
+    peer_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    /// Starts an etcd with an empty data directory and waits until it is healthy.
+    pub fn start() -> Result<Etcd> {
+        let dir = tempfile::tempdir()?;
+        let mut e = Etcd {
+            child: None,
+            endpoint: String::new(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            dir,
+        };
+        e.endpoint = format!("http://127.0.0.1:{}", e.client_port);
+        e.spawn()?;
+        Ok(e)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::File::create(self.dir.path().join("etcd.log"))?;
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = Command::new("etcd")
+            .args([
+                "--name=test",
+                &format!("--data-dir={}", self.dir.path().join("data").display()),
+                &format!("--listen-client-urls={}", self.endpoint),
+                &format!("--advertise-client-urls={}", self.endpoint),
+                &format!("--listen-peer-urls={peer}"),
+                &format!("--initial-advertise-peer-urls={peer}"),
+                &format!("--initial-cluster=test={peer}"),
+                "--log-level=error",
+            ])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting etcd (install Debian's etcd-server; scripts/test does)")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if http_get_plain(self.client_port, "/health").is_ok_and(|b| b.contains("true")) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("etcd did not become healthy; log: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The etcd log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+    }
+
+    /// Stops etcd (its data stays).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            stop_child(&mut c, Duration::from_secs(5));
+        }
+    }
+
+    /// Starts etcd again on the same ports and data.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.spawn()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A minimal HTTP/1.0 GET to a loopback port (for etcd's /health).
+fn http_get_plain(port: u16, path: &str) -> Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// A `skiff-apiserver` process.
+pub struct ApiServer {
+    child: Option<Child>,
+    /// The HTTPS port.
+    pub port: u16,
+    /// The data directory (certificates, kubeconfig).
+    pub data_dir: PathBuf,
+    /// The admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    etcd: String,
+    extra: Vec<String>,
+    log: PathBuf,
+    _tmp: Option<Arc<tempfile::TempDir>>,
+}
+
+impl ApiServer {
+    /// Starts an API server on `etcd` with a fresh data directory and waits until ready.
+    pub async fn start(etcd: &Etcd) -> Result<ApiServer> {
+        Self::start_with(etcd, &[]).await
+    }
+
+    /// Starts with extra flags.
+    pub async fn start_with(etcd: &Etcd, extra: &[&str]) -> Result<ApiServer> {
+        let tmp = Arc::new(tempfile::tempdir()?);
+        let mut s = ApiServer {
+            child: None,
+            port: free_port(),
+            data_dir: tmp.path().join("data"),
+            kubeconfig: tmp.path().join("data/admin.kubeconfig"),
+            etcd: etcd.endpoint.clone(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: tmp.path().join("apiserver.log"),
+            _tmp: Some(tmp),
+        };
+        s.spawn()?;
+        s.wait_ready(Duration::from_secs(30)).await?;
+        Ok(s)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(binary("skiff-apiserver")?)
+            .arg(format!("--etcd-servers={}", self.etcd))
+            .arg(format!("--secure-port={}", self.port))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--data-dir={}", self.data_dir.display()))
+            .arg("--shutdown-delay=5s")
+            .args(&self.extra)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&mut self, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    bail!("skiff-apiserver exited with {status}; log:\n{}", self.log());
+                }
+            }
+            if self.kubeconfig.exists() {
+                if let Ok(client) = self.client() {
+                    if let Ok(r) = client.get(self.url("/readyz")).send().await {
+                        if r.status() == 200 {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "skiff-apiserver not ready in {within:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The server log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `https://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> Result<ExitStatus> {
+        let mut c = self.child.take().ok_or_else(|| anyhow!("not running"))?;
+        kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM)?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = c.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                bail!("skiff-apiserver did not exit within 20s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the same server again (same port, data and etcd).
+    pub async fn restart(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            self.terminate()?;
+        }
+        self.spawn()?;
+        self.wait_ready(Duration::from_secs(30)).await
+    }
+
+    /// An HTTPS client with the admin client certificate.
+    pub fn client(&self) -> Result<reqwest::Client> {
+        client_from_kubeconfig(&self.kubeconfig, true)
+    }
+
+    /// An HTTPS client that trusts the cluster CA but presents no credentials.
+    pub fn anonymous_client(&self) -> Result<reqwest::Client> {
+        client_from_kubeconfig(&self.kubeconfig, false)
+    }
+
+    /// kubectl against this server.
+    pub fn kubectl(&self) -> Kubectl {
+        Kubectl::new(&self.kubeconfig)
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            stop_child(&mut c, Duration::from_secs(10));
+        }
+    }
+}
+
+fn b64(s: &str) -> Result<Vec<u8>> {
+    use base64::Engine;
+    Ok(base64::engine::general_purpose::STANDARD.decode(s.trim())?)
+}
+
+/// An HTTPS client built from a kubeconfig: the cluster CA, and (if `with_cert`) the user's
+/// client certificate.
+pub fn client_from_kubeconfig(path: &Path, with_cert: bool) -> Result<reqwest::Client> {
+    let kc: Value = serde_yaml::from_str(&std::fs::read_to_string(path)?)?;
+    let ca = b64(kc["clusters"][0]["cluster"]["certificate-authority-data"]
+        .as_str()
+        .unwrap_or(""))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(c?)?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let mut cfg = if with_cert {
+        let cert = b64(kc["users"][0]["user"]["client-certificate-data"]
+            .as_str()
+            .unwrap_or(""))?;
+        let key = b64(kc["users"][0]["user"]["client-key-data"]
+            .as_str()
+            .unwrap_or(""))?;
+        let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&cert)
+            .collect::<Result<Vec<_>, _>>()?;
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&key)?;
+        builder.with_client_auth_cert(certs, key)?
+    } else {
+        builder.with_no_client_auth()
+    };
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(cfg)
+        .build()?)
+}
+
+/// The real kubectl, pointed at one kubeconfig, with its own discovery cache.
+pub struct Kubectl {
+    kubeconfig: PathBuf,
+    cache: tempfile::TempDir,
+}
+
+/// What a kubectl run printed.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Kubectl {
+    /// kubectl for a kubeconfig.
+    pub fn new(kubeconfig: &Path) -> Kubectl {
+        Kubectl {
+            kubeconfig: kubeconfig.to_path_buf(),
+            cache: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+        let mut c = Command::new(bin);
+        c.env("KUBECONFIG", &self.kubeconfig)
+            .arg(format!("--cache-dir={}", self.cache.path().display()))
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs kubectl with `stdin` as input.
+    pub fn run_with_input(&self, args: &[&str], stdin: &str) -> Run {
+        let mut c = self.command(args);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c
+            .spawn()
+            .expect("kubectl runs (it is installed on the machine)");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        to_run(child.wait_with_output().expect("kubectl finishes"))
+    }
+
+    /// Runs kubectl with environment overrides.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut c = self.command(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        to_run(
+            c.output()
+                .expect("kubectl runs (it is installed on the machine)"),
+        )
+    }
+
+    /// Runs kubectl.
+    pub fn run(&self, args: &[&str]) -> Run {
+        to_run(
+            self.command(args)
+                .output()
+                .expect("kubectl runs (it is installed on the machine)"),
+        )
+    }
+
+    /// Runs kubectl and returns stdout; panics with stderr if it failed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let r = self.run(args);
+        assert!(
+            r.status.success(),
+            "kubectl {} failed:\n{}\n{}",
+            args.join(" "),
+            r.stderr,
+            r.stdout
+        );
+        r.stdout
+    }
+
+    /// Runs kubectl with input and returns stdout; panics with stderr if it failed.
+    pub fn ok_input(&self, args: &[&str], stdin: &str) -> String {
+        let r = self.run_with_input(args, stdin);
+        assert!(
+            r.status.success(),
+            "kubectl {} failed:\n{}\n{}",
+            args.join(" "),
+            r.stderr,
+            r.stdout
+        );
+        r.stdout
+    }
+
+    /// Runs kubectl expecting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let r = self.run(args);
+        assert!(
+            !r.status.success(),
+            "kubectl {} should have failed but printed:\n{}",
+            args.join(" "),
+            r.stdout
+        );
+        r.stderr
+    }
+
+    /// Runs kubectl with `-o json` and parses the output.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&a)).expect("kubectl printed JSON")
+    }
+
+    /// Spawns a long-running kubectl (e.g. `get -w`) with piped output.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        let mut c = self.command(args);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.spawn().expect("kubectl runs")
+    }
+}
+
+fn to_run(o: Output) -> Run {
+    Run {
+        status: o.status,
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// Polls `f` until it returns Some, for up to `within`.
+pub async fn eventually<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A running cluster for a test: etcd and one API server.
+pub struct Cluster {
+    /// The API server (dropped first).
+    pub api: ApiServer,
+    /// etcd.
+    pub etcd: Etcd,
+}
+
+impl Cluster {
+    /// Starts etcd and an API server.
+    pub async fn start() -> Result<Cluster> {
+        let etcd = Etcd::start()?;
+        let api = ApiServer::start(&etcd).await?;
+        Ok(Cluster { api, etcd })
+    }
+
+    /// kubectl for the admin.
+    pub fn kubectl(&self) -> Kubectl {
+        self.api.kubectl()
+    }
+}

@@ -32,6 +32,7 @@ pub const DEPLOYMENTS: ResourceInfo = ResourceInfo {
     subresources: &["status", "scale"],
     has_generation: true,
     strategy: &DEPLOY,
+    schema: super::schema_of::<Deployment>,
 };
 
 /// The replicasets resource.
@@ -47,6 +48,7 @@ pub const REPLICASETS: ResourceInfo = ResourceInfo {
     subresources: &["status", "scale"],
     has_generation: true,
     strategy: &RS,
+    schema: super::schema_of::<ReplicaSet>,
 };
 
 /// The daemonsets resource.
@@ -62,6 +64,7 @@ pub const DAEMONSETS: ResourceInfo = ResourceInfo {
     subresources: &["status"],
     has_generation: true,
     strategy: &DS,
+    schema: super::schema_of::<DaemonSet>,
 };
 
 static DEPLOY: Typed<Deployment> = Typed {

@@ -27,6 +27,7 @@ pub const JOBS: ResourceInfo = ResourceInfo {
     subresources: &["status"],
     has_generation: true,
     strategy: &JOB,
+    schema: super::schema_of::<Job>,
 };
 
 /// The cronjobs resource.
@@ -42,6 +43,7 @@ pub const CRONJOBS: ResourceInfo = ResourceInfo {
     subresources: &["status"],
     has_generation: true,
     strategy: &CRON,
+    schema: super::schema_of::<CronJob>,
 };
 
 static JOB: Typed<Job> = Typed {

@@ -21,6 +21,7 @@ pub const PRIORITYCLASSES: ResourceInfo = ResourceInfo {
     subresources: &[],
     has_generation: false,
     strategy: &STRATEGY,
+    schema: super::schema_of::<PriorityClass>,
 };
 
 static STRATEGY: Typed<PriorityClass> = Typed {

@@ -30,6 +30,7 @@ pub const CONFIGMAPS: ResourceInfo = ResourceInfo {
     subresources: &[],
     has_generation: false,
     strategy: &CM,
+    schema: super::schema_of::<ConfigMap>,
 };
 
 /// The secrets resource.
@@ -45,6 +46,7 @@ pub const SECRETS: ResourceInfo = ResourceInfo {
     subresources: &[],
     has_generation: false,
     strategy: &SECRET,
+    schema: super::schema_of::<Secret>,
 };
 
 /// The serviceaccounts resource.
@@ -60,6 +62,7 @@ pub const SERVICEACCOUNTS: ResourceInfo = ResourceInfo {
     subresources: &["token"],
     has_generation: false,
     strategy: &SA,
+    schema: super::schema_of::<ServiceAccount>,
 };
 
 static CM: Typed<ConfigMap> = Typed {

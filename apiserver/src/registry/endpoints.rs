@@ -28,6 +28,7 @@ pub const INFO: ResourceInfo = ResourceInfo {
     subresources: &[],
     has_generation: false,
     strategy: &EP,
+    schema: super::schema_of::<Endpoints>,
 };
 
 /// The endpointslices resource.
@@ -43,6 +44,7 @@ pub const SLICES: ResourceInfo = ResourceInfo {
     subresources: &[],
     has_generation: true,
     strategy: &SLICE,
+    schema: super::schema_of::<EndpointSlice>,
 };
 
 static EP: Typed<Endpoints> = Typed {

@@ -21,6 +21,7 @@ pub const INFO: ResourceInfo = ResourceInfo {
     subresources: &[],
     has_generation: false,
     strategy: &STRATEGY,
+    schema: super::schema_of::<Event>,
 };
 
 static STRATEGY: Typed<Event> = Typed {

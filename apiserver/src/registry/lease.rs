@@ -23,6 +23,7 @@ pub const INFO: ResourceInfo = ResourceInfo {
     subresources: &[],
     has_generation: false,
     strategy: &STRATEGY,
+    schema: super::schema_of::<Lease>,
 };
 
 static STRATEGY: Typed<Lease> = Typed {

@@ -252,6 +252,13 @@ pub struct ResourceInfo {
     pub has_generation: bool,
     /// The type's strategy.
     pub strategy: &'static dyn Strategy,
+    /// Adds the type's OpenAPI schema to a generator, returning a reference to it.
+    pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
+}
+
+/// The OpenAPI schema of a k8s-openapi type.
+pub fn schema_of<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    g.subschema_for::<T>()
 }
 
 impl ResourceInfo {

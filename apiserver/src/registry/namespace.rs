@@ -22,6 +22,7 @@ pub const INFO: ResourceInfo = ResourceInfo {
     subresources: &["status", "finalize"],
     has_generation: false,
     strategy: &STRATEGY,
+    schema: super::schema_of::<Namespace>,
 };
 
 static STRATEGY: Typed<Namespace> = Typed {

@@ -22,6 +22,7 @@ pub const INFO: ResourceInfo = ResourceInfo {
     subresources: &["status", "proxy"],
     has_generation: false,
     strategy: &STRATEGY,
+    schema: super::schema_of::<Node>,
 };
 
 static STRATEGY: Typed<Node> = Typed {

@@ -33,6 +33,7 @@ pub const INFO: ResourceInfo = ResourceInfo {
     ],
     has_generation: true,
     strategy: &STRATEGY,
+    schema: super::schema_of::<Pod>,
 };
 
 static STRATEGY: Typed<Pod> = Typed {

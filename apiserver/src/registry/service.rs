@@ -25,6 +25,7 @@ pub const INFO: ResourceInfo = ResourceInfo {
     subresources: &["status", "proxy"],
     has_generation: false,
     strategy: &STRATEGY,
+    schema: super::schema_of::<Service>,
 };
 
 static STRATEGY: Typed<Service> = Typed {
