@@ -161,6 +161,10 @@ pub struct Watch {
     opts: WatchOpts,
     initial_end_pending: bool,
     last_rv: i64,
+    /// The resourceVersion the watch resumes after (None: starts from the current state).
+    from: Option<i64>,
+    /// Whether the initial events have been delivered.
+    caught_up: bool,
 }
 
 /// One event for a client.
@@ -201,18 +205,23 @@ impl Watch {
         }
     }
 
-    fn filter(&mut self, ev: Arc<Event>) -> Option<WatchItem> {
+    fn filter(&mut self, ev: Arc<Event>, initial: bool) -> Option<WatchItem> {
         if ev.kind == EventType::Bookmark {
-            if ev.rv <= self.last_rv {
+            // A bookmark at the revision the client already has is still progress news.
+            if ev.rv < self.last_rv || !self.caught_up {
                 return None;
             }
             self.last_rv = ev.rv;
             return self.opts.bookmarks.then(|| self.bookmark(ev.rv, false));
         }
-        if ev.rv <= self.last_rv && !self.initial_end_pending {
-            return None;
+        // Initial events come in key order, not revision order; live ones are deduplicated
+        // against what the client has already been brought to.
+        if !initial {
+            if ev.rv <= self.last_rv {
+                return None;
+            }
+            self.last_rv = ev.rv;
         }
-        self.last_rv = self.last_rv.max(ev.rv);
         let now = self.matches(&ev.object);
         let kind = match ev.kind {
             EventType::Modified => {
@@ -238,19 +247,30 @@ impl Watch {
     pub async fn next(&mut self) -> Option<WatchItem> {
         loop {
             if let Some(ev) = self.initial.pop_front() {
-                if let Some(item) = self.filter(ev) {
+                let state = self.from.is_none();
+                if !state {
+                    // Replayed history is in revision order: deduplicate as live events.
+                    if let Some(item) = self.filter(ev, false) {
+                        return Some(item);
+                    }
+                    continue;
+                }
+                if let Some(item) = self.filter(ev, true) {
                     return Some(item);
                 }
                 continue;
             }
+            if !self.caught_up {
+                self.caught_up = true;
+                self.last_rv = self.last_rv.max(self.sub.rev);
+            }
             if self.initial_end_pending {
                 self.initial_end_pending = false;
-                self.last_rv = self.last_rv.max(self.sub.rev);
                 return Some(self.bookmark(self.last_rv, true));
             }
             match self.sub.rx.recv().await {
                 Ok(ev) => {
-                    if let Some(item) = self.filter(ev) {
+                    if let Some(item) = self.filter(ev, false) {
                         return Some(item);
                     }
                 }
@@ -1524,6 +1544,8 @@ impl Api {
                 None
             },
             last_rv,
+            from,
+            caught_up: false,
             opts,
             sub,
         })

@@ -882,3 +882,205 @@ async fn scale_and_binding_subresources() {
     .await;
     assert_eq!(code, 409, "{body}");
 }
+
+/// Reads lines of a watch until `n` events or the timeout.
+async fn watch_lines(resp: reqwest::Response, n: usize, within: Duration) -> Vec<Value> {
+    let mut s = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while out.len() < n {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, s.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(i) = buf.find('\n') {
+                    let line: String = buf.drain(..=i).collect();
+                    out.push(serde_json::from_str(&line).unwrap());
+                }
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn compacted_continue_token_is_gone() {
+    let etcd = Etcd::start().unwrap();
+    let api = ApiServer::start_with(&etcd, &["--etcd-compaction-interval=1s"])
+        .await
+        .unwrap();
+    let cl = api.client().unwrap();
+    let pods = api.url("/api/v1/namespaces/default/pods");
+    for n in 0..5 {
+        send(
+            &cl,
+            reqwest::Method::POST,
+            pods.clone(),
+            Some(pod(&format!("p{n}"))),
+        )
+        .await;
+    }
+    let (_, page) = send(&cl, reqwest::Method::GET, format!("{pods}?limit=2"), None).await;
+    let token = page["metadata"]["continue"].as_str().unwrap().to_string();
+    for n in 5..10 {
+        send(
+            &cl,
+            reqwest::Method::POST,
+            pods.clone(),
+            Some(pod(&format!("p{n}"))),
+        )
+        .await;
+    }
+    let mut gone = None;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (code, body) = send(
+            &cl,
+            reqwest::Method::GET,
+            format!("{pods}?limit=2&continue={token}"),
+            None,
+        )
+        .await;
+        if code == 410 {
+            gone = Some(body);
+            break;
+        }
+    }
+    let body = gone.expect("the continue token expires once its revision is compacted");
+    assert_eq!(body["reason"], "Expired");
+    // A fresh list still works.
+    let (code, list) = send(&cl, reqwest::Method::GET, pods.clone(), None).await;
+    assert_eq!(code, 200);
+    assert_eq!(list["items"].as_array().unwrap().len(), 10);
+}
+
+#[tokio::test]
+async fn bookmarks_and_initial_events_end() {
+    let c = Cluster::start().await.unwrap();
+    let cl = c.api.client().unwrap();
+    let cms = c.api.url("/api/v1/namespaces/default/configmaps");
+    send(
+        &cl,
+        reqwest::Method::POST,
+        cms.clone(),
+        Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}})),
+    )
+    .await;
+
+    // The streaming-list form: current state, then a bookmark marking its end.
+    let resp = cl
+        .get(format!("{cms}?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&resourceVersion=&allowWatchBookmarks=true"))
+        .send()
+        .await
+        .unwrap();
+    let evs = watch_lines(resp, 2, Duration::from_secs(5)).await;
+    assert_eq!(evs[0]["type"], "ADDED");
+    assert_eq!(evs[1]["type"], "BOOKMARK");
+    assert_eq!(
+        evs[1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+
+    // Periodic bookmarks carry a resourceVersion at least as new as the last event.
+    let (_, list) = send(&cl, reqwest::Method::GET, cms.clone(), None).await;
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resp = cl
+        .get(format!(
+            "{cms}?watch=1&resourceVersion={rv}&allowWatchBookmarks=true"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let evs = watch_lines(resp, 1, Duration::from_secs(15)).await;
+    assert_eq!(evs.len(), 1, "a bookmark arrives");
+    assert_eq!(evs[0]["type"], "BOOKMARK");
+    assert_eq!(evs[0]["object"]["kind"], "ConfigMap");
+    let brv: i64 = evs[0]["object"]["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(brv >= rv.parse::<i64>().unwrap());
+}
+
+#[tokio::test]
+async fn metrics_count_requests_etcd_and_watches() {
+    let c = Cluster::start().await.unwrap();
+    let cl = c.api.client().unwrap();
+    let pods = c.api.url("/api/v1/namespaces/default/pods");
+    send(&cl, reqwest::Method::GET, pods.clone(), None).await;
+    let _watch = cl.get(format!("{pods}?watch=1")).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let m = cl
+        .get(c.api.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("apiserver_request_total{verb=\"LIST\",resource=\"pods\",code=\"200\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("apiserver_request_duration_seconds_bucket{"),
+        "{m}"
+    );
+    assert!(
+        m.contains("operation=\"create\"}") && m.contains("etcd_request_duration_seconds_bucket{"),
+        "{m}"
+    );
+    assert!(
+        m.contains("apiserver_registered_watchers{resource=\"pods\"} 1"),
+        "{m}"
+    );
+    // /metrics needs credentials.
+    let anon = c.api.anonymous_client().unwrap();
+    assert_eq!(
+        anon.get(c.api.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn watch_from_current_state_lists_every_object_whatever_its_revision() {
+    let c = Cluster::start().await.unwrap();
+    let cl = c.api.client().unwrap();
+    let cms = c.api.url("/api/v1/namespaces/default/configmaps");
+    // "z" is written first, "a" last: key order and revision order disagree.
+    for n in ["z", "m", "a"] {
+        send(
+            &cl,
+            reqwest::Method::POST,
+            cms.clone(),
+            Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": n}})),
+        )
+        .await;
+    }
+    // Modify "z" so it is the newest.
+    send(&cl, reqwest::Method::PUT, format!("{cms}/z"), Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "z"}, "data": {"k": "v"}}))).await;
+    for rv in ["", "0"] {
+        let resp = cl
+            .get(format!("{cms}?watch=1&resourceVersion={rv}"))
+            .send()
+            .await
+            .unwrap();
+        let evs = watch_lines(resp, 3, Duration::from_secs(5)).await;
+        let names: Vec<&str> = evs
+            .iter()
+            .map(|e| e["object"]["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, vec!["a", "m", "z"], "resourceVersion={rv:?}");
+        assert!(evs.iter().all(|e| e["type"] == "ADDED"));
+    }
+}

@@ -399,7 +399,7 @@ impl WatchCache {
         };
         let mut progress = tokio::time::interval(Duration::from_secs(5));
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut bookmarks = tokio::time::interval(Duration::from_secs(15));
+        let mut bookmarks = tokio::time::interval(Duration::from_secs(5));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Follow::Stopped,
