@@ -19,7 +19,8 @@ use crate::metrics::Metrics;
 use crate::patch::{self, PatchType};
 use crate::registry::{self, Admitted, Rejection, ResourceInfo};
 use crate::selectors::{FieldSelector, LabelSelector};
-use crate::storage::watch_cache::{rv_of, Event, EventType, Subscription, WatchCache};
+use crate::storage::cached::{with_rv, Cached};
+use crate::storage::watch_cache::{Event, EventType, Subscription, WatchCache};
 use crate::storage::{SideEffect, Store, Stored, WriteOutcome};
 use crate::validation as v;
 
@@ -128,7 +129,7 @@ pub struct ListOpts {
 #[derive(Debug)]
 pub struct Listed {
     /// The items.
-    pub items: Vec<Arc<Value>>,
+    pub items: Vec<Arc<Cached>>,
     /// The list's resourceVersion.
     pub rv: i64,
     /// The continue token, if more remain.
@@ -173,20 +174,18 @@ pub struct WatchItem {
     /// ADDED, MODIFIED, DELETED, BOOKMARK.
     pub kind: EventType,
     /// The object (for bookmarks: only kind, apiVersion and resourceVersion).
-    pub object: Arc<Value>,
+    pub object: Arc<Cached>,
     /// The underlying event, whose serialization is shared between watchers.
     pub event: Option<Arc<Event>>,
 }
 
 impl Watch {
-    fn matches(&self, obj: &Value) -> bool {
+    fn matches(&self, obj: &Cached) -> bool {
         let key_ok = match &self.ns_prefix {
-            Some(ns) => {
-                obj.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns.as_str())
-            }
+            Some(ns) => obj.namespace == *ns,
             None => true,
         };
-        key_ok && self.opts.labels.matches(obj) && self.opts.fields.matches(self.resource, obj)
+        key_ok && self.opts.labels.matches_cached(obj) && self.opts.fields.matches_cached(obj)
     }
 
     fn bookmark(&self, rv: i64, initial_end: bool) -> WatchItem {
@@ -196,11 +195,15 @@ impl Watch {
         }
         WatchItem {
             kind: EventType::Bookmark,
-            object: Arc::new(json!({
-                "kind": self.resource.kind,
-                "apiVersion": self.resource.api_version(),
-                "metadata": meta,
-            })),
+            object: Arc::new(Cached::from_value(
+                self.resource,
+                &json!({
+                    "kind": self.resource.kind,
+                    "apiVersion": self.resource.api_version(),
+                    "metadata": meta,
+                }),
+                rv,
+            )),
             event: None,
         }
     }
@@ -478,7 +481,7 @@ impl Api {
             .map(|r| {
                 (
                     (r.group, r.plural),
-                    WatchCache::new(r.prefix(store.prefix()), cache_capacity),
+                    WatchCache::new(r, r.prefix(store.prefix()), cache_capacity),
                 )
             })
             .collect();
@@ -520,18 +523,20 @@ impl Api {
     async fn check_namespace(&self, ns: &str) -> Result<()> {
         let nsr = registry::find("", "v1", "namespaces").expect("namespaces are served");
         let key = self.key(nsr, None, ns);
-        let found = match self.cache(nsr).get(&key) {
-            Some(v) => Some((*v).clone()),
-            None => self.store.get(&key).await?.map(|s| s.value),
+        let deleting = match self.cache(nsr).get(&key) {
+            Some(c) => Some(c.deleting),
+            None => self
+                .store
+                .get(&key)
+                .await?
+                .map(|s| meta(&s.value).is_some_and(|m| m.contains_key("deletionTimestamp"))),
         };
-        match found {
+        match deleting {
             None => Err(Error::not_found("namespaces", ns)),
-            Some(n) if meta(&n).is_some_and(|m| m.contains_key("deletionTimestamp")) => {
-                Err(Error::forbidden(format!(
-                    "unable to create new content in namespace {ns} because it is being terminated"
-                )))
-            }
-            Some(_) => Ok(()),
+            Some(true) => Err(Error::forbidden(format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            ))),
+            Some(false) => Ok(()),
         }
     }
 
@@ -1255,15 +1260,11 @@ impl Api {
     async fn orphan_dependents(&self, owner: &Value) -> Result<()> {
         let uid = meta_str(owner, "uid").to_string();
         for r in registry::all() {
-            let (items, _) = self.cache(r).list(&r.prefix(self.store.prefix()), |o| {
-                o.pointer("/metadata/ownerReferences")
-                    .and_then(Value::as_array)
-                    .is_some_and(|refs| {
-                        refs.iter()
-                            .any(|x| x.get("uid").and_then(Value::as_str) == Some(uid.as_str()))
-                    })
-            });
+            let (items, _) = self
+                .cache(r)
+                .list(&r.prefix(self.store.prefix()), |o| o.owners.contains(&uid));
             for item in items {
+                let item = item.value();
                 let ns = item
                     .pointer("/metadata/namespace")
                     .and_then(Value::as_str)
@@ -1323,11 +1324,8 @@ impl Api {
             .items;
         let mut out = Vec::new();
         for item in items {
-            let name = meta_str(&item, "name").to_string();
-            let ins = item
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .map(String::from);
+            let name = item.name.clone();
+            let ins = (!item.namespace.is_empty()).then(|| item.namespace.clone());
             match self.delete(r, ins.as_deref().or(ns), &name, opts).await {
                 Ok(Deleted::Gone(v)) | Ok(Deleted::Pending(v)) => out.push(v),
                 Err(e) if e.code() == 404 => {}
@@ -1346,6 +1344,8 @@ impl Api {
     ) -> Result<Listed> {
         let prefix = r.ns_prefix(self.store.prefix(), ns);
         let keep = |o: &Value| opts.labels.matches(o) && opts.fields.matches(r, o);
+        let keep_cached =
+            |c: &Cached| opts.labels.matches_cached(c) && opts.fields.matches_cached(c);
         if let Some(token) = &opts.continue_token {
             let (rv, start) = decode_continue(token)?;
             let start_key = format!("{}{start}", r.prefix(self.store.prefix()));
@@ -1381,7 +1381,7 @@ impl Api {
                         cache.rev()
                     )));
                 }
-                let (items, rev) = cache.list(&prefix, keep);
+                let (items, rev) = cache.list(&prefix, keep_cached);
                 Ok(Listed {
                     items,
                     rv: rev,
@@ -1399,7 +1399,7 @@ impl Api {
                         .wait_for_rev(current, Duration::from_millis(500))
                         .await
                 {
-                    let (items, rev) = cache.list(&prefix, keep);
+                    let (items, rev) = cache.list(&prefix, keep_cached);
                     Ok(Listed {
                         items,
                         rv: rev,
@@ -1449,7 +1449,8 @@ impl Api {
             for item in page.items {
                 last_key = Some(item.key.clone());
                 if keep(&item.value) {
-                    items.push(Arc::new(item.value));
+                    let json = with_rv(&item.raw, item.rv);
+                    items.push(Arc::new(Cached::new(r, &item.value, json, item.rv)));
                     if opts.limit > 0 && items.len() as i64 >= opts.limit {
                         break;
                     }
@@ -1553,7 +1554,7 @@ impl Api {
 
     /// The current revision of one object from the cache (for readiness checks).
     pub fn cached_rv(&self, r: &ResourceInfo, ns: Option<&str>, name: &str) -> Option<i64> {
-        self.cache(r).get(&self.key(r, ns, name)).map(|v| rv_of(&v))
+        self.cache(r).get(&self.key(r, ns, name)).map(|c| c.rv)
     }
 }
 

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::registry::{s, ResourceInfo};
+use crate::storage::cached::Cached;
 
 /// One label requirement.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,7 +149,15 @@ impl LabelSelector {
             return true;
         }
         let labels = obj.pointer("/metadata/labels").and_then(Value::as_object);
-        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+        self.matches_with(|k| labels.and_then(|l| l.get(k)).and_then(Value::as_str))
+    }
+
+    /// Whether a cached object's labels match.
+    pub fn matches_cached(&self, c: &Cached) -> bool {
+        self.0.is_empty() || self.matches_with(|k| c.label(k))
+    }
+
+    fn matches_with<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.0.iter().all(|r| match r {
             LabelReq::Eq(k, v) => get(k) == Some(v.as_str()),
             LabelReq::NotEq(k, v) => get(k) != Some(v.as_str()),
@@ -210,6 +219,13 @@ impl FieldSelector {
             .iter()
             .find(|(f, eq, _)| f == "metadata.name" && *eq)
             .map(|(_, _, v)| v.as_str())
+    }
+
+    /// Whether a cached object matches.
+    pub fn matches_cached(&self, c: &Cached) -> bool {
+        self.0
+            .iter()
+            .all(|(field, eq, want)| (c.field(field) == *want) == *eq)
     }
 
     /// Whether an object matches.

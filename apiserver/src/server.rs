@@ -366,25 +366,17 @@ pub async fn namespace_loop(state: Arc<State>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
-        let (terminating, _) = cache.list(&nsr.prefix(&root), |n| {
-            n.pointer("/metadata/deletionTimestamp").is_some()
-        });
+        let (terminating, _) = cache.list(&nsr.prefix(&root), |n| n.deleting);
         for ns in terminating {
-            let name = ns
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let empty = registry::all().iter().filter(|r| r.namespaced).all(|r| {
-                api.cache(r)
-                    .list(&r.ns_prefix(&root, Some(&name)), |_| true)
-                    .0
-                    .is_empty()
-            });
+            let name = ns.name.clone();
+            let empty = registry::all()
+                .iter()
+                .filter(|r| r.namespaced)
+                .all(|r| !api.cache(r).any_under(&r.ns_prefix(&root, Some(&name))));
             if !empty {
                 continue;
             }
-            let mut next = (*ns).clone();
+            let mut next = ns.value();
             if let Some(f) = next
                 .pointer_mut("/spec/finalizers")
                 .and_then(Value::as_array_mut)

@@ -1090,14 +1090,32 @@ async fn flags_from_a_config_file() {
     let etcd = Etcd::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("apiserver.yaml");
-    std::fs::write(&cfg, "service-cluster-ip-range: 10.100.0.0/16\nservice-node-port-range: 31000-31005\n").unwrap();
-    let api = ApiServer::start_with(&etcd, &[&format!("--config={}", cfg.display())]).await.unwrap();
+    std::fs::write(
+        &cfg,
+        "service-cluster-ip-range: 10.100.0.0/16\nservice-node-port-range: 31000-31005\n",
+    )
+    .unwrap();
+    let api = ApiServer::start_with(&etcd, &[&format!("--config={}", cfg.display())])
+        .await
+        .unwrap();
     let cl = api.client().unwrap();
-    let (_, svc) = send(&cl, reqwest::Method::GET, api.url("/api/v1/namespaces/default/services/kubernetes"), None).await;
+    let (_, svc) = send(
+        &cl,
+        reqwest::Method::GET,
+        api.url("/api/v1/namespaces/default/services/kubernetes"),
+        None,
+    )
+    .await;
     assert_eq!(svc["spec"]["clusterIP"], "10.100.0.1");
     let s = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "np"},
         "spec": {"type": "NodePort", "ports": [{"port": 80}]}});
-    let (code, body) = send(&cl, reqwest::Method::POST, api.url("/api/v1/namespaces/default/services"), Some(s)).await;
+    let (code, body) = send(
+        &cl,
+        reqwest::Method::POST,
+        api.url("/api/v1/namespaces/default/services"),
+        Some(s),
+    )
+    .await;
     assert_eq!(code, 201, "{body}");
     let np = body["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
     assert!((31000..=31005).contains(&np), "{np}");

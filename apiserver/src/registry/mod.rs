@@ -149,12 +149,11 @@ where
     T: DeserializeOwned + Serialize,
 {
     fn admit(&self, obj: Value, old: Option<&Value>) -> Result<Admitted, Rejection> {
-        let mut typed: T =
-            serde_json::from_value(obj.clone()).map_err(|e| Rejection::Decode(e.to_string()))?;
+        let mut typed: T = T::deserialize(&obj).map_err(|e| Rejection::Decode(e.to_string()))?;
         (self.defaults)(&mut typed);
         let mut causes = (self.validate)(&typed);
         if let Some(old) = old {
-            if let Ok(old) = serde_json::from_value::<T>(old.clone()) {
+            if let Ok(old) = T::deserialize(old) {
                 causes.extend((self.validate_update)(&typed, &old));
             }
         }

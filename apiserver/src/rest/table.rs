@@ -13,6 +13,7 @@ use super::Query;
 use crate::api::Listed;
 use crate::error::{Error, Result};
 use crate::registry::ResourceInfo;
+use crate::storage::cached::Cached;
 
 /// What a table row carries besides its cells (`includeObject`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +149,12 @@ pub fn respond_list(
         Format::Table => {
             let t = table(
                 r,
-                listed.items.iter().map(|a| a.as_ref()),
+                listed
+                    .items
+                    .iter()
+                    .map(|a| a.value())
+                    .collect::<Vec<_>>()
+                    .iter(),
                 Include::parse(q)?,
                 true,
                 meta,
@@ -160,7 +166,7 @@ pub fn respond_list(
                 "kind": "PartialObjectMetadataList",
                 "apiVersion": "meta.k8s.io/v1",
                 "metadata": meta,
-                "items": listed.items.iter().map(|o| partial(o)).collect::<Vec<_>>(),
+                "items": listed.items.iter().map(|o| partial(&o.value())).collect::<Vec<_>>(),
             });
             respond(StatusCode::OK, &l, Format::Json)
         }
@@ -169,7 +175,7 @@ pub fn respond_list(
                 "kind": format!("{}List", r.kind),
                 "apiVersion": r.api_version(),
                 "metadata": meta,
-                "items": listed.items.iter().map(|o| (**o).clone()).collect::<Vec<_>>(),
+                "items": listed.items.iter().map(|o| o.value()).collect::<Vec<_>>(),
             });
             respond(StatusCode::OK, &l, Format::Yaml)
         }
@@ -182,8 +188,8 @@ pub fn respond_list(
 }
 
 /// A list's JSON, written item by item without copying the items.
-fn list_json(r: &ResourceInfo, meta: &Value, items: &[Arc<Value>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + items.len() * 1024);
+fn list_json(r: &ResourceInfo, meta: &Value, items: &[Arc<Cached>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + items.iter().map(|i| i.json.len() + 1).sum::<usize>());
     let _ = write!(
         out,
         "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
@@ -195,7 +201,7 @@ fn list_json(r: &ResourceInfo, meta: &Value, items: &[Arc<Value>]) -> Vec<u8> {
         if n > 0 {
             out.push(b',');
         }
-        let _ = serde_json::to_writer(&mut out, item.as_ref());
+        out.extend_from_slice(&item.json);
     }
     out.extend_from_slice(b"]}");
     out

@@ -43,28 +43,16 @@ fn encode(
     out.extend_from_slice(kind.as_bytes());
     out.extend_from_slice(b"\",\"object\":");
     match (format, item.kind) {
-        (_, EventType::Bookmark) => {
-            let _ = serde_json::to_writer(&mut out, item.object.as_ref());
-        }
+        (_, EventType::Bookmark) => out.extend_from_slice(&item.object.json),
         (Format::Table, _) => {
-            let t = table::table(
-                r,
-                std::iter::once(item.object.as_ref()),
-                include,
-                first,
-                json!({}),
-            );
+            let v = item.object.value();
+            let t = table::table(r, std::iter::once(&v), include, first, json!({}));
             let _ = serde_json::to_writer(&mut out, &t);
         }
         (Format::PartialMeta, _) => {
-            let _ = serde_json::to_writer(&mut out, &table::partial(&item.object));
+            let _ = serde_json::to_writer(&mut out, &table::partial(&item.object.value()));
         }
-        _ => match &item.event {
-            Some(ev) => out.extend_from_slice(ev.json()),
-            None => {
-                let _ = serde_json::to_writer(&mut out, item.object.as_ref());
-            }
-        },
+        _ => out.extend_from_slice(&item.object.json),
     }
     out.extend_from_slice(b"}\n");
     Bytes::from(out)

@@ -5,6 +5,7 @@
 //! delete". An object's `metadata.resourceVersion` is the etcd revision that last modified it;
 //! it is never stored, only set on the way out, as kube-apiserver does.
 
+pub mod cached;
 pub mod watch_cache;
 
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub struct Stored {
     pub value: Value,
     /// The etcd mod revision.
     pub rv: i64,
+    /// The stored bytes (without resourceVersion).
+    pub raw: bytes::Bytes,
 }
 
 /// A further key written in the same transaction as the object (allocations of IPs and ports).
@@ -362,6 +365,7 @@ pub fn decode(key: &str, bytes: &[u8], rev: i64) -> Result<Stored> {
         key: key.to_string(),
         value,
         rv: rev,
+        raw: bytes::Bytes::copy_from_slice(bytes),
     })
 }
 

@@ -11,12 +11,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use etcd_client::{EventType as EtcdEventType, WatchOptions};
-use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::cached::{with_rv, Cached};
 use super::{decode, Store};
 use crate::error::{Error, Result};
+use crate::registry::ResourceInfo;
 
 /// What happened to an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,21 +54,19 @@ pub struct Event {
     /// The revision of the change.
     pub rv: i64,
     /// The object after the change (before it, with the deletion's revision, for Deleted).
-    pub object: Arc<Value>,
+    pub object: Arc<Cached>,
     /// The object before the change, for Modified.
-    pub prev: Option<Arc<Value>>,
-    /// The object's JSON, made once and shared by every watcher.
-    json: std::sync::OnceLock<bytes::Bytes>,
+    pub prev: Option<Arc<Cached>>,
 }
 
 impl Event {
-    /// An event; its JSON is made on first use.
+    /// An event.
     pub fn new(
         kind: EventType,
         key: String,
         rv: i64,
-        object: Arc<Value>,
-        prev: Option<Arc<Value>>,
+        object: Arc<Cached>,
+        prev: Option<Arc<Cached>>,
     ) -> Self {
         Event {
             kind,
@@ -75,15 +74,12 @@ impl Event {
             rv,
             object,
             prev,
-            json: std::sync::OnceLock::new(),
         }
     }
 
-    /// The object's JSON.
+    /// The object's JSON, shared by every watcher.
     pub fn json(&self) -> &[u8] {
-        self.json.get_or_init(|| {
-            bytes::Bytes::from(serde_json::to_vec(self.object.as_ref()).unwrap_or_default())
-        })
+        &self.object.json
     }
 }
 
@@ -92,13 +88,14 @@ struct Inner {
     rev: i64,
     /// Events after this revision are all in `history`.
     start_rev: i64,
-    objects: BTreeMap<String, Arc<Value>>,
+    objects: BTreeMap<String, Arc<Cached>>,
     history: VecDeque<Arc<Event>>,
     tx: broadcast::Sender<Arc<Event>>,
 }
 
 /// The cache for one resource type.
 pub struct WatchCache {
+    resource: &'static ResourceInfo,
     prefix: String,
     capacity: usize,
     inner: RwLock<Inner>,
@@ -119,12 +116,14 @@ pub struct Subscription {
 const BROADCAST_CAPACITY: usize = 16 * 1024;
 
 impl WatchCache {
-    /// A cache for the keys under `prefix` (ending in `/`), keeping `capacity` recent events.
-    pub fn new(prefix: String, capacity: usize) -> Arc<Self> {
+    /// A cache of `resource`'s keys under `prefix` (ending in `/`), keeping `capacity` recent
+    /// events.
+    pub fn new(resource: &'static ResourceInfo, prefix: String, capacity: usize) -> Arc<Self> {
         let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
         let (ready, _) = watch::channel(false);
         let (rev_tx, _) = watch::channel(0);
         Arc::new(WatchCache {
+            resource,
             prefix,
             capacity,
             inner: RwLock::new(Inner {
@@ -182,8 +181,8 @@ impl WatchCache {
     pub fn list(
         &self,
         prefix: &str,
-        mut keep: impl FnMut(&Value) -> bool,
-    ) -> (Vec<Arc<Value>>, i64) {
+        mut keep: impl FnMut(&Cached) -> bool,
+    ) -> (Vec<Arc<Cached>>, i64) {
         let inner = self.read();
         let items = inner
             .objects
@@ -205,8 +204,18 @@ impl WatchCache {
         self.len() == 0
     }
 
+    /// Whether any object's key starts with `prefix`.
+    pub fn any_under(&self, prefix: &str) -> bool {
+        let inner = self.read();
+        inner
+            .objects
+            .range(prefix.to_string()..)
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(prefix))
+    }
+
     /// One object by key.
-    pub fn get(&self, key: &str) -> Option<Arc<Value>> {
+    pub fn get(&self, key: &str) -> Option<Arc<Cached>> {
         self.read().objects.get(key).cloned()
     }
 
@@ -223,7 +232,7 @@ impl WatchCache {
                         Arc::new(Event::new(
                             EventType::Added,
                             k.clone(),
-                            rv_of(v),
+                            v.rv,
                             v.clone(),
                             None,
                         ))
@@ -254,7 +263,7 @@ impl WatchCache {
 
     /// Replaces the whole state after a (re-)list at `rev`. Open client watches are closed:
     /// they cannot know what changed in between, and will re-list.
-    fn reset(&self, objects: BTreeMap<String, Arc<Value>>, rev: i64) {
+    fn reset(&self, objects: BTreeMap<String, Arc<Cached>>, rev: i64) {
         let mut inner = self.write();
         inner.objects = objects;
         inner.history.clear();
@@ -306,7 +315,7 @@ impl WatchCache {
             EventType::Bookmark,
             String::new(),
             rev,
-            Arc::new(Value::Null),
+            Arc::new(Cached::empty()),
             None,
         )));
         drop(inner);
@@ -320,7 +329,7 @@ impl WatchCache {
             EventType::Bookmark,
             String::new(),
             inner.rev,
-            Arc::new(Value::Null),
+            Arc::new(Cached::empty()),
             None,
         )));
     }
@@ -373,7 +382,9 @@ impl WatchCache {
                 .await?;
             rev = page.rev;
             for item in page.items {
-                objects.insert(item.key, Arc::new(item.value));
+                let json = with_rv(&item.raw, item.rv);
+                let c = Cached::new(self.resource, &item.value, json, item.rv);
+                objects.insert(item.key, Arc::new(c));
             }
             match page.next_key {
                 Some(k) => start = Some(k),
@@ -446,31 +457,43 @@ impl WatchCache {
         match ev.event_type() {
             EtcdEventType::Put => {
                 let stored = decode(&key, kv.value(), rev)?;
-                let prev = match ev.prev_kv() {
-                    Some(p) => Some(Arc::new(decode(&key, p.value(), p.mod_revision())?.value)),
-                    None => None,
+                let object =
+                    Cached::new(self.resource, &stored.value, with_rv(kv.value(), rev), rev);
+                // The previous state is what the cache holds (or, after a re-list, what etcd
+                // sent along).
+                let prev = match self.get(&key) {
+                    Some(p) => Some(p),
+                    None => match ev.prev_kv() {
+                        Some(p) => {
+                            let old = decode(&key, p.value(), p.mod_revision())?;
+                            Some(Arc::new(Cached::new(
+                                self.resource,
+                                &old.value,
+                                with_rv(p.value(), p.mod_revision()),
+                                p.mod_revision(),
+                            )))
+                        }
+                        None => None,
+                    },
                 };
                 let kind = if kv.create_revision() == kv.mod_revision() {
                     EventType::Added
                 } else {
                     EventType::Modified
                 };
-                Ok(Some(Event::new(
-                    kind,
-                    key,
-                    rev,
-                    Arc::new(stored.value),
-                    prev,
-                )))
+                Ok(Some(Event::new(kind, key, rev, Arc::new(object), prev)))
             }
             EtcdEventType::Delete => {
                 let last = match ev.prev_kv() {
-                    Some(p) => decode(&key, p.value(), rev)?.value,
+                    Some(p) => {
+                        let v = decode(&key, p.value(), rev)?.value;
+                        Cached::new(self.resource, &v, with_rv(p.value(), rev), rev)
+                    }
                     None => match self.get(&key) {
-                        Some(v) => {
-                            let mut v = (*v).clone();
+                        Some(c) => {
+                            let mut v = c.value();
                             super::set_rv(&mut v, rev);
-                            v
+                            Cached::from_value(self.resource, &v, rev)
                         }
                         None => return Ok(None),
                     },
@@ -501,21 +524,26 @@ async fn sleep_or_stop(shutdown: &CancellationToken, d: Duration) -> bool {
     }
 }
 
-/// The resourceVersion of an object as a number.
-pub fn rv_of(v: &Value) -> i64 {
-    v.pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
-    fn obj(name: &str, rv: i64) -> Arc<Value> {
-        Arc::new(json!({"metadata": {"name": name, "resourceVersion": rv.to_string()}}))
+    fn obj(name: &str, rv: i64) -> Arc<Cached> {
+        let r = crate::registry::find("", "v1", "configmaps").unwrap();
+        Arc::new(Cached::from_value(
+            r,
+            &json!({"metadata": {"name": name, "resourceVersion": rv.to_string()}}),
+            rv,
+        ))
+    }
+
+    fn cache(capacity: usize) -> Arc<WatchCache> {
+        WatchCache::new(
+            crate::registry::find("", "v1", "configmaps").unwrap(),
+            "/r/x/".into(),
+            capacity,
+        )
     }
 
     fn ev(kind: EventType, name: &str, rv: i64) -> Event {
@@ -524,7 +552,7 @@ mod tests {
 
     #[test]
     fn resume_replays_only_newer_events_then_live() {
-        let c = WatchCache::new("/r/x/".into(), 3);
+        let c = cache(3);
         c.reset(BTreeMap::new(), 10);
         c.apply(ev(EventType::Added, "a", 11));
         c.apply(ev(EventType::Added, "b", 12));
@@ -541,7 +569,7 @@ mod tests {
 
     #[test]
     fn too_old_is_gone() {
-        let c = WatchCache::new("/r/x/".into(), 2);
+        let c = cache(2);
         c.reset(BTreeMap::new(), 10);
         for rv in 11..=14 {
             c.apply(ev(EventType::Added, &format!("o{rv}"), rv));
@@ -554,7 +582,7 @@ mod tests {
 
     #[test]
     fn fresh_watch_starts_with_current_state() {
-        let c = WatchCache::new("/r/x/".into(), 10);
+        let c = cache(10);
         let mut m = BTreeMap::new();
         m.insert("/r/x/a".to_string(), obj("a", 5));
         c.reset(m, 7);
