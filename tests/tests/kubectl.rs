@@ -306,6 +306,19 @@ async fn pods_columns_selectors_and_field_selectors() {
     assert_eq!(pending.lines().count(), 3);
     let e = k.fails(&["get", "pods", "--field-selector", "spec.bogus=x"]);
     assert!(e.contains("field label not supported"), "{e}");
+
+    // Nodes print their status from the Ready condition, roles from labels.
+    let node = r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"n1","labels":{"node-role.kubernetes.io/worker":""}},
+        "status":{"conditions":[{"type":"Ready","status":"True"}],"nodeInfo":{"kubeletVersion":"v1.33.0-skiff","machineID":"","systemUUID":"","bootID":"","kernelVersion":"6.1","osImage":"Debian GNU/Linux 12","containerRuntimeVersion":"containerd://1.6.20","kubeProxyVersion":"","operatingSystem":"linux","architecture":"amd64"},
+        "addresses":[{"type":"InternalIP","address":"10.0.0.5"}]}}"#;
+    k.ok_input(&["create", "-f", "-"], node);
+    let out = k.ok(&["get", "nodes", "-o", "wide"]);
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(&header[..5], &["NAME", "STATUS", "ROLES", "AGE", "VERSION"]);
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!((row[0], row[1], row[2], row[4], row[5]), ("n1", "Ready", "worker", "v1.33.0-skiff", "10.0.0.5"), "{out}");
+    k.ok(&["cordon", "n1"]);
+    assert!(k.ok(&["get", "node", "n1"]).contains("Ready,SchedulingDisabled"));
 }
 
 #[tokio::test]
