@@ -1127,31 +1127,70 @@ async fn resource_version_match_exact_timeouts_and_future_versions() {
     let cl = c.api.client().unwrap();
     let cms = c.api.url("/api/v1/namespaces/default/configmaps");
     let (_, first) = send(&cl, reqwest::Method::POST, cms.clone(), Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"v": "1"}}))).await;
-    let rv1 = first["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let rv1 = first["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
     send(&cl, reqwest::Method::PUT, format!("{cms}/a"), Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"v": "2"}}))).await;
-    send(&cl, reqwest::Method::POST, cms.clone(), Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b"}}))).await;
+    send(
+        &cl,
+        reqwest::Method::POST,
+        cms.clone(),
+        Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b"}})),
+    )
+    .await;
 
     // Exact: the list as it was at that revision.
-    let (code, old) = send(&cl, reqwest::Method::GET, format!("{cms}?resourceVersion={rv1}&resourceVersionMatch=Exact"), None).await;
+    let (code, old) = send(
+        &cl,
+        reqwest::Method::GET,
+        format!("{cms}?resourceVersion={rv1}&resourceVersionMatch=Exact"),
+        None,
+    )
+    .await;
     assert_eq!(code, 200, "{old}");
     assert_eq!(old["metadata"]["resourceVersion"], rv1.as_str());
     let items = old["items"].as_array().unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["data"]["v"], "1");
     // NotOlderThan: at least that new (the current state).
-    let (_, now) = send(&cl, reqwest::Method::GET, format!("{cms}?resourceVersion={rv1}&resourceVersionMatch=NotOlderThan"), None).await;
+    let (_, now) = send(
+        &cl,
+        reqwest::Method::GET,
+        format!("{cms}?resourceVersion={rv1}&resourceVersionMatch=NotOlderThan"),
+        None,
+    )
+    .await;
     assert_eq!(now["items"].as_array().unwrap().len(), 2);
     // resourceVersionMatch without resourceVersion is a bad request.
-    let (code, _) = send(&cl, reqwest::Method::GET, format!("{cms}?resourceVersionMatch=Exact"), None).await;
+    let (code, _) = send(
+        &cl,
+        reqwest::Method::GET,
+        format!("{cms}?resourceVersionMatch=Exact"),
+        None,
+    )
+    .await;
     assert_eq!(code, 400);
     // A resourceVersion from the future: 504 Timeout after waiting for it.
-    let (code, body) = send(&cl, reqwest::Method::GET, format!("{cms}?resourceVersion=999999"), None).await;
+    let (code, body) = send(
+        &cl,
+        reqwest::Method::GET,
+        format!("{cms}?resourceVersion=999999"),
+        None,
+    )
+    .await;
     assert_eq!(code, 504, "{body}");
     assert_eq!(body["reason"], "Timeout");
 
     // A watch ends by itself at timeoutSeconds.
     let t = std::time::Instant::now();
-    let (code, _) = send(&cl, reqwest::Method::GET, format!("{cms}?watch=1&resourceVersion={rv1}&timeoutSeconds=1"), None).await;
+    let (code, _) = send(
+        &cl,
+        reqwest::Method::GET,
+        format!("{cms}?watch=1&resourceVersion={rv1}&timeoutSeconds=1"),
+        None,
+    )
+    .await;
     assert_eq!(code, 200);
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }

@@ -316,9 +316,15 @@ async fn pods_columns_selectors_and_field_selectors() {
     let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(&header[..5], &["NAME", "STATUS", "ROLES", "AGE", "VERSION"]);
     let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
-    assert_eq!((row[0], row[1], row[2], row[4], row[5]), ("n1", "Ready", "worker", "v1.33.0-skiff", "10.0.0.5"), "{out}");
+    assert_eq!(
+        (row[0], row[1], row[2], row[4], row[5]),
+        ("n1", "Ready", "worker", "v1.33.0-skiff", "10.0.0.5"),
+        "{out}"
+    );
     k.ok(&["cordon", "n1"]);
-    assert!(k.ok(&["get", "node", "n1"]).contains("Ready,SchedulingDisabled"));
+    assert!(k
+        .ok(&["get", "node", "n1"])
+        .contains("Ready,SchedulingDisabled"));
 }
 
 #[tokio::test]
