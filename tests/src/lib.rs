@@ -522,3 +522,42 @@ impl Cluster {
         self.api.kubectl()
     }
 }
+
+/// The events of a watch response, one JSON value per line, as they arrive.
+pub fn watch_events(resp: reqwest::Response) -> tokio::sync::mpsc::UnboundedReceiver<Value> {
+    use futures::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut s = resp.bytes_stream();
+        let mut buf = Vec::new();
+        while let Some(Ok(chunk)) = s.next().await {
+            buf.extend_from_slice(&chunk);
+            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                if let Ok(v) = serde_json::from_slice::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Collects up to `n` watch events, waiting at most `within` in all.
+pub async fn collect_events(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>,
+    n: usize,
+    within: Duration,
+) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut out = Vec::new();
+    while out.len() < n {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(v)) => out.push(v),
+            _ => break,
+        }
+    }
+    out
+}

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::{json, Value};
 use skiff_e2e::{ApiServer, Cluster, Etcd};
 
@@ -552,29 +551,17 @@ async fn watch_resumes_filters_and_expires() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let mut stream = resp.bytes_stream();
-    let mut buf = String::new();
-    let mut events = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while events.len() < 2 && tokio::time::Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
-            Ok(Some(Ok(chunk))) => {
-                buf.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(i) = buf.find('\n') {
-                    let line: String = buf.drain(..=i).collect();
-                    let v: Value = serde_json::from_str(&line).unwrap();
-                    events.push((
-                        v["type"].as_str().unwrap().to_string(),
-                        v["object"]["metadata"]["name"]
-                            .as_str()
-                            .unwrap_or("")
-                            .to_string(),
-                    ));
-                }
-            }
-            _ => break,
-        }
-    }
+    let events: Vec<(String, String)> = watch_lines(resp, 2, Duration::from_secs(5))
+        .await
+        .iter()
+        .map(|v| {
+            let name = v["object"]["metadata"]["name"].as_str().unwrap_or("");
+            (
+                v["type"].as_str().unwrap_or("").to_string(),
+                name.to_string(),
+            )
+        })
+        .collect();
     assert_eq!(
         events,
         vec![("ADDED".into(), "b".into()), ("DELETED".into(), "a".into())]
@@ -883,26 +870,10 @@ async fn scale_and_binding_subresources() {
     assert_eq!(code, 409, "{body}");
 }
 
-/// Reads lines of a watch until `n` events or the timeout.
+/// Reads up to `n` watch events within the timeout.
 async fn watch_lines(resp: reqwest::Response, n: usize, within: Duration) -> Vec<Value> {
-    let mut s = resp.bytes_stream();
-    let mut buf = String::new();
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + within;
-    while out.len() < n {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match tokio::time::timeout(left, s.next()).await {
-            Ok(Some(Ok(chunk))) => {
-                buf.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(i) = buf.find('\n') {
-                    let line: String = buf.drain(..=i).collect();
-                    out.push(serde_json::from_str(&line).unwrap());
-                }
-            }
-            _ => break,
-        }
-    }
-    out
+    let mut rx = skiff_e2e::watch_events(resp);
+    skiff_e2e::collect_events(&mut rx, n, within).await
 }
 
 #[tokio::test]

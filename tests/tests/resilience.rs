@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::{json, Value};
 use skiff_e2e::{ApiServer, Etcd};
 
@@ -21,30 +20,27 @@ async fn post(c: &reqwest::Client, url: &str, body: &Value) -> Result<u16, reqwe
         .as_u16())
 }
 
-/// Reads watch lines from a response into a channel of (type, name, resourceVersion).
+/// Watch events as (type, name, resourceVersion).
 fn watch_events(
     resp: reqwest::Response,
 ) -> tokio::sync::mpsc::UnboundedReceiver<(String, String, String)> {
+    let mut raw = skiff_e2e::watch_events(resp);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let mut s = resp.bytes_stream();
-        let mut buf = String::new();
-        while let Some(Ok(chunk)) = s.next().await {
-            buf.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(i) = buf.find('\n') {
-                let line: String = buf.drain(..=i).collect();
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    let t = v["type"].as_str().unwrap_or("").to_string();
-                    let n = v["object"]["metadata"]["name"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string();
-                    let rv = v["object"]["metadata"]["resourceVersion"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string();
-                    let _ = tx.send((t, n, rv));
-                }
+        while let Some(v) = raw.recv().await {
+            let f = |p: &str| {
+                v.pointer(p)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let ev = (
+                f("/type"),
+                f("/object/metadata/name"),
+                f("/object/metadata/resourceVersion"),
+            );
+            if tx.send(ev).is_err() {
+                return;
             }
         }
     });

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-use futures::StreamExt;
 use serde_json::{json, Value};
 use skiff_e2e::{ApiServer, Etcd};
 
@@ -229,19 +228,14 @@ async fn main() -> Result<()> {
             let Ok(resp) = c.get(u).send().await else {
                 return;
             };
-            let mut s = resp.bytes_stream();
-            let mut buf = String::new();
-            while let Some(Ok(chunk)) = s.next().await {
-                buf.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(i) = buf.find('\n') {
-                    let line: String = buf.drain(..=i).collect();
-                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                        let name = v["object"]["metadata"]["name"]
-                            .as_str()
-                            .unwrap_or("")
-                            .to_string();
-                        let _ = tx.send((name, Instant::now()));
-                    }
+            let mut events = skiff_e2e::watch_events(resp);
+            while let Some(v) = events.recv().await {
+                let name = v["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                if tx.send((name, Instant::now())).is_err() {
+                    return;
                 }
             }
         }));
