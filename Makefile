@@ -1,0 +1,32 @@
+# Every routine in one place: make fmt | lint | test | e2e | bench | quickstart
+.PHONY: fmt lint test unit e2e bench quickstart protobuf
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+# Everything CI runs: unit and end-to-end tests (installs what they need).
+test:
+	scripts/test
+
+unit:
+	cargo test --workspace --lib
+
+e2e:
+	scripts/install-deps
+	cargo build --workspace --bins
+	cargo test -p skiff-e2e --tests
+
+bench:
+	scripts/bench
+
+quickstart:
+	deploy/quickstart.sh
+
+# Regenerates the protobuf conversions after a k8s-openapi or k8s-pb upgrade.
+protobuf:
+	python3 scripts/gen-protobuf-conversions.py > apiserver/src/protobuf/generated.rs
+	cargo fmt --all
