@@ -249,6 +249,26 @@ async fn bad_input_gets_kubernetes_status_errors() {
         (Some("Status"), Some("BadRequest"))
     );
 
+    // YAML bodies: a good one creates, a malformed one is 400.
+    let r = cl
+        .post(&pods)
+        .header("content-type", "application/yaml")
+        .body("apiVersion: v1\nkind: Pod\nmetadata:\n  name: from-yaml\nspec:\n  containers:\n  - name: c\n    image: x\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = cl
+        .post(&pods)
+        .header("content-type", "application/yaml")
+        .body("metadata: [unclosed\n  - :")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["reason"], "BadRequest");
+
     // Wrong content type: 415.
     let r = cl
         .post(&pods)
@@ -383,7 +403,7 @@ async fn bad_input_gets_kubernetes_status_errors() {
         .iter()
         .filter_map(|i| i["metadata"]["name"].as_str())
         .collect();
-    assert_eq!(names, vec!["imm", "strict"]);
+    assert_eq!(names, vec!["from-yaml", "imm", "strict"]);
 }
 
 #[tokio::test]
