@@ -110,6 +110,58 @@ fn collect(v: &Value, parents: &mut Vec<String>, prefix: &mut Path, out: &mut BT
     }
 }
 
+/// The FieldsV1 trie of every field of `v`, built in one pass: the same result as
+/// `to_fields_v1(&field_set(v))`, without the intermediate paths (the create fast path).
+fn shape(v: &Value, parents: &mut Vec<String>) -> Map<String, Value> {
+    let mut out = Map::new();
+    let Value::Object(m) = v else { return out };
+    for (k, child) in m {
+        if skip_top(parents, k) {
+            continue;
+        }
+        let node = match child {
+            Value::Object(cm) if !cm.is_empty() => {
+                parents.push(k.clone());
+                let inner = shape(child, parents);
+                parents.pop();
+                if inner.is_empty() {
+                    continue;
+                }
+                Value::Object(inner)
+            }
+            Value::Array(items) if list_key(parents, k).is_some() => {
+                let key = list_key(parents, k).expect("checked");
+                parents.push(k.clone());
+                let mut list = Map::new();
+                for item in items {
+                    let Some(kv) = item.get(key) else { continue };
+                    let mut inner = shape(item, parents);
+                    inner.insert(".".into(), json!({}));
+                    list.insert(format!("k:{}", json!({ key: kv })), Value::Object(inner));
+                }
+                parents.pop();
+                if list.is_empty() {
+                    continue;
+                }
+                Value::Object(list)
+            }
+            Value::Array(items) if is_set_list(parents, k) => {
+                let set: Map<String, Value> = items
+                    .iter()
+                    .map(|i| (format!("v:{i}"), json!({})))
+                    .collect();
+                if set.is_empty() {
+                    continue;
+                }
+                Value::Object(set)
+            }
+            _ => json!({}),
+        };
+        out.insert(format!("f:{k}"), node);
+    }
+    out
+}
+
 /// The field paths of an object.
 pub fn field_set(v: &Value) -> BTreeSet<Path> {
     let mut out = BTreeSet::new();
@@ -509,6 +561,28 @@ pub fn record_apply(obj: &mut Value, _old: Option<&Value>, opts: &WriteOpts) -> 
 /// Records an ordinary write: the fields it changed now belong to `manager` (operation
 /// `Update`), and to no one else.
 pub fn record_update(next: &mut Value, old: Option<&Value>, manager: &str, subresource: &str) {
+    if old.is_none() && next.pointer("/metadata/managedFields").is_none() {
+        // A new object: every field is this manager's.
+        let fields = shape(next, &mut Vec::new());
+        if fields.is_empty() {
+            return;
+        }
+        let mut entry = json!({
+            "manager": manager,
+            "operation": "Update",
+            "apiVersion": next.get("apiVersion").cloned().unwrap_or(Value::Null),
+            "time": Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+            "fieldsType": "FieldsV1",
+            "fieldsV1": Value::Object(fields),
+        });
+        if !subresource.is_empty() {
+            entry["subresource"] = json!(subresource);
+        }
+        if let Some(m) = next.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.insert("managedFields".into(), json!([entry]));
+        }
+        return;
+    }
     let new_set = field_set(next);
     let old_set = old.map(field_set).unwrap_or_default();
     let changed: BTreeSet<Path> = new_set
@@ -568,6 +642,24 @@ mod tests {
     fn deploy(replicas: i64, image: &str) -> Value {
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "labels": {"app": "web"}},
                "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": "c", "image": image}]}}}})
+    }
+
+    #[test]
+    fn one_pass_shape_equals_the_path_set() {
+        let v = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "d", "labels": {"a": "1"}, "finalizers": ["x", "y"],
+                         "ownerReferences": [{"uid": "u1", "name": "o"}]},
+            "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80}], "env": [],
+                                     "args": ["1"], "resources": {}}],
+                     "tolerations": [{"key": "k"}], "nodeSelector": {"z": "1"}},
+            "status": {"phase": "Pending"}});
+        assert_eq!(
+            Value::Object(shape(&v, &mut Vec::new())),
+            to_fields_v1(&field_set(&v))
+        );
+        let bare = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}});
+        assert!(shape(&bare, &mut Vec::new()).is_empty());
+        assert!(field_set(&bare).is_empty());
     }
 
     #[test]
