@@ -503,6 +503,13 @@ impl Api {
         self.caches.values()
     }
 
+    /// Tells the resource's watch cache what was just written, so its watch event needs no
+    /// decoding.
+    fn hint(&self, r: &ResourceInfo, key: &str, value: &Value, stored: &[u8], rev: i64) {
+        let cached = Cached::new(r, value, with_rv(stored, rev), rev);
+        self.cache(r).hint(key, Arc::new(cached));
+    }
+
     fn key(&self, r: &ResourceInfo, ns: Option<&str>, name: &str) -> String {
         r.key(self.store.prefix(), ns, name)
     }
@@ -728,9 +735,12 @@ impl Api {
                     created: true,
                 });
             }
-            match self.store.create(&key, &attempt, &effects).await? {
+            let bytes = crate::storage::encode(&attempt);
+            let hint_bytes = bytes.clone();
+            match self.store.create_encoded(&key, bytes, &effects).await? {
                 WriteOutcome::Done(rev) => {
                     crate::storage::set_rv(&mut attempt, rev);
+                    self.hint(r, &key, &attempt, &hint_bytes, rev);
                     return Ok(Written {
                         object: attempt,
                         warnings,
@@ -1005,9 +1015,16 @@ impl Api {
                 _ => Ok(None),
             };
         }
-        match self.store.update(key, &next, current.rv, &effects).await? {
+        let bytes = crate::storage::encode(&next);
+        let hint_bytes = bytes.clone();
+        match self
+            .store
+            .update_encoded(key, bytes, current.rv, &effects)
+            .await?
+        {
             WriteOutcome::Done(rev) => {
                 crate::storage::set_rv(&mut next, rev);
+                self.hint(r, key, &next, &hint_bytes, rev);
                 Ok(Some(next))
             }
             WriteOutcome::Mismatch(None) => Err(Error::not_found(&r.group_resource(), name)),

@@ -148,7 +148,16 @@ impl Store {
         value: &Value,
         effects: &[SideEffect],
     ) -> Result<WriteOutcome> {
-        let bytes = encode(value);
+        self.create_encoded(key, encode(value), effects).await
+    }
+
+    /// Creates `key` with already-encoded bytes (see [`encode`]).
+    pub async fn create_encoded(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        effects: &[SideEffect],
+    ) -> Result<WriteOutcome> {
         let mut when = vec![Compare::version(key, CompareOp::Equal, 0)];
         let mut ops = vec![TxnOp::put(key, bytes, None)];
         add_effects(effects, &mut when, &mut ops);
@@ -167,7 +176,18 @@ impl Store {
         expected: i64,
         effects: &[SideEffect],
     ) -> Result<WriteOutcome> {
-        let bytes = encode(value);
+        self.update_encoded(key, encode(value), expected, effects)
+            .await
+    }
+
+    /// Writes `key` with already-encoded bytes if its mod revision is still `expected`.
+    pub async fn update_encoded(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        expected: i64,
+        effects: &[SideEffect],
+    ) -> Result<WriteOutcome> {
         let mut when = vec![Compare::mod_revision(key, CompareOp::Equal, expected)];
         let mut ops = vec![TxnOp::put(key, bytes, None)];
         add_effects(effects, &mut when, &mut ops);

@@ -96,6 +96,8 @@ struct Inner {
 /// The cache for one resource type.
 pub struct WatchCache {
     resource: &'static ResourceInfo,
+    /// Objects this server just wrote, by key: their watch events need no decoding.
+    hints: RwLock<std::collections::HashMap<String, Arc<Cached>>>,
     prefix: String,
     capacity: usize,
     inner: RwLock<Inner>,
@@ -124,6 +126,7 @@ impl WatchCache {
         let (rev_tx, _) = watch::channel(0);
         Arc::new(WatchCache {
             resource,
+            hints: RwLock::new(std::collections::HashMap::new()),
             prefix,
             capacity,
             inner: RwLock::new(Inner {
@@ -202,6 +205,31 @@ impl WatchCache {
     /// Whether the cache holds no objects.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Offers the cache an object this server has just written at `c.rv`, so that the watch
+    /// event for that write is applied without decoding it again.
+    pub fn hint(&self, key: &str, c: Arc<Cached>) {
+        if c.rv <= self.rev() {
+            return;
+        }
+        let mut h = self.hints.write().unwrap_or_else(|p| p.into_inner());
+        if h.len() > 10_000 {
+            h.clear();
+        }
+        h.insert(key.to_string(), c);
+    }
+
+    fn take_hint(&self, key: &str, rev: i64) -> Option<Arc<Cached>> {
+        let mut h = self.hints.write().unwrap_or_else(|p| p.into_inner());
+        match h.remove(key) {
+            Some(c) if c.rv == rev => Some(c),
+            Some(c) if c.rv > rev => {
+                h.insert(key.to_string(), c);
+                None
+            }
+            _ => None,
+        }
     }
 
     /// Whether any object's key starts with `prefix`.
@@ -456,9 +484,18 @@ impl WatchCache {
         let rev = kv.mod_revision();
         match ev.event_type() {
             EtcdEventType::Put => {
-                let stored = decode(&key, kv.value(), rev)?;
-                let object =
-                    Cached::new(self.resource, &stored.value, with_rv(kv.value(), rev), rev);
+                let object = match self.take_hint(&key, rev) {
+                    Some(c) => c,
+                    None => {
+                        let stored = decode(&key, kv.value(), rev)?;
+                        Arc::new(Cached::new(
+                            self.resource,
+                            &stored.value,
+                            with_rv(kv.value(), rev),
+                            rev,
+                        ))
+                    }
+                };
                 // The previous state is what the cache holds (or, after a re-list, what etcd
                 // sent along).
                 let prev = match self.get(&key) {
@@ -481,7 +518,7 @@ impl WatchCache {
                 } else {
                     EventType::Modified
                 };
-                Ok(Some(Event::new(kind, key, rev, Arc::new(object), prev)))
+                Ok(Some(Event::new(kind, key, rev, object, prev)))
             }
             EtcdEventType::Delete => {
                 let last = match ev.prev_kv() {
@@ -565,6 +602,22 @@ mod tests {
         let live = sub.rx.try_recv().unwrap();
         assert_eq!((live.kind, live.rv), (EventType::Deleted, 13));
         assert_eq!(c.list("/r/x/", |_| true).0.len(), 1);
+    }
+
+    #[test]
+    fn hints_are_taken_once_at_their_revision() {
+        let c = cache(10);
+        c.reset(BTreeMap::new(), 10);
+        c.hint("/r/x/a", obj("a", 12));
+        assert!(
+            c.take_hint("/r/x/a", 11).is_none(),
+            "an older event does not take a newer hint"
+        );
+        assert_eq!(c.take_hint("/r/x/a", 12).map(|h| h.rv), Some(12));
+        assert!(c.take_hint("/r/x/a", 12).is_none(), "taken once");
+        // A hint for a revision the cache has already applied is dropped.
+        c.hint("/r/x/b", obj("b", 9));
+        assert!(c.take_hint("/r/x/b", 9).is_none());
     }
 
     #[test]
