@@ -333,6 +333,15 @@ fn finalizers(obj: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Whether a namespace's `spec.finalizers` still hold it in Terminating (until it is empty).
+fn spec_finalizers_hold(r: &ResourceInfo, obj: &Value) -> bool {
+    r.plural == "namespaces"
+        && obj
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+}
+
 /// Everything but metadata and status: what `generation` tracks.
 fn spec_part(obj: &Value) -> Value {
     let mut o = obj.as_object().cloned().unwrap_or_default();
@@ -1003,7 +1012,8 @@ impl Api {
             .pointer("/metadata/deletionGracePeriodSeconds")
             .and_then(Value::as_i64)
             .unwrap_or(0);
-        if deleting && finalizers(&next).is_empty() && grace == 0 {
+        if deleting && finalizers(&next).is_empty() && !spec_finalizers_hold(r, &next) && grace == 0
+        {
             if r.plural == "services" {
                 effects = allocator::releases(&self.store, &current.value);
             }
@@ -1177,17 +1187,7 @@ impl Api {
             let old_grace = cur
                 .pointer("/metadata/deletionGracePeriodSeconds")
                 .and_then(Value::as_i64);
-            if r.plural == "namespaces"
-                && fins.is_empty()
-                && cur
-                    .pointer("/spec/finalizers")
-                    .and_then(Value::as_array)
-                    .is_some_and(|a| !a.is_empty())
-            {
-                // A namespace's spec finalizers hold it in Terminating until it is empty.
-                fins.push(String::new());
-            }
-            if fins.is_empty() && grace == 0 {
+            if fins.is_empty() && !spec_finalizers_hold(r, cur) && grace == 0 {
                 if opts.dry_run {
                     return Ok(Deleted::Gone(cur.clone()));
                 }
@@ -1222,11 +1222,10 @@ impl Api {
                     );
                 }
                 m.insert("deletionGracePeriodSeconds".into(), json!(grace));
-                let real: Vec<String> = fins.iter().filter(|f| !f.is_empty()).cloned().collect();
-                if real.is_empty() {
+                if fins.is_empty() {
                     m.remove("finalizers");
                 } else {
-                    m.insert("finalizers".into(), json!(real));
+                    m.insert("finalizers".into(), json!(fins));
                 }
             }
             if r.plural == "namespaces" {

@@ -719,6 +719,21 @@ async fn deletion_grace_finalizers_and_namespaces() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (code, _) = send(&cl, reqwest::Method::GET, format!("{nss}/tmp"), None).await;
     assert_eq!(code, 200, "still holds a configmap");
+    // Other writes to a terminating namespace do not end it early.
+    let r = cl
+        .patch(format!("{nss}/tmp"))
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"metadata":{"labels":{"touched":"yes"}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (code, ns) = send(&cl, reqwest::Method::GET, format!("{nss}/tmp"), None).await;
+    assert_eq!(
+        code, 200,
+        "a labelled terminating namespace with content stays"
+    );
+    assert_eq!(ns["metadata"]["labels"]["touched"], "yes");
     send(
         &cl,
         reqwest::Method::DELETE,
