@@ -250,15 +250,9 @@ impl Watch {
     pub async fn next(&mut self) -> Option<WatchItem> {
         loop {
             if let Some(ev) = self.initial.pop_front() {
-                let state = self.from.is_none();
-                if !state {
-                    // Replayed history is in revision order: deduplicate as live events.
-                    if let Some(item) = self.filter(ev, false) {
-                        return Some(item);
-                    }
-                    continue;
-                }
-                if let Some(item) = self.filter(ev, true) {
+                // The current state comes in key order; replayed history is in revision order
+                // and is deduplicated like live events.
+                if let Some(item) = self.filter(ev, self.from.is_none()) {
                     return Some(item);
                 }
                 continue;
@@ -746,7 +740,7 @@ impl Api {
             }
             let bytes = crate::storage::encode(&attempt);
             let hint_bytes = bytes.clone();
-            match self.store.create_encoded(&key, bytes, &effects).await? {
+            match self.store.create(&key, bytes, &effects).await? {
                 WriteOutcome::Done(rev) => {
                     crate::storage::set_rv(&mut attempt, rev);
                     self.hint(r, &key, &attempt, &hint_bytes, rev);
@@ -1061,17 +1055,15 @@ impl Api {
                 Some(c) => c,
                 None if ptype == PatchType::Apply && sub.is_none() => {
                     let mut obj = body.clone();
-                    crate::apply::record_apply(&mut obj, None, opts)?;
+                    crate::apply::record_apply(&mut obj, opts)?;
                     return self.create(r, ns, obj, opts).await;
                 }
                 None => return Err(Error::not_found(&r.group_resource(), name)),
             };
             let mut doc = current.value.clone();
             match ptype {
-                PatchType::Json => patch::json_patch(&mut doc, body)?,
-                PatchType::Merge => patch::merge_patch(&mut doc, body)?,
-                PatchType::Strategic => patch::strategic_merge(&mut doc, body)?,
                 PatchType::Apply => crate::apply::apply(&mut doc, body, opts)?,
+                other => patch::apply_patch(&mut doc, other, body)?,
             }
             // A patch that sets resourceVersion makes it a precondition.
             let patched_rv = meta_str(&doc, "resourceVersion").to_string();
@@ -1549,7 +1541,8 @@ impl Api {
             }
         };
         let sub = cache.subscribe(from)?;
-        let initial = sub.initial.iter().cloned().collect();
+        let mut sub = sub;
+        let initial = std::mem::take(&mut sub.initial).into();
         let last_rv = from.unwrap_or(0);
         Ok(Watch {
             initial,
@@ -1566,11 +1559,6 @@ impl Api {
             opts,
             sub,
         })
-    }
-
-    /// The current revision of one object from the cache (for readiness checks).
-    pub fn cached_rv(&self, r: &ResourceInfo, ns: Option<&str>, name: &str) -> Option<i64> {
-        self.cache(r).get(&self.key(r, ns, name)).map(|c| c.rv)
     }
 }
 

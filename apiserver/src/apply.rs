@@ -15,39 +15,22 @@ use serde_json::{json, Map, Value};
 
 use crate::api::WriteOpts;
 use crate::error::{Error, Result};
+use crate::patch::{list_strategy, ListStrategy};
 
 /// One step of a field path, as FieldsV1 spells it (`f:name`, `k:{"name":"c"}`, `v:"x"`).
 type Path = Vec<String>;
 
-/// How a list merges for apply (mirrors the strategic-merge rules).
+/// The key a list merges by, as strategic merge patch has it.
 fn list_key(parents: &[String], field: &str) -> Option<&'static str> {
-    let parent = parents.last().map(String::as_str).unwrap_or("");
-    let in_container = parents.iter().any(|p| {
-        matches!(
-            p.as_str(),
-            "containers" | "initContainers" | "ephemeralContainers"
-        )
-    });
-    Some(match field {
-        "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "volumes"
-        | "imagePullSecrets" => "name",
-        "env" if in_container => "name",
-        "volumeMounts" => "mountPath",
-        "ports" if in_container => "containerPort",
-        "ports" if parent == "spec" && parents.len() == 1 => "port",
-        "conditions" if parent == "status" => "type",
-        "ownerReferences" => "uid",
-        "hostAliases" => "ip",
-        "topologySpreadConstraints" => "topologyKey",
-        _ => return None,
-    })
+    match list_strategy(parents, field) {
+        ListStrategy::Key(k) => Some(k),
+        _ => None,
+    }
 }
 
+/// Whether a list of scalars merges as a set.
 fn is_set_list(parents: &[String], field: &str) -> bool {
-    field == "finalizers" && parents.last().map(String::as_str) == Some("metadata")
+    list_strategy(parents, field) == ListStrategy::Primitive
 }
 
 fn skip_top(parents: &[String], k: &str) -> bool {
@@ -69,49 +52,8 @@ fn skip_top(parents: &[String], k: &str) -> bool {
             ))
 }
 
-/// The leaf paths of a value, with list items addressed by key.
-fn collect(v: &Value, parents: &mut Vec<String>, prefix: &mut Path, out: &mut BTreeSet<Path>) {
-    let Value::Object(m) = v else { return };
-    for (k, child) in m {
-        if skip_top(parents, k) {
-            continue;
-        }
-        prefix.push(format!("f:{k}"));
-        match child {
-            Value::Object(cm) if !cm.is_empty() => {
-                parents.push(k.clone());
-                collect(child, parents, prefix, out);
-                parents.pop();
-            }
-            Value::Array(items) if list_key(parents, k).is_some() => {
-                let key = list_key(parents, k).expect("checked");
-                parents.push(k.clone());
-                for item in items {
-                    let Some(kv) = item.get(key) else { continue };
-                    prefix.push(format!("k:{}", json!({ key: kv })));
-                    out.insert(prefix.clone());
-                    collect(item, parents, prefix, out);
-                    prefix.pop();
-                }
-                parents.pop();
-            }
-            Value::Array(items) if is_set_list(parents, k) => {
-                for item in items {
-                    prefix.push(format!("v:{item}"));
-                    out.insert(prefix.clone());
-                    prefix.pop();
-                }
-            }
-            _ => {
-                out.insert(prefix.clone());
-            }
-        }
-        prefix.pop();
-    }
-}
-
-/// The FieldsV1 trie of every field of `v`, built in one pass: the same result as
-/// `to_fields_v1(&field_set(v))`, without the intermediate paths (the create fast path).
+/// The FieldsV1 trie of every field of `v`: each leaf, each keyed list item (`k:` with `.`),
+/// each member of a set list (`v:`); metadata the server owns is left out.
 fn shape(v: &Value, parents: &mut Vec<String>) -> Map<String, Value> {
     let mut out = Map::new();
     let Value::Object(m) = v else { return out };
@@ -164,9 +106,7 @@ fn shape(v: &Value, parents: &mut Vec<String>) -> Map<String, Value> {
 
 /// The field paths of an object.
 pub fn field_set(v: &Value) -> BTreeSet<Path> {
-    let mut out = BTreeSet::new();
-    collect(v, &mut Vec::new(), &mut Vec::new(), &mut out);
-    out
+    from_fields_v1(&Value::Object(shape(v, &mut Vec::new())))
 }
 
 /// Resolves a path to the value it names, if present.
@@ -529,7 +469,7 @@ pub fn apply(live: &mut Value, cfg: &Value, opts: &WriteOpts) -> Result<()> {
 }
 
 /// Marks a create-by-apply: the new object's fields belong to the applying manager.
-pub fn record_apply(obj: &mut Value, _old: Option<&Value>, opts: &WriteOpts) -> Result<()> {
+pub fn record_apply(obj: &mut Value, opts: &WriteOpts) -> Result<()> {
     let manager = opts
         .field_manager
         .clone()
@@ -673,7 +613,7 @@ mod tests {
     #[test]
     fn conflict_then_force() {
         let mut live = deploy(1, "a");
-        record_apply(&mut live, None, &opts("alice", false)).unwrap();
+        record_apply(&mut live, &opts("alice", false)).unwrap();
         // bob scales through an ordinary update
         let mut scaled = live.clone();
         scaled["spec"]["replicas"] = json!(5);
@@ -692,7 +632,7 @@ mod tests {
     #[test]
     fn dropped_fields_are_removed() {
         let mut live = deploy(1, "a");
-        record_apply(&mut live, None, &opts("alice", false)).unwrap();
+        record_apply(&mut live, &opts("alice", false)).unwrap();
         let mut cfg = deploy(1, "a");
         cfg["metadata"].as_object_mut().unwrap().remove("labels");
         apply(&mut live, &cfg, &opts("alice", false)).unwrap();

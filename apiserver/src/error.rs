@@ -122,7 +122,6 @@ impl Cause {
     pub fn text(&self) -> String {
         let head = match self.kind {
             CauseKind::Required => "Required value",
-            CauseKind::Invalid if self.message == "field is immutable" => "Invalid value",
             CauseKind::Invalid => "Invalid value",
             CauseKind::NotSupported => "Unsupported value",
             CauseKind::Duplicate => "Duplicate value",
@@ -130,15 +129,14 @@ impl Cause {
             CauseKind::TooLong => "Too long",
             CauseKind::Unknown => "Unknown field",
         };
-        let body = if self.message == "field is immutable" {
+        if self.message == "field is immutable" {
             // kube-apiserver prints immutable-field errors without the value.
             format!("{}: {}", self.field, self.message)
         } else if self.message.is_empty() {
             format!("{}: {head}", self.field)
         } else {
             format!("{}: {head}: {}", self.field, self.message)
-        };
-        body
+        }
     }
 
     fn to_json(&self) -> Value {
@@ -336,6 +334,11 @@ impl Error {
     /// 403 for a request the authorizer denied.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::api(403, "Forbidden", message.into(), None)
+    }
+
+    /// 422 for a patch that cannot be applied to the object.
+    pub fn api_unprocessable(message: impl Into<String>) -> Self {
+        Self::api(422, "Invalid", message.into(), None)
     }
 
     /// 500 with a message.

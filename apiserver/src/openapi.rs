@@ -255,7 +255,6 @@ fn build() -> Built {
     let mut v3 = BTreeMap::new();
     let mut index = Map::new();
     let mut all_defs = Map::new();
-    let mut all_paths = Map::new();
     for (group, version) in group_versions() {
         let mut generator = SchemaSettings::openapi3().into_generator();
         let mut paths_map = Map::new();
@@ -299,14 +298,10 @@ fn build() -> Built {
         for (k, v) in defs {
             all_defs.insert(k, v);
         }
-        for (k, v) in paths_map {
-            all_paths.insert(k, v);
-        }
     }
     // Swagger 2.0: the same schemas under #/definitions.
     let mut v2 = json!({"swagger": "2.0", "info": info, "paths": {}, "definitions": all_defs});
     rewrite_refs(&mut v2, "#/components/schemas/", "#/definitions/");
-    let _ = all_paths;
     Built {
         v3_index: Bytes::from(serde_json::to_vec(&json!({"paths": index})).unwrap_or_default()),
         v3,

@@ -54,16 +54,26 @@ pub fn merge_patch(doc: &mut Value, patch: &Value) -> Result<()> {
     Ok(())
 }
 
+/// Applies a JSON, merge or strategic-merge patch. Server-side apply needs field ownership and
+/// lives in `crate::apply`; here an apply body is merged like a merge patch.
+pub fn apply_patch(doc: &mut Value, ptype: PatchType, body: &Value) -> Result<()> {
+    match ptype {
+        PatchType::Json => json_patch(doc, body),
+        PatchType::Merge | PatchType::Apply => merge_patch(doc, body),
+        PatchType::Strategic => strategic_merge(doc, body),
+    }
+}
+
 /// How a list field merges under a strategic merge patch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ListStrategy {
+pub(crate) enum ListStrategy {
     Replace,
     Key(&'static str),
     Primitive,
 }
 
 /// The merge strategy of list `field` reached by `path` (the keys above it).
-fn list_strategy(path: &[String], field: &str) -> ListStrategy {
+pub(crate) fn list_strategy(path: &[String], field: &str) -> ListStrategy {
     let parent = path.last().map(String::as_str).unwrap_or("");
     let in_container = path.iter().any(|p| {
         matches!(
@@ -272,18 +282,6 @@ fn strip_value(v: &Value) -> Value {
         Value::Object(m) => Value::Object(strip_directives(m)),
         Value::Array(a) => Value::Array(a.iter().map(strip_value).collect()),
         other => other.clone(),
-    }
-}
-
-impl Error {
-    /// 422 for a patch that cannot be applied to the object.
-    pub fn api_unprocessable(message: impl Into<String>) -> Self {
-        Error::from(crate::error::ApiError {
-            code: 422,
-            reason: "Invalid",
-            message: message.into(),
-            details: None,
-        })
     }
 }
 

@@ -320,11 +320,6 @@ pub fn selector_matches(
     true
 }
 
-/// Whether two values differ (for immutability checks).
-pub fn changed<T: PartialEq>(a: &T, b: &T) -> bool {
-    a != b
-}
-
 /// A JSON value for a cause.
 pub fn val<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)

@@ -428,28 +428,12 @@ impl Kubectl {
 
     /// Runs kubectl and returns stdout; panics with stderr if it failed.
     pub fn ok(&self, args: &[&str]) -> String {
-        let r = self.run(args);
-        assert!(
-            r.status.success(),
-            "kubectl {} failed:\n{}\n{}",
-            args.join(" "),
-            r.stderr,
-            r.stdout
-        );
-        r.stdout
+        succeeded(args, self.run(args))
     }
 
     /// Runs kubectl with input and returns stdout; panics with stderr if it failed.
     pub fn ok_input(&self, args: &[&str], stdin: &str) -> String {
-        let r = self.run_with_input(args, stdin);
-        assert!(
-            r.status.success(),
-            "kubectl {} failed:\n{}\n{}",
-            args.join(" "),
-            r.stderr,
-            r.stdout
-        );
-        r.stdout
+        succeeded(args, self.run_with_input(args, stdin))
     }
 
     /// Runs kubectl expecting failure; returns stderr.
@@ -477,6 +461,17 @@ impl Kubectl {
         c.stdout(Stdio::piped()).stderr(Stdio::piped());
         c.spawn().expect("kubectl runs")
     }
+}
+
+fn succeeded(args: &[&str], r: Run) -> String {
+    assert!(
+        r.status.success(),
+        "kubectl {} failed:\n{}\n{}",
+        args.join(" "),
+        r.stderr,
+        r.stdout
+    );
+    r.stdout
 }
 
 fn to_run(o: Output) -> Run {

@@ -33,7 +33,7 @@ static STRATEGY: Typed<Namespace> = Typed {
     prepare_create,
     columns,
     cells,
-    field,
+    field: no_field,
     selectable: &["status.phase"],
     ty: PhantomData,
 };
@@ -75,11 +75,4 @@ fn cells(ns: &Value) -> Vec<Value> {
         json!(s(ns, "/status/phase")),
         super::age(ns),
     ]
-}
-
-fn field(ns: &Value, f: &str) -> Option<String> {
-    match f {
-        "status.phase" => Some(s(ns, "/status/phase")),
-        _ => no_field(ns, f),
-    }
 }

@@ -33,7 +33,7 @@ static STRATEGY: Typed<Node> = Typed {
     prepare_create: no_prepare,
     columns,
     cells,
-    field,
+    field: super::no_field,
     selectable: &["spec.unschedulable"],
     ty: PhantomData,
 };
@@ -170,16 +170,4 @@ fn cells(node: &Value) -> Vec<Value> {
         json!(info("kernelVersion")),
         json!(info("containerRuntimeVersion")),
     ]
-}
-
-fn field(node: &Value, f: &str) -> Option<String> {
-    match f {
-        "spec.unschedulable" => Some(
-            node.pointer("/spec/unschedulable")
-                .and_then(Value::as_bool)
-                .unwrap_or(false)
-                .to_string(),
-        ),
-        _ => None,
-    }
 }

@@ -44,7 +44,7 @@ static STRATEGY: Typed<Pod> = Typed {
     prepare_create,
     columns,
     cells,
-    field,
+    field: super::no_field,
     selectable: &[
         "spec.nodeName",
         "spec.restartPolicy",
@@ -591,28 +591,6 @@ fn cells(pod: &Value) -> Vec<Value> {
         json!(or_none(s(pod, "/status/nominatedNodeName"))),
         json!(gates),
     ]
-}
-
-fn field(pod: &Value, f: &str) -> Option<String> {
-    let ptr = match f {
-        "spec.nodeName" => "/spec/nodeName",
-        "spec.restartPolicy" => "/spec/restartPolicy",
-        "spec.schedulerName" => "/spec/schedulerName",
-        "spec.serviceAccountName" => "/spec/serviceAccountName",
-        "spec.hostNetwork" => {
-            return Some(
-                pod.pointer("/spec/hostNetwork")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false)
-                    .to_string(),
-            )
-        }
-        "status.phase" => "/status/phase",
-        "status.podIP" => "/status/podIP",
-        "status.nominatedNodeName" => "/status/nominatedNodeName",
-        _ => return None,
-    };
-    Some(s(pod, ptr))
 }
 
 #[cfg(test)]

@@ -497,9 +497,7 @@ async fn resource(
             let name = t.name.as_deref().expect("get has a name");
             let obj = api.get(r, ns, name).await?;
             match t.subresource.as_deref() {
-                Some("scale") => {
-                    negotiate::respond(StatusCode::OK, &scale_of(r, &obj), Format::Json)
-                }
+                Some("scale") => negotiate::respond(StatusCode::OK, &scale_of(&obj), Format::Json),
                 _ => table::respond_one(r, obj, &format, q),
             }
         }
@@ -563,11 +561,7 @@ async fn resource(
                     let w = api
                         .patch(r, ns, &name, PatchType::Merge, &patch, None, &opts)
                         .await?;
-                    return negotiate::respond(
-                        StatusCode::OK,
-                        &scale_of(r, &w.object),
-                        Format::Json,
-                    );
+                    return negotiate::respond(StatusCode::OK, &scale_of(&w.object), Format::Json);
                 }
                 Some("finalize") => {
                     let fins = obj
@@ -615,15 +609,8 @@ async fn resource(
             let w = match t.subresource.as_deref() {
                 Some("scale") => {
                     let cur = api.get(r, ns, &name).await?;
-                    let mut scale = scale_of(r, &cur);
-                    match ptype {
-                        PatchType::Json => crate::patch::json_patch(&mut scale, &patch_body)?,
-                        PatchType::Merge => crate::patch::merge_patch(&mut scale, &patch_body)?,
-                        PatchType::Strategic => {
-                            crate::patch::strategic_merge(&mut scale, &patch_body)?
-                        }
-                        PatchType::Apply => crate::patch::merge_patch(&mut scale, &patch_body)?,
-                    }
+                    let mut scale = scale_of(&cur);
+                    crate::patch::apply_patch(&mut scale, ptype, &patch_body)?;
                     let replicas = scale
                         .pointer("/spec/replicas")
                         .and_then(Value::as_i64)
@@ -635,11 +622,7 @@ async fn resource(
                     let w = api
                         .patch(r, ns, &name, PatchType::Merge, &p, None, &opts)
                         .await?;
-                    return negotiate::respond(
-                        StatusCode::OK,
-                        &scale_of(r, &w.object),
-                        Format::Json,
-                    );
+                    return negotiate::respond(StatusCode::OK, &scale_of(&w.object), Format::Json);
                 }
                 sub => {
                     api.patch(r, ns, &name, ptype, &patch_body, sub, &opts)
@@ -698,14 +681,13 @@ async fn resource(
 }
 
 /// The autoscaling/v1 `Scale` view of a workload.
-fn scale_of(r: &ResourceInfo, obj: &Value) -> Value {
+fn scale_of(obj: &Value) -> Value {
     let m = obj.get("metadata").cloned().unwrap_or(json!({}));
     let selector = obj
         .pointer("/spec/selector")
         .map(|s| registry::selector_text(Some(s)))
         .filter(|s| s != "<none>")
         .unwrap_or_default();
-    let _ = r;
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",

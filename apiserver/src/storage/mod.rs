@@ -141,18 +141,9 @@ impl Store {
         Ok(r?.header().map(|h| h.revision()).unwrap_or(0))
     }
 
-    /// Creates `key` if absent, together with the side effects.
+    /// Creates `key` if absent (its value encoded with [`encode`]), together with the side
+    /// effects.
     pub async fn create(
-        &self,
-        key: &str,
-        value: &Value,
-        effects: &[SideEffect],
-    ) -> Result<WriteOutcome> {
-        self.create_encoded(key, encode(value), effects).await
-    }
-
-    /// Creates `key` with already-encoded bytes (see [`encode`]).
-    pub async fn create_encoded(
         &self,
         key: &str,
         bytes: Vec<u8>,

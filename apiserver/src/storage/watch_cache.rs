@@ -141,11 +141,6 @@ impl WatchCache {
         })
     }
 
-    /// The key prefix this cache holds.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// Whether the first list has completed.
     pub fn is_ready(&self) -> bool {
         *self.ready.borrow()
@@ -195,16 +190,6 @@ impl WatchCache {
             .map(|(_, v)| v.clone())
             .collect();
         (items, inner.rev)
-    }
-
-    /// How many objects the cache holds.
-    pub fn len(&self) -> usize {
-        self.read().objects.len()
-    }
-
-    /// Whether the cache holds no objects.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Offers the cache an object this server has just written at `c.rv`, so that the watch
