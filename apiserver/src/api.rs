@@ -543,9 +543,7 @@ impl Api {
         };
         match deleting {
             None => Err(Error::not_found("namespaces", ns)),
-            Some(true) => Err(Error::forbidden(format!(
-                "unable to create new content in namespace {ns} because it is being terminated"
-            ))),
+            Some(true) => Err(Error::namespace_terminating(ns)),
             Some(false) => Ok(()),
         }
     }
@@ -1502,6 +1500,90 @@ impl Api {
                         remaining: None,
                     })
                 }
+            }
+        }
+    }
+
+    /// Binds a pod to a node (the `binding` subresource): sets `spec.nodeName` and the
+    /// `PodScheduled` condition, once. A pod already bound, being deleted, or whose uid differs
+    /// from `uid` is a conflict.
+    pub async fn bind(
+        &self,
+        ns: &str,
+        name: &str,
+        node: &str,
+        uid: Option<&str>,
+        annotations: &std::collections::BTreeMap<String, String>,
+        dry_run: bool,
+    ) -> Result<()> {
+        if node.is_empty() {
+            return Err(Error::invalid(
+                "Binding",
+                "",
+                name,
+                vec![Cause::required("target.name")],
+            ));
+        }
+        let pods = registry::find("", "v1", "pods").expect("pods are served");
+        let key = pods.key(self.store.prefix(), Some(ns), name);
+        loop {
+            let current = self
+                .store
+                .get(&key)
+                .await?
+                .ok_or_else(|| Error::not_found("pods", name))?;
+            let mut pod = current.value.clone();
+            if let Some(uid) = uid.filter(|u| !u.is_empty()) {
+                if pod.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
+                    return Err(Error::conflict(
+                        "pods",
+                        name,
+                        "the UID in the precondition does not match the pod",
+                    ));
+                }
+            }
+            if pod.pointer("/metadata/deletionTimestamp").is_some() {
+                return Err(Error::conflict(
+                    "pods",
+                    name,
+                    "pod is being deleted, cannot be assigned to a host",
+                ));
+            }
+            if let Some(existing) = pod
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+            {
+                return Err(Error::conflict(
+                    "pods",
+                    name,
+                    &format!("pod {name} is already assigned to node \"{existing}\""),
+                ));
+            }
+            pod["spec"]["nodeName"] = json!(node);
+            let conds = pod["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut conds: Vec<Value> = conds
+                .into_iter()
+                .filter(|c| c["type"] != "PodScheduled")
+                .collect();
+            conds.push(
+                json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+                "lastTransitionTime": now()}),
+            );
+            pod["status"]["conditions"] = json!(conds);
+            for (k, v) in annotations {
+                pod["metadata"]["annotations"][k] = json!(v);
+            }
+            if dry_run {
+                return Ok(());
+            }
+            match self.store.update(&key, &pod, current.rv, &[]).await? {
+                WriteOutcome::Done(_) => return Ok(()),
+                WriteOutcome::Mismatch(None) => return Err(Error::not_found("pods", name)),
+                _ => continue,
             }
         }
     }

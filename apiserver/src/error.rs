@@ -296,6 +296,23 @@ impl Error {
         Self::api(410, "Expired", message.into(), None)
     }
 
+    /// 403 for a create in a namespace that is being deleted, with the `NamespaceTerminating`
+    /// cause kube-apiserver gives.
+    pub fn namespace_terminating(ns: &str) -> Self {
+        Self::api(
+            403,
+            "Forbidden",
+            format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            ),
+            Some(json!({"causes": [{
+                "reason": "NamespaceTerminating",
+                "message": format!("namespace {ns} is being terminated"),
+                "field": "metadata.namespace",
+            }]})),
+        )
+    }
+
     /// 405 for a verb the resource does not support.
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::api(405, "MethodNotAllowed", message.into(), None)

@@ -1,5 +1,6 @@
 //! Skiff's API server: Kubernetes objects stored in etcd and served over the Kubernetes REST
-//! API, so that `kubectl` and any Kubernetes client work against it unchanged.
+//! API, so that `kubectl` and any Kubernetes client work against it unchanged, and over
+//! Skiff's gRPC API ([`grpc`]) on the same port.
 //!
 //! [`run`] starts it from a [`Config`] and serves until the shutdown token is cancelled.
 
@@ -9,6 +10,7 @@ pub mod apply;
 pub mod auth;
 pub mod certs;
 pub mod error;
+pub mod grpc;
 pub mod metrics;
 pub mod openapi;
 pub mod patch;

@@ -73,6 +73,13 @@ pub async fn serve(
     shutdown: CancellationToken,
     grace: Duration,
 ) {
+    let grpc = match crate::grpc::routes(state.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "building the gRPC services failed");
+            return;
+        }
+    };
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
@@ -90,6 +97,7 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let state = state.clone();
+        let grpc = grpc.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let tls =
@@ -110,7 +118,13 @@ pub async fn serve(
             let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(user.clone());
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(crate::rest::handle(state, req).await) }
+                let grpc = grpc.clone();
+                async move {
+                    if is_grpc(&req) {
+                        return Ok::<_, Infallible>(serve_grpc(grpc, req).await);
+                    }
+                    Ok::<_, Infallible>(crate::rest::handle(state, req).await)
+                }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
@@ -124,6 +138,24 @@ pub async fn serve(
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!("drain timed out; closing remaining connections"),
+    }
+}
+
+/// gRPC requests are told apart from REST by their content type.
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+async fn serve_grpc(
+    mut grpc: tonic::service::Routes,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    use tower::Service;
+    match grpc.call(req.map(tonic::body::Body::new)).await {
+        Ok(resp) => resp.map(Body::new),
+        Err(never) => match never {},
     }
 }
 

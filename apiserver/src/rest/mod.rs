@@ -6,6 +6,7 @@ mod negotiate;
 pub mod table;
 mod watch;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,7 +23,7 @@ use crate::patch::PatchType;
 use crate::registry::{self, ResourceInfo};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::server::State;
-pub use negotiate::Format;
+pub use negotiate::{decode_patch, Format};
 
 /// Largest request body accepted, as in kube-apiserver.
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -714,20 +715,11 @@ async fn bind(
     binding: Value,
     q: &Query,
 ) -> Result<Response<Body>> {
-    let pods = registry::find("", "v1", "pods").expect("pods are served");
     let node = binding
         .pointer("/target/name")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    if node.is_empty() {
-        return Err(Error::invalid(
-            "Binding",
-            "",
-            name,
-            vec![crate::error::Cause::required("target.name")],
-        ));
-    }
     let kind = binding
         .pointer("/target/kind")
         .and_then(Value::as_str)
@@ -744,77 +736,27 @@ async fn bind(
             )],
         ));
     }
-    let api = &state.api;
-    let key = pods.key(api.store.prefix(), ns, name);
-    let opts = WriteOpts {
-        dry_run: q.get("dryRun") == Some("All"),
-        ..Default::default()
-    };
-    loop {
-        let current = api
-            .store
-            .get(&key)
-            .await?
-            .ok_or_else(|| Error::not_found("pods", name))?;
-        let mut pod = current.value.clone();
-        if let Some(uid) = binding.pointer("/metadata/uid").and_then(Value::as_str) {
-            if pod.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
-                return Err(Error::conflict(
-                    "pods",
-                    name,
-                    "the UID in the precondition does not match the pod",
-                ));
-            }
-        }
-        if pod.pointer("/metadata/deletionTimestamp").is_some() {
-            return Err(Error::conflict(
-                "pods",
-                name,
-                "pod is being deleted, cannot be assigned to a host",
-            ));
-        }
-        if let Some(existing) = pod
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-        {
-            return Err(Error::conflict(
-                "pods",
-                name,
-                &format!("pod {name} is already assigned to node \"{existing}\""),
-            ));
-        }
-        pod["spec"]["nodeName"] = json!(node);
-        let conds = pod["status"]["conditions"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let mut conds: Vec<Value> = conds
-            .into_iter()
-            .filter(|c| c["type"] != "PodScheduled")
-            .collect();
-        conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
-            "lastTransitionTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}));
-        pod["status"]["conditions"] = json!(conds);
-        if let Some(ann) = binding
-            .pointer("/metadata/annotations")
-            .and_then(Value::as_object)
-        {
-            for (k, v) in ann {
-                pod["metadata"]["annotations"][k] = v.clone();
-            }
-        }
-        if opts.dry_run {
-            break;
-        }
-        match api.store.update(&key, &pod, current.rv, &[]).await? {
-            crate::storage::WriteOutcome::Done(_) => break,
-            crate::storage::WriteOutcome::Mismatch(None) => {
-                return Err(Error::not_found("pods", name))
-            }
-            _ => continue,
-        }
-    }
+    let annotations: BTreeMap<String, String> = binding
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let uid = binding.pointer("/metadata/uid").and_then(Value::as_str);
+    state
+        .api
+        .bind(
+            ns.unwrap_or(""),
+            name,
+            &node,
+            uid,
+            &annotations,
+            q.get("dryRun") == Some("All"),
+        )
+        .await?;
     let details = json!({"name": name, "kind": "pods"});
     negotiate::respond(
         StatusCode::CREATED,

@@ -1,0 +1,766 @@
+//! The gRPC door: `skiff.v1.Resources` and `skiff.v1.Server` (see `proto/skiff/v1/api.proto`),
+//! plus gRPC health and server reflection, on the same port as REST.
+//!
+//! Every RPC authenticates, authorizes and then calls the same [`crate::api::Api`] operation
+//! the REST handler calls; only the encoding differs. Errors become gRPC statuses here, once,
+//! with the Kubernetes `Status` in the details.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use rand::Rng;
+use serde_json::Value;
+use skiff_proto::v1 as pb;
+use skiff_proto::v1::resources_server::{Resources, ResourcesServer};
+use skiff_proto::v1::server_server::{Server, ServerServer};
+use tonic::{Code, Request, Response, Status};
+
+use crate::api::{DeleteOpts, Deleted, FieldValidation, ListOpts, WatchOpts, WriteOpts, Written};
+use crate::auth::{Attributes, Decision, UserInfo};
+use crate::error::Error;
+use crate::patch::PatchType;
+use crate::registry::{self, ResourceInfo};
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::server::State;
+use crate::storage::cached::Cached;
+use crate::storage::watch_cache::EventType;
+
+/// The gRPC services, ready to be called with HTTP/2 requests whose content type is
+/// `application/grpc`.
+pub fn routes(state: Arc<State>) -> anyhow::Result<tonic::service::Routes> {
+    let door = Door { state };
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(skiff_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(skiff_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let shutdown = door.state.shutdown.clone();
+    tokio::spawn(async move {
+        reporter.set_serving::<ResourcesServer<Door>>().await;
+        reporter.set_serving::<ServerServer<Door>>().await;
+        shutdown.cancelled().await;
+        reporter.set_not_serving::<ResourcesServer<Door>>().await;
+        reporter.set_not_serving::<ServerServer<Door>>().await;
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    });
+    Ok(tonic::service::Routes::new(
+        ResourcesServer::new(door.clone())
+            .max_decoding_message_size(crate::rest::MAX_BODY + 64 * 1024)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .add_service(ServerServer::new(door))
+    .add_service(health)
+    .add_service(reflection_v1)
+    .add_service(reflection_v1alpha))
+}
+
+/// The gRPC status for an error: the code its HTTP code and reason map to, the message, and
+/// the Kubernetes `Status` in the details.
+pub fn status(e: &Error) -> Status {
+    let s = e.status();
+    let code = grpc_code(e.code(), e.reason(), &s);
+    let detail = pb::Status {
+        code: i32::from(e.code()),
+        reason: e.reason().to_string(),
+        message: s["message"].as_str().unwrap_or_default().to_string(),
+        json: serde_json::to_vec(&s).unwrap_or_default(),
+    };
+    let details = detail.to_details(code);
+    Status::with_details(code, detail.message, details.into())
+}
+
+fn grpc_code(http: u16, reason: &str, status: &Value) -> Code {
+    let cause_is = |want: &str| {
+        status
+            .pointer("/details/causes")
+            .and_then(Value::as_array)
+            .is_some_and(|c| c.iter().any(|c| c["reason"] == want))
+    };
+    match (http, reason) {
+        (400, _) | (422, _) | (415, _) | (406, _) => Code::InvalidArgument,
+        (401, _) => Code::Unauthenticated,
+        (403, _) if cause_is("NamespaceTerminating") => Code::FailedPrecondition,
+        (403, _) => Code::PermissionDenied,
+        (404, _) => Code::NotFound,
+        (405, _) => Code::Unimplemented,
+        (409, "AlreadyExists") => Code::AlreadyExists,
+        (409, _) => Code::Aborted,
+        (410, _) => Code::OutOfRange,
+        (413, _) | (429, _) => Code::ResourceExhausted,
+        (503, _) => Code::Unavailable,
+        (504, _) => Code::DeadlineExceeded,
+        _ => Code::Internal,
+    }
+}
+
+#[derive(Clone)]
+struct Door {
+    state: Arc<State>,
+}
+
+/// What an RPC is about, once checked: the resource and its namespace.
+struct Target {
+    resource: &'static ResourceInfo,
+    namespace: Option<String>,
+}
+
+impl Target {
+    fn ns(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+}
+
+fn envelope(r: &ResourceInfo, json: Vec<u8>) -> pb::Object {
+    pb::Object {
+        api_version: r.api_version(),
+        kind: r.kind.to_string(),
+        json,
+    }
+}
+
+fn cached_envelope(r: &ResourceInfo, c: &Cached) -> pb::Object {
+    envelope(r, c.json.to_vec())
+}
+
+fn value_envelope(r: &ResourceInfo, v: &Value) -> pb::Object {
+    envelope(r, serde_json::to_vec(v).unwrap_or_default())
+}
+
+fn written(r: &ResourceInfo, w: Written) -> pb::WriteResponse {
+    pb::WriteResponse {
+        object: Some(value_envelope(r, &w.object)),
+        warnings: w.warnings,
+        created: w.created,
+    }
+}
+
+/// Decodes an envelope's JSON, filling apiVersion and kind from the envelope when the JSON
+/// leaves them out, and refusing an envelope that disagrees with its own JSON.
+fn decode_object(o: Option<pb::Object>) -> Result<Value, Error> {
+    let o = o.ok_or_else(|| Error::bad_request("object: Required value"))?;
+    let mut v: Value = serde_json::from_slice(&o.json)
+        .map_err(|e| Error::bad_request(format!("object.json: invalid JSON: {e}")))?;
+    let Some(m) = v.as_object_mut() else {
+        return Err(Error::bad_request("object.json: must be a JSON object"));
+    };
+    for (field, given) in [("apiVersion", &o.api_version), ("kind", &o.kind)] {
+        if given.is_empty() {
+            continue;
+        }
+        match m.get(field).and_then(Value::as_str) {
+            None | Some("") => {
+                m.insert(field.into(), Value::String(given.clone()));
+            }
+            Some(inner) if inner != given => {
+                return Err(Error::bad_request(format!(
+                    "object: the envelope's {field} {given:?} does not match the object's {inner:?}"
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(v)
+}
+
+fn write_opts(o: Option<pb::WriteOptions>, apply: bool) -> Result<WriteOpts, Error> {
+    let o = o.unwrap_or_default();
+    let field_validation = match pb::FieldValidation::try_from(o.field_validation) {
+        Ok(pb::FieldValidation::Unspecified) | Ok(pb::FieldValidation::Warn) => {
+            FieldValidation::Warn
+        }
+        Ok(pb::FieldValidation::Ignore) => FieldValidation::Ignore,
+        Ok(pb::FieldValidation::Strict) => FieldValidation::Strict,
+        Err(_) => {
+            return Err(Error::bad_request(format!(
+                "options.field_validation: unknown value {}",
+                o.field_validation
+            )))
+        }
+    };
+    if o.field_manager.len() > 128 || o.field_manager.chars().any(|c| c.is_control()) {
+        return Err(Error::bad_request(
+            "fieldManager: Invalid value: must be at most 128 printable characters",
+        ));
+    }
+    if o.force && !apply {
+        return Err(Error::bad_request(
+            "force: Forbidden: may not be specified for non-apply patch",
+        ));
+    }
+    Ok(WriteOpts {
+        dry_run: o.dry_run,
+        field_validation,
+        field_manager: Some(o.field_manager).filter(|m| !m.is_empty()),
+        force: o.force,
+    })
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
+
+impl Door {
+    /// Authenticates the caller: its bearer token, else its client certificate.
+    fn user<T>(&self, req: &Request<T>) -> Result<UserInfo, Error> {
+        let cert = req
+            .extensions()
+            .get::<Option<UserInfo>>()
+            .cloned()
+            .flatten();
+        let headers = req.metadata().clone().into_headers();
+        self.state.authn.authenticate(cert.as_ref(), &headers)
+    }
+
+    /// Resolves and authorizes a resource request.
+    fn target<T>(
+        &self,
+        req: &Request<T>,
+        r: Option<&pb::ResourceRef>,
+        verb: &str,
+        subresource: &str,
+        name: &str,
+    ) -> Result<Target, Error> {
+        let user = self.user(req)?;
+        let r = r.ok_or_else(|| Error::bad_request("resource: Required value"))?;
+        let resource = registry::find(&r.group, &r.version, &r.resource).ok_or_else(|| {
+            Error::not_found_message(format!(
+                "the server could not find the requested resource {:?} in {:?}",
+                r.resource,
+                if r.group.is_empty() {
+                    r.version.clone()
+                } else {
+                    format!("{}/{}", r.group, r.version)
+                }
+            ))
+        })?;
+        if !subresource.is_empty() && !resource.has_subresource(subresource) {
+            return Err(Error::not_found_message(format!(
+                "the server could not find the requested resource ({subresource})"
+            )));
+        }
+        if !resource.namespaced && !r.namespace.is_empty() {
+            return Err(Error::bad_request(format!(
+                "resource.namespace: {} are cluster-scoped; the namespace must be empty",
+                resource.plural
+            )));
+        }
+        let namespace = Some(r.namespace.clone()).filter(|n| !n.is_empty());
+        let attrs = Attributes {
+            user: &user,
+            verb,
+            resource_request: true,
+            api_group: &r.group,
+            resource: resource.plural,
+            subresource,
+            namespace: namespace.as_deref().unwrap_or(""),
+            name,
+            path: "",
+        };
+        if let Decision::Deny(why) = self.state.authz.authorize(&attrs) {
+            return Err(crate::auth::forbidden(&attrs, &why));
+        }
+        Ok(Target {
+            resource,
+            namespace,
+        })
+    }
+
+    /// Runs one RPC: its metrics, its log line, and the one mapping of its error.
+    async fn call<T, F>(&self, verb: &str, resource: &str, f: F) -> Result<Response<T>, Status>
+    where
+        F: std::future::Future<Output = Result<T, Error>>,
+    {
+        let start = Instant::now();
+        let result = f.await;
+        let code = match &result {
+            Ok(_) => 200,
+            Err(e) => e.code(),
+        };
+        self.state
+            .metrics
+            .observe_request(&verb.to_uppercase(), resource, code, start.elapsed());
+        tracing::debug!(
+            verb,
+            resource,
+            code,
+            took_ms = start.elapsed().as_secs_f64() * 1000.0,
+            "grpc request"
+        );
+        match result {
+            Ok(v) => Ok(Response::new(v)),
+            Err(e) => {
+                if e.code() >= 500 {
+                    tracing::warn!(verb, resource, error = %e, "grpc request failed");
+                }
+                Err(status(&e))
+            }
+        }
+    }
+
+    /// The namespace a write goes to: the request's, else the object's own.
+    fn write_namespace(t: &mut Target, obj: &Value) -> Result<(), Error> {
+        if t.resource.namespaced && t.namespace.is_none() {
+            let own = obj
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty());
+            match own {
+                Some(ns) => t.namespace = Some(ns.to_string()),
+                None => {
+                    return Err(Error::bad_request(format!(
+                        "resource.namespace: Required value: {} are namespaced; set it in the request or in metadata.namespace",
+                        t.resource.plural
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn require_namespace(t: &Target) -> Result<(), Error> {
+        if t.resource.namespaced && t.namespace.is_none() {
+            return Err(Error::bad_request(format!(
+                "resource.namespace: Required value: {} are namespaced",
+                t.resource.plural
+            )));
+        }
+        Ok(())
+    }
+
+    fn require_name(name: &str) -> Result<(), Error> {
+        if name.is_empty() {
+            return Err(Error::bad_request("name: Required value"));
+        }
+        Ok(())
+    }
+
+    async fn update(
+        &self,
+        req: Request<pb::UpdateRequest>,
+        sub: Option<&'static str>,
+    ) -> Result<pb::WriteResponse, Error> {
+        let inner = req.get_ref();
+        let obj = decode_object(inner.object.clone())?;
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        Self::require_name(&name).map_err(|_| {
+            Error::bad_request(
+                "object.metadata.name: Required value: the name of the object to replace",
+            )
+        })?;
+        let mut t = self.target(
+            &req,
+            inner.resource.as_ref(),
+            "update",
+            sub.unwrap_or(""),
+            &name,
+        )?;
+        Self::write_namespace(&mut t, &obj)?;
+        let opts = write_opts(inner.options.clone(), false)?;
+        let w = self
+            .state
+            .api
+            .update(t.resource, t.ns(), &name, obj, sub, &opts)
+            .await?;
+        Ok(written(t.resource, w))
+    }
+}
+
+#[tonic::async_trait]
+impl Resources for Door {
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::Object>, Status> {
+        let resource = req.get_ref().resource.clone().unwrap_or_default().resource;
+        self.call("get", &resource, async {
+            let name = &req.get_ref().name;
+            Self::require_name(name)?;
+            let t = self.target(&req, req.get_ref().resource.as_ref(), "get", "", name)?;
+            Self::require_namespace(&t)?;
+            let obj = self.state.api.get(t.resource, t.ns(), name).await?;
+            Ok(value_envelope(t.resource, &obj))
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let resource = req.get_ref().resource.clone().unwrap_or_default().resource;
+        self.call("list", &resource, async {
+            let t = self.target(&req, req.get_ref().resource.as_ref(), "list", "", "")?;
+            let q = req.get_ref();
+            if q.limit < 0 {
+                return Err(Error::bad_request(format!(
+                    "limit: Invalid value: {}: must be 0 or more",
+                    q.limit
+                )));
+            }
+            let opts = ListOpts {
+                labels: LabelSelector::parse(&q.label_selector)?,
+                fields: FieldSelector::parse(&q.field_selector, t.resource)?,
+                limit: q.limit,
+                continue_token: Some(q.r#continue.clone()).filter(|c| !c.is_empty()),
+                resource_version: Some(q.resource_version.clone()).filter(|c| !c.is_empty()),
+                resource_version_match: Some(q.resource_version_match.clone())
+                    .filter(|c| !c.is_empty()),
+            };
+            let listed = self.state.api.list(t.resource, t.ns(), &opts).await?;
+            Ok(pb::ListResponse {
+                api_version: t.resource.api_version(),
+                kind: format!("{}List", t.resource.kind),
+                resource_version: listed.rv.to_string(),
+                r#continue: listed.continue_token.unwrap_or_default(),
+                remaining_item_count: listed.remaining,
+                items: listed
+                    .items
+                    .iter()
+                    .map(|c| cached_envelope(t.resource, c))
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let resource = req.get_ref().resource.clone().unwrap_or_default().resource;
+        self.call("watch", &resource, async {
+            let q = req.get_ref();
+            let t = self.target(&req, q.resource.as_ref(), "watch", "", &q.name)?;
+            let mut fields = q.field_selector.clone();
+            if !q.name.is_empty() {
+                if !fields.is_empty() {
+                    fields.push(',');
+                }
+                fields.push_str(&format!("metadata.name={}", q.name));
+            }
+            let opts = WatchOpts {
+                labels: LabelSelector::parse(&q.label_selector)?,
+                fields: FieldSelector::parse(&fields, t.resource)?,
+                resource_version: Some(q.resource_version.clone()).filter(|c| !c.is_empty()),
+                bookmarks: q.allow_bookmarks,
+                send_initial_events: q.send_initial_events,
+            };
+            let secs = match q.timeout_seconds {
+                s if s > 0 => s as u64,
+                _ => 1800 + rand::rng().random_range(0..1800),
+            };
+            let watch = self.state.api.watch(t.resource, t.ns(), opts).await?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+            let r = t.resource;
+            self.state.metrics.watchers(r.plural, 1);
+            let gauge = WatcherGauge {
+                state: self.state.clone(),
+                resource: r.plural,
+            };
+            let shutdown = self.state.shutdown.clone();
+            let stream = futures::stream::unfold((watch, gauge), move |(mut w, gauge)| {
+                let shutdown = shutdown.clone();
+                async move {
+                    let item = tokio::select! {
+                        _ = shutdown.cancelled() => None,
+                        _ = tokio::time::sleep_until(deadline) => None,
+                        item = w.next() => item,
+                    }?;
+                    let ty = match item.kind {
+                        EventType::Added => pb::EventType::Added,
+                        EventType::Modified => pb::EventType::Modified,
+                        EventType::Deleted => pb::EventType::Deleted,
+                        EventType::Bookmark => pb::EventType::Bookmark,
+                    };
+                    let initial_events_end = item.kind == EventType::Bookmark
+                        && item
+                            .object
+                            .value()
+                            .pointer("/metadata/annotations/k8s.io~1initial-events-end")
+                            .is_some();
+                    let ev = pb::WatchEvent {
+                        r#type: ty as i32,
+                        resource_version: item.object.rv.to_string(),
+                        object: Some(cached_envelope(r, &item.object)),
+                        initial_events_end,
+                    };
+                    Some((Ok(ev), (w, gauge)))
+                }
+            });
+            Ok(Box::pin(stream) as WatchStream)
+        })
+        .await
+    }
+
+    async fn create(
+        &self,
+        req: Request<pb::CreateRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let resource = req.get_ref().resource.clone().unwrap_or_default().resource;
+        self.call("create", &resource, async {
+            let inner = req.get_ref();
+            let obj = decode_object(inner.object.clone())?;
+            let mut t = self.target(&req, inner.resource.as_ref(), "create", "", "")?;
+            Self::write_namespace(&mut t, &obj)?;
+            let opts = write_opts(inner.options.clone(), false)?;
+            let w = self
+                .state
+                .api
+                .create(t.resource, t.ns(), obj, &opts)
+                .await?;
+            Ok(written(t.resource, w))
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        req: Request<pb::UpdateRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let resource = req.get_ref().resource.clone().unwrap_or_default().resource;
+        self.call("update", &resource, Door::update(self, req, None))
+            .await
+    }
+
+    async fn update_status(
+        &self,
+        req: Request<pb::UpdateRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let resource = req.get_ref().resource.clone().unwrap_or_default().resource;
+        self.call("update", &resource, Door::update(self, req, Some("status")))
+            .await
+    }
+
+    async fn patch(
+        &self,
+        req: Request<pb::PatchRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let resource = req.get_ref().resource.clone().unwrap_or_default().resource;
+        self.call("patch", &resource, async {
+            let inner = req.get_ref();
+            Self::require_name(&inner.name)?;
+            let ptype = match pb::PatchType::try_from(inner.r#type) {
+                Ok(pb::PatchType::Json) => PatchType::Json,
+                Ok(pb::PatchType::Merge) => PatchType::Merge,
+                Ok(pb::PatchType::StrategicMerge) => PatchType::Strategic,
+                Ok(pb::PatchType::Apply) => PatchType::Apply,
+                _ => return Err(Error::bad_request(
+                    "type: Unsupported value: must be one of JSON, MERGE, STRATEGIC_MERGE, APPLY",
+                )),
+            };
+            let sub = match inner.subresource.as_str() {
+                "" => None,
+                "status" => Some("status"),
+                other => return Err(Error::bad_request(format!(
+                    "subresource: Unsupported value: {other:?}: supported values: \"\", \"status\""
+                ))),
+            };
+            let t = self.target(
+                &req,
+                inner.resource.as_ref(),
+                "patch",
+                sub.unwrap_or(""),
+                &inner.name,
+            )?;
+            Self::require_namespace(&t)?;
+            let body = crate::rest::decode_patch(ptype, &bytes::Bytes::from(inner.patch.clone()))?;
+            let opts = write_opts(inner.options.clone(), ptype == PatchType::Apply)?;
+            let w = self
+                .state
+                .api
+                .patch(t.resource, t.ns(), &inner.name, ptype, &body, sub, &opts)
+                .await?;
+            Ok(written(t.resource, w))
+        })
+        .await
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let resource = req.get_ref().resource.clone().unwrap_or_default().resource;
+        self.call("delete", &resource, async {
+            let inner = req.get_ref();
+            Self::require_name(&inner.name)?;
+            let t = self.target(&req, inner.resource.as_ref(), "delete", "", &inner.name)?;
+            Self::require_namespace(&t)?;
+            let propagation = match pb::PropagationPolicy::try_from(inner.propagation_policy) {
+                Ok(pb::PropagationPolicy::Unspecified) => None,
+                Ok(pb::PropagationPolicy::Orphan) => Some("Orphan"),
+                Ok(pb::PropagationPolicy::Background) => Some("Background"),
+                Ok(pb::PropagationPolicy::Foreground) => Some("Foreground"),
+                Err(_) => {
+                    return Err(Error::bad_request(format!(
+                        "propagation_policy: Unsupported value: {}",
+                        inner.propagation_policy
+                    )))
+                }
+            };
+            let pre = inner.preconditions.clone().unwrap_or_default();
+            let opts = DeleteOpts {
+                grace_period: inner.grace_period_seconds,
+                propagation: propagation.map(String::from),
+                uid: pre.uid,
+                resource_version: pre.resource_version,
+                dry_run: inner.dry_run,
+            };
+            let (object, finished) = match self
+                .state
+                .api
+                .delete(t.resource, t.ns(), &inner.name, &opts)
+                .await?
+            {
+                Deleted::Gone(o) => (o, true),
+                Deleted::Pending(o) => (o, false),
+            };
+            Ok(pb::DeleteResponse {
+                object: Some(value_envelope(t.resource, &object)),
+                finished,
+            })
+        })
+        .await
+    }
+
+    async fn bind(
+        &self,
+        req: Request<pb::BindRequest>,
+    ) -> Result<Response<pb::BindResponse>, Status> {
+        self.call("create", "pods", async {
+            let inner = req.get_ref();
+            Self::require_name(&inner.pod)
+                .map_err(|_| Error::bad_request("pod: Required value"))?;
+            let pods = pb::ResourceRef {
+                group: String::new(),
+                version: "v1".into(),
+                resource: "pods".into(),
+                namespace: inner.namespace.clone(),
+            };
+            let t = self.target(&req, Some(&pods), "create", "binding", &inner.pod)?;
+            Self::require_namespace(&t)?;
+            let annotations: BTreeMap<String, String> = inner
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            self.state
+                .api
+                .bind(
+                    &inner.namespace,
+                    &inner.pod,
+                    &inner.node,
+                    Some(inner.pod_uid.as_str()),
+                    &annotations,
+                    inner.dry_run,
+                )
+                .await?;
+            Ok(pb::BindResponse {})
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl Server for Door {
+    async fn version(
+        &self,
+        req: Request<pb::VersionRequest>,
+    ) -> Result<Response<pb::VersionInfo>, Status> {
+        self.call("get", "", async {
+            // Like REST's /version, this answers anonymous callers too.
+            let _ = self.user(&req);
+            let v = crate::server::version();
+            let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+            Ok(pb::VersionInfo {
+                major: s("major"),
+                minor: s("minor"),
+                git_version: s("gitVersion"),
+                git_commit: s("gitCommit"),
+                git_tree_state: s("gitTreeState"),
+                build_date: s("buildDate"),
+                compiler: s("compiler"),
+                platform: s("platform"),
+            })
+        })
+        .await
+    }
+}
+
+struct WatcherGauge {
+    state: Arc<State>,
+    resource: &'static str,
+}
+
+impl Drop for WatcherGauge {
+    fn drop(&mut self) {
+        self.state.metrics.watchers(self.resource, -1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_follow_kubernetes_reasons() {
+        let cases = [
+            (Error::not_found("pods", "x"), Code::NotFound),
+            (Error::already_exists("pods", "x"), Code::AlreadyExists),
+            (Error::stale("pods", "x"), Code::Aborted),
+            (Error::bad_request("no"), Code::InvalidArgument),
+            (
+                Error::invalid("Pod", "", "x", vec![crate::error::Cause::required("spec")]),
+                Code::InvalidArgument,
+            ),
+            (Error::gone("too old"), Code::OutOfRange),
+            (Error::unauthorized(), Code::Unauthenticated),
+            (Error::forbidden("no"), Code::PermissionDenied),
+            (Error::namespace_terminating("x"), Code::FailedPrecondition),
+            (Error::internal("boom"), Code::Internal),
+        ];
+        for (e, want) in cases {
+            let s = status(&e);
+            assert_eq!(s.code(), want, "{e}");
+            let k = pb::Status::from_details(s.details()).expect("details carry the Status");
+            assert_eq!(k.code, i32::from(e.code()));
+            assert_eq!(k.reason, e.reason());
+            let json: Value = serde_json::from_slice(&k.json).unwrap();
+            assert_eq!(json["kind"], "Status");
+            assert_eq!(json["reason"], e.reason());
+        }
+    }
+
+    #[test]
+    fn envelopes_fill_and_check_type() {
+        let o = pb::Object {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            json: br#"{"metadata":{"name":"a"}}"#.to_vec(),
+        };
+        let v = decode_object(Some(o)).unwrap();
+        assert_eq!(v["kind"], "Pod");
+        assert_eq!(v["apiVersion"], "v1");
+        let bad = pb::Object {
+            api_version: "v1".into(),
+            kind: "Service".into(),
+            json: br#"{"kind":"Pod"}"#.to_vec(),
+        };
+        assert_eq!(decode_object(Some(bad)).unwrap_err().code(), 400);
+        let junk = pb::Object {
+            json: b"{nope".to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(decode_object(Some(junk)).unwrap_err().code(), 400);
+        assert_eq!(decode_object(None).unwrap_err().code(), 400);
+    }
+}

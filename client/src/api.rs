@@ -1,0 +1,625 @@
+//! `Api<K>`: typed operations on one kind of Kubernetes object, over gRPC.
+
+use std::marker::PhantomData;
+use std::time::Instant;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::{ClusterResourceScope, Metadata, NamespaceResourceScope, Resource};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use skiff_proto::v1 as pb;
+use tracing::Instrument;
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+
+/// What every object type used with [`Api`] provides: its Kubernetes identity (from
+/// k8s-openapi) and JSON encoding.
+pub trait Object:
+    Resource + Metadata<Ty = ObjectMeta> + Serialize + DeserializeOwned + Clone + Send + Sync + 'static
+{
+}
+
+impl<K> Object for K where
+    K: Resource
+        + Metadata<Ty = ObjectMeta>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Typed access to one resource, in one namespace or across all of them.
+pub struct Api<K> {
+    client: Client,
+    namespace: Option<String>,
+    _k: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for Api<K> {
+    fn clone(&self) -> Self {
+        Api {
+            client: self.client.clone(),
+            namespace: self.namespace.clone(),
+            _k: PhantomData,
+        }
+    }
+}
+
+impl<K> std::fmt::Debug for Api<K>
+where
+    K: Resource,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("resource", &K::URL_PATH_SEGMENT)
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
+/// Options for [`Api::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListParams {
+    /// A label selector, e.g. `app=web,tier in (a,b)`.
+    pub label_selector: Option<String>,
+    /// A field selector, e.g. `spec.nodeName=node-1`.
+    pub field_selector: Option<String>,
+    /// At most this many items per page (0: all).
+    pub limit: u32,
+    /// The `continue` token of the previous page.
+    pub continue_token: Option<String>,
+    /// `None` for a consistent read; `Some("0")` for any recent state (cheapest).
+    pub resource_version: Option<String>,
+}
+
+impl ListParams {
+    /// Only objects whose labels match `selector`.
+    pub fn labels(mut self, selector: &str) -> Self {
+        self.label_selector = Some(selector.into());
+        self
+    }
+
+    /// Only objects whose fields match `selector`.
+    pub fn fields(mut self, selector: &str) -> Self {
+        self.field_selector = Some(selector.into());
+        self
+    }
+
+    /// Pages of at most `limit` items.
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = limit;
+        self
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Clone)]
+pub struct ObjectList<K> {
+    /// The objects.
+    pub items: Vec<K>,
+    /// The resourceVersion the list was read at: watch from here.
+    pub resource_version: String,
+    /// Set when more pages remain.
+    pub continue_token: Option<String>,
+    /// How many items remain, when the server knows.
+    pub remaining_item_count: Option<i64>,
+}
+
+/// Options for writes.
+#[derive(Debug, Clone, Default)]
+pub struct PostParams {
+    /// Check everything, store nothing.
+    pub dry_run: bool,
+    /// The field manager recorded in managedFields.
+    pub field_manager: Option<String>,
+    /// Refuse unknown fields instead of dropping them with a warning.
+    pub strict: bool,
+}
+
+/// Options for [`Api::patch`].
+#[derive(Debug, Clone, Default)]
+pub struct PatchParams {
+    /// Check everything, store nothing.
+    pub dry_run: bool,
+    /// The field manager (required for [`Patch::Apply`]).
+    pub field_manager: Option<String>,
+    /// Server-side apply only: take fields other managers own.
+    pub force: bool,
+    /// Refuse unknown fields instead of dropping them with a warning.
+    pub strict: bool,
+}
+
+impl PatchParams {
+    /// Parameters for server-side apply as `manager`.
+    pub fn apply(manager: &str) -> Self {
+        PatchParams {
+            field_manager: Some(manager.into()),
+            ..Default::default()
+        }
+    }
+
+    /// Take ownership of conflicting fields (apply only).
+    pub fn force(mut self) -> Self {
+        self.force = true;
+        self
+    }
+}
+
+/// A patch, in one of the formats Kubernetes accepts.
+#[derive(Debug, Clone)]
+pub enum Patch<P: Serialize> {
+    /// RFC 6902 JSON patch.
+    Json(json_patch::Patch),
+    /// RFC 7386 merge patch.
+    Merge(P),
+    /// Kubernetes strategic merge patch (lists merged by their keys).
+    Strategic(P),
+    /// Server-side apply of a partial object; creates the object when missing.
+    Apply(P),
+}
+
+/// What happens to an object's dependents when it is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PropagationPolicy {
+    /// Keep dependents, removing their owner reference.
+    Orphan,
+    /// Delete the object now, dependents afterwards.
+    Background,
+    /// Delete dependents first.
+    Foreground,
+}
+
+/// Options for [`Api::delete`].
+#[derive(Debug, Clone, Default)]
+pub struct DeleteParams {
+    /// Seconds the object may take to stop; 0 deletes at once.
+    pub grace_period_seconds: Option<i64>,
+    /// What happens to dependents (the resource's default when `None`).
+    pub propagation_policy: Option<PropagationPolicy>,
+    /// Delete only if the object still has this uid.
+    pub precondition_uid: Option<String>,
+    /// Delete only if the object is still at this resourceVersion.
+    pub precondition_resource_version: Option<String>,
+    /// Check, change nothing.
+    pub dry_run: bool,
+}
+
+/// What a delete did.
+#[derive(Debug, Clone)]
+pub enum Deleted<K> {
+    /// The object is gone; this was its last state.
+    Gone(K),
+    /// Deletion has started (finalizers or a grace period hold it); this is its state now.
+    Pending(K),
+}
+
+/// Options for [`Api::watch`].
+#[derive(Debug, Clone, Default)]
+pub struct WatchParams {
+    /// A label selector.
+    pub label_selector: Option<String>,
+    /// A field selector.
+    pub field_selector: Option<String>,
+    /// Watch the object with this name only.
+    pub name: Option<String>,
+    /// Ask for BOOKMARK events.
+    pub bookmarks: bool,
+    /// End the stream after this many seconds (server default when `None`).
+    pub timeout_seconds: Option<u32>,
+    /// With resource version "" or "0": send the current state first, then a bookmark
+    /// marking its end.
+    pub send_initial_events: bool,
+}
+
+/// One event of a raw watch.
+#[derive(Debug, Clone)]
+pub enum WatchEvent<K> {
+    /// Created, or came to match the selectors.
+    Added(K),
+    /// Changed.
+    Modified(K),
+    /// Deleted, or stopped matching the selectors (its last state).
+    Deleted(K),
+    /// Progress: the stream has reached this resourceVersion.
+    Bookmark {
+        /// The resourceVersion.
+        resource_version: String,
+        /// The initial events asked for with `send_initial_events` are all sent.
+        initial_events_end: bool,
+    },
+}
+
+fn decode<K: Object>(o: Option<pb::Object>) -> Result<K> {
+    let o = o.ok_or_else(|| Error::Invalid("the server sent no object".into()))?;
+    serde_json::from_slice(&o.json).map_err(|e| Error::json(format!("decoding a {}", K::KIND), e))
+}
+
+fn encode<K: Object>(obj: &K) -> Result<pb::Object> {
+    Ok(pb::Object {
+        api_version: K::API_VERSION.to_string(),
+        kind: K::KIND.to_string(),
+        json: serde_json::to_vec(obj)
+            .map_err(|e| Error::json(format!("encoding a {}", K::KIND), e))?,
+    })
+}
+
+fn post_options(pp: &PostParams) -> pb::WriteOptions {
+    pb::WriteOptions {
+        dry_run: pp.dry_run,
+        field_manager: pp.field_manager.clone().unwrap_or_default(),
+        field_validation: if pp.strict {
+            pb::FieldValidation::Strict as i32
+        } else {
+            pb::FieldValidation::Unspecified as i32
+        },
+        force: false,
+    }
+}
+
+impl<K: Object> Api<K> {
+    /// Objects in one namespace.
+    pub fn namespaced(client: Client, namespace: &str) -> Self
+    where
+        K: Resource<Scope = NamespaceResourceScope>,
+    {
+        Api {
+            client,
+            namespace: Some(namespace.to_string()),
+            _k: PhantomData,
+        }
+    }
+
+    /// Objects in the kubeconfig context's namespace (`default` when it names none).
+    pub fn default_namespaced(client: Client) -> Self
+    where
+        K: Resource<Scope = NamespaceResourceScope>,
+    {
+        let ns = client.default_namespace().to_string();
+        Self::namespaced(client, &ns)
+    }
+
+    /// Objects in every namespace (for namespaced kinds: list and watch only).
+    pub fn all(client: Client) -> Self {
+        Api {
+            client,
+            namespace: None,
+            _k: PhantomData,
+        }
+    }
+
+    /// A cluster-scoped kind (nodes, namespaces, priority classes, ...).
+    pub fn cluster(client: Client) -> Self
+    where
+        K: Resource<Scope = ClusterResourceScope>,
+    {
+        Self::all(client)
+    }
+
+    /// The same kind in one namespace, whatever its scope (for generic code).
+    pub(crate) fn in_namespace(mut self, ns: &str) -> Self {
+        self.namespace = Some(ns.to_string());
+        self
+    }
+
+    /// The namespace this handle is for, if any.
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    /// The client behind this handle.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn resource_ref(&self) -> pb::ResourceRef {
+        pb::ResourceRef {
+            group: K::GROUP.to_string(),
+            version: K::VERSION.to_string(),
+            resource: K::URL_PATH_SEGMENT.to_string(),
+            namespace: self.namespace.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Runs one unary call with throttling, a span, metrics and the deadline.
+    async fn call<T, R, F, Fut>(&self, verb: &str, msg: T, f: F) -> Result<R>
+    where
+        F: FnOnce(
+            skiff_proto::v1::resources_client::ResourcesClient<tonic::transport::Channel>,
+            tonic::Request<T>,
+        ) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<R>, tonic::Status>>,
+    {
+        self.client.throttle().await;
+        let start = Instant::now();
+        let span = tracing::debug_span!(
+            "skiff.request",
+            verb,
+            resource = K::URL_PATH_SEGMENT,
+            namespace = self.namespace.as_deref().unwrap_or("")
+        );
+        let result = f(self.client.resources(), self.client.request(msg, true))
+            .instrument(span)
+            .await;
+        let code = result
+            .as_ref()
+            .map(|_| tonic::Code::Ok)
+            .unwrap_or_else(|s| s.code());
+        self.client
+            .observe(verb, K::URL_PATH_SEGMENT, code, start.elapsed());
+        Ok(result?.into_inner())
+    }
+
+    /// Reads one object.
+    pub async fn get(&self, name: &str) -> Result<K> {
+        let msg = pb::GetRequest {
+            resource: Some(self.resource_ref()),
+            name: name.to_string(),
+        };
+        let o = self
+            .call("get", msg, |mut c, r| async move { c.get(r).await })
+            .await?;
+        decode(Some(o))
+    }
+
+    /// Reads one object, `None` when it does not exist.
+    pub async fn get_opt(&self, name: &str) -> Result<Option<K>> {
+        match self.get(name).await {
+            Ok(o) => Ok(Some(o)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lists objects (one page when `lp.limit` is set).
+    pub async fn list(&self, lp: &ListParams) -> Result<ObjectList<K>> {
+        let msg = pb::ListRequest {
+            resource: Some(self.resource_ref()),
+            label_selector: lp.label_selector.clone().unwrap_or_default(),
+            field_selector: lp.field_selector.clone().unwrap_or_default(),
+            limit: i64::from(lp.limit),
+            r#continue: lp.continue_token.clone().unwrap_or_default(),
+            resource_version: lp.resource_version.clone().unwrap_or_default(),
+            resource_version_match: String::new(),
+        };
+        let l = self
+            .call("list", msg, |mut c, r| async move { c.list(r).await })
+            .await?;
+        let items = l
+            .items
+            .into_iter()
+            .map(|o| decode(Some(o)))
+            .collect::<Result<Vec<K>>>()?;
+        Ok(ObjectList {
+            items,
+            resource_version: l.resource_version,
+            continue_token: Some(l.r#continue).filter(|c| !c.is_empty()),
+            remaining_item_count: l.remaining_item_count,
+        })
+    }
+
+    /// Creates an object.
+    pub async fn create(&self, pp: &PostParams, obj: &K) -> Result<K> {
+        let msg = pb::CreateRequest {
+            resource: Some(self.resource_ref()),
+            object: Some(encode(obj)?),
+            options: Some(post_options(pp)),
+        };
+        let w = self
+            .call("create", msg, |mut c, r| async move { c.create(r).await })
+            .await?;
+        decode(w.object)
+    }
+
+    fn named(&self, name: &str, obj: &K) -> Result<pb::Object> {
+        let mut v = serde_json::to_value(obj)
+            .map_err(|e| Error::json(format!("encoding a {}", K::KIND), e))?;
+        match v.pointer("/metadata/name").and_then(|n| n.as_str()) {
+            Some(n) if n != name => {
+                return Err(Error::Invalid(format!(
+                    "the object's metadata.name {n:?} does not match {name:?}"
+                )))
+            }
+            Some(_) => {}
+            None => v["metadata"]["name"] = serde_json::Value::String(name.into()),
+        }
+        Ok(pb::Object {
+            api_version: K::API_VERSION.into(),
+            kind: K::KIND.into(),
+            json: serde_json::to_vec(&v).map_err(|e| Error::json("encoding", e))?,
+        })
+    }
+
+    /// Replaces an object; a resourceVersion in its metadata makes it conditional
+    /// ([`Error::is_conflict`] when the object changed since).
+    pub async fn replace(&self, name: &str, pp: &PostParams, obj: &K) -> Result<K> {
+        let msg = pb::UpdateRequest {
+            resource: Some(self.resource_ref()),
+            object: Some(self.named(name, obj)?),
+            options: Some(post_options(pp)),
+        };
+        let w = self
+            .call("update", msg, |mut c, r| async move { c.update(r).await })
+            .await?;
+        decode(w.object)
+    }
+
+    /// Replaces an object's status.
+    pub async fn replace_status(&self, name: &str, pp: &PostParams, obj: &K) -> Result<K> {
+        let msg = pb::UpdateRequest {
+            resource: Some(self.resource_ref()),
+            object: Some(self.named(name, obj)?),
+            options: Some(post_options(pp)),
+        };
+        let w = self
+            .call(
+                "update",
+                msg,
+                |mut c, r| async move { c.update_status(r).await },
+            )
+            .await?;
+        decode(w.object)
+    }
+
+    async fn patch_sub<P: Serialize>(
+        &self,
+        name: &str,
+        pp: &PatchParams,
+        patch: &Patch<P>,
+        sub: &str,
+    ) -> Result<K> {
+        let (ty, body) = match patch {
+            Patch::Json(p) => (pb::PatchType::Json, serde_json::to_vec(p)),
+            Patch::Merge(p) => (pb::PatchType::Merge, serde_json::to_vec(p)),
+            Patch::Strategic(p) => (pb::PatchType::StrategicMerge, serde_json::to_vec(p)),
+            Patch::Apply(p) => (pb::PatchType::Apply, serde_json::to_vec(p)),
+        };
+        let body = body.map_err(|e| Error::json("encoding the patch", e))?;
+        let msg = pb::PatchRequest {
+            resource: Some(self.resource_ref()),
+            name: name.to_string(),
+            r#type: ty as i32,
+            patch: body,
+            subresource: sub.to_string(),
+            options: Some(pb::WriteOptions {
+                dry_run: pp.dry_run,
+                field_manager: pp.field_manager.clone().unwrap_or_default(),
+                field_validation: if pp.strict {
+                    pb::FieldValidation::Strict as i32
+                } else {
+                    pb::FieldValidation::Unspecified as i32
+                },
+                force: pp.force,
+            }),
+        };
+        let w = self
+            .call("patch", msg, |mut c, r| async move { c.patch(r).await })
+            .await?;
+        decode(w.object)
+    }
+
+    /// Patches an object.
+    pub async fn patch<P: Serialize>(
+        &self,
+        name: &str,
+        pp: &PatchParams,
+        patch: &Patch<P>,
+    ) -> Result<K> {
+        self.patch_sub(name, pp, patch, "").await
+    }
+
+    /// Patches an object's status.
+    pub async fn patch_status<P: Serialize>(
+        &self,
+        name: &str,
+        pp: &PatchParams,
+        patch: &Patch<P>,
+    ) -> Result<K> {
+        self.patch_sub(name, pp, patch, "status").await
+    }
+
+    /// Deletes an object.
+    pub async fn delete(&self, name: &str, dp: &DeleteParams) -> Result<Deleted<K>> {
+        let propagation = match dp.propagation_policy {
+            None => pb::PropagationPolicy::Unspecified,
+            Some(PropagationPolicy::Orphan) => pb::PropagationPolicy::Orphan,
+            Some(PropagationPolicy::Background) => pb::PropagationPolicy::Background,
+            Some(PropagationPolicy::Foreground) => pb::PropagationPolicy::Foreground,
+        };
+        let msg = pb::DeleteRequest {
+            resource: Some(self.resource_ref()),
+            name: name.to_string(),
+            grace_period_seconds: dp.grace_period_seconds,
+            propagation_policy: propagation as i32,
+            preconditions: Some(pb::Preconditions {
+                uid: dp.precondition_uid.clone(),
+                resource_version: dp.precondition_resource_version.clone(),
+            }),
+            dry_run: dp.dry_run,
+        };
+        let d = self
+            .call("delete", msg, |mut c, r| async move { c.delete(r).await })
+            .await?;
+        let obj = decode(d.object)?;
+        Ok(if d.finished {
+            Deleted::Gone(obj)
+        } else {
+            Deleted::Pending(obj)
+        })
+    }
+
+    /// Watches changes after `resource_version` ("" or "0": the current state first, as
+    /// `Added` events). The stream ends when the server ends it (timeout or shutdown); an
+    /// `Err` with [`Error::is_gone`] means the version is too old: list again.
+    ///
+    /// Most programs want [`crate::watcher()`], which lists, watches and resumes by itself.
+    pub async fn watch(
+        &self,
+        wp: &WatchParams,
+        resource_version: &str,
+    ) -> Result<impl Stream<Item = Result<WatchEvent<K>>> + Send + 'static> {
+        let msg = pb::WatchRequest {
+            resource: Some(self.resource_ref()),
+            label_selector: wp.label_selector.clone().unwrap_or_default(),
+            field_selector: wp.field_selector.clone().unwrap_or_default(),
+            name: wp.name.clone().unwrap_or_default(),
+            resource_version: resource_version.to_string(),
+            allow_bookmarks: wp.bookmarks,
+            send_initial_events: wp.send_initial_events,
+            timeout_seconds: wp.timeout_seconds.map(i64::from).unwrap_or(0),
+        };
+        self.client.throttle().await;
+        let start = Instant::now();
+        let mut c = self.client.resources();
+        let result = c.watch(self.client.request(msg, false)).await;
+        let code = result
+            .as_ref()
+            .map(|_| tonic::Code::Ok)
+            .unwrap_or_else(|s| s.code());
+        self.client
+            .observe("watch", K::URL_PATH_SEGMENT, code, start.elapsed());
+        let stream = result?.into_inner();
+        Ok(stream.map(|item| {
+            let ev = item?;
+            let obj = || decode::<K>(ev.object.clone());
+            match pb::EventType::try_from(ev.r#type) {
+                Ok(pb::EventType::Added) => Ok(WatchEvent::Added(obj()?)),
+                Ok(pb::EventType::Modified) => Ok(WatchEvent::Modified(obj()?)),
+                Ok(pb::EventType::Deleted) => Ok(WatchEvent::Deleted(obj()?)),
+                Ok(pb::EventType::Bookmark) => Ok(WatchEvent::Bookmark {
+                    resource_version: ev.resource_version,
+                    initial_events_end: ev.initial_events_end,
+                }),
+                _ => Err(Error::Invalid(format!(
+                    "unknown watch event type {}",
+                    ev.r#type
+                ))),
+            }
+        }))
+    }
+}
+
+impl Api<Pod> {
+    /// Binds a pod to a node, as a scheduler does (the `binding` subresource). Fails with
+    /// [`Error::is_conflict`] when the pod is already bound.
+    pub async fn bind(&self, name: &str, node: &str) -> Result<()> {
+        let ns = self
+            .namespace
+            .clone()
+            .ok_or_else(|| Error::Invalid("bind needs a namespaced Api".into()))?;
+        let msg = pb::BindRequest {
+            namespace: ns,
+            pod: name.to_string(),
+            node: node.to_string(),
+            ..Default::default()
+        };
+        self.call("create", msg, |mut c, r| async move { c.bind(r).await })
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,243 @@
+//! The connection to the API server: one HTTP/2 channel (TLS with the cluster CA, the client
+//! certificate or a bearer token), a client-side rate limit, and a span and metrics for
+//! every call.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use skiff_proto::v1 as pb;
+use skiff_proto::v1::resources_client::ResourcesClient;
+use skiff_proto::v1::server_client::ServerClient;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// A handle on the API server, cheap to clone and share between tasks.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    channel: Channel,
+    token: Option<MetadataValue<tonic::metadata::Ascii>>,
+    limiter: Option<DefaultDirectRateLimiter>,
+    metrics: ClientMetrics,
+    namespace: String,
+    timeout: Duration,
+    server: String,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("server", &self.inner.server)
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    verb: String,
+    resource: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerbLabels {
+    verb: String,
+}
+
+/// The client's request metrics.
+#[derive(Clone)]
+struct ClientMetrics {
+    requests: Family<CallLabels, Counter>,
+    latency: Family<VerbLabels, Histogram>,
+    throttled: Counter,
+}
+
+impl ClientMetrics {
+    fn new() -> Self {
+        ClientMetrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+            }),
+            throttled: Counter::default(),
+        }
+    }
+}
+
+impl Client {
+    /// Connects with the current context of a kubeconfig file.
+    pub fn from_kubeconfig(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        Self::new(Config::from_kubeconfig(path)?)
+    }
+
+    /// Connects with the kubeconfig `kubectl` would use: `$KUBECONFIG`, else
+    /// `~/.kube/config`.
+    pub fn try_default() -> Result<Self> {
+        Self::new(Config::infer()?)
+    }
+
+    /// Connects with an explicit configuration. The connection is made on first use and
+    /// re-made whenever it breaks.
+    pub fn new(config: Config) -> Result<Self> {
+        let mut endpoint = Endpoint::from_shared(config.server.clone())
+            .map_err(|e| Error::Kubeconfig(format!("server {:?}: {e}", config.server)))?
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
+        if config.server.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new();
+            if let Some(ca) = &config.ca_pem {
+                tls = tls.ca_certificate(Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &config.identity {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        let token = match &config.token {
+            Some(t) => Some(
+                format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| Error::Kubeconfig("the token is not valid ASCII".into()))?,
+            ),
+            None => None,
+        };
+        let limiter = match (config.qps > 0.0, NonZeroU32::new(config.burst.max(1))) {
+            (true, Some(burst)) => {
+                let period = Duration::from_secs_f64(1.0 / f64::from(config.qps));
+                Quota::with_period(period).map(|q| RateLimiter::direct(q.allow_burst(burst)))
+            }
+            _ => None,
+        };
+        Ok(Client {
+            inner: Arc::new(Inner {
+                channel: endpoint.connect_lazy(),
+                token,
+                limiter,
+                metrics: ClientMetrics::new(),
+                namespace: config.namespace,
+                timeout: config.timeout,
+                server: config.server,
+            }),
+        })
+    }
+
+    /// The namespace of the kubeconfig's context (`default` when it names none).
+    pub fn default_namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    /// Registers the client's request metrics (`skiff_client_requests_total`,
+    /// `skiff_client_request_duration_seconds`, `skiff_client_rate_limited_total`).
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        let m = &self.inner.metrics;
+        registry.register(
+            "skiff_client_requests",
+            "API requests by verb, resource and result",
+            m.requests.clone(),
+        );
+        registry.register(
+            "skiff_client_request_duration_seconds",
+            "API request latency by verb",
+            m.latency.clone(),
+        );
+        registry.register(
+            "skiff_client_rate_limited",
+            "Requests that waited for the client-side rate limit",
+            m.throttled.clone(),
+        );
+    }
+
+    /// The server's version.
+    pub async fn version(&self) -> Result<pb::VersionInfo> {
+        self.call(
+            "get",
+            "version",
+            pb::VersionRequest {},
+            |mut c, r| async move { c.version(r).await },
+        )
+        .await
+    }
+
+    pub(crate) fn resources(&self) -> ResourcesClient<Channel> {
+        ResourcesClient::new(self.inner.channel.clone())
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX)
+    }
+
+    fn server(&self) -> ServerClient<Channel> {
+        ServerClient::new(self.inner.channel.clone())
+    }
+
+    /// Wraps a message with credentials and the call deadline.
+    pub(crate) fn request<T>(&self, msg: T, deadline: bool) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(t) = &self.inner.token {
+            r.metadata_mut().insert("authorization", t.clone());
+        }
+        if deadline {
+            r.set_timeout(self.inner.timeout);
+        }
+        r
+    }
+
+    /// Waits for the client-side rate limit.
+    pub(crate) async fn throttle(&self) {
+        if let Some(l) = &self.inner.limiter {
+            if l.check().is_err() {
+                self.inner.metrics.throttled.inc();
+                l.until_ready().await;
+            }
+        }
+    }
+
+    /// Records one finished call.
+    pub(crate) fn observe(&self, verb: &str, resource: &str, code: tonic::Code, took: Duration) {
+        let m = &self.inner.metrics;
+        m.requests
+            .get_or_create(&CallLabels {
+                verb: verb.into(),
+                resource: resource.into(),
+                code: format!("{code:?}"),
+            })
+            .inc();
+        m.latency
+            .get_or_create(&VerbLabels { verb: verb.into() })
+            .observe(took.as_secs_f64());
+    }
+
+    async fn call<T, R, F, Fut>(&self, verb: &str, resource: &str, msg: T, f: F) -> Result<R>
+    where
+        F: FnOnce(ServerClient<Channel>, tonic::Request<T>) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<R>, tonic::Status>>,
+    {
+        self.throttle().await;
+        let start = Instant::now();
+        let span = tracing::debug_span!("skiff.request", verb, resource);
+        let result = f(self.server(), self.request(msg, true))
+            .instrument(span)
+            .await;
+        let code = result
+            .as_ref()
+            .map(|_| tonic::Code::Ok)
+            .unwrap_or_else(|s| s.code());
+        self.observe(verb, resource, code, start.elapsed());
+        Ok(result?.into_inner())
+    }
+}

@@ -1,0 +1,20 @@
+//! Compiles the `.proto` files with a pure-Rust compiler (no system `protoc`), generates the
+//! tonic/prost code, and keeps the descriptor set for gRPC server reflection.
+
+use prost::Message;
+
+const PROTOS: &[&str] = &["skiff/v1/api.proto"];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    for p in PROTOS {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let fds = protox::compile(PROTOS, ["."])?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("skiff_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

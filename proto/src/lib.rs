@@ -1,0 +1,91 @@
+//! Skiff's gRPC contract, generated at build time from `skiff/v1/api.proto`.
+//!
+//! The `.proto` file documents every service, message and field; this crate re-exports the
+//! generated tonic/prost code under [`v1`], plus the descriptor set gRPC server reflection
+//! serves and the `google.rpc.Status` envelope that carries error details.
+
+#![deny(missing_docs)]
+
+/// The `skiff.v1` package: services `Resources` and `Server`, and their messages.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("skiff.v1");
+}
+
+/// The encoded `FileDescriptorSet` of every Skiff `.proto` file, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/skiff_descriptor.bin"));
+
+/// The type URL of [`v1::Status`] inside a `google.rpc.Status`'s details.
+pub const STATUS_TYPE_URL: &str = "type.googleapis.com/skiff.v1.Status";
+
+/// The standard `google.rpc.Status` message gRPC carries in the `grpc-status-details-bin`
+/// trailer (field numbers as the gRPC error model defines them).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcStatus {
+    /// The gRPC status code.
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    /// The error message.
+    #[prost(string, tag = "2")]
+    pub message: String,
+    /// Typed details; Skiff sends one [`v1::Status`].
+    #[prost(message, repeated, tag = "3")]
+    pub details: Vec<Any>,
+}
+
+/// `google.protobuf.Any`: a message and the URL of its type.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Any {
+    /// The type URL, e.g. [`STATUS_TYPE_URL`].
+    #[prost(string, tag = "1")]
+    pub type_url: String,
+    /// The encoded message.
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
+}
+
+impl v1::Status {
+    /// Wraps this Kubernetes status as the bytes of a `google.rpc.Status` for
+    /// [`tonic::Status::with_details`].
+    pub fn to_details(&self, grpc_code: tonic::Code) -> Vec<u8> {
+        use prost::Message;
+        RpcStatus {
+            code: grpc_code as i32,
+            message: self.message.clone(),
+            details: vec![Any {
+                type_url: STATUS_TYPE_URL.to_string(),
+                value: self.encode_to_vec(),
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    /// Reads the Kubernetes status out of a gRPC error's details, when it carries one.
+    pub fn from_details(details: &[u8]) -> Option<Self> {
+        use prost::Message;
+        let rpc = RpcStatus::decode(details).ok()?;
+        rpc.details
+            .iter()
+            .find(|a| a.type_url == STATUS_TYPE_URL)
+            .and_then(|a| v1::Status::decode(a.value.as_slice()).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_details_round_trip() {
+        let s = v1::Status {
+            code: 404,
+            reason: "NotFound".into(),
+            message: "pods \"x\" not found".into(),
+            json: b"{}".to_vec(),
+        };
+        let bytes = s.to_details(tonic::Code::NotFound);
+        assert_eq!(v1::Status::from_details(&bytes), Some(s));
+        assert_eq!(v1::Status::from_details(b"\xff\xff"), None);
+    }
+}
