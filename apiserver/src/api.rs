@@ -656,8 +656,21 @@ impl Api {
         &self,
         r: &'static ResourceInfo,
         ns: Option<&str>,
+        obj: Value,
+        opts: &WriteOpts,
+    ) -> Result<Written> {
+        self.create_as(r, ns, obj, opts, false).await
+    }
+
+    /// Creates an object; `applied` when server-side apply creates it (its managed fields
+    /// then belong to the applier, operation `Apply`).
+    async fn create_as(
+        &self,
+        r: &'static ResourceInfo,
+        ns: Option<&str>,
         mut obj: Value,
         opts: &WriteOpts,
+        applied: bool,
     ) -> Result<Written> {
         self.check_type(r, &mut obj)?;
         self.check_namespace_field(r, ns, &mut obj)?;
@@ -714,7 +727,9 @@ impl Api {
         r.strategy.prepare_create(&mut obj);
         let mut warnings = Vec::new();
         let mut obj = self.admit(r, obj, None, opts.field_validation, &mut warnings)?;
-        if obj.pointer("/metadata/managedFields").is_none() {
+        if applied {
+            crate::apply::record_apply(&mut obj, opts)?;
+        } else {
             crate::apply::record_update(&mut obj, None, opts.manager(), "");
         }
         self.admission_extras(r, &mut obj).await?;
@@ -1052,9 +1067,7 @@ impl Api {
             let current = match self.store.get(&key).await? {
                 Some(c) => c,
                 None if ptype == PatchType::Apply && sub.is_none() => {
-                    let mut obj = body.clone();
-                    crate::apply::record_apply(&mut obj, opts)?;
-                    return self.create(r, ns, obj, opts).await;
+                    return self.create_as(r, ns, body.clone(), opts, true).await;
                 }
                 None => return Err(Error::not_found(&r.group_resource(), name)),
             };

@@ -561,9 +561,11 @@ impl Resources for Door {
             let sub = match inner.subresource.as_str() {
                 "" => None,
                 "status" => Some("status"),
-                other => return Err(Error::bad_request(format!(
+                other => {
+                    return Err(Error::bad_request(format!(
                     "subresource: Unsupported value: {other:?}: supported values: \"\", \"status\""
-                ))),
+                )))
+                }
             };
             let t = self.target(
                 &req,

@@ -1,0 +1,603 @@
+//! The gRPC door, through the SDK and through raw stubs: every RPC, its errors, and the
+//! rule that both doors share one implementation (what one writes, the other reads).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::{json, Value};
+use skiff_client::proto::resources_client::ResourcesClient;
+use skiff_client::{
+    Api, Client, Config, DeleteParams, Deleted, ListParams, Patch, PatchParams, PostParams,
+    PropagationPolicy, WatchEvent, WatchParams,
+};
+use skiff_e2e::Cluster;
+
+fn pod(name: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }))
+    .unwrap()
+}
+
+fn cm(name: &str, v: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        data: Some([("k".to_string(), v.to_string())].into()),
+        ..Default::default()
+    }
+}
+
+fn client(c: &Cluster) -> Client {
+    Client::from_kubeconfig(&c.api.kubeconfig).unwrap()
+}
+
+#[tokio::test]
+async fn crud_over_grpc_shares_state_with_rest() {
+    let c = Cluster::start().await.unwrap();
+    let client = client(&c);
+    let v = client.version().await.unwrap();
+    assert_eq!(v.major, "1");
+    assert!(v.git_version.contains("skiff"), "{v:?}");
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let created = pods
+        .create(&PostParams::default(), &pod("web-1"))
+        .await
+        .unwrap();
+    let meta = &created.metadata;
+    assert!(meta.uid.is_some() && meta.resource_version.is_some());
+    assert_eq!(meta.namespace.as_deref(), Some("default"));
+
+    // REST sees what gRPC wrote, and the other way round.
+    let rest = c.kubectl().json(&["get", "pod", "web-1", "-o", "json"]);
+    assert_eq!(rest["metadata"]["uid"].as_str(), meta.uid.as_deref());
+    c.kubectl()
+        .ok(&["create", "configmap", "from-rest", "--from-literal=a=b"]);
+    let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let from_rest = cms.get("from-rest").await.unwrap();
+    assert_eq!(from_rest.data.unwrap()["a"], "b");
+
+    // get / get_opt / list with selectors and pagination.
+    assert_eq!(pods.get("web-1").await.unwrap().metadata.uid, meta.uid);
+    assert!(pods.get_opt("nope").await.unwrap().is_none());
+    for i in 2..=5 {
+        pods.create(&PostParams::default(), &pod(&format!("web-{i}")))
+            .await
+            .unwrap();
+    }
+    let mut other = pod("db");
+    other.metadata.labels = Some([("app".to_string(), "db".to_string())].into());
+    pods.create(&PostParams::default(), &other).await.unwrap();
+    let web = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap();
+    assert_eq!(web.items.len(), 5);
+    let page1 = pods.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(page1.items.len(), 2);
+    assert_eq!(page1.remaining_item_count, Some(4));
+    let token = page1.continue_token.clone().expect("more pages");
+    let page2 = pods
+        .list(&ListParams {
+            limit: 10,
+            continue_token: Some(token),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page2.items.len(), 4);
+    assert_eq!(page2.resource_version, page1.resource_version);
+    let by_field = pods
+        .list(&ListParams::default().fields("metadata.name=db"))
+        .await
+        .unwrap();
+    assert_eq!(by_field.items.len(), 1);
+    let everywhere: Api<Pod> = Api::all(client.clone());
+    assert_eq!(
+        everywhere
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        6
+    );
+
+    // replace: conditional on the resourceVersion.
+    let mut cur = cms.get("from-rest").await.unwrap();
+    cur.data = Some([("a".to_string(), "c".to_string())].into());
+    let replaced = cms
+        .replace("from-rest", &PostParams::default(), &cur)
+        .await
+        .unwrap();
+    assert_eq!(replaced.data.as_ref().unwrap()["a"], "c");
+    let stale = cms
+        .replace("from-rest", &PostParams::default(), &cur)
+        .await
+        .unwrap_err();
+    assert!(stale.is_conflict(), "{stale}");
+    let a = stale.api().unwrap();
+    assert_eq!((a.code, a.reason.as_str()), (409, "Conflict"));
+    assert!(
+        a.message.contains("the object has been modified"),
+        "{}",
+        a.message
+    );
+
+    // replace_status changes only the status; replace keeps it.
+    let mut p = pods.get("web-1").await.unwrap();
+    p.status =
+        Some(serde_json::from_value(json!({"phase": "Running", "podIP": "10.0.0.9"})).unwrap());
+    p.spec.as_mut().unwrap().active_deadline_seconds = Some(30);
+    let st = pods
+        .replace_status("web-1", &PostParams::default(), &p)
+        .await
+        .unwrap();
+    assert_eq!(
+        st.status.as_ref().unwrap().phase.as_deref(),
+        Some("Running")
+    );
+    assert_eq!(st.spec.as_ref().unwrap().active_deadline_seconds, None);
+
+    // Every patch type.
+    let merged = cms
+        .patch(
+            "from-rest",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"m": "1"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(merged.data.as_ref().unwrap()["m"], "1");
+    let jp: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "add", "path": "/data/j", "value": "2"}])).unwrap();
+    let jpatched = cms
+        .patch(
+            "from-rest",
+            &PatchParams::default(),
+            &Patch::<Value>::Json(jp),
+        )
+        .await
+        .unwrap();
+    assert_eq!(jpatched.data.as_ref().unwrap()["j"], "2");
+    let sm = pods
+        .patch(
+            "web-1",
+            &PatchParams::default(),
+            &Patch::Strategic(
+                json!({"spec": {"containers": [{"name": "c", "image": "busybox:2"}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let containers = &sm.spec.as_ref().unwrap().containers;
+    assert_eq!(
+        (containers.len(), containers[0].image.as_deref()),
+        (1, Some("busybox:2"))
+    );
+    let applied = cms
+        .patch(
+            "applied",
+            &PatchParams::apply("grpc-test"),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"x": "1"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.data.as_ref().unwrap()["x"], "1");
+    let managers: Vec<_> = applied
+        .metadata
+        .managed_fields
+        .unwrap()
+        .iter()
+        .map(|m| (m.manager.clone().unwrap(), m.operation.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        managers,
+        vec![("grpc-test".to_string(), "Apply".to_string())]
+    );
+    let conflict = cms
+        .patch(
+            "applied",
+            &PatchParams::apply("someone-else"),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"x": "2"}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(conflict.is_conflict(), "{conflict}");
+    let forced = cms
+        .patch(
+            "applied",
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"x": "2"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forced.data.as_ref().unwrap()["x"], "2");
+    let status_patch = pods
+        .patch_status(
+            "web-2",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Succeeded"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        status_patch.status.unwrap().phase.as_deref(),
+        Some("Succeeded")
+    );
+
+    // Bind: once.
+    pods.bind("web-3", "node-a").await.unwrap();
+    let bound = pods.get("web-3").await.unwrap();
+    assert_eq!(bound.spec.unwrap().node_name.as_deref(), Some("node-a"));
+    let again = pods.bind("web-3", "node-b").await.unwrap_err();
+    assert!(again.is_conflict(), "{again}");
+    assert!(again
+        .api()
+        .unwrap()
+        .message
+        .contains("already assigned to node \"node-a\""));
+    let missing = pods.bind("ghost", "node-a").await.unwrap_err();
+    assert!(missing.is_not_found(), "{missing}");
+
+    // Delete: preconditions, grace, dry run, propagation.
+    let wrong_uid = pods
+        .delete(
+            "web-4",
+            &DeleteParams {
+                precondition_uid: Some("not-the-uid".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(wrong_uid.is_conflict(), "{wrong_uid}");
+    let dry = pods
+        .delete(
+            "web-4",
+            &DeleteParams {
+                dry_run: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(dry, Deleted::Gone(_)));
+    assert!(pods.get_opt("web-4").await.unwrap().is_some());
+    // A pod on a node is deleted gracefully: it stays, terminating.
+    match pods
+        .delete("web-3", &DeleteParams::default())
+        .await
+        .unwrap()
+    {
+        Deleted::Pending(p) => assert!(p.metadata.deletion_timestamp.is_some()),
+        Deleted::Gone(_) => panic!("a bound pod is deleted gracefully"),
+    }
+    match pods
+        .delete(
+            "web-3",
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+    {
+        Deleted::Gone(p) => assert_eq!(p.metadata.name.as_deref(), Some("web-3")),
+        Deleted::Pending(_) => panic!("grace 0 deletes at once"),
+    }
+    let deps: Api<Deployment> = Api::default_namespaced(client.clone());
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}},
+    }))
+    .unwrap();
+    deps.create(&PostParams::default(), &d).await.unwrap();
+    let fg = deps
+        .delete(
+            "d",
+            &DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Foreground),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    match fg {
+        Deleted::Pending(d) => assert!(d
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"foregroundDeletion".to_string())),
+        Deleted::Gone(_) => panic!("foreground deletion waits for dependents"),
+    }
+
+    // Cluster-scoped kinds.
+    let nodes: Api<Node> = Api::cluster(client.clone());
+    let n: Node = serde_json::from_value(json!({"metadata": {"name": "node-a"}})).unwrap();
+    nodes.create(&PostParams::default(), &n).await.unwrap();
+    assert_eq!(
+        nodes
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    let nss: Api<Namespace> = Api::cluster(client);
+    assert!(nss.get("kube-system").await.is_ok());
+}
+
+#[tokio::test]
+async fn grpc_errors_carry_kubernetes_status() {
+    // A small watch cache window, so an old resourceVersion is soon out of it.
+    let etcd = skiff_e2e::Etcd::start().unwrap();
+    let api = skiff_e2e::ApiServer::start_with(&etcd, &["--watch-cache-size=10"])
+        .await
+        .unwrap();
+    let c = Cluster { api, etcd };
+    let client = client(&c);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let first = cms
+        .create(&PostParams::default(), &cm("a", "1"))
+        .await
+        .unwrap();
+    let first_rv = first.metadata.resource_version.unwrap();
+
+    let dup = cms
+        .create(&PostParams::default(), &cm("a", "1"))
+        .await
+        .unwrap_err();
+    assert!(dup.is_already_exists(), "{dup}");
+    let a = dup.api().unwrap();
+    assert_eq!((a.code, a.reason.as_str()), (409, "AlreadyExists"));
+    assert_eq!(a.status.as_ref().unwrap()["details"]["name"], "a");
+
+    let nf = cms.get("zzz").await.unwrap_err();
+    assert!(nf.is_not_found());
+    assert_eq!(nf.api().unwrap().message, "configmaps \"zzz\" not found");
+
+    // Validation failures: InvalidArgument with the field causes.
+    let bad = cm("Not_A_Name", "1");
+    let inv = cms.create(&PostParams::default(), &bad).await.unwrap_err();
+    assert!(inv.is_invalid(), "{inv}");
+    let a = inv.api().unwrap();
+    assert_eq!((a.code, a.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        a.status.as_ref().unwrap()["details"]["causes"][0]["field"],
+        "metadata.name"
+    );
+
+    // Strict field validation refuses unknown fields.
+    let mut raw = ResourcesClient::new(
+        tonic::transport::Channel::from_shared(c.api.url(""))
+            .unwrap()
+            .tls_config(tls(&c))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let cm_ref = || skiff_client::proto::ResourceRef {
+        group: String::new(),
+        version: "v1".into(),
+        resource: "configmaps".into(),
+        namespace: "default".into(),
+    };
+    let strict = raw
+        .create(skiff_client::proto::CreateRequest {
+            resource: Some(cm_ref()),
+            object: Some(skiff_client::proto::Object {
+                api_version: "v1".into(),
+                kind: "ConfigMap".into(),
+                json: br#"{"metadata":{"name":"s"},"bogus":1}"#.to_vec(),
+            }),
+            options: Some(skiff_client::proto::WriteOptions {
+                field_validation: skiff_client::proto::FieldValidation::Strict as i32,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(strict.code(), tonic::Code::InvalidArgument, "{strict:?}");
+    assert!(strict.message().contains("bogus"), "{}", strict.message());
+
+    // Malformed envelopes and unknown resources.
+    let junk = raw
+        .create(skiff_client::proto::CreateRequest {
+            resource: Some(cm_ref()),
+            object: Some(skiff_client::proto::Object {
+                json: b"{not json".to_vec(),
+                ..Default::default()
+            }),
+            options: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(junk.code(), tonic::Code::InvalidArgument);
+    let unknown = raw
+        .list(skiff_client::proto::ListRequest {
+            resource: Some(skiff_client::proto::ResourceRef {
+                version: "v1".into(),
+                resource: "widgets".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    let bad_selector = raw
+        .list(skiff_client::proto::ListRequest {
+            resource: Some(cm_ref()),
+            label_selector: "a in (".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_selector.code(), tonic::Code::InvalidArgument);
+    let no_patch_type = raw
+        .patch(skiff_client::proto::PatchRequest {
+            resource: Some(cm_ref()),
+            name: "a".into(),
+            patch: b"{}".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(no_patch_type.code(), tonic::Code::InvalidArgument);
+
+    // Without credentials: Unauthenticated; a bad token too.
+    let mut cfg = Config::from_kubeconfig(&c.api.kubeconfig).unwrap();
+    cfg.identity = None;
+    let anonymous: Api<ConfigMap> = Api::namespaced(Client::new(cfg).unwrap(), "default");
+    let err = anonymous.get("a").await.unwrap_err();
+    assert_eq!(err.api().unwrap().grpc_code, tonic::Code::Unauthenticated);
+    let mut cfg = Config::from_kubeconfig(&c.api.kubeconfig).unwrap();
+    cfg.identity = None;
+    cfg.token = Some("wrong".into());
+    let bad_token: Api<ConfigMap> = Api::namespaced(Client::new(cfg).unwrap(), "default");
+    let err = bad_token.get("a").await.unwrap_err();
+    assert_eq!(err.api().unwrap().grpc_code, tonic::Code::Unauthenticated);
+    assert_eq!(err.api().unwrap().code, 401);
+
+    // A watch from a resourceVersion the server no longer holds: OutOfRange (410 Gone).
+    for i in 0..30 {
+        cms.create(&PostParams::default(), &cm(&format!("churn-{i}"), "1"))
+            .await
+            .unwrap();
+    }
+    let w = cms.watch(&WatchParams::default(), &first_rv).await;
+    let gone = match w {
+        Err(e) => e,
+        Ok(mut s) => s.next().await.unwrap().unwrap_err(),
+    };
+    assert!(gone.is_gone(), "{gone}");
+    assert_eq!(gone.api().unwrap().code, 410);
+
+    // Creating in a namespace being deleted: FailedPrecondition.
+    c.kubectl().ok(&["create", "namespace", "doomed"]);
+    let in_doomed: Api<ConfigMap> = Api::namespaced(client.clone(), "doomed");
+    in_doomed
+        .create(&PostParams::default(), &cm("x", "1"))
+        .await
+        .unwrap();
+    let mut fin = cm("held", "1");
+    fin.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    in_doomed
+        .create(&PostParams::default(), &fin)
+        .await
+        .unwrap();
+    c.kubectl()
+        .ok(&["delete", "namespace", "doomed", "--wait=false"]);
+    let err = in_doomed
+        .create(&PostParams::default(), &cm("late", "1"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.api().unwrap().grpc_code,
+        tonic::Code::FailedPrecondition,
+        "{err}"
+    );
+    assert_eq!(err.api().unwrap().code, 403);
+    in_doomed
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+
+    // Nothing bad input did changed the stored object.
+    assert_eq!(cms.get("a").await.unwrap().data.unwrap()["k"], "1");
+}
+
+fn tls(c: &Cluster) -> tonic::transport::ClientTlsConfig {
+    let cfg = Config::from_kubeconfig(&c.api.kubeconfig).unwrap();
+    let (cert, key) = cfg.identity.unwrap();
+    tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(cfg.ca_pem.unwrap()))
+        .identity(tonic::transport::Identity::from_pem(cert, key))
+}
+
+#[tokio::test]
+async fn watch_streams_events_and_bookmarks() {
+    let c = Cluster::start().await.unwrap();
+    let client = client(&c);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.create(&PostParams::default(), &cm("before", "0"))
+        .await
+        .unwrap();
+    let listed = cms.list(&ListParams::default()).await.unwrap();
+
+    // From the list's version: only later changes, in order.
+    let wp = WatchParams {
+        bookmarks: true,
+        ..Default::default()
+    };
+    let mut s = Box::pin(cms.watch(&wp, &listed.resource_version).await.unwrap());
+    cms.create(&PostParams::default(), &cm("w", "1"))
+        .await
+        .unwrap();
+    cms.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "2"}})),
+    )
+    .await
+    .unwrap();
+    cms.delete("w", &DeleteParams::default()).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), s.next())
+            .await
+            .expect("event in time")
+            .unwrap()
+            .unwrap();
+        match ev {
+            WatchEvent::Added(o) => seen.push(("ADDED", o.metadata.name.unwrap())),
+            WatchEvent::Modified(o) => seen.push(("MODIFIED", o.metadata.name.unwrap())),
+            WatchEvent::Deleted(o) => seen.push(("DELETED", o.metadata.name.unwrap())),
+            WatchEvent::Bookmark { .. } => {}
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ("ADDED", "w".to_string()),
+            ("MODIFIED", "w".into()),
+            ("DELETED", "w".into())
+        ]
+    );
+
+    // Initial events, then a bookmark marking their end; one object by name.
+    let wp = WatchParams {
+        bookmarks: true,
+        send_initial_events: true,
+        name: Some("before".into()),
+        timeout_seconds: Some(2),
+        ..Default::default()
+    };
+    let events: Vec<_> = cms.watch(&wp, "").await.unwrap().collect::<Vec<_>>().await;
+    let first = events.first().unwrap().as_ref().unwrap();
+    assert!(matches!(first, WatchEvent::Added(o) if o.metadata.name.as_deref() == Some("before")));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Ok(WatchEvent::Bookmark {
+            initial_events_end: true,
+            ..
+        })
+    )));
+    // The stream ended by itself at its timeout.
+    assert!(events.iter().all(|e| e.is_ok()));
+}
