@@ -556,3 +556,76 @@ pub async fn collect_events(
     }
     out
 }
+
+/// A TCP forwarder in front of a server, to break connections on purpose: [`Proxy::cut`]
+/// drops every open connection; [`Proxy::refuse`] closes new ones at once until
+/// [`Proxy::admit`].
+pub struct Proxy {
+    /// The port clients connect to.
+    pub port: u16,
+    generation: tokio::sync::watch::Sender<u64>,
+    open: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Forwards a free loopback port to `127.0.0.1:target`.
+    pub async fn start(target: u16) -> Result<Proxy> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let (generation, gen_rx) = tokio::sync::watch::channel(0u64);
+        let (open, open_rx) = tokio::sync::watch::channel(true);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !*open_rx.borrow() {
+                    drop(inbound);
+                    continue;
+                }
+                let mut cut = gen_rx.clone();
+                cut.mark_unchanged();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Ok(Proxy {
+            port,
+            generation,
+            open,
+            task,
+        })
+    }
+
+    /// Drops every open connection.
+    pub fn cut(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Drops open connections and refuses new ones.
+    pub fn refuse(&self) {
+        self.open.send_replace(false);
+        self.cut();
+    }
+
+    /// Accepts connections again.
+    pub fn admit(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,776 @@
+//! The SDK's promises against a real API server: watchers that neither lose nor repeat an
+//! event across dropped connections, API server restarts and compaction; informer caches
+//! that end equal to a fresh list; the controller runner; leader election between
+//! processes.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::json;
+use skiff_client::backoff::Backoff;
+use skiff_client::controller::{self, Action, Controller};
+use skiff_client::informer::InformerFactory;
+use skiff_client::reflector::{ObjectKey, Store};
+use skiff_client::watcher::{self, Event};
+use skiff_client::{Api, Client, Config, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use skiff_e2e::{ApiServer, Cluster, Etcd, Proxy};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+fn cm(name: &str, v: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        data: Some([("k".to_string(), v.to_string())].into()),
+        ..Default::default()
+    }
+}
+
+/// A client that reaches the server through `proxy`.
+fn client_via(api: &ApiServer, proxy: &Proxy) -> Client {
+    let mut cfg = Config::from_kubeconfig(&api.kubeconfig).unwrap();
+    cfg.server = format!("https://127.0.0.1:{}", proxy.port);
+    Client::new(cfg).unwrap()
+}
+
+fn fast_config() -> watcher::Config {
+    watcher::Config {
+        backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(500)),
+        ..Default::default()
+    }
+}
+
+/// Runs a watcher in the background, sending what it reports.
+fn spawn_watcher(
+    api: Api<ConfigMap>,
+    config: watcher::Config,
+) -> mpsc::UnboundedReceiver<Result<Event<ConfigMap>, String>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let s = watcher::watcher(api, config);
+        futures::pin_mut!(s);
+        while let Some(ev) = s.next().await {
+            if tx.send(ev.map_err(|e| e.to_string())).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn rv(o: &ConfigMap) -> i64 {
+    o.metadata
+        .resource_version
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Waits for the watcher's first complete list.
+async fn until_listed(rx: &mut mpsc::UnboundedReceiver<Result<Event<ConfigMap>, String>>) {
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("the first list arrives")
+            .unwrap();
+        if matches!(ev, Ok(Event::InitDone)) {
+            return;
+        }
+    }
+}
+
+/// The (name → resourceVersion) a fresh list returns.
+async fn fresh(api: &Api<ConfigMap>) -> BTreeMap<String, String> {
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|c| {
+            (
+                c.metadata.name.unwrap(),
+                c.metadata.resource_version.unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn contents(store: &Store<ConfigMap>) -> BTreeMap<String, String> {
+    store
+        .state()
+        .iter()
+        .map(|c| {
+            (
+                c.metadata.name.clone().unwrap(),
+                c.metadata.resource_version.clone().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn watcher_neither_loses_nor_repeats_across_dropped_connections() {
+    let c = Cluster::start().await.unwrap();
+    let proxy = Proxy::start(c.api.port).await.unwrap();
+    let direct: Api<ConfigMap> = Api::namespaced(
+        Client::from_kubeconfig(&c.api.kubeconfig).unwrap(),
+        "default",
+    );
+    let watched: Api<ConfigMap> = Api::namespaced(client_via(&c.api, &proxy), "default");
+    let mut rx = spawn_watcher(watched, fast_config());
+    until_listed(&mut rx).await;
+
+    // Writes, with every connection through the proxy cut four times along the way.
+    let mut written = Vec::new();
+    let mut deleted = Vec::new();
+    for i in 0..200 {
+        let name = format!("cm-{}", i % 40);
+        let obj = if i < 40 {
+            direct
+                .create(&PostParams::default(), &cm(&name, "0"))
+                .await
+                .unwrap()
+        } else {
+            direct
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"data": {"k": i.to_string()}})),
+                )
+                .await
+                .unwrap()
+        };
+        written.push(rv(&obj));
+        if i % 50 == 25 {
+            proxy.cut();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for i in 0..5 {
+        let name = format!("cm-{i}");
+        direct
+            .delete(&name, &DeleteParams::default())
+            .await
+            .unwrap();
+        deleted.push(name);
+    }
+
+    let mut applied = Vec::new();
+    let mut deletes = Vec::new();
+    let mut errors = 0;
+    let mut inits = 0;
+    while applied.len() < written.len() || deletes.len() < deleted.len() {
+        let ev = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "events stopped: {} of {} applies, {} deletes",
+                    applied.len(),
+                    written.len(),
+                    deletes.len()
+                )
+            })
+            .unwrap();
+        match ev {
+            Ok(Event::Apply(o)) => applied.push(rv(&o)),
+            Ok(Event::Delete(o)) => deletes.push(o.metadata.name.unwrap()),
+            Ok(Event::Init) => inits += 1,
+            Ok(_) => {}
+            Err(_) => errors += 1,
+        }
+    }
+    assert!(errors >= 1, "the cuts broke the watch at least once");
+    assert_eq!(
+        inits, 0,
+        "resuming from the last resourceVersion needs no re-list"
+    );
+    assert_eq!(applied, written, "every write exactly once, in order");
+    assert_eq!(deletes, deleted);
+}
+
+#[tokio::test]
+async fn watcher_carries_on_across_an_apiserver_restart() {
+    let mut c = Cluster::start().await.unwrap();
+    let direct: Api<ConfigMap> = Api::namespaced(
+        Client::from_kubeconfig(&c.api.kubeconfig).unwrap(),
+        "default",
+    );
+    let factory = InformerFactory::new(
+        Client::from_kubeconfig(&c.api.kubeconfig).unwrap(),
+        CancellationToken::new(),
+    );
+    let informer = factory.informer::<ConfigMap>();
+    let store = informer.store();
+    for i in 0..20 {
+        direct
+            .create(&PostParams::default(), &cm(&format!("a-{i}"), "0"))
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(20), store.wait_until_ready())
+        .await
+        .unwrap();
+
+    c.api.restart().await.unwrap();
+    for i in 0..20 {
+        direct
+            .create(&PostParams::default(), &cm(&format!("b-{i}"), "0"))
+            .await
+            .unwrap();
+    }
+    direct
+        .delete("a-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    let want = fresh(&direct).await;
+    let mut got = BTreeMap::new();
+    for _ in 0..200 {
+        got = contents(&store)
+            .into_iter()
+            .filter(|(k, _)| k != "kube-root-ca.crt")
+            .collect();
+        if got == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(got, want, "the cache follows the restarted server");
+}
+
+#[tokio::test]
+async fn watcher_relists_when_its_version_is_compacted() {
+    let etcd = Etcd::start().unwrap();
+    let api = ApiServer::start_with(
+        &etcd,
+        &["--watch-cache-size=20", "--etcd-compaction-interval=1s"],
+    )
+    .await
+    .unwrap();
+    let proxy = Proxy::start(api.port).await.unwrap();
+    let direct: Api<ConfigMap> =
+        Api::namespaced(Client::from_kubeconfig(&api.kubeconfig).unwrap(), "default");
+    for i in 0..10 {
+        direct
+            .create(&PostParams::default(), &cm(&format!("c-{i}"), "0"))
+            .await
+            .unwrap();
+    }
+    let watched: Api<ConfigMap> = Api::namespaced(client_via(&api, &proxy), "default");
+    let mut rx = spawn_watcher(watched, fast_config());
+    until_listed(&mut rx).await;
+
+    // While the watcher is cut off, history moves past what the server keeps.
+    proxy.refuse();
+    for round in 0..10 {
+        for i in 0..10 {
+            direct
+                .patch(
+                    &format!("c-{i}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"data": {"k": round.to_string()}})),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    direct
+        .delete("c-9", &DeleteParams::default())
+        .await
+        .unwrap();
+    direct
+        .create(&PostParams::default(), &cm("new", "1"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.admit();
+
+    let want = fresh(&direct).await;
+    let mut gone = false;
+    let mut relisted = false;
+    let mut view: BTreeMap<String, String> = BTreeMap::new();
+    let mut buffer = BTreeMap::new();
+    while !(relisted && view == want) {
+        let ev = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no re-list: gone={gone} view={view:?}"))
+            .unwrap();
+        match ev {
+            Err(e)
+                if e.contains("OutOfRange") || e.contains("Expired") || e.contains("too old") =>
+            {
+                gone = true
+            }
+            Err(_) => {}
+            Ok(Event::Init) => buffer.clear(),
+            Ok(Event::InitApply(o)) => {
+                buffer.insert(
+                    o.metadata.name.clone().unwrap(),
+                    o.metadata.resource_version.clone().unwrap(),
+                );
+            }
+            Ok(Event::InitDone) => {
+                relisted = true;
+                view = std::mem::take(&mut buffer);
+            }
+            Ok(Event::Apply(o)) => {
+                view.insert(
+                    o.metadata.name.clone().unwrap(),
+                    o.metadata.resource_version.clone().unwrap(),
+                );
+            }
+            Ok(Event::Delete(o)) => {
+                view.remove(o.metadata.name.as_ref().unwrap());
+            }
+        }
+    }
+    assert!(gone, "the resume was refused as too old (410)");
+    let mut want_no_root = want.clone();
+    want_no_root.remove("kube-root-ca.crt");
+    view.remove("kube-root-ca.crt");
+    assert_eq!(view, want_no_root);
+}
+
+#[tokio::test]
+async fn shared_informer_cache_equals_a_fresh_list_after_churn() {
+    let c = Cluster::start().await.unwrap();
+    let proxy = Proxy::start(c.api.port).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let mut cfg = Config::from_kubeconfig(&c.api.kubeconfig).unwrap();
+    cfg.server = format!("https://127.0.0.1:{}", proxy.port);
+    let factory = InformerFactory::new(Client::new(cfg).unwrap(), shutdown.clone());
+    let one = factory.informer::<ConfigMap>();
+    let two = factory.informer::<ConfigMap>();
+    assert_eq!(factory.len(), 1, "two consumers share one watch");
+    tokio::time::timeout(Duration::from_secs(20), one.store().wait_until_ready())
+        .await
+        .unwrap();
+
+    c.kubectl().ok(&["create", "namespace", "other"]);
+    let client = Client::from_kubeconfig(&c.api.kubeconfig).unwrap();
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let ns = if w % 2 == 0 { "default" } else { "other" };
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+        writers.push(tokio::spawn(async move {
+            for i in 0..120 {
+                let name = format!("w{w}-{}", i % 15);
+                match i % 4 {
+                    0 | 1 => {
+                        let _ = api.create(&PostParams::default(), &cm(&name, "0")).await;
+                    }
+                    2 => {
+                        let _ = api
+                            .patch(
+                                &name,
+                                &PatchParams::default(),
+                                &Patch::Merge(json!({"data": {"k": i.to_string()}})),
+                            )
+                            .await;
+                    }
+                    _ => {
+                        let _ = api.delete(&name, &DeleteParams::default()).await;
+                    }
+                }
+            }
+        }));
+    }
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        proxy.cut();
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let all: Api<ConfigMap> = Api::all(client);
+    let want: BTreeMap<String, String> = all
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|c| {
+            (
+                format!(
+                    "{}/{}",
+                    c.metadata.namespace.unwrap(),
+                    c.metadata.name.unwrap()
+                ),
+                c.metadata.resource_version.unwrap(),
+            )
+        })
+        .collect();
+    let view = |s: &Store<ConfigMap>| -> BTreeMap<String, String> {
+        s.state()
+            .iter()
+            .map(|c| {
+                (
+                    format!(
+                        "{}/{}",
+                        c.metadata.namespace.clone().unwrap(),
+                        c.metadata.name.clone().unwrap()
+                    ),
+                    c.metadata.resource_version.clone().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let mut got = BTreeMap::new();
+    for _ in 0..200 {
+        got = view(&one.store());
+        if got == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(got, want, "the cache converges to the truth");
+    assert_eq!(
+        view(&two.store()),
+        want,
+        "both consumers read the same cache"
+    );
+    let others = one.store().in_namespace("other");
+    assert_eq!(
+        others.len(),
+        want.keys().filter(|k| k.starts_with("other/")).count()
+    );
+    assert!(
+        one.store()
+            .get(&ObjectKey::new("default", "kube-root-ca.crt"))
+            .is_some()
+            || !want.contains_key("default/kube-root-ca.crt")
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn controller_reconciles_every_key_one_at_a_time_and_retries_failures() {
+    let c = Cluster::start().await.unwrap();
+    let client = Client::from_kubeconfig(&c.api.kubeconfig).unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    for i in 0..30 {
+        api.create(&PostParams::default(), &cm(&format!("r-{i}"), "0"))
+            .await
+            .unwrap();
+    }
+    let shutdown = CancellationToken::new();
+    let factory = InformerFactory::new(client.clone(), shutdown.clone());
+    let controller = Controller::new(
+        factory.informer::<ConfigMap>(),
+        controller::Config {
+            concurrency: 4,
+            backoff: Backoff::new(Duration::from_millis(20), Duration::from_secs(1)),
+        },
+    );
+    let running: Arc<tracking::Running> = Arc::default();
+    let flaky_attempts = Arc::new(AtomicUsize::new(0));
+    let r2 = running.clone();
+    let f2 = flaky_attempts.clone();
+    let api2 = api.clone();
+    let run = tokio::spawn(controller.run(
+        move |key: ObjectKey, obj: Option<Arc<ConfigMap>>| {
+            let running = r2.clone();
+            let flaky = f2.clone();
+            let api = api2.clone();
+            async move {
+                let _guard = running.enter(&key);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let Some(obj) = obj else {
+                    return Ok(Action::Done);
+                };
+                if key.name == "r-7" && flaky.fetch_add(1, Ordering::SeqCst) < 3 {
+                    return Err("simulated failure".to_string());
+                }
+                let want = obj
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("k"))
+                    .cloned()
+                    .unwrap_or_default();
+                let have = obj
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("seen"))
+                    .cloned();
+                if key.namespace == "default" && have.as_ref() != Some(&want) {
+                    api.patch(
+                        &key.name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"metadata": {"annotations": {"seen": want}}})),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                }
+                Ok(Action::Done)
+            }
+        },
+        shutdown.clone(),
+    ));
+    // Changes made while it runs are reconciled too.
+    for i in 0..30 {
+        api.patch(
+            &format!("r-{i}"),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"k": "1"}})),
+        )
+        .await
+        .unwrap();
+    }
+    let mut done = false;
+    for _ in 0..300 {
+        let list = api.list(&ListParams::default().labels("")).await.unwrap();
+        done = list
+            .items
+            .iter()
+            .filter(|c| c.metadata.name.as_deref().unwrap().starts_with("r-"))
+            .all(|c| {
+                c.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("seen"))
+                    .map(String::as_str)
+                    == Some("1")
+            });
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(done, "every object reconciled to its latest state");
+    assert!(
+        flaky_attempts.load(Ordering::SeqCst) >= 4,
+        "the failing key was retried until it passed"
+    );
+    assert!(
+        !running.overlapped(),
+        "one key was never reconciled by two workers at once"
+    );
+    assert!(running.max_parallel() > 1, "different keys ran in parallel");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the controller stops on shutdown")
+        .unwrap();
+}
+
+/// Tracks which keys are being reconciled, to catch two workers on one key.
+mod tracking {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use skiff_client::reflector::ObjectKey;
+    use tokio::sync::Mutex;
+
+    #[derive(Default)]
+    pub struct Running {
+        keys: Mutex<HashSet<ObjectKey>>,
+        overlap: AtomicBool,
+        now: AtomicUsize,
+        max: AtomicUsize,
+    }
+
+    pub struct Guard {
+        running: Arc<Running>,
+        key: ObjectKey,
+    }
+
+    impl Running {
+        pub fn enter(self: &Arc<Self>, key: &ObjectKey) -> Guard {
+            let mut keys = self.keys.try_lock().expect("uncontended");
+            if !keys.insert(key.clone()) {
+                self.overlap.store(true, Ordering::SeqCst);
+            }
+            let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max.fetch_max(n, Ordering::SeqCst);
+            Guard {
+                running: self.clone(),
+                key: key.clone(),
+            }
+        }
+
+        pub fn overlapped(&self) -> bool {
+            self.overlap.load(Ordering::SeqCst)
+        }
+
+        pub fn max_parallel(&self) -> usize {
+            self.max.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if let Ok(mut keys) = self.running.keys.try_lock() {
+                keys.remove(&self.key);
+            }
+            self.running.now.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// One `leader_election` example process.
+struct Candidate {
+    child: std::process::Child,
+    lines: Arc<output::Lines>,
+}
+
+mod output {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[derive(Default)]
+    pub struct Lines {
+        pub leading: AtomicBool,
+        pub stopped: AtomicBool,
+    }
+
+    impl Lines {
+        pub fn leading(&self) -> bool {
+            self.leading.load(Ordering::SeqCst)
+        }
+        pub fn saw(&self, line: &str) {
+            if line.starts_with("leading") {
+                self.leading.store(true, Ordering::SeqCst);
+            }
+            if line.starts_with("stopped working") {
+                self.stopped.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+impl Candidate {
+    fn start(kubeconfig: &std::path::Path, id: &str) -> Candidate {
+        let bin = skiff_e2e::bin_dir()
+            .join("examples")
+            .join("leader_election");
+        assert!(
+            bin.exists(),
+            "{} is built (cargo build --examples)",
+            bin.display()
+        );
+        let mut child = std::process::Command::new(bin)
+            .args([
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "--identity",
+                id,
+                "--lease",
+                "e2e",
+            ])
+            .args([
+                "--lease-duration",
+                "4",
+                "--renew-deadline",
+                "3",
+                "--retry-period",
+                "0.5",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let lines: Arc<output::Lines> = Arc::default();
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                l2.saw(&line);
+            }
+        });
+        Candidate { child, lines }
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig);
+    }
+}
+
+impl Drop for Candidate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn first_leader(cands: &[&Candidate], within: Duration) -> Option<usize> {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(i) = cands.iter().position(|c| c.lines.leading()) {
+            return Some(i);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+async fn lease_holder(api: &Api<k8s_openapi::api::coordination::v1::Lease>) -> Option<String> {
+    api.get("e2e").await.ok()?.spec?.holder_identity
+}
+
+#[tokio::test]
+async fn leader_election_fails_over_and_releases_on_shutdown() {
+    let c = Cluster::start().await.unwrap();
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(
+        Client::from_kubeconfig(&c.api.kubeconfig).unwrap(),
+        "default",
+    );
+
+    // Killed outright: the other takes over once the lease expires.
+    let a = Candidate::start(&c.api.kubeconfig, "a");
+    let b = Candidate::start(&c.api.kubeconfig, "b");
+    let first = first_leader(&[&a, &b], Duration::from_secs(20))
+        .await
+        .expect("someone leads");
+    let (mut leader, follower) = if first == 0 { (a, b) } else { (b, a) };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!follower.lines.leading(), "only one leads at a time");
+    let killed_at = tokio::time::Instant::now();
+    leader.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = leader.child.wait();
+    let took = first_leader(&[&follower], Duration::from_secs(15))
+        .await
+        .map(|_| killed_at.elapsed());
+    let took = took.expect("the follower takes over");
+    // The lease lasts 4 s; candidates look every 0.5 s.
+    assert!(
+        took <= Duration::from_millis(4500),
+        "took over after {took:?}"
+    );
+    drop(follower);
+
+    // Shut down politely: the lease is released, and the next candidate leads at once.
+    let _ = leases.delete("e2e", &DeleteParams::default()).await;
+    let a = Candidate::start(&c.api.kubeconfig, "a2");
+    first_leader(&[&a], Duration::from_secs(20))
+        .await
+        .expect("a2 leads");
+    let b = Candidate::start(&c.api.kubeconfig, "b2");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stopped_at = tokio::time::Instant::now();
+    a.signal(nix::sys::signal::Signal::SIGTERM);
+    let took = first_leader(&[&b], Duration::from_secs(15))
+        .await
+        .map(|_| stopped_at.elapsed());
+    let took = took.expect("b2 takes over");
+    assert!(
+        took < Duration::from_secs(2),
+        "released, not expired: took {took:?}"
+    );
+    let mut a = a;
+    let status = a.child.wait().unwrap();
+    assert!(status.success(), "a clean exit after releasing: {status}");
+    assert!(
+        a.lines.stopped.load(std::sync::atomic::Ordering::SeqCst),
+        "the work was stopped first"
+    );
+    assert_eq!(lease_holder(&leases).await.as_deref(), Some("b2"));
+}
