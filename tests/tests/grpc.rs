@@ -42,6 +42,32 @@ fn client(c: &Cluster) -> Client {
 async fn crud_over_grpc_shares_state_with_rest() {
     let c = Cluster::start().await.unwrap();
     let client = client(&c);
+    // Standard gRPC health checking answers for the whole server and each service.
+    let cfg = Config::from_kubeconfig(&c.api.kubeconfig).unwrap();
+    let channel = tonic::transport::Channel::from_shared(c.api.url(""))
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(cfg.ca_pem.unwrap())),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for service in ["", "skiff.v1.Resources"] {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    }
     let v = client.version().await.unwrap();
     assert_eq!(v.major, "1");
     assert!(v.git_version.contains("skiff"), "{v:?}");
