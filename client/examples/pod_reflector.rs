@@ -20,6 +20,9 @@ struct Args {
     /// The kubeconfig to use.
     #[arg(long)]
     kubeconfig: Option<std::path::PathBuf>,
+    /// Only pods matching this label selector.
+    #[arg(long, short = 'l')]
+    selector: Option<String>,
 }
 
 #[tokio::main]
@@ -32,7 +35,10 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let informer = Informer::spawn(
         Api::<Pod>::all(client),
-        watcher::Config::default(),
+        watcher::Config {
+            label_selector: args.selector,
+            ..Default::default()
+        },
         HashMap::from([("node".to_string(), indexers::pod_node_name())]),
         shutdown.clone(),
     );

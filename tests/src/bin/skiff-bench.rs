@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use futures::StreamExt;
 use serde_json::{json, Value};
 use skiff_e2e::{ApiServer, Etcd};
+use skiff_proto::v1 as pb;
+use skiff_proto::v1::resources_client::ResourcesClient;
 
 fn pod(name: &str) -> Value {
     json!({
@@ -281,6 +284,10 @@ async fn main() -> Result<()> {
         h.abort();
     }
 
+    // --- the two doors side by side: the same workloads over REST and over gRPC ---
+    let doors = compare_doors(&api, &client, &pods_url).await?;
+    let sdk = sdk_figures(&api).await?;
+
     // --- report ---
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -327,6 +334,334 @@ async fn main() -> Result<()> {
         "| apiserver RSS holding {count} pods | {:.0} MiB | ≤ 150 MiB |\n",
         rss_10k as f64 / 1024.0
     ));
+    report.push_str("\n### REST and gRPC side by side\n\n");
+    report.push_str("Same server, same TLS, same objects; REST with JSON bodies (reqwest), gRPC with the generated stubs (tonic). Bodies are serialized per request on both sides and responses read in full but not decoded.\n\n");
+    report.push_str("| workload | REST | gRPC | gRPC / REST |\n|---|---|---|---|\n");
+    for row in &doors {
+        report.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            row.0, row.1, row.2, row.3
+        ));
+    }
+    report.push_str("\n### SDK\n\n| measure | result |\n|---|---|\n");
+    for (k, v) in &sdk {
+        report.push_str(&format!("| {k} | {v} |\n"));
+    }
     println!("{report}");
     Ok(())
+}
+
+type Row = (String, String, String, String);
+
+fn rate_row(what: &str, rest: &Level, grpc: &Level) -> Row {
+    (
+        what.to_string(),
+        format!(
+            "{:.0}/s (p50 {} ms, p99 {} ms)",
+            rest.per_sec,
+            ms(rest.p50),
+            ms(rest.p99)
+        ),
+        format!(
+            "{:.0}/s (p50 {} ms, p99 {} ms)",
+            grpc.per_sec,
+            ms(grpc.p50),
+            ms(grpc.p99)
+        ),
+        format!("{:.2}×", grpc.per_sec / rest.per_sec.max(0.001)),
+    )
+}
+
+fn latency_row(what: &str, rest: &[Duration], grpc: &[Duration]) -> Row {
+    let (r50, r99) = (percentile(rest, 0.5), percentile(rest, 0.99));
+    let (g50, g99) = (percentile(grpc, 0.5), percentile(grpc, 0.99));
+    (
+        what.to_string(),
+        format!("p50 {} / p99 {} ms", ms(r50), ms(r99)),
+        format!("p50 {} / p99 {} ms", ms(g50), ms(g99)),
+        format!(
+            "{:.2}× faster (p50)",
+            r50.as_secs_f64() / g50.as_secs_f64().max(1e-9)
+        ),
+    )
+}
+
+/// A raw gRPC stub with the admin credentials.
+async fn grpc_stub(api: &ApiServer) -> Result<ResourcesClient<tonic::transport::Channel>> {
+    let cfg = skiff_client::Config::from_kubeconfig(&api.kubeconfig)?;
+    let (cert, key) = cfg.identity.context("client certificate")?;
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(
+            cfg.ca_pem.context("CA")?,
+        ))
+        .identity(tonic::transport::Identity::from_pem(cert, key));
+    let channel = tonic::transport::Channel::from_shared(api.url(""))?
+        .tls_config(tls)?
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    Ok(ResourcesClient::new(channel).max_decoding_message_size(usize::MAX))
+}
+
+fn pods_ref(ns: &str) -> pb::ResourceRef {
+    pb::ResourceRef {
+        group: String::new(),
+        version: "v1".into(),
+        resource: "pods".into(),
+        namespace: ns.into(),
+    }
+}
+
+async fn compare_doors(
+    api: &ApiServer,
+    client: &reqwest::Client,
+    pods_url: &str,
+) -> Result<Vec<Row>> {
+    let stub = grpc_stub(api).await?;
+    let mut rows = Vec::new();
+    client
+        .post(api.url("/api/v1/namespaces"))
+        .json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "doors"}}))
+        .send()
+        .await?;
+    let doors_url = Arc::new(api.url("/api/v1/namespaces/doors/pods"));
+    for clients in [1usize, 8] {
+        let c = client.clone();
+        let u = doors_url.clone();
+        let rest = run_load(clients, 2000, Duration::from_secs(30), move |i| {
+            let c = c.clone();
+            let u = u.clone();
+            async move {
+                let mut p = pod(&format!("rest-{clients}-{i}"));
+                p["metadata"]["namespace"] = json!("doors");
+                matches!(c.post(u.as_str()).json(&p).send().await, Ok(r) if r.status() == 201)
+            }
+        })
+        .await;
+        let s = stub.clone();
+        let grpc = run_load(clients, 2000, Duration::from_secs(30), move |i| {
+            let mut s = s.clone();
+            async move {
+                let mut p = pod(&format!("grpc-{clients}-{i}"));
+                p["metadata"]["namespace"] = json!("doors");
+                let req = pb::CreateRequest {
+                    resource: Some(pods_ref("doors")),
+                    object: Some(pb::Object {
+                        api_version: "v1".into(),
+                        kind: "Pod".into(),
+                        json: serde_json::to_vec(&p).unwrap_or_default(),
+                    }),
+                    options: None,
+                };
+                s.create(req).await.is_ok()
+            }
+        })
+        .await;
+        rows.push(rate_row(
+            &format!("create pods, {clients} client(s)"),
+            &rest,
+            &grpc,
+        ));
+    }
+
+    // GET: 2,000 sequential reads of existing pods.
+    let mut rest_gets = Vec::new();
+    let mut grpc_gets = Vec::new();
+    let mut s = stub.clone();
+    for n in 0..2000 {
+        let name = format!("c1-{}", n % 1000);
+        let t = Instant::now();
+        let _ = client
+            .get(format!("{pods_url}/{name}"))
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        rest_gets.push(t.elapsed());
+        let t = Instant::now();
+        s.get(pb::GetRequest {
+            resource: Some(pods_ref("bench")),
+            name,
+        })
+        .await?;
+        grpc_gets.push(t.elapsed());
+    }
+    rest_gets.sort();
+    grpc_gets.sort();
+    rows.push(latency_row(
+        "GET one pod (2,000 sequential)",
+        &rest_gets,
+        &grpc_gets,
+    ));
+
+    // LIST the 10,000 pods of `bench` from the watch cache.
+    let mut rest_lists = Vec::new();
+    let mut grpc_lists = Vec::new();
+    for _ in 0..7 {
+        let t = Instant::now();
+        let _ = client
+            .get(format!("{pods_url}?resourceVersion=0"))
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        rest_lists.push(t.elapsed());
+        let t = Instant::now();
+        s.list(pb::ListRequest {
+            resource: Some(pods_ref("bench")),
+            resource_version: "0".into(),
+            ..Default::default()
+        })
+        .await?;
+        grpc_lists.push(t.elapsed());
+    }
+    rest_lists.sort();
+    grpc_lists.sort();
+    rows.push(latency_row(
+        "LIST 10,000 pods (`resourceVersion=0`), 7 runs",
+        &rest_lists,
+        &grpc_lists,
+    ));
+
+    // WATCH: one client receiving the 10,000 pods as initial events.
+    let t = Instant::now();
+    let resp = client
+        .get(format!(
+            "{pods_url}?watch=1&resourceVersion=0&timeoutSeconds=60"
+        ))
+        .send()
+        .await?;
+    let mut events = skiff_e2e::watch_events(resp);
+    let mut n = 0usize;
+    while n < 10_000 {
+        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
+            Ok(Some(_)) => n += 1,
+            _ => break,
+        }
+    }
+    let rest_watch = n as f64 / t.elapsed().as_secs_f64();
+    drop(events);
+    let t = Instant::now();
+    let mut stream = s
+        .watch(pb::WatchRequest {
+            resource: Some(pods_ref("bench")),
+            resource_version: "0".into(),
+            timeout_seconds: 60,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut g = 0usize;
+    while g < 10_000 {
+        match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
+            Ok(Some(Ok(_))) => g += 1,
+            _ => break,
+        }
+    }
+    let grpc_watch = g as f64 / t.elapsed().as_secs_f64();
+    rows.push((
+        format!("WATCH from `resourceVersion=0`: {n} / {g} initial events to one client"),
+        format!("{rest_watch:.0} events/s (parsed as JSON lines)"),
+        format!("{grpc_watch:.0} events/s"),
+        format!("{:.2}×", grpc_watch / rest_watch.max(0.001)),
+    ));
+    Ok(rows)
+}
+
+/// SDK figures: how fast one watcher consumes typed events, and what an informer holding
+/// 10,000 pods costs in memory (a separate process, the `pod_reflector` example).
+async fn sdk_figures(api: &ApiServer) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut cfg = skiff_client::Config::from_kubeconfig(&api.kubeconfig)?;
+    cfg.qps = 0.0;
+    let client = skiff_client::Client::new(cfg)?;
+    let pods: skiff_client::Api<k8s_openapi::api::core::v1::Pod> =
+        skiff_client::Api::namespaced(client, "bench");
+
+    // Typed events, decoded into k8s-openapi Pods, as one watch consumer sees them.
+    let t = Instant::now();
+    let stream = pods
+        .watch(
+            &skiff_client::WatchParams {
+                timeout_seconds: Some(60),
+                ..Default::default()
+            },
+            "0",
+        )
+        .await?;
+    futures::pin_mut!(stream);
+    let mut n = 0usize;
+    while n < 10_000 {
+        match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
+            Ok(Some(Ok(_))) => n += 1,
+            _ => break,
+        }
+    }
+    out.push((
+        format!("`Api::watch` consuming {n} typed pod events (decoded into `Pod`)"),
+        format!("{:.0} events/s", n as f64 / t.elapsed().as_secs_f64()),
+    ));
+
+    // A watcher's initial list + sync: 10,000 pods in pages of 500.
+    let t = Instant::now();
+    let stream = skiff_client::watcher(pods, skiff_client::watcher::Config::default());
+    futures::pin_mut!(stream);
+    let mut listed = 0usize;
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(60), stream.next()).await {
+        match ev? {
+            skiff_client::watcher::Event::InitApply(_) => listed += 1,
+            skiff_client::watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    out.push((
+        format!("`watcher` initial sync of {listed} pods (paged list, typed)"),
+        format!("{} ms", ms(t.elapsed())),
+    ));
+
+    // Informer memory: the same program with 10,000 pods cached and with none.
+    let holding = reflector_rss(api, None).await?;
+    let empty = reflector_rss(api, Some("nothing=matches")).await?;
+    out.push((
+        "informer process RSS: 10,000 pods cached / empty cache (`pod_reflector` example)".into(),
+        format!(
+            "{:.1} MiB / {:.1} MiB → {:.1} MiB per 10,000 pods",
+            holding.1 as f64 / 1024.0,
+            empty.1 as f64 / 1024.0,
+            (holding.1 as f64 - empty.1 as f64) / 1024.0 * 10_000.0 / holding.0.max(1) as f64
+        ),
+    ));
+    Ok(out)
+}
+
+/// Runs the `pod_reflector` example until its cache is ready; returns (pods, RSS KiB).
+async fn reflector_rss(api: &ApiServer, selector: Option<&str>) -> Result<(usize, u64)> {
+    use tokio::io::AsyncBufReadExt;
+    let bin = skiff_e2e::bin_dir().join("examples/pod_reflector");
+    let mut cmd = tokio::process::Command::new(&bin);
+    cmd.arg("--kubeconfig").arg(&api.kubeconfig);
+    if let Some(s) = selector {
+        cmd.args(["--selector", s]);
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("running {}", bin.display()))?;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let mut pods = 0;
+    while let Ok(Some(line)) = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .unwrap_or(Ok(None))
+    {
+        if let Some(n) = line.strip_prefix("cache ready: ") {
+            pods = n.trim_end_matches(" pods").parse().unwrap_or(0);
+            break;
+        }
+    }
+    // Let the allocator settle after the list.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss = child.id().map(rss_kib).unwrap_or(0);
+    child.kill().await?;
+    Ok((pods, rss))
 }
