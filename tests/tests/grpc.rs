@@ -627,3 +627,139 @@ async fn watch_streams_events_and_bookmarks() {
     // The stream ended by itself at its timeout.
     assert!(events.iter().all(|e| e.is_ok()));
 }
+
+/// Creates, reads, lists and deletes one object of `K` through the SDK.
+async fn round_trip<K: skiff_client::Object>(api: Api<K>, body: Value) {
+    let obj: K = serde_json::from_value(body).unwrap();
+    let name = obj.metadata().name.clone().unwrap();
+    let created = api
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("create {}: {e}", K::KIND));
+    assert!(created.metadata().uid.is_some(), "{}", K::KIND);
+    let got = api.get(&name).await.unwrap();
+    assert_eq!(got.metadata().uid, created.metadata().uid, "{}", K::KIND);
+    let listed = api
+        .list(&ListParams::default().fields(&format!("metadata.name={name}")))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1, "{}", K::KIND);
+    api.delete(
+        &name,
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        api.get_opt(&name).await.unwrap().is_none(),
+        "{} deleted",
+        K::KIND
+    );
+}
+
+#[tokio::test]
+async fn every_served_type_round_trips_through_the_sdk() {
+    use k8s_openapi::api::apps::v1::{DaemonSet, ReplicaSet};
+    use k8s_openapi::api::batch::v1::{CronJob, Job};
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::{Endpoints, Event, Secret, Service, ServiceAccount};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use k8s_openapi::api::scheduling::v1::PriorityClass;
+
+    let c = Cluster::start().await.unwrap();
+    let cl = client(&c);
+    let template = json!({"metadata": {"labels": {"a": "b"}}, "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}});
+    let ns = |n: &str| json!({"metadata": {"name": n}});
+    round_trip::<Namespace>(Api::cluster(cl.clone()), ns("t-ns")).await;
+    round_trip::<Node>(Api::cluster(cl.clone()), ns("t-node")).await;
+    round_trip::<PriorityClass>(
+        Api::cluster(cl.clone()),
+        json!({"metadata": {"name": "t-pc"}, "value": 1000}),
+    )
+    .await;
+    let d = "default";
+    round_trip::<Pod>(
+        Api::namespaced(cl.clone(), d),
+        serde_json::to_value(pod("t-pod")).unwrap(),
+    )
+    .await;
+    round_trip::<ConfigMap>(Api::namespaced(cl.clone(), d), ns("t-cm")).await;
+    round_trip::<Secret>(
+        Api::namespaced(cl.clone(), d),
+        json!({"metadata": {"name": "t-secret"}, "stringData": {"k": "v"}}),
+    )
+    .await;
+    round_trip::<ServiceAccount>(Api::namespaced(cl.clone(), d), ns("t-sa")).await;
+    round_trip::<Service>(
+        Api::namespaced(cl.clone(), d),
+        json!({"metadata": {"name": "t-svc"}, "spec": {"ports": [{"port": 80}]}}),
+    )
+    .await;
+    round_trip::<Endpoints>(Api::namespaced(cl.clone(), d), ns("t-ep")).await;
+    round_trip::<EndpointSlice>(
+        Api::namespaced(cl.clone(), d),
+        json!({"metadata": {"name": "t-eps"}, "addressType": "IPv4", "endpoints": []}),
+    )
+    .await;
+    round_trip::<Event>(Api::namespaced(cl.clone(), d), json!({"metadata": {"name": "t-ev"}, "involvedObject": {"kind": "Pod", "name": "x", "namespace": d}, "reason": "Test"})).await;
+    round_trip::<Lease>(Api::namespaced(cl.clone(), d), ns("t-lease")).await;
+    let sel = json!({"matchLabels": {"a": "b"}});
+    round_trip::<Deployment>(
+        Api::namespaced(cl.clone(), d),
+        json!({"metadata": {"name": "t-dep"}, "spec": {"selector": sel, "template": template}}),
+    )
+    .await;
+    round_trip::<ReplicaSet>(
+        Api::namespaced(cl.clone(), d),
+        json!({"metadata": {"name": "t-rs"}, "spec": {"selector": sel, "template": template}}),
+    )
+    .await;
+    round_trip::<DaemonSet>(
+        Api::namespaced(cl.clone(), d),
+        json!({"metadata": {"name": "t-ds"}, "spec": {"selector": sel, "template": template}}),
+    )
+    .await;
+    round_trip::<Job>(
+        Api::namespaced(cl.clone(), d),
+        json!({"metadata": {"name": "t-job"}, "spec": {"template": template}}),
+    )
+    .await;
+    round_trip::<CronJob>(Api::namespaced(cl.clone(), d), json!({"metadata": {"name": "t-cj"}, "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": template}}}})).await;
+}
+
+#[tokio::test]
+async fn client_limits_its_rate_and_counts_its_requests() {
+    let c = Cluster::start().await.unwrap();
+    let mut cfg = Config::from_kubeconfig(&c.api.kubeconfig).unwrap();
+    cfg.qps = 5.0;
+    cfg.burst = 1;
+    let client = Client::new(cfg).unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let start = std::time::Instant::now();
+    for _ in 0..6 {
+        cms.get_opt("x").await.unwrap();
+    }
+    // One request at once, then one every 200 ms.
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "6 requests at 5/s took {:?}",
+        start.elapsed()
+    );
+    let mut registry = prometheus_client::registry::Registry::default();
+    client.register_metrics(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("skiff_client_requests_total{")
+                && l.contains("verb=\"get\"")
+                && l.contains("code=\"NotFound\"")
+        })
+        .unwrap_or_else(|| panic!("no request counter in:\n{text}"));
+    assert!(line.ends_with(" 6"), "{line}");
+    assert!(text.contains("skiff_client_rate_limited_total 5"), "{text}");
+}
