@@ -13,6 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("skiff_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
+        // Object JSON is shared with the server's cache and the client's decoder, not copied.
+        .bytes(".skiff.v1")
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

@@ -522,6 +522,21 @@ impl Api {
         self.get_stored(r, ns, name).await.map(|s| s.value)
     }
 
+    /// Reads an object as its JSON bytes (with `resourceVersion`), without decoding it.
+    pub async fn get_json(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<bytes::Bytes> {
+        let (raw, rv) = self
+            .store
+            .get_raw(&self.key(r, ns, name))
+            .await?
+            .ok_or_else(|| Error::not_found(&r.group_resource(), name))?;
+        Ok(with_rv(&raw, rv))
+    }
+
     async fn get_stored(&self, r: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<Stored> {
         self.store
             .get(&self.key(r, ns, name))

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::Stream;
 use rand::Rng;
 use serde_json::Value;
@@ -72,7 +73,7 @@ pub fn status(e: &Error) -> Status {
         code: i32::from(e.code()),
         reason: e.reason().to_string(),
         message: s["message"].as_str().unwrap_or_default().to_string(),
-        json: serde_json::to_vec(&s).unwrap_or_default(),
+        json: serde_json::to_vec(&s).unwrap_or_default().into(),
     };
     let details = detail.to_details(code);
     Status::with_details(code, detail.message, details.into())
@@ -119,7 +120,7 @@ impl Target {
     }
 }
 
-fn envelope(r: &ResourceInfo, json: Vec<u8>) -> pb::Object {
+fn envelope(r: &ResourceInfo, json: Bytes) -> pb::Object {
     pb::Object {
         api_version: r.api_version(),
         kind: r.kind.to_string(),
@@ -127,12 +128,13 @@ fn envelope(r: &ResourceInfo, json: Vec<u8>) -> pb::Object {
     }
 }
 
+/// A cached object's JSON goes out as it is, shared rather than copied.
 fn cached_envelope(r: &ResourceInfo, c: &Cached) -> pb::Object {
-    envelope(r, c.json.to_vec())
+    envelope(r, c.json.clone())
 }
 
 fn value_envelope(r: &ResourceInfo, v: &Value) -> pb::Object {
-    envelope(r, serde_json::to_vec(v).unwrap_or_default())
+    envelope(r, serde_json::to_vec(v).unwrap_or_default().into())
 }
 
 fn written(r: &ResourceInfo, w: Written) -> pb::WriteResponse {
@@ -385,8 +387,8 @@ impl Resources for Door {
             Self::require_name(name)?;
             let t = self.target(&req, req.get_ref().resource.as_ref(), "get", "", name)?;
             Self::require_namespace(&t)?;
-            let obj = self.state.api.get(t.resource, t.ns(), name).await?;
-            Ok(value_envelope(t.resource, &obj))
+            let json = self.state.api.get_json(t.resource, t.ns(), name).await?;
+            Ok(envelope(t.resource, json))
         })
         .await
     }
@@ -575,7 +577,7 @@ impl Resources for Door {
                 &inner.name,
             )?;
             Self::require_namespace(&t)?;
-            let body = crate::rest::decode_patch(ptype, &bytes::Bytes::from(inner.patch.clone()))?;
+            let body = crate::rest::decode_patch(ptype, &inner.patch)?;
             let opts = write_opts(inner.options.clone(), ptype == PatchType::Apply)?;
             let w = self
                 .state
@@ -747,7 +749,7 @@ mod tests {
         let o = pb::Object {
             api_version: "v1".into(),
             kind: "Pod".into(),
-            json: br#"{"metadata":{"name":"a"}}"#.to_vec(),
+            json: bytes::Bytes::from_static(br#"{"metadata":{"name":"a"}}"#),
         };
         let v = decode_object(Some(o)).unwrap();
         assert_eq!(v["kind"], "Pod");
@@ -755,11 +757,11 @@ mod tests {
         let bad = pb::Object {
             api_version: "v1".into(),
             kind: "Service".into(),
-            json: br#"{"kind":"Pod"}"#.to_vec(),
+            json: bytes::Bytes::from_static(br#"{"kind":"Pod"}"#),
         };
         assert_eq!(decode_object(Some(bad)).unwrap_err().code(), 400);
         let junk = pb::Object {
-            json: b"{nope".to_vec(),
+            json: bytes::Bytes::from_static(b"{nope"),
             ..Default::default()
         };
         assert_eq!(decode_object(Some(junk)).unwrap_err().code(), 400);

@@ -23,6 +23,9 @@ struct Args {
     /// Only pods matching this label selector.
     #[arg(long, short = 'l')]
     selector: Option<String>,
+    /// Keep metadata.managedFields in the cache (stripped by default).
+    #[arg(long)]
+    keep_managed_fields: bool,
 }
 
 #[tokio::main]
@@ -37,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
         Api::<Pod>::all(client),
         watcher::Config {
             label_selector: args.selector,
+            strip_managed_fields: !args.keep_managed_fields,
             ..Default::default()
         },
         HashMap::from([("node".to_string(), indexers::pod_node_name())]),

@@ -245,7 +245,8 @@ fn encode<K: Object>(obj: &K) -> Result<pb::Object> {
         api_version: K::API_VERSION.to_string(),
         kind: K::KIND.to_string(),
         json: serde_json::to_vec(obj)
-            .map_err(|e| Error::json(format!("encoding a {}", K::KIND), e))?,
+            .map_err(|e| Error::json(format!("encoding a {}", K::KIND), e))?
+            .into(),
     })
 }
 
@@ -431,7 +432,9 @@ impl<K: Object> Api<K> {
         Ok(pb::Object {
             api_version: K::API_VERSION.into(),
             kind: K::KIND.into(),
-            json: serde_json::to_vec(&v).map_err(|e| Error::json("encoding", e))?,
+            json: serde_json::to_vec(&v)
+                .map_err(|e| Error::json("encoding", e))?
+                .into(),
         })
     }
 
@@ -484,7 +487,7 @@ impl<K: Object> Api<K> {
             resource: Some(self.resource_ref()),
             name: name.to_string(),
             r#type: ty as i32,
-            patch: body,
+            patch: body.into(),
             subresource: sub.to_string(),
             options: Some(pb::WriteOptions {
                 dry_run: pp.dry_run,

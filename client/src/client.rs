@@ -22,6 +22,11 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::error::{Error, Result};
 
+/// HTTP/2 receive window per stream.
+pub const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
+/// HTTP/2 receive window per connection.
+pub const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+
 /// A handle on the API server, cheap to clone and share between tasks.
 #[derive(Clone)]
 pub struct Client {
@@ -99,7 +104,10 @@ impl Client {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20))
-            .keep_alive_while_idle(true);
+            .keep_alive_while_idle(true)
+            // HTTP/2's default 64 KiB windows throttle large lists and busy watches.
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW);
         if config.server.starts_with("https://") {
             let mut tls = ClientTlsConfig::new();
             if let Some(ca) = &config.ca_pem {

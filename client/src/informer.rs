@@ -59,7 +59,7 @@ impl<K: Object> Informer<K> {
                 };
                 match ev {
                     Some(Ok(ev)) => {
-                        if let Some(change) = writer.apply(&ev) {
+                        if let Some(change) = writer.apply(ev) {
                             let _ = tx.send(change);
                         }
                     }
@@ -92,7 +92,7 @@ impl<K: Object> Informer<K> {
     }
 }
 
-type FactoryKey = (TypeId, Option<String>, Option<String>, Option<String>);
+type FactoryKey = (TypeId, Option<String>, Option<String>, Option<String>, bool);
 
 /// Hands out one shared [`Informer`] per resource, namespace and selectors.
 pub struct InformerFactory {
@@ -111,9 +111,11 @@ impl InformerFactory {
         }
     }
 
-    /// The shared informer for every `K` in every namespace.
+    /// The shared informer for every `K` in every namespace, with managed fields stripped
+    /// (see [`watcher::Config::strip_managed_fields`]).
     pub fn informer<K: Object>(&self) -> Informer<K> {
-        self.informer_with(None, watcher::Config::default(), HashMap::new())
+        let config = watcher::Config::default().strip_managed_fields();
+        self.informer_with(None, config, HashMap::new())
     }
 
     /// The shared informer for `K` in `namespace` (all when `None`) with the selectors of
@@ -129,6 +131,7 @@ impl InformerFactory {
             namespace.map(String::from),
             config.label_selector.clone(),
             config.field_selector.clone(),
+            config.strip_managed_fields,
         );
         let mut map = self.informers.lock();
         if let Some(i) = map.get(&key).and_then(|b| b.downcast_ref::<Informer<K>>()) {

@@ -219,8 +219,9 @@ impl<K: Object> Writer<K> {
         }
     }
 
-    /// Applies one watcher event, and says what changed for readers.
-    pub fn apply(&mut self, event: &Event<K>) -> Option<Change<K>> {
+    /// Applies one watcher event, and says what changed for readers. The store keeps the
+    /// event's object itself (no copy).
+    pub fn apply(&mut self, event: Event<K>) -> Option<Change<K>> {
         let ix = &self.shared.indexers;
         match event {
             Event::Init => {
@@ -229,7 +230,7 @@ impl<K: Object> Writer<K> {
             }
             Event::InitApply(o) => {
                 let buf = self.buffer.get_or_insert_with(|| Snapshot::new(ix));
-                buf.insert(ix, ObjectKey::of(o), Arc::new(o.clone()));
+                buf.insert(ix, ObjectKey::of(&o), Arc::new(o));
                 None
             }
             Event::InitDone => {
@@ -239,16 +240,15 @@ impl<K: Object> Writer<K> {
                 Some(Change::Resynced)
             }
             Event::Apply(o) => {
-                let obj = Arc::new(o.clone());
-                self.shared
-                    .snapshot
-                    .write()
-                    .insert(ix, ObjectKey::of(o), obj.clone());
+                let key = ObjectKey::of(&o);
+                let obj = Arc::new(o);
+                self.shared.snapshot.write().insert(ix, key, obj.clone());
                 Some(Change::Applied(obj))
             }
             Event::Delete(o) => {
-                self.shared.snapshot.write().remove(ix, &ObjectKey::of(o));
-                Some(Change::Deleted(Arc::new(o.clone())))
+                let key = ObjectKey::of(&o);
+                self.shared.snapshot.write().remove(ix, &key);
+                Some(Change::Deleted(Arc::new(o)))
             }
         }
     }
@@ -332,7 +332,7 @@ where
 {
     stream.map(move |ev| {
         if let Ok(e) = &ev {
-            writer.apply(e);
+            writer.apply(e.clone());
         }
         ev
     })
@@ -364,27 +364,27 @@ mod tests {
         let mut w = Writer::<Pod>::default().with_index("node", indexers::pod_node_name());
         let s = w.store();
         assert!(!s.is_ready());
-        w.apply(&Event::Init);
-        w.apply(&Event::InitApply(pod("a", "p1", Some("n1"))));
-        w.apply(&Event::InitApply(pod("b", "p2", Some("n1"))));
+        w.apply(Event::Init);
+        w.apply(Event::InitApply(pod("a", "p1", Some("n1"))));
+        w.apply(Event::InitApply(pod("b", "p2", Some("n1"))));
         // Until InitDone readers see the old (empty) view.
         assert_eq!(s.len(), 0);
-        w.apply(&Event::InitDone);
+        w.apply(Event::InitDone);
         assert!(s.is_ready());
         assert_eq!(s.len(), 2);
         assert_eq!(s.by_index("node", "n1").len(), 2);
         assert_eq!(s.in_namespace("a").len(), 1);
         // A move between nodes re-files the pod.
-        w.apply(&Event::Apply(pod("a", "p1", Some("n2"))));
+        w.apply(Event::Apply(pod("a", "p1", Some("n2"))));
         assert_eq!(s.by_index("node", "n1").len(), 1);
         assert_eq!(s.by_index("node", "n2").len(), 1);
-        w.apply(&Event::Delete(pod("b", "p2", Some("n1"))));
+        w.apply(Event::Delete(pod("b", "p2", Some("n1"))));
         assert!(s.by_index("node", "n1").is_empty());
         assert!(s.get(&ObjectKey::new("b", "p2")).is_none());
         // A re-list replaces everything, including objects deleted while disconnected.
-        w.apply(&Event::Init);
-        w.apply(&Event::InitApply(pod("c", "p3", None)));
-        w.apply(&Event::InitDone);
+        w.apply(Event::Init);
+        w.apply(Event::InitApply(pod("c", "p3", None)));
+        w.apply(Event::InitDone);
         assert_eq!(s.keys(), vec![ObjectKey::new("c", "p3")]);
         assert!(s.by_index("node", "n2").is_empty());
         assert!(s.by_index("nope", "x").is_empty());

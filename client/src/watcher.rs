@@ -52,6 +52,10 @@ pub struct Config {
     pub watch_timeout: u32,
     /// Back-off between failed attempts.
     pub backoff: Backoff,
+    /// Drop `metadata.managedFields` from every object as it arrives. Caches rarely need
+    /// them and they are often the largest part of an object in memory (Kubernetes' own
+    /// scheduler and controllers strip them from their informers too).
+    pub strip_managed_fields: bool,
 }
 
 impl Default for Config {
@@ -62,6 +66,7 @@ impl Default for Config {
             page_size: 500,
             watch_timeout: 290,
             backoff: Backoff::default(),
+            strip_managed_fields: false,
         }
     }
 }
@@ -76,6 +81,12 @@ impl Config {
     /// Only objects whose fields match `selector`.
     pub fn fields(mut self, selector: &str) -> Self {
         self.field_selector = Some(selector.into());
+        self
+    }
+
+    /// Drop `metadata.managedFields` from every object.
+    pub fn strip_managed_fields(mut self) -> Self {
+        self.strip_managed_fields = true;
         self
     }
 }
@@ -163,8 +174,12 @@ impl<K: Object> Machine<K> {
                     match self.api.list(&self.list_params(token)).await {
                         Ok(page) => {
                             self.backoff.reset();
-                            self.out
-                                .extend(page.items.into_iter().map(Event::InitApply));
+                            let strip = self.config.strip_managed_fields;
+                            self.out.extend(
+                                page.items
+                                    .into_iter()
+                                    .map(|o| Event::InitApply(trim(o, strip))),
+                            );
                             match page.continue_token {
                                 Some(t) => self.state = State::Listing { continue_token: t },
                                 None => {
@@ -202,12 +217,15 @@ impl<K: Object> Machine<K> {
                 State::Watching { rv, mut stream } => match stream.next().await {
                     Some(Ok(ev)) => {
                         self.backoff.reset();
+                        let strip = self.config.strip_managed_fields;
                         let (rv, out) = match ev {
                             WatchEvent::Added(o) | WatchEvent::Modified(o) => {
-                                (version_of(&o).unwrap_or(rv), Some(Event::Apply(o)))
+                                let rv = version_of(&o).unwrap_or(rv);
+                                (rv, Some(Event::Apply(trim(o, strip))))
                             }
                             WatchEvent::Deleted(o) => {
-                                (version_of(&o).unwrap_or(rv), Some(Event::Delete(o)))
+                                let rv = version_of(&o).unwrap_or(rv);
+                                (rv, Some(Event::Delete(trim(o, strip))))
                             }
                             WatchEvent::Bookmark {
                                 resource_version, ..
@@ -232,4 +250,11 @@ impl<K: Object> Machine<K> {
 /// An object's metadata.resourceVersion.
 fn version_of<K: Object>(o: &K) -> Option<String> {
     o.metadata().resource_version.clone()
+}
+
+fn trim<K: Object>(mut o: K, strip_managed_fields: bool) -> K {
+    if strip_managed_fields {
+        o.metadata_mut().managed_fields = None;
+    }
+    o
 }

@@ -82,7 +82,7 @@ mod tests {
             code: 404,
             reason: "NotFound".into(),
             message: "pods \"x\" not found".into(),
-            json: b"{}".to_vec(),
+            json: b"{}".to_vec().into(),
         };
         let bytes = s.to_details(tonic::Code::NotFound);
         assert_eq!(v1::Status::from_details(&bytes), Some(s));

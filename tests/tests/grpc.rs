@@ -367,9 +367,18 @@ async fn crud_over_grpc_shares_state_with_rest() {
 async fn grpc_errors_carry_kubernetes_status() {
     // A small watch cache window, so an old resourceVersion is soon out of it.
     let etcd = skiff_e2e::Etcd::start().unwrap();
-    let api = skiff_e2e::ApiServer::start_with(&etcd, &["--watch-cache-size=10"])
-        .await
-        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "t0ken-abc,alice,1001,\"dev\"\n").unwrap();
+    let api = skiff_e2e::ApiServer::start_with(
+        &etcd,
+        &[
+            "--watch-cache-size=10",
+            &format!("--token-auth-file={}", tokens.display()),
+        ],
+    )
+    .await
+    .unwrap();
     let c = Cluster { api, etcd };
     let client = client(&c);
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
@@ -425,7 +434,7 @@ async fn grpc_errors_carry_kubernetes_status() {
             object: Some(skiff_client::proto::Object {
                 api_version: "v1".into(),
                 kind: "ConfigMap".into(),
-                json: br#"{"metadata":{"name":"s"},"bogus":1}"#.to_vec(),
+                json: br#"{"metadata":{"name":"s"},"bogus":1}"#.to_vec().into(),
             }),
             options: Some(skiff_client::proto::WriteOptions {
                 field_validation: skiff_client::proto::FieldValidation::Strict as i32,
@@ -442,7 +451,7 @@ async fn grpc_errors_carry_kubernetes_status() {
         .create(skiff_client::proto::CreateRequest {
             resource: Some(cm_ref()),
             object: Some(skiff_client::proto::Object {
-                json: b"{not json".to_vec(),
+                json: b"{not json".to_vec().into(),
                 ..Default::default()
             }),
             options: None,
@@ -475,7 +484,7 @@ async fn grpc_errors_carry_kubernetes_status() {
         .patch(skiff_client::proto::PatchRequest {
             resource: Some(cm_ref()),
             name: "a".into(),
-            patch: b"{}".to_vec(),
+            patch: b"{}".to_vec().into(),
             ..Default::default()
         })
         .await
@@ -490,6 +499,9 @@ async fn grpc_errors_carry_kubernetes_status() {
     assert_eq!(err.api().unwrap().grpc_code, tonic::Code::Unauthenticated);
     let mut cfg = Config::from_kubeconfig(&c.api.kubeconfig).unwrap();
     cfg.identity = None;
+    cfg.token = Some("t0ken-abc".into());
+    let with_token: Api<ConfigMap> = Api::namespaced(Client::new(cfg.clone()).unwrap(), "default");
+    assert_eq!(with_token.get("a").await.unwrap().data.unwrap()["k"], "1");
     cfg.token = Some("wrong".into());
     let bad_token: Api<ConfigMap> = Api::namespaced(Client::new(cfg).unwrap(), "default");
     let err = bad_token.get("a").await.unwrap_err();

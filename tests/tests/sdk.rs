@@ -740,11 +740,9 @@ async fn leader_election_fails_over_and_releases_on_shutdown() {
         .await
         .map(|_| killed_at.elapsed());
     let took = took.expect("the follower takes over");
-    // The lease lasts 4 s; candidates look every 0.5 s.
-    assert!(
-        took <= Duration::from_millis(4500),
-        "took over after {took:?}"
-    );
+    // The lease lasts 4 s; candidates look every 0.5 s (at most 0.5 s after the last renewal
+    // to see it, at most 0.5 s after expiry to notice), as with client-go.
+    assert!(took <= Duration::from_secs(5), "took over after {took:?}");
     drop(follower);
 
     // Shut down politely: the lease is released, and the next candidate leads at once.

@@ -127,6 +127,19 @@ impl Store {
         }
     }
 
+    /// The stored bytes of `key` (without resourceVersion) and their revision, undecoded.
+    pub async fn get_raw(&self, key: &str) -> Result<Option<(bytes::Bytes, i64)>> {
+        let start = Instant::now();
+        let r = self.kv.clone().get(key, None).await.map_err(Error::from);
+        self.time("get", start, &r);
+        let mut resp = r?;
+        Ok(resp
+            .take_kvs()
+            .into_iter()
+            .next()
+            .map(|kv| (bytes::Bytes::copy_from_slice(kv.value()), kv.mod_revision())))
+    }
+
     /// The store's current revision.
     pub async fn current_revision(&self) -> Result<i64> {
         let start = Instant::now();

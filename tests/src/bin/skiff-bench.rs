@@ -98,9 +98,15 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Counts live heap bytes, for the informer memory figure.
+#[global_allocator]
+static ALLOC: cap::Cap<mimalloc::MiMalloc> = cap::Cap::new(mimalloc::MiMalloc, usize::MAX);
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
-    let levels = [1usize, 8, 64];
+    // `--doors-only`: just the REST/gRPC comparison and the SDK figures (for quick iteration).
+    let doors_only = std::env::args().any(|a| a == "--doors-only");
+    let levels: &[usize] = if doors_only { &[] } else { &[1, 8, 64] };
     let per_level = 3000usize;
     let limit = Duration::from_secs(30);
     let mut report = String::new();
@@ -109,7 +115,7 @@ async fn main() -> Result<()> {
     let etcd = Etcd::start()?;
     let raw_payload = Arc::new(serde_json::to_vec(&pod("x"))?);
     let mut raw = Vec::new();
-    for &clients in &levels {
+    for &clients in levels {
         let client =
             etcd_client::Client::connect([etcd.endpoint.trim_start_matches("http://")], None)
                 .await?;
@@ -143,7 +149,7 @@ async fn main() -> Result<()> {
         .await?;
     let pods_url = Arc::new(api.url("/api/v1/namespaces/bench/pods"));
     let mut creates = Vec::new();
-    for &clients in &levels {
+    for &clients in levels {
         let c = client.clone();
         let u = pods_url.clone();
         let level = run_load(clients, per_level, limit, move |i| {
@@ -159,7 +165,7 @@ async fn main() -> Result<()> {
 
     // GET latency.
     let mut gets = Vec::new();
-    for n in 0..2000 {
+    for n in 0..if doors_only { 0 } else { 2000 } {
         let t = Instant::now();
         let r = client
             .get(format!("{}/c1-{}", pods_url, n % 1000))
@@ -198,7 +204,7 @@ async fn main() -> Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut lists = Vec::new();
     let mut count = 0;
-    for _ in 0..7 {
+    for _ in 0..if doors_only { 0 } else { 7 } {
         let t = Instant::now();
         let body = client
             .get(format!("{}?resourceVersion=0", pods_url))
@@ -212,6 +218,18 @@ async fn main() -> Result<()> {
     }
     lists.sort();
     let rss_10k = rss_kib(pid);
+
+    if doors_only {
+        let doors = compare_doors(&api, &client, &pods_url).await?;
+        let sdk = sdk_figures(&api).await?;
+        for row in doors {
+            println!("{row:?}");
+        }
+        for row in sdk {
+            println!("{row:?}");
+        }
+        return Ok(());
+    }
 
     // Fan-out: one write reaching 1,000 watchers (HTTP/2 streams over 10 connections).
     let watchers = 1000usize;
@@ -398,6 +416,8 @@ async fn grpc_stub(api: &ApiServer) -> Result<ResourcesClient<tonic::transport::
     let channel = tonic::transport::Channel::from_shared(api.url(""))?
         .tls_config(tls)?
         .tcp_nodelay(true)
+        .initial_stream_window_size(skiff_client::client::STREAM_WINDOW)
+        .initial_connection_window_size(skiff_client::client::CONNECTION_WINDOW)
         .connect()
         .await?;
     Ok(ResourcesClient::new(channel).max_decoding_message_size(usize::MAX))
@@ -449,7 +469,7 @@ async fn compare_doors(
                     object: Some(pb::Object {
                         api_version: "v1".into(),
                         kind: "Pod".into(),
-                        json: serde_json::to_vec(&p).unwrap_or_default(),
+                        json: serde_json::to_vec(&p).unwrap_or_default().into(),
                     }),
                     options: None,
                 };
@@ -469,7 +489,7 @@ async fn compare_doors(
     let mut grpc_gets = Vec::new();
     let mut s = stub.clone();
     for n in 0..2000 {
-        let name = format!("c1-{}", n % 1000);
+        let name = format!("fill-{}", n % 1000);
         let t = Instant::now();
         let _ = client
             .get(format!("{pods_url}/{name}"))
@@ -523,7 +543,17 @@ async fn compare_doors(
         &grpc_lists,
     ));
 
-    // WATCH: one client receiving the 10,000 pods as initial events.
+    // WATCH: one client receiving every pod of `bench` as initial events.
+    let total = s
+        .list(pb::ListRequest {
+            resource: Some(pods_ref("bench")),
+            resource_version: "0".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .items
+        .len();
     let t = Instant::now();
     let resp = client
         .get(format!(
@@ -533,7 +563,7 @@ async fn compare_doors(
         .await?;
     let mut events = skiff_e2e::watch_events(resp);
     let mut n = 0usize;
-    while n < 10_000 {
+    while n < total {
         match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
             Ok(Some(_)) => n += 1,
             _ => break,
@@ -552,7 +582,7 @@ async fn compare_doors(
         .await?
         .into_inner();
     let mut g = 0usize;
-    while g < 10_000 {
+    while g < total {
         match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
             Ok(Some(Ok(_))) => g += 1,
             _ => break,
@@ -578,6 +608,14 @@ async fn sdk_figures(api: &ApiServer) -> Result<Vec<(String, String)>> {
     let pods: skiff_client::Api<k8s_openapi::api::core::v1::Pod> =
         skiff_client::Api::namespaced(client, "bench");
 
+    let total = pods
+        .list(&skiff_client::ListParams {
+            resource_version: Some("0".into()),
+            ..Default::default()
+        })
+        .await?
+        .items
+        .len();
     // Typed events, decoded into k8s-openapi Pods, as one watch consumer sees them.
     let t = Instant::now();
     let stream = pods
@@ -591,7 +629,7 @@ async fn sdk_figures(api: &ApiServer) -> Result<Vec<(String, String)>> {
         .await?;
     futures::pin_mut!(stream);
     let mut n = 0usize;
-    while n < 10_000 {
+    while n < total {
         match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
             Ok(Some(Ok(_))) => n += 1,
             _ => break,
@@ -619,49 +657,52 @@ async fn sdk_figures(api: &ApiServer) -> Result<Vec<(String, String)>> {
         format!("{} ms", ms(t.elapsed())),
     ));
 
-    // Informer memory: the same program with 10,000 pods cached and with none.
-    let holding = reflector_rss(api, None).await?;
-    let empty = reflector_rss(api, Some("nothing=matches")).await?;
-    out.push((
-        "informer process RSS: 10,000 pods cached / empty cache (`pod_reflector` example)".into(),
-        format!(
-            "{:.1} MiB / {:.1} MiB → {:.1} MiB per 10,000 pods",
-            holding.1 as f64 / 1024.0,
-            empty.1 as f64 / 1024.0,
-            (holding.1 as f64 - empty.1 as f64) / 1024.0 * 10_000.0 / holding.0.max(1) as f64
+    // Informer memory: live heap (counted by this process's allocator) of an informer cache
+    // holding every pod of `bench`.
+    for (what, strip) in [
+        (
+            "managed fields stripped (`InformerFactory`'s default)",
+            true,
         ),
-    ));
+        ("managed fields kept", false),
+    ] {
+        let (n, bytes) = informer_heap(&api.kubeconfig, strip).await?;
+        out.push((
+            format!("informer cache heap, {what}: {n} pods"),
+            format!(
+                "{:.1} MiB → **{:.1} MiB per 10,000 pods**",
+                bytes as f64 / 1048576.0,
+                bytes as f64 / 1048576.0 * 10_000.0 / n.max(1) as f64
+            ),
+        ));
+    }
     Ok(out)
 }
 
-/// Runs the `pod_reflector` example until its cache is ready; returns (pods, RSS KiB).
-async fn reflector_rss(api: &ApiServer, selector: Option<&str>) -> Result<(usize, u64)> {
-    use tokio::io::AsyncBufReadExt;
-    let bin = skiff_e2e::bin_dir().join("examples/pod_reflector");
-    let mut cmd = tokio::process::Command::new(&bin);
-    cmd.arg("--kubeconfig").arg(&api.kubeconfig);
-    if let Some(s) = selector {
-        cmd.args(["--selector", s]);
-    }
-    let mut child = cmd
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("running {}", bin.display()))?;
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
-    let mut pods = 0;
-    while let Ok(Some(line)) = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .unwrap_or(Ok(None))
-    {
-        if let Some(n) = line.strip_prefix("cache ready: ") {
-            pods = n.trim_end_matches(" pods").parse().unwrap_or(0);
-            break;
-        }
-    }
-    // Let the allocator settle after the list.
+/// Starts an informer on the pods of `bench`, waits for its cache, and returns how many pods it
+/// holds and how many heap bytes that took.
+async fn informer_heap(kubeconfig: &std::path::Path, strip: bool) -> Result<(usize, usize)> {
+    let mut cfg = skiff_client::Config::from_kubeconfig(kubeconfig)?;
+    cfg.qps = 0.0;
+    let client = skiff_client::Client::new(cfg)?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = ALLOC.allocated();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let informer = skiff_client::informer::Informer::spawn(
+        skiff_client::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client, "bench"),
+        skiff_client::watcher::Config {
+            strip_managed_fields: strip,
+            ..Default::default()
+        },
+        Default::default(),
+        shutdown.clone(),
+    );
+    let store = informer.store();
+    tokio::time::timeout(Duration::from_secs(60), store.wait_until_ready()).await?;
+    // Let the last page's buffers go.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss = child.id().map(rss_kib).unwrap_or(0);
-    child.kill().await?;
-    Ok((pods, rss))
+    let bytes = ALLOC.allocated().saturating_sub(before);
+    let n = store.len();
+    shutdown.cancel();
+    Ok((n, bytes))
 }
