@@ -436,6 +436,13 @@ async fn shared_informer_cache_equals_a_fresh_list_after_churn() {
         want,
         "both consumers read the same cache"
     );
+    assert!(
+        one.store()
+            .state()
+            .iter()
+            .all(|c| c.metadata.managed_fields.is_none()),
+        "the factory's informers drop managed fields"
+    );
     let others = one.store().in_namespace("other");
     assert_eq!(
         others.len(),
