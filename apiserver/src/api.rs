@@ -153,6 +153,15 @@ pub struct WatchOpts {
     pub send_initial_events: bool,
 }
 
+/// How long a client watch lasts: what it asked for, else 30 to 60 minutes at random (so
+/// watches started together do not all end together), as kube-apiserver does.
+pub fn watch_duration(requested_seconds: Option<i64>) -> Duration {
+    match requested_seconds {
+        Some(t) if t > 0 => Duration::from_secs(t as u64),
+        _ => Duration::from_secs(1800 + rand::rng().random_range(0..1800)),
+    }
+}
+
 /// A filtered client watch.
 pub struct Watch {
     sub: Subscription,

@@ -8,11 +8,10 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::Stream;
-use rand::Rng;
 use serde_json::Value;
 use skiff_proto::v1 as pb;
 use skiff_proto::v1::resources_server::{Resources, ResourcesServer};
@@ -457,18 +456,11 @@ impl Resources for Door {
                 bookmarks: q.allow_bookmarks,
                 send_initial_events: q.send_initial_events,
             };
-            let secs = match q.timeout_seconds {
-                s if s > 0 => s as u64,
-                _ => 1800 + rand::rng().random_range(0..1800),
-            };
             let watch = self.state.api.watch(t.resource, t.ns(), opts).await?;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+            let deadline =
+                tokio::time::Instant::now() + crate::api::watch_duration(Some(q.timeout_seconds));
             let r = t.resource;
-            self.state.metrics.watchers(r.plural, 1);
-            let gauge = WatcherGauge {
-                state: self.state.clone(),
-                resource: r.plural,
-            };
+            let gauge = crate::metrics::WatchGauge::new(&self.state.metrics, r.plural);
             let shutdown = self.state.shutdown.clone();
             let stream = futures::stream::unfold((watch, gauge), move |(mut w, gauge)| {
                 let shutdown = shutdown.clone();
@@ -697,17 +689,6 @@ impl Server for Door {
             })
         })
         .await
-    }
-}
-
-struct WatcherGauge {
-    state: Arc<State>,
-    resource: &'static str,
-}
-
-impl Drop for WatcherGauge {
-    fn drop(&mut self) {
-        self.state.metrics.watchers(self.resource, -1);
     }
 }
 

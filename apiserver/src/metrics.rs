@@ -144,3 +144,26 @@ impl Metrics {
         out
     }
 }
+
+/// Counts one open client watch in `apiserver_registered_watchers` for as long as it lives.
+pub struct WatchGauge {
+    metrics: std::sync::Arc<Metrics>,
+    resource: &'static str,
+}
+
+impl WatchGauge {
+    /// Counts a watch on `resource` until dropped.
+    pub fn new(metrics: &std::sync::Arc<Metrics>, resource: &'static str) -> Self {
+        metrics.watchers(resource, 1);
+        WatchGauge {
+            metrics: metrics.clone(),
+            resource,
+        }
+    }
+}
+
+impl Drop for WatchGauge {
+    fn drop(&mut self) {
+        self.metrics.watchers(self.resource, -1);
+    }
+}

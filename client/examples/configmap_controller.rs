@@ -53,10 +53,7 @@ async fn reconcile(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let client = match &args.kubeconfig {
-        Some(k) => Client::from_kubeconfig(k)?,
-        None => Client::try_default()?,
-    };
+    let client = Client::from_kubeconfig_or_default(args.kubeconfig.as_deref())?;
     let shutdown = CancellationToken::new();
     let factory = InformerFactory::new(client.clone(), shutdown.clone());
     let controller = Controller::new(

@@ -42,10 +42,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let client = match &args.kubeconfig {
-        Some(k) => Client::from_kubeconfig(k)?,
-        None => Client::try_default()?,
-    };
+    let client = Client::from_kubeconfig_or_default(args.kubeconfig.as_deref())?;
     let identity = args.identity.unwrap_or_else(leader::default_identity);
     let mut config = leader::Config::new(&args.namespace, &args.lease, &identity);
     config.lease_duration = Duration::from_secs_f64(args.lease_duration);

@@ -24,10 +24,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let client = match &args.kubeconfig {
-        Some(k) => Client::from_kubeconfig(k)?,
-        None => Client::try_default()?,
-    };
+    let client = Client::from_kubeconfig_or_default(args.kubeconfig.as_deref())?;
     let pods: Api<Pod> = match &args.namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),

@@ -10,7 +10,6 @@ use k8s_openapi::{ClusterResourceScope, Metadata, NamespaceResourceScope, Resour
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use skiff_proto::v1 as pb;
-use tracing::Instrument;
 
 use crate::client::Client;
 use crate::error::{Error, Result};
@@ -336,24 +335,9 @@ impl<K: Object> Api<K> {
         ) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<R>, tonic::Status>>,
     {
-        self.client.throttle().await;
-        let start = Instant::now();
-        let span = tracing::debug_span!(
-            "skiff.request",
-            verb,
-            resource = K::URL_PATH_SEGMENT,
-            namespace = self.namespace.as_deref().unwrap_or("")
-        );
-        let result = f(self.client.resources(), self.client.request(msg, true))
-            .instrument(span)
-            .await;
-        let code = result
-            .as_ref()
-            .map(|_| tonic::Code::Ok)
-            .unwrap_or_else(|s| s.code());
-        self.client
-            .observe(verb, K::URL_PATH_SEGMENT, code, start.elapsed());
-        Ok(result?.into_inner())
+        let call = f(self.client.resources(), self.client.request(msg, true));
+        let ns = self.namespace.as_deref().unwrap_or("");
+        self.client.unary(verb, K::URL_PATH_SEGMENT, ns, call).await
     }
 
     /// Reads one object.
@@ -441,30 +425,28 @@ impl<K: Object> Api<K> {
     /// Replaces an object; a resourceVersion in its metadata makes it conditional
     /// ([`Error::is_conflict`] when the object changed since).
     pub async fn replace(&self, name: &str, pp: &PostParams, obj: &K) -> Result<K> {
-        let msg = pb::UpdateRequest {
-            resource: Some(self.resource_ref()),
-            object: Some(self.named(name, obj)?),
-            options: Some(post_options(pp)),
-        };
-        let w = self
-            .call("update", msg, |mut c, r| async move { c.update(r).await })
-            .await?;
-        decode(w.object)
+        self.update(name, pp, obj, false).await
     }
 
     /// Replaces an object's status.
     pub async fn replace_status(&self, name: &str, pp: &PostParams, obj: &K) -> Result<K> {
+        self.update(name, pp, obj, true).await
+    }
+
+    async fn update(&self, name: &str, pp: &PostParams, obj: &K, status: bool) -> Result<K> {
         let msg = pb::UpdateRequest {
             resource: Some(self.resource_ref()),
             object: Some(self.named(name, obj)?),
             options: Some(post_options(pp)),
         };
         let w = self
-            .call(
-                "update",
-                msg,
-                |mut c, r| async move { c.update_status(r).await },
-            )
+            .call("update", msg, |mut c, r| async move {
+                if status {
+                    c.update_status(r).await
+                } else {
+                    c.update(r).await
+                }
+            })
             .await?;
         decode(w.object)
     }

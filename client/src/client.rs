@@ -95,6 +95,15 @@ impl Client {
         Self::new(Config::infer()?)
     }
 
+    /// Connects with `kubeconfig` when given (a program's `--kubeconfig` flag), else as
+    /// [`Client::try_default`] does.
+    pub fn from_kubeconfig_or_default(kubeconfig: Option<&std::path::Path>) -> Result<Self> {
+        match kubeconfig {
+            Some(k) => Self::from_kubeconfig(k),
+            None => Self::try_default(),
+        }
+    }
+
     /// Connects with an explicit configuration. The connection is made on first use and
     /// re-made whenever it breaks.
     pub fn new(config: Config) -> Result<Self> {
@@ -235,12 +244,26 @@ impl Client {
         F: FnOnce(ServerClient<Channel>, tonic::Request<T>) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<R>, tonic::Status>>,
     {
+        let call = f(self.server(), self.request(msg, true));
+        self.unary(verb, resource, "", call).await
+    }
+
+    /// Runs one unary call (not yet started): waits for the rate limit, then runs it in a
+    /// span and records its outcome.
+    pub(crate) async fn unary<R, Fut>(
+        &self,
+        verb: &str,
+        resource: &str,
+        namespace: &str,
+        call: Fut,
+    ) -> Result<R>
+    where
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<R>, tonic::Status>>,
+    {
         self.throttle().await;
         let start = Instant::now();
-        let span = tracing::debug_span!("skiff.request", verb, resource);
-        let result = f(self.server(), self.request(msg, true))
-            .instrument(span)
-            .await;
+        let span = tracing::debug_span!("skiff.request", verb, resource, namespace);
+        let result = call.instrument(span).await;
         let code = result
             .as_ref()
             .map(|_| tonic::Code::Ok)

@@ -629,3 +629,15 @@ impl Drop for Proxy {
         self.task.abort();
     }
 }
+
+/// A ConfigMap named `name` whose data is `{"k": value}`.
+pub fn configmap(name: &str, value: &str) -> k8s_openapi::api::core::v1::ConfigMap {
+    k8s_openapi::api::core::v1::ConfigMap {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        data: Some([("k".to_string(), value.to_string())].into()),
+        ..Default::default()
+    }
+}

@@ -6,7 +6,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{json, Value};
 use skiff_client::proto::resources_client::ResourcesClient;
 use skiff_client::{
@@ -23,16 +22,7 @@ fn pod(name: &str) -> Pod {
     .unwrap()
 }
 
-fn cm(name: &str, v: &str) -> ConfigMap {
-    ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        data: Some([("k".to_string(), v.to_string())].into()),
-        ..Default::default()
-    }
-}
+use skiff_e2e::configmap as cm;
 
 fn client(c: &Cluster) -> Client {
     Client::from_kubeconfig(&c.api.kubeconfig).unwrap()

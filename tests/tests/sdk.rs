@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::json;
 use skiff_client::backoff::Backoff;
 use skiff_client::controller::{self, Action, Controller};
@@ -22,16 +21,7 @@ use skiff_e2e::{ApiServer, Cluster, Etcd, Proxy};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-fn cm(name: &str, v: &str) -> ConfigMap {
-    ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        data: Some([("k".to_string(), v.to_string())].into()),
-        ..Default::default()
-    }
-}
+use skiff_e2e::configmap as cm;
 
 /// A client that reaches the server through `proxy`.
 fn client_via(api: &ApiServer, proxy: &Proxy) -> Client {

@@ -2,12 +2,10 @@
 //! the timeout passes, or the server shuts down.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
-use rand::Rng;
 use serde_json::json;
 
 use super::negotiate::Format;
@@ -18,17 +16,6 @@ use crate::error::Result;
 use crate::registry::ResourceInfo;
 use crate::server::State;
 use crate::storage::watch_cache::EventType;
-
-struct Gauge {
-    state: Arc<State>,
-    resource: &'static str,
-}
-
-impl Drop for Gauge {
-    fn drop(&mut self) {
-        self.state.metrics.watchers(self.resource, -1);
-    }
-}
 
 fn encode(
     r: &ResourceInfo,
@@ -82,16 +69,8 @@ pub async fn respond(
         }
         Err(e) => return Err(e),
     };
-    let secs = match timeout {
-        Some(t) if t > 0 => t as u64,
-        _ => 1800 + rand::rng().random_range(0..1800),
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    state.metrics.watchers(r.plural, 1);
-    let gauge = Gauge {
-        state: state.clone(),
-        resource: r.plural,
-    };
+    let deadline = tokio::time::Instant::now() + crate::api::watch_duration(timeout);
+    let gauge = crate::metrics::WatchGauge::new(&state.metrics, r.plural);
     let shutdown = state.shutdown.clone();
     let stream = futures::stream::unfold((watch, true, gauge), move |(mut w, first, gauge)| {
         let shutdown = shutdown.clone();
