@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Object JSON is shared with the server's cache and the client's decoder, not copied.
         .bytes(".skiff.v1")
+        .codec_path("crate::codec::SizedProstCodec")
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

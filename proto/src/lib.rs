@@ -6,6 +6,8 @@
 
 #![deny(missing_docs)]
 
+pub mod codec;
+
 /// The `skiff.v1` package: services `Resources` and `Server`, and their messages.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod v1 {
