@@ -1,5 +1,5 @@
-# Every routine in one place: make fmt | lint | test | e2e | bench | quickstart
-.PHONY: fmt lint test unit e2e bench quickstart protobuf
+# Every routine in one place: make fmt | lint | test | e2e | bench | quickstart | doc
+.PHONY: fmt lint test unit e2e bench quickstart protobuf doc
 
 fmt:
 	cargo fmt --all
@@ -17,11 +17,15 @@ unit:
 
 e2e:
 	scripts/install-deps
-	cargo build --workspace --bins
+	cargo build --workspace --bins --examples
 	cargo test -p skiff-e2e --tests
 
 bench:
 	scripts/bench
+
+# The SDK reference (skiff-client, skiff-proto).
+doc:
+	cargo doc -p skiff-client -p skiff-proto --no-deps --open
 
 quickstart:
 	deploy/quickstart.sh

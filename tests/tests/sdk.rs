@@ -769,3 +769,31 @@ async fn leader_election_fails_over_and_releases_on_shutdown() {
     );
     assert_eq!(lease_holder(&leases).await.as_deref(), Some("b2"));
 }
+
+#[tokio::test]
+async fn examples_find_the_kubeconfig_like_kubectl() {
+    let c = Cluster::start().await.unwrap();
+    c.kubectl().ok(&["run", "ex-pod", "--image=busybox"]);
+    let bin = skiff_e2e::bin_dir().join("examples").join("pod_list");
+    // No --kubeconfig: KUBECONFIG is used (Client::try_default).
+    let out = std::process::Command::new(&bin)
+        .args(["--namespace", "default"])
+        .env("KUBECONFIG", &c.api.kubeconfig)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ex-pod"), "{stdout}");
+    // Nothing to find: a message naming the problem, not a panic.
+    let out = std::process::Command::new(&bin)
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("/nonexistent/kubeconfig"), "{stderr}");
+}
