@@ -589,6 +589,7 @@ async fn compare_doors(
         }
     }
     let grpc_watch = g as f64 / t.elapsed().as_secs_f64();
+    rows.extend(typed_rows(api).await?);
     rows.push((
         format!("WATCH from `resourceVersion=0`: {n} / {g} initial events to one client"),
         format!("{rest_watch:.0} events/s (parsed as JSON lines)"),
@@ -596,6 +597,54 @@ async fn compare_doors(
         format!("{:.2}×", grpc_watch / rest_watch.max(0.001)),
     ));
     Ok(rows)
+}
+
+/// What a Rust program gets in typed objects: kube-rs over REST against skiff-client over gRPC.
+async fn typed_rows(api: &ApiServer) -> Result<Vec<Row>> {
+    use k8s_openapi::api::core::v1::Pod;
+    let kc = kube::config::Kubeconfig::read_from(&api.kubeconfig)?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    let kube_pods: kube::Api<Pod> = kube::Api::namespaced(kube::Client::try_from(cfg)?, "bench");
+    let mut scfg = skiff_client::Config::from_kubeconfig(&api.kubeconfig)?;
+    scfg.qps = 0.0;
+    let skiff_pods: skiff_client::Api<Pod> =
+        skiff_client::Api::namespaced(skiff_client::Client::new(scfg)?, "bench");
+    let (mut kg, mut sg) = (Vec::new(), Vec::new());
+    for n in 0..2000 {
+        let name = format!("fill-{}", n % 1000);
+        let t = Instant::now();
+        kube_pods.get(&name).await?;
+        kg.push(t.elapsed());
+        let t = Instant::now();
+        skiff_pods.get(&name).await?;
+        sg.push(t.elapsed());
+    }
+    kg.sort();
+    sg.sort();
+    let (mut kl, mut sl) = (Vec::new(), Vec::new());
+    for _ in 0..15 {
+        let t = Instant::now();
+        let l = kube_pods
+            .list(&kube::api::ListParams::default().match_any())
+            .await?;
+        kl.push(t.elapsed());
+        drop(l);
+        let t = Instant::now();
+        let l = skiff_pods
+            .list(&skiff_client::ListParams {
+                resource_version: Some("0".into()),
+                ..Default::default()
+            })
+            .await?;
+        sl.push(t.elapsed());
+        drop(l);
+    }
+    kl.sort();
+    sl.sort();
+    Ok(vec![
+        latency_row("typed GET into `Pod` (2,000 sequential): kube-rs over REST / skiff-client over gRPC", &kg, &sg),
+        latency_row("typed LIST of 10,000 pods into `Pod`s (`resourceVersion=0`), 15 runs each: kube-rs over REST / skiff-client over gRPC", &kl, &sl),
+    ])
 }
 
 /// SDK figures: how fast one watcher consumes typed events, and what an informer holding
