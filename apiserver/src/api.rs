@@ -255,6 +255,20 @@ impl Watch {
         })
     }
 
+    /// The next event before `deadline`, or None when the deadline passes, `shutdown` is
+    /// cancelled or the feed closes: the end of a client's watch stream.
+    pub async fn next_before(
+        &mut self,
+        shutdown: &tokio_util::sync::CancellationToken,
+        deadline: tokio::time::Instant,
+    ) -> Option<WatchItem> {
+        tokio::select! {
+            _ = shutdown.cancelled() => None,
+            _ = tokio::time::sleep_until(deadline) => None,
+            item = self.next() => item,
+        }
+    }
+
     /// The next event, or None when the cache closed the feed (the client must re-watch).
     pub async fn next(&mut self) -> Option<WatchItem> {
         loop {

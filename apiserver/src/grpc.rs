@@ -465,11 +465,7 @@ impl Resources for Door {
             let stream = futures::stream::unfold((watch, gauge), move |(mut w, gauge)| {
                 let shutdown = shutdown.clone();
                 async move {
-                    let item = tokio::select! {
-                        _ = shutdown.cancelled() => None,
-                        _ = tokio::time::sleep_until(deadline) => None,
-                        item = w.next() => item,
-                    }?;
+                    let item = w.next_before(&shutdown, deadline).await?;
                     let ty = match item.kind {
                         EventType::Added => pb::EventType::Added,
                         EventType::Modified => pb::EventType::Modified,

@@ -75,11 +75,7 @@ pub async fn respond(
     let stream = futures::stream::unfold((watch, true, gauge), move |(mut w, first, gauge)| {
         let shutdown = shutdown.clone();
         async move {
-            let item = tokio::select! {
-                _ = shutdown.cancelled() => None,
-                _ = tokio::time::sleep_until(deadline) => None,
-                item = w.next() => item,
-            }?;
+            let item = w.next_before(&shutdown, deadline).await?;
             let first_row = first && item.kind != EventType::Bookmark;
             let bytes = encode(r, &item, format, include, first_row);
             Some((
