@@ -1,0 +1,11 @@
+//! Skiff's scheduler: binds pods that have no node to a node that can run them, choosing by
+//! resources, constraints and locality, with kube-scheduler's plugins and their names.
+//!
+//! - [`quantity`] and [`resources`]: what pods ask for and nodes offer, as Kubernetes counts.
+//! - [`snapshot`]: the cluster as the scheduler sees it (nodes with their pods).
+//! - [`plugins`]: one filter or score per file (`NodeResourcesFit`, `TaintToleration`, ...).
+
+pub mod plugins;
+pub mod quantity;
+pub mod resources;
+pub mod snapshot;

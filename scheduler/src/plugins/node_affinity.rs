@@ -1,0 +1,225 @@
+//! `NodeAffinity`: `spec.nodeSelector` and required node affinity must match the node's
+//! labels (and, for `matchFields`, its name); preferred node affinity adds the weights of the
+//! terms a node matches to its score.
+
+use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm};
+
+use super::{normalize_to_max, Filter, Rejection, Score};
+use crate::snapshot::{NodeInfo, PodInfo};
+
+/// The `NodeAffinity` filter and score.
+pub struct NodeAffinity;
+
+/// Kubernetes' reason.
+pub const REASON: &str = "node(s) didn't match Pod's node affinity/selector";
+
+/// Whether a requirement holds for a value (`None`: the label is absent).
+fn requirement(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
+    let values = r.values.as_deref().unwrap_or(&[]);
+    match r.operator.as_str() {
+        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+        "NotIn" => !value.is_some_and(|v| values.iter().any(|x| x == v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" | "Lt" => {
+            let (Some(v), Some(bound)) = (
+                value.and_then(|v| v.parse::<i64>().ok()),
+                values.first().and_then(|b| b.parse::<i64>().ok()),
+            ) else {
+                return false;
+            };
+            if r.operator == "Gt" {
+                v > bound
+            } else {
+                v < bound
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether a node selector term matches: every expression on labels and every field
+/// requirement (`metadata.name`) holds. An empty term matches nothing.
+pub fn term_matches(term: &NodeSelectorTerm, node: &NodeInfo) -> bool {
+    let exprs = term.match_expressions.as_deref().unwrap_or(&[]);
+    let fields = term.match_fields.as_deref().unwrap_or(&[]);
+    if exprs.is_empty() && fields.is_empty() {
+        return false;
+    }
+    exprs.iter().all(|r| requirement(r, node.label(&r.key)))
+        && fields
+            .iter()
+            .all(|r| r.key == "metadata.name" && requirement(r, Some(node.name.as_str())))
+}
+
+impl Filter for NodeAffinity {
+    fn name(&self) -> &'static str {
+        "NodeAffinity"
+    }
+
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
+        let Some(spec) = pod.spec() else {
+            return Ok(());
+        };
+        let selector_ok = spec
+            .node_selector
+            .iter()
+            .flatten()
+            .all(|(k, v)| node.label(k) == Some(v.as_str()));
+        let required = spec
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|na| {
+                na.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            });
+        // Terms are ORed.
+        let affinity_ok =
+            required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)));
+        if selector_ok && affinity_ok {
+            Ok(())
+        } else {
+            Err(Rejection::unresolvable(REASON))
+        }
+    }
+}
+
+impl Score for NodeAffinity {
+    fn name(&self) -> &'static str {
+        "NodeAffinity"
+    }
+
+    /// The summed weights of the preferred terms the node matches.
+    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+        pod.spec()
+            .and_then(|s| s.affinity.as_ref())
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|na| {
+                na.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .into_iter()
+            .flatten()
+            .filter(|p| term_matches(&p.preference, node))
+            .map(|p| i64::from(p.weight))
+            .sum()
+    }
+
+    fn normalize(&self, scores: &mut [i64]) {
+        normalize_to_max(scores, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::testing::{node, pod};
+    use serde_json::json;
+
+    fn n(name: &str, labels: serde_json::Value) -> NodeInfo {
+        node(json!({"metadata": {"name": name, "labels": labels}}))
+    }
+
+    fn required(exprs: serde_json::Value) -> PodInfo {
+        pod(
+            json!({"spec": {"containers": [], "affinity": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": exprs}]}}}}}),
+        )
+    }
+
+    #[test]
+    fn node_selector_must_match_every_label() {
+        let ssd = n("a", json!({"disk": "ssd", "zone": "z1"}));
+        let hdd = n("b", json!({"disk": "hdd"}));
+        let p = pod(json!({"spec": {"containers": [], "nodeSelector": {"disk": "ssd"}}}));
+        assert!(NodeAffinity.filter(&p, &ssd).is_ok());
+        assert_eq!(
+            NodeAffinity.filter(&p, &hdd).unwrap_err().reasons,
+            vec![REASON]
+        );
+    }
+
+    #[test]
+    fn every_operator() {
+        let node = n("a", json!({"zone": "z1", "cores": "16"}));
+        let cases = [
+            (
+                json!([{"key": "zone", "operator": "In", "values": ["z1", "z2"]}]),
+                true,
+            ),
+            (
+                json!([{"key": "zone", "operator": "In", "values": ["z2"]}]),
+                false,
+            ),
+            (
+                json!([{"key": "zone", "operator": "NotIn", "values": ["z2"]}]),
+                true,
+            ),
+            (
+                json!([{"key": "gpu", "operator": "NotIn", "values": ["x"]}]),
+                true,
+            ),
+            (json!([{"key": "zone", "operator": "Exists"}]), true),
+            (json!([{"key": "gpu", "operator": "Exists"}]), false),
+            (json!([{"key": "gpu", "operator": "DoesNotExist"}]), true),
+            (
+                json!([{"key": "cores", "operator": "Gt", "values": ["8"]}]),
+                true,
+            ),
+            (
+                json!([{"key": "cores", "operator": "Lt", "values": ["8"]}]),
+                false,
+            ),
+            (
+                json!([{"key": "zone", "operator": "Gt", "values": ["8"]}]),
+                false,
+            ),
+            (
+                json!([{"key": "zone", "operator": "In", "values": ["z1"]}, {"key": "cores", "operator": "Lt", "values": ["4"]}]),
+                false,
+            ),
+        ];
+        for (exprs, fits) in cases {
+            assert_eq!(
+                NodeAffinity.filter(&required(exprs.clone()), &node).is_ok(),
+                fits,
+                "{exprs}"
+            );
+        }
+    }
+
+    #[test]
+    fn terms_are_ored_and_match_fields_names_the_node() {
+        let a = n("a", json!({}));
+        let b = n("b", json!({"zone": "z9"}));
+        let p = pod(
+            json!({"spec": {"containers": [], "affinity": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["a"]}]},
+                {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["z9"]}]}]}}}}}),
+        );
+        assert!(NodeAffinity.filter(&p, &a).is_ok());
+        assert!(NodeAffinity.filter(&p, &b).is_ok());
+        assert!(NodeAffinity.filter(&p, &n("c", json!({}))).is_err());
+    }
+
+    #[test]
+    fn preferred_terms_add_their_weights() {
+        let p = pod(
+            json!({"spec": {"containers": [], "affinity": {"nodeAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 80, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["z1"]}]}},
+                {"weight": 20, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}]}}}}),
+        );
+        let nodes = [
+            n("a", json!({"zone": "z1", "disk": "ssd"})),
+            n("b", json!({"zone": "z1"})),
+            n("c", json!({})),
+        ];
+        let mut scores: Vec<i64> = nodes.iter().map(|x| NodeAffinity.score(&p, x)).collect();
+        assert_eq!(scores, vec![100, 80, 0]);
+        NodeAffinity.normalize(&mut scores);
+        assert_eq!(scores, vec![100, 80, 0]);
+    }
+}

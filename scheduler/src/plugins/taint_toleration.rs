@@ -1,0 +1,144 @@
+//! `TaintToleration`: `NoSchedule` and `NoExecute` taints keep out pods that do not tolerate
+//! them (this is how not-ready and unreachable nodes are avoided); untolerated
+//! `PreferNoSchedule` taints lower a node's score.
+
+use k8s_openapi::api::core::v1::{Taint, Toleration};
+
+use super::{normalize_to_max, Filter, Rejection, Score};
+use crate::snapshot::{NodeInfo, PodInfo};
+
+/// The `TaintToleration` filter and score.
+pub struct TaintToleration;
+
+/// Whether `t` tolerates `taint`: same key (or an empty key with `Exists`: every key), the
+/// value for `Equal`, and the same effect (or an empty effect: every effect).
+pub fn tolerates_one(t: &Toleration, taint: &Taint) -> bool {
+    if let Some(effect) = t.effect.as_deref().filter(|e| !e.is_empty()) {
+        if effect != taint.effect {
+            return false;
+        }
+    }
+    let key = t.key.as_deref().unwrap_or("");
+    match t.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => key.is_empty() || key == taint.key,
+        "Equal" | "" => {
+            key == taint.key
+                && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+        }
+        _ => false,
+    }
+}
+
+/// Whether any of `tolerations` tolerates `taint`.
+pub fn tolerates(tolerations: &[Toleration], taint: &Taint) -> bool {
+    tolerations.iter().any(|t| tolerates_one(t, taint))
+}
+
+fn tolerations(pod: &PodInfo) -> &[Toleration] {
+    pod.spec()
+        .and_then(|s| s.tolerations.as_deref())
+        .unwrap_or(&[])
+}
+
+impl Filter for TaintToleration {
+    fn name(&self) -> &'static str {
+        "TaintToleration"
+    }
+
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
+        let tols = tolerations(pod);
+        for taint in node.taints() {
+            if matches!(taint.effect.as_str(), "NoSchedule" | "NoExecute")
+                && !tolerates(tols, taint)
+            {
+                return Err(Rejection::unresolvable(format!(
+                    "node(s) had untolerated taint {{{}: {}}}",
+                    taint.key,
+                    taint.value.as_deref().unwrap_or("")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Score for TaintToleration {
+    fn name(&self) -> &'static str {
+        "TaintToleration"
+    }
+
+    /// How many `PreferNoSchedule` taints the pod does not tolerate (fewer is better).
+    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+        let tols: Vec<&Toleration> = tolerations(pod)
+            .iter()
+            .filter(|t| {
+                matches!(
+                    t.effect.as_deref(),
+                    None | Some("") | Some("PreferNoSchedule")
+                )
+            })
+            .collect();
+        node.taints()
+            .iter()
+            .filter(|t| t.effect == "PreferNoSchedule")
+            .filter(|taint| !tols.iter().any(|t| tolerates_one(t, taint)))
+            .count() as i64
+    }
+
+    fn normalize(&self, scores: &mut [i64]) {
+        normalize_to_max(scores, true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::testing::{node, pod};
+    use serde_json::json;
+
+    #[test]
+    fn hard_taints_keep_out_untolerating_pods() {
+        let n = node(json!({"metadata": {"name": "a"}, "spec": {"taints": [
+            {"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"},
+            {"key": "dedicated", "value": "db", "effect": "NoSchedule"}]}}));
+        let plain = pod(json!({"spec": {"containers": []}}));
+        let err = TaintToleration.filter(&plain, &n).unwrap_err();
+        assert_eq!(
+            err.reasons,
+            vec!["node(s) had untolerated taint {node.kubernetes.io/not-ready: }"]
+        );
+        assert!(err.unresolvable);
+        let half = pod(json!({"spec": {"containers": [], "tolerations": [
+            {"key": "node.kubernetes.io/not-ready", "operator": "Exists"}]}}));
+        assert_eq!(
+            TaintToleration.filter(&half, &n).unwrap_err().reasons,
+            vec!["node(s) had untolerated taint {dedicated: db}"]
+        );
+        let both = pod(json!({"spec": {"containers": [], "tolerations": [
+            {"key": "node.kubernetes.io/not-ready", "operator": "Exists"},
+            {"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]}}));
+        assert!(TaintToleration.filter(&both, &n).is_ok());
+        let wrong_value = pod(json!({"spec": {"containers": [], "tolerations": [
+            {"operator": "Exists", "effect": "NoExecute"},
+            {"key": "dedicated", "value": "web"}]}}));
+        assert!(TaintToleration.filter(&wrong_value, &n).is_err());
+        let everything =
+            pod(json!({"spec": {"containers": [], "tolerations": [{"operator": "Exists"}]}}));
+        assert!(TaintToleration.filter(&everything, &n).is_ok());
+    }
+
+    #[test]
+    fn soft_taints_lower_the_score() {
+        let clean = node(json!({"metadata": {"name": "a"}}));
+        let soft = node(json!({"metadata": {"name": "b"}, "spec": {"taints": [
+            {"key": "spot", "effect": "PreferNoSchedule"}]}}));
+        let p = pod(json!({"spec": {"containers": []}}));
+        assert!(TaintToleration.filter(&p, &soft).is_ok());
+        let mut scores = vec![
+            TaintToleration.score(&p, &clean),
+            TaintToleration.score(&p, &soft),
+        ];
+        TaintToleration.normalize(&mut scores);
+        assert_eq!(scores, vec![100, 0]);
+    }
+}
