@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use rand::Rng;
 
-use crate::plugins::{Filter, Rejection, Score};
+use crate::plugins::{CycleState, Filter, Rejection, Score};
 use crate::snapshot::{NodeInfo, PodInfo};
 
 /// A score plugin with its weight.
@@ -89,10 +89,24 @@ impl Profile {
         (n * pct / 100).max(MIN_FEASIBLE)
     }
 
-    /// Runs the filters for `pod` on one node.
-    pub fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
+    /// Works out what the filters need for `pod` across `nodes`.
+    pub fn pre_filter(&self, pod: &PodInfo, nodes: &[NodeInfo]) -> CycleState {
+        let mut state = CycleState::default();
         for f in &self.filters {
-            f.filter(pod, node)?;
+            f.pre_filter(pod, nodes, &mut state);
+        }
+        state
+    }
+
+    /// Runs the filters for `pod` on one node.
+    pub fn filter(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &NodeInfo,
+    ) -> Result<(), Rejection> {
+        for f in &self.filters {
+            f.filter(state, pod, node)?;
         }
         Ok(())
     }
@@ -107,12 +121,13 @@ impl Profile {
     ) -> Result<Placement, FitError> {
         let n = nodes.len();
         let want = self.nodes_to_find(n);
+        let mut state = self.pre_filter(pod, nodes);
         let mut feasible = Vec::with_capacity(want.min(n));
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut resolvable_nodes = Vec::new();
         for i in 0..n {
             let idx = (start + i) % n.max(1);
-            match self.filter(pod, &nodes[idx]) {
+            match self.filter(&state, pod, &nodes[idx]) {
                 Ok(()) => {
                     feasible.push(idx);
                     if feasible.len() >= want {
@@ -142,11 +157,14 @@ impl Profile {
                 feasible: feasible.len(),
             });
         }
+        for w in &self.scores {
+            w.plugin.pre_score(pod, nodes, &mut state);
+        }
         let mut totals = vec![0i64; feasible.len()];
         let mut raw = vec![0i64; feasible.len()];
         for w in &self.scores {
             for (slot, &idx) in raw.iter_mut().zip(&feasible) {
-                *slot = w.plugin.score(pod, &nodes[idx]);
+                *slot = w.plugin.score(&state, pod, &nodes[idx]);
             }
             w.plugin.normalize(&mut raw);
             for (t, s) in totals.iter_mut().zip(&raw) {

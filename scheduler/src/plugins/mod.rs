@@ -11,7 +11,29 @@ pub mod node_resources;
 pub mod node_unschedulable;
 pub mod taint_toleration;
 
+use std::any::Any;
+use std::collections::HashMap;
+
 use crate::snapshot::{NodeInfo, PodInfo};
+
+/// What plugins work out once per pod before looking at nodes one by one (kube-scheduler's
+/// `CycleState`): each plugin keeps its own slot.
+#[derive(Default)]
+pub struct CycleState {
+    slots: HashMap<&'static str, Box<dyn Any + Send + Sync>>,
+}
+
+impl CycleState {
+    /// A plugin's slot.
+    pub fn get<T: 'static>(&self, plugin: &'static str) -> Option<&T> {
+        self.slots.get(plugin).and_then(|b| b.downcast_ref())
+    }
+
+    /// Fills a plugin's slot.
+    pub fn put<T: Any + Send + Sync>(&mut self, plugin: &'static str, value: T) {
+        self.slots.insert(plugin, Box::new(value));
+    }
+}
 
 /// The best score a plugin gives.
 pub const MAX_SCORE: i64 = 100;
@@ -47,16 +69,20 @@ impl Rejection {
 pub trait Filter: Send + Sync {
     /// The plugin's name in the configuration (`NodeResourcesFit`, ...).
     fn name(&self) -> &'static str;
+    /// Works out, once per pod, what `filter` needs across nodes.
+    fn pre_filter(&self, _pod: &PodInfo, _nodes: &[NodeInfo], _state: &mut CycleState) {}
     /// `Ok` when the pod fits the node.
-    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection>;
+    fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection>;
 }
 
 /// Rates a node for a pod.
 pub trait Score: Send + Sync {
     /// The plugin's name in the configuration.
     fn name(&self) -> &'static str;
+    /// Works out, once per pod, what `score` needs across nodes.
+    fn pre_score(&self, _pod: &PodInfo, _nodes: &[NodeInfo], _state: &mut CycleState) {}
     /// A raw score for one node.
-    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64;
+    fn score(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> i64;
     /// Turns the raw scores of every feasible node into 0–100 (default: as they are).
     fn normalize(&self, _scores: &mut [i64]) {}
 }

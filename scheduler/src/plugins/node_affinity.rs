@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm};
 
-use super::{normalize_to_max, Filter, Rejection, Score};
+use super::{normalize_to_max, CycleState, Filter, Rejection, Score};
 use crate::snapshot::{NodeInfo, PodInfo};
 
 /// The `NodeAffinity` filter and score.
@@ -57,7 +57,7 @@ impl Filter for NodeAffinity {
         "NodeAffinity"
     }
 
-    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
+    fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
         let Some(spec) = pod.spec() else {
             return Ok(());
         };
@@ -91,7 +91,7 @@ impl Score for NodeAffinity {
     }
 
     /// The summed weights of the preferred terms the node matches.
-    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+    fn score(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> i64 {
         pod.spec()
             .and_then(|s| s.affinity.as_ref())
             .and_then(|a| a.node_affinity.as_ref())
@@ -133,9 +133,14 @@ mod tests {
         let ssd = n("a", json!({"disk": "ssd", "zone": "z1"}));
         let hdd = n("b", json!({"disk": "hdd"}));
         let p = pod(json!({"spec": {"containers": [], "nodeSelector": {"disk": "ssd"}}}));
-        assert!(NodeAffinity.filter(&p, &ssd).is_ok());
+        assert!(NodeAffinity
+            .filter(&CycleState::default(), &p, &ssd)
+            .is_ok());
         assert_eq!(
-            NodeAffinity.filter(&p, &hdd).unwrap_err().reasons,
+            NodeAffinity
+                .filter(&CycleState::default(), &p, &hdd)
+                .unwrap_err()
+                .reasons,
             vec![REASON]
         );
     }
@@ -182,7 +187,9 @@ mod tests {
         ];
         for (exprs, fits) in cases {
             assert_eq!(
-                NodeAffinity.filter(&required(exprs.clone()), &node).is_ok(),
+                NodeAffinity
+                    .filter(&CycleState::default(), &required(exprs.clone()), &node)
+                    .is_ok(),
                 fits,
                 "{exprs}"
             );
@@ -199,9 +206,11 @@ mod tests {
                 {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["a"]}]},
                 {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["z9"]}]}]}}}}}),
         );
-        assert!(NodeAffinity.filter(&p, &a).is_ok());
-        assert!(NodeAffinity.filter(&p, &b).is_ok());
-        assert!(NodeAffinity.filter(&p, &n("c", json!({}))).is_err());
+        assert!(NodeAffinity.filter(&CycleState::default(), &p, &a).is_ok());
+        assert!(NodeAffinity.filter(&CycleState::default(), &p, &b).is_ok());
+        assert!(NodeAffinity
+            .filter(&CycleState::default(), &p, &n("c", json!({})))
+            .is_err());
     }
 
     #[test]
@@ -217,7 +226,10 @@ mod tests {
             n("b", json!({"zone": "z1"})),
             n("c", json!({})),
         ];
-        let mut scores: Vec<i64> = nodes.iter().map(|x| NodeAffinity.score(&p, x)).collect();
+        let mut scores: Vec<i64> = nodes
+            .iter()
+            .map(|x| NodeAffinity.score(&CycleState::default(), &p, x))
+            .collect();
         assert_eq!(scores, vec![100, 80, 0]);
         NodeAffinity.normalize(&mut scores);
         assert_eq!(scores, vec![100, 80, 0]);

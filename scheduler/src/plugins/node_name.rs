@@ -1,6 +1,6 @@
 //! `NodeName`: a pod that names a node in `spec.nodeName` fits only there.
 
-use super::{Filter, Rejection};
+use super::{CycleState, Filter, Rejection};
 use crate::snapshot::{NodeInfo, PodInfo};
 
 /// The `NodeName` filter.
@@ -14,7 +14,7 @@ impl Filter for NodeName {
         "NodeName"
     }
 
-    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
+    fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
         match pod.spec().and_then(|s| s.node_name.as_deref()) {
             Some(n) if !n.is_empty() && n != node.name => Err(Rejection::unresolvable(REASON)),
             _ => Ok(()),
@@ -33,9 +33,15 @@ mod tests {
         let a = node(json!({"metadata": {"name": "a"}}));
         let b = node(json!({"metadata": {"name": "b"}}));
         let p = pod(json!({"spec": {"nodeName": "a", "containers": []}}));
-        assert!(NodeName.filter(&p, &a).is_ok());
-        assert_eq!(NodeName.filter(&p, &b).unwrap_err().reasons, vec![REASON]);
+        assert!(NodeName.filter(&CycleState::default(), &p, &a).is_ok());
+        assert_eq!(
+            NodeName
+                .filter(&CycleState::default(), &p, &b)
+                .unwrap_err()
+                .reasons,
+            vec![REASON]
+        );
         let any = pod(json!({"spec": {"containers": []}}));
-        assert!(NodeName.filter(&any, &b).is_ok());
+        assert!(NodeName.filter(&CycleState::default(), &any, &b).is_ok());
     }
 }

@@ -1,6 +1,6 @@
 //! `NodePorts`: a pod's host ports must be free on the node.
 
-use super::{Filter, Rejection};
+use super::{CycleState, Filter, Rejection};
 use crate::snapshot::{NodeInfo, PodInfo};
 
 /// The `NodePorts` filter.
@@ -14,7 +14,7 @@ impl Filter for NodePorts {
         "NodePorts"
     }
 
-    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
+    fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
         let clash = pod
             .host_ports
             .iter()
@@ -49,13 +49,25 @@ mod tests {
     fn host_ports_collide_by_protocol_port_and_address() {
         let mut n = node(json!({"metadata": {"name": "a"}}));
         n.add_pod(Arc::new(with_port(8080, None, "TCP")));
-        assert!(NodePorts.filter(&with_port(8080, None, "TCP"), &n).is_err());
         assert!(NodePorts
-            .filter(&with_port(8080, Some("10.0.0.1"), "TCP"), &n)
+            .filter(&CycleState::default(), &with_port(8080, None, "TCP"), &n)
             .is_err());
-        assert!(NodePorts.filter(&with_port(8080, None, "UDP"), &n).is_ok());
-        assert!(NodePorts.filter(&with_port(8081, None, "TCP"), &n).is_ok());
+        assert!(NodePorts
+            .filter(
+                &CycleState::default(),
+                &with_port(8080, Some("10.0.0.1"), "TCP"),
+                &n
+            )
+            .is_err());
+        assert!(NodePorts
+            .filter(&CycleState::default(), &with_port(8080, None, "UDP"), &n)
+            .is_ok());
+        assert!(NodePorts
+            .filter(&CycleState::default(), &with_port(8081, None, "TCP"), &n)
+            .is_ok());
         assert!(n.remove_pod("d/p8080TCP"));
-        assert!(NodePorts.filter(&with_port(8080, None, "TCP"), &n).is_ok());
+        assert!(NodePorts
+            .filter(&CycleState::default(), &with_port(8080, None, "TCP"), &n)
+            .is_ok());
     }
 }

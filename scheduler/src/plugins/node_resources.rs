@@ -3,7 +3,7 @@
 //! resources). Its score follows the configured strategy: `LeastAllocated` spreads,
 //! `MostAllocated` packs, `RequestedToCapacityRatio` follows a utilization → score curve.
 
-use super::{Filter, Rejection, Score, MAX_SCORE};
+use super::{CycleState, Filter, Rejection, Score, MAX_SCORE};
 use crate::resources::Resources;
 use crate::snapshot::{NodeInfo, PodInfo};
 
@@ -15,7 +15,7 @@ impl Filter for NodeResourcesFit {
         "NodeResourcesFit"
     }
 
-    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
+    fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
         let want = &pod.requests;
         let (alloc, used) = (&node.allocatable, &node.requested);
         let mut reasons = Vec::new();
@@ -132,7 +132,7 @@ impl Score for NodeResourcesScore {
         "NodeResourcesFit"
     }
 
-    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+    fn score(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> i64 {
         let (mut total, mut weights) = (0i64, 0i64);
         for rw in &self.resources {
             let cap = amount(&node.allocatable, &rw.name);
@@ -182,21 +182,21 @@ mod tests {
     fn fits_until_a_resource_runs_out_and_names_each() {
         let mut node = n("1", "1Gi", "2");
         assert!(NodeResourcesFit
-            .filter(&p("a", "600m", "512Mi"), &node)
+            .filter(&CycleState::default(), &p("a", "600m", "512Mi"), &node)
             .is_ok());
         node.add_pod(Arc::new(p("a", "600m", "512Mi")));
         let err = NodeResourcesFit
-            .filter(&p("b", "500m", "600Mi"), &node)
+            .filter(&CycleState::default(), &p("b", "500m", "600Mi"), &node)
             .unwrap_err();
         assert_eq!(err.reasons, vec!["Insufficient cpu", "Insufficient memory"]);
         assert!(!err.unresolvable);
         assert!(NodeResourcesFit
-            .filter(&p("c", "400m", "512Mi"), &node)
+            .filter(&CycleState::default(), &p("c", "400m", "512Mi"), &node)
             .is_ok());
         node.add_pod(Arc::new(p("c", "100m", "1Mi")));
         assert_eq!(
             NodeResourcesFit
-                .filter(&p("d", "1m", "1Mi"), &node)
+                .filter(&CycleState::default(), &p("d", "1m", "1Mi"), &node)
                 .unwrap_err()
                 .reasons,
             vec!["Too many pods"]
@@ -205,7 +205,7 @@ mod tests {
             json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"example.com/gpu": "2"}}}]}}),
         );
         assert!(NodeResourcesFit
-            .filter(&gpu, &n("1", "1Gi", "10"))
+            .filter(&CycleState::default(), &gpu, &n("1", "1Gi", "10"))
             .unwrap_err()
             .reasons
             .contains(&"Insufficient example.com/gpu".to_string()));
@@ -218,18 +218,22 @@ mod tests {
         half.add_pod(Arc::new(p("x", "2", "2Gi")));
         let pod = p("new", "1", "1Gi");
         let least = NodeResourcesScore::default();
-        assert_eq!(least.score(&pod, &empty), 75);
-        assert_eq!(least.score(&pod, &half), 25);
+        assert_eq!(least.score(&CycleState::default(), &pod, &empty), 75);
+        assert_eq!(least.score(&CycleState::default(), &pod, &half), 25);
         let most = NodeResourcesScore {
             strategy: Strategy::MostAllocated,
             ..Default::default()
         };
-        assert_eq!(most.score(&pod, &empty), 25);
-        assert_eq!(most.score(&pod, &half), 75);
+        assert_eq!(most.score(&CycleState::default(), &pod, &empty), 25);
+        assert_eq!(most.score(&CycleState::default(), &pod, &half), 75);
         let curve = NodeResourcesScore {
             strategy: Strategy::RequestedToCapacityRatio(vec![(0, 0), (100, 10)]),
             ..Default::default()
         };
-        assert_eq!(curve.score(&pod, &half), 75, "a rising curve packs");
+        assert_eq!(
+            curve.score(&CycleState::default(), &pod, &half),
+            75,
+            "a rising curve packs"
+        );
     }
 }

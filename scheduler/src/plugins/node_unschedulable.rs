@@ -1,7 +1,7 @@
 //! `NodeUnschedulable`: a cordoned node (`spec.unschedulable`) takes only pods that tolerate
 //! the `node.kubernetes.io/unschedulable:NoSchedule` taint.
 
-use super::{Filter, Rejection};
+use super::{CycleState, Filter, Rejection};
 use crate::plugins::taint_toleration::tolerates;
 use crate::snapshot::{NodeInfo, PodInfo};
 
@@ -16,7 +16,7 @@ impl Filter for NodeUnschedulable {
         "NodeUnschedulable"
     }
 
-    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
+    fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
         let cordoned = node
             .node
             .spec
@@ -58,12 +58,16 @@ mod tests {
             {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}]}}));
         assert_eq!(
             NodeUnschedulable
-                .filter(&plain, &cordoned)
+                .filter(&CycleState::default(), &plain, &cordoned)
                 .unwrap_err()
                 .reasons,
             vec![REASON]
         );
-        assert!(NodeUnschedulable.filter(&plain, &open).is_ok());
-        assert!(NodeUnschedulable.filter(&tolerant, &cordoned).is_ok());
+        assert!(NodeUnschedulable
+            .filter(&CycleState::default(), &plain, &open)
+            .is_ok());
+        assert!(NodeUnschedulable
+            .filter(&CycleState::default(), &tolerant, &cordoned)
+            .is_ok());
     }
 }

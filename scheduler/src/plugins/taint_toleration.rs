@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::core::v1::{Taint, Toleration};
 
-use super::{normalize_to_max, Filter, Rejection, Score};
+use super::{normalize_to_max, CycleState, Filter, Rejection, Score};
 use crate::snapshot::{NodeInfo, PodInfo};
 
 /// The `TaintToleration` filter and score.
@@ -45,7 +45,7 @@ impl Filter for TaintToleration {
         "TaintToleration"
     }
 
-    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
+    fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
         let tols = tolerations(pod);
         for taint in node.taints() {
             if matches!(taint.effect.as_str(), "NoSchedule" | "NoExecute")
@@ -68,7 +68,7 @@ impl Score for TaintToleration {
     }
 
     /// How many `PreferNoSchedule` taints the pod does not tolerate (fewer is better).
-    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+    fn score(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> i64 {
         let tols: Vec<&Toleration> = tolerations(pod)
             .iter()
             .filter(|t| {
@@ -102,7 +102,9 @@ mod tests {
             {"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"},
             {"key": "dedicated", "value": "db", "effect": "NoSchedule"}]}}));
         let plain = pod(json!({"spec": {"containers": []}}));
-        let err = TaintToleration.filter(&plain, &n).unwrap_err();
+        let err = TaintToleration
+            .filter(&CycleState::default(), &plain, &n)
+            .unwrap_err();
         assert_eq!(
             err.reasons,
             vec!["node(s) had untolerated taint {node.kubernetes.io/not-ready: }"]
@@ -111,20 +113,29 @@ mod tests {
         let half = pod(json!({"spec": {"containers": [], "tolerations": [
             {"key": "node.kubernetes.io/not-ready", "operator": "Exists"}]}}));
         assert_eq!(
-            TaintToleration.filter(&half, &n).unwrap_err().reasons,
+            TaintToleration
+                .filter(&CycleState::default(), &half, &n)
+                .unwrap_err()
+                .reasons,
             vec!["node(s) had untolerated taint {dedicated: db}"]
         );
         let both = pod(json!({"spec": {"containers": [], "tolerations": [
             {"key": "node.kubernetes.io/not-ready", "operator": "Exists"},
             {"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]}}));
-        assert!(TaintToleration.filter(&both, &n).is_ok());
+        assert!(TaintToleration
+            .filter(&CycleState::default(), &both, &n)
+            .is_ok());
         let wrong_value = pod(json!({"spec": {"containers": [], "tolerations": [
             {"operator": "Exists", "effect": "NoExecute"},
             {"key": "dedicated", "value": "web"}]}}));
-        assert!(TaintToleration.filter(&wrong_value, &n).is_err());
+        assert!(TaintToleration
+            .filter(&CycleState::default(), &wrong_value, &n)
+            .is_err());
         let everything =
             pod(json!({"spec": {"containers": [], "tolerations": [{"operator": "Exists"}]}}));
-        assert!(TaintToleration.filter(&everything, &n).is_ok());
+        assert!(TaintToleration
+            .filter(&CycleState::default(), &everything, &n)
+            .is_ok());
     }
 
     #[test]
@@ -133,10 +144,12 @@ mod tests {
         let soft = node(json!({"metadata": {"name": "b"}, "spec": {"taints": [
             {"key": "spot", "effect": "PreferNoSchedule"}]}}));
         let p = pod(json!({"spec": {"containers": []}}));
-        assert!(TaintToleration.filter(&p, &soft).is_ok());
+        assert!(TaintToleration
+            .filter(&CycleState::default(), &p, &soft)
+            .is_ok());
         let mut scores = vec![
-            TaintToleration.score(&p, &clean),
-            TaintToleration.score(&p, &soft),
+            TaintToleration.score(&CycleState::default(), &p, &clean),
+            TaintToleration.score(&CycleState::default(), &p, &soft),
         ];
         TaintToleration.normalize(&mut scores);
         assert_eq!(scores, vec![100, 0]);
