@@ -12,4 +12,5 @@ pub mod plugins;
 pub mod quantity;
 pub mod queue;
 pub mod resources;
+pub mod selector;
 pub mod snapshot;
