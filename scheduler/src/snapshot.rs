@@ -2,7 +2,7 @@
 //! Filters and scores read it; the scheduling loop adds each decision to it at once
 //! ("assumes" the pod) so the next decision already sees it.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
@@ -101,8 +101,8 @@ pub struct NodeInfo {
     pub pods: Vec<Arc<PodInfo>>,
     /// Host ports in use.
     pub used_ports: Vec<HostPort>,
-    /// Images the node holds (every name of each).
-    pub images: HashSet<String>,
+    /// Images the node holds: every name of each, with the image's size in bytes.
+    pub images: HashMap<String, i64>,
 }
 
 impl NodeInfo {
@@ -118,7 +118,10 @@ impl NodeInfo {
             .and_then(|s| s.images.as_ref())
             .into_iter()
             .flatten()
-            .flat_map(|i| i.names.iter().flatten().cloned())
+            .flat_map(|i| {
+                let size = i.size_bytes.unwrap_or(0);
+                i.names.iter().flatten().map(move |n| (n.clone(), size))
+            })
             .collect();
         NodeInfo {
             name: node.metadata.name.clone().unwrap_or_default(),

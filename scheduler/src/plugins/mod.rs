@@ -4,6 +4,7 @@
 //! in the pod's `Unschedulable` message, counted per node as Kubernetes does). A score rates
 //! a feasible node from 0 to 100; the framework weights and sums the scores.
 
+pub mod image_locality;
 pub mod inter_pod_affinity;
 pub mod node_affinity;
 pub mod node_name;
