@@ -3,10 +3,12 @@
 //!
 //! - [`quantity`] and [`resources`]: what pods ask for and nodes offer, as Kubernetes counts.
 //! - [`snapshot`]: the cluster as the scheduler sees it (nodes with their pods).
+//! - [`config`]: the `KubeSchedulerConfiguration` file, turned into profiles.
 //! - [`framework`]: a profile's filters and weighted scores choose a node, or explain why none.
 //! - [`queue`]: active, back-off and unschedulable pods, by priority then age.
 //! - [`plugins`]: one filter or score per file (`NodeResourcesFit`, `TaintToleration`, ...).
 
+pub mod config;
 pub mod framework;
 pub mod plugins;
 pub mod quantity;
