@@ -10,9 +10,11 @@
 
 pub mod config;
 pub mod framework;
+pub mod health;
 pub mod plugins;
 pub mod quantity;
 pub mod queue;
 pub mod resources;
+pub mod scheduler;
 pub mod selector;
 pub mod snapshot;

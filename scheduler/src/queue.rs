@@ -140,6 +140,27 @@ impl SchedulingQueue {
         }
     }
 
+    /// Puts a pod (back) in the queue to be retried after its back-off (a failed bind).
+    pub fn retry_later(&mut self, key: &str, priority: i32, now: Instant) {
+        let e = self
+            .entries
+            .entry(key.to_string())
+            .or_insert_with(|| Entry {
+                rank: Rank {
+                    priority,
+                    since: now,
+                    key: key.to_string(),
+                },
+                attempts: 0,
+                place: Place::InFlight,
+            });
+        if e.place == Place::Active {
+            self.active.remove(&e.rank);
+        }
+        e.attempts += 1;
+        e.place = Place::Backoff(now + backoff_for(e.attempts));
+    }
+
     /// A node was added or changed, or a pod deleted: unschedulable pods are tried again
     /// (after what remains of their back-off).
     pub fn cluster_changed(&mut self, now: Instant) {
@@ -266,5 +287,11 @@ mod tests {
         assert_eq!(q.pop().as_deref(), Some("d/p"));
         q.remove("d/p");
         assert!(q.is_empty());
+        q.retry_later("d/p", 0, t);
+        assert_eq!(
+            q.place("d/p"),
+            Some(Place::Backoff(t + Duration::from_secs(1)))
+        );
+        assert_eq!(q.active_len(), 0);
     }
 }

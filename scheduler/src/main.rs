@@ -1,0 +1,125 @@
+//! `skiff-scheduler`: parses flags and the configuration file, elects a leader if asked, and
+//! runs the scheduler until SIGTERM.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use skiff_client::leader::{self, LeaderElector, Outcome};
+use skiff_client::Client;
+use skiff_scheduler::config::{parse_duration, SchedulerConfig};
+use skiff_scheduler::plugins::inter_pod_affinity::NamespaceLabels;
+use tokio_util::sync::CancellationToken;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Skiff's scheduler: binds pending pods to nodes.
+#[derive(Debug, Parser)]
+#[command(name = "skiff-scheduler", version)]
+struct Args {
+    /// The kubeconfig to reach the API server with (default: $KUBECONFIG, ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// A KubeSchedulerConfiguration file (profiles, plugins, weights, leader election).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Elect a leader among replicas (overrides the configuration file).
+    #[arg(long)]
+    leader_elect: Option<bool>,
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_address: IpAddr,
+    /// Port for /healthz, /readyz and /metrics (0 picks a free one).
+    #[arg(long, default_value_t = 10251)]
+    port: u16,
+    /// Log verbosity (0-5).
+    #[arg(short = 'v', long = "v", default_value_t = 2)]
+    verbosity: u8,
+    /// `text` or `json`.
+    #[arg(long, default_value = "text")]
+    log_format: String,
+}
+
+fn init_tracing(verbosity: u8, format: &str) {
+    let level = match verbosity {
+        0 => "error",
+        1 => "warn",
+        2 => "info",
+        3 | 4 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_tracing(args.verbosity, &args.log_format);
+    let config = match &args.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            SchedulerConfig::from_yaml(&text)?
+        }
+        None => SchedulerConfig::default(),
+    };
+    let namespaces = NamespaceLabels::default();
+    let profiles = config.profiles(&namespaces)?;
+    let client = Client::from_kubeconfig_or_default(args.kubeconfig.as_deref())?;
+
+    let shutdown = CancellationToken::new();
+    let ready = CancellationToken::new();
+    let addr = SocketAddr::new(args.bind_address, args.port);
+    let health =
+        skiff_scheduler::health::serve(addr, client.clone(), ready.clone(), shutdown.clone())
+            .await?;
+    tracing::info!(%health, "serving /healthz, /readyz and /metrics");
+
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutting down");
+        stop.cancel();
+    });
+
+    let le = &config.leader_election;
+    let elect = args.leader_elect.unwrap_or(le.leader_elect);
+    let work_client = client.clone();
+    let work = move |token: CancellationToken| async move {
+        ready.cancel();
+        skiff_scheduler::scheduler::run(work_client, profiles, namespaces, token).await;
+    };
+    if !elect {
+        work(shutdown.clone()).await;
+        return Ok(());
+    }
+    let mut lc = leader::Config::new(
+        &le.resource_namespace,
+        &le.resource_name,
+        &leader::default_identity(),
+    );
+    lc.lease_duration = parse_duration(&le.lease_duration)?;
+    lc.renew_deadline = parse_duration(&le.renew_deadline)?;
+    lc.retry_period = parse_duration(&le.retry_period)?;
+    match LeaderElector::new(client, lc).run(shutdown, work).await {
+        Outcome::Shutdown => Ok(()),
+        Outcome::Lost => {
+            tracing::error!("lost leadership; exiting");
+            std::process::exit(1)
+        }
+    }
+}

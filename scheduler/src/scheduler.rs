@@ -1,0 +1,529 @@
+//! The scheduling loop: informers keep a cache of nodes and the pods on them and feed pending
+//! pods into the queue; one loop takes the best pod, runs its profile over the cache,
+//! *assumes* the decision in the cache at once (so the next pod already sees it) and binds in
+//! the background. A failed bind forgets the assumption and requeues the pod with back-off; a
+//! pod that fits nowhere gets `PodScheduled=False/Unschedulable` with Kubernetes' message and a
+//! `FailedScheduling` event, and waits for the cluster to change.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, ObjectReference, Pod};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use parking_lot::Mutex;
+use serde_json::json;
+use skiff_client::informer::{Informer, InformerFactory};
+use skiff_client::reflector::{Change, ObjectKey};
+use skiff_client::{Api, Client, Patch, PatchParams, PostParams};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::framework::{FitError, Profile};
+use crate::plugins::inter_pod_affinity::NamespaceLabels;
+use crate::queue::SchedulingQueue;
+use crate::snapshot::{NodeInfo, PodInfo};
+
+/// The scheduler's cache: nodes (in a stable order) with the pods bound or assumed on them.
+#[derive(Default)]
+pub struct Cache {
+    /// The nodes.
+    pub nodes: Vec<NodeInfo>,
+    index: HashMap<String, usize>,
+    /// Pod key → the node it is counted on.
+    pod_node: HashMap<String, String>,
+}
+
+impl Cache {
+    /// Adds or replaces a node, keeping the pods counted on it.
+    pub fn upsert_node(&mut self, node: Arc<Node>) {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let mut fresh = NodeInfo::new(node);
+        match self.index.get(&name) {
+            Some(&i) => {
+                for p in std::mem::take(&mut self.nodes[i].pods) {
+                    fresh.add_pod(p);
+                }
+                self.nodes[i] = fresh;
+            }
+            None => {
+                self.index.insert(name, self.nodes.len());
+                self.nodes.push(fresh);
+            }
+        }
+    }
+
+    /// Removes a node (its pods stop counting anywhere).
+    pub fn remove_node(&mut self, name: &str) {
+        let Some(i) = self.index.remove(name) else {
+            return;
+        };
+        let gone = self.nodes.swap_remove(i);
+        for p in &gone.pods {
+            self.pod_node.remove(&p.key);
+        }
+        if i < self.nodes.len() {
+            let moved = self.nodes[i].name.clone();
+            self.index.insert(moved, i);
+        }
+    }
+
+    /// Counts `pod` on `node` (moving it if it was counted elsewhere).
+    pub fn add_pod(&mut self, node: &str, pod: Arc<PodInfo>) {
+        self.remove_pod(&pod.key);
+        if let Some(&i) = self.index.get(node) {
+            self.pod_node.insert(pod.key.clone(), node.to_string());
+            self.nodes[i].add_pod(pod);
+        }
+    }
+
+    /// Stops counting the pod `key`.
+    pub fn remove_pod(&mut self, key: &str) {
+        if let Some(node) = self.pod_node.remove(key) {
+            if let Some(&i) = self.index.get(&node) {
+                self.nodes[i].remove_pod(key);
+            }
+        }
+    }
+
+    /// The node a pod is counted on.
+    pub fn node_of(&self, key: &str) -> Option<&str> {
+        self.pod_node.get(key).map(String::as_str)
+    }
+}
+
+fn key_of(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or(""),
+        pod.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+fn bound_node(pod: &Pod) -> Option<&str> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .filter(|n| !n.is_empty())
+}
+
+fn terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded") | Some("Failed")
+    )
+}
+
+/// Everything the loop shares with its informer handlers and bind tasks.
+struct Shared {
+    cache: Mutex<Cache>,
+    queue: Mutex<SchedulingQueue>,
+    wake: Notify,
+    profiles: Vec<Profile>,
+    pods: Informer<Pod>,
+    priorities: Informer<PriorityClass>,
+    client: Client,
+    /// Round-robin start of the node search.
+    next_start: Mutex<usize>,
+}
+
+impl Shared {
+    fn profile(&self, pod: &Pod) -> Option<&Profile> {
+        let name = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.as_deref())
+            .unwrap_or("default-scheduler");
+        self.profiles.iter().find(|p| p.scheduler_name == name)
+    }
+
+    fn priority(&self, pod: &Pod) -> i32 {
+        let spec = pod.spec.as_ref();
+        if let Some(p) = spec.and_then(|s| s.priority).filter(|p| *p != 0) {
+            return p;
+        }
+        spec.and_then(|s| s.priority_class_name.as_deref())
+            .and_then(|n| self.priorities.store().get(&ObjectKey::new("", n)))
+            .map(|pc| pc.value)
+            .unwrap_or(0)
+    }
+
+    /// Brings one pod's state into the cache and queue.
+    fn pod_changed(&self, pod: &Arc<Pod>) {
+        let key = key_of(pod);
+        match bound_node(pod) {
+            Some(node) if !terminal(pod) => {
+                self.queue.lock().remove(&key);
+                let info = Arc::new(PodInfo::new(pod.clone()));
+                self.cache.lock().add_pod(node, info);
+            }
+            Some(_) => {
+                self.cache.lock().remove_pod(&key);
+                self.queue.lock().remove(&key);
+                self.queue.lock().cluster_changed(Instant::now());
+            }
+            None => {
+                if pod.metadata.deletion_timestamp.is_some() || self.profile(pod).is_none() {
+                    return;
+                }
+                // An assumed pod stays assumed until its binding shows up.
+                if self.cache.lock().node_of(&key).is_some() {
+                    return;
+                }
+                self.queue
+                    .lock()
+                    .add(&key, self.priority(pod), Instant::now());
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    fn pod_deleted(&self, pod: &Pod) {
+        let key = key_of(pod);
+        self.cache.lock().remove_pod(&key);
+        let mut q = self.queue.lock();
+        q.remove(&key);
+        q.cluster_changed(Instant::now());
+        drop(q);
+        self.wake.notify_one();
+    }
+}
+
+/// Runs the scheduler until `shutdown`.
+pub async fn run(
+    client: Client,
+    profiles: Vec<Profile>,
+    namespaces: NamespaceLabels,
+    shutdown: CancellationToken,
+) {
+    let factory = InformerFactory::new(client.clone(), shutdown.clone());
+    let nodes = factory.informer::<Node>();
+    let pods = factory.informer::<Pod>();
+    let ns_informer = factory.informer::<Namespace>();
+    let priorities = factory.informer::<PriorityClass>();
+    let shared = Arc::new(Shared {
+        cache: Mutex::new(Cache::default()),
+        queue: Mutex::new(SchedulingQueue::new()),
+        wake: Notify::new(),
+        profiles,
+        pods: pods.clone(),
+        priorities: priorities.clone(),
+        client,
+        next_start: Mutex::new(0),
+    });
+    nodes.store().wait_until_ready().await;
+    pods.store().wait_until_ready().await;
+    ns_informer.store().wait_until_ready().await;
+    priorities.store().wait_until_ready().await;
+
+    // Namespace labels for namespaceSelector.
+    let sync_namespaces = {
+        let store = ns_informer.store();
+        let namespaces = namespaces.clone();
+        move || {
+            let mut map = namespaces.write();
+            map.clear();
+            for n in store.state() {
+                map.insert(
+                    n.metadata.name.clone().unwrap_or_default(),
+                    n.metadata.labels.clone().unwrap_or_default(),
+                );
+            }
+        }
+    };
+    sync_namespaces();
+    {
+        let mut changes = ns_informer.subscribe().boxed();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            while let Some(_c) = tokio::select! {
+                _ = shutdown.cancelled() => None,
+                c = changes.next() => c,
+            } {
+                sync_namespaces();
+            }
+        });
+    }
+
+    // Nodes first, then pods, from the caches; then follow changes.
+    {
+        let mut cache = shared.cache.lock();
+        for n in nodes.store().state() {
+            cache.upsert_node(n);
+        }
+    }
+    for p in pods.store().state() {
+        shared.pod_changed(&p);
+    }
+    spawn_node_handler(shared.clone(), nodes.clone(), shutdown.clone());
+    spawn_pod_handler(shared.clone(), shutdown.clone());
+
+    tracing::info!(nodes = shared.cache.lock().nodes.len(), "scheduler started");
+    loop {
+        let next = {
+            let mut q = shared.queue.lock();
+            let due = q.tick(Instant::now());
+            (q.pop(), due)
+        };
+        let key = match next {
+            (Some(k), _) => k,
+            (None, due) => {
+                let wait = due
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+                    .unwrap_or(Duration::from_secs(1))
+                    .min(Duration::from_secs(1));
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = shared.wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+        };
+        schedule_one(&shared, &key);
+    }
+    tracing::info!("scheduler stopped");
+}
+
+fn spawn_node_handler(shared: Arc<Shared>, nodes: Informer<Node>, shutdown: CancellationToken) {
+    let mut changes = nodes.subscribe().boxed();
+    tokio::spawn(async move {
+        loop {
+            let c = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = changes.next() => c,
+            };
+            match c {
+                Some(Change::Applied(n)) => shared.cache.lock().upsert_node(n),
+                Some(Change::Deleted(n)) => shared
+                    .cache
+                    .lock()
+                    .remove_node(n.metadata.name.as_deref().unwrap_or("")),
+                Some(Change::Resynced) => {
+                    let mut cache = shared.cache.lock();
+                    let names: std::collections::HashSet<String> = nodes
+                        .store()
+                        .state()
+                        .iter()
+                        .map(|n| n.metadata.name.clone().unwrap_or_default())
+                        .collect();
+                    let gone: Vec<String> = cache
+                        .nodes
+                        .iter()
+                        .filter(|n| !names.contains(&n.name))
+                        .map(|n| n.name.clone())
+                        .collect();
+                    for g in gone {
+                        cache.remove_node(&g);
+                    }
+                    for n in nodes.store().state() {
+                        cache.upsert_node(n);
+                    }
+                }
+                None => return,
+            }
+            shared.queue.lock().cluster_changed(Instant::now());
+            shared.wake.notify_one();
+        }
+    });
+}
+
+fn spawn_pod_handler(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut changes = shared.pods.subscribe().boxed();
+    tokio::spawn(async move {
+        loop {
+            let c = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = changes.next() => c,
+            };
+            match c {
+                Some(Change::Applied(p)) => shared.pod_changed(&p),
+                Some(Change::Deleted(p)) => shared.pod_deleted(&p),
+                Some(Change::Resynced) => {
+                    for p in shared.pods.store().state() {
+                        shared.pod_changed(&p);
+                    }
+                }
+                None => return,
+            }
+        }
+    });
+}
+
+/// One scheduling attempt for the pod `key`.
+fn schedule_one(shared: &Arc<Shared>, key: &str) {
+    let (ns, name) = key.split_once('/').unwrap_or(("", key));
+    let Some(pod) = shared.pods.store().get(&ObjectKey::new(ns, name)) else {
+        shared.queue.lock().done(key);
+        return;
+    };
+    if bound_node(&pod).is_some() || pod.metadata.deletion_timestamp.is_some() {
+        shared.queue.lock().done(key);
+        return;
+    }
+    let Some(profile) = shared.profile(&pod) else {
+        shared.queue.lock().done(key);
+        return;
+    };
+    let info = Arc::new(PodInfo::new(pod.clone()));
+    let decision = {
+        let cache = shared.cache.lock();
+        let start = {
+            let mut s = shared.next_start.lock();
+            let v = *s;
+            *s = s.wrapping_add(1);
+            v
+        };
+        profile
+            .schedule(&info, &cache.nodes, start % cache.nodes.len().max(1))
+            .map(|p| cache.nodes[p.node].name.clone())
+    };
+    match decision {
+        Ok(node) => {
+            // Assume, then bind in the background.
+            shared.cache.lock().add_pod(&node, info);
+            shared.queue.lock().done(key);
+            let shared = shared.clone();
+            let key = key.to_string();
+            tokio::spawn(async move { bind(shared, key, pod, node).await });
+        }
+        Err(fit) => {
+            shared.queue.lock().unschedulable(key, Instant::now());
+            let shared = shared.clone();
+            tokio::spawn(async move { report_unschedulable(shared, pod, fit).await });
+        }
+    }
+}
+
+async fn bind(shared: Arc<Shared>, key: String, pod: Arc<Pod>, node: String) {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
+    match api.bind(&name, &node).await {
+        Ok(()) => {
+            tracing::debug!(pod = %key, %node, "bound");
+            event(
+                &shared.client,
+                &pod,
+                "Normal",
+                "Scheduled",
+                &format!("Successfully assigned {key} to {node}"),
+            )
+            .await;
+        }
+        Err(e) => {
+            tracing::warn!(pod = %key, %node, error = %e, "binding failed; retrying");
+            shared.cache.lock().remove_pod(&key);
+            if !e.is_not_found() {
+                shared
+                    .queue
+                    .lock()
+                    .retry_later(&key, shared.priority(&pod), Instant::now());
+            }
+            shared.wake.notify_one();
+        }
+    }
+}
+
+async fn report_unschedulable(shared: Arc<Shared>, pod: Arc<Pod>, fit: FitError) {
+    let message = fit.to_string();
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
+    let already = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.message.as_deref() == Some(message.as_str())
+            })
+        });
+    if !already {
+        let patch = json!({"status": {"conditions": [{
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": message,
+            "lastProbeTime": null,
+            "lastTransitionTime": now_rfc3339(),
+        }]}});
+        if let Err(e) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch))
+            .await
+        {
+            tracing::debug!(pod = %name, error = %e, "could not record PodScheduled=False");
+        }
+    }
+    event(
+        &shared.client,
+        &pod,
+        "Warning",
+        "FailedScheduling",
+        &message,
+    )
+    .await;
+}
+
+fn now_rfc3339() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    k8s_openapi::jiff::Timestamp::from_second(d.as_secs() as i64)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+async fn event(client: &Client, pod: &Pod, kind: &str, reason: &str, message: &str) {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    let now = now_rfc3339();
+    let time: Option<Time> = serde_json::from_value(json!(now)).ok();
+    let micro: Option<MicroTime> = serde_json::from_value(json!(now)).ok();
+    let ev = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{pod_name}.")),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(pod_name),
+            namespace: Some(ns.clone()),
+            uid: pod.metadata.uid.clone(),
+            resource_version: pod.metadata.resource_version.clone(),
+            ..Default::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        type_: Some(kind.into()),
+        count: Some(1),
+        first_timestamp: time.clone(),
+        last_timestamp: time,
+        event_time: micro,
+        reporting_component: Some("default-scheduler".into()),
+        reporting_instance: Some("default-scheduler".into()),
+        action: Some(
+            if kind == "Normal" {
+                "Binding"
+            } else {
+                "Scheduling"
+            }
+            .into(),
+        ),
+        source: Some(k8s_openapi::api::core::v1::EventSource {
+            component: Some("default-scheduler".into()),
+            host: None,
+        }),
+        ..Default::default()
+    };
+    let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+    if let Err(e) = api.create(&PostParams::default(), &ev).await {
+        tracing::debug!(error = %e, "could not record an event");
+    }
+}

@@ -1,0 +1,174 @@
+//! `skiff-scheduler` against a real etcd and API server: pods get bound, spread over nodes,
+//! a pod that fits nowhere says why and is scheduled once a node appears.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use serde_json::json;
+use skiff_client::{Api, Client, ListParams, Patch, PatchParams, PostParams};
+use skiff_e2e::Cluster;
+
+/// A `skiff-scheduler` process, stopped when dropped.
+struct Scheduler {
+    child: Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl Scheduler {
+    fn start(c: &Cluster, extra: &[&str]) -> Scheduler {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = Command::new(skiff_e2e::binary("skiff-scheduler").unwrap())
+            .arg(format!("--kubeconfig={}", c.api.kubeconfig.display()))
+            .args(["--port=0", "--leader-elect=false"])
+            .args(extra)
+            .stdout(log.reopen().unwrap())
+            .stderr(log.reopen().unwrap())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Scheduler { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn add_node(client: &Client, name: &str, cpu: &str, zone: &str) {
+    let nodes: Api<Node> = Api::cluster(client.clone());
+    let n: Node = serde_json::from_value(json!({"metadata": {"name": name, "labels": {
+        "kubernetes.io/hostname": name, "topology.kubernetes.io/zone": zone}}}))
+    .unwrap();
+    nodes.create(&PostParams::default(), &n).await.unwrap();
+    let status = json!({"status": {
+        "capacity": {"cpu": cpu, "memory": "8Gi", "pods": "110"},
+        "allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"},
+        "conditions": [{"type": "Ready", "status": "True"}]}});
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap();
+}
+
+fn pod(name: &str, cpu: &str) -> Pod {
+    serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": cpu}}}]}}))
+    .unwrap()
+}
+
+/// Node name per pod, once every listed pod is bound (or after `within`).
+async fn placements(
+    pods: &Api<Pod>,
+    names: &[String],
+    within: Duration,
+) -> BTreeMap<String, String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let list = pods.list(&ListParams::default()).await.unwrap();
+        let placed: BTreeMap<String, String> = list
+            .items
+            .iter()
+            .filter_map(|p| {
+                let node = p.spec.as_ref()?.node_name.clone()?;
+                Some((p.metadata.name.clone()?, node))
+            })
+            .filter(|(n, _)| names.contains(n))
+            .collect();
+        if placed.len() == names.len() || tokio::time::Instant::now() > deadline {
+            return placed;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn binds_spreads_explains_and_retries_when_a_node_appears() {
+    let c = Cluster::start().await.unwrap();
+    let client = Client::from_kubeconfig(&c.api.kubeconfig).unwrap();
+    for (i, zone) in ["z1", "z2", "z3"].iter().enumerate() {
+        add_node(&client, &format!("node-{i}"), "4", zone).await;
+    }
+    let sched = Scheduler::start(&c, &[]);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let names: Vec<String> = (0..6).map(|i| format!("web-{i}")).collect();
+    for n in &names {
+        pods.create(&PostParams::default(), &pod(n, "500m"))
+            .await
+            .unwrap();
+    }
+    let placed = placements(&pods, &names, Duration::from_secs(30)).await;
+    assert_eq!(placed.len(), 6, "all bound: {placed:?}\n{}", sched.log());
+    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in placed.values() {
+        *per_node.entry(n.as_str()).or_default() += 1;
+    }
+    assert_eq!(
+        per_node.values().copied().collect::<Vec<_>>(),
+        vec![2, 2, 2],
+        "LeastAllocated spreads: {per_node:?}"
+    );
+    let bound = pods.get("web-0").await.unwrap();
+    let cond = bound.status.unwrap().conditions.unwrap();
+    assert!(cond
+        .iter()
+        .any(|c| c.type_ == "PodScheduled" && c.status == "True"));
+
+    // Too big for any node: stays pending, says why, with an event.
+    pods.create(&PostParams::default(), &pod("huge", "6"))
+        .await
+        .unwrap();
+    let mut message = String::new();
+    for _ in 0..100 {
+        let p = pods.get("huge").await.unwrap();
+        if let Some(c) = p
+            .status
+            .and_then(|s| s.conditions)
+            .and_then(|cs| cs.into_iter().find(|c| c.type_ == "PodScheduled"))
+        {
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_deref()),
+                ("False", Some("Unschedulable"))
+            );
+            message = c.message.unwrap_or_default();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        message,
+        "0/3 nodes are available: 3 Insufficient cpu.",
+        "{}",
+        sched.log()
+    );
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let evs = events.list(&ListParams::default()).await.unwrap().items;
+    assert!(evs
+        .iter()
+        .any(|e| e.reason.as_deref() == Some("FailedScheduling")
+            && e.involved_object.name.as_deref() == Some("huge")));
+    assert!(evs.iter().any(|e| e.reason.as_deref() == Some("Scheduled")
+        && e.message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("Successfully assigned default/web-"))));
+    let ui = c.kubectl().ok(&["describe", "pod", "huge"]);
+    assert!(ui.contains("FailedScheduling"), "{ui}");
+
+    // A node big enough appears: the pod is scheduled there.
+    add_node(&client, "big", "8", "z1").await;
+    let placed = placements(&pods, &["huge".to_string()], Duration::from_secs(30)).await;
+    assert_eq!(
+        placed.get("huge").map(String::as_str),
+        Some("big"),
+        "{}",
+        sched.log()
+    );
+}
