@@ -26,11 +26,53 @@ pub const SKEW_REASON: &str = "node(s) didn't match pod topology spread constrai
 
 const NAME: &str = "PodTopologySpread";
 
-fn constraints<'a>(pod: &'a PodInfo, when: &str) -> Vec<&'a TopologySpreadConstraint> {
-    pod.spec()
-        .and_then(|s| s.topology_spread_constraints.as_deref())
-        .unwrap_or(&[])
+/// Kubernetes' default constraints for pods that set none but belong to a controller
+/// (a ReplicaSet, StatefulSet, Job ...): spread softly over hosts (skew 3) and zones (skew 5),
+/// counting the pods that carry the same labels.
+fn default_constraints(pod: &PodInfo) -> Vec<TopologySpreadConstraint> {
+    let controlled = pod
+        .pod
+        .metadata
+        .owner_references
         .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true));
+    let labels = pod.pod.metadata.labels.clone().unwrap_or_default();
+    if !controlled || labels.is_empty() {
+        return Vec::new();
+    }
+    let selector = k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+        match_labels: Some(labels),
+        match_expressions: None,
+    };
+    [
+        ("kubernetes.io/hostname", 3),
+        ("topology.kubernetes.io/zone", 5),
+    ]
+    .into_iter()
+    .map(|(key, skew)| TopologySpreadConstraint {
+        max_skew: skew,
+        topology_key: key.into(),
+        when_unsatisfiable: "ScheduleAnyway".into(),
+        label_selector: Some(selector.clone()),
+        ..Default::default()
+    })
+    .collect()
+}
+
+/// The pod's constraints of one kind (`DoNotSchedule` or `ScheduleAnyway`); a controlled pod
+/// without any gets the default ones.
+fn constraints(pod: &PodInfo, when: &str) -> Vec<TopologySpreadConstraint> {
+    let own = pod
+        .spec()
+        .and_then(|s| s.topology_spread_constraints.as_deref())
+        .unwrap_or(&[]);
+    let all = if own.is_empty() {
+        default_constraints(pod)
+    } else {
+        own.to_vec()
+    };
+    all.into_iter()
         .filter(|c| c.when_unsatisfiable == when)
         .collect()
 }
@@ -39,7 +81,7 @@ fn constraints<'a>(pod: &'a PodInfo, when: &str) -> Vec<&'a TopologySpreadConstr
 fn count(
     pod: &PodInfo,
     nodes: &[NodeInfo],
-    cs: &[&TopologySpreadConstraint],
+    cs: &[TopologySpreadConstraint],
 ) -> Vec<HashMap<String, i64>> {
     let ns = pod.pod.metadata.namespace.as_deref().unwrap_or("");
     let none = CycleState::default();
@@ -257,5 +299,45 @@ mod tests {
         assert_eq!(scores[3], 100, "{scores:?}");
         assert!(scores[2] > scores[0], "{scores:?}");
         assert_eq!(scores[0], scores[1]);
+    }
+
+    #[test]
+    fn controlled_pods_spread_over_hosts_and_zones_by_default() {
+        let rs_pod = |name: &str| {
+            pod(
+                json!({"metadata": {"name": name, "namespace": "d", "labels": {"app": "db"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "db", "uid": "u", "controller": true}]},
+                "spec": {"containers": []}}),
+            )
+        };
+        let mut nodes: Vec<NodeInfo> = [("a", "z1"), ("b", "z1"), ("c", "z2")]
+            .iter()
+            .map(|(n, z)| {
+                node(json!({"metadata": {"name": n, "labels": {
+                "kubernetes.io/hostname": n, "topology.kubernetes.io/zone": z}}}))
+            })
+            .collect();
+        nodes[0].add_pod(Arc::new(rs_pod("db-1")));
+        let p = rs_pod("db-2");
+        let mut st = CycleState::default();
+        PodTopologySpread.pre_score(&p, &nodes, &mut st);
+        let mut scores: Vec<i64> = nodes
+            .iter()
+            .map(|n| PodTopologySpread.score(&st, &p, n))
+            .collect();
+        PodTopologySpread.normalize(&mut scores);
+        assert!(
+            scores[2] > scores[1] && scores[1] > scores[0],
+            "other zone, then other host: {scores:?}"
+        );
+        // An uncontrolled pod gets no default constraints.
+        let lone = pod(
+            json!({"metadata": {"name": "x", "namespace": "d", "labels": {"app": "db"}}, "spec": {"containers": []}}),
+        );
+        let mut st = CycleState::default();
+        PodTopologySpread.pre_score(&lone, &nodes, &mut st);
+        assert!(nodes
+            .iter()
+            .all(|n| PodTopologySpread.score(&st, &lone, n) == 0));
     }
 }
