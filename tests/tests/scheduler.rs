@@ -172,3 +172,74 @@ async fn binds_spreads_explains_and_retries_when_a_node_appears() {
         sched.log()
     );
 }
+
+#[tokio::test]
+async fn only_the_leader_schedules_and_the_other_takes_over() {
+    let c = Cluster::start().await.unwrap();
+    let client = Client::from_kubeconfig(&c.api.kubeconfig).unwrap();
+    add_node(&client, "node-0", "8", "z1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("scheduler.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n\
+         leaderElection: {leaderElect: true, leaseDuration: 4s, renewDeadline: 3s, retryPeriod: 500ms,\n\
+         resourceNamespace: kube-system, resourceName: skiff-scheduler}\n",
+    )
+    .unwrap();
+    let cfg = format!("--config={}", config.display());
+    let spawn = |c: &Cluster| {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = Command::new(skiff_e2e::binary("skiff-scheduler").unwrap())
+            .arg(format!("--kubeconfig={}", c.api.kubeconfig.display()))
+            .args(["--port=0", &cfg])
+            .stdout(log.reopen().unwrap())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        Scheduler { child, log }
+    };
+    let mut replicas = vec![spawn(&c), spawn(&c)];
+    let leads = |s: &Scheduler| s.log().contains("scheduler started");
+    for _ in 0..200 {
+        if replicas.iter().any(leads) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let first: Vec<String> = (0..4).map(|i| format!("a-{i}")).collect();
+    for n in &first {
+        pods.create(&PostParams::default(), &pod(n, "100m"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        placements(&pods, &first, Duration::from_secs(20))
+            .await
+            .len(),
+        4
+    );
+    let leading: Vec<usize> = (0..2).filter(|i| leads(&replicas[*i])).collect();
+    assert_eq!(leading.len(), 1, "exactly one replica schedules");
+
+    // The leader dies without releasing the lease: the other takes over once it expires.
+    let mut leader = replicas.remove(leading[0]);
+    let _ = leader.child.kill();
+    let _ = leader.child.wait();
+    let follower = &replicas[0];
+    let second: Vec<String> = (0..3).map(|i| format!("b-{i}")).collect();
+    for n in &second {
+        pods.create(&PostParams::default(), &pod(n, "100m"))
+            .await
+            .unwrap();
+    }
+    let placed = placements(&pods, &second, Duration::from_secs(20)).await;
+    assert_eq!(
+        placed.len(),
+        3,
+        "the follower took over:\n{}",
+        follower.log()
+    );
+    assert!(leads(follower));
+}
