@@ -12,6 +12,7 @@ pub mod config;
 pub mod framework;
 pub mod health;
 pub mod plugins;
+pub mod preemption;
 pub mod quantity;
 pub mod queue;
 pub mod resources;

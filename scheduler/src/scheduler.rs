@@ -368,6 +368,8 @@ fn schedule_one(shared: &Arc<Shared>, key: &str) {
         return;
     };
     let info = Arc::new(PodInfo::new(pod.clone()));
+    // A room held for this pod by an earlier preemption is released before it looks again.
+    shared.cache.lock().remove_pod(key);
     let decision = {
         let cache = shared.cache.lock();
         let start = {
@@ -390,9 +392,27 @@ fn schedule_one(shared: &Arc<Shared>, key: &str) {
             tokio::spawn(async move { bind(shared, key, pod, node).await });
         }
         Err(fit) => {
+            let prio = shared.priority(&pod);
+            let preemption = if prio > 0 && crate::preemption::may_preempt(&info) {
+                let mut cache = shared.cache.lock();
+                let found = crate::preemption::find(profile, &info, prio, &cache.nodes, &fit);
+                found.map(|p| {
+                    let node = cache.nodes[p.node].name.clone();
+                    // Hold the room: pods scheduled meanwhile must not take it.
+                    cache.add_pod(&node, info.clone());
+                    (node, p.victims)
+                })
+            } else {
+                None
+            };
             shared.queue.lock().unschedulable(key, Instant::now());
             let shared = shared.clone();
-            tokio::spawn(async move { report_unschedulable(shared, pod, fit).await });
+            tokio::spawn(async move {
+                if let Some((node, victims)) = preemption {
+                    preempt(&shared, &pod, &node, victims).await;
+                }
+                report_unschedulable(shared, pod, fit).await
+            });
         }
     }
 }
@@ -423,6 +443,43 @@ async fn bind(shared: Arc<Shared>, key: String, pod: Arc<Pod>, node: String) {
                     .retry_later(&key, shared.priority(&pod), Instant::now());
             }
             shared.wake.notify_one();
+        }
+    }
+}
+
+/// Nominates `node` for the pod and deletes the victims gracefully.
+async fn preempt(shared: &Arc<Shared>, pod: &Arc<Pod>, node: &str, victims: Vec<Arc<PodInfo>>) {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
+    let patch = json!({"status": {"nominatedNodeName": node}});
+    if let Err(e) = api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        tracing::debug!(pod = %name, error = %e, "could not set nominatedNodeName");
+    }
+    for v in victims {
+        let vns = v.pod.metadata.namespace.clone().unwrap_or_default();
+        let vname = v.pod.metadata.name.clone().unwrap_or_default();
+        tracing::info!(preemptor = %format!("{ns}/{name}"), victim = %v.key, %node, "preempting");
+        let vapi: Api<Pod> = Api::namespaced(shared.client.clone(), &vns);
+        match vapi.delete(&vname, &Default::default()).await {
+            Ok(_) => {
+                event(
+                    &shared.client,
+                    &v.pod,
+                    "Normal",
+                    "Preempted",
+                    &format!(
+                        "Preempted by pod {} on node {node}",
+                        pod.metadata.uid.as_deref().unwrap_or(&name)
+                    ),
+                )
+                .await
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => tracing::warn!(victim = %v.key, error = %e, "could not preempt"),
         }
     }
 }

@@ -243,3 +243,67 @@ async fn only_the_leader_schedules_and_the_other_takes_over() {
     );
     assert!(leads(follower));
 }
+
+#[tokio::test]
+async fn a_higher_priority_pod_preempts_the_least_it_must() {
+    let c = Cluster::start().await.unwrap();
+    let client = Client::from_kubeconfig(&c.api.kubeconfig).unwrap();
+    add_node(&client, "only", "2", "z1").await;
+    c.kubectl().ok_input(
+        &["apply", "-f", "-"],
+        "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: high}\nvalue: 1000\n---\n\
+         apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: low}\nvalue: 10\n",
+    );
+    let sched = Scheduler::start(&c, &[]);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let with = |name: &str, class: &str| -> Pod {
+        let mut p = pod(name, "1");
+        let spec = p.spec.as_mut().unwrap();
+        spec.priority_class_name = Some(class.into());
+        spec.termination_grace_period_seconds = Some(0);
+        p
+    };
+    let low: Vec<String> = vec!["low-0".into(), "low-1".into()];
+    for n in &low {
+        pods.create(&PostParams::default(), &with(n, "low"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        placements(&pods, &low, Duration::from_secs(20)).await.len(),
+        2,
+        "{}",
+        sched.log()
+    );
+
+    pods.create(&PostParams::default(), &with("urgent", "high"))
+        .await
+        .unwrap();
+    let placed = placements(&pods, &["urgent".to_string()], Duration::from_secs(30)).await;
+    assert_eq!(
+        placed.get("urgent").map(String::as_str),
+        Some("only"),
+        "{}",
+        sched.log()
+    );
+    let left: Vec<String> = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(
+        left.len(),
+        2,
+        "exactly one low-priority pod was evicted: {left:?}"
+    );
+    assert!(left.contains(&"urgent".to_string()));
+    let events: Api<Event> = Api::namespaced(client, "default");
+    let evs = events.list(&ListParams::default()).await.unwrap().items;
+    assert!(
+        evs.iter().any(|e| e.reason.as_deref() == Some("Preempted")),
+        "a Preempted event"
+    );
+}
