@@ -6,6 +6,8 @@
 //! skipped: a missing `etcd` or `kubectl`, or an unbuilt `skiff-apiserver`, fails the test
 //! with a message saying what to install or build.
 
+pub mod hollow;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

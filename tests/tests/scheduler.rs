@@ -307,3 +307,194 @@ async fn a_higher_priority_pod_preempts_the_least_it_must() {
         "a Preempted event"
     );
 }
+
+fn pod_json(v: serde_json::Value) -> Pod {
+    serde_json::from_value(v).unwrap()
+}
+
+async fn unschedulable_message(pods: &Api<Pod>, name: &str) -> String {
+    for _ in 0..100 {
+        let p = pods.get(name).await.unwrap();
+        if let Some(c) = p.status.and_then(|s| s.conditions).and_then(|cs| {
+            cs.into_iter()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        }) {
+            return c.message.unwrap_or_default();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    String::new()
+}
+
+#[tokio::test]
+async fn placement_features_on_hollow_nodes() {
+    let c = Cluster::start().await.unwrap();
+    let client = Client::from_kubeconfig(&c.api.kubeconfig).unwrap();
+    let spec = skiff_e2e::hollow::Spec {
+        count: 6,
+        cpu: "4".into(),
+        memory: "16Gi".into(),
+        lease_renew: Duration::ZERO,
+        ..Default::default()
+    };
+    skiff_e2e::hollow::register(&client, &spec).await.unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(skiff_e2e::hollow::run_pods(
+        client.clone(),
+        spec.clone(),
+        shutdown.clone(),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("scheduler.yaml");
+    std::fs::write(
+        &config,
+        r#"apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+profiles:
+- schedulerName: default-scheduler
+- schedulerName: binpack
+  pluginConfig:
+  - name: NodeResourcesFit
+    args: {scoringStrategy: {type: MostAllocated}}
+"#,
+    )
+    .unwrap();
+    let sched = Scheduler::start(&c, &[&format!("--config={}", config.display())]);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let small = |name: &str, extra: serde_json::Value| {
+        let mut v = json!({"metadata": {"name": name, "labels": {"app": name.split('-').next().unwrap()}},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "1"}}}]}});
+        if let Some(o) = extra.as_object() {
+            for (k, val) in o {
+                v["spec"][k] = val.clone();
+            }
+        }
+        pod_json(v)
+    };
+
+    // Binpack: three 1-CPU pods share one node.
+    let names: Vec<String> = (0..3).map(|i| format!("pack-{i}")).collect();
+    for n in &names {
+        pods.create(
+            &PostParams::default(),
+            &small(n, json!({"schedulerName": "binpack"})),
+        )
+        .await
+        .unwrap();
+        placements(&pods, std::slice::from_ref(n), Duration::from_secs(20)).await;
+    }
+    let placed = placements(&pods, &names, Duration::from_secs(20)).await;
+    let distinct: std::collections::BTreeSet<&String> = placed.values().collect();
+    assert_eq!(
+        distinct.len(),
+        1,
+        "binpack packs: {placed:?}\n{}",
+        sched.log()
+    );
+    // The hollow node made them Running.
+    let mut running = false;
+    for _ in 0..100 {
+        let p = pods.get("pack-0").await.unwrap();
+        if p.status.and_then(|s| s.phase).as_deref() == Some("Running") {
+            running = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(running, "hollow nodes run their pods");
+    for n in &names {
+        pods.delete(n, &Default::default()).await.unwrap();
+    }
+    for _ in 0..100 {
+        if pods
+            .list(&ListParams::default().labels("app=pack"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Zone spreading: nine pods, maxSkew 1 over three zones → three per zone.
+    let spread = json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "zonal"}}}],
+        "containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "100m"}}}]});
+    let names: Vec<String> = (0..9).map(|i| format!("zonal-{i}")).collect();
+    for n in &names {
+        pods.create(&PostParams::default(), &small(n, spread.clone()))
+            .await
+            .unwrap();
+    }
+    let placed = placements(&pods, &names, Duration::from_secs(30)).await;
+    assert_eq!(placed.len(), 9, "{}", sched.log());
+    let nodes: Api<Node> = Api::cluster(client.clone());
+    let mut per_zone: BTreeMap<String, usize> = BTreeMap::new();
+    for node in placed.values() {
+        let n = nodes.get(node).await.unwrap();
+        let zone = n.metadata.labels.unwrap()["topology.kubernetes.io/zone"].clone();
+        *per_zone.entry(zone).or_default() += 1;
+    }
+    assert_eq!(
+        per_zone.values().copied().collect::<Vec<_>>(),
+        vec![3, 3, 3],
+        "{per_zone:?}"
+    );
+
+    // Anti-affinity: one per host; the seventh and eighth wait and say why.
+    let anti = json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "solo"}}, "topologyKey": "kubernetes.io/hostname"}]}},
+        "containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "100m"}}}]});
+    let names: Vec<String> = (0..8).map(|i| format!("solo-{i}")).collect();
+    for n in &names {
+        pods.create(&PostParams::default(), &small(n, anti.clone()))
+            .await
+            .unwrap();
+    }
+    let placed = placements(&pods, &names, Duration::from_secs(10)).await;
+    assert_eq!(placed.len(), 6, "{placed:?}");
+    assert_eq!(
+        placed
+            .values()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        6,
+        "one per host"
+    );
+    let waiting = names.iter().find(|n| !placed.contains_key(*n)).unwrap();
+    assert_eq!(
+        unschedulable_message(&pods, waiting).await,
+        "0/6 nodes are available: 6 node(s) didn't match pod anti-affinity rules."
+    );
+
+    // Taints: a tainted node takes only pods that tolerate the taint.
+    nodes
+        .patch(
+            "hollow-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]}})),
+        )
+        .await
+        .unwrap();
+    let pinned = json!({"nodeSelector": {"kubernetes.io/hostname": "hollow-0"},
+        "containers": [{"name": "c", "image": "busybox"}]});
+    pods.create(&PostParams::default(), &small("db-plain", pinned.clone()))
+        .await
+        .unwrap();
+    let msg = unschedulable_message(&pods, "db-plain").await;
+    assert!(
+        msg.starts_with("0/6 nodes are available: 1 node(s) had untolerated taint {dedicated: db}, 5 node(s) didn't match Pod's node affinity/selector."),
+        "{msg}"
+    );
+    let mut tolerant = pinned;
+    tolerant["tolerations"] =
+        json!([{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]);
+    pods.create(&PostParams::default(), &small("db-ok", tolerant))
+        .await
+        .unwrap();
+    let placed = placements(&pods, &["db-ok".to_string()], Duration::from_secs(20)).await;
+    assert_eq!(placed.get("db-ok").map(String::as_str), Some("hollow-0"));
+    shutdown.cancel();
+}

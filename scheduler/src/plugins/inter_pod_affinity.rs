@@ -159,21 +159,7 @@ impl Filter for InterPodAffinity {
                     .is_some_and(|n| *n > 0)
             })
         };
-        let existing_keys: HashSet<&str> =
-            st.existing_anti.keys().map(|(k, _)| k.as_str()).collect();
-        if existing_keys
-            .iter()
-            .any(|k| in_domain(&st.existing_anti, k))
-        {
-            return Err(Rejection::resolvable(EXISTING_ANTI_AFFINITY_REASON));
-        }
         let incoming = pod.pod.as_ref();
-        if required(incoming, true)
-            .iter()
-            .any(|t| in_domain(&st.anti, &t.topology_key))
-        {
-            return Err(Rejection::resolvable(ANTI_AFFINITY_REASON));
-        }
         let terms = required(incoming, false);
         if !terms.is_empty() && !st.first_of_group {
             let ok = terms
@@ -185,6 +171,20 @@ impl Filter for InterPodAffinity {
             }
         } else if st.first_of_group && terms.iter().any(|t| node.label(&t.topology_key).is_none()) {
             return Err(Rejection::unresolvable(AFFINITY_REASON));
+        }
+        if required(incoming, true)
+            .iter()
+            .any(|t| in_domain(&st.anti, &t.topology_key))
+        {
+            return Err(Rejection::resolvable(ANTI_AFFINITY_REASON));
+        }
+        let existing_keys: HashSet<&str> =
+            st.existing_anti.keys().map(|(k, _)| k.as_str()).collect();
+        if existing_keys
+            .iter()
+            .any(|k| in_domain(&st.existing_anti, k))
+        {
+            return Err(Rejection::resolvable(EXISTING_ANTI_AFFINITY_REASON));
         }
         Ok(())
     }
