@@ -150,9 +150,11 @@ fn init_logging(format: &str, verbosity: u8) {
             "{level},h2=warn,hyper=warn,tonic=warn,tower=warn"
         ))
     });
+    // Colours only on a terminal: logs written to files stay plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if format == "json" {
         builder.json().init();
     } else {

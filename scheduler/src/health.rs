@@ -4,19 +4,16 @@ use std::net::SocketAddr;
 
 use axum::routing::get;
 use axum::Router;
-use skiff_client::Client;
 use tokio_util::sync::CancellationToken;
 
-/// Serves the endpoints until `shutdown`; returns the bound address. `/readyz` answers 200
+/// Serves the endpoints (the metrics of `registry`) until `shutdown`; returns the bound address. `/readyz` answers 200
 /// once `leading` is cancelled (this replica schedules), 503 before and after shutdown.
 pub async fn serve(
     addr: SocketAddr,
-    client: Client,
+    registry: prometheus_client::registry::Registry,
     leading: CancellationToken,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
-    let mut registry = prometheus_client::registry::Registry::default();
-    client.register_metrics(&mut registry);
     let registry = std::sync::Arc::new(registry);
     let down = shutdown.clone();
     let app = Router::new()

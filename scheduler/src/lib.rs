@@ -11,6 +11,7 @@
 pub mod config;
 pub mod framework;
 pub mod health;
+pub mod metrics;
 pub mod plugins;
 pub mod preemption;
 pub mod quantity;

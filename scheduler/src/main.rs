@@ -52,7 +52,11 @@ fn init_tracing(verbosity: u8, format: &str) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only on a terminal: logs written to files stay plain text.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if format == "json" {
         builder.json().init();
     } else {
@@ -79,9 +83,12 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let ready = CancellationToken::new();
     let addr = SocketAddr::new(args.bind_address, args.port);
+    let metrics = std::sync::Arc::new(skiff_scheduler::metrics::Metrics::default());
+    let mut registry = prometheus_client::registry::Registry::default();
+    client.register_metrics(&mut registry);
+    metrics.register(&mut registry);
     let health =
-        skiff_scheduler::health::serve(addr, client.clone(), ready.clone(), shutdown.clone())
-            .await?;
+        skiff_scheduler::health::serve(addr, registry, ready.clone(), shutdown.clone()).await?;
     tracing::info!(%health, "serving /healthz, /readyz and /metrics");
 
     let stop = shutdown.clone();
@@ -101,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
     let work_client = client.clone();
     let work = move |token: CancellationToken| async move {
         ready.cancel();
-        skiff_scheduler::scheduler::run(work_client, profiles, namespaces, token).await;
+        skiff_scheduler::scheduler::run(work_client, profiles, namespaces, metrics, token).await;
     };
     if !elect {
         work(shutdown.clone()).await;

@@ -202,6 +202,19 @@ impl SchedulingQueue {
         self.entries.get(key).map(|e| e.place)
     }
 
+    /// How many pods wait (active, in back-off, unschedulable).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let (mut b, mut u) = (0, 0);
+        for e in self.entries.values() {
+            match e.place {
+                Place::Backoff(_) => b += 1,
+                Place::Unschedulable(_) => u += 1,
+                _ => {}
+            }
+        }
+        (self.active.len(), b, u)
+    }
+
     /// How many pods are ready to be tried.
     pub fn active_len(&self) -> usize {
         self.active.len()

@@ -125,6 +125,7 @@ struct Shared {
     pods: Informer<Pod>,
     priorities: Informer<PriorityClass>,
     client: Client,
+    metrics: Arc<crate::metrics::Metrics>,
     /// Round-robin start of the node search.
     next_start: Mutex<usize>,
 }
@@ -196,6 +197,7 @@ pub async fn run(
     client: Client,
     profiles: Vec<Profile>,
     namespaces: NamespaceLabels,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
 ) {
     let factory = InformerFactory::new(client.clone(), shutdown.clone());
@@ -211,6 +213,7 @@ pub async fn run(
         pods: pods.clone(),
         priorities: priorities.clone(),
         client,
+        metrics,
         next_start: Mutex::new(0),
     });
     nodes.store().wait_until_ready().await;
@@ -265,6 +268,8 @@ pub async fn run(
         let next = {
             let mut q = shared.queue.lock();
             let due = q.tick(Instant::now());
+            let (a, b, u) = q.counts();
+            shared.metrics.queue(a, b, u);
             (q.pop(), due)
         };
         let key = match next {
@@ -367,6 +372,7 @@ fn schedule_one(shared: &Arc<Shared>, key: &str) {
         shared.queue.lock().done(key);
         return;
     };
+    let started = Instant::now();
     let info = Arc::new(PodInfo::new(pod.clone()));
     // A room held for this pod by an earlier preemption is released before it looks again.
     shared.cache.lock().remove_pod(key);
@@ -384,6 +390,9 @@ fn schedule_one(shared: &Arc<Shared>, key: &str) {
     };
     match decision {
         Ok(node) => {
+            shared
+                .metrics
+                .attempt("scheduled", &profile.scheduler_name, started.elapsed());
             // Assume, then bind in the background.
             shared.cache.lock().add_pod(&node, info);
             shared.queue.lock().done(key);
@@ -392,11 +401,15 @@ fn schedule_one(shared: &Arc<Shared>, key: &str) {
             tokio::spawn(async move { bind(shared, key, pod, node).await });
         }
         Err(fit) => {
+            shared
+                .metrics
+                .attempt("unschedulable", &profile.scheduler_name, started.elapsed());
             let prio = shared.priority(&pod);
             let preemption = if prio > 0 && crate::preemption::may_preempt(&info) {
                 let mut cache = shared.cache.lock();
                 let found = crate::preemption::find(profile, &info, prio, &cache.nodes, &fit);
                 found.map(|p| {
+                    shared.metrics.preemptions.inc();
                     let node = cache.nodes[p.node].name.clone();
                     // Hold the room: pods scheduled meanwhile must not take it.
                     cache.add_pod(&node, info.clone());

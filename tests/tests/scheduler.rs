@@ -116,6 +116,38 @@ async fn binds_spreads_explains_and_retries_when_a_node_appears() {
         vec![2, 2, 2],
         "LeastAllocated spreads: {per_node:?}"
     );
+    // Health and metrics on the scheduler's own port.
+    let log = sched.log();
+    let addr = log
+        .split("health=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no health address in the log:\n{log}"))
+        .to_string();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let ready = http
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let metrics = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("scheduler_schedule_attempts_total{result=\"scheduled\",profile=\"default-scheduler\"} 6"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("skiff_client_requests_total{"),
+        "client metrics too"
+    );
     let bound = pods.get("web-0").await.unwrap();
     let cond = bound.status.unwrap().conditions.unwrap();
     assert!(cond
