@@ -1655,8 +1655,17 @@ impl Api {
             .map(parse_rv)
             .transpose()?;
         let from = match rv {
-            // "0" or unset: the current state first.
-            None | Some(0) => None,
+            // Unset: the current state first, at least as fresh as a read from etcd now
+            // (a client that just wrote must see its write among the initial events).
+            None => {
+                let current = self.store.current_revision().await?;
+                if current > cache.rev() {
+                    cache.wait_for_rev(current, Duration::from_secs(3)).await;
+                }
+                None
+            }
+            // "0": the current state first, from whatever the cache holds.
+            Some(0) => None,
             Some(n) if opts.send_initial_events => {
                 if n > cache.rev() {
                     cache.wait_for_rev(n, Duration::from_secs(3)).await;
