@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::Timestamp;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -145,12 +144,7 @@ impl LeaderElector {
     }
 
     fn now() -> MicroTime {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let secs = i64::try_from(d.as_secs()).unwrap_or(0);
-        let nanos = i32::try_from(d.subsec_micros() * 1000).unwrap_or(0);
-        MicroTime(Timestamp::new(secs, nanos).unwrap_or(Timestamp::UNIX_EPOCH))
+        crate::time::now_micro()
     }
 
     fn seconds(d: Duration) -> i32 {

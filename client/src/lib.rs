@@ -34,6 +34,7 @@ pub mod error;
 pub mod informer;
 pub mod leader;
 pub mod reflector;
+pub mod time;
 pub mod watcher;
 
 pub use api::{

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, ObjectReference, Pod};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use parking_lot::Mutex;
 use serde_json::json;
 use skiff_client::informer::{Informer, InformerFactory};
@@ -520,7 +520,7 @@ async fn report_unschedulable(shared: Arc<Shared>, pod: Arc<Pod>, fit: FitError)
             "reason": "Unschedulable",
             "message": message,
             "lastProbeTime": null,
-            "lastTransitionTime": now_rfc3339(),
+            "lastTransitionTime": skiff_client::time::now_rfc3339(),
         }]}});
         if let Err(e) = api
             .patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch))
@@ -539,21 +539,11 @@ async fn report_unschedulable(shared: Arc<Shared>, pod: Arc<Pod>, fit: FitError)
     .await;
 }
 
-fn now_rfc3339() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    k8s_openapi::jiff::Timestamp::from_second(d.as_secs() as i64)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
-}
-
 async fn event(client: &Client, pod: &Pod, kind: &str, reason: &str, message: &str) {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
-    let now = now_rfc3339();
-    let time: Option<Time> = serde_json::from_value(json!(now)).ok();
-    let micro: Option<MicroTime> = serde_json::from_value(json!(now)).ok();
+    let time = Some(skiff_client::time::now_time());
+    let micro = Some(skiff_client::time::now_micro());
     let ev = Event {
         metadata: ObjectMeta {
             generate_name: Some(format!("{pod_name}.")),

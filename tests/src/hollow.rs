@@ -57,12 +57,7 @@ impl Default for Spec {
 }
 
 fn now() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    k8s_openapi::jiff::Timestamp::from_second(d.as_secs() as i64)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
+    skiff_client::time::now_rfc3339()
 }
 
 /// The name of node `i`.
