@@ -85,7 +85,8 @@ fn count(
 ) -> Vec<HashMap<String, i64>> {
     let ns = pod.pod.metadata.namespace.as_deref().unwrap_or("");
     let none = CycleState::default();
-    let mut out = vec![HashMap::new(); cs.len()];
+    // Domains are borrowed from the nodes while counting; owned once per distinct domain.
+    let mut counts: Vec<HashMap<&str, i64>> = vec![HashMap::new(); cs.len()];
     for node in nodes {
         if NodeAffinity.filter(&none, pod, node).is_err() {
             continue;
@@ -103,14 +104,19 @@ fn count(
                     selector::matches(c.label_selector.as_ref(), p.pod.metadata.labels.as_ref())
                 })
                 .count() as i64;
-            *out[i].entry(domain.to_string()).or_default() += matching;
+            *counts[i].entry(domain).or_default() += matching;
         }
     }
-    out
+    counts
+        .into_iter()
+        .map(|m| m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        .collect()
 }
 
 struct FilterState {
-    /// Per DoNotSchedule constraint: matching pods per domain.
+    /// The pod's DoNotSchedule constraints, worked out once.
+    constraints: Vec<TopologySpreadConstraint>,
+    /// Per constraint: matching pods per domain.
     counts: Vec<HashMap<String, i64>>,
 }
 
@@ -122,10 +128,12 @@ impl Filter for PodTopologySpread {
     fn pre_filter(&self, pod: &PodInfo, nodes: &[NodeInfo], state: &mut CycleState) {
         let cs = constraints(pod, "DoNotSchedule");
         if !cs.is_empty() {
+            let counts = count(pod, nodes, &cs);
             state.put(
                 NAME,
                 FilterState {
-                    counts: count(pod, nodes, &cs),
+                    constraints: cs,
+                    counts,
                 },
             );
         }
@@ -135,7 +143,7 @@ impl Filter for PodTopologySpread {
         let Some(st) = state.get::<FilterState>(NAME) else {
             return Ok(());
         };
-        for (c, counts) in constraints(pod, "DoNotSchedule").iter().zip(&st.counts) {
+        for (c, counts) in st.constraints.iter().zip(&st.counts) {
             let Some(domain) = node.label(&c.topology_key) else {
                 return Err(Rejection::unresolvable(MISSING_LABEL_REASON));
             };
@@ -159,6 +167,8 @@ impl Filter for PodTopologySpread {
 }
 
 struct ScoreState {
+    /// The pod's ScheduleAnyway constraints, worked out once.
+    constraints: Vec<TopologySpreadConstraint>,
     counts: Vec<HashMap<String, i64>>,
     /// Per constraint, a weight growing with the number of domains (as log(n + 2)).
     weights: Vec<f64>,
@@ -176,17 +186,23 @@ impl Score for PodTopologySpread {
         }
         let counts = count(pod, nodes, &cs);
         let weights = counts.iter().map(|c| ((c.len() + 2) as f64).ln()).collect();
-        state.put(NAME, ScoreState { counts, weights });
+        state.put(
+            NAME,
+            ScoreState {
+                constraints: cs,
+                counts,
+                weights,
+            },
+        );
     }
 
     /// Matching pods in the node's domains, weighted (lower is better; normalized below).
-    fn score(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> i64 {
+    fn score(&self, state: &CycleState, _pod: &PodInfo, node: &NodeInfo) -> i64 {
         let Some(st) = state.get::<ScoreState>(NAME) else {
             return 0;
         };
-        let cs = constraints(pod, "ScheduleAnyway");
         let mut total = 0.0;
-        for ((c, counts), w) in cs.iter().zip(&st.counts).zip(&st.weights) {
+        for ((c, counts), w) in st.constraints.iter().zip(&st.counts).zip(&st.weights) {
             if let Some(domain) = node.label(&c.topology_key) {
                 total += counts.get(domain).copied().unwrap_or(0) as f64 * w;
             }
