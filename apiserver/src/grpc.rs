@@ -119,6 +119,11 @@ impl Target {
     }
 }
 
+/// The resource a request names, for metrics and logs.
+fn resource_of(r: &Option<pb::ResourceRef>) -> &str {
+    r.as_ref().map_or("", |r| r.resource.as_str())
+}
+
 fn envelope(r: &ResourceInfo, json: Bytes) -> pb::Object {
     pb::Object {
         api_version: r.api_version(),
@@ -380,8 +385,8 @@ impl Door {
 #[tonic::async_trait]
 impl Resources for Door {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::Object>, Status> {
-        let resource = req.get_ref().resource.clone().unwrap_or_default().resource;
-        self.call("get", &resource, async {
+        let resource = resource_of(&req.get_ref().resource);
+        self.call("get", resource, async {
             let name = &req.get_ref().name;
             Self::require_name(name)?;
             let t = self.target(&req, req.get_ref().resource.as_ref(), "get", "", name)?;
@@ -396,8 +401,8 @@ impl Resources for Door {
         &self,
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        let resource = req.get_ref().resource.clone().unwrap_or_default().resource;
-        self.call("list", &resource, async {
+        let resource = resource_of(&req.get_ref().resource);
+        self.call("list", resource, async {
             let t = self.target(&req, req.get_ref().resource.as_ref(), "list", "", "")?;
             let q = req.get_ref();
             if q.limit < 0 {
@@ -438,8 +443,8 @@ impl Resources for Door {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let resource = req.get_ref().resource.clone().unwrap_or_default().resource;
-        self.call("watch", &resource, async {
+        let resource = resource_of(&req.get_ref().resource);
+        self.call("watch", resource, async {
             let q = req.get_ref();
             let t = self.target(&req, q.resource.as_ref(), "watch", "", &q.name)?;
             let mut fields = q.field_selector.clone();
@@ -496,8 +501,8 @@ impl Resources for Door {
         &self,
         req: Request<pb::CreateRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        let resource = req.get_ref().resource.clone().unwrap_or_default().resource;
-        self.call("create", &resource, async {
+        let resource = resource_of(&req.get_ref().resource);
+        self.call("create", resource, async {
             let inner = req.get_ref();
             let obj = decode_object(inner.object.clone())?;
             let mut t = self.target(&req, inner.resource.as_ref(), "create", "", "")?;
@@ -517,7 +522,7 @@ impl Resources for Door {
         &self,
         req: Request<pb::UpdateRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        let resource = req.get_ref().resource.clone().unwrap_or_default().resource;
+        let resource = resource_of(&req.get_ref().resource).to_string();
         self.call("update", &resource, Door::update(self, req, None))
             .await
     }
@@ -526,7 +531,7 @@ impl Resources for Door {
         &self,
         req: Request<pb::UpdateRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        let resource = req.get_ref().resource.clone().unwrap_or_default().resource;
+        let resource = resource_of(&req.get_ref().resource).to_string();
         self.call("update", &resource, Door::update(self, req, Some("status")))
             .await
     }
@@ -535,8 +540,8 @@ impl Resources for Door {
         &self,
         req: Request<pb::PatchRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        let resource = req.get_ref().resource.clone().unwrap_or_default().resource;
-        self.call("patch", &resource, async {
+        let resource = resource_of(&req.get_ref().resource);
+        self.call("patch", resource, async {
             let inner = req.get_ref();
             Self::require_name(&inner.name)?;
             let ptype = match pb::PatchType::try_from(inner.r#type) {
@@ -581,8 +586,8 @@ impl Resources for Door {
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let resource = req.get_ref().resource.clone().unwrap_or_default().resource;
-        self.call("delete", &resource, async {
+        let resource = resource_of(&req.get_ref().resource);
+        self.call("delete", resource, async {
             let inner = req.get_ref();
             Self::require_name(&inner.name)?;
             let t = self.target(&req, inner.resource.as_ref(), "delete", "", &inner.name)?;
