@@ -4,12 +4,15 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Pod;
+
 use crate::framework::{FitError, Profile};
 use crate::snapshot::{NodeInfo, PodInfo};
 
-/// A pod's priority (`spec.priority`, 0 when unset).
-pub fn priority(pod: &PodInfo) -> i32 {
-    pod.spec().and_then(|s| s.priority).unwrap_or(0)
+/// A pod's priority: `spec.priority`, which the API server's admission sets from
+/// `priorityClassName`; 0 when unset.
+pub fn priority(pod: &Pod) -> i32 {
+    pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
 }
 
 /// Whether a pod may preempt others (`preemptionPolicy` is not `Never`).
@@ -42,7 +45,7 @@ pub fn find(
         let mut lower: Vec<Arc<PodInfo>> = node
             .pods
             .iter()
-            .filter(|p| priority(p) < prio)
+            .filter(|p| priority(&p.pod) < prio)
             .cloned()
             .collect();
         if lower.is_empty() {
@@ -55,7 +58,7 @@ pub fn find(
             continue;
         }
         // Give back as many as possible, most important first.
-        lower.sort_by_key(|p| std::cmp::Reverse(priority(p)));
+        lower.sort_by_key(|p| std::cmp::Reverse(priority(&p.pod)));
         let mut victims = Vec::new();
         for v in lower {
             trial.add_pod(v.clone());
@@ -66,10 +69,13 @@ pub fn find(
         }
         let cost = (
             victims.len(),
-            victims.iter().map(|v| i64::from(priority(v))).sum::<i64>(),
             victims
                 .iter()
-                .map(|v| priority(v))
+                .map(|v| i64::from(priority(&v.pod)))
+                .sum::<i64>(),
+            victims
+                .iter()
+                .map(|v| priority(&v.pod))
                 .max()
                 .unwrap_or(i32::MIN),
         );

@@ -3,15 +3,16 @@
 //! *assumes* the decision in the cache at once (so the next pod already sees it) and binds in
 //! the background. A failed bind forgets the assumption and requeues the pod with back-off; a
 //! pod that fits nowhere gets `PodScheduled=False/Unschedulable` with Kubernetes' message and a
-//! `FailedScheduling` event, and waits for the cluster to change.
+//! `FailedScheduling` event, and waits for the cluster to change. A pod's priority is its
+//! `spec.priority`, which the API server sets from `priorityClassName` when the pod is created.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, ObjectReference, Pod};
-use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use parking_lot::Mutex;
 use serde_json::json;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::framework::{FitError, Profile};
 use crate::plugins::inter_pod_affinity::NamespaceLabels;
+use crate::preemption::priority;
 use crate::queue::SchedulingQueue;
 use crate::snapshot::{NodeInfo, PodInfo};
 
@@ -123,11 +125,10 @@ struct Shared {
     wake: Notify,
     profiles: Vec<Profile>,
     pods: Informer<Pod>,
-    priorities: Informer<PriorityClass>,
     client: Client,
     metrics: Arc<crate::metrics::Metrics>,
     /// Round-robin start of the node search.
-    next_start: Mutex<usize>,
+    next_start: AtomicUsize,
 }
 
 impl Shared {
@@ -138,17 +139,6 @@ impl Shared {
             .and_then(|s| s.scheduler_name.as_deref())
             .unwrap_or("default-scheduler");
         self.profiles.iter().find(|p| p.scheduler_name == name)
-    }
-
-    fn priority(&self, pod: &Pod) -> i32 {
-        let spec = pod.spec.as_ref();
-        if let Some(p) = spec.and_then(|s| s.priority).filter(|p| *p != 0) {
-            return p;
-        }
-        spec.and_then(|s| s.priority_class_name.as_deref())
-            .and_then(|n| self.priorities.store().get(&ObjectKey::new("", n)))
-            .map(|pc| pc.value)
-            .unwrap_or(0)
     }
 
     /// Brings one pod's state into the cache and queue.
@@ -162,8 +152,9 @@ impl Shared {
             }
             Some(_) => {
                 self.cache.lock().remove_pod(&key);
-                self.queue.lock().remove(&key);
-                self.queue.lock().cluster_changed(Instant::now());
+                let mut q = self.queue.lock();
+                q.remove(&key);
+                q.cluster_changed(Instant::now());
             }
             None => {
                 if pod.metadata.deletion_timestamp.is_some() || self.profile(pod).is_none() {
@@ -173,9 +164,7 @@ impl Shared {
                 if self.cache.lock().node_of(&key).is_some() {
                     return;
                 }
-                self.queue
-                    .lock()
-                    .add(&key, self.priority(pod), Instant::now());
+                self.queue.lock().add(&key, priority(pod), Instant::now());
                 self.wake.notify_one();
             }
         }
@@ -204,22 +193,19 @@ pub async fn run(
     let nodes = factory.informer::<Node>();
     let pods = factory.informer::<Pod>();
     let ns_informer = factory.informer::<Namespace>();
-    let priorities = factory.informer::<PriorityClass>();
     let shared = Arc::new(Shared {
         cache: Mutex::new(Cache::default()),
         queue: Mutex::new(SchedulingQueue::new()),
         wake: Notify::new(),
         profiles,
         pods: pods.clone(),
-        priorities: priorities.clone(),
         client,
         metrics,
-        next_start: Mutex::new(0),
+        next_start: AtomicUsize::new(0),
     });
     nodes.store().wait_until_ready().await;
     pods.store().wait_until_ready().await;
     ns_informer.store().wait_until_ready().await;
-    priorities.store().wait_until_ready().await;
 
     // Namespace labels for namespaceSelector.
     let sync_namespaces = {
@@ -374,16 +360,11 @@ fn schedule_one(shared: &Arc<Shared>, key: &str) {
     };
     let started = Instant::now();
     let info = Arc::new(PodInfo::new(pod.clone()));
-    // A room held for this pod by an earlier preemption is released before it looks again.
-    shared.cache.lock().remove_pod(key);
     let decision = {
-        let cache = shared.cache.lock();
-        let start = {
-            let mut s = shared.next_start.lock();
-            let v = *s;
-            *s = s.wrapping_add(1);
-            v
-        };
+        let mut cache = shared.cache.lock();
+        // A room held for this pod by an earlier preemption is released before it looks again.
+        cache.remove_pod(key);
+        let start = shared.next_start.fetch_add(1, Ordering::Relaxed);
         profile
             .schedule(&info, &cache.nodes, start % cache.nodes.len().max(1))
             .map(|p| cache.nodes[p.node].name.clone())
@@ -404,7 +385,7 @@ fn schedule_one(shared: &Arc<Shared>, key: &str) {
             shared
                 .metrics
                 .attempt("unschedulable", &profile.scheduler_name, started.elapsed());
-            let prio = shared.priority(&pod);
+            let prio = priority(&pod);
             let preemption = if prio > 0 && crate::preemption::may_preempt(&info) {
                 let mut cache = shared.cache.lock();
                 let found = crate::preemption::find(profile, &info, prio, &cache.nodes, &fit);
@@ -453,7 +434,7 @@ async fn bind(shared: Arc<Shared>, key: String, pod: Arc<Pod>, node: String) {
                 shared
                     .queue
                     .lock()
-                    .retry_later(&key, shared.priority(&pod), Instant::now());
+                    .retry_later(&key, priority(&pod), Instant::now());
             }
             shared.wake.notify_one();
         }

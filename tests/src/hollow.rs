@@ -133,7 +133,7 @@ pub async fn renew_leases(client: Client, spec: Spec, shutdown: CancellationToke
             let name = node_name(&spec, i);
             let patch = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": name},
-                "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": format!("{}", now().replace('Z', ".000000Z"))}});
+                "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": skiff_client::time::now_micro()}});
             let _ = leases
                 .patch(
                     &name,
