@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::framework::{Profile, Weighted};
 use crate::plugins::image_locality::ImageLocality;
-use crate::plugins::inter_pod_affinity::{InterPodAffinity, NamespaceLabels};
+use crate::plugins::inter_pod_affinity::InterPodAffinity;
 use crate::plugins::node_affinity::NodeAffinity;
 use crate::plugins::node_name::NodeName;
 use crate::plugins::node_ports::NodePorts;
@@ -227,7 +227,7 @@ impl SchedulerConfig {
     }
 
     /// Builds the profiles (one `default-scheduler` profile when none are listed).
-    pub fn profiles(&self, namespaces: &NamespaceLabels) -> Result<Vec<Profile>, ConfigError> {
+    pub fn profiles(&self) -> Result<Vec<Profile>, ConfigError> {
         let defaults = [ProfileConfig::default()];
         let list: &[ProfileConfig] = if self.profiles.is_empty() {
             &defaults
@@ -237,11 +237,7 @@ impl SchedulerConfig {
         let mut names = std::collections::HashSet::new();
         let mut out = Vec::new();
         for p in list {
-            let profile = build(
-                p,
-                self.percentage_of_nodes_to_score.unwrap_or(0),
-                namespaces,
-            )?;
+            let profile = build(p, self.percentage_of_nodes_to_score.unwrap_or(0))?;
             if !names.insert(profile.scheduler_name.clone()) {
                 return Err(ConfigError::Invalid(format!(
                     "profiles: duplicate schedulerName {:?}",
@@ -330,19 +326,13 @@ fn strategy(args: Option<&serde_json::Value>) -> Result<NodeResourcesScore, Conf
     Ok(s)
 }
 
-fn build(
-    p: &ProfileConfig,
-    pct: u32,
-    namespaces: &NamespaceLabels,
-) -> Result<Profile, ConfigError> {
+fn build(p: &ProfileConfig, pct: u32) -> Result<Profile, ConfigError> {
     let args: HashMap<&str, &serde_json::Value> = p
         .plugin_config
         .iter()
         .map(|c| (c.name.as_str(), &c.args))
         .collect();
-    let ipa = InterPodAffinity {
-        namespaces: namespaces.clone(),
-    };
+    let ipa = InterPodAffinity;
     let filter_defaults: Vec<(&str, i64)> = FILTERS.iter().map(|n| (*n, 0)).collect();
     let mut filters: Vec<Box<dyn Filter>> = Vec::new();
     for (name, _) in resolve(
@@ -413,7 +403,7 @@ mod tests {
     use super::*;
 
     fn profiles(yaml: &str) -> Result<Vec<Profile>, ConfigError> {
-        SchedulerConfig::from_yaml(yaml)?.profiles(&NamespaceLabels::default())
+        SchedulerConfig::from_yaml(yaml)?.profiles()
     }
 
     fn score_names(p: &Profile) -> Vec<(&'static str, i64)> {

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use rand::Rng;
 
-use crate::plugins::{CycleState, Filter, Rejection, Score};
-use crate::snapshot::{NodeInfo, PodInfo};
+use crate::plugins::{Check, Filter, Rejection, Score};
+use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
 /// A score plugin with its weight.
 pub struct Weighted {
@@ -89,45 +89,51 @@ impl Profile {
         (n * pct / 100).max(MIN_FEASIBLE)
     }
 
-    /// Works out what the filters need for `pod` across `nodes`.
-    pub fn pre_filter(&self, pod: &PodInfo, nodes: &[NodeInfo]) -> CycleState {
-        let mut state = CycleState::default();
-        for f in &self.filters {
-            f.pre_filter(pod, nodes, &mut state);
-        }
-        state
+    /// The filters' checks for `pod` (the snapshot prepared for it).
+    pub fn checks<'a>(&'a self, pod: &'a PodInfo, snap: &'a Snapshot) -> Vec<Check<'a>> {
+        self.filters
+            .iter()
+            .filter_map(|f| f.filter_for(pod, snap))
+            .collect()
     }
 
-    /// Runs the filters for `pod` on one node.
-    pub fn filter(
-        &self,
-        state: &CycleState,
-        pod: &PodInfo,
-        node: &NodeInfo,
-    ) -> Result<(), Rejection> {
-        for f in &self.filters {
-            f.filter(state, pod, node)?;
+    /// Runs `checks` on the node at index `i`; the first rejection decides.
+    pub fn filter(checks: &[Check<'_>], i: usize, node: &NodeInfo) -> Result<(), Rejection> {
+        for c in checks {
+            c(i, node)?;
         }
         Ok(())
     }
 
-    /// Chooses a node for `pod` among `nodes`, starting the search at `start` (rotated by
-    /// the caller so successive pods look at different nodes first).
+    /// Chooses a node for `pod`, starting the search at node `start` (rotated by the caller
+    /// so successive pods look at different nodes first).
     pub fn schedule(
         &self,
         pod: &PodInfo,
-        nodes: &[NodeInfo],
+        snap: &mut Snapshot,
         start: usize,
     ) -> Result<Placement, FitError> {
+        snap.prepare(pod);
+        self.schedule_prepared(pod, snap, start)
+    }
+
+    /// [`Profile::schedule`] on a snapshot already prepared for `pod`.
+    pub fn schedule_prepared(
+        &self,
+        pod: &PodInfo,
+        snap: &Snapshot,
+        start: usize,
+    ) -> Result<Placement, FitError> {
+        let nodes = &snap.nodes;
         let n = nodes.len();
         let want = self.nodes_to_find(n);
-        let mut state = self.pre_filter(pod, nodes);
+        let checks = self.checks(pod, snap);
         let mut feasible = Vec::with_capacity(want.min(n));
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut resolvable_nodes = Vec::new();
         for i in 0..n {
             let idx = (start + i) % n.max(1);
-            match self.filter(&state, pod, &nodes[idx]) {
+            match Self::filter(&checks, idx, &nodes[idx]) {
                 Ok(()) => {
                     feasible.push(idx);
                     if feasible.len() >= want {
@@ -144,6 +150,7 @@ impl Profile {
                 }
             }
         }
+        drop(checks);
         if feasible.is_empty() {
             return Err(FitError {
                 nodes: n,
@@ -157,14 +164,15 @@ impl Profile {
                 feasible: feasible.len(),
             });
         }
-        for w in &self.scores {
-            w.plugin.pre_score(pod, nodes, &mut state);
-        }
         let mut totals = vec![0i64; feasible.len()];
         let mut raw = vec![0i64; feasible.len()];
         for w in &self.scores {
+            let Some(rate) = w.plugin.score_for(pod, snap) else {
+                // Every node would rate the same: the choice cannot change.
+                continue;
+            };
             for (slot, &idx) in raw.iter_mut().zip(&feasible) {
-                *slot = w.plugin.score(&state, pod, &nodes[idx]);
+                *slot = rate(idx, &nodes[idx]);
             }
             w.plugin.normalize(&mut raw);
             for (t, s) in totals.iter_mut().zip(&raw) {
@@ -238,24 +246,26 @@ mod tests {
     fn spread_picks_the_emptiest_binpack_the_fullest() {
         let mut nodes = vec![n("a", "4"), n("b", "4")];
         nodes[0].add_pod(Arc::new(p("x", "2")));
+        let mut snap = Snapshot::from_nodes(nodes);
         let pod = p("new", "1");
         let spread = profile(Strategy::LeastAllocated)
-            .schedule(&pod, &nodes, 0)
+            .schedule(&pod, &mut snap, 0)
             .unwrap();
-        assert_eq!(nodes[spread.node].name, "b");
+        assert_eq!(snap.nodes[spread.node].name, "b");
         let pack = profile(Strategy::MostAllocated)
-            .schedule(&pod, &nodes, 0)
+            .schedule(&pod, &mut snap, 0)
             .unwrap();
-        assert_eq!(nodes[pack.node].name, "a");
+        assert_eq!(snap.nodes[pack.node].name, "a");
     }
 
     #[test]
     fn ties_are_broken_at_random() {
         let nodes: Vec<NodeInfo> = (0..4).map(|i| n(&format!("n{i}"), "4")).collect();
+        let mut snap = Snapshot::from_nodes(nodes);
         let pod = p("new", "1");
         let prof = profile(Strategy::LeastAllocated);
         let chosen: std::collections::HashSet<usize> = (0..200)
-            .map(|_| prof.schedule(&pod, &nodes, 0).unwrap().node)
+            .map(|_| prof.schedule(&pod, &mut snap, 0).unwrap().node)
             .collect();
         assert!(chosen.len() > 1, "always the same node: {chosen:?}");
     }
@@ -268,7 +278,7 @@ mod tests {
             "status": {"allocatable": {"cpu": "8", "memory": "8Gi", "pods": "110"}}}),
         );
         let err = profile(Strategy::LeastAllocated)
-            .schedule(&p("big", "2"), &nodes, 0)
+            .schedule(&p("big", "2"), &mut Snapshot::from_nodes(nodes), 0)
             .unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -9,7 +9,6 @@ use clap::Parser;
 use skiff_client::leader::{self, LeaderElector, Outcome};
 use skiff_client::Client;
 use skiff_scheduler::config::{parse_duration, SchedulerConfig};
-use skiff_scheduler::plugins::inter_pod_affinity::NamespaceLabels;
 use tokio_util::sync::CancellationToken;
 
 #[global_allocator]
@@ -76,8 +75,7 @@ async fn main() -> anyhow::Result<()> {
         }
         None => SchedulerConfig::default(),
     };
-    let namespaces = NamespaceLabels::default();
-    let profiles = config.profiles(&namespaces)?;
+    let profiles = config.profiles()?;
     let client = Client::from_kubeconfig_or_default(args.kubeconfig.as_deref())?;
 
     let shutdown = CancellationToken::new();
@@ -108,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
     let work_client = client.clone();
     let work = move |token: CancellationToken| async move {
         ready.cancel();
-        skiff_scheduler::scheduler::run(work_client, profiles, namespaces, metrics, token).await;
+        skiff_scheduler::scheduler::run(work_client, profiles, metrics, token).await;
     };
     if !elect {
         work(shutdown.clone()).await;

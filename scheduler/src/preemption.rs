@@ -7,7 +7,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::framework::{FitError, Profile};
-use crate::snapshot::{NodeInfo, PodInfo};
+use crate::snapshot::{PodInfo, Snapshot};
 
 /// A pod's priority: `spec.priority`, which the API server's admission sets from
 /// `priorityClassName`; 0 when unset.
@@ -34,10 +34,11 @@ pub fn find(
     profile: &Profile,
     pod: &PodInfo,
     prio: i32,
-    nodes: &[NodeInfo],
+    snap: &Snapshot,
     fit: &FitError,
 ) -> Option<Preemption> {
-    let state = profile.pre_filter(pod, nodes);
+    let nodes = &snap.nodes;
+    let checks = profile.checks(pod, snap);
     let mut best: Option<(Preemption, (usize, i64, i32))> = None;
     for &idx in &fit.resolvable_nodes {
         let node = &nodes[idx];
@@ -54,7 +55,7 @@ pub fn find(
         for v in &lower {
             trial.remove_pod(&v.key);
         }
-        if profile.filter(&state, pod, &trial).is_err() {
+        if Profile::filter(&checks, idx, &trial).is_err() {
             continue;
         }
         // Give back as many as possible, most important first.
@@ -62,7 +63,7 @@ pub fn find(
         let mut victims = Vec::new();
         for v in lower {
             trial.add_pod(v.clone());
-            if profile.filter(&state, pod, &trial).is_err() {
+            if Profile::filter(&checks, idx, &trial).is_err() {
                 trial.remove_pod(&v.key);
                 victims.push(v);
             }
@@ -92,6 +93,7 @@ mod tests {
     use crate::framework::Weighted;
     use crate::plugins::node_resources::NodeResourcesFit;
     use crate::plugins::testing::{node, pod};
+    use crate::snapshot::NodeInfo;
     use serde_json::json;
 
     fn n(name: &str) -> NodeInfo {
@@ -121,16 +123,17 @@ mod tests {
         nodes[0].add_pod(Arc::new(p("small-2", "1", 1)));
         nodes[1].add_pod(Arc::new(p("big", "2", 5)));
         let urgent = p("urgent", "1", 10);
-        let fit = profile.schedule(&urgent, &nodes, 0).unwrap_err();
-        let pre = find(&profile, &urgent, 10, &nodes, &fit).unwrap();
+        let mut snap = Snapshot::from_nodes(nodes);
+        let fit = profile.schedule(&urgent, &mut snap, 0).unwrap_err();
+        let pre = find(&profile, &urgent, 10, &snap, &fit).unwrap();
         assert_eq!(
-            nodes[pre.node].name, "a",
+            snap.nodes[pre.node].name, "a",
             "one small victim beats one big one of higher priority"
         );
         assert_eq!(pre.victims.len(), 1);
         // Nothing of lower priority to evict: no preemption.
         let meek = p("meek", "1", 1);
-        let fit = profile.schedule(&meek, &nodes, 0).unwrap_err();
-        assert!(find(&profile, &meek, 1, &nodes, &fit).is_none());
+        let fit = profile.schedule(&meek, &mut snap, 0).unwrap_err();
+        assert!(find(&profile, &meek, 1, &snap, &fit).is_none());
     }
 }

@@ -6,7 +6,6 @@
 //! `FailedScheduling` event, and waits for the cluster to change. A pod's priority is its
 //! `spec.priority`, which the API server sets from `priorityClassName` when the pod is created.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,78 +22,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::framework::{FitError, Profile};
-use crate::plugins::inter_pod_affinity::NamespaceLabels;
 use crate::preemption::priority;
 use crate::queue::SchedulingQueue;
-use crate::snapshot::{NodeInfo, PodInfo};
-
-/// The scheduler's cache: nodes (in a stable order) with the pods bound or assumed on them.
-#[derive(Default)]
-pub struct Cache {
-    /// The nodes.
-    pub nodes: Vec<NodeInfo>,
-    index: HashMap<String, usize>,
-    /// Pod key → the node it is counted on.
-    pod_node: HashMap<String, String>,
-}
-
-impl Cache {
-    /// Adds or replaces a node, keeping the pods counted on it.
-    pub fn upsert_node(&mut self, node: Arc<Node>) {
-        let name = node.metadata.name.clone().unwrap_or_default();
-        let mut fresh = NodeInfo::new(node);
-        match self.index.get(&name) {
-            Some(&i) => {
-                for p in std::mem::take(&mut self.nodes[i].pods) {
-                    fresh.add_pod(p);
-                }
-                self.nodes[i] = fresh;
-            }
-            None => {
-                self.index.insert(name, self.nodes.len());
-                self.nodes.push(fresh);
-            }
-        }
-    }
-
-    /// Removes a node (its pods stop counting anywhere).
-    pub fn remove_node(&mut self, name: &str) {
-        let Some(i) = self.index.remove(name) else {
-            return;
-        };
-        let gone = self.nodes.swap_remove(i);
-        for p in &gone.pods {
-            self.pod_node.remove(&p.key);
-        }
-        if i < self.nodes.len() {
-            let moved = self.nodes[i].name.clone();
-            self.index.insert(moved, i);
-        }
-    }
-
-    /// Counts `pod` on `node` (moving it if it was counted elsewhere).
-    pub fn add_pod(&mut self, node: &str, pod: Arc<PodInfo>) {
-        self.remove_pod(&pod.key);
-        if let Some(&i) = self.index.get(node) {
-            self.pod_node.insert(pod.key.clone(), node.to_string());
-            self.nodes[i].add_pod(pod);
-        }
-    }
-
-    /// Stops counting the pod `key`.
-    pub fn remove_pod(&mut self, key: &str) {
-        if let Some(node) = self.pod_node.remove(key) {
-            if let Some(&i) = self.index.get(&node) {
-                self.nodes[i].remove_pod(key);
-            }
-        }
-    }
-
-    /// The node a pod is counted on.
-    pub fn node_of(&self, key: &str) -> Option<&str> {
-        self.pod_node.get(key).map(String::as_str)
-    }
-}
+use crate::snapshot::{PodInfo, Snapshot};
 
 fn key_of(pod: &Pod) -> String {
     format!(
@@ -120,7 +50,8 @@ fn terminal(pod: &Pod) -> bool {
 
 /// Everything the loop shares with its informer handlers and bind tasks.
 struct Shared {
-    cache: Mutex<Cache>,
+    /// The nodes with the pods bound or assumed on them.
+    cache: Mutex<Snapshot>,
     queue: Mutex<SchedulingQueue>,
     wake: Notify,
     profiles: Vec<Profile>,
@@ -185,7 +116,6 @@ impl Shared {
 pub async fn run(
     client: Client,
     profiles: Vec<Profile>,
-    namespaces: NamespaceLabels,
     metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
 ) {
@@ -194,7 +124,7 @@ pub async fn run(
     let pods = factory.informer::<Pod>();
     let ns_informer = factory.informer::<Namespace>();
     let shared = Arc::new(Shared {
-        cache: Mutex::new(Cache::default()),
+        cache: Mutex::new(Snapshot::default()),
         queue: Mutex::new(SchedulingQueue::new()),
         wake: Notify::new(),
         profiles,
@@ -210,16 +140,19 @@ pub async fn run(
     // Namespace labels for namespaceSelector.
     let sync_namespaces = {
         let store = ns_informer.store();
-        let namespaces = namespaces.clone();
+        let shared = shared.clone();
         move || {
-            let mut map = namespaces.write();
-            map.clear();
-            for n in store.state() {
-                map.insert(
-                    n.metadata.name.clone().unwrap_or_default(),
-                    n.metadata.labels.clone().unwrap_or_default(),
-                );
-            }
+            let map = store
+                .state()
+                .into_iter()
+                .map(|n| {
+                    (
+                        n.metadata.name.clone().unwrap_or_default(),
+                        n.metadata.labels.clone().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            shared.cache.lock().set_namespaces(map);
         }
     };
     sync_namespaces();
@@ -364,9 +297,9 @@ fn schedule_one(shared: &Arc<Shared>, key: &str) {
         let mut cache = shared.cache.lock();
         // A room held for this pod by an earlier preemption is released before it looks again.
         cache.remove_pod(key);
-        let start = shared.next_start.fetch_add(1, Ordering::Relaxed);
+        let start = shared.next_start.fetch_add(1, Ordering::Relaxed) % cache.nodes.len().max(1);
         profile
-            .schedule(&info, &cache.nodes, start % cache.nodes.len().max(1))
+            .schedule(&info, &mut cache, start)
             .map(|p| cache.nodes[p.node].name.clone())
     };
     match decision {
@@ -388,7 +321,7 @@ fn schedule_one(shared: &Arc<Shared>, key: &str) {
             let prio = priority(&pod);
             let preemption = if prio > 0 && crate::preemption::may_preempt(&info) {
                 let mut cache = shared.cache.lock();
-                let found = crate::preemption::find(profile, &info, prio, &cache.nodes, &fit);
+                let found = crate::preemption::find(profile, &info, prio, &cache, &fit);
                 found.map(|p| {
                     shared.metrics.preemptions.inc();
                     let node = cache.nodes[p.node].name.clone();

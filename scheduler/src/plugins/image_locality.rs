@@ -2,10 +2,8 @@
 //! images and for images few nodes have (so pods do not all pile onto the one node that
 //! pulled first), as kube-scheduler scores it.
 
-use std::collections::HashMap;
-
-use super::{CycleState, Score, MAX_SCORE};
-use crate::snapshot::{NodeInfo, PodInfo};
+use super::{Rate, Score, MAX_SCORE};
+use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
 /// The `ImageLocality` score.
 pub struct ImageLocality;
@@ -49,55 +47,43 @@ fn size_on(node: &NodeInfo, image: &str) -> Option<i64> {
         .find_map(|n| node.images.get(n).copied())
 }
 
-/// Image → on how many nodes.
-struct Spread {
-    holders: HashMap<String, usize>,
-    nodes: usize,
-}
-
 impl Score for ImageLocality {
     fn name(&self) -> &'static str {
         NAME
     }
 
-    fn pre_score(&self, pod: &PodInfo, nodes: &[NodeInfo], state: &mut CycleState) {
-        let mut holders = HashMap::new();
-        for image in images(pod) {
-            let n = nodes.iter().filter(|n| size_on(n, image).is_some()).count();
-            holders.insert(image.to_string(), n);
-        }
-        state.put(
-            NAME,
-            Spread {
-                holders,
-                nodes: nodes.len().max(1),
-            },
-        );
-    }
-
-    fn score(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> i64 {
-        let Some(spread) = state.get::<Spread>(NAME) else {
-            return 0;
-        };
+    fn score_for<'a>(&'a self, pod: &'a PodInfo, snap: &'a Snapshot) -> Option<Rate<'a>> {
         let imgs = images(pod);
-        let sum: i64 = imgs
+        // Each image with the share of nodes that hold it; none held anywhere → all nodes
+        // rate 0.
+        let held: Vec<(&str, i64)> = imgs
             .iter()
-            .filter_map(|i| {
-                let size = size_on(node, i)?;
-                let holders = *spread.holders.get(*i).unwrap_or(&1) as i64;
-                Some(size * holders / spread.nodes as i64)
+            .map(|i| {
+                let holders = names(i).iter().map(|n| snap.image_nodes(n)).max();
+                (*i, i64::from(holders.unwrap_or(0)))
             })
-            .sum();
+            .collect();
+        if held.iter().all(|(_, n)| *n == 0) {
+            return None;
+        }
+        let nodes = snap.nodes.len().max(1) as i64;
         let max = MAX_CONTAINER_THRESHOLD * imgs.len().max(1) as i64;
-        let clamped = sum.clamp(MIN_THRESHOLD, max);
-        MAX_SCORE * (clamped - MIN_THRESHOLD) / (max - MIN_THRESHOLD)
+        Some(Box::new(move |_, node| {
+            let sum: i64 = held
+                .iter()
+                .filter(|(_, holders)| *holders > 0)
+                .filter_map(|(i, holders)| Some(size_on(node, i)? * holders / nodes))
+                .sum();
+            let clamped = sum.clamp(MIN_THRESHOLD, max);
+            MAX_SCORE * (clamped - MIN_THRESHOLD) / (max - MIN_THRESHOLD)
+        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::testing::{node, pod};
+    use crate::plugins::testing::{node, pod, scores};
     use serde_json::json;
 
     #[test]
@@ -113,12 +99,7 @@ mod tests {
         let p = pod(json!({"spec": {"containers": [
             {"name": "app", "image": "registry.local/app:1"},
             {"name": "side", "image": "registry.local/side"}]}}));
-        let mut st = CycleState::default();
-        ImageLocality.pre_score(&p, &nodes, &mut st);
-        let scores: Vec<i64> = nodes
-            .iter()
-            .map(|n| ImageLocality.score(&st, &p, n))
-            .collect();
+        let scores = scores(&ImageLocality, &p, &nodes);
         assert!(scores[1] > scores[0] && scores[0] > scores[2], "{scores:?}");
         assert_eq!(scores[2], 0);
     }

@@ -3,24 +3,13 @@
 //! the same domain), and the symmetric rule that existing pods' anti-affinity keeps the new
 //! pod out; preferred terms add or subtract their weights in the score.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use super::{Check, Filter, Rate, Rejection, Score};
+use crate::snapshot::{AffinityTerm, PodInfo, Snapshot, Topology, NO_DOMAIN};
 
-use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm};
-
-use super::{CycleState, Filter, Rejection, Score};
-use crate::selector;
-use crate::snapshot::{NodeInfo, PodInfo};
-
-/// Namespace name → labels, for `namespaceSelector`.
-pub type NamespaceLabels = Arc<parking_lot::RwLock<HashMap<String, BTreeMap<String, String>>>>;
-
-/// The `InterPodAffinity` filter and score.
+/// The `InterPodAffinity` filter and score. Namespace selectors are read against the
+/// snapshot's namespace labels.
 #[derive(Default, Clone)]
-pub struct InterPodAffinity {
-    /// Namespace labels, kept up to date by the scheduler's informers.
-    pub namespaces: NamespaceLabels,
-}
+pub struct InterPodAffinity;
 
 /// Reasons, in Kubernetes' words.
 pub const AFFINITY_REASON: &str = "node(s) didn't match pod affinity rules";
@@ -30,221 +19,143 @@ pub const ANTI_AFFINITY_REASON: &str = "node(s) didn't match pod anti-affinity r
 pub const EXISTING_ANTI_AFFINITY_REASON: &str =
     "node(s) didn't satisfy existing pods anti-affinity rules";
 
-const NAME: &str = "InterPodAffinity";
-
-/// (topology key, value) → how many matching pods there.
-type Counts = HashMap<(String, String), i64>;
-
-struct FilterState {
-    /// Domains holding pods whose anti-affinity matches the incoming pod.
-    existing_anti: Counts,
-    /// Per required affinity term: domains holding pods that match it.
-    affinity: Vec<Counts>,
-    /// Domains holding pods that match one of the incoming pod's anti-affinity terms.
-    anti: Counts,
-    /// No pod anywhere matches the affinity terms, but the pod matches them itself: it may
-    /// go anywhere (the first pod of a group that wants to be together).
-    first_of_group: bool,
+/// The domains of one topology key that hold some of the pods in question.
+struct Domains<'a> {
+    topo: Option<&'a Topology>,
+    /// Per domain id: whether it holds any.
+    held: Vec<bool>,
+    /// Whether any domain does.
+    any: bool,
 }
 
-fn required(pod: &Pod, anti: bool) -> &[PodAffinityTerm] {
-    let a = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
-    let terms = if anti {
-        a.and_then(|a| a.pod_anti_affinity.as_ref()).and_then(|p| {
-            p.required_during_scheduling_ignored_during_execution
-                .as_deref()
-        })
-    } else {
-        a.and_then(|a| a.pod_affinity.as_ref()).and_then(|p| {
-            p.required_during_scheduling_ignored_during_execution
-                .as_deref()
-        })
-    };
-    terms.unwrap_or(&[])
-}
-
-impl InterPodAffinity {
-    /// Whether `term`, written in a pod of namespace `owner_ns`, selects `target`.
-    fn term_selects(&self, term: &PodAffinityTerm, owner_ns: &str, target: &Pod) -> bool {
-        let target_ns = target.metadata.namespace.as_deref().unwrap_or("");
-        let in_namespace = match (&term.namespaces, &term.namespace_selector) {
-            (None, None) => target_ns == owner_ns,
-            (names, sel) => {
-                let listed = names.iter().flatten().any(|n| n == target_ns)
-                    || (names.as_ref().is_some_and(|n| n.is_empty())
-                        && sel.is_none()
-                        && target_ns == owner_ns);
-                let selected = sel.as_ref().is_some_and(|s| {
-                    let ns = self.namespaces.read();
-                    selector::matches(Some(s), ns.get(target_ns))
-                });
-                listed || selected
+impl<'a> Domains<'a> {
+    fn new(topo: Option<&'a Topology>, nodes: impl Iterator<Item = u32>) -> Self {
+        let mut held = vec![false; topo.map_or(0, Topology::ids)];
+        let mut any = false;
+        if let Some(t) = topo {
+            for n in nodes {
+                let d = t.domain_of[n as usize];
+                if d != NO_DOMAIN {
+                    held[d as usize] = true;
+                    any = true;
+                }
             }
-        };
-        in_namespace
-            && selector::matches(
-                term.label_selector.as_ref(),
-                target.metadata.labels.as_ref(),
-            )
+        }
+        Domains { topo, held, any }
+    }
+
+    /// Whether node `i` is in one of the domains.
+    fn has(&self, i: usize) -> bool {
+        self.domain(i).is_some_and(|d| self.held[d as usize])
+    }
+
+    fn domain(&self, i: usize) -> Option<u32> {
+        let d = *self.topo?.domain_of.get(i)?;
+        (d != NO_DOMAIN).then_some(d)
     }
 }
 
-fn ns_of(p: &Pod) -> &str {
-    p.metadata.namespace.as_deref().unwrap_or("")
+/// The domains holding pods that `term` selects.
+fn selected<'a>(snap: &'a Snapshot, term: &AffinityTerm) -> Domains<'a> {
+    let topo = snap.topology(&term.topology_key);
+    let nodes = snap
+        .group(&term.set)
+        .into_iter()
+        .flat_map(|g| g.nodes.iter())
+        .filter(|(_, c)| c.all > 0)
+        .map(|(&n, _)| n);
+    Domains::new(topo, nodes)
 }
 
 impl Filter for InterPodAffinity {
     fn name(&self) -> &'static str {
-        NAME
+        "InterPodAffinity"
     }
 
-    fn pre_filter(&self, pod: &PodInfo, nodes: &[NodeInfo], state: &mut CycleState) {
-        let incoming = pod.pod.as_ref();
-        let affinity_terms = required(incoming, false);
-        let anti_terms = required(incoming, true);
-        let mut st = FilterState {
-            existing_anti: Counts::new(),
-            affinity: vec![Counts::new(); affinity_terms.len()],
-            anti: Counts::new(),
-            first_of_group: false,
-        };
-        for node in nodes {
-            for existing in &node.pods {
-                let e = existing.pod.as_ref();
-                for term in required(e, true) {
-                    if let Some(v) = node.label(&term.topology_key) {
-                        if self.term_selects(term, ns_of(e), incoming) {
-                            *st.existing_anti
-                                .entry((term.topology_key.clone(), v.to_string()))
-                                .or_default() += 1;
-                        }
-                    }
-                }
-                for (i, term) in affinity_terms.iter().enumerate() {
-                    if let Some(v) = node.label(&term.topology_key) {
-                        if self.term_selects(term, ns_of(incoming), e) {
-                            *st.affinity[i]
-                                .entry((term.topology_key.clone(), v.to_string()))
-                                .or_default() += 1;
-                        }
-                    }
-                }
-                for term in anti_terms {
-                    if let Some(v) = node.label(&term.topology_key) {
-                        if self.term_selects(term, ns_of(incoming), e) {
-                            *st.anti
-                                .entry((term.topology_key.clone(), v.to_string()))
-                                .or_default() += 1;
-                        }
-                    }
-                }
-            }
+    fn filter_for<'a>(&'a self, pod: &'a PodInfo, snap: &'a Snapshot) -> Option<Check<'a>> {
+        // Running pods whose anti-affinity keeps this pod out of their domains.
+        let existing: Vec<Domains<'_>> = snap
+            .anti_terms_selecting(pod)
+            .map(|t| Domains::new(snap.topology(&t.term.topology_key), t.nodes.keys().copied()))
+            .collect();
+        let terms = &pod.affinity;
+        if existing.is_empty() && terms.required.is_empty() && terms.required_anti.is_empty() {
+            return None;
         }
-        st.first_of_group = !affinity_terms.is_empty()
-            && st.affinity.iter().all(|c| c.is_empty())
-            && affinity_terms
+        let affinity: Vec<Domains<'_>> = terms.required.iter().map(|t| selected(snap, t)).collect();
+        let anti: Vec<Domains<'_>> = terms
+            .required_anti
+            .iter()
+            .map(|t| selected(snap, t))
+            .collect();
+        // No pod anywhere matches the affinity terms, but the pod matches them itself: it may
+        // go anywhere the topology labels exist (the first pod of a group that wants to be
+        // together).
+        let first_of_group = !terms.required.is_empty()
+            && affinity.iter().all(|d| !d.any)
+            && terms
+                .required
                 .iter()
-                .all(|t| self.term_selects(t, ns_of(incoming), incoming));
-        state.put(NAME, st);
-    }
-
-    fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
-        let Some(st) = state.get::<FilterState>(NAME) else {
-            return Ok(());
-        };
-        let in_domain = |counts: &Counts, key: &str| {
-            node.label(key).is_some_and(|v| {
-                counts
-                    .get(&(key.to_string(), v.to_string()))
-                    .is_some_and(|n| *n > 0)
-            })
-        };
-        let incoming = pod.pod.as_ref();
-        let terms = required(incoming, false);
-        if !terms.is_empty() && !st.first_of_group {
-            let ok = terms
-                .iter()
-                .zip(&st.affinity)
-                .all(|(t, counts)| in_domain(counts, &t.topology_key));
+                .all(|t| t.set.matches(pod, snap.namespaces()));
+        Some(Box::new(move |i, _| {
+            let ok = if first_of_group {
+                affinity.iter().all(|d| d.domain(i).is_some())
+            } else {
+                affinity.iter().all(|d| d.has(i))
+            };
             if !ok {
                 return Err(Rejection::unresolvable(AFFINITY_REASON));
             }
-        } else if st.first_of_group && terms.iter().any(|t| node.label(&t.topology_key).is_none()) {
-            return Err(Rejection::unresolvable(AFFINITY_REASON));
-        }
-        if required(incoming, true)
-            .iter()
-            .any(|t| in_domain(&st.anti, &t.topology_key))
-        {
-            return Err(Rejection::resolvable(ANTI_AFFINITY_REASON));
-        }
-        let existing_keys: HashSet<&str> =
-            st.existing_anti.keys().map(|(k, _)| k.as_str()).collect();
-        if existing_keys
-            .iter()
-            .any(|k| in_domain(&st.existing_anti, k))
-        {
-            return Err(Rejection::resolvable(EXISTING_ANTI_AFFINITY_REASON));
-        }
-        Ok(())
+            if anti.iter().any(|d| d.has(i)) {
+                return Err(Rejection::resolvable(ANTI_AFFINITY_REASON));
+            }
+            if existing.iter().any(|d| d.has(i)) {
+                return Err(Rejection::resolvable(EXISTING_ANTI_AFFINITY_REASON));
+            }
+            Ok(())
+        }))
     }
 }
 
-/// (topology key, value) → summed weight.
-struct ScoreState(HashMap<(String, String), i64>);
-
 impl Score for InterPodAffinity {
     fn name(&self) -> &'static str {
-        NAME
+        "InterPodAffinity"
     }
 
-    fn pre_score(&self, pod: &PodInfo, nodes: &[NodeInfo], state: &mut CycleState) {
-        let incoming = pod.pod.as_ref();
-        let a = incoming.spec.as_ref().and_then(|s| s.affinity.as_ref());
-        let preferred = a
-            .and_then(|a| a.pod_affinity.as_ref())
-            .and_then(|p| {
-                p.preferred_during_scheduling_ignored_during_execution
-                    .as_deref()
-            })
-            .unwrap_or(&[]);
-        let preferred_anti = a
-            .and_then(|a| a.pod_anti_affinity.as_ref())
-            .and_then(|p| {
-                p.preferred_during_scheduling_ignored_during_execution
-                    .as_deref()
-            })
-            .unwrap_or(&[]);
-        let mut weights: HashMap<(String, String), i64> = HashMap::new();
-        for node in nodes {
-            for existing in &node.pods {
-                let e = existing.pod.as_ref();
-                for (terms, sign) in [(preferred, 1i64), (preferred_anti, -1)] {
-                    for w in terms {
-                        let t = &w.pod_affinity_term;
-                        if let Some(v) = node.label(&t.topology_key) {
-                            if self.term_selects(t, ns_of(incoming), e) {
-                                *weights
-                                    .entry((t.topology_key.clone(), v.to_string()))
-                                    .or_default() += sign * i64::from(w.weight);
-                            }
-                        }
-                    }
+    /// Per preferred term, its weight for each matching pod in the node's domain (added for
+    /// affinity, subtracted for anti-affinity).
+    fn score_for<'a>(&'a self, pod: &'a PodInfo, snap: &'a Snapshot) -> Option<Rate<'a>> {
+        let terms = &pod.affinity;
+        if terms.preferred.is_empty() && terms.preferred_anti.is_empty() {
+            return None;
+        }
+        let signed = terms
+            .preferred
+            .iter()
+            .map(|t| (t, 1))
+            .chain(terms.preferred_anti.iter().map(|t| (t, -1)));
+        let mut per_term: Vec<(&Topology, Vec<i64>)> = Vec::new();
+        for (term, sign) in signed {
+            let (Some(topo), Some(group)) =
+                (snap.topology(&term.topology_key), snap.group(&term.set))
+            else {
+                continue;
+            };
+            let mut weights = vec![0i64; topo.ids()];
+            for (&node, c) in &group.nodes {
+                let d = topo.domain_of[node as usize];
+                if d != NO_DOMAIN {
+                    weights[d as usize] += sign * term.weight * i64::from(c.all);
                 }
             }
+            per_term.push((topo, weights));
         }
-        state.put(NAME, ScoreState(weights));
-    }
-
-    fn score(&self, state: &CycleState, _pod: &PodInfo, node: &NodeInfo) -> i64 {
-        let Some(ScoreState(weights)) = state.get::<ScoreState>(NAME) else {
-            return 0;
-        };
-        weights
-            .iter()
-            .filter(|((k, v), _)| node.label(k) == Some(v.as_str()))
-            .map(|(_, w)| *w)
-            .sum()
+        Some(Box::new(move |i, _| {
+            per_term
+                .iter()
+                .filter_map(|(topo, w)| w.get(*topo.domain_of.get(i)? as usize))
+                .sum()
+        }))
     }
 
     /// Maps the range of raw scores (which may be negative) onto 0–100.
@@ -266,8 +177,10 @@ impl Score for InterPodAffinity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::testing::{node, pod};
+    use crate::plugins::testing::{self, node, pod};
+    use crate::snapshot::{NodeInfo, Snapshot};
     use serde_json::json;
+    use std::sync::Arc;
 
     fn nodes() -> Vec<NodeInfo> {
         vec![
@@ -294,13 +207,7 @@ mod tests {
     }
 
     fn fits(p: &InterPodAffinity, pod: &PodInfo, nodes: &[NodeInfo]) -> Vec<String> {
-        let mut st = CycleState::default();
-        p.pre_filter(pod, nodes, &mut st);
-        nodes
-            .iter()
-            .filter(|n| p.filter(&st, pod, n).is_ok())
-            .map(|n| n.name.clone())
-            .collect()
+        testing::feasible(p, pod, nodes)
     }
 
     fn anti(key: &str) -> serde_json::Value {
@@ -310,7 +217,7 @@ mod tests {
 
     #[test]
     fn anti_affinity_one_per_host_and_per_zone() {
-        let plugin = InterPodAffinity::default();
+        let plugin = InterPodAffinity;
         let mut ns = nodes();
         ns[0].add_pod(Arc::new(web("w1", anti("kubernetes.io/hostname"))));
         let p = web("w2", anti("kubernetes.io/hostname"));
@@ -320,10 +227,11 @@ mod tests {
         // Symmetry: a pod without rules is kept away from w1, whose anti-affinity matches it.
         let plain = web("w4", json!({}));
         assert_eq!(fits(&plugin, &plain, &ns), vec!["b", "c"]);
-        let mut st = CycleState::default();
-        plugin.pre_filter(&plain, &ns, &mut st);
         assert_eq!(
-            plugin.filter(&st, &plain, &ns[0]).unwrap_err().reasons,
+            testing::checks(&plugin, &plain, &ns)
+                .remove(0)
+                .unwrap_err()
+                .reasons,
             vec![EXISTING_ANTI_AFFINITY_REASON]
         );
         // Other namespaces are not selected by default.
@@ -335,7 +243,7 @@ mod tests {
 
     #[test]
     fn affinity_follows_matching_pods_and_lets_the_first_of_a_group_anywhere() {
-        let plugin = InterPodAffinity::default();
+        let plugin = InterPodAffinity;
         let with = json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
             {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "topology.kubernetes.io/zone"}]}}});
         let mut ns = nodes();
@@ -348,20 +256,16 @@ mod tests {
         ns[2].add_pod(Arc::new(first));
         let second = web("w2", with);
         assert_eq!(fits(&plugin, &second, &ns), vec!["c"]);
-        let mut st = CycleState::default();
-        plugin.pre_filter(&second, &ns, &mut st);
-        let err = plugin.filter(&st, &second, &ns[0]).unwrap_err();
+        let err = testing::checks(&plugin, &second, &ns)
+            .remove(0)
+            .unwrap_err();
         assert_eq!(err.reasons, vec![AFFINITY_REASON]);
         assert!(err.unresolvable);
     }
 
     #[test]
     fn namespace_selectors_pick_namespaces_by_label() {
-        let plugin = InterPodAffinity::default();
-        plugin.namespaces.write().insert(
-            "team-a".into(),
-            [("team".to_string(), "a".to_string())].into(),
-        );
+        let plugin = InterPodAffinity;
         let mut ns = nodes();
         ns[0].add_pod(Arc::new(pod(json!({"metadata": {"name": "x", "namespace": "team-a", "labels": {"app": "web"}}, "spec": {"containers": []}}))));
         let p = pod(
@@ -369,12 +273,34 @@ mod tests {
             "requiredDuringSchedulingIgnoredDuringExecution": [{"labelSelector": {"matchLabels": {"app": "web"}},
             "namespaceSelector": {"matchLabels": {"team": "a"}}, "topologyKey": "kubernetes.io/hostname"}]}}}}),
         );
-        assert_eq!(fits(&plugin, &p, &ns), vec!["b", "c"]);
+        let feasible = |snap: &mut Snapshot| {
+            snap.prepare(&p);
+            let check = plugin.filter_for(&p, snap).unwrap();
+            snap.nodes
+                .iter()
+                .enumerate()
+                .filter(|(i, n)| check(*i, n).is_ok())
+                .map(|(_, n)| n.name.clone())
+                .collect::<Vec<_>>()
+        };
+        let mut snap = Snapshot::from_nodes(ns);
+        let labelled = |team: &str| {
+            [(
+                "team-a".to_string(),
+                [("team".to_string(), team.to_string())].into(),
+            )]
+            .into()
+        };
+        snap.set_namespaces(labelled("a"));
+        assert_eq!(feasible(&mut snap), vec!["b", "c"]);
+        // The namespace is relabelled: its pods no longer count.
+        snap.set_namespaces(labelled("b"));
+        assert_eq!(feasible(&mut snap), vec!["a", "b", "c"]);
     }
 
     #[test]
     fn preferred_terms_attract_and_repel() {
-        let plugin = InterPodAffinity::default();
+        let plugin = InterPodAffinity;
         let mut ns = nodes();
         ns[0].add_pod(Arc::new(web("w1", json!({}))));
         let p = pod(
@@ -382,9 +308,7 @@ mod tests {
             "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm":
                 {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "topology.kubernetes.io/zone"}}]}}}}),
         );
-        let mut st = CycleState::default();
-        plugin.pre_score(&p, &ns, &mut st);
-        let mut scores: Vec<i64> = ns.iter().map(|n| plugin.score(&st, &p, n)).collect();
+        let mut scores = testing::scores(&plugin, &p, &ns);
         assert_eq!(scores, vec![-100, -100, 0]);
         Score::normalize(&plugin, &mut scores);
         assert_eq!(scores, vec![0, 0, 100]);

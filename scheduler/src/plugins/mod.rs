@@ -14,29 +14,15 @@ pub mod node_unschedulable;
 pub mod pod_topology_spread;
 pub mod taint_toleration;
 
-use std::any::Any;
-use std::collections::HashMap;
+use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
-use crate::snapshot::{NodeInfo, PodInfo};
+/// A filter's check for one pod, worked out once per scheduling attempt and then asked of
+/// each node (by its index in the snapshot).
+pub type Check<'a> = Box<dyn Fn(usize, &NodeInfo) -> Result<(), Rejection> + Send + Sync + 'a>;
 
-/// What plugins work out once per pod before looking at nodes one by one (kube-scheduler's
-/// `CycleState`): each plugin keeps its own slot.
-#[derive(Default)]
-pub struct CycleState {
-    slots: HashMap<&'static str, Box<dyn Any + Send + Sync>>,
-}
-
-impl CycleState {
-    /// A plugin's slot.
-    pub fn get<T: 'static>(&self, plugin: &'static str) -> Option<&T> {
-        self.slots.get(plugin).and_then(|b| b.downcast_ref())
-    }
-
-    /// Fills a plugin's slot.
-    pub fn put<T: Any + Send + Sync>(&mut self, plugin: &'static str, value: T) {
-        self.slots.insert(plugin, Box::new(value));
-    }
-}
+/// A score's rating for one pod, worked out once per scheduling attempt and then asked of
+/// each feasible node (by its index in the snapshot).
+pub type Rate<'a> = Box<dyn Fn(usize, &NodeInfo) -> i64 + Send + Sync + 'a>;
 
 /// The best score a plugin gives.
 pub const MAX_SCORE: i64 = 100;
@@ -72,20 +58,19 @@ impl Rejection {
 pub trait Filter: Send + Sync {
     /// The plugin's name in the configuration (`NodeResourcesFit`, ...).
     fn name(&self) -> &'static str;
-    /// Works out, once per pod, what `filter` needs across nodes.
-    fn pre_filter(&self, _pod: &PodInfo, _nodes: &[NodeInfo], _state: &mut CycleState) {}
-    /// `Ok` when the pod fits the node.
-    fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection>;
+    /// The check for `pod` (kube-scheduler's PreFilter and Filter in one): whatever needs
+    /// the whole snapshot is worked out here, once; `None` when the plugin has nothing to
+    /// check for this pod (every node passes).
+    fn filter_for<'a>(&'a self, pod: &'a PodInfo, snap: &'a Snapshot) -> Option<Check<'a>>;
 }
 
 /// Rates a node for a pod.
 pub trait Score: Send + Sync {
     /// The plugin's name in the configuration.
     fn name(&self) -> &'static str;
-    /// Works out, once per pod, what `score` needs across nodes.
-    fn pre_score(&self, _pod: &PodInfo, _nodes: &[NodeInfo], _state: &mut CycleState) {}
-    /// A raw score for one node.
-    fn score(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> i64;
+    /// The raw rating for `pod` (kube-scheduler's PreScore and Score in one); `None` when
+    /// every node would rate the same, so the plugin cannot change the choice.
+    fn score_for<'a>(&'a self, pod: &'a PodInfo, snap: &'a Snapshot) -> Option<Rate<'a>>;
     /// Turns the raw scores of every feasible node into 0–100 (default: as they are).
     fn normalize(&self, _scores: &mut [i64]) {}
 }
@@ -111,7 +96,8 @@ pub(crate) mod testing {
     use k8s_openapi::api::core::v1::{Node, Pod};
     use serde_json::Value;
 
-    use crate::snapshot::{NodeInfo, PodInfo};
+    use super::{Filter, Rejection, Score};
+    use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
     pub fn node(v: Value) -> NodeInfo {
         let n: Node = serde_json::from_value(v).unwrap();
@@ -121,5 +107,54 @@ pub(crate) mod testing {
     pub fn pod(v: Value) -> PodInfo {
         let p: Pod = serde_json::from_value(v).unwrap();
         PodInfo::new(Arc::new(p))
+    }
+
+    /// A snapshot of `nodes` (with the pods already added to them), prepared for `pod`.
+    pub fn snapshot(nodes: &[NodeInfo], pod: &PodInfo) -> Snapshot {
+        let mut snap = Snapshot::from_nodes(nodes.to_vec());
+        snap.prepare(pod);
+        snap
+    }
+
+    /// The filter's verdict on every node.
+    pub fn checks(f: &dyn Filter, pod: &PodInfo, nodes: &[NodeInfo]) -> Vec<Result<(), Rejection>> {
+        let snap = snapshot(nodes, pod);
+        let check = f.filter_for(pod, &snap);
+        snap.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| check.as_ref().map_or(Ok(()), |c| c(i, n)))
+            .collect()
+    }
+
+    /// The filter's verdict on one node.
+    pub fn check(f: &dyn Filter, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
+        checks(f, pod, std::slice::from_ref(node)).remove(0)
+    }
+
+    /// The names of the nodes the filter lets the pod onto.
+    pub fn feasible(f: &dyn Filter, pod: &PodInfo, nodes: &[NodeInfo]) -> Vec<String> {
+        checks(f, pod, nodes)
+            .into_iter()
+            .zip(nodes)
+            .filter(|(r, _)| r.is_ok())
+            .map(|(_, n)| n.name.clone())
+            .collect()
+    }
+
+    /// The raw scores of every node (0 for all when the plugin does not apply).
+    pub fn scores(s: &dyn Score, pod: &PodInfo, nodes: &[NodeInfo]) -> Vec<i64> {
+        let snap = snapshot(nodes, pod);
+        let rate = s.score_for(pod, &snap);
+        snap.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| rate.as_ref().map_or(0, |r| r(i, n)))
+            .collect()
+    }
+
+    /// The raw score of one node.
+    pub fn rate(s: &dyn Score, pod: &PodInfo, node: &NodeInfo) -> i64 {
+        scores(s, pod, std::slice::from_ref(node))[0]
     }
 }

@@ -4,8 +4,8 @@
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm};
 
-use super::{normalize_to_max, CycleState, Filter, Rejection, Score};
-use crate::snapshot::{NodeInfo, PodInfo};
+use super::{normalize_to_max, Check, Filter, Rate, Rejection, Score};
+use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
 /// The `NodeAffinity` filter and score.
 pub struct NodeAffinity;
@@ -52,36 +52,61 @@ pub fn term_matches(term: &NodeSelectorTerm, node: &NodeInfo) -> bool {
             .all(|r| r.key == "metadata.name" && requirement(r, Some(node.name.as_str())))
 }
 
+/// Whether `pod` restricts its nodes at all (a `nodeSelector` or required node affinity).
+pub fn restricts(pod: &PodInfo) -> bool {
+    pod.spec().is_some_and(|spec| {
+        spec.node_selector.as_ref().is_some_and(|s| !s.is_empty())
+            || spec
+                .affinity
+                .as_ref()
+                .and_then(|a| a.node_affinity.as_ref())
+                .and_then(|na| {
+                    na.required_during_scheduling_ignored_during_execution
+                        .as_ref()
+                })
+                .is_some()
+    })
+}
+
+/// Whether `node` satisfies `pod`'s `nodeSelector` and required node affinity.
+pub fn matches(pod: &PodInfo, node: &NodeInfo) -> bool {
+    let Some(spec) = pod.spec() else {
+        return true;
+    };
+    let selector_ok = spec
+        .node_selector
+        .iter()
+        .flatten()
+        .all(|(k, v)| node.label(k) == Some(v.as_str()));
+    let required = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|na| {
+            na.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+    // Terms are ORed.
+    selector_ok
+        && required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)))
+}
+
 impl Filter for NodeAffinity {
     fn name(&self) -> &'static str {
         "NodeAffinity"
     }
 
-    fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
-        let Some(spec) = pod.spec() else {
-            return Ok(());
-        };
-        let selector_ok = spec
-            .node_selector
-            .iter()
-            .flatten()
-            .all(|(k, v)| node.label(k) == Some(v.as_str()));
-        let required = spec
-            .affinity
-            .as_ref()
-            .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|na| {
-                na.required_during_scheduling_ignored_during_execution
-                    .as_ref()
-            });
-        // Terms are ORed.
-        let affinity_ok =
-            required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)));
-        if selector_ok && affinity_ok {
-            Ok(())
-        } else {
-            Err(Rejection::unresolvable(REASON))
+    fn filter_for<'a>(&'a self, pod: &'a PodInfo, _snap: &'a Snapshot) -> Option<Check<'a>> {
+        if !restricts(pod) {
+            return None;
         }
+        Some(Box::new(move |_, node| {
+            if matches(pod, node) {
+                Ok(())
+            } else {
+                Err(Rejection::unresolvable(REASON))
+            }
+        }))
     }
 }
 
@@ -91,19 +116,23 @@ impl Score for NodeAffinity {
     }
 
     /// The summed weights of the preferred terms the node matches.
-    fn score(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> i64 {
-        pod.spec()
+    fn score_for<'a>(&'a self, pod: &'a PodInfo, _snap: &'a Snapshot) -> Option<Rate<'a>> {
+        let preferred = pod
+            .spec()
             .and_then(|s| s.affinity.as_ref())
             .and_then(|a| a.node_affinity.as_ref())
             .and_then(|na| {
                 na.preferred_during_scheduling_ignored_during_execution
-                    .as_ref()
+                    .as_deref()
             })
-            .into_iter()
-            .flatten()
-            .filter(|p| term_matches(&p.preference, node))
-            .map(|p| i64::from(p.weight))
-            .sum()
+            .filter(|p| !p.is_empty())?;
+        Some(Box::new(move |_, node| {
+            preferred
+                .iter()
+                .filter(|p| term_matches(&p.preference, node))
+                .map(|p| i64::from(p.weight))
+                .sum()
+        }))
     }
 
     fn normalize(&self, scores: &mut [i64]) {
@@ -114,7 +143,7 @@ impl Score for NodeAffinity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::testing::{node, pod};
+    use crate::plugins::testing::{check, node, pod, rate};
     use serde_json::json;
 
     fn n(name: &str, labels: serde_json::Value) -> NodeInfo {
@@ -133,14 +162,9 @@ mod tests {
         let ssd = n("a", json!({"disk": "ssd", "zone": "z1"}));
         let hdd = n("b", json!({"disk": "hdd"}));
         let p = pod(json!({"spec": {"containers": [], "nodeSelector": {"disk": "ssd"}}}));
-        assert!(NodeAffinity
-            .filter(&CycleState::default(), &p, &ssd)
-            .is_ok());
+        assert!(check(&NodeAffinity, &p, &ssd).is_ok());
         assert_eq!(
-            NodeAffinity
-                .filter(&CycleState::default(), &p, &hdd)
-                .unwrap_err()
-                .reasons,
+            check(&NodeAffinity, &p, &hdd).unwrap_err().reasons,
             vec![REASON]
         );
     }
@@ -187,9 +211,7 @@ mod tests {
         ];
         for (exprs, fits) in cases {
             assert_eq!(
-                NodeAffinity
-                    .filter(&CycleState::default(), &required(exprs.clone()), &node)
-                    .is_ok(),
+                check(&NodeAffinity, &required(exprs.clone()), &node).is_ok(),
                 fits,
                 "{exprs}"
             );
@@ -206,11 +228,9 @@ mod tests {
                 {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["a"]}]},
                 {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["z9"]}]}]}}}}}),
         );
-        assert!(NodeAffinity.filter(&CycleState::default(), &p, &a).is_ok());
-        assert!(NodeAffinity.filter(&CycleState::default(), &p, &b).is_ok());
-        assert!(NodeAffinity
-            .filter(&CycleState::default(), &p, &n("c", json!({})))
-            .is_err());
+        assert!(check(&NodeAffinity, &p, &a).is_ok());
+        assert!(check(&NodeAffinity, &p, &b).is_ok());
+        assert!(check(&NodeAffinity, &p, &n("c", json!({}))).is_err());
     }
 
     #[test]
@@ -226,10 +246,7 @@ mod tests {
             n("b", json!({"zone": "z1"})),
             n("c", json!({})),
         ];
-        let mut scores: Vec<i64> = nodes
-            .iter()
-            .map(|x| NodeAffinity.score(&CycleState::default(), &p, x))
-            .collect();
+        let mut scores: Vec<i64> = nodes.iter().map(|x| rate(&NodeAffinity, &p, x)).collect();
         assert_eq!(scores, vec![100, 80, 0]);
         NodeAffinity.normalize(&mut scores);
         assert_eq!(scores, vec![100, 80, 0]);

@@ -1,7 +1,7 @@
 //! `NodeName`: a pod that names a node in `spec.nodeName` fits only there.
 
-use super::{CycleState, Filter, Rejection};
-use crate::snapshot::{NodeInfo, PodInfo};
+use super::{Check, Filter, Rejection};
+use crate::snapshot::{PodInfo, Snapshot};
 
 /// The `NodeName` filter.
 pub struct NodeName;
@@ -14,18 +14,25 @@ impl Filter for NodeName {
         "NodeName"
     }
 
-    fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
-        match pod.spec().and_then(|s| s.node_name.as_deref()) {
-            Some(n) if !n.is_empty() && n != node.name => Err(Rejection::unresolvable(REASON)),
-            _ => Ok(()),
-        }
+    fn filter_for<'a>(&'a self, pod: &'a PodInfo, _snap: &'a Snapshot) -> Option<Check<'a>> {
+        let want = pod
+            .spec()
+            .and_then(|s| s.node_name.as_deref())
+            .filter(|n| !n.is_empty())?;
+        Some(Box::new(move |_, node| {
+            if node.name == want {
+                Ok(())
+            } else {
+                Err(Rejection::unresolvable(REASON))
+            }
+        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::testing::{node, pod};
+    use crate::plugins::testing::{check, node, pod};
     use serde_json::json;
 
     #[test]
@@ -33,15 +40,9 @@ mod tests {
         let a = node(json!({"metadata": {"name": "a"}}));
         let b = node(json!({"metadata": {"name": "b"}}));
         let p = pod(json!({"spec": {"nodeName": "a", "containers": []}}));
-        assert!(NodeName.filter(&CycleState::default(), &p, &a).is_ok());
-        assert_eq!(
-            NodeName
-                .filter(&CycleState::default(), &p, &b)
-                .unwrap_err()
-                .reasons,
-            vec![REASON]
-        );
+        assert!(check(&NodeName, &p, &a).is_ok());
+        assert_eq!(check(&NodeName, &p, &b).unwrap_err().reasons, vec![REASON]);
         let any = pod(json!({"spec": {"containers": []}}));
-        assert!(NodeName.filter(&CycleState::default(), &any, &b).is_ok());
+        assert!(check(&NodeName, &any, &b).is_ok());
     }
 }

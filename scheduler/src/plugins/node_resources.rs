@@ -3,9 +3,9 @@
 //! resources). Its score follows the configured strategy: `LeastAllocated` spreads,
 //! `MostAllocated` packs, `RequestedToCapacityRatio` follows a utilization → score curve.
 
-use super::{CycleState, Filter, Rejection, Score, MAX_SCORE};
+use super::{Check, Filter, Rate, Rejection, Score, MAX_SCORE};
 use crate::resources::Resources;
-use crate::snapshot::{NodeInfo, PodInfo};
+use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
 /// The `NodeResourcesFit` filter.
 pub struct NodeResourcesFit;
@@ -15,40 +15,45 @@ impl Filter for NodeResourcesFit {
         "NodeResourcesFit"
     }
 
-    fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
-        let want = &pod.requests;
-        let (alloc, used) = (&node.allocatable, &node.requested);
-        let mut reasons = Vec::new();
-        if used.pods + 1 > alloc.pods {
-            reasons.push("Too many pods".to_string());
+    fn filter_for<'a>(&'a self, pod: &'a PodInfo, _snap: &'a Snapshot) -> Option<Check<'a>> {
+        Some(Box::new(move |_, node| fits(pod, node)))
+    }
+}
+
+/// Whether `pod`'s requests fit what `node` has left, naming every resource that runs short.
+pub fn fits(pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
+    let want = &pod.requests;
+    let (alloc, used) = (&node.allocatable, &node.requested);
+    let mut reasons = Vec::new();
+    if used.pods + 1 > alloc.pods {
+        reasons.push("Too many pods".to_string());
+    }
+    let short = |need: i64, have: i64, used: i64| need > 0 && need > have - used;
+    if short(want.milli_cpu, alloc.milli_cpu, used.milli_cpu) {
+        reasons.push("Insufficient cpu".into());
+    }
+    if short(want.memory, alloc.memory, used.memory) {
+        reasons.push("Insufficient memory".into());
+    }
+    if short(
+        want.ephemeral_storage,
+        alloc.ephemeral_storage,
+        used.ephemeral_storage,
+    ) {
+        reasons.push("Insufficient ephemeral-storage".into());
+    }
+    for (name, need) in &want.scalar {
+        if short(*need, alloc.scalar(name), used.scalar(name)) {
+            reasons.push(format!("Insufficient {name}"));
         }
-        let short = |need: i64, have: i64, used: i64| need > 0 && need > have - used;
-        if short(want.milli_cpu, alloc.milli_cpu, used.milli_cpu) {
-            reasons.push("Insufficient cpu".into());
-        }
-        if short(want.memory, alloc.memory, used.memory) {
-            reasons.push("Insufficient memory".into());
-        }
-        if short(
-            want.ephemeral_storage,
-            alloc.ephemeral_storage,
-            used.ephemeral_storage,
-        ) {
-            reasons.push("Insufficient ephemeral-storage".into());
-        }
-        for (name, need) in &want.scalar {
-            if short(*need, alloc.scalar(name), used.scalar(name)) {
-                reasons.push(format!("Insufficient {name}"));
-            }
-        }
-        if reasons.is_empty() {
-            Ok(())
-        } else {
-            Err(Rejection {
-                reasons,
-                unresolvable: false,
-            })
-        }
+    }
+    if reasons.is_empty() {
+        Ok(())
+    } else {
+        Err(Rejection {
+            reasons,
+            unresolvable: false,
+        })
     }
 }
 
@@ -99,13 +104,35 @@ impl Default for NodeResourcesScore {
     }
 }
 
-fn amount(r: &Resources, name: &str) -> i64 {
-    match name {
-        "cpu" => r.milli_cpu,
-        "memory" => r.memory,
-        "ephemeral-storage" => r.ephemeral_storage,
-        "pods" => r.pods,
-        other => r.scalar(other),
+/// A resource, its name resolved once per pod rather than per node.
+#[derive(Clone, Copy)]
+enum Kind<'a> {
+    Cpu,
+    Memory,
+    EphemeralStorage,
+    Pods,
+    Scalar(&'a str),
+}
+
+impl<'a> Kind<'a> {
+    fn of(name: &'a str) -> Self {
+        match name {
+            "cpu" => Kind::Cpu,
+            "memory" => Kind::Memory,
+            "ephemeral-storage" => Kind::EphemeralStorage,
+            "pods" => Kind::Pods,
+            other => Kind::Scalar(other),
+        }
+    }
+
+    fn amount(self, r: &Resources) -> i64 {
+        match self {
+            Kind::Cpu => r.milli_cpu,
+            Kind::Memory => r.memory,
+            Kind::EphemeralStorage => r.ephemeral_storage,
+            Kind::Pods => r.pods,
+            Kind::Scalar(name) => r.scalar(name),
+        }
     }
 }
 
@@ -132,23 +159,37 @@ impl Score for NodeResourcesScore {
         "NodeResourcesFit"
     }
 
-    fn score(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> i64 {
+    fn score_for<'a>(&'a self, pod: &'a PodInfo, _snap: &'a Snapshot) -> Option<Rate<'a>> {
+        let weighed: Vec<(Kind<'a>, i64, i64)> = self
+            .resources
+            .iter()
+            .map(|rw| {
+                let kind = Kind::of(&rw.name);
+                (kind, rw.weight, kind.amount(&pod.requests))
+            })
+            .collect();
+        Some(Box::new(move |_, node| self.rate(&weighed, node)))
+    }
+}
+
+impl NodeResourcesScore {
+    /// The node's rating for a pod asking `weighed` amounts (kind, weight, amount).
+    fn rate(&self, weighed: &[(Kind<'_>, i64, i64)], node: &NodeInfo) -> i64 {
         let (mut total, mut weights) = (0i64, 0i64);
-        for rw in &self.resources {
-            let cap = amount(&node.allocatable, &rw.name);
+        for &(kind, weight, want) in weighed {
+            let cap = kind.amount(&node.allocatable);
             if cap <= 0 {
                 continue;
             }
             // What the node would have requested with this pod on it.
-            let req =
-                (amount(&node.requested, &rw.name) + amount(&pod.requests, &rw.name)).min(cap);
+            let req = (kind.amount(&node.requested) + want).min(cap);
             let s = match &self.strategy {
                 Strategy::LeastAllocated => (cap - req) * MAX_SCORE / cap,
                 Strategy::MostAllocated => req * MAX_SCORE / cap,
                 Strategy::RequestedToCapacityRatio(shape) => on_curve(shape, req * 100 / cap),
             };
-            total += s * rw.weight;
-            weights += rw.weight;
+            total += s * weight;
+            weights += weight;
         }
         if weights == 0 {
             0
@@ -161,7 +202,7 @@ impl Score for NodeResourcesScore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::testing::{node, pod};
+    use crate::plugins::testing::{check, node, pod, rate};
     use serde_json::json;
     use std::sync::Arc;
 
@@ -181,22 +222,15 @@ mod tests {
     #[test]
     fn fits_until_a_resource_runs_out_and_names_each() {
         let mut node = n("1", "1Gi", "2");
-        assert!(NodeResourcesFit
-            .filter(&CycleState::default(), &p("a", "600m", "512Mi"), &node)
-            .is_ok());
+        assert!(check(&NodeResourcesFit, &p("a", "600m", "512Mi"), &node).is_ok());
         node.add_pod(Arc::new(p("a", "600m", "512Mi")));
-        let err = NodeResourcesFit
-            .filter(&CycleState::default(), &p("b", "500m", "600Mi"), &node)
-            .unwrap_err();
+        let err = check(&NodeResourcesFit, &p("b", "500m", "600Mi"), &node).unwrap_err();
         assert_eq!(err.reasons, vec!["Insufficient cpu", "Insufficient memory"]);
         assert!(!err.unresolvable);
-        assert!(NodeResourcesFit
-            .filter(&CycleState::default(), &p("c", "400m", "512Mi"), &node)
-            .is_ok());
+        assert!(check(&NodeResourcesFit, &p("c", "400m", "512Mi"), &node).is_ok());
         node.add_pod(Arc::new(p("c", "100m", "1Mi")));
         assert_eq!(
-            NodeResourcesFit
-                .filter(&CycleState::default(), &p("d", "1m", "1Mi"), &node)
+            check(&NodeResourcesFit, &p("d", "1m", "1Mi"), &node)
                 .unwrap_err()
                 .reasons,
             vec!["Too many pods"]
@@ -204,8 +238,7 @@ mod tests {
         let gpu = pod(
             json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"example.com/gpu": "2"}}}]}}),
         );
-        assert!(NodeResourcesFit
-            .filter(&CycleState::default(), &gpu, &n("1", "1Gi", "10"))
+        assert!(check(&NodeResourcesFit, &gpu, &n("1", "1Gi", "10"))
             .unwrap_err()
             .reasons
             .contains(&"Insufficient example.com/gpu".to_string()));
@@ -218,22 +251,18 @@ mod tests {
         half.add_pod(Arc::new(p("x", "2", "2Gi")));
         let pod = p("new", "1", "1Gi");
         let least = NodeResourcesScore::default();
-        assert_eq!(least.score(&CycleState::default(), &pod, &empty), 75);
-        assert_eq!(least.score(&CycleState::default(), &pod, &half), 25);
+        assert_eq!(rate(&least, &pod, &empty), 75);
+        assert_eq!(rate(&least, &pod, &half), 25);
         let most = NodeResourcesScore {
             strategy: Strategy::MostAllocated,
             ..Default::default()
         };
-        assert_eq!(most.score(&CycleState::default(), &pod, &empty), 25);
-        assert_eq!(most.score(&CycleState::default(), &pod, &half), 75);
+        assert_eq!(rate(&most, &pod, &empty), 25);
+        assert_eq!(rate(&most, &pod, &half), 75);
         let curve = NodeResourcesScore {
             strategy: Strategy::RequestedToCapacityRatio(vec![(0, 0), (100, 10)]),
             ..Default::default()
         };
-        assert_eq!(
-            curve.score(&CycleState::default(), &pod, &half),
-            75,
-            "a rising curve packs"
-        );
+        assert_eq!(rate(&curve, &pod, &half), 75, "a rising curve packs");
     }
 }

@@ -1,9 +1,9 @@
 //! `NodeUnschedulable`: a cordoned node (`spec.unschedulable`) takes only pods that tolerate
 //! the `node.kubernetes.io/unschedulable:NoSchedule` taint.
 
-use super::{CycleState, Filter, Rejection};
+use super::{Check, Filter, Rejection};
 use crate::plugins::taint_toleration::tolerates;
-use crate::snapshot::{NodeInfo, PodInfo};
+use crate::snapshot::{PodInfo, Snapshot};
 
 /// The `NodeUnschedulable` filter.
 pub struct NodeUnschedulable;
@@ -16,16 +16,7 @@ impl Filter for NodeUnschedulable {
         "NodeUnschedulable"
     }
 
-    fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
-        let cordoned = node
-            .node
-            .spec
-            .as_ref()
-            .and_then(|s| s.unschedulable)
-            .unwrap_or(false);
-        if !cordoned {
-            return Ok(());
-        }
+    fn filter_for<'a>(&'a self, pod: &'a PodInfo, _snap: &'a Snapshot) -> Option<Check<'a>> {
         let taint = k8s_openapi::api::core::v1::Taint {
             key: "node.kubernetes.io/unschedulable".into(),
             effect: "NoSchedule".into(),
@@ -36,17 +27,22 @@ impl Filter for NodeUnschedulable {
             .and_then(|s| s.tolerations.as_deref())
             .unwrap_or(&[]);
         if tolerates(tolerations, &taint) {
-            Ok(())
-        } else {
-            Err(Rejection::unresolvable(REASON))
+            return None;
         }
+        Some(Box::new(|_, node| {
+            if node.unschedulable {
+                Err(Rejection::unresolvable(REASON))
+            } else {
+                Ok(())
+            }
+        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::testing::{node, pod};
+    use crate::plugins::testing::{check, node, pod};
     use serde_json::json;
 
     #[test]
@@ -57,17 +53,12 @@ mod tests {
         let tolerant = pod(json!({"spec": {"containers": [], "tolerations": [
             {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}]}}));
         assert_eq!(
-            NodeUnschedulable
-                .filter(&CycleState::default(), &plain, &cordoned)
+            check(&NodeUnschedulable, &plain, &cordoned)
                 .unwrap_err()
                 .reasons,
             vec![REASON]
         );
-        assert!(NodeUnschedulable
-            .filter(&CycleState::default(), &plain, &open)
-            .is_ok());
-        assert!(NodeUnschedulable
-            .filter(&CycleState::default(), &tolerant, &cordoned)
-            .is_ok());
+        assert!(check(&NodeUnschedulable, &plain, &open).is_ok());
+        assert!(check(&NodeUnschedulable, &tolerant, &cordoned).is_ok());
     }
 }

@@ -6,14 +6,9 @@
 //! affinity/selector, or lack the topology label, do not count as domains (Kubernetes'
 //! default `nodeAffinityPolicy: Honor`).
 
-use std::collections::HashMap;
-
-use k8s_openapi::api::core::v1::TopologySpreadConstraint;
-
-use super::node_affinity::NodeAffinity;
-use super::{CycleState, Filter, Rejection, Score, MAX_SCORE};
-use crate::selector;
-use crate::snapshot::{NodeInfo, PodInfo};
+use super::node_affinity;
+use super::{Check, Filter, Rate, Rejection, Score, MAX_SCORE};
+use crate::snapshot::{PodInfo, Snapshot, SpreadConstraint, Topology, NO_DOMAIN};
 
 /// The `PodTopologySpread` filter and score.
 pub struct PodTopologySpread;
@@ -24,190 +19,136 @@ pub const MISSING_LABEL_REASON: &str =
 /// A node whose domain would be too crowded.
 pub const SKEW_REASON: &str = "node(s) didn't match pod topology spread constraints";
 
-const NAME: &str = "PodTopologySpread";
+/// One constraint worked out for a pod: the domains and how many matching pods each holds.
+struct Spread<'a> {
+    c: &'a SpreadConstraint,
+    topo: &'a Topology,
+    /// Per domain id: matching pods, over eligible nodes.
+    counts: Vec<i64>,
+    /// How many domains hold some.
+    nonzero: usize,
+    /// How many eligible domains there are.
+    domains: usize,
+}
 
-/// Kubernetes' default constraints for pods that set none but belong to a controller
-/// (a ReplicaSet, StatefulSet, Job ...): spread softly over hosts (skew 3) and zones (skew 5),
-/// counting the pods that carry the same labels.
-fn default_constraints(pod: &PodInfo) -> Vec<TopologySpreadConstraint> {
-    let controlled = pod
-        .pod
-        .metadata
-        .owner_references
+impl Spread<'_> {
+    fn here(&self, node: usize) -> Option<i64> {
+        let d = *self.topo.domain_of.get(node)?;
+        (d != NO_DOMAIN).then(|| self.counts[d as usize])
+    }
+}
+
+/// Counts matching pods per domain for the pod's constraints of one kind. Nodes that do not
+/// match the pod's node selector or required node affinity, or lack the topology label, do
+/// not count as domains (Kubernetes' default `nodeAffinityPolicy: Honor`).
+fn spreads<'a>(pod: &'a PodInfo, snap: &'a Snapshot, hard: bool) -> Vec<Spread<'a>> {
+    let restricted = node_affinity::restricts(pod);
+    let eligible = |i: usize| !restricted || node_affinity::matches(pod, &snap.nodes[i]);
+    pod.spread
         .iter()
-        .flatten()
-        .any(|o| o.controller == Some(true));
-    let labels = pod.pod.metadata.labels.clone().unwrap_or_default();
-    if !controlled || labels.is_empty() {
-        return Vec::new();
-    }
-    let selector = k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
-        match_labels: Some(labels),
-        match_expressions: None,
-    };
-    [
-        ("kubernetes.io/hostname", 3),
-        ("topology.kubernetes.io/zone", 5),
-    ]
-    .into_iter()
-    .map(|(key, skew)| TopologySpreadConstraint {
-        max_skew: skew,
-        topology_key: key.into(),
-        when_unsatisfiable: "ScheduleAnyway".into(),
-        label_selector: Some(selector.clone()),
-        ..Default::default()
-    })
-    .collect()
-}
-
-/// The pod's constraints of one kind (`DoNotSchedule` or `ScheduleAnyway`); a controlled pod
-/// without any gets the default ones.
-fn constraints(pod: &PodInfo, when: &str) -> Vec<TopologySpreadConstraint> {
-    let own = pod
-        .spec()
-        .and_then(|s| s.topology_spread_constraints.as_deref())
-        .unwrap_or(&[]);
-    let all = if own.is_empty() {
-        default_constraints(pod)
-    } else {
-        own.to_vec()
-    };
-    all.into_iter()
-        .filter(|c| c.when_unsatisfiable == when)
-        .collect()
-}
-
-/// Per constraint: matching pods per domain, over eligible nodes.
-fn count(
-    pod: &PodInfo,
-    nodes: &[NodeInfo],
-    cs: &[TopologySpreadConstraint],
-) -> Vec<HashMap<String, i64>> {
-    let ns = pod.pod.metadata.namespace.as_deref().unwrap_or("");
-    let none = CycleState::default();
-    // Domains are borrowed from the nodes while counting; owned once per distinct domain.
-    let mut counts: Vec<HashMap<&str, i64>> = vec![HashMap::new(); cs.len()];
-    for node in nodes {
-        if NodeAffinity.filter(&none, pod, node).is_err() {
-            continue;
-        }
-        for (i, c) in cs.iter().enumerate() {
-            let Some(domain) = node.label(&c.topology_key) else {
-                continue;
+        .filter(|c| c.hard == hard)
+        .filter_map(|c| {
+            let topo = snap.topology(&c.topology_key)?;
+            let mut counts = vec![0i64; topo.ids()];
+            let mut nonzero = 0;
+            if let Some(group) = snap.group(&c.set) {
+                for (&node, n) in &group.nodes {
+                    let d = topo.domain_of[node as usize];
+                    if d != NO_DOMAIN && n.live > 0 && eligible(node as usize) {
+                        let slot = &mut counts[d as usize];
+                        nonzero += usize::from(*slot == 0);
+                        *slot += i64::from(n.live);
+                    }
+                }
+            }
+            let domains = if restricted {
+                let mut seen = std::collections::HashSet::new();
+                for (i, &d) in topo.domain_of.iter().enumerate() {
+                    if d != NO_DOMAIN && eligible(i) {
+                        seen.insert(d);
+                    }
+                }
+                seen.len()
+            } else {
+                topo.domains()
             };
-            let matching = node
-                .pods
-                .iter()
-                .filter(|p| p.pod.metadata.namespace.as_deref().unwrap_or("") == ns)
-                .filter(|p| p.pod.metadata.deletion_timestamp.is_none())
-                .filter(|p| {
-                    selector::matches(c.label_selector.as_ref(), p.pod.metadata.labels.as_ref())
-                })
-                .count() as i64;
-            *counts[i].entry(domain).or_default() += matching;
-        }
-    }
-    counts
-        .into_iter()
-        .map(|m| m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+            Some(Spread {
+                c,
+                topo,
+                counts,
+                nonzero,
+                domains,
+            })
+        })
         .collect()
-}
-
-struct FilterState {
-    /// The pod's DoNotSchedule constraints, worked out once.
-    constraints: Vec<TopologySpreadConstraint>,
-    /// Per constraint: matching pods per domain.
-    counts: Vec<HashMap<String, i64>>,
 }
 
 impl Filter for PodTopologySpread {
     fn name(&self) -> &'static str {
-        NAME
+        "PodTopologySpread"
     }
 
-    fn pre_filter(&self, pod: &PodInfo, nodes: &[NodeInfo], state: &mut CycleState) {
-        let cs = constraints(pod, "DoNotSchedule");
-        if !cs.is_empty() {
-            let counts = count(pod, nodes, &cs);
-            state.put(
-                NAME,
-                FilterState {
-                    constraints: cs,
-                    counts,
-                },
-            );
+    /// A node passes when placing the pod there keeps its domain within `maxSkew` of the
+    /// least-loaded domain (taken as 0 while fewer than `minDomains` domains exist).
+    fn filter_for<'a>(&'a self, pod: &'a PodInfo, snap: &'a Snapshot) -> Option<Check<'a>> {
+        if !pod.spread.iter().any(|c| c.hard) {
+            return None;
         }
-    }
-
-    fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
-        let Some(st) = state.get::<FilterState>(NAME) else {
-            return Ok(());
-        };
-        for (c, counts) in st.constraints.iter().zip(&st.counts) {
-            let Some(domain) = node.label(&c.topology_key) else {
-                return Err(Rejection::unresolvable(MISSING_LABEL_REASON));
-            };
-            let min_domains = c.min_domains.unwrap_or(1).max(1) as usize;
-            let min = if counts.len() < min_domains {
-                0
-            } else {
-                counts.values().copied().min().unwrap_or(0)
-            };
-            let self_match = i64::from(selector::matches(
-                c.label_selector.as_ref(),
-                pod.pod.metadata.labels.as_ref(),
-            ));
-            let here = counts.get(domain).copied().unwrap_or(0);
-            if here + self_match - min > i64::from(c.max_skew) {
-                return Err(Rejection::resolvable(SKEW_REASON));
+        let spreads = spreads(pod, snap, true);
+        let mins: Vec<i64> = spreads
+            .iter()
+            .map(|s| {
+                if s.domains < s.c.min_domains || s.nonzero < s.domains {
+                    0
+                } else {
+                    s.counts
+                        .iter()
+                        .copied()
+                        .filter(|c| *c > 0)
+                        .min()
+                        .unwrap_or(0)
+                }
+            })
+            .collect();
+        Some(Box::new(move |i, _| {
+            for (s, min) in spreads.iter().zip(&mins) {
+                let Some(here) = s.here(i) else {
+                    return Err(Rejection::unresolvable(MISSING_LABEL_REASON));
+                };
+                if here + i64::from(s.c.self_match) - min > s.c.max_skew {
+                    return Err(Rejection::resolvable(SKEW_REASON));
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        }))
     }
-}
-
-struct ScoreState {
-    /// The pod's ScheduleAnyway constraints, worked out once.
-    constraints: Vec<TopologySpreadConstraint>,
-    counts: Vec<HashMap<String, i64>>,
-    /// Per constraint, a weight growing with the number of domains (as log(n + 2)).
-    weights: Vec<f64>,
 }
 
 impl Score for PodTopologySpread {
     fn name(&self) -> &'static str {
-        NAME
+        "PodTopologySpread"
     }
 
-    fn pre_score(&self, pod: &PodInfo, nodes: &[NodeInfo], state: &mut CycleState) {
-        let cs = constraints(pod, "ScheduleAnyway");
-        if cs.is_empty() {
-            return;
+    /// Matching pods in the node's domains, each constraint weighted by log(domains + 2)
+    /// (lower is better; normalized below).
+    fn score_for<'a>(&'a self, pod: &'a PodInfo, snap: &'a Snapshot) -> Option<Rate<'a>> {
+        if !pod.spread.iter().any(|c| !c.hard) {
+            return None;
         }
-        let counts = count(pod, nodes, &cs);
-        let weights = counts.iter().map(|c| ((c.len() + 2) as f64).ln()).collect();
-        state.put(
-            NAME,
-            ScoreState {
-                constraints: cs,
-                counts,
-                weights,
-            },
-        );
-    }
-
-    /// Matching pods in the node's domains, weighted (lower is better; normalized below).
-    fn score(&self, state: &CycleState, _pod: &PodInfo, node: &NodeInfo) -> i64 {
-        let Some(st) = state.get::<ScoreState>(NAME) else {
-            return 0;
-        };
-        let mut total = 0.0;
-        for ((c, counts), w) in st.constraints.iter().zip(&st.counts).zip(&st.weights) {
-            if let Some(domain) = node.label(&c.topology_key) {
-                total += counts.get(domain).copied().unwrap_or(0) as f64 * w;
+        let spreads = spreads(pod, snap, false);
+        let weights: Vec<f64> = spreads
+            .iter()
+            .map(|s| ((s.domains + 2) as f64).ln())
+            .collect();
+        Some(Box::new(move |i, _| {
+            let mut total = 0.0;
+            for (s, w) in spreads.iter().zip(&weights) {
+                if let Some(here) = s.here(i) {
+                    total += here as f64 * w;
+                }
             }
-        }
-        (total * 1000.0).round() as i64
+            (total * 1000.0).round() as i64
+        }))
     }
 
     /// Fewest matching pods → 100.
@@ -227,7 +168,8 @@ impl Score for PodTopologySpread {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::testing::{node, pod};
+    use crate::plugins::testing::{self, node, pod};
+    use crate::snapshot::NodeInfo;
     use serde_json::json;
     use std::sync::Arc;
 
@@ -251,13 +193,7 @@ mod tests {
     }
 
     fn feasible(pod: &PodInfo, nodes: &[NodeInfo]) -> Vec<String> {
-        let mut st = CycleState::default();
-        PodTopologySpread.pre_filter(pod, nodes, &mut st);
-        nodes
-            .iter()
-            .filter(|n| PodTopologySpread.filter(&st, pod, n).is_ok())
-            .map(|n| n.name.clone())
-            .collect()
+        testing::feasible(&PodTopologySpread, pod, nodes)
     }
 
     #[test]
@@ -276,10 +212,10 @@ mod tests {
         );
         // A node without the label cannot take part.
         nodes.push(node(json!({"metadata": {"name": "e"}})));
-        let mut st = CycleState::default();
         let p = web("w3", "DoNotSchedule", 5, None);
-        PodTopologySpread.pre_filter(&p, &nodes, &mut st);
-        let err = PodTopologySpread.filter(&st, &p, &nodes[4]).unwrap_err();
+        let err = testing::checks(&PodTopologySpread, &p, &nodes)
+            .remove(4)
+            .unwrap_err();
         assert_eq!(err.reasons, vec![MISSING_LABEL_REASON]);
     }
 
@@ -305,12 +241,7 @@ mod tests {
         nodes[2].add_pod(Arc::new(web("w3", "ScheduleAnyway", 1, None)));
         let p = web("w4", "ScheduleAnyway", 1, None);
         assert_eq!(feasible(&p, &nodes).len(), 4, "never filters");
-        let mut st = CycleState::default();
-        PodTopologySpread.pre_score(&p, &nodes, &mut st);
-        let mut scores: Vec<i64> = nodes
-            .iter()
-            .map(|n| PodTopologySpread.score(&st, &p, n))
-            .collect();
+        let mut scores = testing::scores(&PodTopologySpread, &p, &nodes);
         PodTopologySpread.normalize(&mut scores);
         assert_eq!(scores[3], 100, "{scores:?}");
         assert!(scores[2] > scores[0], "{scores:?}");
@@ -335,12 +266,7 @@ mod tests {
             .collect();
         nodes[0].add_pod(Arc::new(rs_pod("db-1")));
         let p = rs_pod("db-2");
-        let mut st = CycleState::default();
-        PodTopologySpread.pre_score(&p, &nodes, &mut st);
-        let mut scores: Vec<i64> = nodes
-            .iter()
-            .map(|n| PodTopologySpread.score(&st, &p, n))
-            .collect();
+        let mut scores = testing::scores(&PodTopologySpread, &p, &nodes);
         PodTopologySpread.normalize(&mut scores);
         assert!(
             scores[2] > scores[1] && scores[1] > scores[0],
@@ -350,10 +276,8 @@ mod tests {
         let lone = pod(
             json!({"metadata": {"name": "x", "namespace": "d", "labels": {"app": "db"}}, "spec": {"containers": []}}),
         );
-        let mut st = CycleState::default();
-        PodTopologySpread.pre_score(&lone, &nodes, &mut st);
-        assert!(nodes
-            .iter()
-            .all(|n| PodTopologySpread.score(&st, &lone, n) == 0));
+        assert!(PodTopologySpread
+            .score_for(&lone, &testing::snapshot(&nodes, &lone))
+            .is_none());
     }
 }

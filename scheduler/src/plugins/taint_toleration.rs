@@ -4,8 +4,8 @@
 
 use k8s_openapi::api::core::v1::{Taint, Toleration};
 
-use super::{normalize_to_max, CycleState, Filter, Rejection, Score};
-use crate::snapshot::{NodeInfo, PodInfo};
+use super::{normalize_to_max, Check, Filter, Rate, Rejection, Score};
+use crate::snapshot::{PodInfo, Snapshot};
 
 /// The `TaintToleration` filter and score.
 pub struct TaintToleration;
@@ -45,20 +45,22 @@ impl Filter for TaintToleration {
         "TaintToleration"
     }
 
-    fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
+    fn filter_for<'a>(&'a self, pod: &'a PodInfo, _snap: &'a Snapshot) -> Option<Check<'a>> {
         let tols = tolerations(pod);
-        for taint in node.taints() {
-            if matches!(taint.effect.as_str(), "NoSchedule" | "NoExecute")
-                && !tolerates(tols, taint)
-            {
-                return Err(Rejection::unresolvable(format!(
-                    "node(s) had untolerated taint {{{}: {}}}",
-                    taint.key,
-                    taint.value.as_deref().unwrap_or("")
-                )));
+        Some(Box::new(move |_, node| {
+            for taint in node.taints() {
+                if matches!(taint.effect.as_str(), "NoSchedule" | "NoExecute")
+                    && !tolerates(tols, taint)
+                {
+                    return Err(Rejection::unresolvable(format!(
+                        "node(s) had untolerated taint {{{}: {}}}",
+                        taint.key,
+                        taint.value.as_deref().unwrap_or("")
+                    )));
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        }))
     }
 }
 
@@ -68,7 +70,7 @@ impl Score for TaintToleration {
     }
 
     /// How many `PreferNoSchedule` taints the pod does not tolerate (fewer is better).
-    fn score(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> i64 {
+    fn score_for<'a>(&'a self, pod: &'a PodInfo, _snap: &'a Snapshot) -> Option<Rate<'a>> {
         let tols: Vec<&Toleration> = tolerations(pod)
             .iter()
             .filter(|t| {
@@ -78,11 +80,13 @@ impl Score for TaintToleration {
                 )
             })
             .collect();
-        node.taints()
-            .iter()
-            .filter(|t| t.effect == "PreferNoSchedule")
-            .filter(|taint| !tols.iter().any(|t| tolerates_one(t, taint)))
-            .count() as i64
+        Some(Box::new(move |_, node| {
+            node.taints()
+                .iter()
+                .filter(|t| t.effect == "PreferNoSchedule")
+                .filter(|taint| !tols.iter().any(|t| tolerates_one(t, taint)))
+                .count() as i64
+        }))
     }
 
     fn normalize(&self, scores: &mut [i64]) {
@@ -93,7 +97,7 @@ impl Score for TaintToleration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::testing::{node, pod};
+    use crate::plugins::testing::{check, node, pod, rate};
     use serde_json::json;
 
     #[test]
@@ -102,9 +106,7 @@ mod tests {
             {"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"},
             {"key": "dedicated", "value": "db", "effect": "NoSchedule"}]}}));
         let plain = pod(json!({"spec": {"containers": []}}));
-        let err = TaintToleration
-            .filter(&CycleState::default(), &plain, &n)
-            .unwrap_err();
+        let err = check(&TaintToleration, &plain, &n).unwrap_err();
         assert_eq!(
             err.reasons,
             vec!["node(s) had untolerated taint {node.kubernetes.io/not-ready: }"]
@@ -113,29 +115,20 @@ mod tests {
         let half = pod(json!({"spec": {"containers": [], "tolerations": [
             {"key": "node.kubernetes.io/not-ready", "operator": "Exists"}]}}));
         assert_eq!(
-            TaintToleration
-                .filter(&CycleState::default(), &half, &n)
-                .unwrap_err()
-                .reasons,
+            check(&TaintToleration, &half, &n).unwrap_err().reasons,
             vec!["node(s) had untolerated taint {dedicated: db}"]
         );
         let both = pod(json!({"spec": {"containers": [], "tolerations": [
             {"key": "node.kubernetes.io/not-ready", "operator": "Exists"},
             {"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]}}));
-        assert!(TaintToleration
-            .filter(&CycleState::default(), &both, &n)
-            .is_ok());
+        assert!(check(&TaintToleration, &both, &n).is_ok());
         let wrong_value = pod(json!({"spec": {"containers": [], "tolerations": [
             {"operator": "Exists", "effect": "NoExecute"},
             {"key": "dedicated", "value": "web"}]}}));
-        assert!(TaintToleration
-            .filter(&CycleState::default(), &wrong_value, &n)
-            .is_err());
+        assert!(check(&TaintToleration, &wrong_value, &n).is_err());
         let everything =
             pod(json!({"spec": {"containers": [], "tolerations": [{"operator": "Exists"}]}}));
-        assert!(TaintToleration
-            .filter(&CycleState::default(), &everything, &n)
-            .is_ok());
+        assert!(check(&TaintToleration, &everything, &n).is_ok());
     }
 
     #[test]
@@ -144,12 +137,10 @@ mod tests {
         let soft = node(json!({"metadata": {"name": "b"}, "spec": {"taints": [
             {"key": "spot", "effect": "PreferNoSchedule"}]}}));
         let p = pod(json!({"spec": {"containers": []}}));
-        assert!(TaintToleration
-            .filter(&CycleState::default(), &p, &soft)
-            .is_ok());
+        assert!(check(&TaintToleration, &p, &soft).is_ok());
         let mut scores = vec![
-            TaintToleration.score(&CycleState::default(), &p, &clean),
-            TaintToleration.score(&CycleState::default(), &p, &soft),
+            rate(&TaintToleration, &p, &clean),
+            rate(&TaintToleration, &p, &soft),
         ];
         TaintToleration.normalize(&mut scores);
         assert_eq!(scores, vec![100, 0]);

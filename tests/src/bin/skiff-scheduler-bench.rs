@@ -4,6 +4,7 @@
 //! table of decisions/s and per-pod p50/p99 for the basic profile and for pods with topology
 //! spread and anti-affinity.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,8 +12,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::json;
 use skiff_scheduler::config::SchedulerConfig;
 use skiff_scheduler::framework::Profile;
-use skiff_scheduler::plugins::inter_pod_affinity::NamespaceLabels;
-use skiff_scheduler::snapshot::{NodeInfo, PodInfo};
+use skiff_scheduler::snapshot::{NodeInfo, PodInfo, Snapshot};
 
 const NODES: usize = 5000;
 const RUNNING: usize = 1000;
@@ -57,7 +57,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// Schedules `pods` into `nodes`, returning (decisions/s, p50, p99, unschedulable).
 fn run(
     profile: &Profile,
-    nodes: &mut [NodeInfo],
+    snap: &mut Snapshot,
     pods: Vec<PodInfo>,
 ) -> (f64, Duration, Duration, usize) {
     let mut lat = Vec::with_capacity(pods.len());
@@ -65,8 +65,9 @@ fn run(
     let start = Instant::now();
     for (i, p) in pods.into_iter().enumerate() {
         let t = Instant::now();
-        match profile.schedule(&p, nodes, i % nodes.len()) {
-            Ok(place) => nodes[place.node].add_pod(Arc::new(p)),
+        let start = i % snap.nodes.len();
+        match profile.schedule(&p, snap, start) {
+            Ok(place) => snap.assume(place.node, Arc::new(p)),
             Err(_) => failed += 1,
         }
         lat.push(t.elapsed());
@@ -81,11 +82,44 @@ fn run(
     )
 }
 
+/// What the decisions did to the cluster: the largest zone skew within one scheduled app,
+/// the most pods of one app on a node, and how many nodes ask for more than they have.
+fn check(snap: &Snapshot) -> (i64, usize, usize) {
+    let mut zones: HashMap<String, [i64; 3]> = HashMap::new();
+    let mut stacked = 0;
+    let mut over = 0;
+    for (i, n) in snap.nodes.iter().enumerate() {
+        let (r, a) = (&n.requested, &n.allocatable);
+        if r.milli_cpu > a.milli_cpu || r.memory > a.memory || r.pods > a.pods {
+            over += 1;
+        }
+        let mut per_app: HashMap<&str, usize> = HashMap::new();
+        for p in &n.pods {
+            let app = p
+                .labels()
+                .and_then(|l| l.get("app"))
+                .map(String::as_str)
+                .unwrap_or("");
+            if app.starts_with("app-") {
+                zones.entry(app.to_string()).or_default()[i % 3] += 1;
+                *per_app.entry(app).or_default() += 1;
+            }
+        }
+        stacked = stacked.max(per_app.values().copied().max().unwrap_or(0));
+    }
+    let skew = zones
+        .values()
+        .map(|z| z.iter().max().unwrap_or(&0) - z.iter().min().unwrap_or(&0))
+        .max()
+        .unwrap_or(0);
+    (skew, stacked, over)
+}
+
 fn main() -> anyhow::Result<()> {
-    let profiles = SchedulerConfig::default().profiles(&NamespaceLabels::default())?;
+    let profiles = SchedulerConfig::default().profiles()?;
     let profile = &profiles[0];
     let mut report = String::from(
-        "| workload (5,000 nodes, 1,000 running pods, 10,000 scheduled) | decisions/s | p50 | p99 | unschedulable |\n|---|---|---|---|---|\n",
+        "| workload (5,000 nodes, 1,000 running pods, 10,000 scheduled) | decisions/s | p50 | p99 | unschedulable | largest zone skew in an app | most pods of an app on one node | over-committed nodes |\n|---|---|---|---|---|---|---|---|\n",
     );
     let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1000.0);
 
@@ -115,8 +149,14 @@ fn main() -> anyhow::Result<()> {
                 pod(&format!("p-{i}"), &app, spec)
             })
             .collect();
-        let (rate, p50, p99, failed) = run(profile, &mut ns, pods);
-        report.push_str(&format!("| {what} | {rate:.0} | {} | {} | {failed} |\n", ms(p50), ms(p99)));
+        let mut snap = Snapshot::from_nodes(ns);
+        let (rate, p50, p99, failed) = run(profile, &mut snap, pods);
+        let (skew, stacked, over) = check(&snap);
+        report.push_str(&format!(
+            "| {what} | {rate:.0} | {} | {} | {failed} | {skew} | {stacked} | {over} |\n",
+            ms(p50),
+            ms(p99)
+        ));
     }
     println!("{report}");
     Ok(())
