@@ -31,6 +31,7 @@ pub mod client;
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod events;
 pub mod informer;
 pub mod leader;
 pub mod reflector;

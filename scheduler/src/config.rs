@@ -46,6 +46,9 @@ pub struct SchedulerConfig {
     /// Leader election settings.
     #[serde(default)]
     pub leader_election: LeaderElection,
+    /// How to reach the API server.
+    #[serde(default)]
+    pub client_connection: ClientConnection,
     /// The share of nodes to look at per pod (0: adaptive).
     #[serde(default)]
     pub percentage_of_nodes_to_score: Option<u32>,
@@ -81,6 +84,28 @@ impl Default for LeaderElection {
             retry_period: "2s".into(),
             resource_namespace: "kube-system".into(),
             resource_name: "skiff-scheduler".into(),
+        }
+    }
+}
+
+/// `clientConnection`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ClientConnection {
+    /// The kubeconfig file (the `--kubeconfig` flag wins).
+    pub kubeconfig: String,
+    /// Requests per second to the API server, on average (Kubernetes' default 50).
+    pub qps: f32,
+    /// Requests allowed at once above the average (Kubernetes' default 100).
+    pub burst: u32,
+}
+
+impl Default for ClientConnection {
+    fn default() -> Self {
+        ClientConnection {
+            kubeconfig: String::new(),
+            qps: 50.0,
+            burst: 100,
         }
     }
 }
@@ -424,6 +449,15 @@ mod tests {
         assert_eq!(
             parse_duration(&c.leader_election.lease_duration).unwrap(),
             Duration::from_secs(15)
+        );
+        assert_eq!(
+            (c.client_connection.qps, c.client_connection.burst),
+            (50.0, 100)
+        );
+        let c = SchedulerConfig::from_yaml("clientConnection: {qps: 2000, burst: 4000}").unwrap();
+        assert_eq!(
+            (c.client_connection.qps, c.client_connection.burst),
+            (2000.0, 4000)
         );
     }
 

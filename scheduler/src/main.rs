@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use skiff_client::events::Recorder;
 use skiff_client::leader::{self, LeaderElector, Outcome};
 use skiff_client::Client;
 use skiff_scheduler::config::{parse_duration, SchedulerConfig};
@@ -33,6 +34,12 @@ struct Args {
     /// Port for /healthz, /readyz and /metrics (0 picks a free one).
     #[arg(long, default_value_t = 10251)]
     port: u16,
+    /// Requests per second to the API server (overrides `clientConnection.qps`).
+    #[arg(long)]
+    kube_api_qps: Option<f32>,
+    /// Burst of requests to the API server (overrides `clientConnection.burst`).
+    #[arg(long)]
+    kube_api_burst: Option<u32>,
     /// Log verbosity (0-5).
     #[arg(short = 'v', long = "v", default_value_t = 2)]
     verbosity: u8,
@@ -76,14 +83,31 @@ async fn main() -> anyhow::Result<()> {
         None => SchedulerConfig::default(),
     };
     let profiles = config.profiles()?;
-    let client = Client::from_kubeconfig_or_default(args.kubeconfig.as_deref())?;
+    let cc = &config.client_connection;
+    let kubeconfig = args
+        .kubeconfig
+        .clone()
+        .or_else(|| (!cc.kubeconfig.is_empty()).then(|| PathBuf::from(&cc.kubeconfig)));
+    let mut client_config = match &kubeconfig {
+        Some(k) => skiff_client::Config::from_kubeconfig(k)?,
+        None => skiff_client::Config::infer()?,
+    };
+    client_config.qps = args.kube_api_qps.unwrap_or(cc.qps);
+    client_config.burst = args.kube_api_burst.unwrap_or(cc.burst);
+    let client = Client::new(client_config)?;
 
     let shutdown = CancellationToken::new();
     let ready = CancellationToken::new();
     let addr = SocketAddr::new(args.bind_address, args.port);
     let metrics = std::sync::Arc::new(skiff_scheduler::metrics::Metrics::default());
+    let events = Recorder::new(
+        client.clone(),
+        "default-scheduler",
+        &leader::default_identity(),
+    );
     let mut registry = prometheus_client::registry::Registry::default();
     client.register_metrics(&mut registry);
+    events.register_metrics(&mut registry);
     metrics.register(&mut registry);
     let health =
         skiff_scheduler::health::serve(addr, registry, ready.clone(), shutdown.clone()).await?;
@@ -106,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
     let work_client = client.clone();
     let work = move |token: CancellationToken| async move {
         ready.cancel();
-        skiff_scheduler::scheduler::run(work_client, profiles, metrics, token).await;
+        skiff_scheduler::scheduler::run(work_client, profiles, events, metrics, token).await;
     };
     if !elect {
         work(shutdown.clone()).await;

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, Namespace, Node, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use parking_lot::Mutex;
 use serde_json::json;
+use skiff_client::events::{reference, Recorder};
 use skiff_client::informer::{Informer, InformerFactory};
 use skiff_client::reflector::{Change, ObjectKey};
-use skiff_client::{Api, Client, Patch, PatchParams, PostParams};
+use skiff_client::{Api, Client, Patch, PatchParams};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -57,6 +57,7 @@ struct Shared {
     profiles: Vec<Profile>,
     pods: Informer<Pod>,
     client: Client,
+    events: Recorder,
     metrics: Arc<crate::metrics::Metrics>,
     /// Round-robin start of the node search.
     next_start: AtomicUsize,
@@ -116,6 +117,7 @@ impl Shared {
 pub async fn run(
     client: Client,
     profiles: Vec<Profile>,
+    events: Recorder,
     metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
 ) {
@@ -130,6 +132,7 @@ pub async fn run(
         profiles,
         pods: pods.clone(),
         client,
+        events,
         metrics,
         next_start: AtomicUsize::new(0),
     });
@@ -351,14 +354,12 @@ async fn bind(shared: Arc<Shared>, key: String, pod: Arc<Pod>, node: String) {
     match api.bind(&name, &node).await {
         Ok(()) => {
             tracing::debug!(pod = %key, %node, "bound");
-            event(
-                &shared.client,
-                &pod,
-                "Normal",
+            shared.events.normal(
+                reference(&*pod),
                 "Scheduled",
-                &format!("Successfully assigned {key} to {node}"),
-            )
-            .await;
+                "Binding",
+                format!("Successfully assigned {key} to {node}"),
+            );
         }
         Err(e) => {
             tracing::warn!(pod = %key, %node, error = %e, "binding failed; retrying");
@@ -392,19 +393,15 @@ async fn preempt(shared: &Arc<Shared>, pod: &Arc<Pod>, node: &str, victims: Vec<
         tracing::info!(preemptor = %format!("{ns}/{name}"), victim = %v.key, %node, "preempting");
         let vapi: Api<Pod> = Api::namespaced(shared.client.clone(), &vns);
         match vapi.delete(&vname, &Default::default()).await {
-            Ok(_) => {
-                event(
-                    &shared.client,
-                    &v.pod,
-                    "Normal",
-                    "Preempted",
-                    &format!(
-                        "Preempted by pod {} on node {node}",
-                        pod.metadata.uid.as_deref().unwrap_or(&name)
-                    ),
-                )
-                .await
-            }
+            Ok(_) => shared.events.normal(
+                reference(&*v.pod),
+                "Preempted",
+                "Preempting",
+                format!(
+                    "Preempted by pod {} on node {node}",
+                    pod.metadata.uid.as_deref().unwrap_or(&name)
+                ),
+            ),
             Err(e) if e.is_not_found() => {}
             Err(e) => tracing::warn!(victim = %v.key, error = %e, "could not preempt"),
         }
@@ -443,61 +440,7 @@ async fn report_unschedulable(shared: Arc<Shared>, pod: Arc<Pod>, fit: FitError)
             tracing::debug!(pod = %name, error = %e, "could not record PodScheduled=False");
         }
     }
-    event(
-        &shared.client,
-        &pod,
-        "Warning",
-        "FailedScheduling",
-        &message,
-    )
-    .await;
-}
-
-async fn event(client: &Client, pod: &Pod, kind: &str, reason: &str, message: &str) {
-    let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    let pod_name = pod.metadata.name.clone().unwrap_or_default();
-    let time = Some(skiff_client::time::now_time());
-    let micro = Some(skiff_client::time::now_micro());
-    let ev = Event {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{pod_name}.")),
-            namespace: Some(ns.clone()),
-            ..Default::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(pod_name),
-            namespace: Some(ns.clone()),
-            uid: pod.metadata.uid.clone(),
-            resource_version: pod.metadata.resource_version.clone(),
-            ..Default::default()
-        },
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        type_: Some(kind.into()),
-        count: Some(1),
-        first_timestamp: time.clone(),
-        last_timestamp: time,
-        event_time: micro,
-        reporting_component: Some("default-scheduler".into()),
-        reporting_instance: Some("default-scheduler".into()),
-        action: Some(
-            if kind == "Normal" {
-                "Binding"
-            } else {
-                "Scheduling"
-            }
-            .into(),
-        ),
-        source: Some(k8s_openapi::api::core::v1::EventSource {
-            component: Some("default-scheduler".into()),
-            host: None,
-        }),
-        ..Default::default()
-    };
-    let api: Api<Event> = Api::namespaced(client.clone(), &ns);
-    if let Err(e) = api.create(&PostParams::default(), &ev).await {
-        tracing::debug!(error = %e, "could not record an event");
-    }
+    shared
+        .events
+        .warning(reference(&*pod), "FailedScheduling", "Scheduling", message);
 }
