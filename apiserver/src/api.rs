@@ -1577,13 +1577,29 @@ impl Api {
         }
         let pods = registry::find("", "v1", "pods").expect("pods are served");
         let key = pods.key(self.store.prefix(), Some(ns), name);
+        // The first attempt starts from the watch cache (one etcd round trip instead of two,
+        // as for every write here: the transaction checks the revision); a stale copy fails
+        // that check and the next attempt reads etcd.
+        let mut from_cache = self.cache(pods).get(&key);
         loop {
-            let current = self
-                .store
-                .get(&key)
-                .await?
-                .ok_or_else(|| Error::not_found("pods", name))?;
-            let mut pod = current.value.clone();
+            let (mut pod, rv) = match from_cache.take() {
+                Some(c) => {
+                    let mut v: Value = serde_json::from_slice(&c.json)
+                        .map_err(|e| Error::internal(format!("decoding a cached pod: {e}")))?;
+                    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+                        m.remove("resourceVersion");
+                    }
+                    (v, c.rv)
+                }
+                None => {
+                    let current = self
+                        .store
+                        .get(&key)
+                        .await?
+                        .ok_or_else(|| Error::not_found("pods", name))?;
+                    (current.value, current.rv)
+                }
+            };
             if let Some(uid) = uid.filter(|u| !u.is_empty()) {
                 if pod.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
                     return Err(Error::conflict(
@@ -1631,8 +1647,14 @@ impl Api {
             if dry_run {
                 return Ok(());
             }
-            match self.store.update(&key, &pod, current.rv, &[]).await? {
-                WriteOutcome::Done(_) => return Ok(()),
+            let bytes = crate::storage::encode(&pod);
+            let hint_bytes = bytes.clone();
+            match self.store.update_encoded(&key, bytes, rv, &[]).await? {
+                WriteOutcome::Done(rev) => {
+                    crate::storage::set_rv(&mut pod, rev);
+                    self.hint(pods, &key, &pod, &hint_bytes, rev);
+                    return Ok(());
+                }
                 WriteOutcome::Mismatch(None) => return Err(Error::not_found("pods", name)),
                 _ => continue,
             }

@@ -6,6 +6,7 @@
 //! `FailedScheduling` event, and waits for the cluster to change. A pod's priority is its
 //! `spec.priority`, which the API server sets from `priorityClassName` when the pod is created.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +17,8 @@ use parking_lot::Mutex;
 use serde_json::json;
 use skiff_client::events::{reference, Recorder};
 use skiff_client::informer::{Informer, InformerFactory};
-use skiff_client::reflector::{Change, ObjectKey};
+use skiff_client::reflector::Change;
+use skiff_client::watcher::{self, watcher, Event};
 use skiff_client::{Api, Client, Patch, PatchParams};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -55,7 +57,8 @@ struct Shared {
     queue: Mutex<SchedulingQueue>,
     wake: Notify,
     profiles: Vec<Profile>,
-    pods: Informer<Pod>,
+    /// Pods waiting for a node (whole; placed pods live on in the snapshot, slimmed).
+    pending: Mutex<HashMap<String, Arc<Pod>>>,
     client: Client,
     events: Recorder,
     metrics: Arc<crate::metrics::Metrics>,
@@ -74,36 +77,75 @@ impl Shared {
     }
 
     /// Brings one pod's state into the cache and queue.
-    fn pod_changed(&self, pod: &Arc<Pod>) {
-        let key = key_of(pod);
-        match bound_node(pod) {
-            Some(node) if !terminal(pod) => {
+    fn pod_changed(&self, pod: Arc<Pod>) {
+        let key = key_of(&pod);
+        match bound_node(&pod).map(str::to_string) {
+            Some(node) if !terminal(&pod) => {
+                self.pending.lock().remove(&key);
                 self.queue.lock().remove(&key);
-                let info = Arc::new(PodInfo::new(pod.clone()));
-                self.cache.lock().add_pod(node, info);
+                let info = Arc::new(PodInfo::new(pod).placed());
+                self.cache.lock().add_pod(&node, info);
             }
             Some(_) => {
+                self.pending.lock().remove(&key);
                 self.cache.lock().remove_pod(&key);
                 let mut q = self.queue.lock();
                 q.remove(&key);
                 q.cluster_changed(Instant::now());
             }
             None => {
-                if pod.metadata.deletion_timestamp.is_some() || self.profile(pod).is_none() {
+                if pod.metadata.deletion_timestamp.is_some() || self.profile(&pod).is_none() {
+                    self.pending.lock().remove(&key);
+                    self.queue.lock().remove(&key);
                     return;
                 }
+                let prio = priority(&pod);
+                self.pending.lock().insert(key.clone(), pod);
                 // An assumed pod stays assumed until its binding shows up.
                 if self.cache.lock().node_of(&key).is_some() {
                     return;
                 }
-                self.queue.lock().add(&key, priority(pod), Instant::now());
+                self.queue.lock().add(&key, prio, Instant::now());
                 self.wake.notify_one();
             }
         }
     }
 
+    /// After a (re-)list: forgets the pods that are gone.
+    fn keep_only(&self, listed: &HashSet<String>) {
+        let gone: Vec<String> = self
+            .pending
+            .lock()
+            .keys()
+            .filter(|k| !listed.contains(*k))
+            .cloned()
+            .collect();
+        let placed_gone: Vec<String> = self
+            .cache
+            .lock()
+            .pod_keys()
+            .filter(|k| !listed.contains(*k))
+            .cloned()
+            .collect();
+        if gone.is_empty() && placed_gone.is_empty() {
+            return;
+        }
+        for key in gone {
+            self.pending.lock().remove(&key);
+            self.queue.lock().remove(&key);
+        }
+        let mut cache = self.cache.lock();
+        for key in placed_gone {
+            cache.remove_pod(&key);
+        }
+        drop(cache);
+        self.queue.lock().cluster_changed(Instant::now());
+        self.wake.notify_one();
+    }
+
     fn pod_deleted(&self, pod: &Pod) {
         let key = key_of(pod);
+        self.pending.lock().remove(&key);
         self.cache.lock().remove_pod(&key);
         let mut q = self.queue.lock();
         q.remove(&key);
@@ -123,21 +165,19 @@ pub async fn run(
 ) {
     let factory = InformerFactory::new(client.clone(), shutdown.clone());
     let nodes = factory.informer::<Node>();
-    let pods = factory.informer::<Pod>();
     let ns_informer = factory.informer::<Namespace>();
     let shared = Arc::new(Shared {
         cache: Mutex::new(Snapshot::default()),
         queue: Mutex::new(SchedulingQueue::new()),
         wake: Notify::new(),
         profiles,
-        pods: pods.clone(),
+        pending: Mutex::new(HashMap::new()),
         client,
         events,
         metrics,
         next_start: AtomicUsize::new(0),
     });
     nodes.store().wait_until_ready().await;
-    pods.store().wait_until_ready().await;
     ns_informer.store().wait_until_ready().await;
 
     // Namespace labels for namespaceSelector.
@@ -179,11 +219,12 @@ pub async fn run(
             cache.upsert_node(n);
         }
     }
-    for p in pods.store().state() {
-        shared.pod_changed(&p);
-    }
     spawn_node_handler(shared.clone(), nodes.clone(), shutdown.clone());
-    spawn_pod_handler(shared.clone(), shutdown.clone());
+    let listed = spawn_pod_handler(shared.clone(), shutdown.clone());
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        _ = listed => {}
+    }
 
     tracing::info!(nodes = shared.cache.lock().nodes.len(), "scheduler started");
     loop {
@@ -257,32 +298,74 @@ fn spawn_node_handler(shared: Arc<Shared>, nodes: Informer<Node>, shutdown: Canc
     });
 }
 
-fn spawn_pod_handler(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut changes = shared.pods.subscribe().boxed();
+/// Follows every pod: pending ones wait in `pending` and the queue, placed ones are counted in
+/// the snapshot. The receiver fires once the first full list has been taken in.
+fn spawn_pod_handler(
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> tokio::sync::oneshot::Receiver<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let api = Api::<Pod>::all(shared.client.clone());
+    // One task drains the watch as fast as it arrives; another applies what it read, which
+    // waits on the cache lock while decisions are being made. A watch left unread would fall
+    // behind on the server and be cut off.
+    let (events, mut read) = tokio::sync::mpsc::unbounded_channel();
+    let stop = shutdown.clone();
     tokio::spawn(async move {
+        let stream = watcher(api, watcher::Config::default().strip_managed_fields());
+        futures::pin_mut!(stream);
         loop {
-            let c = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                c = changes.next() => c,
+            let ev = tokio::select! {
+                _ = stop.cancelled() => return,
+                ev = stream.next() => ev,
             };
-            match c {
-                Some(Change::Applied(p)) => shared.pod_changed(&p),
-                Some(Change::Deleted(p)) => shared.pod_deleted(&p),
-                Some(Change::Resynced) => {
-                    for p in shared.pods.store().state() {
-                        shared.pod_changed(&p);
+            match ev {
+                Some(Ok(ev)) => {
+                    if events.send(ev).is_err() {
+                        return;
                     }
                 }
+                Some(Err(e)) => tracing::warn!(error = %e, "pod watch failed; retrying"),
                 None => return,
             }
         }
     });
+    tokio::spawn(async move {
+        let mut listed: Option<HashSet<String>> = None;
+        let mut first = Some(tx);
+        loop {
+            let ev = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ev = read.recv() => ev,
+            };
+            match ev {
+                Some(Event::Init) => listed = Some(HashSet::new()),
+                Some(Event::InitApply(p)) => {
+                    if let Some(l) = listed.as_mut() {
+                        l.insert(key_of(&p));
+                    }
+                    shared.pod_changed(Arc::new(p));
+                }
+                Some(Event::InitDone) => {
+                    if let Some(l) = listed.take() {
+                        shared.keep_only(&l);
+                    }
+                    if let Some(tx) = first.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Some(Event::Apply(p)) => shared.pod_changed(Arc::new(p)),
+                Some(Event::Delete(p)) => shared.pod_deleted(&p),
+                None => return,
+            }
+        }
+    });
+    rx
 }
 
 /// One scheduling attempt for the pod `key`.
 fn schedule_one(shared: &Arc<Shared>, key: &str) {
-    let (ns, name) = key.split_once('/').unwrap_or(("", key));
-    let Some(pod) = shared.pods.store().get(&ObjectKey::new(ns, name)) else {
+    let Some(pod) = shared.pending.lock().get(key).cloned() else {
         shared.queue.lock().done(key);
         return;
     };

@@ -13,8 +13,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod, PodAffinityTerm, Taint, TopologySpreadConstraint};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::api::core::v1::{
+    Node, Pod, PodAffinityTerm, PodSpec, PodStatus, Taint, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use crate::resources::{pod_requests, Resources};
 use crate::selector;
@@ -374,6 +376,43 @@ impl PodInfo {
             host_ports,
             pod,
         }
+    }
+
+    /// The same pod as the snapshot keeps it once placed: what other pods' scheduling reads
+    /// of it (identity, labels, priority, phase, requests, ports, required anti-affinity),
+    /// without the rest of the object, its own spreading constraints and the affinity terms
+    /// that only matter while it is being placed.
+    pub fn placed(mut self) -> Self {
+        // Of the object itself only what identifies the pod, its labels and priority remain:
+        // a running pod's containers, volumes and statuses are most of its memory.
+        let m = &self.pod.metadata;
+        let spec = self.pod.spec.as_ref();
+        self.pod = Arc::new(Pod {
+            metadata: ObjectMeta {
+                name: m.name.clone(),
+                namespace: m.namespace.clone(),
+                uid: m.uid.clone(),
+                resource_version: m.resource_version.clone(),
+                labels: m.labels.clone(),
+                deletion_timestamp: m.deletion_timestamp.clone(),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                node_name: spec.and_then(|s| s.node_name.clone()),
+                scheduler_name: spec.and_then(|s| s.scheduler_name.clone()),
+                priority: spec.and_then(|s| s.priority),
+                ..Default::default()
+            }),
+            status: self.pod.status.as_ref().map(|s| PodStatus {
+                phase: s.phase.clone(),
+                ..Default::default()
+            }),
+        });
+        self.spread = Vec::new();
+        self.affinity.required = Vec::new();
+        self.affinity.preferred = Vec::new();
+        self.affinity.preferred_anti = Vec::new();
+        self
     }
 
     /// The pod's spec.
@@ -960,6 +999,11 @@ impl Snapshot {
         self.image_nodes.get(name).copied().unwrap_or(0)
     }
 
+    /// The keys of the pods counted.
+    pub fn pod_keys(&self) -> impl Iterator<Item = &String> {
+        self.pod_node.keys()
+    }
+
     /// How many pods are counted.
     pub fn pod_count(&self) -> usize {
         self.pod_node.len()
@@ -1065,6 +1109,39 @@ mod tests {
         // Relabelling a node moves it to another domain.
         s.upsert_node(node("c", "z1"));
         assert_eq!(s.topology("zone").unwrap().domains(), 1);
+    }
+
+    #[test]
+    fn a_placed_pod_keeps_what_placing_others_reads() {
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "d", "uid": "u1", "labels": {"app": "web"},
+                "annotations": {"big": "x"}},
+            "spec": {"nodeName": "n1", "priority": 7,
+                "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "zone"}]}},
+                "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone",
+                    "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "web"}}}],
+                "containers": [{"name": "c", "image": "i", "env": [{"name": "A", "value": "b"}],
+                    "ports": [{"containerPort": 80, "hostPort": 8080}],
+                    "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.1"},
+        }))
+        .unwrap();
+        let full = PodInfo::new(Arc::new(p));
+        let placed = full.clone().placed();
+        assert_eq!(placed.requests, full.requests);
+        assert_eq!(placed.host_ports, full.host_ports);
+        assert_eq!(placed.affinity.required_anti.len(), 1);
+        assert!(placed.spread.is_empty());
+        assert_eq!(placed.labels(), full.labels());
+        assert_eq!(placed.pod.metadata.uid.as_deref(), Some("u1"));
+        assert_eq!(placed.spec().unwrap().priority, Some(7));
+        assert!(placed.spec().unwrap().containers.is_empty());
+        assert!(placed.pod.metadata.annotations.is_none());
+        let mut s = Snapshot::default();
+        s.upsert_node(node("n1", "z1"));
+        s.add_pod("n1", Arc::new(placed));
+        assert_eq!(s.anti_terms_selecting(&full).count(), 1);
     }
 
     #[test]

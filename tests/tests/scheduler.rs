@@ -530,3 +530,134 @@ profiles:
     assert_eq!(placed.get("db-ok").map(String::as_str), Some("hollow-0"));
     shutdown.cancel();
 }
+
+/// A burst of pods, far more than fit, created all at once by many clients while nodes fill:
+/// the scheduler binds exactly as many as the nodes hold, never more on any node, and says
+/// why about the rest; deleting some lets as many waiting pods in, and no more.
+#[tokio::test]
+async fn a_burst_never_overcommits_a_node() {
+    let c = Cluster::start().await.unwrap();
+    let mut cfg = skiff_client::Config::from_kubeconfig(&c.api.kubeconfig).unwrap();
+    cfg.qps = 0.0;
+    let client = Client::new(cfg).unwrap();
+    // 8 nodes of 2 CPUs: room for 32 pods of 500m.
+    for i in 0..8 {
+        add_node(&client, &format!("node-{i}"), "2", ["z1", "z2"][i % 2]).await;
+    }
+    let sched = Scheduler::start(&c, &["--kube-api-qps=1000", "--kube-api-burst=2000"]);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let names: Vec<String> = (0..80).map(|i| format!("burst-{i}")).collect();
+    let mut tasks = Vec::new();
+    for chunk in names.chunks(10) {
+        let (pods, chunk) = (pods.clone(), chunk.to_vec());
+        tasks.push(tokio::spawn(async move {
+            for n in chunk {
+                pods.create(&PostParams::default(), &pod(&n, "500m"))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Wait until 32 are bound and the rest have been found unschedulable.
+    let settled = |list: &[Pod]| {
+        let bound = list
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+            .count();
+        let refused = list
+            .iter()
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| {
+                        cs.iter().any(|c| {
+                            c.type_ == "PodScheduled"
+                                && c.reason.as_deref() == Some("Unschedulable")
+                        })
+                    })
+            })
+            .count();
+        (bound, refused)
+    };
+    let check = |list: &[Pod]| {
+        let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+        for p in list {
+            if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                *per_node.entry(n).or_default() += 1;
+            }
+        }
+        for (node, n) in &per_node {
+            assert!(
+                *n <= 4,
+                "{node} holds {n} pods of 500m with 2 CPUs: {per_node:?}"
+            );
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let list = loop {
+        let list = pods.list(&ListParams::default()).await.unwrap().items;
+        check(&list);
+        if settled(&list) == (32, 48) {
+            break list;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not settled: (bound, unschedulable) = {:?}\n{}",
+            settled(&list),
+            sched.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let message = list
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.conditions.as_ref())
+        .flatten()
+        .find(|c| c.reason.as_deref() == Some("Unschedulable"))
+        .and_then(|c| c.message.clone())
+        .unwrap();
+    assert_eq!(message, "0/8 nodes are available: 8 Insufficient cpu.");
+
+    // Free room for 6: exactly 6 of the waiting pods get in, still none over capacity.
+    let bound: Vec<String> = list
+        .iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+        .filter_map(|p| p.metadata.name.clone())
+        .take(6)
+        .collect();
+    for n in &bound {
+        pods.delete(
+            n,
+            &skiff_client::DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = pods.list(&ListParams::default()).await.unwrap().items;
+        check(&list);
+        let bound = settled(&list).0;
+        assert_eq!(list.len(), 74);
+        if bound == 32 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{bound} bound after freeing room\n{}",
+            sched.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And it stays that way.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let list = pods.list(&ListParams::default()).await.unwrap().items;
+    check(&list);
+    assert_eq!(settled(&list).0, 32);
+}
