@@ -2,7 +2,7 @@
 //! labels (and, for `matchFields`, its name); preferred node affinity adds the weights of the
 //! terms a node matches to its score.
 
-use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm};
+use k8s_openapi::api::core::v1::{NodeSelector, NodeSelectorRequirement, NodeSelectorTerm};
 
 use super::{normalize_to_max, Check, Filter, Rate, Rejection, Score};
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
@@ -52,43 +52,37 @@ pub fn term_matches(term: &NodeSelectorTerm, node: &NodeInfo) -> bool {
             .all(|r| r.key == "metadata.name" && requirement(r, Some(node.name.as_str())))
 }
 
+/// The pod's required node affinity.
+fn required(pod: &PodInfo) -> Option<&NodeSelector> {
+    pod.spec()?
+        .affinity
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()
+}
+
 /// Whether `pod` restricts its nodes at all (a `nodeSelector` or required node affinity).
 pub fn restricts(pod: &PodInfo) -> bool {
-    pod.spec().is_some_and(|spec| {
-        spec.node_selector.as_ref().is_some_and(|s| !s.is_empty())
-            || spec
-                .affinity
-                .as_ref()
-                .and_then(|a| a.node_affinity.as_ref())
-                .and_then(|na| {
-                    na.required_during_scheduling_ignored_during_execution
-                        .as_ref()
-                })
-                .is_some()
-    })
+    let selector = pod
+        .spec()
+        .and_then(|s| s.node_selector.as_ref())
+        .is_some_and(|s| !s.is_empty());
+    selector || required(pod).is_some()
 }
 
 /// Whether `node` satisfies `pod`'s `nodeSelector` and required node affinity.
 pub fn matches(pod: &PodInfo, node: &NodeInfo) -> bool {
-    let Some(spec) = pod.spec() else {
-        return true;
-    };
-    let selector_ok = spec
-        .node_selector
-        .iter()
+    let selector_ok = pod
+        .spec()
+        .and_then(|s| s.node_selector.as_ref())
+        .into_iter()
         .flatten()
         .all(|(k, v)| node.label(k) == Some(v.as_str()));
-    let required = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| {
-            na.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
     // Terms are ORed.
     selector_ok
-        && required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)))
+        && required(pod).is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)))
 }
 
 impl Filter for NodeAffinity {

@@ -221,6 +221,25 @@ mod e2e {
         .expect("pod")
     }
 
+    /// Creates `total` pods named by `name(i)` for `scheduler`, over `CLIENTS` clients.
+    async fn create_pods(
+        pods: &Api<Pod>,
+        total: usize,
+        name: fn(usize) -> String,
+        scheduler: &'static str,
+    ) -> anyhow::Result<Duration> {
+        let p = pods.clone();
+        fan_out(total, move |i| {
+            let p = p.clone();
+            async move {
+                p.create(&PostParams::default(), &pod(&name(i), scheduler))
+                    .await?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
     /// Runs `op(i)` for `0..total` over `CLIENTS` concurrent workers; returns the time taken.
     async fn fan_out<F, Fut>(total: usize, op: F) -> anyhow::Result<Duration>
     where
@@ -350,19 +369,7 @@ mod e2e {
         let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
 
         // The raw bind ceiling: pods no scheduler looks at, bound directly.
-        let p = pods.clone();
-        fan_out(RUNNING, move |i| {
-            let p = p.clone();
-            async move {
-                p.create(
-                    &PostParams::default(),
-                    &pod(&format!("run-{}-{i}", i / 10), "nobody"),
-                )
-                .await?;
-                Ok(())
-            }
-        })
-        .await?;
+        create_pods(&pods, RUNNING, |i| format!("run-{}-{i}", i / 10), "nobody").await?;
         let p = pods.clone();
         let spec2 = spec.clone();
         let bind_took = fan_out(RUNNING, move |i| {
@@ -411,18 +418,12 @@ mod e2e {
             let rss_start = rss_kib(pid, "VmRSS:");
 
             let start = Instant::now();
-            let p = pods.clone();
-            let created = fan_out(PENDING, move |i| {
-                let p = p.clone();
-                async move {
-                    p.create(
-                        &PostParams::default(),
-                        &pod(&format!("app-{}-{i}", i / 50), "default-scheduler"),
-                    )
-                    .await?;
-                    Ok(())
-                }
-            })
+            let created = create_pods(
+                &pods,
+                PENDING,
+                |i| format!("app-{}-{i}", i / 50),
+                "default-scheduler",
+            )
             .await?;
             let last = bound
                 .wait(RUNNING + PENDING, Duration::from_secs(600))
@@ -430,18 +431,12 @@ mod e2e {
             let e2e = last.duration_since(start);
             let rss_mid = rss_kib(pid, "VmRSS:");
 
-            let p = pods.clone();
-            fan_out(MORE, move |i| {
-                let p = p.clone();
-                async move {
-                    p.create(
-                        &PostParams::default(),
-                        &pod(&format!("more-{}-{i}", i / 50), "default-scheduler"),
-                    )
-                    .await?;
-                    Ok(())
-                }
-            })
+            create_pods(
+                &pods,
+                MORE,
+                |i| format!("more-{}-{i}", i / 50),
+                "default-scheduler",
+            )
             .await?;
             bound
                 .wait(RUNNING + PENDING + MORE, Duration::from_secs(600))
