@@ -1432,7 +1432,7 @@ impl Api {
             Some(rv) if exact => self.list_from_etcd(r, &prefix, None, rv, opts, keep).await,
             Some(rv) => {
                 // Any state at least as new as rv: the cache, once it has caught up.
-                if rv > cache.rev() && !cache.wait_for_rev(rv, Duration::from_secs(3)).await {
+                if rv > cache.rev() && !cache.reach(&self.store, rv, Duration::from_secs(3)).await {
                     return Err(Error::timeout(format!(
                         "Too large resource version: {rv}, current: {}",
                         cache.rev()
@@ -1453,7 +1453,7 @@ impl Api {
                 let current = self.store.current_revision().await?;
                 if cache.is_ready()
                     && cache
-                        .wait_for_rev(current, Duration::from_millis(500))
+                        .reach(&self.store, current, Duration::from_millis(500))
                         .await
                 {
                     let (items, rev) = cache.list(&prefix, keep_cached);
@@ -1682,7 +1682,9 @@ impl Api {
             None => {
                 let current = self.store.current_revision().await?;
                 if current > cache.rev() {
-                    cache.wait_for_rev(current, Duration::from_secs(3)).await;
+                    cache
+                        .reach(&self.store, current, Duration::from_secs(3))
+                        .await;
                 }
                 None
             }
@@ -1690,12 +1692,12 @@ impl Api {
             Some(0) => None,
             Some(n) if opts.send_initial_events => {
                 if n > cache.rev() {
-                    cache.wait_for_rev(n, Duration::from_secs(3)).await;
+                    cache.reach(&self.store, n, Duration::from_secs(3)).await;
                 }
                 None
             }
             Some(n) => {
-                if n > cache.rev() && !cache.wait_for_rev(n, Duration::from_secs(3)).await {
+                if n > cache.rev() && !cache.reach(&self.store, n, Duration::from_secs(3)).await {
                     return Err(Error::timeout(format!(
                         "Too large resource version: {n}, current: {}",
                         cache.rev()

@@ -65,6 +65,17 @@ pub struct Page {
     pub remaining: i64,
 }
 
+/// Whether a prefix changed after a revision, as read by [`Store::quiet_since`].
+#[derive(Debug, Clone, Copy)]
+pub struct Quiet {
+    /// The revision both reads were made at (etcd's current revision).
+    pub rev: i64,
+    /// Whether a key under the prefix was written after the given revision and still exists.
+    pub changed: bool,
+    /// How many keys are under the prefix.
+    pub count: i64,
+}
+
 /// The etcd-backed object store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -152,6 +163,39 @@ impl Store {
         let r = r.map_err(Error::from);
         self.time("get", start, &r);
         Ok(r?.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    /// What etcd holds under `prefix` now, compared with revision `rev`: read in one
+    /// transaction, so both answers hold at the one revision returned.
+    pub async fn quiet_since(&self, prefix: &str, rev: i64) -> Result<Quiet> {
+        let start = Instant::now();
+        let written = GetOptions::new()
+            .with_prefix()
+            .with_keys_only()
+            .with_min_mod_revision(rev + 1)
+            .with_limit(1);
+        let count = GetOptions::new().with_prefix().with_count_only();
+        let txn = Txn::new().and_then([
+            TxnOp::get(prefix, Some(written)),
+            TxnOp::get(prefix, Some(count)),
+        ]);
+        let r = self.kv.clone().txn(txn).await.map_err(Error::from);
+        self.time("txn", start, &r);
+        let resp = r?;
+        let mut quiet = Quiet {
+            rev: resp.header().map(|h| h.revision()).unwrap_or(0),
+            changed: false,
+            count: 0,
+        };
+        for (i, op) in resp.op_responses().into_iter().enumerate() {
+            if let TxnOpResponse::Get(g) = op {
+                match i {
+                    0 => quiet.changed = !g.kvs().is_empty(),
+                    _ => quiet.count = g.count(),
+                }
+            }
+        }
+        Ok(quiet)
     }
 
     /// Creates `key` if absent (its value encoded with [`encode`]), together with the side

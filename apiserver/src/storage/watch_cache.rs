@@ -292,6 +292,12 @@ impl WatchCache {
     fn apply(&self, event: Event) {
         let event = Arc::new(event);
         let mut inner = self.write();
+        if event.rv <= inner.rev {
+            // The cache was moved past this revision after etcd showed that nothing under the
+            // prefix changed up to it (see `catch_up`): the change is already reflected.
+            tracing::debug!(prefix = %self.prefix, rv = event.rv, cache_rev = inner.rev, "skipping an event the cache is past");
+            return;
+        }
         match event.kind {
             EventType::Added | EventType::Modified => {
                 inner
@@ -318,21 +324,55 @@ impl WatchCache {
         self.rev_tx.send_replace(rev);
     }
 
-    fn advance(&self, rev: i64) {
-        let mut inner = self.write();
-        if rev <= inner.rev {
-            return;
+    /// Moves the cache to etcd's current revision when nothing under its prefix changed since
+    /// the revision it reflects; returns whether the cache is now current.
+    ///
+    /// etcd's progress notifications cannot be trusted for this: etcd before 3.4.25 / 3.5.8
+    /// answers a progress request with its current revision even while this watch still has
+    /// older events to deliver, and moving the cache past them would make every client watch
+    /// skip them. Instead one transaction reads, at a single revision, whether any key under the
+    /// prefix was written after the cache's revision and how many keys there are: none written
+    /// and the same count as the cache holds means etcd's state at that revision is the cache's.
+    pub async fn catch_up(&self, store: &Store) -> Result<bool> {
+        let (rev, len) = {
+            let inner = self.read();
+            (inner.rev, inner.objects.len())
+        };
+        let quiet = store.quiet_since(&self.prefix, rev).await?;
+        if quiet.rev <= rev {
+            return Ok(true);
         }
-        inner.rev = rev;
+        if quiet.changed || quiet.count != len as i64 {
+            return Ok(false);
+        }
+        let mut inner = self.write();
+        if inner.rev != rev || inner.objects.len() != len {
+            // Events arrived meanwhile; the next round decides.
+            return Ok(inner.rev >= quiet.rev);
+        }
+        inner.rev = quiet.rev;
         let _ = inner.tx.send(Arc::new(Event::new(
             EventType::Bookmark,
             String::new(),
-            rev,
+            quiet.rev,
             Arc::new(Cached::empty()),
             None,
         )));
         drop(inner);
-        self.rev_tx.send_replace(rev);
+        self.rev_tx.send_replace(quiet.rev);
+        Ok(true)
+    }
+
+    /// Waits until the cache reflects at least `rev`: at once if it does or can show etcd had
+    /// no changes for it since, else as its events arrive, for up to `timeout`.
+    pub async fn reach(&self, store: &Store, rev: i64, timeout: Duration) -> bool {
+        if self.rev() >= rev {
+            return true;
+        }
+        if matches!(self.catch_up(store).await, Ok(true)) && self.rev() >= rev {
+            return true;
+        }
+        self.wait_for_rev(rev, timeout).await
     }
 
     /// Sends a bookmark at the current revision to every watcher.
@@ -385,7 +425,8 @@ impl WatchCache {
         }
     }
 
-    async fn list_all(&self, store: &Store) -> Result<()> {
+    /// Fills the cache from a list of everything under its prefix.
+    pub async fn list_all(&self, store: &Store) -> Result<()> {
         let mut objects = BTreeMap::new();
         let mut start: Option<String> = None;
         let mut rev = 0;
@@ -414,25 +455,29 @@ impl WatchCache {
         let opts = WatchOptions::new()
             .with_prefix()
             .with_prev_key()
-            .with_progress_notify()
             .with_start_revision(from);
         let mut client = store.watch_client();
         let mut stream = match client.watch(self.prefix.as_str(), Some(opts)).await {
             Ok(s) => s,
             Err(e) => return Follow::Broken(e.to_string()),
         };
-        let mut progress = tokio::time::interval(Duration::from_secs(5));
-        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut bookmarks = tokio::time::interval(Duration::from_secs(5));
+        // Every 5 s: a quiet prefix is caught up with etcd's revision (so consistent reads
+        // need not wait for events that will not come), and watchers get a bookmark.
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut busy = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Follow::Stopped,
-                _ = progress.tick() => {
-                    if let Err(e) = stream.request_progress().await {
-                        return Follow::Broken(e.to_string());
+                _ = tick.tick() => {
+                    if !busy {
+                        if let Err(e) = self.catch_up(store).await {
+                            tracing::debug!(prefix = %self.prefix, error = %e, "catching up failed");
+                        }
                     }
+                    busy = false;
+                    self.bookmark();
                 }
-                _ = bookmarks.tick() => self.bookmark(),
                 msg = stream.message() => {
                     let resp = match msg {
                         Ok(Some(r)) => r,
@@ -445,12 +490,7 @@ impl WatchCache {
                     if resp.canceled() {
                         return Follow::Broken(format!("watch canceled: {}", resp.cancel_reason()));
                     }
-                    if resp.events().is_empty() {
-                        if let Some(h) = resp.header() {
-                            self.advance(h.revision());
-                        }
-                        continue;
-                    }
+                    busy |= !resp.events().is_empty();
                     for ev in resp.events() {
                         match self.convert(ev) {
                             Ok(Some(e)) => self.apply(e),
