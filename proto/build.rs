@@ -4,6 +4,8 @@
 use prost::Message;
 
 const PROTOS: &[&str] = &["skiff/v1/api.proto"];
+/// The Container Runtime Interface, spoken by the kubelet to containerd (client side only).
+const CRI: &str = "cri/runtime/v1/api.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in PROTOS {
@@ -19,5 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;
+    println!("cargo:rerun-if-changed={CRI}");
+    tonic_prost_build::configure()
+        .build_server(false)
+        .build_client(true)
+        .compile_fds(protox::compile([CRI], ["."])?)?;
     Ok(())
 }

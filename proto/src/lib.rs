@@ -1,4 +1,5 @@
-//! Skiff's gRPC contract, generated at build time from `skiff/v1/api.proto`.
+//! Skiff's gRPC contract, generated at build time from `skiff/v1/api.proto`, and the client
+//! side of the Container Runtime Interface (`cri/runtime/v1/api.proto`).
 //!
 //! The `.proto` file documents every service, message and field; this crate re-exports the
 //! generated tonic/prost code under [`v1`], plus the descriptor set gRPC server reflection
@@ -12,6 +13,13 @@ pub mod codec;
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod v1 {
     tonic::include_proto!("skiff.v1");
+}
+
+/// The Kubernetes Container Runtime Interface (`runtime.v1`): the clients of its
+/// `RuntimeService` and `ImageService`, for the part of it the kubelet uses.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod cri {
+    tonic::include_proto!("runtime.v1");
 }
 
 /// The encoded `FileDescriptorSet` of every Skiff `.proto` file, for gRPC reflection.

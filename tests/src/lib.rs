@@ -7,6 +7,7 @@
 //! with a message saying what to install or build.
 
 pub mod hollow;
+pub mod node;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,0 +1,605 @@
+//! Node-side test support: a local image registry on loopback (Debian's `docker-registry`),
+//! the test images built here and pushed into it (the project's pause image, and a busybox
+//! image from Debian's `busybox-static`), and a private containerd with its own config,
+//! socket, root, state, runc root and CNI directories.
+//!
+//! Everything is stopped when its handle drops, including when a test panics: the containerd's
+//! pod sandboxes are stopped and removed through CRI first (so runc, the shims, mounts and the
+//! CNI network namespaces go with them), then the daemon itself by its process id.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use sha2::{Digest, Sha256};
+
+use crate::free_port;
+
+/// A plain-HTTP registry on a free loopback port, storing into a temporary directory.
+pub struct Registry {
+    child: Option<Child>,
+    /// `127.0.0.1:PORT`.
+    pub host: String,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts the registry and waits until it answers.
+    pub fn start() -> Result<Registry> {
+        let dir = tempfile::tempdir()?;
+        let host = format!("127.0.0.1:{}", free_port());
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: {host}\n",
+                dir.path().join("data").display()
+            ),
+        )?;
+        let log = std::fs::File::create(dir.path().join("registry.log"))?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting docker-registry (install Debian's docker-registry)")?;
+        let r = Registry {
+            child: Some(child),
+            host,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&r.host).is_err() {
+            if Instant::now() > deadline {
+                bail!("the registry did not listen on {}", r.host);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(r)
+    }
+
+    /// Pushes an image archive (`docker save` format) as `name:tag`; returns the full reference.
+    pub fn push(&self, archive: &Path, name_tag: &str) -> Result<String> {
+        let reference = format!("{}/{name_tag}", self.host);
+        let out = Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("docker-archive:{}", archive.display()))
+            .arg(format!("docker://{reference}"))
+            .output()
+            .context("running skopeo (install Debian's skopeo)")?;
+        if !out.status.success() {
+            bail!(
+                "pushing {reference}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(reference)
+    }
+
+    /// The registry's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            stop_child(&mut c);
+        }
+    }
+}
+
+/// Stops a child by its pid: SIGTERM, then SIGKILL after 10 s.
+fn stop_child(c: &mut Child) {
+    let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+/// One file of an image layer.
+pub enum Entry {
+    /// A directory.
+    Dir(&'static str),
+    /// A regular file with its contents and mode.
+    File(String, Vec<u8>, u32),
+    /// A symbolic link: path, target.
+    Symlink(String, String),
+}
+
+/// An image to build: one layer and its run configuration.
+pub struct ImageSpec {
+    /// The layer's files.
+    pub files: Vec<Entry>,
+    /// `Entrypoint`.
+    pub entrypoint: Vec<String>,
+    /// `Cmd`.
+    pub cmd: Vec<String>,
+    /// `Env`.
+    pub env: Vec<String>,
+}
+
+impl ImageSpec {
+    /// Writes the image as a `docker save` archive at `out`, tagged `tag`.
+    pub fn write_archive(&self, out: &Path, tag: &str) -> Result<()> {
+        let mut layer = tar::Builder::new(Vec::new());
+        for e in &self.files {
+            let mut h = tar::Header::new_gnu();
+            h.set_mtime(0);
+            h.set_uid(0);
+            h.set_gid(0);
+            match e {
+                Entry::Dir(p) => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_mode(0o755);
+                    h.set_size(0);
+                    layer.append_data(&mut h, format!("{p}/"), std::io::empty())?;
+                }
+                Entry::File(p, data, mode) => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_mode(*mode);
+                    h.set_size(data.len() as u64);
+                    layer.append_data(&mut h, p, data.as_slice())?;
+                }
+                Entry::Symlink(p, target) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_mode(0o777);
+                    h.set_size(0);
+                    layer.append_link(&mut h, p, target)?;
+                }
+            }
+        }
+        let layer = layer.into_inner()?;
+        let diff_id = format!("{:x}", Sha256::digest(&layer));
+        let config = serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {
+                "Entrypoint": self.entrypoint,
+                "Cmd": self.cmd,
+                "Env": self.env,
+            },
+            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
+        });
+        let config = serde_json::to_vec(&config)?;
+        let config_name = format!("{:x}.json", Sha256::digest(&config));
+        let manifest = serde_json::to_vec(&serde_json::json!([{
+            "Config": config_name,
+            "RepoTags": [tag],
+            "Layers": [format!("{diff_id}/layer.tar")],
+        }]))?;
+        let mut archive = tar::Builder::new(std::fs::File::create(out)?);
+        for (name, data) in [
+            (format!("{diff_id}/layer.tar"), &layer),
+            (config_name, &config),
+            ("manifest.json".to_string(), &manifest),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            h.set_mtime(0);
+            archive.append_data(&mut h, name, data.as_slice())?;
+        }
+        archive.into_inner()?.flush()?;
+        Ok(())
+    }
+}
+
+fn base_dirs() -> Vec<Entry> {
+    ["bin", "dev", "etc", "proc", "sys", "tmp", "var", "run"]
+        .into_iter()
+        .map(Entry::Dir)
+        .collect()
+}
+
+/// The pod sandbox image: `deploy/images/pause/pause.c`, compiled statically here.
+pub fn pause_image(dir: &Path) -> Result<ImageSpec> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/images/pause/pause.c");
+    let bin = dir.join("pause");
+    let out = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .context("running cc (install Debian's gcc and libc6-dev)")?;
+    if !out.status.success() {
+        bail!("compiling pause: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut files = base_dirs();
+    files.push(Entry::File("pause".into(), std::fs::read(&bin)?, 0o755));
+    Ok(ImageSpec {
+        files,
+        entrypoint: vec!["/pause".into()],
+        cmd: vec![],
+        env: vec![],
+    })
+}
+
+/// A small image with Debian's static busybox and a link for each of its applets
+/// (`sh`, `httpd`, `nc`, `sleep`, ...); its default command is `sh`.
+pub fn busybox_image() -> Result<ImageSpec> {
+    let busybox = std::fs::read("/bin/busybox")
+        .context("reading /bin/busybox (install Debian's busybox-static)")?;
+    let list = Command::new("/bin/busybox").arg("--list").output()?;
+    let mut files = base_dirs();
+    files.push(Entry::File("bin/busybox".into(), busybox, 0o755));
+    for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
+        if applet != "busybox" {
+            files.push(Entry::Symlink(format!("bin/{applet}"), "busybox".into()));
+        }
+    }
+    files.push(Entry::File(
+        "etc/passwd".into(),
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n".to_vec(),
+        0o644,
+    ));
+    files.push(Entry::File(
+        "etc/group".into(),
+        b"root:x:0:\nnogroup:x:65534:\n".to_vec(),
+        0o644,
+    ));
+    Ok(ImageSpec {
+        files,
+        entrypoint: vec![],
+        cmd: vec!["sh".into()],
+        env: vec!["PATH=/bin".into()],
+    })
+}
+
+/// A registry holding the test images.
+pub struct Images {
+    /// The registry.
+    pub registry: Registry,
+    /// The pause image reference.
+    pub pause: String,
+    /// The busybox image reference.
+    pub busybox: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Images {
+    /// Starts a registry and pushes the pause and busybox images into it.
+    pub fn start() -> Result<Images> {
+        let registry = Registry::start()?;
+        let dir = tempfile::tempdir()?;
+        let pause_tar = dir.path().join("pause.tar");
+        pause_image(dir.path())?.write_archive(&pause_tar, "skiff/pause:1")?;
+        let pause = registry.push(&pause_tar, "skiff/pause:1")?;
+        let busybox_tar = dir.path().join("busybox.tar");
+        busybox_image()?.write_archive(&busybox_tar, "test/busybox:1")?;
+        let busybox = registry.push(&busybox_tar, "test/busybox:1")?;
+        Ok(Images {
+            registry,
+            pause,
+            busybox,
+            _dir: dir,
+        })
+    }
+}
+
+/// A private containerd: its own config, socket, root and state, runc root, CNI config
+/// directory and host-local IPAM store; pulls from the test registry over plain HTTP.
+pub struct Containerd {
+    child: Option<Child>,
+    /// The temporary directory everything lives in.
+    pub dir: PathBuf,
+    /// The gRPC socket.
+    pub socket: PathBuf,
+    /// The CNI configuration directory containerd reads (the kubelet writes it).
+    pub cni_conf_dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Containerd {
+    /// Starts containerd with `pause` as the sandbox image, trusting `registry` over HTTP.
+    pub fn start(pause: &str, registry: &str) -> Result<Containerd> {
+        let tmp = tempfile::Builder::new().prefix("ctrd").tempdir()?;
+        let dir = tmp.path().to_path_buf();
+        let socket = dir.join("containerd.sock");
+        let cni_conf_dir = dir.join("net.d");
+        std::fs::create_dir_all(&cni_conf_dir)?;
+        let hosts = dir.join("certs.d").join(registry);
+        std::fs::create_dir_all(&hosts)?;
+        std::fs::write(
+            hosts.join("hosts.toml"),
+            format!(
+                "server = \"http://{registry}\"\n\n[host.\"http://{registry}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+            ),
+        )?;
+        let config = format!(
+            r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[debug]
+  level = "warn"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause}"
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{d}/net.d"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{d}/certs.d"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        Root = "{d}/runc"
+"#,
+            d = dir.display()
+        );
+        std::fs::write(dir.join("config.toml"), config)?;
+        let log = std::fs::File::create(dir.join("containerd.log"))?;
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting containerd (install Debian's containerd and runc)")?;
+        let mut c = Containerd {
+            child: Some(child),
+            dir,
+            socket,
+            cni_conf_dir,
+            _tmp: tmp,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !c.socket.exists() {
+            if let Some(ch) = c.child.as_mut() {
+                if let Ok(Some(s)) = ch.try_wait() {
+                    bail!("containerd exited with {s}: {}", c.log());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("containerd did not start: {}", c.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(c)
+    }
+
+    /// `unix://<socket>`, for `--container-runtime-endpoint`.
+    pub fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// The containerd log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+    }
+
+    /// A CRI client of this containerd.
+    pub async fn cri(&self) -> Result<Cri> {
+        Cri::connect(&self.socket).await
+    }
+
+    /// Stops and removes every pod sandbox through CRI (their containers go with them).
+    pub async fn remove_all_sandboxes(&self) -> Result<()> {
+        remove_sandboxes(&self.socket).await
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // Sandboxes first, through CRI, on a runtime of its own (this may run inside one).
+        let socket = self.socket.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                let _ = rt.block_on(tokio::time::timeout(
+                    Duration::from_secs(60),
+                    remove_sandboxes(&socket),
+                ));
+            }
+        })
+        .join();
+        stop_child(&mut child);
+        // Shims this containerd started outlive it by design: stop the ones serving its
+        // socket, by their pids.
+        for pid in shims_of(&self.socket) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        // Whatever is still mounted under its root (a killed test can leave rootfs mounts).
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+            let root = self.dir.to_string_lossy().to_string();
+            let mut points: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter(|p| p.starts_with(&root))
+                .collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for p in points {
+                let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+/// Stops and removes every pod sandbox of the containerd on `socket`.
+async fn remove_sandboxes(socket: &Path) -> Result<()> {
+    let mut cri = Cri::connect(socket).await?;
+    let list = cri
+        .runtime
+        .list_pod_sandbox(skiff_proto::cri::ListPodSandboxRequest::default())
+        .await?
+        .into_inner();
+    for s in list.items {
+        cri.runtime
+            .stop_pod_sandbox(skiff_proto::cri::StopPodSandboxRequest {
+                pod_sandbox_id: s.id.clone(),
+            })
+            .await?;
+        cri.runtime
+            .remove_pod_sandbox(skiff_proto::cri::RemovePodSandboxRequest {
+                pod_sandbox_id: s.id,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// The pids of containerd shims started for the containerd on `socket`.
+fn shims_of(socket: &Path) -> Vec<i32> {
+    let needle = socket.to_string_lossy().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<String> = c
+                    .split(|b| *b == 0)
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                args.first().is_some_and(|a| a.contains("containerd-shim"))
+                    && args.iter().any(|a| a == &needle)
+            })
+        })
+        .collect()
+}
+
+/// CRI clients over containerd's socket.
+pub struct Cri {
+    /// `runtime.v1.RuntimeService`.
+    pub runtime:
+        skiff_proto::cri::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    /// `runtime.v1.ImageService`.
+    pub images:
+        skiff_proto::cri::image_service_client::ImageServiceClient<tonic::transport::Channel>,
+}
+
+impl Cri {
+    /// Connects to the socket at `path`.
+    pub async fn connect(path: &Path) -> Result<Cri> {
+        let path = path.to_path_buf();
+        let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")?
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await?;
+        Ok(Cri {
+            runtime: skiff_proto::cri::runtime_service_client::RuntimeServiceClient::new(
+                channel.clone(),
+            ),
+            images: skiff_proto::cri::image_service_client::ImageServiceClient::new(channel),
+        })
+    }
+}
+
+/// A pod network for one test: a bridge of its own and a /24 no other test on this machine
+/// uses, with the CNI configuration containerd reads (`bridge` + `host-local` + `portmap` +
+/// `firewall`, so that Docker's FORWARD policy does not drop pod traffic). The bridge is
+/// deleted when this drops.
+pub struct TestNetwork {
+    /// The bridge's name.
+    pub bridge: String,
+    /// The subnet, `10.250.N.0/24`.
+    pub subnet: String,
+    third: u8,
+}
+
+impl TestNetwork {
+    /// Picks a bridge name and a subnet not routed on this machine yet.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> TestNetwork {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let routes = Command::new("ip")
+            .args(["-4", "route", "show"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let start = std::process::id().wrapping_mul(31);
+        for _ in 0..256 {
+            let n = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % 250 + 1;
+            let subnet = format!("10.250.{n}.0/24");
+            if !routes.contains(&subnet) {
+                return TestNetwork {
+                    bridge: format!("skt{n}x{}", std::process::id() % 10_000),
+                    subnet,
+                    third: n as u8,
+                };
+            }
+        }
+        panic!("no free 10.250.N.0/24 subnet for a test network");
+    }
+
+    /// Whether `ip` is in the subnet.
+    pub fn contains(&self, ip: &str) -> bool {
+        ip.starts_with(&format!("10.250.{}.", self.third))
+    }
+
+    /// Writes the CNI configuration into `conf_dir`, with IPAM state under `state_dir`.
+    pub fn write_conflist(&self, conf_dir: &Path, state_dir: &Path) -> Result<()> {
+        let conf = serde_json::json!({
+            "cniVersion": "0.4.0",
+            "name": "skiff-test",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": self.bridge,
+                    "isGateway": true,
+                    "ipMasq": false,
+                    "hairpinMode": true,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": self.subnet}]],
+                        "dataDir": state_dir.join("ipam").display().to_string(),
+                    },
+                },
+                {"type": "portmap", "capabilities": {"portMappings": true}},
+                {"type": "firewall"},
+            ],
+        });
+        std::fs::write(
+            conf_dir.join("10-skiff-test.conflist"),
+            serde_json::to_vec_pretty(&conf)?,
+        )?;
+        Ok(())
+    }
+}
+
+impl Drop for TestNetwork {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
