@@ -1,0 +1,69 @@
+//! Skiff's kubelet: the node agent. It registers its node and keeps the node's status and
+//! heartbeat lease fresh, writes the node's pod network configuration for the container
+//! runtime, and talks to containerd through the Container Runtime Interface.
+
+pub mod cni;
+pub mod cri;
+pub mod node;
+
+use std::path::PathBuf;
+
+use tokio_util::sync::CancellationToken;
+
+/// The version the kubelet reports in `status.nodeInfo.kubeletVersion`.
+pub const KUBELET_VERSION: &str = concat!("v1.33.0-skiff.", env!("CARGO_PKG_VERSION"));
+
+/// What the kubelet needs to run.
+pub struct Kubelet {
+    /// The API client.
+    pub client: skiff_client::Client,
+    /// The container runtime.
+    pub runtime: cri::Runtime,
+    /// How the node describes itself.
+    pub node: node::NodeConfig,
+    /// The CNI configuration directory the runtime reads.
+    pub cni_conf_dir: PathBuf,
+    /// The bridge pods attach to.
+    pub cni_bridge: String,
+}
+
+impl Kubelet {
+    /// Registers the node and keeps it up to date until `shutdown`.
+    pub async fn run(
+        self,
+        ready: CancellationToken,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let agent =
+            node::NodeAgent::new(self.client.clone(), self.node.clone(), self.runtime.clone());
+        // The pod network first, so that the runtime reports NetworkReady in the first status.
+        if let Some(cidr) = agent.pod_cidr().await {
+            let conf = cni::conflist(
+                &self.cni_bridge,
+                &cidr,
+                &self.node.root_dir.join("cni/ipam"),
+            );
+            cni::write(&self.cni_conf_dir, &conf)?;
+        }
+        let node = agent.register().await?;
+        let uid = node.metadata.uid.clone().unwrap_or_default();
+        if let Some(cidr) = node.spec.as_ref().and_then(|s| s.pod_cidr.clone()) {
+            let conf = cni::conflist(
+                &self.cni_bridge,
+                &cidr,
+                &self.node.root_dir.join("cni/ipam"),
+            );
+            if cni::write(&self.cni_conf_dir, &conf)? {
+                tracing::info!(pod_cidr = %cidr, "wrote the pod network configuration");
+            }
+        } else {
+            tracing::warn!("the node has no pod CIDR yet: pods off the host network cannot start");
+        }
+        ready.cancel();
+        tokio::join!(
+            agent.keep_lease(uid, shutdown.clone()),
+            agent.keep_status(shutdown.clone()),
+        );
+        Ok(())
+    }
+}
