@@ -181,12 +181,23 @@ async fn binds_spreads_explains_and_retries_when_a_node_appears() {
         "{}",
         sched.log()
     );
+    // Events are written in the background after the condition: wait for them.
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    let evs = events.list(&ListParams::default()).await.unwrap().items;
-    assert!(evs
-        .iter()
-        .any(|e| e.reason.as_deref() == Some("FailedScheduling")
-            && e.involved_object.name.as_deref() == Some("huge")));
+    let failed = |evs: &[Event]| {
+        evs.iter().any(|e| {
+            e.reason.as_deref() == Some("FailedScheduling")
+                && e.involved_object.name.as_deref() == Some("huge")
+        })
+    };
+    let mut evs = Vec::new();
+    for _ in 0..100 {
+        evs = events.list(&ListParams::default()).await.unwrap().items;
+        if failed(&evs) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(failed(&evs));
     assert!(evs.iter().any(|e| e.reason.as_deref() == Some("Scheduled")
         && e.message
             .as_deref()
