@@ -1432,7 +1432,7 @@ impl Api {
             Some(rv) if exact => self.list_from_etcd(r, &prefix, None, rv, opts, keep).await,
             Some(rv) => {
                 // Any state at least as new as rv: the cache, once it has caught up.
-                if rv > cache.rev() && !cache.reach(&self.store, rv, Duration::from_secs(3)).await {
+                if !cache.reach(&self.store, rv, Duration::from_secs(3)).await {
                     return Err(Error::timeout(format!(
                         "Too large resource version: {rv}, current: {}",
                         cache.rev()
@@ -1681,23 +1681,19 @@ impl Api {
             // (a client that just wrote must see its write among the initial events).
             None => {
                 let current = self.store.current_revision().await?;
-                if current > cache.rev() {
-                    cache
-                        .reach(&self.store, current, Duration::from_secs(3))
-                        .await;
-                }
+                cache
+                    .reach(&self.store, current, Duration::from_secs(3))
+                    .await;
                 None
             }
             // "0": the current state first, from whatever the cache holds.
             Some(0) => None,
             Some(n) if opts.send_initial_events => {
-                if n > cache.rev() {
-                    cache.reach(&self.store, n, Duration::from_secs(3)).await;
-                }
+                cache.reach(&self.store, n, Duration::from_secs(3)).await;
                 None
             }
             Some(n) => {
-                if n > cache.rev() && !cache.reach(&self.store, n, Duration::from_secs(3)).await {
+                if !cache.reach(&self.store, n, Duration::from_secs(3)).await {
                     return Err(Error::timeout(format!(
                         "Too large resource version: {n}, current: {}",
                         cache.rev()

@@ -36,29 +36,25 @@ impl Kubelet {
     ) -> anyhow::Result<()> {
         let agent =
             node::NodeAgent::new(self.client.clone(), self.node.clone(), self.runtime.clone());
-        // The pod network first, so that the runtime reports NetworkReady in the first status.
-        if let Some(cidr) = agent.pod_cidr().await {
-            let conf = cni::conflist(
-                &self.cni_bridge,
-                &cidr,
-                &self.node.root_dir.join("cni/ipam"),
-            );
-            cni::write(&self.cni_conf_dir, &conf)?;
+        // The pod network first (the Node's pod CIDR if it exists already, else --pod-cidr),
+        // so that the runtime reports NetworkReady in the first status.
+        match agent.pod_cidr().await {
+            Some(cidr) => {
+                let conf = cni::conflist(
+                    &self.cni_bridge,
+                    &cidr,
+                    &self.node.root_dir.join("cni/ipam"),
+                );
+                if cni::write(&self.cni_conf_dir, &conf)? {
+                    tracing::info!(pod_cidr = %cidr, "wrote the pod network configuration");
+                }
+            }
+            None => tracing::warn!(
+                "the node has no pod CIDR yet: pods off the host network cannot start"
+            ),
         }
         let node = agent.register().await?;
         let uid = node.metadata.uid.clone().unwrap_or_default();
-        if let Some(cidr) = node.spec.as_ref().and_then(|s| s.pod_cidr.clone()) {
-            let conf = cni::conflist(
-                &self.cni_bridge,
-                &cidr,
-                &self.node.root_dir.join("cni/ipam"),
-            );
-            if cni::write(&self.cni_conf_dir, &conf)? {
-                tracing::info!(pod_cidr = %cidr, "wrote the pod network configuration");
-            }
-        } else {
-            tracing::warn!("the node has no pod CIDR yet: pods off the host network cannot start");
-        }
         ready.cancel();
         tokio::join!(
             agent.keep_lease(uid, shutdown.clone()),

@@ -540,8 +540,6 @@ fn same_status(a: &NodeStatus, b: &NodeStatus) -> bool {
             c.last_heartbeat_time = None;
             c.last_transition_time = None;
         }
-        // Free memory and disk move all the time; only what is published matters.
-        s.images = None;
         s
     };
     strip(a) == strip(b)

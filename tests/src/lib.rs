@@ -52,7 +52,8 @@ pub fn binary(name: &str) -> Result<PathBuf> {
     Ok(p)
 }
 
-fn stop_child(child: &mut Child, grace: Duration) {
+/// Stops a child process by its pid: SIGTERM, then SIGKILL once `grace` has passed.
+pub fn stop_child(child: &mut Child, grace: Duration) {
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }

@@ -17,7 +17,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use sha2::{Digest, Sha256};
 
-use crate::free_port;
+use skiff_kubelet::cri::Runtime;
+
+use crate::{free_port, stop_child};
 
 /// A plain-HTTP registry on a free loopback port, storing into a temporary directory.
 pub struct Registry {
@@ -92,23 +94,9 @@ impl Registry {
 impl Drop for Registry {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            stop_child(&mut c);
+            stop_child(&mut c, Duration::from_secs(10));
         }
     }
-}
-
-/// Stops a child by its pid: SIGTERM, then SIGKILL after 10 s.
-fn stop_child(c: &mut Child) {
-    let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = c.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = c.kill();
-    let _ = c.wait();
 }
 
 /// One file of an image layer.
@@ -394,8 +382,8 @@ state = "{d}/state"
     }
 
     /// A CRI client of this containerd.
-    pub async fn cri(&self) -> Result<Cri> {
-        Cri::connect(&self.socket).await
+    pub fn cri(&self) -> Result<Runtime> {
+        Ok(Runtime::connect(&self.endpoint())?)
     }
 
     /// Stops and removes every pod sandbox through CRI (their containers go with them).
@@ -423,7 +411,7 @@ impl Drop for Containerd {
             }
         })
         .join();
-        stop_child(&mut child);
+        stop_child(&mut child, Duration::from_secs(10));
         // Shims this containerd started outlive it by design: stop the ones serving its
         // socket, by their pids.
         for pid in shims_of(&self.socket) {
@@ -447,7 +435,7 @@ impl Drop for Containerd {
 
 /// Stops and removes every pod sandbox of the containerd on `socket`.
 async fn remove_sandboxes(socket: &Path) -> Result<()> {
-    let mut cri = Cri::connect(socket).await?;
+    let mut cri = Runtime::connect(&format!("unix://{}", socket.display()))?;
     let list = cri
         .runtime
         .list_pod_sandbox(skiff_proto::cri::ListPodSandboxRequest::default())
@@ -489,43 +477,8 @@ fn shims_of(socket: &Path) -> Vec<i32> {
         .collect()
 }
 
-/// CRI clients over containerd's socket.
-pub struct Cri {
-    /// `runtime.v1.RuntimeService`.
-    pub runtime:
-        skiff_proto::cri::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
-    /// `runtime.v1.ImageService`.
-    pub images:
-        skiff_proto::cri::image_service_client::ImageServiceClient<tonic::transport::Channel>,
-}
-
-impl Cri {
-    /// Connects to the socket at `path`.
-    pub async fn connect(path: &Path) -> Result<Cri> {
-        let path = path.to_path_buf();
-        let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")?
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }))
-            .await?;
-        Ok(Cri {
-            runtime: skiff_proto::cri::runtime_service_client::RuntimeServiceClient::new(
-                channel.clone(),
-            ),
-            images: skiff_proto::cri::image_service_client::ImageServiceClient::new(channel),
-        })
-    }
-}
-
 /// A pod network for one test: a bridge of its own and a /24 no other test on this machine
-/// uses, with the CNI configuration containerd reads (`bridge` + `host-local` + `portmap` +
-/// `firewall`, so that Docker's FORWARD policy does not drop pod traffic). The bridge is
-/// deleted when this drops.
+/// uses. The bridge is deleted when this drops.
 pub struct TestNetwork {
     /// The bridge's name.
     pub bridge: String,
@@ -565,32 +518,12 @@ impl TestNetwork {
         ip.starts_with(&format!("10.250.{}.", self.third))
     }
 
-    /// Writes the CNI configuration into `conf_dir`, with IPAM state under `state_dir`.
+    /// Writes the kubelet's CNI configuration for this network into `conf_dir`, with IPAM
+    /// state under `state_dir`.
     pub fn write_conflist(&self, conf_dir: &Path, state_dir: &Path) -> Result<()> {
-        let conf = serde_json::json!({
-            "cniVersion": "0.4.0",
-            "name": "skiff-test",
-            "plugins": [
-                {
-                    "type": "bridge",
-                    "bridge": self.bridge,
-                    "isGateway": true,
-                    "ipMasq": false,
-                    "hairpinMode": true,
-                    "ipam": {
-                        "type": "host-local",
-                        "ranges": [[{"subnet": self.subnet}]],
-                        "dataDir": state_dir.join("ipam").display().to_string(),
-                    },
-                },
-                {"type": "portmap", "capabilities": {"portMappings": true}},
-                {"type": "firewall"},
-            ],
-        });
-        std::fs::write(
-            conf_dir.join("10-skiff-test.conflist"),
-            serde_json::to_vec_pretty(&conf)?,
-        )?;
+        let conf =
+            skiff_kubelet::cni::conflist(&self.bridge, &self.subnet, &state_dir.join("ipam"));
+        skiff_kubelet::cni::write(conf_dir, &conf)?;
         Ok(())
     }
 }

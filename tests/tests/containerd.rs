@@ -13,7 +13,7 @@ async fn runs_a_sandbox_and_a_container_through_cri() {
     let ctrd = Containerd::start(&images.pause, &images.registry.host).unwrap();
     let net = skiff_e2e::node::TestNetwork::new();
     net.write_conflist(&ctrd.cni_conf_dir, &ctrd.dir).unwrap();
-    let mut c = ctrd.cri().await.unwrap();
+    let mut c = ctrd.cri().unwrap();
 
     let v = c
         .runtime

@@ -153,7 +153,7 @@ impl WatchCache {
     }
 
     /// Waits until the cache reflects at least `rev`, for up to `timeout`.
-    pub async fn wait_for_rev(&self, rev: i64, timeout: Duration) -> bool {
+    async fn wait_for_rev(&self, rev: i64, timeout: Duration) -> bool {
         let mut rx = self.rev_tx.subscribe();
         let ok = matches!(
             tokio::time::timeout(timeout, rx.wait_for(|r| *r >= rev)).await,
