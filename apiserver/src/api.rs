@@ -310,7 +310,13 @@ pub struct Api {
     pub ranges: Ranges,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Namespaces deleted through this server lately, with when: the namespace cache may not
+    /// show them terminating yet, so creates in them look the namespace up in etcd.
+    deleted_namespaces: parking_lot::Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// How long after a namespace's deletion creates in it check it in etcd.
+const DELETED_NAMESPACE_LIVE_LOOKUP: Duration = Duration::from_secs(30);
 
 const GENERATE_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
@@ -516,6 +522,7 @@ impl Api {
             caches,
             ranges,
             metrics,
+            deleted_namespaces: Default::default(),
         }
     }
 
@@ -571,7 +578,17 @@ impl Api {
     async fn check_namespace(&self, ns: &str) -> Result<()> {
         let nsr = registry::find("", "v1", "namespaces").expect("namespaces are served");
         let key = self.key(nsr, None, ns);
-        let deleting = match self.cache(nsr).get(&key) {
+        let live = {
+            let mut deleted = self.deleted_namespaces.lock();
+            deleted.retain(|_, at| at.elapsed() < DELETED_NAMESPACE_LIVE_LOOKUP);
+            deleted.contains_key(ns)
+        };
+        let cached = if live {
+            None
+        } else {
+            self.cache(nsr).get(&key)
+        };
+        let deleting = match cached {
             Some(c) => Some(c.deleting),
             None => self
                 .store
@@ -1164,6 +1181,11 @@ impl Api {
         opts: &DeleteOpts,
     ) -> Result<Deleted> {
         let key = self.key(r, ns, name);
+        if r.plural == "namespaces" && r.group.is_empty() && !opts.dry_run {
+            self.deleted_namespaces
+                .lock()
+                .insert(name.to_string(), std::time::Instant::now());
+        }
         if let Some(p) = opts.propagation.as_deref() {
             if !matches!(p, "Orphan" | "Background" | "Foreground") {
                 return Err(Error::invalid(
@@ -1216,6 +1238,38 @@ impl Api {
                 }
             }
             let mut fins = finalizers(cur);
+            // Orphaning: the owner is first marked deleting (with the `orphan` finalizer, as
+            // Kubernetes does), so no controller adopts a dependent back into it while its
+            // references are being removed; then the references go; then the owner.
+            if opts.propagation.as_deref() == Some("Orphan")
+                && !opts.dry_run
+                && !fins.iter().any(|f| f == "orphan")
+                && !meta(cur).is_some_and(|m| m.contains_key("deletionTimestamp"))
+                && self.has_dependents(cur)
+            {
+                let grace = self.grace_period(r, cur, opts);
+                let mut next = cur.clone();
+                let when = Utc::now() + chrono::Duration::seconds(grace);
+                let m = meta_mut(&mut next);
+                m.insert(
+                    "deletionTimestamp".into(),
+                    json!(when.to_rfc3339_opts(SecondsFormat::Secs, true)),
+                );
+                m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+                let mut with = fins.clone();
+                with.push("orphan".into());
+                m.insert("finalizers".into(), json!(with));
+                match self.store.update(&key, &next, current.rv, &[]).await? {
+                    WriteOutcome::Mismatch(None) => {
+                        return Err(Error::not_found(&r.group_resource(), name))
+                    }
+                    _ => continue,
+                }
+            }
+            if fins.iter().any(|f| f == "orphan") && !opts.dry_run {
+                self.orphan_dependents(cur).await?;
+                fins.retain(|f| f != "orphan");
+            }
             match opts.propagation.as_deref() {
                 Some("Orphan") if !opts.dry_run => self.orphan_dependents(cur).await?,
                 Some("Foreground") if !fins.iter().any(|f| f == "foregroundDeletion") => {
@@ -1311,6 +1365,17 @@ impl Api {
             })
             .unwrap_or(30)
             .max(0)
+    }
+
+    /// Whether any object names `owner` among its owners.
+    fn has_dependents(&self, owner: &Value) -> bool {
+        let uid = meta_str(owner, "uid").to_string();
+        registry::all().iter().any(|r| {
+            let (items, _) = self
+                .cache(r)
+                .list(&r.prefix(self.store.prefix()), |o| o.owners.contains(&uid));
+            !items.is_empty()
+        })
     }
 
     /// Removes the owner reference to `owner` from every object that has it.

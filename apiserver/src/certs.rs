@@ -39,6 +39,8 @@ pub struct Pki {
     pub serving_key: String,
     /// Path of the admin kubeconfig.
     pub admin_kubeconfig: PathBuf,
+    /// The client certificate and key (PEM) the API server presents to kubelets.
+    pub kubelet_client: (String, String),
     ca_key: String,
     dir: PathBuf,
 }
@@ -120,6 +122,7 @@ impl Pki {
             serving_cert: String::new(),
             serving_key: String::new(),
             admin_kubeconfig: dir.join("admin.kubeconfig"),
+            kubelet_client: (String::new(), String::new()),
             ca_key,
             dir: dir.into(),
         };
@@ -156,6 +159,18 @@ impl Pki {
                 let (c, k) = pki.issue_client("skiff-admin", &["system:masters"])?;
                 write(&admin_cert, &c, false)?;
                 write(&admin_key, &k, true)?;
+                (c, k)
+            }
+        };
+        let kc_cert = dir.join("apiserver-kubelet-client.crt");
+        let kc_key = dir.join("apiserver-kubelet-client.key");
+        pki.kubelet_client = match (read(&kc_cert)?, read(&kc_key)?) {
+            (Some(c), Some(k)) => (c, k),
+            _ => {
+                let (c, k) =
+                    pki.issue_client("kube-apiserver-kubelet-client", &["system:masters"])?;
+                write(&kc_cert, &c, false)?;
+                write(&kc_key, &k, true)?;
                 (c, k)
             }
         };

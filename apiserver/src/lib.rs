@@ -12,6 +12,7 @@ pub mod certs;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod node_proxy;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
@@ -218,6 +219,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     for cache in api.caches() {
         tokio::spawn(cache.clone().run(store.clone(), shutdown.clone()));
     }
+    let kubelet_tls = server::kubelet_tls(&pki).map_err(|e| StartError::Tls(e.to_string()))?;
     let state = Arc::new(server::State {
         api,
         authn,
@@ -226,6 +228,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown: shutdown.clone(),
         advertise,
         openapi: openapi::Docs::default(),
+        kubelet_client: server::kubelet_client(&kubelet_tls)
+            .map_err(|e| StartError::Tls(e.to_string()))?,
+        kubelet_tls: Arc::new(kubelet_tls),
     });
     for cache in state.api.caches() {
         cache.wait_ready().await;

@@ -38,31 +38,98 @@ pub struct State {
     pub advertise: String,
     /// The OpenAPI documents, built on first use.
     pub openapi: crate::openapi::Docs,
+    /// The HTTPS client that reaches kubelets (logs), with the API server's kubelet-client
+    /// certificate.
+    pub kubelet_client: reqwest::Client,
+    /// The same identity for streaming connections (exec, attach, port-forward).
+    pub kubelet_tls: Arc<rustls::ClientConfig>,
+}
+
+/// Accepts any kubelet serving certificate (they are self-signed), checking only that the
+/// handshake is signed by it.
+#[derive(Debug)]
+struct AnyKubeletCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyKubeletCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The TLS client configuration for kubelets: the kubelet-client certificate; kubelets serve
+/// self-signed certificates, which (as Kubernetes does without
+/// `--kubelet-certificate-authority`) are not verified.
+pub fn kubelet_tls(pki: &crate::certs::Pki) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(pki.kubelet_client.0.as_bytes())
+            .collect::<Result<_, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(pki.kubelet_client.1.as_bytes())?;
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyKubeletCert(provider)))
+        .with_client_auth_cert(certs, key)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// The HTTP client for kubelets, on the same TLS configuration as streaming connections.
+pub fn kubelet_client(tls: &rustls::ClientConfig) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(tls.clone())
+        .connect_timeout(Duration::from_secs(5))
+        .build()?)
 }
 
 /// The rustls server configuration: our serving certificate, client certificates from the
 /// cluster CA accepted but not required (tokens are the alternative).
 pub fn tls_config(pki: &crate::certs::Pki) -> anyhow::Result<rustls::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(pki.serving_cert.as_bytes()).collect::<Result<_, _>>()?;
-    let key = PrivateKeyDer::from_pem_slice(pki.serving_key.as_bytes())?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(pki.ca_cert.as_bytes()) {
-        roots.add(c?)?;
-    }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .allow_unauthenticated()
-    .build()?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(cfg)
+    Ok(skiff_http::server_tls(
+        pki.serving_cert.as_bytes(),
+        pki.serving_key.as_bytes(),
+        pki.ca_cert.as_bytes(),
+        &[b"h2", b"http/1.1"],
+    )?)
 }
 
 /// Accepts connections until `shutdown`, then drains in-flight requests for up to `grace`.

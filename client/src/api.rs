@@ -301,8 +301,9 @@ impl<K: Object> Api<K> {
         Self::all(client)
     }
 
-    /// The same kind in one namespace, whatever its scope (for generic code).
-    pub(crate) fn in_namespace(mut self, ns: &str) -> Self {
+    /// The same kind in one namespace, whatever its scope (for generic code that learns the
+    /// scope at run time, such as a garbage collector following owner references).
+    pub fn in_namespace(mut self, ns: &str) -> Self {
         self.namespace = Some(ns.to_string());
         self
     }

@@ -8,6 +8,7 @@
 //! - [`reflector`]: an indexed cache fed by a watcher; [`informer`]: shared informers.
 //! - [`controller`]: a de-duplicating, rate-limited work queue and controller runner.
 //! - [`leader`]: leader election on Leases.
+//! - [`selector`]: label selectors matched against labels.
 //!
 //! ```no_run
 //! use k8s_openapi::api::core::v1::Pod;
@@ -35,6 +36,7 @@ pub mod events;
 pub mod informer;
 pub mod leader;
 pub mod reflector;
+pub mod selector;
 pub mod time;
 pub mod watcher;
 

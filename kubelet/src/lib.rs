@@ -5,6 +5,8 @@
 pub mod cni;
 pub mod cri;
 pub mod node;
+pub mod pods;
+pub mod server;
 
 use std::path::PathBuf;
 
@@ -25,6 +27,8 @@ pub struct Kubelet {
     pub cni_conf_dir: PathBuf,
     /// The bridge pods attach to.
     pub cni_bridge: String,
+    /// How pods are run on this node.
+    pub pods: pods::PodConfig,
 }
 
 impl Kubelet {
@@ -56,9 +60,19 @@ impl Kubelet {
         let node = agent.register().await?;
         let uid = node.metadata.uid.clone().unwrap_or_default();
         ready.cancel();
+        let recorder =
+            skiff_client::events::Recorder::new(self.client.clone(), "kubelet", &self.node.name);
+        let shared = pods::Shared {
+            client: self.client.clone(),
+            runtime: self.runtime.clone(),
+            config: std::sync::Arc::new(self.pods.clone()),
+            recorder,
+            images: pods::images::Puller::new(self.runtime.clone()),
+        };
         tokio::join!(
             agent.keep_lease(uid, shutdown.clone()),
             agent.keep_status(shutdown.clone()),
+            pods::run(shared, shutdown.clone()),
         );
         Ok(())
     }

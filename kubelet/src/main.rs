@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::routing::get;
 use clap::Parser;
+use skiff_client::time::parse_duration;
+use skiff_http::daemon;
 use skiff_kubelet::{cri, node, Kubelet};
 use tokio_util::sync::CancellationToken;
 
@@ -51,9 +52,23 @@ struct Args {
     /// Maximum pods on this node.
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
-    /// The kubelet's HTTPS port (logs, exec), published in the node status.
+    /// The kubelet's HTTPS port (logs, exec), published in the node status (0 picks a free
+    /// one).
     #[arg(long, default_value_t = 10250)]
     port: u16,
+    /// The address the kubelet's HTTPS server listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    address: IpAddr,
+    /// The CA whose client certificates the HTTPS server accepts (default: the cluster CA of
+    /// the kubeconfig).
+    #[arg(long)]
+    client_ca_file: Option<PathBuf>,
+    /// The HTTPS server's certificate (default: a self-signed one made at start).
+    #[arg(long, requires = "tls_private_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// The key of --tls-cert-file.
+    #[arg(long, requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
     /// Address for /healthz, /readyz and /metrics.
     #[arg(long, default_value = "127.0.0.1")]
     healthz_bind_address: IpAddr,
@@ -69,44 +84,35 @@ struct Args {
     /// How often an unchanged node status is written anyway.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     node_status_report_frequency: Duration,
-    /// Log verbosity (0-5).
-    #[arg(short = 'v', long = "v", default_value_t = 2)]
-    verbosity: u8,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("invalid duration {s:?}: use ms, s, m or h")),
-    }
-}
-
-fn init_tracing(verbosity: u8) {
-    let level = match verbosity {
-        0 => "error",
-        1 => "warn",
-        2 => "info",
-        3 | 4 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    /// Where container logs are kept (default: <root-dir>/pod-logs).
+    #[arg(long)]
+    pod_logs_dir: Option<PathBuf>,
+    /// The cluster DNS server address(es) pods with dnsPolicy ClusterFirst use: ip,...
+    #[arg(long, value_delimiter = ',')]
+    cluster_dns: Vec<String>,
+    /// The cluster's DNS domain, searched by pods.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// The resolver configuration pods with dnsPolicy Default get.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
+    /// The cgroup pods' cgroups are made under.
+    #[arg(long, default_value = "/")]
+    cgroup_root: String,
+    /// How often each pod is looked at again with nothing happening (and its configMap,
+    /// secret and downwardAPI volumes refreshed), e.g. 1m.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    sync_frequency: Duration,
+    #[command(flatten)]
+    log: daemon::LogFlags,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_tracing(args.verbosity);
+    args.log.init();
+    // HTTPS probes and hooks.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let name = match args.node_name.clone() {
         Some(n) => n,
         None => nix::unistd::gethostname()?.to_string_lossy().to_lowercase(),
@@ -115,8 +121,80 @@ async fn main() -> anyhow::Result<()> {
     let taints = node::parse_taints(&args.register_with_taints).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&args.root_dir)
         .with_context(|| format!("creating --root-dir {}", args.root_dir.display()))?;
-    let client = skiff_client::Client::from_kubeconfig_or_default(args.kubeconfig.as_deref())?;
+    let client_config = match &args.kubeconfig {
+        Some(p) => skiff_client::Config::from_kubeconfig(p)?,
+        None => skiff_client::Config::infer()?,
+    };
+    let client_ca_pem = match &args.client_ca_file {
+        Some(p) => {
+            std::fs::read(p).with_context(|| format!("reading --client-ca-file {}", p.display()))?
+        }
+        None => client_config.ca_pem.clone().ok_or_else(|| {
+            anyhow::anyhow!("the kubeconfig has no cluster CA: give --client-ca-file")
+        })?,
+    };
+    let serving_cert = match (&args.tls_cert_file, &args.tls_private_key_file) {
+        (Some(c), Some(k)) => Some((
+            std::fs::read(c).with_context(|| format!("reading --tls-cert-file {}", c.display()))?,
+            std::fs::read(k)
+                .with_context(|| format!("reading --tls-private-key-file {}", k.display()))?,
+        )),
+        _ => None,
+    };
+    let client = skiff_client::Client::new(client_config)?;
     let runtime = cri::Runtime::connect(&args.container_runtime_endpoint)?;
+    for ip in &args.cluster_dns {
+        ip.parse::<IpAddr>()
+            .map_err(|_| anyhow::anyhow!("--cluster-dns: {ip:?} is not an IP address"))?;
+    }
+    if !args.cgroup_root.starts_with('/') {
+        anyhow::bail!(
+            "--cgroup-root must be an absolute cgroup path, got {:?}",
+            args.cgroup_root
+        );
+    }
+    let node_ip = args
+        .node_ip
+        .clone()
+        .or_else(node::first_ipv4)
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let (node_cpu_millis, node_memory_bytes) = node::allocatable_cpu_memory(&args.root_dir);
+    let shutdown = CancellationToken::new();
+    let server_names = vec![
+        name.clone(),
+        node_ip.clone(),
+        "localhost".into(),
+        "127.0.0.1".into(),
+    ];
+    let pods = skiff_kubelet::pods::PodConfig {
+        node_name: name.clone(),
+        node_ip,
+        root_dir: args.root_dir.clone(),
+        pod_logs_dir: args
+            .pod_logs_dir
+            .clone()
+            .unwrap_or_else(|| args.root_dir.join("pod-logs")),
+        cluster_dns: args.cluster_dns.clone(),
+        cluster_domain: args.cluster_domain.clone(),
+        resolv_conf: args.resolv_conf.clone(),
+        cgroup_root: args.cgroup_root.clone(),
+        node_cpu_millis,
+        node_memory_bytes,
+        sync_frequency: args.sync_frequency,
+    };
+    let server_addr = skiff_kubelet::server::serve(
+        skiff_kubelet::server::ServerConfig {
+            addr: SocketAddr::new(args.address, args.port),
+            client_ca_pem,
+            cert: serving_cert,
+            names: server_names,
+        },
+        std::sync::Arc::new(pods.clone()),
+        runtime.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("serving HTTPS on {}:{}", args.address, args.port))?;
     let kubelet = Kubelet {
         client,
         runtime,
@@ -126,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
             taints,
             pod_cidr: args.pod_cidr.clone(),
             node_ip: args.node_ip.clone(),
-            port: args.port,
+            port: server_addr.port(),
             max_pods: args.max_pods,
             root_dir: args.root_dir.clone(),
             lease_renew: args.node_lease_renew_interval,
@@ -135,73 +213,21 @@ async fn main() -> anyhow::Result<()> {
         },
         cni_conf_dir: args.cni_conf_dir.clone(),
         cni_bridge: args.cni_bridge.clone(),
+        pods,
     };
 
-    let shutdown = CancellationToken::new();
     let ready = CancellationToken::new();
-    let addr = serve_health(
+    let addr = daemon::serve_health(
         SocketAddr::new(args.healthz_bind_address, args.healthz_port),
+        prometheus_client::registry::Registry::default(),
         ready.clone(),
+        "registering",
         shutdown.clone(),
     )
     .await?;
-    tracing::info!(node = %name, health = %addr, "kubelet starting");
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        tracing::info!("shutting down");
-        stop.cancel();
-    });
+    tracing::info!(node = %name, health = %addr, server = %server_addr, "kubelet starting");
+    daemon::cancel_on_signal(shutdown.clone());
     kubelet.run(ready, shutdown).await?;
     tracing::info!("kubelet stopped");
     Ok(())
-}
-
-/// `/healthz`, `/readyz` (200 once the node is registered) and `/metrics`.
-async fn serve_health(
-    addr: SocketAddr,
-    ready: CancellationToken,
-    shutdown: CancellationToken,
-) -> std::io::Result<SocketAddr> {
-    let registry = std::sync::Arc::new(prometheus_client::registry::Registry::default());
-    let app = axum::Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/livez", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = ready.clone();
-                async move {
-                    if ready.is_cancelled() {
-                        (axum::http::StatusCode::OK, "ok")
-                    } else {
-                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "registering")
-                    }
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let registry = registry.clone();
-                async move {
-                    let mut text = String::new();
-                    let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
-                    text
-                }
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-    });
-    Ok(bound)
 }

@@ -149,7 +149,17 @@ impl Machine {
 /// Kubernetes' default hard eviction threshold for memory: allocatable is capacity less this.
 const EVICTION_MEMORY: u64 = 100 << 20;
 
-fn first_ipv4() -> Option<String> {
+/// The node's CPU in millicores and its allocatable memory in bytes.
+pub fn allocatable_cpu_memory(root_dir: &std::path::Path) -> (i64, i64) {
+    let m = Machine::measure(root_dir);
+    (
+        m.cpus as i64 * 1000,
+        m.memory_bytes.saturating_sub(EVICTION_MEMORY) as i64,
+    )
+}
+
+/// The first IPv4 address of the machine that is not loopback or Docker's.
+pub fn first_ipv4() -> Option<String> {
     nix::ifaddrs::getifaddrs().ok()?.find_map(|a| {
         let ip = a.address?.as_sockaddr_in()?.ip();
         (!ip.is_loopback() && !a.interface_name.starts_with("docker")).then(|| ip.to_string())

@@ -197,34 +197,7 @@ const SCORES: &[(&str, i64)] = &[
 
 /// Parses a Kubernetes duration such as `15s`, `1m30s`, `500ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
-    let bad = || ConfigError::Invalid(format!("invalid duration {s:?}"));
-    let mut total = Duration::ZERO;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let n_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let n: f64 = rest[..n_end].parse().map_err(|_| bad())?;
-        rest = &rest[n_end..];
-        let u_end = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let secs = match &rest[..u_end] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 0.001,
-            "us" | "µs" => 0.000_001,
-            "ns" => 0.000_000_001,
-            _ => return Err(bad()),
-        };
-        total += Duration::from_secs_f64(n * secs);
-        rest = &rest[u_end..];
-    }
-    Ok(total)
+    skiff_client::time::parse_duration(s).map_err(ConfigError::Invalid)
 }
 
 impl SchedulerConfig {

@@ -10,7 +10,6 @@
 
 pub mod config;
 pub mod framework;
-pub mod health;
 pub mod metrics;
 pub mod plugins;
 pub mod preemption;
@@ -18,5 +17,5 @@ pub mod quantity;
 pub mod queue;
 pub mod resources;
 pub mod scheduler;
-pub mod selector;
+pub use skiff_client::selector;
 pub mod snapshot;

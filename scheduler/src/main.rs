@@ -9,6 +9,7 @@ use clap::Parser;
 use skiff_client::events::Recorder;
 use skiff_client::leader::{self, LeaderElector, Outcome};
 use skiff_client::Client;
+use skiff_http::daemon;
 use skiff_scheduler::config::{parse_duration, SchedulerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -40,40 +41,14 @@ struct Args {
     /// Burst of requests to the API server (overrides `clientConnection.burst`).
     #[arg(long)]
     kube_api_burst: Option<u32>,
-    /// Log verbosity (0-5).
-    #[arg(short = 'v', long = "v", default_value_t = 2)]
-    verbosity: u8,
-    /// `text` or `json`.
-    #[arg(long, default_value = "text")]
-    log_format: String,
-}
-
-fn init_tracing(verbosity: u8, format: &str) {
-    let level = match verbosity {
-        0 => "error",
-        1 => "warn",
-        2 => "info",
-        3 | 4 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    // Colours only on a terminal: logs written to files stay plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    #[command(flatten)]
+    log: daemon::LogFlags,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_tracing(args.verbosity, &args.log_format);
+    args.log.init();
     let config = match &args.config {
         Some(p) => {
             let text =
@@ -109,21 +84,17 @@ async fn main() -> anyhow::Result<()> {
     client.register_metrics(&mut registry);
     events.register_metrics(&mut registry);
     metrics.register(&mut registry);
-    let health =
-        skiff_scheduler::health::serve(addr, registry, ready.clone(), shutdown.clone()).await?;
+    let health = daemon::serve_health(
+        addr,
+        registry,
+        ready.clone(),
+        "not scheduling",
+        shutdown.clone(),
+    )
+    .await?;
     tracing::info!(%health, "serving /healthz, /readyz and /metrics");
 
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        tracing::info!("shutting down");
-        stop.cancel();
-    });
+    daemon::cancel_on_signal(shutdown.clone());
 
     let le = &config.leader_election;
     let elect = args.leader_elect.unwrap_or(le.leader_elect);

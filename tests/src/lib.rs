@@ -6,7 +6,9 @@
 //! skipped: a missing `etcd` or `kubectl`, or an unbuilt `skiff-apiserver`, fails the test
 //! with a message saying what to install or build.
 
+pub mod bench;
 pub mod hollow;
+pub mod netns;
 pub mod node;
 
 use std::io::{Read, Write};
@@ -21,12 +23,37 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1 for a server a test starts.
+///
+/// Ports come from below the kernel's ephemeral range (`ip_local_port_range`, from 32768
+/// by default): a port the kernel hands out for `bind(:0)` or for an outgoing connection
+/// can be taken again by another connection before the server binds it, which made etcd
+/// fail with "address already in use". Below that range only explicit binds take ports, so
+/// a process-wide counter (offset by the process ID, so test binaries run one after
+/// another do not reuse each other's recent ports) plus a bind check suffices.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 15_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let high = ephemeral_low().clamp(LOW + 1_000, 32_768);
+    let span = high - LOW;
+    let start = std::process::id().wrapping_mul(97) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (start + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {LOW} and {high}")
+}
+
+/// The first port of the kernel's ephemeral range.
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// Where the workspace's binaries are (`SKIFF_BIN_DIR`, else `target/debug`).
@@ -68,6 +95,66 @@ pub fn stop_child(child: &mut Child, grace: Duration) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// A workspace daemon (`skiff-scheduler`, `skiff-controller-manager`, ...) run against a
+/// cluster with its log in a temporary file; stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Daemon {
+    child: Option<Child>,
+    log: tempfile::NamedTempFile,
+    /// The binary's name.
+    pub name: String,
+}
+
+impl Daemon {
+    /// Starts `name` with `--kubeconfig` for `api` and `args`.
+    pub fn start(name: &str, api: &ApiServer, args: &[&str]) -> Result<Daemon> {
+        let log = tempfile::NamedTempFile::new()?;
+        let child = Command::new(binary(name)?)
+            .arg(format!("--kubeconfig={}", api.kubeconfig.display()))
+            .args(args)
+            .stdout(log.reopen()?)
+            .stderr(log.reopen()?)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Daemon {
+            child: Some(child),
+            log,
+            name: name.into(),
+        })
+    }
+
+    /// What it has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Its process ID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Stops it: SIGTERM, then SIGKILL after 10 s.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            stop_child(&mut c, Duration::from_secs(10));
+        }
+    }
+
+    /// Kills it at once (a crash, as far as the cluster can tell).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// A private etcd on loopback.
@@ -457,6 +544,15 @@ impl Kubectl {
         let mut a = args.to_vec();
         a.extend(["-o", "json"]);
         serde_json::from_str(&self.ok(&a)).expect("kubectl printed JSON")
+    }
+
+    /// Starts kubectl with stdin, stdout and stderr piped, for interactive sessions.
+    pub fn spawn_interactive(&self, args: &[&str]) -> Child {
+        let mut c = self.command(args);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c.spawn().expect("kubectl runs")
     }
 
     /// Spawns a long-running kubectl (e.g. `get -w`) with piped output.

@@ -340,35 +340,54 @@ state = "{d}/state"
             d = dir.display()
         );
         std::fs::write(dir.join("config.toml"), config)?;
-        let log = std::fs::File::create(dir.join("containerd.log"))?;
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(dir.join("config.toml"))
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .context("starting containerd (install Debian's containerd and runc)")?;
         let mut c = Containerd {
-            child: Some(child),
+            child: None,
             dir,
             socket,
             cni_conf_dir,
             _tmp: tmp,
         };
+        c.spawn()?;
+        Ok(c)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let _ = std::fs::remove_file(&self.socket);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("containerd.log"))?;
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(self.dir.join("config.toml"))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting containerd (install Debian's containerd and runc)")?;
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !c.socket.exists() {
-            if let Some(ch) = c.child.as_mut() {
+        while !self.socket.exists() {
+            if let Some(ch) = self.child.as_mut() {
                 if let Ok(Some(s)) = ch.try_wait() {
-                    bail!("containerd exited with {s}: {}", c.log());
+                    bail!("containerd exited with {s}: {}", self.log());
                 }
             }
             if Instant::now() > deadline {
-                bail!("containerd did not start: {}", c.log());
+                bail!("containerd did not start: {}", self.log());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(c)
+        Ok(())
+    }
+
+    /// Restarts the daemon alone (SIGTERM by pid, then the same configuration): containers
+    /// and their shims keep running, as on a real node.
+    pub fn restart(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child, Duration::from_secs(10));
+        }
+        self.spawn()
     }
 
     /// `unix://<socket>`, for `--container-runtime-endpoint`.
@@ -394,6 +413,13 @@ state = "{d}/state"
 
 impl Drop for Containerd {
     fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Containerd {
+    /// Removes every sandbox, stops the daemon and its shims and unmounts what is left.
+    pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -404,10 +430,9 @@ impl Drop for Containerd {
                 .enable_all()
                 .build()
             {
-                let _ = rt.block_on(tokio::time::timeout(
-                    Duration::from_secs(60),
-                    remove_sandboxes(&socket),
-                ));
+                let _ = rt.block_on(async {
+                    tokio::time::timeout(Duration::from_secs(60), remove_sandboxes(&socket)).await
+                });
             }
         })
         .join();
@@ -535,4 +560,171 @@ impl Drop for TestNetwork {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// A `skiff-kubelet` process on a private containerd and test network, stopped (SIGTERM, by
+/// pid) when dropped. Its root directory, pod logs and cgroup root are its own.
+pub struct Kubelet {
+    child: Option<Child>,
+    args: Vec<String>,
+    /// The kubelet's log (stdout and stderr).
+    pub log_path: PathBuf,
+    /// `--root-dir`.
+    pub root_dir: PathBuf,
+    /// `--cgroup-root`.
+    pub cgroup_root: String,
+    _root: tempfile::TempDir,
+}
+
+impl Kubelet {
+    /// Starts a kubelet named `name` for the cluster of `kubeconfig`, with 1 s lease and status
+    /// intervals, a 2 s sync period and `extra` flags.
+    pub fn start(
+        kubeconfig: &Path,
+        ctrd: &Containerd,
+        net: &TestNetwork,
+        name: &str,
+        extra: &[&str],
+    ) -> Result<Kubelet> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let root = tempfile::Builder::new().prefix("kubelet").tempdir()?;
+        let root_dir = root.path().join("state");
+        let cgroup_root = format!(
+            "/skiff-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut args = vec![
+            format!("--kubeconfig={}", kubeconfig.display()),
+            format!("--node-name={name}"),
+            format!("--container-runtime-endpoint={}", ctrd.endpoint()),
+            format!("--root-dir={}", root_dir.display()),
+            format!("--cni-conf-dir={}", ctrd.cni_conf_dir.display()),
+            format!("--cni-bridge={}", net.bridge),
+            format!("--pod-cidr={}", net.subnet),
+            format!("--cgroup-root={cgroup_root}"),
+            "--healthz-port=0".into(),
+            "--port=0".into(),
+            "--address=127.0.0.1".into(),
+            "--node-ip=127.0.0.1".into(),
+            "--node-lease-renew-interval=1s".into(),
+            "--node-status-update-frequency=1s".into(),
+            "--sync-frequency=2s".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut k = Kubelet {
+            child: None,
+            args,
+            log_path: root.path().join("kubelet.log"),
+            root_dir,
+            cgroup_root,
+            _root: root,
+        };
+        k.spawn()?;
+        Ok(k)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        let child = Command::new(crate::binary("skiff-kubelet")?)
+            .args(&self.args)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The kubelet's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The kubelet's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Stops the kubelet (SIGTERM); pods keep running.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            stop_child(&mut c, Duration::from_secs(10));
+        }
+    }
+
+    /// Starts the kubelet again with the same flags and state.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.spawn()
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One test node: registry and images, a private containerd, a bridge network and a kubelet,
+/// torn down in that order's reverse — the kubelet first, then every sandbox, the daemon and
+/// the bridge, and last the node's cgroups.
+pub struct Node {
+    /// The kubelet.
+    pub kubelet: Kubelet,
+    /// The containerd.
+    pub ctrd: Containerd,
+    /// The pod network.
+    pub net: TestNetwork,
+    /// The registry and test images.
+    pub images: Images,
+}
+
+impl Node {
+    /// Starts a node named `name` for the cluster of `kubeconfig`.
+    pub fn start(kubeconfig: &Path, name: &str, extra: &[&str]) -> Result<Node> {
+        let images = Images::start()?;
+        let ctrd = Containerd::start(&images.pause, &images.registry.host)?;
+        let net = TestNetwork::new();
+        let kubelet = Kubelet::start(kubeconfig, &ctrd, &net, name, extra)?;
+        Ok(Node {
+            kubelet,
+            ctrd,
+            net,
+            images,
+        })
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kubelet.stop();
+        self.ctrd.stop();
+        remove_cgroup_tree(&self.kubelet.cgroup_root);
+    }
+}
+
+/// Kills whatever still runs in a cgroup tree (by pid: processes a failed clean-up left
+/// behind), then removes the tree from every hierarchy.
+pub fn remove_cgroup_tree(cgroup: &str) {
+    let top = Path::new("/sys/fs/cgroup/pids").join(cgroup.trim_start_matches('/'));
+    let mut stack = vec![top];
+    while let Some(dir) = stack.pop() {
+        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    skiff_kubelet::pods::cgroups::remove(cgroup);
 }

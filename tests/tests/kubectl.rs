@@ -690,3 +690,31 @@ async fn delete_forms_wait_and_watch() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("deployment.apps/w condition met"));
 }
+
+#[tokio::test]
+async fn apply_updates_a_secret_written_with_string_data() {
+    let c = Cluster::start().await.unwrap();
+    let k = c.kubectl();
+    let secret = |v: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                           "stringData": {"password": v}})
+        .to_string()
+    };
+    k.ok_input(&["apply", "-f", "-"], &secret("first"));
+    // stringData is write-only (folded into data): applying it again is no unknown field.
+    k.ok_input(&["apply", "-f", "-"], &secret("second"));
+    let data = k.ok(&["get", "secret", "s", "-o", "jsonpath={.data.password}"]);
+    assert_eq!(data, "c2Vjb25k"); // "second"
+                                  // A field no Secret has is still refused under strict validation.
+    let r = k.run_with_input(
+        &["apply", "--validate=strict", "-f", "-"],
+        &serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                            "bogus": 1})
+        .to_string(),
+    );
+    assert!(
+        !r.status.success() && r.stderr.contains("bogus"),
+        "{}",
+        r.stderr
+    );
+}

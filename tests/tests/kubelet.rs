@@ -1,68 +1,11 @@
 //! The kubelet against real parts: etcd, the API server, a private containerd pulling from a
 //! local registry, CNI plugins, and `kubectl` reading what the kubelet reports.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use skiff_e2e::node::{Containerd, Images, TestNetwork};
+use skiff_e2e::node::Node;
 use skiff_e2e::Cluster;
-
-/// A `skiff-kubelet` process, stopped (SIGTERM, by pid) when dropped.
-struct Kubelet {
-    child: Child,
-    log: std::path::PathBuf,
-    _root: tempfile::TempDir,
-}
-
-impl Kubelet {
-    fn start(
-        c: &Cluster,
-        ctrd: &Containerd,
-        net: &TestNetwork,
-        name: &str,
-        extra: &[&str],
-    ) -> Kubelet {
-        let root = tempfile::tempdir().unwrap();
-        let log = root.path().join("kubelet.log");
-        let child = Command::new(skiff_e2e::binary("skiff-kubelet").unwrap())
-            .arg(format!("--kubeconfig={}", c.api.kubeconfig.display()))
-            .arg(format!("--node-name={name}"))
-            .arg(format!("--container-runtime-endpoint={}", ctrd.endpoint()))
-            .arg(format!(
-                "--root-dir={}",
-                root.path().join("state").display()
-            ))
-            .arg(format!("--cni-conf-dir={}", ctrd.cni_conf_dir.display()))
-            .arg(format!("--cni-bridge={}", net.bridge))
-            .arg(format!("--pod-cidr={}", net.subnet))
-            .args([
-                "--healthz-port=0",
-                "--node-lease-renew-interval=1s",
-                "--node-status-update-frequency=1s",
-            ])
-            .args(extra)
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::options().append(true).open(&log).unwrap())
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        Kubelet {
-            child,
-            log,
-            _root: root,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Kubelet {
-    fn drop(&mut self) {
-        skiff_e2e::stop_child(&mut self.child, Duration::from_secs(10));
-    }
-}
 
 fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool, log: impl Fn() -> String) {
     let deadline = Instant::now() + within;
@@ -79,20 +22,17 @@ fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool, log: impl
 #[tokio::test]
 async fn registers_a_ready_node_with_its_labels_taints_and_lease() {
     let c = Cluster::start().await.unwrap();
-    let images = Images::start().unwrap();
-    let ctrd = Containerd::start(&images.pause, &images.registry.host).unwrap();
-    let net = TestNetwork::new();
-    let k = Kubelet::start(
-        &c,
-        &ctrd,
-        &net,
+    let node = Node::start(
+        &c.api.kubeconfig,
         "node-a",
         &[
             "--node-labels=topology.kubernetes.io/zone=zone-a,tier=web",
             "--register-with-taints=dedicated=web:NoSchedule",
             "--max-pods=50",
         ],
-    );
+    )
+    .unwrap();
+    let (k, ctrd, net) = (&node.kubelet, &node.ctrd, &node.net);
     let kubectl = c.kubectl();
     wait_for(
         "node-a Ready",
@@ -156,8 +96,29 @@ async fn registers_a_ready_node_with_its_labels_taints_and_lease() {
         .as_str()
         .unwrap()
         .starts_with("containerd://"));
-    assert_eq!(status["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
+    // The HTTPS server's port (a free one here, --port=0), where the API server reaches it.
+    let port = status["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_i64()
+        .unwrap();
+    assert!(port > 0 && port != 10250, "{port}");
+    // It answers only clients with a certificate from the cluster CA.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let anonymous = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let r = anonymous
+        .get(format!(
+            "https://127.0.0.1:{port}/containerLogs/default/x/y"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
     let addresses = status["addresses"].as_array().unwrap();
+    assert!(addresses
+        .iter()
+        .any(|a| a["type"] == "InternalIP" && a["address"] == "127.0.0.1"));
     assert!(addresses
         .iter()
         .any(|a| a["type"] == "Hostname" && a["address"] == "node-a"));

@@ -2,44 +2,27 @@
 //! a pod that fits nowhere says why and is scheduled once a node appears.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use serde_json::json;
 use skiff_client::{Api, Client, ListParams, Patch, PatchParams, PostParams};
-use skiff_e2e::Cluster;
+use skiff_e2e::{Cluster, Daemon};
 
 /// A `skiff-scheduler` process, stopped when dropped.
-struct Scheduler {
-    child: Child,
-    log: tempfile::NamedTempFile,
-}
+struct Scheduler(Daemon);
 
 impl Scheduler {
     fn start(c: &Cluster, extra: &[&str]) -> Scheduler {
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let child = Command::new(skiff_e2e::binary("skiff-scheduler").unwrap())
-            .arg(format!("--kubeconfig={}", c.api.kubeconfig.display()))
-            .args(["--port=0", "--leader-elect=false"])
-            .args(extra)
-            .stdout(log.reopen().unwrap())
-            .stderr(log.reopen().unwrap())
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        Scheduler { child, log }
+        let args: Vec<&str> = ["--port=0", "--leader-elect=false"]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        Scheduler(Daemon::start("skiff-scheduler", &c.api, &args).unwrap())
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-}
-
-impl Drop for Scheduler {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.log()
     }
 }
 
@@ -232,15 +215,7 @@ async fn only_the_leader_schedules_and_the_other_takes_over() {
     .unwrap();
     let cfg = format!("--config={}", config.display());
     let spawn = |c: &Cluster| {
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let child = Command::new(skiff_e2e::binary("skiff-scheduler").unwrap())
-            .arg(format!("--kubeconfig={}", c.api.kubeconfig.display()))
-            .args(["--port=0", &cfg])
-            .stdout(log.reopen().unwrap())
-            .stderr(log.reopen().unwrap())
-            .spawn()
-            .unwrap();
-        Scheduler { child, log }
+        Scheduler(Daemon::start("skiff-scheduler", &c.api, &["--port=0", &cfg]).unwrap())
     };
     let mut replicas = vec![spawn(&c), spawn(&c)];
     let leads = |s: &Scheduler| s.log().contains("scheduler started");
@@ -268,8 +243,7 @@ async fn only_the_leader_schedules_and_the_other_takes_over() {
 
     // The leader dies without releasing the lease: the other takes over once it expires.
     let mut leader = replicas.remove(leading[0]);
-    let _ = leader.child.kill();
-    let _ = leader.child.wait();
+    leader.0.kill();
     let follower = &replicas[0];
     let second: Vec<String> = (0..3).map(|i| format!("b-{i}")).collect();
     for n in &second {

@@ -163,6 +163,14 @@ where
         let value = serde_json::to_value(&typed).map_err(|e| Rejection::Decode(e.to_string()))?;
         let mut unknown = Vec::new();
         unknown_fields(&obj, &value, "", &mut unknown);
+        if !unknown.is_empty() {
+            // Defaulting may consume write-only fields (a Secret's `stringData`): only what
+            // decoding itself dropped is unknown.
+            if let Ok(Ok(decoded)) = T::deserialize(&obj).map(|t| serde_json::to_value(&t)) {
+                unknown.clear();
+                unknown_fields(&obj, &decoded, "", &mut unknown);
+            }
+        }
         Ok(Admitted { value, unknown })
     }
 

@@ -29,6 +29,8 @@ pub const INFO: ResourceInfo = ResourceInfo {
         "eviction",
         "log",
         "exec",
+        "attach",
+        "portforward",
         "ephemeralcontainers",
     ],
     has_generation: true,

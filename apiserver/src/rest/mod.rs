@@ -122,6 +122,11 @@ fn percent_decode(s: &str) -> String {
 pub struct Query(Vec<(String, String)>);
 
 impl Query {
+    /// Decodes a raw query string.
+    pub fn parse_str(q: &str) -> Self {
+        Self::parse(Some(q))
+    }
+
     fn parse(q: Option<&str>) -> Self {
         let pairs = q
             .map(|q| {
@@ -135,6 +140,11 @@ impl Query {
             })
             .unwrap_or_default();
         Query(pairs)
+    }
+
+    /// Every parameter, in order.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// The first value of a parameter.
@@ -461,6 +471,32 @@ async fn resource(
     q: &Query,
     user_agent: &str,
 ) -> Result<Response<Body>> {
+    if t.resource == "pods"
+        && t.group.is_empty()
+        && t.subresource.as_deref() == Some("log")
+        && verb_name == "get"
+    {
+        let name = t.name.as_deref().unwrap_or_default();
+        return crate::node_proxy::pod_log(
+            state,
+            t.namespace.as_deref().unwrap_or("default"),
+            name,
+            q,
+        )
+        .await;
+    }
+    if t.resource == "pods"
+        && t.group.is_empty()
+        && matches!(
+            t.subresource.as_deref(),
+            Some("exec") | Some("attach") | Some("portforward")
+        )
+    {
+        let name = t.name.clone().unwrap_or_default();
+        let sub = t.subresource.clone().unwrap_or_default();
+        let ns = t.namespace.clone().unwrap_or_else(|| "default".into());
+        return crate::node_proxy::stream(state, req, &ns, &name, &sub).await;
+    }
     if t.resource == "bindings" && t.group.is_empty() && verb_name == "create" {
         // The legacy pod binding endpoint: POST /api/v1/namespaces/<ns>/bindings.
         let (parts, body) = read_body(req).await?;

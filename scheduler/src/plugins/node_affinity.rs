@@ -2,7 +2,8 @@
 //! labels (and, for `matchFields`, its name); preferred node affinity adds the weights of the
 //! terms a node matches to its score.
 
-use k8s_openapi::api::core::v1::{NodeSelector, NodeSelectorRequirement, NodeSelectorTerm};
+use k8s_openapi::api::core::v1::{NodeSelector, NodeSelectorTerm};
+use skiff_client::selector;
 
 use super::{normalize_to_max, Check, Filter, Rate, Rejection, Score};
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
@@ -13,43 +14,9 @@ pub struct NodeAffinity;
 /// Kubernetes' reason.
 pub const REASON: &str = "node(s) didn't match Pod's node affinity/selector";
 
-/// Whether a requirement holds for a value (`None`: the label is absent).
-fn requirement(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = r.values.as_deref().unwrap_or(&[]);
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => !value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (
-                value.and_then(|v| v.parse::<i64>().ok()),
-                values.first().and_then(|b| b.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            if r.operator == "Gt" {
-                v > bound
-            } else {
-                v < bound
-            }
-        }
-        _ => false,
-    }
-}
-
-/// Whether a node selector term matches: every expression on labels and every field
-/// requirement (`metadata.name`) holds. An empty term matches nothing.
+/// Whether a node selector term matches the node (see [`selector::node_term_matches`]).
 pub fn term_matches(term: &NodeSelectorTerm, node: &NodeInfo) -> bool {
-    let exprs = term.match_expressions.as_deref().unwrap_or(&[]);
-    let fields = term.match_fields.as_deref().unwrap_or(&[]);
-    if exprs.is_empty() && fields.is_empty() {
-        return false;
-    }
-    exprs.iter().all(|r| requirement(r, node.label(&r.key)))
-        && fields
-            .iter()
-            .all(|r| r.key == "metadata.name" && requirement(r, Some(node.name.as_str())))
+    selector::node_term_matches(term, |k| node.label(k), &node.name)
 }
 
 /// The pod's required node affinity.

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use futures::StreamExt;
 use serde_json::{json, Value};
+use skiff_e2e::bench::{percentile, rss_kib};
 use skiff_e2e::{ApiServer, Etcd};
 use skiff_proto::v1 as pb;
 use skiff_proto::v1::resources_client::ResourcesClient;
@@ -23,14 +24,6 @@ fn pod(name: &str) -> Value {
                                  "command": ["sleep", "3600"],
                                  "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]},
     })
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn ms(d: Duration) -> String {
@@ -84,18 +77,6 @@ where
         p50: percentile(&all, 0.5),
         p99: percentile(&all, 0.99),
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(|l| l.to_string())
-        })
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        .unwrap_or(0)
 }
 
 /// Counts live heap bytes, for the informer memory figure.

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::json;
+use skiff_e2e::bench::percentile;
 use skiff_scheduler::config::SchedulerConfig;
 use skiff_scheduler::framework::Profile;
 use skiff_scheduler::snapshot::{NodeInfo, PodInfo, Snapshot};
@@ -56,10 +57,6 @@ fn pod(name: &str, app: &str, spec_extra: serde_json::Value) -> PodInfo {
     }))
     .expect("pod");
     PodInfo::new(Arc::new(p))
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// Schedules `pods` into `nodes`, returning (decisions/s, p50, p99, unschedulable).
@@ -186,21 +183,15 @@ fn in_process() -> anyhow::Result<()> {
 mod e2e {
     //! The end-to-end half: real API server, real scheduler process, hollow nodes.
 
-    use std::collections::HashSet;
     use std::process::{Command, Stdio};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     use anyhow::{bail, Context};
-    use futures::StreamExt;
     use k8s_openapi::api::core::v1::{Namespace, Pod};
     use serde_json::json;
-    use skiff_client::informer::Informer;
-    use skiff_client::reflector::Change;
-    use skiff_client::{watcher, Api, Client, PostParams};
+    use skiff_client::{Api, Client, PostParams};
+    use skiff_e2e::bench::{fan_out, rss_kib, status_kib, PodProgress, Stage};
     use skiff_e2e::{hollow, ApiServer, Etcd};
-    use tokio_util::sync::CancellationToken;
 
     const NODES: usize = 5000;
     const RUNNING: usize = 1000;
@@ -229,7 +220,7 @@ mod e2e {
         scheduler: &'static str,
     ) -> anyhow::Result<Duration> {
         let p = pods.clone();
-        fan_out(total, move |i| {
+        fan_out(CLIENTS, total, move |i| {
             let p = p.clone();
             async move {
                 p.create(&PostParams::default(), &pod(&name(i), scheduler))
@@ -238,112 +229,6 @@ mod e2e {
             }
         })
         .await
-    }
-
-    /// Runs `op(i)` for `0..total` over `CLIENTS` concurrent workers; returns the time taken.
-    async fn fan_out<F, Fut>(total: usize, op: F) -> anyhow::Result<Duration>
-    where
-        F: Fn(usize) -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
-    {
-        let op = Arc::new(op);
-        let next = Arc::new(AtomicUsize::new(0));
-        let start = Instant::now();
-        let mut workers = Vec::new();
-        for _ in 0..CLIENTS {
-            let (op, next) = (op.clone(), next.clone());
-            workers.push(tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total {
-                        return Ok::<_, anyhow::Error>(());
-                    }
-                    op(i).await?;
-                }
-            }));
-        }
-        for w in workers {
-            w.await??;
-        }
-        Ok(start.elapsed())
-    }
-
-    /// Counts pods of the bench namespace as they are seen bound.
-    struct Bound {
-        seen: Arc<parking_lot::Mutex<(HashSet<String>, Option<Instant>)>>,
-        _stop: tokio_util::sync::DropGuard,
-    }
-
-    impl Bound {
-        fn watch(client: &Client) -> Bound {
-            let stop = CancellationToken::new();
-            let informer = Informer::spawn(
-                Api::<Pod>::namespaced(client.clone(), NS),
-                watcher::Config::default().strip_managed_fields(),
-                Default::default(),
-                stop.clone(),
-            );
-            let seen = Arc::new(parking_lot::Mutex::new((HashSet::new(), None)));
-            let s = seen.clone();
-            let mut changes = informer.subscribe().boxed();
-            let note = move |p: &Pod| {
-                let bound = p
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.node_name.as_deref())
-                    .is_some_and(|n| !n.is_empty());
-                if bound {
-                    let mut g = s.lock();
-                    if g.0.insert(p.metadata.name.clone().unwrap_or_default()) {
-                        g.1 = Some(Instant::now());
-                    }
-                }
-            };
-            tokio::spawn(async move {
-                while let Some(c) = changes.next().await {
-                    match c {
-                        Change::Applied(p) => note(&p),
-                        Change::Resynced => {
-                            for p in informer.store().state() {
-                                note(&p);
-                            }
-                        }
-                        Change::Deleted(_) => {}
-                    }
-                }
-            });
-            Bound {
-                seen,
-                _stop: stop.drop_guard(),
-            }
-        }
-
-        /// Waits until `n` pods were seen bound; returns when the last one was.
-        async fn wait(&self, n: usize, within: Duration) -> anyhow::Result<Instant> {
-            let deadline = Instant::now() + within;
-            loop {
-                {
-                    let g = self.seen.lock();
-                    if g.0.len() >= n {
-                        return Ok(g.1.expect("a time"));
-                    }
-                    if Instant::now() > deadline {
-                        bail!("only {} of {n} pods bound within {within:?}", g.0.len());
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
-
-    fn rss_kib(pid: u32, field: &str) -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.starts_with(field))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
     }
 
     pub async fn run() -> anyhow::Result<()> {
@@ -372,7 +257,7 @@ mod e2e {
         create_pods(&pods, RUNNING, |i| format!("run-{}-{i}", i / 10), "nobody").await?;
         let p = pods.clone();
         let spec2 = spec.clone();
-        let bind_took = fan_out(RUNNING, move |i| {
+        let bind_took = fan_out(CLIENTS, RUNNING, move |i| {
             let (p, node) = (p.clone(), hollow::node_name(&spec2, i % NODES));
             async move {
                 p.bind(&format!("run-{}-{i}", i / 10), &node).await?;
@@ -413,9 +298,11 @@ mod e2e {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            let bound = Bound::watch(&client);
-            bound.wait(RUNNING, Duration::from_secs(60)).await?;
-            let rss_start = rss_kib(pid, "VmRSS:");
+            let bound = PodProgress::watch(&client, NS);
+            bound
+                .wait(Stage::Bound, RUNNING, Duration::from_secs(60))
+                .await?;
+            let rss_start = rss_kib(pid);
 
             let start = Instant::now();
             let created = create_pods(
@@ -426,10 +313,10 @@ mod e2e {
             )
             .await?;
             let last = bound
-                .wait(RUNNING + PENDING, Duration::from_secs(600))
+                .wait(Stage::Bound, RUNNING + PENDING, Duration::from_secs(600))
                 .await?;
             let e2e = last.duration_since(start);
-            let rss_mid = rss_kib(pid, "VmRSS:");
+            let rss_mid = rss_kib(pid);
 
             create_pods(
                 &pods,
@@ -439,10 +326,14 @@ mod e2e {
             )
             .await?;
             bound
-                .wait(RUNNING + PENDING + MORE, Duration::from_secs(600))
+                .wait(
+                    Stage::Bound,
+                    RUNNING + PENDING + MORE,
+                    Duration::from_secs(600),
+                )
                 .await?;
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let (rss, peak) = (rss_kib(pid, "VmRSS:"), rss_kib(pid, "VmHWM:"));
+            let (rss, peak) = (rss_kib(pid), status_kib(pid, "VmHWM:"));
             Ok::<_, anyhow::Error>((created, e2e, [rss_start, rss_mid, rss], peak))
         }
         .await;

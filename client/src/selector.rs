@@ -1,7 +1,9 @@
-//! Label selectors (`metav1.LabelSelector`) as pod affinity and spreading use them.
+//! Label selectors (`metav1.LabelSelector`) matched against an object's labels, as
+//! controllers, pod affinity and spreading use them.
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// Whether `labels` match `selector`: every `matchLabels` pair and every expression
@@ -32,6 +34,51 @@ pub fn matches(
                 _ => false,
             }
         })
+}
+
+/// Whether a node selector requirement holds for a value (`None`: the label is absent):
+/// `In`, `NotIn`, `Exists`, `DoesNotExist`, and `Gt`/`Lt` on integers.
+pub fn node_requirement(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
+    let values = r.values.as_deref().unwrap_or(&[]);
+    match r.operator.as_str() {
+        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+        "NotIn" => !value.is_some_and(|v| values.iter().any(|x| x == v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" | "Lt" => {
+            let (Some(v), Some(bound)) = (
+                value.and_then(|v| v.parse::<i64>().ok()),
+                values.first().and_then(|b| b.parse::<i64>().ok()),
+            ) else {
+                return false;
+            };
+            if r.operator == "Gt" {
+                v > bound
+            } else {
+                v < bound
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether a node selector term (required node affinity) matches a node with these labels
+/// (`label` looks one up) and this name: every expression and every field requirement
+/// (`metadata.name`) holds. An empty term matches nothing, as in Kubernetes.
+pub fn node_term_matches<'a>(
+    term: &NodeSelectorTerm,
+    label: impl Fn(&str) -> Option<&'a str>,
+    name: &str,
+) -> bool {
+    let exprs = term.match_expressions.as_deref().unwrap_or(&[]);
+    let fields = term.match_fields.as_deref().unwrap_or(&[]);
+    if exprs.is_empty() && fields.is_empty() {
+        return false;
+    }
+    exprs.iter().all(|r| node_requirement(r, label(&r.key)))
+        && fields
+            .iter()
+            .all(|r| r.key == "metadata.name" && node_requirement(r, Some(name)))
 }
 
 #[cfg(test)]

@@ -1,0 +1,222 @@
+//! Requests the API server passes on to a pod's kubelet: `pods/log`. The kubelet is found from
+//! the pod's node (its `InternalIP` and `daemonEndpoints.kubeletEndpoint.Port`) and reached
+//! over HTTPS with the API server's kubelet-client certificate; its answer streams back as is.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use http::{header, Response, StatusCode};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::registry;
+use crate::rest::Query;
+use crate::server::State;
+
+/// The log options kubelets understand, passed on after checking them.
+const LOG_PARAMS: &[&str] = &[
+    "follow",
+    "previous",
+    "timestamps",
+    "tailLines",
+    "sinceSeconds",
+    "sinceTime",
+    "limitBytes",
+];
+
+fn names(pod: &Value, field: &str) -> Vec<String> {
+    pod.pointer(&format!("/spec/{field}"))
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The container a request names, or the pod's only one; an error naming the choices
+/// otherwise, as kube-apiserver words it.
+fn choose_container(pod: &Value, name: &str, given: Option<&str>) -> Result<String> {
+    let regular = names(pod, "containers");
+    let mut all = names(pod, "initContainers");
+    all.extend(regular.iter().cloned());
+    let container = match given.filter(|c| !c.is_empty()) {
+        Some(c) => c.to_string(),
+        None if regular.len() == 1 => regular[0].clone(),
+        None => {
+            return Err(Error::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                regular.join(" ")
+            )))
+        }
+    };
+    if !all.contains(&container) {
+        return Err(Error::bad_request(format!(
+            "container {container} is not valid for pod {name}"
+        )));
+    }
+    Ok(container)
+}
+
+/// `https://<ip>:<port>` of the kubelet of `node`.
+async fn kubelet_base(state: &State, node: &str) -> Result<String> {
+    let nodes = registry::find("", "v1", "nodes").expect("nodes are registered");
+    let n = state.api.get(nodes, None, node).await?;
+    let port = n
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_i64)
+        .filter(|p| *p > 0)
+        .unwrap_or(10250);
+    let addresses = n
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let pick = |kind: &str| {
+        addresses
+            .iter()
+            .find(|a| a["type"] == kind)
+            .and_then(|a| a["address"].as_str())
+            .map(String::from)
+    };
+    let host = pick("InternalIP")
+        .or_else(|| pick("ExternalIP"))
+        .or_else(|| pick("Hostname"))
+        .ok_or_else(|| {
+            Error::internal(format!(
+                "node {node:?} has no address to reach its kubelet at"
+            ))
+        })?;
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    Ok(format!("https://{host}:{port}"))
+}
+
+/// `GET .../pods/<name>/log`: the container's log, from its kubelet.
+pub async fn pod_log(
+    state: &Arc<State>,
+    ns: &str,
+    name: &str,
+    q: &Query,
+) -> Result<Response<Body>> {
+    let pods = registry::find("", "v1", "pods").expect("pods are registered");
+    let pod = state.api.get(pods, Some(ns), name).await?;
+    let container = choose_container(&pod, name, q.get("container"))?;
+    let node = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if node.is_empty() {
+        return Err(Error::bad_request(format!(
+            "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
+        )));
+    }
+    let mut params: Vec<(&str, &str)> = Vec::new();
+    for (k, v) in q.pairs() {
+        if !LOG_PARAMS.contains(&k) {
+            continue;
+        }
+        if matches!(k, "tailLines" | "sinceSeconds" | "limitBytes") && v.parse::<i64>().is_err() {
+            return Err(Error::bad_request(format!("invalid value for {k}: {v:?}")));
+        }
+        params.push((k, v));
+    }
+    let query: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect();
+    let url = format!(
+        "{}/containerLogs/{ns}/{name}/{container}?{}",
+        kubelet_base(state, node).await?,
+        query.join("&")
+    );
+    let resp =
+        state.kubelet_client.get(&url).send().await.map_err(|e| {
+            Error::internal(format!("Get {url:?}: {}", skiff_http::error_chain(&e)))
+        })?;
+    let code = resp.status();
+    if !code.is_success() {
+        let text = resp.text().await.unwrap_or_default();
+        return Err(match code.as_u16() {
+            400 => Error::bad_request(text),
+            404 => Error::not_found_message(text),
+            _ => Error::internal(format!("the kubelet answered {code}: {text}")),
+        });
+    }
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from_stream(resp.bytes_stream()))
+        .expect("valid response"))
+}
+
+fn encode(v: &str) -> String {
+    let mut out = String::new();
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `pods/exec`, `pods/attach` and `pods/portforward`: the client's upgrade request goes to the
+/// pod's kubelet over TLS; once the kubelet switches protocols the bytes flow both ways
+/// untouched, so whichever of SPDY or WebSocket the client and the node agree on is used.
+pub async fn stream(
+    state: &Arc<State>,
+    req: http::Request<hyper::body::Incoming>,
+    ns: &str,
+    name: &str,
+    sub: &str,
+) -> Result<Response<Body>> {
+    let pods = registry::find("", "v1", "pods").expect("pods are registered");
+    let pod = state.api.get(pods, Some(ns), name).await?;
+    let node = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if matches!(phase, "Succeeded" | "Failed") {
+        return Err(Error::bad_request(format!(
+            "cannot exec into a container in a completed pod; current phase is {phase}"
+        )));
+    }
+    let query = req.uri().query().unwrap_or("").to_string();
+    let path = if sub == "portforward" {
+        format!("/portForward/{ns}/{name}?{query}")
+    } else {
+        let given = Query::parse_str(&query);
+        let container = choose_container(&pod, name, given.get("container"))?;
+        format!("/{sub}/{ns}/{name}/{container}?{query}")
+    };
+    if node.is_empty() {
+        return Err(Error::bad_request(format!(
+            "pod {name} is not scheduled to a node yet"
+        )));
+    }
+    let base = kubelet_base(state, &node).await?;
+    let authority = base.trim_start_matches("https://").to_string();
+    let tcp = tokio::net::TcpStream::connect(&authority)
+        .await
+        .map_err(|e| Error::internal(format!("dialing the kubelet at {authority}: {e}")))?;
+    let connector = tokio_rustls::TlsConnector::from(state.kubelet_tls.clone());
+    let server_name = rustls::pki_types::ServerName::try_from("kubelet")
+        .expect("a valid name")
+        .to_owned();
+    let tls = connector
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| Error::internal(format!("TLS to the kubelet at {authority}: {e}")))?;
+    Ok(skiff_http::relay(req, tls, &authority, &path).await)
+}

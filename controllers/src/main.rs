@@ -1,0 +1,197 @@
+//! `skiff-controller-manager`: parses flags, elects a leader if asked, and runs the
+//! controllers until SIGTERM.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use skiff_client::leader::{self, LeaderElector, Outcome};
+use skiff_client::time::parse_duration;
+use skiff_client::Client;
+use skiff_controllers::{Config, Context};
+use skiff_http::daemon;
+use tokio_util::sync::CancellationToken;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Skiff's controller manager: keeps ReplicaSets, Deployments and the rest as declared.
+#[derive(Debug, Parser)]
+#[command(name = "skiff-controller-manager", version)]
+struct Args {
+    /// The kubeconfig to reach the API server with (default: $KUBECONFIG, ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Controllers to run: `*` for all, `name` to add one, `-name` to leave one out.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    controllers: Vec<String>,
+    /// Elect one active replica on the Lease `kube-system/<leader-elect-resource-name>`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    leader_elect: bool,
+    /// The Lease's name.
+    #[arg(long, default_value = "skiff-controller-manager")]
+    leader_elect_resource_name: String,
+    /// The Lease's namespace.
+    #[arg(long, default_value = "kube-system")]
+    leader_elect_resource_namespace: String,
+    /// How long a leader's Lease holds without renewal.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    leader_elect_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before giving up.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    leader_elect_renew_deadline: Duration,
+    /// How often candidates try to acquire or renew.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    leader_elect_retry_period: Duration,
+    /// ReplicaSets reconciled at once.
+    #[arg(long, default_value_t = 5)]
+    concurrent_replicaset_syncs: usize,
+    /// Deployments reconciled at once.
+    #[arg(long, default_value_t = 5)]
+    concurrent_deployment_syncs: usize,
+    /// DaemonSets reconciled at once.
+    #[arg(long, default_value_t = 2)]
+    concurrent_daemonset_syncs: usize,
+    /// Services whose endpoints are written at once.
+    #[arg(long, default_value_t = 5)]
+    concurrent_service_endpoint_syncs: usize,
+    /// Jobs reconciled at once.
+    #[arg(long, default_value_t = 5)]
+    concurrent_job_syncs: usize,
+    /// Objects the garbage collector handles at once.
+    #[arg(long, default_value_t = 20)]
+    concurrent_gc_syncs: usize,
+    /// Namespaces emptied at once.
+    #[arg(long, default_value_t = 10)]
+    concurrent_namespace_syncs: usize,
+    /// Give every node a pod CIDR from --cluster-cidr.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    allocate_node_cidrs: bool,
+    /// The cluster's pod network, e.g. 10.244.0.0/16.
+    #[arg(long)]
+    cluster_cidr: Option<String>,
+    /// The prefix length of each node's pod CIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// How long a node may go without a heartbeat before it is marked unreachable.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: Duration,
+    /// How often nodes' heartbeats are checked.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    node_monitor_period: Duration,
+    /// Requests per second to the API server (0: no limit).
+    #[arg(long, default_value_t = 20.0)]
+    kube_api_qps: f32,
+    /// Burst of requests to the API server.
+    #[arg(long, default_value_t = 30)]
+    kube_api_burst: u32,
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_address: IpAddr,
+    /// Port for /healthz, /readyz and /metrics (0 picks a free one).
+    #[arg(long, default_value_t = 10252)]
+    port: u16,
+    #[command(flatten)]
+    log: daemon::LogFlags,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    args.log.init();
+    for c in &args.controllers {
+        let name = c.trim_start_matches('-');
+        if name != "*" && !skiff_controllers::CONTROLLERS.contains(&name) {
+            anyhow::bail!(
+                "--controllers: unknown controller {name:?} (known: {})",
+                skiff_controllers::CONTROLLERS.join(", ")
+            );
+        }
+    }
+    let node_ipam = match (args.allocate_node_cidrs, &args.cluster_cidr) {
+        (false, _) => None,
+        (true, None) => anyhow::bail!("--allocate-node-cidrs needs --cluster-cidr"),
+        (true, Some(c)) => {
+            let cluster_cidr: skiff_controllers::nodeipam::Cidr = c
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--cluster-cidr: {e}"))?;
+            if args.node_cidr_mask_size > 32
+                || cluster_cidr.subnet(args.node_cidr_mask_size, 0).is_none()
+            {
+                anyhow::bail!(
+                    "--node-cidr-mask-size={} does not fit in --cluster-cidr={c}",
+                    args.node_cidr_mask_size
+                );
+            }
+            Some(skiff_controllers::nodeipam::Config {
+                cluster_cidr,
+                mask: args.node_cidr_mask_size,
+            })
+        }
+    };
+    let mut client_config = match &args.kubeconfig {
+        Some(k) => skiff_client::Config::from_kubeconfig(k)?,
+        None => skiff_client::Config::infer()?,
+    };
+    client_config.qps = args.kube_api_qps;
+    client_config.burst = args.kube_api_burst;
+    let client = Client::new(client_config)?;
+    let config = Config {
+        controllers: args.controllers.clone(),
+        concurrent_replicaset_syncs: args.concurrent_replicaset_syncs.max(1),
+        concurrent_deployment_syncs: args.concurrent_deployment_syncs.max(1),
+        concurrent_daemonset_syncs: args.concurrent_daemonset_syncs.max(1),
+        concurrent_service_endpoint_syncs: args.concurrent_service_endpoint_syncs.max(1),
+        concurrent_job_syncs: args.concurrent_job_syncs.max(1),
+        concurrent_gc_syncs: args.concurrent_gc_syncs.max(1),
+        concurrent_namespace_syncs: args.concurrent_namespace_syncs.max(1),
+        node_ipam,
+        node_lifecycle: skiff_controllers::nodelifecycle::Config {
+            grace: args.node_monitor_grace_period,
+            period: args.node_monitor_period.max(Duration::from_millis(100)),
+        },
+    };
+
+    let shutdown = CancellationToken::new();
+    daemon::cancel_on_signal(shutdown.clone());
+    let leading = CancellationToken::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    client.register_metrics(&mut registry);
+    let health = daemon::serve_health(
+        SocketAddr::new(args.bind_address, args.port),
+        registry,
+        leading.clone(),
+        "not leading",
+        shutdown.clone(),
+    )
+    .await?;
+    tracing::info!(%health, "serving /healthz, /readyz and /metrics");
+
+    let work_client = client.clone();
+    let work = move |token: CancellationToken| async move {
+        leading.cancel();
+        tracing::info!("running controllers");
+        let ctx = Context::new(work_client, config, token.clone());
+        skiff_controllers::run(ctx, token).await;
+    };
+    if !args.leader_elect {
+        work(shutdown.clone()).await;
+        return Ok(());
+    }
+    let mut lc = leader::Config::new(
+        &args.leader_elect_resource_namespace,
+        &args.leader_elect_resource_name,
+        &leader::default_identity(),
+    );
+    lc.lease_duration = args.leader_elect_lease_duration;
+    lc.renew_deadline = args.leader_elect_renew_deadline;
+    lc.retry_period = args.leader_elect_retry_period;
+    match LeaderElector::new(client, lc).run(shutdown, work).await {
+        Outcome::Shutdown => Ok(()),
+        Outcome::Lost => {
+            tracing::error!("lost leadership; exiting");
+            std::process::exit(1)
+        }
+    }
+}

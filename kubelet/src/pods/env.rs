@@ -1,0 +1,388 @@
+//! A container's environment: `env` (values with `$(VAR)` references, `valueFrom` fieldRef,
+//! resourceFieldRef, configMapKeyRef, secretKeyRef) over `envFrom`, and the same `$(VAR)`
+//! expansion for `command` and `args`. Downward API field paths are shared with the
+//! downwardAPI volume.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use skiff_client::{Api, Client};
+
+use super::cgroups::milli_value;
+use super::PodConfig;
+
+/// Why a container's configuration cannot be made (its `CreateContainerConfigError`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// ConfigMaps and Secrets of one namespace, each read at most once per sync.
+pub struct Sources {
+    client: Client,
+    namespace: String,
+    configmaps: HashMap<String, Option<ConfigMap>>,
+    secrets: HashMap<String, Option<Secret>>,
+}
+
+impl Sources {
+    /// Reads from `namespace` through `client`.
+    pub fn new(client: Client, namespace: &str) -> Self {
+        Sources {
+            client,
+            namespace: namespace.to_string(),
+            configmaps: HashMap::new(),
+            secrets: HashMap::new(),
+        }
+    }
+
+    /// A ConfigMap, `None` when it does not exist.
+    pub async fn configmap(&mut self, name: &str) -> Result<Option<ConfigMap>, ConfigError> {
+        if let Some(c) = self.configmaps.get(name) {
+            return Ok(c.clone());
+        }
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+        let c = api
+            .get_opt(name)
+            .await
+            .map_err(|e| ConfigError(format!("reading configmap {name:?}: {e}")))?;
+        self.configmaps.insert(name.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// A Secret, `None` when it does not exist.
+    pub async fn secret(&mut self, name: &str) -> Result<Option<Secret>, ConfigError> {
+        if let Some(s) = self.secrets.get(name) {
+            return Ok(s.clone());
+        }
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let s = api
+            .get_opt(name)
+            .await
+            .map_err(|e| ConfigError(format!("reading secret {name:?}: {e}")))?;
+        self.secrets.insert(name.to_string(), s.clone());
+        Ok(s)
+    }
+
+    /// A ConfigMap's keys and values (text and binary data).
+    pub fn configmap_data(c: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
+        let mut out: BTreeMap<String, Vec<u8>> = c
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+            .collect();
+        out.extend(
+            c.binary_data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.0.clone())),
+        );
+        out
+    }
+
+    /// A Secret's keys and values (`stringData` is folded into `data` by the API server).
+    pub fn secret_data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
+        let mut out: BTreeMap<String, Vec<u8>> = s
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect();
+        out.extend(
+            s.string_data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone().into_bytes())),
+        );
+        out
+    }
+}
+
+/// What the Downward API knows of a pod once it runs.
+#[derive(Debug, Clone, Default)]
+pub struct PodFacts {
+    /// The pod's IPs (empty on the host network until known).
+    pub pod_ips: Vec<String>,
+    /// The node's IP.
+    pub host_ip: String,
+}
+
+/// The value of a Downward API `fieldRef` path.
+pub fn field_value(pod: &Pod, path: &str, facts: &PodFacts) -> Result<String, ConfigError> {
+    let m = &pod.metadata;
+    let spec = pod.spec.clone().unwrap_or_default();
+    let map_text = |m: &Option<BTreeMap<String, String>>| {
+        m.iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let subscript = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix("['"))
+            .and_then(|r| r.strip_suffix("']"))
+            .map(String::from)
+    };
+    Ok(match path {
+        "metadata.name" => m.name.clone().unwrap_or_default(),
+        "metadata.namespace" => m.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => m.uid.clone().unwrap_or_default(),
+        "metadata.labels" => map_text(&m.labels),
+        "metadata.annotations" => map_text(&m.annotations),
+        "spec.nodeName" => spec.node_name.clone().unwrap_or_default(),
+        "spec.serviceAccountName" => spec.service_account_name.clone().unwrap_or_default(),
+        "status.hostIP" => facts.host_ip.clone(),
+        "status.hostIPs" => facts.host_ip.clone(),
+        "status.podIP" => facts.pod_ips.first().cloned().unwrap_or_default(),
+        "status.podIPs" => facts.pod_ips.join(","),
+        p => {
+            if let Some(k) = subscript("metadata.labels") {
+                m.labels
+                    .as_ref()
+                    .and_then(|l| l.get(&k))
+                    .cloned()
+                    .unwrap_or_default()
+            } else if let Some(k) = subscript("metadata.annotations") {
+                m.annotations
+                    .as_ref()
+                    .and_then(|l| l.get(&k))
+                    .cloned()
+                    .unwrap_or_default()
+            } else {
+                return Err(ConfigError(format!("unsupported fieldPath: {p}")));
+            }
+        }
+    })
+}
+
+/// The value of a `resourceFieldRef` of container `c`: its limit (the node's capacity when
+/// unset) or request, divided by `divisor` and rounded up, as Kubernetes does.
+pub fn resource_value(
+    c: &Container,
+    resource: &str,
+    divisor: Option<&Quantity>,
+    config: &PodConfig,
+) -> Result<String, ConfigError> {
+    let r = c.resources.clone().unwrap_or_default();
+    let get = |m: &Option<BTreeMap<String, Quantity>>, n: &str| {
+        m.as_ref().and_then(|m| m.get(n)).and_then(milli_value)
+    };
+    let (kind, name) = resource
+        .split_once('.')
+        .ok_or_else(|| ConfigError(format!("unsupported container resource: {resource}")))?;
+    let milli = match (kind, name) {
+        ("limits", "cpu") => get(&r.limits, "cpu").unwrap_or(config.node_cpu_millis),
+        ("limits", "memory") => get(&r.limits, "memory").unwrap_or(config.node_memory_bytes * 1000),
+        ("requests", "cpu") => get(&r.requests, "cpu").unwrap_or(0),
+        ("requests", "memory") => get(&r.requests, "memory").unwrap_or(0),
+        ("limits", "ephemeral-storage") | ("requests", "ephemeral-storage") => {
+            let m = if kind == "limits" {
+                &r.limits
+            } else {
+                &r.requests
+            };
+            get(m, "ephemeral-storage").unwrap_or(0)
+        }
+        _ => {
+            return Err(ConfigError(format!(
+                "unsupported container resource: {resource}"
+            )))
+        }
+    };
+    let div = divisor
+        .and_then(milli_value)
+        .filter(|d| *d > 0)
+        .unwrap_or(1000);
+    // CPU requests round up to at least 1 of the divisor, as Kubernetes does.
+    let v = (milli + div - 1) / div;
+    let v = if name == "cpu" && milli > 0 {
+        v.max(1)
+    } else {
+        v
+    };
+    Ok(v.to_string())
+}
+
+/// Expands `$(NAME)` references from `vars`; `$$` escapes a `$`; unknown references stay.
+pub fn expand(s: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(s.len());
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'$' && i + 1 < bytes.len() {
+            match bytes[i + 1] {
+                b'$' => {
+                    out.push('$');
+                    i += 2;
+                    continue;
+                }
+                b'(' => {
+                    if let Some(end) = s[i + 2..].find(')') {
+                        let name = &s[i + 2..i + 2 + end];
+                        match vars.get(name) {
+                            Some(v) => out.push_str(v),
+                            None => out.push_str(&s[i..i + 3 + end]),
+                        }
+                        i += 3 + end;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let ch = s[i..].chars().next().unwrap_or('\0');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+fn valid_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// A container's environment, in order (`envFrom` first, then `env`, later names winning).
+pub async fn resolve(
+    pod: &Pod,
+    c: &Container,
+    facts: &PodFacts,
+    config: &PodConfig,
+    sources: &mut Sources,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut vars: BTreeMap<String, String> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut set = |vars: &mut BTreeMap<String, String>, k: String, v: String| {
+        if !vars.contains_key(&k) {
+            order.push(k.clone());
+        }
+        vars.insert(k, v);
+    };
+    for from in c.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        if let Some(r) = &from.config_map_ref {
+            let optional = r.optional.unwrap_or(false);
+            match sources.configmap(&r.name).await? {
+                Some(cm) => {
+                    for (k, v) in Sources::configmap_data(&cm) {
+                        let name = format!("{prefix}{k}");
+                        if valid_env_name(&name) {
+                            set(&mut vars, name, String::from_utf8_lossy(&v).into_owned());
+                        }
+                    }
+                }
+                None if optional => {}
+                None => return Err(ConfigError(format!("configmap {:?} not found", r.name))),
+            }
+        }
+        if let Some(r) = &from.secret_ref {
+            let optional = r.optional.unwrap_or(false);
+            match sources.secret(&r.name).await? {
+                Some(s) => {
+                    for (k, v) in Sources::secret_data(&s) {
+                        let name = format!("{prefix}{k}");
+                        if valid_env_name(&name) {
+                            set(&mut vars, name, String::from_utf8_lossy(&v).into_owned());
+                        }
+                    }
+                }
+                None if optional => {}
+                None => return Err(ConfigError(format!("secret {:?} not found", r.name))),
+            }
+        }
+    }
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    for e in c.env.iter().flatten() {
+        let value = match &e.value_from {
+            None => expand(e.value.as_deref().unwrap_or(""), &vars),
+            Some(from) => {
+                if let Some(f) = &from.field_ref {
+                    field_value(pod, &f.field_path, facts)?
+                } else if let Some(r) = &from.resource_field_ref {
+                    let target = match r.container_name.as_deref() {
+                        Some(name) if !name.is_empty() => super::all_containers(pod)
+                            .find(|x| x.name == name)
+                            .ok_or_else(|| {
+                                ConfigError(format!("container {name:?} not found in the pod"))
+                            })?,
+                        _ => c,
+                    };
+                    resource_value(target, &r.resource, r.divisor.as_ref(), config)?
+                } else if let Some(r) = &from.config_map_key_ref {
+                    let optional = r.optional.unwrap_or(false);
+                    match sources.configmap(&r.name).await? {
+                        Some(cm) => match Sources::configmap_data(&cm).get(&r.key) {
+                            Some(v) => String::from_utf8_lossy(v).into_owned(),
+                            None if optional => continue,
+                            None => {
+                                return Err(ConfigError(format!(
+                                    "couldn't find key {} in ConfigMap {ns}/{}",
+                                    r.key, r.name
+                                )))
+                            }
+                        },
+                        None if optional => continue,
+                        None => {
+                            return Err(ConfigError(format!("configmap {:?} not found", r.name)))
+                        }
+                    }
+                } else if let Some(r) = &from.secret_key_ref {
+                    let optional = r.optional.unwrap_or(false);
+                    match sources.secret(&r.name).await? {
+                        Some(s) => match Sources::secret_data(&s).get(&r.key) {
+                            Some(v) => String::from_utf8_lossy(v).into_owned(),
+                            None if optional => continue,
+                            None => {
+                                return Err(ConfigError(format!(
+                                    "couldn't find key {} in Secret {ns}/{}",
+                                    r.key, r.name
+                                )))
+                            }
+                        },
+                        None if optional => continue,
+                        None => return Err(ConfigError(format!("secret {:?} not found", r.name))),
+                    }
+                } else {
+                    String::new()
+                }
+            }
+        };
+        set(&mut vars, e.name.clone(), value);
+    }
+    Ok(order
+        .into_iter()
+        .map(|k| {
+            let v = vars.get(&k).cloned().unwrap_or_default();
+            (k, v)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expansion() {
+        let vars = BTreeMap::from([
+            ("A".to_string(), "1".to_string()),
+            ("B".to_string(), "two".to_string()),
+        ]);
+        assert_eq!(expand("$(A)-$(B)", &vars), "1-two");
+        assert_eq!(expand("$$(A)", &vars), "$(A)");
+        assert_eq!(expand("$(C) $A", &vars), "$(C) $A");
+        assert_eq!(expand("é$(A", &vars), "é$(A");
+    }
+
+    #[test]
+    fn env_names() {
+        assert!(valid_env_name("A_B.c-d"));
+        assert!(!valid_env_name("1A"));
+        assert!(!valid_env_name("A B"));
+    }
+}

@@ -1,0 +1,164 @@
+//! The sync loop: watches Services and EndpointSlices, works out the table, and writes it —
+//! whole at start and every full-sync period, otherwise only what changed — coalescing
+//! changes that arrive together.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use skiff_client::informer::Informer;
+use skiff_client::{watcher, Api, Client};
+use tokio_util::sync::CancellationToken;
+
+use crate::model::{self, ServicePort};
+use crate::nft::netlink::{Error, Socket};
+use crate::rules::{self, Config, Desired};
+
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// What one sync did.
+#[derive(Debug, Clone)]
+pub struct Sync {
+    /// A whole-table write (or only the differences).
+    pub full: bool,
+    /// Messages in the transaction.
+    pub messages: usize,
+    /// Time spent working out the table and building the transaction.
+    pub build: Duration,
+    /// Time the kernel took to apply it.
+    pub kernel: Duration,
+}
+
+/// Programs one node's table.
+pub struct Proxier {
+    cfg: Config,
+    node: String,
+    sock: Socket,
+    applied: Option<Desired>,
+}
+
+impl Proxier {
+    /// A proxier for node `node`, writing through `sock`.
+    pub fn new(cfg: Config, node: &str, sock: Socket) -> Proxier {
+        Proxier {
+            cfg,
+            node: node.to_string(),
+            sock,
+            applied: None,
+        }
+    }
+
+    /// The service ports of `services` with endpoints from `slices`.
+    pub fn ports(
+        &self,
+        services: &[Arc<Service>],
+        slices: &[Arc<EndpointSlice>],
+    ) -> Vec<ServicePort> {
+        let mut by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        for s in slices {
+            let ns = s.metadata.namespace.as_deref().unwrap_or("");
+            if let Some(name) = s
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            {
+                by_service.entry((ns, name.as_str())).or_default().push(s);
+            }
+        }
+        let mut ports = Vec::new();
+        for svc in services {
+            let key = (
+                svc.metadata.namespace.as_deref().unwrap_or(""),
+                svc.metadata.name.as_deref().unwrap_or(""),
+            );
+            let slices = by_service.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+            ports.extend(model::service_ports(svc, slices, &self.node));
+        }
+        ports
+    }
+
+    /// Brings the table to what `ports` need: the whole table when `full` or on the first
+    /// sync, else only the differences from the last successful sync.
+    pub fn sync(&mut self, ports: &[ServicePort], full: bool) -> Result<Sync, Error> {
+        let start = Instant::now();
+        let desired = Desired::build(ports);
+        let full = full || self.applied.is_none();
+        let w = match (&self.applied, full) {
+            (Some(old), false) => rules::diff(old, &desired, &self.cfg),
+            _ => rules::full(&desired, &self.cfg),
+        };
+        let messages = w.len();
+        let build = start.elapsed();
+        let t = Instant::now();
+        if let Err(e) = w.commit(&self.sock) {
+            // What the kernel holds is no longer known: the next sync writes it whole.
+            self.applied = None;
+            return Err(e);
+        }
+        self.applied = Some(desired);
+        Ok(Sync {
+            full,
+            messages,
+            build,
+            kernel: t.elapsed(),
+        })
+    }
+}
+
+/// Watches Services and EndpointSlices through `client` and keeps `proxier`'s table in step
+/// until `shutdown`; `on_sync` hears of every sync.
+pub async fn run(
+    client: Client,
+    mut proxier: Proxier,
+    full_sync_period: Duration,
+    shutdown: CancellationToken,
+    mut on_sync: impl FnMut(&Result<Sync, Error>),
+) {
+    let services = Informer::spawn(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default().strip_managed_fields(),
+        Default::default(),
+        shutdown.clone(),
+    );
+    let slices = Informer::spawn(
+        Api::<EndpointSlice>::all(client),
+        watcher::Config::default().strip_managed_fields(),
+        Default::default(),
+        shutdown.clone(),
+    );
+    let mut changes = futures::stream::select(
+        services.subscribe().map(|_| ()),
+        slices.subscribe().map(|_| ()),
+    )
+    .boxed();
+    services.store().wait_until_ready().await;
+    slices.store().wait_until_ready().await;
+    let mut last_full = Instant::now();
+    let mut full = true;
+    loop {
+        let ports = proxier.ports(&services.store().state(), &slices.store().state());
+        let result = proxier.sync(&ports, full);
+        match &result {
+            Ok(s) if s.full => last_full = Instant::now(),
+            _ => {}
+        }
+        full = result.is_err();
+        on_sync(&result);
+        let until_full = full_sync_period.saturating_sub(last_full.elapsed());
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = changes.next() => if c.is_none() { return },
+            _ = tokio::time::sleep(until_full) => full = true,
+            _ = tokio::time::sleep(Duration::from_secs(1)), if result.is_err() => {}
+        }
+        // Changes that arrive together are written together.
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(5), changes.next()).await
+        {
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Network namespaces the tests create for themselves: each is a separate network stack
+//! (interfaces, routes, firewall rules), so rules the tests program never touch the machine's
+//! own. Deleted when the handle drops.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{bail, Context, Result};
+
+/// A named network namespace (`ip netns add`).
+pub struct NetNs {
+    /// Its name under `/var/run/netns`.
+    pub name: String,
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+impl NetNs {
+    /// Creates a fresh one, with its loopback up.
+    pub fn new(what: &str) -> Result<NetNs> {
+        let name = format!(
+            "skiff-{what}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        ip(&["netns", "add", &name])?;
+        let ns = NetNs { name };
+        ns.run(&["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Runs a command inside it; returns its standard output, failing on a non-zero exit.
+    pub fn run(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .with_context(|| format!("running {args:?} in {}", self.name))?;
+        if !out.status.success() {
+            bail!(
+                "{args:?} in {} failed: {}{}",
+                self.name,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A command that runs inside it (for processes the test starts and stops itself).
+    pub fn command(&self, program: &std::path::Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// Runs `f` on a thread that has entered the namespace (sockets it opens stay there).
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let fd = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+                nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .with_context(|| format!("entering {path}"))?;
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the thread in {path} panicked"))?
+        })
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}

@@ -1,0 +1,425 @@
+//! skiff-proxy against the real kernel, in network namespaces the tests create themselves.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+use skiff_e2e::netns::NetNs;
+use skiff_proxy::nft::expr::{self, Data, Expr, Verdict, REG32_0, REG_VERDICT};
+use skiff_proxy::nft::netlink::Socket;
+use skiff_proxy::nft::{Element, Hook, Writer};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
+const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+
+/// The shape of the proxy's rules: a verdict map from address . protocol . port to a chain
+/// that picks one of N endpoints at random through one map of all backends.
+fn table() -> Writer {
+    let mut w = Writer::new("skiff");
+    w.add_table();
+    // The proxy's own set definitions, by name.
+    for set in skiff_proxy::rules::sets() {
+        if set.name == "service-ips" || set.name == "backends" {
+            w.add_set(&set);
+        }
+    }
+    let backends: Vec<Element> = (0..2u32)
+        .map(|i| {
+            let mut key = expr::addr_proto_port(VIP, 6, 80);
+            key.extend_from_slice(&i.to_ne_bytes());
+            Element {
+                key,
+                data: Some(Data::Value(expr::addr_port(BACKEND, 8080))),
+            }
+        })
+        .collect();
+    w.add_elements("backends", &backends);
+    w.add_chain("pick-2", None);
+    w.add_rule(
+        "pick-2",
+        &[
+            expr::ip_daddr(REG32_0),
+            expr::l4proto(REG32_0 + 1),
+            expr::th_dport(REG32_0 + 2),
+            Expr::Numgen {
+                dreg: REG32_0 + 3,
+                modulus: 2,
+            },
+            Expr::Lookup {
+                set: "backends".into(),
+                sreg: REG32_0,
+                dreg: Some(REG32_0 + 4),
+                inverse: false,
+            },
+            Expr::Dnat {
+                addr: REG32_0 + 4,
+                port: Some(REG32_0 + 5),
+            },
+        ],
+    );
+    w.add_elements(
+        "service-ips",
+        &[Element {
+            key: expr::addr_proto_port(VIP, 6, 80),
+            data: Some(Data::Verdict(Verdict::Goto("pick-2".into()))),
+        }],
+    );
+    w.add_chain(
+        "nat-output",
+        Some(Hook {
+            hook: 3,
+            priority: -100,
+            kind: "nat",
+        }),
+    );
+    w.add_rule(
+        "nat-output",
+        &[
+            expr::ip_daddr(REG32_0),
+            expr::l4proto(REG32_0 + 1),
+            expr::th_dport(REG32_0 + 2),
+            Expr::Lookup {
+                set: "service-ips".into(),
+                sreg: REG32_0,
+                dreg: Some(REG_VERDICT),
+                inverse: false,
+            },
+        ],
+    );
+    w
+}
+
+#[test]
+fn netlink_batches_program_rules_that_carry_traffic_and_refuse_atomically() {
+    let ns = NetNs::new("nft").unwrap();
+    // A local address for the backend, and the service range routed into a veth (whatever no
+    // rule catches is discarded there).
+    for cmd in [
+        &[
+            "ip", "link", "add", "svc0", "type", "veth", "peer", "name", "svc1",
+        ][..],
+        &["ip", "addr", "add", &format!("{BACKEND}/24"), "dev", "svc0"],
+        &["ip", "link", "set", "svc0", "up"],
+        &["ip", "link", "set", "svc1", "up"],
+        &["ip", "route", "add", "10.96.0.0/16", "dev", "svc0"],
+    ] {
+        ns.run(cmd).unwrap();
+    }
+    ns.enter(|| table().commit(&Socket::open().unwrap()))
+        .unwrap()
+        .unwrap();
+    let listed = ns.run(&["nft", "list", "table", "ip", "skiff"]).unwrap();
+    for want in [
+        "type ipv4_addr . inet_proto . inet_service : verdict",
+        "10.96.0.1 . tcp . 80 : goto pick-2",
+        "dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @backends",
+        "type nat hook output priority -100",
+        "ip daddr . meta l4proto . th dport vmap @service-ips",
+    ] {
+        assert!(listed.contains(want), "{want:?} missing from:\n{listed}");
+    }
+
+    // A connection to the service address reaches the backend.
+    let mut server = ns
+        .command(Path::new("busybox"))
+        .args(["nc", "-l", "-p", "8080", "-e", "echo", "hello-from-backend"])
+        .spawn()
+        .unwrap();
+    let mut answer = None;
+    for _ in 0..50 {
+        if let Ok(out) = ns.run(&["busybox", "nc", "-w", "2", &VIP.to_string(), "80"]) {
+            answer = Some(out);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(answer.as_deref(), Some("hello-from-backend\n"));
+
+    // A batch with one bad message (a jump to a chain that does not exist) is refused as a
+    // whole: the error names the message, and nothing of the batch is applied.
+    let err = ns
+        .enter(|| {
+            let mut w = Writer::new("skiff");
+            w.add_chain("extra", None);
+            w.add_rule(
+                "extra",
+                &[Expr::Immediate {
+                    dreg: REG_VERDICT,
+                    data: Data::Verdict(Verdict::Jump("missing".into())),
+                }],
+            );
+            w.commit(&Socket::open().unwrap())
+        })
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("a rule in chain extra"), "{err}");
+    let after = ns.run(&["nft", "list", "table", "ip", "skiff"]).unwrap();
+    assert_eq!(after, listed);
+}
+
+/// A node namespace with a bridge (10.1.0.1/24) and two pod namespaces on it, each with a
+/// server on port 8080 that answers every connection with its own name; the service range
+/// routed into a veth that discards what no rule catches.
+struct Net {
+    node: NetNs,
+    pods: Vec<(NetNs, std::process::Child)>,
+}
+
+impl Net {
+    fn start() -> Net {
+        let node = NetNs::new("node").unwrap();
+        for cmd in [
+            &["ip", "link", "add", "br0", "type", "bridge"][..],
+            &["ip", "addr", "add", "10.1.0.1/24", "dev", "br0"],
+            &["ip", "link", "set", "br0", "up"],
+            &[
+                "ip", "link", "add", "svc0", "type", "veth", "peer", "name", "svc1",
+            ],
+            &["ip", "link", "set", "svc0", "up"],
+            &["ip", "link", "set", "svc1", "up"],
+            &["ip", "route", "add", "10.96.0.0/12", "dev", "svc0"],
+            &["sysctl", "-qw", "net.ipv4.ip_forward=1"],
+            // Bridged traffic between two pods passes the IP hooks, so that a reply to a
+            // DNAT-ed connection is translated back (what kube-proxy also requires).
+            &["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"],
+        ] {
+            node.run(cmd).unwrap();
+        }
+        let mut pods = Vec::new();
+        for (i, name) in ["p1", "p2"].into_iter().enumerate() {
+            let pod = NetNs::new(name).unwrap();
+            let (host, inner) = (format!("veth-{name}"), format!("eth-{name}"));
+            node.run(&[
+                "ip", "link", "add", &host, "type", "veth", "peer", "name", &inner,
+            ])
+            .unwrap();
+            node.run(&["ip", "link", "set", &inner, "netns", &pod.name])
+                .unwrap();
+            node.run(&["ip", "link", "set", &host, "master", "br0"])
+                .unwrap();
+            node.run(&["ip", "link", "set", &host, "up"]).unwrap();
+            let addr = format!("10.1.0.{}/24", i + 2);
+            for cmd in [
+                &["ip", "addr", "add", &addr, "dev", &inner][..],
+                &["ip", "link", "set", &inner, "up"],
+                &["ip", "route", "add", "default", "via", "10.1.0.1"],
+            ] {
+                pod.run(cmd).unwrap();
+            }
+            let server = pod
+                .command(Path::new("busybox"))
+                .args(["nc", "-ll", "-p", "8080", "-e", "echo", name])
+                .spawn()
+                .unwrap();
+            pods.push((pod, server));
+        }
+        // The servers answer directly before anything is proxied to them.
+        for addr in ["10.1.0.2", "10.1.0.3"] {
+            let mut ok = false;
+            for _ in 0..50 {
+                if Net::connect(&node, addr, 8080).is_ok() {
+                    ok = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            assert!(ok, "the server at {addr} never answered");
+        }
+        Net { node, pods }
+    }
+
+    fn apply(&self, w: Writer) {
+        self.node
+            .enter(|| w.commit(&Socket::open().unwrap()))
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Connects from `from` to `addr:port`: what the server said, or the error.
+    fn connect(from: &NetNs, addr: &str, port: u16) -> Result<String, String> {
+        from.run(&["busybox", "nc", "-w", "2", addr, &port.to_string()])
+            .map(|s| s.trim().to_string())
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for (_, server) in &mut self.pods {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+    }
+}
+
+fn web(endpoints: &[[u8; 4]]) -> Vec<skiff_proxy::model::ServicePort> {
+    let eps: Vec<skiff_proxy::model::Endpoint> = endpoints
+        .iter()
+        .map(|ip| skiff_proxy::model::Endpoint {
+            ip: Ipv4Addr::from(*ip),
+            port: 8080,
+        })
+        .collect();
+    vec![skiff_proxy::model::ServicePort {
+        name: "default/web:80".into(),
+        proto: 6,
+        cluster_ips: vec![Ipv4Addr::new(10, 96, 0, 10)],
+        port: 80,
+        node_port: Some(30080),
+        load_balancer_ips: vec![],
+        affinity_timeout: None,
+        external_local: false,
+        cluster_endpoints: eps.clone(),
+        external_endpoints: eps.clone(),
+        local_endpoints: eps,
+    }]
+}
+
+#[test]
+fn services_spread_over_endpoints_follow_changes_and_reject_without_any() {
+    use skiff_proxy::rules::{diff, full, Config, Desired};
+    let net = Net::start();
+    let cfg = Config {
+        cluster_cidr: Some((Ipv4Addr::new(10, 1, 0, 0), 16)),
+    };
+    let both = Desired::build(&web(&[[10, 1, 0, 2], [10, 1, 0, 3]]));
+    net.apply(full(&both, &cfg));
+
+    // From the node, connections to the ClusterIP reach both endpoints.
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..30 {
+        let got = Net::connect(&net.node, "10.96.0.10", 80).unwrap();
+        *seen.entry(got).or_insert(0) += 1;
+    }
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["p1", "p2"], "{seen:?}");
+
+    // From a pod, to a service whose endpoint is the other pod: by ClusterIP, and by node
+    // port on the node's address.
+    let (p1, _) = &net.pods[0];
+    let other = Desired::build(&web(&[[10, 1, 0, 3]]));
+    net.apply(diff(&both, &other, &cfg));
+    for _ in 0..5 {
+        assert_eq!(Net::connect(p1, "10.96.0.10", 80).unwrap(), "p2");
+        assert_eq!(Net::connect(p1, "10.1.0.1", 30080).unwrap(), "p2");
+    }
+
+    // The endpoint replaced: traffic goes to the new one only.
+    let one = Desired::build(&web(&[[10, 1, 0, 2]]));
+    net.apply(diff(&other, &one, &cfg));
+    for _ in 0..10 {
+        assert_eq!(Net::connect(&net.node, "10.96.0.10", 80).unwrap(), "p1");
+    }
+
+    // No endpoint at all: the connection is refused at once, not left to time out.
+    let none = Desired::build(&web(&[]));
+    net.apply(diff(&one, &none, &cfg));
+    let start = std::time::Instant::now();
+    let err = Net::connect(&net.node, "10.96.0.10", 80).unwrap_err();
+    assert!(err.contains("refused"), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    let err = Net::connect(p1, "10.1.0.1", 30080).unwrap_err();
+    assert!(err.contains("refused"), "{err}");
+
+    // And back.
+    net.apply(diff(&none, &both, &cfg));
+    assert!(["p1", "p2"].contains(&Net::connect(&net.node, "10.96.0.10", 80).unwrap().as_str()));
+}
+
+/// An EndpointSlice of `web` with these pod addresses, port 8080.
+fn web_slice(ips: &[&str]) -> serde_json::Value {
+    let endpoints: Vec<serde_json::Value> = ips
+        .iter()
+        .map(|ip| serde_json::json!({"addresses": [ip], "conditions": {"ready": true}}))
+        .collect();
+    serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "web-1", "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4", "ports": [{"name": "80-8080", "port": 8080, "protocol": "TCP"}],
+        "endpoints": endpoints})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxier_follows_services_and_endpoint_slices_from_the_api_server() {
+    use skiff_proxy::proxier::{run, Proxier};
+    use skiff_proxy::rules::Config;
+    let c = skiff_e2e::Cluster::start().await.unwrap();
+    let net = Net::start();
+    let k = c.kubectl();
+    k.ok(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
+    let vip = k.ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    k.ok_input(
+        &["apply", "-f", "-"],
+        &web_slice(&["10.1.0.2", "10.1.0.3"]).to_string(),
+    );
+
+    // The proxier: its netlink socket in the node's namespace, its API client here.
+    let sock = net.node.enter(Socket::open).unwrap().unwrap();
+    let cfg = Config {
+        cluster_cidr: Some((Ipv4Addr::new(10, 1, 0, 0), 16)),
+    };
+    let client = skiff_client::Client::new(
+        skiff_client::Config::from_kubeconfig(&c.api.kubeconfig).unwrap(),
+    )
+    .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let (tx, mut syncs) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(run(
+        client,
+        Proxier::new(cfg, "node-a", sock),
+        Duration::from_secs(3600),
+        stop.clone(),
+        move |r| {
+            let _ = tx.send(r.as_ref().map(|s| s.full).map_err(|e| e.to_string()));
+        },
+    ));
+    assert_eq!(
+        syncs.recv().await.unwrap(),
+        Ok(true),
+        "the first sync writes the whole table"
+    );
+
+    let node = &net.node;
+    let spread = |n: usize| {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..n {
+            seen.insert(Net::connect(node, &vip, 80).unwrap_or_else(|e| e));
+        }
+        seen
+    };
+    assert_eq!(spread(20).into_iter().collect::<Vec<_>>(), ["p1", "p2"]);
+
+    // An endpoint removed through the API: gone from the rules within a second, by
+    // incremental syncs only.
+    let t = std::time::Instant::now();
+    k.ok_input(&["apply", "-f", "-"], &web_slice(&["10.1.0.3"]).to_string());
+    loop {
+        if spread(10).into_iter().collect::<Vec<_>>() == ["p2"] {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "still sent to p1 after {:?}",
+            t.elapsed()
+        );
+    }
+    while let Ok(r) = syncs.try_recv() {
+        assert_eq!(r, Ok(false), "only incremental syncs after the first");
+    }
+
+    // No endpoints: refused.
+    k.ok_input(&["apply", "-f", "-"], &web_slice(&[]).to_string());
+    let t = std::time::Instant::now();
+    loop {
+        match Net::connect(node, &vip, 80) {
+            Err(e) if e.contains("refused") => break,
+            other => assert!(t.elapsed() < Duration::from_secs(2), "{other:?}"),
+        }
+    }
+}
