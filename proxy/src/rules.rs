@@ -20,6 +20,8 @@ const BACKENDS: &str = "backends";
 const NO_ENDPOINTS: &str = "no-endpoint-services";
 const NO_ENDPOINT_NODE_PORTS: &str = "no-endpoint-node-ports";
 const HAIRPIN: &str = "hairpin";
+const AFFINITY: &str = "affinity";
+const AFFINITY_VALID: &str = "affinity-endpoints";
 
 /// How the proxy is set up.
 #[derive(Debug, Clone, Default)]
@@ -59,9 +61,17 @@ impl Kind {
     }
 }
 
-/// The chain that spreads traffic of `kind` over `n` endpoints.
-pub fn pick_chain(kind: Kind, n: usize) -> String {
-    format!("{}-{n}", kind.prefix())
+/// A pick chain: the kind of traffic, the endpoint count, and the client-IP affinity
+/// timeout in seconds if the service has one.
+pub type Pick = (Kind, usize, Option<u32>);
+
+/// The chain that spreads traffic of `kind` over `n` endpoints (keeping each client on one
+/// endpoint for `affinity` seconds, when given).
+pub fn pick_chain((kind, n, affinity): Pick) -> String {
+    match affinity {
+        None => format!("{}-{n}", kind.prefix()),
+        Some(t) => format!("{}-{n}-affinity-{t}", kind.prefix()),
+    }
 }
 
 /// Everything the table should hold.
@@ -81,8 +91,11 @@ pub struct Desired {
     /// `endpoint . endpoint` of this node's endpoints: a pod reaching itself through a
     /// service is masqueraded.
     pub hairpin: BTreeSet<Vec<u8>>,
+    /// `daddr . proto . dport . endpoint address . port` of services with client-IP
+    /// affinity: a remembered endpoint is used only while it is still one of the service's.
+    pub affinity_endpoints: BTreeSet<Vec<u8>>,
     /// The pick chains in use.
-    pub chains: BTreeSet<(Kind, usize)>,
+    pub chains: BTreeSet<Pick>,
 }
 
 fn proto_port(proto: u8, port: u16) -> Vec<u8> {
@@ -98,7 +111,7 @@ impl Desired {
         let mut d = Desired::default();
         for p in ports {
             for ip in &p.cluster_ips {
-                d.address(*ip, p.proto, p.port, Kind::Cluster, &p.cluster_endpoints);
+                d.address(*ip, p, Kind::Cluster, &p.cluster_endpoints);
             }
             let (lb_kind, np_kind) = if p.external_local {
                 (Kind::Local, Kind::NodePortLocal)
@@ -106,16 +119,14 @@ impl Desired {
                 (Kind::External, Kind::NodePort)
             };
             for ip in &p.load_balancer_ips {
-                d.address(*ip, p.proto, p.port, lb_kind, &p.external_endpoints);
+                d.address(*ip, p, lb_kind, &p.external_endpoints);
             }
             if let Some(np) = p.node_port {
-                d.address(
-                    Ipv4Addr::UNSPECIFIED,
-                    p.proto,
-                    np,
-                    np_kind,
-                    &p.external_endpoints,
-                );
+                let port = ServicePort {
+                    port: np,
+                    ..p.clone()
+                };
+                d.address(Ipv4Addr::UNSPECIFIED, &port, np_kind, &p.external_endpoints);
             }
             for e in &p.local_endpoints {
                 let mut k = e.ip.octets().to_vec();
@@ -126,15 +137,15 @@ impl Desired {
         d
     }
 
-    /// Traffic of `kind` to `ip` (0.0.0.0 for a node port), `proto`, `port`.
+    /// Traffic of `kind` to `ip` (0.0.0.0 for a node port) and `p`'s protocol and port.
     fn address(
         &mut self,
         ip: Ipv4Addr,
-        proto: u8,
-        port: u16,
+        p: &ServicePort,
         kind: Kind,
         eps: &[crate::model::Endpoint],
     ) {
+        let (proto, port) = (p.proto, p.port);
         let key = expr::addr_proto_port(ip, proto, port);
         if eps.is_empty() {
             if kind.node_port() {
@@ -144,12 +155,18 @@ impl Desired {
             }
             return;
         }
-        let chain = pick_chain(kind, eps.len());
-        self.chains.insert((kind, eps.len()));
+        let pick = (kind, eps.len(), p.affinity_timeout);
+        let chain = pick_chain(pick);
+        self.chains.insert(pick);
         for (i, e) in eps.iter().enumerate() {
             let mut k = key.clone();
             k.extend_from_slice(&(i as u32).to_ne_bytes());
             self.backends.insert(k, expr::addr_port(e.ip, e.port));
+            if p.affinity_timeout.is_some() {
+                let mut k = key.clone();
+                k.extend(expr::addr_port(e.ip, e.port));
+                self.affinity_endpoints.insert(k);
+            }
         }
         if kind.node_port() {
             self.node_ports.insert(proto_port(proto, port), chain);
@@ -160,7 +177,7 @@ impl Desired {
 }
 
 /// The table's sets and maps.
-pub fn sets() -> [Set; 6] {
+pub fn sets() -> [Set; 8] {
     let addr_proto_port =
         types::concat(&[types::IPV4_ADDR, types::INET_PROTO, types::INET_SERVICE]);
     let proto_port = types::concat(&[types::INET_PROTO, types::INET_SERVICE]);
@@ -209,6 +226,33 @@ pub fn sets() -> [Set; 6] {
             name: HAIRPIN.into(),
             key_type: types::concat(&[types::IPV4_ADDR, types::IPV4_ADDR]),
             key_len: 8,
+            data: None,
+            timeout_ms: None,
+        },
+        // Client-IP affinity, written by the packets themselves: `saddr . daddr . proto .
+        // dport` → the endpoint, each element with its service's timeout.
+        Set {
+            name: AFFINITY.into(),
+            key_type: types::concat(&[
+                types::IPV4_ADDR,
+                types::IPV4_ADDR,
+                types::INET_PROTO,
+                types::INET_SERVICE,
+            ]),
+            key_len: 16,
+            data: Some((types::concat(&[types::IPV4_ADDR, types::INET_SERVICE]), 8)),
+            timeout_ms: Some(10_800_000),
+        },
+        Set {
+            name: AFFINITY_VALID.into(),
+            key_type: types::concat(&[
+                types::IPV4_ADDR,
+                types::INET_PROTO,
+                types::INET_SERVICE,
+                types::IPV4_ADDR,
+                types::INET_SERVICE,
+            ]),
+            key_len: 20,
             data: None,
             timeout_ms: None,
         },
@@ -277,7 +321,7 @@ fn has_bits(reg: u32, bits: u32) -> [Expr; 2] {
 }
 
 /// The rules of a pick chain.
-fn pick_rules(kind: Kind, n: usize, cfg: &Config) -> Vec<Vec<Expr>> {
+fn pick_rules((kind, n, affinity): Pick, cfg: &Config) -> Vec<Vec<Expr>> {
     let mut rules = Vec::new();
     match kind {
         Kind::Cluster => {
@@ -291,26 +335,67 @@ fn pick_rules(kind: Kind, n: usize, cfg: &Config) -> Vec<Vec<Expr>> {
         Kind::External | Kind::NodePort => rules.push(expr::set_mark_bits(MASQUERADE_MARK)),
         Kind::Local | Kind::NodePortLocal => {}
     }
-    let mut r = Vec::new();
-    if kind.node_port() {
-        r.push(Expr::Immediate {
-            dreg: REG32_0,
-            data: Data::Value(vec![0; 4]),
-        });
-        r.push(expr::l4proto(REG32_0 + 1));
-        r.push(expr::th_dport(REG32_0 + 2));
-    } else {
-        r.extend(load_dest());
-    }
-    r.push(Expr::Numgen {
-        dreg: REG32_0 + 3,
-        modulus: n as u32,
-    });
-    r.push(lookup(BACKENDS, REG32_0, Some(REG32_0 + 4)));
-    r.push(Expr::Dnat {
+    // Registers: saddr, then the service's `daddr . proto . dport` (daddr 0.0.0.0 for a
+    // node port), then an index or the chosen endpoint's `address . port`.
+    let load = || {
+        let mut r = vec![expr::ip_saddr(REG32_0)];
+        if kind.node_port() {
+            r.push(Expr::Immediate {
+                dreg: REG32_0 + 1,
+                data: Data::Value(vec![0; 4]),
+            });
+        } else {
+            r.push(expr::ip_daddr(REG32_0 + 1));
+        }
+        r.push(expr::l4proto(REG32_0 + 2));
+        r.push(expr::th_dport(REG32_0 + 3));
+        r
+    };
+    let dnat = Expr::Dnat {
         addr: REG32_0 + 4,
         port: Some(REG32_0 + 5),
+    };
+    let timeout_ms = affinity.map(|t| u64::from(t) * 1000);
+    if affinity.is_some() {
+        // A client seen lately goes where it went before, while that endpoint remains.
+        let mut r = load();
+        r.push(lookup(AFFINITY, REG32_0, Some(REG32_0 + 4)));
+        r.push(lookup(AFFINITY_VALID, REG32_0 + 1, None));
+        r.push(Expr::Dynset {
+            op: expr::DYNSET_UPDATE,
+            set: AFFINITY.into(),
+            sreg_key: REG32_0,
+            sreg_data: Some(REG32_0 + 4),
+            timeout_ms,
+        });
+        r.push(dnat.clone());
+        rules.push(r);
+    }
+    let mut r = load();
+    r.push(Expr::Numgen {
+        dreg: REG32_0 + 4,
+        modulus: n as u32,
     });
+    r.push(lookup(BACKENDS, REG32_0 + 1, Some(REG32_0 + 4)));
+    if affinity.is_some() {
+        // Forget an endpoint that is gone, and remember the new one. (The kernel wants data
+        // registers for any change to a map, a deletion too; they are not used.)
+        r.push(Expr::Dynset {
+            op: expr::DYNSET_DELETE,
+            set: AFFINITY.into(),
+            sreg_key: REG32_0,
+            sreg_data: Some(REG32_0 + 4),
+            timeout_ms: None,
+        });
+        r.push(Expr::Dynset {
+            op: expr::DYNSET_ADD,
+            set: AFFINITY.into(),
+            sreg_key: REG32_0,
+            sreg_data: Some(REG32_0 + 4),
+            timeout_ms,
+        });
+    }
+    r.push(dnat);
     rules.push(r);
     rules
 }
@@ -323,10 +408,10 @@ fn hook(hook: u32, priority: i32, kind: &'static str) -> Option<Hook> {
     })
 }
 
-fn add_pick_chain(w: &mut Writer, kind: Kind, n: usize, cfg: &Config) {
-    let name = pick_chain(kind, n);
+fn add_pick_chain(w: &mut Writer, pick: Pick, cfg: &Config) {
+    let name = pick_chain(pick);
     w.add_chain(&name, None);
-    for r in pick_rules(kind, n, cfg) {
+    for r in pick_rules(pick, cfg) {
         w.add_rule(&name, &r);
     }
 }
@@ -371,8 +456,9 @@ pub fn full(d: &Desired, cfg: &Config) -> Writer {
     // The endpoints go in before the rules that look them up, so that each element is not
     // checked against every such rule.
     w.add_elements(BACKENDS, &elements(&d.backends));
-    for (kind, n) in &d.chains {
-        add_pick_chain(&mut w, *kind, *n, cfg);
+    w.add_elements(AFFINITY_VALID, &keys(&d.affinity_endpoints));
+    for pick in &d.chains {
+        add_pick_chain(&mut w, *pick, cfg);
     }
     w.add_elements(SERVICE_IPS, &verdict_elements(&d.service_ips));
     w.add_elements(NODE_PORTS, &verdict_elements(&d.node_ports));
@@ -430,8 +516,9 @@ fn base_chains(w: &mut Writer) {
     r.push(expr::ip_daddr(REG32_0 + 1));
     r.push(lookup(HAIRPIN, REG32_0, None));
     // To the service address the pod asked for (as kube-router does), so the reply comes
-    // back through this node. Not yet working with bridge-nf-call-iptables=1: there the
-    // DNAT-ed packet back to its sender is lost right after prerouting.
+    // back through this node and the pod does not see a packet from its own address (which
+    // it would drop). The bridge port must let frames out where they came in (the bridge
+    // CNI plugin's `hairpinMode`).
     r.push(Expr::Ct {
         key: expr::CT_DST_IP,
         dreg: REG32_0 + 4,
@@ -499,8 +586,8 @@ pub fn diff(old: &Desired, new: &Desired, cfg: &Config) -> Writer {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     w.add_elements(BACKENDS, &elements(&added));
-    for (kind, n) in new.chains.difference(&old.chains) {
-        add_pick_chain(&mut w, *kind, *n, cfg);
+    for pick in new.chains.difference(&old.chains) {
+        add_pick_chain(&mut w, *pick, cfg);
     }
     for (set, o, n) in [
         (SERVICE_IPS, &old.service_ips, &new.service_ips),
@@ -527,6 +614,11 @@ pub fn diff(old: &Desired, new: &Desired, cfg: &Config) -> Writer {
             &new.no_endpoint_node_ports,
         ),
         (HAIRPIN, &old.hairpin, &new.hairpin),
+        (
+            AFFINITY_VALID,
+            &old.affinity_endpoints,
+            &new.affinity_endpoints,
+        ),
     ] {
         w.delete_elements(set, &keys(o.difference(n)));
         w.add_elements(set, &keys(n.difference(o)));
@@ -586,7 +678,10 @@ mod tests {
             4,
             "two for the ClusterIP, two for the node port"
         );
-        assert!(d.chains.contains(&(Kind::Cluster, 2)) && d.chains.contains(&(Kind::NodePort, 2)));
+        assert!(
+            d.chains.contains(&(Kind::Cluster, 2, None))
+                && d.chains.contains(&(Kind::NodePort, 2, None))
+        );
         assert!(d.no_endpoints.is_empty());
         // Without endpoints: rejected, nothing to pick from.
         let d = Desired::build(&[port(&[])]);

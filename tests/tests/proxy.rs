@@ -200,6 +200,19 @@ impl Net {
             node.run(&["ip", "link", "set", &host, "master", "br0"])
                 .unwrap();
             node.run(&["ip", "link", "set", &host, "up"]).unwrap();
+            // As the bridge CNI plugin's hairpinMode does: a frame may leave by the port it
+            // came in, so a pod can reach itself through a service.
+            node.run(&[
+                "ip",
+                "link",
+                "set",
+                &host,
+                "type",
+                "bridge_slave",
+                "hairpin",
+                "on",
+            ])
+            .unwrap();
             let addr = format!("10.1.0.{}/24", i + 2);
             for cmd in [
                 &["ip", "addr", "add", &addr, "dev", &inner][..],
@@ -311,6 +324,12 @@ fn services_spread_over_endpoints_follow_changes_and_reject_without_any() {
     for _ in 0..10 {
         assert_eq!(Net::connect(&net.node, "10.96.0.10", 80).unwrap(), "p1");
     }
+    // Hairpin: p1 reaches its own service and lands back on itself, by ClusterIP and by node
+    // port.
+    for _ in 0..5 {
+        assert_eq!(Net::connect(p1, "10.96.0.10", 80).unwrap(), "p1");
+        assert_eq!(Net::connect(p1, "10.1.0.1", 30080).unwrap(), "p1");
+    }
 
     // No endpoint at all: the connection is refused at once, not left to time out.
     let none = Desired::build(&web(&[]));
@@ -329,6 +348,48 @@ fn services_spread_over_endpoints_follow_changes_and_reject_without_any() {
     // And back.
     net.apply(diff(&none, &both, &cfg));
     assert!(["p1", "p2"].contains(&Net::connect(&net.node, "10.96.0.10", 80).unwrap().as_str()));
+
+    // Client-IP affinity: each client stays with one endpoint, by ClusterIP and node port.
+    let with_affinity = |eps: &[[u8; 4]]| {
+        let mut ports = web(eps);
+        ports[0].affinity_timeout = Some(60);
+        Desired::build(&ports)
+    };
+    let sticky = with_affinity(&[[10, 1, 0, 2], [10, 1, 0, 3]]);
+    net.apply(diff(&both, &sticky, &cfg));
+    let stays = |from: &NetNs, addr: &str, port: u16| {
+        let first = Net::connect(from, addr, port).unwrap();
+        for _ in 0..15 {
+            assert_eq!(
+                Net::connect(from, addr, port).unwrap(),
+                first,
+                "{addr}:{port}"
+            );
+        }
+        first
+    };
+    let chosen = stays(p1, "10.96.0.10", 80);
+    stays(&net.node, "10.96.0.10", 80);
+    stays(p1, "10.1.0.1", 30080);
+    // The chosen endpoint goes: the client moves to the other and stays there, also once
+    // the first is back.
+    let (remaining, other_ip) = if chosen == "p1" {
+        ("p2", [10, 1, 0, 3])
+    } else {
+        ("p1", [10, 1, 0, 2])
+    };
+    let fewer = with_affinity(&[other_ip]);
+    net.apply(diff(&sticky, &fewer, &cfg));
+    assert_eq!(stays(p1, "10.96.0.10", 80), remaining);
+    net.apply(diff(&fewer, &sticky, &cfg));
+    assert_eq!(stays(p1, "10.96.0.10", 80), remaining);
+    // Without affinity again, connections spread once more.
+    net.apply(diff(&sticky, &both, &cfg));
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        seen.insert(Net::connect(p1, "10.96.0.10", 80).unwrap());
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
 }
 
 /// An EndpointSlice of `web` with these pod addresses, port 8080.

@@ -29,6 +29,12 @@ pub const CT_PROTO_DST: u32 = 12;
 
 /// `cmp` operators.
 pub const EQ: u32 = 0;
+/// Dynset: add the element, or refresh its timeout if it exists (NFT_DYNSET_OP_UPDATE).
+pub const DYNSET_UPDATE: u32 = 1;
+/// Dynset: add the element if it does not exist (NFT_DYNSET_OP_ADD).
+pub const DYNSET_ADD: u32 = 0;
+/// Dynset: remove the element (NFT_DYNSET_OP_DELETE).
+pub const DYNSET_DELETE: u32 = 2;
 /// Not equal.
 pub const NEQ: u32 = 1;
 
@@ -135,11 +141,15 @@ pub enum Expr {
     /// Reject: with a TCP reset (the rule must have matched TCP), or else ICMP port
     /// unreachable.
     Reject { tcp_reset: bool },
-    /// Add `sreg_key` to `set` (refreshing its timeout).
-    DynsetUpdate {
+    /// Changes `set` from the packet path: adds `sreg_key` (with `sreg_data` for a map)
+    /// or refreshes its timeout ([`DYNSET_UPDATE`]), adds it only ([`DYNSET_ADD`]), or
+    /// removes it ([`DYNSET_DELETE`]).
+    Dynset {
+        op: u32,
         set: String,
         sreg_key: u32,
-        timeout_ms: u64,
+        sreg_data: Option<u32>,
+        timeout_ms: Option<u64>,
     },
     /// `fib daddr type` into `dreg` (an address type: 2 is local).
     FibDaddrType { dreg: u32 },
@@ -161,7 +171,7 @@ impl Expr {
             Expr::Dnat { .. } | Expr::Snat { .. } => "nat",
             Expr::Masquerade { .. } => "masq",
             Expr::Reject { .. } => "reject",
-            Expr::DynsetUpdate { .. } => "dynset",
+            Expr::Dynset { .. } => "dynset",
             Expr::FibDaddrType { .. } => "fib",
             Expr::Counter => "counter",
         }
@@ -261,16 +271,20 @@ impl Expr {
                 // NFT_REJECT_ICMP_UNREACH, port unreachable
                 a.u32(1, 0).bytes(2, &[3]);
             }
-            Expr::DynsetUpdate {
+            Expr::Dynset {
+                op,
                 set,
                 sreg_key,
+                sreg_data,
                 timeout_ms,
             } => {
-                // NFT_DYNSET_OP_UPDATE
-                a.str(1, set)
-                    .u32(3, 1)
-                    .u32(4, *sreg_key)
-                    .u64(6, *timeout_ms);
+                a.str(1, set).u32(3, *op).u32(4, *sreg_key);
+                if let Some(r) = sreg_data {
+                    a.u32(5, *r);
+                }
+                if let Some(t) = timeout_ms {
+                    a.u64(6, *t);
+                }
             }
             Expr::FibDaddrType { dreg } => {
                 // NFT_FIB_RESULT_ADDRTYPE, NFTA_FIB_F_DADDR
