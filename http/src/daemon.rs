@@ -86,11 +86,44 @@ pub async fn serve_health(
     not_ready: &'static str,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
+    serve_health_checked(
+        addr,
+        registry,
+        Arc::new(|| Ok(())),
+        ready,
+        not_ready,
+        shutdown,
+    )
+    .await
+}
+
+/// Whether a component works: `Err` with the reason when it does not.
+pub type HealthCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// As [`serve_health`], with `/healthz` and `/livez` answering 503 and the reason while
+/// `healthy` says the component does not work.
+pub async fn serve_health_checked(
+    addr: SocketAddr,
+    registry: Registry,
+    healthy: HealthCheck,
+    ready: CancellationToken,
+    not_ready: &'static str,
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
     let registry = Arc::new(registry);
     let down = shutdown.clone();
+    let health = move || {
+        let healthy = healthy.clone();
+        async move {
+            match healthy() {
+                Ok(()) => (StatusCode::OK, "ok".to_string()),
+                Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e),
+            }
+        }
+    };
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/livez", get(|| async { "ok" }))
+        .route("/healthz", get(health.clone()))
+        .route("/livez", get(health))
         .route(
             "/readyz",
             get(move || {

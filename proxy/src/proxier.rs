@@ -31,6 +31,10 @@ pub struct Sync {
     pub build: Duration,
     /// Time the kernel took to apply it.
     pub kernel: Duration,
+    /// Rules in the table afterwards.
+    pub rules: usize,
+    /// Elements of its sets and maps afterwards (client-IP affinity entries aside).
+    pub elements: usize,
 }
 
 /// Programs one node's table.
@@ -39,6 +43,7 @@ pub struct Proxier {
     node: String,
     sock: Socket,
     applied: Option<Desired>,
+    rules: usize,
 }
 
 impl Proxier {
@@ -49,6 +54,7 @@ impl Proxier {
             node: node.to_string(),
             sock,
             applied: None,
+            rules: 0,
         }
     }
 
@@ -93,6 +99,7 @@ impl Proxier {
             _ => rules::full(&desired, &self.cfg),
         };
         let messages = w.len();
+        let rules = w.rules() + if full { 0 } else { self.rules };
         let build = start.elapsed();
         let t = Instant::now();
         if let Err(e) = w.commit(&self.sock) {
@@ -100,12 +107,16 @@ impl Proxier {
             self.applied = None;
             return Err(e);
         }
+        let elements = desired.elements();
         self.applied = Some(desired);
+        self.rules = rules;
         Ok(Sync {
             full,
             messages,
             build,
             kernel: t.elapsed(),
+            rules,
+            elements,
         })
     }
 }

@@ -106,6 +106,17 @@ fn proto_port(proto: u8, port: u16) -> Vec<u8> {
 }
 
 impl Desired {
+    /// Elements in all the sets and maps (those the packets add aside).
+    pub fn elements(&self) -> usize {
+        self.service_ips.len()
+            + self.node_ports.len()
+            + self.backends.len()
+            + self.no_endpoints.len()
+            + self.no_endpoint_node_ports.len()
+            + self.hairpin.len()
+            + self.affinity_endpoints.len()
+    }
+
     /// What `ports` need.
     pub fn build(ports: &[ServicePort]) -> Desired {
         let mut d = Desired::default();
@@ -443,6 +454,14 @@ fn keys<'a>(s: impl IntoIterator<Item = &'a Vec<u8>>) -> Vec<Element> {
         .collect()
 }
 
+/// Removes Skiff's table, and with it every rule the proxy wrote (nothing if there is none).
+pub fn cleanup() -> Writer {
+    let mut w = Writer::new(TABLE);
+    w.add_table();
+    w.delete_table();
+    w
+}
+
 /// The whole table, replacing whatever Skiff's table held, in one transaction.
 pub fn full(d: &Desired, cfg: &Config) -> Writer {
     let mut w = Writer::new(TABLE);
@@ -465,13 +484,13 @@ pub fn full(d: &Desired, cfg: &Config) -> Writer {
     w.add_elements(NO_ENDPOINTS, &keys(&d.no_endpoints));
     w.add_elements(NO_ENDPOINT_NODE_PORTS, &keys(&d.no_endpoint_node_ports));
     w.add_elements(HAIRPIN, &keys(&d.hairpin));
-    base_chains(&mut w);
+    base_chains(&mut w, cfg);
     w
 }
 
 /// The hooked chains: service dispatch in NAT prerouting and output, masquerading in NAT
 /// postrouting, rejection of services without endpoints in the filter hooks.
-fn base_chains(w: &mut Writer) {
+fn base_chains(w: &mut Writer, cfg: &Config) {
     // Dispatch: service addresses, then node ports on this node's own addresses.
     for (name, h) in [("nat-prerouting", 0), ("nat-output", 3)] {
         w.add_chain(name, hook(h, -100, "nat"));
@@ -526,6 +545,15 @@ fn base_chains(w: &mut Writer) {
     });
     r.push(Expr::Snat { addr: REG32_0 + 4 });
     w.add_rule("nat-postrouting", &r);
+    // Pods reaching beyond the cluster's network leave with the node's address.
+    if let Some((net, len)) = cfg.cluster_cidr {
+        let mut r = vec![expr::ip_saddr(REG32_0)];
+        r.extend(expr::prefix(REG32_0, net, len, true));
+        r.push(expr::ip_daddr(REG32_0));
+        r.extend(expr::prefix(REG32_0, net, len, false));
+        r.push(Expr::Masquerade { fully_random: true });
+        w.add_rule("nat-postrouting", &r);
+    }
     // Rejection: a new connection to a service with no endpoint.
     for (name, h) in [
         ("filter-input", 1),

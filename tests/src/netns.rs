@@ -68,6 +68,36 @@ impl NetNs {
             .map_err(|_| anyhow::anyhow!("the thread in {path} panicked"))?
         })
     }
+
+    /// Relays TCP connections made to `127.0.0.1:port` inside the namespace to `to`, reached
+    /// from the test's own namespace (so that a component started inside can reach a server
+    /// the test runs on its loopback), until the returned guard drops.
+    pub fn forward(&self, port: u16, to: std::net::SocketAddr) -> Result<Forward> {
+        let listener = self
+            .enter(|| std::net::TcpListener::bind(("127.0.0.1", port)))?
+            .with_context(|| format!("listening on port {port} in {}", self.name))?;
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let task = tokio::spawn(async move {
+            while let Ok((mut inside, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(mut outside) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inside, &mut outside).await;
+                    }
+                });
+            }
+        });
+        Ok(Forward(task))
+    }
+}
+
+/// Stops a [`NetNs::forward`] relay when dropped.
+pub struct Forward(tokio::task::JoinHandle<()>);
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Drop for NetNs {

@@ -1,6 +1,7 @@
 //! skiff-proxy against the real kernel, in network namespaces the tests create themselves.
 
 use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -160,11 +161,12 @@ fn netlink_batches_program_rules_that_carry_traffic_and_refuse_atomically() {
 }
 
 /// A node namespace with a bridge (10.1.0.1/24) and two pod namespaces on it, each with a
-/// server on port 8080 that answers every connection with its own name; the service range
-/// routed into a veth that discards what no rule catches.
+/// server on port 8080 that answers every connection with its own name and one on port 8081
+/// that echoes what it receives; the service range routed into a veth that discards what no
+/// rule catches.
 struct Net {
     node: NetNs,
-    pods: Vec<(NetNs, std::process::Child)>,
+    pods: Vec<(NetNs, Vec<std::process::Child>)>,
 }
 
 impl Net {
@@ -221,12 +223,22 @@ impl Net {
             ] {
                 pod.run(cmd).unwrap();
             }
-            let server = pod
-                .command(Path::new("busybox"))
-                .args(["nc", "-ll", "-p", "8080", "-e", "echo", name])
-                .spawn()
-                .unwrap();
-            pods.push((pod, server));
+            let servers = [
+                ["nc", "-ll", "-p", "8080", "-e", "echo", name],
+                ["nc", "-ll", "-p", "8081", "-e", "cat", ""],
+            ]
+            .iter()
+            .map(|args| {
+                // In a process group of its own: the per-connection processes it starts
+                // are stopped with it.
+                pod.command(Path::new("busybox"))
+                    .args(args.iter().filter(|a| !a.is_empty()))
+                    .process_group(0)
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+            pods.push((pod, servers));
         }
         // The servers answer directly before anything is proxied to them.
         for addr in ["10.1.0.2", "10.1.0.3"] {
@@ -260,8 +272,9 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
-        for (_, server) in &mut self.pods {
-            let _ = server.kill();
+        for server in self.pods.iter_mut().flat_map(|(_, s)| s) {
+            let group = nix::unistd::Pid::from_raw(server.id() as i32);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
             let _ = server.wait();
         }
     }
@@ -483,4 +496,245 @@ async fn the_proxier_follows_services_and_endpoint_slices_from_the_api_server() 
             other => assert!(t.elapsed() < Duration::from_secs(2), "{other:?}"),
         }
     }
+}
+
+/// A connection held open: lines written to it come back from the echo server.
+struct Held {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Held {
+    fn open(from: &NetNs, addr: &str, port: u16) -> Held {
+        use std::io::BufRead;
+        let mut child = from
+            .command(Path::new("busybox"))
+            .args(["nc", addr, &port.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in out.lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Held {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// Sends a line; what came back within five seconds.
+    fn echo(&mut self, line: &str) -> Result<String, String> {
+        use std::io::Write;
+        writeln!(self.stdin, "{line}").map_err(|e| e.to_string())?;
+        self.lines
+            .recv_timeout(Duration::from_secs(5))
+            .map_err(|e| format!("no echo of {line:?}: {e}"))
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `skiff-proxy` in the node's namespace, reaching the API server through a relay.
+struct ProxyProcess {
+    child: std::process::Child,
+}
+
+impl ProxyProcess {
+    fn start(net: &Net, kubeconfig: &Path, extra: &[&str]) -> ProxyProcess {
+        let bin = skiff_e2e::binary("skiff-proxy").unwrap();
+        let child = net
+            .node
+            .command(&bin)
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args(["--hostname-override=node-a", "--cluster-cidr=10.1.0.0/16"])
+            .args(extra)
+            .spawn()
+            .unwrap();
+        ProxyProcess { child }
+    }
+
+    /// Stops it with SIGTERM; whether it exited cleanly.
+    fn stop(mut self) -> bool {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let status = self.child.wait().unwrap();
+        status.success()
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GETs a path of the proxy's health and metrics server (in the node's namespace).
+fn proxy_http(net: &Net, path: &str) -> Result<String, String> {
+    net.node
+        .run(&[
+            "busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://127.0.0.1:10249{path}"),
+        ])
+        .map_err(|e| e.to_string())
+}
+
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skiff_proxy_serves_services_survives_restarts_routes_pod_cidrs_and_cleans_up() {
+    let c = skiff_e2e::Cluster::start().await.unwrap();
+    let net = Net::start();
+    let _relay = net
+        .node
+        .forward(6443, ([127, 0, 0, 1], c.api.port).into())
+        .unwrap();
+    let kubeconfig = c.api.data_dir.join("proxy.kubeconfig");
+    let text = std::fs::read_to_string(&c.api.kubeconfig).unwrap();
+    let text: Vec<String> = text
+        .lines()
+        .map(|l| match l.split_once("server: ") {
+            Some((indent, _)) => format!("{indent}server: https://127.0.0.1:6443"),
+            None => l.to_string(),
+        })
+        .collect();
+    std::fs::write(&kubeconfig, text.join("\n")).unwrap();
+    let k = c.kubectl();
+    k.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "web",
+        "--tcp=80:8080",
+        "--tcp=81:8081",
+    ]);
+    let vip = k.ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let mut slice = web_slice(&["10.1.0.2", "10.1.0.3"]);
+    slice["ports"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "81-8081", "port": 8081, "protocol": "TCP"}));
+    k.ok_input(&["apply", "-f", "-"], &slice.to_string());
+
+    let proxy = ProxyProcess::start(&net, &kubeconfig, &[]);
+    let node = &net.node;
+    eventually("the proxy serves the service", || {
+        Net::connect(node, &vip, 80).ok()
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        seen.insert(Net::connect(node, &vip, 80).unwrap());
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["p1", "p2"]);
+    assert_eq!(proxy_http(&net, "/healthz").unwrap(), "ok");
+    assert_eq!(proxy_http(&net, "/readyz").unwrap(), "ok");
+    let metrics = proxy_http(&net, "/metrics").unwrap();
+    for m in [
+        "kubeproxy_sync_proxy_rules_duration_seconds_count",
+        "kubeproxy_sync_full_proxy_rules_duration_seconds_count 1",
+        "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+        "skiff_proxy_rules",
+        "skiff_proxy_set_elements",
+    ] {
+        assert!(metrics.contains(m), "{m} missing from:\n{metrics}");
+    }
+
+    // An established connection lives through the proxy's restart (which rewrites the
+    // whole table).
+    let (p1, _) = &net.pods[0];
+    let mut held = Held::open(p1, &vip, 81);
+    assert_eq!(held.echo("before").unwrap(), "before");
+    assert!(proxy.stop(), "the proxy exits cleanly on SIGTERM");
+    assert_eq!(
+        held.echo("while stopped").unwrap(),
+        "while stopped",
+        "the rules stay while the proxy is down"
+    );
+    let proxy = ProxyProcess::start(&net, &kubeconfig, &[]);
+    eventually("the restarted proxy is ready", || {
+        proxy_http(&net, "/readyz").ok()
+    });
+    assert_eq!(held.echo("after").unwrap(), "after");
+    assert_eq!(
+        Net::connect(node, &vip, 80).map(|s| s.starts_with('p')),
+        Ok(true)
+    );
+
+    // Pod routes: another node's pod CIDR goes to its InternalIP; this node's own does not;
+    // a node that goes takes its route along.
+    for (name, cidr, ip) in [
+        ("node-a", "10.1.0.0/24", "10.1.0.1"),
+        ("node-b", "10.2.0.0/24", "10.1.0.3"),
+    ] {
+        k.ok_input(
+            &["create", "-f", "-"],
+            &serde_json::json!({"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": name}, "spec": {"podCIDR": cidr}})
+            .to_string(),
+        );
+        k.ok(&[
+            "patch",
+            "node",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &serde_json::json!({"status": {"addresses": [{"type": "InternalIP", "address": ip}]}})
+                .to_string(),
+        ]);
+    }
+    let routes = || node.run(&["ip", "route", "show", "proto", "83"]).unwrap();
+    eventually("node-b's pod CIDR is routed", || {
+        routes().contains("10.2.0.0/24 via 10.1.0.3").then_some(())
+    });
+    assert!(!routes().contains("10.1.0.0/24 via"), "{}", routes());
+    k.ok(&["delete", "node", "node-b"]);
+    eventually("node-b's route is removed", || {
+        routes().trim().is_empty().then_some(())
+    });
+
+    // --cleanup removes the table: the service address no longer leads anywhere.
+    assert!(proxy.stop());
+    let out = net
+        .node
+        .command(&skiff_e2e::binary("skiff-proxy").unwrap())
+        .arg("--cleanup")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tables = node.run(&["nft", "list", "tables"]).unwrap();
+    assert!(!tables.contains("skiff"), "{tables}");
+    assert!(Net::connect(node, &vip, 80).is_err());
 }

@@ -76,6 +76,7 @@ pub struct Writer {
     table: String,
     /// Sets need an ID unique within the batch.
     set_ids: u32,
+    rules: usize,
 }
 
 impl Writer {
@@ -85,6 +86,7 @@ impl Writer {
             batch: Batch::new(IPV4),
             table: table.to_string(),
             set_ids: 0,
+            rules: 0,
         }
     }
 
@@ -142,6 +144,12 @@ impl Writer {
         a.end();
         self.batch
             .push(Msg::NewRule, NLM_F_CREATE | NLM_F_APPEND, &a);
+        self.rules += 1;
+    }
+
+    /// Rules added so far.
+    pub fn rules(&self) -> usize {
+        self.rules
     }
 
     /// Creates a set or map if it does not exist.
