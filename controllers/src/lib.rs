@@ -20,6 +20,7 @@ pub mod owners;
 pub mod pods;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod servicelb;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,7 @@ pub const CONTROLLERS: &[&str] = &[
     "nodeipam",
     "nodelifecycle",
     "serviceaccount",
+    "servicelb",
 ];
 
 /// What the controllers are configured with (kube-controller-manager's flags).
@@ -70,6 +72,8 @@ pub struct Config {
     pub node_ipam: Option<nodeipam::Config>,
     /// Node health monitoring.
     pub node_lifecycle: nodelifecycle::Config,
+    /// The built-in service load balancer.
+    pub service_lb: servicelb::Config,
 }
 
 impl Default for Config {
@@ -88,6 +92,7 @@ impl Default for Config {
                 grace: Duration::from_secs(40),
                 period: Duration::from_secs(5),
             },
+            service_lb: servicelb::Config::default(),
         }
     }
 }
@@ -219,6 +224,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     }
     if ctx.config.enabled("serviceaccount") {
         tasks.spawn(serviceaccount::run(ctx.clone(), shutdown.clone()));
+    }
+    if ctx.config.enabled("servicelb") {
+        let c = ctx.config.service_lb.clone();
+        tasks.spawn(servicelb::run(ctx.clone(), c, shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
 }

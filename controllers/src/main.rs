@@ -74,6 +74,10 @@ struct Args {
     /// The prefix length of each node's pod CIDR.
     #[arg(long, default_value_t = 24)]
     node_cidr_mask_size: u8,
+    /// Addresses for LoadBalancer Services, one each (e.g. 192.0.2.0/28); without it they
+    /// get the Ready nodes' addresses.
+    #[arg(long)]
+    service_lb_pool: Option<String>,
     /// How long a node may go without a heartbeat before it is marked unreachable.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: Duration,
@@ -130,6 +134,14 @@ async fn main() -> anyhow::Result<()> {
             })
         }
     };
+    let service_lb_pool = args
+        .service_lb_pool
+        .as_deref()
+        .map(|p| {
+            p.parse::<skiff_controllers::nodeipam::Cidr>()
+                .map_err(|e| anyhow::anyhow!("--service-lb-pool: {e}"))
+        })
+        .transpose()?;
     let mut client_config = match &args.kubeconfig {
         Some(k) => skiff_client::Config::from_kubeconfig(k)?,
         None => skiff_client::Config::infer()?,
@@ -150,6 +162,9 @@ async fn main() -> anyhow::Result<()> {
         node_lifecycle: skiff_controllers::nodelifecycle::Config {
             grace: args.node_monitor_grace_period,
             period: args.node_monitor_period.max(Duration::from_millis(100)),
+        },
+        service_lb: skiff_controllers::servicelb::Config {
+            pool: service_lb_pool,
         },
     };
 

@@ -54,6 +54,21 @@ impl std::fmt::Display for Cidr {
 }
 
 impl Cidr {
+    /// Whether `ip` is in it.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix)
+        };
+        u32::from(ip) & mask == self.base
+    }
+
+    /// Its `n`th address, if it has that many.
+    pub fn address(&self, n: u32) -> Option<Ipv4Addr> {
+        self.subnet(32, n).map(|c| Ipv4Addr::from(c.base))
+    }
+
     /// The `n`th subnet of length `len`, if there is one.
     pub fn subnet(&self, len: u8, n: u32) -> Option<Cidr> {
         if len < self.prefix || len > 32 {

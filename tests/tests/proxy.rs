@@ -584,6 +584,29 @@ impl Drop for ProxyProcess {
     }
 }
 
+/// A kubeconfig for components in the node's namespace: the API server through a relay at
+/// 127.0.0.1:6443 there.
+fn relayed_kubeconfig(
+    c: &skiff_e2e::Cluster,
+    net: &Net,
+) -> (std::path::PathBuf, skiff_e2e::netns::Forward) {
+    let relay = net
+        .node
+        .forward(6443, ([127, 0, 0, 1], c.api.port).into())
+        .unwrap();
+    let kubeconfig = c.api.data_dir.join(format!("{}.kubeconfig", net.node.name));
+    let text = std::fs::read_to_string(&c.api.kubeconfig).unwrap();
+    let text: Vec<String> = text
+        .lines()
+        .map(|l| match l.split_once("server: ") {
+            Some((indent, _)) => format!("{indent}server: https://127.0.0.1:6443"),
+            None => l.to_string(),
+        })
+        .collect();
+    std::fs::write(&kubeconfig, text.join("\n")).unwrap();
+    (kubeconfig, relay)
+}
+
 /// GETs a path of the proxy's health and metrics server (in the node's namespace).
 fn proxy_http(net: &Net, path: &str) -> Result<String, String> {
     net.node
@@ -613,20 +636,7 @@ fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 async fn skiff_proxy_serves_services_survives_restarts_routes_pod_cidrs_and_cleans_up() {
     let c = skiff_e2e::Cluster::start().await.unwrap();
     let net = Net::start();
-    let _relay = net
-        .node
-        .forward(6443, ([127, 0, 0, 1], c.api.port).into())
-        .unwrap();
-    let kubeconfig = c.api.data_dir.join("proxy.kubeconfig");
-    let text = std::fs::read_to_string(&c.api.kubeconfig).unwrap();
-    let text: Vec<String> = text
-        .lines()
-        .map(|l| match l.split_once("server: ") {
-            Some((indent, _)) => format!("{indent}server: https://127.0.0.1:6443"),
-            None => l.to_string(),
-        })
-        .collect();
-    std::fs::write(&kubeconfig, text.join("\n")).unwrap();
+    let (kubeconfig, _relay) = relayed_kubeconfig(&c, &net);
     let k = c.kubectl();
     k.ok(&[
         "create",
@@ -737,4 +747,198 @@ async fn skiff_proxy_serves_services_survives_restarts_routes_pod_cidrs_and_clea
     let tables = node.run(&["nft", "list", "tables"]).unwrap();
     assert!(!tables.contains("skiff"), "{tables}");
     assert!(Net::connect(node, &vip, 80).is_err());
+}
+
+/// A Node with this InternalIP, Ready.
+fn ready_node(k: &skiff_e2e::Kubectl, name: &str, ip: &str) {
+    k.ok_input(
+        &["create", "-f", "-"],
+        &serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+            .to_string(),
+    );
+    k.ok(&[
+        "patch", "node", name, "--subresource=status", "--type=merge", "-p",
+        &serde_json::json!({"status": {
+            "addresses": [{"type": "InternalIP", "address": ip}],
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+        .to_string(),
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_balancer_services_get_node_or_pool_addresses_that_reach_endpoints() {
+    let c = skiff_e2e::Cluster::start().await.unwrap();
+    let net = Net::start();
+    let (kubeconfig, _relay) = relayed_kubeconfig(&c, &net);
+    let k = c.kubectl();
+    ready_node(&k, "node-a", "10.1.0.1");
+    let cm = skiff_e2e::Daemon::start(
+        "skiff-controller-manager",
+        &c.api,
+        &[
+            "--leader-elect=false",
+            "--port=0",
+            "--controllers=servicelb",
+        ],
+    )
+    .unwrap();
+    let _proxy = ProxyProcess::start(&net, &kubeconfig, &[]);
+    k.ok(&["create", "service", "loadbalancer", "web", "--tcp=80:8080"]);
+    k.ok_input(
+        &["apply", "-f", "-"],
+        &web_slice(&["10.1.0.2", "10.1.0.3"]).to_string(),
+    );
+
+    // The node's address is published, and the port answers there, from a pod and from
+    // the node; so does the node port.
+    let ingress = || {
+        k.ok(&[
+            "get",
+            "service",
+            "web",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[*].ip}",
+        ])
+    };
+    eventually("the node's address is published", || {
+        (ingress() == "10.1.0.1").then_some(())
+    });
+    let (p1, _) = &net.pods[0];
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        seen.insert(eventually("the load balancer answers", || {
+            Net::connect(p1, "10.1.0.1", 80).ok()
+        }));
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["p1", "p2"]);
+    let node_port = k.ok(&[
+        "get",
+        "service",
+        "web",
+        "-o",
+        "jsonpath={.spec.ports[0].nodePort}",
+    ]);
+    assert!(
+        Net::connect(&net.node, "10.1.0.1", node_port.parse().unwrap())
+            .unwrap()
+            .starts_with('p')
+    );
+    let events = k.ok(&[
+        "get",
+        "events",
+        "--field-selector=involvedObject.name=web",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    assert!(events.contains("EnsuredLoadBalancer"), "{events}");
+
+    // A second Ready node's address is added.
+    ready_node(&k, "node-b", "10.1.0.9");
+    eventually("both nodes' addresses are published", || {
+        (ingress() == "10.1.0.1 10.1.0.9").then_some(())
+    });
+
+    // No longer a load balancer: the address goes, and the port with it.
+    k.ok(&[
+        "patch",
+        "service",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"type":"ClusterIP"}}"#,
+    ]);
+    eventually("the address is withdrawn", || {
+        ingress().is_empty().then_some(())
+    });
+    eventually("the port is closed", || {
+        Net::connect(p1, "10.1.0.1", 80).is_err().then_some(())
+    });
+
+    // With a pool: each service gets an address of its own (the first usable one, then
+    // the next), or the one it asks for; one outside the pool is refused with an event.
+    drop(cm);
+    let _cm = skiff_e2e::Daemon::start(
+        "skiff-controller-manager",
+        &c.api,
+        &[
+            "--leader-elect=false",
+            "--port=0",
+            "--controllers=servicelb",
+            "--service-lb-pool=192.0.2.0/29",
+        ],
+    )
+    .unwrap();
+    net.node
+        .run(&["ip", "route", "add", "192.0.2.0/29", "dev", "svc0"])
+        .unwrap();
+    k.ok(&[
+        "patch",
+        "service",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"type":"LoadBalancer"}}"#,
+    ]);
+    eventually("web gets the pool's first address", || {
+        (ingress() == "192.0.2.1").then_some(())
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        seen.insert(eventually("the pool address answers", || {
+            Net::connect(&net.node, "192.0.2.1", 80).ok()
+        }));
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["p1", "p2"]);
+    k.ok(&[
+        "create",
+        "service",
+        "loadbalancer",
+        "second",
+        "--tcp=80:8080",
+    ]);
+    let second = || {
+        k.ok(&[
+            "get",
+            "service",
+            "second",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[*].ip}",
+        ])
+    };
+    eventually("the second gets the next address", || {
+        (second() == "192.0.2.2").then_some(())
+    });
+    k.ok_input(
+        &["apply", "-f", "-"],
+        &serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "wants", "namespace": "default"},
+            "spec": {"type": "LoadBalancer", "loadBalancerIP": "198.51.100.7",
+                "ports": [{"port": 80, "targetPort": 8080}]}})
+        .to_string(),
+    );
+    eventually(
+        "a request outside the pool is refused with an event",
+        || {
+            k.ok(&[
+                "get",
+                "events",
+                "--field-selector=involvedObject.name=wants",
+                "-o",
+                "jsonpath={.items[*].message}",
+            ])
+            .contains("not in the pool")
+            .then_some(())
+        },
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "service",
+            "wants",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress}"
+        ]),
+        ""
+    );
 }

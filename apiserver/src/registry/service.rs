@@ -24,7 +24,7 @@ pub const INFO: ResourceInfo = ResourceInfo {
     namespaced: true,
     subresources: &["status", "proxy"],
     has_generation: false,
-    strategy: &STRATEGY,
+    strategy: &ServiceStrategy,
     schema: super::schema_of::<Service>,
 };
 
@@ -40,6 +40,101 @@ static STRATEGY: Typed<Service> = Typed {
     selectable: &["spec.clusterIP", "spec.type"],
     ty: PhantomData,
 };
+
+/// Services' strategy: the typed one, after dropping what only the old type needed.
+struct ServiceStrategy;
+
+impl super::Strategy for ServiceStrategy {
+    fn admit(
+        &self,
+        mut obj: Value,
+        old: Option<&Value>,
+    ) -> Result<super::Admitted, super::Rejection> {
+        if let Some(old) = old {
+            drop_type_dependent_fields(&mut obj, old);
+        }
+        STRATEGY.admit(obj, old)
+    }
+    fn has_status(&self) -> bool {
+        STRATEGY.has_status()
+    }
+    fn prepare_create(&self, obj: &mut Value) {
+        STRATEGY.prepare_create(obj)
+    }
+    fn columns(&self) -> Vec<Column> {
+        STRATEGY.columns()
+    }
+    fn cells(&self, obj: &Value) -> Vec<Value> {
+        STRATEGY.cells(obj)
+    }
+    fn field(&self, obj: &Value, field: &str) -> Option<String> {
+        STRATEGY.field(obj, field)
+    }
+    fn selectable_fields(&self) -> &'static [&'static str] {
+        STRATEGY.selectable_fields()
+    }
+}
+
+fn needs_node_ports(ty: Option<&str>) -> bool {
+    matches!(ty, Some("NodePort" | "LoadBalancer"))
+}
+
+/// As Kubernetes does on update: a Service changed to a type that has no node ports (or no
+/// load balancer) loses the node ports (health-check node port, load-balancer fields) it
+/// kept unchanged from the old type, so that `type: ClusterIP` alone is a valid change.
+fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
+    let old_ty = old.pointer("/spec/type").and_then(Value::as_str);
+    let new_ty = new
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let new_ty = new_ty.as_deref().or(Some("ClusterIP"));
+    if needs_node_ports(old_ty) && !needs_node_ports(new_ty) {
+        let old_ports: Vec<Value> = old
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+            for p in ports {
+                let np = p.get("nodePort").cloned();
+                let unchanged = old_ports.iter().any(|o| {
+                    o.get("port") == p.get("port")
+                        && o.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
+                            == p.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
+                        && o.get("nodePort") == np.as_ref()
+                });
+                if unchanged {
+                    if let Some(m) = p.as_object_mut() {
+                        m.remove("nodePort");
+                    }
+                }
+            }
+        }
+        let old_hc = old.pointer("/spec/healthCheckNodePort");
+        if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+            if old_hc.is_some() && spec.get("healthCheckNodePort") == old_hc {
+                spec.remove("healthCheckNodePort");
+            }
+        }
+    }
+    if old_ty == Some("LoadBalancer") && new_ty != Some("LoadBalancer") {
+        if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+            for f in ["allocateLoadBalancerNodePorts", "loadBalancerClass"] {
+                if old.pointer(&format!("/spec/{f}")) == spec.get(f) {
+                    spec.remove(f);
+                }
+            }
+        }
+    }
+    if needs_node_ports(old_ty) && !needs_node_ports(new_ty) {
+        if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+            if old.pointer("/spec/externalTrafficPolicy") == spec.get("externalTrafficPolicy") {
+                spec.remove("externalTrafficPolicy");
+            }
+        }
+    }
+}
 
 fn defaults(svc: &mut Service) {
     let Some(spec) = svc.spec.as_mut() else {
