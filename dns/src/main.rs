@@ -114,7 +114,7 @@ impl Server {
                 self.metrics.forwards.inc();
                 match self.forward(bytes).await {
                     Some(b) => {
-                        self.record(start, "forwarded");
+                        self.record(start, u16::from(b.get(3).copied().unwrap_or(2) & 0x0f));
                         return Some(b);
                     }
                     None => {
@@ -133,7 +133,7 @@ impl Server {
                 }
             }
         }?;
-        self.record(start, &out.response_code().to_string());
+        self.record(start, u16::from(out.response_code()));
         let mut bytes = out.to_vec().ok()?;
         // Over UDP, an answer longer than the client takes is cut to the header and question,
         // marked truncated: the client asks again over TCP.
@@ -161,7 +161,17 @@ impl Server {
         Some(bytes)
     }
 
-    fn record(&self, start: Instant, rcode: &str) {
+    fn record(&self, start: Instant, rcode: u16) {
+        // As CoreDNS names them.
+        let rcode = match rcode {
+            0 => "NOERROR",
+            1 => "FORMERR",
+            2 => "SERVFAIL",
+            3 => "NXDOMAIN",
+            4 => "NOTIMP",
+            5 => "REFUSED",
+            _ => "OTHER",
+        };
         self.metrics
             .responses
             .get_or_create(&RcodeLabels {

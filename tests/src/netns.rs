@@ -69,6 +69,14 @@ impl NetNs {
         })
     }
 
+    /// Gives processes run in it (through `ip netns exec`) this `/etc/resolv.conf`.
+    pub fn resolv_conf(&self, text: &str) -> Result<()> {
+        let dir = format!("/etc/netns/{}", self.name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {dir}"))?;
+        std::fs::write(format!("{dir}/resolv.conf"), text)
+            .with_context(|| format!("writing {dir}/resolv.conf"))
+    }
+
     /// Relays TCP connections made to `127.0.0.1:port` inside the namespace to `to`, reached
     /// from the test's own namespace (so that a component started inside can reach a server
     /// the test runs on its loopback), until the returned guard drops.
@@ -102,6 +110,7 @@ impl Drop for Forward {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
         let _ = ip(&["netns", "del", &self.name]);
     }
 }

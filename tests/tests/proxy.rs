@@ -942,3 +942,185 @@ async fn load_balancer_services_get_node_or_pool_addresses_that_reach_endpoints(
         ""
     );
 }
+
+/// `busybox nslookup` in a namespace: what it printed. (It exits non-zero when any of the
+/// names it tried along the search path is unknown, even once one was found.)
+fn nslookup(ns: &NetNs, args: &[&str]) -> String {
+    let out = ns
+        .command(Path::new("busybox"))
+        .arg("nslookup")
+        .args(args)
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_dns_answers_pods_through_the_kube_dns_service() {
+    let c = skiff_e2e::Cluster::start().await.unwrap();
+    let net = Net::start();
+    let (kubeconfig, _relay) = relayed_kubeconfig(&c, &net);
+    let k = c.kubectl();
+    // The DNS server on the node's address, behind kube-system/kube-dns at 10.96.0.10, as
+    // the kubelets' --cluster-dns gives it to pods.
+    k.ok_input(
+        &["create", "-f", "-"],
+        &serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system"},
+            "spec": {"clusterIP": "10.96.0.10", "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP"},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}})
+        .to_string(),
+    );
+    k.ok_input(
+        &["create", "-f", "-"],
+        &serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "kube-dns-1", "namespace": "kube-system",
+                "labels": {"kubernetes.io/service-name": "kube-dns"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["10.1.0.1"], "conditions": {"ready": true}}]})
+        .to_string(),
+    );
+    k.ok_input(
+        &["create", "-f", "-"],
+        &serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})
+        .to_string(),
+    );
+    let vip = k.ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let mut slice = web_slice(&["10.1.0.2", "10.1.0.3"]);
+    slice["ports"][0]["name"] = "http".into();
+    k.ok_input(&["apply", "-f", "-"], &slice.to_string());
+    // A headless service whose one endpoint has a hostname.
+    k.ok_input(
+        &["create", "-f", "-"],
+        &serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "db", "namespace": "default"},
+            "spec": {"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}]}})
+        .to_string(),
+    );
+    let db_slice = |ip: &str| {
+        serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "db-1", "namespace": "default",
+                "labels": {"kubernetes.io/service-name": "db"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [ip], "hostname": "db-0", "conditions": {"ready": true}}]})
+        .to_string()
+    };
+    k.ok_input(&["apply", "-f", "-"], &db_slice("10.1.0.3"));
+
+    let _proxy = ProxyProcess::start(&net, &kubeconfig, &[]);
+    let mut dns = net
+        .node
+        .command(&skiff_e2e::binary("skiff-dns").unwrap())
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args([
+            "--dns-bind-address=10.1.0.1:53",
+            "--metrics-bind-address=127.0.0.1:9153",
+        ])
+        .spawn()
+        .unwrap();
+    let _dns = scopeguard(move || {
+        let _ = dns.kill();
+        let _ = dns.wait();
+    });
+    let (p1, _) = &net.pods[0];
+    p1.resolv_conf(
+        "search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n",
+    )
+    .unwrap();
+
+    // A short name resolves through the search path, from inside the pod, to the ClusterIP.
+    let out = eventually("nslookup web answers", || {
+        Some(nslookup(p1, &["web"])).filter(|o| o.contains("Address: 10."))
+    });
+    assert!(
+        out.contains(&format!(
+            "Name:\tweb.default.svc.cluster.local\nAddress: {vip}\n"
+        )),
+        "{out}"
+    );
+    // And by name the service answers.
+    // (glibc sends the A and AAAA questions at once from one socket; through DNAT one of the
+    // pair may be lost to conntrack's race and retried only after seconds, as on any
+    // Kubernetes node: hence more than one try.)
+    let by_name = eventually("the service answers by name", || {
+        p1.run(&[
+            "busybox",
+            "nc",
+            "-w",
+            "3",
+            "web.default.svc.cluster.local",
+            "80",
+        ])
+        .ok()
+    });
+    assert!(by_name.trim().starts_with('p'), "{by_name}");
+    // Headless: the endpoint's own address, also by its hostname; SRV for the named port.
+    let out = nslookup(p1, &["db"]);
+    assert!(
+        out.contains("Name:\tdb.default.svc.cluster.local\nAddress: 10.1.0.3\n"),
+        "{out}"
+    );
+    let out = nslookup(p1, &["db-0.db.default.svc.cluster.local"]);
+    assert!(
+        out.contains("Name:\tdb-0.db.default.svc.cluster.local\nAddress: 10.1.0.3\n"),
+        "{out}"
+    );
+    let out = nslookup(
+        p1,
+        &["-type=SRV", "_http._tcp.web.default.svc.cluster.local"],
+    );
+    assert!(out.contains("80 web.default.svc.cluster.local"), "{out}");
+    // Unknown names: NXDOMAIN, and no address.
+    let out = nslookup(p1, &["nope.default.svc.cluster.local"]);
+    assert!(
+        out.contains("NXDOMAIN") && !out.contains("Address: 10."),
+        "{out}"
+    );
+    // A change is answered at once.
+    k.ok_input(&["apply", "-f", "-"], &db_slice("10.1.0.2"));
+    let t = std::time::Instant::now();
+    eventually("the new address is answered", || {
+        Some(nslookup(p1, &["db.default.svc.cluster.local"]))
+            .filter(|o| o.contains("Address: 10.1.0.2"))
+    });
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let metrics = net
+        .node
+        .run(&[
+            "busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            "http://127.0.0.1:9153/metrics",
+        ])
+        .unwrap();
+    assert!(
+        metrics.contains("coredns_dns_requests_total{proto=\"udp\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("rcode=\"NXDOMAIN\""), "{metrics}");
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
