@@ -37,6 +37,7 @@ pub mod informer;
 pub mod leader;
 pub mod reflector;
 pub mod selector;
+pub mod services;
 pub mod time;
 pub mod watcher;
 

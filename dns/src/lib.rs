@@ -62,18 +62,7 @@ pub struct Zone {
 impl Zone {
     /// Builds the zone from Services and their EndpointSlices.
     pub fn build(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Zone {
-        let mut by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
-        for s in slices {
-            let ns = s.metadata.namespace.as_deref().unwrap_or("");
-            if let Some(name) = s
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("kubernetes.io/service-name"))
-            {
-                by_service.entry((ns, name.as_str())).or_default().push(s);
-            }
-        }
+        let by_service = skiff_client::services::slices_by_service(slices);
         let mut zone = Zone::default();
         for svc in services {
             let ns = svc.metadata.namespace.clone().unwrap_or_default();

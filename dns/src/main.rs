@@ -9,17 +9,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use futures::StreamExt;
 use hickory_proto::op::{Message, MessageType, ResponseCode};
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use parking_lot::RwLock;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use skiff_client::informer::Informer;
-use skiff_client::{watcher, Api, Client};
+use skiff_client::services::ServiceWatch;
+use skiff_client::Client;
 use skiff_dns::{nameservers, Outcome, Resolver, Zone};
 use skiff_http::daemon;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -344,40 +341,21 @@ async fn main() -> anyhow::Result<()> {
         upstream,
         metrics,
     });
-    let services = Informer::spawn(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default().strip_managed_fields(),
-        Default::default(),
-        shutdown.clone(),
-    );
-    let slices = Informer::spawn(
-        Api::<EndpointSlice>::all(client),
-        watcher::Config::default().strip_managed_fields(),
-        Default::default(),
-        shutdown.clone(),
-    );
-    let mut changes = futures::stream::select(
-        services.subscribe().map(|_| ()),
-        slices.subscribe().map(|_| ()),
-    )
-    .boxed();
+    let mut watch = ServiceWatch::spawn(client, shutdown.clone());
     tokio::spawn(serve_udp(server.clone(), udp, shutdown.clone()));
     tokio::spawn(serve_tcp(server.clone(), tcp, shutdown.clone()));
-    services.store().wait_until_ready().await;
-    slices.store().wait_until_ready().await;
+    watch.ready().await;
     loop {
-        let zone = Zone::build(&services.store().state(), &slices.store().state());
+        let (services, slices) = watch.state();
+        let zone = Zone::build(&services, &slices);
         tracing::debug!(services = zone.services.len(), "names rebuilt");
         *server.zone.write() = Arc::new(zone);
         ready.cancel();
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            c = changes.next() => if c.is_none() { break },
+            more = watch.changed() => if !more { break },
         }
-        // Changes that arrive together are taken together.
-        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(5), changes.next()).await
-        {
-        }
+        watch.settle(Duration::from_millis(5)).await;
     }
     tracing::info!("stopped");
     Ok(())

@@ -47,7 +47,8 @@ pub struct ServicePort {
     pub cluster_endpoints: Vec<Endpoint>,
     /// Endpoints for traffic to node ports and load-balancer addresses.
     pub external_endpoints: Vec<Endpoint>,
-    /// Endpoints on this node (hairpin traffic from them to themselves is masqueraded).
+    /// Endpoints on this node, and those whose node is unknown (hairpin traffic from them to
+    /// themselves is masqueraded).
     pub local_endpoints: Vec<Endpoint>,
 }
 
@@ -59,6 +60,8 @@ struct Candidate {
     serving: bool,
     terminating: bool,
     local: bool,
+    /// No `nodeName`: it may be on this node.
+    unplaced: bool,
 }
 
 /// kube-proxy's choice among candidates: the ready ones; when there are none, the ones
@@ -170,6 +173,7 @@ pub fn service_ports(svc: &Service, slices: &[&EndpointSlice], node: &str) -> Ve
                     serving: c.and_then(|c| c.serving).unwrap_or(ready),
                     terminating: c.and_then(|c| c.terminating).unwrap_or(false),
                     local: e.node_name.as_deref() == Some(node),
+                    unplaced: e.node_name.as_deref().unwrap_or("").is_empty(),
                 });
             }
         }
@@ -183,7 +187,13 @@ pub fn service_ports(svc: &Service, slices: &[&EndpointSlice], node: &str) -> Ve
         } else {
             usable(&all)
         };
-        let mut local_endpoints: Vec<Endpoint> = local.iter().map(|c| c.ep.clone()).collect();
+        // Hairpin candidates: this node's endpoints, and those of no known node (a slice
+        // written by hand), which may be here too.
+        let mut local_endpoints: Vec<Endpoint> = cands
+            .iter()
+            .filter(|c| c.local || c.unplaced)
+            .map(|c| c.ep.clone())
+            .collect();
         local_endpoints.sort();
         local_endpoints.dedup();
         let shown = if port_name.is_empty() {

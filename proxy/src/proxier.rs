@@ -2,23 +2,18 @@
 //! whole at start and every full-sync period, otherwise only what changed — coalescing
 //! changes that arrive together.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use skiff_client::informer::Informer;
-use skiff_client::{watcher, Api, Client};
+use skiff_client::services::ServiceWatch;
+use skiff_client::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{self, ServicePort};
 use crate::nft::netlink::{Error, Socket};
 use crate::rules::{self, Config, Desired};
-
-/// The label that ties an EndpointSlice to its Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// What one sync did.
 #[derive(Debug, Clone)]
@@ -64,18 +59,7 @@ impl Proxier {
         services: &[Arc<Service>],
         slices: &[Arc<EndpointSlice>],
     ) -> Vec<ServicePort> {
-        let mut by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
-        for s in slices {
-            let ns = s.metadata.namespace.as_deref().unwrap_or("");
-            if let Some(name) = s
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-            {
-                by_service.entry((ns, name.as_str())).or_default().push(s);
-            }
-        }
+        let by_service = skiff_client::services::slices_by_service(slices);
         let mut ports = Vec::new();
         for svc in services {
             let key = (
@@ -130,29 +114,13 @@ pub async fn run(
     shutdown: CancellationToken,
     mut on_sync: impl FnMut(&Result<Sync, Error>),
 ) {
-    let services = Informer::spawn(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default().strip_managed_fields(),
-        Default::default(),
-        shutdown.clone(),
-    );
-    let slices = Informer::spawn(
-        Api::<EndpointSlice>::all(client),
-        watcher::Config::default().strip_managed_fields(),
-        Default::default(),
-        shutdown.clone(),
-    );
-    let mut changes = futures::stream::select(
-        services.subscribe().map(|_| ()),
-        slices.subscribe().map(|_| ()),
-    )
-    .boxed();
-    services.store().wait_until_ready().await;
-    slices.store().wait_until_ready().await;
+    let mut watch = ServiceWatch::spawn(client, shutdown.clone());
+    watch.ready().await;
     let mut last_full = Instant::now();
     let mut full = true;
     loop {
-        let ports = proxier.ports(&services.store().state(), &slices.store().state());
+        let (services, slices) = watch.state();
+        let ports = proxier.ports(&services, &slices);
         let result = proxier.sync(&ports, full);
         match &result {
             Ok(s) if s.full => last_full = Instant::now(),
@@ -163,13 +131,11 @@ pub async fn run(
         let until_full = full_sync_period.saturating_sub(last_full.elapsed());
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            c = changes.next() => if c.is_none() { return },
+            more = watch.changed() => if !more { return },
             _ = tokio::time::sleep(until_full) => full = true,
             _ = tokio::time::sleep(Duration::from_secs(1)), if result.is_err() => {}
         }
         // Changes that arrive together are written together.
-        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(5), changes.next()).await
-        {
-        }
+        watch.settle(Duration::from_millis(5)).await;
     }
 }

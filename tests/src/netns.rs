@@ -99,6 +99,25 @@ impl NetNs {
     }
 }
 
+/// A kubeconfig for components run inside `ns`: `api`'s admin credentials, the server reached
+/// through a relay at 127.0.0.1:6443 in there (dropping the [`Forward`] stops it).
+pub fn relayed_kubeconfig(
+    api: &crate::ApiServer,
+    ns: &NetNs,
+) -> Result<(std::path::PathBuf, Forward)> {
+    let relay = ns.forward(6443, ([127, 0, 0, 1], api.port).into())?;
+    let kubeconfig = api.data_dir.join(format!("{}.kubeconfig", ns.name));
+    let text: Vec<String> = std::fs::read_to_string(&api.kubeconfig)?
+        .lines()
+        .map(|l| match l.split_once("server: ") {
+            Some((indent, _)) => format!("{indent}server: https://127.0.0.1:6443"),
+            None => l.to_string(),
+        })
+        .collect();
+    std::fs::write(&kubeconfig, text.join("\n"))?;
+    Ok((kubeconfig, relay))
+}
+
 /// Stops a [`NetNs::forward`] relay when dropped.
 pub struct Forward(tokio::task::JoinHandle<()>);
 

@@ -584,27 +584,12 @@ impl Drop for ProxyProcess {
     }
 }
 
-/// A kubeconfig for components in the node's namespace: the API server through a relay at
-/// 127.0.0.1:6443 there.
+/// A kubeconfig for components in the node's namespace.
 fn relayed_kubeconfig(
     c: &skiff_e2e::Cluster,
     net: &Net,
 ) -> (std::path::PathBuf, skiff_e2e::netns::Forward) {
-    let relay = net
-        .node
-        .forward(6443, ([127, 0, 0, 1], c.api.port).into())
-        .unwrap();
-    let kubeconfig = c.api.data_dir.join(format!("{}.kubeconfig", net.node.name));
-    let text = std::fs::read_to_string(&c.api.kubeconfig).unwrap();
-    let text: Vec<String> = text
-        .lines()
-        .map(|l| match l.split_once("server: ") {
-            Some((indent, _)) => format!("{indent}server: https://127.0.0.1:6443"),
-            None => l.to_string(),
-        })
-        .collect();
-    std::fs::write(&kubeconfig, text.join("\n")).unwrap();
-    (kubeconfig, relay)
+    skiff_e2e::netns::relayed_kubeconfig(&c.api, &net.node).unwrap()
 }
 
 /// GETs a path of the proxy's health and metrics server (in the node's namespace).

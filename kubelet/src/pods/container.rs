@@ -278,19 +278,39 @@ pub async fn instances(
         let status = match cached {
             Some(s) => s,
             None => {
-                let s = match runtime
-                    .runtime
-                    .clone()
-                    .container_status(cri::ContainerStatusRequest {
-                        container_id: c.id.clone(),
-                        verbose: false,
-                    })
-                    .await
-                {
-                    Ok(r) => r.into_inner().status.unwrap_or_default(),
-                    Err(s) if s.code() == tonic::Code::NotFound => continue,
-                    Err(e) => return Err(e.into()),
+                let mut tries = 0;
+                let s = loop {
+                    let s = match runtime
+                        .runtime
+                        .clone()
+                        .container_status(cri::ContainerStatusRequest {
+                            container_id: c.id.clone(),
+                            verbose: false,
+                        })
+                        .await
+                    {
+                        Ok(r) => r.into_inner().status.unwrap_or_default(),
+                        Err(s) if s.code() == tonic::Code::NotFound => break None,
+                        Err(e) => return Err(e.into()),
+                    };
+                    // Killed (137) just now without a reason yet: the runtime may hear of
+                    // the OOM kill a moment after the exit, and an exited status is kept for
+                    // good, so it is asked again briefly before "Error" is believed.
+                    let just_killed = s.state == cri::ContainerState::ContainerExited as i32
+                        && s.exit_code == 137
+                        && s.reason == "Error"
+                        && std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|now| now.as_nanos() as i64 - s.finished_at < 2_000_000_000)
+                            .unwrap_or(false);
+                    if just_killed && tries < 3 {
+                        tries += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    break Some(s);
                 };
+                let Some(s) = s else { continue };
                 cache.insert(c.id.clone(), s.clone());
                 s
             }

@@ -242,16 +242,7 @@ async fn through_the_api(out: &mut String, mem: &mut String) -> anyhow::Result<(
 
     // The binary's memory with all of it in place.
     let node = NetNs::new("bench-rss")?;
-    let _relay = node.forward(6443, ([127, 0, 0, 1], api.port).into())?;
-    let kubeconfig = api.data_dir.join("bench-proxy.kubeconfig");
-    let text: Vec<String> = std::fs::read_to_string(&api.kubeconfig)?
-        .lines()
-        .map(|l| match l.split_once("server: ") {
-            Some((indent, _)) => format!("{indent}server: https://127.0.0.1:6443"),
-            None => l.to_string(),
-        })
-        .collect();
-    std::fs::write(&kubeconfig, text.join("\n"))?;
+    let (kubeconfig, _relay) = skiff_e2e::netns::relayed_kubeconfig(&api, &node)?;
     let mut child = node
         .command(&skiff_e2e::binary("skiff-proxy")?)
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
