@@ -59,6 +59,23 @@ pub struct Zone {
     pub namespaces: std::collections::HashSet<String>,
 }
 
+/// The named ports among `(name, protocol, port)`, as `(name, protocol, port)` (TCP when
+/// no protocol is given).
+fn named_ports<'a>(
+    ports: impl Iterator<Item = (Option<&'a str>, Option<&'a str>, Option<i32>)>,
+) -> Vec<(String, String, u16)> {
+    ports
+        .filter_map(|(name, proto, port)| {
+            let name = name.filter(|n| !n.is_empty())?;
+            Some((
+                name.to_string(),
+                proto.unwrap_or("TCP").to_string(),
+                u16::try_from(port?).ok()?,
+            ))
+        })
+        .collect()
+}
+
 impl Zone {
     /// Builds the zone from Services and their EndpointSlices.
     pub fn build(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Zone {
@@ -84,16 +101,13 @@ impl Zone {
                     if slice.address_type != "IPv4" {
                         continue;
                     }
-                    let ports: Vec<(String, String, u16)> = slice
-                        .ports
-                        .iter()
-                        .flatten()
-                        .filter_map(|p| {
-                            let n = p.name.clone().filter(|n| !n.is_empty())?;
-                            let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
-                            Some((n, proto, u16::try_from(p.port?).ok()?))
-                        })
-                        .collect();
+                    let ports = named_ports(
+                        slice
+                            .ports
+                            .iter()
+                            .flatten()
+                            .map(|p| (p.name.as_deref(), p.protocol.as_deref(), p.port)),
+                    );
                     for e in &slice.endpoints {
                         let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
                         if !ready && !publish_all {
@@ -117,16 +131,12 @@ impl Zone {
                 let Some(ip) = spec.cluster_ip.as_deref().and_then(|i| i.parse().ok()) else {
                     continue;
                 };
-                let ports = spec
-                    .ports
-                    .iter()
-                    .flatten()
-                    .filter_map(|p| {
-                        let n = p.name.clone().filter(|n| !n.is_empty())?;
-                        let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
-                        Some((n, proto, u16::try_from(p.port).ok()?))
-                    })
-                    .collect();
+                let ports = named_ports(
+                    spec.ports
+                        .iter()
+                        .flatten()
+                        .map(|p| (p.name.as_deref(), p.protocol.as_deref(), Some(p.port))),
+                );
                 Target::Cluster(ip, ports)
             };
             zone.namespaces.insert(ns.clone());

@@ -122,7 +122,7 @@ impl Desired {
         let mut d = Desired::default();
         for p in ports {
             for ip in &p.cluster_ips {
-                d.address(*ip, p, Kind::Cluster, &p.cluster_endpoints);
+                d.address(*ip, p, p.port, Kind::Cluster, &p.cluster_endpoints);
             }
             let (lb_kind, np_kind) = if p.external_local {
                 (Kind::Local, Kind::NodePortLocal)
@@ -130,14 +130,10 @@ impl Desired {
                 (Kind::External, Kind::NodePort)
             };
             for ip in &p.load_balancer_ips {
-                d.address(*ip, p, lb_kind, &p.external_endpoints);
+                d.address(*ip, p, p.port, lb_kind, &p.external_endpoints);
             }
             if let Some(np) = p.node_port {
-                let port = ServicePort {
-                    port: np,
-                    ..p.clone()
-                };
-                d.address(Ipv4Addr::UNSPECIFIED, &port, np_kind, &p.external_endpoints);
+                d.address(Ipv4Addr::UNSPECIFIED, p, np, np_kind, &p.external_endpoints);
             }
             for e in &p.local_endpoints {
                 let mut k = e.ip.octets().to_vec();
@@ -153,10 +149,11 @@ impl Desired {
         &mut self,
         ip: Ipv4Addr,
         p: &ServicePort,
+        port: u16,
         kind: Kind,
         eps: &[crate::model::Endpoint],
     ) {
-        let (proto, port) = (p.proto, p.port);
+        let proto = p.proto;
         let key = expr::addr_proto_port(ip, proto, port);
         if eps.is_empty() {
             if kind.node_port() {

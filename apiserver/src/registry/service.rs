@@ -111,10 +111,12 @@ fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
                 }
             }
         }
-        let old_hc = old.pointer("/spec/healthCheckNodePort");
         if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
-            if old_hc.is_some() && spec.get("healthCheckNodePort") == old_hc {
-                spec.remove("healthCheckNodePort");
+            for f in ["healthCheckNodePort", "externalTrafficPolicy"] {
+                let kept = old.pointer(&format!("/spec/{f}"));
+                if kept.is_some() && spec.get(f) == kept {
+                    spec.remove(f);
+                }
             }
         }
     }
@@ -124,13 +126,6 @@ fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
                 if old.pointer(&format!("/spec/{f}")) == spec.get(f) {
                     spec.remove(f);
                 }
-            }
-        }
-    }
-    if needs_node_ports(old_ty) && !needs_node_ports(new_ty) {
-        if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
-            if old.pointer("/spec/externalTrafficPolicy") == spec.get("externalTrafficPolicy") {
-                spec.remove("externalTrafficPolicy");
             }
         }
     }
