@@ -28,9 +28,11 @@
 //! A service change is a few element updates, and a change of its endpoint count moves its
 //! verdict-map element to another `pick-n` chain — never a rule rewrite.
 
+pub mod iptables;
 pub mod metrics;
 pub mod model;
 pub mod nft;
 pub mod proxier;
 pub mod routes;
 pub mod rules;
+pub mod tracker;

@@ -11,9 +11,10 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use skiff_client::Client;
 use skiff_http::daemon;
+use skiff_proxy::iptables::{self, Iptables};
 use skiff_proxy::metrics::Metrics;
 use skiff_proxy::nft::netlink::Socket;
-use skiff_proxy::proxier::{self, Proxier};
+use skiff_proxy::proxier::{self, Program, Proxier};
 use skiff_proxy::{routes, rules};
 use tokio_util::sync::CancellationToken;
 
@@ -30,8 +31,9 @@ struct Args {
     /// This node's name (default: the host name, lower-cased).
     #[arg(long)]
     hostname_override: Option<String>,
-    /// How rules are written: `nftables`.
-    #[arg(long, default_value = "nftables", value_parser = ["nftables"])]
+    /// How rules are written: `nftables` (one nf_tables table over netlink) or `iptables`
+    /// (chains through iptables-restore, for hosts without nf_tables).
+    #[arg(long, default_value = "nftables", value_parser = ["nftables", "iptables"])]
     proxy_mode: String,
     /// The pods' address range: traffic to a ClusterIP from outside it is masqueraded, and
     /// pod traffic leaving it goes out with the node's address.
@@ -43,7 +45,7 @@ struct Args {
     /// How often the whole table is rewritten (changes are written as they come).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     sync_period: Duration,
-    /// Remove the rules and routes the proxy wrote, and exit.
+    /// Remove the rules (of both modes) and routes the proxy wrote, and exit.
     #[arg(long)]
     cleanup: bool,
     /// Address and port for /healthz, /readyz and /metrics (port 0 picks a free one).
@@ -113,10 +115,17 @@ async fn main() -> anyhow::Result<()> {
     args.log.init();
     let cluster_cidr = args.cluster_cidr.as_deref().map(parse_cidr).transpose()?;
     if args.cleanup {
-        let sock = Socket::open().context("opening the nf_tables netlink socket")?;
-        rules::cleanup()
-            .commit(&sock)
-            .context("removing the rules")?;
+        // Both modes' rules, as kube-proxy's --cleanup does; a host may lack either.
+        let nft = Socket::open()
+            .map_err(anyhow::Error::from)
+            .and_then(|sock| Ok(rules::cleanup().commit(&sock)?));
+        let ipt = iptables::cleanup(&iptables::Commands::default());
+        match (&nft, &ipt) {
+            (Err(n), Err(i)) => bail!("removing the rules: nftables: {n}; iptables: {i}"),
+            (Err(e), _) if args.proxy_mode == "nftables" => bail!("removing the rules: {e}"),
+            (_, Err(e)) if args.proxy_mode == "iptables" => bail!("removing the rules: {e}"),
+            _ => {}
+        }
         routes::apply(&Default::default()).context("removing the pod routes")?;
         tracing::info!("rules and routes removed");
         return Ok(());
@@ -139,8 +148,13 @@ async fn main() -> anyhow::Result<()> {
     sysctl("/proc/sys/net/ipv4/ip_forward", "1");
     sysctl("/proc/sys/net/bridge/bridge-nf-call-iptables", "1");
 
-    let sock = Socket::open().context("opening the nf_tables netlink socket")?;
-    let proxier = Proxier::new(rules::Config { cluster_cidr }, &node, sock);
+    let cfg = rules::Config { cluster_cidr };
+    let program: Box<dyn Program> = if args.proxy_mode == "iptables" {
+        Box::new(Iptables::new(cfg, &node, iptables::Commands::default()))
+    } else {
+        let sock = Socket::open().context("opening the nf_tables netlink socket")?;
+        Box::new(Proxier::new(cfg, &node, sock))
+    };
 
     let shutdown = CancellationToken::new();
     let ready = CancellationToken::new();
@@ -164,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
         shutdown.clone(),
     )
     .await?;
-    tracing::info!(%health, node, "serving /healthz, /readyz and /metrics");
+    tracing::info!(%health, node, mode = %args.proxy_mode, "serving /healthz, /readyz and /metrics");
     daemon::cancel_on_signal(shutdown.clone());
 
     if args.pod_routes {
@@ -183,16 +197,16 @@ async fn main() -> anyhow::Result<()> {
                         kernel_ms,
                         rules = s.rules,
                         elements = s.elements,
-                        "table written"
+                        "rules written"
                     );
                 } else {
-                    tracing::debug!(build_ms, kernel_ms, messages = s.messages, "table updated");
+                    tracing::debug!(build_ms, kernel_ms, messages = s.messages, "rules updated");
                 }
             }
             Err(e) => tracing::error!(error = %e, "writing the rules failed; retrying"),
         }
     };
-    proxier::run(client, proxier, args.sync_period, shutdown, on_sync).await;
+    proxier::run(client, program, args.sync_period, shutdown, on_sync).await;
     // The rules stay, so that services keep working while the proxy restarts.
     tracing::info!("stopped; the rules stay in place (--cleanup removes them)");
     Ok(())

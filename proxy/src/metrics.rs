@@ -8,7 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::nft::netlink::Error;
+use crate::proxier::Error;
 use crate::proxier::Sync;
 
 /// What the proxy reports.

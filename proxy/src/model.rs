@@ -52,31 +52,187 @@ pub struct ServicePort {
     pub local_endpoints: Vec<Endpoint>,
 }
 
-/// An endpoint as the slices describe it.
-#[derive(Debug, Clone)]
-struct Candidate {
-    ep: Endpoint,
-    ready: bool,
-    serving: bool,
-    terminating: bool,
-    local: bool,
+/// A Service as the proxy needs it: what [`ServicePort`]s are worked out from, kept in
+/// place of the whole object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// The ClusterIPs (IPv4 only).
+    pub cluster_ips: Vec<Ipv4Addr>,
+    /// NodePort or LoadBalancer.
+    pub exposed: bool,
+    /// LoadBalancer ingress addresses.
+    pub load_balancer_ips: Vec<Ipv4Addr>,
+    /// `sessionAffinity: ClientIP`: its timeout in seconds.
+    pub affinity_timeout: Option<u32>,
+    /// `externalTrafficPolicy: Local` (on an exposed service).
+    pub external_local: bool,
+    /// `internalTrafficPolicy: Local`.
+    pub internal_local: bool,
+    /// Its ports.
+    pub ports: Vec<PortSpec>,
+}
+
+/// One port of a Service's spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSpec {
+    /// Its name ("" when unnamed).
+    pub name: String,
+    /// The protocol number.
+    pub proto: u8,
+    /// The service port.
+    pub port: u16,
+    /// The node port, for NodePort and LoadBalancer services.
+    pub node_port: Option<u16>,
+}
+
+impl ServiceInfo {
+    /// What the proxy needs of `svc`; `None` for a service it does nothing for (headless,
+    /// ExternalName, no IPv4 ClusterIP).
+    pub fn new(svc: &Service) -> Option<ServiceInfo> {
+        let spec = svc.spec.as_ref()?;
+        if spec.type_.as_deref() == Some("ExternalName") {
+            return None;
+        }
+        let mut cluster_ips: Vec<Ipv4Addr> = spec
+            .cluster_ips
+            .iter()
+            .flatten()
+            .chain(spec.cluster_ip.iter())
+            .filter_map(|ip| ip.parse().ok())
+            .collect();
+        cluster_ips.sort();
+        cluster_ips.dedup();
+        if cluster_ips.is_empty() {
+            return None;
+        }
+        let exposed = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+        let load_balancer_ips: Vec<Ipv4Addr> = if spec.type_.as_deref() == Some("LoadBalancer") {
+            svc.status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.ip.as_deref()?.parse().ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+            spec.session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .map(|t| t.max(1) as u32)
+                .unwrap_or(10_800)
+        });
+        let ports = spec
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                Some(PortSpec {
+                    name: p.name.clone().unwrap_or_default(),
+                    proto: proto_number(p.protocol.as_deref())?,
+                    port: u16::try_from(p.port).ok()?,
+                    node_port: p
+                        .node_port
+                        .and_then(|n| u16::try_from(n).ok())
+                        .filter(|_| exposed),
+                })
+            })
+            .collect();
+        Some(ServiceInfo {
+            cluster_ips,
+            exposed,
+            load_balancer_ips,
+            affinity_timeout,
+            external_local: exposed && spec.external_traffic_policy.as_deref() == Some("Local"),
+            internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
+            ports,
+        })
+    }
+}
+
+/// An EndpointSlice as the proxy needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceInfo {
+    /// Its ports: name ("" when unnamed), protocol number, port.
+    pub ports: Vec<(String, u8, u16)>,
+    /// Its endpoints.
+    pub endpoints: Vec<SliceEndpoint>,
+}
+
+/// One endpoint of a slice, with its conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SliceEndpoint {
+    /// Its (first) address.
+    pub ip: Ipv4Addr,
+    /// `conditions.ready` (unset: ready).
+    pub ready: bool,
+    /// `conditions.serving` (unset: as ready).
+    pub serving: bool,
+    /// `conditions.terminating`.
+    pub terminating: bool,
+    /// On this node.
+    pub local: bool,
     /// No `nodeName`: it may be on this node.
-    unplaced: bool,
+    pub unplaced: bool,
+}
+
+impl SliceInfo {
+    /// What the proxy needs of `slice`, seen from node `node`; `None` for a slice that is
+    /// not of IPv4 addresses.
+    pub fn new(slice: &EndpointSlice, node: &str) -> Option<SliceInfo> {
+        if slice.address_type != "IPv4" {
+            return None;
+        }
+        let ports = slice
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    p.name.clone().unwrap_or_default(),
+                    proto_number(p.protocol.as_deref())?,
+                    u16::try_from(p.port?).ok()?,
+                ))
+            })
+            .collect();
+        let endpoints = slice
+            .endpoints
+            .iter()
+            .filter_map(|e| {
+                let ip = e.addresses.first()?.parse().ok()?;
+                let c = e.conditions.as_ref();
+                let ready = c.and_then(|c| c.ready).unwrap_or(true);
+                Some(SliceEndpoint {
+                    ip,
+                    ready,
+                    serving: c.and_then(|c| c.serving).unwrap_or(ready),
+                    terminating: c.and_then(|c| c.terminating).unwrap_or(false),
+                    local: e.node_name.as_deref() == Some(node),
+                    unplaced: e.node_name.as_deref().unwrap_or("").is_empty(),
+                })
+            })
+            .collect();
+        Some(SliceInfo { ports, endpoints })
+    }
 }
 
 /// kube-proxy's choice among candidates: the ready ones; when there are none, the ones
 /// still serving while they terminate.
-fn usable(cands: &[&Candidate]) -> Vec<Endpoint> {
+fn usable(cands: &[(Endpoint, SliceEndpoint)]) -> Vec<Endpoint> {
     let mut ready: Vec<Endpoint> = cands
         .iter()
-        .filter(|c| c.ready)
-        .map(|c| c.ep.clone())
+        .filter(|(_, c)| c.ready)
+        .map(|(e, _)| e.clone())
         .collect();
     if ready.is_empty() {
         ready = cands
             .iter()
-            .filter(|c| c.serving && c.terminating)
-            .map(|c| c.ep.clone())
+            .filter(|(_, c)| c.serving && c.terminating)
+            .map(|(e, _)| e.clone())
             .collect();
     }
     ready.sort();
@@ -93,133 +249,94 @@ fn proto_number(p: Option<&str>) -> Option<u8> {
     }
 }
 
-/// The service ports of `svc` with endpoints from `slices` (the service's EndpointSlices),
-/// seen from node `node`. Services without a ClusterIP (headless) and ExternalName services
-/// have none.
-pub fn service_ports(svc: &Service, slices: &[&EndpointSlice], node: &str) -> Vec<ServicePort> {
-    let Some(spec) = svc.spec.as_ref() else {
-        return Vec::new();
-    };
-    if spec.type_.as_deref() == Some("ExternalName") {
-        return Vec::new();
-    }
-    let mut cluster_ips: Vec<Ipv4Addr> = spec
-        .cluster_ips
-        .iter()
-        .flatten()
-        .chain(spec.cluster_ip.iter())
-        .filter_map(|ip| ip.parse().ok())
-        .collect();
-    cluster_ips.sort();
-    cluster_ips.dedup();
-    if cluster_ips.is_empty() {
-        return Vec::new();
-    }
-    let exposed = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
-    let load_balancer_ips: Vec<Ipv4Addr> = if spec.type_.as_deref() == Some("LoadBalancer") {
-        svc.status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.as_ref())
-            .into_iter()
-            .flatten()
-            .filter_map(|i| i.ip.as_deref()?.parse().ok())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
-        spec.session_affinity_config
-            .as_ref()
-            .and_then(|c| c.client_ip.as_ref())
-            .and_then(|c| c.timeout_seconds)
-            .map(|t| t.max(1) as u32)
-            .unwrap_or(10_800)
-    });
-    let external_local = exposed && spec.external_traffic_policy.as_deref() == Some("Local");
-    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
-    let ns = svc.metadata.namespace.as_deref().unwrap_or("");
-    let name = svc.metadata.name.as_deref().unwrap_or("");
-
-    let mut out = Vec::new();
-    for p in spec.ports.iter().flatten() {
-        let Some(proto) = proto_number(p.protocol.as_deref()) else {
-            continue;
-        };
-        let port_name = p.name.clone().unwrap_or_default();
-        let mut cands = Vec::new();
+/// The service ports of service `namespace/name` with endpoints from `slices` (its
+/// EndpointSlices).
+pub fn ports(
+    namespace: &str,
+    name: &str,
+    svc: &ServiceInfo,
+    slices: &[&SliceInfo],
+) -> Vec<ServicePort> {
+    let mut out = Vec::with_capacity(svc.ports.len());
+    for p in &svc.ports {
+        let mut cands: Vec<(Endpoint, SliceEndpoint)> = Vec::new();
         for slice in slices {
-            if slice.address_type != "IPv4" {
-                continue;
-            }
-            let Some(target) = slice.ports.iter().flatten().find(|sp| {
-                sp.name.clone().unwrap_or_default() == port_name
-                    && proto_number(sp.protocol.as_deref()) == Some(proto)
-            }) else {
+            let Some((_, _, port)) = slice
+                .ports
+                .iter()
+                .find(|(n, proto, _)| *n == p.name && *proto == p.proto)
+            else {
                 continue;
             };
-            let Some(port) = target.port.and_then(|p| u16::try_from(p).ok()) else {
-                continue;
-            };
-            for e in &slice.endpoints {
-                let Some(ip) = e.addresses.first().and_then(|a| a.parse().ok()) else {
-                    continue;
-                };
-                let c = e.conditions.as_ref();
-                let ready = c.and_then(|c| c.ready).unwrap_or(true);
-                cands.push(Candidate {
-                    ep: Endpoint { ip, port },
-                    ready,
-                    serving: c.and_then(|c| c.serving).unwrap_or(ready),
-                    terminating: c.and_then(|c| c.terminating).unwrap_or(false),
-                    local: e.node_name.as_deref() == Some(node),
-                    unplaced: e.node_name.as_deref().unwrap_or("").is_empty(),
-                });
-            }
+            cands.extend(slice.endpoints.iter().map(|e| {
+                (
+                    Endpoint {
+                        ip: e.ip,
+                        port: *port,
+                    },
+                    *e,
+                )
+            }));
         }
-        let all: Vec<&Candidate> = cands.iter().collect();
-        let local: Vec<&Candidate> = cands.iter().filter(|c| c.local).collect();
-        let cluster_endpoints = usable(if internal_local { &local } else { &all });
-        let external_endpoints = if !exposed && load_balancer_ips.is_empty() {
+        let local: Vec<(Endpoint, SliceEndpoint)> =
+            cands.iter().filter(|(_, c)| c.local).cloned().collect();
+        let cluster_endpoints = usable(if svc.internal_local { &local } else { &cands });
+        let external_endpoints = if !svc.exposed && svc.load_balancer_ips.is_empty() {
             Vec::new()
-        } else if external_local {
+        } else if svc.external_local {
             usable(&local)
         } else {
-            usable(&all)
+            usable(&cands)
         };
         // Hairpin candidates: this node's endpoints, and those of no known node (a slice
         // written by hand), which may be here too.
         let mut local_endpoints: Vec<Endpoint> = cands
             .iter()
-            .filter(|c| c.local || c.unplaced)
-            .map(|c| c.ep.clone())
+            .filter(|(_, c)| c.local || c.unplaced)
+            .map(|(e, _)| e.clone())
             .collect();
         local_endpoints.sort();
         local_endpoints.dedup();
-        let shown = if port_name.is_empty() {
+        let shown = if p.name.is_empty() {
             p.port.to_string()
         } else {
-            port_name
+            p.name.clone()
         };
         out.push(ServicePort {
-            name: format!("{ns}/{name}:{shown}"),
-            proto,
-            cluster_ips: cluster_ips.clone(),
-            port: u16::try_from(p.port).unwrap_or(0),
-            node_port: if exposed {
-                p.node_port.and_then(|n| u16::try_from(n).ok())
-            } else {
-                None
-            },
-            load_balancer_ips: load_balancer_ips.clone(),
-            affinity_timeout,
-            external_local,
+            name: format!("{namespace}/{name}:{shown}"),
+            proto: p.proto,
+            cluster_ips: svc.cluster_ips.clone(),
+            port: p.port,
+            node_port: p.node_port,
+            load_balancer_ips: svc.load_balancer_ips.clone(),
+            affinity_timeout: svc.affinity_timeout,
+            external_local: svc.external_local,
             cluster_endpoints,
             external_endpoints,
             local_endpoints,
         });
     }
     out
+}
+
+/// The service ports of `svc` with endpoints from `slices` (the service's EndpointSlices),
+/// seen from node `node`. Services without a ClusterIP (headless) and ExternalName services
+/// have none.
+pub fn service_ports(svc: &Service, slices: &[&EndpointSlice], node: &str) -> Vec<ServicePort> {
+    let Some(info) = ServiceInfo::new(svc) else {
+        return Vec::new();
+    };
+    let slices: Vec<SliceInfo> = slices
+        .iter()
+        .filter_map(|s| SliceInfo::new(s, node))
+        .collect();
+    let slices: Vec<&SliceInfo> = slices.iter().collect();
+    ports(
+        svc.metadata.namespace.as_deref().unwrap_or(""),
+        svc.metadata.name.as_deref().unwrap_or(""),
+        &info,
+        &slices,
+    )
 }
 
 #[cfg(test)]

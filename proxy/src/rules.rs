@@ -105,6 +105,19 @@ fn proto_port(proto: u8, port: u16) -> Vec<u8> {
     k
 }
 
+/// The `hairpin` elements of `ports`: each of this node's endpoints, `address . address`.
+pub fn hairpin_keys(ports: &[ServicePort]) -> BTreeSet<Vec<u8>> {
+    ports
+        .iter()
+        .flat_map(|p| &p.local_endpoints)
+        .map(|e| {
+            let mut k = e.ip.octets().to_vec();
+            k.extend_from_slice(&e.ip.octets());
+            k
+        })
+        .collect()
+}
+
 impl Desired {
     /// Elements in all the sets and maps (those the packets add aside).
     pub fn elements(&self) -> usize {
@@ -120,6 +133,13 @@ impl Desired {
     /// What `ports` need.
     pub fn build(ports: &[ServicePort]) -> Desired {
         let mut d = Desired::default();
+        d.add(ports);
+        d
+    }
+
+    /// Adds what `ports` need.
+    pub fn add(&mut self, ports: &[ServicePort]) {
+        let d = self;
         for p in ports {
             for ip in &p.cluster_ips {
                 d.address(*ip, p, p.port, Kind::Cluster, &p.cluster_endpoints);
@@ -135,13 +155,8 @@ impl Desired {
             if let Some(np) = p.node_port {
                 d.address(Ipv4Addr::UNSPECIFIED, p, np, np_kind, &p.external_endpoints);
             }
-            for e in &p.local_endpoints {
-                let mut k = e.ip.octets().to_vec();
-                k.extend_from_slice(&e.ip.octets());
-                d.hairpin.insert(k);
-            }
         }
-        d
+        d.hairpin.extend(hairpin_keys(ports));
     }
 
     /// Traffic of `kind` to `ip` (0.0.0.0 for a node port) and `p`'s protocol and port.

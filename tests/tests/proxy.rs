@@ -255,13 +255,6 @@ impl Net {
         Net { node, pods }
     }
 
-    fn apply(&self, w: Writer) {
-        self.node
-            .enter(|| w.commit(&Socket::open().unwrap()))
-            .unwrap()
-            .unwrap();
-    }
-
     /// Connects from `from` to `addr:port`: what the server said, or the error.
     fn connect(from: &NetNs, addr: &str, port: u16) -> Result<String, String> {
         from.run(&["busybox", "nc", "-w", "2", addr, &port.to_string()])
@@ -303,15 +296,45 @@ fn web(endpoints: &[[u8; 4]]) -> Vec<skiff_proxy::model::ServicePort> {
     }]
 }
 
-#[test]
-fn services_spread_over_endpoints_follow_changes_and_reject_without_any() {
-    use skiff_proxy::rules::{diff, full, Config, Desired};
-    let net = Net::start();
-    let cfg = Config {
-        cluster_cidr: Some((Ipv4Addr::new(10, 1, 0, 0), 16)),
+/// The iptables commands of a host without nf_tables: the legacy ones (the kernel's
+/// `ip_tables`, not `nf_tables`), in a directory of their own under the usual names.
+fn legacy_iptables() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let multi = std::fs::canonicalize("/usr/sbin/iptables-legacy").unwrap();
+    for name in ["iptables", "iptables-save", "iptables-restore"] {
+        // xtables-legacy-multi does what its name says.
+        std::os::unix::fs::symlink(&multi, dir.path().join(name)).unwrap();
+    }
+    dir
+}
+
+fn legacy_commands(dir: &Path) -> skiff_proxy::iptables::Commands {
+    let at = |n: &str| dir.join(n).display().to_string();
+    skiff_proxy::iptables::Commands {
+        iptables: at("iptables"),
+        save: at("iptables-save"),
+        restore: at("iptables-restore"),
+    }
+}
+
+/// Spread, changes, hairpin, rejection and client-IP affinity, with the rules written by
+/// `program` (in the node's namespace) as the proxy writes them: whole, then by service.
+fn services_follow_their_endpoints(net: &Net, program: &mut dyn skiff_proxy::proxier::Program) {
+    let key = skiff_client::reflector::ObjectKey::new("default", "web");
+    let mut write = |ports: Vec<skiff_proxy::model::ServicePort>, full: bool| {
+        let changes = vec![(key.clone(), ports)];
+        net.node
+            .enter(|| {
+                if full {
+                    program.full(changes)
+                } else {
+                    program.update(changes)
+                }
+            })
+            .unwrap()
+            .unwrap();
     };
-    let both = Desired::build(&web(&[[10, 1, 0, 2], [10, 1, 0, 3]]));
-    net.apply(full(&both, &cfg));
+    write(web(&[[10, 1, 0, 2], [10, 1, 0, 3]]), true);
 
     // From the node, connections to the ClusterIP reach both endpoints.
     let mut seen = std::collections::BTreeMap::new();
@@ -324,16 +347,14 @@ fn services_spread_over_endpoints_follow_changes_and_reject_without_any() {
     // From a pod, to a service whose endpoint is the other pod: by ClusterIP, and by node
     // port on the node's address.
     let (p1, _) = &net.pods[0];
-    let other = Desired::build(&web(&[[10, 1, 0, 3]]));
-    net.apply(diff(&both, &other, &cfg));
+    write(web(&[[10, 1, 0, 3]]), false);
     for _ in 0..5 {
         assert_eq!(Net::connect(p1, "10.96.0.10", 80).unwrap(), "p2");
         assert_eq!(Net::connect(p1, "10.1.0.1", 30080).unwrap(), "p2");
     }
 
     // The endpoint replaced: traffic goes to the new one only.
-    let one = Desired::build(&web(&[[10, 1, 0, 2]]));
-    net.apply(diff(&other, &one, &cfg));
+    write(web(&[[10, 1, 0, 2]]), false);
     for _ in 0..10 {
         assert_eq!(Net::connect(&net.node, "10.96.0.10", 80).unwrap(), "p1");
     }
@@ -345,8 +366,7 @@ fn services_spread_over_endpoints_follow_changes_and_reject_without_any() {
     }
 
     // No endpoint at all: the connection is refused at once, not left to time out.
-    let none = Desired::build(&web(&[]));
-    net.apply(diff(&one, &none, &cfg));
+    write(web(&[]), false);
     let start = std::time::Instant::now();
     let err = Net::connect(&net.node, "10.96.0.10", 80).unwrap_err();
     assert!(err.contains("refused"), "{err}");
@@ -358,18 +378,21 @@ fn services_spread_over_endpoints_follow_changes_and_reject_without_any() {
     let err = Net::connect(p1, "10.1.0.1", 30080).unwrap_err();
     assert!(err.contains("refused"), "{err}");
 
-    // And back.
-    net.apply(diff(&none, &both, &cfg));
+    // And back; then the service is gone altogether, and then written whole again.
+    write(web(&[[10, 1, 0, 2], [10, 1, 0, 3]]), false);
+    assert!(["p1", "p2"].contains(&Net::connect(&net.node, "10.96.0.10", 80).unwrap().as_str()));
+    write(vec![], false);
+    assert!(Net::connect(&net.node, "10.96.0.10", 80).is_err());
+    write(web(&[[10, 1, 0, 2], [10, 1, 0, 3]]), true);
     assert!(["p1", "p2"].contains(&Net::connect(&net.node, "10.96.0.10", 80).unwrap().as_str()));
 
     // Client-IP affinity: each client stays with one endpoint, by ClusterIP and node port.
     let with_affinity = |eps: &[[u8; 4]]| {
         let mut ports = web(eps);
         ports[0].affinity_timeout = Some(60);
-        Desired::build(&ports)
+        ports
     };
-    let sticky = with_affinity(&[[10, 1, 0, 2], [10, 1, 0, 3]]);
-    net.apply(diff(&both, &sticky, &cfg));
+    write(with_affinity(&[[10, 1, 0, 2], [10, 1, 0, 3]]), false);
     let stays = |from: &NetNs, addr: &str, port: u16| {
         let first = Net::connect(from, addr, port).unwrap();
         for _ in 0..15 {
@@ -391,18 +414,55 @@ fn services_spread_over_endpoints_follow_changes_and_reject_without_any() {
     } else {
         ("p1", [10, 1, 0, 2])
     };
-    let fewer = with_affinity(&[other_ip]);
-    net.apply(diff(&sticky, &fewer, &cfg));
+    write(with_affinity(&[other_ip]), false);
     assert_eq!(stays(p1, "10.96.0.10", 80), remaining);
-    net.apply(diff(&fewer, &sticky, &cfg));
+    write(with_affinity(&[[10, 1, 0, 2], [10, 1, 0, 3]]), false);
     assert_eq!(stays(p1, "10.96.0.10", 80), remaining);
     // Without affinity again, connections spread once more.
-    net.apply(diff(&sticky, &both, &cfg));
+    write(web(&[[10, 1, 0, 2], [10, 1, 0, 3]]), false);
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..30 {
         seen.insert(Net::connect(p1, "10.96.0.10", 80).unwrap());
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
+fn test_cfg() -> skiff_proxy::rules::Config {
+    skiff_proxy::rules::Config {
+        cluster_cidr: Some((Ipv4Addr::new(10, 1, 0, 0), 16)),
+    }
+}
+
+#[test]
+fn services_spread_over_endpoints_follow_changes_and_reject_without_any() {
+    let net = Net::start();
+    let sock = net.node.enter(Socket::open).unwrap().unwrap();
+    let mut program = skiff_proxy::proxier::Proxier::new(test_cfg(), "node-a", sock);
+    services_follow_their_endpoints(&net, &mut program);
+}
+
+#[test]
+fn iptables_mode_without_nftables_behaves_the_same() {
+    let net = Net::start();
+    let legacy = legacy_iptables();
+    let cmds = legacy_commands(legacy.path());
+    let mut program = skiff_proxy::iptables::Iptables::new(test_cfg(), "node-a", cmds.clone());
+    services_follow_their_endpoints(&net, &mut program);
+    // The rules are iptables chains: nothing in nf_tables.
+    let tables = net.node.run(&["nft", "list", "tables"]).unwrap();
+    assert!(!tables.contains("skiff"), "{tables}");
+    let saved = net.node.run(&[cmds.save.as_str(), "-t", "nat"]).unwrap();
+    assert!(saved.contains(":SKIFF-SERVICES"), "{saved}");
+    // Cleaning up removes every chain and jump, and the service address leads nowhere.
+    net.node
+        .enter(|| skiff_proxy::iptables::cleanup(&cmds))
+        .unwrap()
+        .unwrap();
+    for table in ["nat", "filter"] {
+        let saved = net.node.run(&[cmds.save.as_str(), "-t", table]).unwrap();
+        assert!(!saved.contains("SKIFF"), "{saved}");
+    }
+    assert!(Net::connect(&net.node, "10.96.0.10", 80).is_err());
 }
 
 /// An EndpointSlice of `web` with these pod addresses, port 8080.
@@ -446,7 +506,7 @@ async fn the_proxier_follows_services_and_endpoint_slices_from_the_api_server() 
     let (tx, mut syncs) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(run(
         client,
-        Proxier::new(cfg, "node-a", sock),
+        Box::new(Proxier::new(cfg, "node-a", sock)),
         Duration::from_secs(3600),
         stop.clone(),
         move |r| {
@@ -556,16 +616,28 @@ struct ProxyProcess {
 
 impl ProxyProcess {
     fn start(net: &Net, kubeconfig: &Path, extra: &[&str]) -> ProxyProcess {
+        Self::start_with(net, kubeconfig, extra, None)
+    }
+
+    /// Started with `bin_dir` first on its `PATH`.
+    fn start_with(
+        net: &Net,
+        kubeconfig: &Path,
+        extra: &[&str],
+        bin_dir: Option<&Path>,
+    ) -> ProxyProcess {
         let bin = skiff_e2e::binary("skiff-proxy").unwrap();
-        let child = net
-            .node
-            .command(&bin)
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        let mut cmd = net.node.command(&bin);
+        cmd.arg(format!("--kubeconfig={}", kubeconfig.display()))
             .args(["--hostname-override=node-a", "--cluster-cidr=10.1.0.0/16"])
-            .args(extra)
-            .spawn()
-            .unwrap();
-        ProxyProcess { child }
+            .args(extra);
+        if let Some(dir) = bin_dir {
+            let path = std::env::var("PATH").unwrap_or_default();
+            cmd.env("PATH", format!("{}:{path}", dir.display()));
+        }
+        ProxyProcess {
+            child: cmd.spawn().unwrap(),
+        }
     }
 
     /// Stops it with SIGTERM; whether it exited cleanly.
@@ -732,6 +804,114 @@ async fn skiff_proxy_serves_services_survives_restarts_routes_pod_cidrs_and_clea
     let tables = node.run(&["nft", "list", "tables"]).unwrap();
     assert!(!tables.contains("skiff"), "{tables}");
     assert!(Net::connect(node, &vip, 80).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skiff_proxy_in_iptables_mode_follows_the_api_server_survives_restarts_and_cleans_up() {
+    let c = skiff_e2e::Cluster::start().await.unwrap();
+    let net = Net::start();
+    let (kubeconfig, _relay) = relayed_kubeconfig(&c, &net);
+    // A host without nf_tables: the legacy iptables commands under the usual names.
+    let legacy = legacy_iptables();
+    let cmds = legacy_commands(legacy.path());
+    let k = c.kubectl();
+    k.ok(&[
+        "create",
+        "service",
+        "nodeport",
+        "web",
+        "--tcp=80:8080",
+        "--node-port=30080",
+    ]);
+    k.ok(&["create", "service", "clusterip", "echo", "--tcp=81:8081"]);
+    let vip = k.ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let echo_vip = k.ok(&["get", "service", "echo", "-o", "jsonpath={.spec.clusterIP}"]);
+    k.ok_input(
+        &["apply", "-f", "-"],
+        &web_slice(&["10.1.0.2", "10.1.0.3"]).to_string(),
+    );
+    let mut echo = web_slice(&["10.1.0.2"]);
+    echo["metadata"]["name"] = "echo-1".into();
+    echo["metadata"]["labels"]["kubernetes.io/service-name"] = "echo".into();
+    echo["ports"] = serde_json::json!([{"name": "81-8081", "port": 8081, "protocol": "TCP"}]);
+    k.ok_input(&["apply", "-f", "-"], &echo.to_string());
+
+    let args = ["--proxy-mode=iptables"];
+    let proxy = ProxyProcess::start_with(&net, &kubeconfig, &args, Some(legacy.path()));
+    let node = &net.node;
+    eventually("the proxy serves the service", || {
+        Net::connect(node, &vip, 80).ok()
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        seen.insert(Net::connect(node, &vip, 80).unwrap());
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["p1", "p2"]);
+    let (p1, _) = &net.pods[0];
+    assert!(Net::connect(p1, "10.1.0.1", 30080)
+        .unwrap()
+        .starts_with('p'));
+    assert_eq!(proxy_http(&net, "/healthz").unwrap(), "ok");
+    let metrics = proxy_http(&net, "/metrics").unwrap();
+    assert!(
+        metrics.contains("kubeproxy_sync_full_proxy_rules_duration_seconds_count 1"),
+        "{metrics}"
+    );
+
+    // A change at the API server: one endpoint left, then none (refused).
+    k.ok_input(&["apply", "-f", "-"], &web_slice(&["10.1.0.3"]).to_string());
+    eventually("only p2 is left", || {
+        (0..10)
+            .all(|_| Net::connect(node, &vip, 80).as_deref() == Ok("p2"))
+            .then_some(())
+    });
+    k.ok_input(&["apply", "-f", "-"], &web_slice(&[]).to_string());
+    eventually("the service without endpoints refuses", || {
+        Net::connect(node, &vip, 80)
+            .err()
+            .filter(|e| e.contains("refused"))
+    });
+    let tables = node.run(&["nft", "list", "tables"]).unwrap();
+    assert!(!tables.contains("skiff"), "nothing in nf_tables: {tables}");
+
+    // An established connection lives through the proxy's restart (a full rewrite).
+    let (p2, _) = &net.pods[1];
+    let mut held = Held::open(p2, &echo_vip, 81);
+    assert_eq!(held.echo("before").unwrap(), "before");
+    assert!(proxy.stop(), "the proxy exits cleanly on SIGTERM");
+    assert_eq!(held.echo("while stopped").unwrap(), "while stopped");
+    let proxy = ProxyProcess::start_with(&net, &kubeconfig, &args, Some(legacy.path()));
+    eventually("the restarted proxy is ready", || {
+        proxy_http(&net, "/readyz").ok()
+    });
+    assert_eq!(held.echo("after").unwrap(), "after");
+
+    // --cleanup removes every chain (and the nftables table, were there one).
+    assert!(proxy.stop());
+    let out = net
+        .node
+        .command(&skiff_e2e::binary("skiff-proxy").unwrap())
+        .args(["--cleanup", "--proxy-mode=iptables"])
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                legacy.path().display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for table in ["nat", "filter"] {
+        let saved = node.run(&[cmds.save.as_str(), "-t", table]).unwrap();
+        assert!(!saved.contains("SKIFF"), "{saved}");
+    }
+    assert!(Net::connect(node, &echo_vip, 81).is_err());
 }
 
 /// A Node with this InternalIP, Ready.

@@ -17,13 +17,14 @@ use anyhow::Context;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
+use skiff_client::reflector::ObjectKey;
 use skiff_client::{Api, Client, PostParams};
 use skiff_e2e::bench::{fan_out, percentile, rss_kib, status_kib};
 use skiff_e2e::netns::NetNs;
 use skiff_e2e::{ApiServer, Etcd};
 use skiff_proxy::model::{Endpoint, ServicePort, TCP};
 use skiff_proxy::nft::netlink::Socket;
-use skiff_proxy::proxier::{self, Proxier};
+use skiff_proxy::proxier::{self, Program, Proxier};
 use skiff_proxy::rules::Config;
 use tokio_util::sync::CancellationToken;
 
@@ -77,28 +78,39 @@ fn median(mut v: Vec<Duration>) -> Duration {
     percentile(&v, 0.5)
 }
 
+fn key(i: usize) -> ObjectKey {
+    ObjectKey::new("bench", &format!("svc-{i}"))
+}
+
 /// Full sync, one service added, one endpoint changed, against the kernel alone.
 fn kernel_only(out: &mut String) -> anyhow::Result<()> {
     let ns = NetNs::new("bench-kernel")?;
     let sock = ns.enter(Socket::open)??;
     let mut p = Proxier::new(cfg(), "node", sock);
     let mut ports: Vec<ServicePort> = (0..SERVICES).map(service_port).collect();
+    let all = |ports: &[ServicePort]| {
+        ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (key(i), vec![p.clone()]))
+            .collect::<Vec<_>>()
+    };
     let (mut build, mut kernel) = (Vec::new(), Vec::new());
     for _ in 0..5 {
-        let s = p.sync(&ports, true)?;
+        let s = p.full(all(&ports))?;
         build.push(s.build);
         kernel.push(s.kernel);
     }
-    let last = p.sync(&ports, true)?;
+    let last = p.full(all(&ports))?;
     let (b, k) = (median(build), median(kernel));
     out.push_str(&format!(
         "| full sync, {SERVICES} services × {ENDPOINTS} endpoints ({} rules, {} elements; median of 5) | {} | {} | **{}** |\n",
         last.rules, last.elements, ms(b), ms(k), ms(b + k)
     ));
     let (mut build, mut kernel) = (Vec::new(), Vec::new());
-    for extra in 0..20 {
-        ports.push(service_port(SERVICES + extra));
-        let s = p.sync(&ports, false)?;
+    for extra in SERVICES..SERVICES + 20 {
+        ports.push(service_port(extra));
+        let s = p.update(vec![(key(extra), vec![ports[extra].clone()])])?;
         build.push(s.build);
         kernel.push(s.kernel);
     }
@@ -110,9 +122,9 @@ fn kernel_only(out: &mut String) -> anyhow::Result<()> {
         ms(b + k)
     ));
     let (mut build, mut kernel) = (Vec::new(), Vec::new());
-    for i in 0..20 {
-        ports[i].cluster_endpoints[0].ip = Ipv4Addr::new(10, 245, 0, i as u8 + 1);
-        let s = p.sync(&ports, false)?;
+    for (i, port) in ports.iter_mut().enumerate().take(20) {
+        port.cluster_endpoints[0].ip = Ipv4Addr::new(10, 245, 0, i as u8 + 1);
+        let s = p.update(vec![(key(i), vec![port.clone()])])?;
         build.push(s.build);
         kernel.push(s.kernel);
     }
@@ -123,6 +135,13 @@ fn kernel_only(out: &mut String) -> anyhow::Result<()> {
         ms(k),
         ms(b + k)
     ));
+    // The updates kept count of the table as a full write of the same services finds it.
+    let updated = p.update(vec![(key(0), vec![ports[0].clone()])])?.elements;
+    let whole = p.full(all(&ports))?.elements;
+    anyhow::ensure!(
+        updated == whole,
+        "after the updates the proxier counts {updated} elements, a full write {whole}"
+    );
     Ok(())
 }
 
@@ -188,7 +207,7 @@ async fn through_the_api(out: &mut String, mem: &mut String) -> anyhow::Result<(
     let started = Instant::now();
     tokio::spawn(proxier::run(
         client.clone(),
-        Proxier::new(cfg(), "node", sock),
+        Box::new(Proxier::new(cfg(), "node", sock)),
         Duration::from_secs(3600),
         stop.clone(),
         move |r| {
