@@ -14,6 +14,8 @@
 //! SOA, so resolvers cache them briefly. [`Zone`] is rebuilt from the informers' stores on
 //! every change; a query reads the current one.
 
+pub mod udp;
+
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::str::FromStr;

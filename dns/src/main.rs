@@ -17,7 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use skiff_client::services::ServiceWatch;
 use skiff_client::Client;
-use skiff_dns::{nameservers, Outcome, Resolver, Zone};
+use skiff_dns::{nameservers, udp, Outcome, Resolver, Zone};
 use skiff_http::daemon;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
@@ -202,12 +202,12 @@ impl Server {
     }
 }
 
-async fn serve_udp(server: Arc<Server>, sock: Arc<UdpSocket>, shutdown: CancellationToken) {
+async fn serve_udp(server: Arc<Server>, sock: Arc<udp::Socket>, shutdown: CancellationToken) {
     let mut buf = vec![0u8; 65535];
     loop {
-        let (n, from) = tokio::select! {
+        let (n, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = sock.recv_from(&mut buf) => match r {
+            r = sock.recv(&mut buf) => match r {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, "udp receive");
@@ -218,7 +218,7 @@ async fn serve_udp(server: Arc<Server>, sock: Arc<UdpSocket>, shutdown: Cancella
         let (server, sock, query) = (server.clone(), sock.clone(), buf[..n].to_vec());
         tokio::spawn(async move {
             if let Some(answer) = server.handle(&query, "udp").await {
-                let _ = sock.send_to(&answer, from).await;
+                let _ = sock.reply(&answer, peer).await;
             }
         });
     }
@@ -326,8 +326,7 @@ async fn main() -> anyhow::Result<()> {
     daemon::cancel_on_signal(shutdown.clone());
 
     let udp = Arc::new(
-        UdpSocket::bind(args.dns_bind_address)
-            .await
+        udp::Socket::bind(args.dns_bind_address)
             .with_context(|| format!("binding UDP {}", args.dns_bind_address))?,
     );
     let tcp = TcpListener::bind(args.dns_bind_address)

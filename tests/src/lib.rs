@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod hollow;
+pub mod netnode;
 pub mod netns;
 pub mod node;
 

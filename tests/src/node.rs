@@ -248,6 +248,41 @@ pub fn busybox_image() -> Result<ImageSpec> {
     })
 }
 
+/// An image of one of the workspace's binaries (at `/NAME`, its entrypoint) and the shared
+/// libraries it loads (as `ldd` finds them on this machine).
+pub fn binary_image(name: &str) -> Result<ImageSpec> {
+    let bin = crate::binary(name)?;
+    let out = Command::new("ldd")
+        .arg(&bin)
+        .output()
+        .context("running ldd")?;
+    let mut files = base_dirs();
+    files.extend(["lib", "lib/x86_64-linux-gnu", "lib64"].map(Entry::Dir));
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` or `/lib64/ld-... (0x...)`.
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        let Some(path) = path.filter(|p| p.starts_with('/')) else {
+            continue;
+        };
+        let data = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+        files.push(Entry::File(
+            path.trim_start_matches('/').into(),
+            data,
+            0o755,
+        ));
+    }
+    files.push(Entry::File(name.into(), std::fs::read(&bin)?, 0o755));
+    Ok(ImageSpec {
+        files,
+        entrypoint: vec![format!("/{name}")],
+        cmd: vec![],
+        env: vec![],
+    })
+}
+
 /// A registry holding the test images.
 pub struct Images {
     /// The registry.
@@ -279,10 +314,25 @@ impl Images {
     }
 }
 
+/// A command for `program`, run in network namespace `netns` when given (entering that alone,
+/// so mounts such as the cgroup tree look as they do outside).
+pub fn in_netns(netns: Option<&str>, program: &Path) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/var/run/netns/{ns}")).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 /// A private containerd: its own config, socket, root and state, runc root, CNI config
 /// directory and host-local IPAM store; pulls from the test registry over plain HTTP.
 pub struct Containerd {
     child: Option<Child>,
+    /// The network namespace it runs in (`None`: the test's own).
+    netns: Option<String>,
     /// The temporary directory everything lives in.
     pub dir: PathBuf,
     /// The gRPC socket.
@@ -295,6 +345,12 @@ pub struct Containerd {
 impl Containerd {
     /// Starts containerd with `pause` as the sandbox image, trusting `registry` over HTTP.
     pub fn start(pause: &str, registry: &str) -> Result<Containerd> {
+        Self::start_in(pause, registry, None)
+    }
+
+    /// The same, run inside the network namespace `netns` (which is where it wires pods:
+    /// their bridge and routes are made there).
+    pub fn start_in(pause: &str, registry: &str, netns: Option<&str>) -> Result<Containerd> {
         let tmp = tempfile::Builder::new().prefix("ctrd").tempdir()?;
         let dir = tmp.path().to_path_buf();
         let socket = dir.join("containerd.sock");
@@ -342,6 +398,7 @@ state = "{d}/state"
         std::fs::write(dir.join("config.toml"), config)?;
         let mut c = Containerd {
             child: None,
+            netns: netns.map(str::to_string),
             dir,
             socket,
             cni_conf_dir,
@@ -357,7 +414,7 @@ state = "{d}/state"
             .create(true)
             .append(true)
             .open(self.dir.join("containerd.log"))?;
-        let child = Command::new("containerd")
+        let child = in_netns(self.netns.as_deref(), Path::new("containerd"))
             .arg("--config")
             .arg(self.dir.join("config.toml"))
             .stdout(log.try_clone()?)
@@ -567,6 +624,7 @@ impl Drop for TestNetwork {
 pub struct Kubelet {
     child: Option<Child>,
     args: Vec<String>,
+    netns: Option<String>,
     /// The kubelet's log (stdout and stderr).
     pub log_path: PathBuf,
     /// `--root-dir`.
@@ -586,6 +644,38 @@ impl Kubelet {
         name: &str,
         extra: &[&str],
     ) -> Result<Kubelet> {
+        let mut args = vec![
+            format!("--cni-bridge={}", net.bridge),
+            format!("--pod-cidr={}", net.subnet),
+            "--healthz-port=0".into(),
+            "--port=0".into(),
+            "--address=127.0.0.1".into(),
+            "--node-ip=127.0.0.1".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::launch(kubeconfig, ctrd, name, None, args)
+    }
+
+    /// A kubelet inside network namespace `netns` (with its containerd there too), with
+    /// exactly the network flags in `args` (`--node-ip`, `--address`, `--pod-cidr`, ...).
+    pub fn start_in(
+        kubeconfig: &Path,
+        ctrd: &Containerd,
+        name: &str,
+        netns: &str,
+        args: &[&str],
+    ) -> Result<Kubelet> {
+        let args = args.iter().map(|s| s.to_string()).collect();
+        Self::launch(kubeconfig, ctrd, name, Some(netns), args)
+    }
+
+    fn launch(
+        kubeconfig: &Path,
+        ctrd: &Containerd,
+        name: &str,
+        netns: Option<&str>,
+        extra: Vec<String>,
+    ) -> Result<Kubelet> {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let root = tempfile::Builder::new().prefix("kubelet").tempdir()?;
@@ -601,21 +691,16 @@ impl Kubelet {
             format!("--container-runtime-endpoint={}", ctrd.endpoint()),
             format!("--root-dir={}", root_dir.display()),
             format!("--cni-conf-dir={}", ctrd.cni_conf_dir.display()),
-            format!("--cni-bridge={}", net.bridge),
-            format!("--pod-cidr={}", net.subnet),
             format!("--cgroup-root={cgroup_root}"),
-            "--healthz-port=0".into(),
-            "--port=0".into(),
-            "--address=127.0.0.1".into(),
-            "--node-ip=127.0.0.1".into(),
             "--node-lease-renew-interval=1s".into(),
             "--node-status-update-frequency=1s".into(),
             "--sync-frequency=2s".into(),
         ];
-        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(extra);
         let mut k = Kubelet {
             child: None,
             args,
+            netns: netns.map(str::to_string),
             log_path: root.path().join("kubelet.log"),
             root_dir,
             cgroup_root,
@@ -630,7 +715,7 @@ impl Kubelet {
             .create(true)
             .append(true)
             .open(&self.log_path)?;
-        let child = Command::new(crate::binary("skiff-kubelet")?)
+        let child = in_netns(self.netns.as_deref(), &crate::binary("skiff-kubelet")?)
             .args(&self.args)
             .stdout(log.try_clone()?)
             .stderr(log)
