@@ -282,8 +282,8 @@ impl Iptables {
         }
     }
 
-    /// The fixed chains' rules: nat, then filter.
-    fn fixed(&self) -> (Vec<String>, Vec<String>) {
+    /// The fixed nat chains' rules.
+    fn fixed(&self) -> Vec<String> {
         let mut nat = vec![format!(
             "-A {MARK_MASQ} -j MARK --or-mark {MASQUERADE_MARK:#x}"
         )];
@@ -301,11 +301,11 @@ impl Iptables {
             "-A {POSTROUTING} -j MARK --xor-mark {MASQUERADE_MARK:#x}"
         ));
         nat.push(format!("-A {POSTROUTING} -j MASQUERADE --random-fully"));
-        (nat, Vec::new())
+        nat
     }
 
     /// The restore input: the dispatch chains for `all`, the chains of the services in
-    /// `write`, and the deletion of `stale` chains (nat).
+    /// `write`, the fixed chains when `full`, and the deletion of `stale` chains (nat).
     fn restore_input<'a>(
         &self,
         all: impl Iterator<Item = &'a ServiceRules> + Clone,
@@ -313,7 +313,6 @@ impl Iptables {
         stale: &BTreeSet<String>,
         full: bool,
     ) -> String {
-        let (fixed_nat, fixed_filter) = self.fixed();
         let mut s = String::with_capacity(1 << 16);
         s.push_str("*nat\n");
         let mut own: Vec<&String> = write.iter().flat_map(|r| r.chains.keys()).collect();
@@ -324,64 +323,32 @@ impl Iptables {
             fixed_chains.extend([POSTROUTING, MARK_MASQ]);
         }
         for c in fixed_chains
-            .iter()
-            .map(|c| c.to_string())
-            .chain(own.iter().map(|c| c.to_string()))
-            .chain(stale.iter().cloned())
+            .into_iter()
+            .chain(own.into_iter().map(String::as_str))
+            .chain(stale.iter().map(String::as_str))
         {
             let _ = writeln!(s, ":{c} - [0:0]");
         }
         if full {
-            for l in &fixed_nat {
-                s.push_str(l);
-                s.push('\n');
-            }
+            push_lines(&mut s, &self.fixed());
         }
-        for r in all.clone() {
-            for l in &r.services {
-                s.push_str(l);
-                s.push('\n');
-            }
-        }
-        for r in all.clone() {
-            for l in &r.node_ports {
-                s.push_str(l);
-                s.push('\n');
-            }
-        }
+        push_lines(&mut s, all.clone().flat_map(|r| &r.services));
+        push_lines(&mut s, all.clone().flat_map(|r| &r.node_ports));
         let _ = writeln!(
             s,
             "-A {SERVICES} -m addrtype --dst-type LOCAL -j {NODE_PORTS}"
         );
-        for r in write {
-            for rules in r.chains.values() {
-                for l in rules {
-                    s.push_str(l);
-                    s.push('\n');
-                }
-            }
-        }
+        push_lines(
+            &mut s,
+            write.iter().flat_map(|r| r.chains.values().flatten()),
+        );
         for c in stale {
             let _ = writeln!(s, "-X {c}");
         }
         s.push_str("COMMIT\n*filter\n");
         let _ = writeln!(s, ":{SERVICES} - [0:0]\n:{EXTERNAL_SERVICES} - [0:0]");
-        for l in &fixed_filter {
-            s.push_str(l);
-            s.push('\n');
-        }
-        for r in all.clone() {
-            for l in &r.reject {
-                s.push_str(l);
-                s.push('\n');
-            }
-        }
-        for r in all {
-            for l in &r.reject_node_ports {
-                s.push_str(l);
-                s.push('\n');
-            }
-        }
+        push_lines(&mut s, all.clone().flat_map(|r| &r.reject));
+        push_lines(&mut s, all.flat_map(|r| &r.reject_node_ports));
         s.push_str("COMMIT\n");
         s
     }
@@ -408,6 +375,13 @@ impl Iptables {
             }
         }
         Ok(())
+    }
+}
+
+fn push_lines<'a>(s: &mut String, lines: impl IntoIterator<Item = &'a String>) {
+    for l in lines {
+        s.push_str(l);
+        s.push('\n');
     }
 }
 
@@ -526,8 +500,7 @@ impl Program for Iptables {
         self.restore(&input)?;
         self.ensure_jumps()?;
         let kernel = t.elapsed();
-        self.rules =
-            applied.values().map(ServiceRules::rules).sum::<usize>() + self.fixed().0.len();
+        self.rules = applied.values().map(ServiceRules::rules).sum::<usize>() + self.fixed().len();
         self.applied = Some(applied);
         Ok(Sync {
             full: true,

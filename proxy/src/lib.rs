@@ -26,7 +26,14 @@
 //! service number between chains.
 //!
 //! A service change is a few element updates, and a change of its endpoint count moves its
-//! verdict-map element to another `pick-n` chain — never a rule rewrite.
+//! verdict-map element to another `pick-n` chain — never a rule rewrite. Only the services
+//! that changed are worked out again ([`tracker`] keeps what the watches said, [`proxier`]
+//! what was written for each service), so a change does not cost more with more services.
+//!
+//! # The iptables mode
+//!
+//! For hosts without nf_tables, [`iptables`] gives the same behaviour with kube-proxy's
+//! iptables shapes, through `iptables-restore`.
 
 pub mod iptables;
 pub mod metrics;

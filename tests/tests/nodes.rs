@@ -69,6 +69,27 @@ fn who_from_lan(url: &str) -> Result<(String, String), String> {
     Ok((pod.to_string(), addr.to_string()))
 }
 
+/// Asks `ask` eight times until every answer is `want` (and nothing failed).
+fn only_answer<T: Ord + std::fmt::Debug>(
+    what: &str,
+    want: T,
+    mut ask: impl FnMut() -> Result<T, String>,
+    logs: impl Fn() -> String,
+) {
+    eventually(
+        what,
+        Duration::from_secs(10),
+        || {
+            let seen: Vec<Result<T, String>> = (0..8).map(|_| ask()).collect();
+            seen.iter()
+                .all(|s| s.as_ref() == Ok(&want))
+                .then_some(())
+                .ok_or(format!("{seen:?}"))
+        },
+        logs,
+    );
+}
+
 /// The web server: answers `/` with its pod name and `/cgi-bin/who` with its pod name and
 /// the client address it sees.
 fn web_deployment(image: &str) -> Value {
@@ -370,17 +391,10 @@ async fn pods_on_two_nodes_reach_each_other_by_pod_ip_service_and_name() {
         "-p",
         r#"{"spec":{"internalTrafficPolicy":"Local"}}"#,
     ]);
-    eventually(
+    only_answer(
         "only node-a's pod answers node-a's client",
-        Duration::from_secs(10),
-        || {
-            let seen: BTreeSet<String> = (0..8)
-                .filter_map(|_| wget("client", &url(&vip, 80, "/")).ok())
-                .collect();
-            (seen == [web_a.clone()].into())
-                .then_some(())
-                .ok_or(format!("{seen:?}"))
-        },
+        web_a.clone(),
+        || wget("client", &url(&vip, 80, "/")),
         logs,
     );
 
@@ -424,18 +438,10 @@ async fn pods_on_two_nodes_reach_each_other_by_pod_ip_service_and_name() {
         r#"{"spec":{"externalTrafficPolicy":"Local"}}"#,
     ]);
     for (n, own) in [(&a, web_a), (&b, web_b)] {
-        let want = (own.clone(), client.clone());
-        eventually(
+        only_answer(
             &format!("only {}'s pod answers, seeing the client", n.name),
-            Duration::from_secs(10),
-            || {
-                let seen: BTreeSet<(String, String)> = (0..6)
-                    .filter_map(|_| who_from_lan(&url(&n.ip, node_port, "/cgi-bin/who")).ok())
-                    .collect();
-                (seen == [want.clone()].into())
-                    .then_some(())
-                    .ok_or(format!("{seen:?}"))
-            },
+            (own.clone(), client.clone()),
+            || who_from_lan(&url(&n.ip, node_port, "/cgi-bin/who")),
             logs,
         );
     }

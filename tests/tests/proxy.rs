@@ -678,6 +678,17 @@ fn proxy_http(net: &Net, path: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Once the proxy serves `vip:80`, connections from `from` reach both pods.
+fn spreads_over_both_pods(from: &NetNs, vip: &str) {
+    eventually("the proxy serves the service", || {
+        Net::connect(from, vip, 80).ok()
+    });
+    let seen: std::collections::BTreeSet<String> = (0..20)
+        .map(|_| Net::connect(from, vip, 80).unwrap())
+        .collect();
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["p1", "p2"]);
+}
+
 fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let t = std::time::Instant::now();
     loop {
@@ -713,14 +724,7 @@ async fn skiff_proxy_serves_services_survives_restarts_routes_pod_cidrs_and_clea
 
     let proxy = ProxyProcess::start(&net, &kubeconfig, &[]);
     let node = &net.node;
-    eventually("the proxy serves the service", || {
-        Net::connect(node, &vip, 80).ok()
-    });
-    let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..20 {
-        seen.insert(Net::connect(node, &vip, 80).unwrap());
-    }
-    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["p1", "p2"]);
+    spreads_over_both_pods(node, &vip);
     assert_eq!(proxy_http(&net, "/healthz").unwrap(), "ok");
     assert_eq!(proxy_http(&net, "/readyz").unwrap(), "ok");
     let metrics = proxy_http(&net, "/metrics").unwrap();
@@ -839,14 +843,7 @@ async fn skiff_proxy_in_iptables_mode_follows_the_api_server_survives_restarts_a
     let args = ["--proxy-mode=iptables"];
     let proxy = ProxyProcess::start_with(&net, &kubeconfig, &args, Some(legacy.path()));
     let node = &net.node;
-    eventually("the proxy serves the service", || {
-        Net::connect(node, &vip, 80).ok()
-    });
-    let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..20 {
-        seen.insert(Net::connect(node, &vip, 80).unwrap());
-    }
-    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["p1", "p2"]);
+    spreads_over_both_pods(node, &vip);
     let (p1, _) = &net.pods[0];
     assert!(Net::connect(p1, "10.1.0.1", 30080)
         .unwrap()

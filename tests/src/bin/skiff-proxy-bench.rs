@@ -70,7 +70,12 @@ fn service_port(i: usize) -> ServicePort {
 }
 
 fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+    let ms = d.as_secs_f64() * 1e3;
+    if ms < 1.0 {
+        format!("{ms:.2} ms")
+    } else {
+        format!("{ms:.1} ms")
+    }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -149,7 +154,9 @@ fn slice(i: usize, first: Ipv4Addr) -> anyhow::Result<EndpointSlice> {
     let endpoints: Vec<serde_json::Value> = (0..ENDPOINTS)
         .map(|e| {
             let ip = if e == 0 { first } else { endpoint_ip(i, e) };
-            json!({"addresses": [ip.to_string()], "conditions": {"ready": true}})
+            // On other nodes, as the endpoints controller names them.
+            json!({"addresses": [ip.to_string()], "conditions": {"ready": true},
+                "nodeName": format!("node-{}", e % 3)})
         })
         .collect();
     Ok(serde_json::from_value(json!({
