@@ -3,6 +3,7 @@
 //!
 //! - the kernel alone: a full sync (working out the table, then the kernel transaction, timed
 //!   apart), one service added among 10,000, one endpoint changed;
+//! - the iptables mode at 1,000 services (iptables-restore's time in place of the kernel's);
 //! - through a real API server: the first full sync from the informers, and network
 //!   programming latency — from an EndpointSlice write at the API server to the end of the
 //!   kernel transaction that carries it;
@@ -24,6 +25,7 @@ use skiff_e2e::netns::NetNs;
 use skiff_e2e::{ApiServer, Etcd};
 use skiff_proxy::model::{Endpoint, ServicePort, TCP};
 use skiff_proxy::nft::netlink::Socket;
+use skiff_proxy::iptables::{Commands, Iptables};
 use skiff_proxy::proxier::{self, Program, Proxier};
 use skiff_proxy::rules::Config;
 use tokio_util::sync::CancellationToken;
@@ -147,6 +149,43 @@ fn kernel_only(out: &mut String) -> anyhow::Result<()> {
         updated == whole,
         "after the updates the proxier counts {updated} elements, a full write {whole}"
     );
+    Ok(())
+}
+
+/// Services in the iptables comparison: kube-proxy's shapes (a chain per service port and
+/// per endpoint) are too slow to write at the full count in a bounded run.
+const IPTABLES_SERVICES: usize = 1_000;
+
+/// The iptables mode at a tenth of the load: a full write, one service added.
+fn iptables_mode(out: &mut String) -> anyhow::Result<()> {
+    let ns = NetNs::new("bench-ipt")?;
+    let mut p = Iptables::new(cfg(), "node", Commands::default());
+    let mut ports: Vec<(ObjectKey, Vec<ServicePort>)> = (0..IPTABLES_SERVICES)
+        .map(|i| (key(i), vec![service_port(i)]))
+        .collect();
+    let full = ns.enter(|| p.full(ports.clone()))??;
+    out.push_str(&format!(
+        "| iptables mode: full write, {IPTABLES_SERVICES} services × {ENDPOINTS} endpoints ({} rules) | {} | {} | **{}** |\n",
+        full.rules,
+        ms(full.build),
+        ms(full.kernel),
+        ms(full.build + full.kernel)
+    ));
+    let (mut build, mut kernel) = (Vec::new(), Vec::new());
+    for extra in IPTABLES_SERVICES..IPTABLES_SERVICES + 5 {
+        let change = (key(extra), vec![service_port(extra)]);
+        ports.push(change.clone());
+        let s = ns.enter(|| p.update(vec![change]))??;
+        build.push(s.build);
+        kernel.push(s.kernel);
+    }
+    let (b, k) = (median(build), median(kernel));
+    out.push_str(&format!(
+        "| iptables mode: one service added among {IPTABLES_SERVICES} (median of 5) | {} | {} | **{}** |\n",
+        ms(b),
+        ms(k),
+        ms(b + k)
+    ));
     Ok(())
 }
 
@@ -315,6 +354,7 @@ async fn main() -> anyhow::Result<()> {
         "| what | working out the table | kernel transaction | total |\n|---|---|---|---|\n",
     );
     kernel_only(&mut out)?;
+    iptables_mode(&mut out)?;
     let mut mem = String::new();
     through_the_api(&mut out, &mut mem).await?;
     println!("{out}\n{mem}");
