@@ -19,7 +19,10 @@ pub fn conflist(bridge: &str, pod_cidr: &str, ipam_dir: &Path) -> serde_json::Va
                 "type": "bridge",
                 "bridge": bridge,
                 "isGateway": true,
-                "ipMasq": true,
+                // No masquerading here: pods reach pods on other nodes with their own
+                // addresses (Kubernetes' network model), and skiff-proxy masquerades what
+                // leaves the cluster's pod range (its --cluster-cidr).
+                "ipMasq": false,
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",

@@ -322,6 +322,12 @@ async fn pods_on_two_nodes_reach_each_other_by_pod_ip_service_and_name() {
     );
     assert_eq!(&got, web_b);
     assert_eq!(&wget(web_b, &url(ip_a, 8080, "/")).unwrap(), web_a);
+    // Without address translation: node-b's pod sees the client pod's own address.
+    let client_ip = k.ok(&["get", "pod", "client", "-o", "jsonpath={.status.podIP}"]);
+    assert_eq!(
+        wget("client", &url(ip_b, 8080, "/cgi-bin/who")).unwrap(),
+        format!("{web_b} [::ffff:{client_ip}]")
+    );
 
     // kubectl exposes the Deployment: a ClusterIP service spread over both nodes' pods.
     k.ok(&[
