@@ -89,16 +89,6 @@ impl Tracker {
         self.listed == (true, true)
     }
 
-    /// Services known.
-    pub fn len(&self) -> usize {
-        self.services.len()
-    }
-
-    /// Whether no service is known.
-    pub fn is_empty(&self) -> bool {
-        self.services.is_empty()
-    }
-
     /// Takes in a Service watch event.
     pub fn service_event(&mut self, ev: Event<Service>) {
         match ev {

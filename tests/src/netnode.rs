@@ -224,11 +224,6 @@ impl NetNode {
         std::fs::read_to_string(&self.proxy_log).unwrap_or_default()
     }
 
-    /// Runs a command in the node's namespace (as a process on the node would).
-    pub fn run(&self, args: &[&str]) -> Result<String> {
-        self.ns.run(args)
-    }
-
     /// The kubeconfig's text, for a pod on the host network (the relay is at the same
     /// address in every node).
     pub fn kubeconfig_text(&self) -> Result<String> {
