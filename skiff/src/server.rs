@@ -115,7 +115,9 @@ fn listening(addr: SocketAddr) -> impl FnMut() -> bool {
 }
 
 /// The containerd configuration: its own root, state and socket under `dir`, CNI from
-/// `net.d` there, `registry` trusted over plain HTTP.
+/// `net.d` there, `registry` trusted over plain HTTP. `restrict_oom_score_adj` keeps
+/// sandboxes from asking for a lower OOM score than containerd's own, which hosts that deny
+/// negative scores (some container hosts and sandboxes do) would refuse.
 fn containerd_config(dir: &Path, pause: &str, registry: &str) -> Result<()> {
     let hosts = dir.join("certs.d").join(registry);
     std::fs::create_dir_all(&hosts)?;
@@ -138,6 +140,7 @@ state = "{d}/state"
   path = "{d}/opt"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{pause}"
+  restrict_oom_score_adj = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   [plugins."io.containerd.grpc.v1.cri".cni]
