@@ -129,16 +129,6 @@ fn reject(proto: u8) -> &'static str {
     }
 }
 
-fn kind_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Cluster => "cluster",
-        Kind::External => "external",
-        Kind::Local => "local",
-        Kind::NodePort => "nodeport",
-        Kind::NodePortLocal => "nodeport-local",
-    }
-}
-
 /// The rules of one service's ports.
 fn service_rules(ports: &[ServicePort], cfg: &Config) -> ServiceRules {
     let mut r = ServiceRules::default();
@@ -183,7 +173,7 @@ fn service_rules(ports: &[ServicePort], cfg: &Config) -> ServiceRules {
             }
             let chain = format!(
                 "SKIFF-SVC-{}",
-                hash(&[&p.name, proto, kind_name(kind), &eps.len().to_string()])
+                hash(&[&p.name, proto, kind.prefix(), &eps.len().to_string()])
             );
             let line = match ip {
                 Some(_) => format!("-A {SERVICES} {comment} {matches} -j {chain}"),

@@ -319,30 +319,30 @@ pub fn ports(
     out
 }
 
-/// The service ports of `svc` with endpoints from `slices` (the service's EndpointSlices),
-/// seen from node `node`. Services without a ClusterIP (headless) and ExternalName services
-/// have none.
-pub fn service_ports(svc: &Service, slices: &[&EndpointSlice], node: &str) -> Vec<ServicePort> {
-    let Some(info) = ServiceInfo::new(svc) else {
-        return Vec::new();
-    };
-    let slices: Vec<SliceInfo> = slices
-        .iter()
-        .filter_map(|s| SliceInfo::new(s, node))
-        .collect();
-    let slices: Vec<&SliceInfo> = slices.iter().collect();
-    ports(
-        svc.metadata.namespace.as_deref().unwrap_or(""),
-        svc.metadata.name.as_deref().unwrap_or(""),
-        &info,
-        &slices,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The service ports of `svc` with endpoints from `slices` (the service's EndpointSlices),
+    /// seen from node `node`. Services without a ClusterIP (headless) and ExternalName services
+    /// have none.
+    fn service_ports(svc: &Service, slices: &[&EndpointSlice], node: &str) -> Vec<ServicePort> {
+        let Some(info) = ServiceInfo::new(svc) else {
+            return Vec::new();
+        };
+        let slices: Vec<SliceInfo> = slices
+            .iter()
+            .filter_map(|s| SliceInfo::new(s, node))
+            .collect();
+        let slices: Vec<&SliceInfo> = slices.iter().collect();
+        ports(
+            svc.metadata.namespace.as_deref().unwrap_or(""),
+            svc.metadata.name.as_deref().unwrap_or(""),
+            &info,
+            &slices,
+        )
+    }
 
     fn svc(spec: serde_json::Value) -> Service {
         serde_json::from_value(

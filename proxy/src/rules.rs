@@ -46,7 +46,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn prefix(self) -> &'static str {
+    /// Its name in chain names (`cluster`, `nodeport-local`, ...).
+    pub fn prefix(self) -> &'static str {
         match self {
             Kind::Cluster => "cluster",
             Kind::External => "external",

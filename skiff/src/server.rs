@@ -118,7 +118,7 @@ fn listening(addr: SocketAddr) -> impl FnMut() -> bool {
 /// `net.d` there, `registry` trusted over plain HTTP. `restrict_oom_score_adj` keeps
 /// sandboxes from asking for a lower OOM score than containerd's own, which hosts that deny
 /// negative scores (some container hosts and sandboxes do) would refuse.
-fn containerd_config(dir: &Path, pause: &str, registry: &str) -> Result<()> {
+pub fn containerd_config(dir: &Path, pause: &str, registry: &str) -> Result<()> {
     let hosts = dir.join("certs.d").join(registry);
     std::fs::create_dir_all(&hosts)?;
     std::fs::write(
@@ -136,6 +136,8 @@ state = "{d}/state"
   address = "{d}/containerd.sock"
 [ttrpc]
   address = "{d}/containerd.sock.ttrpc"
+[debug]
+  level = "warn"
 [plugins."io.containerd.internal.v1.opt"]
   path = "{d}/opt"
 [plugins."io.containerd.grpc.v1.cri"]
@@ -169,12 +171,10 @@ fn first_node_cidr(cidr: &str) -> Result<String> {
     let ip: Ipv4Addr = ip
         .parse()
         .with_context(|| format!("--cluster-cidr {cidr:?}: {ip:?} is not an IPv4 address"))?;
-    let len: u8 = len
-        .parse()
+    len.parse::<u8>()
         .ok()
         .filter(|l| *l <= 24)
         .with_context(|| format!("--cluster-cidr {cidr:?}: the prefix must be /24 or wider"))?;
-    let _ = len;
     Ok(format!("{ip}/24"))
 }
 
@@ -225,31 +225,32 @@ fn remove_pods(rt: &tokio::runtime::Handle, socket: &Path) {
     if !socket.exists() {
         return;
     }
-    let endpoint = format!("unix://{}", socket.display());
-    let r: Result<()> = rt.block_on(async {
-        let mut cri = skiff_kubelet::cri::Runtime::connect(&endpoint)?;
-        let list = cri
-            .runtime
-            .list_pod_sandbox(skiff_proto::cri::ListPodSandboxRequest::default())
-            .await?
-            .into_inner();
-        for s in list.items {
-            cri.runtime
-                .stop_pod_sandbox(skiff_proto::cri::StopPodSandboxRequest {
-                    pod_sandbox_id: s.id.clone(),
-                })
-                .await?;
-            cri.runtime
-                .remove_pod_sandbox(skiff_proto::cri::RemovePodSandboxRequest {
-                    pod_sandbox_id: s.id,
-                })
-                .await?;
-        }
-        Ok(())
-    });
-    if let Err(e) = r {
+    if let Err(e) = rt.block_on(remove_sandboxes(socket)) {
         tracing::warn!(error = %e, "removing the pods failed");
     }
+}
+
+/// Stops and removes every pod sandbox of the containerd listening on `socket`.
+pub async fn remove_sandboxes(socket: &Path) -> Result<()> {
+    let mut cri = skiff_kubelet::cri::Runtime::connect(&format!("unix://{}", socket.display()))?;
+    let list = cri
+        .runtime
+        .list_pod_sandbox(skiff_proto::cri::ListPodSandboxRequest::default())
+        .await?
+        .into_inner();
+    for s in list.items {
+        cri.runtime
+            .stop_pod_sandbox(skiff_proto::cri::StopPodSandboxRequest {
+                pod_sandbox_id: s.id.clone(),
+            })
+            .await?;
+        cri.runtime
+            .remove_pod_sandbox(skiff_proto::cri::RemovePodSandboxRequest {
+                pod_sandbox_id: s.id,
+            })
+            .await?;
+    }
+    Ok(())
 }
 
 fn start_and_wait(

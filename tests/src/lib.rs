@@ -597,6 +597,26 @@ pub async fn eventually<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -
     }
 }
 
+/// Retries `f` every 250 ms until it gives a value; after `within`, panics with `what`, the
+/// last error and `context()` (logs, say).
+pub fn eventually_ok<T>(
+    what: &str,
+    within: Duration,
+    mut f: impl FnMut() -> std::result::Result<T, String>,
+    context: impl Fn() -> String,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if std::time::Instant::now() > deadline => {
+                panic!("{what} within {within:?}; last: {e}\n{}", context())
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
 /// A running cluster for a test: etcd and one API server.
 pub struct Cluster {
     /// The API server (dropped first).

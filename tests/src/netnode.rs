@@ -139,26 +139,11 @@ impl NetNode {
         let pod_cidr = format!("10.244.{index}.0/24");
         // Its LAN interface, and the service range discarded unless a rule catches it.
         lan.attach(&format!("port{index}"), "eth0", &ns.name)?;
-        for cmd in [
-            &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"][..],
-            &["ip", "link", "set", "eth0", "up"],
-            &[
-                "ip", "link", "add", "svc0", "type", "veth", "peer", "name", "svc1",
-            ],
-            &["ip", "link", "set", "svc0", "up"],
-            &["ip", "link", "set", "svc1", "up"],
-            &["ip", "route", "add", "10.96.0.0/12", "dev", "svc0"],
-        ] {
-            ns.run(cmd)?;
-        }
+        ns.run(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        ns.run(&["ip", "link", "set", "eth0", "up"])?;
+        ns.discard_service_range("10.96.0.0/12")?;
         let (kubeconfig, api_relay) = crate::netns::relayed_kubeconfig(api, &ns)?;
-        let registry_port: u16 = images
-            .registry
-            .host
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .context("the registry's port")?;
+        let registry_port = images.registry.port();
         let registry_relay = ns.forward(registry_port, ([127, 0, 0, 1], registry_port).into())?;
         let ctrd = Containerd::start_in(&images.pause, &images.registry.host, Some(&ns.name))?;
         let mut args = vec![

@@ -54,6 +54,22 @@ impl NetNs {
         c
     }
 
+    /// Routes `cidr` (a service range) into a veth pair of its own, up, so that traffic to a
+    /// service address no rule catches is discarded there rather than routed anywhere.
+    pub fn discard_service_range(&self, cidr: &str) -> Result<()> {
+        for cmd in [
+            &[
+                "ip", "link", "add", "svc0", "type", "veth", "peer", "name", "svc1",
+            ][..],
+            &["ip", "link", "set", "svc0", "up"],
+            &["ip", "link", "set", "svc1", "up"],
+            &["ip", "route", "add", cidr, "dev", "svc0"],
+        ] {
+            self.run(cmd)?;
+        }
+        Ok(())
+    }
+
     /// Runs `f` on a thread that has entered the namespace (sockets it opens stay there).
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
         let path = format!("/var/run/netns/{}", self.name);

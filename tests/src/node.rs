@@ -85,6 +85,15 @@ impl Registry {
         Ok(reference)
     }
 
+    /// Its port on loopback.
+    pub fn port(&self) -> u16 {
+        self.host
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the registry's host is 127.0.0.1:PORT")
+    }
+
     /// The registry's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
@@ -355,47 +364,8 @@ impl Containerd {
         let dir = tmp.path().to_path_buf();
         let socket = dir.join("containerd.sock");
         let cni_conf_dir = dir.join("net.d");
-        std::fs::create_dir_all(&cni_conf_dir)?;
-        let hosts = dir.join("certs.d").join(registry);
-        std::fs::create_dir_all(&hosts)?;
-        std::fs::write(
-            hosts.join("hosts.toml"),
-            format!(
-                "server = \"http://{registry}\"\n\n[host.\"http://{registry}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
-            ),
-        )?;
-        let config = format!(
-            r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-[grpc]
-  address = "{d}/containerd.sock"
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-[debug]
-  level = "warn"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{pause}"
-  restrict_oom_score_adj = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{d}/net.d"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{d}/certs.d"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        Root = "{d}/runc"
-"#,
-            d = dir.display()
-        );
-        std::fs::write(dir.join("config.toml"), config)?;
+        // The configuration `skiff server` gives its node's containerd.
+        skiff::server::containerd_config(&dir, pause, registry)?;
         let mut c = Containerd {
             child: None,
             netns: netns.map(str::to_string),
@@ -464,7 +434,7 @@ state = "{d}/state"
 
     /// Stops and removes every pod sandbox through CRI (their containers go with them).
     pub async fn remove_all_sandboxes(&self) -> Result<()> {
-        remove_sandboxes(&self.socket).await
+        skiff::server::remove_sandboxes(&self.socket).await
     }
 }
 
@@ -488,7 +458,11 @@ impl Containerd {
                 .build()
             {
                 let _ = rt.block_on(async {
-                    tokio::time::timeout(Duration::from_secs(60), remove_sandboxes(&socket)).await
+                    tokio::time::timeout(
+                        Duration::from_secs(60),
+                        skiff::server::remove_sandboxes(&socket),
+                    )
+                    .await
                 });
             }
         })
@@ -516,28 +490,6 @@ impl Containerd {
 }
 
 /// Stops and removes every pod sandbox of the containerd on `socket`.
-async fn remove_sandboxes(socket: &Path) -> Result<()> {
-    let mut cri = Runtime::connect(&format!("unix://{}", socket.display()))?;
-    let list = cri
-        .runtime
-        .list_pod_sandbox(skiff_proto::cri::ListPodSandboxRequest::default())
-        .await?
-        .into_inner();
-    for s in list.items {
-        cri.runtime
-            .stop_pod_sandbox(skiff_proto::cri::StopPodSandboxRequest {
-                pod_sandbox_id: s.id.clone(),
-            })
-            .await?;
-        cri.runtime
-            .remove_pod_sandbox(skiff_proto::cri::RemovePodSandboxRequest {
-                pod_sandbox_id: s.id,
-            })
-            .await?;
-    }
-    Ok(())
-}
-
 /// The pids of containerd shims started for the containerd on `socket`.
 fn shims_of(socket: &Path) -> Vec<i32> {
     let needle = socket.to_string_lossy().to_string();

@@ -8,31 +8,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use skiff_e2e::netnode::{Lan, NetNode, CLUSTER_DNS};
 use skiff_e2e::node::{binary_image, Images};
-use skiff_e2e::{Cluster, Daemon, Kubectl};
-
-/// Retries `f` until it gives a value, for up to `within`.
-fn eventually<T>(
-    what: &str,
-    within: Duration,
-    mut f: impl FnMut() -> Result<T, String>,
-    logs: impl Fn() -> String,
-) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(e) if Instant::now() > deadline => {
-                panic!("{what} within {within:?}; last: {e}\n{}", logs())
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(250)),
-        }
-    }
-}
+use skiff_e2e::{eventually_ok as eventually, Cluster, Daemon, Kubectl};
 
 /// `kubectl exec POD -- args`: its output, or what went wrong.
 fn exec(k: &Kubectl, pod: &str, args: &[&str]) -> Result<String, String> {

@@ -176,12 +176,6 @@ impl Net {
             &["ip", "link", "add", "br0", "type", "bridge"][..],
             &["ip", "addr", "add", "10.1.0.1/24", "dev", "br0"],
             &["ip", "link", "set", "br0", "up"],
-            &[
-                "ip", "link", "add", "svc0", "type", "veth", "peer", "name", "svc1",
-            ],
-            &["ip", "link", "set", "svc0", "up"],
-            &["ip", "link", "set", "svc1", "up"],
-            &["ip", "route", "add", "10.96.0.0/12", "dev", "svc0"],
             &["sysctl", "-qw", "net.ipv4.ip_forward=1"],
             // Bridged traffic between two pods passes the IP hooks, so that a reply to a
             // DNAT-ed connection is translated back (what kube-proxy also requires).
@@ -189,6 +183,7 @@ impl Net {
         ] {
             node.run(cmd).unwrap();
         }
+        node.discard_service_range("10.96.0.0/12").unwrap();
         let mut pods = Vec::new();
         for (i, name) in ["p1", "p2"].into_iter().enumerate() {
             let pod = NetNs::new(name).unwrap();

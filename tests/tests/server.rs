@@ -4,10 +4,14 @@
 //! and pods.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use skiff_e2e::netns::NetNs;
 use skiff_e2e::node::Images;
+
+fn eventually<T>(what: &str, within: Duration, f: impl FnMut() -> Result<T, String>) -> T {
+    skiff_e2e::eventually_ok(what, within, f, String::new)
+}
 
 /// `kubectl` inside the namespace.
 fn kubectl(ns: &NetNs, kubeconfig: &str, args: &[&str]) -> Result<String, String> {
@@ -30,17 +34,6 @@ fn kubectl(ns: &NetNs, kubeconfig: &str, args: &[&str]) -> Result<String, String
     }
 }
 
-fn eventually<T>(what: &str, within: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(e) if Instant::now() > deadline => panic!("{what} within {within:?}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(250)),
-        }
-    }
-}
-
 /// The server process, stopped by its pid if the test ends early.
 struct Server(Option<Child>);
 
@@ -57,24 +50,8 @@ async fn skiff_server_runs_a_cluster_and_stops_clean() {
     let images = Images::start().unwrap();
     let ns = NetNs::new("server").unwrap();
     // Service addresses no rule catches are discarded, never routed off the machine.
-    for cmd in [
-        &[
-            "ip", "link", "add", "svc0", "type", "veth", "peer", "name", "svc1",
-        ][..],
-        &["ip", "link", "set", "svc0", "up"],
-        &["ip", "link", "set", "svc1", "up"],
-        &["ip", "route", "add", "10.96.0.0/12", "dev", "svc0"],
-    ] {
-        ns.run(cmd).unwrap();
-    }
-    let port: u16 = images
-        .registry
-        .host
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    ns.discard_service_range("10.96.0.0/12").unwrap();
+    let port = images.registry.port();
     let _registry = ns.forward(port, ([127, 0, 0, 1], port).into()).unwrap();
     let data = tempfile::tempdir().unwrap();
     let log = std::fs::File::create(data.path().join("server.out")).unwrap();
