@@ -41,21 +41,13 @@ impl Kubelet {
         let agent =
             node::NodeAgent::new(self.client.clone(), self.node.clone(), self.runtime.clone());
         // The pod network first (the Node's pod CIDR if it exists already, else --pod-cidr),
-        // so that the runtime reports NetworkReady in the first status.
-        match agent.pod_cidr().await {
-            Some(cidr) => {
-                let conf = cni::conflist(
-                    &self.cni_bridge,
-                    &cidr,
-                    &self.node.root_dir.join("cni/ipam"),
-                );
-                if cni::write(&self.cni_conf_dir, &conf)? {
-                    tracing::info!(pod_cidr = %cidr, "wrote the pod network configuration");
-                }
-            }
-            None => tracing::warn!(
-                "the node has no pod CIDR yet: pods off the host network cannot start"
-            ),
+        // so that the runtime reports NetworkReady in the first status; a node that has none
+        // yet writes it once the control plane assigns one.
+        let network_written = self.write_pod_network(&agent).await?;
+        if !network_written {
+            tracing::warn!(
+                "the node has no pod CIDR yet: pods off the host network wait for the control plane to assign one"
+            );
         }
         let node = agent.register().await?;
         let uid = node.metadata.uid.clone().unwrap_or_default();
@@ -69,11 +61,43 @@ impl Kubelet {
             recorder,
             images: pods::images::Puller::new(self.runtime.clone()),
         };
+        let network = async {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            let mut written = network_written;
+            while !written {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                match self.write_pod_network(&agent).await {
+                    Ok(w) => written = w,
+                    Err(e) => tracing::warn!(error = %e, "writing the pod network configuration"),
+                }
+            }
+        };
         tokio::join!(
+            network,
             agent.keep_lease(uid, shutdown.clone()),
             agent.keep_status(shutdown.clone()),
             pods::run(shared, shutdown.clone()),
         );
         Ok(())
+    }
+
+    /// Writes the CNI configuration for the node's pod CIDR, if it has one; says whether it
+    /// did.
+    async fn write_pod_network(&self, agent: &node::NodeAgent) -> anyhow::Result<bool> {
+        let Some(cidr) = agent.pod_cidr().await else {
+            return Ok(false);
+        };
+        let conf = cni::conflist(
+            &self.cni_bridge,
+            &cidr,
+            &self.node.root_dir.join("cni/ipam"),
+        );
+        if cni::write(&self.cni_conf_dir, &conf)? {
+            tracing::info!(pod_cidr = %cidr, "wrote the pod network configuration");
+        }
+        Ok(true)
     }
 }

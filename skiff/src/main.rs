@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use skiff::{preflight, server};
+use skiff::{agent, preflight, server};
 use skiff_http::daemon;
 use tokio_util::sync::CancellationToken;
 
@@ -19,22 +19,54 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Run a whole cluster on this machine (etcd, a registry, the control plane and this
-    /// machine as a node) until SIGTERM, which stops it all and removes its pods and rules.
+    /// Run a whole cluster on this machine (etcd, a registry, the control plane, the cluster
+    /// DNS and this machine as a node) until SIGTERM, which stops it all and removes its pods
+    /// and rules.
     Server(Box<server::ServerArgs>),
+    /// Join this machine to a skiff server's cluster as a node until SIGTERM.
+    Agent(Box<agent::AgentArgs>),
     /// Say what this machine lacks for `skiff server`, and how to get it.
     Check {
         /// Check for the proxy's iptables mode rather than nftables.
         #[arg(long)]
         iptables: bool,
+        /// Check for `skiff agent` (a node only) rather than `skiff server`.
+        #[arg(long)]
+        agent: bool,
     },
+}
+
+/// Runs `body` with a runtime whose token is cancelled on SIGTERM or SIGINT.
+fn until_signal(
+    what: &str,
+    body: impl FnOnce(&tokio::runtime::Handle, &dyn Fn() -> bool) -> anyhow::Result<()>,
+) -> ExitCode {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{what}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let stop = CancellationToken::new();
+    {
+        let _in_runtime = rt.enter();
+        daemon::cancel_on_signal(stop.clone());
+    }
+    match body(rt.handle(), &|| stop.is_cancelled()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{what}: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.log.init();
     match cli.command {
-        Cmd::Check { iptables } => {
+        Cmd::Check { iptables, agent } => {
             let bin_dir = match server::bin_dir() {
                 Ok(d) => d,
                 Err(e) => {
@@ -43,13 +75,15 @@ fn main() -> ExitCode {
                 }
             };
             let problems = preflight::check(&preflight::Needs {
-                etcd: true,
-                registry: true,
+                etcd: !agent,
+                registry: !agent,
                 iptables,
+                control_plane: !agent,
                 bin_dir,
             });
+            let what = if agent { "skiff agent" } else { "skiff server" };
             if problems.is_empty() {
-                println!("this machine has what skiff server needs");
+                println!("this machine has what {what} needs");
                 return ExitCode::SUCCESS;
             }
             for p in &problems {
@@ -57,26 +91,7 @@ fn main() -> ExitCode {
             }
             ExitCode::from(2)
         }
-        Cmd::Server(args) => {
-            let rt = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("skiff server: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            let stop = CancellationToken::new();
-            {
-                let _in_runtime = rt.enter();
-                daemon::cancel_on_signal(stop.clone());
-            }
-            match server::run(&args, rt.handle(), &|| stop.is_cancelled()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("skiff server: {e:#}");
-                    ExitCode::from(1)
-                }
-            }
-        }
+        Cmd::Server(args) => until_signal("skiff server", |rt, stop| server::run(&args, rt, stop)),
+        Cmd::Agent(args) => until_signal("skiff agent", |rt, stop| agent::run(&args, rt, stop)),
     }
 }

@@ -27,6 +27,8 @@ pub struct Needs {
     pub registry: bool,
     /// Rules through iptables rather than nftables.
     pub iptables: bool,
+    /// The control plane's binaries too (`skiff server`), not only the node's (`skiff agent`).
+    pub control_plane: bool,
     /// Where Skiff's own binaries are.
     pub bin_dir: PathBuf,
 }
@@ -36,13 +38,14 @@ pub const CNI_PLUGINS: [&str; 5] = ["bridge", "host-local", "portmap", "firewall
 /// Where Debian's containernetworking-plugins puts them.
 pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
 
-/// Skiff's binaries `skiff server` starts.
-pub const COMPONENTS: [&str; 5] = [
+/// Skiff's binaries a node runs (`skiff agent`, and `skiff server` for its own node).
+pub const NODE_COMPONENTS: [&str; 2] = ["skiff-kubelet", "skiff-proxy"];
+/// Skiff's binaries the control plane runs, or builds images of (`skiff server`).
+pub const CONTROL_PLANE_COMPONENTS: [&str; 4] = [
     "skiff-apiserver",
     "skiff-scheduler",
     "skiff-controller-manager",
-    "skiff-kubelet",
-    "skiff-proxy",
+    "skiff-dns",
 ];
 
 /// `name` on `PATH`, if there.
@@ -106,6 +109,12 @@ pub fn check(needs: &Needs) -> Vec<Problem> {
             "etcd-server",
         ));
     }
+    if needs.control_plane && !is_executable(Path::new(crate::images::BUSYBOX)) {
+        problems.push(apt(
+            "/bin/busybox is missing (the example images are built from it)",
+            "busybox-static",
+        ));
+    }
     if needs.registry && which("docker-registry").is_none() {
         problems.push(apt(
             "docker-registry is not on PATH (needed for the local registry; or give --registry)",
@@ -134,7 +143,12 @@ pub fn check(needs: &Needs) -> Vec<Problem> {
             fix: "run skiff server as root (it runs containers and programs the network)".into(),
         });
     }
-    for c in COMPONENTS {
+    let control_plane = if needs.control_plane {
+        &CONTROL_PLANE_COMPONENTS[..]
+    } else {
+        &[]
+    };
+    for c in NODE_COMPONENTS.iter().chain(control_plane) {
         if !is_executable(&needs.bin_dir.join(c)) {
             problems.push(Problem {
                 what: format!("{c} is not in {}", needs.bin_dir.display()),
@@ -161,10 +175,11 @@ mod tests {
             etcd: false,
             registry: false,
             iptables: false,
+            control_plane: true,
             bin_dir: dir.path().to_path_buf(),
         });
         // An empty directory holds none of Skiff's binaries.
-        for c in COMPONENTS {
+        for c in NODE_COMPONENTS.iter().chain(&CONTROL_PLANE_COMPONENTS) {
             assert!(
                 problems.iter().any(|p| p.what.starts_with(c)),
                 "{c} not reported: {problems:?}"

@@ -1,17 +1,20 @@
 //! `skiff server`: a whole cluster on this machine — etcd (a child process unless
-//! `--etcd-servers` is given), a local image registry (unless `--registry` names one), the
-//! API server, scheduler and controller manager, and this machine as a node (containerd, the
-//! kubelet, the proxy) — until SIGTERM, which stops it all and removes its pods and rules.
+//! `--etcd-servers` is given), a local image registry (unless `--registry` names one) holding
+//! the pause, example and cluster DNS images built here, the API server, scheduler and
+//! controller manager, this machine as a node (containerd, the kubelet, the proxy) and the
+//! cluster DNS as a Deployment — until SIGTERM, which stops it all and removes its pods and
+//! rules. Other machines join as nodes with `skiff agent` and the token it writes.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::preflight::{self, CNI_BIN_DIR};
+use crate::node::{self, NodeArgs};
 use crate::supervisor::Supervisor;
+use crate::{addons, images, preflight};
 
 /// How the cluster is set up.
 #[derive(Debug, Clone, clap::Args)]
@@ -27,56 +30,32 @@ pub struct ServerArgs {
     /// port).
     #[arg(long, default_value_t = 2379)]
     pub etcd_port: u16,
-    /// The address the API server listens on.
+    /// The address the API server listens on (`0.0.0.0` or this machine's address for
+    /// `skiff agent`s to join).
     #[arg(long, default_value = "127.0.0.1")]
     pub bind_address: IpAddr,
     /// The API server's port.
     #[arg(long, default_value_t = 6443)]
     pub https_port: u16,
+    /// More names or addresses for the API server's certificate.
+    #[arg(long = "tls-san")]
+    pub tls_sans: Vec<String>,
     /// A registry to pull workload images from (default: one started here).
     #[arg(long)]
     pub registry: Option<String>,
-    /// Where the registry started here listens.
+    /// Where the registry started here listens; images are named by this address
+    /// (`ADDRESS/skiff/httpd`), so with agents it must be one they reach too.
     #[arg(long, default_value = "127.0.0.1:5000")]
     pub registry_address: SocketAddr,
-    /// The pod sandbox image (default: REGISTRY/skiff/pause:1).
-    #[arg(long)]
-    pub pause_image: Option<String>,
-    /// This node's name (default: the host name).
-    #[arg(long)]
-    pub node_name: Option<String>,
-    /// This node's address (default: the first non-loopback IPv4 address).
-    #[arg(long)]
-    pub node_ip: Option<String>,
-    /// Labels for this node (`k=v,...`).
-    #[arg(long, default_value = "")]
-    pub node_labels: String,
-    /// The pods' address range; this node gets its first /24.
-    #[arg(long, default_value = "10.244.0.0/16")]
-    pub cluster_cidr: String,
     /// The Services' address range.
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: String,
-    /// The cluster DNS address handed to pods.
-    #[arg(long, default_value = "10.96.0.10")]
-    pub cluster_dns: String,
-    /// How the proxy writes rules: `nftables` or `iptables`.
-    #[arg(long, default_value = "nftables", value_parser = ["nftables", "iptables"])]
-    pub proxy_mode: String,
-    /// The proxy's /healthz, /readyz and /metrics address.
-    #[arg(long, default_value = "127.0.0.1:10249")]
-    pub proxy_metrics_bind_address: SocketAddr,
-}
-
-/// The pieces' directories under the data directory.
-struct Dirs {
-    root: PathBuf,
-}
-
-impl Dirs {
-    fn of(&self, part: &str) -> PathBuf {
-        self.root.join(part)
-    }
+    /// Parts not to run: `dns` (the cluster DNS).
+    #[arg(long, value_delimiter = ',', value_parser = ["dns"])]
+    pub disable: Vec<String>,
+    /// This machine as a node.
+    #[command(flatten)]
+    pub node: NodeArgs,
 }
 
 /// This directory's copy of Skiff's binaries.
@@ -88,79 +67,8 @@ pub fn bin_dir() -> Result<PathBuf> {
         .unwrap_or_else(|| PathBuf::from(".")))
 }
 
-fn wait_for(
-    what: &str,
-    within: Duration,
-    sup: &mut Supervisor,
-    mut ok: impl FnMut() -> bool,
-) -> Result<()> {
-    let deadline = Instant::now() + within;
-    while !ok() {
-        if let Some((name, status)) = sup.exited() {
-            bail!(
-                "{name} exited ({status}) while waiting for {what}:\n{}",
-                sup.log_tail(&name)
-            );
-        }
-        if Instant::now() > deadline {
-            bail!("{what} did not happen within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
-}
-
 fn listening(addr: SocketAddr) -> impl FnMut() -> bool {
     move || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-}
-
-/// The containerd configuration: its own root, state and socket under `dir`, CNI from
-/// `net.d` there, `registry` trusted over plain HTTP. `restrict_oom_score_adj` keeps
-/// sandboxes from asking for a lower OOM score than containerd's own, which hosts that deny
-/// negative scores (some container hosts and sandboxes do) would refuse.
-pub fn containerd_config(dir: &Path, pause: &str, registry: &str) -> Result<()> {
-    let hosts = dir.join("certs.d").join(registry);
-    std::fs::create_dir_all(&hosts)?;
-    std::fs::write(
-        hosts.join("hosts.toml"),
-        format!(
-            "server = \"http://{registry}\"\n\n[host.\"http://{registry}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
-        ),
-    )?;
-    std::fs::create_dir_all(dir.join("net.d"))?;
-    let config = format!(
-        r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-[grpc]
-  address = "{d}/containerd.sock"
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-[debug]
-  level = "warn"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{pause}"
-  restrict_oom_score_adj = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{CNI_BIN_DIR}"
-    conf_dir = "{d}/net.d"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{d}/certs.d"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        Root = "{d}/runc"
-"#,
-        d = dir.display()
-    );
-    std::fs::write(dir.join("config.toml"), config)?;
-    Ok(())
 }
 
 /// The first /24 of `cidr` (`10.244.0.0/16` → `10.244.0.0/24`).
@@ -178,14 +86,104 @@ fn first_node_cidr(cidr: &str) -> Result<String> {
     Ok(format!("{ip}/24"))
 }
 
+/// The secrets `skiff server` hands out, kept in `DATA_DIR/tokens.csv` (the API server's
+/// `--token-auth-file`) across restarts.
+struct Tokens {
+    /// What `skiff agent --token` carries (after the CA's hash).
+    node: String,
+    /// The cluster DNS's.
+    dns: String,
+}
+
+fn secret() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Tokens {
+    fn load_or_create(path: &Path) -> Result<Tokens> {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let token_of = |user: &str| {
+                text.lines()
+                    .find(|l| l.split(',').nth(1) == Some(user))
+                    .and_then(|l| l.split(',').next())
+                    .map(str::to_string)
+            };
+            if let (Some(node), Some(dns)) = (token_of(NODE_USER), token_of(DNS_USER)) {
+                return Ok(Tokens { node, dns });
+            }
+        }
+        let tokens = Tokens {
+            node: secret(),
+            dns: secret(),
+        };
+        let text = format!(
+            "{},{NODE_USER},{NODE_USER},\"system:nodes\"\n{},{DNS_USER},{DNS_USER},\"system:serviceaccounts,system:serviceaccounts:kube-system\"\n",
+            tokens.node, tokens.dns
+        );
+        write_private(path, text.as_bytes())?;
+        Ok(tokens)
+    }
+}
+
+const NODE_USER: &str = "system:node:skiff-agent";
+const DNS_USER: &str = "system:serviceaccount:kube-system:skiff-dns";
+
+/// Writes a file only its owner reads.
+pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(data)?;
+    Ok(())
+}
+
+/// The hex SHA-256 of the cluster CA's PEM, as join tokens carry it.
+pub fn ca_hash(ca_pem: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(ca_pem))
+}
+
+/// A kubeconfig for `server` with the CA and a bearer token.
+pub fn token_kubeconfig(server: &str, ca_pem: &[u8], token: &str) -> String {
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: skiff\n  user:\n    token: {token}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: skiff\ncurrent-context: skiff\n"
+    )
+}
+
+/// This machine's first global IPv4 address (what the kubelet takes as the node's address
+/// when given none).
+pub fn host_ipv4() -> Option<Ipv4Addr> {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .ok()?;
+    // `2: eth0    inet 10.0.0.5/24 brd ... scope global eth0`
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        words.find(|w| *w == "inet")?;
+        words.next()?.split('/').next()?.parse().ok()
+    })
+}
+
 /// Runs the cluster until `stop` says so; returns an error when a part fails. `rt` runs the
-/// little asynchronous work there is (removing pods through CRI on the way out).
+/// asynchronous work (pushing images, applying the cluster's add-ons, removing pods on the
+/// way out).
 pub fn run(args: &ServerArgs, rt: &tokio::runtime::Handle, stop: &dyn Fn() -> bool) -> Result<()> {
     let bin = bin_dir()?;
     let problems = preflight::check(&preflight::Needs {
         etcd: args.etcd_servers.is_empty(),
         registry: args.registry.is_none(),
-        iptables: args.proxy_mode == "iptables",
+        iptables: args.node.proxy_mode == "iptables",
+        control_plane: true,
         bin_dir: bin.clone(),
     });
     if !problems.is_empty() {
@@ -195,73 +193,41 @@ pub fn run(args: &ServerArgs, rt: &tokio::runtime::Handle, stop: &dyn Fn() -> bo
             list.join("\n")
         );
     }
-    let node_cidr = first_node_cidr(&args.cluster_cidr)?;
-    let dirs = Dirs {
-        root: args.data_dir.clone(),
-    };
-    std::fs::create_dir_all(&dirs.root)
-        .with_context(|| format!("creating {}", dirs.root.display()))?;
-    let logs = dirs.of("logs");
+    let node_cidr = first_node_cidr(&args.node.cluster_cidr)?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let mut sup = Supervisor::default();
-    let result = start_and_wait(args, &bin, &dirs, &logs, &node_cidr, &mut sup, stop);
+    let result = start_and_wait(args, &bin, &node_cidr, rt, &mut sup, stop);
     tracing::info!("stopping");
     // The node first (its pods and rules go with it), then the control plane.
-    sup.stop("skiff-proxy", Duration::from_secs(10));
-    let cleanup = Command::new(bin.join("skiff-proxy"))
-        .arg("--cleanup")
-        .status();
-    if !cleanup.is_ok_and(|s| s.success()) {
-        tracing::warn!("skiff-proxy --cleanup failed; rules may remain");
-    }
-    sup.stop("skiff-kubelet", Duration::from_secs(30));
-    remove_pods(rt, &dirs.of("containerd").join("containerd.sock"));
+    node::stop(&mut sup, &bin, &args.data_dir, rt);
     sup.stop_all(Duration::from_secs(10));
     result
 }
 
-/// Stops and removes every pod sandbox of the node's containerd (their containers, mounts
-/// and network namespaces go with them).
-fn remove_pods(rt: &tokio::runtime::Handle, socket: &Path) {
-    if !socket.exists() {
-        return;
+/// Where agents and the cluster's own pods reach the API server.
+fn advertised(args: &ServerArgs) -> IpAddr {
+    if !args.bind_address.is_unspecified() {
+        return args.bind_address;
     }
-    if let Err(e) = rt.block_on(remove_sandboxes(socket)) {
-        tracing::warn!(error = %e, "removing the pods failed");
-    }
-}
-
-/// Stops and removes every pod sandbox of the containerd listening on `socket`.
-pub async fn remove_sandboxes(socket: &Path) -> Result<()> {
-    let mut cri = skiff_kubelet::cri::Runtime::connect(&format!("unix://{}", socket.display()))?;
-    let list = cri
-        .runtime
-        .list_pod_sandbox(skiff_proto::cri::ListPodSandboxRequest::default())
-        .await?
-        .into_inner();
-    for s in list.items {
-        cri.runtime
-            .stop_pod_sandbox(skiff_proto::cri::StopPodSandboxRequest {
-                pod_sandbox_id: s.id.clone(),
-            })
-            .await?;
-        cri.runtime
-            .remove_pod_sandbox(skiff_proto::cri::RemovePodSandboxRequest {
-                pod_sandbox_id: s.id,
-            })
-            .await?;
-    }
-    Ok(())
+    args.node
+        .node_ip
+        .as_deref()
+        .and_then(|ip| ip.parse().ok())
+        .or_else(|| host_ipv4().map(IpAddr::V4))
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
 fn start_and_wait(
     args: &ServerArgs,
     bin: &Path,
-    dirs: &Dirs,
-    logs: &Path,
     node_cidr: &str,
+    rt: &tokio::runtime::Handle,
     sup: &mut Supervisor,
     stop: &dyn Fn() -> bool,
 ) -> Result<()> {
+    let data = &args.data_dir;
+    let logs = data.join("logs");
     // etcd.
     let etcd_servers = if args.etcd_servers.is_empty() {
         let (client, peer) = (args.etcd_port, args.etcd_port + 1);
@@ -270,30 +236,29 @@ fn start_and_wait(
             "etcd",
             Command::new("etcd")
                 .arg("--name=skiff")
-                .arg(format!("--data-dir={}", dirs.of("etcd").display()))
+                .arg(format!("--data-dir={}", data.join("etcd").display()))
                 .arg(format!("--listen-client-urls={}", url(client)))
                 .arg(format!("--advertise-client-urls={}", url(client)))
                 .arg(format!("--listen-peer-urls={}", url(peer)))
                 .arg(format!("--initial-advertise-peer-urls={}", url(peer)))
                 .arg(format!("--initial-cluster=skiff={}", url(peer)))
                 .arg("--log-level=warn"),
-            logs,
+            &logs,
         )?;
-        wait_for(
+        sup.wait_for(
             "etcd to listen",
             Duration::from_secs(30),
-            sup,
             listening(SocketAddr::from(([127, 0, 0, 1], client))),
         )?;
         vec![url(client)]
     } else {
         args.etcd_servers.clone()
     };
-    // The registry.
+    // The registry, and the images the cluster itself needs.
     let registry = match &args.registry {
         Some(r) => r.clone(),
         None => {
-            let dir = dirs.of("registry");
+            let dir = data.join("registry");
             std::fs::create_dir_all(&dir)?;
             let config = dir.join("config.yml");
             std::fs::write(
@@ -307,34 +272,46 @@ fn start_and_wait(
             sup.start(
                 "registry",
                 Command::new("docker-registry").arg("serve").arg(&config),
-                logs,
+                &logs,
             )?;
-            wait_for(
+            let mut addr = args.registry_address;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            }
+            sup.wait_for(
                 "the registry to listen",
                 Duration::from_secs(30),
-                sup,
-                listening(args.registry_address),
+                listening(addr),
             )?;
             args.registry_address.to_string()
         }
     };
+    let pushed = rt.block_on(push_images(&registry, bin))?;
     // The control plane.
-    let server_dir = dirs.of("server");
-    sup.start(
-        "skiff-apiserver",
-        Command::new(bin.join("skiff-apiserver"))
-            .arg(format!("--etcd-servers={}", etcd_servers.join(",")))
-            .arg(format!("--bind-address={}", args.bind_address))
-            .arg(format!("--secure-port={}", args.https_port))
-            .arg(format!("--data-dir={}", server_dir.display()))
-            .arg(format!(
-                "--service-cluster-ip-range={}",
-                args.service_cluster_ip_range
-            )),
-        logs,
-    )?;
+    let tokens = Tokens::load_or_create(&data.join("tokens.csv"))?;
+    let server_dir = data.join("server");
+    let advertise = advertised(args);
+    let mut apiserver = Command::new(bin.join("skiff-apiserver"));
+    apiserver
+        .arg(format!("--etcd-servers={}", etcd_servers.join(",")))
+        .arg(format!("--bind-address={}", args.bind_address))
+        .arg(format!("--secure-port={}", args.https_port))
+        .arg(format!("--data-dir={}", server_dir.display()))
+        .arg(format!(
+            "--service-cluster-ip-range={}",
+            args.service_cluster_ip_range
+        ))
+        .arg(format!(
+            "--token-auth-file={}",
+            data.join("tokens.csv").display()
+        ))
+        .arg(format!("--tls-san={advertise}"));
+    for san in &args.tls_sans {
+        apiserver.arg(format!("--tls-san={san}"));
+    }
+    sup.start("skiff-apiserver", &mut apiserver, &logs)?;
     let admin = server_dir.join("admin.kubeconfig");
-    let api = SocketAddr::new(
+    let local_api = SocketAddr::new(
         if args.bind_address.is_unspecified() {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         } else {
@@ -342,94 +319,96 @@ fn start_and_wait(
         },
         args.https_port,
     );
-    let mut api_up = listening(api);
-    wait_for("the API server", Duration::from_secs(60), sup, || {
+    let mut api_up = listening(local_api);
+    sup.wait_for("the API server", Duration::from_secs(60), || {
         admin.exists() && api_up()
     })?;
+    let ca = std::fs::read(server_dir.join("ca.crt")).context("reading the cluster CA")?;
+    let server_url = format!("https://{}", SocketAddr::new(advertise, args.https_port));
+    let join_token = format!("{}::{}", ca_hash(&ca), tokens.node);
+    write_private(&data.join("node-token"), join_token.as_bytes())?;
     let kubeconfig = format!("--kubeconfig={}", admin.display());
     sup.start(
         "skiff-scheduler",
         Command::new(bin.join("skiff-scheduler")).arg(&kubeconfig),
-        logs,
+        &logs,
     )?;
     sup.start(
         "skiff-controller-manager",
         Command::new(bin.join("skiff-controller-manager"))
             .arg(&kubeconfig)
-            .arg(format!("--cluster-cidr={}", args.cluster_cidr))
+            .arg("--allocate-node-cidrs=true")
+            .arg(format!("--cluster-cidr={}", args.node.cluster_cidr))
             .arg("--node-cidr-mask-size=24"),
-        logs,
+        &logs,
     )?;
     // This machine as a node.
-    let ctrd = dirs.of("containerd");
-    let pause = args
-        .pause_image
-        .clone()
-        .unwrap_or_else(|| format!("{registry}/skiff/pause:1"));
-    containerd_config(&ctrd, &pause, &registry)?;
-    let socket = ctrd.join("containerd.sock");
-    let _ = std::fs::remove_file(&socket);
-    sup.start(
-        "containerd",
-        Command::new("containerd")
-            .arg("--config")
-            .arg(ctrd.join("config.toml")),
-        logs,
-    )?;
-    wait_for("containerd", Duration::from_secs(30), sup, || {
-        socket.exists()
-    })?;
-    let mut kubelet = Command::new(bin.join("skiff-kubelet"));
-    kubelet
-        .arg(&kubeconfig)
-        .arg(format!(
-            "--container-runtime-endpoint=unix://{}",
-            socket.display()
-        ))
-        .arg(format!("--root-dir={}", dirs.of("kubelet").display()))
-        .arg(format!("--cni-conf-dir={}", ctrd.join("net.d").display()))
-        .arg(format!("--pod-cidr={node_cidr}"))
-        .arg(format!("--cluster-dns={}", args.cluster_dns));
-    if let Some(n) = &args.node_name {
-        kubelet.arg(format!("--node-name={n}"));
+    node::Node {
+        args: &args.node,
+        bin,
+        data_dir: data,
+        logs: &logs,
+        kubeconfig: &admin,
+        registry: &registry,
+        pod_cidr: Some(node_cidr.to_string()),
     }
-    if let Some(ip) = &args.node_ip {
-        kubelet.arg(format!("--node-ip={ip}"));
-    }
-    if !args.node_labels.is_empty() {
-        kubelet.arg(format!("--node-labels={}", args.node_labels));
-    }
-    sup.start("skiff-kubelet", &mut kubelet, logs)?;
-    let mut proxy = Command::new(bin.join("skiff-proxy"));
-    proxy
-        .arg(&kubeconfig)
-        .arg(format!("--cluster-cidr={}", args.cluster_cidr))
-        .arg(format!("--proxy-mode={}", args.proxy_mode))
-        .arg(format!(
-            "--metrics-bind-address={}",
-            args.proxy_metrics_bind_address
+    .start(sup)?;
+    // What runs in the cluster: how agents find the CA, and the cluster DNS.
+    let mut objects = vec![addons::cluster_info(&server_url, &ca)];
+    if !args.disable.iter().any(|d| d == "dns") {
+        let dns_kubeconfig = token_kubeconfig(&server_url, &ca, &tokens.dns);
+        objects.extend(addons::cluster_dns(
+            &pushed.dns,
+            &dns_kubeconfig,
+            &args.node.cluster_dns,
         ));
-    if let Some(n) = &args.node_name {
-        proxy.arg(format!("--hostname-override={n}"));
     }
-    sup.start("skiff-proxy", &mut proxy, logs)?;
+    rt.block_on(addons::apply(&admin, &objects))?;
 
-    let user_kubeconfig = dirs.of("kubeconfig.yaml");
+    let user_kubeconfig = data.join("kubeconfig.yaml");
     std::fs::copy(&admin, &user_kubeconfig)?;
     println!("Skiff is running. Point kubectl at it with:");
     println!("  export KUBECONFIG={}", user_kubeconfig.display());
     println!(
-        "Images for pods: push them to {registry}. Logs: {}",
-        logs.display()
+        "Example images: {} and {} (push your own to {registry}).",
+        pushed.httpd, pushed.busybox
     );
+    println!(
+        "Join another machine as a node: skiff agent --server={server_url} --token-file=FILE (FILE a copy of {})",
+        data.join("node-token").display()
+    );
+    println!("Logs: {}", logs.display());
+    sup.watch_until(stop)
+}
 
-    while !stop() {
-        if let Some((name, status)) = sup.exited() {
-            bail!("{name} exited ({status}):\n{}", sup.log_tail(&name));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Ok(())
+/// The images `skiff server` puts in its registry.
+struct Pushed {
+    httpd: String,
+    busybox: String,
+    dns: String,
+}
+
+async fn push_images(registry: &str, bin: &Path) -> Result<Pushed> {
+    images::pause_image()
+        .push(registry, "skiff/pause", "1")
+        .await?;
+    let busybox = images::busybox_image()?;
+    let busybox_ref = busybox.push(registry, "skiff/busybox", "latest").await?;
+    let httpd = images::httpd_image()?
+        .push(registry, "skiff/httpd", "latest")
+        .await?;
+    let dns = images::binary_image(&bin.join("skiff-dns"))?
+        .push(registry, "skiff/dns", env!("CARGO_PKG_VERSION"))
+        .await?;
+    tracing::info!(
+        registry,
+        "pushed the pause, busybox, httpd and skiff-dns images"
+    );
+    Ok(Pushed {
+        httpd,
+        busybox: busybox_ref,
+        dns,
+    })
 }
 
 #[cfg(test)]

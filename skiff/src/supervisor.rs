@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -66,6 +66,41 @@ impl Supervisor {
             }
         }
         None
+    }
+
+    /// Waits until `ok` says yes, for at most `within`; fails at once, with its log, when a
+    /// child exits meanwhile.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        within: Duration,
+        mut ok: impl FnMut() -> bool,
+    ) -> Result<()> {
+        let deadline = Instant::now() + within;
+        while !ok() {
+            if let Some((name, status)) = self.exited() {
+                bail!(
+                    "{name} exited ({status}) while waiting for {what}:\n{}",
+                    self.log_tail(&name)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("{what} did not happen within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// Runs until `stop` says so; fails, with its log, when a child exits meanwhile.
+    pub fn watch_until(&mut self, stop: &dyn Fn() -> bool) -> Result<()> {
+        while !stop() {
+            if let Some((name, status)) = self.exited() {
+                bail!("{name} exited ({status}):\n{}", self.log_tail(&name));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
     }
 
     /// The last lines of `name`'s log.

@@ -79,6 +79,16 @@ impl Lan {
         Ok(())
     }
 
+    /// Plugs namespace `ns` in as host `index` (1–250): its `eth0` gets `172.31.N.INDEX/24`,
+    /// which is returned.
+    pub fn join(&self, ns: &NetNs, index: u8) -> Result<String> {
+        let ip = format!("{}.{index}", self.prefix);
+        self.attach(&format!("port{index}"), "eth0", &ns.name)?;
+        ns.run(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        ns.run(&["ip", "link", "set", "eth0", "up"])?;
+        Ok(ip)
+    }
+
     /// The test's own address on it.
     pub fn address(&self) -> String {
         format!("{}.254", self.prefix)
@@ -135,12 +145,9 @@ impl NetNode {
         kubelet_args: &[&str],
     ) -> Result<NetNode> {
         let ns = NetNs::new(&format!("n{index}"))?;
-        let ip = format!("{}.{index}", lan.prefix);
         let pod_cidr = format!("10.244.{index}.0/24");
         // Its LAN interface, and the service range discarded unless a rule catches it.
-        lan.attach(&format!("port{index}"), "eth0", &ns.name)?;
-        ns.run(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
-        ns.run(&["ip", "link", "set", "eth0", "up"])?;
+        let ip = lan.join(&ns, index)?;
         ns.discard_service_range("10.96.0.0/12")?;
         let (kubeconfig, api_relay) = crate::netns::relayed_kubeconfig(api, &ns)?;
         let registry_port = images.registry.port();

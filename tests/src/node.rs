@@ -7,7 +7,6 @@
 //! pod sandboxes are stopped and removed through CRI first (so runc, the shims, mounts and the
 //! CNI network namespaces go with them), then the daemon itself by its process id.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,8 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use sha2::{Digest, Sha256};
 
+use skiff::images::{self, ImageSpec};
 use skiff_kubelet::cri::Runtime;
 
 use crate::{free_port, stop_child};
@@ -67,22 +66,22 @@ impl Registry {
         Ok(r)
     }
 
-    /// Pushes an image archive (`docker save` format) as `name:tag`; returns the full reference.
-    pub fn push(&self, archive: &Path, name_tag: &str) -> Result<String> {
-        let reference = format!("{}/{name_tag}", self.host);
-        let out = Command::new("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false"])
-            .arg(format!("docker-archive:{}", archive.display()))
-            .arg(format!("docker://{reference}"))
-            .output()
-            .context("running skopeo (install Debian's skopeo)")?;
-        if !out.status.success() {
-            bail!(
-                "pushing {reference}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(reference)
+    /// Pushes `image` as `name:tag`; returns the full reference.
+    pub fn push(&self, image: &ImageSpec, name_tag: &str) -> Result<String> {
+        let (name, tag) = name_tag
+            .rsplit_once(':')
+            .with_context(|| format!("{name_tag:?}: expected NAME:TAG"))?;
+        // A runtime of its own, on a thread of its own: callers may be inside one already.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(image.push(&self.host, name, tag))
+            })
+            .join()
+            .expect("the push thread panicked")
+        })
     }
 
     /// Its port on loopback.
@@ -108,190 +107,6 @@ impl Drop for Registry {
     }
 }
 
-/// One file of an image layer.
-pub enum Entry {
-    /// A directory.
-    Dir(&'static str),
-    /// A regular file with its contents and mode.
-    File(String, Vec<u8>, u32),
-    /// A symbolic link: path, target.
-    Symlink(String, String),
-}
-
-/// An image to build: one layer and its run configuration.
-pub struct ImageSpec {
-    /// The layer's files.
-    pub files: Vec<Entry>,
-    /// `Entrypoint`.
-    pub entrypoint: Vec<String>,
-    /// `Cmd`.
-    pub cmd: Vec<String>,
-    /// `Env`.
-    pub env: Vec<String>,
-}
-
-impl ImageSpec {
-    /// Writes the image as a `docker save` archive at `out`, tagged `tag`.
-    pub fn write_archive(&self, out: &Path, tag: &str) -> Result<()> {
-        let mut layer = tar::Builder::new(Vec::new());
-        for e in &self.files {
-            let mut h = tar::Header::new_gnu();
-            h.set_mtime(0);
-            h.set_uid(0);
-            h.set_gid(0);
-            match e {
-                Entry::Dir(p) => {
-                    h.set_entry_type(tar::EntryType::Directory);
-                    h.set_mode(0o755);
-                    h.set_size(0);
-                    layer.append_data(&mut h, format!("{p}/"), std::io::empty())?;
-                }
-                Entry::File(p, data, mode) => {
-                    h.set_entry_type(tar::EntryType::Regular);
-                    h.set_mode(*mode);
-                    h.set_size(data.len() as u64);
-                    layer.append_data(&mut h, p, data.as_slice())?;
-                }
-                Entry::Symlink(p, target) => {
-                    h.set_entry_type(tar::EntryType::Symlink);
-                    h.set_mode(0o777);
-                    h.set_size(0);
-                    layer.append_link(&mut h, p, target)?;
-                }
-            }
-        }
-        let layer = layer.into_inner()?;
-        let diff_id = format!("{:x}", Sha256::digest(&layer));
-        let config = serde_json::json!({
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {
-                "Entrypoint": self.entrypoint,
-                "Cmd": self.cmd,
-                "Env": self.env,
-            },
-            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
-        });
-        let config = serde_json::to_vec(&config)?;
-        let config_name = format!("{:x}.json", Sha256::digest(&config));
-        let manifest = serde_json::to_vec(&serde_json::json!([{
-            "Config": config_name,
-            "RepoTags": [tag],
-            "Layers": [format!("{diff_id}/layer.tar")],
-        }]))?;
-        let mut archive = tar::Builder::new(std::fs::File::create(out)?);
-        for (name, data) in [
-            (format!("{diff_id}/layer.tar"), &layer),
-            (config_name, &config),
-            ("manifest.json".to_string(), &manifest),
-        ] {
-            let mut h = tar::Header::new_gnu();
-            h.set_mode(0o644);
-            h.set_size(data.len() as u64);
-            h.set_mtime(0);
-            archive.append_data(&mut h, name, data.as_slice())?;
-        }
-        archive.into_inner()?.flush()?;
-        Ok(())
-    }
-}
-
-fn base_dirs() -> Vec<Entry> {
-    ["bin", "dev", "etc", "proc", "sys", "tmp", "var", "run"]
-        .into_iter()
-        .map(Entry::Dir)
-        .collect()
-}
-
-/// The pod sandbox image: `deploy/images/pause/pause.c`, compiled statically here.
-pub fn pause_image(dir: &Path) -> Result<ImageSpec> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/images/pause/pause.c");
-    let bin = dir.join("pause");
-    let out = Command::new("cc")
-        .args(["-static", "-O2", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .output()
-        .context("running cc (install Debian's gcc and libc6-dev)")?;
-    if !out.status.success() {
-        bail!("compiling pause: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let mut files = base_dirs();
-    files.push(Entry::File("pause".into(), std::fs::read(&bin)?, 0o755));
-    Ok(ImageSpec {
-        files,
-        entrypoint: vec!["/pause".into()],
-        cmd: vec![],
-        env: vec![],
-    })
-}
-
-/// A small image with Debian's static busybox and a link for each of its applets
-/// (`sh`, `httpd`, `nc`, `sleep`, ...); its default command is `sh`.
-pub fn busybox_image() -> Result<ImageSpec> {
-    let busybox = std::fs::read("/bin/busybox")
-        .context("reading /bin/busybox (install Debian's busybox-static)")?;
-    let list = Command::new("/bin/busybox").arg("--list").output()?;
-    let mut files = base_dirs();
-    files.push(Entry::File("bin/busybox".into(), busybox, 0o755));
-    for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
-        if applet != "busybox" {
-            files.push(Entry::Symlink(format!("bin/{applet}"), "busybox".into()));
-        }
-    }
-    files.push(Entry::File(
-        "etc/passwd".into(),
-        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n".to_vec(),
-        0o644,
-    ));
-    files.push(Entry::File(
-        "etc/group".into(),
-        b"root:x:0:\nnogroup:x:65534:\n".to_vec(),
-        0o644,
-    ));
-    Ok(ImageSpec {
-        files,
-        entrypoint: vec![],
-        cmd: vec!["sh".into()],
-        env: vec!["PATH=/bin".into()],
-    })
-}
-
-/// An image of one of the workspace's binaries (at `/NAME`, its entrypoint) and the shared
-/// libraries it loads (as `ldd` finds them on this machine).
-pub fn binary_image(name: &str) -> Result<ImageSpec> {
-    let bin = crate::binary(name)?;
-    let out = Command::new("ldd")
-        .arg(&bin)
-        .output()
-        .context("running ldd")?;
-    let mut files = base_dirs();
-    files.extend(["lib", "lib/x86_64-linux-gnu", "lib64"].map(Entry::Dir));
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` or `/lib64/ld-... (0x...)`.
-        let path = match line.split_once("=>") {
-            Some((_, rest)) => rest.split_whitespace().next(),
-            None => line.split_whitespace().next(),
-        };
-        let Some(path) = path.filter(|p| p.starts_with('/')) else {
-            continue;
-        };
-        let data = std::fs::read(path).with_context(|| format!("reading {path}"))?;
-        files.push(Entry::File(
-            path.trim_start_matches('/').into(),
-            data,
-            0o755,
-        ));
-    }
-    files.push(Entry::File(name.into(), std::fs::read(&bin)?, 0o755));
-    Ok(ImageSpec {
-        files,
-        entrypoint: vec![format!("/{name}")],
-        cmd: vec![],
-        env: vec![],
-    })
-}
-
 /// A registry holding the test images.
 pub struct Images {
     /// The registry.
@@ -300,25 +115,18 @@ pub struct Images {
     pub pause: String,
     /// The busybox image reference.
     pub busybox: String,
-    _dir: tempfile::TempDir,
 }
 
 impl Images {
     /// Starts a registry and pushes the pause and busybox images into it.
     pub fn start() -> Result<Images> {
         let registry = Registry::start()?;
-        let dir = tempfile::tempdir()?;
-        let pause_tar = dir.path().join("pause.tar");
-        pause_image(dir.path())?.write_archive(&pause_tar, "skiff/pause:1")?;
-        let pause = registry.push(&pause_tar, "skiff/pause:1")?;
-        let busybox_tar = dir.path().join("busybox.tar");
-        busybox_image()?.write_archive(&busybox_tar, "test/busybox:1")?;
-        let busybox = registry.push(&busybox_tar, "test/busybox:1")?;
+        let pause = registry.push(&images::pause_image(), "skiff/pause:1")?;
+        let busybox = registry.push(&images::busybox_image()?, "test/busybox:1")?;
         Ok(Images {
             registry,
             pause,
             busybox,
-            _dir: dir,
         })
     }
 }
@@ -365,7 +173,7 @@ impl Containerd {
         let socket = dir.join("containerd.sock");
         let cni_conf_dir = dir.join("net.d");
         // The configuration `skiff server` gives its node's containerd.
-        skiff::server::containerd_config(&dir, pause, registry)?;
+        skiff::node::containerd_config(&dir, pause, registry)?;
         let mut c = Containerd {
             child: None,
             netns: netns.map(str::to_string),
@@ -434,7 +242,7 @@ impl Containerd {
 
     /// Stops and removes every pod sandbox through CRI (their containers go with them).
     pub async fn remove_all_sandboxes(&self) -> Result<()> {
-        skiff::server::remove_sandboxes(&self.socket).await
+        skiff::node::remove_sandboxes(&self.socket).await
     }
 }
 
@@ -460,7 +268,7 @@ impl Containerd {
                 let _ = rt.block_on(async {
                     tokio::time::timeout(
                         Duration::from_secs(60),
-                        skiff::server::remove_sandboxes(&socket),
+                        skiff::node::remove_sandboxes(&socket),
                     )
                     .await
                 });

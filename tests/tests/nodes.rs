@@ -11,8 +11,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use skiff::{addons, images};
 use skiff_e2e::netnode::{Lan, NetNode, CLUSTER_DNS};
-use skiff_e2e::node::{binary_image, Images};
+use skiff_e2e::node::Images;
 use skiff_e2e::{eventually_ok as eventually, Cluster, Daemon, Kubectl};
 
 /// `kubectl exec POD -- args`: its output, or what went wrong.
@@ -106,49 +107,6 @@ fn web_deployment(image: &str) -> Value {
     })
 }
 
-/// skiff-dns as the cluster runs it: a Deployment on the host network (it reaches the API
-/// server as the node's own components do), its kubeconfig from a Secret, behind the
-/// `kube-dns` Service at the address the kubelets hand to pods.
-fn cluster_dns(image: &str, kubeconfig: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "v1", "kind": "Secret",
-         "metadata": {"name": "skiff-dns", "namespace": "kube-system"},
-         "stringData": {"kubeconfig": kubeconfig}},
-        {"apiVersion": "apps/v1", "kind": "Deployment",
-         "metadata": {"name": "skiff-dns", "namespace": "kube-system",
-                      "labels": {"k8s-app": "kube-dns"}},
-         "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"k8s-app": "kube-dns"}},
-            "template": {
-                "metadata": {"labels": {"k8s-app": "kube-dns"}},
-                "spec": {
-                    "hostNetwork": true,
-                    "dnsPolicy": "Default",
-                    "containers": [{
-                        "name": "dns", "image": image,
-                        "args": ["--kubeconfig=/etc/skiff/kubeconfig",
-                                 "--metrics-bind-address=0.0.0.0:9153"],
-                        "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
-                                  {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}],
-                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": 9153},
-                                           "periodSeconds": 1},
-                        "volumeMounts": [{"name": "kubeconfig", "mountPath": "/etc/skiff",
-                                          "readOnly": true}],
-                    }],
-                    "volumes": [{"name": "kubeconfig", "secret": {"secretName": "skiff-dns"}}],
-                },
-            },
-         }},
-        {"apiVersion": "v1", "kind": "Service",
-         "metadata": {"name": "kube-dns", "namespace": "kube-system",
-                      "labels": {"k8s-app": "kube-dns"}},
-         "spec": {"clusterIP": CLUSTER_DNS, "selector": {"k8s-app": "kube-dns"},
-                  "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
-                            {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}},
-    ]})
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pods_on_two_nodes_reach_each_other_by_pod_ip_service_and_name() {
     let c = Cluster::start().await.unwrap();
@@ -205,15 +163,12 @@ async fn pods_on_two_nodes_reach_each_other_by_pod_ip_service_and_name() {
     }
 
     // The cluster DNS, from an image of the skiff-dns binary pushed to the registry.
-    let dir = tempfile::tempdir().unwrap();
-    let tar = dir.path().join("dns.tar");
-    binary_image("skiff-dns")
-        .unwrap()
-        .write_archive(&tar, "skiff/dns:1")
+    let dns_binary = skiff_e2e::binary("skiff-dns").unwrap();
+    let dns_image = images
+        .registry
+        .push(&images::binary_image(&dns_binary).unwrap(), "skiff/dns:1")
         .unwrap();
-    let dns_image = images.registry.push(&tar, "skiff/dns:1").unwrap();
-    let dns = cluster_dns(&dns_image, &a.kubeconfig_text().unwrap());
-    for item in dns["items"].as_array().unwrap() {
+    for item in addons::cluster_dns(&dns_image, &a.kubeconfig_text().unwrap(), CLUSTER_DNS) {
         k.ok_input(&["apply", "-f", "-"], &item.to_string());
     }
     k.ok_input(

@@ -1,13 +1,18 @@
-//! `skiff server`, run as a user runs it — here inside a network namespace of its own, so its
-//! etcd, API server and rules are private to the test: the node comes up Ready, a pod runs
-//! and is reached through a Service, and SIGTERM stops every process and removes the rules
-//! and pods.
+//! `skiff server` and `skiff agent`, run as a user runs them — each inside a network namespace
+//! of its own on a LAN the test makes, so etcd, the API server, the registry and the rules
+//! are private to the test. The server builds and pushes its own images and starts the
+//! cluster DNS; the agent joins with the server's token; a Deployment of the example web
+//! image is reached through a Service by name from a pod on the agent's node, `kubectl logs`
+//! and `exec` reach pods on both nodes; SIGTERM stops every process and removes the rules,
+//! routes and pods.
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use skiff_e2e::netnode::Lan;
 use skiff_e2e::netns::NetNs;
-use skiff_e2e::node::Images;
+use skiff_e2e::node::remove_cgroup_tree;
 
 fn eventually<T>(what: &str, within: Duration, f: impl FnMut() -> Result<T, String>) -> T {
     skiff_e2e::eventually_ok(what, within, f, String::new)
@@ -34,174 +39,340 @@ fn kubectl(ns: &NetNs, kubeconfig: &str, args: &[&str]) -> Result<String, String
     }
 }
 
-/// The server process, stopped by its pid if the test ends early.
-struct Server(Option<Child>);
+/// `skiff server` or `skiff agent` in a namespace, stopped by its pid if the test ends early;
+/// its pods' cgroups (under a root of its own) removed after.
+struct Skiff {
+    child: Option<Child>,
+    out: PathBuf,
+    data: PathBuf,
+    cgroup_root: String,
+}
 
-impl Drop for Server {
+impl Skiff {
+    fn start(ns: &NetNs, dir: &Path, what: &str, args: &[String]) -> Skiff {
+        let data = dir.join(what);
+        let out = dir.join(format!("{what}.out"));
+        let log = std::fs::File::create(&out).unwrap();
+        let cgroup_root = format!("/skiff-test-{}-{what}", std::process::id());
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", ns.name))
+            .arg(skiff_e2e::binary("skiff").unwrap())
+            .arg(what)
+            .arg(format!("--data-dir={}", data.display()))
+            .arg(format!("--kubelet-arg=cgroup-root={cgroup_root}"))
+            .args(args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Skiff {
+            child: Some(child),
+            out,
+            data,
+            cgroup_root,
+        }
+    }
+
+    fn out(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    fn log(&self, part: &str) -> String {
+        let text =
+            std::fs::read_to_string(self.data.join(format!("logs/{part}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// SIGTERM, and the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        child.wait().unwrap()
+    }
+
+    /// What it said it stopped, and that nothing of it is left running or mounted.
+    fn assert_stopped_clean(&self, parts: &[&str]) {
+        let o = self.out();
+        for part in parts {
+            assert!(
+                o.contains(&format!("stopped name=\"{part}\"")),
+                "{part} not stopped:\n{o}"
+            );
+        }
+        let data_dir = self.data.display().to_string();
+        let left: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(&data_dir))
+            .collect();
+        assert!(left.is_empty(), "processes left behind: {left:?}");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(&data_dir), "mounts left behind");
+    }
+}
+
+impl Drop for Skiff {
     fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
+        if let Some(mut c) = self.child.take() {
             skiff_e2e::stop_child(&mut c, Duration::from_secs(60));
         }
+        remove_cgroup_tree(&self.cgroup_root);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn skiff_server_runs_a_cluster_and_stops_clean() {
-    let images = Images::start().unwrap();
-    let ns = NetNs::new("server").unwrap();
-    // Service addresses no rule catches are discarded, never routed off the machine.
-    ns.discard_service_range("10.96.0.0/12").unwrap();
-    let port = images.registry.port();
-    let _registry = ns.forward(port, ([127, 0, 0, 1], port).into()).unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let log = std::fs::File::create(data.path().join("server.out")).unwrap();
-    let child = Command::new("nsenter")
-        .arg(format!("--net=/var/run/netns/{}", ns.name))
-        .arg(skiff_e2e::binary("skiff").unwrap())
-        .arg("server")
-        .arg(format!(
-            "--data-dir={}",
-            data.path().join("skiff").display()
-        ))
-        .arg(format!("--registry={}", images.registry.host))
-        .arg(format!("--pause-image={}", images.pause))
-        .args(["--node-name=solo", "--node-ip=10.99.0.1"])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut server = Server(Some(child));
-    let kubeconfig = data.path().join("skiff/kubeconfig.yaml");
-    let kc = kubeconfig.display().to_string();
-    let out = || std::fs::read_to_string(data.path().join("server.out")).unwrap_or_default();
-    eventually(
+async fn skiff_server_and_agent_run_a_cluster_and_stop_clean() {
+    let lan = Lan::new().unwrap();
+    let (server_ns, agent_ns) = (NetNs::new("server").unwrap(), NetNs::new("agent").unwrap());
+    let server_ip = lan.join(&server_ns, 1).unwrap();
+    let agent_ip = lan.join(&agent_ns, 2).unwrap();
+    for ns in [&server_ns, &agent_ns] {
+        // Service addresses no rule catches are discarded, never routed off the machine.
+        ns.discard_service_range("10.96.0.0/12").unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let registry = format!("{server_ip}:5000");
+    let mut server = Skiff::start(
+        &server_ns,
+        dir.path(),
+        "server",
+        &[
+            "--bind-address=0.0.0.0".into(),
+            format!("--registry-address={registry}"),
+            "--node-name=main".into(),
+            format!("--node-ip={server_ip}"),
+            "--node-labels=topology.kubernetes.io/zone=a".into(),
+        ],
+    );
+    let kc = dir
+        .path()
+        .join("server/kubeconfig.yaml")
+        .display()
+        .to_string();
+    let o = eventually(
         "the server prints its KUBECONFIG line",
-        Duration::from_secs(60),
+        Duration::from_secs(90),
         || {
-            let o = out();
+            let o = server.out();
             o.contains(&format!("export KUBECONFIG={kc}"))
-                .then_some(())
+                .then_some(o.clone())
                 .ok_or(o)
         },
     );
-    eventually("the node Ready", Duration::from_secs(60), || {
-        kubectl(
-            &ns,
-            &kc,
-            &["wait", "--for=condition=Ready", "node/solo", "--timeout=5s"],
-        )
-    });
+    assert!(
+        o.contains(&format!("{registry}/skiff/httpd:latest")),
+        "the example image is not announced:\n{o}"
+    );
+    let server_url = format!("https://{server_ip}:6443");
+    assert!(o.contains(&format!("--server={server_url}")), "{o}");
 
-    // A workload, exposed, reached from the node.
-    kubectl(
-        &ns,
-        &kc,
+    // A bad token is refused by name, before anything starts.
+    let bad = Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{}", agent_ns.name))
+        .arg(skiff_e2e::binary("skiff").unwrap())
+        .args(["agent", &format!("--server={server_url}")])
+        .arg(format!("--token={}::wrong", "0".repeat(64)))
+        .arg(format!("--data-dir={}", dir.path().join("bad").display()))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(said.contains("refused the join token"), "{said}");
+    // The right secret with another CA's hash: the CA is not trusted.
+    let token = std::fs::read_to_string(dir.path().join("server/node-token")).unwrap();
+    let secret = token.split("::").nth(1).unwrap();
+    let bad = Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{}", agent_ns.name))
+        .arg(skiff_e2e::binary("skiff").unwrap())
+        .args(["agent", &format!("--server={server_url}")])
+        .arg(format!("--token={}::{secret}", "0".repeat(64)))
+        .arg(format!("--data-dir={}", dir.path().join("bad").display()))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(said.contains("does not match the join token"), "{said}");
+
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &token).unwrap();
+    let mut agent = Skiff::start(
+        &agent_ns,
+        dir.path(),
+        "agent",
         &[
-            "create",
-            "deployment",
-            "web",
-            &format!("--image={}", images.busybox),
-            "--port=8080",
-            "--",
-            "sh",
-            "-c",
-            "echo hello > /index.html && exec httpd -f -p 8080 -h /",
+            format!("--server={server_url}"),
+            format!("--token-file={}", token_file.display()),
+            "--node-name=worker".into(),
+            format!("--node-ip={agent_ip}"),
+            "--node-labels=topology.kubernetes.io/zone=b".into(),
         ],
-    )
+    );
+    let k = |args: &[&str]| kubectl(&server_ns, &kc, args);
+    for node in ["main", "worker"] {
+        eventually(&format!("{node} Ready"), Duration::from_secs(90), || {
+            k(&[
+                "wait",
+                "--for=condition=Ready",
+                &format!("node/{node}"),
+                "--timeout=5s",
+            ])
+            .map_err(|e| {
+                format!(
+                    "{e}\n{}\n--- agent kubelet:\n{}",
+                    k(&["describe", "node", node]).unwrap_or_default(),
+                    agent.log("skiff-kubelet")
+                )
+            })
+        });
+    }
+    eventually(
+        "the cluster DNS rolled out",
+        Duration::from_secs(90),
+        || {
+            k(&[
+                "-n",
+                "kube-system",
+                "rollout",
+                "status",
+                "deployment/skiff-dns",
+                "--timeout=5s",
+            ])
+            .map_err(|e| {
+                format!(
+                    "{e}\n{}",
+                    k(&["-n", "kube-system", "describe", "pods"]).unwrap_or_default()
+                )
+            })
+        },
+    );
+
+    // The README's first steps: the example image from the server's own registry.
+    let image = format!("{registry}/skiff/httpd");
+    k(&[
+        "create",
+        "deployment",
+        "web",
+        &format!("--image={image}"),
+        "--replicas=3",
+    ])
     .unwrap();
     eventually("web rolled out", Duration::from_secs(90), || {
-        kubectl(
-            &ns,
-            &kc,
-            &["rollout", "status", "deployment/web", "--timeout=5s"],
-        )
-        .map_err(|e| {
-            let pods = kubectl(&ns, &kc, &["describe", "pods"]).unwrap_or_default();
-            let kubelet = std::fs::read_to_string(data.path().join("skiff/logs/skiff-kubelet.log"))
-                .unwrap_or_default();
-            let tail: String = kubelet
-                .lines()
-                .rev()
-                .take(15)
-                .collect::<Vec<_>>()
-                .join("\n");
-            format!("{e}\n{pods}\n--- kubelet (last lines first):\n{tail}")
+        k(&["rollout", "status", "deployment/web", "--timeout=5s"]).map_err(|e| {
+            format!(
+                "{e}\n{}\n--- server kubelet:\n{}\n--- agent kubelet:\n{}",
+                k(&["describe", "pods"]).unwrap_or_default(),
+                server.log("skiff-kubelet"),
+                agent.log("skiff-kubelet")
+            )
         })
     });
-    kubectl(
-        &ns,
-        &kc,
-        &[
-            "expose",
-            "deployment",
-            "web",
-            "--port=80",
-            "--target-port=8080",
-        ],
-    )
-    .unwrap();
-    let vip = kubectl(
-        &ns,
-        &kc,
-        &["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"],
-    )
-    .unwrap();
-    let got = eventually("the service answers", Duration::from_secs(30), || {
-        ns.run(&[
-            "busybox",
-            "timeout",
-            "5",
-            "busybox",
-            "wget",
-            "-q",
-            "-O",
-            "-",
-            &format!("http://{vip}/"),
-        ])
-        .map_err(|e| e.to_string())
-    });
-    assert_eq!(got.trim(), "hello");
+    k(&["expose", "deployment", "web", "--port=80"]).unwrap();
+    let wide = k(&["get", "pods", "-o", "wide"]).unwrap();
+    assert_eq!(
+        wide.lines().filter(|l| l.starts_with("web-")).count(),
+        3,
+        "{wide}"
+    );
 
-    // SIGTERM: everything stops, and the node's rules and pods go with it.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
+    // A client pod on the agent's node reaches the service by name, through the cluster DNS
+    // on the server's node.
+    k(&[
+        "run",
+        "client",
+        &format!("--image={registry}/skiff/busybox"),
+        "--overrides={\"spec\":{\"nodeName\":\"worker\"}}",
+        "--",
+        "sleep",
+        "3600",
+    ])
     .unwrap();
-    let status = server.0.take().unwrap().wait().unwrap();
+    eventually("client Ready", Duration::from_secs(60), || {
+        k(&[
+            "wait",
+            "--for=condition=Ready",
+            "pod/client",
+            "--timeout=5s",
+        ])
+    });
+    let page = eventually(
+        "web reached by name from worker",
+        Duration::from_secs(30),
+        || {
+            k(&[
+                "exec",
+                "client",
+                "--",
+                "timeout",
+                "5",
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                "http://web/",
+            ])
+        },
+    );
+    assert!(page.starts_with("Hello from Skiff: pod web-"), "{page}");
+
+    // kubectl logs and exec reach pods on both nodes.
+    let pods = k(&[
+        "get",
+        "pods",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName}{\"\\n\"}{end}",
+    ])
+    .unwrap();
+    for node in ["main", "worker"] {
+        let pod = pods
+            .lines()
+            .find(|l| l.ends_with(&format!(" {node}")))
+            .and_then(|l| l.split(' ').next())
+            .unwrap_or_else(|| panic!("no pod on {node}:\n{pods}"));
+        let host = k(&["exec", pod, "--", "hostname"]).unwrap();
+        assert_eq!(host, pod);
+    }
+    // The web pods log each request (busybox httpd -vv); the one that answered logged it.
+    let logs = k(&["logs", "-l", "app=web", "--prefix"]).unwrap();
+    assert!(logs.contains("url:/"), "{logs}");
+
+    // SIGTERM to the agent, then the server: everything stops, rules and pods go.
+    let status = agent.terminate();
+    assert!(
+        status.success(),
+        "skiff agent exited with {status}:\n{}",
+        agent.out()
+    );
+    agent.assert_stopped_clean(&["skiff-proxy", "skiff-kubelet", "containerd"]);
+    let status = server.terminate();
     assert!(
         status.success(),
         "skiff server exited with {status}:\n{}",
-        out()
+        server.out()
     );
-    let o = out();
-    for part in [
+    server.assert_stopped_clean(&[
         "skiff-proxy",
         "skiff-kubelet",
         "containerd",
         "skiff-controller-manager",
         "skiff-scheduler",
         "skiff-apiserver",
+        "registry",
         "etcd",
-    ] {
-        assert!(
-            o.contains(&format!("stopped name=\"{part}\"")),
-            "{part} not stopped:\n{o}"
-        );
+    ]);
+    for ns in [&server_ns, &agent_ns] {
+        let tables = ns.run(&["nft", "list", "tables"]).unwrap();
+        assert!(!tables.contains("skiff"), "{tables}");
+        let routes = ns
+            .run(&["ip", "route", "show", "root", "10.244.0.0/16"])
+            .unwrap();
+        assert!(!routes.contains(" via "), "pod routes left: {routes}");
     }
-    let tables = ns.run(&["nft", "list", "tables"]).unwrap();
-    assert!(!tables.contains("skiff"), "{tables}");
-    let data_dir = data.path().display().to_string();
-    let left: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(&data_dir))
-        .collect();
-    assert!(left.is_empty(), "processes left behind: {left:?}");
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(&data_dir), "mounts left behind");
 }

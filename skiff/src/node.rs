@@ -1,0 +1,243 @@
+//! This machine as a node, for `skiff server` and `skiff agent` alike: containerd, the kubelet
+//! and the proxy as child processes, and on the way out the node's rules, routes and pods
+//! removed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::preflight::CNI_BIN_DIR;
+use crate::supervisor::Supervisor;
+
+/// How this machine runs as a node.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeArgs {
+    /// The pod sandbox image (default: REGISTRY/skiff/pause:1, which skiff server pushes).
+    #[arg(long)]
+    pub pause_image: Option<String>,
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// This node's address (default: the first non-loopback IPv4 address).
+    #[arg(long)]
+    pub node_ip: Option<String>,
+    /// Labels for this node (`k=v,...`), e.g. `topology.kubernetes.io/zone=a`.
+    #[arg(long, default_value = "")]
+    pub node_labels: String,
+    /// Taints for this node (`key=value:Effect,...`).
+    #[arg(long, default_value = "")]
+    pub register_with_taints: String,
+    /// The pods' address range (the proxy masquerades what leaves it).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: String,
+    /// The cluster DNS address handed to pods.
+    #[arg(long, default_value = "10.96.0.10")]
+    pub cluster_dns: String,
+    /// How the proxy writes rules: `nftables` or `iptables`.
+    #[arg(long, default_value = "nftables", value_parser = ["nftables", "iptables"])]
+    pub proxy_mode: String,
+    /// The proxy's /healthz, /readyz and /metrics address.
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    pub proxy_metrics_bind_address: SocketAddr,
+    /// A flag for the kubelet, `NAME=VALUE` (given as `--NAME=VALUE`); repeatable.
+    #[arg(long = "kubelet-arg")]
+    pub kubelet_args: Vec<String>,
+    /// A flag for the proxy, `NAME=VALUE` (given as `--NAME=VALUE`); repeatable.
+    #[arg(long = "proxy-arg")]
+    pub proxy_args: Vec<String>,
+}
+
+/// `NAME=VALUE` (or `--NAME=VALUE`) as a flag.
+fn flag(arg: &str) -> String {
+    format!("--{}", arg.trim_start_matches('-'))
+}
+
+/// What the node's processes are given.
+pub struct Node<'a> {
+    /// How it runs.
+    pub args: &'a NodeArgs,
+    /// Skiff's binaries.
+    pub bin: &'a Path,
+    /// The data directory (containerd and the kubelet keep theirs under it).
+    pub data_dir: &'a Path,
+    /// Where the processes' logs go.
+    pub logs: &'a Path,
+    /// The kubeconfig the kubelet and proxy use.
+    pub kubeconfig: &'a Path,
+    /// The registry pods' images come from (`HOST:PORT`, plain HTTP).
+    pub registry: &'a str,
+    /// The pod CIDR to use when the control plane assigns none.
+    pub pod_cidr: Option<String>,
+}
+
+/// The containerd configuration: its own root, state and socket under `dir`, CNI from
+/// `net.d` there, `registry` trusted over plain HTTP. `restrict_oom_score_adj` keeps
+/// sandboxes from asking for a lower OOM score than containerd's own, which hosts that deny
+/// negative scores (some container hosts and sandboxes do) would refuse.
+pub fn containerd_config(dir: &Path, pause: &str, registry: &str) -> Result<()> {
+    let hosts = dir.join("certs.d").join(registry);
+    std::fs::create_dir_all(&hosts)?;
+    std::fs::write(
+        hosts.join("hosts.toml"),
+        format!(
+            "server = \"http://{registry}\"\n\n[host.\"http://{registry}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+        ),
+    )?;
+    std::fs::create_dir_all(dir.join("net.d"))?;
+    let config = format!(
+        r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[debug]
+  level = "warn"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause}"
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_BIN_DIR}"
+    conf_dir = "{d}/net.d"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{d}/certs.d"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        Root = "{d}/runc"
+"#,
+        d = dir.display()
+    );
+    std::fs::write(dir.join("config.toml"), config)?;
+    Ok(())
+}
+
+fn containerd_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("containerd")
+}
+
+impl Node<'_> {
+    /// Starts containerd, waits for its socket, then starts the kubelet and the proxy.
+    pub fn start(&self, sup: &mut Supervisor) -> Result<()> {
+        let ctrd = containerd_dir(self.data_dir);
+        let pause = self
+            .args
+            .pause_image
+            .clone()
+            .unwrap_or_else(|| format!("{}/skiff/pause:1", self.registry));
+        containerd_config(&ctrd, &pause, self.registry)?;
+        let socket = ctrd.join("containerd.sock");
+        let _ = std::fs::remove_file(&socket);
+        sup.start(
+            "containerd",
+            Command::new("containerd")
+                .arg("--config")
+                .arg(ctrd.join("config.toml")),
+            self.logs,
+        )?;
+        sup.wait_for("containerd", Duration::from_secs(30), || socket.exists())?;
+        let kubeconfig = format!("--kubeconfig={}", self.kubeconfig.display());
+        let a = self.args;
+        let mut kubelet = Command::new(self.bin.join("skiff-kubelet"));
+        kubelet
+            .arg(&kubeconfig)
+            .arg(format!(
+                "--container-runtime-endpoint=unix://{}",
+                socket.display()
+            ))
+            .arg(format!(
+                "--root-dir={}",
+                self.data_dir.join("kubelet").display()
+            ))
+            .arg(format!("--cni-conf-dir={}", ctrd.join("net.d").display()))
+            .arg(format!("--cluster-dns={}", a.cluster_dns));
+        if let Some(c) = &self.pod_cidr {
+            kubelet.arg(format!("--pod-cidr={c}"));
+        }
+        if let Some(n) = &a.node_name {
+            kubelet.arg(format!("--node-name={n}"));
+        }
+        if let Some(ip) = &a.node_ip {
+            kubelet.arg(format!("--node-ip={ip}"));
+        }
+        if !a.node_labels.is_empty() {
+            kubelet.arg(format!("--node-labels={}", a.node_labels));
+        }
+        if !a.register_with_taints.is_empty() {
+            kubelet.arg(format!("--register-with-taints={}", a.register_with_taints));
+        }
+        kubelet.args(a.kubelet_args.iter().map(|f| flag(f)));
+        sup.start("skiff-kubelet", &mut kubelet, self.logs)?;
+        let mut proxy = Command::new(self.bin.join("skiff-proxy"));
+        proxy
+            .arg(&kubeconfig)
+            .arg(format!("--cluster-cidr={}", a.cluster_cidr))
+            .arg(format!("--proxy-mode={}", a.proxy_mode))
+            .arg("--pod-routes=true")
+            .arg(format!(
+                "--metrics-bind-address={}",
+                a.proxy_metrics_bind_address
+            ));
+        if let Some(n) = &a.node_name {
+            proxy.arg(format!("--hostname-override={n}"));
+        }
+        proxy.args(a.proxy_args.iter().map(|f| flag(f)));
+        sup.start("skiff-proxy", &mut proxy, self.logs)?;
+        Ok(())
+    }
+}
+
+/// Stops the node: the proxy (then its rules and routes removed), the kubelet, every pod
+/// through CRI, and containerd.
+pub fn stop(sup: &mut Supervisor, bin: &Path, data_dir: &Path, rt: &tokio::runtime::Handle) {
+    sup.stop("skiff-proxy", Duration::from_secs(10));
+    let cleanup = Command::new(bin.join("skiff-proxy"))
+        .arg("--cleanup")
+        .status();
+    if !cleanup.is_ok_and(|s| s.success()) {
+        tracing::warn!("skiff-proxy --cleanup failed; rules may remain");
+    }
+    sup.stop("skiff-kubelet", Duration::from_secs(30));
+    let socket = containerd_dir(data_dir).join("containerd.sock");
+    if socket.exists() {
+        if let Err(e) = rt.block_on(remove_sandboxes(&socket)) {
+            tracing::warn!(error = %e, "removing the pods failed");
+        }
+    }
+    sup.stop("containerd", Duration::from_secs(10));
+}
+
+/// Stops and removes every pod sandbox of the containerd listening on `socket` (their
+/// containers, mounts and network namespaces go with them).
+pub async fn remove_sandboxes(socket: &Path) -> Result<()> {
+    let mut cri = skiff_kubelet::cri::Runtime::connect(&format!("unix://{}", socket.display()))
+        .context("connecting to containerd")?;
+    let list = cri
+        .runtime
+        .list_pod_sandbox(skiff_proto::cri::ListPodSandboxRequest::default())
+        .await?
+        .into_inner();
+    for s in list.items {
+        cri.runtime
+            .stop_pod_sandbox(skiff_proto::cri::StopPodSandboxRequest {
+                pod_sandbox_id: s.id.clone(),
+            })
+            .await?;
+        cri.runtime
+            .remove_pod_sandbox(skiff_proto::cri::RemovePodSandboxRequest {
+                pod_sandbox_id: s.id,
+            })
+            .await?;
+    }
+    Ok(())
+}
