@@ -10,6 +10,49 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use serde_json::{json, Value};
 use skiff_client::{Api, Patch, PatchParams};
 
+/// What `skiff addons` prints.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AddonArgs {
+    /// The API server's URL as nodes and the cluster DNS reach it.
+    #[arg(long)]
+    pub server: String,
+    /// The cluster CA (PEM).
+    #[arg(long)]
+    pub ca_file: std::path::PathBuf,
+    /// The cluster DNS's bearer token (a line of the API server's --token-auth-file).
+    #[arg(long)]
+    pub dns_token: String,
+    /// The cluster DNS image.
+    #[arg(long)]
+    pub dns_image: String,
+    /// The cluster DNS Service's address (the kubelets' --cluster-dns).
+    #[arg(long, default_value = "10.96.0.10")]
+    pub cluster_dns: String,
+    /// Replicas of the cluster DNS.
+    #[arg(long, default_value_t = 1)]
+    pub dns_replicas: u32,
+}
+
+impl AddonArgs {
+    /// The objects as a YAML stream.
+    pub fn render(&self) -> Result<String> {
+        let ca = std::fs::read(&self.ca_file)
+            .with_context(|| format!("reading --ca-file {}", self.ca_file.display()))?;
+        let kubeconfig = crate::server::token_kubeconfig(&self.server, &ca, &self.dns_token);
+        let mut objects = vec![cluster_info(&self.server, &ca)];
+        objects.extend(cluster_dns(&self.dns_image, &kubeconfig, &self.cluster_dns));
+        for o in objects.iter_mut().filter(|o| o["kind"] == "Deployment") {
+            o["spec"]["replicas"] = json!(self.dns_replicas);
+        }
+        let mut out = String::new();
+        for o in &objects {
+            out.push_str("---\n");
+            out.push_str(&serde_yaml::to_string(o)?);
+        }
+        Ok(out)
+    }
+}
+
 /// skiff-dns as the cluster runs it: a Deployment on the host network (it reaches the API
 /// server as the node's own components do), its kubeconfig from a Secret, behind the
 /// `kube-system/kube-dns` Service at `cluster_ip`, the address the kubelets hand to pods.

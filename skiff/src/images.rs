@@ -333,6 +333,44 @@ pub fn binary_image(bin: &Path) -> Result<ImageSpec> {
     })
 }
 
+/// The images Skiff's clusters need, as pushed by [`push_all`].
+pub struct Pushed {
+    /// The pod sandbox image.
+    pub pause: String,
+    /// The example web server.
+    pub httpd: String,
+    /// Busybox.
+    pub busybox: String,
+    /// The cluster DNS.
+    pub dns: String,
+}
+
+/// Pushes the pause, busybox, httpd and skiff-dns images (the last from `bin/skiff-dns`) to
+/// `registry`: `skiff/pause:1`, `skiff/busybox:latest`, `skiff/httpd:latest`,
+/// `skiff/dns:VERSION`.
+pub async fn push_all(registry: &str, bin: &Path) -> Result<Pushed> {
+    let pause = pause_image().push(registry, "skiff/pause", "1").await?;
+    let busybox = busybox_image()?
+        .push(registry, "skiff/busybox", "latest")
+        .await?;
+    let httpd = httpd_image()?
+        .push(registry, "skiff/httpd", "latest")
+        .await?;
+    let dns = binary_image(&bin.join("skiff-dns"))?
+        .push(registry, "skiff/dns", env!("CARGO_PKG_VERSION"))
+        .await?;
+    tracing::info!(
+        registry,
+        "pushed the pause, busybox, httpd and skiff-dns images"
+    );
+    Ok(Pushed {
+        pause,
+        httpd,
+        busybox,
+        dns,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,15 @@ enum Cmd {
     Server(Box<server::ServerArgs>),
     /// Join this machine to a skiff server's cluster as a node until SIGTERM.
     Agent(Box<agent::AgentArgs>),
+    /// Build the pause, busybox, httpd and skiff-dns images and push them to a registry.
+    Images {
+        /// The registry, `HOST:PORT` (plain HTTP).
+        #[arg(long)]
+        registry: String,
+    },
+    /// Print what a cluster runs in itself (`kube-public/cluster-info` for agents, and the
+    /// cluster DNS) as YAML for `kubectl apply -f -`.
+    Addons(Box<skiff::addons::AddonArgs>),
     /// Say what this machine lacks for `skiff server`, and how to get it.
     Check {
         /// Check for the proxy's iptables mode rather than nftables.
@@ -91,6 +100,23 @@ fn main() -> ExitCode {
             }
             ExitCode::from(2)
         }
+        Cmd::Images { registry } => until_signal("skiff images", |rt, _| {
+            let pushed = rt.block_on(skiff::images::push_all(&registry, &server::bin_dir()?))?;
+            for r in [pushed.pause, pushed.busybox, pushed.httpd, pushed.dns] {
+                println!("{r}");
+            }
+            Ok(())
+        }),
+        Cmd::Addons(args) => match args.render() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("skiff addons: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Cmd::Server(args) => until_signal("skiff server", |rt, stop| server::run(&args, rt, stop)),
         Cmd::Agent(args) => until_signal("skiff agent", |rt, stop| agent::run(&args, rt, stop)),
     }

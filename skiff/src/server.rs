@@ -286,7 +286,7 @@ fn start_and_wait(
             args.registry_address.to_string()
         }
     };
-    let pushed = rt.block_on(push_images(&registry, bin))?;
+    let pushed = rt.block_on(images::push_all(&registry, bin))?;
     // The control plane.
     let tokens = Tokens::load_or_create(&data.join("tokens.csv"))?;
     let server_dir = data.join("server");
@@ -379,36 +379,6 @@ fn start_and_wait(
     );
     println!("Logs: {}", logs.display());
     sup.watch_until(stop)
-}
-
-/// The images `skiff server` puts in its registry.
-struct Pushed {
-    httpd: String,
-    busybox: String,
-    dns: String,
-}
-
-async fn push_images(registry: &str, bin: &Path) -> Result<Pushed> {
-    images::pause_image()
-        .push(registry, "skiff/pause", "1")
-        .await?;
-    let busybox = images::busybox_image()?;
-    let busybox_ref = busybox.push(registry, "skiff/busybox", "latest").await?;
-    let httpd = images::httpd_image()?
-        .push(registry, "skiff/httpd", "latest")
-        .await?;
-    let dns = images::binary_image(&bin.join("skiff-dns"))?
-        .push(registry, "skiff/dns", env!("CARGO_PKG_VERSION"))
-        .await?;
-    tracing::info!(
-        registry,
-        "pushed the pause, busybox, httpd and skiff-dns images"
-    );
-    Ok(Pushed {
-        httpd,
-        busybox: busybox_ref,
-        dns,
-    })
 }
 
 #[cfg(test)]
