@@ -414,10 +414,22 @@ impl NodeAgent {
             }
             Err(e) => return Err(e),
         };
-        stored.status = Some(self.stamp(self.status().await, None));
-        nodes
-            .replace_status(&self.config.name, &PostParams::default(), &stored)
-            .await
+        // The control plane may change the Node meanwhile (its pod CIDR, taints): on a
+        // conflict, read it again and write the status onto the newer one.
+        let mut attempts = 0;
+        loop {
+            stored.status = Some(self.stamp(self.status().await, None));
+            match nodes
+                .replace_status(&self.config.name, &PostParams::default(), &stored)
+                .await
+            {
+                Err(e) if e.is_conflict() && attempts < 10 => {
+                    attempts += 1;
+                    stored = nodes.get(&self.config.name).await?;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Fills condition times: heartbeat now, transition kept from `old` when the status held.

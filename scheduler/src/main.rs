@@ -26,8 +26,9 @@ struct Args {
     /// A KubeSchedulerConfiguration file (profiles, plugins, weights, leader election).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Elect a leader among replicas (overrides the configuration file).
-    #[arg(long)]
+    /// Elect a leader among replicas (overrides the configuration file); `--leader-elect`
+    /// alone means true, as with kube-scheduler.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     leader_elect: Option<bool>,
     /// Address for /healthz, /readyz and /metrics.
     #[arg(long, default_value = "127.0.0.1")]

@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# A multi-node Skiff cluster under docker-compose (deploy/docker-compose.yml).
+#
+#   deploy/cluster.sh up       builds the release binaries and the images (a Debian base from
+#                              debootstrap imported into Docker, then the control, node and
+#                              registry images; nothing is pulled), makes the CA, tokens and
+#                              kubeconfigs, starts the cluster, pushes the pause, example and
+#                              DNS images to its registry, applies the cluster DNS, and waits
+#                              for the three nodes to be Ready; prints the KUBECONFIG line
+#   deploy/cluster.sh down     removes the containers, their network and volumes
+#   deploy/cluster.sh status   the containers, nodes and pods
+#   deploy/cluster.sh test     runs the cluster tests (on a cluster of their own)
+#
+# Settings (environment): SKIFF_PROJECT (compose project, default skiff), SKIFF_API_PORT
+# (the API servers' load-balanced address on the host's loopback, default 16443),
+# SKIFF_REGISTRY_PORT (the registry on the host's loopback, default 15000),
+# SKIFF_NODE_MONITOR_GRACE (the controller managers' --node-monitor-grace-period, default 40s),
+# SKIFF_SUBNET (the cluster's Docker network, default 172.30.0.0/24).
+set -euo pipefail
+cd "$(dirname "$0")"
+DEPLOY=$(pwd)
+ROOT=$(cd .. && pwd)
+export SKIFF_PROJECT="${SKIFF_PROJECT:-skiff}"
+export SKIFF_API_PORT="${SKIFF_API_PORT:-16443}"
+export SKIFF_REGISTRY_PORT="${SKIFF_REGISTRY_PORT:-15000}"
+export SKIFF_STATE="${SKIFF_STATE:-$DEPLOY/.state/$SKIFF_PROJECT}"
+STATE="$SKIFF_STATE"
+export KUBECONFIG="$STATE/admin.kubeconfig"
+BIN="$ROOT/target/release"
+compose() { docker-compose -p "$SKIFF_PROJECT" -f "$DEPLOY/docker-compose.yml" "$@"; }
+say() { echo "[cluster] $*" >&2; }
+
+need() {
+  local missing=()
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+  fi
+}
+
+# The Debian base every image starts from: a minimal debootstrap, imported.
+base_image() {
+  if docker image inspect skiff/base:bookworm >/dev/null 2>&1; then
+    return
+  fi
+  need debootstrap
+  local root
+  root=$(mktemp -d)
+  say "building the Debian base image (debootstrap)"
+  debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >"$root.log" 2>&1 \
+    || { tail -n 20 "$root.log" >&2; rm -rf "$root" "$root.log"; return 1; }
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  tar -C "$root" -c . | docker import - skiff/base:bookworm >/dev/null
+  rm -rf "$root" "$root.log"
+}
+
+# One image from deploy/images/NAME with the given binaries in its context.
+image() {
+  local name=$1
+  shift
+  local ctx
+  ctx=$(mktemp -d)
+  cp -r "$DEPLOY/images/$name/." "$ctx/"
+  for b in "$@"; do cp "$BIN/$b" "$ctx/"; done
+  say "building skiff/$name:dev"
+  docker build -q -t "skiff/$name:dev" "$ctx" >/dev/null
+  rm -rf "$ctx"
+}
+
+images() {
+  (cd "$ROOT" && cargo build --release --bins)
+  base_image
+  image control skiff skiff-apiserver skiff-scheduler skiff-controller-manager
+  image node skiff skiff-kubelet skiff-proxy
+  image registry
+}
+
+kubeconfig() { # server, file
+  local ca cert key
+  ca=$(base64 -w0 <"$STATE/pki/ca.crt")
+  cert=$(base64 -w0 <"$STATE/pki/admin.crt")
+  key=$(base64 -w0 <"$STATE/pki/admin.key")
+  cat >"$2" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: skiff
+  cluster:
+    server: $1
+    certificate-authority-data: $ca
+users:
+- name: admin
+  user:
+    client-certificate-data: $cert
+    client-key-data: $key
+contexts:
+- name: skiff
+  context:
+    cluster: skiff
+    user: admin
+current-context: skiff
+EOF
+  chmod 600 "$2"
+}
+
+# The cluster's CA (shared by both API servers), the admin's certificate, the node and DNS
+# tokens, kubeconfigs and the load balancer's configuration.
+state() {
+  mkdir -p "$STATE/pki"
+  chmod 755 "$STATE"
+  if [ ! -f "$STATE/pki/ca.crt" ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+      -subj "/CN=skiff-ca" -keyout "$STATE/pki/ca.key" -out "$STATE/pki/ca.crt" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -subj "/O=system:masters/CN=skiff-admin" -keyout "$STATE/pki/admin.key" -out "$STATE/pki/admin.csr" 2>/dev/null
+    openssl x509 -req -in "$STATE/pki/admin.csr" -CA "$STATE/pki/ca.crt" -CAkey "$STATE/pki/ca.key" \
+      -CAcreateserial -days 3650 -out "$STATE/pki/admin.crt" \
+      -extfile <(printf "keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n") 2>/dev/null
+    rm -f "$STATE/pki/admin.csr"
+    # The API servers run as root in their containers and read the key from this mount.
+    chmod 644 "$STATE/pki/ca.key"
+  fi
+  if [ ! -f "$STATE/tokens.csv" ]; then
+    local node dns
+    node=$(openssl rand -hex 16)
+    dns=$(openssl rand -hex 16)
+    printf '%s,system:node:skiff-agent,skiff-agent,"system:nodes"\n%s,system:serviceaccount:kube-system:skiff-dns,skiff-dns,"system:serviceaccounts"\n' \
+      "$node" "$dns" >"$STATE/tokens.csv"
+    printf '%s::%s\n' "$(sha256sum <"$STATE/pki/ca.crt" | cut -d' ' -f1)" "$node" >"$STATE/node-token"
+    echo "$dns" >"$STATE/dns-token"
+  fi
+  kubeconfig "https://lb:6443" "$STATE/cluster.kubeconfig"
+  kubeconfig "https://127.0.0.1:$SKIFF_API_PORT" "$STATE/admin.kubeconfig"
+  chmod 644 "$STATE/cluster.kubeconfig"
+  cat >"$STATE/haproxy.cfg" <<'EOF'
+global
+  log stdout format raw local0 warning
+resolvers docker
+  nameserver dns 127.0.0.11:53
+  hold valid 1s
+defaults
+  mode tcp
+  log global
+  timeout connect 2s
+  timeout client 1h
+  timeout server 1h
+  default-server init-addr last,libc,none resolvers docker check inter 1s fall 2 rise 1
+frontend api
+  bind :6443
+  default_backend apiservers
+backend apiservers
+  server apiserver-1 apiserver-1:6443
+  server apiserver-2 apiserver-2:6443
+EOF
+}
+
+wait_until() { # seconds, description, command...
+  local deadline=$((SECONDS + $1)) what=$2
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then
+      say "timed out waiting for $what"
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+nodes_ready() {
+  [ "$(kubectl get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True)" -eq 3 ]
+}
+
+up() {
+  need docker-compose openssl
+  images
+  state
+  local started=$SECONDS t0
+  t0=$(date +%s.%N)
+  compose up -d etcd-1 etcd-2 etcd-3 apiserver-1 apiserver-2 lb registry \
+    scheduler-1 scheduler-2 controller-manager-1 controller-manager-2
+  wait_until 120 "the API servers" kubectl get --raw /readyz
+  "$BIN/skiff" images --registry="127.0.0.1:$SKIFF_REGISTRY_PORT" >/dev/null
+  "$BIN/skiff" addons --server=https://lb:6443 --ca-file="$STATE/pki/ca.crt" \
+    --dns-token="$(cat "$STATE/dns-token")" --dns-replicas=2 \
+    --dns-image="registry:5000/skiff/dns:$("$BIN/skiff" --version | cut -d' ' -f2)" |
+    kubectl apply -f - >/dev/null
+  compose up -d node-a node-b node-c
+  wait_until 180 "three Ready nodes" nodes_ready
+  local t1
+  t1=$(date +%s.%N)
+  local took
+  took=$(awk "BEGIN { printf \"%.1f\", $t1 - $t0 }")
+  echo "$took" >"$STATE/up-seconds"
+  say "all three nodes Ready ${took} s after the control plane was started ($((SECONDS - started)) s)"
+  echo "The cluster is up. Point kubectl at it with:"
+  echo "  export KUBECONFIG=$KUBECONFIG"
+  echo "Images: 127.0.0.1:$SKIFF_REGISTRY_PORT from this machine, registry:5000 from the nodes (e.g. registry:5000/skiff/httpd)."
+}
+
+down() {
+  compose down -v --remove-orphans
+  rm -rf "$STATE"
+}
+
+status() {
+  compose ps
+  if [ -f "$KUBECONFIG" ]; then
+    kubectl get nodes -o wide || true
+    kubectl get pods -A -o wide || true
+  fi
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  test)
+    # The tests bring up a cluster of their own (another project name, ports and network)
+    # and remove it afterwards.
+    cd "$ROOT"
+    cargo test -p skiff-e2e --features compose --test cluster -- --nocapture ;;
+  *) echo "usage: $0 up|down|status|test" >&2; exit 2 ;;
+esac
