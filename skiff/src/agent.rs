@@ -133,20 +133,16 @@ fn default_registry(server: &str) -> Result<String> {
 /// Joins and runs the node until `stop` says so.
 pub fn run(args: &AgentArgs, rt: &tokio::runtime::Handle, stop: &dyn Fn() -> bool) -> Result<()> {
     let bin = bin_dir()?;
-    let problems = preflight::check(&preflight::Needs {
-        etcd: false,
-        registry: false,
-        iptables: args.node.proxy_mode == "iptables",
-        control_plane: false,
-        bin_dir: bin.clone(),
-    });
-    if !problems.is_empty() {
-        let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
-        bail!(
-            "this machine is not ready for skiff agent:\n{}",
-            list.join("\n")
-        );
-    }
+    preflight::require(
+        &preflight::Needs {
+            etcd: false,
+            registry: false,
+            iptables: args.node.proxy_mode == "iptables",
+            control_plane: false,
+            bin_dir: bin.clone(),
+        },
+        "skiff agent",
+    )?;
     let token_text = match (&args.token, &args.token_file) {
         (Some(t), _) => t.clone(),
         (None, Some(f)) => std::fs::read_to_string(f)

@@ -159,6 +159,17 @@ pub fn check(needs: &Needs) -> Vec<Problem> {
     problems
 }
 
+/// Fails, listing everything missing, unless the machine has what `needs` asks; `what`
+/// names the command for the message.
+pub fn require(needs: &Needs, what: &str) -> anyhow::Result<()> {
+    let problems = check(needs);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+    anyhow::bail!("this machine is not ready for {what}:\n{}", list.join("\n"))
+}
+
 fn nf_tables_loaded() -> bool {
     std::fs::read_to_string("/proc/modules").is_ok_and(|m| m.contains("nf_tables"))
         || Path::new("/sys/module/nf_tables").exists()

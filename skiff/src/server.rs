@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::node::{self, NodeArgs};
 use crate::supervisor::Supervisor;
@@ -179,20 +179,16 @@ pub fn host_ipv4() -> Option<Ipv4Addr> {
 /// way out).
 pub fn run(args: &ServerArgs, rt: &tokio::runtime::Handle, stop: &dyn Fn() -> bool) -> Result<()> {
     let bin = bin_dir()?;
-    let problems = preflight::check(&preflight::Needs {
-        etcd: args.etcd_servers.is_empty(),
-        registry: args.registry.is_none(),
-        iptables: args.node.proxy_mode == "iptables",
-        control_plane: true,
-        bin_dir: bin.clone(),
-    });
-    if !problems.is_empty() {
-        let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
-        bail!(
-            "this machine is not ready for skiff server:\n{}",
-            list.join("\n")
-        );
-    }
+    preflight::require(
+        &preflight::Needs {
+            etcd: args.etcd_servers.is_empty(),
+            registry: args.registry.is_none(),
+            iptables: args.node.proxy_mode == "iptables",
+            control_plane: true,
+            bin_dir: bin.clone(),
+        },
+        "skiff server",
+    )?;
     let node_cidr = first_node_cidr(&args.node.cluster_cidr)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;

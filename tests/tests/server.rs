@@ -174,31 +174,26 @@ async fn skiff_server_and_agent_run_a_cluster_and_stop_clean() {
     let server_url = format!("https://{server_ip}:6443");
     assert!(o.contains(&format!("--server={server_url}")), "{o}");
 
-    // A bad token is refused by name, before anything starts.
-    let bad = Command::new("nsenter")
-        .arg(format!("--net=/var/run/netns/{}", agent_ns.name))
-        .arg(skiff_e2e::binary("skiff").unwrap())
-        .args(["agent", &format!("--server={server_url}")])
-        .arg(format!("--token={}::wrong", "0".repeat(64)))
-        .arg(format!("--data-dir={}", dir.path().join("bad").display()))
-        .output()
-        .unwrap();
-    assert!(!bad.status.success());
-    let said = String::from_utf8_lossy(&bad.stderr);
+    // Bad tokens are refused by name, before anything starts: a wrong secret (by the API
+    // server), and the right secret with another CA's hash (the CA is not trusted).
+    let refused = |token: &str| {
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", agent_ns.name))
+            .arg(skiff_e2e::binary("skiff").unwrap())
+            .args(["agent", &format!("--server={server_url}")])
+            .arg(format!("--token={token}"))
+            .arg(format!("--data-dir={}", dir.path().join("bad").display()))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let zeros = "0".repeat(64);
+    let said = refused(&format!("{zeros}::wrong"));
     assert!(said.contains("refused the join token"), "{said}");
-    // The right secret with another CA's hash: the CA is not trusted.
     let token = std::fs::read_to_string(dir.path().join("server/node-token")).unwrap();
-    let secret = token.split("::").nth(1).unwrap();
-    let bad = Command::new("nsenter")
-        .arg(format!("--net=/var/run/netns/{}", agent_ns.name))
-        .arg(skiff_e2e::binary("skiff").unwrap())
-        .args(["agent", &format!("--server={server_url}")])
-        .arg(format!("--token={}::{secret}", "0".repeat(64)))
-        .arg(format!("--data-dir={}", dir.path().join("bad").display()))
-        .output()
-        .unwrap();
-    assert!(!bad.status.success());
-    let said = String::from_utf8_lossy(&bad.stderr);
+    let secret = token.split("::").nth(1).unwrap().trim();
+    let said = refused(&format!("{zeros}::{secret}"));
     assert!(said.contains("does not match the join token"), "{said}");
 
     let token_file = dir.path().join("token");
