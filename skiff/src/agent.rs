@@ -103,10 +103,10 @@ pub async fn fetch_ca(server: &str, token: &Token) -> Result<Vec<u8>> {
     let kubeconfig = cm["data"]["kubeconfig"]
         .as_str()
         .context("cluster-info holds no kubeconfig")?;
-    let ca_b64 = kubeconfig
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("certificate-authority-data:"))
-        .map(str::trim)
+    let kubeconfig: serde_yaml::Value =
+        serde_yaml::from_str(kubeconfig).context("cluster-info's kubeconfig is not YAML")?;
+    let ca_b64 = kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"]
+        .as_str()
         .context("cluster-info's kubeconfig has no certificate-authority-data")?;
     use base64::Engine;
     let ca = base64::engine::general_purpose::STANDARD

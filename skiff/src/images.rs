@@ -99,32 +99,6 @@ impl ImageSpec {
         Ok(Built { layer, config })
     }
 
-    /// Writes the image as a `docker save` archive at `out`, tagged `tag` (for `docker load`).
-    pub fn write_archive(&self, out: &Path, tag: &str) -> Result<()> {
-        let Built { layer, config } = self.build()?;
-        let layer_id = digest(&layer).trim_start_matches("sha256:").to_string();
-        let config_name = format!("{}.json", digest(&config).trim_start_matches("sha256:"));
-        let manifest = serde_json::to_vec(&serde_json::json!([{
-            "Config": config_name,
-            "RepoTags": [tag],
-            "Layers": [format!("{layer_id}/layer.tar")],
-        }]))?;
-        let mut archive = tar::Builder::new(std::fs::File::create(out)?);
-        for (name, data) in [
-            (format!("{layer_id}/layer.tar"), &layer),
-            (config_name, &config),
-            ("manifest.json".to_string(), &manifest),
-        ] {
-            let mut h = tar::Header::new_gnu();
-            h.set_mode(0o644);
-            h.set_size(data.len() as u64);
-            h.set_mtime(0);
-            archive.append_data(&mut h, name, data.as_slice())?;
-        }
-        archive.into_inner()?;
-        Ok(())
-    }
-
     /// Pushes the image to the plain-HTTP registry at `registry` (`HOST:PORT`) as
     /// `repository:tag`; returns the reference pods name it by, `HOST:PORT/repository:tag`.
     pub async fn push(&self, registry: &str, repository: &str, tag: &str) -> Result<String> {

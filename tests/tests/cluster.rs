@@ -166,6 +166,24 @@ impl Cluster {
             .collect()
     }
 
+    /// Node `node`'s Ready condition: `True`, `False` or `Unknown`.
+    fn ready(&self, node: &str) -> String {
+        self.k(&[
+            "get",
+            "node",
+            node,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ])
+    }
+
+    /// Whether six web pods run, none of them on `node`.
+    fn six_web_pods_off(&self, node: &str) -> Result<(), String> {
+        let pods = self.pods_by_node("web");
+        let elsewhere = pods.iter().filter(|(_, n)| n != node).count();
+        (elsewhere == 6).then_some(()).ok_or(format!("{pods:?}"))
+    }
+
     /// The holder of Lease `kube-system/NAME` (`HOST_xxxxxxxx`), as its host.
     fn leader(&self, lease: &str) -> String {
         let holder = self.k(&[
@@ -433,7 +451,7 @@ fn compose_cluster_spreads_serves_and_recovers_from_faults() {
     c.docker(&["start", &c.container("apiserver-1")]);
 
     // Node b cut off from the network and healed: its pods are replaced elsewhere, and once
-    // it is back the cluster converges to 9 pods, each running once.
+    // it is back the cluster converges to 6 pods, each running once.
     c.k(&["scale", "deployment", "web", "--replicas=6"]);
     c.wait("web back to 6", Duration::from_secs(60), || {
         let n = c.pods_by_node("web").len();
@@ -455,23 +473,13 @@ fn compose_cluster_spreads_serves_and_recovers_from_faults() {
     };
     c.docker(&["network", "disconnect", &network, &node_b]);
     let cut = c.wait("node-b NotReady", Duration::from_secs(60), || {
-        let s = c.k(&[
-            "get",
-            "node",
-            "node-b",
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-        ]);
+        let s = c.ready("node-b");
         (s != "True").then_some(()).ok_or(s)
     });
     let replaced = c.wait(
         "node-b's pods replaced on a and c",
         Duration::from_secs(90),
-        || {
-            let pods = c.pods_by_node("web");
-            let elsewhere = pods.iter().filter(|(_, n)| n != "node-b").count();
-            (elsewhere == 6).then_some(()).ok_or(format!("{pods:?}"))
-        },
+        || c.six_web_pods_off("node-b"),
     );
     eprintln!("partition: node-b NotReady after {cut:?}, its pods replaced {replaced:?} later");
     c.docker(&["network", "connect", "--ip", &ip_b, &network, &node_b]);
@@ -479,13 +487,7 @@ fn compose_cluster_spreads_serves_and_recovers_from_faults() {
         "node-b Ready again, 6 web pods each once",
         Duration::from_secs(120),
         || {
-            let s = c.k(&[
-                "get",
-                "node",
-                "node-b",
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-            ]);
+            let s = c.ready("node-b");
             let pods = c.json(&["get", "pods", "-l", "app=web"]);
             let all = pods["items"].as_array().unwrap().len();
             (s == "True" && all == 6)
@@ -498,20 +500,12 @@ fn compose_cluster_spreads_serves_and_recovers_from_faults() {
     let stopped = Instant::now();
     c.docker(&["stop", &c.container("node-c")]);
     c.wait("node-c's pods replaced", Duration::from_secs(120), || {
-        let pods = c.pods_by_node("web");
-        let elsewhere = pods.iter().filter(|(_, n)| n != "node-c").count();
-        (elsewhere == 6).then_some(()).ok_or(format!("{pods:?}"))
+        c.six_web_pods_off("node-c")
     });
     eprintln!(
         "node loss: node-c's pods Running elsewhere {:?} after it stopped",
         stopped.elapsed()
     );
-    let s = c.k(&[
-        "get",
-        "node",
-        "node-c",
-        "-o",
-        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-    ]);
+    let s = c.ready("node-c");
     assert_ne!(s, "True");
 }
