@@ -9,13 +9,16 @@
 #                              for the three nodes to be Ready; prints the KUBECONFIG line
 #   deploy/cluster.sh down     removes the containers, their network and volumes
 #   deploy/cluster.sh status   the containers, nodes and pods
-#   deploy/cluster.sh test     runs the cluster tests (on a cluster of their own)
+#   deploy/cluster.sh test     runs the cluster tests (tests/tests/cluster.rs, on a cluster of
+#                              their own, from debug binaries)
 #
 # Settings (environment): SKIFF_PROJECT (compose project, default skiff), SKIFF_API_PORT
 # (the API servers' load-balanced address on the host's loopback, default 16443),
 # SKIFF_REGISTRY_PORT (the registry on the host's loopback, default 15000),
 # SKIFF_NODE_MONITOR_GRACE (the controller managers' --node-monitor-grace-period, default 40s),
-# SKIFF_SUBNET (the cluster's Docker network, default 172.30.0.0/24).
+# SKIFF_SUBNET (the cluster's Docker network, default 172.30.0.0/24), SKIFF_BIN_DIR (take
+# Skiff's binaries from there, already built, instead of building release ones into
+# target/release).
 set -euo pipefail
 cd "$(dirname "$0")"
 DEPLOY=$(pwd)
@@ -26,7 +29,7 @@ export SKIFF_REGISTRY_PORT="${SKIFF_REGISTRY_PORT:-15000}"
 export SKIFF_STATE="${SKIFF_STATE:-$DEPLOY/.state/$SKIFF_PROJECT}"
 STATE="$SKIFF_STATE"
 export KUBECONFIG="$STATE/admin.kubeconfig"
-BIN="$ROOT/target/release"
+BIN="${SKIFF_BIN_DIR:-$ROOT/target/release}"
 compose() { docker-compose -p "$SKIFF_PROJECT" -f "$DEPLOY/docker-compose.yml" "$@"; }
 say() { echo "[cluster] $*" >&2; }
 
@@ -64,14 +67,17 @@ image() {
   local ctx
   ctx=$(mktemp -d)
   cp -r "$DEPLOY/images/$name/." "$ctx/"
-  for b in "$@"; do cp "$BIN/$b" "$ctx/"; done
+  # Without debug sections: the images stay small whichever profile built the binaries.
+  for b in "$@"; do objcopy --strip-debug "$BIN/$b" "$ctx/$b"; done
   say "building skiff/$name:dev"
   docker build -q -t "skiff/$name:dev" "$ctx" >/dev/null
   rm -rf "$ctx"
 }
 
 images() {
-  (cd "$ROOT" && cargo build --release --bins)
+  if [ -z "${SKIFF_BIN_DIR:-}" ]; then
+    (cd "$ROOT" && cargo build --release --bins)
+  fi
   base_image
   image control skiff skiff-apiserver skiff-scheduler skiff-controller-manager
   image node skiff skiff-kubelet skiff-proxy
@@ -158,6 +164,25 @@ backend apiservers
 EOF
 }
 
+# The cluster network's bridge on this machine (Docker names it br-<network id>).
+bridge() {
+  local id
+  id=$(docker network inspect -f '{{.Id}}' "${SKIFF_PROJECT}_cluster" 2>/dev/null) || return 1
+  echo "br-${id:0:12}"
+}
+
+# Pods on different nodes talk with their own addresses (10.244.x.y), routed node to node over
+# the cluster network. Docker drops every frame on an internal network's bridge whose source
+# or destination is outside the network's subnet (its isolation rules see bridged traffic, as
+# br_netfilter passes it through iptables), so pod traffic between the node containers is
+# accepted first in DOCKER-USER, Docker's chain for its users' rules; only traffic that stays
+# on this bridge. Removed by `down`.
+pod_rule() { # -C | -I | -D
+  local br
+  br=$(bridge) || return 1
+  iptables "$1" DOCKER-USER -i "$br" -o "$br" -j ACCEPT 2>/dev/null
+}
+
 wait_until() { # seconds, description, command...
   local deadline=$((SECONDS + $1)) what=$2
   shift 2
@@ -175,7 +200,7 @@ nodes_ready() {
 }
 
 up() {
-  need docker-compose openssl
+  need docker-compose openssl binutils
   images
   state
   local started=$SECONDS t0
@@ -188,6 +213,7 @@ up() {
     --dns-token="$(cat "$STATE/dns-token")" --dns-replicas=2 \
     --dns-image="registry:5000/skiff/dns:$("$BIN/skiff" --version | cut -d' ' -f2)" |
     kubectl apply -f - >/dev/null
+  pod_rule -C || pod_rule -I
   compose up -d node-a node-b node-c
   wait_until 180 "three Ready nodes" nodes_ready
   local t1
@@ -202,6 +228,7 @@ up() {
 }
 
 down() {
+  while pod_rule -C; do pod_rule -D; done
   compose down -v --remove-orphans
   rm -rf "$STATE"
 }
@@ -220,8 +247,9 @@ case "${1:-}" in
   status) status ;;
   test)
     # The tests bring up a cluster of their own (another project name, ports and network)
-    # and remove it afterwards.
+    # from the binaries in target/debug (or $SKIFF_BIN_DIR), and remove it afterwards.
     cd "$ROOT"
-    cargo test -p skiff-e2e --features compose --test cluster -- --nocapture ;;
+    [ -n "${SKIFF_BIN_DIR:-}" ] || cargo build --workspace --bins
+    cargo test --workspace --test cluster -- --nocapture ;;
   *) echo "usage: $0 up|down|status|test" >&2; exit 2 ;;
 esac

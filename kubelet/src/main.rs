@@ -156,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
     let node_ip = args
         .node_ip
         .clone()
-        .or_else(node::first_ipv4)
+        .or_else(node::default_node_ip)
         .unwrap_or_else(|| "127.0.0.1".into());
     let (node_cpu_millis, node_memory_bytes) = node::allocatable_cpu_memory(&args.root_dir);
     let shutdown = CancellationToken::new();
@@ -168,7 +168,7 @@ async fn main() -> anyhow::Result<()> {
     ];
     let pods = skiff_kubelet::pods::PodConfig {
         node_name: name.clone(),
-        node_ip,
+        node_ip: node_ip.clone(),
         root_dir: args.root_dir.clone(),
         pod_logs_dir: args
             .pod_logs_dir
@@ -203,7 +203,7 @@ async fn main() -> anyhow::Result<()> {
             labels,
             taints,
             pod_cidr: args.pod_cidr.clone(),
-            node_ip: args.node_ip.clone(),
+            node_ip: Some(node_ip.clone()),
             port: server_addr.port(),
             max_pods: args.max_pods,
             root_dir: args.root_dir.clone(),

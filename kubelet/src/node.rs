@@ -158,12 +158,47 @@ pub fn allocatable_cpu_memory(root_dir: &std::path::Path) -> (i64, i64) {
     )
 }
 
-/// The first IPv4 address of the machine that is not loopback or Docker's.
-pub fn first_ipv4() -> Option<String> {
-    nix::ifaddrs::getifaddrs().ok()?.find_map(|a| {
-        let ip = a.address?.as_sockaddr_in()?.ip();
-        (!ip.is_loopback() && !a.interface_name.starts_with("docker")).then(|| ip.to_string())
+/// The node's address when `--node-ip` is not given, chosen as Kubernetes' kubelet does: the
+/// first IPv4 address the hostname resolves to that is not loopback; else the address of the
+/// interface holding the default route; else the first global IPv4 address of an interface
+/// that is not a bridge of pods or containers. Worked out once at start: the pod bridge this
+/// node creates later must never become its address.
+pub fn default_node_ip() -> Option<String> {
+    let hostname = nix::unistd::gethostname().ok()?;
+    let resolved = std::net::ToSocketAddrs::to_socket_addrs(&(hostname.to_str()?, 0))
+        .into_iter()
+        .flatten()
+        .map(|a| a.ip())
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback() && !ip.is_unspecified());
+    if let Some(ip) = resolved {
+        return Some(ip.to_string());
+    }
+    let addrs: Vec<(String, std::net::Ipv4Addr)> = nix::ifaddrs::getifaddrs()
+        .ok()?
+        .filter_map(|a| Some((a.interface_name.clone(), a.address?.as_sockaddr_in()?.ip())))
+        .filter(|(_, ip)| !ip.is_loopback() && !ip.is_link_local())
+        .collect();
+    let default_if = default_route_interface(&read_trim("/proc/net/route"));
+    default_if
+        .and_then(|name| addrs.iter().find(|(i, _)| *i == name))
+        .or_else(|| addrs.iter().find(|(i, _)| !is_container_bridge(i)))
+        .map(|(_, ip)| ip.to_string())
+}
+
+/// The interface of the IPv4 default route in a `/proc/net/route` table.
+fn default_route_interface(table: &str) -> Option<String> {
+    table.lines().skip(1).find_map(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        (cols.len() > 7 && cols[1] == "00000000" && cols[7] == "00000000")
+            .then(|| cols[0].to_string())
     })
+}
+
+/// Interfaces whose addresses are never a node's: pod and container bridges and veths.
+fn is_container_bridge(name: &str) -> bool {
+    ["cni", "docker", "br-", "veth", "skiff"]
+        .iter()
+        .any(|p| name.starts_with(p))
 }
 
 fn os_image() -> String {
@@ -336,7 +371,7 @@ impl NodeAgent {
                 condition("Ready", false, "KubeletNotReady", &ready_msg)
             },
         ];
-        let ip = self.config.node_ip.clone().or_else(first_ipv4);
+        let ip = self.config.node_ip.clone();
         let mut addresses: Vec<NodeAddress> = ip
             .into_iter()
             .map(|a| NodeAddress {
@@ -579,6 +614,21 @@ fn arch() -> &'static str {
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    #[test]
+    fn the_default_route_names_the_node_interface_and_bridges_never_do() {
+        let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n\
+            cni0\t0001F40A\t00000000\t0001\t0\t0\t0\t00FFFFFF\n\
+            eth0\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\n";
+        assert_eq!(default_route_interface(table).as_deref(), Some("eth0"));
+        let no_default = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n\
+            eth0\t00001EAC\t00000000\t0001\t0\t0\t0\t00FFFFFF\n";
+        assert_eq!(default_route_interface(no_default), None);
+        assert!(is_container_bridge("cni0"));
+        assert!(is_container_bridge("skiff-discard"));
+        assert!(!is_container_bridge("eth0"));
+        assert!(!is_container_bridge("ens3"));
+    }
 
     #[test]
     fn labels_and_taints_parse_as_kubelet_flags_do() {

@@ -159,21 +159,6 @@ pub fn token_kubeconfig(server: &str, ca_pem: &[u8], token: &str) -> String {
     )
 }
 
-/// This machine's first global IPv4 address (what the kubelet takes as the node's address
-/// when given none).
-pub fn host_ipv4() -> Option<Ipv4Addr> {
-    let out = Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "scope", "global"])
-        .output()
-        .ok()?;
-    // `2: eth0    inet 10.0.0.5/24 brd ... scope global eth0`
-    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
-        let mut words = l.split_whitespace();
-        words.find(|w| *w == "inet")?;
-        words.next()?.split('/').next()?.parse().ok()
-    })
-}
-
 /// Runs the cluster until `stop` says so; returns an error when a part fails. `rt` runs the
 /// asynchronous work (pushing images, applying the cluster's add-ons, removing pods on the
 /// way out).
@@ -210,7 +195,7 @@ fn advertised(args: &ServerArgs) -> IpAddr {
         .node_ip
         .as_deref()
         .and_then(|ip| ip.parse().ok())
-        .or_else(|| host_ipv4().map(IpAddr::V4))
+        .or_else(|| skiff_kubelet::node::default_node_ip()?.parse().ok())
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 

@@ -50,6 +50,10 @@ impl Cluster {
             ),
             ("SKIFF_NODE_MONITOR_GRACE".into(), "10s".into()),
             ("SKIFF_SUBNET".into(), free_subnet()),
+            (
+                "SKIFF_BIN_DIR".into(),
+                skiff_e2e::bin_dir().display().to_string(),
+            ),
         ];
         let c = Cluster {
             project,
