@@ -16,7 +16,9 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{
     Node, Pod, PodAffinityTerm, PodSpec, PodStatus, Taint, TopologySpreadConstraint,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
 
 use crate::resources::{pod_requests, Resources};
 use crate::selector;
@@ -160,6 +162,12 @@ pub struct SpreadConstraint {
     pub set: PodSet,
     /// Whether the pod itself matches (it adds one to the domain it lands in).
     pub self_match: bool,
+    /// `nodeAffinityPolicy: Honor` (the default): nodes outside the pod's node selector and
+    /// required node affinity are no domain.
+    pub honor_affinity: bool,
+    /// `nodeTaintsPolicy: Honor` (default `Ignore`): nodes with a `NoSchedule` or `NoExecute`
+    /// taint the pod does not tolerate are no domain.
+    pub honor_taints: bool,
 }
 
 /// A pod affinity or anti-affinity term, read once from the pod.
@@ -307,15 +315,43 @@ fn spread_constraints(pod: &Pod, ns: &str) -> Vec<SpreadConstraint> {
         own
     };
     all.iter()
-        .map(|c| SpreadConstraint {
-            max_skew: i64::from(c.max_skew),
-            topology_key: c.topology_key.clone(),
-            hard: c.when_unsatisfiable == "DoNotSchedule",
-            min_domains: c.min_domains.unwrap_or(1).max(1) as usize,
-            self_match: selector::matches(c.label_selector.as_ref(), pod.metadata.labels.as_ref()),
-            set: PodSet::new(Scope::Names(vec![ns.to_string()]), c.label_selector.clone()),
+        .map(|c| {
+            let narrowed = with_match_label_keys(c, pod);
+            SpreadConstraint {
+                max_skew: i64::from(c.max_skew),
+                topology_key: c.topology_key.clone(),
+                hard: c.when_unsatisfiable == "DoNotSchedule",
+                min_domains: c.min_domains.unwrap_or(1).max(1) as usize,
+                self_match: selector::matches(narrowed.as_ref(), pod.metadata.labels.as_ref()),
+                set: PodSet::new(Scope::Names(vec![ns.to_string()]), narrowed),
+                honor_affinity: c.node_affinity_policy.as_deref() != Some("Ignore"),
+                honor_taints: c.node_taints_policy.as_deref() == Some("Honor"),
+            }
         })
         .collect()
+}
+
+/// The constraint's `labelSelector` narrowed by `matchLabelKeys`: for each key the pod has a
+/// label of, only pods with the same value count (so a Deployment's rollout spreads the new
+/// ReplicaSet's pods by `pod-template-hash`, not the old and new together). With no
+/// `labelSelector` no pod counts, as in Kubernetes.
+fn with_match_label_keys(c: &TopologySpreadConstraint, pod: &Pod) -> Option<LabelSelector> {
+    let keys = c.match_label_keys.as_deref().unwrap_or(&[]);
+    let mut selector = c.label_selector.clone()?;
+    let labels = pod.metadata.labels.as_ref();
+    for key in keys {
+        if let Some(value) = labels.and_then(|l| l.get(key)) {
+            selector
+                .match_expressions
+                .get_or_insert_with(Vec::new)
+                .push(LabelSelectorRequirement {
+                    key: key.clone(),
+                    operator: "In".into(),
+                    values: Some(vec![value.clone()]),
+                });
+        }
+    }
+    Some(selector)
 }
 
 /// A pod with what the scheduler needs of it worked out once.

@@ -220,8 +220,12 @@ impl Drop for Cluster {
 
 fn deployment(name: &str, image: &str, replicas: u32, spread: bool) -> String {
     let constraints = if spread {
+        // A lost zone (its node tainted unreachable) is no domain, so its pods can be
+        // replaced in the others; a rollout spreads the new revision's pods by themselves.
         serde_json::json!([{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
                              "whenUnsatisfiable": "DoNotSchedule",
+                             "nodeTaintsPolicy": "Honor",
+                             "matchLabelKeys": ["pod-template-hash"],
                              "labelSelector": {"matchLabels": {"app": name}}}])
     } else {
         serde_json::json!([])

@@ -2,11 +2,13 @@
 //! hosts …). `DoNotSchedule` constraints filter: a node is out when placing the pod there
 //! would make its domain exceed the least-loaded domain by more than `maxSkew` (with fewer
 //! than `minDomains` domains the minimum counts as 0). `ScheduleAnyway` constraints score:
-//! fewer matching pods in a node's domain is better. Nodes that do not match the pod's node
-//! affinity/selector, or lack the topology label, do not count as domains (Kubernetes'
-//! default `nodeAffinityPolicy: Honor`).
+//! fewer matching pods in a node's domain is better. Nodes that lack the topology label do
+//! not count as domains, nor nodes that do not match the pod's node affinity/selector
+//! (`nodeAffinityPolicy: Honor`, the default) or, with `nodeTaintsPolicy: Honor`, nodes
+//! with taints the pod does not tolerate. `matchLabelKeys` narrows the selector to pods
+//! sharing the pod's values of those labels.
 
-use super::node_affinity;
+use super::{node_affinity, taint_toleration};
 use super::{Check, Filter, Rate, Rejection, Score, MAX_SCORE};
 use crate::snapshot::{PodInfo, Snapshot, SpreadConstraint, Topology, NO_DOMAIN};
 
@@ -38,16 +40,32 @@ impl Spread<'_> {
     }
 }
 
-/// Counts matching pods per domain for the pod's constraints of one kind. Nodes that do not
-/// match the pod's node selector or required node affinity, or lack the topology label, do
-/// not count as domains (Kubernetes' default `nodeAffinityPolicy: Honor`).
+/// Counts matching pods per domain for the pod's constraints of one kind. Nodes that lack
+/// the topology label are no domain, nor — per the constraint's policies — nodes outside the
+/// pod's node selector or required node affinity (`nodeAffinityPolicy: Honor`, the default)
+/// or with a `NoSchedule`/`NoExecute` taint the pod does not tolerate (`nodeTaintsPolicy:
+/// Honor`; the default `Ignore` counts them).
 fn spreads<'a>(pod: &'a PodInfo, snap: &'a Snapshot, hard: bool) -> Vec<Spread<'a>> {
     let restricted = node_affinity::restricts(pod);
-    let eligible = |i: usize| !restricted || node_affinity::matches(pod, &snap.nodes[i]);
+    let tolerations = pod
+        .spec()
+        .and_then(|s| s.tolerations.as_deref())
+        .unwrap_or(&[]);
+    let untainted = |i: usize| {
+        snap.nodes[i].taints().iter().all(|t| {
+            !matches!(t.effect.as_str(), "NoSchedule" | "NoExecute")
+                || taint_toleration::tolerates(tolerations, t)
+        })
+    };
     pod.spread
         .iter()
         .filter(|c| c.hard == hard)
         .filter_map(|c| {
+            let by_affinity = c.honor_affinity && restricted;
+            let eligible = |i: usize| {
+                (!by_affinity || node_affinity::matches(pod, &snap.nodes[i]))
+                    && (!c.honor_taints || untainted(i))
+            };
             let topo = snap.topology(&c.topology_key)?;
             let mut counts = vec![0i64; topo.ids()];
             let mut nonzero = 0;
@@ -61,7 +79,7 @@ fn spreads<'a>(pod: &'a PodInfo, snap: &'a Snapshot, hard: bool) -> Vec<Spread<'
                     }
                 }
             }
-            let domains = if restricted {
+            let domains = if by_affinity || c.honor_taints {
                 let mut seen = std::collections::HashSet::new();
                 for (i, &d) in topo.domain_of.iter().enumerate() {
                     if d != NO_DOMAIN && eligible(i) {
@@ -231,6 +249,61 @@ mod tests {
         );
         // With minDomains 3 only two domains exist: the minimum counts as 0.
         assert!(feasible(&web("w3", "DoNotSchedule", 1, Some(3)), &nodes).is_empty());
+    }
+
+    #[test]
+    fn node_taints_policy_honor_leaves_out_a_lost_zone() {
+        let mut nodes = zones();
+        nodes.truncate(3); // a, b in z1; c in z2
+        nodes.push(node(json!({"metadata": {"name": "d", "labels": {"zone": "z3"}},
+            "spec": {"taints": [{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]}})));
+        for (i, n) in [(0, "w1"), (1, "w2"), (2, "w3"), (2, "w4")] {
+            nodes[i].add_pod(Arc::new(web(n, "DoNotSchedule", 1, None)));
+        }
+        // z1: 2, z2: 2, z3 (tainted): 0. By default z3 counts, and nothing fits.
+        let ignore = web("w5", "DoNotSchedule", 1, None);
+        assert_eq!(feasible(&ignore, &nodes), vec!["d"]);
+        let mut honor = web("w5", "DoNotSchedule", 1, None);
+        let spec = Arc::make_mut(&mut honor.pod).spec.as_mut().unwrap();
+        spec.topology_spread_constraints.as_mut().unwrap()[0].node_taints_policy =
+            Some("Honor".into());
+        let honor = PodInfo::new(honor.pod.clone());
+        // (d itself is left to the TaintToleration filter.)
+        assert_eq!(feasible(&honor, &nodes), vec!["a", "b", "c", "d"]);
+        // Tolerating the taint brings z3 back as a domain.
+        let mut tolerant = (*honor.pod).clone();
+        tolerant.spec.as_mut().unwrap().tolerations = Some(vec![serde_json::from_value(
+            json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists"}),
+        )
+        .unwrap()]);
+        assert_eq!(
+            feasible(&PodInfo::new(Arc::new(tolerant)), &nodes),
+            vec!["d"]
+        );
+    }
+
+    #[test]
+    fn match_label_keys_count_only_pods_of_the_same_revision() {
+        let rev = |name: &str, hash: &str| {
+            pod(json!({"metadata": {"name": name, "namespace": "d",
+                "labels": {"app": "web", "pod-template-hash": hash}},
+                "spec": {"containers": [], "topologySpreadConstraints": [{"maxSkew": 1,
+                    "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
+                    "labelSelector": {"matchLabels": {"app": "web"}},
+                    "matchLabelKeys": ["pod-template-hash"]}]}}))
+        };
+        let mut nodes = zones();
+        nodes.truncate(3); // z1 and z2
+        nodes[0].add_pod(Arc::new(rev("old-1", "v1")));
+        nodes[1].add_pod(Arc::new(rev("old-2", "v1")));
+        nodes[2].add_pod(Arc::new(rev("new-1", "v2")));
+        // Old pods do not count for a new one: z1 has none of v2, z2 has one.
+        assert_eq!(feasible(&rev("new-2", "v2"), &nodes), vec!["a", "b"]);
+        // Without matchLabelKeys all three count: z1 has 2, so only z2 fits.
+        assert_eq!(
+            feasible(&web("w", "DoNotSchedule", 1, None), &nodes),
+            vec!["c"]
+        );
     }
 
     #[test]
