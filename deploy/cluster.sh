@@ -195,8 +195,10 @@ wait_until() { # seconds, description, command...
   done
 }
 
+# Three nodes Ready and without taints: the node lifecycle controller lifts the not-ready
+# taint a node registers with only after it reports Ready, and until then nothing lands there.
 nodes_ready() {
-  [ "$(kubectl get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True)" -eq 3 ]
+  [ "$(kubectl get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}/{.spec.taints}{"\n"}{end}' | grep -cE '^True/(\[\])?$')" -eq 3 ]
 }
 
 up() {
@@ -215,13 +217,13 @@ up() {
     kubectl apply -f - >/dev/null
   pod_rule -C || pod_rule -I
   compose up -d node-a node-b node-c
-  wait_until 180 "three Ready nodes" nodes_ready
+  wait_until 180 "three Ready nodes without taints" nodes_ready
   local t1
   t1=$(date +%s.%N)
   local took
   took=$(awk "BEGIN { printf \"%.1f\", $t1 - $t0 }")
   echo "$took" >"$STATE/up-seconds"
-  say "all three nodes Ready ${took} s after the control plane was started ($((SECONDS - started)) s)"
+  say "all three nodes Ready and schedulable ${took} s after the control plane was started ($((SECONDS - started)) s)"
   echo "The cluster is up. Point kubectl at it with:"
   echo "  export KUBECONFIG=$KUBECONFIG"
   echo "Images: 127.0.0.1:$SKIFF_REGISTRY_PORT from this machine, registry:5000 from the nodes (e.g. registry:5000/skiff/httpd)."

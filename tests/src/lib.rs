@@ -7,6 +7,7 @@
 //! with a message saying what to install or build.
 
 pub mod bench;
+pub mod compose;
 pub mod hollow;
 pub mod netnode;
 pub mod netns;

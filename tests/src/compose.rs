@@ -1,0 +1,355 @@
+//! The docker-compose cluster (`deploy/cluster.sh`) for the cluster tests and the cluster
+//! benchmark: brought up under a compose project, ports and Docker network of its own, and
+//! removed (`deploy/cluster.sh down`) when the handle drops, even on failure. Driven as a user
+//! drives it: the host's `kubectl` through the load-balanced address, `docker` for faults.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// What a cluster is brought up with.
+pub struct Options {
+    /// Where Skiff's binaries are (debug ones for the tests, release ones for the benchmark).
+    pub bin_dir: PathBuf,
+    /// The controller managers' `--node-monitor-grace-period`.
+    pub node_monitor_grace: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            bin_dir: crate::bin_dir(),
+            node_monitor_grace: "10s".into(),
+        }
+    }
+}
+
+/// One compose cluster.
+pub struct Cluster {
+    /// The compose project (prefix of every container's name).
+    pub project: String,
+    env: Vec<(String, String)>,
+    /// Its CA, tokens and kubeconfigs.
+    pub state: PathBuf,
+    /// Seconds from starting the control plane to three Ready nodes, as `up` measured it.
+    pub up_seconds: f64,
+}
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A /24 in 172.30.20–219 that no route on this machine uses.
+fn free_subnet() -> String {
+    let routes = Command::new("ip")
+        .args(["-4", "route", "show"])
+        .output()
+        .expect("ip route");
+    let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+    let start = std::process::id() % 200;
+    (0..200)
+        .map(|i| format!("172.30.{}", (start + i) % 200 + 20))
+        .find(|p| !routes.contains(&format!("{p}.0/24")))
+        .map(|p| format!("{p}.0/24"))
+        .expect("no free 172.30.N.0/24")
+}
+
+impl Cluster {
+    /// Builds the images and brings the cluster up (`deploy/cluster.sh up`): returns once all
+    /// three nodes are Ready. Panics with the script's output and the containers' logs if not.
+    pub fn up(options: Options) -> Cluster {
+        let project = format!("skifftest{}", std::process::id());
+        let state = repo().join("deploy/.state").join(&project);
+        let env = vec![
+            ("SKIFF_PROJECT".to_string(), project.clone()),
+            ("SKIFF_API_PORT".into(), crate::free_port().to_string()),
+            ("SKIFF_REGISTRY_PORT".into(), crate::free_port().to_string()),
+            (
+                "SKIFF_NODE_MONITOR_GRACE".into(),
+                options.node_monitor_grace,
+            ),
+            ("SKIFF_SUBNET".into(), free_subnet()),
+            (
+                "SKIFF_BIN_DIR".into(),
+                options.bin_dir.display().to_string(),
+            ),
+        ];
+        let mut c = Cluster {
+            project,
+            env,
+            state,
+            up_seconds: 0.0,
+        };
+        let out = c.script("up");
+        assert!(
+            out.status.success(),
+            "deploy/cluster.sh up failed:\n{}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            c.logs()
+        );
+        c.up_seconds = std::fs::read_to_string(c.state.join("up-seconds"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0.0);
+        c
+    }
+
+    fn script(&self, what: &str) -> Output {
+        Command::new("bash")
+            .arg(repo().join("deploy/cluster.sh"))
+            .arg(what)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("bash deploy/cluster.sh")
+    }
+
+    fn kubectl_command(&self) -> Command {
+        let mut cmd = Command::new("kubectl");
+        cmd.arg(format!(
+            "--kubeconfig={}",
+            self.state.join("admin.kubeconfig").display()
+        ));
+        cmd
+    }
+
+    /// `kubectl ARGS` against the cluster: its output, or its error message.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        let out = self
+            .kubectl_command()
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// `kubectl ARGS`, which must succeed.
+    pub fn k(&self, args: &[&str]) -> String {
+        self.kubectl(args)
+            .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
+    }
+
+    /// `kubectl ARGS -o json`, parsed.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.k(&a)).expect("kubectl printed JSON")
+    }
+
+    /// `kubectl apply -f -` of `manifest`, which must succeed.
+    pub fn apply(&self, manifest: &str) {
+        let mut child = self
+            .kubectl_command()
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(manifest.as_bytes())
+            .expect("manifest written");
+        let out = child.wait_with_output().expect("kubectl apply");
+        assert!(
+            out.status.success(),
+            "kubectl apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The container of compose service `service`.
+    pub fn container(&self, service: &str) -> String {
+        format!("{}_{service}_1", self.project)
+    }
+
+    /// The cluster's Docker network.
+    pub fn network(&self) -> String {
+        format!("{}_cluster", self.project)
+    }
+
+    /// `docker ARGS`, which must succeed; its output.
+    pub fn docker(&self, args: &[&str]) -> String {
+        let out = Command::new("docker").args(args).output().expect("docker");
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The last lines of every container's log, for a failure's message.
+    pub fn logs(&self) -> String {
+        let out = Command::new("docker-compose")
+            .args(["-p", &self.project, "-f"])
+            .arg(repo().join("deploy/docker-compose.yml"))
+            .args(["logs", "--tail=15", "--no-color"])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Waits for `f` to say yes within `within`, asking every 200 ms; returns the time it
+    /// took. Panics with the last answer and the containers' logs when time runs out.
+    pub fn wait(
+        &self,
+        what: &str,
+        within: Duration,
+        mut f: impl FnMut() -> Result<(), String>,
+    ) -> Duration {
+        let start = Instant::now();
+        let mut last = String::new();
+        while start.elapsed() < within {
+            match f() {
+                Ok(()) => return start.elapsed(),
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("{what} within {within:?}; last: {last}\n{}", self.logs());
+    }
+
+    /// Pods labelled `app=APP` that are not being deleted and whose phase is Running, with
+    /// their nodes and whether they are Ready.
+    pub fn running(&self, app: &str) -> Vec<RunningPod> {
+        let pods = self.json(&["get", "pods", "-l", &format!("app={app}")]);
+        pods["items"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .filter(|p| p["status"]["phase"] == "Running")
+            .map(|p| RunningPod {
+                name: p["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                node: p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
+                ready: p["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                }),
+            })
+            .collect()
+    }
+
+    /// Node `node`'s Ready condition: `True`, `False` or `Unknown`.
+    pub fn ready(&self, node: &str) -> String {
+        self.k(&[
+            "get",
+            "node",
+            node,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ])
+    }
+
+    /// The holder of Lease `kube-system/NAME` (`HOST_xxxxxxxx`), as its host.
+    pub fn leader(&self, lease: &str) -> String {
+        let holder = self.k(&[
+            "-n",
+            "kube-system",
+            "get",
+            "lease",
+            lease,
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ]);
+        holder
+            .rsplit_once('_')
+            .map(|(h, _)| h.to_string())
+            .unwrap_or(holder)
+    }
+
+    /// The processes of compose service `service`'s container: command name and resident
+    /// memory in KiB.
+    pub fn processes(&self, service: &str) -> Vec<(String, u64)> {
+        let out = self.docker(&["top", &self.container(service), "-eo", "rss,comm"]);
+        out.lines()
+            .skip(1)
+            .filter_map(|l| {
+                let (rss, comm) = l.trim().split_once(char::is_whitespace)?;
+                Some((comm.trim().to_string(), rss.parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let out = self.script("down");
+        if !out.status.success() {
+            eprintln!(
+                "deploy/cluster.sh down: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// A pod as [`Cluster::running`] reports it.
+#[derive(Debug, Clone)]
+pub struct RunningPod {
+    /// Its name.
+    pub name: String,
+    /// The node it runs on.
+    pub node: String,
+    /// Whether its Ready condition is True.
+    pub ready: bool,
+}
+
+/// A Deployment of `replicas` pods labelled `app=NAME` running `image`, optionally spread
+/// over zones (`maxSkew` 1, `DoNotSchedule`, a lost zone's node left out by
+/// `nodeTaintsPolicy: Honor`). Its pods leave a lost node after 5 s rather than Kubernetes'
+/// default 300 s, so that replacements come within the time a test or benchmark waits.
+pub fn deployment(name: &str, image: &str, replicas: u32, spread: bool) -> String {
+    let constraints = if spread {
+        // A rollout spreads the new revision's pods by themselves (matchLabelKeys).
+        serde_json::json!([{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                             "whenUnsatisfiable": "DoNotSchedule",
+                             "nodeTaintsPolicy": "Honor",
+                             "matchLabelKeys": ["pod-template-hash"],
+                             "labelSelector": {"matchLabels": {"app": name}}}])
+    } else {
+        serde_json::json!([])
+    };
+    serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "topologySpreadConstraints": constraints,
+                    "tolerations": [
+                        {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                         "effect": "NoExecute", "tolerationSeconds": 5},
+                        {"key": "node.kubernetes.io/not-ready", "operator": "Exists",
+                         "effect": "NoExecute", "tolerationSeconds": 5},
+                    ],
+                    "containers": [{"name": "web", "image": image,
+                        "readinessProbe": {"httpGet": {"path": "/", "port": 80},
+                                           "periodSeconds": 1}}],
+                },
+            },
+        },
+    })
+    .to_string()
+}
+
+/// The zone of one of the cluster's nodes (`node-a` is in zone `a`).
+pub fn zone_of(node: &str) -> &str {
+    node.strip_prefix("node-").unwrap_or(node)
+}
