@@ -148,17 +148,22 @@ global
 resolvers docker
   nameserver dns 127.0.0.11:53
   hold valid 1s
+# A connection that cannot reach its API server is tried on the other at once (redispatch on
+# every retry); a server leaves the rotation after two failed /readyz checks a second apart.
 defaults
   mode tcp
   log global
-  timeout connect 2s
+  timeout connect 1s
   timeout client 1h
   timeout server 1h
-  default-server init-addr last,libc,none resolvers docker check inter 1s fall 2 rise 1
+  retries 2
+  option redispatch 1
+  default-server init-addr last,libc,none resolvers docker check check-ssl verify none inter 1s fall 2 rise 1
 frontend api
   bind :6443
   default_backend apiservers
 backend apiservers
+  option httpchk GET /readyz
   server apiserver-1 apiserver-1:6443
   server apiserver-2 apiserver-2:6443
 EOF

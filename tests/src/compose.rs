@@ -119,16 +119,7 @@ impl Cluster {
 
     /// `kubectl ARGS` against the cluster: its output, or its error message.
     pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
-        let out = self
-            .kubectl_command()
-            .args(args)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        crate::stdout_or_stderr(self.kubectl_command().args(args))
     }
 
     /// `kubectl ARGS`, which must succeed.

@@ -58,6 +58,17 @@ fn ephemeral_low() -> u32 {
         .unwrap_or(32_768)
 }
 
+/// Runs `cmd`: its trimmed standard output when it succeeds, else its standard error (or why
+/// it could not start).
+pub fn stdout_or_stderr(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 /// Where the workspace's binaries are (`SKIFF_BIN_DIR`, else `target/debug`).
 pub fn bin_dir() -> PathBuf {
     if let Ok(d) = std::env::var("SKIFF_BIN_DIR") {

@@ -31,15 +31,9 @@ fn exec(k: &Kubectl, pod: &str, args: &[&str]) -> Result<String, String> {
 /// An HTTP GET from this (the test's) namespace, a client outside the cluster on the LAN.
 fn get_from_lan(url: &str) -> Result<String, String> {
     // (Not wget's own -T: this busybox's wget crashes with it.)
-    let out = Command::new("busybox")
-        .args(["timeout", "5", "busybox", "wget", "-q", "-O", "-", url])
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    skiff_e2e::stdout_or_stderr(
+        Command::new("busybox").args(["timeout", "5", "busybox", "wget", "-q", "-O", "-", url]),
+    )
 }
 
 /// `/cgi-bin/who` from the LAN: the pod that answered and the client address it saw (which

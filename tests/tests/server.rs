@@ -20,23 +20,18 @@ fn eventually<T>(what: &str, within: Duration, f: impl FnMut() -> Result<T, Stri
 
 /// `kubectl` inside the namespace.
 fn kubectl(ns: &NetNs, kubeconfig: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            "kubectl",
-            "--kubeconfig",
-            kubeconfig,
-        ])
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    skiff_e2e::stdout_or_stderr(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.name,
+                "kubectl",
+                "--kubeconfig",
+                kubeconfig,
+            ])
+            .args(args),
+    )
 }
 
 /// `skiff server` or `skiff agent` in a namespace, stopped by its pid if the test ends early;
