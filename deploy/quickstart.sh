@@ -65,11 +65,12 @@ fi
 
 scripts/install-deps
 cargo build --release --bins
-target/release/skiff check
+BIN="${CARGO_TARGET_DIR:-target}/release"
+"$BIN/skiff" check
 
 mkdir -p "$HOME_DIR"
 # shellcheck disable=SC2086 # extra flags are words
-setsid target/release/skiff server --data-dir="$HOME_DIR" ${SKIFF_SERVER_ARGS:-} \
+setsid "$BIN/skiff" server --data-dir="$HOME_DIR" ${SKIFF_SERVER_ARGS:-} \
   >"$OUT" 2>&1 </dev/null &
 echo $! >"$PID_FILE"
 

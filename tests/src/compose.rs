@@ -265,12 +265,13 @@ impl Cluster {
     /// The processes of compose service `service`'s container: command name and resident
     /// memory in KiB.
     pub fn processes(&self, service: &str) -> Vec<(String, u64)> {
-        let out = self.docker(&["top", &self.container(service), "-eo", "rss,comm"]);
+        let out = self.docker(&["top", &self.container(service), "-eo", "pid,rss,comm"]);
         out.lines()
             .skip(1)
             .filter_map(|l| {
-                let (rss, comm) = l.trim().split_once(char::is_whitespace)?;
-                Some((comm.trim().to_string(), rss.parse().ok()?))
+                let mut cols = l.split_whitespace();
+                let (_pid, rss, comm) = (cols.next()?, cols.next()?, cols.next()?);
+                Some((comm.to_string(), rss.parse().ok()?))
             })
             .collect()
     }

@@ -132,7 +132,13 @@ fn main() {
         + one("skiff-scheduler")
         + one("skiff-controller-manager");
     let agent_max = node_agent.values().copied().max().unwrap_or(0);
-    let total: u64 = rss.values().map(|(k, _)| k).sum();
+    // The shims are the pods' share (one per pod), reported apart from the cluster's own.
+    let shims = "containerd shims (one per pod)";
+    let total: u64 = rss
+        .iter()
+        .filter(|(name, _)| **name != shims)
+        .map(|(_, (k, _))| k)
+        .sum();
 
     // Node loss: node-c killed.
     let lost = "node-c";
@@ -182,10 +188,19 @@ fn main() {
     println!();
     println!("| component | replicas (processes) | RSS |");
     println!("|---|---|---|");
-    for (name, (kib, n)) in &rss {
+    for (name, (kib, n)) in rss.iter().filter(|(name, _)| **name != shims) {
         println!("| {name} | {n} | {} |", mib(*kib));
     }
-    println!("| **whole cluster** | | **{}** |", mib(total));
+    println!(
+        "| **the whole cluster** (control plane, registry, load balancer, 3 nodes' agents) | | **{}** |",
+        mib(total)
+    );
+    if let Some((kib, n)) = rss.get(shims) {
+        println!(
+            "| and the pods' containerd shims, one per pod ({n}: the 30 and the DNS) | {n} | {} |",
+            mib(*kib)
+        );
+    }
     println!();
     println!(
         "A k3s-shaped server (one etcd, API server, scheduler and controller manager): \
