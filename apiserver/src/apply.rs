@@ -20,12 +20,41 @@ use crate::patch::{list_strategy, ListStrategy};
 /// One step of a field path, as FieldsV1 spells it (`f:name`, `k:{"name":"c"}`, `v:"x"`).
 type Path = Vec<String>;
 
-/// The key a list merges by, as strategic merge patch has it.
-fn list_key(parents: &[String], field: &str) -> Option<&'static str> {
+/// The keys that tell a list's items apart in server-side apply (Kubernetes'
+/// `x-kubernetes-list-map-keys`): strategic merge patch's merge key, and for ports the
+/// protocol as well — a container's or Service's port 53 over UDP and over TCP are two items.
+fn list_keys(parents: &[String], field: &str) -> Option<&'static [&'static str]> {
     match list_strategy(parents, field) {
-        ListStrategy::Key(k) => Some(k),
+        ListStrategy::Key("containerPort") => Some(&["containerPort", "protocol"]),
+        ListStrategy::Key("port") => Some(&["port", "protocol"]),
+        ListStrategy::Key("name") => Some(&["name"]),
+        ListStrategy::Key("mountPath") => Some(&["mountPath"]),
+        ListStrategy::Key("devicePath") => Some(&["devicePath"]),
+        ListStrategy::Key("type") => Some(&["type"]),
+        ListStrategy::Key("ip") => Some(&["ip"]),
+        ListStrategy::Key("uid") => Some(&["uid"]),
+        ListStrategy::Key("topologyKey") => Some(&["topologyKey"]),
         _ => None,
     }
+}
+
+/// An item's value of list key `key`; a port's protocol defaults to TCP, as the API does.
+fn key_value<'a>(item: &'a Value, key: &str) -> Option<&'a Value> {
+    static TCP: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| json!("TCP"));
+    item.get(key).or_else(|| (key == "protocol").then(|| &*TCP))
+}
+
+/// An item's identity in its list (`{"containerPort":53,"protocol":"UDP"}`), or `None` when
+/// it lacks a key.
+fn item_key(item: &Value, keys: &[&str]) -> Option<Map<String, Value>> {
+    keys.iter()
+        .map(|k| Some((k.to_string(), key_value(item, k)?.clone())))
+        .collect()
+}
+
+/// Whether `item` is the one a `k:` step names.
+fn is_item(item: &Value, want: &Map<String, Value>) -> bool {
+    want.iter().all(|(k, v)| key_value(item, k) == Some(v))
 }
 
 /// Whether a list of scalars merges as a set.
@@ -71,15 +100,17 @@ fn shape(v: &Value, parents: &mut Vec<String>) -> Map<String, Value> {
                 }
                 Value::Object(inner)
             }
-            Value::Array(items) if list_key(parents, k).is_some() => {
-                let key = list_key(parents, k).expect("checked");
+            Value::Array(items) if list_keys(parents, k).is_some() => {
+                let keys = list_keys(parents, k).expect("checked");
                 parents.push(k.clone());
                 let mut list = Map::new();
                 for item in items {
-                    let Some(kv) = item.get(key) else { continue };
+                    let Some(id) = item_key(item, keys) else {
+                        continue;
+                    };
                     let mut inner = shape(item, parents);
                     inner.insert(".".into(), json!({}));
-                    list.insert(format!("k:{}", json!({ key: kv })), Value::Object(inner));
+                    list.insert(format!("k:{}", Value::Object(id)), Value::Object(inner));
                 }
                 parents.pop();
                 if list.is_empty() {
@@ -117,9 +148,7 @@ fn lookup<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
             cur.get(f)?
         } else if let Some(k) = step.strip_prefix("k:") {
             let want: Map<String, Value> = serde_json::from_str(k).ok()?;
-            cur.as_array()?
-                .iter()
-                .find(|item| want.iter().all(|(wk, wv)| item.get(wk) == Some(wv)))?
+            cur.as_array()?.iter().find(|item| is_item(item, &want))?
         } else if let Some(x) = step.strip_prefix("v:") {
             let want: Value = serde_json::from_str(x).ok()?;
             cur.as_array()?.iter().find(|item| **item == want)?
@@ -143,10 +172,8 @@ fn remove(v: &mut Value, path: &[String]) {
             let Ok(want) = serde_json::from_str::<Map<String, Value>>(k) else {
                 return;
             };
-            cur.as_array_mut().and_then(|a| {
-                a.iter_mut()
-                    .find(|item| want.iter().all(|(wk, wv)| item.get(wk) == Some(wv)))
-            })
+            cur.as_array_mut()
+                .and_then(|a| a.iter_mut().find(|item| is_item(item, &want)))
         } else {
             None
         };
@@ -164,7 +191,7 @@ fn remove(v: &mut Value, path: &[String]) {
             serde_json::from_str::<Map<String, Value>>(k),
             cur.as_array_mut(),
         ) {
-            a.retain(|item| !want.iter().all(|(wk, wv)| item.get(wk) == Some(wv)));
+            a.retain(|item| !is_item(item, &want));
         }
     } else if let Some(x) = last.strip_prefix("v:") {
         if let (Ok(want), Some(a)) = (serde_json::from_str::<Value>(x), cur.as_array_mut()) {
@@ -305,8 +332,8 @@ fn merge(live: &mut Value, cfg: &Value, parents: &mut Vec<String>) {
                 merge(entry, cv, parents);
                 parents.pop();
             }
-            Value::Array(items) if list_key(parents, k).is_some() => {
-                let key = list_key(parents, k).expect("checked");
+            Value::Array(items) if list_keys(parents, k).is_some() => {
+                let keys = list_keys(parents, k).expect("checked");
                 let entry = lm.entry(k.clone()).or_insert_with(|| json!([]));
                 if !entry.is_array() {
                     *entry = json!([]);
@@ -314,9 +341,10 @@ fn merge(live: &mut Value, cfg: &Value, parents: &mut Vec<String>) {
                 parents.push(k.clone());
                 for item in items {
                     let list = entry.as_array_mut().expect("array");
+                    let id = item_key(item, keys);
                     match list
                         .iter_mut()
-                        .find(|l| l.get(key).is_some() && l.get(key) == item.get(key))
+                        .find(|l| id.is_some() && item_key(l, keys) == id)
                     {
                         Some(existing) => merge(existing, item, parents),
                         None => list.push(item.clone()),
@@ -643,5 +671,46 @@ mod tests {
             live["spec"]["template"]["spec"]["containers"][0]["image"],
             "a"
         );
+    }
+
+    #[test]
+    fn ports_are_told_apart_by_port_and_protocol() {
+        let dns = |image: &str| {
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "dns"},
+                "spec": {"template": {"spec": {"containers": [{"name": "dns", "image": image,
+                    "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                              {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
+                              {"name": "metrics", "containerPort": 9153}]}]}}}})
+        };
+        let mut live = dns("a");
+        record_apply(&mut live, &opts("skiff", false)).unwrap();
+        // The same configuration applied again (a restart) changes nothing.
+        apply(&mut live, &dns("a"), &opts("skiff", true)).unwrap();
+        let ports = &live["spec"]["template"]["spec"]["containers"][0]["ports"];
+        assert_eq!(
+            ports,
+            &dns("a")["spec"]["template"]["spec"]["containers"][0]["ports"]
+        );
+        // The identity carries the protocol, TCP when it is left out.
+        let fields = to_fields_v1(&field_set(&live)).to_string();
+        assert!(
+            fields.contains(r#"k:{\"containerPort\":53,\"protocol\":\"UDP\"}"#),
+            "{fields}"
+        );
+        assert!(
+            fields.contains(r#"k:{\"containerPort\":9153,\"protocol\":\"TCP\"}"#),
+            "{fields}"
+        );
+        // A change to one of them reaches only that one.
+        let mut cfg = dns("b");
+        cfg["spec"]["template"]["spec"]["containers"][0]["ports"][1]["name"] = json!("dns-tcp2");
+        apply(&mut live, &cfg, &opts("skiff", true)).unwrap();
+        let names: Vec<&str> = live["spec"]["template"]["spec"]["containers"][0]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["dns", "dns-tcp2", "metrics"]);
     }
 }

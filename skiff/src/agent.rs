@@ -166,7 +166,7 @@ pub fn run(args: &AgentArgs, rt: &tokio::runtime::Handle, stop: &dyn Fn() -> boo
     let mut sup = Supervisor::default();
     let result = start_and_wait(args, &bin, &kubeconfig, &registry, &logs, &mut sup, stop);
     tracing::info!("stopping");
-    node::stop(&mut sup, &bin, &args.data_dir, rt);
+    node::stop(&mut sup, &bin, &args.data_dir, &args.node.cni_bridge(), rt);
     sup.stop_all(Duration::from_secs(10));
     result
 }

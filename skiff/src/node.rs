@@ -197,9 +197,26 @@ impl Node<'_> {
     }
 }
 
+impl NodeArgs {
+    /// The bridge the kubelet attaches pods to (its `--cni-bridge`, default `cni0`).
+    pub fn cni_bridge(&self) -> String {
+        self.kubelet_args
+            .iter()
+            .find_map(|f| flag(f).strip_prefix("--cni-bridge=").map(str::to_string))
+            .unwrap_or_else(|| "cni0".into())
+    }
+}
+
 /// Stops the node: the proxy (then its rules and routes removed), the kubelet, every pod
-/// through CRI, and containerd.
-pub fn stop(sup: &mut Supervisor, bin: &Path, data_dir: &Path, rt: &tokio::runtime::Handle) {
+/// through CRI, containerd, and then the pod network the CNI plugins left: the `bridge` and
+/// their `CNI-` iptables chains (as `k3s-killall.sh` does), so nothing of the node remains.
+pub fn stop(
+    sup: &mut Supervisor,
+    bin: &Path,
+    data_dir: &Path,
+    bridge: &str,
+    rt: &tokio::runtime::Handle,
+) {
     sup.stop("skiff-proxy", Duration::from_secs(10));
     let cleanup = Command::new(bin.join("skiff-proxy"))
         .arg("--cleanup")
@@ -215,6 +232,57 @@ pub fn stop(sup: &mut Supervisor, bin: &Path, data_dir: &Path, rt: &tokio::runti
         }
     }
     sup.stop("containerd", Duration::from_secs(10));
+    remove_pod_network(bridge);
+}
+
+/// Removes the pods' bridge and the chains the CNI plugins made (`CNI-FORWARD` and
+/// `CNI-ADMIN` from the firewall plugin, `CNI-HOSTPORT-*` from portmap) with the rules that
+/// jump to them. Each pod's own rules went with its sandbox; these are what the plugins keep
+/// for every pod.
+fn remove_pod_network(bridge: &str) {
+    let _ = Command::new("ip").args(["link", "delete", bridge]).output();
+    for table in ["filter", "nat", "mangle"] {
+        let Ok(out) = Command::new("iptables-save").args(["-t", table]).output() else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (jumps, chains) = cni_rules(&text);
+        for rule in jumps {
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!("iptables -t {table} -D {rule}"))
+                .output();
+        }
+        for chain in chains.iter() {
+            let _ = Command::new("iptables")
+                .args(["-t", table, "-F", chain])
+                .output();
+        }
+        for chain in chains {
+            let _ = Command::new("iptables")
+                .args(["-t", table, "-X", &chain])
+                .output();
+        }
+    }
+}
+
+/// From one table of `iptables-save` output: the rules that jump to a `CNI-` chain from a
+/// chain that is not one (as `-A` arguments, without the `-A`), and the `CNI-` chains.
+fn cni_rules(save: &str) -> (Vec<String>, Vec<String>) {
+    let chains: Vec<String> = save
+        .lines()
+        .filter_map(|l| l.strip_prefix(':'))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| c.starts_with("CNI-"))
+        .map(str::to_string)
+        .collect();
+    let jumps = save
+        .lines()
+        .filter_map(|l| l.strip_prefix("-A "))
+        .filter(|r| !r.starts_with("CNI-") && r.contains(" -j CNI-"))
+        .map(str::to_string)
+        .collect();
+    (jumps, chains)
 }
 
 /// Stops and removes every pod sandbox of the containerd listening on `socket` (their
@@ -240,4 +308,38 @@ pub async fn remove_sandboxes(socket: &Path) -> Result<()> {
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cni_chains_and_the_jumps_to_them_are_found() {
+        let save = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:CNI-ADMIN - [0:0]\n\
+            :CNI-FORWARD - [0:0]\n:DOCKER-USER - [0:0]\n\
+            -A FORWARD -m comment --comment \"CNI firewall plugin rules\" -j CNI-FORWARD\n\
+            -A FORWARD -j DOCKER-USER\n\
+            -A CNI-FORWARD -m comment --comment \"CNI firewall plugin admin overrides\" -j CNI-ADMIN\n\
+            COMMIT\n";
+        let (jumps, chains) = cni_rules(save);
+        assert_eq!(
+            jumps,
+            ["FORWARD -m comment --comment \"CNI firewall plugin rules\" -j CNI-FORWARD"]
+        );
+        assert_eq!(chains, ["CNI-ADMIN", "CNI-FORWARD"]);
+    }
+
+    #[test]
+    fn the_bridge_comes_from_the_kubelet_flags() {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            node: NodeArgs,
+        }
+        let mut a = <Flags as clap::Parser>::parse_from(["skiff"]).node;
+        assert_eq!(a.cni_bridge(), "cni0");
+        a.kubelet_args = vec!["cni-bridge=br-pods".into()];
+        assert_eq!(a.cni_bridge(), "br-pods");
+    }
 }

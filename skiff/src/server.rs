@@ -181,7 +181,7 @@ pub fn run(args: &ServerArgs, rt: &tokio::runtime::Handle, stop: &dyn Fn() -> bo
     let result = start_and_wait(args, &bin, &node_cidr, rt, &mut sup, stop);
     tracing::info!("stopping");
     // The node first (its pods and rules go with it), then the control plane.
-    node::stop(&mut sup, &bin, &args.data_dir, rt);
+    node::stop(&mut sup, &bin, &args.data_dir, &args.node.cni_bridge(), rt);
     sup.stop_all(Duration::from_secs(10));
     result
 }
