@@ -275,12 +275,56 @@ fn read_entries(obj: &Value) -> Vec<Entry> {
                         .and_then(Value::as_str)
                         .unwrap_or("")
                         .into(),
-                    fields: e.get("fieldsV1").map(from_fields_v1).unwrap_or_default(),
+                    fields: e
+                        .get("fieldsV1")
+                        .map(from_fields_v1)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|p| canonical(obj, p))
+                        .collect(),
                     time: e.get("time").and_then(Value::as_str).map(String::from),
                 })
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// `path` with each port item named by port and protocol, read from `live`: managed fields
+/// written when ports were told apart by port alone (`k:{"port":53}`) name the same items as
+/// today's (`k:{"port":53,"protocol":"UDP"}`), so an apply does not take them for fields it
+/// left out.
+fn canonical(live: &Value, path: Path) -> Path {
+    let partial =
+        |s: &String| s.starts_with("k:{\"") && s.contains("ort\":") && !s.contains("\"protocol\":");
+    if !path.iter().any(partial) {
+        return path;
+    }
+    let mut cur = Some(live);
+    let mut names: Vec<String> = Vec::new();
+    let mut out = Path::with_capacity(path.len());
+    for step in path {
+        if let Some(f) = step.strip_prefix("f:") {
+            cur = cur.and_then(|c| c.get(f));
+            names.push(f.to_string());
+        } else if let Some(k) = step.strip_prefix("k:") {
+            let want: Option<Map<String, Value>> = serde_json::from_str(k).ok();
+            cur = cur
+                .and_then(Value::as_array)
+                .zip(want.as_ref())
+                .and_then(|(items, want)| items.iter().find(|i| is_item(i, want)));
+            let id = cur
+                .zip(names.split_last())
+                .and_then(|(item, (field, parents))| item_key(item, list_keys(parents, field)?));
+            if let Some(id) = id {
+                out.push(format!("k:{}", Value::Object(id)));
+                continue;
+            }
+        } else {
+            cur = None;
+        }
+        out.push(step);
+    }
+    out
 }
 
 fn write_entries(obj: &mut Value, entries: &[Entry]) {
@@ -712,5 +756,21 @@ mod tests {
             .map(|p| p["name"].as_str().unwrap())
             .collect();
         assert_eq!(names, ["dns", "dns-tcp2", "metrics"]);
+    }
+
+    #[test]
+    fn managed_fields_naming_ports_by_port_alone_still_name_them() {
+        let svc = |name: &str| {
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kube-dns"},
+                "spec": {"ports": [{"name": name, "port": 53, "protocol": "UDP"},
+                                   {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}})
+        };
+        let mut live = svc("dns");
+        // What an earlier version recorded: the ports keyed by `port` only.
+        live["metadata"]["managedFields"] = json!([{"manager": "skiff", "operation": "Apply",
+            "apiVersion": "v1", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:spec": {"f:ports": {"k:{\"port\":53}": {".": {}, "f:name": {}, "f:port": {}, "f:protocol": {}}}}}}]);
+        apply(&mut live, &svc("dns"), &opts("skiff", true)).unwrap();
+        assert_eq!(live["spec"], svc("dns")["spec"]);
     }
 }
