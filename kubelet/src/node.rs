@@ -428,7 +428,9 @@ impl NodeAgent {
                 taints: (!self.config.taints.is_empty()).then(|| self.config.taints.clone()),
                 ..Default::default()
             }),
-            status: None,
+            // As Kubernetes' kubelet registers: with its capacity and conditions, so the
+            // scheduler never sees the node without room for pods.
+            status: Some(self.stamp(self.status().await, None)),
         };
         let mut stored = match nodes.create(&PostParams::default(), &node).await {
             Ok(n) => {
