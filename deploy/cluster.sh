@@ -16,6 +16,8 @@
 # (the API servers' load-balanced address on the host's loopback, default 16443),
 # SKIFF_REGISTRY_PORT (the registry on the host's loopback, default 15000),
 # SKIFF_NODE_MONITOR_GRACE (the controller managers' --node-monitor-grace-period, default 40s),
+# SKIFF_TOLERATION_SECONDS (the API servers' --default-not-ready-toleration-seconds and
+# --default-unreachable-toleration-seconds: how long pods stay on a lost node, default 300),
 # SKIFF_SUBNET (the cluster's Docker network, default 172.30.0.0/24), SKIFF_BIN_DIR (take
 # Skiff's binaries from there, already built, instead of building release ones into
 # target/release).

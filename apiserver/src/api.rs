@@ -313,6 +313,61 @@ pub struct Api {
     /// Namespaces deleted through this server lately, with when: the namespace cache may not
     /// show them terminating yet, so creates in them look the namespace up in etcd.
     deleted_namespaces: parking_lot::Mutex<HashMap<String, std::time::Instant>>,
+    /// What the DefaultTolerationSeconds admission gives new pods.
+    pub default_tolerations: DefaultTolerations,
+}
+
+/// The DefaultTolerationSeconds admission plugin's settings: a new pod that does not tolerate
+/// the `node.kubernetes.io/not-ready` or `unreachable` `NoExecute` taint gets a toleration of
+/// it for this many seconds, so it is evicted that long after its node is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultTolerations {
+    /// For `node.kubernetes.io/not-ready`.
+    pub not_ready_seconds: i64,
+    /// For `node.kubernetes.io/unreachable`.
+    pub unreachable_seconds: i64,
+}
+
+impl Default for DefaultTolerations {
+    /// Kubernetes' five minutes for both.
+    fn default() -> Self {
+        DefaultTolerations {
+            not_ready_seconds: 300,
+            unreachable_seconds: 300,
+        }
+    }
+}
+
+impl DefaultTolerations {
+    /// Adds the tolerations `pod` lacks (a toleration of every key with `Exists` counts).
+    fn admit(&self, pod: &mut Value) {
+        let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+            return;
+        };
+        let list = spec.entry("tolerations").or_insert_with(|| json!([]));
+        if !list.is_array() {
+            *list = json!([]);
+        }
+        let list = list.as_array_mut().expect("array");
+        for (key, seconds) in [
+            ("node.kubernetes.io/not-ready", self.not_ready_seconds),
+            ("node.kubernetes.io/unreachable", self.unreachable_seconds),
+        ] {
+            let has = list.iter().any(|t| {
+                let k = t.get("key").and_then(Value::as_str).unwrap_or("");
+                let op = t.get("operator").and_then(Value::as_str).unwrap_or("Equal");
+                let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
+                (k == key || k.is_empty() && op == "Exists")
+                    && (effect.is_empty() || effect == "NoExecute")
+            });
+            if !has {
+                list.push(
+                    json!({"key": key, "operator": "Exists", "effect": "NoExecute",
+                                 "tolerationSeconds": seconds}),
+                );
+            }
+        }
+    }
 }
 
 /// How long after a namespace's deletion creates in it check it in etcd.
@@ -523,6 +578,7 @@ impl Api {
             ranges,
             metrics,
             deleted_namespaces: Default::default(),
+            default_tolerations: DefaultTolerations::default(),
         }
     }
 
@@ -835,6 +891,7 @@ impl Api {
         if r.plural != "pods" {
             return Ok(());
         }
+        self.default_tolerations.admit(obj);
         let class = obj
             .pointer("/spec/priorityClassName")
             .and_then(Value::as_str)

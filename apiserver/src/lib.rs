@@ -62,6 +62,10 @@ pub struct Config {
     pub compaction_interval: Duration,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// The `tolerationSeconds` the DefaultTolerationSeconds admission gives pods for the
+    /// `not-ready` and `unreachable` taints (`--default-not-ready-toleration-seconds`,
+    /// `--default-unreachable-toleration-seconds`).
+    pub default_tolerations: api::DefaultTolerations,
 }
 
 impl Config {
@@ -81,6 +85,7 @@ impl Config {
             watch_cache_size: 10_000,
             compaction_interval: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
+            default_tolerations: api::DefaultTolerations::default(),
         }
     }
 }
@@ -210,12 +215,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         delay = (delay * 2).min(Duration::from_secs(3));
     };
 
-    let api = api::Api::new(
+    let mut api = api::Api::new(
         store.clone(),
         ranges,
         metrics.clone(),
         config.watch_cache_size,
     );
+    api.default_tolerations = config.default_tolerations;
     for cache in api.caches() {
         tokio::spawn(cache.clone().run(store.clone(), shutdown.clone()));
     }

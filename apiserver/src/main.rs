@@ -59,6 +59,14 @@ struct Args {
     /// How long to let in-flight requests finish on SIGTERM.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     shutdown_delay: Duration,
+    /// tolerationSeconds of the toleration for node.kubernetes.io/not-ready:NoExecute given
+    /// to every pod that has none (the DefaultTolerationSeconds admission).
+    #[arg(long, default_value_t = 300)]
+    default_not_ready_toleration_seconds: i64,
+    /// tolerationSeconds of the toleration for node.kubernetes.io/unreachable:NoExecute given
+    /// to every pod that has none.
+    #[arg(long, default_value_t = 300)]
+    default_unreachable_toleration_seconds: i64,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: String,
@@ -178,6 +186,10 @@ async fn main() -> anyhow::Result<()> {
     config.watch_cache_size = args.watch_cache_size;
     config.compaction_interval = args.etcd_compaction_interval;
     config.shutdown_grace = args.shutdown_delay;
+    config.default_tolerations = skiff_apiserver::api::DefaultTolerations {
+        not_ready_seconds: args.default_not_ready_toleration_seconds,
+        unreachable_seconds: args.default_unreachable_toleration_seconds,
+    };
 
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();

@@ -16,6 +16,8 @@ pub struct Options {
     pub bin_dir: PathBuf,
     /// The controller managers' `--node-monitor-grace-period`.
     pub node_monitor_grace: String,
+    /// The API servers' default `tolerationSeconds` for a lost node's taints.
+    pub toleration_seconds: u32,
 }
 
 impl Default for Options {
@@ -23,6 +25,7 @@ impl Default for Options {
         Options {
             bin_dir: crate::bin_dir(),
             node_monitor_grace: "10s".into(),
+            toleration_seconds: 5,
         }
     }
 }
@@ -71,6 +74,10 @@ impl Cluster {
             (
                 "SKIFF_NODE_MONITOR_GRACE".into(),
                 options.node_monitor_grace,
+            ),
+            (
+                "SKIFF_TOLERATION_SECONDS".into(),
+                options.toleration_seconds.to_string(),
             ),
             ("SKIFF_SUBNET".into(), free_subnet()),
             (
@@ -302,8 +309,8 @@ pub struct RunningPod {
 
 /// A Deployment of `replicas` pods labelled `app=NAME` running `image`, optionally spread
 /// over zones (`maxSkew` 1, `DoNotSchedule`, a lost zone's node left out by
-/// `nodeTaintsPolicy: Honor`). Its pods leave a lost node after 5 s rather than Kubernetes'
-/// default 300 s, so that replacements come within the time a test or benchmark waits.
+/// `nodeTaintsPolicy: Honor`), ready when httpd answers. How soon its pods leave a lost node
+/// is the cluster's setting ([`Options::toleration_seconds`]).
 pub fn deployment(name: &str, image: &str, replicas: u32, spread: bool) -> String {
     let constraints = if spread {
         // A rollout spreads the new revision's pods by themselves (matchLabelKeys).
@@ -325,12 +332,6 @@ pub fn deployment(name: &str, image: &str, replicas: u32, spread: bool) -> Strin
                 "metadata": {"labels": {"app": name}},
                 "spec": {
                     "topologySpreadConstraints": constraints,
-                    "tolerations": [
-                        {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
-                         "effect": "NoExecute", "tolerationSeconds": 5},
-                        {"key": "node.kubernetes.io/not-ready", "operator": "Exists",
-                         "effect": "NoExecute", "tolerationSeconds": 5},
-                    ],
                     "containers": [{"name": "web", "image": image,
                         "readinessProbe": {"httpGet": {"path": "/", "port": 80},
                                            "periodSeconds": 1}}],

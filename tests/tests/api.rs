@@ -1091,6 +1091,105 @@ async fn watch_from_current_state_lists_every_object_whatever_its_revision() {
     }
 }
 
+/// The `node.kubernetes.io/<key>` NoExecute tolerations of a pod, as `(key, seconds)`.
+fn lost_node_tolerations(pod: &Value) -> Vec<(String, i64)> {
+    pod["spec"]["tolerations"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|t| t["effect"] == "NoExecute")
+        .map(|t| {
+            (
+                t["key"].as_str().unwrap_or("").to_string(),
+                t["tolerationSeconds"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn default_toleration_seconds_come_from_the_flags() {
+    let etcd = Etcd::start().unwrap();
+    let api = ApiServer::start_with(
+        &etcd,
+        &[
+            "--default-not-ready-toleration-seconds=7",
+            "--default-unreachable-toleration-seconds=9",
+        ],
+    )
+    .await
+    .unwrap();
+    let cl = api.client().unwrap();
+    let pods = api.url("/api/v1/namespaces/default/pods");
+    let (code, created) = send(&cl, reqwest::Method::POST, pods.clone(), Some(pod("a"))).await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(
+        lost_node_tolerations(&created),
+        [
+            ("node.kubernetes.io/not-ready".to_string(), 7),
+            ("node.kubernetes.io/unreachable".to_string(), 9)
+        ]
+    );
+    // A pod's own toleration of a key is kept, and only the other one is added.
+    let mut own = pod("b");
+    own["spec"]["tolerations"] = json!([{"key": "node.kubernetes.io/unreachable",
+        "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 2}]);
+    let (code, created) = send(&cl, reqwest::Method::POST, pods.clone(), Some(own)).await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(
+        lost_node_tolerations(&created),
+        [
+            ("node.kubernetes.io/unreachable".to_string(), 2),
+            ("node.kubernetes.io/not-ready".to_string(), 7)
+        ]
+    );
+    // An update does not add them again (admission on create only).
+    let mut updated = created.clone();
+    updated["metadata"]["labels"] = json!({"x": "1"});
+    let (code, body) = send(
+        &cl,
+        reqwest::Method::PUT,
+        api.url("/api/v1/namespaces/default/pods/b"),
+        Some(updated),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(lost_node_tolerations(&body).len(), 2);
+    // A value that is not a number is refused by name.
+    let out = std::process::Command::new(skiff_e2e::binary("skiff-apiserver").unwrap())
+        .arg("--default-unreachable-toleration-seconds=soon")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--default-unreachable-toleration-seconds"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn pods_tolerate_a_lost_node_for_five_minutes_by_default() {
+    let c = Cluster::start().await.unwrap();
+    let cl = c.api.client().unwrap();
+    let (code, created) = send(
+        &cl,
+        reqwest::Method::POST,
+        c.api.url("/api/v1/namespaces/default/pods"),
+        Some(pod("a")),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(
+        lost_node_tolerations(&created),
+        [
+            ("node.kubernetes.io/not-ready".to_string(), 300),
+            ("node.kubernetes.io/unreachable".to_string(), 300)
+        ]
+    );
+}
+
 #[tokio::test]
 async fn flags_from_a_config_file() {
     let etcd = Etcd::start().unwrap();

@@ -4,9 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::marker::PhantomData;
 
-use k8s_openapi::api::core::v1::{
-    Container, Pod, PodSecurityContext, PodSpec, PodStatus, Toleration,
-};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSecurityContext, PodSpec, PodStatus};
 use serde_json::{json, Value};
 
 use super::{col, i, s, Column, ResourceInfo, Typed};
@@ -137,27 +135,6 @@ fn defaults(pod: &mut Pod) {
         spec.service_account_name = spec.service_account.clone().or(Some("default".into()));
     }
     spec.service_account = spec.service_account_name.clone();
-    // The DefaultTolerationSeconds admission plugin: tolerate a lost node for 5 minutes.
-    let tol = spec.tolerations.get_or_insert_with(Vec::new);
-    for key in [
-        "node.kubernetes.io/not-ready",
-        "node.kubernetes.io/unreachable",
-    ] {
-        let has = tol.iter().any(|t| {
-            (t.key.as_deref() == Some(key)
-                || t.key.is_none() && t.operator.as_deref() == Some("Exists"))
-                && matches!(t.effect.as_deref(), None | Some("NoExecute"))
-        });
-        if !has {
-            tol.push(Toleration {
-                key: Some(key.into()),
-                operator: Some("Exists".into()),
-                effect: Some("NoExecute".into()),
-                toleration_seconds: Some(300),
-                ..Default::default()
-            });
-        }
-    }
     let status = pod.status.get_or_insert_with(PodStatus::default);
     if status.qos_class.is_none() {
         status.qos_class =

@@ -8,8 +8,8 @@
 //!   agent, containerd, the kubelet, the proxy), next to k3s's published figures;
 //! - node loss: a node container killed (`docker kill`), until the node is NotReady and
 //!   until its pods are Ready on the other nodes, with the controller managers'
-//!   `--node-monitor-grace-period=10s` and the pods tolerating an unreachable or not-ready
-//!   node for 5 s.
+//!   `--node-monitor-grace-period=10s` and the API servers'
+//!   `--default-{not-ready,unreachable}-toleration-seconds=5`.
 //!
 //! Prints a Markdown report on stdout. The cluster is removed at the end, even on failure.
 
@@ -55,6 +55,7 @@ fn main() {
     let c = Cluster::up(Options {
         bin_dir: skiff_e2e::bin_dir(),
         node_monitor_grace: "10s".into(),
+        toleration_seconds: 5,
     });
     eprintln!("cluster up ({:.1} s to Ready nodes)", c.up_seconds);
     // The cluster DNS is part of every cluster; wait for it before measuring the workload.
