@@ -47,16 +47,9 @@ impl Spread<'_> {
 /// Honor`; the default `Ignore` counts them).
 fn spreads<'a>(pod: &'a PodInfo, snap: &'a Snapshot, hard: bool) -> Vec<Spread<'a>> {
     let restricted = node_affinity::restricts(pod);
-    let tolerations = pod
-        .spec()
-        .and_then(|s| s.tolerations.as_deref())
-        .unwrap_or(&[]);
-    let untainted = |i: usize| {
-        snap.nodes[i].taints().iter().all(|t| {
-            !matches!(t.effect.as_str(), "NoSchedule" | "NoExecute")
-                || taint_toleration::tolerates(tolerations, t)
-        })
-    };
+    let tolerations = taint_toleration::tolerations(pod);
+    let untainted =
+        |i: usize| taint_toleration::untolerated(tolerations, snap.nodes[i].taints()).is_none();
     pod.spread
         .iter()
         .filter(|c| c.hard == hard)

@@ -34,10 +34,20 @@ pub fn tolerates(tolerations: &[Toleration], taint: &Taint) -> bool {
     tolerations.iter().any(|t| tolerates_one(t, taint))
 }
 
-fn tolerations(pod: &PodInfo) -> &[Toleration] {
+/// The pod's tolerations.
+pub fn tolerations(pod: &PodInfo) -> &[Toleration] {
     pod.spec()
         .and_then(|s| s.tolerations.as_deref())
         .unwrap_or(&[])
+}
+
+/// The first of `taints` that keeps the pod out (`NoSchedule` or `NoExecute`) and that none
+/// of `tolerations` tolerates.
+pub fn untolerated<'t>(tolerations: &[Toleration], taints: &'t [Taint]) -> Option<&'t Taint> {
+    taints.iter().find(|taint| {
+        matches!(taint.effect.as_str(), "NoSchedule" | "NoExecute")
+            && !tolerates(tolerations, taint)
+    })
 }
 
 impl Filter for TaintToleration {
@@ -48,18 +58,14 @@ impl Filter for TaintToleration {
     fn filter_for<'a>(&'a self, pod: &'a PodInfo, _snap: &'a Snapshot) -> Option<Check<'a>> {
         let tols = tolerations(pod);
         Some(Box::new(move |_, node| {
-            for taint in node.taints() {
-                if matches!(taint.effect.as_str(), "NoSchedule" | "NoExecute")
-                    && !tolerates(tols, taint)
-                {
-                    return Err(Rejection::unresolvable(format!(
-                        "node(s) had untolerated taint {{{}: {}}}",
-                        taint.key,
-                        taint.value.as_deref().unwrap_or("")
-                    )));
-                }
+            match untolerated(tols, node.taints()) {
+                Some(taint) => Err(Rejection::unresolvable(format!(
+                    "node(s) had untolerated taint {{{}: {}}}",
+                    taint.key,
+                    taint.value.as_deref().unwrap_or("")
+                ))),
+                None => Ok(()),
             }
-            Ok(())
         }))
     }
 }
