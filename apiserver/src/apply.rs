@@ -23,17 +23,19 @@ type Path = Vec<String>;
 /// The keys that tell a list's items apart in server-side apply (Kubernetes'
 /// `x-kubernetes-list-map-keys`): strategic merge patch's merge key, and for ports the
 /// protocol as well — a container's or Service's port 53 over UDP and over TCP are two items.
-fn list_keys(parents: &[String], field: &str) -> Option<&'static [&'static str]> {
+#[derive(Clone, Copy)]
+struct ListKeys(&'static str, Option<&'static str>);
+
+impl ListKeys {
+    fn iter(self) -> impl Iterator<Item = &'static str> {
+        std::iter::once(self.0).chain(self.1)
+    }
+}
+
+fn list_keys(parents: &[String], field: &str) -> Option<ListKeys> {
     match list_strategy(parents, field) {
-        ListStrategy::Key("containerPort") => Some(&["containerPort", "protocol"]),
-        ListStrategy::Key("port") => Some(&["port", "protocol"]),
-        ListStrategy::Key("name") => Some(&["name"]),
-        ListStrategy::Key("mountPath") => Some(&["mountPath"]),
-        ListStrategy::Key("devicePath") => Some(&["devicePath"]),
-        ListStrategy::Key("type") => Some(&["type"]),
-        ListStrategy::Key("ip") => Some(&["ip"]),
-        ListStrategy::Key("uid") => Some(&["uid"]),
-        ListStrategy::Key("topologyKey") => Some(&["topologyKey"]),
+        ListStrategy::Key(k @ ("containerPort" | "port")) => Some(ListKeys(k, Some("protocol"))),
+        ListStrategy::Key(k) => Some(ListKeys(k, None)),
         _ => None,
     }
 }
@@ -46,7 +48,7 @@ fn key_value<'a>(item: &'a Value, key: &str) -> Option<&'a Value> {
 
 /// An item's identity in its list (`{"containerPort":53,"protocol":"UDP"}`), or `None` when
 /// it lacks a key.
-fn item_key(item: &Value, keys: &[&str]) -> Option<Map<String, Value>> {
+fn item_key(item: &Value, keys: ListKeys) -> Option<Map<String, Value>> {
     keys.iter()
         .map(|k| Some((k.to_string(), key_value(item, k)?.clone())))
         .collect()

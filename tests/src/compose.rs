@@ -21,6 +21,8 @@ pub struct Options {
 }
 
 impl Default for Options {
+    /// The binaries of `SKIFF_BIN_DIR` (else `target/debug`), a 10 s node-monitor grace and
+    /// 5 s tolerations: a lost node's pods are replaced within seconds.
     fn default() -> Self {
         Options {
             bin_dir: crate::bin_dir(),
@@ -199,24 +201,17 @@ impl Cluster {
             .unwrap_or_default()
     }
 
-    /// Waits for `f` to say yes within `within`, asking every 200 ms; returns the time it
-    /// took. Panics with the last answer and the containers' logs when time runs out.
+    /// Waits for `f` to say yes within `within` ([`crate::eventually_ok`]); returns the time
+    /// it took. Panics with the last answer and the containers' logs when time runs out.
     pub fn wait(
         &self,
         what: &str,
         within: Duration,
-        mut f: impl FnMut() -> Result<(), String>,
+        f: impl FnMut() -> Result<(), String>,
     ) -> Duration {
         let start = Instant::now();
-        let mut last = String::new();
-        while start.elapsed() < within {
-            match f() {
-                Ok(()) => return start.elapsed(),
-                Err(e) => last = e,
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!("{what} within {within:?}; last: {last}\n{}", self.logs());
+        crate::eventually_ok(what, within, f, || self.logs());
+        start.elapsed()
     }
 
     /// Pods labelled `app=APP` that are not being deleted and whose phase is Running, with

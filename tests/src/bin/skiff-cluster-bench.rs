@@ -52,11 +52,8 @@ fn mib(kib: u64) -> String {
 
 fn main() {
     let started = Instant::now();
-    let c = Cluster::up(Options {
-        bin_dir: skiff_e2e::bin_dir(),
-        node_monitor_grace: "10s".into(),
-        toleration_seconds: 5,
-    });
+    // SKIFF_BIN_DIR's binaries, a 10 s grace and 5 s tolerations (the module doc).
+    let c = Cluster::up(Options::default());
     eprintln!("cluster up ({:.1} s to Ready nodes)", c.up_seconds);
     // The cluster DNS is part of every cluster; wait for it before measuring the workload.
     c.wait("the cluster DNS", Duration::from_secs(120), || {
