@@ -13,9 +13,9 @@ use std::collections::BTreeSet;
 use chrono::{SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 
-use crate::api::WriteOpts;
 use crate::error::{Error, Result};
 use crate::patch::{list_strategy, ListStrategy};
+use crate::request::WriteOpts;
 
 /// One step of a field path, as FieldsV1 spells it (`f:name`, `k:{"name":"c"}`, `v:"x"`).
 type Path = Vec<String>;

@@ -21,6 +21,18 @@ pub struct UserInfo {
     pub groups: Vec<String>,
 }
 
+impl UserInfo {
+    /// The API server itself, for the writes it makes on its own (bootstrap, namespace
+    /// finalization, orphaning), as kube-apiserver's loopback identity.
+    pub fn apiserver() -> Self {
+        UserInfo {
+            name: "system:apiserver".into(),
+            uid: String::new(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        }
+    }
+}
+
 /// The user a client certificate names: CN is the user, each O a group.
 pub fn user_from_cert(der: &[u8]) -> Option<UserInfo> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;

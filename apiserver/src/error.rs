@@ -296,23 +296,6 @@ impl Error {
         Self::api(410, "Expired", message.into(), None)
     }
 
-    /// 403 for a create in a namespace that is being deleted, with the `NamespaceTerminating`
-    /// cause kube-apiserver gives.
-    pub fn namespace_terminating(ns: &str) -> Self {
-        Self::api(
-            403,
-            "Forbidden",
-            format!(
-                "unable to create new content in namespace {ns} because it is being terminated"
-            ),
-            Some(json!({"causes": [{
-                "reason": "NamespaceTerminating",
-                "message": format!("namespace {ns} is being terminated"),
-                "field": "metadata.namespace",
-            }]})),
-        )
-    }
-
     /// 405 for a verb the resource does not support.
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::api(405, "MethodNotAllowed", message.into(), None)
@@ -323,22 +306,25 @@ impl Error {
         Self::api(406, "NotAcceptable", message.into(), None)
     }
 
-    /// 415 for a body type we do not read.
-    pub fn unsupported_media_type(content_type: &str) -> Self {
+    /// 415 for a body type the server does not read, listing the ones it does.
+    pub fn unsupported_media_type(_content_type: &str, accepted: &[&str]) -> Self {
         Self::api(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got \"{content_type}\")"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: {}",
+                accepted.join(", ")
+            ),
             None,
         )
     }
 
-    /// 413 for a body over the limit.
+    /// 413 for a body over the limit, as kube-apiserver words it.
     pub fn too_large(limit: usize) -> Self {
         Self::api(
             413,
             "RequestEntityTooLarge",
-            format!("the request body is larger than the limit of {limit} bytes"),
+            format!("Request entity too large: limit is {limit}"),
             None,
         )
     }
@@ -351,6 +337,39 @@ impl Error {
     /// 403 for a request the authorizer denied.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::api(403, "Forbidden", message.into(), None)
+    }
+
+    /// 403 about one object: `pods "web" is forbidden: WHY` (without a name:
+    /// `pods is forbidden: WHY`), with the details kube-apiserver gives.
+    pub fn forbidden_object(group_resource: &str, name: &str, why: &str) -> Self {
+        let (kind, group) = split_group_resource(group_resource);
+        let message = if name.is_empty() {
+            format!("{group_resource} is forbidden: {why}")
+        } else {
+            format!("{group_resource} \"{name}\" is forbidden: {why}")
+        };
+        Self::api(
+            403,
+            "Forbidden",
+            message,
+            Some(json!({"name": name, "group": group, "kind": kind})),
+        )
+    }
+
+    /// The same error with one more `details.causes` entry.
+    pub fn with_cause(self, reason: &str, message: &str, field: &str) -> Self {
+        match self {
+            Error::Api(mut a) => {
+                let details = a.details.get_or_insert_with(|| json!({}));
+                let cause = json!({"reason": reason, "message": message, "field": field});
+                match details.get_mut("causes").and_then(Value::as_array_mut) {
+                    Some(c) => c.push(cause),
+                    None => details["causes"] = json!([cause]),
+                }
+                Error::Api(a)
+            }
+            other => other,
+        }
     }
 
     /// 422 for a patch that cannot be applied to the object.
@@ -433,6 +452,21 @@ fn split_group_resource(gr: &str) -> (&str, &str) {
     }
 }
 
+/// What a create or update body may be sent as.
+pub const BODY_MEDIA_TYPES: &[&str] = &[
+    "application/json",
+    "application/yaml",
+    "application/vnd.kubernetes.protobuf",
+];
+
+/// What a patch may be sent as.
+pub const PATCH_MEDIA_TYPES: &[&str] = &[
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/apply-patch+yaml",
+    "application/strategic-merge-patch+json",
+];
+
 /// The `Status` object for a successful delete of a resource with no object to return.
 pub fn success_status(details: Value) -> Value {
     json!({
@@ -472,6 +506,23 @@ mod tests {
         assert_eq!(
             e.status()["message"],
             "Deployment.apps \"d\" is invalid: [a: Required value, b: Invalid value: \"X\": bad]"
+        );
+    }
+
+    #[test]
+    fn forbidden_and_too_large_match_kube_apiserver() {
+        let e = Error::forbidden_object("pods", "web", "no").with_cause("R", "m", "f");
+        let s = e.status();
+        assert_eq!(s["message"], "pods \"web\" is forbidden: no");
+        assert_eq!(s["details"]["kind"], "pods");
+        assert_eq!(s["details"]["causes"][0]["reason"], "R");
+        assert_eq!(
+            Error::too_large(3145728).status()["message"],
+            "Request entity too large: limit is 3145728"
+        );
+        assert_eq!(
+            Error::forbidden_object("deployments.apps", "", "no").to_string(),
+            "deployments.apps is forbidden: no"
         );
     }
 

@@ -1,8 +1,8 @@
 //! The gRPC door: `skiff.v1.Resources` and `skiff.v1.Server` (see `proto/skiff/v1/api.proto`),
 //! plus gRPC health and server reflection, on the same port as REST.
 //!
-//! Every RPC authenticates, authorizes and then calls the same [`crate::api::Api`] operation
-//! the REST handler calls; only the encoding differs. Errors become gRPC statuses here, once,
+//! Every RPC authenticates, authorizes and then calls the same [`crate::store`] operation the
+//! REST handler calls, subresources included; only the encoding differs. Errors become gRPC statuses here, once,
 //! with the Kubernetes `Status` in the details.
 
 use std::collections::BTreeMap;
@@ -18,13 +18,15 @@ use skiff_proto::v1::resources_server::{Resources, ResourcesServer};
 use skiff_proto::v1::server_server::{Server, ServerServer};
 use tonic::{Code, Request, Response, Status};
 
-use crate::api::{DeleteOpts, Deleted, FieldValidation, ListOpts, WatchOpts, WriteOpts, Written};
 use crate::auth::{Attributes, Decision, UserInfo};
 use crate::error::Error;
 use crate::patch::PatchType;
-use crate::registry::{self, ResourceInfo};
+use crate::registry::{Resource, ResourceInfo};
+use crate::request::{
+    DeleteOpts, Deleted, FieldValidation, ListOpts, Propagation, WatchOpts, WriteOpts, Written,
+};
 use crate::selectors::{FieldSelector, LabelSelector};
-use crate::server::State;
+use crate::state::State;
 use crate::storage::cached::Cached;
 use crate::storage::watch_cache::EventType;
 
@@ -107,10 +109,11 @@ struct Door {
     state: Arc<State>,
 }
 
-/// What an RPC is about, once checked: the resource and its namespace.
+/// What an RPC is about, once checked: the resource, its namespace, and who asks.
 struct Target {
-    resource: &'static ResourceInfo,
+    resource: Resource,
     namespace: Option<String>,
+    user: UserInfo,
 }
 
 impl Target {
@@ -126,7 +129,7 @@ fn resource_of(r: &Option<pb::ResourceRef>) -> &str {
 
 fn envelope(r: &ResourceInfo, json: Bytes) -> pb::Object {
     pb::Object {
-        api_version: r.api_version(),
+        api_version: r.api_version().to_string(),
         kind: r.kind.to_string(),
         json,
     }
@@ -137,8 +140,15 @@ fn cached_envelope(r: &ResourceInfo, c: &Cached) -> pb::Object {
     envelope(r, c.json.clone())
 }
 
+/// An object's envelope, named by its own apiVersion and kind when it has them (a Scale or a
+/// Status from a subresource), else by the resource's.
 fn value_envelope(r: &ResourceInfo, v: &Value) -> pb::Object {
-    envelope(r, serde_json::to_vec(v).unwrap_or_default().into())
+    let own = |f: &str| v.get(f).and_then(Value::as_str).filter(|s| !s.is_empty());
+    pb::Object {
+        api_version: own("apiVersion").unwrap_or(r.api_version()).to_string(),
+        kind: own("kind").unwrap_or(&r.kind).to_string(),
+        json: serde_json::to_vec(v).unwrap_or_default().into(),
+    }
 }
 
 fn written(r: &ResourceInfo, w: Written) -> pb::WriteResponse {
@@ -177,7 +187,11 @@ fn decode_object(o: Option<pb::Object>) -> Result<Value, Error> {
     Ok(v)
 }
 
-fn write_opts(o: Option<pb::WriteOptions>, apply: bool) -> Result<WriteOpts, Error> {
+fn write_opts(
+    o: Option<pb::WriteOptions>,
+    apply: bool,
+    user: &UserInfo,
+) -> Result<WriteOpts, Error> {
     let o = o.unwrap_or_default();
     let field_validation = match pb::FieldValidation::try_from(o.field_validation) {
         Ok(pb::FieldValidation::Unspecified) | Ok(pb::FieldValidation::Warn) => {
@@ -207,6 +221,7 @@ fn write_opts(o: Option<pb::WriteOptions>, apply: bool) -> Result<WriteOpts, Err
         field_validation,
         field_manager: Some(o.field_manager).filter(|m| !m.is_empty()),
         force: o.force,
+        user: user.clone(),
     })
 }
 
@@ -235,21 +250,26 @@ impl Door {
     ) -> Result<Target, Error> {
         let user = self.user(req)?;
         let r = r.ok_or_else(|| Error::bad_request("resource: Required value"))?;
-        let resource = registry::find(&r.group, &r.version, &r.resource).ok_or_else(|| {
-            Error::not_found_message(format!(
-                "the server could not find the requested resource {:?} in {:?}",
-                r.resource,
-                if r.group.is_empty() {
-                    r.version.clone()
-                } else {
-                    format!("{}/{}", r.group, r.version)
-                }
-            ))
-        })?;
-        if !subresource.is_empty() && !resource.has_subresource(subresource) {
-            return Err(Error::not_found_message(format!(
-                "the server could not find the requested resource ({subresource})"
-            )));
+        let resource = self
+            .state
+            .store
+            .find(&r.group, &r.version, &r.resource)
+            .ok_or_else(|| {
+                Error::not_found_message(format!(
+                    "the server could not find the requested resource {:?} in {:?}",
+                    r.resource,
+                    if r.group.is_empty() {
+                        r.version.clone()
+                    } else {
+                        format!("{}/{}", r.group, r.version)
+                    }
+                ))
+            })?;
+        let served = resource
+            .subresource(subresource)
+            .is_some_and(|s| !s.connect());
+        if !subresource.is_empty() && !served {
+            return Err(crate::store::no_such_subresource(subresource));
         }
         if !resource.namespaced && !r.namespace.is_empty() {
             return Err(Error::bad_request(format!(
@@ -263,7 +283,7 @@ impl Door {
             verb,
             resource_request: true,
             api_group: &r.group,
-            resource: resource.plural,
+            resource: &resource.plural,
             subresource,
             namespace: namespace.as_deref().unwrap_or(""),
             name,
@@ -275,6 +295,7 @@ impl Door {
         Ok(Target {
             resource,
             namespace,
+            user,
         })
     }
 
@@ -347,10 +368,11 @@ impl Door {
         Ok(())
     }
 
+    /// Update, UpdateStatus, and Update of a subresource.
     async fn update(
         &self,
         req: Request<pb::UpdateRequest>,
-        sub: Option<&'static str>,
+        sub: &str,
     ) -> Result<pb::WriteResponse, Error> {
         let inner = req.get_ref();
         let obj = decode_object(inner.object.clone())?;
@@ -364,21 +386,23 @@ impl Door {
                 "object.metadata.name: Required value: the name of the object to replace",
             )
         })?;
-        let mut t = self.target(
-            &req,
-            inner.resource.as_ref(),
-            "update",
-            sub.unwrap_or(""),
-            &name,
-        )?;
+        let mut t = self.target(&req, inner.resource.as_ref(), "update", sub, &name)?;
         Self::write_namespace(&mut t, &obj)?;
-        let opts = write_opts(inner.options.clone(), false)?;
-        let w = self
-            .state
-            .api
-            .update(t.resource, t.ns(), &name, obj, sub, &opts)
-            .await?;
-        Ok(written(t.resource, w))
+        let opts = write_opts(inner.options.clone(), false, &t.user)?;
+        let store = &self.state.store;
+        let w = match sub {
+            "" => {
+                store
+                    .update(&t.resource, t.ns(), &name, obj, None, &opts)
+                    .await?
+            }
+            sub => {
+                store
+                    .update_subresource(&t.resource, t.ns(), &name, sub, obj, &opts)
+                    .await?
+            }
+        };
+        Ok(written(&t.resource, w))
     }
 }
 
@@ -387,12 +411,20 @@ impl Resources for Door {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::Object>, Status> {
         let resource = resource_of(&req.get_ref().resource);
         self.call("get", resource, async {
-            let name = &req.get_ref().name;
-            Self::require_name(name)?;
-            let t = self.target(&req, req.get_ref().resource.as_ref(), "get", "", name)?;
+            let q = req.get_ref();
+            Self::require_name(&q.name)?;
+            let t = self.target(&req, q.resource.as_ref(), "get", &q.subresource, &q.name)?;
             Self::require_namespace(&t)?;
-            let json = self.state.api.get_json(t.resource, t.ns(), name).await?;
-            Ok(envelope(t.resource, json))
+            let store = &self.state.store;
+            if q.subresource.is_empty() {
+                let json = store.get_json(&t.resource, t.ns(), &q.name).await?;
+                Ok(envelope(&t.resource, json))
+            } else {
+                let v = store
+                    .get_subresource(&t.resource, t.ns(), &q.name, &q.subresource)
+                    .await?;
+                Ok(value_envelope(&t.resource, &v))
+            }
         })
         .await
     }
@@ -413,16 +445,16 @@ impl Resources for Door {
             }
             let opts = ListOpts {
                 labels: LabelSelector::parse(&q.label_selector)?,
-                fields: FieldSelector::parse(&q.field_selector, t.resource)?,
+                fields: FieldSelector::parse(&q.field_selector, &t.resource)?,
                 limit: q.limit,
                 continue_token: Some(q.r#continue.clone()).filter(|c| !c.is_empty()),
                 resource_version: Some(q.resource_version.clone()).filter(|c| !c.is_empty()),
                 resource_version_match: Some(q.resource_version_match.clone())
                     .filter(|c| !c.is_empty()),
             };
-            let listed = self.state.api.list(t.resource, t.ns(), &opts).await?;
+            let listed = self.state.store.list(&t.resource, t.ns(), &opts).await?;
             Ok(pb::ListResponse {
-                api_version: t.resource.api_version(),
+                api_version: t.resource.api_version().to_string(),
                 kind: format!("{}List", t.resource.kind),
                 resource_version: listed.rv.to_string(),
                 r#continue: listed.continue_token.unwrap_or_default(),
@@ -430,7 +462,7 @@ impl Resources for Door {
                 items: listed
                     .items
                     .iter()
-                    .map(|c| cached_envelope(t.resource, c))
+                    .map(|c| cached_envelope(&t.resource, c))
                     .collect(),
             })
         })
@@ -456,19 +488,20 @@ impl Resources for Door {
             }
             let opts = WatchOpts {
                 labels: LabelSelector::parse(&q.label_selector)?,
-                fields: FieldSelector::parse(&fields, t.resource)?,
+                fields: FieldSelector::parse(&fields, &t.resource)?,
                 resource_version: Some(q.resource_version.clone()).filter(|c| !c.is_empty()),
                 bookmarks: q.allow_bookmarks,
                 send_initial_events: q.send_initial_events,
             };
-            let watch = self.state.api.watch(t.resource, t.ns(), opts).await?;
-            let deadline =
-                tokio::time::Instant::now() + crate::api::watch_duration(Some(q.timeout_seconds));
-            let r = t.resource;
-            let gauge = crate::metrics::WatchGauge::new(&self.state.metrics, r.plural);
+            let watch = self.state.store.watch(&t.resource, t.ns(), opts).await?;
+            let deadline = tokio::time::Instant::now()
+                + crate::request::watch_duration(Some(q.timeout_seconds));
+            let r = t.resource.clone();
+            let gauge = crate::metrics::WatchGauge::new(&self.state.metrics, &r.plural);
             let shutdown = self.state.shutdown.clone();
             let stream = futures::stream::unfold((watch, gauge), move |(mut w, gauge)| {
                 let shutdown = shutdown.clone();
+                let r = r.clone();
                 async move {
                     let item = w.next_before(&shutdown, deadline).await?;
                     let ty = match item.kind {
@@ -486,7 +519,7 @@ impl Resources for Door {
                     let ev = pb::WatchEvent {
                         r#type: ty as i32,
                         resource_version: item.object.rv.to_string(),
-                        object: Some(cached_envelope(r, &item.object)),
+                        object: Some(cached_envelope(&r, &item.object)),
                         initial_events_end,
                     };
                     Some((Ok(ev), (w, gauge)))
@@ -505,15 +538,46 @@ impl Resources for Door {
         self.call("create", resource, async {
             let inner = req.get_ref();
             let obj = decode_object(inner.object.clone())?;
-            let mut t = self.target(&req, inner.resource.as_ref(), "create", "", "")?;
-            Self::write_namespace(&mut t, &obj)?;
-            let opts = write_opts(inner.options.clone(), false)?;
-            let w = self
+            if inner.subresource.is_empty() {
+                let mut t = self.target(&req, inner.resource.as_ref(), "create", "", "")?;
+                Self::write_namespace(&mut t, &obj)?;
+                let opts = write_opts(inner.options.clone(), false, &t.user)?;
+                let w = self
+                    .state
+                    .store
+                    .create(&t.resource, t.ns(), obj, &opts)
+                    .await?;
+                return Ok(written(&t.resource, w));
+            }
+            Self::require_name(&inner.name).map_err(|_| {
+                Error::bad_request("name: Required value: the object whose subresource to create")
+            })?;
+            let t = self.target(
+                &req,
+                inner.resource.as_ref(),
+                "create",
+                &inner.subresource,
+                &inner.name,
+            )?;
+            Self::require_namespace(&t)?;
+            let opts = write_opts(inner.options.clone(), false, &t.user)?;
+            let answer = self
                 .state
-                .api
-                .create(t.resource, t.ns(), obj, &opts)
+                .store
+                .create_subresource(
+                    &t.resource,
+                    t.ns(),
+                    &inner.name,
+                    &inner.subresource,
+                    obj,
+                    &opts,
+                )
                 .await?;
-            Ok(written(t.resource, w))
+            Ok(pb::WriteResponse {
+                object: Some(value_envelope(&t.resource, &answer)),
+                warnings: Vec::new(),
+                created: true,
+            })
         })
         .await
     }
@@ -523,7 +587,8 @@ impl Resources for Door {
         req: Request<pb::UpdateRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let resource = resource_of(&req.get_ref().resource).to_string();
-        self.call("update", &resource, Door::update(self, req, None))
+        let sub = req.get_ref().subresource.clone();
+        self.call("update", &resource, Door::update(self, req, &sub))
             .await
     }
 
@@ -532,7 +597,7 @@ impl Resources for Door {
         req: Request<pb::UpdateRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let resource = resource_of(&req.get_ref().resource).to_string();
-        self.call("update", &resource, Door::update(self, req, Some("status")))
+        self.call("update", &resource, Door::update(self, req, "status"))
             .await
     }
 
@@ -553,31 +618,33 @@ impl Resources for Door {
                     "type: Unsupported value: must be one of JSON, MERGE, STRATEGIC_MERGE, APPLY",
                 )),
             };
-            let sub = match inner.subresource.as_str() {
-                "" => None,
-                "status" => Some("status"),
-                other => {
-                    return Err(Error::bad_request(format!(
-                    "subresource: Unsupported value: {other:?}: supported values: \"\", \"status\""
-                )))
+            let sub = inner.subresource.as_str();
+            let t = self.target(&req, inner.resource.as_ref(), "patch", sub, &inner.name)?;
+            Self::require_namespace(&t)?;
+            let body = crate::rest::negotiate::decode_patch(ptype, &inner.patch)?;
+            let opts = write_opts(inner.options.clone(), ptype == PatchType::Apply, &t.user)?;
+            let store = &self.state.store;
+            let w = match sub {
+                "" => {
+                    store
+                        .patch(&t.resource, t.ns(), &inner.name, ptype, &body, None, &opts)
+                        .await?
+                }
+                sub => {
+                    store
+                        .patch_subresource(
+                            &t.resource,
+                            t.ns(),
+                            &inner.name,
+                            sub,
+                            ptype,
+                            &body,
+                            &opts,
+                        )
+                        .await?
                 }
             };
-            let t = self.target(
-                &req,
-                inner.resource.as_ref(),
-                "patch",
-                sub.unwrap_or(""),
-                &inner.name,
-            )?;
-            Self::require_namespace(&t)?;
-            let body = crate::rest::decode_patch(ptype, &inner.patch)?;
-            let opts = write_opts(inner.options.clone(), ptype == PatchType::Apply)?;
-            let w = self
-                .state
-                .api
-                .patch(t.resource, t.ns(), &inner.name, ptype, &body, sub, &opts)
-                .await?;
-            Ok(written(t.resource, w))
+            Ok(written(&t.resource, w))
         })
         .await
     }
@@ -594,9 +661,9 @@ impl Resources for Door {
             Self::require_namespace(&t)?;
             let propagation = match pb::PropagationPolicy::try_from(inner.propagation_policy) {
                 Ok(pb::PropagationPolicy::Unspecified) => None,
-                Ok(pb::PropagationPolicy::Orphan) => Some("Orphan"),
-                Ok(pb::PropagationPolicy::Background) => Some("Background"),
-                Ok(pb::PropagationPolicy::Foreground) => Some("Foreground"),
+                Ok(pb::PropagationPolicy::Orphan) => Some(Propagation::Orphan),
+                Ok(pb::PropagationPolicy::Background) => Some(Propagation::Background),
+                Ok(pb::PropagationPolicy::Foreground) => Some(Propagation::Foreground),
                 Err(_) => {
                     return Err(Error::bad_request(format!(
                         "propagation_policy: Unsupported value: {}",
@@ -607,22 +674,23 @@ impl Resources for Door {
             let pre = inner.preconditions.clone().unwrap_or_default();
             let opts = DeleteOpts {
                 grace_period: inner.grace_period_seconds,
-                propagation: propagation.map(String::from),
+                propagation,
                 uid: pre.uid,
                 resource_version: pre.resource_version,
                 dry_run: inner.dry_run,
+                user: t.user.clone(),
             };
             let (object, finished) = match self
                 .state
-                .api
-                .delete(t.resource, t.ns(), &inner.name, &opts)
+                .store
+                .delete(&t.resource, t.ns(), &inner.name, &opts)
                 .await?
             {
                 Deleted::Gone(o) => (o, true),
                 Deleted::Pending(o) => (o, false),
             };
             Ok(pb::DeleteResponse {
-                object: Some(value_envelope(t.resource, &object)),
+                object: Some(value_envelope(&t.resource, &object)),
                 finished,
             })
         })
@@ -650,16 +718,21 @@ impl Resources for Door {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
+            let binding = serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Binding",
+                "metadata": {"name": inner.pod, "namespace": inner.namespace,
+                             "uid": inner.pod_uid, "annotations": annotations},
+                "target": {"kind": "Node", "name": inner.node},
+            });
+            let opts = WriteOpts {
+                dry_run: inner.dry_run,
+                user: t.user.clone(),
+                ..Default::default()
+            };
             self.state
-                .api
-                .bind(
-                    &inner.namespace,
-                    &inner.pod,
-                    &inner.node,
-                    Some(inner.pod_uid.as_str()),
-                    &annotations,
-                    inner.dry_run,
-                )
+                .store
+                .create_subresource(&t.resource, t.ns(), &inner.pod, "binding", binding, &opts)
                 .await?;
             Ok(pb::BindResponse {})
         })
@@ -676,7 +749,7 @@ impl Server for Door {
         self.call("get", "", async {
             // Like REST's /version, this answers anonymous callers too.
             let _ = self.user(&req);
-            let v = crate::server::version();
+            let v = crate::health::version();
             let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
             Ok(pb::VersionInfo {
                 major: s("major"),
@@ -711,7 +784,14 @@ mod tests {
             (Error::gone("too old"), Code::OutOfRange),
             (Error::unauthorized(), Code::Unauthenticated),
             (Error::forbidden("no"), Code::PermissionDenied),
-            (Error::namespace_terminating("x"), Code::FailedPrecondition),
+            (
+                Error::forbidden_object("pods", "x", "terminating").with_cause(
+                    "NamespaceTerminating",
+                    "namespace x is being terminated",
+                    "metadata.namespace",
+                ),
+                Code::FailedPrecondition,
+            ),
             (Error::internal("boom"), Code::Internal),
         ];
         for (e, want) in cases {

@@ -4,23 +4,33 @@
 //!
 //! [`run`] starts it from a [`Config`] and serves until the shutdown token is cancelled.
 
-pub mod allocator;
-pub mod api;
+//!
+//! Layers, top down: [`server`] (the listener) → the doors ([`rest`], [`grpc`]) → the generic
+//! [`store`] → [`admission`] and the per-type [`registry`] → [`storage`] (etcd and the watch
+//! caches). What a request asks ([`request`]), its query ([`query`]) and the shared handler
+//! state ([`state`]) are modules of their own, so that no layer reaches up.
+
+pub mod admission;
 pub mod apply;
 pub mod auth;
 pub mod certs;
 pub mod error;
 pub mod grpc;
+pub mod health;
 pub mod metrics;
 pub mod node_proxy;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod query;
 pub mod registry;
+pub mod request;
 pub mod rest;
 pub mod selectors;
 pub mod server;
+pub mod state;
 pub mod storage;
+pub mod store;
 pub mod validation;
 
 use std::net::{IpAddr, SocketAddr};
@@ -62,10 +72,10 @@ pub struct Config {
     pub compaction_interval: Duration,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_grace: Duration,
-    /// The `tolerationSeconds` the DefaultTolerationSeconds admission gives pods for the
-    /// `not-ready` and `unreachable` taints (`--default-not-ready-toleration-seconds`,
+    /// The admission chain (`--enable-admission-plugins`, `--disable-admission-plugins`, and
+    /// the DefaultTolerationSeconds plugin's `--default-not-ready-toleration-seconds`,
     /// `--default-unreachable-toleration-seconds`).
-    pub default_tolerations: api::DefaultTolerations,
+    pub admission: admission::Config,
 }
 
 impl Config {
@@ -85,7 +95,7 @@ impl Config {
             watch_cache_size: 10_000,
             compaction_interval: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
-            default_tolerations: api::DefaultTolerations::default(),
+            admission: admission::Config::default(),
         }
     }
 }
@@ -102,6 +112,9 @@ pub enum StartError {
     /// The token file is malformed.
     #[error(transparent)]
     Tokens(#[from] auth::TokenFileError),
+    /// The admission flags name plugins that cannot run.
+    #[error(transparent)]
+    Admission(#[from] admission::ConfigError),
     /// etcd could not be reached.
     #[error("connecting to etcd at {endpoints:?}: {source}")]
     Etcd {
@@ -143,6 +156,7 @@ impl Running {
 
 /// Starts the server; it runs until `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
+    let chain = admission::Chain::new(&config.admission)?;
     let metrics = Arc::new(metrics::Metrics::new());
     let connect_host = match config.advertise_address {
         Some(a) => a,
@@ -159,7 +173,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .map_err(|source| StartError::Bind { addr, source })?;
     let advertise = SocketAddr::new(connect_host, addr.port()).to_string();
 
-    let ranges = allocator::Ranges {
+    let ranges = registry::service::allocator::Ranges {
         service_cidr: config.service_cluster_ip_range,
         node_ports: config.service_node_port_range,
     };
@@ -186,8 +200,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     // etcd may come up after us (compose, systemd): keep trying for a while.
     let mut delay = Duration::from_millis(200);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let store = loop {
-        match storage::Store::connect(&config.etcd_servers, &config.etcd_prefix, metrics.clone())
+    let etcd = loop {
+        match storage::Etcd::connect(&config.etcd_servers, &config.etcd_prefix, metrics.clone())
             .await
         {
             Ok(s) => match s.current_revision().await {
@@ -215,35 +229,33 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         delay = (delay * 2).min(Duration::from_secs(3));
     };
 
-    let mut api = api::Api::new(
-        store.clone(),
-        ranges,
-        metrics.clone(),
-        config.watch_cache_size,
-    );
-    api.default_tolerations = config.default_tolerations;
-    for cache in api.caches() {
-        tokio::spawn(cache.clone().run(store.clone(), shutdown.clone()));
+    let store = store::GenericStore::new(etcd, chain, metrics.clone(), config.watch_cache_size);
+    for info in registry::served(&ranges) {
+        let (_, cache) = store.serve(info);
+        tokio::spawn(cache.run(store.etcd.clone(), shutdown.clone()));
     }
-    let kubelet_tls = server::kubelet_tls(&pki).map_err(|e| StartError::Tls(e.to_string()))?;
-    let state = Arc::new(server::State {
-        api,
+    let kubelets = node_proxy::Kubelets::new(&pki).map_err(|e| StartError::Tls(e.to_string()))?;
+    let state = Arc::new(state::State {
+        store,
         authn,
         authz: Box::new(auth::AllowAll),
         metrics,
         shutdown: shutdown.clone(),
         advertise,
         openapi: openapi::Docs::default(),
-        kubelet_client: server::kubelet_client(&kubelet_tls)
-            .map_err(|e| StartError::Tls(e.to_string()))?,
-        kubelet_tls: Arc::new(kubelet_tls),
+        kubelets,
     });
-    for cache in state.api.caches() {
+    for cache in state.store.caches() {
         cache.wait_ready().await;
     }
-    server::bootstrap(&state, addr.port(), &connect_host.to_string())
-        .await
-        .map_err(StartError::Bootstrap)?;
+    server::bootstrap(
+        &state,
+        &ranges.first_ip().to_string(),
+        addr.port(),
+        &connect_host.to_string(),
+    )
+    .await
+    .map_err(StartError::Bootstrap)?;
     tokio::spawn(server::compaction_loop(
         state.clone(),
         config.compaction_interval,

@@ -59,6 +59,14 @@ struct Args {
     /// How long to let in-flight requests finish on SIGTERM.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     shutdown_delay: Duration,
+    /// Admission plugins to run besides the default ones (NamespaceLifecycle, Priority,
+    /// DefaultTolerationSeconds), comma-separated; the order is Kubernetes' own whatever the
+    /// order given.
+    #[arg(long, value_delimiter = ',')]
+    enable_admission_plugins: Vec<String>,
+    /// Default admission plugins not to run, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    disable_admission_plugins: Vec<String>,
     /// tolerationSeconds of the toleration for node.kubernetes.io/not-ready:NoExecute given
     /// to every pod that has none (the DefaultTolerationSeconds admission).
     #[arg(long, default_value_t = 300)]
@@ -97,7 +105,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_ports(s: &str) -> Result<(u16, u16), String> {
-    skiff_apiserver::allocator::parse_port_range(s)
+    skiff_apiserver::registry::service::allocator::parse_port_range(s)
         .ok_or_else(|| format!("invalid port range {s:?} (want LOW-HIGH)"))
 }
 
@@ -186,9 +194,13 @@ async fn main() -> anyhow::Result<()> {
     config.watch_cache_size = args.watch_cache_size;
     config.compaction_interval = args.etcd_compaction_interval;
     config.shutdown_grace = args.shutdown_delay;
-    config.default_tolerations = skiff_apiserver::api::DefaultTolerations {
-        not_ready_seconds: args.default_not_ready_toleration_seconds,
-        unreachable_seconds: args.default_unreachable_toleration_seconds,
+    config.admission = skiff_apiserver::admission::Config {
+        enable: args.enable_admission_plugins,
+        disable: args.disable_admission_plugins,
+        default_tolerations: skiff_apiserver::admission::DefaultTolerations {
+            not_ready_seconds: args.default_not_ready_toleration_seconds,
+            unreachable_seconds: args.default_unreachable_toleration_seconds,
+        },
     };
 
     let shutdown = CancellationToken::new();

@@ -148,22 +148,22 @@ impl Metrics {
 /// Counts one open client watch in `apiserver_registered_watchers` for as long as it lives.
 pub struct WatchGauge {
     metrics: std::sync::Arc<Metrics>,
-    resource: &'static str,
+    resource: String,
 }
 
 impl WatchGauge {
     /// Counts a watch on `resource` until dropped.
-    pub fn new(metrics: &std::sync::Arc<Metrics>, resource: &'static str) -> Self {
+    pub fn new(metrics: &std::sync::Arc<Metrics>, resource: &str) -> Self {
         metrics.watchers(resource, 1);
         WatchGauge {
             metrics: metrics.clone(),
-            resource,
+            resource: resource.to_string(),
         }
     }
 }
 
 impl Drop for WatchGauge {
     fn drop(&mut self) {
-        self.metrics.watchers(self.resource, -1);
+        self.metrics.watchers(&self.resource, -1);
     }
 }

@@ -3,15 +3,115 @@
 //! over HTTPS with the API server's kubelet-client certificate; its answer streams back as is.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use http::{header, Response, StatusCode};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::registry;
-use crate::rest::Query;
-use crate::server::State;
+use crate::query::{encode_value, Query};
+use crate::store::GenericStore;
+
+/// How the API server reaches kubelets: its kubelet-client certificate, over HTTPS for reads
+/// (logs) and over TLS for streams (exec, attach, port-forward).
+pub struct Kubelets {
+    client: reqwest::Client,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Kubelets {
+    /// The kubelet client from the server's PKI.
+    pub fn new(pki: &crate::certs::Pki) -> anyhow::Result<Self> {
+        let tls = kubelet_tls(pki)?;
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls.clone())
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(Kubelets {
+            client,
+            tls: Arc::new(tls),
+        })
+    }
+}
+
+/// Accepts any kubelet serving certificate (they are self-signed), checking only that the
+/// handshake is signed by it.
+#[derive(Debug)]
+struct AnyKubeletCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyKubeletCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The TLS client configuration for kubelets: the kubelet-client certificate; kubelets serve
+/// self-signed certificates, which (as Kubernetes does without
+/// `--kubelet-certificate-authority`) are not verified.
+fn kubelet_tls(pki: &crate::certs::Pki) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(pki.kubelet_client.0.as_bytes())
+            .collect::<Result<_, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(pki.kubelet_client.1.as_bytes())?;
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyKubeletCert(provider)))
+        .with_client_auth_cert(certs, key)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// The HTTP client for kubelets, on the same TLS configuration as streaming connections.
+pub fn kubelet_client(tls: &rustls::ClientConfig) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(tls.clone())
+        .connect_timeout(Duration::from_secs(5))
+        .build()?)
+}
 
 /// The log options kubelets understand, passed on after checking them.
 const LOG_PARAMS: &[&str] = &[
@@ -59,10 +159,15 @@ fn choose_container(pod: &Value, name: &str, given: Option<&str>) -> Result<Stri
     Ok(container)
 }
 
+fn core(store: &GenericStore, plural: &str) -> Result<crate::registry::Resource> {
+    store
+        .find("", "v1", plural)
+        .ok_or_else(|| Error::internal(format!("{plural} are not served")))
+}
+
 /// `https://<ip>:<port>` of the kubelet of `node`.
-async fn kubelet_base(state: &State, node: &str) -> Result<String> {
-    let nodes = registry::find("", "v1", "nodes").expect("nodes are registered");
-    let n = state.api.get(nodes, None, node).await?;
+async fn kubelet_base(store: &GenericStore, node: &str) -> Result<String> {
+    let n = store.get(&*core(store, "nodes")?, None, node).await?;
     let port = n
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_i64)
@@ -98,13 +203,13 @@ async fn kubelet_base(state: &State, node: &str) -> Result<String> {
 
 /// `GET .../pods/<name>/log`: the container's log, from its kubelet.
 pub async fn pod_log(
-    state: &Arc<State>,
+    store: &GenericStore,
+    kubelets: &Kubelets,
     ns: &str,
     name: &str,
     q: &Query,
 ) -> Result<Response<Body>> {
-    let pods = registry::find("", "v1", "pods").expect("pods are registered");
-    let pod = state.api.get(pods, Some(ns), name).await?;
+    let pod = store.get(&*core(store, "pods")?, Some(ns), name).await?;
     let container = choose_container(&pod, name, q.get("container"))?;
     let node = pod
         .pointer("/spec/nodeName")
@@ -127,15 +232,15 @@ pub async fn pod_log(
     }
     let query: Vec<String> = params
         .iter()
-        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .map(|(k, v)| format!("{k}={}", encode_value(v)))
         .collect();
     let url = format!(
         "{}/containerLogs/{ns}/{name}/{container}?{}",
-        kubelet_base(state, node).await?,
+        kubelet_base(store, node).await?,
         query.join("&")
     );
     let resp =
-        state.kubelet_client.get(&url).send().await.map_err(|e| {
+        kubelets.client.get(&url).send().await.map_err(|e| {
             Error::internal(format!("Get {url:?}: {}", skiff_http::error_chain(&e)))
         })?;
     let code = resp.status();
@@ -154,30 +259,18 @@ pub async fn pod_log(
         .expect("valid response"))
 }
 
-fn encode(v: &str) -> String {
-    let mut out = String::new();
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// `pods/exec`, `pods/attach` and `pods/portforward`: the client's upgrade request goes to the
 /// pod's kubelet over TLS; once the kubelet switches protocols the bytes flow both ways
 /// untouched, so whichever of SPDY or WebSocket the client and the node agree on is used.
 pub async fn stream(
-    state: &Arc<State>,
+    store: &GenericStore,
+    kubelets: &Kubelets,
     req: http::Request<hyper::body::Incoming>,
     ns: &str,
     name: &str,
     sub: &str,
 ) -> Result<Response<Body>> {
-    let pods = registry::find("", "v1", "pods").expect("pods are registered");
-    let pod = state.api.get(pods, Some(ns), name).await?;
+    let pod = store.get(&*core(store, "pods")?, Some(ns), name).await?;
     let node = pod
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
@@ -196,7 +289,7 @@ pub async fn stream(
     let path = if sub == "portforward" {
         format!("/portForward/{ns}/{name}?{query}")
     } else {
-        let given = Query::parse_str(&query);
+        let given = Query::parse(Some(&query));
         let container = choose_container(&pod, name, given.get("container"))?;
         format!("/{sub}/{ns}/{name}/{container}?{query}")
     };
@@ -205,12 +298,12 @@ pub async fn stream(
             "pod {name} is not scheduled to a node yet"
         )));
     }
-    let base = kubelet_base(state, &node).await?;
+    let base = kubelet_base(store, &node).await?;
     let authority = base.trim_start_matches("https://").to_string();
     let tcp = tokio::net::TcpStream::connect(&authority)
         .await
         .map_err(|e| Error::internal(format!("dialing the kubelet at {authority}: {e}")))?;
-    let connector = tokio_rustls::TlsConnector::from(state.kubelet_tls.clone());
+    let connector = tokio_rustls::TlsConnector::from(kubelets.tls.clone());
     let server_name = rustls::pki_types::ServerName::try_from("kubelet")
         .expect("a valid name")
         .to_owned();

@@ -16,7 +16,7 @@ use schemars::generate::SchemaSettings;
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
-use crate::registry::{self, ResourceInfo};
+use crate::registry::{Resource, ResourceInfo};
 
 /// The OpenAPI documents, built once on first use.
 #[derive(Default)]
@@ -81,11 +81,11 @@ fn hash_of(b: &[u8]) -> String {
     format!("{:016X}", h.finish())
 }
 
-fn group_versions() -> Vec<(&'static str, &'static str)> {
-    let mut out: Vec<(&'static str, &'static str)> = Vec::new();
-    for r in registry::all() {
-        if !out.contains(&(r.group, r.version)) {
-            out.push((r.group, r.version));
+fn group_versions(all: &[Resource]) -> Vec<(&str, &str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for r in all {
+        if !out.contains(&(r.group.as_str(), r.version.as_str())) {
+            out.push((&r.group, &r.version));
         }
     }
     out
@@ -140,7 +140,7 @@ fn operation(
 ) -> Value {
     let scope = if r.namespaced { "Namespaced" } else { "" };
     let mut op = json!({
-        "tags": [format!("{}{}", if r.group.is_empty() { "core" } else { r.group }, r.version)],
+        "tags": [format!("{}{}", if r.group.is_empty() { "core" } else { &r.group }, r.version)],
         "description": format!("{verb} the specified {}", r.kind),
         "operationId": format!("{verb}{scope}{}", r.kind),
         "parameters": params,
@@ -166,7 +166,7 @@ fn write_params() -> Vec<Value> {
 }
 
 fn paths(r: &ResourceInfo, schema_ref: &Value, out: &mut Map<String, Value>) {
-    let base = format!("/{}", gv_path(r.group, r.version));
+    let base = format!("/{}", gv_path(&r.group, &r.version));
     let coll = if r.namespaced {
         format!("{base}/namespaces/{{namespace}}/{}", r.plural)
     } else {
@@ -250,20 +250,21 @@ fn rewrite_refs(v: &mut Value, from: &str, to: &str) {
     }
 }
 
-fn build() -> Built {
-    let info = json!({"title": "Kubernetes", "version": crate::server::version()["gitVersion"]});
+fn build(all: &[Resource]) -> Built {
+    let info = json!({"title": "Kubernetes", "version": crate::health::version()["gitVersion"]});
     let mut v3 = BTreeMap::new();
     let mut index = Map::new();
     let mut all_defs = Map::new();
-    for (group, version) in group_versions() {
+    for (group, version) in group_versions(all) {
         let mut generator = SchemaSettings::openapi3().into_generator();
         let mut paths_map = Map::new();
         let mut roots = Vec::new();
-        for r in registry::all()
+        for r in all
             .iter()
             .filter(|r| r.group == group && r.version == version)
         {
-            let schema = (r.schema)(&mut generator);
+            let Some(schema_of) = r.schema else { continue };
+            let schema = schema_of(&mut generator);
             let schema = serde_json::to_value(&schema).unwrap_or(Value::Null);
             paths(r, &schema, &mut paths_map);
             if let Some(name) = schema
@@ -319,17 +320,18 @@ fn json_response(b: &Bytes) -> Response<Body> {
 }
 
 impl Docs {
-    fn built(&self) -> &Built {
-        self.built.get_or_init(build)
+    fn built(&self, all: &[Resource]) -> &Built {
+        self.built.get_or_init(|| build(all))
     }
 
-    /// Serves `/openapi/v2` and `/openapi/v3[/...]`.
+    /// Serves `/openapi/v2` and `/openapi/v3[/...]` for the resources served.
     pub fn serve(
         &self,
         req: &Request<hyper::body::Incoming>,
         path: &str,
+        all: &[Resource],
     ) -> Result<Response<Body>> {
-        let built = self.built();
+        let built = self.built(all);
         if path == "/openapi/v2" {
             let accept = req
                 .headers()
@@ -366,7 +368,11 @@ mod tests {
 
     #[test]
     fn documents_name_every_kind() {
-        let b = build();
+        let all: Vec<Resource> = crate::registry::builtins()
+            .iter()
+            .map(|b| std::sync::Arc::new(ResourceInfo::from(*b)))
+            .collect();
+        let b = build(&all);
         let core: Value = serde_json::from_slice(&b.v3["api/v1"]).unwrap();
         let pod = &core["components"]["schemas"]["io.k8s.api.core.v1.Pod"];
         assert_eq!(pod["x-kubernetes-group-version-kind"][0]["kind"], "Pod");

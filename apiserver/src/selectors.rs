@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::registry::{s, ResourceInfo};
+
 use crate::storage::cached::Cached;
 
 /// One label requirement.
@@ -175,9 +176,18 @@ impl LabelSelector {
     }
 }
 
+/// A field a selector names.
+#[derive(Debug, Clone, PartialEq)]
+enum Field {
+    Name,
+    Namespace,
+    /// The type's selectable field with this index.
+    Selectable(usize),
+}
+
 /// A parsed field selector; empty matches everything.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct FieldSelector(Vec<(String, bool, String)>);
+pub struct FieldSelector(Vec<(Field, bool, String)>);
 
 impl FieldSelector {
     /// Parses and checks the fields against what the resource supports.
@@ -195,15 +205,14 @@ impl FieldSelector {
                     "invalid selector: '{text}'; can't understand '{part}'"
                 )));
             };
-            let field = field.trim();
-            let known = matches!(field, "metadata.name" | "metadata.namespace")
-                || r.strategy.selectable_fields().contains(&field);
-            if !known {
-                return Err(Error::bad_request(format!(
-                    "field label not supported: {field}"
-                )));
-            }
-            reqs.push((field.to_string(), eq, value.trim().to_string()));
+            let field = match field.trim() {
+                "metadata.name" => Field::Name,
+                "metadata.namespace" => Field::Namespace,
+                f => Field::Selectable(r.selectable_index(f).ok_or_else(|| {
+                    Error::bad_request(format!("field label not supported: {f}"))
+                })?),
+            };
+            reqs.push((field, eq, value.trim().to_string()));
         }
         Ok(FieldSelector(reqs))
     }
@@ -217,49 +226,33 @@ impl FieldSelector {
     pub fn name(&self) -> Option<&str> {
         self.0
             .iter()
-            .find(|(f, eq, _)| f == "metadata.name" && *eq)
+            .find(|(f, eq, _)| *f == Field::Name && *eq)
             .map(|(_, _, v)| v.as_str())
     }
 
     /// Whether a cached object matches.
     pub fn matches_cached(&self, c: &Cached) -> bool {
-        self.0
-            .iter()
-            .all(|(field, eq, want)| (c.field(field) == *want) == *eq)
+        self.0.iter().all(|(field, eq, want)| {
+            let have = match field {
+                Field::Name => c.name.as_str(),
+                Field::Namespace => c.namespace.as_str(),
+                Field::Selectable(n) => c.field(*n),
+            };
+            (have == want) == *eq
+        })
     }
 
     /// Whether an object matches.
     pub fn matches(&self, r: &ResourceInfo, obj: &Value) -> bool {
         self.0.iter().all(|(field, eq, want)| {
-            let have = field_value(r, obj, field);
+            let have = match field {
+                Field::Name => s(obj, "/metadata/name"),
+                Field::Namespace => s(obj, "/metadata/namespace"),
+                Field::Selectable(n) => r.field_value(obj, &r.selectable[*n]),
+            };
             (have == *want) == *eq
         })
     }
-}
-
-/// The value of a selectable field of an object.
-pub fn field_value(r: &ResourceInfo, obj: &Value, field: &str) -> String {
-    match field {
-        "metadata.name" => s(obj, "/metadata/name"),
-        "metadata.namespace" => s(obj, "/metadata/namespace"),
-        f => r.strategy.field(obj, f).unwrap_or_else(|| {
-            let ptr = format!("/{}", f.replace('.', "/"));
-            match obj.pointer(&ptr) {
-                Some(Value::Bool(b)) => b.to_string(),
-                Some(Value::String(x)) => x.clone(),
-                Some(Value::Number(n)) => n.to_string(),
-                Some(_) => String::new(),
-                None if r.strategy.selectable_fields().contains(&f) && is_bool_field(f) => {
-                    "false".into()
-                }
-                None => String::new(),
-            }
-        }),
-    }
-}
-
-fn is_bool_field(f: &str) -> bool {
-    matches!(f, "spec.unschedulable" | "spec.hostNetwork")
 }
 
 #[cfg(test)]
@@ -286,7 +279,8 @@ mod tests {
 
     #[test]
     fn field_selector_on_pods() {
-        let r = crate::registry::find("", "v1", "pods").unwrap();
+        let r = crate::registry::builtin("", "pods").unwrap();
+        let r = &*r;
         let o = json!({"metadata": {"name": "a", "namespace": "d"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
         assert!(FieldSelector::parse("spec.nodeName=n1", r)
             .unwrap()
@@ -306,5 +300,39 @@ mod tests {
             FieldSelector::parse("spec.bogus=1", r).unwrap_err().code(),
             400
         );
+        let c = Cached::from_value(r, &o, 1);
+        assert!(
+            FieldSelector::parse("spec.nodeName=n1,metadata.namespace=d", r)
+                .unwrap()
+                .matches_cached(&c)
+        );
+        assert!(!FieldSelector::parse("status.phase=Pending", r)
+            .unwrap()
+            .matches_cached(&c));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_selector_text_parses_or_is_refused(text in ".*") {
+            let r = crate::registry::builtin("", "pods").unwrap();
+            let o = json!({"metadata": {"name": "a", "labels": {"x": "y"}}});
+            if let Ok(sel) = LabelSelector::parse(&text) {
+                let _ = sel.matches(&o);
+            }
+            if let Ok(sel) = FieldSelector::parse(&text, &r) {
+                let _ = sel.matches(&r, &o);
+            }
+        }
+
+        #[test]
+        fn generated_label_selectors_parse(
+            key in "([a-z]([a-z0-9-]{0,10}[a-z0-9])?(\\.[a-z]([a-z0-9-]{0,10}[a-z0-9])?)?/)?[a-z]([a-z0-9_.-]{0,20}[a-z0-9])?",
+            value in "([a-zA-Z0-9]([a-zA-Z0-9_.-]{0,20}[a-zA-Z0-9])?)?",
+        ) {
+            for text in [format!("{key}={value}"), format!("{key}!={value}"), format!("!{key}"),
+                         format!("{key} in ({value},z)"), key.clone()] {
+                proptest::prop_assert!(LabelSelector::parse(&text).is_ok(), "{}", text);
+            }
+        }
     }
 }

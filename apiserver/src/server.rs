@@ -1,125 +1,22 @@
-//! The server: TLS with optional client certificates, HTTP/1.1 and HTTP/2, graceful drain on
-//! shutdown, the non-resource endpoints (`/healthz`, `/readyz`, `/livez`, `/version`,
-//! `/metrics`, `/openapi`), start-up bootstrap and the background loops (watch caches,
-//! compaction, namespace finalization).
+//! The server: TLS with optional client certificates, HTTP/1.1 and HTTP/2 on one port, each
+//! request handed to its door (gRPC by content type, REST otherwise), graceful drain on
+//! shutdown; start-up bootstrap and the background loops (compaction, namespace
+//! finalization).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use http::{header, Request, Response, StatusCode};
+use http::{header, Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{Api, WriteOpts};
-use crate::auth::{Authenticator, Authorizer};
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
-use crate::registry;
-
-/// Everything a request handler needs.
-pub struct State {
-    /// The API operations.
-    pub api: Api,
-    /// Authentication.
-    pub authn: Authenticator,
-    /// Authorization.
-    pub authz: Box<dyn Authorizer>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// Cancelled when the server shuts down (ends watches).
-    pub shutdown: CancellationToken,
-    /// `host:port` clients should use.
-    pub advertise: String,
-    /// The OpenAPI documents, built on first use.
-    pub openapi: crate::openapi::Docs,
-    /// The HTTPS client that reaches kubelets (logs), with the API server's kubelet-client
-    /// certificate.
-    pub kubelet_client: reqwest::Client,
-    /// The same identity for streaming connections (exec, attach, port-forward).
-    pub kubelet_tls: Arc<rustls::ClientConfig>,
-}
-
-/// Accepts any kubelet serving certificate (they are self-signed), checking only that the
-/// handshake is signed by it.
-#[derive(Debug)]
-struct AnyKubeletCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyKubeletCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// The TLS client configuration for kubelets: the kubelet-client certificate; kubelets serve
-/// self-signed certificates, which (as Kubernetes does without
-/// `--kubelet-certificate-authority`) are not verified.
-pub fn kubelet_tls(pki: &crate::certs::Pki) -> anyhow::Result<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(pki.kubelet_client.0.as_bytes())
-            .collect::<Result<_, _>>()?;
-    let key = PrivateKeyDer::from_pem_slice(pki.kubelet_client.1.as_bytes())?;
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyKubeletCert(provider)))
-        .with_client_auth_cert(certs, key)?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(cfg)
-}
-
-/// The HTTP client for kubelets, on the same TLS configuration as streaming connections.
-pub fn kubelet_client(tls: &rustls::ClientConfig) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .use_preconfigured_tls(tls.clone())
-        .connect_timeout(Duration::from_secs(5))
-        .build()?)
-}
+use crate::request::WriteOpts;
+use crate::state::State;
 
 /// The rustls server configuration: our serving certificate, client certificates from the
 /// cluster CA accepted but not required (tokens are the alternative).
@@ -226,197 +123,79 @@ async fn serve_grpc(
     }
 }
 
-fn text(code: StatusCode, body: impl Into<String>) -> Response<Body> {
-    Response::builder()
-        .status(code)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .header("X-Content-Type-Options", "nosniff")
-        .body(Body::from(body.into()))
-        .expect("valid response")
-}
+/// The field manager the server's own writes are recorded under.
+const MANAGER: &str = "skiff-apiserver";
 
-/// Whether etcd answers and every watch cache has loaded.
-pub async fn checks(state: &State) -> Vec<(&'static str, bool)> {
-    let etcd = tokio::time::timeout(Duration::from_secs(2), state.api.store.current_revision())
-        .await
-        .map(|r| r.is_ok())
-        .unwrap_or(false);
-    let caches = state.api.caches().all(|c| c.is_ready());
-    vec![
-        ("ping", true),
-        ("etcd", etcd),
-        ("informer-sync", caches),
-        ("shutdown", !state.shutdown.is_cancelled()),
-    ]
-}
-
-fn health_response(name: &str, checks: &[(&'static str, bool)], verbose: bool) -> Response<Body> {
-    let ok = checks.iter().all(|(_, ok)| *ok);
-    let code = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::INTERNAL_SERVER_ERROR
+/// Creates what every cluster has: the system namespaces, the `kubernetes` Service and its
+/// Endpoints, and the system PriorityClasses.
+pub async fn bootstrap(
+    state: &State,
+    first_service_ip: &str,
+    secure_port: u16,
+    advertise_ip: &str,
+) -> Result<()> {
+    let store = &state.store;
+    let served = |group: &str, plural: &str| {
+        store
+            .find(group, "v1", plural)
+            .ok_or_else(|| Error::internal(format!("{plural} are not served")))
     };
-    if !verbose && ok {
-        return text(code, "ok");
-    }
-    let mut body = String::new();
-    for (n, ok) in checks {
-        if *ok {
-            body.push_str(&format!("[+]{n} ok\n"));
-        } else {
-            body.push_str(&format!("[-]{n} failed: reason withheld\n"));
-        }
-    }
-    if ok {
-        body.push_str(&format!("{name} check passed\n"));
-    } else {
-        body.push_str(&format!("{name} check failed\n"));
-    }
-    text(code, body)
-}
-
-/// The `/version` document.
-pub fn version() -> Value {
-    json!({
-        "major": "1",
-        "minor": "33",
-        "gitVersion": format!("v1.33.0-skiff.{}", env!("CARGO_PKG_VERSION")),
-        "gitCommit": "",
-        "gitTreeState": "clean",
-        "buildDate": "1970-01-01T00:00:00Z",
-        "goVersion": "n/a",
-        "compiler": "rustc",
-        "platform": format!("{}/{}", std::env::consts::OS, match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", a => a }),
-    })
-}
-
-/// Serves paths outside the resource API.
-pub async fn non_resource(
-    state: &Arc<State>,
-    req: &Request<hyper::body::Incoming>,
-    path: &str,
-) -> Result<Response<Body>> {
-    let verbose = req.uri().query().is_some_and(|q| {
-        q.split('&')
-            .any(|p| p == "verbose" || p.starts_with("verbose="))
-    });
-    if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
-        return Err(Error::method_not_allowed(
-            "only GET is allowed on this path",
-        ));
-    }
-    match path.trim_end_matches('/') {
-        "/livez" => Ok(health_response("livez", &[("ping", true)], verbose)),
-        "/healthz" => Ok(health_response("healthz", &checks(state).await, verbose)),
-        "/readyz" => Ok(health_response("readyz", &checks(state).await, verbose)),
-        p if p.starts_with("/livez/")
-            || p.starts_with("/readyz/")
-            || p.starts_with("/healthz/") =>
-        {
-            let name = p.rsplit('/').next().unwrap_or("");
-            let all = checks(state).await;
-            match all.iter().find(|(n, _)| *n == name) {
-                Some((_, true)) => Ok(text(StatusCode::OK, "ok")),
-                Some((_, false)) => Ok(text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("[-]{name} failed"),
-                )),
-                None => Err(Error::not_found_message(format!(
-                    "no such health check: {name}"
-                ))),
+    let opts = WriteOpts::internal(MANAGER);
+    let create = |r, ns: Option<&'static str>, obj: Value| {
+        let opts = &opts;
+        async move {
+            match store.create(&r, ns, obj, opts).await {
+                Ok(_) => Ok(true),
+                Err(e) if e.code() == 409 => Ok(false),
+                Err(e) => Err(e),
             }
         }
-        "/version" => Ok(Response::builder()
-            .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(
-                serde_json::to_vec(&version()).unwrap_or_default(),
-            ))
-            .expect("valid response")),
-        "/metrics" => Ok(Response::builder()
-            .status(StatusCode::OK)
-            .header(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )
-            .body(Body::from(state.metrics.render()))
-            .expect("valid response")),
-        p if p == "/openapi/v2" || p.starts_with("/openapi/v3") => state.openapi.serve(req, p),
-        "" => {
-            let paths: Vec<String> = [
-                "/api",
-                "/api/v1",
-                "/apis",
-                "/healthz",
-                "/livez",
-                "/metrics",
-                "/openapi/v2",
-                "/openapi/v3",
-                "/readyz",
-                "/version",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .chain(
-                registry::all()
-                    .iter()
-                    .filter(|r| !r.group.is_empty())
-                    .map(|r| format!("/apis/{}/{}", r.group, r.version)),
-            )
-            .collect();
-            let mut paths = paths;
-            paths.sort();
-            paths.dedup();
-            Ok(Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(
-                    serde_json::to_vec(&json!({"paths": paths})).unwrap_or_default(),
-                ))
-                .expect("valid response"))
-        }
-        _ => Err(Error::not_found_message(
-            "the server could not find the requested resource",
-        )),
-    }
-}
-
-/// Creates the namespaces and the `kubernetes` service every cluster has.
-pub async fn bootstrap(state: &State, secure_port: u16, advertise_ip: &str) -> Result<()> {
-    let api = &state.api;
-    let ns = registry::find("", "v1", "namespaces").expect("served");
-    let opts = WriteOpts {
-        field_manager: Some("skiff-apiserver".into()),
-        ..Default::default()
     };
+    let ns = served("", "namespaces")?;
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-        match api.create(ns, None, obj, &opts).await {
-            Ok(_) => tracing::info!(namespace = name, "created namespace"),
-            Err(e) if e.code() == 409 => {}
-            Err(e) => return Err(e),
+        if create(ns.clone(), None, obj).await? {
+            tracing::info!(namespace = name, "created namespace");
         }
     }
-    let svc = registry::find("", "v1", "services").expect("served");
-    let first = state.api.ranges.first_ip().to_string();
+    let pc = store
+        .find("scheduling.k8s.io", "v1", "priorityclasses")
+        .ok_or_else(|| Error::internal("priorityclasses are not served"))?;
+    for (name, value, what) in [
+        ("system-node-critical", 2_000_001_000, "Used for system critical pods that must not be moved from their current node."),
+        ("system-cluster-critical", 2_000_000_000, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."),
+    ] {
+        let obj = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": name}, "value": value, "description": what,
+            "preemptionPolicy": "PreemptLowerPriority"});
+        create(pc.clone(), None, obj).await?;
+    }
     let obj = json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
-        "spec": {"clusterIP": first, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": secure_port}], "sessionAffinity": "None", "type": "ClusterIP"},
+        "spec": {"clusterIP": first_service_ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": secure_port}], "sessionAffinity": "None", "type": "ClusterIP"},
     });
-    match api.create(svc, Some("default"), obj, &opts).await {
+    match store
+        .create(&served("", "services")?, Some("default"), obj, &opts)
+        .await
+    {
         Ok(_) | Err(Error::Api(_)) => {}
         Err(e) => return Err(e),
     }
-    let ep = registry::find("", "v1", "endpoints").expect("served");
     let obj = json!({
         "apiVersion": "v1", "kind": "Endpoints",
         "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
         "subsets": [{"addresses": [{"ip": advertise_ip}], "ports": [{"name": "https", "port": secure_port, "protocol": "TCP"}]}],
     });
-    match api
-        .update(ep, Some("default"), "kubernetes", obj, None, &opts)
+    match store
+        .update(
+            &served("", "endpoints")?,
+            Some("default"),
+            "kubernetes",
+            obj,
+            None,
+            &opts,
+        )
         .await
     {
         Ok(_) => {}
@@ -440,11 +219,11 @@ pub async fn compaction_loop(state: Arc<State>, interval: Duration, shutdown: Ca
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        let Ok(rev) = state.api.store.current_revision().await else {
+        let Ok(rev) = state.store.etcd.current_revision().await else {
             continue;
         };
         if last > 0 {
-            match state.api.store.compact(last).await {
+            match state.store.etcd.compact(last).await {
                 Ok(()) => tracing::info!(revision = last, "compacted etcd"),
                 Err(e) => tracing::debug!(error = %e, "compaction skipped"),
             }
@@ -455,11 +234,14 @@ pub async fn compaction_loop(state: Arc<State>, interval: Duration, shutdown: Ca
 
 /// Removes terminating namespaces once nothing is left in them.
 pub async fn namespace_loop(state: Arc<State>, shutdown: CancellationToken) {
-    let nsr = registry::find("", "v1", "namespaces").expect("served");
-    let api = &state.api;
-    let cache = api.cache(nsr).clone();
+    let store = &state.store;
+    let Some(nsr) = store.find("", "v1", "namespaces") else {
+        return;
+    };
+    let cache = store.cache(&nsr);
     cache.wait_ready().await;
-    let root = api.store.prefix().to_string();
+    let root = store.etcd.prefix().to_string();
+    let opts = WriteOpts::internal(MANAGER);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -468,10 +250,11 @@ pub async fn namespace_loop(state: Arc<State>, shutdown: CancellationToken) {
         let (terminating, _) = cache.list(&nsr.prefix(&root), |n| n.deleting);
         for ns in terminating {
             let name = ns.name.clone();
-            let empty = registry::all()
+            let empty = store
+                .resources()
                 .iter()
                 .filter(|r| r.namespaced)
-                .all(|r| !api.cache(r).any_under(&r.ns_prefix(&root, Some(&name))));
+                .all(|r| !store.cache(r).any_under(&r.ns_prefix(&root, Some(&name))));
             if !empty {
                 continue;
             }
@@ -482,11 +265,10 @@ pub async fn namespace_loop(state: Arc<State>, shutdown: CancellationToken) {
             {
                 f.retain(|x| x != "kubernetes");
             }
-            let opts = WriteOpts {
-                field_manager: Some("skiff-apiserver".into()),
-                ..Default::default()
-            };
-            match api.update(nsr, None, &name, next, None, &opts).await {
+            match store
+                .update_subresource(&nsr, None, &name, "finalize", next, &opts)
+                .await
+            {
                 Ok(_) => tracing::info!(namespace = %name, "namespace emptied and removed"),
                 Err(e) if e.code() == 404 || e.code() == 409 => {}
                 Err(e) => tracing::warn!(namespace = %name, error = %e, "finalizing namespace"),

@@ -346,6 +346,7 @@ impl<K: Object> Api<K> {
         let msg = pb::GetRequest {
             resource: Some(self.resource_ref()),
             name: name.to_string(),
+            ..Default::default()
         };
         let o = self
             .call("get", msg, |mut c, r| async move { c.get(r).await })
@@ -395,6 +396,7 @@ impl<K: Object> Api<K> {
             resource: Some(self.resource_ref()),
             object: Some(encode(obj)?),
             options: Some(post_options(pp)),
+            ..Default::default()
         };
         let w = self
             .call("create", msg, |mut c, r| async move { c.create(r).await })
@@ -439,6 +441,7 @@ impl<K: Object> Api<K> {
             resource: Some(self.resource_ref()),
             object: Some(self.named(name, obj)?),
             options: Some(post_options(pp)),
+            ..Default::default()
         };
         let w = self
             .call("update", msg, |mut c, r| async move {

@@ -430,6 +430,7 @@ async fn grpc_errors_carry_kubernetes_status() {
                 field_validation: skiff_client::proto::FieldValidation::Strict as i32,
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -444,7 +445,7 @@ async fn grpc_errors_carry_kubernetes_status() {
                 json: b"{not json".to_vec().into(),
                 ..Default::default()
             }),
-            options: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -8,7 +8,7 @@ use etcd_client::{Client, DeleteOptions};
 use skiff_apiserver::metrics::Metrics;
 use skiff_apiserver::registry;
 use skiff_apiserver::storage::watch_cache::WatchCache;
-use skiff_apiserver::storage::Store;
+use skiff_apiserver::storage::Etcd as Store;
 use skiff_e2e::Etcd;
 
 const PREFIX: &str = "/registry/configmaps/";
@@ -37,7 +37,7 @@ async fn catches_up_only_when_nothing_under_its_prefix_changed() {
     )
     .await
     .unwrap();
-    let r = registry::find("", "v1", "configmaps").unwrap();
+    let r = registry::builtin("", "configmaps").unwrap();
     // Filled from a list and not following etcd: nothing can reach it but `catch_up`.
     let cache = WatchCache::new(r, PREFIX.into(), 100);
     cache.list_all(&store).await.unwrap();

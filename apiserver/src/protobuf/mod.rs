@@ -283,10 +283,11 @@ pub fn decode_object(body: &[u8]) -> Result<Value> {
             k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions,
             k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions,
         >(&raw)?,
-        (av, k) => {
-            return Err(Error::unsupported_media_type(&format!(
-                "{MEDIA_TYPE} (no protobuf decoding for {k} in {av}; send JSON)"
-            )))
+        _ => {
+            return Err(Error::unsupported_media_type(
+                MEDIA_TYPE,
+                &["application/json", "application/yaml"],
+            ))
         }
     };
     drop_zero_generation(&mut v);

@@ -1,16 +1,12 @@
 //! apps/v1: Deployments, ReplicaSets and DaemonSets.
 
-use std::marker::PhantomData;
-
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{json, Value};
 
-use super::{
-    clear_status, col, containers_images, i, no_field, selector_text, Column, ResourceInfo, Typed,
-};
+use super::{clear_status, col, containers_images, i, selector_text, Builtin, Column, Typed};
 use crate::error::Cause;
 use crate::registry::pod;
 use crate::validation as v;
@@ -20,7 +16,7 @@ const AGE: &str =
 const NAME: &str = "Name must be unique within a namespace.";
 
 /// The deployments resource.
-pub const DEPLOYMENTS: ResourceInfo = ResourceInfo {
+pub static DEPLOYMENTS: Builtin = Builtin {
     group: "apps",
     version: "v1",
     kind: "Deployment",
@@ -29,14 +25,18 @@ pub const DEPLOYMENTS: ResourceInfo = ResourceInfo {
     short_names: &["deploy"],
     categories: &["all"],
     namespaced: true,
-    subresources: &["status", "scale"],
+    subresources: &[
+        ("status", &super::subresource::STATUS),
+        ("scale", &super::subresource::SCALE),
+    ],
+    selectable: &[],
     has_generation: true,
     strategy: &DEPLOY,
     schema: super::schema_of::<Deployment>,
 };
 
 /// The replicasets resource.
-pub const REPLICASETS: ResourceInfo = ResourceInfo {
+pub static REPLICASETS: Builtin = Builtin {
     group: "apps",
     version: "v1",
     kind: "ReplicaSet",
@@ -45,14 +45,18 @@ pub const REPLICASETS: ResourceInfo = ResourceInfo {
     short_names: &["rs"],
     categories: &["all"],
     namespaced: true,
-    subresources: &["status", "scale"],
+    subresources: &[
+        ("status", &super::subresource::STATUS),
+        ("scale", &super::subresource::SCALE),
+    ],
+    selectable: &["status.replicas"],
     has_generation: true,
     strategy: &RS,
     schema: super::schema_of::<ReplicaSet>,
 };
 
 /// The daemonsets resource.
-pub const DAEMONSETS: ResourceInfo = ResourceInfo {
+pub static DAEMONSETS: Builtin = Builtin {
     group: "apps",
     version: "v1",
     kind: "DaemonSet",
@@ -61,7 +65,8 @@ pub const DAEMONSETS: ResourceInfo = ResourceInfo {
     short_names: &["ds"],
     categories: &["all"],
     namespaced: true,
-    subresources: &["status"],
+    subresources: &[("status", &super::subresource::STATUS)],
+    selectable: &[],
     has_generation: true,
     strategy: &DS,
     schema: super::schema_of::<DaemonSet>,
@@ -73,11 +78,7 @@ static DEPLOY: Typed<Deployment> = Typed {
     validate: validate_deploy,
     validate_update: deploy_update,
     prepare_create: clear_status,
-    columns: deploy_columns,
-    cells: deploy_cells,
-    field: no_field,
-    selectable: &[],
-    ty: PhantomData,
+    ..Typed::new(deploy_columns, deploy_cells)
 };
 
 static RS: Typed<ReplicaSet> = Typed {
@@ -86,11 +87,7 @@ static RS: Typed<ReplicaSet> = Typed {
     validate: validate_rs,
     validate_update: rs_update,
     prepare_create: clear_status,
-    columns: rs_columns,
-    cells: rs_cells,
-    field: no_field,
-    selectable: &["status.replicas"],
-    ty: PhantomData,
+    ..Typed::new(rs_columns, rs_cells)
 };
 
 static DS: Typed<DaemonSet> = Typed {
@@ -99,11 +96,7 @@ static DS: Typed<DaemonSet> = Typed {
     validate: validate_ds,
     validate_update: ds_update,
     prepare_create: clear_status,
-    columns: ds_columns,
-    cells: ds_cells,
-    field: no_field,
-    selectable: &[],
-    ty: PhantomData,
+    ..Typed::new(ds_columns, ds_cells)
 };
 
 fn default_template(t: &mut PodTemplateSpec) {

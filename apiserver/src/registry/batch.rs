@@ -1,11 +1,9 @@
 //! batch/v1: Jobs and CronJobs.
 
-use std::marker::PhantomData;
-
 use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec};
 use serde_json::{json, Value};
 
-use super::{col, containers_images, i, no_field, s, selector_text, Column, ResourceInfo, Typed};
+use super::{col, containers_images, i, s, selector_text, Builtin, Column, Typed};
 use crate::error::Cause;
 use crate::registry::{apps, pod};
 use crate::validation as v;
@@ -15,7 +13,7 @@ const AGE: &str =
 const NAME: &str = "Name must be unique within a namespace.";
 
 /// The jobs resource.
-pub const JOBS: ResourceInfo = ResourceInfo {
+pub static JOBS: Builtin = Builtin {
     group: "batch",
     version: "v1",
     kind: "Job",
@@ -24,14 +22,15 @@ pub const JOBS: ResourceInfo = ResourceInfo {
     short_names: &[],
     categories: &["all"],
     namespaced: true,
-    subresources: &["status"],
+    subresources: &[("status", &super::subresource::STATUS)],
+    selectable: &["status.successful"],
     has_generation: true,
     strategy: &JOB,
     schema: super::schema_of::<Job>,
 };
 
 /// The cronjobs resource.
-pub const CRONJOBS: ResourceInfo = ResourceInfo {
+pub static CRONJOBS: Builtin = Builtin {
     group: "batch",
     version: "v1",
     kind: "CronJob",
@@ -40,7 +39,8 @@ pub const CRONJOBS: ResourceInfo = ResourceInfo {
     short_names: &["cj"],
     categories: &["all"],
     namespaced: true,
-    subresources: &["status"],
+    subresources: &[("status", &super::subresource::STATUS)],
+    selectable: &[],
     has_generation: true,
     strategy: &CRON,
     schema: super::schema_of::<CronJob>,
@@ -52,11 +52,7 @@ static JOB: Typed<Job> = Typed {
     validate: validate_job,
     validate_update: job_update,
     prepare_create: job_prepare,
-    columns: job_columns,
-    cells: job_cells,
-    field: no_field,
-    selectable: &["status.successful"],
-    ty: PhantomData,
+    ..Typed::new(job_columns, job_cells)
 };
 
 static CRON: Typed<CronJob> = Typed {
@@ -65,11 +61,7 @@ static CRON: Typed<CronJob> = Typed {
     validate: validate_cron,
     validate_update: super::no_validate_update,
     prepare_create: super::clear_status,
-    columns: cron_columns,
-    cells: cron_cells,
-    field: no_field,
-    selectable: &[],
-    ty: PhantomData,
+    ..Typed::new(cron_columns, cron_cells)
 };
 
 /// Gives a job without `manualSelector` the selector and template labels Kubernetes generates

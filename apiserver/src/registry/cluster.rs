@@ -1,15 +1,13 @@
 //! PriorityClasses (scheduling.k8s.io/v1): named pod priorities.
 
-use std::marker::PhantomData;
-
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use serde_json::{json, Value};
 
-use super::{col, no_field, no_prepare, Column, ResourceInfo, Typed};
+use super::{col, Builtin, Column, Typed};
 use crate::error::Cause;
 
 /// The priorityclasses resource.
-pub const PRIORITYCLASSES: ResourceInfo = ResourceInfo {
+pub static PRIORITYCLASSES: Builtin = Builtin {
     group: "scheduling.k8s.io",
     version: "v1",
     kind: "PriorityClass",
@@ -19,22 +17,17 @@ pub const PRIORITYCLASSES: ResourceInfo = ResourceInfo {
     categories: &[],
     namespaced: false,
     subresources: &[],
+    selectable: &[],
     has_generation: false,
     strategy: &STRATEGY,
     schema: super::schema_of::<PriorityClass>,
 };
 
 static STRATEGY: Typed<PriorityClass> = Typed {
-    status: false,
     defaults,
     validate,
     validate_update,
-    prepare_create: no_prepare,
-    columns,
-    cells,
-    field: no_field,
-    selectable: &[],
-    ty: PhantomData,
+    ..Typed::new(columns, cells)
 };
 
 fn defaults(pc: &mut PriorityClass) {

@@ -1,16 +1,12 @@
 //! ConfigMaps, Secrets and ServiceAccounts: small keyed data objects.
 
 use std::collections::BTreeMap;
-use std::marker::PhantomData;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::ByteString;
 use serde_json::{json, Value};
 
-use super::{
-    col, no_defaults, no_field, no_prepare, no_validate, no_validate_update, s, Column,
-    ResourceInfo, Typed,
-};
+use super::{col, s, Builtin, Column, Typed};
 use crate::error::Cause;
 
 const AGE: &str =
@@ -18,7 +14,7 @@ const AGE: &str =
 const NAME: &str = "Name must be unique within a namespace.";
 
 /// The configmaps resource.
-pub const CONFIGMAPS: ResourceInfo = ResourceInfo {
+pub static CONFIGMAPS: Builtin = Builtin {
     group: "",
     version: "v1",
     kind: "ConfigMap",
@@ -28,13 +24,14 @@ pub const CONFIGMAPS: ResourceInfo = ResourceInfo {
     categories: &[],
     namespaced: true,
     subresources: &[],
+    selectable: &[],
     has_generation: false,
     strategy: &CM,
     schema: super::schema_of::<ConfigMap>,
 };
 
 /// The secrets resource.
-pub const SECRETS: ResourceInfo = ResourceInfo {
+pub static SECRETS: Builtin = Builtin {
     group: "",
     version: "v1",
     kind: "Secret",
@@ -44,13 +41,14 @@ pub const SECRETS: ResourceInfo = ResourceInfo {
     categories: &[],
     namespaced: true,
     subresources: &[],
+    selectable: &["type"],
     has_generation: false,
     strategy: &SECRET,
     schema: super::schema_of::<Secret>,
 };
 
 /// The serviceaccounts resource.
-pub const SERVICEACCOUNTS: ResourceInfo = ResourceInfo {
+pub static SERVICEACCOUNTS: Builtin = Builtin {
     group: "",
     version: "v1",
     kind: "ServiceAccount",
@@ -59,49 +57,28 @@ pub const SERVICEACCOUNTS: ResourceInfo = ResourceInfo {
     short_names: &["sa"],
     categories: &[],
     namespaced: true,
-    subresources: &["token"],
+    subresources: &[],
+    selectable: &[],
     has_generation: false,
     strategy: &SA,
     schema: super::schema_of::<ServiceAccount>,
 };
 
 static CM: Typed<ConfigMap> = Typed {
-    status: false,
-    defaults: no_defaults,
     validate: validate_cm,
     validate_update: validate_cm_update,
-    prepare_create: no_prepare,
-    columns: cm_columns,
-    cells: cm_cells,
-    field: no_field,
-    selectable: &[],
-    ty: PhantomData,
+    ..Typed::new(cm_columns, cm_cells)
 };
 
 static SECRET: Typed<Secret> = Typed {
-    status: false,
     defaults: secret_defaults,
     validate: validate_secret,
     validate_update: validate_secret_update,
-    prepare_create: no_prepare,
-    columns: secret_columns,
-    cells: secret_cells,
-    field: no_field,
-    selectable: &["type"],
-    ty: PhantomData,
+    ..Typed::new(secret_columns, secret_cells)
 };
 
 static SA: Typed<ServiceAccount> = Typed {
-    status: false,
-    defaults: no_defaults,
-    validate: no_validate,
-    validate_update: no_validate_update,
-    prepare_create: no_prepare,
-    columns: sa_columns,
-    cells: sa_cells,
-    field: no_field,
-    selectable: &[],
-    ty: PhantomData,
+    ..Typed::new(sa_columns, sa_cells)
 };
 
 fn data_key(field: &str, key: &str, out: &mut Vec<Cause>) {

@@ -1,14 +1,10 @@
 //! Endpoints (core/v1) and EndpointSlices (discovery.k8s.io/v1): where a Service's pods are.
 
-use std::marker::PhantomData;
-
 use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{json, Value};
 
-use super::{
-    col, no_defaults, no_field, no_prepare, no_validate_update, s, Column, ResourceInfo, Typed,
-};
+use super::{col, s, Builtin, Column, Typed};
 use crate::error::Cause;
 use crate::validation as v;
 
@@ -16,7 +12,7 @@ const AGE: &str =
     "CreationTimestamp is a timestamp representing the server time when this object was created.";
 
 /// The endpoints resource.
-pub const INFO: ResourceInfo = ResourceInfo {
+pub static INFO: Builtin = Builtin {
     group: "",
     version: "v1",
     kind: "Endpoints",
@@ -26,13 +22,14 @@ pub const INFO: ResourceInfo = ResourceInfo {
     categories: &[],
     namespaced: true,
     subresources: &[],
+    selectable: &[],
     has_generation: false,
     strategy: &EP,
     schema: super::schema_of::<Endpoints>,
 };
 
 /// The endpointslices resource.
-pub const SLICES: ResourceInfo = ResourceInfo {
+pub static SLICES: Builtin = Builtin {
     group: "discovery.k8s.io",
     version: "v1",
     kind: "EndpointSlice",
@@ -42,35 +39,23 @@ pub const SLICES: ResourceInfo = ResourceInfo {
     categories: &[],
     namespaced: true,
     subresources: &[],
+    selectable: &["addressType"],
     has_generation: true,
     strategy: &SLICE,
     schema: super::schema_of::<EndpointSlice>,
 };
 
 static EP: Typed<Endpoints> = Typed {
-    status: false,
     defaults: ep_defaults,
     validate: validate_ep,
-    validate_update: no_validate_update,
-    prepare_create: no_prepare,
-    columns: ep_columns,
-    cells: ep_cells,
-    field: no_field,
-    selectable: &[],
-    ty: PhantomData,
+    create_on_update: true,
+    ..Typed::new(ep_columns, ep_cells)
 };
 
 static SLICE: Typed<EndpointSlice> = Typed {
-    status: false,
-    defaults: no_defaults,
     validate: validate_slice,
-    validate_update: no_validate_update,
-    prepare_create: no_prepare,
-    columns: slice_columns,
-    cells: slice_cells,
-    field: no_field,
-    selectable: &["addressType"],
-    ty: PhantomData,
+    create_on_update: true,
+    ..Typed::new(slice_columns, slice_cells)
 };
 
 fn ep_defaults(ep: &mut Endpoints) {

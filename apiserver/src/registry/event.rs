@@ -1,15 +1,13 @@
 //! Events (core/v1): what happened to which object.
 
-use std::marker::PhantomData;
-
 use k8s_openapi::api::core::v1::Event;
 use serde_json::{json, Value};
 
-use super::{col, no_defaults, no_prepare, no_validate_update, s, Column, ResourceInfo, Typed};
+use super::{col, s, Builtin, Column, Typed};
 use crate::error::Cause;
 
 /// The events resource.
-pub const INFO: ResourceInfo = ResourceInfo {
+pub static INFO: Builtin = Builtin {
     group: "",
     version: "v1",
     kind: "Event",
@@ -19,20 +17,6 @@ pub const INFO: ResourceInfo = ResourceInfo {
     categories: &[],
     namespaced: true,
     subresources: &[],
-    has_generation: false,
-    strategy: &STRATEGY,
-    schema: super::schema_of::<Event>,
-};
-
-static STRATEGY: Typed<Event> = Typed {
-    status: false,
-    defaults: no_defaults,
-    validate,
-    validate_update: no_validate_update,
-    prepare_create: no_prepare,
-    columns,
-    cells,
-    field,
     selectable: &[
         "involvedObject.kind",
         "involvedObject.namespace",
@@ -46,7 +30,17 @@ static STRATEGY: Typed<Event> = Typed {
         "source",
         "type",
     ],
-    ty: PhantomData,
+    has_generation: false,
+    strategy: &STRATEGY,
+    schema: super::schema_of::<Event>,
+};
+
+static STRATEGY: Typed<Event> = Typed {
+    validate,
+    name_rule: super::NameRule::PathSegment,
+    create_on_update: true,
+    field,
+    ..Typed::new(columns, cells)
 };
 
 fn validate(ev: &Event) -> Vec<Cause> {

@@ -1,17 +1,13 @@
 //! Leases (coordination.k8s.io/v1): node heartbeats and leader election.
 
-use std::marker::PhantomData;
-
 use k8s_openapi::api::coordination::v1::Lease;
 use serde_json::{json, Value};
 
-use super::{
-    col, no_defaults, no_field, no_prepare, no_validate_update, s, Column, ResourceInfo, Typed,
-};
+use super::{col, s, Builtin, Column, Typed};
 use crate::error::Cause;
 
 /// The leases resource.
-pub const INFO: ResourceInfo = ResourceInfo {
+pub static INFO: Builtin = Builtin {
     group: "coordination.k8s.io",
     version: "v1",
     kind: "Lease",
@@ -21,22 +17,17 @@ pub const INFO: ResourceInfo = ResourceInfo {
     categories: &[],
     namespaced: true,
     subresources: &[],
+    selectable: &[],
     has_generation: false,
     strategy: &STRATEGY,
     schema: super::schema_of::<Lease>,
 };
 
 static STRATEGY: Typed<Lease> = Typed {
-    status: false,
-    defaults: no_defaults,
     validate,
-    validate_update: no_validate_update,
-    prepare_create: no_prepare,
-    columns,
-    cells,
-    field: no_field,
-    selectable: &[],
-    ty: PhantomData,
+    name_rule: super::NameRule::PathSegment,
+    create_on_update: true,
+    ..Typed::new(columns, cells)
 };
 
 fn validate(l: &Lease) -> Vec<Cause> {

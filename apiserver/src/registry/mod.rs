@@ -1,25 +1,41 @@
-//! The resources the server serves, and each one's strategy: defaults, validation, table
-//! columns and selectable fields. One file per resource.
+//! The resources the server serves, and each one's behaviour: its strategy (defaults,
+//! validation, name rule, allocations, graceful deletion, table columns, selectable fields)
+//! and its subresources. One file per resource; nothing here knows how objects are stored.
+//!
+//! Built-in types are described by a static [`Builtin`]; the server serves them as
+//! [`ResourceInfo`]s, which could as well be built at run time (a type that exists only once
+//! someone defines it).
 
 mod apps;
 mod batch;
+pub mod cells;
 mod cluster;
 mod configmap;
 mod endpoints;
 mod event;
 mod lease;
-mod namespace;
+pub mod namespace;
 mod node;
+pub mod objects;
 pub mod pod;
-mod service;
+pub mod service;
+pub mod subresource;
 
-use std::marker::PhantomData;
+use std::ops::Deref;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::error::Cause;
+pub use cells::*;
+pub use objects::Objects;
+pub use subresource::Subresource;
+
+use crate::error::{Cause, Result};
+use crate::storage::cached::Indexer;
+use crate::storage::{Etcd, SideEffect};
+use crate::validation as v;
 
 /// One column of a `Table` response.
 #[derive(Debug, Clone)]
@@ -57,7 +73,7 @@ pub const fn col(
     }
 }
 
-/// Why an object was refused at admission.
+/// Why an object was refused by its type.
 #[derive(Debug)]
 pub enum Rejection {
     /// It does not decode as the type (400).
@@ -66,7 +82,7 @@ pub enum Rejection {
     Invalid(Vec<Cause>),
 }
 
-/// What admission made of an object.
+/// What defaulting made of an object.
 #[derive(Debug)]
 pub struct Admitted {
     /// The decoded, defaulted object.
@@ -75,26 +91,93 @@ pub struct Admitted {
     pub unknown: Vec<String>,
 }
 
-/// Per-type behaviour.
+/// The rule a type's names follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameRule {
+    /// A DNS-1123 subdomain (most types).
+    Subdomain,
+    /// A DNS-1123 label (namespaces).
+    Label,
+    /// A DNS-1035 label (services).
+    Dns1035,
+    /// Any path segment (events, leases): kube-apiserver checks nothing more.
+    PathSegment,
+}
+
+/// Per-type behaviour. The generic store calls these at fixed points of every write: a type
+/// changes what its objects go through only here.
+#[async_trait::async_trait]
 pub trait Strategy: Send + Sync {
-    /// Decodes `obj` as the type, applies defaults, validates it (against `old` on update).
-    fn admit(&self, obj: Value, old: Option<&Value>) -> Result<Admitted, Rejection>;
+    /// Decodes `obj` as the type and fills in its defaults (before admission).
+    fn default(&self, obj: Value) -> Result<Admitted, Rejection>;
+    /// Validates an object (after admission), against `old` on update.
+    fn validate(&self, obj: &Value, old: Option<&Value>) -> Result<(), Rejection>;
     /// Whether the type has a `status` subresource (main writes then keep the old status).
     fn has_status(&self) -> bool;
-    /// Changes made on create before validation (clearing status, setting phase, ...).
+    /// Changes made on create before defaulting (clearing status, setting phase, ...).
     fn prepare_create(&self, _obj: &mut Value) {}
+    /// Changes made on update before defaulting, knowing the old object.
+    fn prepare_update(&self, _new: &mut Value, _old: &Value) {}
+    /// The rule the type's names follow.
+    fn name_rule(&self) -> NameRule {
+        NameRule::Subdomain
+    }
+    /// Whether a PUT of a missing object creates it.
+    fn allow_create_on_update(&self) -> bool {
+        false
+    }
+    /// Assigns what the type allocates (addresses, ports) to a new or changed object, and the
+    /// keys to claim and release in the same etcd transaction as the write.
+    async fn allocate(
+        &self,
+        _etcd: &Etcd,
+        _obj: &mut Value,
+        _old: Option<&Value>,
+    ) -> Result<Vec<SideEffect>> {
+        Ok(Vec::new())
+    }
+    /// What a deleted object releases, in the same transaction as the delete.
+    fn release(&self, _etcd: &Etcd, _obj: &Value) -> Vec<SideEffect> {
+        Vec::new()
+    }
+    /// The grace period a delete gives the object (0: it goes at once).
+    fn grace_period(&self, _obj: &Value, _requested: Option<i64>) -> i64 {
+        0
+    }
+    /// Whether something besides `metadata.finalizers` still holds a deleting object.
+    fn deletion_held(&self, _obj: &Value) -> bool {
+        false
+    }
+    /// Changes made to an object when its deletion starts.
+    fn prepare_delete(&self, _obj: &mut Value) {}
+    /// Whether a finished delete answers with the object rather than a `Status`.
+    fn return_deleted_object(&self) -> bool {
+        false
+    }
     /// The `Table` columns.
     fn columns(&self) -> Vec<Column>;
     /// One `Table` row's cells, in column order.
     fn cells(&self, obj: &Value) -> Vec<Value>;
-    /// The value of a type-specific field selector field; `None` if the type has no such field.
+    /// The value of a selectable field the type computes rather than reads at its path.
     fn field(&self, _obj: &Value, _field: &str) -> Option<String> {
         None
     }
-    /// The fields this type supports in field selectors beyond `metadata.name/namespace`.
-    fn selectable_fields(&self) -> &'static [&'static str] {
-        &[]
-    }
+}
+
+/// What a type allocates from shared ranges (a Service's ClusterIP and NodePorts): claimed and
+/// released in the same etcd transaction as the object's write.
+#[async_trait::async_trait]
+pub trait Allocator: Send + Sync {
+    /// Assigns what `obj` needs and lacks, checks what it asks for, and returns the keys to
+    /// claim and release (given `old`, what it no longer holds).
+    async fn allocate(
+        &self,
+        etcd: &Etcd,
+        obj: &mut Value,
+        old: Option<&Value>,
+    ) -> Result<Vec<SideEffect>>;
+    /// The keys a deleted object releases.
+    fn release(&self, etcd: &Etcd, obj: &Value) -> Vec<SideEffect>;
 }
 
 /// A strategy built from typed hooks over a k8s-openapi type.
@@ -109,16 +192,50 @@ pub struct Typed<T> {
     pub validate_update: fn(&T, &T) -> Vec<Cause>,
     /// Create-time preparation on the raw object.
     pub prepare_create: fn(&mut Value),
+    /// Update-time preparation on the raw object, knowing the old one.
+    pub prepare_update: fn(&mut Value, &Value),
+    /// The name rule.
+    pub name_rule: NameRule,
+    /// Whether a PUT may create.
+    pub create_on_update: bool,
+    /// The grace period a delete gives an object (given the requested one).
+    pub grace_period: fn(&Value, Option<i64>) -> i64,
+    /// Whether something besides `metadata.finalizers` holds a deleting object.
+    pub deletion_held: fn(&Value) -> bool,
+    /// Changes made when an object's deletion starts.
+    pub prepare_delete: fn(&mut Value),
+    /// Whether a finished delete answers with the object.
+    pub return_deleted_object: bool,
     /// Table columns.
     pub columns: fn() -> Vec<Column>,
     /// Table cells.
     pub cells: fn(&Value) -> Vec<Value>,
-    /// Type-specific field selector values.
+    /// Computed selectable field values.
     pub field: fn(&Value, &str) -> Option<String>,
-    /// Type-specific field selector names.
-    pub selectable: &'static [&'static str],
-    /// The type.
-    pub ty: PhantomData<fn() -> T>,
+}
+
+impl<T> Typed<T> {
+    /// No defaults, validation, preparation, allocation or grace; subdomain names; no status.
+    /// Columns and cells must be given.
+    pub const fn new(columns: fn() -> Vec<Column>, cells: fn(&Value) -> Vec<Value>) -> Self {
+        Typed {
+            status: false,
+            defaults: no_defaults::<T>,
+            validate: no_validate::<T>,
+            validate_update: no_validate_update::<T>,
+            prepare_create: no_prepare,
+            prepare_update: |_, _| {},
+            name_rule: NameRule::Subdomain,
+            create_on_update: false,
+            grace_period: |_, _| 0,
+            deletion_held: |_| false,
+            prepare_delete: no_prepare,
+            return_deleted_object: false,
+            columns,
+            cells,
+            field: no_field,
+        }
+    }
 }
 
 /// No validation.
@@ -133,7 +250,7 @@ pub fn no_validate_update<T>(_: &T, _: &T) -> Vec<Cause> {
 pub fn no_defaults<T>(_: &mut T) {}
 /// Nothing to prepare.
 pub fn no_prepare(_: &mut Value) {}
-/// No extra fields.
+/// No computed fields.
 pub fn no_field(_: &Value, _: &str) -> Option<String> {
     None
 }
@@ -144,22 +261,18 @@ pub fn clear_status(obj: &mut Value) {
     }
 }
 
+fn decode<T: DeserializeOwned>(obj: &Value) -> Result<T, Rejection> {
+    T::deserialize(obj).map_err(|e| Rejection::Decode(e.to_string()))
+}
+
+#[async_trait::async_trait]
 impl<T> Strategy for Typed<T>
 where
-    T: DeserializeOwned + Serialize,
+    T: DeserializeOwned + Serialize + Send + Sync,
 {
-    fn admit(&self, obj: Value, old: Option<&Value>) -> Result<Admitted, Rejection> {
-        let mut typed: T = T::deserialize(&obj).map_err(|e| Rejection::Decode(e.to_string()))?;
+    fn default(&self, obj: Value) -> Result<Admitted, Rejection> {
+        let mut typed: T = decode(&obj)?;
         (self.defaults)(&mut typed);
-        let mut causes = (self.validate)(&typed);
-        if let Some(old) = old {
-            if let Ok(old) = T::deserialize(old) {
-                causes.extend((self.validate_update)(&typed, &old));
-            }
-        }
-        if !causes.is_empty() {
-            return Err(Rejection::Invalid(causes));
-        }
         let value = serde_json::to_value(&typed).map_err(|e| Rejection::Decode(e.to_string()))?;
         let mut unknown = Vec::new();
         unknown_fields(&obj, &value, "", &mut unknown);
@@ -174,12 +287,55 @@ where
         Ok(Admitted { value, unknown })
     }
 
+    fn validate(&self, obj: &Value, old: Option<&Value>) -> Result<(), Rejection> {
+        let typed: T = decode(obj)?;
+        let mut causes = (self.validate)(&typed);
+        if let Some(old) = old {
+            if let Ok(old) = T::deserialize(old) {
+                causes.extend((self.validate_update)(&typed, &old));
+            }
+        }
+        if causes.is_empty() {
+            Ok(())
+        } else {
+            Err(Rejection::Invalid(causes))
+        }
+    }
+
     fn has_status(&self) -> bool {
         self.status
     }
 
     fn prepare_create(&self, obj: &mut Value) {
         (self.prepare_create)(obj)
+    }
+
+    fn prepare_update(&self, new: &mut Value, old: &Value) {
+        (self.prepare_update)(new, old)
+    }
+
+    fn name_rule(&self) -> NameRule {
+        self.name_rule
+    }
+
+    fn allow_create_on_update(&self) -> bool {
+        self.create_on_update
+    }
+
+    fn grace_period(&self, obj: &Value, requested: Option<i64>) -> i64 {
+        (self.grace_period)(obj, requested)
+    }
+
+    fn deletion_held(&self, obj: &Value) -> bool {
+        (self.deletion_held)(obj)
+    }
+
+    fn prepare_delete(&self, obj: &mut Value) {
+        (self.prepare_delete)(obj)
+    }
+
+    fn return_deleted_object(&self) -> bool {
+        self.return_deleted_object
     }
 
     fn columns(&self) -> Vec<Column> {
@@ -192,10 +348,6 @@ where
 
     fn field(&self, obj: &Value, field: &str) -> Option<String> {
         (self.field)(obj, field)
-    }
-
-    fn selectable_fields(&self) -> &'static [&'static str] {
-        self.selectable
     }
 }
 
@@ -235,8 +387,114 @@ fn is_empty_value(v: &Value) -> bool {
     }
 }
 
-/// A served resource.
-pub struct ResourceInfo {
+/// A strategy that also allocates: every hook is the base strategy's, but for allocation and
+/// release, which are the allocator's (a Service's strategy with the configured ranges).
+pub struct WithAllocator {
+    /// The type's own strategy.
+    pub base: Shared<dyn Strategy>,
+    /// What it allocates.
+    pub allocator: Arc<dyn Allocator>,
+}
+
+#[async_trait::async_trait]
+impl Strategy for WithAllocator {
+    fn default(&self, obj: Value) -> Result<Admitted, Rejection> {
+        self.base.default(obj)
+    }
+    fn validate(&self, obj: &Value, old: Option<&Value>) -> Result<(), Rejection> {
+        self.base.validate(obj, old)
+    }
+    fn has_status(&self) -> bool {
+        self.base.has_status()
+    }
+    fn prepare_create(&self, obj: &mut Value) {
+        self.base.prepare_create(obj)
+    }
+    fn prepare_update(&self, new: &mut Value, old: &Value) {
+        self.base.prepare_update(new, old)
+    }
+    fn name_rule(&self) -> NameRule {
+        self.base.name_rule()
+    }
+    fn allow_create_on_update(&self) -> bool {
+        self.base.allow_create_on_update()
+    }
+    async fn allocate(
+        &self,
+        etcd: &Etcd,
+        obj: &mut Value,
+        old: Option<&Value>,
+    ) -> Result<Vec<SideEffect>> {
+        self.allocator.allocate(etcd, obj, old).await
+    }
+    fn release(&self, etcd: &Etcd, obj: &Value) -> Vec<SideEffect> {
+        self.allocator.release(etcd, obj)
+    }
+    fn grace_period(&self, obj: &Value, requested: Option<i64>) -> i64 {
+        self.base.grace_period(obj, requested)
+    }
+    fn deletion_held(&self, obj: &Value) -> bool {
+        self.base.deletion_held(obj)
+    }
+    fn prepare_delete(&self, obj: &mut Value) {
+        self.base.prepare_delete(obj)
+    }
+    fn return_deleted_object(&self) -> bool {
+        self.base.return_deleted_object()
+    }
+    fn columns(&self) -> Vec<Column> {
+        self.base.columns()
+    }
+    fn cells(&self, obj: &Value) -> Vec<Value> {
+        self.base.cells(obj)
+    }
+    fn field(&self, obj: &Value, field: &str) -> Option<String> {
+        self.base.field(obj, field)
+    }
+}
+
+/// The current time as Kubernetes writes timestamps (RFC 3339, seconds, UTC).
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A behaviour object that is either compiled in (`'static`) or built at run time.
+pub enum Shared<T: ?Sized + 'static> {
+    /// A built-in one.
+    Static(&'static T),
+    /// One built at run time.
+    Owned(Arc<T>),
+}
+
+impl<T: ?Sized> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Shared::Static(s) => Shared::Static(s),
+            Shared::Owned(a) => Shared::Owned(a.clone()),
+        }
+    }
+}
+
+impl<T: ?Sized> Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        match self {
+            Shared::Static(s) => s,
+            Shared::Owned(a) => a,
+        }
+    }
+}
+
+/// The OpenAPI schema of a type, added to a generator (returns a reference to it).
+pub type SchemaFn = fn(&mut schemars::SchemaGenerator) -> schemars::Schema;
+
+/// The OpenAPI schema of a k8s-openapi type.
+pub fn schema_of<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    g.subschema_for::<T>()
+}
+
+/// A compiled-in resource.
+pub struct Builtin {
     /// API group ("" for core).
     pub group: &'static str,
     /// API version.
@@ -253,38 +511,132 @@ pub struct ResourceInfo {
     pub categories: &'static [&'static str],
     /// Whether objects live in namespaces.
     pub namespaced: bool,
-    /// Subresources served.
-    pub subresources: &'static [&'static str],
     /// Whether a spec change bumps `metadata.generation`.
     pub has_generation: bool,
+    /// Fields field selectors may name beyond `metadata.name` and `metadata.namespace`.
+    pub selectable: &'static [&'static str],
+    /// The subresources served, by name.
+    pub subresources: &'static [(&'static str, &'static dyn Subresource)],
     /// The type's strategy.
     pub strategy: &'static dyn Strategy,
-    /// Adds the type's OpenAPI schema to a generator, returning a reference to it.
-    pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
+    /// The type's OpenAPI schema.
+    pub schema: SchemaFn,
 }
 
-/// The OpenAPI schema of a k8s-openapi type.
-pub fn schema_of<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    g.subschema_for::<T>()
+/// A served resource.
+pub struct ResourceInfo {
+    /// API group ("" for core).
+    pub group: String,
+    /// API version.
+    pub version: String,
+    /// Kind.
+    pub kind: String,
+    /// Plural resource name (URL segment).
+    pub plural: String,
+    /// Singular name.
+    pub singular: String,
+    /// kubectl short names.
+    pub short_names: Vec<String>,
+    /// Categories (`all`).
+    pub categories: Vec<String>,
+    /// Whether objects live in namespaces.
+    pub namespaced: bool,
+    /// Whether a spec change bumps `metadata.generation`.
+    pub has_generation: bool,
+    /// Fields field selectors may name beyond `metadata.name` and `metadata.namespace`.
+    pub selectable: Vec<String>,
+    /// The subresources served, by name.
+    pub subresources: Vec<(String, Shared<dyn Subresource>)>,
+    /// The type's strategy.
+    pub strategy: Shared<dyn Strategy>,
+    /// The type's OpenAPI schema, for types compiled in.
+    pub schema: Option<SchemaFn>,
+    api_version: String,
+    group_resource: String,
+}
+
+/// A served resource, shared.
+pub type Resource = Arc<ResourceInfo>;
+
+impl From<&Builtin> for ResourceInfo {
+    fn from(b: &Builtin) -> Self {
+        let strings = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
+        ResourceInfo::new(
+            b.group,
+            b.version,
+            b.kind,
+            b.plural,
+            b.singular,
+            b.namespaced,
+            Shared::Static(b.strategy),
+        )
+        .with(|r| {
+            r.short_names = strings(b.short_names);
+            r.categories = strings(b.categories);
+            r.has_generation = b.has_generation;
+            r.selectable = strings(b.selectable);
+            r.subresources = b
+                .subresources
+                .iter()
+                .map(|(n, s)| (n.to_string(), Shared::Static(*s)))
+                .collect();
+            r.schema = Some(b.schema);
+        })
+    }
 }
 
 impl ResourceInfo {
-    /// `v1` or `apps/v1`.
-    pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.to_string()
-        } else {
-            format!("{}/{}", self.group, self.version)
+    /// A resource with no short names, categories, generation, selectable fields or
+    /// subresources.
+    pub fn new(
+        group: &str,
+        version: &str,
+        kind: &str,
+        plural: &str,
+        singular: &str,
+        namespaced: bool,
+        strategy: Shared<dyn Strategy>,
+    ) -> Self {
+        ResourceInfo {
+            group: group.into(),
+            version: version.into(),
+            kind: kind.into(),
+            plural: plural.into(),
+            singular: singular.into(),
+            short_names: Vec::new(),
+            categories: Vec::new(),
+            namespaced,
+            has_generation: false,
+            selectable: Vec::new(),
+            subresources: Vec::new(),
+            strategy,
+            schema: None,
+            api_version: if group.is_empty() {
+                version.to_string()
+            } else {
+                format!("{group}/{version}")
+            },
+            group_resource: if group.is_empty() {
+                plural.to_string()
+            } else {
+                format!("{plural}.{group}")
+            },
         }
     }
 
+    fn with(mut self, f: impl FnOnce(&mut Self)) -> Self {
+        f(&mut self);
+        self
+    }
+
+    /// `v1` or `apps/v1`.
+    pub fn api_version(&self) -> &str {
+        &self.api_version
+    }
+
     /// `pods` or `deployments.apps`, as error messages name a resource.
-    pub fn group_resource(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.to_string()
-        } else {
-            format!("{}.{}", self.plural, self.group)
-        }
+    pub fn group_resource(&self) -> &str {
+        &self.group_resource
     }
 
     /// The etcd key prefix for the resource (ends in `/`).
@@ -308,9 +660,12 @@ impl ResourceInfo {
         }
     }
 
-    /// Whether the resource serves a subresource.
-    pub fn has_subresource(&self, sub: &str) -> bool {
-        self.subresources.contains(&sub)
+    /// The handler of a subresource the resource serves.
+    pub fn subresource(&self, name: &str) -> Option<&dyn Subresource> {
+        self.subresources
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| &**s)
     }
 
     /// The verbs for discovery.
@@ -326,203 +681,121 @@ impl ResourceInfo {
             "watch",
         ]
     }
+
+    /// The index of a selectable field (beyond metadata), if the type has it.
+    pub fn selectable_index(&self, field: &str) -> Option<usize> {
+        self.selectable.iter().position(|f| f == field)
+    }
+
+    /// The value of selectable field `field` of `obj`, as field selectors compare it.
+    pub fn field_value(&self, obj: &Value, field: &str) -> String {
+        match field {
+            "metadata.name" => s(obj, "/metadata/name"),
+            "metadata.namespace" => s(obj, "/metadata/namespace"),
+            f => self.strategy.field(obj, f).unwrap_or_else(|| {
+                let ptr = format!("/{}", f.replace('.', "/"));
+                match obj.pointer(&ptr) {
+                    Some(Value::Bool(b)) => b.to_string(),
+                    Some(Value::String(x)) => x.clone(),
+                    Some(Value::Number(n)) => n.to_string(),
+                    Some(_) => String::new(),
+                    // A boolean field left out is false, as Go's zero value reads.
+                    None if is_bool_field(f) => "false".into(),
+                    None => String::new(),
+                }
+            }),
+        }
+    }
+
+    /// Validates a name by the type's rule.
+    pub fn validate_name(&self, field: &str, name: &str, out: &mut Vec<Cause>) {
+        if name == "." || name == ".." || name.contains('/') || name.contains('%') {
+            out.push(Cause::invalid(
+                field,
+                &serde_json::json!(name),
+                "may not contain '/' or '%' and may not be '.' or '..'",
+            ));
+            return;
+        }
+        match self.strategy.name_rule() {
+            NameRule::Label => v::label_name(field, name, out),
+            NameRule::Dns1035 => {
+                if !v::is_dns1035_label(name) {
+                    out.push(Cause::invalid(
+                        field,
+                        &serde_json::json!(name),
+                        v::DNS1035_LABEL_MSG,
+                    ));
+                }
+            }
+            NameRule::PathSegment => {}
+            NameRule::Subdomain => v::subdomain(field, name, out),
+        }
+    }
 }
 
-/// Every resource the server serves.
-pub fn all() -> &'static [ResourceInfo] {
-    RESOURCES
+fn is_bool_field(f: &str) -> bool {
+    matches!(f, "spec.unschedulable" | "spec.hostNetwork")
 }
 
-static RESOURCES: &[ResourceInfo] = &[
-    namespace::INFO,
-    pod::INFO,
-    node::INFO,
-    service::INFO,
-    endpoints::INFO,
-    configmap::CONFIGMAPS,
-    configmap::SECRETS,
-    configmap::SERVICEACCOUNTS,
-    event::INFO,
-    apps::DEPLOYMENTS,
-    apps::REPLICASETS,
-    apps::DAEMONSETS,
-    batch::JOBS,
-    batch::CRONJOBS,
-    lease::INFO,
-    endpoints::SLICES,
-    cluster::PRIORITYCLASSES,
+impl Indexer for ResourceInfo {
+    fn fields(&self, obj: &Value) -> Vec<String> {
+        self.selectable
+            .iter()
+            .map(|f| self.field_value(obj, f))
+            .collect()
+    }
+}
+
+/// Every compiled-in resource, in discovery order.
+pub fn builtins() -> &'static [&'static Builtin] {
+    BUILTINS
+}
+
+static BUILTINS: &[&Builtin] = &[
+    &namespace::INFO,
+    &pod::INFO,
+    &node::INFO,
+    &service::INFO,
+    &endpoints::INFO,
+    &configmap::CONFIGMAPS,
+    &configmap::SECRETS,
+    &configmap::SERVICEACCOUNTS,
+    &event::INFO,
+    &apps::DEPLOYMENTS,
+    &apps::REPLICASETS,
+    &apps::DAEMONSETS,
+    &batch::JOBS,
+    &batch::CRONJOBS,
+    &lease::INFO,
+    &endpoints::SLICES,
+    &cluster::PRIORITYCLASSES,
 ];
 
-/// Finds a resource by group, version and plural name.
-pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES
+/// Every compiled-in resource as the server serves it, Services allocating from `ranges`.
+pub fn served(ranges: &service::allocator::Ranges) -> Vec<ResourceInfo> {
+    BUILTINS
         .iter()
-        .find(|r| r.group == group && r.version == version && r.plural == plural)
+        .map(|b| match (b.group, b.plural) {
+            ("", "services") => service::info(ranges.clone()),
+            _ => ResourceInfo::from(*b),
+        })
+        .collect()
 }
 
-/// Finds a resource by apiVersion and kind.
-pub fn find_kind(api_version: &str, kind: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES
+/// A compiled-in resource by group and plural, as a [`ResourceInfo`] of its own (tests and
+/// tools; the server looks resources up in what it serves).
+pub fn builtin(group: &str, plural: &str) -> Option<Resource> {
+    BUILTINS
         .iter()
-        .find(|r| r.api_version() == api_version && r.kind == kind)
-}
-
-// ---- helpers for cells ----
-
-/// A string at a JSON pointer, or "".
-pub fn s(obj: &Value, ptr: &str) -> String {
-    match obj.pointer(ptr) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::Bool(b)) => b.to_string(),
-        _ => String::new(),
-    }
-}
-
-/// An integer at a JSON pointer, or 0.
-pub fn i(obj: &Value, ptr: &str) -> i64 {
-    obj.pointer(ptr).and_then(Value::as_i64).unwrap_or(0)
-}
-
-/// The name cell.
-pub fn name(obj: &Value) -> Value {
-    json!(s(obj, "/metadata/name"))
-}
-
-/// The age cell, as kubectl prints it (`5m`, `3h12m`, `2d`).
-pub fn age(obj: &Value) -> Value {
-    json!(since(&s(obj, "/metadata/creationTimestamp")))
-}
-
-/// Human time since an RFC 3339 timestamp, or `<unknown>`.
-pub fn since(ts: &str) -> String {
-    match chrono::DateTime::parse_from_rfc3339(ts) {
-        Ok(t) => human_duration(chrono::Utc::now().signed_duration_since(t).num_seconds()),
-        Err(_) => "<unknown>".into(),
-    }
-}
-
-/// Kubernetes' `duration.HumanDuration`.
-pub fn human_duration(secs: i64) -> String {
-    if secs < -1 {
-        return "<invalid>".into();
-    }
-    let secs = secs.max(0);
-    let mins = secs / 60;
-    let hours = secs / 3600;
-    if secs < 120 {
-        format!("{secs}s")
-    } else if mins < 10 {
-        if secs % 60 == 0 {
-            format!("{mins}m")
-        } else {
-            format!("{mins}m{}s", secs % 60)
-        }
-    } else if mins < 180 {
-        format!("{mins}m")
-    } else if hours < 8 {
-        if mins % 60 == 0 {
-            format!("{hours}h")
-        } else {
-            format!("{hours}h{}m", mins % 60)
-        }
-    } else if hours < 48 {
-        format!("{hours}h")
-    } else if hours < 24 * 8 {
-        if hours % 24 == 0 {
-            format!("{}d", hours / 24)
-        } else {
-            format!("{}d{}h", hours / 24, hours % 24)
-        }
-    } else if hours < 24 * 365 * 2 {
-        format!("{}d", hours / 24)
-    } else if hours < 24 * 365 * 8 {
-        let days = hours / 24;
-        format!("{}y{}d", days / 365, days % 365)
-    } else {
-        format!("{}y", hours / 24 / 365)
-    }
-}
-
-/// Comma-joined container names and images of a pod template at `ptr`.
-pub fn containers_images(obj: &Value, ptr: &str) -> (Value, Value) {
-    let list = obj
-        .pointer(ptr)
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let names: Vec<String> = list.iter().map(|c| s(c, "/name")).collect();
-    let images: Vec<String> = list.iter().map(|c| s(c, "/image")).collect();
-    (json!(names.join(",")), json!(images.join(",")))
-}
-
-/// A label selector rendered as kubectl prints it.
-pub fn selector_text(sel: Option<&Value>) -> String {
-    let Some(sel) = sel else {
-        return "<none>".into();
-    };
-    let mut parts = Vec::new();
-    if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
-        for (k, v) in m {
-            parts.push(format!("{k}={}", v.as_str().unwrap_or("")));
-        }
-    }
-    if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
-        for e in exprs {
-            let key = s(e, "/key");
-            let op = s(e, "/operator");
-            let vals: Vec<String> = e
-                .get("values")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
-            parts.push(match op.as_str() {
-                "In" => format!("{key} in ({})", vals.join(",")),
-                "NotIn" => format!("{key} notin ({})", vals.join(",")),
-                "Exists" => key,
-                "DoesNotExist" => format!("!{key}"),
-                _ => format!("{key} {op}"),
-            });
-        }
-    }
-    if parts.is_empty() {
-        "<none>".into()
-    } else {
-        parts.join(",")
-    }
-}
-
-/// A plain map selector (`app=web,tier=fe`).
-pub fn map_text(m: Option<&Value>) -> String {
-    match m.and_then(Value::as_object) {
-        Some(m) if !m.is_empty() => m
-            .iter()
-            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-            .collect::<Vec<_>>()
-            .join(","),
-        _ => "<none>".into(),
-    }
+        .find(|b| b.group == group && b.plural == plural)
+        .map(|b| Arc::new(ResourceInfo::from(*b)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn human_durations_match_kubectl() {
-        assert_eq!(human_duration(5), "5s");
-        assert_eq!(human_duration(119), "119s");
-        assert_eq!(human_duration(150), "2m30s");
-        assert_eq!(human_duration(600), "10m");
-        assert_eq!(human_duration(4 * 3600 + 5 * 60), "4h5m");
-        assert_eq!(human_duration(30 * 3600), "30h");
-        assert_eq!(human_duration(3 * 86400 + 3600), "3d1h");
-        assert_eq!(human_duration(100 * 86400), "100d");
-    }
+    use serde_json::json;
 
     #[test]
     fn unknown_fields_are_reported_by_path() {
@@ -532,5 +805,30 @@ mod tests {
         let mut out = Vec::new();
         unknown_fields(&input, &output, "", &mut out);
         assert_eq!(out, vec!["spec.containers[0].imagee", "spec.nope"]);
+    }
+
+    #[test]
+    fn every_builtin_subresource_is_served_by_a_handler() {
+        for b in builtins() {
+            let r = ResourceInfo::from(*b);
+            for (name, _) in b.subresources {
+                assert!(r.subresource(name).is_some(), "{}/{name}", b.plural);
+            }
+        }
+    }
+
+    #[test]
+    fn names_follow_the_type_rule() {
+        let check = |plural: &str, group: &str, name: &str| {
+            let r = builtin(group, plural).unwrap();
+            let mut out = Vec::new();
+            r.validate_name("metadata.name", name, &mut out);
+            out.is_empty()
+        };
+        assert!(check("pods", "", "web.1"));
+        assert!(!check("namespaces", "", "web.1"));
+        assert!(!check("services", "", "1web"));
+        assert!(check("events", "", "Any_Thing"));
+        assert!(!check("events", "", "a/b"));
     }
 }

@@ -1,16 +1,17 @@
 //! Namespaces: created `Active` with the `kubernetes` finalizer; deleting one moves it to
-//! `Terminating` until it is empty.
-
-use std::marker::PhantomData;
+//! `Terminating`, and it stays until its `spec.finalizers` are gone (the `finalize`
+//! subresource removes them once the namespace is empty).
 
 use k8s_openapi::api::core::v1::Namespace;
 use serde_json::{json, Value};
 
-use super::{col, no_field, no_validate_update, s, Column, ResourceInfo, Typed};
-use crate::error::Cause;
+use super::{col, s, Builtin, Column, Typed};
+use super::{Objects, Resource, Subresource};
+use crate::error::{Cause, Result};
+use crate::request::{WriteOpts, Written};
 
 /// The namespaces resource.
-pub const INFO: ResourceInfo = ResourceInfo {
+pub static INFO: Builtin = Builtin {
     group: "",
     version: "v1",
     kind: "Namespace",
@@ -19,7 +20,11 @@ pub const INFO: ResourceInfo = ResourceInfo {
     short_names: &["ns"],
     categories: &[],
     namespaced: false,
-    subresources: &["status", "finalize"],
+    subresources: &[
+        ("status", &super::subresource::STATUS),
+        ("finalize", &FINALIZE),
+    ],
+    selectable: &["status.phase"],
     has_generation: false,
     strategy: &STRATEGY,
     schema: super::schema_of::<Namespace>,
@@ -29,14 +34,61 @@ static STRATEGY: Typed<Namespace> = Typed {
     status: true,
     defaults,
     validate,
-    validate_update: no_validate_update,
     prepare_create,
-    columns,
-    cells,
-    field: no_field,
-    selectable: &["status.phase"],
-    ty: PhantomData,
+    name_rule: super::NameRule::Label,
+    deletion_held,
+    prepare_delete,
+    ..Typed::new(columns, cells)
 };
+
+/// A namespace's `spec.finalizers` hold it in `Terminating` until they are all gone.
+fn deletion_held(ns: &Value) -> bool {
+    ns.pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty())
+}
+
+fn prepare_delete(ns: &mut Value) {
+    ns["status"]["phase"] = json!("Terminating");
+}
+
+/// The `finalize` handler.
+pub static FINALIZE: Finalize = Finalize;
+
+/// The `finalize` subresource: replaces a namespace's `spec.finalizers` (and nothing else).
+pub struct Finalize;
+
+#[async_trait::async_trait]
+impl Subresource for Finalize {
+    fn verbs(&self) -> &'static [&'static str] {
+        &["update"]
+    }
+
+    async fn update(
+        &self,
+        objs: &dyn Objects,
+        r: &Resource,
+        _ns: Option<&str>,
+        name: &str,
+        body: Value,
+        opts: &WriteOpts,
+    ) -> Result<Written> {
+        let finalizers = body
+            .pointer("/spec/finalizers")
+            .cloned()
+            .unwrap_or(json!([]));
+        let mut current = objs.get(r, None, name).await?;
+        current["spec"]["finalizers"] = finalizers;
+        if let Some(rv) = body
+            .pointer("/metadata/resourceVersion")
+            .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+        {
+            current["metadata"]["resourceVersion"] = rv.clone();
+        }
+        objs.update(r, None, name, current, Some("finalize"), opts)
+            .await
+    }
+}
 
 fn prepare_create(obj: &mut Value) {
     if let Some(o) = obj.as_object_mut() {

@@ -1,16 +1,14 @@
 //! Nodes: cluster-scoped, status written by the kubelet.
 
-use std::marker::PhantomData;
-
 use k8s_openapi::api::core::v1::Node;
 use serde_json::{json, Value};
 
-use super::{col, no_defaults, no_prepare, s, Column, ResourceInfo, Typed};
+use super::{col, s, Builtin, Column, Typed};
 use crate::error::Cause;
 use crate::validation as v;
 
 /// The nodes resource.
-pub const INFO: ResourceInfo = ResourceInfo {
+pub static INFO: Builtin = Builtin {
     group: "",
     version: "v1",
     kind: "Node",
@@ -19,7 +17,8 @@ pub const INFO: ResourceInfo = ResourceInfo {
     short_names: &["no"],
     categories: &[],
     namespaced: false,
-    subresources: &["status", "proxy"],
+    subresources: &[("status", &super::subresource::STATUS)],
+    selectable: &["spec.unschedulable"],
     has_generation: false,
     strategy: &STRATEGY,
     schema: super::schema_of::<Node>,
@@ -27,15 +26,9 @@ pub const INFO: ResourceInfo = ResourceInfo {
 
 static STRATEGY: Typed<Node> = Typed {
     status: true,
-    defaults: no_defaults,
     validate,
     validate_update,
-    prepare_create: no_prepare,
-    columns,
-    cells,
-    field: super::no_field,
-    selectable: &["spec.unschedulable"],
-    ty: PhantomData,
+    ..Typed::new(columns, cells)
 };
 
 fn validate(node: &Node) -> Vec<Cause> {

@@ -9,63 +9,43 @@ use serde_json::{json, Value};
 
 use super::negotiate::{respond, Format};
 use crate::error::{Error, Result};
-use crate::registry::{self, ResourceInfo};
-use crate::server::State;
+use crate::registry::{Resource, ResourceInfo, Subresource};
+use crate::state::State;
 
 const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 /// The groups served, in discovery order (core is separate).
-fn groups() -> Vec<&'static str> {
-    let mut out: Vec<&'static str> = Vec::new();
-    for r in registry::all() {
-        if !r.group.is_empty() && !out.contains(&r.group) {
-            out.push(r.group);
+fn groups(all: &[Resource]) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for r in all {
+        if !r.group.is_empty() && !out.contains(&r.group.as_str()) {
+            out.push(&r.group);
         }
     }
     out
 }
 
-fn versions_of(group: &str) -> Vec<&'static str> {
-    let mut out: Vec<&'static str> = Vec::new();
-    for r in registry::all().iter().filter(|r| r.group == group) {
-        if !out.contains(&r.version) {
-            out.push(r.version);
+fn versions_of<'a>(all: &'a [Resource], group: &str) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for r in all.iter().filter(|r| r.group == group) {
+        if !out.contains(&r.version.as_str()) {
+            out.push(&r.version);
         }
     }
     out
 }
 
-fn subresource_verbs(sub: &str) -> &'static [&'static str] {
-    match sub {
-        "status" | "scale" | "finalize" => &["get", "patch", "update"],
-        "binding" | "eviction" | "token" => &["create"],
-        "log" => &["get"],
-        "exec" | "attach" | "portforward" => &["create", "get"],
-        "proxy" => &["create", "delete", "get", "patch", "update"],
-        _ => &["get"],
+/// The (group, version, kind) a subresource takes and returns.
+fn subresource_kind<'a>(r: &'a ResourceInfo, sub: &dyn Subresource) -> (&'a str, &'a str, &'a str) {
+    match sub.kind() {
+        Some((g, v, k)) => (g, v, k),
+        None => (&r.group, &r.version, &r.kind),
     }
 }
 
-fn subresource_kind(r: &ResourceInfo, sub: &str) -> (String, String, String) {
-    match sub {
-        "scale" => ("autoscaling".into(), "v1".into(), "Scale".into()),
-        "binding" => ("".into(), "v1".into(), "Binding".into()),
-        "eviction" => ("policy".into(), "v1".into(), "Eviction".into()),
-        "token" => (
-            "authentication.k8s.io".into(),
-            "v1".into(),
-            "TokenRequest".into(),
-        ),
-        "log" | "exec" | "attach" | "portforward" | "proxy" => {
-            ("".into(), "v1".into(), r.kind.into())
-        }
-        _ => (r.group.into(), r.version.into(), r.kind.into()),
-    }
-}
-
-fn resource_list(group: &str, version: &str) -> Value {
+fn resource_list(all: &[Resource], group: &str, version: &str) -> Value {
     let mut resources = Vec::new();
-    for r in registry::all()
+    for r in all
         .iter()
         .filter(|r| r.group == group && r.version == version)
     {
@@ -83,14 +63,14 @@ fn resource_list(group: &str, version: &str) -> Value {
             e["categories"] = json!(r.categories);
         }
         resources.push(e);
-        for sub in r.subresources {
-            let (g, v, k) = subresource_kind(r, sub);
+        for (name, sub) in &r.subresources {
+            let (g, v, k) = subresource_kind(r, &**sub);
             let mut s = json!({
-                "name": format!("{}/{sub}", r.plural),
+                "name": format!("{}/{name}", r.plural),
                 "singularName": "",
                 "namespaced": r.namespaced,
                 "kind": k,
-                "verbs": subresource_verbs(sub),
+                "verbs": sub.verbs(),
             });
             if g != r.group || v != r.version {
                 s["group"] = json!(g);
@@ -111,11 +91,11 @@ fn resource_list(group: &str, version: &str) -> Value {
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
 }
 
-fn aggregated_group(group: &str) -> Value {
-    let versions: Vec<Value> = versions_of(group)
+fn aggregated_group(all: &[Resource], group: &str) -> Value {
+    let versions: Vec<Value> = versions_of(all, group)
         .into_iter()
         .map(|v| {
-            let resources: Vec<Value> = registry::all()
+            let resources: Vec<Value> = all
                 .iter()
                 .filter(|r| r.group == group && r.version == v)
                 .map(|r| {
@@ -135,9 +115,9 @@ fn aggregated_group(group: &str) -> Value {
                     let subs: Vec<Value> = r
                         .subresources
                         .iter()
-                        .map(|s| {
-                            let (g, v, k) = subresource_kind(r, s);
-                            json!({"subresource": s, "responseKind": {"group": g, "version": v, "kind": k}, "verbs": subresource_verbs(s)})
+                        .map(|(name, sub)| {
+                            let (g, v, k) = subresource_kind(r, &**sub);
+                            json!({"subresource": name, "responseKind": {"group": g, "version": v, "kind": k}, "verbs": sub.verbs()})
                         })
                         .collect();
                     if !subs.is_empty() {
@@ -170,8 +150,8 @@ fn aggregated(doc: Value) -> Result<Response<Body>> {
         .expect("valid response"))
 }
 
-fn group_entry(g: &str) -> Value {
-    let versions: Vec<Value> = versions_of(g)
+fn group_entry(all: &[Resource], g: &str) -> Value {
+    let versions: Vec<Value> = versions_of(all, g)
         .iter()
         .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
         .collect();
@@ -185,6 +165,8 @@ pub fn serve(
     segs: &[String],
 ) -> Result<Response<Body>> {
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let all = state.store.resources();
+    let all = &all[..];
     match segs.as_slice() {
         ["api"] => {
             if wants_aggregated(req) {
@@ -192,7 +174,7 @@ pub fn serve(
                     "kind": "APIGroupDiscoveryList",
                     "apiVersion": "apidiscovery.k8s.io/v2",
                     "metadata": {},
-                    "items": [aggregated_group("")],
+                    "items": [aggregated_group(all, "")],
                 }));
             }
             respond(
@@ -207,7 +189,10 @@ pub fn serve(
         }
         ["apis"] => {
             if wants_aggregated(req) {
-                let items: Vec<Value> = groups().iter().map(|g| aggregated_group(g)).collect();
+                let items: Vec<Value> = groups(all)
+                    .iter()
+                    .map(|g| aggregated_group(all, g))
+                    .collect();
                 return aggregated(json!({
                     "kind": "APIGroupDiscoveryList",
                     "apiVersion": "apidiscovery.k8s.io/v2",
@@ -215,22 +200,22 @@ pub fn serve(
                     "items": items,
                 }));
             }
-            let list: Vec<Value> = groups().iter().map(|g| group_entry(g)).collect();
+            let list: Vec<Value> = groups(all).iter().map(|g| group_entry(all, g)).collect();
             respond(
                 StatusCode::OK,
                 &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": list}),
                 Format::Json,
             )
         }
-        ["api", "v1"] => respond(StatusCode::OK, &resource_list("", "v1"), Format::Json),
-        ["apis", g] if groups().contains(g) => {
-            let mut e = group_entry(g);
+        ["api", "v1"] => respond(StatusCode::OK, &resource_list(all, "", "v1"), Format::Json),
+        ["apis", g] if groups(all).contains(g) => {
+            let mut e = group_entry(all, g);
             e["kind"] = json!("APIGroup");
             e["apiVersion"] = json!("v1");
             respond(StatusCode::OK, &e, Format::Json)
         }
-        ["apis", g, v] if versions_of(g).contains(v) => {
-            respond(StatusCode::OK, &resource_list(g, v), Format::Json)
+        ["apis", g, v] if versions_of(all, g).contains(v) => {
+            respond(StatusCode::OK, &resource_list(all, g, v), Format::Json)
         }
         _ => Err(Error::not_found_message(
             "the server could not find the requested resource",

@@ -83,38 +83,58 @@ pub fn respond(code: StatusCode, v: &Value, format: Format) -> Result<Response<B
         .expect("valid response"))
 }
 
-/// Decodes a create/update body (JSON or YAML).
-pub fn decode_body(headers: &HeaderMap, body: &Bytes) -> Result<Value> {
+/// Decodes a create/update body (JSON, YAML or Kubernetes protobuf) meant as a `kind`.
+pub fn decode_body(headers: &HeaderMap, body: &Bytes, kind: &str) -> Result<Value> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     let media = ct.split(';').next().unwrap_or("").trim();
+    let unrecognized = |why: String| {
+        Error::bad_request(format!(
+            "the object provided is unrecognized (must be of type {kind}): {why}"
+        ))
+    };
     if body.is_empty() {
-        return Err(Error::bad_request(
-            "the request body is empty; an object is required",
+        return Err(unrecognized(
+            "couldn't get version/kind; json parse error: unexpected end of JSON input".into(),
         ));
     }
     let v: Value = match media {
-        "application/json" | "" | "*/*" => serde_json::from_slice(body)
-            .map_err(|e| Error::bad_request(format!("error decoding request body as JSON: {e}")))?,
+        "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
+            unrecognized(format!("couldn't get version/kind; json parse error: {e}"))
+        })?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
-            .map_err(|e| Error::bad_request(format!("error decoding request body as YAML: {e}")))?,
+            .map_err(|e| Error::bad_request(format!("error converting YAML to JSON: {e}")))?,
         crate::protobuf::MEDIA_TYPE => crate::protobuf::decode_object(body)?,
-        _ => return Err(Error::unsupported_media_type(ct)),
+        _ => {
+            return Err(Error::unsupported_media_type(
+                ct,
+                crate::error::BODY_MEDIA_TYPES,
+            ))
+        }
     };
     if !v.is_object() {
-        return Err(Error::bad_request("the request body must be a JSON object"));
+        return Err(unrecognized(format!(
+            "couldn't get version/kind; json parse error: the body must be a JSON object, got {}",
+            match v {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "a boolean",
+                _ => "null",
+            }
+        )));
     }
     Ok(v)
 }
 
-/// Decodes an optional body (DELETE options): empty is `{}`.
-pub fn decode_optional(headers: &HeaderMap, body: &Bytes) -> Result<Value> {
+/// Decodes an optional body (`DeleteOptions`): empty is `{}`.
+pub fn decode_optional(headers: &HeaderMap, body: &Bytes, kind: &str) -> Result<Value> {
     if body.is_empty() {
         Ok(Value::Object(Default::default()))
     } else {
-        decode_body(headers, body)
+        decode_body(headers, body, kind)
     }
 }
 
@@ -139,6 +159,54 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::ACCEPT, v.parse().unwrap());
         Format::from_accept(&h, "list")
+    }
+
+    #[test]
+    fn bodies_decode_or_are_refused_by_name() {
+        let mut h = HeaderMap::new();
+        let ok = decode_body(&h, &Bytes::from_static(b"{\"a\":1}"), "Pod").unwrap();
+        assert_eq!(ok["a"], 1);
+        let e = decode_body(&h, &Bytes::from_static(b"{nope"), "Pod").unwrap_err();
+        assert_eq!(e.code(), 400);
+        assert!(e.to_string().starts_with(
+            "the object provided is unrecognized (must be of type Pod): couldn't get version/kind; json parse error"
+        ), "{e}");
+        let e = decode_body(&h, &Bytes::from_static(b"[1]"), "Pod").unwrap_err();
+        assert_eq!(e.code(), 400);
+        h.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        let e = decode_body(&h, &Bytes::from_static(b"{}"), "Pod").unwrap_err();
+        assert_eq!(e.code(), 415);
+        h.insert(header::CONTENT_TYPE, "application/yaml".parse().unwrap());
+        let v = decode_body(&h, &Bytes::from_static(b"a: [1, 2]\n"), "Pod").unwrap();
+        assert_eq!(v["a"][1], 2);
+        assert_eq!(
+            decode_body(&h, &Bytes::from_static(b"a: [1, 2\n"), "Pod")
+                .unwrap_err()
+                .code(),
+            400
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_body_decodes_or_is_refused(
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+            media in proptest::sample::select(vec![
+                "application/json", "application/yaml", "application/vnd.kubernetes.protobuf",
+            ]),
+        ) {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, media.parse().unwrap());
+            let body = Bytes::from(body);
+            if let Err(e) = decode_body(&h, &body, "Pod") {
+                proptest::prop_assert!(e.code() < 500, "{}", e);
+            }
+            for ptype in [PatchType::Json, PatchType::Merge, PatchType::Strategic, PatchType::Apply] {
+                if let Err(e) = decode_patch(ptype, &body) {
+                    proptest::prop_assert!(e.code() < 500, "{}", e);
+                }
+            }
+        }
     }
 
     #[test]

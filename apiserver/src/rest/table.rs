@@ -9,10 +9,10 @@ use http::{header, Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::negotiate::{respond, Format};
-use super::Query;
-use crate::api::Listed;
 use crate::error::{Error, Result};
+use crate::query::Query;
 use crate::registry::ResourceInfo;
+use crate::request::Listed;
 use crate::storage::cached::Cached;
 
 /// What a table row carries besides its cells (`includeObject`).

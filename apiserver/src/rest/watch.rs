@@ -10,12 +10,13 @@ use serde_json::json;
 
 use super::negotiate::Format;
 use super::table::{self, Include};
-use super::Query;
-use crate::api::{WatchItem, WatchOpts};
 use crate::error::Result;
-use crate::registry::ResourceInfo;
-use crate::server::State;
+use crate::query::Query;
+use crate::registry::{Resource, ResourceInfo};
+use crate::request::WatchOpts;
+use crate::state::State;
 use crate::storage::watch_cache::EventType;
+use crate::store::WatchItem;
 
 fn encode(
     r: &ResourceInfo,
@@ -48,7 +49,7 @@ fn encode(
 /// Starts a watch response.
 pub async fn respond(
     state: &Arc<State>,
-    r: &'static ResourceInfo,
+    r: &Resource,
     ns: Option<&str>,
     opts: WatchOpts,
     format: Format,
@@ -56,7 +57,7 @@ pub async fn respond(
     q: &Query,
 ) -> Result<Response<Body>> {
     let include = Include::parse(q)?;
-    let watch = match state.api.watch(r, ns, opts).await {
+    let watch = match state.store.watch(r, ns, opts).await {
         Ok(w) => w,
         Err(e) if e.code() == 410 => {
             // As kube-apiserver does: a 200 stream whose one event is the 410 Status.
@@ -69,15 +70,17 @@ pub async fn respond(
         }
         Err(e) => return Err(e),
     };
-    let deadline = tokio::time::Instant::now() + crate::api::watch_duration(timeout);
-    let gauge = crate::metrics::WatchGauge::new(&state.metrics, r.plural);
+    let deadline = tokio::time::Instant::now() + crate::request::watch_duration(timeout);
+    let gauge = crate::metrics::WatchGauge::new(&state.metrics, &r.plural);
+    let r = r.clone();
     let shutdown = state.shutdown.clone();
     let stream = futures::stream::unfold((watch, true, gauge), move |(mut w, first, gauge)| {
         let shutdown = shutdown.clone();
+        let r = r.clone();
         async move {
             let item = w.next_before(&shutdown, deadline).await?;
             let first_row = first && item.kind != EventType::Bookmark;
-            let bytes = encode(r, &item, format, include, first_row);
+            let bytes = encode(&r, &item, format, include, first_row);
             Some((
                 Ok::<_, std::convert::Infallible>(bytes),
                 (w, first && !first_row, gauge),

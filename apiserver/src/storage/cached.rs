@@ -9,7 +9,12 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::registry::ResourceInfo;
+/// What the cache indexes of a type's objects beyond their metadata: the values of its
+/// selectable fields (for field selectors), in the type's own order.
+pub trait Indexer: Send + Sync {
+    /// The field values of `obj`.
+    fn fields(&self, obj: &Value) -> Vec<String>;
+}
 
 /// A cached object.
 #[derive(Debug)]
@@ -24,8 +29,8 @@ pub struct Cached {
     pub name: String,
     /// `metadata.labels`.
     pub labels: BTreeMap<String, String>,
-    /// The values of the resource's selectable fields.
-    pub fields: Vec<(&'static str, String)>,
+    /// The values of the type's selectable fields, in the order its [`Indexer`] gives them.
+    pub fields: Vec<String>,
     /// UIDs of its owners.
     pub owners: Vec<String>,
     /// Whether `metadata.deletionTimestamp` is set.
@@ -78,7 +83,7 @@ fn top_level(raw: &[u8], key: &[u8]) -> Option<usize> {
 
 impl Cached {
     /// Indexes an object whose JSON (with resourceVersion) is `json`.
-    pub fn new(r: &ResourceInfo, value: &Value, json: Bytes, rv: i64) -> Self {
+    pub fn new(index: &dyn Indexer, value: &Value, json: Bytes, rv: i64) -> Self {
         let meta = value.get("metadata");
         let s = |k: &str| {
             meta.and_then(|m| m.get(k))
@@ -104,12 +109,7 @@ impl Cached {
                     .collect()
             })
             .unwrap_or_default();
-        let fields = r
-            .strategy
-            .selectable_fields()
-            .iter()
-            .map(|f| (*f, crate::selectors::field_value(r, value, f)))
-            .collect();
+        let fields = index.fields(value);
         Cached {
             json,
             rv,
@@ -123,9 +123,9 @@ impl Cached {
     }
 
     /// Indexes an object, serializing it.
-    pub fn from_value(r: &ResourceInfo, value: &Value, rv: i64) -> Self {
+    pub fn from_value(index: &dyn Indexer, value: &Value, rv: i64) -> Self {
         let json = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
-        Self::new(r, value, json, rv)
+        Self::new(index, value, json, rv)
     }
 
     /// A placeholder (bookmarks carry no object).
@@ -152,18 +152,18 @@ impl Cached {
         self.labels.get(k).map(String::as_str)
     }
 
-    /// A field selector field's value.
-    pub fn field(&self, f: &str) -> String {
-        match f {
-            "metadata.name" => self.name.clone(),
-            "metadata.namespace" => self.namespace.clone(),
-            f => self
-                .fields
-                .iter()
-                .find(|(n, _)| *n == f)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default(),
-        }
+    /// The value of the type's selectable field number `n`.
+    pub fn field(&self, n: usize) -> &str {
+        self.fields.get(n).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// An [`Indexer`] for types with no selectable fields beyond metadata.
+pub struct NoFields;
+
+impl Indexer for NoFields {
+    fn fields(&self, _obj: &Value) -> Vec<String> {
+        Vec::new()
     }
 }
 

@@ -65,7 +65,7 @@ pub struct Page {
     pub remaining: i64,
 }
 
-/// Whether a prefix changed after a revision, as read by [`Store::quiet_since`].
+/// Whether a prefix changed after a revision, as read by [`Etcd::quiet_since`].
 #[derive(Debug, Clone, Copy)]
 pub struct Quiet {
     /// The revision both reads were made at (etcd's current revision).
@@ -78,14 +78,14 @@ pub struct Quiet {
 
 /// The etcd-backed object store. Cheap to clone.
 #[derive(Clone)]
-pub struct Store {
+pub struct Etcd {
     kv: KvClient,
     client: etcd_client::Client,
     prefix: Arc<str>,
     metrics: Arc<Metrics>,
 }
 
-impl Store {
+impl Etcd {
     /// Connects to etcd. The connection re-establishes itself if etcd goes away.
     pub async fn connect(
         endpoints: &[String],
@@ -104,7 +104,7 @@ impl Store {
         let client = etcd_client::Client::connect(endpoints, Some(opts)).await?;
         let kv = client.kv_client().max_decoding_message_size(512 << 20);
         let prefix: Arc<str> = prefix.trim_end_matches('/').into();
-        Ok(Store {
+        Ok(Etcd {
             kv,
             client,
             prefix,

@@ -7,17 +7,18 @@
 //! is older than the window gets 410 Gone and re-lists, as with kube-apiserver.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::Duration;
 
 use etcd_client::{EventType as EtcdEventType, WatchOptions};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::cached::{with_rv, Cached};
-use super::{decode, Store};
+use super::cached::{with_rv, Cached, Indexer};
+use super::{decode, Etcd};
 use crate::error::{Error, Result};
-use crate::registry::ResourceInfo;
 
 /// What happened to an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +96,7 @@ struct Inner {
 
 /// The cache for one resource type.
 pub struct WatchCache {
-    resource: &'static ResourceInfo,
+    index: Arc<dyn Indexer>,
     /// Objects this server just wrote, by key: their watch events need no decoding.
     hints: RwLock<std::collections::HashMap<String, Arc<Cached>>>,
     prefix: String,
@@ -118,14 +119,14 @@ pub struct Subscription {
 const BROADCAST_CAPACITY: usize = 16 * 1024;
 
 impl WatchCache {
-    /// A cache of `resource`'s keys under `prefix` (ending in `/`), keeping `capacity` recent
-    /// events.
-    pub fn new(resource: &'static ResourceInfo, prefix: String, capacity: usize) -> Arc<Self> {
+    /// A cache of the objects under `prefix` (ending in `/`), indexed by `index`, keeping
+    /// `capacity` recent events.
+    pub fn new(index: Arc<dyn Indexer>, prefix: String, capacity: usize) -> Arc<Self> {
         let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
         let (ready, _) = watch::channel(false);
         let (rev_tx, _) = watch::channel(0);
         Arc::new(WatchCache {
-            resource,
+            index,
             hints: RwLock::new(std::collections::HashMap::new()),
             prefix,
             capacity,
@@ -167,12 +168,12 @@ impl WatchCache {
         self.read().rev
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    fn read(&self) -> parking_lot::RwLockReadGuard<'_, Inner> {
+        self.inner.read()
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    fn write(&self) -> parking_lot::RwLockWriteGuard<'_, Inner> {
+        self.inner.write()
     }
 
     /// The objects whose keys start with `prefix`, and the revision they are current at.
@@ -198,7 +199,7 @@ impl WatchCache {
         if c.rv <= self.rev() {
             return;
         }
-        let mut h = self.hints.write().unwrap_or_else(|p| p.into_inner());
+        let mut h = self.hints.write();
         if h.len() > 10_000 {
             h.clear();
         }
@@ -206,7 +207,7 @@ impl WatchCache {
     }
 
     fn take_hint(&self, key: &str, rev: i64) -> Option<Arc<Cached>> {
-        let mut h = self.hints.write().unwrap_or_else(|p| p.into_inner());
+        let mut h = self.hints.write();
         match h.remove(key) {
             Some(c) if c.rv == rev => Some(c),
             Some(c) if c.rv > rev => {
@@ -333,7 +334,7 @@ impl WatchCache {
     /// skip them. Instead one transaction reads, at a single revision, whether any key under the
     /// prefix was written after the cache's revision and how many keys there are: none written
     /// and the same count as the cache holds means etcd's state at that revision is the cache's.
-    pub async fn catch_up(&self, store: &Store) -> Result<bool> {
+    pub async fn catch_up(&self, store: &Etcd) -> Result<bool> {
         let (rev, len) = {
             let inner = self.read();
             (inner.rev, inner.objects.len())
@@ -365,7 +366,7 @@ impl WatchCache {
 
     /// Waits until the cache reflects at least `rev`: at once if it does or can show etcd had
     /// no changes for it since, else as its events arrive, for up to `timeout`.
-    pub async fn reach(&self, store: &Store, rev: i64, timeout: Duration) -> bool {
+    pub async fn reach(&self, store: &Etcd, rev: i64, timeout: Duration) -> bool {
         if self.rev() >= rev {
             return true;
         }
@@ -388,7 +389,7 @@ impl WatchCache {
     }
 
     /// Keeps the cache in step with etcd until `shutdown`.
-    pub async fn run(self: Arc<Self>, store: Store, shutdown: CancellationToken) {
+    pub async fn run(self: Arc<Self>, store: Etcd, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         let mut need_list = true;
         loop {
@@ -426,7 +427,7 @@ impl WatchCache {
     }
 
     /// Fills the cache from a list of everything under its prefix.
-    pub async fn list_all(&self, store: &Store) -> Result<()> {
+    pub async fn list_all(&self, store: &Etcd) -> Result<()> {
         let mut objects = BTreeMap::new();
         let mut start: Option<String> = None;
         let mut rev = 0;
@@ -437,7 +438,7 @@ impl WatchCache {
             rev = page.rev;
             for item in page.items {
                 let json = with_rv(&item.raw, item.rv);
-                let c = Cached::new(self.resource, &item.value, json, item.rv);
+                let c = Cached::new(&*self.index, &item.value, json, item.rv);
                 objects.insert(item.key, Arc::new(c));
             }
             match page.next_key {
@@ -450,7 +451,7 @@ impl WatchCache {
         Ok(())
     }
 
-    async fn follow(&self, store: &Store, shutdown: &CancellationToken) -> Follow {
+    async fn follow(&self, store: &Etcd, shutdown: &CancellationToken) -> Follow {
         let from = self.rev() + 1;
         let opts = WatchOptions::new()
             .with_prefix()
@@ -514,7 +515,7 @@ impl WatchCache {
                     None => {
                         let stored = decode(&key, kv.value(), rev)?;
                         Arc::new(Cached::new(
-                            self.resource,
+                            &*self.index,
                             &stored.value,
                             with_rv(kv.value(), rev),
                             rev,
@@ -529,7 +530,7 @@ impl WatchCache {
                         Some(p) => {
                             let old = decode(&key, p.value(), p.mod_revision())?;
                             Some(Arc::new(Cached::new(
-                                self.resource,
+                                &*self.index,
                                 &old.value,
                                 with_rv(p.value(), p.mod_revision()),
                                 p.mod_revision(),
@@ -549,13 +550,13 @@ impl WatchCache {
                 let last = match ev.prev_kv() {
                     Some(p) => {
                         let v = decode(&key, p.value(), rev)?.value;
-                        Cached::new(self.resource, &v, with_rv(p.value(), rev), rev)
+                        Cached::new(&*self.index, &v, with_rv(p.value(), rev), rev)
                     }
                     None => match self.get(&key) {
                         Some(c) => {
                             let mut v = c.value();
                             super::set_rv(&mut v, rev);
-                            Cached::from_value(self.resource, &v, rev)
+                            Cached::from_value(&*self.index, &v, rev)
                         }
                         None => return Ok(None),
                     },
@@ -592,9 +593,8 @@ mod tests {
     use serde_json::json;
 
     fn obj(name: &str, rv: i64) -> Arc<Cached> {
-        let r = crate::registry::find("", "v1", "configmaps").unwrap();
         Arc::new(Cached::from_value(
-            r,
+            &crate::storage::cached::NoFields,
             &json!({"metadata": {"name": name, "resourceVersion": rv.to_string()}}),
             rv,
         ))
@@ -602,7 +602,7 @@ mod tests {
 
     fn cache(capacity: usize) -> Arc<WatchCache> {
         WatchCache::new(
-            crate::registry::find("", "v1", "configmaps").unwrap(),
+            Arc::new(crate::storage::cached::NoFields),
             "/r/x/".into(),
             capacity,
         )

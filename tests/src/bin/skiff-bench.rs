@@ -453,6 +453,7 @@ async fn compare_doors(
                         json: serde_json::to_vec(&p).unwrap_or_default().into(),
                     }),
                     options: None,
+                    ..Default::default()
                 };
                 s.create(req).await.is_ok()
             }
@@ -483,6 +484,7 @@ async fn compare_doors(
         s.get(pb::GetRequest {
             resource: Some(pods_ref("bench")),
             name,
+            ..Default::default()
         })
         .await?;
         grpc_gets.push(t.elapsed());

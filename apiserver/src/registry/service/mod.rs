@@ -1,19 +1,22 @@
-//! Services: defaults and validation. ClusterIPs and NodePorts are allocated by the REST layer
-//! (see `crate::allocator`), in the same etcd transaction as the service.
+//! Services: defaults, validation, and their ClusterIPs and NodePorts, allocated in the same
+//! etcd transaction as the service (see [`allocator`]).
+
+pub mod allocator;
 
 use std::collections::HashSet;
-use std::marker::PhantomData;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{json, Value};
 
-use super::{clear_status, col, map_text, no_field, s, Column, ResourceInfo, Typed};
+use super::{
+    clear_status, col, map_text, s, Builtin, Column, ResourceInfo, Shared, Typed, WithAllocator,
+};
 use crate::error::Cause;
 use crate::validation as v;
 
 /// The services resource.
-pub const INFO: ResourceInfo = ResourceInfo {
+pub static INFO: Builtin = Builtin {
     group: "",
     version: "v1",
     kind: "Service",
@@ -22,9 +25,10 @@ pub const INFO: ResourceInfo = ResourceInfo {
     short_names: &["svc"],
     categories: &["all"],
     namespaced: true,
-    subresources: &["status", "proxy"],
+    subresources: &[("status", &super::subresource::STATUS)],
+    selectable: &["spec.clusterIP", "spec.type"],
     has_generation: false,
-    strategy: &ServiceStrategy,
+    strategy: &STRATEGY,
     schema: super::schema_of::<Service>,
 };
 
@@ -34,45 +38,19 @@ static STRATEGY: Typed<Service> = Typed {
     validate,
     validate_update,
     prepare_create: clear_status,
-    columns,
-    cells,
-    field: no_field,
-    selectable: &["spec.clusterIP", "spec.type"],
-    ty: PhantomData,
+    prepare_update: drop_type_dependent_fields,
+    name_rule: super::NameRule::Dns1035,
+    ..Typed::new(columns, cells)
 };
 
-/// Services' strategy: the typed one, after dropping what only the old type needed.
-struct ServiceStrategy;
-
-impl super::Strategy for ServiceStrategy {
-    fn admit(
-        &self,
-        mut obj: Value,
-        old: Option<&Value>,
-    ) -> Result<super::Admitted, super::Rejection> {
-        if let Some(old) = old {
-            drop_type_dependent_fields(&mut obj, old);
-        }
-        STRATEGY.admit(obj, old)
-    }
-    fn has_status(&self) -> bool {
-        STRATEGY.has_status()
-    }
-    fn prepare_create(&self, obj: &mut Value) {
-        STRATEGY.prepare_create(obj)
-    }
-    fn columns(&self) -> Vec<Column> {
-        STRATEGY.columns()
-    }
-    fn cells(&self, obj: &Value) -> Vec<Value> {
-        STRATEGY.cells(obj)
-    }
-    fn field(&self, obj: &Value, field: &str) -> Option<String> {
-        STRATEGY.field(obj, field)
-    }
-    fn selectable_fields(&self) -> &'static [&'static str] {
-        STRATEGY.selectable_fields()
-    }
+/// The services resource, allocating ClusterIPs and NodePorts from `ranges`.
+pub fn info(ranges: allocator::Ranges) -> ResourceInfo {
+    let mut info = ResourceInfo::from(&INFO);
+    info.strategy = Shared::Owned(std::sync::Arc::new(WithAllocator {
+        base: Shared::Static(&STRATEGY),
+        allocator: std::sync::Arc::new(allocator::ServiceAllocator(ranges)),
+    }));
+    info
 }
 
 fn needs_node_ports(ty: Option<&str>) -> bool {

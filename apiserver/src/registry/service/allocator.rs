@@ -13,7 +13,8 @@ use rand::Rng;
 use serde_json::Value;
 
 use crate::error::{Cause, Error, Result};
-use crate::storage::{SideEffect, Store};
+use crate::registry::Allocator;
+use crate::storage::{Etcd, SideEffect};
 
 /// The service address and node port ranges.
 #[derive(Debug, Clone)]
@@ -58,23 +59,35 @@ pub fn parse_port_range(s: &str) -> Option<(u16, u16)> {
     (a <= b).then_some((a, b))
 }
 
-/// What a service write must claim and release.
-#[derive(Debug, Default)]
-pub struct Plan {
-    /// Keys to claim and release in the write.
-    pub effects: Vec<SideEffect>,
+/// Services' allocator over the configured ranges.
+pub struct ServiceAllocator(pub Ranges);
+
+#[async_trait::async_trait]
+impl Allocator for ServiceAllocator {
+    async fn allocate(
+        &self,
+        etcd: &Etcd,
+        obj: &mut Value,
+        old: Option<&Value>,
+    ) -> Result<Vec<SideEffect>> {
+        plan(etcd, &self.0, obj, old).await
+    }
+
+    fn release(&self, etcd: &Etcd, obj: &Value) -> Vec<SideEffect> {
+        releases(etcd, obj)
+    }
 }
 
 /// Assigns a ClusterIP and NodePorts to `svc` where it needs them and lacks them, checks
-/// requested values, and plans the claims (and, given `old`, the releases).
-pub async fn plan(
-    store: &Store,
+/// requested values, and returns the keys to claim (and, given `old`, to release).
+async fn plan(
+    store: &Etcd,
     ranges: &Ranges,
     svc: &mut Value,
     old: Option<&Value>,
-) -> Result<Plan> {
+) -> Result<Vec<SideEffect>> {
     let root = store.prefix().to_string();
-    let mut plan = Plan::default();
+    let mut effects = Vec::new();
     let ty = svc
         .pointer("/spec/type")
         .and_then(Value::as_str)
@@ -154,8 +167,7 @@ pub async fn plan(
             }
         }
         if ip != old_ip {
-            plan.effects
-                .push(SideEffect::Claim(ranges.ip_key(&root, &ip)));
+            effects.push(SideEffect::Claim(ranges.ip_key(&root, &ip)));
         }
         svc["spec"]["clusterIP"] = Value::String(ip.clone());
         svc["spec"]["clusterIPs"] = serde_json::json!([ip]);
@@ -163,8 +175,7 @@ pub async fn plan(
         svc["spec"]["clusterIPs"] = serde_json::json!(["None"]);
     }
     if !old_ip.is_empty() && old_ip != "None" && (old_ip != ip || !wants_ip) {
-        plan.effects
-            .push(SideEffect::Release(ranges.ip_key(&root, &old_ip)));
+        effects.push(SideEffect::Release(ranges.ip_key(&root, &old_ip)));
         if !wants_ip {
             if let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) {
                 spec.remove("clusterIP");
@@ -249,8 +260,7 @@ pub async fn plan(
             taken_here.insert(np);
             port["nodePort"] = Value::from(np);
             if !old_ports.contains(&np) {
-                plan.effects
-                    .push(SideEffect::Claim(ranges.port_key(&root, np)));
+                effects.push(SideEffect::Claim(ranges.port_key(&root, np)));
             }
             kept.push(np);
         }
@@ -263,15 +273,14 @@ pub async fn plan(
     }
     for p in old_ports {
         if !kept.contains(&p) {
-            plan.effects
-                .push(SideEffect::Release(ranges.port_key(&root, p)));
+            effects.push(SideEffect::Release(ranges.port_key(&root, p)));
         }
     }
-    Ok(plan)
+    Ok(effects)
 }
 
 /// The keys a deleted service releases.
-pub fn releases(store: &Store, svc: &Value) -> Vec<SideEffect> {
+fn releases(store: &Etcd, svc: &Value) -> Vec<SideEffect> {
     let root = store.prefix();
     let mut out = Vec::new();
     if let Some(ip) = svc.pointer("/spec/clusterIP").and_then(Value::as_str) {

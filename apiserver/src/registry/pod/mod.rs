@@ -1,18 +1,20 @@
-//! Pods: defaults (as kube-apiserver and its default admission plugins apply them),
-//! validation, the update rules for a running pod, and kubectl's columns.
+//! Pods: defaults, validation, the update rules for a running pod, graceful deletion,
+//! kubectl's columns, and the `binding` and `eviction` subresources.
+
+mod binding;
+mod eviction;
 
 use std::collections::{BTreeMap, HashSet};
-use std::marker::PhantomData;
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSecurityContext, PodSpec, PodStatus};
 use serde_json::{json, Value};
 
-use super::{col, i, s, Column, ResourceInfo, Typed};
+use super::{col, i, s, Builtin, Column, Typed};
 use crate::error::Cause;
 use crate::validation as v;
 
 /// The pods resource.
-pub const INFO: ResourceInfo = ResourceInfo {
+pub static INFO: Builtin = Builtin {
     group: "",
     version: "v1",
     kind: "Pod",
@@ -22,14 +24,23 @@ pub const INFO: ResourceInfo = ResourceInfo {
     categories: &["all"],
     namespaced: true,
     subresources: &[
-        "status",
-        "binding",
-        "eviction",
-        "log",
-        "exec",
-        "attach",
-        "portforward",
-        "ephemeralcontainers",
+        ("status", &super::subresource::STATUS),
+        ("binding", &BINDING),
+        ("eviction", &EVICTION),
+        ("log", &super::subresource::LOG),
+        ("exec", &super::subresource::STREAM),
+        ("attach", &super::subresource::STREAM),
+        ("portforward", &super::subresource::STREAM),
+    ],
+    selectable: &[
+        "spec.nodeName",
+        "spec.restartPolicy",
+        "spec.schedulerName",
+        "spec.serviceAccountName",
+        "spec.hostNetwork",
+        "status.phase",
+        "status.podIP",
+        "status.nominatedNodeName",
     ],
     has_generation: true,
     strategy: &STRATEGY,
@@ -42,21 +53,31 @@ static STRATEGY: Typed<Pod> = Typed {
     validate,
     validate_update,
     prepare_create,
-    columns,
-    cells,
-    field: super::no_field,
-    selectable: &[
-        "spec.nodeName",
-        "spec.restartPolicy",
-        "spec.schedulerName",
-        "spec.serviceAccountName",
-        "spec.hostNetwork",
-        "status.phase",
-        "status.podIP",
-        "status.nominatedNodeName",
-    ],
-    ty: PhantomData,
+    grace_period,
+    return_deleted_object: true,
+    ..Typed::new(columns, cells)
 };
+
+use binding::BINDING;
+use eviction::EVICTION;
+
+/// How long a deleted pod has to stop: what the delete asked for, else the pod's own
+/// `terminationGracePeriodSeconds`, else 30 s. A pod that never ran on a node, or has
+/// finished, has nothing to stop and goes at once.
+fn grace_period(pod: &Value, requested: Option<i64>) -> i64 {
+    let node = s(pod, "/spec/nodeName");
+    let phase = s(pod, "/status/phase");
+    if node.is_empty() || phase == "Succeeded" || phase == "Failed" {
+        return 0;
+    }
+    requested
+        .or_else(|| {
+            pod.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(30)
+        .max(0)
+}
 
 fn prepare_create(obj: &mut Value) {
     if let Some(o) = obj.as_object_mut() {
@@ -128,9 +149,6 @@ fn defaults(pod: &mut Pod) {
     };
     default_spec(spec);
     spec.enable_service_links.get_or_insert(true);
-    spec.preemption_policy
-        .get_or_insert_with(|| "PreemptLowerPriority".into());
-    spec.priority.get_or_insert(0);
     if spec.service_account_name.is_none() {
         spec.service_account_name = spec.service_account.clone().or(Some("default".into()));
     }
@@ -575,13 +593,36 @@ fn cells(pod: &Value) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::Strategy;
+    use crate::registry::{Rejection, Strategy};
+
+    /// Defaults, then validation, as a write goes through them.
+    fn admit(obj: Value, old: Option<&Value>) -> Result<Value, Rejection> {
+        let value = STRATEGY.default(obj)?.value;
+        STRATEGY.validate(&value, old)?;
+        Ok(value)
+    }
+
+    #[test]
+    fn grace_periods() {
+        let running = json!({"spec": {"nodeName": "n", "terminationGracePeriodSeconds": 5},
+            "status": {"phase": "Running"}});
+        assert_eq!(grace_period(&running, None), 5);
+        assert_eq!(grace_period(&running, Some(0)), 0);
+        assert_eq!(grace_period(&json!({"spec": {"nodeName": "n"}}), None), 30);
+        assert_eq!(
+            grace_period(&json!({"spec": {}}), Some(10)),
+            0,
+            "never scheduled"
+        );
+        let done = json!({"spec": {"nodeName": "n"}, "status": {"phase": "Succeeded"}});
+        assert_eq!(grace_period(&done, None), 0);
+    }
 
     #[test]
     fn defaults_are_filled() {
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"},
             "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
-        let out = STRATEGY.admit(pod, None).unwrap().value;
+        let out = admit(pod, None).unwrap();
         assert_eq!(out["spec"]["restartPolicy"], "Always");
         assert_eq!(out["spec"]["containers"][0]["imagePullPolicy"], "Always");
         // The lost-node tolerations come from admission on create, not from defaults.
@@ -593,7 +634,7 @@ mod tests {
     fn missing_image_and_bad_name_are_invalid() {
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"},
             "spec": {"containers": [{"name": "C_1"}]}});
-        let Err(super::super::Rejection::Invalid(causes)) = STRATEGY.admit(pod, None) else {
+        let Err(Rejection::Invalid(causes)) = admit(pod, None) else {
             panic!()
         };
         let fields: Vec<_> = causes.iter().map(|c| c.field.as_str()).collect();
@@ -607,13 +648,13 @@ mod tests {
     fn only_image_may_change() {
         let base = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"},
             "spec": {"containers": [{"name": "c", "image": "a:1"}]}});
-        let old = STRATEGY.admit(base.clone(), None).unwrap().value;
+        let old = admit(base.clone(), None).unwrap();
         let mut img = old.clone();
         img["spec"]["containers"][0]["image"] = json!("a:2");
-        assert!(STRATEGY.admit(img, Some(&old)).is_ok());
+        assert!(admit(img, Some(&old)).is_ok());
         let mut port = old.clone();
         port["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80}]);
-        assert!(STRATEGY.admit(port, Some(&old)).is_err());
+        assert!(admit(port, Some(&old)).is_err());
     }
 
     #[test]

@@ -1,0 +1,430 @@
+//! Admission: what every write goes through after authorization and the type's defaults, and
+//! before its validation and storage, whichever door it came through. Each built-in plugin is
+//! one file; the chain runs them in kube-apiserver's order, first every mutating step, then
+//! (after the type's own validation) every validating one.
+//!
+//! Plugins are switched as kube-apiserver's are: `--enable-admission-plugins` adds to the
+//! default set, `--disable-admission-plugins` removes from it.
+
+mod default_toleration_seconds;
+mod namespace_lifecycle;
+mod priority;
+
+use serde_json::Value;
+
+pub use default_toleration_seconds::DefaultTolerations;
+
+use crate::auth::UserInfo;
+use crate::error::{Error, Result};
+use crate::registry::{Objects, ResourceInfo};
+
+/// What a request does, as admission names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// A create (including subresources created by POST, such as a pod's binding).
+    Create,
+    /// An update or patch.
+    Update,
+    /// A delete.
+    Delete,
+    /// A connection through the API server (exec, attach, port-forward, logs).
+    Connect,
+}
+
+impl Operation {
+    /// The word Kubernetes uses (`CREATE`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+        }
+    }
+}
+
+/// One request, as plugins see it.
+#[derive(Clone, Copy)]
+pub struct Attributes<'a> {
+    /// What it does.
+    pub operation: Operation,
+    /// The resource.
+    pub resource: &'a ResourceInfo,
+    /// The subresource, or "".
+    pub subresource: &'a str,
+    /// The namespace, or "".
+    pub namespace: &'a str,
+    /// The object's name ("" for a create whose name is generated).
+    pub name: &'a str,
+    /// The stored object, for updates and deletes.
+    pub old: Option<&'a Value>,
+    /// Who asks.
+    pub user: &'a UserInfo,
+    /// Whether nothing will be stored.
+    pub dry_run: bool,
+}
+
+/// The 403 a plugin refuses with, worded as kube-apiserver's admission words it:
+/// `pods "web" is forbidden: WHY`.
+pub fn forbidden(a: &Attributes<'_>, obj: Option<&Value>, why: &str) -> Error {
+    let name = if a.name.is_empty() {
+        obj.and_then(|o| o.pointer("/metadata/name"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    } else {
+        a.name
+    };
+    Error::forbidden_object(a.resource.group_resource(), name, why)
+}
+
+/// One admission plugin. A plugin that only validates leaves `admit` alone, and the other way
+/// round.
+#[async_trait::async_trait]
+pub trait Plugin: Send + Sync {
+    /// Its name, as the flags spell it.
+    fn name(&self) -> &'static str;
+
+    /// Changes `obj` (the new object; `None` for deletes and connects), or refuses.
+    async fn admit(
+        &self,
+        _a: &Attributes<'_>,
+        _obj: Option<&mut Value>,
+        _objs: &dyn Objects,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Accepts or refuses the final object.
+    async fn validate(
+        &self,
+        _a: &Attributes<'_>,
+        _obj: Option<&Value>,
+        _objs: &dyn Objects,
+    ) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// kube-apiserver's plugins in the order it runs them (its `AllOrderedPlugins`); Skiff's run
+/// in the same places.
+const KUBERNETES_ORDER: &[&str] = &[
+    "AlwaysAdmit",
+    "NamespaceAutoProvision",
+    "NamespaceLifecycle",
+    "NamespaceExists",
+    "LimitPodHardAntiAffinityTopology",
+    "LimitRanger",
+    "ServiceAccount",
+    "NodeRestriction",
+    "TaintNodesByCondition",
+    "AlwaysPullImages",
+    "ImagePolicyWebhook",
+    "PodSecurity",
+    "PodNodeSelector",
+    "Priority",
+    "DefaultTolerationSeconds",
+    "PodTolerationRestriction",
+    "EventRateLimit",
+    "ExtendedResourceToleration",
+    "DefaultStorageClass",
+    "StorageObjectInUseProtection",
+    "OwnerReferencesPermissionEnforcement",
+    "PersistentVolumeClaimResize",
+    "RuntimeClass",
+    "CertificateApproval",
+    "CertificateSigning",
+    "ClusterTrustBundleAttest",
+    "CertificateSubjectRestriction",
+    "DefaultIngressClass",
+    "DenyServiceExternalIPs",
+    "DisableServiceLinks",
+    "MutatingAdmissionWebhook",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionWebhook",
+    "ResourceQuota",
+    "AlwaysDeny",
+];
+
+/// How the chain is configured.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// `--enable-admission-plugins`: plugins to run besides the default ones.
+    pub enable: Vec<String>,
+    /// `--disable-admission-plugins`: default plugins not to run.
+    pub disable: Vec<String>,
+    /// The DefaultTolerationSeconds plugin's settings.
+    pub default_tolerations: DefaultTolerations,
+}
+
+/// Why the admission flags were refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub struct ConfigError(Vec<String>);
+
+/// The plugins Skiff has, by name, and whether kube-apiserver runs each by default.
+fn implemented(cfg: &Config) -> Vec<(Box<dyn Plugin>, bool)> {
+    vec![
+        (
+            Box::new(namespace_lifecycle::NamespaceLifecycle::default()) as Box<dyn Plugin>,
+            true,
+        ),
+        (Box::new(priority::Priority), true),
+        (
+            Box::new(default_toleration_seconds::DefaultTolerationSeconds(
+                cfg.default_tolerations,
+            )),
+            true,
+        ),
+    ]
+}
+
+/// The names of the plugins Skiff implements, in order.
+pub fn implemented_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = implemented(&Config::default())
+        .iter()
+        .map(|(p, _)| p.name())
+        .collect();
+    names.sort_by_key(|n| KUBERNETES_ORDER.iter().position(|k| k == n));
+    names
+}
+
+/// The plugins a request goes through, in order.
+pub struct Chain {
+    plugins: Vec<Box<dyn Plugin>>,
+}
+
+impl Chain {
+    /// The chain the flags ask for. A plugin Kubernetes has but Skiff does not may be
+    /// disabled (it is off anyway) but not enabled; names Kubernetes does not know are refused.
+    pub fn new(cfg: &Config) -> Result<Chain, ConfigError> {
+        let mut errors = Vec::new();
+        let have = implemented_names();
+        for name in &cfg.enable {
+            if !KUBERNETES_ORDER.contains(&name.as_str()) {
+                errors.push(format!(
+                    "enable-admission-plugins plugin {name:?} is unknown"
+                ));
+            } else if !have.contains(&name.as_str()) {
+                errors.push(format!(
+                    "enable-admission-plugins plugin {name:?} is not implemented by skiff-apiserver (it has {})",
+                    have.join(", ")
+                ));
+            }
+        }
+        for name in &cfg.disable {
+            if !KUBERNETES_ORDER.contains(&name.as_str()) {
+                errors.push(format!(
+                    "disable-admission-plugins plugin {name:?} is unknown"
+                ));
+            }
+        }
+        let mut both: Vec<&String> = cfg
+            .enable
+            .iter()
+            .filter(|n| cfg.disable.contains(n))
+            .collect();
+        both.dedup();
+        if !both.is_empty() {
+            errors.push(format!(
+                "{both:?} in enable-admission-plugins and disable-admission-plugins overlapped"
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(ConfigError(errors));
+        }
+        let mut plugins: Vec<Box<dyn Plugin>> = implemented(cfg)
+            .into_iter()
+            .filter(|(p, on_by_default)| {
+                let name = p.name().to_string();
+                (*on_by_default || cfg.enable.contains(&name)) && !cfg.disable.contains(&name)
+            })
+            .map(|(p, _)| p)
+            .collect();
+        plugins.sort_by_key(|p| KUBERNETES_ORDER.iter().position(|k| *k == p.name()));
+        Ok(Chain { plugins })
+    }
+
+    /// The names of the plugins that run, in order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.plugins.iter().map(|p| p.name()).collect()
+    }
+
+    /// Runs every plugin's mutating step, in order.
+    pub async fn admit(
+        &self,
+        a: &Attributes<'_>,
+        mut obj: Option<&mut Value>,
+        objs: &dyn Objects,
+    ) -> Result<()> {
+        for p in &self.plugins {
+            p.admit(a, obj.as_deref_mut(), objs).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs every plugin's validating step, in order.
+    pub async fn validate(
+        &self,
+        a: &Attributes<'_>,
+        obj: Option<&Value>,
+        objs: &dyn Objects,
+    ) -> Result<()> {
+        for p in &self.plugins {
+            p.validate(a, obj, objs).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A store of cached objects for plugin tests: pure, no etcd.
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use serde_json::Value;
+
+    use crate::error::{Error, Result};
+    use crate::patch::PatchType;
+    use crate::registry::objects::Change;
+    use crate::registry::{builtin, Objects, Resource, ResourceInfo};
+    use crate::request::{DeleteOpts, Deleted, WriteOpts, Written};
+    use crate::storage::cached::Cached;
+
+    /// Objects by (plural, namespace, name), served as both the cache and the store.
+    #[derive(Default)]
+    pub struct Fixed(pub BTreeMap<(String, String, String), Value>);
+
+    impl Fixed {
+        pub fn with(mut self, plural: &str, ns: &str, obj: Value) -> Self {
+            let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+            self.0.insert((plural.into(), ns.into(), name), obj);
+            self
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Objects for Fixed {
+        fn resource(&self, group: &str, _version: &str, plural: &str) -> Option<Resource> {
+            builtin(group, plural)
+        }
+        fn cached(&self, r: &ResourceInfo, ns: Option<&str>, name: &str) -> Option<Arc<Cached>> {
+            let key = (
+                r.plural.clone(),
+                ns.unwrap_or("").to_string(),
+                name.to_string(),
+            );
+            self.0
+                .get(&key)
+                .map(|v| Arc::new(Cached::from_value(r, v, 1)))
+        }
+        fn cached_list(&self, r: &ResourceInfo, _ns: Option<&str>) -> Vec<Arc<Cached>> {
+            self.0
+                .iter()
+                .filter(|((p, _, _), _)| *p == r.plural)
+                .map(|(_, v)| Arc::new(Cached::from_value(r, v, 1)))
+                .collect()
+        }
+        async fn get(&self, r: &Resource, ns: Option<&str>, name: &str) -> Result<Value> {
+            self.cached(r, ns, name)
+                .map(|c| c.value())
+                .ok_or_else(|| Error::not_found(r.group_resource(), name))
+        }
+        async fn update(
+            &self,
+            _: &Resource,
+            _: Option<&str>,
+            _: &str,
+            _: Value,
+            _: Option<&str>,
+            _: &WriteOpts,
+        ) -> Result<Written> {
+            Err(Error::internal("read-only"))
+        }
+        async fn patch(
+            &self,
+            _: &Resource,
+            _: Option<&str>,
+            _: &str,
+            _: PatchType,
+            _: &Value,
+            _: Option<&str>,
+            _: &WriteOpts,
+        ) -> Result<Written> {
+            Err(Error::internal("read-only"))
+        }
+        async fn delete(
+            &self,
+            _: &Resource,
+            _: Option<&str>,
+            _: &str,
+            _: &DeleteOpts,
+        ) -> Result<Deleted> {
+            Err(Error::internal("read-only"))
+        }
+        async fn guaranteed_update(
+            &self,
+            _: &Resource,
+            _: Option<&str>,
+            _: &str,
+            _: bool,
+            _: Change<'_>,
+        ) -> Result<Value> {
+            Err(Error::internal("read-only"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_run_in_kubernetes_order() {
+        let c = Chain::new(&Config::default()).unwrap();
+        assert_eq!(
+            c.names(),
+            vec!["NamespaceLifecycle", "Priority", "DefaultTolerationSeconds"]
+        );
+    }
+
+    #[test]
+    fn flags_switch_plugins() {
+        let cfg = Config {
+            disable: vec!["Priority".into(), "PodSecurity".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            Chain::new(&cfg).unwrap().names(),
+            vec!["NamespaceLifecycle", "DefaultTolerationSeconds"]
+        );
+        let bad = Config {
+            enable: vec!["Bogus".into()],
+            disable: vec!["AlsoBogus".into()],
+            ..Default::default()
+        };
+        let e = Chain::new(&bad).err().unwrap().to_string();
+        assert!(
+            e.contains("enable-admission-plugins plugin \"Bogus\" is unknown"),
+            "{e}"
+        );
+        assert!(
+            e.contains("disable-admission-plugins plugin \"AlsoBogus\" is unknown"),
+            "{e}"
+        );
+        let missing = Config {
+            enable: vec!["NodeRestriction".into()],
+            ..Default::default()
+        };
+        let e = Chain::new(&missing).err().unwrap().to_string();
+        assert!(e.contains("not implemented"), "{e}");
+        let both = Config {
+            enable: vec!["Priority".into()],
+            disable: vec!["Priority".into()],
+            ..Default::default()
+        };
+        let e = Chain::new(&both).err().unwrap().to_string();
+        assert!(e.contains("overlapped"), "{e}");
+    }
+}

@@ -1,0 +1,301 @@
+//! Subresources: what `NAME/SUBRESOURCE` serves. Each is a handler over [`Objects`], so both
+//! doors serve every one of them through the same code. The generic ones live here (`status`,
+//! `scale`); type-specific ones live with their type (a pod's `binding` and `eviction`, a
+//! namespace's `finalize`).
+
+use serde_json::{json, Value};
+
+use super::{selector_text, Objects, Resource};
+use crate::error::{Cause, Error, Result};
+use crate::patch::{self, PatchType};
+use crate::request::{WriteOpts, Written};
+
+/// The kind a subresource takes and returns, when not its resource's own.
+pub type Kind = (&'static str, &'static str, &'static str);
+
+fn not_allowed() -> Error {
+    Error::method_not_allowed("the server does not allow this method on the requested resource")
+}
+
+/// One subresource. Verbs it does not serve answer 405.
+#[async_trait::async_trait]
+pub trait Subresource: Send + Sync {
+    /// The verbs discovery lists.
+    fn verbs(&self) -> &'static [&'static str];
+    /// The (group, version, kind) it takes and returns; `None`: the resource's own kind.
+    fn kind(&self) -> Option<Kind> {
+        None
+    }
+    /// Whether it is a connection to the node the object runs on (log, exec, attach,
+    /// port-forward), served by the REST door alone.
+    fn connect(&self) -> bool {
+        false
+    }
+    /// `GET NAME/SUB`.
+    async fn get(
+        &self,
+        _objs: &dyn Objects,
+        _r: &Resource,
+        _ns: Option<&str>,
+        _name: &str,
+    ) -> Result<Value> {
+        Err(not_allowed())
+    }
+    /// `PUT NAME/SUB`.
+    async fn update(
+        &self,
+        _objs: &dyn Objects,
+        _r: &Resource,
+        _ns: Option<&str>,
+        _name: &str,
+        _body: Value,
+        _opts: &WriteOpts,
+    ) -> Result<Written> {
+        Err(not_allowed())
+    }
+    /// `PATCH NAME/SUB`.
+    #[allow(clippy::too_many_arguments)]
+    async fn patch(
+        &self,
+        _objs: &dyn Objects,
+        _r: &Resource,
+        _ns: Option<&str>,
+        _name: &str,
+        _ptype: PatchType,
+        _body: &Value,
+        _opts: &WriteOpts,
+    ) -> Result<Written> {
+        Err(not_allowed())
+    }
+    /// `POST NAME/SUB`: answers the object to send back (often a `Status`).
+    async fn create(
+        &self,
+        _objs: &dyn Objects,
+        _r: &Resource,
+        _ns: Option<&str>,
+        _name: &str,
+        _body: Value,
+        _opts: &WriteOpts,
+    ) -> Result<Value> {
+        Err(not_allowed())
+    }
+}
+
+/// The `status` subresource: the object, of which writes change only the status.
+pub struct Status;
+
+/// The one `status` handler.
+pub static STATUS: Status = Status;
+
+#[async_trait::async_trait]
+impl Subresource for Status {
+    fn verbs(&self) -> &'static [&'static str] {
+        &["get", "patch", "update"]
+    }
+
+    async fn get(
+        &self,
+        objs: &dyn Objects,
+        r: &Resource,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Value> {
+        objs.get(r, ns, name).await
+    }
+
+    async fn update(
+        &self,
+        objs: &dyn Objects,
+        r: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        body: Value,
+        opts: &WriteOpts,
+    ) -> Result<Written> {
+        objs.update(r, ns, name, body, Some("status"), opts).await
+    }
+
+    async fn patch(
+        &self,
+        objs: &dyn Objects,
+        r: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        ptype: PatchType,
+        body: &Value,
+        opts: &WriteOpts,
+    ) -> Result<Written> {
+        objs.patch(r, ns, name, ptype, body, Some("status"), opts)
+            .await
+    }
+}
+
+/// The `scale` subresource: an `autoscaling/v1` `Scale` view of a workload's replica count.
+pub struct Scale {
+    /// Where the desired replicas are.
+    pub spec_replicas: &'static str,
+    /// Where the observed replicas are.
+    pub status_replicas: &'static str,
+    /// Where the label selector object is.
+    pub selector: &'static str,
+}
+
+/// The scale of workloads with `spec.replicas`, `status.replicas` and `spec.selector`.
+pub static SCALE: Scale = Scale {
+    spec_replicas: "/spec/replicas",
+    status_replicas: "/status/replicas",
+    selector: "/spec/selector",
+};
+
+impl Scale {
+    /// The `Scale` view of a workload.
+    pub fn of(&self, obj: &Value) -> Value {
+        let m = obj.get("metadata").cloned().unwrap_or(json!({}));
+        let selector = obj
+            .pointer(self.selector)
+            .map(|s| selector_text(Some(s)))
+            .filter(|s| s != "<none>")
+            .unwrap_or_default();
+        let int = |p: &str| obj.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+        json!({
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                "name": m.get("name"),
+                "namespace": m.get("namespace"),
+                "uid": m.get("uid"),
+                "resourceVersion": m.get("resourceVersion"),
+                "creationTimestamp": m.get("creationTimestamp"),
+            },
+            "spec": {"replicas": int(self.spec_replicas)},
+            "status": {"replicas": int(self.status_replicas), "selector": selector},
+        })
+    }
+
+    /// Writes the replicas a `Scale` asks for (its resourceVersion, when set, a precondition).
+    async fn write(
+        &self,
+        objs: &dyn Objects,
+        r: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        scale: &Value,
+        opts: &WriteOpts,
+    ) -> Result<Written> {
+        let replicas = match scale.pointer("/spec/replicas") {
+            None | Some(Value::Null) => 0,
+            Some(v) => v.as_i64().filter(|n| i32::try_from(*n).is_ok()).ok_or_else(|| {
+                Error::bad_request(format!(
+                    "Scale in version \"v1\" cannot be handled as a Scale: spec.replicas: {v} is not an int32"
+                ))
+            })?,
+        };
+        if replicas < 0 {
+            return Err(Error::invalid(
+                "Scale",
+                "autoscaling",
+                name,
+                vec![Cause::invalid(
+                    "spec.replicas",
+                    &json!(replicas),
+                    "must be greater than or equal to 0",
+                )],
+            ));
+        }
+        let mut change = json!({});
+        let mut at = &mut change;
+        for part in self.spec_replicas.trim_start_matches('/').split('/') {
+            at = &mut at[part];
+        }
+        *at = json!(replicas);
+        if let Some(rv) = scale
+            .pointer("/metadata/resourceVersion")
+            .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+        {
+            change["metadata"] = json!({"resourceVersion": rv});
+        }
+        let mut w = objs
+            .patch(r, ns, name, PatchType::Merge, &change, Some("scale"), opts)
+            .await?;
+        w.object = self.of(&w.object);
+        Ok(w)
+    }
+}
+
+#[async_trait::async_trait]
+impl Subresource for Scale {
+    fn verbs(&self) -> &'static [&'static str] {
+        &["get", "patch", "update"]
+    }
+
+    fn kind(&self) -> Option<super::subresource::Kind> {
+        Some(("autoscaling", "v1", "Scale"))
+    }
+
+    async fn get(
+        &self,
+        objs: &dyn Objects,
+        r: &Resource,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Value> {
+        Ok(self.of(&objs.get(r, ns, name).await?))
+    }
+
+    async fn update(
+        &self,
+        objs: &dyn Objects,
+        r: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        body: Value,
+        opts: &WriteOpts,
+    ) -> Result<Written> {
+        self.write(objs, r, ns, name, &body, opts).await
+    }
+
+    async fn patch(
+        &self,
+        objs: &dyn Objects,
+        r: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        ptype: PatchType,
+        body: &Value,
+        opts: &WriteOpts,
+    ) -> Result<Written> {
+        if ptype == PatchType::Apply {
+            return Err(Error::unsupported_media_type(
+                "application/apply-patch+yaml",
+                crate::error::PATCH_MEDIA_TYPES,
+            ));
+        }
+        let mut scale = self.of(&objs.get(r, ns, name).await?);
+        // The patch's own resourceVersion (if any) stays the precondition.
+        if let Some(m) = scale.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        patch::apply_patch(&mut scale, ptype, body)?;
+        self.write(objs, r, ns, name, &scale, opts).await
+    }
+}
+
+/// A subresource that is a connection to the object's node (pods' `log`, `exec`, `attach`,
+/// `portforward`), served by the REST door.
+pub struct Connect(pub &'static [&'static str]);
+
+/// `log`: read.
+pub static LOG: Connect = Connect(&["get"]);
+/// `exec`, `attach`, `portforward`: streams.
+pub static STREAM: Connect = Connect(&["create", "get"]);
+
+#[async_trait::async_trait]
+impl Subresource for Connect {
+    fn verbs(&self) -> &'static [&'static str] {
+        self.0
+    }
+
+    fn connect(&self) -> bool {
+        true
+    }
+}

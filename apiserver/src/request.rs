@@ -1,0 +1,197 @@
+//! What a request asks of the store, whichever door it came through: who asks, the options of
+//! each verb, and what each verb returns. The doors fill these in from their own encodings
+//! (query parameters and bodies for REST, protobuf fields for gRPC).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use serde_json::Value;
+
+use crate::auth::UserInfo;
+use crate::error::{Error, Result};
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::storage::cached::Cached;
+
+/// What to do with fields the type does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FieldValidation {
+    /// Drop them silently.
+    Ignore,
+    /// Drop them and warn.
+    #[default]
+    Warn,
+    /// Refuse the request.
+    Strict,
+}
+
+impl FieldValidation {
+    /// Parses the `fieldValidation` query parameter.
+    pub fn parse(s: Option<&str>) -> Result<Self> {
+        match s {
+            None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+            Some("Ignore") => Ok(FieldValidation::Ignore),
+            Some("Strict") => Ok(FieldValidation::Strict),
+            Some(o) => Err(Error::bad_request(format!(
+                "fieldValidation parameter unsupported: {o} (valid values: Ignore, Warn, Strict)"
+            ))),
+        }
+    }
+}
+
+/// Options common to writes.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOpts {
+    /// `dryRun=All`: do everything but store.
+    pub dry_run: bool,
+    /// `fieldValidation`.
+    pub field_validation: FieldValidation,
+    /// `fieldManager`.
+    pub field_manager: Option<String>,
+    /// `force` (server-side apply).
+    pub force: bool,
+    /// Who asks (admission sees it).
+    pub user: UserInfo,
+}
+
+impl WriteOpts {
+    /// Options for a write the server makes itself, recorded under `manager`.
+    pub fn internal(manager: &str) -> Self {
+        WriteOpts {
+            field_manager: Some(manager.to_string()),
+            user: UserInfo::apiserver(),
+            ..Default::default()
+        }
+    }
+
+    /// The field manager recorded for an ordinary write.
+    pub fn manager(&self) -> &str {
+        self.field_manager
+            .as_deref()
+            .filter(|m| !m.is_empty())
+            .unwrap_or("unknown")
+    }
+}
+
+/// How a delete treats the object's dependents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    /// Dependents lose their owner reference and stay.
+    Orphan,
+    /// The object goes now, its dependents after it.
+    Background,
+    /// The object stays (with the `foregroundDeletion` finalizer) until its dependents are gone.
+    Foreground,
+}
+
+impl Propagation {
+    /// Parses `propagationPolicy`, refusing other values as kube-apiserver words it.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "Orphan" => Ok(Propagation::Orphan),
+            "Background" => Ok(Propagation::Background),
+            "Foreground" => Ok(Propagation::Foreground),
+            other => Err(Error::invalid(
+                "DeleteOptions",
+                "meta.k8s.io",
+                "",
+                vec![crate::error::Cause::not_supported(
+                    "propagationPolicy",
+                    other,
+                    &["Foreground", "Background", "Orphan", "nil"],
+                )],
+            )),
+        }
+    }
+}
+
+/// Delete options (the body of a DELETE, or its query parameters).
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOpts {
+    /// `gracePeriodSeconds`.
+    pub grace_period: Option<i64>,
+    /// `propagationPolicy`.
+    pub propagation: Option<Propagation>,
+    /// `preconditions.uid`.
+    pub uid: Option<String>,
+    /// `preconditions.resourceVersion`.
+    pub resource_version: Option<String>,
+    /// `dryRun=All`.
+    pub dry_run: bool,
+    /// Who asks.
+    pub user: UserInfo,
+}
+
+/// List options.
+#[derive(Debug, Clone, Default)]
+pub struct ListOpts {
+    /// `labelSelector`.
+    pub labels: LabelSelector,
+    /// `fieldSelector`.
+    pub fields: FieldSelector,
+    /// `limit` (0 = no limit).
+    pub limit: i64,
+    /// `continue`.
+    pub continue_token: Option<String>,
+    /// `resourceVersion`.
+    pub resource_version: Option<String>,
+    /// `resourceVersionMatch`.
+    pub resource_version_match: Option<String>,
+}
+
+/// Watch options.
+#[derive(Debug, Clone, Default)]
+pub struct WatchOpts {
+    /// `labelSelector`.
+    pub labels: LabelSelector,
+    /// `fieldSelector`.
+    pub fields: FieldSelector,
+    /// `resourceVersion`.
+    pub resource_version: Option<String>,
+    /// `allowWatchBookmarks`.
+    pub bookmarks: bool,
+    /// `sendInitialEvents`.
+    pub send_initial_events: bool,
+}
+
+/// How long a client watch lasts: what it asked for, else 30 to 60 minutes at random (so
+/// watches started together do not all end together), as kube-apiserver does.
+pub fn watch_duration(requested_seconds: Option<i64>) -> Duration {
+    match requested_seconds {
+        Some(t) if t > 0 => Duration::from_secs(t as u64),
+        _ => Duration::from_secs(1800 + rand::rng().random_range(0..1800)),
+    }
+}
+
+/// The result of a write.
+#[derive(Debug)]
+pub struct Written {
+    /// The object as stored.
+    pub object: Value,
+    /// Warnings for the client (`Warning` headers).
+    pub warnings: Vec<String>,
+    /// Whether the object was created (201) rather than updated (200).
+    pub created: bool,
+}
+
+/// What a delete did.
+#[derive(Debug)]
+pub enum Deleted {
+    /// The object is gone; here is its last state.
+    Gone(Value),
+    /// Deletion has started (grace period or finalizers); here is the object now.
+    Pending(Value),
+}
+
+/// A list result.
+#[derive(Debug)]
+pub struct Listed {
+    /// The items.
+    pub items: Vec<Arc<Cached>>,
+    /// The list's resourceVersion.
+    pub rv: i64,
+    /// The continue token, if more remain.
+    pub continue_token: Option<String>,
+    /// How many items remain, when known.
+    pub remaining: Option<i64>,
+}

@@ -1,0 +1,287 @@
+//! Resource requests: each verb's REST form (its options, body and response) around the one
+//! store operation that serves it, for objects and their subresources alike.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use http::{header, Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use super::negotiate::{self, respond, Format};
+use super::options::{delete_opts, list_opts, read_body, watch_opts, with_warnings, write_opts};
+use super::path::Target;
+use super::{table, watch};
+use crate::auth::UserInfo;
+use crate::error::{success_status, Error, Result};
+use crate::patch::PatchType;
+use crate::query::Query;
+use crate::registry::Resource;
+use crate::request::{Deleted, Written};
+use crate::state::State;
+
+type Req = Request<hyper::body::Incoming>;
+
+fn not_allowed() -> Error {
+    Error::method_not_allowed("the server does not allow this method on the requested resource")
+}
+
+fn not_found() -> Error {
+    Error::not_found_message("the server could not find the requested resource")
+}
+
+/// Serves a request for a resource, an object, or one of its subresources.
+pub async fn serve(
+    state: &Arc<State>,
+    req: Req,
+    t: Target,
+    verb: &str,
+    q: &Query,
+    user: &UserInfo,
+) -> Result<Response<Body>> {
+    if t.resource == "bindings" && t.group.is_empty() && verb == "create" && t.name.is_none() {
+        return legacy_binding(state, req, &t, q, user).await;
+    }
+    let r = state
+        .store
+        .find(&t.group, &t.version, &t.resource)
+        .ok_or_else(not_found)?;
+    if (r.namespaced && t.namespace.is_none() && t.name.is_some())
+        || (!r.namespaced && t.namespace.is_some())
+    {
+        return Err(not_found());
+    }
+    if let Some(sub) = t.subresource.as_deref() {
+        return subresource(state, req, &r, &t, sub, verb, q, user).await;
+    }
+    let format = Format::from_accept(req.headers(), verb)?;
+    let ns = t.namespace.as_deref();
+    let store = &state.store;
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    match (verb, t.name.as_deref()) {
+        ("get", Some(name)) => table::respond_one(&r, store.get(&r, ns, name).await?, &format, q),
+        ("list", _) => {
+            let listed = store.list(&r, ns, &list_opts(q, &r)?).await?;
+            table::respond_list(&r, listed, &format, q)
+        }
+        ("watch", name) => {
+            let opts = watch_opts(q, &r, name)?;
+            watch::respond(state, &r, ns, opts, format, q.int("timeoutSeconds")?, q).await
+        }
+        ("create", None) => {
+            let (parts, body) = read_body(req).await?;
+            let obj = negotiate::decode_body(&parts.headers, &body, &r.kind)?;
+            let opts = write_opts(q, &user_agent, false, user)?;
+            written(store.create(&r, ns, obj, &opts).await?, format)
+        }
+        ("update", Some(name)) => {
+            let (parts, body) = read_body(req).await?;
+            let obj = negotiate::decode_body(&parts.headers, &body, &r.kind)?;
+            let opts = write_opts(q, &user_agent, false, user)?;
+            written(store.update(&r, ns, name, obj, None, &opts).await?, format)
+        }
+        ("patch", Some(name)) => {
+            let (ptype, patch, parts_ua) = read_patch(req, q).await?;
+            let opts = write_opts(q, &parts_ua, ptype == PatchType::Apply, user)?;
+            written(
+                store
+                    .patch(&r, ns, name, ptype, &patch, None, &opts)
+                    .await?,
+                format,
+            )
+        }
+        ("delete", Some(name)) => {
+            let (parts, body) = read_body(req).await?;
+            let body = negotiate::decode_optional(&parts.headers, &body, "DeleteOptions")?;
+            let opts = delete_opts(q, &body, user)?;
+            match store.delete(&r, ns, name, &opts).await? {
+                Deleted::Pending(obj) => respond(StatusCode::OK, &obj, format),
+                Deleted::Gone(obj) if r.strategy.return_deleted_object() => {
+                    respond(StatusCode::OK, &obj, format)
+                }
+                Deleted::Gone(obj) => {
+                    let details = json!({
+                        "name": name,
+                        "group": r.group,
+                        "kind": r.plural,
+                        "uid": obj.pointer("/metadata/uid").cloned().unwrap_or(Value::Null),
+                    });
+                    respond(StatusCode::OK, &success_status(details), Format::Json)
+                }
+            }
+        }
+        ("deletecollection", None) => {
+            let (parts, body) = read_body(req).await?;
+            let body = negotiate::decode_optional(&parts.headers, &body, "DeleteOptions")?;
+            let lopts = list_opts(q, &r)?;
+            let dopts = delete_opts(q, &body, user)?;
+            let items = store.delete_collection(&r, ns, &lopts, &dopts).await?;
+            let list = json!({
+                "kind": format!("{}List", r.kind),
+                "apiVersion": r.api_version(),
+                "metadata": {},
+                "items": items,
+            });
+            respond(StatusCode::OK, &list, Format::Json)
+        }
+        _ => Err(not_allowed()),
+    }
+}
+
+/// A write's response: 201 when it created the object, with its warnings.
+fn written(w: Written, format: Format) -> Result<Response<Body>> {
+    let code = if w.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(with_warnings(
+        respond(code, &w.object, format)?,
+        &w.warnings,
+    ))
+}
+
+/// A PATCH's type (from its content type) and body, and the client's user agent.
+async fn read_patch(req: Req, q: &Query) -> Result<(PatchType, Value, String)> {
+    let (parts, body) = read_body(req).await?;
+    let ct = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let ptype = PatchType::from_content_type(ct)
+        .ok_or_else(|| Error::unsupported_media_type(ct, crate::error::PATCH_MEDIA_TYPES))?;
+    if ptype != PatchType::Apply && q.get("force").is_some() {
+        return Err(Error::bad_request(
+            "force: Forbidden: may not be specified for non-apply patch",
+        ));
+    }
+    let patch = negotiate::decode_patch(ptype, &body)?;
+    let ua = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    Ok((ptype, patch, ua))
+}
+
+/// `NAME/SUB`: connections to the node for pods' logs and streams, the store's handlers for
+/// the rest.
+#[allow(clippy::too_many_arguments)]
+async fn subresource(
+    state: &Arc<State>,
+    req: Req,
+    r: &Resource,
+    t: &Target,
+    sub: &str,
+    verb: &str,
+    q: &Query,
+    user: &UserInfo,
+) -> Result<Response<Body>> {
+    let store = &state.store;
+    let ns = t.namespace.as_deref();
+    let name = t.name.as_deref().ok_or_else(not_found)?;
+    let handler = r
+        .subresource(sub)
+        .ok_or_else(|| crate::store::no_such_subresource(sub))?;
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if handler.connect() {
+        if !handler.verbs().contains(&verb) {
+            return Err(not_allowed());
+        }
+        let opts = write_opts(q, &user_agent, false, user)?;
+        store.admit_connect(r, ns, name, sub, &opts).await?;
+        let ns = ns.unwrap_or("default");
+        return match sub {
+            "log" => crate::node_proxy::pod_log(store, &state.kubelets, ns, name, q).await,
+            _ => crate::node_proxy::stream(store, &state.kubelets, req, ns, name, sub).await,
+        };
+    }
+    let format = Format::from_accept(req.headers(), verb)?;
+    // The object's own kind (status) prints as the object does; another kind (a Scale) as JSON.
+    let format = match (handler.kind(), format) {
+        (None, f) => f,
+        (Some(_), Format::Yaml) => Format::Yaml,
+        (Some(_), _) => Format::Json,
+    };
+    match verb {
+        "get" => {
+            let obj = store.get_subresource(r, ns, name, sub).await?;
+            table::respond_one(r, obj, &format, q)
+        }
+        "update" => {
+            let (parts, body) = read_body(req).await?;
+            let kind = handler.kind().map_or(r.kind.as_str(), |k| k.2);
+            let obj = negotiate::decode_body(&parts.headers, &body, kind)?;
+            let opts = write_opts(q, &user_agent, false, user)?;
+            written(
+                store
+                    .update_subresource(r, ns, name, sub, obj, &opts)
+                    .await?,
+                format,
+            )
+        }
+        "patch" => {
+            let (ptype, patch, ua) = read_patch(req, q).await?;
+            let opts = write_opts(q, &ua, ptype == PatchType::Apply, user)?;
+            written(
+                store
+                    .patch_subresource(r, ns, name, sub, ptype, &patch, &opts)
+                    .await?,
+                format,
+            )
+        }
+        "create" => {
+            let (parts, body) = read_body(req).await?;
+            let kind = handler.kind().map_or(r.kind.as_str(), |k| k.2);
+            let obj = negotiate::decode_body(&parts.headers, &body, kind)?;
+            let opts = write_opts(q, &user_agent, false, user)?;
+            let answer = store
+                .create_subresource(r, ns, name, sub, obj, &opts)
+                .await?;
+            respond(StatusCode::CREATED, &answer, Format::Json)
+        }
+        _ => Err(not_allowed()),
+    }
+}
+
+/// `POST /api/v1/namespaces/NS/bindings`: the binding names its pod.
+async fn legacy_binding(
+    state: &Arc<State>,
+    req: Req,
+    t: &Target,
+    q: &Query,
+    user: &UserInfo,
+) -> Result<Response<Body>> {
+    let pods = state.store.find("", "v1", "pods").ok_or_else(not_found)?;
+    let (parts, body) = read_body(req).await?;
+    let binding = negotiate::decode_body(&parts.headers, &body, "Binding")?;
+    let name = binding
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let opts = write_opts(q, "", false, user)?;
+    let answer = state
+        .store
+        .create_subresource(
+            &pods,
+            t.namespace.as_deref(),
+            &name,
+            "binding",
+            binding,
+            &opts,
+        )
+        .await?;
+    respond(StatusCode::CREATED, &answer, Format::Json)
+}
