@@ -445,7 +445,7 @@ impl Resources for Door {
             }
             let opts = ListOpts {
                 labels: LabelSelector::parse(&q.label_selector)?,
-                fields: FieldSelector::parse(&q.field_selector, &t.resource)?,
+                fields: FieldSelector::parse(&q.field_selector, &*t.resource)?,
                 limit: q.limit,
                 continue_token: Some(q.r#continue.clone()).filter(|c| !c.is_empty()),
                 resource_version: Some(q.resource_version.clone()).filter(|c| !c.is_empty()),
@@ -488,7 +488,7 @@ impl Resources for Door {
             }
             let opts = WatchOpts {
                 labels: LabelSelector::parse(&q.label_selector)?,
-                fields: FieldSelector::parse(&fields, &t.resource)?,
+                fields: FieldSelector::parse(&fields, &*t.resource)?,
                 resource_version: Some(q.resource_version.clone()).filter(|c| !c.is_empty()),
                 bookmarks: q.allow_bookmarks,
                 send_initial_events: q.send_initial_events,
@@ -749,7 +749,7 @@ impl Server for Door {
         self.call("get", "", async {
             // Like REST's /version, this answers anonymous callers too.
             let _ = self.user(&req);
-            let v = crate::health::version();
+            let v = crate::version::version();
             let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
             Ok(pb::VersionInfo {
                 major: s("major"),

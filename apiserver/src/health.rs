@@ -1,8 +1,6 @@
-//! Health (`/livez`, `/readyz`, `/healthz`) and version: what the server reports about itself.
+//! Health (`/livez`, `/readyz`, `/healthz`): whether the server can serve.
 
 use std::time::Duration;
-
-use serde_json::{json, Value};
 
 use crate::state::State;
 
@@ -19,19 +17,4 @@ pub async fn checks(state: &State) -> Vec<(&'static str, bool)> {
         ("informer-sync", caches),
         ("shutdown", !state.shutdown.is_cancelled()),
     ]
-}
-
-/// The `/version` document.
-pub fn version() -> Value {
-    json!({
-        "major": "1",
-        "minor": "33",
-        "gitVersion": format!("v1.33.0-skiff.{}", env!("CARGO_PKG_VERSION")),
-        "gitCommit": "",
-        "gitTreeState": "clean",
-        "buildDate": "1970-01-01T00:00:00Z",
-        "goVersion": "n/a",
-        "compiler": "rustc",
-        "platform": format!("{}/{}", std::env::consts::OS, match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", a => a }),
-    })
 }

@@ -32,6 +32,7 @@ pub mod state;
 pub mod storage;
 pub mod store;
 pub mod validation;
+pub mod version;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -261,7 +262,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         config.compaction_interval,
         shutdown.clone(),
     ));
-    tokio::spawn(server::namespace_loop(state.clone(), shutdown.clone()));
+    {
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let opts = request::WriteOpts::internal(server::MANAGER);
+            registry::namespace::finalize_empty(&state.store, shutdown, opts).await
+        });
+    }
 
     tracing::info!(%addr, kubeconfig = %pki.admin_kubeconfig.display(), "serving the Kubernetes API");
     let grace = config.shutdown_grace;

@@ -251,7 +251,7 @@ fn rewrite_refs(v: &mut Value, from: &str, to: &str) {
 }
 
 fn build(all: &[Resource]) -> Built {
-    let info = json!({"title": "Kubernetes", "version": crate::health::version()["gitVersion"]});
+    let info = json!({"title": "Kubernetes", "version": crate::version::version()["gitVersion"]});
     let mut v3 = BTreeMap::new();
     let mut index = Map::new();
     let mut all_defs = Map::new();

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::registry::{s, ResourceInfo};
 
 use crate::storage::cached::Cached;
 
@@ -176,6 +175,22 @@ impl LabelSelector {
     }
 }
 
+/// What field selectors may name of a type's objects beyond `metadata.name` and
+/// `metadata.namespace`, and how to read them.
+pub trait SelectableFields {
+    /// The fields, in the order cached objects index them.
+    fn selectable(&self) -> &[String];
+    /// The value of one of them.
+    fn field_value(&self, obj: &Value, field: &str) -> String;
+}
+
+fn meta_field(obj: &Value, field: &str) -> String {
+    obj.pointer(&format!("/metadata/{field}"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
 /// A field a selector names.
 #[derive(Debug, Clone, PartialEq)]
 enum Field {
@@ -191,7 +206,7 @@ pub struct FieldSelector(Vec<(Field, bool, String)>);
 
 impl FieldSelector {
     /// Parses and checks the fields against what the resource supports.
-    pub fn parse(text: &str, r: &ResourceInfo) -> Result<Self> {
+    pub fn parse(text: &str, r: &dyn SelectableFields) -> Result<Self> {
         let mut reqs = Vec::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (field, eq, value) = if let Some((f, v)) = part.split_once("!=") {
@@ -208,9 +223,9 @@ impl FieldSelector {
             let field = match field.trim() {
                 "metadata.name" => Field::Name,
                 "metadata.namespace" => Field::Namespace,
-                f => Field::Selectable(r.selectable_index(f).ok_or_else(|| {
-                    Error::bad_request(format!("field label not supported: {f}"))
-                })?),
+                f => Field::Selectable(r.selectable().iter().position(|x| x == f).ok_or_else(
+                    || Error::bad_request(format!("field label not supported: {f}")),
+                )?),
             };
             reqs.push((field, eq, value.trim().to_string()));
         }
@@ -243,12 +258,12 @@ impl FieldSelector {
     }
 
     /// Whether an object matches.
-    pub fn matches(&self, r: &ResourceInfo, obj: &Value) -> bool {
+    pub fn matches(&self, r: &dyn SelectableFields, obj: &Value) -> bool {
         self.0.iter().all(|(field, eq, want)| {
             let have = match field {
-                Field::Name => s(obj, "/metadata/name"),
-                Field::Namespace => s(obj, "/metadata/namespace"),
-                Field::Selectable(n) => r.field_value(obj, &r.selectable[*n]),
+                Field::Name => meta_field(obj, "name"),
+                Field::Namespace => meta_field(obj, "namespace"),
+                Field::Selectable(n) => r.field_value(obj, &r.selectable()[*n]),
             };
             (have == *want) == *eq
         })
@@ -319,8 +334,8 @@ mod tests {
             if let Ok(sel) = LabelSelector::parse(&text) {
                 let _ = sel.matches(&o);
             }
-            if let Ok(sel) = FieldSelector::parse(&text, &r) {
-                let _ = sel.matches(&r, &o);
+            if let Ok(sel) = FieldSelector::parse(&text, &*r) {
+                let _ = sel.matches(&*r, &o);
             }
         }
 

@@ -124,7 +124,7 @@ async fn serve_grpc(
 }
 
 /// The field manager the server's own writes are recorded under.
-const MANAGER: &str = "skiff-apiserver";
+pub const MANAGER: &str = "skiff-apiserver";
 
 /// Creates what every cluster has: the system namespaces, the `kubernetes` Service and its
 /// Endpoints, and the system PriorityClasses.
@@ -229,50 +229,5 @@ pub async fn compaction_loop(state: Arc<State>, interval: Duration, shutdown: Ca
             }
         }
         last = rev;
-    }
-}
-
-/// Removes terminating namespaces once nothing is left in them.
-pub async fn namespace_loop(state: Arc<State>, shutdown: CancellationToken) {
-    let store = &state.store;
-    let Some(nsr) = store.find("", "v1", "namespaces") else {
-        return;
-    };
-    let cache = store.cache(&nsr);
-    cache.wait_ready().await;
-    let root = store.etcd.prefix().to_string();
-    let opts = WriteOpts::internal(MANAGER);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-        let (terminating, _) = cache.list(&nsr.prefix(&root), |n| n.deleting);
-        for ns in terminating {
-            let name = ns.name.clone();
-            let empty = store
-                .resources()
-                .iter()
-                .filter(|r| r.namespaced)
-                .all(|r| !store.cache(r).any_under(&r.ns_prefix(&root, Some(&name))));
-            if !empty {
-                continue;
-            }
-            let mut next = ns.value();
-            if let Some(f) = next
-                .pointer_mut("/spec/finalizers")
-                .and_then(Value::as_array_mut)
-            {
-                f.retain(|x| x != "kubernetes");
-            }
-            match store
-                .update_subresource(&nsr, None, &name, "finalize", next, &opts)
-                .await
-            {
-                Ok(_) => tracing::info!(namespace = %name, "namespace emptied and removed"),
-                Err(e) if e.code() == 404 || e.code() == 409 => {}
-                Err(e) => tracing::warn!(namespace = %name, error = %e, "finalizing namespace"),
-            }
-        }
     }
 }

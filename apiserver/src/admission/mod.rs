@@ -309,6 +309,12 @@ pub(crate) mod testing {
         fn resource(&self, group: &str, _version: &str, plural: &str) -> Option<Resource> {
             builtin(group, plural)
         }
+        fn resources(&self) -> Vec<Resource> {
+            Vec::new()
+        }
+        fn any_cached(&self, r: &ResourceInfo, ns: &str) -> bool {
+            self.0.keys().any(|(p, n, _)| *p == r.plural && n == ns)
+        }
         fn cached(&self, r: &ResourceInfo, ns: Option<&str>, name: &str) -> Option<Arc<Cached>> {
             let key = (
                 r.plural.clone(),

@@ -682,11 +682,6 @@ impl ResourceInfo {
         ]
     }
 
-    /// The index of a selectable field (beyond metadata), if the type has it.
-    pub fn selectable_index(&self, field: &str) -> Option<usize> {
-        self.selectable.iter().position(|f| f == field)
-    }
-
     /// The value of selectable field `field` of `obj`, as field selectors compare it.
     pub fn field_value(&self, obj: &Value, field: &str) -> String {
         match field {
@@ -736,6 +731,16 @@ impl ResourceInfo {
 
 fn is_bool_field(f: &str) -> bool {
     matches!(f, "spec.unschedulable" | "spec.hostNetwork")
+}
+
+impl crate::selectors::SelectableFields for ResourceInfo {
+    fn selectable(&self) -> &[String] {
+        &self.selectable
+    }
+
+    fn field_value(&self, obj: &Value, field: &str) -> String {
+        ResourceInfo::field_value(self, obj, field)
+    }
 }
 
 impl Indexer for ResourceInfo {

@@ -10,6 +10,55 @@ use super::{Objects, Resource, Subresource};
 use crate::error::{Cause, Result};
 use crate::request::{WriteOpts, Written};
 
+/// How often terminating namespaces are checked for emptiness.
+const FINALIZE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Removes the `kubernetes` finalizer of each terminating namespace once the watch caches hold
+/// nothing in it, so its deletion completes; until `shutdown`. (Kubernetes' namespace
+/// controller deletes what is left in a namespace; the controller manager does that here.)
+pub async fn finalize_empty(
+    objs: &dyn Objects,
+    shutdown: tokio_util::sync::CancellationToken,
+    opts: WriteOpts,
+) {
+    let Some(nsr) = objs.resource("", "v1", "namespaces") else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(FINALIZE_EVERY) => {}
+        }
+        let resources = objs.resources();
+        for ns in objs
+            .cached_list(&nsr, None)
+            .into_iter()
+            .filter(|n| n.deleting)
+        {
+            let name = ns.name.clone();
+            let empty = resources
+                .iter()
+                .filter(|r| r.namespaced)
+                .all(|r| !objs.any_cached(r, &name));
+            if !empty {
+                continue;
+            }
+            let mut next = ns.value();
+            if let Some(f) = next
+                .pointer_mut("/spec/finalizers")
+                .and_then(Value::as_array_mut)
+            {
+                f.retain(|x| x != "kubernetes");
+            }
+            match FINALIZE.update(objs, &nsr, None, &name, next, &opts).await {
+                Ok(_) => tracing::info!(namespace = %name, "namespace emptied and removed"),
+                Err(e) if e.code() == 404 || e.code() == 409 => {}
+                Err(e) => tracing::warn!(namespace = %name, error = %e, "finalizing namespace"),
+            }
+        }
+    }
+}
+
 /// The namespaces resource.
 pub static INFO: Builtin = Builtin {
     group: "",

@@ -20,6 +20,10 @@ pub type Change<'a> = &'a (dyn Fn(&mut Value) -> Result<()> + Send + Sync);
 pub trait Objects: Send + Sync {
     /// A served resource.
     fn resource(&self, group: &str, version: &str, plural: &str) -> Option<Resource>;
+    /// Every served resource.
+    fn resources(&self) -> Vec<Resource>;
+    /// Whether the watch cache holds any object of a resource in a namespace.
+    fn any_cached(&self, r: &ResourceInfo, ns: &str) -> bool;
     /// An object as the watch cache holds it (what informers would see).
     fn cached(&self, r: &ResourceInfo, ns: Option<&str>, name: &str) -> Option<Arc<Cached>>;
     /// Every object of a resource (in a namespace) as the watch cache holds them.

@@ -8,8 +8,9 @@ use http::{header, Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::health::{checks, version};
+use crate::health::checks;
 use crate::state::State;
+use crate::version::version;
 
 fn text(code: StatusCode, body: impl Into<String>) -> Response<Body> {
     Response::builder()

@@ -19,6 +19,15 @@ impl Objects for GenericStore {
         self.find(group, version, plural)
     }
 
+    fn resources(&self) -> Vec<Resource> {
+        GenericStore::resources(self)
+    }
+
+    fn any_cached(&self, r: &ResourceInfo, ns: &str) -> bool {
+        self.cache(r)
+            .any_under(&r.ns_prefix(self.etcd.prefix(), Some(ns)))
+    }
+
     fn cached(&self, r: &ResourceInfo, ns: Option<&str>, name: &str) -> Option<Arc<Cached>> {
         self.cache(r).get(&self.key(r, ns, name))
     }
