@@ -315,6 +315,9 @@ pub(crate) mod testing {
         fn any_cached(&self, r: &ResourceInfo, ns: &str) -> bool {
             self.0.keys().any(|(p, n, _)| *p == r.plural && n == ns)
         }
+        async fn cache_reaches(&self, _r: &ResourceInfo, _rev: i64) -> bool {
+            true
+        }
         fn cached(&self, r: &ResourceInfo, ns: Option<&str>, name: &str) -> Option<Arc<Cached>> {
             let key = (
                 r.plural.clone(),

@@ -24,6 +24,9 @@ pub trait Objects: Send + Sync {
     fn resources(&self) -> Vec<Resource>;
     /// Whether the watch cache holds any object of a resource in a namespace.
     fn any_cached(&self, r: &ResourceInfo, ns: &str) -> bool;
+    /// Whether a resource's watch cache reflects every write up to revision `rev` (waiting a
+    /// little for it to get there).
+    async fn cache_reaches(&self, r: &ResourceInfo, rev: i64) -> bool;
     /// An object as the watch cache holds it (what informers would see).
     fn cached(&self, r: &ResourceInfo, ns: Option<&str>, name: &str) -> Option<Arc<Cached>>;
     /// Every object of a resource (in a namespace) as the watch cache holds them.

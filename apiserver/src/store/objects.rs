@@ -28,6 +28,12 @@ impl Objects for GenericStore {
             .any_under(&r.ns_prefix(self.etcd.prefix(), Some(ns)))
     }
 
+    async fn cache_reaches(&self, r: &ResourceInfo, rev: i64) -> bool {
+        self.cache(r)
+            .reach(&self.etcd, rev, std::time::Duration::from_millis(200))
+            .await
+    }
+
     fn cached(&self, r: &ResourceInfo, ns: Option<&str>, name: &str) -> Option<Arc<Cached>> {
         self.cache(r).get(&self.key(r, ns, name))
     }
