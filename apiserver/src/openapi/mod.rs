@@ -235,17 +235,37 @@ fn paths(r: &ResourceInfo, schema_ref: &Value, out: &mut Map<String, Value>) {
     );
 }
 
-fn rewrite_refs(v: &mut Value, from: &str, to: &str) {
+/// Turns OpenAPI 3 schemas into Swagger 2.0 ones: references point into `#/definitions/`, and a
+/// described reference is `$ref` beside its `description`, as kube-apiserver writes v2, rather
+/// than the `allOf: [{$ref}]` OpenAPI 3 needs. kube-openapi's v2 reader, which kubectl uses for
+/// client-side validation and patch metadata, takes a schema with only `allOf` for "anything".
+fn to_swagger2(v: &mut Value) {
     match v {
         Value::Object(m) => {
-            if let Some(Value::String(r)) = m.get_mut("$ref") {
-                if let Some(rest) = r.strip_prefix(from) {
-                    *r = format!("{to}{rest}");
+            let lone_ref = match m.get("allOf") {
+                Some(Value::Array(all)) => match all.as_slice() {
+                    [Value::Object(only)] if only.len() == 1 => only.get("$ref").cloned(),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(r) = lone_ref {
+                if !["$ref", "type", "properties"]
+                    .iter()
+                    .any(|k| m.contains_key(*k))
+                {
+                    m.shift_remove("allOf");
+                    m.insert("$ref".into(), r);
                 }
             }
-            m.values_mut().for_each(|x| rewrite_refs(x, from, to));
+            if let Some(Value::String(r)) = m.get_mut("$ref") {
+                if let Some(name) = r.strip_prefix("#/components/schemas/") {
+                    *r = format!("#/definitions/{name}");
+                }
+            }
+            m.values_mut().for_each(to_swagger2);
         }
-        Value::Array(a) => a.iter_mut().for_each(|x| rewrite_refs(x, from, to)),
+        Value::Array(a) => a.iter_mut().for_each(to_swagger2),
         _ => {}
     }
 }
@@ -299,9 +319,15 @@ fn build() -> Built {
             all_defs.insert(k, v);
         }
     }
-    // Swagger 2.0: the same schemas under #/definitions.
+    // Swagger 2.0: the same schemas under #/definitions, and no paths. kubectl reads v2 paths
+    // only when the v3 document has no path for a kind (one this server does not serve), to ask
+    // whether the kind takes `fieldValidation`. With no paths it concludes "no" and validates on
+    // the client, finding no schema and leaving the error to the REST mapping ("no matches for
+    // kind"), as against kube-apiserver. With paths it would see that Namespace takes the
+    // parameter and list CustomResourceDefinitions to see if the kind is one, which this server
+    // does not serve, and fail with that instead.
     let mut v2 = json!({"swagger": "2.0", "info": info, "paths": {}, "definitions": all_defs});
-    rewrite_refs(&mut v2, "#/components/schemas/", "#/definitions/");
+    to_swagger2(&mut v2);
     Built {
         v3_index: Bytes::from(serde_json::to_vec(&json!({"paths": index})).unwrap_or_default()),
         v3,
@@ -385,5 +411,57 @@ mod tests {
         assert!(v2
             .to_string()
             .contains("#/definitions/io.k8s.api.core.v1.PodSpec"));
+    }
+
+    /// What kube-openapi's v2 reader (`pkg/util/proto`) refuses, which kubectl runs over every
+    /// definition before it validates anything: a reference with a type or properties beside it,
+    /// a reference out of `#/definitions/` or to a missing one, an array without exactly one item
+    /// schema, several types, unknown types. It also reads a schema with only `allOf` as "any
+    /// value", so none should be left.
+    fn kubectl_cannot_read(s: &Value, at: &str, defs: &Map<String, Value>, out: &mut Vec<String>) {
+        let mut problem = |what: &str| out.push(format!("{at}: {what}"));
+        if let Some(r) = s.get("$ref") {
+            if s.get("type").is_some() || s.get("properties").is_some() {
+                problem("a reference with a type or properties");
+            }
+            match r.as_str().and_then(|r| r.strip_prefix("#/definitions/")) {
+                Some(name) if defs.contains_key(name) => {}
+                _ => problem("a reference to no definition"),
+            }
+            return;
+        }
+        if s.get("allOf").is_some() {
+            problem("allOf");
+        }
+        match s.get("type") {
+            None => {}
+            Some(Value::String(t)) => match t.as_str() {
+                "object" | "string" | "number" | "integer" | "boolean" => {}
+                "array" if s["items"].is_object() => {}
+                _ => problem("an unknown type or an array without one item schema"),
+            },
+            Some(_) => problem("several types"),
+        }
+        if let Some(Value::Object(props)) = s.get("properties") {
+            for (name, p) in props {
+                kubectl_cannot_read(p, &format!("{at}.{name}"), defs, out);
+            }
+        }
+        for key in ["items", "additionalProperties"] {
+            if let Some(sub @ Value::Object(_)) = s.get(key) {
+                kubectl_cannot_read(sub, &format!("{at}[{key}]"), defs, out);
+            }
+        }
+    }
+
+    #[test]
+    fn kubectl_can_read_every_v2_definition() {
+        let v2: Value = serde_json::from_slice(&build().v2).unwrap();
+        let defs = v2["definitions"].as_object().unwrap();
+        let mut problems = Vec::new();
+        for (name, s) in defs {
+            kubectl_cannot_read(s, name, defs, &mut problems);
+        }
+        assert!(problems.is_empty(), "{problems:#?}");
     }
 }
