@@ -4,6 +4,9 @@
 //! Schemas come from k8s-openapi's own JSON schemas (with their descriptions); each resource's
 //! schema carries `x-kubernetes-group-version-kind`, keyed lists carry the strategic-merge
 //! extensions, and each resource has its paths with the query parameters the server honours.
+//!
+//! `/openapi/v2` is served as JSON or, for kubectl and client-go, as gnostic's protobuf
+//! ([`gnostic`]), chosen by the `Accept` header as kube-openapi's handler chooses.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -18,10 +21,14 @@ use serde_json::{json, Map, Value};
 use crate::error::{Error, Result};
 use crate::registry::{self, ResourceInfo};
 
+mod gnostic;
+
 /// The OpenAPI documents, built once on first use.
 #[derive(Default)]
 pub struct Docs {
     built: OnceLock<Built>,
+    /// The v2 document as protobuf, made from the JSON the first time a client asks for it.
+    v2_protobuf: OnceLock<Result<Bytes, gnostic::Error>>,
 }
 
 struct Built {
@@ -335,18 +342,130 @@ fn build() -> Built {
     }
 }
 
-fn json_response(b: &Bytes) -> Response<Body> {
-    Response::builder()
+/// The protobuf media type `/openapi/v2` answers with. Clients may ask for it by this name or by
+/// the older one with `@` that client-go and kubectl still send.
+const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// What `/openapi/v2` can be served as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum V2Format {
+    Json,
+    Protobuf,
+}
+
+/// Picks the representation of `/openapi/v2` for an `Accept` header as kube-openapi does: the
+/// most preferred media range (exact types before wildcards among equals) that any offer
+/// matches, offers tried in the order JSON, protobuf, so that `*/*`, `application/*` and no
+/// `Accept` at all get JSON. `None` when nothing matches (406). Unlike kube-openapi, a range
+/// with `q=0` is taken to refuse the type, as RFC 9110 says.
+fn negotiate_v2(accept: &str) -> Option<V2Format> {
+    const OFFERS: [(&str, &str, V2Format); 3] = [
+        ("application", "json", V2Format::Json),
+        (
+            "application",
+            "com.github.proto-openapi.spec.v2@v1.0+protobuf",
+            V2Format::Protobuf,
+        ),
+        (
+            "application",
+            "com.github.proto-openapi.spec.v2.v1.0+protobuf",
+            V2Format::Protobuf,
+        ),
+    ];
+    let accept = if accept.trim().is_empty() {
+        "*/*"
+    } else {
+        accept
+    };
+    let mut ranges: Vec<(f32, &str, &str)> = accept
+        .split(',')
+        .filter_map(|clause| {
+            let mut parts = clause.split(';');
+            let range = parts.next()?.trim();
+            // A lone `*` is taken for `*/*`, as kube-openapi's parser takes it.
+            let (ty, sub) = if range == "*" {
+                ("*", "*")
+            } else {
+                range.split_once('/')?
+            };
+            let q = match parts.find_map(|p| p.trim().strip_prefix("q=")) {
+                Some(q) => q.trim().parse::<f32>().ok()?,
+                None => 1.0,
+            };
+            Some((q, ty.trim(), sub.trim()))
+        })
+        .filter(|(q, ..)| *q > 0.0)
+        .collect();
+    ranges.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then((a.1 == "*").cmp(&(b.1 == "*")))
+            .then((a.2 == "*").cmp(&(b.2 == "*")))
+    });
+    ranges.iter().find_map(|(_, ty, sub)| {
+        OFFERS
+            .iter()
+            .find(|(t, s, _)| {
+                (*ty == "*" || ty.eq_ignore_ascii_case(t))
+                    && (*sub == "*" || sub.eq_ignore_ascii_case(s))
+            })
+            .map(|offer| offer.2)
+    })
+}
+
+/// Whether an `If-None-Match` header names `etag` (quoted), so the client's copy is current.
+fn not_modified(req: &Request<hyper::body::Incoming>, etag: &str) -> bool {
+    req.headers()
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim())
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
+}
+
+/// A document, or 304 when the client already has it. `etag` comes with the quotes.
+fn respond(
+    req: &Request<hyper::body::Incoming>,
+    content_type: &str,
+    etag: &str,
+    body: Bytes,
+) -> Response<Body> {
+    let response = Response::builder().header(header::ETAG, etag);
+    if not_modified(req, etag) {
+        return response
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::empty())
+            .expect("valid response");
+    }
+    response
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::ETAG, format!("\"{}\"", hash_of(b)))
-        .body(Body::from(b.clone()))
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body))
         .expect("valid response")
+}
+
+fn etag_of(b: &Bytes) -> String {
+    format!("\"{}\"", hash_of(b))
 }
 
 impl Docs {
     fn built(&self) -> &Built {
         self.built.get_or_init(build)
+    }
+
+    fn v2_protobuf(&self) -> Result<Bytes> {
+        let encoded =
+            self.v2_protobuf.get_or_init(|| {
+                gnostic::encode(&self.built().v2).map(Bytes::from).inspect_err(|e| {
+                tracing::error!(error = %e, "the OpenAPI v2 document has no protobuf form")
+            })
+            });
+        match encoded {
+            Ok(b) => Ok(b.clone()),
+            Err(e) => Err(Error::internal(format!(
+                "the OpenAPI v2 document has no protobuf form: {e}"
+            ))),
+        }
     }
 
     /// Serves `/openapi/v2` and `/openapi/v3[/...]`.
@@ -362,27 +481,35 @@ impl Docs {
                 .get(header::ACCEPT)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            let json_ok =
-                accept.is_empty() || accept.contains("application/json") || accept.contains("*/*");
-            if !json_ok {
-                return Err(Error::not_acceptable(
-                    "only application/json is served for /openapi/v2",
-                ));
-            }
-            return Ok(json_response(&built.v2));
+            // One ETag for both forms, as kube-openapi does: they are one document, and caches
+            // tell them apart by `Vary: Accept`.
+            let etag = etag_of(&built.v2);
+            let (content_type, body) = match negotiate_v2(accept) {
+                Some(V2Format::Json) => ("application/json", built.v2.clone()),
+                Some(V2Format::Protobuf) => (V2_PROTOBUF, self.v2_protobuf()?),
+                None => {
+                    return Err(Error::not_acceptable(format!(
+                        "/openapi/v2 is served as application/json or {V2_PROTOBUF}"
+                    )))
+                }
+            };
+            let mut response = respond(req, content_type, &etag, body);
+            response
+                .headers_mut()
+                .insert(header::VARY, http::HeaderValue::from_static("Accept"));
+            return Ok(response);
         }
         let rest = path
             .trim_start_matches("/openapi/v3")
             .trim_start_matches('/');
-        if rest.is_empty() {
-            return Ok(json_response(&built.v3_index));
-        }
-        match built.v3.get(rest) {
-            Some(doc) => Ok(json_response(doc)),
-            None => Err(Error::not_found_message(format!(
-                "no OpenAPI document for {rest}"
-            ))),
-        }
+        let doc = if rest.is_empty() {
+            &built.v3_index
+        } else {
+            built.v3.get(rest).ok_or_else(|| {
+                Error::not_found_message(format!("no OpenAPI document for {rest}"))
+            })?
+        };
+        Ok(respond(req, "application/json", &etag_of(doc), doc.clone()))
     }
 }
 
@@ -411,6 +538,86 @@ mod tests {
         assert!(v2
             .to_string()
             .contains("#/definitions/io.k8s.api.core.v1.PodSpec"));
+    }
+
+    fn named<'a>(named: &'a [gnostic::NamedSchema], name: &str) -> &'a gnostic::Schema {
+        named
+            .iter()
+            .find(|n| n.name == name)
+            .and_then(|n| n.value.as_ref())
+            .unwrap_or_else(|| panic!("no {name}"))
+    }
+
+    fn extension(s: &gnostic::Schema, name: &str) -> Value {
+        let any = s
+            .vendor_extension
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.as_ref())
+            .unwrap_or_else(|| panic!("no {name}"));
+        serde_yaml::from_str(&any.yaml).unwrap()
+    }
+
+    #[test]
+    fn v2_protobuf_is_the_json_document() {
+        use prost::Message;
+
+        let b = build();
+        let bytes = gnostic::encode(&b.v2).unwrap();
+        let doc = gnostic::Document::decode(bytes.as_slice()).unwrap();
+        let json: Value = serde_json::from_slice(&b.v2).unwrap();
+        assert_eq!(gnostic::to_json(&doc), json);
+
+        assert_eq!(doc.swagger, "2.0");
+        let defs = &doc.definitions.as_ref().unwrap().additional_properties;
+        let prop = |s: &'_ gnostic::Schema, name: &str| {
+            named(&s.properties.as_ref().unwrap().additional_properties, name).clone()
+        };
+        let pod = named(defs, "io.k8s.api.core.v1.Pod");
+        assert!(pod
+            .description
+            .starts_with("Pod is a collection of containers"));
+        assert_eq!(
+            extension(pod, "x-kubernetes-group-version-kind"),
+            json!([{"group": "", "version": "v1", "kind": "Pod"}])
+        );
+        let spec = prop(pod, "spec");
+        assert_eq!(spec.xref, "#/definitions/io.k8s.api.core.v1.PodSpec");
+        assert!(spec
+            .description
+            .starts_with("Specification of the desired behavior"));
+        let containers = prop(named(defs, "io.k8s.api.core.v1.PodSpec"), "containers");
+        assert_eq!(containers.r#type.as_ref().unwrap().value, ["array"]);
+        assert_eq!(
+            containers.items.as_ref().unwrap().schema[0].xref,
+            "#/definitions/io.k8s.api.core.v1.Container"
+        );
+        assert_eq!(
+            extension(&containers, "x-kubernetes-patch-merge-key"),
+            "name"
+        );
+        assert_eq!(
+            extension(&containers, "x-kubernetes-patch-strategy"),
+            "merge"
+        );
+        let container = named(defs, "io.k8s.api.core.v1.Container");
+        assert_eq!(container.required, ["name"]);
+        let labels = prop(
+            named(defs, "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+            "labels",
+        );
+        let values = match labels.additional_properties.and_then(|a| a.oneof) {
+            Some(gnostic::additional_properties_item::Oneof::Schema(s)) => s,
+            other => panic!("labels' values: {other:?}"),
+        };
+        assert_eq!(values.r#type.unwrap().value, ["string"]);
+        assert_eq!(
+            extension(
+                named(defs, "io.k8s.api.apps.v1.Deployment"),
+                "x-kubernetes-group-version-kind"
+            ),
+            json!([{"group": "apps", "version": "v1", "kind": "Deployment"}])
+        );
     }
 
     /// What kube-openapi's v2 reader (`pkg/util/proto`) refuses, which kubectl runs over every
@@ -463,5 +670,35 @@ mod tests {
             kubectl_cannot_read(s, name, defs, &mut problems);
         }
         assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn v2_representation_follows_accept_as_kube_openapi_does() {
+        use V2Format::{Json, Protobuf};
+        let legacy = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+        for (accept, want) in [
+            ("", Some(Json)),
+            ("*/*", Some(Json)),
+            ("application/*", Some(Json)),
+            ("application/json", Some(Json)),
+            ("application/json, */*", Some(Json)),
+            (legacy, Some(Protobuf)),
+            (V2_PROTOBUF, Some(Protobuf)),
+            (
+                "Application/Com.Github.Proto-OpenAPI.Spec.V2@v1.0+Protobuf",
+                Some(Protobuf),
+            ),
+            (&format!("{legacy}, application/json"), Some(Protobuf)),
+            (&format!("application/json;q=0.5, {legacy}"), Some(Protobuf)),
+            (&format!("*/*, {legacy}"), Some(Protobuf)),
+            (&format!("{legacy};q=0.9, application/json"), Some(Json)),
+            ("application/yaml, text/html", None),
+            ("application/json;q=0", None),
+            ("application/vnd.kubernetes.protobuf", None),
+            ("*", Some(Json)),
+            ("garbage", None),
+        ] {
+            assert_eq!(negotiate_v2(accept), want, "Accept: {accept}");
+        }
     }
 }
