@@ -718,3 +718,102 @@ async fn apply_updates_a_secret_written_with_string_data() {
         r.stderr
     );
 }
+
+const PV: &str = r#"
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: pv1
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  hostPath: {path: /tmp/pv1}
+"#;
+
+/// A kind the server does not serve fails at REST mapping, with kube-apiserver's message, not
+/// on OpenAPI: kubectl finds no path for it in the v3 document, falls back to the v2 one (which
+/// it asks for as protobuf) to learn whether the kind takes `fieldValidation`, and validates on
+/// the client against it before mapping the kind.
+#[tokio::test]
+async fn apply_of_a_kind_not_served_fails_at_rest_mapping() {
+    let c = Cluster::start().await.unwrap();
+    let k = c.kubectl();
+    let dir = tempfile::tempdir().unwrap();
+    let pv = write(&dir, "pv.yaml", PV);
+    let err = k.fails(&["apply", "-f", &pv]);
+    assert!(
+        err.contains(r#"no matches for kind "PersistentVolume" in version "v1""#),
+        "{err}"
+    );
+    assert!(!err.contains("failed to download openapi"), "{err}");
+    assert!(!err.contains("error validating"), "{err}");
+
+    // kubectl reads the v2 protobuf's models: explain from v2 follows a reference.
+    let explain = k.ok(&[
+        "explain",
+        "pod.spec.containers",
+        "--output=plaintext-openapiv2",
+    ]);
+    assert!(
+        explain.contains("RESOURCE: containers <[]Object>")
+            && explain.contains("A single application container"),
+        "{explain}"
+    );
+}
+
+#[tokio::test]
+async fn openapi_v2_is_served_as_protobuf_or_json_by_accept() {
+    let c = Cluster::start().await.unwrap();
+    let http = c.api.client().unwrap();
+    let url = c.api.url("/openapi/v2");
+    let get = |accept: Option<&str>| {
+        let mut r = http.get(&url);
+        if let Some(a) = accept {
+            r = r.header("Accept", a);
+        }
+        r.send()
+    };
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+
+    let json = get(None).await.unwrap();
+    assert_eq!(json.status(), 200);
+    assert_eq!(header(&json, "content-type"), "application/json");
+    let etag = header(&json, "etag");
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    let doc: Value = json.json().await.unwrap();
+    assert_eq!(doc["swagger"], "2.0");
+
+    for accept in [
+        "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+    ] {
+        let pb = get(Some(accept)).await.unwrap();
+        assert_eq!(pb.status(), 200, "{accept}");
+        assert_eq!(
+            header(&pb, "content-type"),
+            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+        );
+        // One document, one ETag; caches tell the forms apart by Accept.
+        assert_eq!(header(&pb, "etag"), etag);
+        assert_eq!(header(&pb, "vary"), "Accept");
+        let body = pb.bytes().await.unwrap();
+        // Field 1 (swagger), length 3, "2.0".
+        assert!(body.starts_with(b"\x0a\x032.0"), "{:?}", &body[..16]);
+    }
+
+    let refused = get(Some("text/html")).await.unwrap();
+    assert_eq!(refused.status(), 406);
+    let unchanged = http
+        .get(&url)
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unchanged.status(), 304);
+}

@@ -1,0 +1,714 @@
+//! OpenAPI v3 (per group-version) and v2 documents, for `kubectl explain`, kubectl's choice of
+//! server-side field validation, and client tooling.
+//!
+//! Schemas come from k8s-openapi's own JSON schemas (with their descriptions); each resource's
+//! schema carries `x-kubernetes-group-version-kind`, keyed lists carry the strategic-merge
+//! extensions, and each resource has its paths with the query parameters the server honours.
+//!
+//! `/openapi/v2` is served as JSON or, for kubectl and client-go, as gnostic's protobuf
+//! ([`gnostic`]), chosen by the `Accept` header as kube-openapi's handler chooses.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::OnceLock;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use schemars::generate::SchemaSettings;
+use serde_json::{json, Map, Value};
+
+use crate::error::{Error, Result};
+use crate::registry::{Resource, ResourceInfo};
+
+mod gnostic;
+
+/// The OpenAPI documents, built once on first use.
+#[derive(Default)]
+pub struct Docs {
+    built: OnceLock<Built>,
+    /// The v2 document as protobuf, made from the JSON the first time a client asks for it.
+    v2_protobuf: OnceLock<Result<Bytes, gnostic::Error>>,
+}
+
+struct Built {
+    v3_index: Bytes,
+    v3: BTreeMap<String, Bytes>,
+    v2: Bytes,
+}
+
+/// Lists that merge by key under strategic merge patch: (definition, property, key).
+const MERGE_KEYS: &[(&str, &str, &str)] = &[
+    ("io.k8s.api.core.v1.PodSpec", "containers", "name"),
+    ("io.k8s.api.core.v1.PodSpec", "initContainers", "name"),
+    ("io.k8s.api.core.v1.PodSpec", "ephemeralContainers", "name"),
+    ("io.k8s.api.core.v1.PodSpec", "volumes", "name"),
+    ("io.k8s.api.core.v1.PodSpec", "imagePullSecrets", "name"),
+    ("io.k8s.api.core.v1.PodSpec", "hostAliases", "ip"),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "topologySpreadConstraints",
+        "topologyKey",
+    ),
+    ("io.k8s.api.core.v1.Container", "env", "name"),
+    ("io.k8s.api.core.v1.Container", "ports", "containerPort"),
+    ("io.k8s.api.core.v1.Container", "volumeMounts", "mountPath"),
+    (
+        "io.k8s.api.core.v1.Container",
+        "volumeDevices",
+        "devicePath",
+    ),
+    ("io.k8s.api.core.v1.ServiceSpec", "ports", "port"),
+    ("io.k8s.api.core.v1.PodStatus", "conditions", "type"),
+    ("io.k8s.api.core.v1.PodStatus", "podIPs", "ip"),
+    ("io.k8s.api.core.v1.NodeStatus", "conditions", "type"),
+    ("io.k8s.api.core.v1.NodeStatus", "addresses", "type"),
+    ("io.k8s.api.apps.v1.DeploymentStatus", "conditions", "type"),
+    ("io.k8s.api.apps.v1.ReplicaSetStatus", "conditions", "type"),
+    ("io.k8s.api.apps.v1.DaemonSetStatus", "conditions", "type"),
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "ownerReferences",
+        "uid",
+    ),
+];
+
+/// Lists of scalars that merge as sets: (definition, property).
+const MERGE_SETS: &[(&str, &str)] = &[
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "finalizers",
+    ),
+    ("io.k8s.api.core.v1.NodeSpec", "podCIDRs"),
+];
+
+fn hash_of(b: &[u8]) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    b.hash(&mut h);
+    format!("{:016X}", h.finish())
+}
+
+fn group_versions(all: &[Resource]) -> Vec<(&str, &str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for r in all {
+        if !out.contains(&(r.group.as_str(), r.version.as_str())) {
+            out.push((&r.group, &r.version));
+        }
+    }
+    out
+}
+
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+fn annotate(defs: &mut Map<String, Value>) {
+    for (def, prop, key) in MERGE_KEYS {
+        if let Some(p) = defs
+            .get_mut(*def)
+            .and_then(|d| d.pointer_mut(&format!("/properties/{prop}")))
+        {
+            p["x-kubernetes-patch-merge-key"] = json!(key);
+            p["x-kubernetes-patch-strategy"] = json!("merge");
+            p["x-kubernetes-list-type"] = json!("map");
+            p["x-kubernetes-list-map-keys"] = json!([key]);
+        }
+    }
+    for (def, prop) in MERGE_SETS {
+        if let Some(p) = defs
+            .get_mut(*def)
+            .and_then(|d| d.pointer_mut(&format!("/properties/{prop}")))
+        {
+            p["x-kubernetes-patch-strategy"] = json!("merge");
+            p["x-kubernetes-list-type"] = json!("set");
+        }
+    }
+}
+
+fn query(name: &str, description: &str) -> Value {
+    json!({"name": name, "in": "query", "description": description, "schema": {"type": "string", "uniqueItems": true}})
+}
+
+fn path_param(name: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "uniqueItems": true}})
+}
+
+fn operation(
+    r: &ResourceInfo,
+    action: &str,
+    verb: &str,
+    schema_ref: &Value,
+    params: Vec<Value>,
+    body: bool,
+) -> Value {
+    let scope = if r.namespaced { "Namespaced" } else { "" };
+    let mut op = json!({
+        "tags": [format!("{}{}", if r.group.is_empty() { "core" } else { &r.group }, r.version)],
+        "description": format!("{verb} the specified {}", r.kind),
+        "operationId": format!("{verb}{scope}{}", r.kind),
+        "parameters": params,
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {"schema": schema_ref}}},
+            "401": {"description": "Unauthorized"},
+        },
+        "x-kubernetes-action": action,
+        "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind},
+    });
+    if body {
+        op["requestBody"] = json!({"content": {"*/*": {"schema": schema_ref}}, "required": true});
+    }
+    op
+}
+
+fn write_params() -> Vec<Value> {
+    vec![
+        query("dryRun", "When present, indicates that modifications should not be persisted. Valid values: All"),
+        query("fieldManager", "fieldManager is a name associated with the actor or entity that is making these changes."),
+        query("fieldValidation", "Ignore, Warn or Strict: what to do with unknown or duplicate fields."),
+    ]
+}
+
+fn paths(r: &ResourceInfo, schema_ref: &Value, out: &mut Map<String, Value>) {
+    let base = format!("/{}", gv_path(&r.group, &r.version));
+    let coll = if r.namespaced {
+        format!("{base}/namespaces/{{namespace}}/{}", r.plural)
+    } else {
+        format!("{base}/{}", r.plural)
+    };
+    let mut scope_params = Vec::new();
+    if r.namespaced {
+        scope_params.push(path_param("namespace"));
+    }
+    let mut list_params = scope_params.clone();
+    for (n, d) in [
+        ("labelSelector", "A selector to restrict the list of returned objects by their labels."),
+        ("fieldSelector", "A selector to restrict the list of returned objects by their fields."),
+        ("limit", "limit is a maximum number of responses to return for a list call."),
+        ("continue", "The continue option should be set when retrieving more results from the server."),
+        ("resourceVersion", "resourceVersion sets a constraint on what resource versions a request may be served from."),
+        ("resourceVersionMatch", "resourceVersionMatch determines how resourceVersion is applied to list calls."),
+        ("watch", "Watch for changes to the described resources and return them as a stream of add, update, and remove notifications."),
+        ("allowWatchBookmarks", "allowWatchBookmarks requests watch events with type \"BOOKMARK\"."),
+        ("timeoutSeconds", "Timeout for the list/watch call."),
+    ] {
+        list_params.push(query(n, d));
+    }
+    let mut create_params = scope_params.clone();
+    create_params.extend(write_params());
+    out.insert(
+        coll.clone(),
+        json!({
+            "get": operation(r, "list", "list", &json!({"type": "object"}), list_params, false),
+            "post": operation(r, "post", "create", schema_ref, create_params.clone(), true),
+        }),
+    );
+    let mut item_params = scope_params;
+    item_params.push(path_param("name"));
+    let mut patch_params = item_params.clone();
+    patch_params.extend(write_params());
+    patch_params.push(query(
+        "force",
+        "Force is going to \"force\" Apply requests.",
+    ));
+    let mut put_params = item_params.clone();
+    put_params.extend(write_params());
+    let mut delete_params = item_params.clone();
+    for (n, d) in [
+        ("gracePeriodSeconds", "The duration in seconds before the object should be deleted."),
+        ("propagationPolicy", "Whether and how garbage collection will be performed: Orphan, Background or Foreground."),
+        ("dryRun", "When present, indicates that modifications should not be persisted."),
+    ] {
+        delete_params.push(query(n, d));
+    }
+    let mut patch = operation(r, "patch", "patch", schema_ref, patch_params, false);
+    patch["requestBody"] = json!({"content": {
+        "application/json-patch+json": {"schema": {"type": "object"}},
+        "application/merge-patch+json": {"schema": {"type": "object"}},
+        "application/strategic-merge-patch+json": {"schema": {"type": "object"}},
+        "application/apply-patch+yaml": {"schema": {"type": "object"}},
+    }, "required": true});
+    out.insert(
+        format!("{coll}/{{name}}"),
+        json!({
+            "get": operation(r, "get", "read", schema_ref, item_params, false),
+            "put": operation(r, "put", "replace", schema_ref, put_params, true),
+            "patch": patch,
+            "delete": operation(r, "delete", "delete", &json!({"type": "object"}), delete_params, false),
+        }),
+    );
+}
+
+/// Turns OpenAPI 3 schemas into Swagger 2.0 ones: references point into `#/definitions/`, and a
+/// described reference is `$ref` beside its `description`, as kube-apiserver writes v2, rather
+/// than the `allOf: [{$ref}]` OpenAPI 3 needs. kube-openapi's v2 reader, which kubectl uses for
+/// client-side validation and patch metadata, takes a schema with only `allOf` for "anything".
+fn to_swagger2(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            let lone_ref = match m.get("allOf") {
+                Some(Value::Array(all)) => match all.as_slice() {
+                    [Value::Object(only)] if only.len() == 1 => only.get("$ref").cloned(),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(r) = lone_ref {
+                if !["$ref", "type", "properties"]
+                    .iter()
+                    .any(|k| m.contains_key(*k))
+                {
+                    m.shift_remove("allOf");
+                    m.insert("$ref".into(), r);
+                }
+            }
+            if let Some(Value::String(r)) = m.get_mut("$ref") {
+                if let Some(name) = r.strip_prefix("#/components/schemas/") {
+                    *r = format!("#/definitions/{name}");
+                }
+            }
+            m.values_mut().for_each(to_swagger2);
+        }
+        Value::Array(a) => a.iter_mut().for_each(to_swagger2),
+        _ => {}
+    }
+}
+
+fn build(all: &[Resource]) -> Built {
+    let info = json!({"title": "Kubernetes", "version": crate::version::version()["gitVersion"]});
+    let mut v3 = BTreeMap::new();
+    let mut index = Map::new();
+    let mut all_defs = Map::new();
+    for (group, version) in group_versions(all) {
+        let mut generator = SchemaSettings::openapi3().into_generator();
+        let mut paths_map = Map::new();
+        let mut roots = Vec::new();
+        for r in all
+            .iter()
+            .filter(|r| r.group == group && r.version == version)
+        {
+            let Some(schema_of) = r.schema else { continue };
+            let schema = schema_of(&mut generator);
+            let schema = serde_json::to_value(&schema).unwrap_or(Value::Null);
+            paths(r, &schema, &mut paths_map);
+            if let Some(name) = schema
+                .get("$ref")
+                .and_then(Value::as_str)
+                .and_then(|s| s.rsplit('/').next())
+            {
+                roots.push((name.to_string(), r));
+            }
+        }
+        let mut defs = generator.take_definitions(true);
+        for (name, r) in roots {
+            if let Some(d) = defs.get_mut(&name) {
+                d["x-kubernetes-group-version-kind"] =
+                    json!([{"group": r.group, "version": r.version, "kind": r.kind}]);
+            }
+        }
+        annotate(&mut defs);
+        let doc = json!({
+            "openapi": "3.0.0",
+            "info": info,
+            "paths": paths_map,
+            "components": {"schemas": defs},
+        });
+        let bytes = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
+        let key = gv_path(group, version);
+        index.insert(
+            key.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={}", hash_of(&bytes))}),
+        );
+        v3.insert(key, bytes);
+        for (k, v) in defs {
+            all_defs.insert(k, v);
+        }
+    }
+    // Swagger 2.0: the same schemas under #/definitions, and no paths. kubectl reads v2 paths
+    // only when the v3 document has no path for a kind (one this server does not serve), to ask
+    // whether the kind takes `fieldValidation`. With no paths it concludes "no" and validates on
+    // the client, finding no schema and leaving the error to the REST mapping ("no matches for
+    // kind"), as against kube-apiserver. With paths it would see that Namespace takes the
+    // parameter and list CustomResourceDefinitions to see if the kind is one, which this server
+    // does not serve, and fail with that instead.
+    let mut v2 = json!({"swagger": "2.0", "info": info, "paths": {}, "definitions": all_defs});
+    to_swagger2(&mut v2);
+    Built {
+        v3_index: Bytes::from(serde_json::to_vec(&json!({"paths": index})).unwrap_or_default()),
+        v3,
+        v2: Bytes::from(serde_json::to_vec(&v2).unwrap_or_default()),
+    }
+}
+
+/// The protobuf media type `/openapi/v2` answers with. Clients may ask for it by this name or by
+/// the older one with `@` that client-go and kubectl still send.
+const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// What `/openapi/v2` can be served as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum V2Format {
+    Json,
+    Protobuf,
+}
+
+/// Picks the representation of `/openapi/v2` for an `Accept` header as kube-openapi does: the
+/// most preferred media range (exact types before wildcards among equals) that any offer
+/// matches, offers tried in the order JSON, protobuf, so that `*/*`, `application/*` and no
+/// `Accept` at all get JSON. `None` when nothing matches (406). Unlike kube-openapi, a range
+/// with `q=0` is taken to refuse the type, as RFC 9110 says.
+fn negotiate_v2(accept: &str) -> Option<V2Format> {
+    const OFFERS: [(&str, &str, V2Format); 3] = [
+        ("application", "json", V2Format::Json),
+        (
+            "application",
+            "com.github.proto-openapi.spec.v2@v1.0+protobuf",
+            V2Format::Protobuf,
+        ),
+        (
+            "application",
+            "com.github.proto-openapi.spec.v2.v1.0+protobuf",
+            V2Format::Protobuf,
+        ),
+    ];
+    let accept = if accept.trim().is_empty() {
+        "*/*"
+    } else {
+        accept
+    };
+    let mut ranges: Vec<(f32, &str, &str)> = accept
+        .split(',')
+        .filter_map(|clause| {
+            let mut parts = clause.split(';');
+            let range = parts.next()?.trim();
+            // A lone `*` is taken for `*/*`, as kube-openapi's parser takes it.
+            let (ty, sub) = if range == "*" {
+                ("*", "*")
+            } else {
+                range.split_once('/')?
+            };
+            let q = match parts.find_map(|p| p.trim().strip_prefix("q=")) {
+                Some(q) => q.trim().parse::<f32>().ok()?,
+                None => 1.0,
+            };
+            Some((q, ty.trim(), sub.trim()))
+        })
+        .filter(|(q, ..)| *q > 0.0)
+        .collect();
+    ranges.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then((a.1 == "*").cmp(&(b.1 == "*")))
+            .then((a.2 == "*").cmp(&(b.2 == "*")))
+    });
+    ranges.iter().find_map(|(_, ty, sub)| {
+        OFFERS
+            .iter()
+            .find(|(t, s, _)| {
+                (*ty == "*" || ty.eq_ignore_ascii_case(t))
+                    && (*sub == "*" || sub.eq_ignore_ascii_case(s))
+            })
+            .map(|offer| offer.2)
+    })
+}
+
+/// Whether an `If-None-Match` header names `etag` (quoted), so the client's copy is current.
+fn not_modified(req: &Request<hyper::body::Incoming>, etag: &str) -> bool {
+    req.headers()
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim())
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
+}
+
+/// A document, or 304 when the client already has it. `etag` comes with the quotes.
+fn respond(
+    req: &Request<hyper::body::Incoming>,
+    content_type: &str,
+    etag: &str,
+    body: Bytes,
+) -> Response<Body> {
+    let response = Response::builder().header(header::ETAG, etag);
+    if not_modified(req, etag) {
+        return response
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::empty())
+            .expect("valid response");
+    }
+    response
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body))
+        .expect("valid response")
+}
+
+fn etag_of(b: &Bytes) -> String {
+    format!("\"{}\"", hash_of(b))
+}
+
+impl Docs {
+    fn built(&self, all: &[Resource]) -> &Built {
+        self.built.get_or_init(|| build(all))
+    }
+
+    fn v2_protobuf(&self, built: &Built) -> Result<Bytes> {
+        let encoded = self.v2_protobuf.get_or_init(|| {
+            gnostic::encode(&built.v2).map(Bytes::from).inspect_err(
+                |e| tracing::error!(error = %e, "the OpenAPI v2 document has no protobuf form"),
+            )
+        });
+        match encoded {
+            Ok(b) => Ok(b.clone()),
+            Err(e) => Err(Error::internal(format!(
+                "the OpenAPI v2 document has no protobuf form: {e}"
+            ))),
+        }
+    }
+
+    /// Serves `/openapi/v2` and `/openapi/v3[/...]` for the resources served.
+    pub fn serve(
+        &self,
+        req: &Request<hyper::body::Incoming>,
+        path: &str,
+        all: &[Resource],
+    ) -> Result<Response<Body>> {
+        let built = self.built(all);
+        if path == "/openapi/v2" {
+            let accept = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            // One ETag for both forms, as kube-openapi does: they are one document, and caches
+            // tell them apart by `Vary: Accept`.
+            let etag = etag_of(&built.v2);
+            let (content_type, body) = match negotiate_v2(accept) {
+                Some(V2Format::Json) => ("application/json", built.v2.clone()),
+                Some(V2Format::Protobuf) => (V2_PROTOBUF, self.v2_protobuf(built)?),
+                None => {
+                    return Err(Error::not_acceptable(format!(
+                        "/openapi/v2 is served as application/json or {V2_PROTOBUF}"
+                    )))
+                }
+            };
+            let mut response = respond(req, content_type, &etag, body);
+            response
+                .headers_mut()
+                .insert(header::VARY, http::HeaderValue::from_static("Accept"));
+            return Ok(response);
+        }
+        let rest = path
+            .trim_start_matches("/openapi/v3")
+            .trim_start_matches('/');
+        let doc = if rest.is_empty() {
+            &built.v3_index
+        } else {
+            built.v3.get(rest).ok_or_else(|| {
+                Error::not_found_message(format!("no OpenAPI document for {rest}"))
+            })?
+        };
+        Ok(respond(req, "application/json", &etag_of(doc), doc.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documents of every compiled-in resource.
+    fn build() -> Built {
+        let all: Vec<Resource> = crate::registry::builtins()
+            .iter()
+            .map(|b| std::sync::Arc::new(ResourceInfo::from(*b)))
+            .collect();
+        super::build(&all)
+    }
+
+    #[test]
+    fn documents_name_every_kind() {
+        let b = build();
+        let core: Value = serde_json::from_slice(&b.v3["api/v1"]).unwrap();
+        let pod = &core["components"]["schemas"]["io.k8s.api.core.v1.Pod"];
+        assert_eq!(pod["x-kubernetes-group-version-kind"][0]["kind"], "Pod");
+        let containers = &core["components"]["schemas"]["io.k8s.api.core.v1.PodSpec"]["properties"]
+            ["containers"];
+        assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
+        let patch = &core["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["patch"];
+        assert!(patch["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "fieldValidation"));
+        let apps: Value = serde_json::from_slice(&b.v3["apis/apps/v1"]).unwrap();
+        assert!(apps["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"].is_object());
+        let v2: Value = serde_json::from_slice(&b.v2).unwrap();
+        assert!(v2
+            .to_string()
+            .contains("#/definitions/io.k8s.api.core.v1.PodSpec"));
+    }
+
+    fn named<'a>(named: &'a [gnostic::NamedSchema], name: &str) -> &'a gnostic::Schema {
+        named
+            .iter()
+            .find(|n| n.name == name)
+            .and_then(|n| n.value.as_ref())
+            .unwrap_or_else(|| panic!("no {name}"))
+    }
+
+    fn extension(s: &gnostic::Schema, name: &str) -> Value {
+        let any = s
+            .vendor_extension
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.as_ref())
+            .unwrap_or_else(|| panic!("no {name}"));
+        serde_yaml::from_str(&any.yaml).unwrap()
+    }
+
+    #[test]
+    fn v2_protobuf_is_the_json_document() {
+        use prost::Message;
+
+        let b = build();
+        let bytes = gnostic::encode(&b.v2).unwrap();
+        let doc = gnostic::Document::decode(bytes.as_slice()).unwrap();
+        let json: Value = serde_json::from_slice(&b.v2).unwrap();
+        assert_eq!(gnostic::to_json(&doc), json);
+
+        assert_eq!(doc.swagger, "2.0");
+        let defs = &doc.definitions.as_ref().unwrap().additional_properties;
+        let prop = |s: &'_ gnostic::Schema, name: &str| {
+            named(&s.properties.as_ref().unwrap().additional_properties, name).clone()
+        };
+        let pod = named(defs, "io.k8s.api.core.v1.Pod");
+        assert!(pod
+            .description
+            .starts_with("Pod is a collection of containers"));
+        assert_eq!(
+            extension(pod, "x-kubernetes-group-version-kind"),
+            json!([{"group": "", "version": "v1", "kind": "Pod"}])
+        );
+        let spec = prop(pod, "spec");
+        assert_eq!(spec.xref, "#/definitions/io.k8s.api.core.v1.PodSpec");
+        assert!(spec
+            .description
+            .starts_with("Specification of the desired behavior"));
+        let containers = prop(named(defs, "io.k8s.api.core.v1.PodSpec"), "containers");
+        assert_eq!(containers.r#type.as_ref().unwrap().value, ["array"]);
+        assert_eq!(
+            containers.items.as_ref().unwrap().schema[0].xref,
+            "#/definitions/io.k8s.api.core.v1.Container"
+        );
+        assert_eq!(
+            extension(&containers, "x-kubernetes-patch-merge-key"),
+            "name"
+        );
+        assert_eq!(
+            extension(&containers, "x-kubernetes-patch-strategy"),
+            "merge"
+        );
+        let container = named(defs, "io.k8s.api.core.v1.Container");
+        assert_eq!(container.required, ["name"]);
+        let labels = prop(
+            named(defs, "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+            "labels",
+        );
+        let values = match labels.additional_properties.and_then(|a| a.oneof) {
+            Some(gnostic::additional_properties_item::Oneof::Schema(s)) => s,
+            other => panic!("labels' values: {other:?}"),
+        };
+        assert_eq!(values.r#type.unwrap().value, ["string"]);
+        assert_eq!(
+            extension(
+                named(defs, "io.k8s.api.apps.v1.Deployment"),
+                "x-kubernetes-group-version-kind"
+            ),
+            json!([{"group": "apps", "version": "v1", "kind": "Deployment"}])
+        );
+    }
+
+    /// What kube-openapi's v2 reader (`pkg/util/proto`) refuses, which kubectl runs over every
+    /// definition before it validates anything: a reference with a type or properties beside it,
+    /// a reference out of `#/definitions/` or to a missing one, an array without exactly one item
+    /// schema, several types, unknown types. It also reads a schema with only `allOf` as "any
+    /// value", so none should be left.
+    fn kubectl_cannot_read(s: &Value, at: &str, defs: &Map<String, Value>, out: &mut Vec<String>) {
+        let mut problem = |what: &str| out.push(format!("{at}: {what}"));
+        if let Some(r) = s.get("$ref") {
+            if s.get("type").is_some() || s.get("properties").is_some() {
+                problem("a reference with a type or properties");
+            }
+            match r.as_str().and_then(|r| r.strip_prefix("#/definitions/")) {
+                Some(name) if defs.contains_key(name) => {}
+                _ => problem("a reference to no definition"),
+            }
+            return;
+        }
+        if s.get("allOf").is_some() {
+            problem("allOf");
+        }
+        match s.get("type") {
+            None => {}
+            Some(Value::String(t)) => match t.as_str() {
+                "object" | "string" | "number" | "integer" | "boolean" => {}
+                "array" if s["items"].is_object() => {}
+                _ => problem("an unknown type or an array without one item schema"),
+            },
+            Some(_) => problem("several types"),
+        }
+        if let Some(Value::Object(props)) = s.get("properties") {
+            for (name, p) in props {
+                kubectl_cannot_read(p, &format!("{at}.{name}"), defs, out);
+            }
+        }
+        for key in ["items", "additionalProperties"] {
+            if let Some(sub @ Value::Object(_)) = s.get(key) {
+                kubectl_cannot_read(sub, &format!("{at}[{key}]"), defs, out);
+            }
+        }
+    }
+
+    #[test]
+    fn kubectl_can_read_every_v2_definition() {
+        let v2: Value = serde_json::from_slice(&build().v2).unwrap();
+        let defs = v2["definitions"].as_object().unwrap();
+        let mut problems = Vec::new();
+        for (name, s) in defs {
+            kubectl_cannot_read(s, name, defs, &mut problems);
+        }
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn v2_representation_follows_accept_as_kube_openapi_does() {
+        use V2Format::{Json, Protobuf};
+        let legacy = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+        for (accept, want) in [
+            ("", Some(Json)),
+            ("*/*", Some(Json)),
+            ("application/*", Some(Json)),
+            ("application/json", Some(Json)),
+            ("application/json, */*", Some(Json)),
+            (legacy, Some(Protobuf)),
+            (V2_PROTOBUF, Some(Protobuf)),
+            (
+                "Application/Com.Github.Proto-OpenAPI.Spec.V2@v1.0+Protobuf",
+                Some(Protobuf),
+            ),
+            (&format!("{legacy}, application/json"), Some(Protobuf)),
+            (&format!("application/json;q=0.5, {legacy}"), Some(Protobuf)),
+            (&format!("*/*, {legacy}"), Some(Protobuf)),
+            (&format!("{legacy};q=0.9, application/json"), Some(Json)),
+            ("application/yaml, text/html", None),
+            ("application/json;q=0", None),
+            ("application/vnd.kubernetes.protobuf", None),
+            ("*", Some(Json)),
+            ("garbage", None),
+        ] {
+            assert_eq!(negotiate_v2(accept), want, "Accept: {accept}");
+        }
+    }
+}
