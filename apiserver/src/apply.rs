@@ -644,6 +644,31 @@ pub fn record_update(next: &mut Value, old: Option<&Value>, manager: &str, subre
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_apply_configuration_applies_or_is_refused(
+            cfg in crate::patch::arbitrary::json(),
+            // Stored objects are always JSON objects (bodies that are not are refused first).
+            live in crate::patch::arbitrary::json()
+                .prop_map(|v| if v.is_object() { v } else { json!({"spec": v}) }),
+        ) {
+            let pod = json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "managedFields": [{"manager": "m", "operation": "Apply",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:containers": {
+                        "k:{\"name\":\"c\"}": {".": {}, "f:image": {}}}}}}]},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}});
+            for mut target in [pod, live] {
+                for (manager, force) in [("m", false), ("other", false), ("other", true)] {
+                    if let Err(e) = apply(&mut target, &cfg, &opts(manager, force)) {
+                        prop_assert!(e.code() < 500, "{}", e);
+                    }
+                    let _ = record_apply(&mut target, &opts(manager, force));
+                }
+            }
+        }
+    }
 
     fn opts(m: &str, force: bool) -> WriteOpts {
         WriteOpts {

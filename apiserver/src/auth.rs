@@ -241,6 +241,20 @@ pub fn forbidden(attrs: &Attributes<'_>, why: &str) -> Error {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn any_authorization_header_authenticates_or_is_refused(
+            value in proptest::collection::vec(32u8..127, 0..64),
+        ) {
+            let a = Authenticator::default();
+            let mut h = HeaderMap::new();
+            if let Ok(v) = http::HeaderValue::from_bytes(&value) {
+                h.insert(http::header::AUTHORIZATION, v);
+                proptest::prop_assert_eq!(a.authenticate(None, &h).unwrap_err().code(), 401);
+            }
+        }
+    }
+
     #[test]
     fn token_file_and_bearer() {
         let dir = tempfile::tempdir().unwrap();

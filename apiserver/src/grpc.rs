@@ -806,6 +806,20 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_envelope_decodes_or_is_refused(
+            json in proptest::collection::vec(proptest::num::u8::ANY, 0..256),
+            api_version in ".{0,8}",
+            kind in ".{0,8}",
+        ) {
+            let o = pb::Object { api_version, kind, json: json.into() };
+            if let Err(e) = decode_object(Some(o)) {
+                proptest::prop_assert_eq!(e.code(), 400);
+            }
+        }
+    }
+
     #[test]
     fn envelopes_fill_and_check_type() {
         let o = pb::Object {

@@ -286,8 +286,107 @@ fn strip_value(v: &Value) -> Value {
 }
 
 #[cfg(test)]
+pub(crate) mod arbitrary {
+    //! Arbitrary JSON documents, for property tests of what reads request bodies.
+
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    /// Any JSON value, keys drawn mostly from Kubernetes' own field names (and the strategic
+    /// merge directives) so that patches reach the code that treats them specially.
+    pub fn json() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            proptest::sample::select(vec![
+                "metadata",
+                "spec",
+                "status",
+                "name",
+                "containers",
+                "ports",
+                "env",
+                "volumes",
+                "volumeMounts",
+                "conditions",
+                "finalizers",
+                "ownerReferences",
+                "labels",
+                "$patch",
+                "$retainKeys",
+                "$deleteFromPrimitiveList/finalizers",
+                "$setElementOrder/containers",
+                "op",
+                "path",
+                "value",
+                "from",
+                "image",
+                "containerPort",
+                "port",
+                "type",
+                "uid",
+                "mountPath",
+            ])
+            .prop_map(String::from),
+            "[a-z$/]{0,8}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            prop_oneof![
+                proptest::sample::select(vec![
+                    "add",
+                    "remove",
+                    "replace",
+                    "move",
+                    "copy",
+                    "test",
+                    "/spec",
+                    "/metadata/name",
+                    "/spec/containers/0",
+                    "/x/-",
+                    "replace",
+                    "delete",
+                    "merge",
+                    "c",
+                ])
+                .prop_map(String::from),
+                ".{0,12}",
+            ]
+            .prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::vec((key.clone(), inner), 0..6)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
+            ]
+        })
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_patch_applies_or_is_refused(patch in arbitrary::json(), doc in arbitrary::json()) {
+            let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "finalizers": ["a"], "ownerReferences": [{"uid": "u"}]},
+                "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80}],
+                         "env": [{"name": "A", "value": "1"}]}]}});
+            for target in [pod, doc] {
+                for ptype in [PatchType::Json, PatchType::Merge, PatchType::Strategic] {
+                    let mut d = target.clone();
+                    if let Err(e) = apply_patch(&mut d, ptype, &patch) {
+                        prop_assert!(e.code() < 500, "{:?}: {}", ptype, e);
+                    }
+                }
+            }
+        }
+    }
     use serde_json::json;
 
     #[test]

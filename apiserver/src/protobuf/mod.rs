@@ -319,6 +319,32 @@ mod tests {
     use super::*;
     use k8s_pb::api::apps::v1 as pb;
     use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_protobuf_object_decodes_or_is_refused(
+            which in proptest::sample::select(vec![
+                ("v1", "Pod"), ("v1", "Namespace"), ("v1", "Service"), ("v1", "ConfigMap"),
+                ("v1", "Secret"), ("v1", "Node"), ("v1", "Binding"), ("apps/v1", "Deployment"),
+                ("policy/v1", "Eviction"), ("autoscaling/v1", "Scale"), ("v1", "DeleteOptions"),
+                ("v1", "Nope"),
+            ]),
+            raw in proptest::collection::vec(any::<u8>(), 0..256),
+            tail in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut body = envelope(which.0, which.1, raw);
+            for b in [body.clone(), [MAGIC, &tail[..]].concat(), tail.clone()] {
+                if let Err(e) = decode_object(&b) {
+                    prop_assert!(e.code() < 500, "{}", e);
+                }
+            }
+            body.truncate(body.len() / 2);
+            if let Err(e) = decode_object(&body) {
+                prop_assert!(e.code() < 500, "{}", e);
+            }
+        }
+    }
 
     fn envelope(api_version: &str, kind: &str, raw: Vec<u8>) -> Vec<u8> {
         let u = k8s_pb::apimachinery::pkg::runtime::Unknown {
