@@ -346,6 +346,14 @@ async fn every_subresource_through_both_doors() {
     );
     k.ok(&["scale", "deployment", "rest", "--replicas=2"]);
     assert_eq!(replicas("rest"), 2);
+    // kubectl prints a Scale as kube-apiserver's table has it.
+    let printed = k.ok(&["get", "deployment", "rest", "--subresource=scale"]);
+    let header: Vec<&str> = printed.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "DESIRED", "AVAILABLE"], "{printed}");
+    assert!(
+        printed.contains("rest ") && printed.contains(" 2 "),
+        "{printed}"
+    );
 
     // scale — gRPC.
     let apps = |ns: &str| resource("apps", "deployments", ns);

@@ -104,10 +104,18 @@ pub enum NameRule {
     PathSegment,
 }
 
+/// How objects print as `Table` rows (what `kubectl get` shows).
+pub trait Printer: Send + Sync {
+    /// The `Table` columns.
+    fn columns(&self) -> Vec<Column>;
+    /// One `Table` row's cells, in column order.
+    fn cells(&self, obj: &Value) -> Vec<Value>;
+}
+
 /// Per-type behaviour. The generic store calls these at fixed points of every write: a type
 /// changes what its objects go through only here.
 #[async_trait::async_trait]
-pub trait Strategy: Send + Sync {
+pub trait Strategy: Printer {
     /// Decodes `obj` as the type and fills in its defaults (before admission).
     fn default(&self, obj: Value) -> Result<Admitted, Rejection>;
     /// Validates an object (after admission), against `old` on update.
@@ -154,10 +162,6 @@ pub trait Strategy: Send + Sync {
     fn return_deleted_object(&self) -> bool {
         false
     }
-    /// The `Table` columns.
-    fn columns(&self) -> Vec<Column>;
-    /// One `Table` row's cells, in column order.
-    fn cells(&self, obj: &Value) -> Vec<Value>;
     /// The value of a selectable field the type computes rather than reads at its path.
     fn field(&self, _obj: &Value, _field: &str) -> Option<String> {
         None
@@ -338,16 +342,18 @@ where
         self.return_deleted_object
     }
 
+    fn field(&self, obj: &Value, field: &str) -> Option<String> {
+        (self.field)(obj, field)
+    }
+}
+
+impl<T: Send + Sync> Printer for Typed<T> {
     fn columns(&self) -> Vec<Column> {
         (self.columns)()
     }
 
     fn cells(&self, obj: &Value) -> Vec<Value> {
         (self.cells)(obj)
-    }
-
-    fn field(&self, obj: &Value, field: &str) -> Option<String> {
-        (self.field)(obj, field)
     }
 }
 
@@ -442,14 +448,17 @@ impl Strategy for WithAllocator {
     fn return_deleted_object(&self) -> bool {
         self.base.return_deleted_object()
     }
+    fn field(&self, obj: &Value, field: &str) -> Option<String> {
+        self.base.field(obj, field)
+    }
+}
+
+impl Printer for WithAllocator {
     fn columns(&self) -> Vec<Column> {
         self.base.columns()
     }
     fn cells(&self, obj: &Value) -> Vec<Value> {
         self.base.cells(obj)
-    }
-    fn field(&self, obj: &Value, field: &str) -> Option<String> {
-        self.base.field(obj, field)
     }
 }
 

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use super::{selector_text, Objects, Resource};
+use super::{col, i, selector_text, Column, Objects, Printer, Resource};
 use crate::error::{Cause, Error, Result};
 use crate::patch::{self, PatchType};
 use crate::request::{WriteOpts, Written};
@@ -30,6 +30,10 @@ pub trait Subresource: Send + Sync {
     /// port-forward), served by the REST door alone.
     fn connect(&self) -> bool {
         false
+    }
+    /// How what it returns prints as a `Table`, when not as its resource's objects do.
+    fn printer(&self) -> Option<&dyn Printer> {
+        None
     }
     /// `GET NAME/SUB`.
     async fn get(
@@ -222,8 +226,45 @@ impl Scale {
     }
 }
 
+impl Printer for Scale {
+    fn columns(&self) -> Vec<Column> {
+        vec![
+            col(
+                "Name",
+                "string",
+                0,
+                "Name must be unique within a namespace.",
+            ),
+            col(
+                "Desired",
+                "integer",
+                0,
+                "desired number of instances for the scaled object.",
+            ),
+            col(
+                "Available",
+                "integer",
+                0,
+                "actual number of observed instances of the scaled object.",
+            ),
+        ]
+    }
+
+    fn cells(&self, scale: &Value) -> Vec<Value> {
+        vec![
+            super::name(scale),
+            json!(i(scale, "/spec/replicas")),
+            json!(i(scale, "/status/replicas")),
+        ]
+    }
+}
+
 #[async_trait::async_trait]
 impl Subresource for Scale {
+    fn printer(&self) -> Option<&dyn Printer> {
+        Some(self)
+    }
+
     fn verbs(&self) -> &'static [&'static str] {
         &["get", "patch", "update"]
     }

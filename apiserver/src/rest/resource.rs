@@ -208,16 +208,19 @@ async fn subresource(
         };
     }
     let format = Format::from_accept(req.headers(), verb)?;
-    // The object's own kind (status) prints as the object does; another kind (a Scale) as JSON.
-    let format = match (handler.kind(), format) {
-        (None, f) => f,
-        (Some(_), Format::Yaml) => Format::Yaml,
-        (Some(_), _) => Format::Json,
+    // The object's own kind (status) prints as the object does, another kind (a Scale) by
+    // its own printer, or else as JSON.
+    let format = match (handler.kind(), handler.printer(), format) {
+        (Some(_), None, Format::Table | Format::PartialMeta) => Format::Json,
+        (_, _, f) => f,
     };
     match verb {
         "get" => {
             let obj = store.get_subresource(r, ns, name, sub).await?;
-            table::respond_one(r, obj, &format, q)
+            match handler.printer() {
+                Some(p) => table::respond_printed(p, obj, &format, q),
+                None => table::respond_one(r, obj, &format, q),
+            }
         }
         "update" => {
             let (parts, body) = read_body(req).await?;

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::negotiate::{respond, Format};
 use crate::error::{Error, Result};
 use crate::query::Query;
-use crate::registry::ResourceInfo;
+use crate::registry::{Printer, ResourceInfo};
 use crate::request::Listed;
 use crate::storage::cached::Cached;
 
@@ -50,8 +50,8 @@ pub fn partial(obj: &Value) -> Value {
 }
 
 /// One table row.
-pub fn row(r: &ResourceInfo, obj: &Value, include: Include) -> Value {
-    let mut row = json!({"cells": r.strategy.cells(obj)});
+pub fn row(p: &dyn Printer, obj: &Value, include: Include) -> Value {
+    let mut row = json!({"cells": p.cells(obj)});
     match include {
         Include::None => {}
         Include::Metadata => row["object"] = partial(obj),
@@ -61,10 +61,9 @@ pub fn row(r: &ResourceInfo, obj: &Value, include: Include) -> Value {
 }
 
 /// Column definitions.
-pub fn columns(r: &ResourceInfo) -> Value {
+pub fn columns(p: &dyn Printer) -> Value {
     Value::Array(
-        r.strategy
-            .columns()
+        p.columns()
             .iter()
             .map(|c| {
                 json!({
@@ -81,7 +80,7 @@ pub fn columns(r: &ResourceInfo) -> Value {
 
 /// A table of objects.
 pub fn table<'a>(
-    r: &ResourceInfo,
+    p: &dyn Printer,
     items: impl Iterator<Item = &'a Value>,
     include: Include,
     headers: bool,
@@ -91,17 +90,27 @@ pub fn table<'a>(
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": meta,
-        "rows": items.map(|o| row(r, o, include)).collect::<Vec<_>>(),
+        "rows": items.map(|o| row(p, o, include)).collect::<Vec<_>>(),
     });
     if headers {
-        t["columnDefinitions"] = columns(r);
+        t["columnDefinitions"] = columns(p);
     }
     t
 }
 
-/// Responds with one object in the requested format.
+/// Responds with one object of a resource in the requested format.
 pub fn respond_one(
     r: &ResourceInfo,
+    obj: Value,
+    format: &Format,
+    q: &Query,
+) -> Result<Response<Body>> {
+    respond_printed(&*r.strategy, obj, format, q)
+}
+
+/// Responds with one object in the requested format, printed by `p` as a `Table`.
+pub fn respond_printed(
+    p: &dyn Printer,
     obj: Value,
     format: &Format,
     q: &Query,
@@ -113,7 +122,7 @@ pub fn respond_one(
                 .cloned()
                 .unwrap_or(json!(""));
             let t = table(
-                r,
+                p,
                 std::iter::once(&obj),
                 Include::parse(q)?,
                 true,
@@ -148,7 +157,7 @@ pub fn respond_list(
     match format {
         Format::Table => {
             let t = table(
-                r,
+                &*r.strategy,
                 listed
                     .items
                     .iter()

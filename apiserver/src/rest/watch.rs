@@ -34,7 +34,7 @@ fn encode(
         (_, EventType::Bookmark) => out.extend_from_slice(&item.object.json),
         (Format::Table, _) => {
             let v = item.object.value();
-            let t = table::table(r, std::iter::once(&v), include, first, json!({}));
+            let t = table::table(&*r.strategy, std::iter::once(&v), include, first, json!({}));
             let _ = serde_json::to_writer(&mut out, &t);
         }
         (Format::PartialMeta, _) => {
