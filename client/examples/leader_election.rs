@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use skiff_client::leader::{self, LeaderElector, Outcome};
+use skiff_client::time::parse_duration;
 use skiff_client::Client;
 use tokio_util::sync::CancellationToken;
 
@@ -28,15 +29,15 @@ struct Args {
     /// This candidate's identity (default: host name and a random suffix).
     #[arg(long)]
     identity: Option<String>,
-    /// Seconds a lease holds without renewal.
-    #[arg(long, default_value_t = 15.0)]
-    lease_duration: f64,
-    /// Seconds a leader keeps trying to renew.
-    #[arg(long, default_value_t = 10.0)]
-    renew_deadline: f64,
-    /// Seconds between attempts.
-    #[arg(long, default_value_t = 2.0)]
-    retry_period: f64,
+    /// How long a lease holds without renewal (a Go duration: `15s`, `1m`).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// How long a leader keeps trying to renew.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    renew_deadline: Duration,
+    /// The time between attempts.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    retry_period: Duration,
 }
 
 #[tokio::main]
@@ -45,9 +46,9 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::from_kubeconfig_or_default(args.kubeconfig.as_deref())?;
     let identity = args.identity.unwrap_or_else(leader::default_identity);
     let mut config = leader::Config::new(&args.namespace, &args.lease, &identity);
-    config.lease_duration = Duration::from_secs_f64(args.lease_duration);
-    config.renew_deadline = Duration::from_secs_f64(args.renew_deadline);
-    config.retry_period = Duration::from_secs_f64(args.retry_period);
+    config.lease_duration = args.lease_duration;
+    config.renew_deadline = args.renew_deadline;
+    config.retry_period = args.retry_period;
 
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

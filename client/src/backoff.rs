@@ -1,9 +1,9 @@
 //! Exponential back-off with jitter: the one retry policy the watcher, the controller
-//! queue and leader election share.
+//! queue and leader election share, a stateful wrapper around `skiff-rules`' policy.
 
 use std::time::Duration;
 
-use rand::Rng;
+use skiff_rules::backoff as policy;
 
 /// Exponential back-off: each delay doubles up to `max`, each is drawn at random from
 /// the upper half of its step (so many clients retrying at once spread out).
@@ -33,10 +33,13 @@ impl Backoff {
         }
     }
 
+    fn policy(&self) -> policy::Backoff {
+        policy::Backoff::exponential(self.initial, self.max)
+    }
+
     /// The ceiling of the `attempt`-th delay (0-based), before jitter.
     pub fn step(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.min(31));
-        self.initial.saturating_mul(factor).min(self.max)
+        self.policy().delay(attempt)
     }
 
     /// The next delay, with jitter.
@@ -54,9 +57,7 @@ impl Backoff {
 
 /// A duration drawn from `[d/2, d]`.
 pub fn jitter(d: Duration) -> Duration {
-    let half = d / 2;
-    let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
-    half + Duration::from_nanos(rand::rng().random_range(0..=nanos))
+    policy::jitter(d, &mut rand::rng())
 }
 
 #[cfg(test)]

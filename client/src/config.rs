@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use serde::Deserialize;
+use skiff_rules::kubeconfig::Kubeconfig;
 
 use crate::error::{Error, Result};
 
@@ -78,28 +78,9 @@ impl Config {
 
     /// Parses a kubeconfig's text; relative file paths in it are taken from `base`.
     pub fn from_kubeconfig_str(text: &str, base: Option<&Path>) -> Result<Self> {
-        let kc: Kubeconfig =
-            serde_yaml::from_str(text).map_err(|e| Error::Kubeconfig(format!("parsing: {e}")))?;
-        let ctx_name = kc.current_context.clone().unwrap_or_default();
-        let ctx = kc
-            .contexts
-            .iter()
-            .find(|c| c.name == ctx_name)
-            .map(|c| c.context.clone())
-            .or_else(|| kc.contexts.first().map(|c| c.context.clone()))
-            .ok_or_else(|| Error::Kubeconfig("no context".into()))?;
-        let cluster = kc
-            .clusters
-            .iter()
-            .find(|c| c.name == ctx.cluster)
-            .map(|c| &c.cluster)
-            .ok_or_else(|| Error::Kubeconfig(format!("cluster {:?} not found", ctx.cluster)))?;
-        let user = kc
-            .users
-            .iter()
-            .find(|u| Some(&u.name) == ctx.user.as_ref())
-            .map(|u| u.user.clone())
-            .unwrap_or_default();
+        let kc = Kubeconfig::from_yaml(text).map_err(|e| Error::Kubeconfig(e.to_string()))?;
+        let current = kc.current().map_err(|e| Error::Kubeconfig(e.to_string()))?;
+        let (cluster, user) = (current.cluster, &current.user);
         let read =
             |data: &Option<String>, file: &Option<String>, what: &str| -> Result<Option<Vec<u8>>> {
                 if let Some(d) = data {
@@ -150,8 +131,8 @@ impl Config {
             }
             _ => None,
         };
-        if let Some(ns) = ctx.namespace.filter(|n| !n.is_empty()) {
-            c.namespace = ns;
+        if let Some(ns) = current.namespace {
+            c.namespace = ns.to_string();
         }
         Ok(c)
     }
@@ -174,68 +155,6 @@ fn resolve(base: Option<&Path>, file: &str) -> PathBuf {
         Some(b) if p.is_relative() => b.join(p),
         _ => p,
     }
-}
-
-#[derive(Deserialize)]
-struct Kubeconfig {
-    #[serde(rename = "current-context")]
-    current_context: Option<String>,
-    #[serde(default)]
-    clusters: Vec<Named<Cluster>>,
-    #[serde(default)]
-    contexts: Vec<NamedContext>,
-    #[serde(default)]
-    users: Vec<NamedUser>,
-}
-
-#[derive(Deserialize)]
-struct Named<T> {
-    name: String,
-    cluster: T,
-}
-
-#[derive(Deserialize)]
-struct NamedContext {
-    name: String,
-    context: Context,
-}
-
-#[derive(Deserialize)]
-struct NamedUser {
-    name: String,
-    #[serde(default)]
-    user: User,
-}
-
-#[derive(Deserialize)]
-struct Cluster {
-    server: String,
-    #[serde(rename = "certificate-authority-data")]
-    certificate_authority_data: Option<String>,
-    #[serde(rename = "certificate-authority")]
-    certificate_authority: Option<String>,
-}
-
-#[derive(Deserialize, Clone)]
-struct Context {
-    cluster: String,
-    user: Option<String>,
-    namespace: Option<String>,
-}
-
-#[derive(Deserialize, Clone, Default)]
-struct User {
-    #[serde(rename = "client-certificate-data")]
-    client_certificate_data: Option<String>,
-    #[serde(rename = "client-certificate")]
-    client_certificate: Option<String>,
-    #[serde(rename = "client-key-data")]
-    client_key_data: Option<String>,
-    #[serde(rename = "client-key")]
-    client_key: Option<String>,
-    token: Option<String>,
-    #[serde(rename = "tokenFile")]
-    token_file: Option<String>,
 }
 
 #[cfg(test)]

@@ -50,5 +50,8 @@ pub use config::Config;
 pub use error::{ApiError, Error, Result};
 pub use watcher::watcher;
 
+/// Kubeconfig files, read and built (the types `Config` reads), from `skiff-rules`.
+pub use skiff_rules::kubeconfig;
+
 /// The gRPC contract's generated types, for callers who need the raw messages.
 pub use skiff_proto::v1 as proto;

@@ -28,40 +28,11 @@ pub fn now_rfc3339() -> String {
     now_time().0.to_string()
 }
 
-/// Parses a Go/Kubernetes duration such as `15s`, `1m30s`, `500ms`, `1.5h` (what flags and
-/// configuration files carry); the error names the text.
+/// Parses a Go/Kubernetes duration such as `15s`, `1m30s`, `5m0s`, `500ms`, `1.5h` (what
+/// flags and configuration files carry), as Go's `time.ParseDuration` does; negative
+/// durations are refused. The error is Go's message, naming the text.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let bad = || format!("invalid duration {s:?} (use e.g. 500ms, 15s, 1m30s, 2h)");
-    let mut total = std::time::Duration::ZERO;
-    let mut rest = s.trim();
-    if rest == "0" {
-        return Ok(total);
-    }
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let n_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let n: f64 = rest[..n_end].parse().map_err(|_| bad())?;
-        rest = &rest[n_end..];
-        let u_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..u_end] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 0.001,
-            "us" | "µs" => 0.000_001,
-            "ns" => 0.000_000_001,
-            _ => return Err(bad()),
-        };
-        total += std::time::Duration::try_from_secs_f64(n * unit).map_err(|_| bad())?;
-        rest = &rest[u_end..];
-    }
-    Ok(total)
+    skiff_rules::duration::parse(s).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -74,6 +45,8 @@ mod tests {
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("5m0s"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("-1s").is_err());
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert!(parse_duration("soon").unwrap_err().contains("soon"));
         assert!(parse_duration("").is_err());

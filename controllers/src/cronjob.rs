@@ -81,7 +81,7 @@ impl Schedule {
     pub fn parse(s: &str) -> Result<Schedule, String> {
         let s = s.trim();
         if let Some(d) = s.strip_prefix("@every ") {
-            let d = skiff_client::time::parse_duration(d)?;
+            let d = skiff_rules::duration::parse(d).map_err(|e| e.to_string())?;
             if d.is_zero() {
                 return Err(format!(
                     "invalid schedule {s:?}: @every needs a positive duration"

@@ -11,7 +11,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
-    PodTemplateSpec, Taint, Toleration,
+    PodTemplateSpec, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use parking_lot::Mutex;
@@ -20,6 +20,7 @@ use skiff_client::controller::{Action, Config as RunConfig, Controller};
 use skiff_client::events::reference;
 use skiff_client::reflector::{Change, ObjectKey, Store};
 use skiff_client::{Api, DeleteParams};
+use skiff_rules::{selector, toleration};
 use tokio_util::sync::CancellationToken;
 
 use crate::expectations::Expectations;
@@ -128,15 +129,6 @@ fn daemon_tolerations(template: &PodTemplateSpec) -> Vec<Toleration> {
     t
 }
 
-fn term_matches(t: &NodeSelectorTerm, node: &Node) -> bool {
-    let labels = node.metadata.labels.clone().unwrap_or_default();
-    skiff_client::selector::node_term_matches(
-        t,
-        |k| labels.get(k).map(String::as_str),
-        node.metadata.name.as_deref().unwrap_or_default(),
-    )
-}
-
 /// Whether a new daemon pod of `template` belongs on `node`.
 pub fn should_run(template: &PodTemplateSpec, node: &Node) -> bool {
     eligible(template, node, &["NoSchedule", "NoExecute"])
@@ -159,44 +151,22 @@ fn eligible(template: &PodTemplateSpec, node: &Node, effects: &[&str]) -> bool {
     {
         return false;
     }
-    let labels = node.metadata.labels.clone().unwrap_or_default();
-    if !spec
-        .node_selector
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v))
-    {
+    let labels = node.metadata.labels.as_ref();
+    let name = node.metadata.name.as_deref().unwrap_or_default();
+    if !selector::pod_fits_node(
+        spec,
+        |k| labels.and_then(|l| l.get(k)).map(String::as_str),
+        name,
+    ) {
         return false;
     }
-    if let Some(req) = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
-    {
-        if !req
-            .node_selector_terms
-            .iter()
-            .any(|t| term_matches(t, node))
-        {
-            return false;
-        }
-    }
     let tolerations = daemon_tolerations(template);
-    node.spec
+    let taints = node
+        .spec
         .as_ref()
-        .and_then(|s| s.taints.clone())
-        .unwrap_or_default()
-        .iter()
-        .filter(|t: &&Taint| effects.contains(&t.effect.as_str()))
-        .all(|taint| {
-            tolerations
-                .iter()
-                .any(|t| nodelifecycle::tolerates(t, taint))
-        })
+        .and_then(|s| s.taints.as_deref())
+        .unwrap_or_default();
+    toleration::first_untolerated(taints, &tolerations, effects).is_none()
 }
 
 /// The node a daemon pod is for: where it is bound, else its node affinity's name.

@@ -263,17 +263,7 @@ async fn reconcile(
     let Some(spec) = d.spec.as_ref() else {
         return Ok(Action::Done);
     };
-    if spec
-        .selector
-        .match_labels
-        .as_ref()
-        .is_none_or(|l| l.is_empty())
-        && spec
-            .selector
-            .match_expressions
-            .as_ref()
-            .is_none_or(|e| e.is_empty())
-    {
+    if skiff_rules::selector::is_empty(&spec.selector) {
         ctx.events.warning(
             reference(d.as_ref()),
             "SelectingAll",

@@ -23,6 +23,7 @@ use skiff_client::controller::{Action, Config as RunConfig, Controller};
 use skiff_client::events::reference;
 use skiff_client::reflector::{ObjectKey, Store};
 use skiff_client::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
+use skiff_rules::Backoff;
 use tokio_util::sync::CancellationToken;
 
 use crate::expectations::Expectations;
@@ -240,12 +241,16 @@ fn failure_policy(job: &Job, pod: &Pod) -> OnFailure {
     OnFailure::Count
 }
 
+/// Kubernetes' Job pod failure back-off: 10 s doubling to 6 minutes.
+const POD_FAILURE_BACKOFF: Backoff =
+    Backoff::exponential(Duration::from_secs(10), Duration::from_secs(360));
+
 /// The back-off before the next pod after `failures` failures, the last at `last` (Unix s).
 fn backoff(failures: i32, last: i64, now: i64) -> Option<Duration> {
     if failures <= 0 {
         return None;
     }
-    let delay = (10i64 << (failures - 1).min(6)).min(360);
+    let delay = POD_FAILURE_BACKOFF.delay((failures - 1) as u32).as_secs() as i64;
     let left = last + delay - now;
     (left > 0).then(|| Duration::from_secs(left as u64))
 }

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use skiff_client::leader::{self, LeaderElector, Outcome};
-use skiff_client::time::parse_duration;
 use skiff_client::Client;
 use skiff_controllers::{Config, Context};
 use skiff_http::daemon;
+use skiff_rules::duration::parse as parse_duration;
 use tokio_util::sync::CancellationToken;
 
 #[global_allocator]

@@ -19,6 +19,7 @@ use serde_json::json;
 use skiff_client::events::reference;
 use skiff_client::reflector::{ObjectKey, Store};
 use skiff_client::{Api, DeleteParams, Patch, PatchParams};
+use skiff_rules::toleration;
 use tokio_util::sync::CancellationToken;
 
 use crate::Context;
@@ -278,25 +279,6 @@ async fn set_taints(
     Ok(())
 }
 
-/// Whether toleration `t` tolerates `taint`.
-pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    let effect_ok = t
-        .effect
-        .as_deref()
-        .is_none_or(|e| e.is_empty() || e == taint.effect);
-    let key_ok = match t.operator.as_deref() {
-        Some("Exists") => t
-            .key
-            .as_deref()
-            .is_none_or(|k| k.is_empty() || k == taint.key),
-        _ => {
-            t.key.as_deref() == Some(taint.key.as_str())
-                && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
-        }
-    };
-    effect_ok && key_ok
-}
-
 /// How long `pod` may stay on a node with `taints` (NoExecute ones): `None` forever,
 /// `Some(0)` not at all, else the shortest matching `tolerationSeconds`, counted from when
 /// each taint was added.
@@ -308,8 +290,7 @@ fn allowed(pod: &Pod, taints: &[Taint], now: i64) -> Option<i64> {
         .unwrap_or_default();
     let mut left: Option<i64> = None;
     for taint in taints.iter().filter(|t| t.effect == "NoExecute") {
-        let matching: Vec<&Toleration> =
-            tolerations.iter().filter(|t| tolerates(t, taint)).collect();
+        let matching: Vec<&Toleration> = toleration::matching(&tolerations, taint).collect();
         if matching.is_empty() {
             return Some(0);
         }
@@ -412,5 +393,9 @@ mod tests {
         assert_eq!(allowed(&forever, &t, 5000), None);
         let other = pod(json!([{"key": NOT_READY, "operator": "Exists", "effect": "NoExecute"}]));
         assert_eq!(allowed(&other, &t, 1000), Some(0));
+        // An operator Kubernetes does not know tolerates nothing.
+        let unknown =
+            pod(json!([{"key": UNREACHABLE, "operator": "Bogus", "effect": "NoExecute"}]));
+        assert_eq!(allowed(&unknown, &t, 1000), Some(0));
     }
 }

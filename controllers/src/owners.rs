@@ -10,7 +10,8 @@ use serde_json::json;
 use skiff_client::controller::WorkQueue;
 use skiff_client::informer::Informer;
 use skiff_client::reflector::{Change, IndexFn, ObjectKey, Store};
-use skiff_client::{selector, Api, Client, Object, Patch, PatchParams};
+use skiff_client::{Api, Client, Object, Patch, PatchParams};
+use skiff_rules::selector;
 use tokio_util::sync::CancellationToken;
 
 /// Index of objects by their controller's UID.

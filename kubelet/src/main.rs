@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use skiff_client::time::parse_duration;
 use skiff_http::daemon;
 use skiff_kubelet::{cri, node, Kubelet};
+use skiff_rules::duration::parse as parse_duration;
 use tokio_util::sync::CancellationToken;
 
 #[global_allocator]

@@ -16,6 +16,7 @@ use skiff_proxy::metrics::Metrics;
 use skiff_proxy::nft::netlink::Socket;
 use skiff_proxy::proxier::{self, Program, Proxier};
 use skiff_proxy::{routes, rules};
+use skiff_rules::duration::parse as parse_duration;
 use tokio_util::sync::CancellationToken;
 
 #[global_allocator]
@@ -59,23 +60,6 @@ struct Args {
     kube_api_burst: u32,
     #[command(flatten)]
     log: daemon::LogFlags,
-}
-
-/// `30s`, `5m`, `1h`, or plain seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (n, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as 30s, 5m or 1h"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("{s:?} is not a duration such as 30s, 5m or 1h")),
-    }
 }
 
 /// `10.244.0.0/16` as an address and a prefix length.

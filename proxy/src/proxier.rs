@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use skiff_client::reflector::ObjectKey;
 use skiff_client::{watcher, Api, Client};
+use skiff_rules::Backoff;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::ServicePort;
@@ -284,7 +285,7 @@ pub async fn run(
                 None => return,
             },
             _ = tokio::time::sleep(until_full) => full = true,
-            _ = tokio::time::sleep(Duration::from_secs(1)), if result.is_err() => {}
+            _ = tokio::time::sleep(RETRY.delay(0)), if result.is_err() => {}
         }
         // Changes that arrive together are written together.
         while let Ok(Some(ev)) = tokio::time::timeout(SETTLE, events.next()).await {
@@ -292,6 +293,9 @@ pub async fn run(
         }
     }
 }
+
+/// A failed write is tried again this long after (unless a change comes first).
+const RETRY: Backoff = Backoff::constant(Duration::from_secs(1));
 
 /// How long a sync waits for more changes after one arrives.
 const SETTLE: Duration = Duration::from_millis(5);

@@ -12,10 +12,14 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use skiff_client::informer::Informer;
 use skiff_client::{watcher, Api, Client};
+use skiff_rules::Backoff;
 use tokio_util::sync::CancellationToken;
 
 /// The routing protocol number Skiff's routes carry (`ip route show proto 83`).
 pub const ROUTE_PROTO: u8 = 83;
+
+/// Routes that could not be written are tried again this long after (unless nodes change).
+const RETRY: Backoff = Backoff::constant(std::time::Duration::from_secs(10));
 
 /// The routes node `me` needs: pod CIDR → the node that holds it.
 pub fn wanted(nodes: &[Arc<Node>], me: &str) -> BTreeMap<String, Ipv4Addr> {
@@ -125,7 +129,7 @@ pub async fn run(client: Client, me: String, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             c = changes.next() => if c.is_none() { return },
-            _ = tokio::time::sleep(std::time::Duration::from_secs(10)), if applied.is_none() => {}
+            _ = tokio::time::sleep(RETRY.delay(0)), if applied.is_none() => {}
         }
     }
 }

@@ -197,7 +197,7 @@ const SCORES: &[(&str, i64)] = &[
 
 /// Parses a Kubernetes duration such as `15s`, `1m30s`, `500ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
-    skiff_client::time::parse_duration(s).map_err(ConfigError::Invalid)
+    skiff_rules::duration::parse(s).map_err(|e| ConfigError::Invalid(e.to_string()))
 }
 
 impl SchedulerConfig {

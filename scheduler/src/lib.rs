@@ -1,7 +1,8 @@
 //! Skiff's scheduler: binds pods that have no node to a node that can run them, choosing by
 //! resources, constraints and locality, with kube-scheduler's plugins and their names.
 //!
-//! - [`quantity`] and [`resources`]: what pods ask for and nodes offer, as Kubernetes counts.
+//! - [`resources`]: what pods ask for and nodes offer, as Kubernetes counts (quantities read
+//!   exactly by `skiff-rules`).
 //! - [`snapshot`]: the cluster as the scheduler sees it (nodes with their pods).
 //! - [`config`]: the `KubeSchedulerConfiguration` file, turned into profiles.
 //! - [`framework`]: a profile's filters and weighted scores choose a node, or explain why none.
@@ -13,9 +14,8 @@ pub mod framework;
 pub mod metrics;
 pub mod plugins;
 pub mod preemption;
-pub mod quantity;
 pub mod queue;
 pub mod resources;
 pub mod scheduler;
-pub use skiff_client::selector;
+pub use skiff_rules::selector;
 pub mod snapshot;

@@ -7,10 +7,14 @@ use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+use skiff_rules::Backoff;
+
 /// The first back-off after a failed attempt.
 pub const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 /// The longest back-off.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// kube-scheduler's pod back-off: 1 s doubling to 10 s.
+pub const BACKOFF: Backoff = Backoff::exponential(INITIAL_BACKOFF, MAX_BACKOFF);
 /// How long a pod may wait as unschedulable before it is tried again anyway.
 pub const MAX_UNSCHEDULABLE: Duration = Duration::from_secs(300);
 
@@ -233,8 +237,7 @@ impl SchedulingQueue {
 
 /// The back-off after `attempts` failed attempts: 1 s, 2 s, 4 s, 8 s, then 10 s.
 pub fn backoff_for(attempts: u32) -> Duration {
-    let exp = attempts.saturating_sub(1).min(10);
-    INITIAL_BACKOFF.saturating_mul(1 << exp).min(MAX_BACKOFF)
+    BACKOFF.delay(attempts.saturating_sub(1))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::quantity::{parse_milli, parse_value};
+use skiff_rules::quantity::Quantity as Exact;
 
 /// Amounts of every resource the scheduler accounts for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,20 +37,20 @@ impl Resources {
     pub fn from_list(list: Option<&BTreeMap<String, Quantity>>) -> Self {
         let mut r = Resources::default();
         for (name, q) in list.into_iter().flatten() {
-            r.set(name, &q.0);
+            r.set(name, q);
         }
         r
     }
 
-    fn set(&mut self, name: &str, q: &str) {
+    fn set(&mut self, name: &str, q: &Quantity) {
+        let q = Exact::try_from(q).unwrap_or_default();
         match name {
-            CPU => self.milli_cpu = parse_milli(q).unwrap_or(0),
-            MEMORY => self.memory = parse_value(q).unwrap_or(0),
-            EPHEMERAL_STORAGE => self.ephemeral_storage = parse_value(q).unwrap_or(0),
-            PODS => self.pods = parse_value(q).unwrap_or(0),
+            CPU => self.milli_cpu = q.milli_value(),
+            MEMORY => self.memory = q.value(),
+            EPHEMERAL_STORAGE => self.ephemeral_storage = q.value(),
+            PODS => self.pods = q.value(),
             other => {
-                self.scalar
-                    .insert(other.to_string(), parse_value(q).unwrap_or(0));
+                self.scalar.insert(other.to_string(), q.value());
             }
         }
     }
@@ -104,7 +104,7 @@ fn container_requests(c: &Container) -> Resources {
         let requests = res.and_then(|r| r.requests.as_ref());
         for (name, q) in limits {
             if !requests.is_some_and(|rq| rq.contains_key(name)) {
-                r.set(name, &q.0);
+                r.set(name, q);
             }
         }
     }
@@ -154,6 +154,22 @@ mod tests {
 
     fn pod(v: serde_json::Value) -> Pod {
         serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn lists_read_exactly() {
+        let list: BTreeMap<String, Quantity> = [
+            ("cpu", "16.1"),
+            ("memory", "1.5Gi"),
+            ("pods", "110"),
+            ("example.com/gpu", "bogus"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Quantity(v.into())))
+        .collect();
+        let r = Resources::from_list(Some(&list));
+        assert_eq!((r.milli_cpu, r.memory, r.pods), (16100, 3 << 29, 110));
+        assert_eq!(r.scalar("example.com/gpu"), 0, "unreadable counts as zero");
     }
 
     #[test]

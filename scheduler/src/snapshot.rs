@@ -74,12 +74,7 @@ impl Scope {
         match &term.namespace_selector {
             None if names.is_empty() => Scope::Names(vec![owner.to_string()]),
             None => Scope::Names(names),
-            Some(s)
-                if s.match_labels.as_ref().is_none_or(|m| m.is_empty())
-                    && s.match_expressions.as_ref().is_none_or(|e| e.is_empty()) =>
-            {
-                Scope::All
-            }
+            Some(s) if selector::is_empty(s) => Scope::All,
             Some(s) => Scope::Selected {
                 names,
                 selector: s.clone(),

@@ -9,6 +9,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use serde_json::{json, Value};
 use skiff_client::{Api, Patch, PatchParams};
+use skiff_rules::{Backoff, Kubeconfig};
 
 /// What `skiff addons` prints.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,8 +39,8 @@ impl AddonArgs {
     pub fn render(&self) -> Result<String> {
         let ca = std::fs::read(&self.ca_file)
             .with_context(|| format!("reading --ca-file {}", self.ca_file.display()))?;
-        let kubeconfig = crate::server::token_kubeconfig(&self.server, &ca, &self.dns_token);
-        let mut objects = vec![cluster_info(&self.server, &ca)];
+        let kubeconfig = crate::server::token_kubeconfig(&self.server, &ca, &self.dns_token)?;
+        let mut objects = vec![cluster_info(&self.server, &ca)?];
         objects.extend(cluster_dns(&self.dns_image, &kubeconfig, &self.cluster_dns));
         for o in objects.iter_mut().filter(|o| o["kind"] == "Deployment") {
             o["spec"]["replicas"] = json!(self.dns_replicas);
@@ -47,7 +48,7 @@ impl AddonArgs {
         let mut out = String::new();
         for o in &objects {
             out.push_str("---\n");
-            out.push_str(&serde_yaml::to_string(o)?);
+            out.push_str(&serde_norway::to_string(o)?);
         }
         Ok(out)
     }
@@ -101,16 +102,17 @@ pub fn cluster_dns(image: &str, kubeconfig: &str, cluster_ip: &str) -> Vec<Value
 /// `kube-public/cluster-info`, as kubeadm publishes it: a kubeconfig with the server's URL and
 /// CA and no credentials. `skiff agent` reads it and trusts the CA only if its hash is the
 /// one in the join token.
-pub fn cluster_info(server: &str, ca_pem: &[u8]) -> Value {
-    use base64::Engine;
-    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    let kubeconfig = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: \"\"\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\ncontexts: []\nusers: []\ncurrent-context: \"\"\n"
-    );
-    json!({"apiVersion": "v1", "kind": "ConfigMap",
-           "metadata": {"name": "cluster-info", "namespace": "kube-public"},
-           "data": {"kubeconfig": kubeconfig}})
+pub fn cluster_info(server: &str, ca_pem: &[u8]) -> Result<Value> {
+    let kubeconfig = Kubeconfig::cluster_only(server)
+        .with_certificate_authority(ca_pem)
+        .to_yaml()?;
+    Ok(json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "cluster-info", "namespace": "kube-public"},
+               "data": {"kubeconfig": kubeconfig}}))
 }
+
+/// While the API server starts, a failed apply is tried again this often.
+const APPLY_RETRY: Backoff = Backoff::constant(Duration::from_millis(500));
 
 /// Applies `objects` (server-side apply, as the `skiff` field manager) with the credentials of
 /// `kubeconfig`, retrying while the API server is still starting.
@@ -123,7 +125,7 @@ pub async fn apply(kubeconfig: &Path, objects: &[Value]) -> Result<()> {
                 Ok(()) => break,
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     tracing::debug!(error = %e, "applying an add-on; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::time::sleep(APPLY_RETRY.delay(0)).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -165,4 +167,22 @@ async fn apply_one(client: &skiff_client::Client, obj: &Value) -> Result<()> {
         other => anyhow::bail!("no add-on of kind {other:?}"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_info_carries_the_server_and_ca_only() {
+        let cm = cluster_info("https://10.0.0.1:6443", b"CA PEM").unwrap();
+        let k = Kubeconfig::from_yaml(cm["data"]["kubeconfig"].as_str().unwrap()).unwrap();
+        assert_eq!(k.clusters.len(), 1);
+        assert_eq!(k.clusters[0].cluster.server, "https://10.0.0.1:6443");
+        assert_eq!(
+            k.clusters[0].cluster.certificate_authority_data.as_deref(),
+            Some("Q0EgUEVN")
+        );
+        assert!(k.users.is_empty() && k.contexts.is_empty());
+    }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use skiff_rules::Kubeconfig;
 
 use crate::node::{self, NodeArgs};
 use crate::preflight;
@@ -103,10 +104,12 @@ pub async fn fetch_ca(server: &str, token: &Token) -> Result<Vec<u8>> {
     let kubeconfig = cm["data"]["kubeconfig"]
         .as_str()
         .context("cluster-info holds no kubeconfig")?;
-    let kubeconfig: serde_yaml::Value =
-        serde_yaml::from_str(kubeconfig).context("cluster-info's kubeconfig is not YAML")?;
-    let ca_b64 = kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"]
-        .as_str()
+    let kubeconfig =
+        Kubeconfig::from_yaml(kubeconfig).context("cluster-info's kubeconfig is not YAML")?;
+    let ca_b64 = kubeconfig
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.certificate_authority_data.as_deref())
         .context("cluster-info's kubeconfig has no certificate-authority-data")?;
     use base64::Engine;
     let ca = base64::engine::general_purpose::STANDARD
@@ -160,7 +163,7 @@ pub fn run(args: &AgentArgs, rt: &tokio::runtime::Handle, stop: &dyn Fn() -> boo
     let kubeconfig = args.data_dir.join("kubeconfig.yaml");
     write_private(
         &kubeconfig,
-        token_kubeconfig(&args.server, &ca, &token.secret).as_bytes(),
+        token_kubeconfig(&args.server, &ca, &token.secret)?.as_bytes(),
     )?;
     let logs = args.data_dir.join("logs");
     let mut sup = Supervisor::default();

@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use skiff_rules::Kubeconfig;
 
 use crate::node::{self, NodeArgs};
 use crate::supervisor::Supervisor;
@@ -151,12 +152,11 @@ pub fn ca_hash(ca_pem: &[u8]) -> String {
 }
 
 /// A kubeconfig for `server` with the CA and a bearer token.
-pub fn token_kubeconfig(server: &str, ca_pem: &[u8], token: &str) -> String {
-    use base64::Engine;
-    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: skiff\n  user:\n    token: {token}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: skiff\ncurrent-context: skiff\n"
-    )
+pub fn token_kubeconfig(server: &str, ca_pem: &[u8], token: &str) -> Result<String> {
+    Ok(Kubeconfig::single("skiff", server)
+        .with_certificate_authority(ca_pem)
+        .with_token(token)
+        .to_yaml()?)
 }
 
 /// Runs the cluster until `stop` says so; returns an error when a part fails. `rt` runs the
@@ -335,9 +335,9 @@ fn start_and_wait(
     }
     .start(sup)?;
     // What runs in the cluster: how agents find the CA, and the cluster DNS.
-    let mut objects = vec![addons::cluster_info(&server_url, &ca)];
+    let mut objects = vec![addons::cluster_info(&server_url, &ca)?];
     if !args.disable.iter().any(|d| d == "dns") {
-        let dns_kubeconfig = token_kubeconfig(&server_url, &ca, &tokens.dns);
+        let dns_kubeconfig = token_kubeconfig(&server_url, &ca, &tokens.dns)?;
         objects.extend(addons::cluster_dns(
             &pushed.dns,
             &dns_kubeconfig,
@@ -365,6 +365,15 @@ fn start_and_wait(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_kubeconfigs_read_back_as_written() {
+        let text = token_kubeconfig("https://10.0.0.1:6443", b"CA PEM", "id.se: cret").unwrap();
+        let c = skiff_client::Config::from_kubeconfig_str(&text, None).unwrap();
+        assert_eq!(c.server, "https://10.0.0.1:6443");
+        assert_eq!(c.ca_pem.as_deref(), Some(&b"CA PEM"[..]));
+        assert_eq!(c.token.as_deref(), Some("id.se: cret"), "{text}");
+    }
 
     #[test]
     fn the_node_gets_the_first_24_of_the_cluster_range() {

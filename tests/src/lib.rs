@@ -422,9 +422,12 @@ fn b64(s: &str) -> Result<Vec<u8>> {
 /// An HTTPS client built from a kubeconfig: the cluster CA, and (if `with_cert`) the user's
 /// client certificate.
 pub fn client_from_kubeconfig(path: &Path, with_cert: bool) -> Result<reqwest::Client> {
-    let kc: Value = serde_yaml::from_str(&std::fs::read_to_string(path)?)?;
-    let ca = b64(kc["clusters"][0]["cluster"]["certificate-authority-data"]
-        .as_str()
+    let kc = skiff_rules::Kubeconfig::from_yaml(&std::fs::read_to_string(path)?)?;
+    let current = kc.current()?;
+    let ca = b64(current
+        .cluster
+        .certificate_authority_data
+        .as_deref()
         .unwrap_or(""))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -436,12 +439,12 @@ pub fn client_from_kubeconfig(path: &Path, with_cert: bool) -> Result<reqwest::C
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots);
     let mut cfg = if with_cert {
-        let cert = b64(kc["users"][0]["user"]["client-certificate-data"]
-            .as_str()
+        let cert = b64(current
+            .user
+            .client_certificate_data
+            .as_deref()
             .unwrap_or(""))?;
-        let key = b64(kc["users"][0]["user"]["client-key-data"]
-            .as_str()
-            .unwrap_or(""))?;
+        let key = b64(current.user.client_key_data.as_deref().unwrap_or(""))?;
         let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&cert)
             .collect::<Result<Vec<_>, _>>()?;
         let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&key)?;

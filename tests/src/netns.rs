@@ -123,14 +123,9 @@ pub fn relayed_kubeconfig(
 ) -> Result<(std::path::PathBuf, Forward)> {
     let relay = ns.forward(6443, ([127, 0, 0, 1], api.port).into())?;
     let kubeconfig = api.data_dir.join(format!("{}.kubeconfig", ns.name));
-    let text: Vec<String> = std::fs::read_to_string(&api.kubeconfig)?
-        .lines()
-        .map(|l| match l.split_once("server: ") {
-            Some((indent, _)) => format!("{indent}server: https://127.0.0.1:6443"),
-            None => l.to_string(),
-        })
-        .collect();
-    std::fs::write(&kubeconfig, text.join("\n"))?;
+    let mut k = skiff_rules::Kubeconfig::from_yaml(&std::fs::read_to_string(&api.kubeconfig)?)?;
+    k.set_server("https://127.0.0.1:6443");
+    std::fs::write(&kubeconfig, k.to_yaml()?)?;
     Ok((kubeconfig, relay))
 }
 

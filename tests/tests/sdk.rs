@@ -664,11 +664,11 @@ impl Candidate {
             ])
             .args([
                 "--lease-duration",
-                "4",
+                "4s",
                 "--renew-deadline",
-                "3",
+                "3s",
                 "--retry-period",
-                "0.5",
+                "500ms",
             ])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())

@@ -9,86 +9,24 @@ use std::path::Path;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use skiff_proto::cri;
+use skiff_rules::qos::{self, QosClass};
+use skiff_rules::quantity;
 
 /// The CFS period the kubelet uses for CPU limits (100 ms).
 pub const CPU_PERIOD: i64 = 100_000;
 const MIN_SHARES: i64 = 2;
 
-/// A quantity in millis (CPU) or units (memory), rounded up; `None` when unparsable.
-pub fn milli_value(q: &Quantity) -> Option<i64> {
-    let s = q.0.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(split);
-    let (mantissa, exp10): (&str, i32) = match suffix {
-        "" => (num, 0),
-        "m" => (num, -3),
-        "k" => (num, 3),
-        "M" => (num, 6),
-        "G" => (num, 9),
-        "T" => (num, 12),
-        "P" => (num, 15),
-        "E" => (num, 18),
-        "n" => (num, -9),
-        "u" => (num, -6),
-        "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" => {
-            let shift = match suffix {
-                "Ki" => 10,
-                "Mi" => 20,
-                "Gi" => 30,
-                "Ti" => 40,
-                "Pi" => 50,
-                _ => 60,
-            };
-            let v: f64 = num.parse().ok()?;
-            return Some((v * (1u64 << shift) as f64 * 1000.0).ceil() as i64);
-        }
-        e if e.starts_with(['e', 'E']) => (num, e[1..].parse().ok()?),
-        _ => return None,
-    };
-    let v: f64 = mantissa.parse().ok()?;
-    Some((v * 10f64.powi(exp10 + 3)).ceil() as i64)
-}
-
-/// A quantity's value in whole units, rounded up.
-pub fn value(q: &Quantity) -> Option<i64> {
-    milli_value(q).map(|m| (m + 999).div_euclid(1000))
-}
-
+/// A quantity in millis (CPU) or thousandths of a byte (memory), read exactly and rounded up;
+/// `None` when absent or unparsable.
 fn get(map: &Option<BTreeMap<String, Quantity>>, name: &str) -> Option<i64> {
-    map.as_ref()?.get(name).and_then(milli_value)
+    quantity::get(map.as_ref(), name)?
+        .ok()
+        .map(|q| q.milli_value())
 }
 
-/// Kubernetes' QoS class of a pod: `Guaranteed`, `Burstable` or `BestEffort`.
-pub fn qos_class(pod: &Pod) -> &'static str {
-    let Some(spec) = pod.spec.as_ref() else {
-        return "BestEffort";
-    };
-    let all = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten());
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in all {
-        let r = c.resources.clone().unwrap_or_default();
-        for name in ["cpu", "memory"] {
-            let req = get(&r.requests, name).or(get(&r.limits, name));
-            let lim = get(&r.limits, name);
-            if req.is_some() || lim.is_some() {
-                any = true;
-            }
-            if lim.is_none() || req != lim {
-                guaranteed = false;
-            }
-        }
-    }
-    match (any, guaranteed) {
-        (false, _) => "BestEffort",
-        (true, true) => "Guaranteed",
-        (true, false) => "Burstable",
-    }
+/// Kubernetes' QoS class of a pod.
+pub fn qos_class(pod: &Pod) -> QosClass {
+    qos::of(pod)
 }
 
 /// The pod's cgroup, relative to every hierarchy's mount point.
@@ -96,9 +34,9 @@ pub fn pod_cgroup(cgroup_root: &str, pod: &Pod) -> String {
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
     let root = cgroup_root.trim_end_matches('/');
     match qos_class(pod) {
-        "Guaranteed" => format!("{root}/kubepods/pod{uid}"),
-        "Burstable" => format!("{root}/kubepods/burstable/pod{uid}"),
-        _ => format!("{root}/kubepods/besteffort/pod{uid}"),
+        QosClass::Guaranteed => format!("{root}/kubepods/pod{uid}"),
+        QosClass::Burstable => format!("{root}/kubepods/burstable/pod{uid}"),
+        QosClass::BestEffort => format!("{root}/kubepods/besteffort/pod{uid}"),
     }
 }
 
@@ -125,9 +63,9 @@ pub fn container_resources(
         None => (0, 0),
     };
     let oom = match qos_class(pod) {
-        "Guaranteed" => -997,
-        "BestEffort" => 1000,
-        _ => {
+        QosClass::Guaranteed => -997,
+        QosClass::BestEffort => 1000,
+        QosClass::Burstable => {
             let req = mem_request.unwrap_or(0);
             let adj = 1000 - 1000 * req / node_memory_bytes.max(1);
             adj.clamp(2, 999)
@@ -186,14 +124,13 @@ mod tests {
     }
 
     #[test]
-    fn quantities() {
-        assert_eq!(milli_value(&q("100m")), Some(100));
-        assert_eq!(milli_value(&q("1")), Some(1000));
-        assert_eq!(milli_value(&q("0.5")), Some(500));
-        assert_eq!(value(&q("64Mi")), Some(64 << 20));
-        assert_eq!(value(&q("1G")), Some(1_000_000_000));
-        assert_eq!(value(&q("1e3")), Some(1000));
-        assert_eq!(milli_value(&q("bogus")), None);
+    fn quantities_read_exactly() {
+        let r = |v: &str| Some(BTreeMap::from([("cpu".to_string(), q(v))]));
+        assert_eq!(get(&r("100m"), "cpu"), Some(100));
+        assert_eq!(get(&r("16.1"), "cpu"), Some(16100));
+        assert_eq!(get(&r("0.009"), "cpu"), get(&r("9m"), "cpu"));
+        assert_eq!(get(&r("bogus"), "cpu"), None);
+        assert_eq!(get(&None, "cpu"), None);
     }
 
     fn pod(requests: &[(&str, &str)], limits: &[(&str, &str)]) -> Pod {
@@ -220,7 +157,7 @@ mod tests {
     #[test]
     fn qos_and_settings() {
         let p = pod(&[], &[]);
-        assert_eq!(qos_class(&p), "BestEffort");
+        assert_eq!(qos_class(&p), QosClass::BestEffort);
         let r = container_resources(&p, &p.spec.as_ref().unwrap().containers[0], 1 << 30);
         assert_eq!(
             (r.cpu_shares, r.cpu_quota, r.memory_limit_in_bytes),
@@ -229,7 +166,7 @@ mod tests {
         assert_eq!(r.oom_score_adj, 1000);
 
         let p = pod(&[("cpu", "250m")], &[("cpu", "500m"), ("memory", "64Mi")]);
-        assert_eq!(qos_class(&p), "Burstable");
+        assert_eq!(qos_class(&p), QosClass::Burstable);
         let r = container_resources(&p, &p.spec.as_ref().unwrap().containers[0], 1 << 30);
         assert_eq!(r.cpu_shares, 256);
         assert_eq!((r.cpu_period, r.cpu_quota), (100_000, 50_000));
@@ -239,7 +176,20 @@ mod tests {
             &[("cpu", "1"), ("memory", "1Gi")],
             &[("cpu", "1"), ("memory", "1Gi")],
         );
-        assert_eq!(qos_class(&p), "Guaranteed");
+        assert_eq!(qos_class(&p), QosClass::Guaranteed);
         assert!(pod_cgroup("/", &p).starts_with("/kubepods/pod"));
+
+        // Requests 9m within limits 0.009: the same amount, so Guaranteed.
+        let p = pod(
+            &[("cpu", "9m"), ("memory", "64Mi")],
+            &[("cpu", "0.009"), ("memory", "64Mi")],
+        );
+        assert_eq!(qos_class(&p), QosClass::Guaranteed);
+        let r = container_resources(&p, &p.spec.as_ref().unwrap().containers[0], 1 << 30);
+        assert_eq!((r.cpu_shares, r.cpu_quota), (9, 1000));
+
+        let p = pod(&[], &[("cpu", "16.1"), ("memory", "1Gi")]);
+        let r = container_resources(&p, &p.spec.as_ref().unwrap().containers[0], 1 << 30);
+        assert_eq!(r.cpu_quota, 1_610_000, "16.1 CPUs are 16100m, not 16101m");
     }
 }

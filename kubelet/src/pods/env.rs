@@ -9,7 +9,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use skiff_client::{Api, Client};
 
-use super::cgroups::milli_value;
 use super::PodConfig;
 
 /// Why a container's configuration cannot be made (its `CreateContainerConfigError`).
@@ -203,6 +202,13 @@ pub fn resource_value(
         v
     };
     Ok(v.to_string())
+}
+
+/// A quantity in thousandths, rounded up; `None` when unparsable.
+fn milli_value(q: &Quantity) -> Option<i64> {
+    skiff_rules::Quantity::try_from(q)
+        .ok()
+        .map(|q| q.milli_value())
 }
 
 /// Expands `$(NAME)` references from `vars`; `$$` escapes a `$`; unknown references stay.

@@ -8,15 +8,16 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use skiff_proto::cri;
+use skiff_rules::Backoff;
 use tokio::time::Instant;
 
 use crate::cri::Runtime;
 
-const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
+/// Kubernetes' image pull back-off: 10 s doubling to 5 minutes.
+const BACKOFF: Backoff = Backoff::exponential(Duration::from_secs(10), Duration::from_secs(300));
 /// How long an image found present is taken to still be there without asking again (a burst
 /// of pods of one image asks once).
 const PRESENT_TTL: Duration = Duration::from_secs(5);
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Why a container cannot have its image yet: the waiting reason and message its status shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,10 +141,7 @@ impl Puller {
                     status.message()
                 );
                 let mut failures = self.failures.lock();
-                let backoff = match failures.get(image) {
-                    Some(f) => (f.backoff * 2).min(MAX_BACKOFF),
-                    None => INITIAL_BACKOFF,
-                };
+                let backoff = BACKOFF.after(failures.get(image).map(|f| f.backoff));
                 let until = Instant::now() + backoff;
                 failures.insert(
                     image.to_string(),

@@ -407,7 +407,7 @@ pub fn compute(snap: &Snapshot<'_>) -> PodStatus {
         container_statuses: Some(statuses),
         reason: snap.reason.as_ref().map(|r| r.0.clone()),
         message: snap.reason.as_ref().map(|r| r.1.clone()),
-        qos_class: Some(super::cgroups::qos_class(snap.pod).into()),
+        qos_class: Some(super::cgroups::qos_class(snap.pod).as_str().into()),
         ..Default::default()
     }
 }

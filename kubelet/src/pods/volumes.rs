@@ -82,7 +82,8 @@ async fn setup_one(
                 let size = e
                     .size_limit
                     .as_ref()
-                    .and_then(super::cgroups::value)
+                    .and_then(|q| skiff_rules::Quantity::try_from(q).ok())
+                    .map(|q| q.value())
                     .map(|b| format!(",size={b}"))
                     .unwrap_or_default();
                 nix::mount::mount(

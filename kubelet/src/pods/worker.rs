@@ -24,6 +24,7 @@ use serde_json::Value;
 use skiff_client::events::reference;
 use skiff_client::{Api, DeleteParams, Patch, PatchParams};
 use skiff_proto::cri;
+use skiff_rules::Backoff;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -36,8 +37,8 @@ use super::status::{self, Snapshot};
 use super::volumes::{self, Ready};
 use super::{cgroups, dns, hooks, pod_key, Shared};
 
-const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Kubernetes' crash-loop back-off: 10 s doubling to 5 minutes.
+const BACKOFF: Backoff = Backoff::exponential(Duration::from_secs(10), Duration::from_secs(300));
 /// A container that ran this long before exiting starts its back-off afresh.
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
 /// How soon a sync that failed on a runtime or API error is tried again.
@@ -752,8 +753,7 @@ impl Worker {
                         self.event_warning(Some(c), "BackOff", msg);
                         return (false, at);
                     }
-                    Some(d) => t.backoff = Some((d * 2).clamp(INITIAL_BACKOFF, MAX_BACKOFF)),
-                    None => t.backoff = Some(INITIAL_BACKOFF),
+                    previous => t.backoff = Some(BACKOFF.after(previous)),
                 }
                 l.restart + 1
             }
@@ -859,7 +859,7 @@ impl Worker {
                 return Err((
                     "RunContainerError".into(),
                     msg,
-                    Some(Instant::now() + INITIAL_BACKOFF),
+                    Some(Instant::now() + BACKOFF.delay(0)),
                 ));
             }
         };

@@ -3,7 +3,7 @@
 //! terms a node matches to its score.
 
 use k8s_openapi::api::core::v1::{NodeSelector, NodeSelectorTerm};
-use skiff_client::selector;
+use skiff_rules::selector;
 
 use super::{normalize_to_max, Check, Filter, Rate, Rejection, Score};
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
@@ -41,15 +41,8 @@ pub fn restricts(pod: &PodInfo) -> bool {
 
 /// Whether `node` satisfies `pod`'s `nodeSelector` and required node affinity.
 pub fn matches(pod: &PodInfo, node: &NodeInfo) -> bool {
-    let selector_ok = pod
-        .spec()
-        .and_then(|s| s.node_selector.as_ref())
-        .into_iter()
-        .flatten()
-        .all(|(k, v)| node.label(k) == Some(v.as_str()));
-    // Terms are ORed.
-    selector_ok
-        && required(pod).is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)))
+    pod.spec()
+        .is_none_or(|s| selector::pod_fits_node(s, |k| node.label(k), &node.name))
 }
 
 impl Filter for NodeAffinity {

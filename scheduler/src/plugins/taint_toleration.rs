@@ -3,6 +3,7 @@
 //! `PreferNoSchedule` taints lower a node's score.
 
 use k8s_openapi::api::core::v1::{Taint, Toleration};
+use skiff_rules::toleration::{self, effect};
 
 use super::{normalize_to_max, Check, Filter, Rate, Rejection, Score};
 use crate::snapshot::{PodInfo, Snapshot};
@@ -10,29 +11,8 @@ use crate::snapshot::{PodInfo, Snapshot};
 /// The `TaintToleration` filter and score.
 pub struct TaintToleration;
 
-/// Whether `t` tolerates `taint`: same key (or an empty key with `Exists`: every key), the
-/// value for `Equal`, and the same effect (or an empty effect: every effect).
-pub fn tolerates_one(t: &Toleration, taint: &Taint) -> bool {
-    if let Some(effect) = t.effect.as_deref().filter(|e| !e.is_empty()) {
-        if effect != taint.effect {
-            return false;
-        }
-    }
-    let key = t.key.as_deref().unwrap_or("");
-    match t.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => key.is_empty() || key == taint.key,
-        "Equal" | "" => {
-            key == taint.key
-                && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
-        }
-        _ => false,
-    }
-}
-
-/// Whether any of `tolerations` tolerates `taint`.
-pub fn tolerates(tolerations: &[Toleration], taint: &Taint) -> bool {
-    tolerations.iter().any(|t| tolerates_one(t, taint))
-}
+/// Whether any of `tolerations` tolerates `taint` (Kubernetes' rule, from `skiff-rules`).
+pub use skiff_rules::toleration::any_tolerates as tolerates;
 
 /// The pod's tolerations.
 pub fn tolerations(pod: &PodInfo) -> &[Toleration] {
@@ -43,11 +23,12 @@ pub fn tolerations(pod: &PodInfo) -> &[Toleration] {
 
 /// The first of `taints` that keeps the pod out (`NoSchedule` or `NoExecute`) and that none
 /// of `tolerations` tolerates.
-pub fn untolerated<'t>(tolerations: &[Toleration], taints: &'t [Taint]) -> Option<&'t Taint> {
-    taints.iter().find(|taint| {
-        matches!(taint.effect.as_str(), "NoSchedule" | "NoExecute")
-            && !tolerates(tolerations, taint)
-    })
+pub fn untolerated<'t>(tolerations: &'t [Toleration], taints: &'t [Taint]) -> Option<&'t Taint> {
+    toleration::first_untolerated(
+        taints,
+        tolerations,
+        &[effect::NO_SCHEDULE, effect::NO_EXECUTE],
+    )
 }
 
 impl Filter for TaintToleration {
@@ -90,7 +71,7 @@ impl Score for TaintToleration {
             node.taints()
                 .iter()
                 .filter(|t| t.effect == "PreferNoSchedule")
-                .filter(|taint| !tols.iter().any(|t| tolerates_one(t, taint)))
+                .filter(|taint| !tols.iter().any(|t| toleration::tolerates(t, taint)))
                 .count() as i64
         }))
     }

@@ -1,0 +1,28 @@
+//! The Kubernetes rules several Skiff components need, written once. Pure functions and
+//! types over k8s-openapi's: no I/O, no clocks, no async, so every component (and every test)
+//! gets the same answer.
+//!
+//! - [`quantity`]: exact resource quantities (`100m`, `1.5Gi`), parsed, compared, summed and
+//!   printed as Kubernetes does.
+//! - [`duration`]: Go durations (`1m30s`, `1.5h`) as flags and config files carry them.
+//! - [`toleration`]: whether tolerations tolerate taints.
+//! - [`qos`]: a pod's QoS class.
+//! - [`selector`]: label selectors, node selector terms, a pod's node constraints.
+//! - [`kubeconfig`]: kubeconfig files, read and built.
+//! - [`backoff`]: the back-off policy every retry uses.
+
+#![deny(missing_docs)]
+
+pub mod backoff;
+pub mod duration;
+pub mod kubeconfig;
+pub mod qos;
+pub mod quantity;
+pub mod selector;
+pub mod toleration;
+
+pub use backoff::Backoff;
+pub use duration::GoDuration;
+pub use kubeconfig::Kubeconfig;
+pub use qos::QosClass;
+pub use quantity::Quantity;
