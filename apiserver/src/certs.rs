@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
 };
+use skiff_rules::Kubeconfig;
 
 /// Errors while creating or loading certificates.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,9 @@ pub enum CertError {
     /// Certificate generation or parsing failed.
     #[error("certificate: {0}")]
     Rcgen(#[from] rcgen::Error),
+    /// The admin kubeconfig could not be written.
+    #[error("admin kubeconfig: {0}")]
+    Kubeconfig(#[from] skiff_rules::kubeconfig::KubeconfigError),
 }
 
 type Result<T, E = CertError> = std::result::Result<T, E>;
@@ -174,7 +177,7 @@ impl Pki {
                 (c, k)
             }
         };
-        let kubeconfig = kubeconfig(server_url, &pki.ca_cert, &ac, &ak, "skiff-admin");
+        let kubeconfig = kubeconfig(server_url, &pki.ca_cert, &ac, &ak, "skiff-admin")?;
         write(&pki.admin_kubeconfig, &kubeconfig, true)?;
         Ok(pki)
     }
@@ -213,33 +216,18 @@ impl Pki {
 }
 
 /// A kubeconfig for one user with an embedded client certificate.
-pub fn kubeconfig(server: &str, ca_pem: &str, cert_pem: &str, key_pem: &str, user: &str) -> String {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
-    format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: skiff
-  cluster:
-    server: {server}
-    certificate-authority-data: {}
-users:
-- name: {user}
-  user:
-    client-certificate-data: {}
-    client-key-data: {}
-contexts:
-- name: skiff
-  context:
-    cluster: skiff
-    user: {user}
-current-context: skiff
-preferences: {{}}
-",
-        b64(ca_pem),
-        b64(cert_pem),
-        b64(key_pem),
-    )
+pub fn kubeconfig(
+    server: &str,
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+    user: &str,
+) -> Result<String> {
+    Ok(Kubeconfig::single("skiff", server)
+        .with_certificate_authority(ca_pem.as_bytes())
+        .with_client_certificate(cert_pem.as_bytes(), key_pem.as_bytes())
+        .with_user_name(user)
+        .to_yaml()?)
 }
 
 #[cfg(test)]
@@ -255,7 +243,9 @@ mod tests {
         assert_eq!(a.ca_cert, b.ca_cert);
         assert_eq!(a.serving_cert, b.serving_cert);
         let kc = std::fs::read_to_string(&a.admin_kubeconfig).unwrap();
-        assert!(kc.contains("server: https://127.0.0.1:6443"));
+        let parsed = Kubeconfig::from_yaml(&kc).unwrap();
+        let current = parsed.current().unwrap();
+        assert_eq!(current.cluster.server, "https://127.0.0.1:6443");
         // New names re-issue the serving certificate under the same CA.
         let more = vec!["localhost".to_string(), "10.1.2.3".to_string()];
         let c = Pki::load_or_create(dir.path(), &more, "https://127.0.0.1:6443").unwrap();

@@ -199,7 +199,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let authn = auth::Authenticator::from_token_file(config.token_auth_file.as_deref())?;
 
     // etcd may come up after us (compose, systemd): keep trying for a while.
-    let mut delay = Duration::from_millis(200);
+    let backoff =
+        skiff_rules::Backoff::exponential(Duration::from_millis(200), Duration::from_secs(3));
+    let mut attempt = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let etcd = loop {
         match storage::Etcd::connect(&config.etcd_servers, &config.etcd_prefix, metrics.clone())
@@ -225,9 +227,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Err(StartError::Etcd { endpoints: config.etcd_servers.clone(), source: Error::internal("shut down while connecting") }),
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(backoff.delay(attempt)) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(3));
+        attempt += 1;
     };
 
     let store = store::GenericStore::new(etcd, chain, metrics.clone(), config.watch_cache_size);

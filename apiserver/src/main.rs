@@ -26,7 +26,7 @@ struct Args {
     /// Key prefix for every object in etcd.
     #[arg(long, default_value = "/registry")]
     etcd_prefix: String,
-    /// How often to compact etcd's history (e.g. 5m, 30s; 0 disables).
+    /// How often to compact etcd's history (a Go duration: 5m, 1m30s; 0 disables).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     etcd_compaction_interval: Duration,
     /// Address to serve on.
@@ -83,25 +83,9 @@ struct Args {
     verbosity: u8,
 }
 
+/// A Go duration (`5m`, `1m30s`, `500ms`), as Kubernetes' flags take them.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {s:?} (use ms, s, m or h)"
-            ))
-        }
-    };
-    Ok(Duration::from_secs_f64(secs))
+    skiff_rules::duration::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_ports(s: &str) -> Result<(u16, u16), String> {
@@ -123,8 +107,8 @@ fn args_with_config() -> anyhow::Result<Vec<String>> {
     let Some(path) = path else { return Ok(argv) };
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading config file {path}"))?;
-    let map: serde_yaml::Mapping =
-        serde_yaml::from_str(&text).with_context(|| format!("parsing config file {path}"))?;
+    let map: serde_norway::Mapping =
+        serde_norway::from_str(&text).with_context(|| format!("parsing config file {path}"))?;
     let mut out = vec![argv[0].clone()];
     for (k, v) in map {
         let k = k
@@ -132,7 +116,7 @@ fn args_with_config() -> anyhow::Result<Vec<String>> {
             .with_context(|| format!("{path}: keys must be flag names"))?
             .to_string();
         let values: Vec<String> = match v {
-            serde_yaml::Value::Sequence(s) => {
+            serde_norway::Value::Sequence(s) => {
                 s.iter().map(yaml_scalar).collect::<anyhow::Result<_>>()?
             }
             other => vec![yaml_scalar(&other)?],
@@ -145,11 +129,11 @@ fn args_with_config() -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
-fn yaml_scalar(v: &serde_yaml::Value) -> anyhow::Result<String> {
+fn yaml_scalar(v: &serde_norway::Value) -> anyhow::Result<String> {
     Ok(match v {
-        serde_yaml::Value::String(s) => s.clone(),
-        serde_yaml::Value::Number(n) => n.to_string(),
-        serde_yaml::Value::Bool(b) => b.to_string(),
+        serde_norway::Value::String(s) => s.clone(),
+        serde_norway::Value::Number(n) => n.to_string(),
+        serde_norway::Value::Bool(b) => b.to_string(),
         other => anyhow::bail!("config values must be scalars or lists, got {other:?}"),
     })
 }

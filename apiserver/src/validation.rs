@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use skiff_rules::Quantity;
+
 use crate::error::Cause;
 
 /// Message for an invalid DNS-1123 subdomain.
@@ -184,57 +186,8 @@ pub fn non_negative(field: &str, v: Option<i64>, out: &mut Vec<Cause>) {
     }
 }
 
-/// Parses a Kubernetes quantity (`100m`, `1.5Gi`, `2e3`) to a float of base units.
-pub fn parse_quantity(q: &str) -> Option<f64> {
-    let q = q.trim();
-    if q.is_empty() {
-        return None;
-    }
-    let split = q
-        .char_indices()
-        .find(|(_, c)| !(c.is_ascii_digit() || *c == '.' || *c == '+' || *c == '-'))
-        .map(|(i, _)| i)
-        .unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    if num.is_empty() || num == "." || num.matches('.').count() > 1 {
-        return None;
-    }
-    let body = num.trim_start_matches(['+', '-']);
-    if body.contains(['+', '-']) || num.len() - body.len() > 1 {
-        return None;
-    }
-    let n: f64 = num.parse().ok()?;
-    let mult = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        s if s.starts_with(['e', 'E']) => {
-            let exp: i32 = s[1..].parse().ok()?;
-            10f64.powi(exp)
-        }
-        _ => return None,
-    };
-    Some(n * mult)
-}
-
-/// The message kube-apiserver gives for a malformed quantity.
-pub const QUANTITY_MSG: &str =
-    "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
-
-/// Validates a map of resource quantities (non-negative, well-formed).
+/// Validates a map of resource quantities (well-formed, non-negative), with kube-apiserver's
+/// messages.
 pub fn quantities(
     field: &str,
     m: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
@@ -243,14 +196,14 @@ pub fn quantities(
     let Some(m) = m else { return };
     for (k, q) in m {
         let f = format!("{field}[{k}]");
-        match parse_quantity(&q.0) {
-            None => out.push(Cause::invalid(f, &json!(q.0), QUANTITY_MSG)),
-            Some(v) if v < 0.0 => out.push(Cause::invalid(
+        match Quantity::try_from(q) {
+            Err(e) => out.push(Cause::invalid(f, &json!(q.0), e.to_string())),
+            Ok(v) if v.signum() < 0 => out.push(Cause::invalid(
                 f,
                 &json!(q.0),
                 "must be greater than or equal to 0",
             )),
-            Some(_) => {}
+            Ok(_) => {}
         }
     }
 }
@@ -293,33 +246,6 @@ pub fn label_selector(
     }
 }
 
-/// Whether a `LabelSelector` matches a label map.
-pub fn selector_matches(
-    sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
-    labels: &BTreeMap<String, String>,
-) -> bool {
-    for (k, v) in sel.match_labels.iter().flatten() {
-        if labels.get(k) != Some(v) {
-            return false;
-        }
-    }
-    for e in sel.match_expressions.iter().flatten() {
-        let vals = e.values.clone().unwrap_or_default();
-        let has = labels.get(&e.key);
-        let ok = match e.operator.as_str() {
-            "In" => has.is_some_and(|v| vals.contains(v)),
-            "NotIn" => has.is_none_or(|v| !vals.contains(v)),
-            "Exists" => has.is_some(),
-            "DoesNotExist" => has.is_none(),
-            _ => false,
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
-
 /// A JSON value for a cause.
 pub fn val<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
@@ -351,13 +277,20 @@ mod tests {
     }
 
     #[test]
-    fn quantities_parse() {
-        assert_eq!(parse_quantity("100m"), Some(0.1));
-        assert_eq!(parse_quantity("1Gi"), Some(1073741824.0));
-        assert_eq!(parse_quantity("2e3"), Some(2000.0));
-        assert_eq!(parse_quantity("1.5"), Some(1.5));
-        assert_eq!(parse_quantity("abc"), None);
-        assert_eq!(parse_quantity("1Xi"), None);
-        assert_eq!(parse_quantity("--1"), None);
+    fn quantities_are_checked_exactly() {
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity as Wire;
+        let mut m = BTreeMap::new();
+        m.insert("cpu".to_string(), Wire("1.2.3".into()));
+        m.insert("memory".to_string(), Wire("-1Gi".into()));
+        m.insert("ok".to_string(), Wire("16.1".into()));
+        let mut out = Vec::new();
+        quantities("resources.requests", Some(&m), &mut out);
+        let texts: Vec<String> = out.iter().map(Cause::text).collect();
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        assert!(texts[0].starts_with("resources.requests[cpu]: Invalid value: \"1.2.3\": quantities must match the regular expression"), "{texts:?}");
+        assert!(
+            texts[1].ends_with("must be greater than or equal to 0"),
+            "{texts:?}"
+        );
     }
 }

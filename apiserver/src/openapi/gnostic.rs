@@ -27,7 +27,7 @@ pub enum Error {
     Yaml {
         at: String,
         #[source]
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
 }
 
@@ -358,7 +358,7 @@ fn extension(key: &str, value: &Value, at: &str) -> Result<NamedAny> {
 }
 
 fn any(value: &Value, at: &str) -> Result<Any> {
-    serde_yaml::to_string(value)
+    serde_norway::to_string(value)
         .map(|yaml| Any { yaml })
         .map_err(|source| Error::Yaml {
             at: at.into(),
@@ -540,7 +540,7 @@ fn schema_to_json(s: &Schema) -> Value {
 
 #[cfg(test)]
 fn any_to_json(a: &Any) -> Value {
-    serde_yaml::from_str(&a.yaml).expect("Any holds YAML")
+    serde_norway::from_str(&a.yaml).expect("Any holds YAML")
 }
 
 #[cfg(test)]

@@ -565,7 +565,7 @@ mod tests {
             .find(|e| e.name == name)
             .and_then(|e| e.value.as_ref())
             .unwrap_or_else(|| panic!("no {name}"));
-        serde_yaml::from_str(&any.yaml).unwrap()
+        serde_norway::from_str(&any.yaml).unwrap()
     }
 
     #[test]

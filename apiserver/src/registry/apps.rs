@@ -151,7 +151,6 @@ pub fn selector_and_template(
     restart: &[&str],
     out: &mut Vec<Cause>,
 ) {
-    let empty = LabelSelector::default();
     match selector {
         None => out.push(Cause::required("spec.selector")),
         Some(sel)
@@ -180,7 +179,7 @@ pub fn selector_and_template(
         Some(&labels),
         out,
     );
-    if !v::selector_matches(selector.unwrap_or(&empty), &labels) && selector.is_some() {
+    if selector.is_some() && !skiff_rules::selector::matches(selector, Some(&labels)) {
         out.push(Cause::invalid(
             format!("{template_field}.metadata.labels"),
             &v::val(&labels),

@@ -67,7 +67,7 @@ pub fn respond(code: StatusCode, v: &Value, format: Format) -> Result<Response<B
     let (ct, body) = match format {
         Format::Yaml => (
             "application/yaml",
-            serde_yaml::to_string(v)
+            serde_norway::to_string(v)
                 .map_err(|e| Error::internal(e.to_string()))?
                 .into_bytes(),
         ),
@@ -104,8 +104,10 @@ pub fn decode_body(headers: &HeaderMap, body: &Bytes, kind: &str) -> Result<Valu
         "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
             unrecognized(format!("couldn't get version/kind; json parse error: {e}"))
         })?,
-        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
-            .map_err(|e| Error::bad_request(format!("error converting YAML to JSON: {e}")))?,
+        "application/yaml" | "application/x-yaml" | "text/yaml" => {
+            serde_norway::from_slice(body)
+                .map_err(|e| Error::bad_request(format!("error converting YAML to JSON: {e}")))?
+        }
         crate::protobuf::MEDIA_TYPE => crate::protobuf::decode_object(body)?,
         _ => {
             return Err(Error::unsupported_media_type(
@@ -144,7 +146,7 @@ pub fn decode_patch(ptype: PatchType, body: &Bytes) -> Result<Value> {
         return Err(Error::bad_request("the patch body is empty"));
     }
     match ptype {
-        PatchType::Apply => serde_yaml::from_slice(body)
+        PatchType::Apply => serde_norway::from_slice(body)
             .map_err(|e| Error::bad_request(format!("error decoding YAML: {e}"))),
         _ => serde_json::from_slice(body)
             .map_err(|e| Error::bad_request(format!("error decoding patch: {e}"))),

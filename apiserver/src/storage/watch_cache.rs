@@ -118,6 +118,10 @@ pub struct Subscription {
 
 const BROADCAST_CAPACITY: usize = 16 * 1024;
 
+/// How long to wait before listing or watching etcd again after a failure.
+const RETRY: skiff_rules::Backoff =
+    skiff_rules::Backoff::exponential(Duration::from_millis(100), Duration::from_secs(5));
+
 impl WatchCache {
     /// A cache of the objects under `prefix` (ending in `/`), indexed by `index`, keeping
     /// `capacity` recent events.
@@ -390,7 +394,7 @@ impl WatchCache {
 
     /// Keeps the cache in step with etcd until `shutdown`.
     pub async fn run(self: Arc<Self>, store: Etcd, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        let mut failures = 0;
         let mut need_list = true;
         loop {
             if shutdown.is_cancelled() {
@@ -400,14 +404,14 @@ impl WatchCache {
                 match self.list_all(&store).await {
                     Ok(()) => {
                         need_list = false;
-                        backoff = Duration::from_millis(100);
+                        failures = 0;
                     }
                     Err(e) => {
                         tracing::warn!(prefix = %self.prefix, error = %e, "watch cache list failed");
-                        if sleep_or_stop(&shutdown, backoff).await {
+                        if sleep_or_stop(&shutdown, RETRY.delay(failures)).await {
                             return;
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        failures += 1;
                         continue;
                     }
                 }
@@ -417,10 +421,10 @@ impl WatchCache {
                 Follow::Compacted => need_list = true,
                 Follow::Broken(e) => {
                     tracing::warn!(prefix = %self.prefix, error = %e, "etcd watch broke; resuming");
-                    if sleep_or_stop(&shutdown, backoff).await {
+                    if sleep_or_stop(&shutdown, RETRY.delay(failures)).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    failures += 1;
                 }
             }
         }

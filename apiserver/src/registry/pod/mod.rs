@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSecurityContext, PodSpec, PodStatus};
 use serde_json::{json, Value};
+use skiff_rules::Quantity;
 
 use super::{col, i, s, Builtin, Column, Typed};
 use crate::error::Cause;
@@ -153,38 +154,9 @@ fn defaults(pod: &mut Pod) {
         spec.service_account_name = spec.service_account.clone().or(Some("default".into()));
     }
     spec.service_account = spec.service_account_name.clone();
+    let qos = skiff_rules::qos::compute(spec).as_str();
     let status = pod.status.get_or_insert_with(PodStatus::default);
-    if status.qos_class.is_none() {
-        status.qos_class =
-            Some(qos_class(pod.spec.as_ref().map(|s| &s.containers[..]).unwrap_or(&[])).into());
-    }
-}
-
-/// The pod's QoS class from its containers' requests and limits.
-pub fn qos_class(containers: &[Container]) -> &'static str {
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in containers {
-        let r = c.resources.as_ref();
-        let req = r.and_then(|r| r.requests.clone()).unwrap_or_default();
-        let lim = r.and_then(|r| r.limits.clone()).unwrap_or_default();
-        if !req.is_empty() || !lim.is_empty() {
-            any = true;
-        }
-        for res in ["cpu", "memory"] {
-            match (req.get(res), lim.get(res)) {
-                (Some(a), Some(b)) if v::parse_quantity(&a.0) == v::parse_quantity(&b.0) => {}
-                _ => guaranteed = false,
-            }
-        }
-    }
-    if !any {
-        "BestEffort"
-    } else if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
+    status.qos_class.get_or_insert_with(|| qos.into());
 }
 
 fn validate_container(f: &str, c: &Container, volumes: &HashSet<String>, out: &mut Vec<Cause>) {
@@ -256,15 +228,14 @@ fn validate_container(f: &str, c: &Container, volumes: &HashSet<String>, out: &m
         v::quantities(&format!("{f}.resources.limits"), r.limits.as_ref(), out);
         if let (Some(req), Some(lim)) = (&r.requests, &r.limits) {
             for (k, q) in req {
-                if let (Some(a), Some(l)) = (v::parse_quantity(&q.0), lim.get(k)) {
-                    if let Some(b) = v::parse_quantity(&l.0) {
-                        if a > b {
-                            out.push(Cause::invalid(
-                                format!("{f}.resources.requests"),
-                                &json!(q.0),
-                                format!("must be less than or equal to {k} limit of {}", l.0),
-                            ));
-                        }
+                let Some(l) = lim.get(k) else { continue };
+                if let (Ok(a), Ok(b)) = (Quantity::try_from(q), Quantity::try_from(l)) {
+                    if a > b {
+                        out.push(Cause::invalid(
+                            format!("{f}.resources.requests"),
+                            &json!(q.0),
+                            format!("must be less than or equal to {k} limit of {}", l.0),
+                        ));
                     }
                 }
             }
@@ -655,6 +626,27 @@ mod tests {
         let mut port = old.clone();
         port["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80}]);
         assert!(admit(port, Some(&old)).is_err());
+    }
+
+    #[test]
+    fn quantities_compare_exactly() {
+        // Requests of 9m with limits of 0.009 CPU are equal, not requests over limits, and
+        // with memory the same the pod is Guaranteed.
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"},
+            "spec": {"containers": [{"name": "c", "image": "i", "resources": {
+                "requests": {"cpu": "9m", "memory": "1Gi"},
+                "limits": {"cpu": "0.009", "memory": "1024Mi"}}}]}});
+        let out = admit(pod, None).unwrap();
+        assert_eq!(out["status"]["qosClass"], "Guaranteed");
+        let over = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"},
+            "spec": {"containers": [{"name": "c", "image": "i", "resources": {
+                "requests": {"cpu": "10m"}, "limits": {"cpu": "0.009"}}}]}});
+        let Err(Rejection::Invalid(causes)) = admit(over, None) else {
+            panic!("requests over limits are refused")
+        };
+        assert!(causes[0]
+            .text()
+            .contains("must be less than or equal to cpu limit of 0.009"));
     }
 
     #[test]
