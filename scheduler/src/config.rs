@@ -27,7 +27,7 @@ use crate::plugins::{Filter, Score};
 pub enum ConfigError {
     /// The file is not valid YAML of this shape.
     #[error("parsing the scheduler configuration: {0}")]
-    Parse(#[from] serde_yaml::Error),
+    Parse(#[from] serde_norway::Error),
     /// The file names something this scheduler does not have or accept.
     #[error("scheduler configuration: {0}")]
     Invalid(String),
@@ -203,7 +203,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
 impl SchedulerConfig {
     /// Reads a configuration file's text.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        let c: SchedulerConfig = serde_yaml::from_str(text)?;
+        let c: SchedulerConfig = serde_norway::from_str(text)?;
         if !c.api_version.is_empty() && c.api_version != "kubescheduler.config.k8s.io/v1" {
             return Err(ConfigError::Invalid(format!(
                 "apiVersion {:?} is not supported (use kubescheduler.config.k8s.io/v1)",
