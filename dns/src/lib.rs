@@ -191,19 +191,20 @@ impl Resolver {
 
     /// Answers `query` from `zone`, or says it is for upstream.
     pub fn resolve(&self, query: &Message, zone: &Zone) -> Outcome {
-        let mut resp = Message::new();
-        resp.set_id(query.id())
-            .set_message_type(MessageType::Response)
-            .set_op_code(query.op_code())
-            .set_recursion_desired(query.recursion_desired())
-            .set_recursion_available(true);
-        let Some(q) = query.queries().first() else {
-            resp.set_response_code(ResponseCode::FormErr);
+        let mut resp = Message::new(
+            query.metadata.id,
+            MessageType::Response,
+            query.metadata.op_code,
+        );
+        resp.metadata.recursion_desired = query.metadata.recursion_desired;
+        resp.metadata.recursion_available = true;
+        let Some(q) = query.queries.first() else {
+            resp.metadata.response_code = ResponseCode::FormErr;
             return Outcome::Answer(resp);
         };
         resp.add_query(q.clone());
-        if query.op_code() != OpCode::Query || query.queries().len() != 1 {
-            resp.set_response_code(ResponseCode::NotImp);
+        if query.metadata.op_code != OpCode::Query || query.queries.len() != 1 {
+            resp.metadata.response_code = ResponseCode::NotImp;
             return Outcome::Answer(resp);
         }
         let name = q.name().to_lowercase();
@@ -217,10 +218,10 @@ impl Resolver {
         if !self.domain.zone_of(&fqdn) {
             return Outcome::Forward;
         }
-        resp.set_authoritative(true);
+        resp.metadata.authoritative = true;
         if q.query_class() != DNSClass::IN && q.query_class() != DNSClass::ANY {
-            resp.set_response_code(ResponseCode::NXDomain);
-            resp.add_name_server(self.soa.clone());
+            resp.metadata.response_code = ResponseCode::NXDomain;
+            resp.add_authority(self.soa.clone());
             return Outcome::Answer(resp);
         }
         // The labels below the zone, nearest the zone first.
@@ -234,8 +235,8 @@ impl Resolver {
         let found = self.lookup(&fqdn, &labels, zone);
         match found {
             None => {
-                resp.set_response_code(ResponseCode::NXDomain);
-                resp.add_name_server(self.soa.clone());
+                resp.metadata.response_code = ResponseCode::NXDomain;
+                resp.add_authority(self.soa.clone());
             }
             Some((records, extra)) => {
                 let qt = q.query_type();
@@ -253,7 +254,7 @@ impl Resolver {
                     }
                 }
                 if !any {
-                    resp.add_name_server(self.soa.clone());
+                    resp.add_authority(self.soa.clone());
                 }
                 if qt == RecordType::SOA && labels.is_empty() {
                     resp.add_answer(self.soa.clone());
@@ -410,9 +411,9 @@ mod tests {
 
     fn ask(name: &str, ty: RecordType) -> Message {
         let r = Resolver::new("cluster.local").unwrap();
-        let mut q = Message::new();
-        q.set_id(7)
-            .add_query(Query::query(Name::from_str(name).unwrap(), ty));
+        let mut q = Message::query();
+        q.metadata.id = 7;
+        q.add_query(Query::query(Name::from_str(name).unwrap(), ty));
         match r.resolve(&q, &zone()) {
             Outcome::Answer(m) => m,
             Outcome::Forward => panic!("{name} forwarded"),
@@ -420,9 +421,9 @@ mod tests {
     }
 
     fn ips(m: &Message) -> Vec<String> {
-        m.answers()
+        m.answers
             .iter()
-            .filter_map(|r| match r.data() {
+            .filter_map(|r| match &r.data {
                 RData::A(a) => Some(a.0.to_string()),
                 _ => None,
             })
@@ -432,9 +433,9 @@ mod tests {
     #[test]
     fn services_headless_endpoints_srv_pods_and_missing_names() {
         let m = ask("web.default.svc.cluster.local.", RecordType::A);
-        assert_eq!(m.id(), 7);
+        assert_eq!(m.metadata.id, 7);
         assert_eq!(ips(&m), ["10.96.0.20"]);
-        assert!(m.authoritative());
+        assert!(m.metadata.authoritative);
         let m = ask("WEB.default.svc.cluster.local.", RecordType::A);
         assert_eq!(ips(&m), ["10.96.0.20"], "names are case-insensitive");
         let m = ask("db.prod.svc.cluster.local.", RecordType::A);
@@ -449,10 +450,10 @@ mod tests {
         assert_eq!(ips(&m), ["10.244.2.6"]);
         let m = ask("_pg._tcp.db.prod.svc.cluster.local.", RecordType::SRV);
         let targets: Vec<String> = m
-            .answers()
+            .answers
             .iter()
-            .filter_map(|r| match r.data() {
-                RData::SRV(s) => Some(format!("{} {}", s.port(), s.target())),
+            .filter_map(|r| match &r.data {
+                RData::SRV(s) => Some(format!("{} {}", s.port, s.target)),
                 _ => None,
             })
             .collect();
@@ -463,20 +464,18 @@ mod tests {
                 "5432 10-244-2-6.db.prod.svc.cluster.local."
             ]
         );
-        assert_eq!(m.additionals().len(), 2);
+        assert_eq!(m.additionals.len(), 2);
         let m = ask("_http._tcp.web.default.svc.cluster.local.", RecordType::SRV);
-        assert_eq!(m.answers().len(), 1);
+        assert_eq!(m.answers.len(), 1);
         let m = ask("ext.default.svc.cluster.local.", RecordType::A);
-        assert!(
-            matches!(m.answers()[0].data(), RData::CNAME(c) if c.0.to_string() == "example.org.")
-        );
+        assert!(matches!(&m.answers[0].data, RData::CNAME(c) if c.0.to_string() == "example.org."));
         let m = ask("10-1-2-3.default.pod.cluster.local.", RecordType::A);
         assert_eq!(ips(&m), ["10.1.2.3"]);
         // Exists, but no AAAA: NOERROR, empty, with the SOA.
         let m = ask("web.default.svc.cluster.local.", RecordType::AAAA);
-        assert_eq!(m.response_code(), ResponseCode::NoError);
-        assert!(m.answers().is_empty());
-        assert_eq!(m.name_servers().len(), 1);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.answers.is_empty());
+        assert_eq!(m.authorities.len(), 1);
         // Unknown names: NXDOMAIN with the SOA.
         for n in [
             "nope.default.svc.cluster.local.",
@@ -486,12 +485,12 @@ mod tests {
             "_nope._tcp.web.default.svc.cluster.local.",
         ] {
             let m = ask(n, RecordType::A);
-            assert_eq!(m.response_code(), ResponseCode::NXDomain, "{n}");
-            assert_eq!(m.name_servers().len(), 1, "{n}");
+            assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{n}");
+            assert_eq!(m.authorities.len(), 1, "{n}");
         }
         // Outside the zone: for upstream.
         let r = Resolver::new("cluster.local").unwrap();
-        let mut q = Message::new();
+        let mut q = Message::query();
         q.add_query(Query::query(
             Name::from_str("example.org.").unwrap(),
             RecordType::A,

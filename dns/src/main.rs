@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use parking_lot::RwLock;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -90,17 +90,15 @@ impl Server {
             })
             .inc();
         let query = match Message::from_vec(bytes) {
-            Ok(q) if q.message_type() == MessageType::Query => q,
+            Ok(q) if q.metadata.message_type == MessageType::Query => q,
             Ok(_) => return None,
             Err(_) => {
                 // Enough of a header to say FORMERR to.
                 if bytes.len() < 12 {
                     return None;
                 }
-                let mut m = Message::new();
-                m.set_id(u16::from_be_bytes([bytes[0], bytes[1]]))
-                    .set_message_type(MessageType::Response)
-                    .set_response_code(ResponseCode::FormErr);
+                let id = u16::from_be_bytes([bytes[0], bytes[1]]);
+                let m = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
                 return m.to_vec().ok();
             }
         };
@@ -115,14 +113,14 @@ impl Server {
                         return Some(b);
                     }
                     None => {
-                        let mut m = Message::new();
-                        m.set_id(query.id())
-                            .set_message_type(MessageType::Response)
-                            .set_op_code(query.op_code())
-                            .set_recursion_desired(query.recursion_desired())
-                            .set_recursion_available(true)
-                            .set_response_code(ResponseCode::ServFail);
-                        for q in query.queries() {
+                        let mut m = Message::error_msg(
+                            query.metadata.id,
+                            query.metadata.op_code,
+                            ResponseCode::ServFail,
+                        );
+                        m.metadata.recursion_desired = query.metadata.recursion_desired;
+                        m.metadata.recursion_available = true;
+                        for q in &query.queries {
                             m.add_query(q.clone());
                         }
                         Some(m)
@@ -130,27 +128,24 @@ impl Server {
                 }
             }
         }?;
-        self.record(start, u16::from(out.response_code()));
+        self.record(start, u16::from(out.metadata.response_code));
         let mut bytes = out.to_vec().ok()?;
         // Over UDP, an answer longer than the client takes is cut to the header and question,
         // marked truncated: the client asks again over TCP.
         let limit = query
-            .extensions()
+            .edns
             .as_ref()
             .map(|e| usize::from(e.max_payload()))
             .unwrap_or(512)
             .max(512);
         if proto == "udp" && bytes.len() > limit {
-            let mut t = Message::new();
-            t.set_id(out.id())
-                .set_message_type(MessageType::Response)
-                .set_op_code(out.op_code())
-                .set_authoritative(out.authoritative())
-                .set_recursion_desired(out.recursion_desired())
-                .set_recursion_available(true)
-                .set_truncated(true)
-                .set_response_code(out.response_code());
-            for q in out.queries() {
+            let mut t = Message::new(out.metadata.id, MessageType::Response, out.metadata.op_code);
+            t.metadata.authoritative = out.metadata.authoritative;
+            t.metadata.recursion_desired = out.metadata.recursion_desired;
+            t.metadata.recursion_available = true;
+            t.metadata.truncation = true;
+            t.metadata.response_code = out.metadata.response_code;
+            for q in &out.queries {
                 t.add_query(q.clone());
             }
             bytes = t.to_vec().ok()?;
