@@ -4,9 +4,9 @@
 fmt:
 	cargo fmt --all
 
+# Formatting, clippy and cargo deny (deny.toml).
 lint:
-	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	scripts/lint
 
 # Everything CI runs: unit and end-to-end tests (installs what they need).
 test:
