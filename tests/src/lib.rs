@@ -632,6 +632,27 @@ pub fn eventually_ok<T>(
     }
 }
 
+/// Sends a request with an optional JSON body and returns the status code and the body (as
+/// JSON, or as a JSON string when it is not JSON).
+pub async fn send(
+    c: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = c.request(method, url);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.expect("request sent");
+    let code = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
 /// A running cluster for a test: etcd and one API server.
 pub struct Cluster {
     /// The API server (dropped first).

@@ -5,26 +5,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use skiff_e2e::{ApiServer, Cluster, Etcd};
-
-async fn send(
-    c: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut r = c.request(method, url);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let resp = r.send().await.expect("request sent");
-    let code = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
-    (
-        code,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
+use skiff_e2e::{send, ApiServer, Cluster, Etcd};
 
 fn pod(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "web"}},

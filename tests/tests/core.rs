@@ -10,27 +10,8 @@ use serde_json::{json, Value};
 use skiff_client::proto::resources_client::ResourcesClient;
 use skiff_client::proto::{self as pb};
 use skiff_client::Config;
-use skiff_e2e::{ApiServer, Cluster, Etcd};
+use skiff_e2e::{send, ApiServer, Cluster, Etcd};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn send(
-    c: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut r = c.request(method, url);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let resp = r.send().await.expect("request sent");
-    let code = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
-    (
-        code,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
 
 /// A request with a body of any bytes and content type.
 async fn send_raw(

@@ -56,12 +56,7 @@ pub async fn serve(
     let format = Format::from_accept(req.headers(), verb)?;
     let ns = t.namespace.as_deref();
     let store = &state.store;
-    let user_agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let user_agent = user_agent(req.headers());
     match (verb, t.name.as_deref()) {
         ("get", Some(name)) => table::respond_one(&r, store.get(&r, ns, name).await?, &format, q),
         ("list", _) => {
@@ -132,6 +127,15 @@ pub async fn serve(
     }
 }
 
+/// The client's user agent (an ordinary write's default field manager).
+fn user_agent(headers: &http::HeaderMap) -> String {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
 /// A write's response: 201 when it created the object, with its warnings.
 fn written(w: Written, format: Format) -> Result<Response<Body>> {
     let code = if w.created {
@@ -161,13 +165,7 @@ async fn read_patch(req: Req, q: &Query) -> Result<(PatchType, Value, String)> {
         ));
     }
     let patch = negotiate::decode_patch(ptype, &body)?;
-    let ua = parts
-        .headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    Ok((ptype, patch, ua))
+    Ok((ptype, patch, user_agent(&parts.headers)))
 }
 
 /// `NAME/SUB`: connections to the node for pods' logs and streams, the store's handlers for
@@ -189,12 +187,7 @@ async fn subresource(
     let handler = r
         .subresource(sub)
         .ok_or_else(|| crate::store::no_such_subresource(sub))?;
-    let user_agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let user_agent = user_agent(req.headers());
     if handler.connect() {
         if !handler.verbs().contains(&verb) {
             return Err(not_allowed());

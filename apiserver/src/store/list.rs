@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::update::parse_rv;
+use super::update::{requested_rv, too_new};
 use super::GenericStore;
 use crate::error::{Error, Result};
 use crate::registry::ResourceInfo;
@@ -58,12 +58,7 @@ impl GenericStore {
                 .list_from_etcd(r, &prefix, Some(start_key), rv, opts, keep)
                 .await;
         }
-        let rv = opts
-            .resource_version
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .map(parse_rv)
-            .transpose()?;
+        let rv = requested_rv(opts.resource_version.as_deref())?;
         let exact = opts.resource_version_match.as_deref() == Some("Exact");
         if let Some(m) = opts.resource_version_match.as_deref() {
             if !matches!(m, "Exact" | "NotOlderThan" | "") {
@@ -76,23 +71,23 @@ impl GenericStore {
             }
         }
         let cache = self.cache(r);
+        let from_cache = || {
+            let (items, rev) = cache.list(&prefix, keep_cached);
+            Listed {
+                items,
+                rv: rev,
+                continue_token: None,
+                remaining: None,
+            }
+        };
         match rv {
             Some(rv) if exact => self.list_from_etcd(r, &prefix, None, rv, opts, keep).await,
             Some(rv) => {
                 // Any state at least as new as rv: the cache, once it has caught up.
                 if !cache.reach(&self.etcd, rv, Duration::from_secs(3)).await {
-                    return Err(Error::timeout(format!(
-                        "Too large resource version: {rv}, current: {}",
-                        cache.rev()
-                    )));
+                    return Err(too_new(rv, cache.rev()));
                 }
-                let (items, rev) = cache.list(&prefix, keep_cached);
-                Ok(Listed {
-                    items,
-                    rv: rev,
-                    continue_token: None,
-                    remaining: None,
-                })
+                Ok(from_cache())
             }
             None if opts.limit > 0 => self.list_from_etcd(r, &prefix, None, 0, opts, keep).await,
             None => {
@@ -104,13 +99,7 @@ impl GenericStore {
                         .reach(&self.etcd, current, Duration::from_millis(500))
                         .await
                 {
-                    let (items, rev) = cache.list(&prefix, keep_cached);
-                    Ok(Listed {
-                        items,
-                        rv: rev,
-                        continue_token: None,
-                        remaining: None,
-                    })
+                    Ok(from_cache())
                 } else {
                     self.list_from_etcd(r, &prefix, None, current, opts, keep)
                         .await

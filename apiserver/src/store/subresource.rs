@@ -24,6 +24,27 @@ fn handler<'a>(r: &'a Resource, sub: &str) -> Result<&'a dyn Subresource> {
         .ok_or_else(|| no_such_subresource(sub))
 }
 
+/// A subresource request as admission sees it.
+fn attrs<'a>(
+    operation: Operation,
+    r: &'a Resource,
+    ns: Option<&'a str>,
+    name: &'a str,
+    sub: &'a str,
+    opts: &'a WriteOpts,
+) -> Attributes<'a> {
+    Attributes {
+        operation,
+        resource: r,
+        subresource: sub,
+        namespace: ns.unwrap_or(""),
+        name,
+        old: None,
+        user: &opts.user,
+        dry_run: opts.dry_run && operation != Operation::Connect,
+    }
+}
+
 impl GenericStore {
     /// `GET NAME/SUB`.
     pub async fn get_subresource(
@@ -77,16 +98,7 @@ impl GenericStore {
         opts: &WriteOpts,
     ) -> Result<Value> {
         let h = handler(r, sub)?;
-        let attrs = Attributes {
-            operation: Operation::Create,
-            resource: r,
-            subresource: sub,
-            namespace: ns.unwrap_or(""),
-            name,
-            old: None,
-            user: &opts.user,
-            dry_run: opts.dry_run,
-        };
+        let attrs = attrs(Operation::Create, r, ns, name, sub, opts);
         self.admission()
             .admit(&attrs, Some(&mut body), self)
             .await?;
@@ -103,16 +115,7 @@ impl GenericStore {
         sub: &str,
         opts: &WriteOpts,
     ) -> Result<()> {
-        let attrs = Attributes {
-            operation: Operation::Connect,
-            resource: r,
-            subresource: sub,
-            namespace: ns.unwrap_or(""),
-            name,
-            old: None,
-            user: &opts.user,
-            dry_run: false,
-        };
+        let attrs = attrs(Operation::Connect, r, ns, name, sub, opts);
         self.admission().admit(&attrs, None, self).await?;
         self.admission().validate(&attrs, None, self).await
     }

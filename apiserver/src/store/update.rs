@@ -34,6 +34,38 @@ pub(super) fn parse_rv(s: &str) -> Result<i64> {
         .ok_or_else(|| Error::bad_request(format!("invalid resource version \"{s}\"")))
 }
 
+/// What a commit means for an update's loop: the write, or — when a concurrent write came
+/// first — a conflict if the request pinned a resourceVersion, else another try (`None`).
+fn settle(
+    r: &ResourceInfo,
+    name: &str,
+    committed: Option<Value>,
+    warnings: &mut Vec<String>,
+    pinned: bool,
+) -> Result<Option<Written>> {
+    match committed {
+        Some(object) => Ok(Some(Written {
+            object,
+            warnings: std::mem::take(warnings),
+            created: false,
+        })),
+        None if pinned => Err(Error::stale(r.group_resource(), name)),
+        None => Ok(None),
+    }
+}
+
+/// The resourceVersion a read asks for (`None` for none or "").
+pub(super) fn requested_rv(rv: Option<&str>) -> Result<Option<i64>> {
+    rv.filter(|s| !s.is_empty()).map(parse_rv).transpose()
+}
+
+/// The 504 for a read at a revision the watch cache has not reached in time.
+pub(super) fn too_new(rv: i64, current: i64) -> Error {
+    Error::timeout(format!(
+        "Too large resource version: {rv}, current: {current}"
+    ))
+}
+
 impl GenericStore {
     /// Replaces an object (PUT), or its status (`sub = Some("status")`).
     pub async fn update(
@@ -87,21 +119,11 @@ impl GenericStore {
                     &mut warnings,
                 )
                 .await?;
-            match self
+            let committed = self
                 .commit_update(r, &key, name, current, next, opts)
-                .await?
-            {
-                Some(w) => {
-                    return Ok(Written {
-                        object: w,
-                        warnings,
-                        created: false,
-                    })
-                }
-                None if precondition.is_some() => {
-                    return Err(Error::stale(r.group_resource(), name))
-                }
-                None => continue,
+                .await?;
+            if let Some(w) = settle(r, name, committed, &mut warnings, precondition.is_some())? {
+                return Ok(w);
             }
         }
     }
@@ -158,19 +180,11 @@ impl GenericStore {
                     &mut warnings,
                 )
                 .await?;
-            match self
+            let committed = self
                 .commit_update(r, &key, name, current, next, opts)
-                .await?
-            {
-                Some(w) => {
-                    return Ok(Written {
-                        object: w,
-                        warnings,
-                        created: false,
-                    })
-                }
-                None if precondition => return Err(Error::stale(r.group_resource(), name)),
-                None => continue,
+                .await?;
+            if let Some(w) = settle(r, name, committed, &mut warnings, precondition)? {
+                return Ok(w);
             }
         }
     }

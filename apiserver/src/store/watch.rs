@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::update::parse_rv;
+use super::update::{requested_rv, too_new};
 use super::GenericStore;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::registry::Resource;
 use crate::request::WatchOpts;
 use crate::storage::cached::Cached;
@@ -159,12 +159,7 @@ impl GenericStore {
     pub async fn watch(&self, r: &Resource, ns: Option<&str>, opts: WatchOpts) -> Result<Watch> {
         let cache = self.cache(r);
         cache.wait_ready().await;
-        let rv = opts
-            .resource_version
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .map(parse_rv)
-            .transpose()?;
+        let rv = requested_rv(opts.resource_version.as_deref())?;
         let from = match rv {
             // Unset: the current state first, at least as fresh as a read from etcd now
             // (a client that just wrote must see its write among the initial events).
@@ -183,10 +178,7 @@ impl GenericStore {
             }
             Some(n) => {
                 if !cache.reach(&self.etcd, n, Duration::from_secs(3)).await {
-                    return Err(Error::timeout(format!(
-                        "Too large resource version: {n}, current: {}",
-                        cache.rev()
-                    )));
+                    return Err(too_new(n, cache.rev()));
                 }
                 Some(n)
             }
