@@ -82,6 +82,7 @@ impl Quantity {
     }
 
     /// The value in nanounits (10^-9), exactly.
+    #[inline]
     pub fn as_nanos(&self) -> i128 {
         self.nanos
     }
@@ -97,23 +98,27 @@ impl Quantity {
     }
 
     /// Whether it is zero.
+    #[inline]
     pub fn is_zero(&self) -> bool {
         self.nanos == 0
     }
 
     /// -1, 0 or 1.
+    #[inline]
     pub fn signum(&self) -> i32 {
         self.nanos.signum() as i32
     }
 
     /// Thousandths of a unit, rounded away from zero and saturating at the int64 range
     /// (Kubernetes' `MilliValue`): `0.1m` → 1, `1.5` → 1500.
+    #[inline]
     pub fn milli_value(&self) -> i64 {
         scaled(self.nanos, 1_000_000)
     }
 
     /// Whole units, rounded away from zero and saturating at the int64 range (Kubernetes'
     /// `Value`): `100m` → 1, `1.5Gi` → 1610612736.
+    #[inline]
     pub fn value(&self) -> i64 {
         scaled(self.nanos, NANO)
     }

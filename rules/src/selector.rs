@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 /// Whether `labels` match `selector`: every `matchLabels` pair and every expression
 /// (`In`, `NotIn`, `Exists`, `DoesNotExist`). An empty selector matches everything; an
 /// absent one (`None`) matches nothing, as in Kubernetes.
+#[inline]
 pub fn matches(
     selector: Option<&LabelSelector>,
     labels: Option<&BTreeMap<String, String>>,
@@ -40,6 +41,7 @@ pub fn matches(
 
 /// Whether a node selector requirement holds for a value (`None`: the label is absent):
 /// `In`, `NotIn`, `Exists`, `DoesNotExist`, and `Gt`/`Lt` on integers.
+#[inline]
 pub fn node_requirement(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
     let values = r.values.as_deref().unwrap_or(&[]);
     match r.operator.as_str() {
@@ -114,6 +116,7 @@ pub fn pod_fits_node<'a>(
 
 /// Whether the selector selects nothing in particular (no pairs, no expressions): such a
 /// selector matches every object.
+#[inline]
 pub fn is_empty(selector: &LabelSelector) -> bool {
     selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
         && selector

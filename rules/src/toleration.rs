@@ -18,6 +18,7 @@ pub mod effect {
 /// - an empty key matches every key, else the keys must be equal;
 /// - operator `Exists` matches any value, `Equal` (or none: the default) the same value;
 /// - any other operator tolerates nothing.
+#[inline]
 pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
     let effect = t.effect.as_deref().unwrap_or("");
     if !effect.is_empty() && effect != taint.effect {
@@ -35,6 +36,7 @@ pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
 }
 
 /// Whether any of `tolerations` tolerates `taint`.
+#[inline]
 pub fn any_tolerates(tolerations: &[Toleration], taint: &Taint) -> bool {
     tolerations.iter().any(|t| tolerates(t, taint))
 }
