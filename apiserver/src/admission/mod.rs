@@ -179,7 +179,7 @@ fn implemented(cfg: &Config) -> Vec<(Box<dyn Plugin>, bool)> {
 }
 
 /// The names of the plugins Skiff implements, in order.
-pub fn implemented_names() -> Vec<&'static str> {
+fn implemented_names() -> Vec<&'static str> {
     let mut names: Vec<&'static str> = implemented(&Config::default())
         .iter()
         .map(|(p, _)| p.name())

@@ -15,12 +15,12 @@ use crate::request::{ListOpts, Listed};
 use crate::storage::cached::{with_rv, Cached};
 
 /// kube-apiserver's continue token: base64 JSON with the revision and the next key.
-pub fn encode_continue(rv: i64, start: &str) -> String {
+fn encode_continue(rv: i64, start: &str) -> String {
     let t = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": start});
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(t.to_string())
 }
 
-pub fn decode_continue(token: &str) -> Result<(i64, String)> {
+fn decode_continue(token: &str) -> Result<(i64, String)> {
     let bad = || Error::bad_request(format!("continue key is not valid: {token}"));
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token.trim_end_matches('='))

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use serde_json::Value;
 
-pub use list::{decode_continue, encode_continue};
 pub use subresource::no_such_subresource;
 pub use watch::{Watch, WatchItem};
 
@@ -82,15 +81,6 @@ impl GenericStore {
             .read()
             .iter()
             .find(|r| r.group == group && r.version == version && r.plural == plural)
-            .cloned()
-    }
-
-    /// A served resource by apiVersion and kind.
-    pub fn find_kind(&self, api_version: &str, kind: &str) -> Option<Resource> {
-        self.resources
-            .read()
-            .iter()
-            .find(|r| r.api_version() == api_version && r.kind == kind)
             .cloned()
     }
 
