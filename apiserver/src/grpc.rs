@@ -289,8 +289,11 @@ impl Door {
             name,
             path: "",
         };
-        if let Decision::Deny(why) = self.state.authz.authorize(&attrs) {
-            return Err(crate::auth::forbidden(&attrs, &why));
+        match self.state.authz.authorize(&attrs) {
+            Decision::Allow => {}
+            Decision::Deny(why) | Decision::NoOpinion(why) => {
+                return Err(crate::auth::forbidden(&attrs, &why))
+            }
         }
         Ok(Target {
             resource,

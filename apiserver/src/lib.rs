@@ -196,7 +196,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let server_url = format!("https://{advertise}");
     let pki = certs::Pki::load_or_create(&config.data_dir, &sans, &server_url)?;
     let tls = server::tls_config(&pki).map_err(|e| StartError::Tls(e.to_string()))?;
-    let authn = auth::Authenticator::from_token_file(config.token_auth_file.as_deref())?;
+    let mut authn = auth::Authenticator::new();
+    if let Some(path) = &config.token_auth_file {
+        authn = authn.with_tokens(Arc::new(auth::tokenfile::TokenFile::load(path)?));
+    }
 
     // etcd may come up after us (compose, systemd): keep trying for a while.
     let backoff =

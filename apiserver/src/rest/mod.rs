@@ -107,11 +107,7 @@ async fn serve(
     let user = match state.authn.authenticate(cert_user.as_ref(), req.headers()) {
         Ok(u) => u,
         Err(_) if public_path(&path) && req.headers().get(header::AUTHORIZATION).is_none() => {
-            UserInfo {
-                name: "system:anonymous".into(),
-                uid: String::new(),
-                groups: vec!["system:unauthenticated".into()],
-            }
+            crate::auth::authn::user("system:anonymous", &["system:unauthenticated"])
         }
         Err(e) => return Err(e),
     };
@@ -167,6 +163,6 @@ async fn serve(
 fn authorize(state: &State, attrs: &Attributes<'_>) -> Result<()> {
     match state.authz.authorize(attrs) {
         Decision::Allow => Ok(()),
-        Decision::Deny(why) => Err(crate::auth::forbidden(attrs, &why)),
+        Decision::Deny(why) | Decision::NoOpinion(why) => Err(crate::auth::forbidden(attrs, &why)),
     }
 }

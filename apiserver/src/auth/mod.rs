@@ -1,0 +1,205 @@
+//! Who a request is ([`authn`]: client certificates, bearer tokens) and whether it may do
+//! what it asks (the one [`Authorizer`] seam).
+//!
+//! Handlers never decide access themselves: every request is authenticated into a [`UserInfo`]
+//! and then put to the configured [`Authorizer`] with its [`Attributes`].
+
+pub mod authn;
+pub mod tokenfile;
+
+use std::collections::BTreeMap;
+
+pub use authn::{Authenticator, TokenAuthenticator};
+pub use tokenfile::TokenFileError;
+
+use crate::error::Error;
+
+/// Who is making a request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserInfo {
+    /// User name (a client certificate's CN).
+    pub name: String,
+    /// User id, if known.
+    pub uid: String,
+    /// Groups (a client certificate's O values).
+    pub groups: Vec<String>,
+    /// Extra attributes (a ServiceAccount token's pod name and uid, ...).
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+impl UserInfo {
+    /// The API server itself, for the writes it makes on its own (bootstrap, namespace
+    /// finalization, orphaning), as kube-apiserver's loopback identity.
+    pub fn apiserver() -> Self {
+        UserInfo {
+            name: "system:apiserver".into(),
+            uid: String::new(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// The user a client certificate names: CN is the user, each O a group.
+pub fn user_from_cert(der: &[u8]) -> Option<UserInfo> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let name = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(String::from))
+        .collect();
+    Some(UserInfo {
+        name,
+        uid: String::new(),
+        groups,
+        extra: BTreeMap::new(),
+    })
+}
+
+/// What a request wants to do, as an authorizer sees it.
+#[derive(Debug, Clone)]
+pub struct Attributes<'a> {
+    /// The user.
+    pub user: &'a UserInfo,
+    /// The Kubernetes verb (`get`, `list`, `watch`, `create`, ...), or the lowercase HTTP
+    /// method for non-resource paths.
+    pub verb: &'a str,
+    /// Whether this is a resource request (else a path like `/healthz`).
+    pub resource_request: bool,
+    /// API group.
+    pub api_group: &'a str,
+    /// Resource plural.
+    pub resource: &'a str,
+    /// Subresource, or "".
+    pub subresource: &'a str,
+    /// Namespace, or "".
+    pub namespace: &'a str,
+    /// Object name, or "".
+    pub name: &'a str,
+    /// The request path.
+    pub path: &'a str,
+}
+
+/// An authorizer's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed.
+    Allow,
+    /// Denied, with the reason: no later authorizer is asked.
+    Deny(String),
+    /// Neither allowed nor denied, with the reason (may be empty): the next authorizer is
+    /// asked, and a request no authorizer allows is refused.
+    NoOpinion(String),
+}
+
+/// Decides whether a request may proceed. The only place access is decided.
+pub trait Authorizer: Send + Sync {
+    /// The decision for one request.
+    fn authorize(&self, attrs: &Attributes<'_>) -> Decision;
+}
+
+/// Authorizers asked in turn (`--authorization-mode=Node,RBAC`): the first to allow or deny
+/// decides; when none does, the request is refused with the reasons given.
+#[derive(Default)]
+pub struct Union(pub Vec<Box<dyn Authorizer>>);
+
+impl Authorizer for Union {
+    fn authorize(&self, attrs: &Attributes<'_>) -> Decision {
+        let mut reasons = Vec::new();
+        for a in &self.0 {
+            match a.authorize(attrs) {
+                Decision::NoOpinion(why) => {
+                    if !why.is_empty() {
+                        reasons.push(why);
+                    }
+                }
+                d => return d,
+            }
+        }
+        Decision::NoOpinion(reasons.join(", "))
+    }
+}
+
+/// Allows every authenticated request.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AllowAll;
+
+impl Authorizer for AllowAll {
+    fn authorize(&self, _attrs: &Attributes<'_>) -> Decision {
+        Decision::Allow
+    }
+}
+
+/// The 403 for a denied request, worded as kube-apiserver words it.
+pub fn forbidden(attrs: &Attributes<'_>, why: &str) -> Error {
+    let what = if attrs.resource_request {
+        let res = if attrs.api_group.is_empty() {
+            attrs.resource.to_string()
+        } else {
+            format!("{}.{}", attrs.resource, attrs.api_group)
+        };
+        let scope = if attrs.namespace.is_empty() {
+            "at the cluster scope".to_string()
+        } else {
+            format!("in the namespace \"{}\"", attrs.namespace)
+        };
+        format!(
+            "cannot {} resource \"{res}\" in API group \"{}\" {scope}",
+            attrs.verb, attrs.api_group
+        )
+    } else {
+        format!("cannot {} path \"{}\"", attrs.verb, attrs.path)
+    };
+    let mut msg = format!("User \"{}\" {what}", attrs.user.name);
+    if !why.is_empty() {
+        msg.push_str(": ");
+        msg.push_str(why);
+    }
+    Error::forbidden(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Says(Decision);
+
+    impl Authorizer for Says {
+        fn authorize(&self, _: &Attributes<'_>) -> Decision {
+            self.0.clone()
+        }
+    }
+
+    #[test]
+    fn the_first_authorizer_with_an_opinion_decides() {
+        let user = UserInfo::default();
+        let attrs = Attributes {
+            user: &user,
+            verb: "get",
+            resource_request: true,
+            api_group: "",
+            resource: "pods",
+            subresource: "",
+            namespace: "default",
+            name: "",
+            path: "/api/v1/namespaces/default/pods",
+        };
+        let no = |w: &str| Box::new(Says(Decision::NoOpinion(w.into()))) as Box<dyn Authorizer>;
+        let u = Union(vec![no("a"), Box::new(Says(Decision::Allow)), no("b")]);
+        assert_eq!(u.authorize(&attrs), Decision::Allow);
+        let u = Union(vec![
+            no("a"),
+            Box::new(Says(Decision::Deny("x".into()))),
+            Box::new(Says(Decision::Allow)),
+        ]);
+        assert_eq!(u.authorize(&attrs), Decision::Deny("x".into()));
+        let u = Union(vec![no("a"), no(""), no("b")]);
+        assert_eq!(u.authorize(&attrs), Decision::NoOpinion("a, b".into()));
+    }
+}
