@@ -404,6 +404,50 @@ impl<K: Object> Api<K> {
         decode(w.object)
     }
 
+    /// Creates a subresource of object `name`, as POST `NAME/SUB` does (a ServiceAccount's
+    /// `token`, taking and returning a `TokenRequest`; a pod's `eviction`), and answers what
+    /// the server returns.
+    pub async fn create_subresource<I: Object, O: Object>(
+        &self,
+        sub: &str,
+        name: &str,
+        pp: &PostParams,
+        obj: &I,
+    ) -> Result<O> {
+        let msg = pb::CreateRequest {
+            resource: Some(self.resource_ref()),
+            object: Some(encode(obj)?),
+            options: Some(post_options(pp)),
+            name: name.to_string(),
+            subresource: sub.to_string(),
+        };
+        let w = self
+            .call("create", msg, |mut c, r| async move { c.create(r).await })
+            .await?;
+        decode(w.object)
+    }
+
+    /// Replaces a subresource of object `name` that takes the object itself (a
+    /// CertificateSigningRequest's `approval`), as PUT `NAME/SUB` does.
+    pub async fn replace_subresource(
+        &self,
+        sub: &str,
+        name: &str,
+        pp: &PostParams,
+        obj: &K,
+    ) -> Result<K> {
+        let msg = pb::UpdateRequest {
+            resource: Some(self.resource_ref()),
+            object: Some(self.named(name, obj)?),
+            options: Some(post_options(pp)),
+            subresource: sub.to_string(),
+        };
+        let w = self
+            .call("update", msg, |mut c, r| async move { c.update(r).await })
+            .await?;
+        decode(w.object)
+    }
+
     fn named(&self, name: &str, obj: &K) -> Result<pb::Object> {
         let mut v = serde_json::to_value(obj)
             .map_err(|e| Error::json(format!("encoding a {}", K::KIND), e))?;

@@ -98,10 +98,32 @@ pub enum Decision {
     NoOpinion(String),
 }
 
+/// What a user may do in a namespace, as a SelfSubjectRulesReview reports it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rules {
+    /// Rules on resources.
+    pub resource: Vec<k8s_openapi::api::authorization::v1::ResourceRule>,
+    /// Rules on paths that are not resources.
+    pub non_resource: Vec<k8s_openapi::api::authorization::v1::NonResourceRule>,
+    /// Whether the list may miss rules (an authorizer that cannot list them).
+    pub incomplete: bool,
+    /// Why the list may be incomplete.
+    pub evaluation_error: String,
+}
+
 /// Decides whether a request may proceed. The only place access is decided.
 pub trait Authorizer: Send + Sync {
     /// The decision for one request.
     fn authorize(&self, attrs: &Attributes<'_>) -> Decision;
+
+    /// The rules `user` has in `namespace` (for `kubectl auth can-i --list`); an authorizer
+    /// that cannot list them says the list is incomplete.
+    fn rules(&self, _user: &UserInfo, _namespace: &str) -> Rules {
+        Rules {
+            incomplete: true,
+            ..Rules::default()
+        }
+    }
 }
 
 /// Authorizers asked in turn (`--authorization-mode=Node,RBAC`): the first to allow or deny
@@ -123,6 +145,22 @@ impl Authorizer for Union {
             }
         }
         Decision::NoOpinion(reasons.join(", "))
+    }
+
+    fn rules(&self, user: &UserInfo, namespace: &str) -> Rules {
+        let mut out = Rules::default();
+        let mut errors = Vec::new();
+        for a in &self.0 {
+            let r = a.rules(user, namespace);
+            out.resource.extend(r.resource);
+            out.non_resource.extend(r.non_resource);
+            out.incomplete |= r.incomplete;
+            if !r.evaluation_error.is_empty() {
+                errors.push(r.evaluation_error);
+            }
+        }
+        out.evaluation_error = errors.join("; ");
+        out
     }
 }
 
