@@ -23,6 +23,7 @@ pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod query;
+pub mod rbac;
 pub mod registry;
 pub mod request;
 pub mod rest;
@@ -77,6 +78,11 @@ pub struct Config {
     /// the DefaultTolerationSeconds plugin's `--default-not-ready-toleration-seconds`,
     /// `--default-unreachable-toleration-seconds`).
     pub admission: admission::Config,
+    /// Whether requests without credentials are served as `system:anonymous`
+    /// (`--anonymous-auth`).
+    pub anonymous_auth: bool,
+    /// The authorizers, in order (`--authorization-mode`).
+    pub authorization_modes: Vec<rbac::Mode>,
 }
 
 impl Config {
@@ -97,6 +103,8 @@ impl Config {
             compaction_interval: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
             admission: admission::Config::default(),
+            anonymous_auth: true,
+            authorization_modes: vec![rbac::Mode::Node, rbac::Mode::Rbac],
         }
     }
 }
@@ -157,7 +165,9 @@ impl Running {
 
 /// Starts the server; it runs until `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
-    let chain = admission::Chain::new(&config.admission)?;
+    let rbac = rbac::Rbac::new();
+    let escalation = rbac::escalation::Escalation::new(rbac.clone());
+    let chain = admission::Chain::new(&config.admission)?.with_internal(escalation.clone());
     let metrics = Arc::new(metrics::Metrics::new());
     let connect_host = match config.advertise_address {
         Some(a) => a,
@@ -196,7 +206,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let server_url = format!("https://{advertise}");
     let pki = certs::Pki::load_or_create(&config.data_dir, &sans, &server_url)?;
     let tls = server::tls_config(&pki).map_err(|e| StartError::Tls(e.to_string()))?;
-    let mut authn = auth::Authenticator::new();
+    let mut authn = auth::Authenticator::new().anonymous(config.anonymous_auth);
     if let Some(path) = &config.token_auth_file {
         authn = authn.with_tokens(Arc::new(auth::tokenfile::TokenFile::load(path)?));
     }
@@ -241,10 +251,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         tokio::spawn(cache.run(store.etcd.clone(), shutdown.clone()));
     }
     let kubelets = node_proxy::Kubelets::new(&pki).map_err(|e| StartError::Tls(e.to_string()))?;
+    rbac.attach(&store);
+    // The Node authorizer goes in the slot `Mode::Node` names (None: none yet).
+    let node_authorizer: Option<Box<dyn auth::Authorizer>> = None;
+    let authz: Arc<dyn auth::Authorizer> = Arc::new(rbac::authorizers(
+        &config.authorization_modes,
+        &rbac,
+        node_authorizer,
+    ));
+    escalation.set_authorizer(authz.clone());
     let state = Arc::new(state::State {
         store,
         authn,
-        authz: Box::new(auth::AllowAll),
+        authz,
         metrics,
         shutdown: shutdown.clone(),
         advertise,
@@ -262,6 +281,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     )
     .await
     .map_err(StartError::Bootstrap)?;
+    rbac::bootstrap::reconcile(&state.store)
+        .await
+        .map_err(StartError::Bootstrap)?;
     tokio::spawn(server::compaction_loop(
         state.clone(),
         config.compaction_interval,

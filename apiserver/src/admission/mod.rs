@@ -191,6 +191,9 @@ fn implemented_names() -> Vec<&'static str> {
 /// The plugins a request goes through, in order.
 pub struct Chain {
     plugins: Vec<Box<dyn Plugin>>,
+    /// Steps no flag switches off, run after the plugins (RBAC's escalation check, which
+    /// Kubernetes builds into the RBAC types' storage).
+    internal: Vec<std::sync::Arc<dyn Plugin>>,
 }
 
 impl Chain {
@@ -241,7 +244,16 @@ impl Chain {
             .map(|(p, _)| p)
             .collect();
         plugins.sort_by_key(|p| KUBERNETES_ORDER.iter().position(|k| *k == p.name()));
-        Ok(Chain { plugins })
+        Ok(Chain {
+            plugins,
+            internal: Vec::new(),
+        })
+    }
+
+    /// The chain with one more step that always runs, whatever the flags.
+    pub fn with_internal(mut self, step: std::sync::Arc<dyn Plugin>) -> Self {
+        self.internal.push(step);
+        self
     }
 
     /// The names of the plugins that run, in order.
@@ -259,6 +271,9 @@ impl Chain {
         for p in &self.plugins {
             p.admit(a, obj.as_deref_mut(), objs).await?;
         }
+        for p in &self.internal {
+            p.admit(a, obj.as_deref_mut(), objs).await?;
+        }
         Ok(())
     }
 
@@ -270,6 +285,9 @@ impl Chain {
         objs: &dyn Objects,
     ) -> Result<()> {
         for p in &self.plugins {
+            p.validate(a, obj, objs).await?;
+        }
+        for p in &self.internal {
             p.validate(a, obj, objs).await?;
         }
         Ok(())

@@ -18,6 +18,7 @@ pub mod namespace;
 mod node;
 pub mod objects;
 pub mod pod;
+mod rbac;
 pub mod service;
 pub mod subresource;
 
@@ -784,6 +785,10 @@ static BUILTINS: &[&Builtin] = &[
     &lease::INFO,
     &endpoints::SLICES,
     &cluster::PRIORITYCLASSES,
+    &rbac::ROLES,
+    &rbac::CLUSTERROLES,
+    &rbac::ROLEBINDINGS,
+    &rbac::CLUSTERROLEBINDINGS,
 ];
 
 /// Every compiled-in resource as the server serves it, Services allocating from `ranges`.

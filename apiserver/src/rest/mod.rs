@@ -81,16 +81,6 @@ pub fn error_response(e: &Error) -> Response<Body> {
         .expect("valid response")
 }
 
-/// Paths anyone may read without credentials.
-fn public_path(path: &str) -> bool {
-    matches!(
-        path,
-        "/healthz" | "/livez" | "/readyz" | "/version" | "/version/"
-    ) || path.starts_with("/healthz/")
-        || path.starts_with("/livez/")
-        || path.starts_with("/readyz/")
-}
-
 /// Authenticates, authorizes, and hands the request to the part of the API it addresses.
 async fn serve(
     state: &Arc<State>,
@@ -104,13 +94,9 @@ async fn serve(
         .get::<Option<UserInfo>>()
         .cloned()
         .flatten();
-    let user = match state.authn.authenticate(cert_user.as_ref(), req.headers()) {
-        Ok(u) => u,
-        Err(_) if public_path(&path) && req.headers().get(header::AUTHORIZATION).is_none() => {
-            crate::auth::authn::user("system:anonymous", &["system:unauthenticated"])
-        }
-        Err(e) => return Err(e),
-    };
+    let user = state
+        .authn
+        .authenticate(cert_user.as_ref(), req.headers())?;
     let method = req.method().clone();
     let non_resource = |verb: &'static str| Attributes {
         user: &user,
