@@ -236,7 +236,8 @@ impl Door {
             .cloned()
             .flatten();
         let headers = req.metadata().clone().into_headers();
-        self.state.authn.authenticate(cert.as_ref(), &headers)
+        let user = self.state.authn.authenticate(cert.as_ref(), &headers)?;
+        crate::auth::impersonation::impersonate(&headers, user, &*self.state.authz)
     }
 
     /// Resolves and authorizes a resource request.
@@ -265,6 +266,11 @@ impl Door {
                     }
                 ))
             })?;
+        if resource.create_only.is_some() && (verb != "create" || !subresource.is_empty()) {
+            return Err(Error::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
+        }
         let served = resource
             .subresource(subresource)
             .is_some_and(|s| !s.connect());
@@ -543,6 +549,19 @@ impl Resources for Door {
             let obj = decode_object(inner.object.clone())?;
             if inner.subresource.is_empty() {
                 let mut t = self.target(&req, inner.resource.as_ref(), "create", "", "")?;
+                if let Some(handler) = t.resource.create_only.as_ref() {
+                    let cx = crate::registry::review::Context {
+                        user: &t.user,
+                        authz: &*self.state.authz,
+                        authn: &self.state.authn,
+                    };
+                    let answer = handler.create(&cx, t.ns(), obj)?;
+                    return Ok(pb::WriteResponse {
+                        object: Some(value_envelope(&t.resource, &answer)),
+                        warnings: Vec::new(),
+                        created: true,
+                    });
+                }
                 Self::write_namespace(&mut t, &obj)?;
                 let opts = write_opts(inner.options.clone(), false, &t.user)?;
                 let w = self
@@ -750,8 +769,24 @@ impl Server for Door {
         req: Request<pb::VersionRequest>,
     ) -> Result<Response<pb::VersionInfo>, Status> {
         self.call("get", "", async {
-            // Like REST's /version, this answers anonymous callers too.
-            let _ = self.user(&req);
+            // Authorized as REST's GET /version (which anonymous callers may read).
+            let user = self.user(&req)?;
+            let attrs = Attributes {
+                user: &user,
+                verb: "get",
+                resource_request: false,
+                api_group: "",
+                resource: "",
+                subresource: "",
+                namespace: "",
+                name: "",
+                path: "/version",
+            };
+            if let Decision::Deny(why) | Decision::NoOpinion(why) =
+                self.state.authz.authorize(&attrs)
+            {
+                return Err(crate::auth::forbidden(&attrs, &why));
+            }
             let v = crate::version::version();
             let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
             Ok(pb::VersionInfo {

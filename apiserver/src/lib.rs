@@ -250,6 +250,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         let (_, cache) = store.serve(info);
         tokio::spawn(cache.run(store.etcd.clone(), shutdown.clone()));
     }
+    for info in registry::review::served() {
+        store.serve_unstored(info);
+    }
     let kubelets = node_proxy::Kubelets::new(&pki).map_err(|e| StartError::Tls(e.to_string()))?;
     rbac.attach(&store);
     // The Node authorizer goes in the slot `Mode::Node` names (None: none yet).

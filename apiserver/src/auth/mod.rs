@@ -5,6 +5,7 @@
 //! and then put to the configured [`Authorizer`] with its [`Attributes`].
 
 pub mod authn;
+pub mod impersonation;
 pub mod tokenfile;
 
 use std::collections::BTreeMap;

@@ -19,6 +19,7 @@ mod node;
 pub mod objects;
 pub mod pod;
 mod rbac;
+pub mod review;
 pub mod service;
 pub mod subresource;
 
@@ -561,6 +562,9 @@ pub struct ResourceInfo {
     pub strategy: Shared<dyn Strategy>,
     /// The type's OpenAPI schema, for types compiled in.
     pub schema: Option<SchemaFn>,
+    /// For a resource served only by `create` and never stored (an access review), what
+    /// answers it.
+    pub create_only: Option<Shared<dyn review::CreateOnly>>,
     api_version: String,
     group_resource: String,
 }
@@ -621,6 +625,7 @@ impl ResourceInfo {
             subresources: Vec::new(),
             strategy,
             schema: None,
+            create_only: None,
             api_version: if group.is_empty() {
                 version.to_string()
             } else {
@@ -680,6 +685,9 @@ impl ResourceInfo {
 
     /// The verbs for discovery.
     pub fn verbs(&self) -> &'static [&'static str] {
+        if self.create_only.is_some() {
+            return &["create"];
+        }
         &[
             "create",
             "delete",

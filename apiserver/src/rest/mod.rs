@@ -97,6 +97,7 @@ async fn serve(
     let user = state
         .authn
         .authenticate(cert_user.as_ref(), req.headers())?;
+    let user = crate::auth::impersonation::impersonate(req.headers(), user, &*state.authz)?;
     let method = req.method().clone();
     let non_resource = |verb: &'static str| Attributes {
         user: &user,
