@@ -18,6 +18,7 @@ pub mod error;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
+pub mod node_auth;
 pub mod node_proxy;
 pub mod openapi;
 pub mod patch;
@@ -77,6 +78,10 @@ pub struct Config {
     /// the DefaultTolerationSeconds plugin's `--default-not-ready-toleration-seconds`,
     /// `--default-unreachable-toleration-seconds`).
     pub admission: admission::Config,
+    /// Authorizers asked in turn (`--authorization-mode`): `Node`, `AlwaysAllow`.
+    pub authorization_modes: Vec<String>,
+    /// Whether bootstrap tokens authenticate (`--enable-bootstrap-token-auth`).
+    pub enable_bootstrap_token_auth: bool,
 }
 
 impl Config {
@@ -97,6 +102,8 @@ impl Config {
             compaction_interval: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
             admission: admission::Config::default(),
+            authorization_modes: vec!["Node".into(), "AlwaysAllow".into()],
+            enable_bootstrap_token_auth: true,
         }
     }
 }
@@ -134,6 +141,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// `--authorization-mode` names a mode that does not exist.
+    #[error("authorization-mode: {0}")]
+    AuthorizationMode(String),
     /// Creating the default namespaces failed.
     #[error("bootstrapping the cluster objects: {0}")]
     Bootstrap(#[source] Error),
@@ -158,6 +168,13 @@ impl Running {
 /// Starts the server; it runs until `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
     let chain = admission::Chain::new(&config.admission)?;
+    for mode in &config.authorization_modes {
+        if !matches!(mode.as_str(), "Node" | "AlwaysAllow") {
+            return Err(StartError::AuthorizationMode(format!(
+                "unknown authorization mode {mode:?} (have Node, AlwaysAllow)"
+            )));
+        }
+    }
     let metrics = Arc::new(metrics::Metrics::new());
     let connect_host = match config.advertise_address {
         Some(a) => a,
@@ -241,10 +258,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         tokio::spawn(cache.run(store.etcd.clone(), shutdown.clone()));
     }
     let kubelets = node_proxy::Kubelets::new(&pki).map_err(|e| StartError::Tls(e.to_string()))?;
+    if config.enable_bootstrap_token_auth {
+        let secrets = store.find("", "v1", "secrets").expect("secrets are served");
+        let source = node_auth::bootstrap::CachedSecrets::new(
+            store.cache(&secrets),
+            secrets.prefix(store.etcd.prefix()),
+        );
+        authn = authn.with_tokens(Arc::new(node_auth::BootstrapTokens::new(Arc::new(source))));
+    }
+    let authz = authorizer(&config.authorization_modes, &store);
     let state = Arc::new(state::State {
         store,
         authn,
-        authz: Box::new(auth::AllowAll),
+        authz,
         metrics,
         shutdown: shutdown.clone(),
         advertise,
@@ -290,4 +316,47 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         admin_kubeconfig: pki.admin_kubeconfig.clone(),
         task,
     })
+}
+
+/// The `system:masters` group may do everything, before any authorizer is asked (as
+/// kube-apiserver's privileged group): the admin and the server's own loopback identity.
+struct Masters;
+
+impl auth::Authorizer for Masters {
+    fn authorize(&self, a: &auth::Attributes<'_>) -> auth::Decision {
+        if a.user.groups.iter().any(|g| g == "system:masters") {
+            auth::Decision::Allow
+        } else {
+            auth::Decision::NoOpinion(String::new())
+        }
+    }
+}
+
+/// The authorizers `--authorization-mode` names, in its order, after the privileged group.
+fn authorizer(modes: &[String], store: &store::GenericStore) -> Box<dyn auth::Authorizer> {
+    let mut chain: Vec<Box<dyn auth::Authorizer>> = vec![Box::new(Masters)];
+    for mode in modes {
+        match mode.as_str() {
+            "Node" => {
+                let pods = store.find("", "v1", "pods").expect("pods are served");
+                let node_field = pods
+                    .selectable
+                    .iter()
+                    .position(|f| f == "spec.nodeName")
+                    .expect("pods select by spec.nodeName");
+                let claims = store
+                    .find("", "v1", "persistentvolumeclaims")
+                    .map(|c| (store.cache(&c), c.prefix(store.etcd.prefix())));
+                let index = node_auth::authorizer::CachedPods::new(
+                    store.cache(&pods),
+                    pods.prefix(store.etcd.prefix()),
+                    node_field,
+                    claims,
+                );
+                chain.push(Box::new(node_auth::NodeAuthorizer::new(Arc::new(index))));
+            }
+            _ => chain.push(Box::new(auth::AllowAll)),
+        }
+    }
+    Box::new(auth::Union(chain))
 }

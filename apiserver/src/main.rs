@@ -75,6 +75,14 @@ struct Args {
     /// to every pod that has none.
     #[arg(long, default_value_t = 300)]
     default_unreachable_toleration_seconds: i64,
+    /// Authorizers asked in turn, comma-separated: Node (what kubelets may do, from the pods
+    /// bound to their node), AlwaysAllow.
+    #[arg(long, value_delimiter = ',', default_value = "Node,AlwaysAllow")]
+    authorization_mode: Vec<String>,
+    /// Whether bootstrap tokens (Secrets of type bootstrap.kubernetes.io/token in
+    /// kube-system) authenticate, as system:bootstrap:ID in system:bootstrappers.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    enable_bootstrap_token_auth: bool,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: String,
@@ -186,6 +194,9 @@ async fn main() -> anyhow::Result<()> {
             unreachable_seconds: args.default_unreachable_toleration_seconds,
         },
     };
+
+    config.authorization_modes = args.authorization_mode;
+    config.enable_bootstrap_token_auth = args.enable_bootstrap_token_auth;
 
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
