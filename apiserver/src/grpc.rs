@@ -249,6 +249,24 @@ impl Door {
         subresource: &str,
         name: &str,
     ) -> Result<Target, Error> {
+        self.target_selecting(req, r, verb, subresource, name, "")
+    }
+
+    /// Resolves and authorizes a list or watch, whose field selector the authorizer sees (and
+    /// whose `metadata.name` requirement, absent a name, names the object read).
+    fn target_selecting<T>(
+        &self,
+        req: &Request<T>,
+        r: Option<&pb::ResourceRef>,
+        verb: &str,
+        subresource: &str,
+        name: &str,
+        field_selector: &str,
+    ) -> Result<Target, Error> {
+        let name = match name {
+            "" => crate::auth::field_requirement(field_selector, "metadata.name").unwrap_or(""),
+            n => n,
+        };
         let user = self.user(req)?;
         let r = r.ok_or_else(|| Error::bad_request("resource: Required value"))?;
         let resource = self
@@ -294,6 +312,7 @@ impl Door {
             namespace: namespace.as_deref().unwrap_or(""),
             name,
             path: "",
+            field_selector,
         };
         match self.state.authz.authorize(&attrs) {
             Decision::Allow => {}
@@ -444,7 +463,14 @@ impl Resources for Door {
     ) -> Result<Response<pb::ListResponse>, Status> {
         let resource = resource_of(&req.get_ref().resource);
         self.call("list", resource, async {
-            let t = self.target(&req, req.get_ref().resource.as_ref(), "list", "", "")?;
+            let t = self.target_selecting(
+                &req,
+                req.get_ref().resource.as_ref(),
+                "list",
+                "",
+                "",
+                &req.get_ref().field_selector,
+            )?;
             let q = req.get_ref();
             if q.limit < 0 {
                 return Err(Error::bad_request(format!(
@@ -487,7 +513,14 @@ impl Resources for Door {
         let resource = resource_of(&req.get_ref().resource);
         self.call("watch", resource, async {
             let q = req.get_ref();
-            let t = self.target(&req, q.resource.as_ref(), "watch", "", &q.name)?;
+            let t = self.target_selecting(
+                &req,
+                q.resource.as_ref(),
+                "watch",
+                "",
+                &q.name,
+                &q.field_selector,
+            )?;
             let mut fields = q.field_selector.clone();
             if !q.name.is_empty() {
                 if !fields.is_empty() {
@@ -781,6 +814,7 @@ impl Server for Door {
                 namespace: "",
                 name: "",
                 path: "/version",
+                field_selector: "",
             };
             if let Decision::Deny(why) | Decision::NoOpinion(why) =
                 self.state.authz.authorize(&attrs)

@@ -18,6 +18,7 @@ pub mod error;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
+pub mod node_auth;
 pub mod node_proxy;
 pub mod openapi;
 pub mod patch;
@@ -83,6 +84,8 @@ pub struct Config {
     pub anonymous_auth: bool,
     /// The authorizers, in order (`--authorization-mode`).
     pub authorization_modes: Vec<rbac::Mode>,
+    /// Whether bootstrap tokens authenticate (`--enable-bootstrap-token-auth`).
+    pub enable_bootstrap_token_auth: bool,
 }
 
 impl Config {
@@ -105,6 +108,7 @@ impl Config {
             admission: admission::Config::default(),
             anonymous_auth: true,
             authorization_modes: vec![rbac::Mode::Node, rbac::Mode::Rbac],
+            enable_bootstrap_token_auth: true,
         }
     }
 }
@@ -254,9 +258,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         store.serve_unstored(info);
     }
     let kubelets = node_proxy::Kubelets::new(&pki).map_err(|e| StartError::Tls(e.to_string()))?;
+    if config.enable_bootstrap_token_auth {
+        let secrets = store.find("", "v1", "secrets").expect("secrets are served");
+        let source = node_auth::bootstrap::CachedSecrets::new(
+            store.cache(&secrets),
+            secrets.prefix(store.etcd.prefix()),
+        );
+        authn = authn.with_tokens(Arc::new(node_auth::BootstrapTokens::new(Arc::new(source))));
+    }
     rbac.attach(&store);
     // The Node authorizer goes in the slot `Mode::Node` names (None: none yet).
-    let node_authorizer: Option<Box<dyn auth::Authorizer>> = None;
+    let node_authorizer = node_authorizer(&store);
     let authz: Arc<dyn auth::Authorizer> = Arc::new(rbac::authorizers(
         &config.authorization_modes,
         &rbac,
@@ -315,4 +327,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         admin_kubeconfig: pki.admin_kubeconfig.clone(),
         task,
     })
+}
+
+/// Kubernetes' Node authorizer over the pods (and claims) the watch caches hold.
+fn node_authorizer(store: &store::GenericStore) -> Option<Box<dyn auth::Authorizer>> {
+    let pods = store.find("", "v1", "pods")?;
+    let node_field = pods.selectable.iter().position(|f| f == "spec.nodeName")?;
+    let claims = store
+        .find("", "v1", "persistentvolumeclaims")
+        .map(|c| (store.cache(&c), c.prefix(store.etcd.prefix())));
+    let index = node_auth::authorizer::CachedPods::new(
+        store.cache(&pods),
+        pods.prefix(store.etcd.prefix()),
+        node_field,
+        claims,
+    );
+    Some(Box::new(node_auth::NodeAuthorizer::new(Arc::new(index))))
 }

@@ -82,6 +82,10 @@ struct Args {
     /// Ordered list of authorizers, comma-separated: Node, RBAC, AlwaysAllow.
     #[arg(long, value_delimiter = ',', default_value = "Node,RBAC", value_parser = parse_mode)]
     authorization_mode: Vec<skiff_apiserver::rbac::Mode>,
+    /// Whether bootstrap tokens (Secrets of type bootstrap.kubernetes.io/token in
+    /// kube-system) authenticate, as system:bootstrap:ID in system:bootstrappers.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    enable_bootstrap_token_auth: bool,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: String,
@@ -199,6 +203,7 @@ async fn main() -> anyhow::Result<()> {
             unreachable_seconds: args.default_unreachable_toleration_seconds,
         },
     };
+    config.enable_bootstrap_token_auth = args.enable_bootstrap_token_auth;
 
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();

@@ -8,6 +8,7 @@
 
 mod default_toleration_seconds;
 mod namespace_lifecycle;
+mod node_restriction;
 mod priority;
 
 use serde_json::Value;
@@ -175,6 +176,7 @@ fn implemented(cfg: &Config) -> Vec<(Box<dyn Plugin>, bool)> {
             )),
             true,
         ),
+        (Box::new(node_restriction::NodeRestriction), true),
     ]
 }
 
@@ -412,7 +414,12 @@ mod tests {
         let c = Chain::new(&Config::default()).unwrap();
         assert_eq!(
             c.names(),
-            vec!["NamespaceLifecycle", "Priority", "DefaultTolerationSeconds"]
+            vec![
+                "NamespaceLifecycle",
+                "NodeRestriction",
+                "Priority",
+                "DefaultTolerationSeconds"
+            ]
         );
     }
 
@@ -424,7 +431,11 @@ mod tests {
         };
         assert_eq!(
             Chain::new(&cfg).unwrap().names(),
-            vec!["NamespaceLifecycle", "DefaultTolerationSeconds"]
+            vec![
+                "NamespaceLifecycle",
+                "NodeRestriction",
+                "DefaultTolerationSeconds"
+            ]
         );
         let bad = Config {
             enable: vec!["Bogus".into()],
@@ -441,7 +452,7 @@ mod tests {
             "{e}"
         );
         let missing = Config {
-            enable: vec!["NodeRestriction".into()],
+            enable: vec!["PodSecurity".into()],
             ..Default::default()
         };
         let e = Chain::new(&missing).err().unwrap().to_string();

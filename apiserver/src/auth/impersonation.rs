@@ -89,6 +89,7 @@ pub fn impersonate(
             namespace: ns,
             name: object,
             path: "",
+            field_selector: "",
         };
         match authz.authorize(&attrs) {
             Decision::Allow => Ok(()),

@@ -85,6 +85,21 @@ pub struct Attributes<'a> {
     pub name: &'a str,
     /// The request path.
     pub path: &'a str,
+    /// The field selector of a list or watch, as sent (`spec.nodeName=n1`), or "".
+    pub field_selector: &'a str,
+}
+
+/// The value an exact requirement `field=value` (or `field==value`) of a field selector pins,
+/// if it has one: what authorizers read a list's scope from (a kubelet lists its pods with
+/// `spec.nodeName=NODE`, watches one Secret with `metadata.name=NAME`).
+pub fn field_requirement<'s>(selector: &'s str, field: &str) -> Option<&'s str> {
+    selector.split(',').find_map(|part| {
+        if part.contains("!=") {
+            return None;
+        }
+        let (f, v) = part.split_once("==").or_else(|| part.split_once('='))?;
+        (f.trim() == field).then(|| v.trim())
+    })
 }
 
 /// An authorizer's answer.
@@ -242,6 +257,7 @@ mod tests {
             namespace: "default",
             name: "",
             path: "/api/v1/namespaces/default/pods",
+            field_selector: "",
         };
         let no = |w: &str| Box::new(Says(Decision::NoOpinion(w.into()))) as Box<dyn Authorizer>;
         let u = Union(vec![no("a"), Box::new(Says(Decision::Allow)), no("b")]);
@@ -297,5 +313,15 @@ mod tests {
             msg(&a),
             "forbidden: User \"alice\" cannot get path \"/api\""
         );
+    }
+
+    #[test]
+    fn field_requirements_are_read_from_selectors() {
+        let sel = "metadata.name=s1, spec.nodeName==n1,status.phase!=Running";
+        assert_eq!(field_requirement(sel, "metadata.name"), Some("s1"));
+        assert_eq!(field_requirement(sel, "spec.nodeName"), Some("n1"));
+        assert_eq!(field_requirement(sel, "status.phase"), None);
+        assert_eq!(field_requirement("", "metadata.name"), None);
+        assert_eq!(field_requirement("garbage", "metadata.name"), None);
     }
 }

@@ -49,6 +49,7 @@ impl Escalation {
             namespace: ns,
             name,
             path: "",
+            field_selector: "",
         };
         match self.authz.get() {
             Some(z) => z.authorize(&attrs) == Decision::Allow,

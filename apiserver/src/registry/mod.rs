@@ -9,6 +9,7 @@
 mod apps;
 mod batch;
 pub mod cells;
+pub mod certificates;
 mod cluster;
 mod configmap;
 mod endpoints;
@@ -34,6 +35,7 @@ pub use cells::*;
 pub use objects::Objects;
 pub use subresource::Subresource;
 
+use crate::auth::UserInfo;
 use crate::error::{Cause, Result};
 use crate::storage::cached::Indexer;
 use crate::storage::{Etcd, SideEffect};
@@ -124,8 +126,9 @@ pub trait Strategy: Printer {
     fn validate(&self, obj: &Value, old: Option<&Value>) -> Result<(), Rejection>;
     /// Whether the type has a `status` subresource (main writes then keep the old status).
     fn has_status(&self) -> bool;
-    /// Changes made on create before defaulting (clearing status, setting phase, ...).
-    fn prepare_create(&self, _obj: &mut Value) {}
+    /// Changes made on create before defaulting (clearing status, setting phase, ...), knowing
+    /// who creates it (a CertificateSigningRequest records its requester).
+    fn prepare_create(&self, _obj: &mut Value, _user: &UserInfo) {}
     /// Changes made on update before defaulting, knowing the old object.
     fn prepare_update(&self, _new: &mut Value, _old: &Value) {}
     /// The rule the type's names follow.
@@ -312,7 +315,7 @@ where
         self.status
     }
 
-    fn prepare_create(&self, obj: &mut Value) {
+    fn prepare_create(&self, obj: &mut Value, _user: &UserInfo) {
         (self.prepare_create)(obj)
     }
 
@@ -415,8 +418,8 @@ impl Strategy for WithAllocator {
     fn has_status(&self) -> bool {
         self.base.has_status()
     }
-    fn prepare_create(&self, obj: &mut Value) {
-        self.base.prepare_create(obj)
+    fn prepare_create(&self, obj: &mut Value, user: &UserInfo) {
+        self.base.prepare_create(obj, user)
     }
     fn prepare_update(&self, new: &mut Value, old: &Value) {
         self.base.prepare_update(new, old)
@@ -797,6 +800,7 @@ static BUILTINS: &[&Builtin] = &[
     &rbac::CLUSTERROLES,
     &rbac::ROLEBINDINGS,
     &rbac::CLUSTERROLEBINDINGS,
+    &certificates::INFO,
 ];
 
 /// Every compiled-in resource as the server serves it, Services allocating from `ranges`.

@@ -224,6 +224,7 @@ fn decide(
         namespace: &ns,
         name: &name,
         path: &path,
+        field_selector: "",
     };
     match authz.authorize(&attrs) {
         Decision::Allow => SubjectAccessReviewStatus {

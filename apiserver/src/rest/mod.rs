@@ -109,6 +109,7 @@ async fn serve(
         namespace: "",
         name: "",
         path: &path,
+        field_selector: "",
     };
     match route {
         Route::Other(p) => {
@@ -130,6 +131,16 @@ async fn serve(
         }
         Route::Resource(t) => {
             let verb_name = verb(&method, &t, q);
+            let field_selector = q.get("fieldSelector").unwrap_or("");
+            // A list or watch pinned to one name by `metadata.name` is authorized as a read
+            // of that object, as kube-apiserver's request info makes it.
+            let name = match (t.name.as_deref(), verb_name) {
+                (Some(n), _) => n,
+                (None, "list" | "watch") => {
+                    crate::auth::field_requirement(field_selector, "metadata.name").unwrap_or("")
+                }
+                (None, _) => "",
+            };
             let attrs = Attributes {
                 user: &user,
                 verb: verb_name,
@@ -138,8 +149,9 @@ async fn serve(
                 resource: &t.resource,
                 subresource: t.subresource.as_deref().unwrap_or(""),
                 namespace: t.namespace.as_deref().unwrap_or(""),
-                name: t.name.as_deref().unwrap_or(""),
+                name,
                 path: &path,
+                field_selector,
             };
             authorize(state, &attrs)?;
             resource::serve(state, req, t, verb_name, q, &user).await
