@@ -285,6 +285,7 @@ mod tests {
             namespace: "default",
             name: "",
             path: "/api/v1/namespaces/default/pods",
+            field_selector: "",
         };
         let msg = |a: &Attributes<'_>| forbidden(a, "").status()["message"].clone();
         assert_eq!(

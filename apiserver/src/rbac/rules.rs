@@ -279,6 +279,7 @@ mod tests {
             namespace: "default",
             name,
             path: "",
+            field_selector: "",
         }
     }
 
