@@ -266,7 +266,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         );
         authn = authn.with_tokens(Arc::new(node_auth::BootstrapTokens::new(Arc::new(source))));
     }
-    let authz = authorizer(&config.authorization_modes, &store);
+    let authz: Arc<dyn auth::Authorizer> =
+        Arc::from(authorizer(&config.authorization_modes, &store));
+    store.admission().set_authorizer(authz.clone());
+    let authz = Box::new(SharedAuthorizer(authz));
     let state = Arc::new(state::State {
         store,
         authn,
@@ -329,6 +332,19 @@ impl auth::Authorizer for Masters {
         } else {
             auth::Decision::NoOpinion(String::new())
         }
+    }
+}
+
+/// The server's authorizer, shared with admission.
+struct SharedAuthorizer(Arc<dyn auth::Authorizer>);
+
+impl auth::Authorizer for SharedAuthorizer {
+    fn authorize(&self, a: &auth::Attributes<'_>) -> auth::Decision {
+        self.0.authorize(a)
+    }
+
+    fn rules(&self, user: &auth::UserInfo, namespace: &str) -> auth::Rules {
+        self.0.rules(user, namespace)
     }
 }
 
