@@ -24,6 +24,7 @@ ROOTS = [
     "api/authorization/v1/SubjectAccessReview", "api/authorization/v1/LocalSubjectAccessReview",
     "api/authorization/v1/SelfSubjectRulesReview", "api/authentication/v1/SelfSubjectReview",
     "api/authentication/v1/TokenReview",
+    "api/certificates/v1/CertificateSigningRequest",
 ]
 # Hand-written in protobuf/mod.rs: their wire and JSON forms differ.
 SPECIAL = {

@@ -275,6 +275,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         node_authorizer,
     ));
     escalation.set_authorizer(authz.clone());
+    store.admission().set_authorizer(authz.clone());
     let state = Arc::new(state::State {
         store,
         authn,

@@ -6,6 +6,7 @@
 //! Plugins are switched as kube-apiserver's are: `--enable-admission-plugins` adds to the
 //! default set, `--disable-admission-plugins` removes from it.
 
+mod certificate_signing;
 mod default_toleration_seconds;
 mod namespace_lifecycle;
 mod node_restriction;
@@ -13,6 +14,7 @@ mod priority;
 
 use serde_json::Value;
 
+pub use certificate_signing::AuthorizerCell;
 pub use default_toleration_seconds::DefaultTolerations;
 
 use crate::auth::UserInfo;
@@ -163,7 +165,7 @@ pub struct Config {
 pub struct ConfigError(Vec<String>);
 
 /// The plugins Skiff has, by name, and whether kube-apiserver runs each by default.
-fn implemented(cfg: &Config) -> Vec<(Box<dyn Plugin>, bool)> {
+fn implemented(cfg: &Config, authz: &AuthorizerCell) -> Vec<(Box<dyn Plugin>, bool)> {
     vec![
         (
             Box::new(namespace_lifecycle::NamespaceLifecycle::default()) as Box<dyn Plugin>,
@@ -177,12 +179,20 @@ fn implemented(cfg: &Config) -> Vec<(Box<dyn Plugin>, bool)> {
             true,
         ),
         (Box::new(node_restriction::NodeRestriction), true),
+        (
+            Box::new(certificate_signing::CertificateApproval(authz.clone())),
+            true,
+        ),
+        (
+            Box::new(certificate_signing::CertificateSigning(authz.clone())),
+            true,
+        ),
     ]
 }
 
 /// The names of the plugins Skiff implements, in order.
 fn implemented_names() -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = implemented(&Config::default())
+    let mut names: Vec<&'static str> = implemented(&Config::default(), &AuthorizerCell::default())
         .iter()
         .map(|(p, _)| p.name())
         .collect();
@@ -196,6 +206,7 @@ pub struct Chain {
     /// Steps no flag switches off, run after the plugins (RBAC's escalation check, which
     /// Kubernetes builds into the RBAC types' storage).
     internal: Vec<std::sync::Arc<dyn Plugin>>,
+    authz: AuthorizerCell,
 }
 
 impl Chain {
@@ -237,7 +248,8 @@ impl Chain {
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
-        let mut plugins: Vec<Box<dyn Plugin>> = implemented(cfg)
+        let authz = AuthorizerCell::default();
+        let mut plugins: Vec<Box<dyn Plugin>> = implemented(cfg, &authz)
             .into_iter()
             .filter(|(p, on_by_default)| {
                 let name = p.name().to_string();
@@ -249,6 +261,7 @@ impl Chain {
         Ok(Chain {
             plugins,
             internal: Vec::new(),
+            authz,
         })
     }
 
@@ -256,6 +269,12 @@ impl Chain {
     pub fn with_internal(mut self, step: std::sync::Arc<dyn Plugin>) -> Self {
         self.internal.push(step);
         self
+    }
+
+    /// Gives the plugins that ask who may do what (CertificateApproval, CertificateSigning)
+    /// the server's authorizer, once it exists.
+    pub fn set_authorizer(&self, authz: std::sync::Arc<dyn crate::auth::Authorizer>) {
+        let _ = self.authz.set(authz);
     }
 
     /// The names of the plugins that run, in order.
@@ -418,7 +437,9 @@ mod tests {
                 "NamespaceLifecycle",
                 "NodeRestriction",
                 "Priority",
-                "DefaultTolerationSeconds"
+                "DefaultTolerationSeconds",
+                "CertificateApproval",
+                "CertificateSigning"
             ]
         );
     }
@@ -434,7 +455,9 @@ mod tests {
             vec![
                 "NamespaceLifecycle",
                 "NodeRestriction",
-                "DefaultTolerationSeconds"
+                "DefaultTolerationSeconds",
+                "CertificateApproval",
+                "CertificateSigning"
             ]
         );
         let bad = Config {

@@ -34,6 +34,7 @@ conv!(api::authorization::v1, LocalSubjectAccessReview { metadata, spec, status 
 conv!(api::authorization::v1, SelfSubjectRulesReview { metadata, spec, status } default {  });
 conv!(api::authentication::v1, SelfSubjectReview { metadata, status } default {  });
 conv!(api::authentication::v1, TokenReview { metadata, spec, status } default {  });
+conv!(api::certificates::v1, CertificateSigningRequest { metadata, spec, status } default {  });
 conv!(apimachinery::pkg::apis::meta::v1, ObjectMeta { annotations, creation_timestamp, deletion_grace_period_seconds, deletion_timestamp, finalizers, generate_name, generation, labels, managed_fields, name, namespace, owner_references, resource_version, self_link, uid } default {  });
 conv!(api::core::v1, NamespaceSpec { finalizers } default {  });
 conv!(api::core::v1, NamespaceStatus { conditions, phase } default {  });
@@ -76,6 +77,8 @@ conv!(api::authorization::v1, SubjectRulesReviewStatus { evaluation_error, incom
 conv!(api::authentication::v1, SelfSubjectReviewStatus { user_info } default {  });
 conv!(api::authentication::v1, TokenReviewSpec { audiences, token } default {  });
 conv!(api::authentication::v1, TokenReviewStatus { audiences, authenticated, error, user } default {  });
+conv!(api::certificates::v1, CertificateSigningRequestSpec { expiration_seconds, extra, groups, request, signer_name, uid, usages, username } default {  });
+conv!(api::certificates::v1, CertificateSigningRequestStatus { certificate, conditions } default {  });
 conv!(apimachinery::pkg::apis::meta::v1, ManagedFieldsEntry { api_version, fields_type, fields_v1, manager, operation, subresource, time } default {  });
 conv!(apimachinery::pkg::apis::meta::v1, OwnerReference { api_version, block_owner_deletion, controller, kind, name, uid } default {  });
 conv!(api::core::v1, NamespaceCondition { last_transition_time, message, reason, status, type_: r#type } default {  });
@@ -134,6 +137,7 @@ conv!(api::authorization::v1, ResourceAttributes { field_selector, group, label_
 conv!(api::authorization::v1, NonResourceRule { non_resource_urls: non_resource_ur_ls, verbs } default {  });
 conv!(api::authorization::v1, ResourceRule { api_groups, resource_names, resources, verbs } default {  });
 conv!(api::authentication::v1, UserInfo { extra, groups, uid, username } default {  });
+conv!(api::certificates::v1, CertificateSigningRequestCondition { last_transition_time, last_update_time, message, reason, status, type_: r#type } default {  });
 conv!(api::core::v1, ClientIPConfig = ClientIpConfig { timeout_seconds } default {  });
 conv!(api::core::v1, LoadBalancerIngress { hostname, ip, ip_mode, ports } default {  });
 conv!(api::core::v1, NodeAffinity { preferred_during_scheduling_ignored_during_execution, required_during_scheduling_ignored_during_execution } default {  });

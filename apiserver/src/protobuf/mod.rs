@@ -93,6 +93,20 @@ impl<V: FromPb<P>, P> FromPb<BTreeMap<String, P>> for Option<BTreeMap<String, V>
     }
 }
 
+// A CertificateSigningRequest's `spec.request` is a required bytes field.
+impl FromPb<Option<Vec<u8>>> for ByteString {
+    fn from_pb(p: Option<Vec<u8>>) -> Self {
+        ByteString(p.unwrap_or_default())
+    }
+}
+
+// A user's extra values travel wrapped in an `ExtraValue` message.
+impl FromPb<k8s_pb::api::certificates::v1::ExtraValue> for Vec<String> {
+    fn from_pb(p: k8s_pb::api::certificates::v1::ExtraValue) -> Self {
+        p.items
+    }
+}
+
 impl FromPb<Vec<u8>> for ByteString {
     fn from_pb(p: Vec<u8>) -> Self {
         ByteString(p)
@@ -327,6 +341,10 @@ pub fn decode_object(body: &[u8]) -> Result<Value> {
         ("authentication.k8s.io/v1", "TokenReview") => decode::<
             pb::authentication::v1::TokenReview,
             oa::authentication::v1::TokenReview,
+        >(&raw)?,
+        ("certificates.k8s.io/v1", "CertificateSigningRequest") => decode::<
+            pb::certificates::v1::CertificateSigningRequest,
+            oa::certificates::v1::CertificateSigningRequest,
         >(&raw)?,
         (_, "DeleteOptions") => decode::<
             k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions,

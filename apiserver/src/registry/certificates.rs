@@ -426,7 +426,9 @@ fn condition_times(new: &mut Value, old: &Value) {
     }
 }
 
-/// `approval` (conditions only) or `status` (the status, but Approved and Denied).
+/// `approval` (conditions only) or `status` (the status, but Approved and Denied). Both read
+/// the stored object and write it back through the store's status path, so admission sees
+/// which of the two it is.
 pub struct CsrSubresource {
     approval: bool,
 }
@@ -492,7 +494,8 @@ impl CsrSubresource {
                 pinned.clone()
             };
             next["metadata"]["resourceVersion"] = json!(rv);
-            match objs.update(r, None, name, next, Some("status"), opts).await {
+            let sub = if self.approval { "approval" } else { "status" };
+            match objs.update(r, None, name, next, Some(sub), opts).await {
                 Err(e) if e.code() == 409 && pinned.is_empty() => continue,
                 other => return other,
             }
@@ -504,6 +507,10 @@ impl CsrSubresource {
 impl Subresource for CsrSubresource {
     fn verbs(&self) -> &'static [&'static str] {
         &["get", "patch", "update"]
+    }
+
+    fn writes_status(&self) -> bool {
+        true
     }
 
     async fn get(
