@@ -19,6 +19,7 @@ ROOTS = [
     "api/apps/v1/ReplicaSet", "api/apps/v1/DaemonSet", "api/batch/v1/Job", "api/batch/v1/CronJob",
     "api/coordination/v1/Lease", "api/discovery/v1/EndpointSlice", "api/scheduling/v1/PriorityClass",
     "api/policy/v1/Eviction", "api/autoscaling/v1/Scale", "apimachinery/pkg/apis/meta/v1/DeleteOptions",
+    "api/authentication/v1/TokenRequest",
 ]
 # Hand-written in protobuf/mod.rs: their wire and JSON forms differ.
 SPECIAL = {

@@ -31,6 +31,7 @@ pub mod server;
 pub mod state;
 pub mod storage;
 pub mod store;
+pub mod tokens;
 pub mod validation;
 pub mod version;
 
@@ -77,6 +78,9 @@ pub struct Config {
     /// the DefaultTolerationSeconds plugin's `--default-not-ready-toleration-seconds`,
     /// `--default-unreachable-toleration-seconds`).
     pub admission: admission::Config,
+    /// ServiceAccount tokens: the signing and verifying keys, issuer, audiences and longest
+    /// lifetime (`--service-account-*`, `--api-audiences`).
+    pub service_accounts: tokens::Config,
 }
 
 impl Config {
@@ -97,6 +101,7 @@ impl Config {
             compaction_interval: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
             admission: admission::Config::default(),
+            service_accounts: tokens::Config::default(),
         }
     }
 }
@@ -116,6 +121,9 @@ pub enum StartError {
     /// The admission flags name plugins that cannot run.
     #[error(transparent)]
     Admission(#[from] admission::ConfigError),
+    /// The ServiceAccount token keys or flags were refused.
+    #[error(transparent)]
+    ServiceAccountTokens(#[from] tokens::ConfigError),
     /// etcd could not be reached.
     #[error("connecting to etcd at {endpoints:?}: {source}")]
     Etcd {
@@ -196,6 +204,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let server_url = format!("https://{advertise}");
     let pki = certs::Pki::load_or_create(&config.data_dir, &sans, &server_url)?;
     let tls = server::tls_config(&pki).map_err(|e| StartError::Tls(e.to_string()))?;
+    let sa_tokens = Arc::new(tokens::Tokens::new(
+        &config.service_accounts,
+        &config.data_dir,
+    )?);
     let mut authn = auth::Authenticator::new();
     if let Some(path) = &config.token_auth_file {
         authn = authn.with_tokens(Arc::new(auth::tokenfile::TokenFile::load(path)?));
@@ -237,9 +249,23 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let store = store::GenericStore::new(etcd, chain, metrics.clone(), config.watch_cache_size);
     for info in registry::served(&ranges) {
+        let info = registry::serviceaccount_token::with_token(info, &sa_tokens);
         let (_, cache) = store.serve(info);
         tokio::spawn(cache.run(store.etcd.clone(), shutdown.clone()));
     }
+    // ServiceAccount tokens are checked against the objects they name, in the watch caches.
+    let lookup = |plural: &str| {
+        let r = store
+            .find("", "v1", plural)
+            .expect("a core resource is served");
+        tokens::cache_lookup(store.cache(&r), r.prefix(store.etcd.prefix()))
+    };
+    authn = authn.with_tokens(Arc::new(tokens::ServiceAccountTokens::new(
+        sa_tokens.clone(),
+        lookup("serviceaccounts"),
+        lookup("pods"),
+        lookup("secrets"),
+    )));
     let kubelets = node_proxy::Kubelets::new(&pki).map_err(|e| StartError::Tls(e.to_string()))?;
     let state = Arc::new(state::State {
         store,
@@ -250,6 +276,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         advertise,
         openapi: openapi::Docs::default(),
         kubelets,
+        service_account_tokens: sa_tokens,
     });
     for cache in state.store.caches() {
         cache.wait_ready().await;

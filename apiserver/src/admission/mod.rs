@@ -9,6 +9,7 @@
 mod default_toleration_seconds;
 mod namespace_lifecycle;
 mod priority;
+mod service_account;
 
 use serde_json::Value;
 
@@ -175,6 +176,7 @@ fn implemented(cfg: &Config) -> Vec<(Box<dyn Plugin>, bool)> {
             )),
             true,
         ),
+        (Box::new(service_account::ServiceAccount), true),
     ]
 }
 
@@ -394,7 +396,12 @@ mod tests {
         let c = Chain::new(&Config::default()).unwrap();
         assert_eq!(
             c.names(),
-            vec!["NamespaceLifecycle", "Priority", "DefaultTolerationSeconds"]
+            vec![
+                "NamespaceLifecycle",
+                "ServiceAccount",
+                "Priority",
+                "DefaultTolerationSeconds"
+            ]
         );
     }
 
@@ -406,7 +413,11 @@ mod tests {
         };
         assert_eq!(
             Chain::new(&cfg).unwrap().names(),
-            vec!["NamespaceLifecycle", "DefaultTolerationSeconds"]
+            vec![
+                "NamespaceLifecycle",
+                "ServiceAccount",
+                "DefaultTolerationSeconds"
+            ]
         );
         let bad = Config {
             enable: vec!["Bogus".into()],

@@ -24,6 +24,7 @@ conv!(api::scheduling::v1, PriorityClass { description, global_default, metadata
 conv!(api::policy::v1, Eviction { delete_options, metadata } default {  });
 conv!(api::autoscaling::v1, Scale { metadata, spec, status } default {  });
 conv!(apimachinery::pkg::apis::meta::v1, DeleteOptions { dry_run, grace_period_seconds, ignore_store_read_error_with_cluster_breaking_potential, orphan_dependents, preconditions, propagation_policy } default { api_version, kind });
+conv!(api::authentication::v1, TokenRequest { metadata, spec, status } default {  });
 conv!(apimachinery::pkg::apis::meta::v1, ObjectMeta { annotations, creation_timestamp, deletion_grace_period_seconds, deletion_timestamp, finalizers, generate_name, generation, labels, managed_fields, name, namespace, owner_references, resource_version, self_link, uid } default {  });
 conv!(api::core::v1, NamespaceSpec { finalizers } default {  });
 conv!(api::core::v1, NamespaceStatus { conditions, phase } default {  });
@@ -54,6 +55,8 @@ conv!(api::discovery::v1, EndpointPort { app_protocol, name, port, protocol } de
 conv!(api::autoscaling::v1, ScaleSpec { replicas } default {  });
 conv!(api::autoscaling::v1, ScaleStatus { replicas, selector } default {  });
 conv!(apimachinery::pkg::apis::meta::v1, Preconditions { resource_version, uid } default {  });
+conv!(api::authentication::v1, TokenRequestSpec { audiences, bound_object_ref, expiration_seconds } default {  });
+conv!(api::authentication::v1, TokenRequestStatus { expiration_timestamp, token } default {  });
 conv!(apimachinery::pkg::apis::meta::v1, ManagedFieldsEntry { api_version, fields_type, fields_v1, manager, operation, subresource, time } default {  });
 conv!(apimachinery::pkg::apis::meta::v1, OwnerReference { api_version, block_owner_deletion, controller, kind, name, uid } default {  });
 conv!(api::core::v1, NamespaceCondition { last_transition_time, message, reason, status, type_: r#type } default {  });
@@ -107,6 +110,7 @@ conv!(api::batch::v1, UncountedTerminatedPods { failed, succeeded } default {  }
 conv!(api::batch::v1, JobTemplateSpec { metadata, spec } default {  });
 conv!(api::discovery::v1, EndpointConditions { ready, serving, terminating } default {  });
 conv!(api::discovery::v1, EndpointHints { for_nodes, for_zones } default {  });
+conv!(api::authentication::v1, BoundObjectReference { api_version, kind, name, uid: u_id } default {  });
 conv!(api::core::v1, ClientIPConfig = ClientIpConfig { timeout_seconds } default {  });
 conv!(api::core::v1, LoadBalancerIngress { hostname, ip, ip_mode, ports } default {  });
 conv!(api::core::v1, NodeAffinity { preferred_during_scheduling_ignored_during_execution, required_during_scheduling_ignored_during_execution } default {  });

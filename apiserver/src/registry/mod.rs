@@ -19,6 +19,7 @@ mod node;
 pub mod objects;
 pub mod pod;
 pub mod service;
+pub mod serviceaccount_token;
 pub mod subresource;
 
 use std::ops::Deref;
