@@ -11,6 +11,8 @@
 use std::time::Duration;
 
 use base64::Engine;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use serde_json::{json, Value};
 use skiff_e2e::{eventually, ApiServer, Daemon, Etcd, Kubectl};
 
@@ -304,6 +306,42 @@ async fn outside_verifiers_check_tokens_with_the_published_keys() {
         parts[2]
     );
     assert!(jsonwebtoken::decode::<Value>(&tampered, &key, &v).is_err());
+
+    // The gRPC door issues the same tokens (the SDK's TokenRequest), verified the same way.
+    let client =
+        skiff_client::Client::new(skiff_client::Config::from_kubeconfig(&api.kubeconfig).unwrap())
+            .unwrap();
+    let accounts: skiff_client::Api<ServiceAccount> =
+        skiff_client::Api::namespaced(client, "default");
+    let req = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec!["sts.amazonaws.com".into()],
+            expiration_seconds: Some(900),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let got: TokenRequest = accounts
+        .create_subresource("token", "irsa", &skiff_client::PostParams::default(), &req)
+        .await
+        .unwrap();
+    let status = got.status.unwrap();
+    let by_grpc = jsonwebtoken::decode::<Value>(&status.token, &key, &v).unwrap();
+    assert_eq!(by_grpc.claims["sub"], "system:serviceaccount:default:irsa");
+    assert_eq!(
+        by_grpc.claims["exp"].as_i64().unwrap() - by_grpc.claims["iat"].as_i64().unwrap(),
+        900
+    );
+    let e = accounts
+        .create_subresource::<_, TokenRequest>(
+            "token",
+            "nobody",
+            &skiff_client::PostParams::default(),
+            &req,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.api().map(|a| a.code), Some(404), "{e}");
 
     // Discovery lists the subresource kubectl create token calls.
     let core: Value = http
