@@ -489,6 +489,56 @@ mod tests {
     }
 
     #[test]
+    fn rsa_keys_sign_rs256_and_other_key_files_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let rsa = dir.path().join("rsa.pem");
+        std::fs::write(&rsa, include_str!("testdata/rsa.pem")).unwrap();
+        let ec = dir.path().join("ec.pem");
+        std::fs::write(&ec, include_str!("testdata/ec-sec1.pem")).unwrap();
+        let cfg = Config {
+            signing_key_file: Some(rsa.clone()),
+            ..Config::default()
+        };
+        let t = Tokens::new(&cfg, dir.path()).unwrap();
+        let tok = t.issue(&claims(DEFAULT_ISSUER, 3600)).unwrap();
+        assert_eq!(part(&tok, 0)["alg"], "RS256");
+        assert!(t.verify(&tok, t.api_audiences()).is_some());
+        assert_eq!(t.jwks()["keys"][0]["kty"], "RSA");
+        // Verifying with the EC key alone (a rotation gone wrong) refuses the RSA token.
+        let only_ec = Tokens::new(
+            &Config {
+                signing_key_file: Some(rsa.clone()),
+                key_files: vec![ec.clone()],
+                ..Config::default()
+            },
+            dir.path(),
+        )
+        .unwrap();
+        assert!(only_ec.verify(&tok, t.api_audiences()).is_none());
+        // Both keys verify: the key set lists both.
+        let both = Tokens::new(
+            &Config {
+                signing_key_file: Some(ec),
+                key_files: vec![rsa.clone(), dir.path().join("ec.pem")],
+                ..Config::default()
+            },
+            dir.path(),
+        )
+        .unwrap();
+        assert!(both.verify(&tok, t.api_audiences()).is_some());
+        assert_eq!(both.jwks()["keys"].as_array().unwrap().len(), 2);
+        // Key files without a signing key cannot issue.
+        let e = Tokens::new(
+            &Config {
+                key_files: vec![rsa],
+                ..Config::default()
+            },
+            dir.path(),
+        );
+        assert!(e.is_err());
+    }
+
+    #[test]
     fn discovery_document() {
         let dir = tempfile::tempdir().unwrap();
         let t = tokens(dir.path());
