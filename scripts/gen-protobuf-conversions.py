@@ -25,6 +25,7 @@ ROOTS = [
     "api/authorization/v1/SelfSubjectRulesReview", "api/authentication/v1/SelfSubjectReview",
     "api/authentication/v1/TokenReview",
     "api/certificates/v1/CertificateSigningRequest",
+    "api/authentication/v1/TokenRequest",
 ]
 # Hand-written in protobuf/mod.rs: their wire and JSON forms differ.
 SPECIAL = {

@@ -33,6 +33,7 @@ pub mod server;
 pub mod state;
 pub mod storage;
 pub mod store;
+pub mod tokens;
 pub mod validation;
 pub mod version;
 
@@ -86,6 +87,9 @@ pub struct Config {
     pub authorization_modes: Vec<rbac::Mode>,
     /// Whether bootstrap tokens authenticate (`--enable-bootstrap-token-auth`).
     pub enable_bootstrap_token_auth: bool,
+    /// ServiceAccount tokens: the signing and verifying keys, issuer, audiences and longest
+    /// lifetime (`--service-account-*`, `--api-audiences`).
+    pub service_accounts: tokens::Config,
 }
 
 impl Config {
@@ -109,6 +113,7 @@ impl Config {
             anonymous_auth: true,
             authorization_modes: vec![rbac::Mode::Node, rbac::Mode::Rbac],
             enable_bootstrap_token_auth: true,
+            service_accounts: tokens::Config::default(),
         }
     }
 }
@@ -128,6 +133,9 @@ pub enum StartError {
     /// The admission flags name plugins that cannot run.
     #[error(transparent)]
     Admission(#[from] admission::ConfigError),
+    /// The ServiceAccount token keys or flags were refused.
+    #[error(transparent)]
+    ServiceAccountTokens(#[from] tokens::ConfigError),
     /// etcd could not be reached.
     #[error("connecting to etcd at {endpoints:?}: {source}")]
     Etcd {
@@ -210,6 +218,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let server_url = format!("https://{advertise}");
     let pki = certs::Pki::load_or_create(&config.data_dir, &sans, &server_url)?;
     let tls = server::tls_config(&pki).map_err(|e| StartError::Tls(e.to_string()))?;
+    let sa_tokens = Arc::new(tokens::Tokens::new(
+        &config.service_accounts,
+        &config.data_dir,
+    )?);
     let mut authn = auth::Authenticator::new().anonymous(config.anonymous_auth);
     if let Some(path) = &config.token_auth_file {
         authn = authn.with_tokens(Arc::new(auth::tokenfile::TokenFile::load(path)?));
@@ -251,12 +263,26 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let store = store::GenericStore::new(etcd, chain, metrics.clone(), config.watch_cache_size);
     for info in registry::served(&ranges) {
+        let info = registry::serviceaccount_token::with_token(info, &sa_tokens);
         let (_, cache) = store.serve(info);
         tokio::spawn(cache.run(store.etcd.clone(), shutdown.clone()));
     }
     for info in registry::review::served() {
         store.serve_unstored(info);
     }
+    // ServiceAccount tokens are checked against the objects they name, in the watch caches.
+    let lookup = |plural: &str| {
+        let r = store
+            .find("", "v1", plural)
+            .expect("a core resource is served");
+        tokens::cache_lookup(store.cache(&r), r.prefix(store.etcd.prefix()))
+    };
+    authn = authn.with_tokens(Arc::new(tokens::ServiceAccountTokens::new(
+        sa_tokens.clone(),
+        lookup("serviceaccounts"),
+        lookup("pods"),
+        lookup("secrets"),
+    )));
     let kubelets = node_proxy::Kubelets::new(&pki).map_err(|e| StartError::Tls(e.to_string()))?;
     if config.enable_bootstrap_token_auth {
         let secrets = store.find("", "v1", "secrets").expect("secrets are served");
@@ -285,6 +311,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         advertise,
         openapi: openapi::Docs::default(),
         kubelets,
+        service_account_tokens: sa_tokens,
     });
     for cache in state.store.caches() {
         cache.wait_ready().await;

@@ -59,9 +59,9 @@ struct Args {
     /// How long to let in-flight requests finish on SIGTERM.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     shutdown_delay: Duration,
-    /// Admission plugins to run besides the default ones (NamespaceLifecycle, Priority,
-    /// DefaultTolerationSeconds), comma-separated; the order is Kubernetes' own whatever the
-    /// order given.
+    /// Admission plugins to run besides the default ones (NamespaceLifecycle, ServiceAccount,
+    /// Priority, DefaultTolerationSeconds), comma-separated; the order is Kubernetes' own
+    /// whatever the order given.
     #[arg(long, value_delimiter = ',')]
     enable_admission_plugins: Vec<String>,
     /// Default admission plugins not to run, comma-separated.
@@ -86,6 +86,30 @@ struct Args {
     /// kube-system) authenticate, as system:bootstrap:ID in system:bootstrappers.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     enable_bootstrap_token_auth: bool,
+    /// PEM file of the private key ServiceAccount tokens are signed with (ECDSA P-256/P-384
+    /// or RSA); without it and --service-account-key-file, a key is generated into the data
+    /// dir at first start and kept.
+    #[arg(long)]
+    service_account_signing_key_file: Option<PathBuf>,
+    /// PEM file of public keys (or certificates, or private keys) that verify ServiceAccount
+    /// tokens (repeatable); defaults to the signing key's.
+    #[arg(long = "service-account-key-file")]
+    service_account_key_files: Vec<PathBuf>,
+    /// The issuer (`iss`) of ServiceAccount tokens (repeatable: the first names new tokens,
+    /// any is accepted).
+    #[arg(long = "service-account-issuer", default_value = skiff_apiserver::tokens::DEFAULT_ISSUER)]
+    service_account_issuers: Vec<String>,
+    /// Audiences the API accepts in tokens, comma-separated (default: the issuers).
+    #[arg(long, value_delimiter = ',')]
+    api_audiences: Vec<String>,
+    /// The longest lifetime a TokenRequest may give a token (a Go duration); longer requests
+    /// are shortened to it.
+    #[arg(long, value_parser = parse_duration)]
+    service_account_max_token_expiration: Option<Duration>,
+    /// The key set URI in the OIDC discovery document (default:
+    /// https://ADVERTISE-ADDRESS:PORT/openid/v1/jwks).
+    #[arg(long)]
+    service_account_jwks_uri: Option<String>,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: String,
@@ -204,6 +228,14 @@ async fn main() -> anyhow::Result<()> {
         },
     };
     config.enable_bootstrap_token_auth = args.enable_bootstrap_token_auth;
+    config.service_accounts = skiff_apiserver::tokens::Config {
+        signing_key_file: args.service_account_signing_key_file,
+        key_files: args.service_account_key_files,
+        issuers: args.service_account_issuers,
+        api_audiences: args.api_audiences,
+        max_token_expiration: args.service_account_max_token_expiration,
+        jwks_uri: args.service_account_jwks_uri,
+    };
 
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();

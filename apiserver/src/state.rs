@@ -27,4 +27,6 @@ pub struct State {
     pub openapi: crate::openapi::Docs,
     /// How the server reaches kubelets.
     pub kubelets: crate::node_proxy::Kubelets,
+    /// The ServiceAccount token signer and verifier (its keys serve OIDC discovery).
+    pub service_account_tokens: Arc<crate::tokens::Tokens>,
 }

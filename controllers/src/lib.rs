@@ -19,6 +19,7 @@ pub mod nodelifecycle;
 pub mod owners;
 pub mod pods;
 pub mod replicaset;
+pub mod rootca;
 pub mod serviceaccount;
 pub mod servicelb;
 
@@ -47,6 +48,7 @@ pub const CONTROLLERS: &[&str] = &[
     "nodelifecycle",
     "serviceaccount",
     "servicelb",
+    "root-ca-cert-publisher",
 ];
 
 /// What the controllers are configured with (kube-controller-manager's flags).
@@ -74,6 +76,9 @@ pub struct Config {
     pub node_lifecycle: nodelifecycle::Config,
     /// The built-in service load balancer.
     pub service_lb: servicelb::Config,
+    /// The cluster CA (PEM) published in every namespace's `kube-root-ca.crt` ConfigMap
+    /// (`--root-ca-file`, else the CA the API server is trusted with); none: not published.
+    pub root_ca: Option<String>,
 }
 
 impl Default for Config {
@@ -93,6 +98,7 @@ impl Default for Config {
                 period: Duration::from_secs(5),
             },
             service_lb: servicelb::Config::default(),
+            root_ca: None,
         }
     }
 }
@@ -228,6 +234,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     if ctx.config.enabled("servicelb") {
         let c = ctx.config.service_lb.clone();
         tasks.spawn(servicelb::run(ctx.clone(), c, shutdown.clone()));
+    }
+    if let (true, Some(ca)) = (
+        ctx.config.enabled("root-ca-cert-publisher"),
+        ctx.config.root_ca.clone(),
+    ) {
+        tasks.spawn(rootca::run(ctx.clone(), ca, shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
 }

@@ -84,6 +84,10 @@ struct Args {
     /// How often nodes' heartbeats are checked.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     node_monitor_period: Duration,
+    /// The cluster CA bundle (PEM) published as `ca.crt` in every namespace's
+    /// `kube-root-ca.crt` ConfigMap (default: the CA of the kubeconfig's cluster).
+    #[arg(long)]
+    root_ca_file: Option<PathBuf>,
     /// Requests per second to the API server (0: no limit).
     #[arg(long, default_value_t = 20.0)]
     kube_api_qps: f32,
@@ -148,6 +152,16 @@ async fn main() -> anyhow::Result<()> {
     };
     client_config.qps = args.kube_api_qps;
     client_config.burst = args.kube_api_burst;
+    let root_ca = match &args.root_ca_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("--root-ca-file {}: {e}", p.display()))?,
+        ),
+        None => client_config
+            .ca_pem
+            .as_ref()
+            .map(|pem| String::from_utf8_lossy(pem).into_owned()),
+    };
     let client = Client::new(client_config)?;
     let config = Config {
         controllers: args.controllers.clone(),
@@ -166,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
         service_lb: skiff_controllers::servicelb::Config {
             pool: service_lb_pool,
         },
+        root_ca,
     };
 
     let shutdown = CancellationToken::new();

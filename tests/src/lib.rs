@@ -306,12 +306,21 @@ impl ApiServer {
             .create(true)
             .append(true)
             .open(&self.log)?;
+        // As in Kubernetes' own integration tests, the ServiceAccount admission is off unless a
+        // test names it: most tests run no controller manager to make the `default`
+        // ServiceAccount every pod needs.
+        let service_accounts = if self.extra.iter().any(|a| a.contains("ServiceAccount")) {
+            None
+        } else {
+            Some("--disable-admission-plugins=ServiceAccount")
+        };
         let child = Command::new(binary("skiff-apiserver")?)
             .arg(format!("--etcd-servers={}", self.etcd))
             .arg(format!("--secure-port={}", self.port))
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--data-dir={}", self.data_dir.display()))
             .arg("--shutdown-delay=5s")
+            .args(service_accounts)
             .args(&self.extra)
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -11,6 +11,7 @@ mod default_toleration_seconds;
 mod namespace_lifecycle;
 mod node_restriction;
 mod priority;
+mod service_account;
 
 use serde_json::Value;
 
@@ -178,6 +179,7 @@ fn implemented(cfg: &Config, authz: &AuthorizerCell) -> Vec<(Box<dyn Plugin>, bo
             )),
             true,
         ),
+        (Box::new(service_account::ServiceAccount), true),
         (Box::new(node_restriction::NodeRestriction), true),
         (
             Box::new(certificate_signing::CertificateApproval(authz.clone())),
@@ -435,6 +437,7 @@ mod tests {
             c.names(),
             vec![
                 "NamespaceLifecycle",
+                "ServiceAccount",
                 "NodeRestriction",
                 "Priority",
                 "DefaultTolerationSeconds",
@@ -454,6 +457,7 @@ mod tests {
             Chain::new(&cfg).unwrap().names(),
             vec![
                 "NamespaceLifecycle",
+                "ServiceAccount",
                 "NodeRestriction",
                 "DefaultTolerationSeconds",
                 "CertificateApproval",

@@ -35,6 +35,7 @@ conv!(api::authorization::v1, SelfSubjectRulesReview { metadata, spec, status } 
 conv!(api::authentication::v1, SelfSubjectReview { metadata, status } default {  });
 conv!(api::authentication::v1, TokenReview { metadata, spec, status } default {  });
 conv!(api::certificates::v1, CertificateSigningRequest { metadata, spec, status } default {  });
+conv!(api::authentication::v1, TokenRequest { metadata, spec, status } default {  });
 conv!(apimachinery::pkg::apis::meta::v1, ObjectMeta { annotations, creation_timestamp, deletion_grace_period_seconds, deletion_timestamp, finalizers, generate_name, generation, labels, managed_fields, name, namespace, owner_references, resource_version, self_link, uid } default {  });
 conv!(api::core::v1, NamespaceSpec { finalizers } default {  });
 conv!(api::core::v1, NamespaceStatus { conditions, phase } default {  });
@@ -79,6 +80,8 @@ conv!(api::authentication::v1, TokenReviewSpec { audiences, token } default {  }
 conv!(api::authentication::v1, TokenReviewStatus { audiences, authenticated, error, user } default {  });
 conv!(api::certificates::v1, CertificateSigningRequestSpec { expiration_seconds, extra, groups, request, signer_name, uid, usages, username } default {  });
 conv!(api::certificates::v1, CertificateSigningRequestStatus { certificate, conditions } default {  });
+conv!(api::authentication::v1, TokenRequestSpec { audiences, bound_object_ref, expiration_seconds } default {  });
+conv!(api::authentication::v1, TokenRequestStatus { expiration_timestamp, token } default {  });
 conv!(apimachinery::pkg::apis::meta::v1, ManagedFieldsEntry { api_version, fields_type, fields_v1, manager, operation, subresource, time } default {  });
 conv!(apimachinery::pkg::apis::meta::v1, OwnerReference { api_version, block_owner_deletion, controller, kind, name, uid } default {  });
 conv!(api::core::v1, NamespaceCondition { last_transition_time, message, reason, status, type_: r#type } default {  });
@@ -138,6 +141,7 @@ conv!(api::authorization::v1, NonResourceRule { non_resource_urls: non_resource_
 conv!(api::authorization::v1, ResourceRule { api_groups, resource_names, resources, verbs } default {  });
 conv!(api::authentication::v1, UserInfo { extra, groups, uid, username } default {  });
 conv!(api::certificates::v1, CertificateSigningRequestCondition { last_transition_time, last_update_time, message, reason, status, type_: r#type } default {  });
+conv!(api::authentication::v1, BoundObjectReference { api_version, kind, name, uid: u_id } default {  });
 conv!(api::core::v1, ClientIPConfig = ClientIpConfig { timeout_seconds } default {  });
 conv!(api::core::v1, LoadBalancerIngress { hostname, ip, ip_mode, ports } default {  });
 conv!(api::core::v1, NodeAffinity { preferred_during_scheduling_ignored_during_execution, required_during_scheduling_ignored_during_execution } default {  });

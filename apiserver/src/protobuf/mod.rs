@@ -346,6 +346,10 @@ pub fn decode_object(body: &[u8]) -> Result<Value> {
             pb::certificates::v1::CertificateSigningRequest,
             oa::certificates::v1::CertificateSigningRequest,
         >(&raw)?,
+        ("authentication.k8s.io/v1", "TokenRequest") => decode::<
+            pb::authentication::v1::TokenRequest,
+            oa::authentication::v1::TokenRequest,
+        >(&raw)?,
         (_, "DeleteOptions") => decode::<
             k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions,
             k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions,
@@ -395,7 +399,7 @@ mod tests {
                 ("v1", "Pod"), ("v1", "Namespace"), ("v1", "Service"), ("v1", "ConfigMap"),
                 ("v1", "Secret"), ("v1", "Node"), ("v1", "Binding"), ("apps/v1", "Deployment"),
                 ("policy/v1", "Eviction"), ("autoscaling/v1", "Scale"), ("v1", "DeleteOptions"),
-                ("v1", "Nope"),
+                ("authentication.k8s.io/v1", "TokenRequest"), ("v1", "Nope"),
             ]),
             raw in proptest::collection::vec(any::<u8>(), 0..256),
             tail in proptest::collection::vec(any::<u8>(), 0..64),

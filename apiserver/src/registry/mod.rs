@@ -22,6 +22,7 @@ pub mod pod;
 mod rbac;
 pub mod review;
 pub mod service;
+pub mod serviceaccount_token;
 pub mod subresource;
 
 use std::ops::Deref;

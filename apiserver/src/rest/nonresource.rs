@@ -47,6 +47,16 @@ fn health_response(name: &str, checks: &[(&'static str, bool)], verbose: bool) -
     text(code, body)
 }
 
+/// An OIDC discovery document, cacheable for an hour as kube-apiserver serves it.
+fn oidc(doc: serde_json::Value, content_type: &str) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "public, max-age=3600")
+        .body(Body::from(serde_json::to_vec(&doc).unwrap_or_default()))
+        .expect("valid response")
+}
+
 /// Serves paths outside the resource API.
 pub async fn serve(
     state: &Arc<State>,
@@ -98,11 +108,22 @@ pub async fn serve(
             )
             .body(Body::from(state.metrics.render()))
             .expect("valid response")),
+        crate::tokens::DISCOVERY_PATH if state.service_account_tokens.discovery_enabled() => {
+            let doc = state
+                .service_account_tokens
+                .openid_configuration(&state.advertise);
+            Ok(oidc(doc, "application/json"))
+        }
+        crate::tokens::JWKS_PATH if state.service_account_tokens.discovery_enabled() => Ok(oidc(
+            state.service_account_tokens.jwks(),
+            "application/jwk-set+json",
+        )),
         p if p == "/openapi/v2" || p.starts_with("/openapi/v3") => {
             state.openapi.serve(req, p, &state.store.resources())
         }
         "" => {
             let paths: Vec<String> = [
+                crate::tokens::DISCOVERY_PATH,
                 "/api",
                 "/api/v1",
                 "/apis",
@@ -111,6 +132,7 @@ pub async fn serve(
                 "/metrics",
                 "/openapi/v2",
                 "/openapi/v3",
+                crate::tokens::JWKS_PATH,
                 "/readyz",
                 "/version",
             ]

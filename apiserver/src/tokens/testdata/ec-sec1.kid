@@ -1,0 +1,1 @@
+XOjmjwER9LKVzGPRdB_zhQa3mssVUPwvelbbKbLnjeI
