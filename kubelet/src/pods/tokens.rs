@@ -159,7 +159,11 @@ impl Manager {
                     &tr,
                 )
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| match e {
+                    // The server's own words, as the kubelet reports them.
+                    skiff_client::Error::Api(a) => a.message,
+                    e => e.to_string(),
+                })
             })
         });
         Manager::with_issuer(issue, MAX_JITTER)
