@@ -194,6 +194,29 @@ async fn configmap_secret_and_downward_api_sources_with_their_modes() {
     assert_eq!(cat(&node, &pod, "/info/labels").await, "app=\"reader\"");
     assert_eq!(mode(&node, &pod, "/info/labels").await, "400");
 
+    // The API server's Service reaches every container as in-cluster clients expect it.
+    let ip = k.ok(&[
+        "get",
+        "service",
+        "kubernetes",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let (_, env) = exec_in(&node, &pod, &["env"]).await;
+    for want in [
+        format!("KUBERNETES_SERVICE_HOST={}", ip.trim()),
+        "KUBERNETES_SERVICE_PORT=443".to_string(),
+        "KUBERNETES_SERVICE_PORT_HTTPS=443".to_string(),
+        format!("KUBERNETES_PORT=tcp://{}:443", ip.trim()),
+    ] {
+        assert!(
+            env.lines().any(|l| l == want),
+            "{want} missing from:\n{env}"
+        );
+    }
+
     // The atomic writer's layout: visible names link through ..data to a timestamped
     // directory.
     let (_, link) = exec_in(&node, &pod, &["readlink", "/all/config"]).await;
