@@ -310,9 +310,8 @@ fn write_atomic(
         .collect();
     std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
     let data_link = dir.join("..data");
-    let old = std::fs::read_link(&data_link).ok();
-    if let Some(current) = &old {
-        if same_contents(&dir.join(current), &files) {
+    if let Ok(current) = std::fs::read_link(&data_link) {
+        if same_contents(&dir.join(&current), &files) {
             return Ok(());
         }
     }
@@ -351,18 +350,19 @@ fn write_atomic(
             symlink(Path::new("..data").join(name), &link).map_err(|e| io("linking", &link, e))?;
         }
     }
+    // What is no longer projected, the old data directory, and any a crash left behind.
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with("..") || top.contains(&name) {
+            if name == "..data" || name == stamp || top.contains(&name) {
                 continue;
             }
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-    if let Some(old) = old {
-        if old != Path::new(&stamp) {
-            let _ = std::fs::remove_dir_all(dir.join(old));
+            let is_dir = std::fs::symlink_metadata(e.path()).is_ok_and(|m| m.is_dir());
+            if is_dir && name.starts_with("..") {
+                let _ = std::fs::remove_dir_all(e.path());
+            } else if !is_dir {
+                let _ = std::fs::remove_file(e.path());
+            }
         }
     }
     Ok(())
@@ -607,6 +607,16 @@ mod tests {
             Path::new("..data/a")
         );
         assert!(std::fs::symlink_metadata(dir.join("..data_tmp")).is_err());
+        // A data directory a crash left half-written goes with the next update.
+        std::fs::create_dir(dir.join("..2001_01_01_00_00_00.1")).unwrap();
+        write_atomic(&dir, &files(&[("a", "2")]), 0o644, None).unwrap();
+        let dot: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".."))
+            .collect();
+        assert_eq!(dot.len(), 2, "{dot:?}");
     }
 
     #[test]
