@@ -323,6 +323,8 @@ async fn a_projected_token_is_bound_to_the_pod_and_works_as_an_in_cluster_config
             "nodeName": "node-a",
             "serviceAccountName": "robot",
             "automountServiceAccountToken": false,
+            // Not root: the token, 0600, is given to the containers' user.
+            "securityContext": {"runAsUser": 1000},
             "terminationGracePeriodSeconds": 1,
             "containers": [{
                 "name": "main", "image": node.images.busybox, "command": ["sleep", "3600"],
@@ -359,7 +361,10 @@ async fn a_projected_token_is_bound_to_the_pod_and_works_as_an_in_cluster_config
         cl["exp"].as_i64().unwrap() - cl["iat"].as_i64().unwrap(),
         7200
     );
-    assert_eq!(mode(&node, &pod, "/identity/vault-token").await, "644");
+    assert_eq!(mode(&node, &pod, "/identity/vault-token").await, "600");
+    let (_, owner) = exec_in(&node, &pod, &["stat", "-L", "-c", "%u", "/identity/token"]).await;
+    assert_eq!(owner.trim(), "1000");
+    assert_eq!(mode(&node, &pod, "/identity/user").await, "644");
     // Without an audience: the API server's own, for the default hour.
     let api_token = cat(&node, &pod, "/identity/token").await;
     let cl = claims(&api_token);

@@ -124,6 +124,9 @@ async fn setup_one(
         });
     }
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let fs_user = fs_user(pod);
+    // Token files, given to `fs_user` once written.
+    let mut user_owned: Vec<String> = Vec::new();
     let (plugin, files, mode) = if let Some(c) = &v.config_map {
         let files = match sources.configmap(&c.name).await? {
             Some(cm) => project(
@@ -197,9 +200,11 @@ async fn setup_one(
                     .get(&key)
                     .await
                     .map_err(|e| ConfigError(e.to_string()))?;
-                // Readable by the owner only; with an fsGroup the group is added below.
-                let mode = fs_group.map(|_| 0o600);
+                // With an owner to give it to (the containers' common user, or an fsGroup,
+                // which adds group read below) the token is readable by the owner only.
+                let mode = (fs_user.is_some() || fs_group.is_some()).then_some(0o600);
                 files.insert(t.path.clone(), (token.into_bytes(), mode));
+                user_owned.push(t.path.clone());
             }
         }
         ("kubernetes.io~projected", files, p.default_mode)
@@ -212,10 +217,38 @@ async fn setup_one(
     let dir = base.join(plugin).join(&v.name);
     let mode = mode.map(|m| m as u32).unwrap_or(DEFAULT_MODE);
     write_atomic(&dir, &files, mode, fs_group)?;
+    if let Some(uid) = fs_user {
+        for path in &user_owned {
+            let file = dir.join(path);
+            std::os::unix::fs::chown(&file, Some(uid as u32), None)
+                .map_err(|e| io("chown", &file, e))?;
+        }
+    }
     Ok(Ready {
         host_path: dir,
         read_only: true,
     })
+}
+
+/// The user every container of the pod runs as, when they all run as the same one (the
+/// kubelet's `FsUserFrom`): a token file is given to that user so that a container not
+/// running as root reads a token of mode 0600.
+fn fs_user(pod: &Pod) -> Option<i64> {
+    let spec = pod.spec.as_ref()?;
+    let pod_user = spec.security_context.as_ref().and_then(|s| s.run_as_user);
+    let mut user = None;
+    for c in super::all_containers(pod) {
+        let u = c
+            .security_context
+            .as_ref()
+            .and_then(|s| s.run_as_user)
+            .or(pod_user)?;
+        if user.is_some_and(|x| x != u) {
+            return None;
+        }
+        user = Some(u);
+    }
+    user
 }
 
 /// A file to project: its bytes and its own mode (if given).
@@ -843,5 +876,30 @@ mod tests {
             e.0,
             "MountVolume.SetUp failed for volume \"all\" : failed to fetch token: serviceaccounts \"robot\" not found"
         );
+    }
+
+    #[test]
+    fn the_containers_common_user_owns_the_token() {
+        let with = |pod_user: Option<i64>, users: &[Option<i64>]| {
+            let containers: Vec<serde_json::Value> = users
+                .iter()
+                .enumerate()
+                .map(|(i, u)| match u {
+                    Some(u) => serde_json::json!({"name": format!("c{i}"), "securityContext": {"runAsUser": u}}),
+                    None => serde_json::json!({"name": format!("c{i}")}),
+                })
+                .collect();
+            let mut spec = serde_json::json!({"containers": containers});
+            if let Some(u) = pod_user {
+                spec["securityContext"] = serde_json::json!({"runAsUser": u});
+            }
+            let p: Pod = serde_json::from_value(serde_json::json!({"spec": spec})).unwrap();
+            fs_user(&p)
+        };
+        assert_eq!(with(None, &[Some(1000), Some(1000)]), Some(1000));
+        assert_eq!(with(Some(1000), &[None, Some(1000)]), Some(1000));
+        assert_eq!(with(None, &[Some(1000), Some(2000)]), None);
+        assert_eq!(with(None, &[Some(1000), None]), None);
+        assert_eq!(with(Some(7), &[None]), Some(7));
     }
 }
