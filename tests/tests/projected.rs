@@ -89,6 +89,14 @@ async fn mode(node: &Node, pod: &Value, path: &str) -> String {
     out.trim().to_string()
 }
 
+/// A client with the in-cluster configuration of `dir`.
+fn pods_client(dir: &std::path::Path, port: &str) -> skiff_client::Client {
+    skiff_client::Client::new(
+        skiff_client::Config::in_cluster_from("127.0.0.1", port, dir).unwrap(),
+    )
+    .unwrap()
+}
+
 /// The claims of a JWT (its payload, decoded; the signature is not checked here).
 fn claims(jwt: &str) -> Value {
     let parts: Vec<&str> = jwt.trim().split('.').collect();
@@ -382,7 +390,21 @@ async fn a_projected_token_is_bound_to_the_pod_and_works_as_an_in_cluster_config
     assert_eq!(cat(&node, &pod, "/identity/ca.crt").await, ca);
 
     // The directory the kubelet wrote is an in-cluster configuration: the SDK reads it and
-    // reaches the API server as the pod's ServiceAccount.
+    // reaches the API server as the pod's ServiceAccount, with that account's rights.
+    k.ok(&[
+        "create",
+        "role",
+        "pod-reader",
+        "--verb=get",
+        "--resource=pods",
+    ]);
+    k.ok(&[
+        "create",
+        "rolebinding",
+        "robot-reads-pods",
+        "--role=pod-reader",
+        "--serviceaccount=default:robot",
+    ]);
     let dir = node
         .kubelet
         .root_dir
@@ -397,6 +419,12 @@ async fn a_projected_token_is_bound_to_the_pod_and_works_as_an_in_cluster_config
     let pods: skiff_client::Api<Pod> = skiff_client::Api::default_namespaced(client);
     let me = pods.get("tokened").await.unwrap();
     assert_eq!(me.metadata.uid.as_deref(), Some(uid.as_str()));
+    let secrets: skiff_client::Api<k8s_openapi::api::core::v1::Secret> =
+        skiff_client::Api::namespaced(pods_client(&dir, &port), "default");
+    match secrets.get("creds").await.unwrap_err() {
+        skiff_client::Error::Api(a) => assert_eq!(a.code, 403, "{a}"),
+        other => panic!("reading a secret not granted: {other}"),
+    }
 
     // Once the pod is gone its token stops working: it was bound to the pod.
     k.ok(&["delete", "pod", "tokened", "--wait=true"]);
