@@ -19,7 +19,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tracing::Instrument;
 
-use crate::config::Config;
+use crate::config::{Config, TokenSource};
 use crate::error::{Error, Result};
 
 /// HTTP/2 receive window per stream.
@@ -36,6 +36,8 @@ pub struct Client {
 struct Inner {
     channel: Channel,
     token: Option<MetadataValue<tonic::metadata::Ascii>>,
+    /// A token read from a file, read again as it is renewed; `token` is unused then.
+    token_file: Option<TokenSource>,
     limiter: Option<DefaultDirectRateLimiter>,
     metrics: ClientMetrics,
     namespace: String,
@@ -107,6 +109,14 @@ impl Client {
     /// Connects with an explicit configuration. The connection is made on first use and
     /// re-made whenever it breaks.
     pub fn new(config: Config) -> Result<Self> {
+        let token_file = config
+            .token_file
+            .as_ref()
+            .and(TokenSource::from_config(&config));
+        Self::with_token_source(config, token_file)
+    }
+
+    fn with_token_source(config: Config, token_file: Option<TokenSource>) -> Result<Self> {
         let mut endpoint = Endpoint::from_shared(config.server.clone())
             .map_err(|e| Error::Kubeconfig(format!("server {:?}: {e}", config.server)))?
             .connect_timeout(Duration::from_secs(10))
@@ -127,13 +137,18 @@ impl Client {
             }
             endpoint = endpoint.tls_config(tls)?;
         }
-        let token = match &config.token {
-            Some(t) => Some(
-                format!("Bearer {t}")
-                    .parse()
-                    .map_err(|_| Error::Kubeconfig("the token is not valid ASCII".into()))?,
-            ),
-            None => None,
+        let bearer = |t: &str| -> Result<MetadataValue<tonic::metadata::Ascii>> {
+            format!("Bearer {t}")
+                .parse()
+                .map_err(|_| Error::Kubeconfig("the token is not valid ASCII".into()))
+        };
+        let token = match (&token_file, &config.token) {
+            (Some(src), _) => {
+                bearer(&src.token())?;
+                None
+            }
+            (None, Some(t)) => Some(bearer(t)?),
+            (None, None) => None,
         };
         let limiter = match (config.qps > 0.0, NonZeroU32::new(config.burst.max(1))) {
             (true, Some(burst)) => {
@@ -146,6 +161,7 @@ impl Client {
             inner: Arc::new(Inner {
                 channel: endpoint.connect_lazy(),
                 token,
+                token_file,
                 limiter,
                 metrics: ClientMetrics::new(),
                 namespace: config.namespace,
@@ -207,6 +223,14 @@ impl Client {
         let mut r = tonic::Request::new(msg);
         if let Some(t) = &self.inner.token {
             r.metadata_mut().insert("authorization", t.clone());
+        } else if let Some(src) = &self.inner.token_file {
+            // The current token, as the file holds it after a renewal.
+            match format!("Bearer {}", src.token()).parse() {
+                Ok(v) => {
+                    r.metadata_mut().insert("authorization", v);
+                }
+                Err(_) => tracing::warn!("the token file holds a token that is not valid ASCII"),
+            }
         }
         if deadline {
             r.set_timeout(self.inner.timeout);
@@ -270,5 +294,49 @@ impl Client {
             .unwrap_or_else(|s| s.code());
         self.observe(verb, resource, code, start.elapsed());
         Ok(result?.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bearer(c: &Client) -> Option<String> {
+        c.request((), false)
+            .metadata()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+
+    #[tokio::test]
+    async fn each_request_carries_the_current_token_of_a_rotated_file() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("token");
+        std::fs::write(&path, "one").unwrap();
+        let mut config = Config::new("https://127.0.0.1:1");
+        config.token = Some("one".into());
+        config.token_file = Some(path.clone());
+        // Read again on every request, so that the rotation shows at once.
+        let source = TokenSource::file(&path, "one".into(), Duration::ZERO);
+        let c = Client::with_token_source(config.clone(), Some(source)).unwrap();
+        assert_eq!(bearer(&c).as_deref(), Some("Bearer one"));
+        std::fs::write(d.path().join("new"), "two\n").unwrap();
+        std::fs::rename(d.path().join("new"), &path).unwrap();
+        assert_eq!(bearer(&c).as_deref(), Some("Bearer two"));
+        assert_eq!(bearer(&c.clone()).as_deref(), Some("Bearer two"));
+        // With the default period the reading the configuration made holds for a minute.
+        let c = Client::new(config).unwrap();
+        assert_eq!(bearer(&c).as_deref(), Some("Bearer one"));
+        // A fixed token is sent as it is; no token, no header.
+        let mut fixed = Config::new("https://127.0.0.1:1");
+        fixed.token = Some("abc".into());
+        assert_eq!(
+            bearer(&Client::new(fixed).unwrap()).as_deref(),
+            Some("Bearer abc")
+        );
+        assert_eq!(
+            bearer(&Client::new(Config::new("https://127.0.0.1:1")).unwrap()),
+            None
+        );
     }
 }

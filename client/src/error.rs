@@ -15,6 +15,9 @@ pub enum Error {
     /// The kubeconfig could not be read or used.
     #[error("kubeconfig: {0}")]
     Kubeconfig(String),
+    /// The in-cluster configuration (a pod's ServiceAccount) could not be read.
+    #[error("in-cluster configuration: {0}")]
+    InCluster(String),
     /// The connection could not be set up.
     #[error("connecting: {0}")]
     Transport(#[from] tonic::transport::Error),

@@ -60,7 +60,9 @@ impl Kubelet {
             config: std::sync::Arc::new(self.pods.clone()),
             recorder,
             images: pods::images::Puller::new(self.runtime.clone()),
+            tokens: pods::tokens::Manager::new(self.client.clone()),
         };
+        let tokens = shared.tokens.clone();
         let network = async {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             let mut written = network_written;
@@ -80,6 +82,7 @@ impl Kubelet {
             agent.keep_lease(uid, shutdown.clone()),
             agent.keep_status(shutdown.clone()),
             pods::run(shared, shutdown.clone()),
+            tokens.run(shutdown.clone()),
         );
         Ok(())
     }

@@ -1,11 +1,13 @@
 //! A container's environment: `env` (values with `$(VAR)` references, `valueFrom` fieldRef,
 //! resourceFieldRef, configMapKeyRef, secretKeyRef) over `envFrom`, and the same `$(VAR)`
 //! expansion for `command` and `args`. Downward API field paths are shared with the
-//! downwardAPI volume.
+//! downwardAPI volume. Every container also gets the API server's Service (`default/
+//! kubernetes`) as `KUBERNETES_SERVICE_HOST`, `KUBERNETES_SERVICE_PORT`, ... as the kubelet
+//! gives them, which is where in-cluster clients look for the API server.
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use skiff_client::{Api, Client};
 
@@ -22,6 +24,7 @@ pub struct Sources {
     namespace: String,
     configmaps: HashMap<String, Option<ConfigMap>>,
     secrets: HashMap<String, Option<Secret>>,
+    master: Option<Option<Service>>,
 }
 
 impl Sources {
@@ -32,7 +35,26 @@ impl Sources {
             namespace: namespace.to_string(),
             configmaps: HashMap::new(),
             secrets: HashMap::new(),
+            master: None,
         }
+    }
+
+    /// The API server's Service, `default/kubernetes` (`None` when it cannot be read: the
+    /// containers then start without its variables, as they would before it exists).
+    pub async fn master_service(&mut self) -> Option<Service> {
+        if let Some(s) = &self.master {
+            return s.clone();
+        }
+        let api: Api<Service> = Api::namespaced(self.client.clone(), "default");
+        let s = match api.get_opt("kubernetes").await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the kubernetes Service for containers' environment");
+                None
+            }
+        };
+        self.master = Some(s.clone());
+        s
     }
 
     /// A ConfigMap, `None` when it does not exist.
@@ -211,6 +233,66 @@ fn milli_value(q: &Quantity) -> Option<i64> {
         .map(|q| q.milli_value())
 }
 
+/// The variables Kubernetes derives from a Service (`NAME_SERVICE_HOST`, `NAME_SERVICE_PORT`,
+/// `NAME_SERVICE_PORT_<PORTNAME>`, `NAME_PORT`, `NAME_PORT_<P>_<PROTO>[_PROTO|_PORT|_ADDR]`);
+/// none for a Service without a cluster IP.
+pub fn service_env(svc: &Service) -> Vec<(String, String)> {
+    let spec = svc.spec.clone().unwrap_or_default();
+    let Some(ip) = spec.cluster_ip.filter(|ip| !ip.is_empty() && ip != "None") else {
+        return Vec::new();
+    };
+    let ports = spec.ports.unwrap_or_default();
+    let Some(first) = ports.first() else {
+        return Vec::new();
+    };
+    let name = svc
+        .metadata
+        .name
+        .as_deref()
+        .unwrap_or_default()
+        .to_uppercase()
+        .replace('-', "_");
+    let url_ip = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.clone()
+    };
+    let mut out = vec![
+        (format!("{name}_SERVICE_HOST"), ip.clone()),
+        (format!("{name}_SERVICE_PORT"), first.port.to_string()),
+    ];
+    for p in &ports {
+        if let Some(pn) = p.name.as_deref().filter(|n| !n.is_empty()) {
+            out.push((
+                format!(
+                    "{name}_SERVICE_PORT_{}",
+                    pn.to_uppercase().replace('-', "_")
+                ),
+                p.port.to_string(),
+            ));
+        }
+    }
+    let proto = |p: &k8s_openapi::api::core::v1::ServicePort| {
+        p.protocol.clone().unwrap_or_else(|| "TCP".into())
+    };
+    out.push((
+        format!("{name}_PORT"),
+        format!("{}://{url_ip}:{}", proto(first).to_lowercase(), first.port),
+    ));
+    for p in &ports {
+        let pr = proto(p);
+        let prefix = format!("{name}_PORT_{}_{}", p.port, pr.to_uppercase());
+        out.push((
+            prefix.clone(),
+            format!("{}://{url_ip}:{}", pr.to_lowercase(), p.port),
+        ));
+        out.push((format!("{prefix}_PROTO"), pr.to_lowercase()));
+        out.push((format!("{prefix}_PORT"), p.port.to_string()));
+        out.push((format!("{prefix}_ADDR"), ip.clone()));
+    }
+    out
+}
+
 /// Expands `$(NAME)` references from `vars`; `$$` escapes a `$`; unknown references stay.
 pub fn expand(s: &str, vars: &BTreeMap<String, String>) -> String {
     let mut out = String::with_capacity(s.len());
@@ -269,6 +351,12 @@ pub async fn resolve(
         }
         vars.insert(k, v);
     };
+    // The API server's Service first, so that the container's own variables win.
+    if let Some(svc) = sources.master_service().await {
+        for (k, v) in service_env(&svc) {
+            set(&mut vars, k, v);
+        }
+    }
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         if let Some(r) = &from.config_map_ref {
@@ -390,5 +478,35 @@ mod tests {
         assert!(valid_env_name("A_B.c-d"));
         assert!(!valid_env_name("1A"));
         assert!(!valid_env_name("A B"));
+    }
+
+    #[test]
+    fn the_api_servers_service_as_variables() {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kubernetes", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.0.1",
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}
+        }))
+        .unwrap();
+        let got: BTreeMap<String, String> = service_env(&svc).into_iter().collect();
+        let want: BTreeMap<String, String> = [
+            ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+            ("KUBERNETES_SERVICE_PORT", "443"),
+            ("KUBERNETES_SERVICE_PORT_HTTPS", "443"),
+            ("KUBERNETES_PORT", "tcp://10.96.0.1:443"),
+            ("KUBERNETES_PORT_443_TCP", "tcp://10.96.0.1:443"),
+            ("KUBERNETES_PORT_443_TCP_PROTO", "tcp"),
+            ("KUBERNETES_PORT_443_TCP_PORT", "443"),
+            ("KUBERNETES_PORT_443_TCP_ADDR", "10.96.0.1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(got, want);
+        let headless: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db"}, "spec": {"clusterIP": "None", "ports": [{"port": 5432}]}
+        }))
+        .unwrap();
+        assert!(service_env(&headless).is_empty());
     }
 }

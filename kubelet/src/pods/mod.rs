@@ -12,6 +12,7 @@ pub mod images;
 pub mod probes;
 pub mod sandbox;
 pub mod status;
+pub mod tokens;
 pub mod volumes;
 pub mod worker;
 
@@ -111,6 +112,8 @@ pub struct Shared {
     pub recorder: Recorder,
     /// Image pulls and their back-off.
     pub images: images::Puller,
+    /// The pods' service-account tokens.
+    pub tokens: tokens::Manager,
 }
 
 struct Handle {
@@ -203,6 +206,7 @@ pub async fn run(shared: Shared, shutdown: CancellationToken) {
             },
             Some(uid) = done_rx.recv() => {
                 workers.remove(&uid);
+                shared.tokens.forget(&uid);
                 seen.remove(&uid);
             }
             _ = relist.tick() => {

@@ -1,9 +1,17 @@
 //! Pod volumes, under `<root>/pods/<uid>/volumes/<plugin>/<name>` as Kubernetes lays them out:
 //! emptyDir (on disk, or tmpfs for `medium: Memory`), hostPath (with its type checks), and the
-//! file-projecting kinds — configMap, secret, downwardAPI and projected — written atomically
-//! (a timestamped directory behind a `..data` symlink, each file a symlink into it) so that a
-//! running container sees an update all at once. Those are rewritten on every sync, which is
-//! how a change to the source reaches the pod.
+//! file-projecting kinds — configMap, secret, downwardAPI and projected (whose sources are
+//! those three plus a service-account token from [`super::tokens`]) — written atomically as
+//! Kubernetes' `AtomicWriter` does: the files go into a fresh `..YYYY_MM_DD_HH_MM_SS.N`
+//! directory, a `..data` symlink is pointed at it with one `rename`, and every name the pod
+//! sees is a symlink through `..data`, so a reader sees either the old set of files or the
+//! new one, never a mix. Those volumes are rewritten on every volume sync (and when a token
+//! was renewed), which is how a change to the source reaches the pod.
+//!
+//! Modes: each file gets its item's `mode`, else the volume's `defaultMode`, else 0644. With
+//! a pod `fsGroup` the files are given to that group and made group-readable (0440 added,
+//! as the kubelet's volume ownership does), and a token file starts from 0600 so that only
+//! the owner and the group read it.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -12,6 +20,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, KeyToPath, Pod, Volume};
 
 use super::env::{self, ConfigError, PodFacts, Sources};
+use super::tokens;
 use super::PodConfig;
 
 /// A volume ready to be mounted into containers.
@@ -30,6 +39,7 @@ pub async fn setup(
     pod: &Pod,
     config: &PodConfig,
     sources: &mut Sources,
+    tokens: &tokens::Manager,
     facts: &PodFacts,
 ) -> Result<BTreeMap<String, Ready>, ConfigError> {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -42,7 +52,7 @@ pub async fn setup(
         .into_iter()
         .flatten()
     {
-        let ready = setup_one(pod, v, &base, config, sources, facts)
+        let ready = setup_one(pod, v, &base, config, sources, tokens, facts)
             .await
             .map_err(|e| {
                 ConfigError(format!(
@@ -65,6 +75,7 @@ async fn setup_one(
     base: &Path,
     config: &PodConfig,
     sources: &mut Sources,
+    tokens: &tokens::Manager,
     facts: &PodFacts,
 ) -> Result<Ready, ConfigError> {
     let fs_group = pod
@@ -113,6 +124,9 @@ async fn setup_one(
         });
     }
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let fs_user = fs_user(pod);
+    // Token files, given to `fs_user` once written.
+    let mut user_owned: Vec<String> = Vec::new();
     let (plugin, files, mode) = if let Some(c) = &v.config_map {
         let files = match sources.configmap(&c.name).await? {
             Some(cm) => project(
@@ -176,10 +190,21 @@ async fn setup_one(
                     facts,
                 )?);
             }
-            if src.service_account_token.is_some() {
-                return Err(ConfigError(
-                    "serviceAccountToken projections are not supported by this cluster".into(),
-                ));
+            if let Some(t) = &src.service_account_token {
+                let key = tokens::Key::for_pod(
+                    pod,
+                    t.audience.as_deref().unwrap_or(""),
+                    t.expiration_seconds,
+                );
+                let token = tokens
+                    .get(&key)
+                    .await
+                    .map_err(|e| ConfigError(e.to_string()))?;
+                // With an owner to give it to (the containers' common user, or an fsGroup,
+                // which adds group read below) the token is readable by the owner only.
+                let mode = (fs_user.is_some() || fs_group.is_some()).then_some(0o600);
+                files.insert(t.path.clone(), (token.into_bytes(), mode));
+                user_owned.push(t.path.clone());
             }
         }
         ("kubernetes.io~projected", files, p.default_mode)
@@ -192,10 +217,38 @@ async fn setup_one(
     let dir = base.join(plugin).join(&v.name);
     let mode = mode.map(|m| m as u32).unwrap_or(DEFAULT_MODE);
     write_atomic(&dir, &files, mode, fs_group)?;
+    if let Some(uid) = fs_user {
+        for path in &user_owned {
+            let file = dir.join(path);
+            std::os::unix::fs::chown(&file, Some(uid as u32), None)
+                .map_err(|e| io("chown", &file, e))?;
+        }
+    }
     Ok(Ready {
         host_path: dir,
         read_only: true,
     })
+}
+
+/// The user every container of the pod runs as, when they all run as the same one (the
+/// kubelet's `FsUserFrom`): a token file is given to that user so that a container not
+/// running as root reads a token of mode 0600.
+fn fs_user(pod: &Pod) -> Option<i64> {
+    let spec = pod.spec.as_ref()?;
+    let pod_user = spec.security_context.as_ref().and_then(|s| s.run_as_user);
+    let mut user = None;
+    for c in super::all_containers(pod) {
+        let u = c
+            .security_context
+            .as_ref()
+            .and_then(|s| s.run_as_user)
+            .or(pod_user)?;
+        if user.is_some_and(|x| x != u) {
+            return None;
+        }
+        user = Some(u);
+    }
+    user
 }
 
 /// A file to project: its bytes and its own mode (if given).
@@ -257,7 +310,9 @@ fn downward(
 }
 
 /// Writes `files` into `dir` the way Kubernetes' atomic writer does, only when they differ from
-/// what is there.
+/// what is there: the new set in a fresh timestamped directory, `..data` swapped to it with
+/// one `rename` (atomic on the same file system), the visible names as links through
+/// `..data`, then what is no longer projected and the old directory removed.
 fn write_atomic(
     dir: &Path,
     files: &Files,
@@ -277,26 +332,37 @@ fn write_atomic(
             )));
         }
     }
+    // Each file's final mode: its own, else the volume's; group-readable under an fsGroup.
+    let files: BTreeMap<&String, (&Vec<u8>, u32)> = files
+        .iter()
+        .map(|(p, (bytes, own))| {
+            let m = own.unwrap_or(mode) & 0o7777;
+            let m = if fs_group.is_some() { m | 0o440 } else { m };
+            (p, (bytes, m))
+        })
+        .collect();
     std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
     let data_link = dir.join("..data");
     if let Ok(current) = std::fs::read_link(&data_link) {
-        if same_contents(&dir.join(&current), files, mode) {
+        if same_contents(&dir.join(&current), &files) {
             return Ok(());
         }
     }
-    let stamp = format!("..{}", data_dir_stamp());
+    let stamp = data_dir_name();
     let new_dir = dir.join(&stamp);
-    std::fs::create_dir_all(&new_dir).map_err(|e| io("creating", &new_dir, e))?;
+    std::fs::create_dir(&new_dir).map_err(|e| io("creating", &new_dir, e))?;
     std::fs::set_permissions(&new_dir, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| io("chmod", &new_dir, e))?;
-    for (path, (bytes, own_mode)) in files {
+    if let Some(g) = fs_group {
+        chown_group(&new_dir, g);
+    }
+    for (path, (bytes, m)) in &files {
         let file = new_dir.join(path);
         if let Some(parent) = file.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io("creating", parent, e))?;
         }
         std::fs::write(&file, bytes).map_err(|e| io("writing", &file, e))?;
-        let m = own_mode.unwrap_or(mode);
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(m))
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*m))
             .map_err(|e| io("chmod", &file, e))?;
         if let Some(g) = fs_group {
             chown_group(&file, g);
@@ -305,7 +371,6 @@ fn write_atomic(
     let tmp_link = dir.join("..data_tmp");
     let _ = std::fs::remove_file(&tmp_link);
     symlink(&stamp, &tmp_link).map_err(|e| io("linking", &tmp_link, e))?;
-    let old = std::fs::read_link(&data_link).ok();
     std::fs::rename(&tmp_link, &data_link).map_err(|e| io("renaming", &data_link, e))?;
     // The user-visible names: each top-level entry a link through ..data.
     let top: std::collections::BTreeSet<String> = files
@@ -318,43 +383,52 @@ fn write_atomic(
             symlink(Path::new("..data").join(name), &link).map_err(|e| io("linking", &link, e))?;
         }
     }
+    // What is no longer projected, the old data directory, and any a crash left behind.
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with("..") || top.contains(&name) {
+            if name == "..data" || name == stamp || top.contains(&name) {
                 continue;
             }
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-    if let Some(old) = old {
-        if old != Path::new(&stamp) {
-            let _ = std::fs::remove_dir_all(dir.join(old));
+            let is_dir = std::fs::symlink_metadata(e.path()).is_ok_and(|m| m.is_dir());
+            if is_dir && name.starts_with("..") {
+                let _ = std::fs::remove_dir_all(e.path());
+            } else if !is_dir {
+                let _ = std::fs::remove_file(e.path());
+            }
         }
     }
     Ok(())
 }
 
-fn data_dir_stamp() -> String {
+/// A fresh data directory's name, `..` and the UTC time as Kubernetes names them
+/// (`..2026_01_02_15_04_05.` and a unique suffix; here the nanoseconds).
+fn data_dir_name() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    format!("{}_{:09}", now.as_secs(), now.subsec_nanos())
+    let ts = k8s_openapi::jiff::Timestamp::from_second(now.as_secs() as i64)
+        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+    format!(
+        "..{}.{:09}",
+        ts.strftime("%Y_%m_%d_%H_%M_%S"),
+        now.subsec_nanos()
+    )
 }
 
-fn same_contents(dir: &Path, files: &Files, mode: u32) -> bool {
+fn same_contents(dir: &Path, files: &BTreeMap<&String, (&Vec<u8>, u32)>) -> bool {
     let mut count = 0;
     let walk = walk_files(dir);
     for (rel, path) in &walk {
-        let Some((bytes, own)) = files.get(rel) else {
+        let Some((bytes, m)) = files.get(rel) else {
             return false;
         };
         count += 1;
         let Ok(meta) = std::fs::metadata(path) else {
             return false;
         };
-        if meta.permissions().mode() & 0o7777 != own.unwrap_or(mode)
-            || std::fs::read(path).ok().as_ref() != Some(bytes)
+        if meta.permissions().mode() & 0o7777 != *m
+            || std::fs::read(path).ok().as_ref() != Some(*bytes)
         {
             return false;
         }
@@ -465,8 +539,6 @@ pub fn teardown(config: &PodConfig, uid: &str) {
     }
 }
 
-/// Whether `secret` or `configmap` data would be projected unchanged (used by tests of the
-/// writer).
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,5 +612,294 @@ mod tests {
             .unwrap_err()
             .0
             .contains("is not a directory"));
+    }
+
+    fn mode_of(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn data_directories_are_named_by_the_utc_time() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("v");
+        write_atomic(&dir, &files(&[("a", "1")]), 0o644, None).unwrap();
+        let target = std::fs::read_link(dir.join("..data")).unwrap();
+        let name = target.to_str().unwrap();
+        // ..2026_01_02_15_04_05.123456789
+        let (stamp, nanos) = name.strip_prefix("..").unwrap().split_once('.').unwrap();
+        let parts: Vec<&str> = stamp.split('_').collect();
+        assert_eq!(parts.len(), 6, "{name}");
+        assert_eq!(parts[0].len(), 4, "{name}");
+        assert!(parts
+            .iter()
+            .chain([&nanos])
+            .all(|p| p.chars().all(|c| c.is_ascii_digit())));
+        // The visible name is a link through ..data, which is the only way in.
+        assert_eq!(
+            std::fs::read_link(dir.join("a")).unwrap(),
+            Path::new("..data/a")
+        );
+        assert!(std::fs::symlink_metadata(dir.join("..data_tmp")).is_err());
+        // A data directory a crash left half-written goes with the next update.
+        std::fs::create_dir(dir.join("..2001_01_01_00_00_00.1")).unwrap();
+        write_atomic(&dir, &files(&[("a", "2")]), 0o644, None).unwrap();
+        let dot: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".."))
+            .collect();
+        assert_eq!(dot.len(), 2, "{dot:?}");
+    }
+
+    #[test]
+    fn a_reader_sees_the_old_files_or_the_new_never_a_mix() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("v");
+        write_atomic(&dir, &files(&[("a", "0"), ("b", "0")]), 0o644, None).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = std::thread::spawn({
+            let dir = dir.clone();
+            let stop = stop.clone();
+            move || {
+                let mut reads = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    // One resolution of ..data, as a reader holding the directory open has.
+                    let Ok(target) = std::fs::read_link(dir.join("..data")) else {
+                        continue;
+                    };
+                    let data = dir.join(target);
+                    let (Ok(a), Ok(b)) = (
+                        std::fs::read_to_string(data.join("a")),
+                        std::fs::read_to_string(data.join("b")),
+                    ) else {
+                        // The old directory was removed after the swap: read again.
+                        continue;
+                    };
+                    assert_eq!(a, b, "a mixed update");
+                    reads += 1;
+                }
+                reads
+            }
+        });
+        for i in 1..200 {
+            let v = i.to_string();
+            write_atomic(&dir, &files(&[("a", &v), ("b", &v)]), 0o644, None).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(reader.join().unwrap() > 0);
+        assert_eq!(std::fs::read_to_string(dir.join("b")).unwrap(), "199");
+        // Only the newest data directory is left.
+        let dirs = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("..2"))
+            .count();
+        assert_eq!(dirs, 1);
+    }
+
+    #[test]
+    fn item_modes_the_default_mode_and_fs_group() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("v");
+        let mut f = files(&[("plain", "1")]);
+        f.insert("own".into(), (b"2".to_vec(), Some(0o400)));
+        f.insert("exec".into(), (b"3".to_vec(), Some(0o755)));
+        write_atomic(&dir, &f, 0o644, None).unwrap();
+        assert_eq!(mode_of(&dir.join("plain")), 0o644);
+        assert_eq!(mode_of(&dir.join("own")), 0o400);
+        assert_eq!(mode_of(&dir.join("exec")), 0o755);
+        // A changed default mode alone is an update.
+        write_atomic(&dir, &f, 0o600, None).unwrap();
+        assert_eq!(mode_of(&dir.join("plain")), 0o600);
+        // Under an fsGroup the files are group-readable (the token's 0600 becomes 0640) and
+        // belong to the group.
+        let gid = nix::unistd::getegid().as_raw();
+        let dir = d.path().join("g");
+        let mut f = files(&[("plain", "1")]);
+        f.insert("token".into(), (b"t".to_vec(), Some(0o600)));
+        f.insert("own".into(), (b"2".to_vec(), Some(0o400)));
+        write_atomic(&dir, &f, 0o644, Some(gid as i64)).unwrap();
+        assert_eq!(mode_of(&dir.join("token")), 0o640);
+        assert_eq!(mode_of(&dir.join("own")), 0o440);
+        assert_eq!(mode_of(&dir.join("plain")), 0o644);
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(dir.join("token")).unwrap().gid(), gid);
+    }
+
+    fn config(root: &Path) -> PodConfig {
+        PodConfig {
+            node_name: "node-a".into(),
+            node_ip: "192.0.2.1".into(),
+            root_dir: root.to_path_buf(),
+            pod_logs_dir: root.join("logs"),
+            cluster_dns: vec![],
+            cluster_domain: "cluster.local".into(),
+            resolv_conf: "/etc/resolv.conf".into(),
+            cgroup_root: "/".into(),
+            node_cpu_millis: 4000,
+            node_memory_bytes: 8 << 30,
+            sync_frequency: std::time::Duration::from_secs(60),
+        }
+    }
+
+    fn pod(volumes: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "shop", "uid": "u-1",
+                "labels": {"app": "web", "tier": "front"},
+                "annotations": {"team": "a"}},
+            "spec": {
+                "nodeName": "node-a",
+                "serviceAccountName": "robot",
+                "containers": [{"name": "main", "image": "x",
+                    "resources": {"limits": {"memory": "64Mi"}, "requests": {"cpu": "250m"}}}],
+                "volumes": volumes
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn downward_api_fields() {
+        let d = tempfile::tempdir().unwrap();
+        let p = pod(serde_json::json!([]));
+        let facts = PodFacts {
+            pod_ips: vec!["10.1.0.5".into()],
+            host_ip: "192.0.2.1".into(),
+        };
+        let items: Vec<DownwardAPIVolumeFile> = serde_json::from_value(serde_json::json!([
+            {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}},
+            {"path": "ns", "fieldRef": {"fieldPath": "metadata.namespace"}},
+            {"path": "uid", "fieldRef": {"fieldPath": "metadata.uid"}},
+            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+            {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}},
+            {"path": "tier", "fieldRef": {"fieldPath": "metadata.labels['tier']"}},
+            {"path": "node", "fieldRef": {"fieldPath": "spec.nodeName"}},
+            {"path": "sa", "fieldRef": {"fieldPath": "spec.serviceAccountName"}},
+            {"path": "ip", "fieldRef": {"fieldPath": "status.podIP"}},
+            {"path": "host", "fieldRef": {"fieldPath": "status.hostIP"}},
+            {"path": "mem", "resourceFieldRef": {"containerName": "main", "resource": "limits.memory", "divisor": "1Mi"}},
+            {"path": "cpu", "resourceFieldRef": {"containerName": "main", "resource": "requests.cpu", "divisor": "1m"}, "mode": 0o400}
+        ]))
+        .unwrap();
+        let out = downward(&p, &items, &config(d.path()), &facts).unwrap();
+        let text = |k: &str| String::from_utf8(out[k].0.clone()).unwrap();
+        assert_eq!(text("name"), "web");
+        assert_eq!(text("ns"), "shop");
+        assert_eq!(text("uid"), "u-1");
+        assert_eq!(text("labels"), "app=\"web\"\ntier=\"front\"");
+        assert_eq!(text("annotations"), "team=\"a\"");
+        assert_eq!(text("tier"), "front");
+        assert_eq!(text("node"), "node-a");
+        assert_eq!(text("sa"), "robot");
+        assert_eq!(text("ip"), "10.1.0.5");
+        assert_eq!(text("host"), "192.0.2.1");
+        assert_eq!(text("mem"), "64");
+        assert_eq!(text("cpu"), "250");
+        assert_eq!(out["cpu"].1, Some(0o400));
+        let bad: Vec<DownwardAPIVolumeFile> = serde_json::from_value(serde_json::json!([
+            {"path": "x", "fieldRef": {"fieldPath": "spec.nope"}}
+        ]))
+        .unwrap();
+        let e = downward(&p, &bad, &config(d.path()), &facts).unwrap_err();
+        assert_eq!(e.0, "unsupported fieldPath: spec.nope");
+    }
+
+    #[tokio::test]
+    async fn a_projected_volume_with_a_token_and_the_downward_api() {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestStatus};
+        let d = tempfile::tempdir().unwrap();
+        let seen = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let issuer: tokens::Issuer = std::sync::Arc::new({
+            let seen = seen.clone();
+            move |ns, sa, tr: TokenRequest| {
+                seen.lock().push((ns, sa, tr.clone()));
+                Box::pin(async move {
+                    let mut out = tr;
+                    out.status = Some(TokenRequestStatus {
+                        token: "header.payload.sig".into(),
+                        expiration_timestamp: skiff_client::time::now_time(),
+                    });
+                    Ok(out)
+                })
+            }
+        });
+        let tokens = tokens::Manager::with_issuer(issuer, std::time::Duration::ZERO);
+        let p = pod(
+            serde_json::json!([{"name": "all", "projected": {"defaultMode": 0o440, "sources": [
+                {"serviceAccountToken": {"audience": "vault", "path": "token"}},
+                {"downwardAPI": {"items": [
+                    {"path": "meta/name", "fieldRef": {"fieldPath": "metadata.name"}},
+                    {"path": "meta/labels", "fieldRef": {"fieldPath": "metadata.labels"}, "mode": 0o444}
+                ]}}
+            ]}}]),
+        );
+        // No configMap or secret is read: the client never connects.
+        let client =
+            skiff_client::Client::new(skiff_client::Config::new("https://127.0.0.1:1")).unwrap();
+        let mut sources = Sources::new(client, "shop");
+        let cfg = config(d.path());
+        let out = setup(&p, &cfg, &mut sources, &tokens, &PodFacts::default())
+            .await
+            .unwrap();
+        let v = &out["all"];
+        assert!(v.read_only);
+        assert!(v
+            .host_path
+            .ends_with("pods/u-1/volumes/kubernetes.io~projected/all"));
+        let read = |f: &str| std::fs::read_to_string(v.host_path.join(f)).unwrap();
+        assert_eq!(read("token"), "header.payload.sig");
+        assert_eq!(read("meta/name"), "web");
+        assert_eq!(mode_of(&v.host_path.join("token")), 0o440);
+        assert_eq!(mode_of(&v.host_path.join("meta/name")), 0o440);
+        assert_eq!(mode_of(&v.host_path.join("meta/labels")), 0o444);
+        // The token was asked for the pod's account, bound to the pod, for the audience and
+        // the default hour.
+        let (ns, sa, tr) = seen.lock()[0].clone();
+        assert_eq!((ns.as_str(), sa.as_str()), ("shop", "robot"));
+        assert_eq!(tr.spec.audiences, vec!["vault".to_string()]);
+        assert_eq!(tr.spec.expiration_seconds, Some(3600));
+        let b = tr.spec.bound_object_ref.unwrap();
+        assert_eq!(
+            (b.name.as_deref(), b.uid.as_deref()),
+            (Some("web"), Some("u-1"))
+        );
+        // A refused token fails the mount, naming why.
+        let refuse: tokens::Issuer = std::sync::Arc::new(|_, _, _| {
+            Box::pin(async { Err("serviceaccounts \"robot\" not found".to_string()) })
+        });
+        let tokens = tokens::Manager::with_issuer(refuse, std::time::Duration::ZERO);
+        let e = setup(&p, &cfg, &mut sources, &tokens, &PodFacts::default())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.0,
+            "MountVolume.SetUp failed for volume \"all\" : failed to fetch token: serviceaccounts \"robot\" not found"
+        );
+    }
+
+    #[test]
+    fn the_containers_common_user_owns_the_token() {
+        let with = |pod_user: Option<i64>, users: &[Option<i64>]| {
+            let containers: Vec<serde_json::Value> = users
+                .iter()
+                .enumerate()
+                .map(|(i, u)| match u {
+                    Some(u) => serde_json::json!({"name": format!("c{i}"), "securityContext": {"runAsUser": u}}),
+                    None => serde_json::json!({"name": format!("c{i}")}),
+                })
+                .collect();
+            let mut spec = serde_json::json!({"containers": containers});
+            if let Some(u) = pod_user {
+                spec["securityContext"] = serde_json::json!({"runAsUser": u});
+            }
+            let p: Pod = serde_json::from_value(serde_json::json!({"spec": spec})).unwrap();
+            fs_user(&p)
+        };
+        assert_eq!(with(None, &[Some(1000), Some(1000)]), Some(1000));
+        assert_eq!(with(Some(1000), &[None, Some(1000)]), Some(1000));
+        assert_eq!(with(None, &[Some(1000), Some(2000)]), None);
+        assert_eq!(with(None, &[Some(1000), None]), None);
+        assert_eq!(with(Some(7), &[None]), Some(7));
     }
 }

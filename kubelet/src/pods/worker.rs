@@ -88,6 +88,10 @@ pub struct Worker {
     probe_stop: CancellationToken,
     volumes: BTreeMap<String, Ready>,
     volumes_synced: Option<Instant>,
+    /// Woken when one of the pod's service-account tokens was renewed.
+    token_renewals: Arc<Notify>,
+    /// The volumes are to be written again at the next sync (a token was renewed).
+    volumes_due: bool,
     start_time: Option<Time>,
     reason: Option<(String, String)>,
     written: Option<Value>,
@@ -121,6 +125,7 @@ impl Worker {
             _ => State::Running,
         };
         let start_time = pod.status.as_ref().and_then(|s| s.start_time.clone());
+        let token_renewals = shared.tokens.renewals(&uid);
         Worker {
             shared,
             updates,
@@ -137,6 +142,8 @@ impl Worker {
             probe_stop: CancellationToken::new(),
             volumes: BTreeMap::new(),
             volumes_synced: None,
+            token_renewals,
+            volumes_due: false,
             start_time,
             reason: None,
             written: None,
@@ -155,6 +162,7 @@ impl Worker {
                 Step::At(at) => at,
             };
             let gone = self.gone.clone();
+            let renewals = self.token_renewals.clone();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = self.updates.changed() => {
@@ -164,6 +172,7 @@ impl Worker {
                     self.pod = self.updates.borrow_and_update().clone();
                 }
                 _ = self.poke.notified() => {}
+                _ = renewals.notified() => self.volumes_due = true,
                 _ = gone.cancelled(), if !self.gone_seen => self.gone_seen = true,
                 _ = tokio::time::sleep_until(at) => {}
             }
@@ -354,15 +363,24 @@ impl Worker {
         let ns = self.pod.metadata.namespace.clone().unwrap_or_default();
         let mut sources = Sources::new(self.shared.client.clone(), &ns);
         // Volumes: made before the sandbox, refreshed every sync period.
-        let refresh = self
-            .volumes_synced
-            .is_none_or(|t| now.duration_since(t) >= self.shared.config.sync_frequency);
+        let refresh = self.volumes_due
+            || self
+                .volumes_synced
+                .is_none_or(|t| now.duration_since(t) >= self.shared.config.sync_frequency);
         if refresh {
-            match volumes::setup(&self.pod, &self.shared.config, &mut sources, &self.facts()).await
+            match volumes::setup(
+                &self.pod,
+                &self.shared.config,
+                &mut sources,
+                &self.shared.tokens,
+                &self.facts(),
+            )
+            .await
             {
                 Ok(v) => {
                     self.volumes = v;
                     self.volumes_synced = Some(now);
+                    self.volumes_due = false;
                 }
                 Err(e) => {
                     if self.volumes_synced.is_none() {
