@@ -472,6 +472,18 @@ pub fn cluster_roles() -> Vec<BootstrapRole> {
             "system:public-info-viewer",
             vec![Rule::urls(&["get"], &health)],
         ),
+        role(
+            "system:service-account-issuer-discovery",
+            vec![Rule::urls(
+                &["get"],
+                &[
+                    "/.well-known/openid-configuration",
+                    "/.well-known/openid-configuration/",
+                    "/openid/v1/jwks",
+                    "/openid/v1/jwks/",
+                ],
+            )],
+        ),
         role("system:kube-scheduler", scheduler_rules()),
         role("system:kube-controller-manager", controller_manager_rules()),
         role(
@@ -559,6 +571,10 @@ pub fn cluster_role_bindings() -> Vec<BootstrapBinding> {
                 ("Group", "system:authenticated", ""),
                 ("Group", "system:unauthenticated", ""),
             ],
+        ),
+        binding(
+            "system:service-account-issuer-discovery",
+            vec![("Group", "system:serviceaccounts", "")],
         ),
         binding(
             "system:kube-scheduler",
