@@ -6,6 +6,8 @@
 
 pub mod clock;
 pub mod cronjob;
+pub mod csr_approval;
+pub mod csr_signing;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpointslice;
@@ -47,6 +49,8 @@ pub const CONTROLLERS: &[&str] = &[
     "nodelifecycle",
     "serviceaccount",
     "servicelb",
+    "csrapproving",
+    "csrsigning",
 ];
 
 /// What the controllers are configured with (kube-controller-manager's flags).
@@ -74,6 +78,9 @@ pub struct Config {
     pub node_lifecycle: nodelifecycle::Config,
     /// The built-in service load balancer.
     pub service_lb: servicelb::Config,
+    /// The cluster CA that signs approved CSRs (`--cluster-signing-cert-file`,
+    /// `--cluster-signing-key-file`); without it nothing is signed.
+    pub csr_signer: Option<csr_signing::Signer>,
 }
 
 impl Default for Config {
@@ -93,6 +100,7 @@ impl Default for Config {
                 period: Duration::from_secs(5),
             },
             service_lb: servicelb::Config::default(),
+            csr_signer: None,
         }
     }
 }
@@ -228,6 +236,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     if ctx.config.enabled("servicelb") {
         let c = ctx.config.service_lb.clone();
         tasks.spawn(servicelb::run(ctx.clone(), c, shutdown.clone()));
+    }
+    if ctx.config.enabled("csrapproving") {
+        tasks.spawn(csr_approval::run(ctx.clone(), shutdown.clone()));
+    }
+    if let (true, Some(s)) = (
+        ctx.config.enabled("csrsigning"),
+        ctx.config.csr_signer.clone(),
+    ) {
+        tasks.spawn(csr_signing::run(ctx.clone(), s, shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
 }
