@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use serde_json::{json, Value};
 use skiff_client::{Api, Patch, PatchParams};
 use skiff_rules::{Backoff, Kubeconfig};
@@ -58,9 +58,9 @@ impl AddonArgs {
 }
 
 /// skiff-dns as the cluster runs it: a Deployment on the host network, under the
-/// ServiceAccount `kube-system/skiff-dns` (bound to the ClusterRole `system:skiff-dns`: list and
-/// watch Services, EndpointSlices and Namespaces, as CoreDNS's `system:coredns`), reaching the
-/// API server with its projected token through the in-cluster configuration, behind the
+/// ServiceAccount `kube-system/skiff-dns` (which the API server's bootstrap policy binds to the
+/// ClusterRole `system:skiff-dns`, as CoreDNS's `system:coredns`), reaching the API server
+/// with its projected token through the in-cluster configuration, behind the
 /// `kube-system/kube-dns` Service at `cluster_ip`, the address the kubelets hand to pods.
 /// On the host network it reaches the API server at `server` itself (its
 /// `KUBERNETES_SERVICE_HOST` and `_PORT` set to it, as host-network system pods commonly are)
@@ -70,22 +70,6 @@ pub fn cluster_dns(image: &str, cluster_ip: &str, server: &str) -> Vec<Value> {
     vec![
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
                "metadata": {"name": "skiff-dns", "namespace": "kube-system"}}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": "system:skiff-dns",
-                     "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
-        "rules": [
-            {"apiGroups": [""], "resources": ["services", "namespaces"],
-             "verbs": ["list", "watch"]},
-            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
-             "verbs": ["list", "watch"]},
-        ]}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-               "metadata": {"name": "system:skiff-dns",
-                            "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                           "name": "system:skiff-dns"},
-               "subjects": [{"kind": "ServiceAccount", "name": "skiff-dns",
-                             "namespace": "kube-system"}]}),
         json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "skiff-dns", "namespace": "kube-system",
                      "labels": {"k8s-app": "kube-dns"}},
@@ -133,21 +117,12 @@ fn host_port(server: &str) -> (String, String) {
     }
 }
 
-fn binding(kind: &str, name: &str, ns: Option<&str>, role: (&str, &str), subjects: Value) -> Value {
-    let mut metadata = json!({"name": name});
-    if let Some(ns) = ns {
-        metadata["namespace"] = json!(ns);
-    }
-    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": metadata,
-           "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role.0, "name": role.1},
-           "subjects": subjects})
-}
-
-/// What lets machines join, as kubeadm sets it up: anyone (and bootstrap tokens) may read
-/// `kube-public/cluster-info`; bootstrap tokens may create CertificateSigningRequests
-/// (`system:node-bootstrapper`) and have node client ones approved (`nodeclient`); nodes may
-/// have their renewals approved (`selfnodeclient`); the proxy's certificate user
-/// `system:kube-proxy` has `system:node-proxier`.
+/// What lets machines find the cluster, as kubeadm sets it up: anyone (`system:anonymous`,
+/// before a joining machine trusts the server enough to send its token) and bootstrap tokens
+/// may read `kube-public/cluster-info`. The rest of joining is the API server's bootstrap
+/// policy: `system:bootstrappers` may create CSRs (`system:node-bootstrapper`) and have node
+/// client ones approved (`...:nodeclient`), `system:nodes` their renewals
+/// (`...:selfnodeclient`), and the user `system:kube-proxy` is a `system:node-proxier`.
 pub fn join_rbac() -> Vec<Value> {
     let group =
         |g: &str| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": g});
@@ -159,47 +134,12 @@ pub fn join_rbac() -> Vec<Value> {
                             "namespace": "kube-public"},
                "rules": [{"apiGroups": [""], "resources": ["configmaps"],
                           "resourceNames": ["cluster-info"], "verbs": ["get"]}]}),
-        binding(
-            "RoleBinding",
-            "skiff:bootstrap-signer-clusterinfo",
-            Some("kube-public"),
-            ("Role", "skiff:bootstrap-signer-clusterinfo"),
-            json!([user("system:anonymous"), group("system:bootstrappers")]),
-        ),
-        binding(
-            "ClusterRoleBinding",
-            "skiff:kubelet-bootstrap",
-            None,
-            ("ClusterRole", "system:node-bootstrapper"),
-            json!([group("system:bootstrappers")]),
-        ),
-        binding(
-            "ClusterRoleBinding",
-            "skiff:node-autoapprove-bootstrap",
-            None,
-            (
-                "ClusterRole",
-                "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
-            ),
-            json!([group("system:bootstrappers")]),
-        ),
-        binding(
-            "ClusterRoleBinding",
-            "skiff:node-autoapprove-certificate-rotation",
-            None,
-            (
-                "ClusterRole",
-                "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
-            ),
-            json!([group("system:nodes")]),
-        ),
-        binding(
-            "ClusterRoleBinding",
-            "skiff:node-proxier",
-            None,
-            ("ClusterRole", "system:node-proxier"),
-            json!([user("system:kube-proxy")]),
-        ),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "skiff:bootstrap-signer-clusterinfo",
+                            "namespace": "kube-public"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                           "name": "skiff:bootstrap-signer-clusterinfo"},
+               "subjects": [user("system:anonymous"), group("system:bootstrappers")]}),
     ]
 }
 
@@ -283,16 +223,6 @@ async fn apply_one(client: &skiff_client::Client, obj: &Value) -> Result<()> {
                 .patch(name, &pp, &patch)
                 .await?,
         ),
-        "ClusterRole" => drop(
-            Api::<ClusterRole>::cluster(client)
-                .patch(name, &pp, &patch)
-                .await?,
-        ),
-        "ClusterRoleBinding" => drop(
-            Api::<ClusterRoleBinding>::cluster(client)
-                .patch(name, &pp, &patch)
-                .await?,
-        ),
         other => anyhow::bail!("no add-on of kind {other:?}"),
     }
     Ok(())
@@ -337,5 +267,8 @@ mod tests {
         assert_eq!(spec["containers"][0]["env"][0]["value"], "10.0.0.1");
         assert!(spec.get("volumes").is_none(), "no kubeconfig Secret");
         assert!(objects.iter().all(|o| o["kind"] != "Secret"));
+        let rbac = join_rbac();
+        assert_eq!(rbac[1]["metadata"]["namespace"], "kube-public");
+        assert_eq!(rbac[1]["subjects"][0]["name"], "system:anonymous");
     }
 }
