@@ -146,7 +146,11 @@ async fn main() -> anyhow::Result<()> {
                     .unwrap_or_else(|| args.root_dir.join("pki")),
                 node_name: name.clone(),
             };
-            let id = b.identity(&shutdown).await?;
+            let id = match b.identity(&shutdown).await {
+                // SIGTERM while waiting for a certificate: nothing was started.
+                Err(skiff_kubelet::bootstrap::BootstrapError::Stopped) => return Ok(()),
+                r => r?,
+            };
             (id.config, id.managed, Some(b))
         }
         None => (skiff_client::Config::infer()?, None, None),
