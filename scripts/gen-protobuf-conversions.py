@@ -19,6 +19,12 @@ ROOTS = [
     "api/apps/v1/ReplicaSet", "api/apps/v1/DaemonSet", "api/batch/v1/Job", "api/batch/v1/CronJob",
     "api/coordination/v1/Lease", "api/discovery/v1/EndpointSlice", "api/scheduling/v1/PriorityClass",
     "api/policy/v1/Eviction", "api/autoscaling/v1/Scale", "apimachinery/pkg/apis/meta/v1/DeleteOptions",
+    "api/rbac/v1/Role", "api/rbac/v1/ClusterRole", "api/rbac/v1/RoleBinding",
+    "api/rbac/v1/ClusterRoleBinding", "api/authorization/v1/SelfSubjectAccessReview",
+    "api/authorization/v1/SubjectAccessReview", "api/authorization/v1/LocalSubjectAccessReview",
+    "api/authorization/v1/SelfSubjectRulesReview", "api/authentication/v1/SelfSubjectReview",
+    "api/authentication/v1/TokenReview",
+    "api/certificates/v1/CertificateSigningRequest",
 ]
 # Hand-written in protobuf/mod.rs: their wire and JSON forms differ.
 SPECIAL = {

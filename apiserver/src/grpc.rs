@@ -236,7 +236,8 @@ impl Door {
             .cloned()
             .flatten();
         let headers = req.metadata().clone().into_headers();
-        self.state.authn.authenticate(cert.as_ref(), &headers)
+        let user = self.state.authn.authenticate(cert.as_ref(), &headers)?;
+        crate::auth::impersonation::impersonate(&headers, user, &*self.state.authz)
     }
 
     /// Resolves and authorizes a resource request.
@@ -248,6 +249,24 @@ impl Door {
         subresource: &str,
         name: &str,
     ) -> Result<Target, Error> {
+        self.target_selecting(req, r, verb, subresource, name, "")
+    }
+
+    /// Resolves and authorizes a list or watch, whose field selector the authorizer sees (and
+    /// whose `metadata.name` requirement, absent a name, names the object read).
+    fn target_selecting<T>(
+        &self,
+        req: &Request<T>,
+        r: Option<&pb::ResourceRef>,
+        verb: &str,
+        subresource: &str,
+        name: &str,
+        field_selector: &str,
+    ) -> Result<Target, Error> {
+        let name = match name {
+            "" => crate::auth::field_requirement(field_selector, "metadata.name").unwrap_or(""),
+            n => n,
+        };
         let user = self.user(req)?;
         let r = r.ok_or_else(|| Error::bad_request("resource: Required value"))?;
         let resource = self
@@ -265,6 +284,11 @@ impl Door {
                     }
                 ))
             })?;
+        if resource.create_only.is_some() && (verb != "create" || !subresource.is_empty()) {
+            return Err(Error::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
+        }
         let served = resource
             .subresource(subresource)
             .is_some_and(|s| !s.connect());
@@ -288,6 +312,7 @@ impl Door {
             namespace: namespace.as_deref().unwrap_or(""),
             name,
             path: "",
+            field_selector,
         };
         match self.state.authz.authorize(&attrs) {
             Decision::Allow => {}
@@ -438,7 +463,14 @@ impl Resources for Door {
     ) -> Result<Response<pb::ListResponse>, Status> {
         let resource = resource_of(&req.get_ref().resource);
         self.call("list", resource, async {
-            let t = self.target(&req, req.get_ref().resource.as_ref(), "list", "", "")?;
+            let t = self.target_selecting(
+                &req,
+                req.get_ref().resource.as_ref(),
+                "list",
+                "",
+                "",
+                &req.get_ref().field_selector,
+            )?;
             let q = req.get_ref();
             if q.limit < 0 {
                 return Err(Error::bad_request(format!(
@@ -481,7 +513,14 @@ impl Resources for Door {
         let resource = resource_of(&req.get_ref().resource);
         self.call("watch", resource, async {
             let q = req.get_ref();
-            let t = self.target(&req, q.resource.as_ref(), "watch", "", &q.name)?;
+            let t = self.target_selecting(
+                &req,
+                q.resource.as_ref(),
+                "watch",
+                "",
+                &q.name,
+                &q.field_selector,
+            )?;
             let mut fields = q.field_selector.clone();
             if !q.name.is_empty() {
                 if !fields.is_empty() {
@@ -543,6 +582,19 @@ impl Resources for Door {
             let obj = decode_object(inner.object.clone())?;
             if inner.subresource.is_empty() {
                 let mut t = self.target(&req, inner.resource.as_ref(), "create", "", "")?;
+                if let Some(handler) = t.resource.create_only.as_ref() {
+                    let cx = crate::registry::review::Context {
+                        user: &t.user,
+                        authz: &*self.state.authz,
+                        authn: &self.state.authn,
+                    };
+                    let answer = handler.create(&cx, t.ns(), obj)?;
+                    return Ok(pb::WriteResponse {
+                        object: Some(value_envelope(&t.resource, &answer)),
+                        warnings: Vec::new(),
+                        created: true,
+                    });
+                }
                 Self::write_namespace(&mut t, &obj)?;
                 let opts = write_opts(inner.options.clone(), false, &t.user)?;
                 let w = self
@@ -750,8 +802,25 @@ impl Server for Door {
         req: Request<pb::VersionRequest>,
     ) -> Result<Response<pb::VersionInfo>, Status> {
         self.call("get", "", async {
-            // Like REST's /version, this answers anonymous callers too.
-            let _ = self.user(&req);
+            // Authorized as REST's GET /version (which anonymous callers may read).
+            let user = self.user(&req)?;
+            let attrs = Attributes {
+                user: &user,
+                verb: "get",
+                resource_request: false,
+                api_group: "",
+                resource: "",
+                subresource: "",
+                namespace: "",
+                name: "",
+                path: "/version",
+                field_selector: "",
+            };
+            if let Decision::Deny(why) | Decision::NoOpinion(why) =
+                self.state.authz.authorize(&attrs)
+            {
+                return Err(crate::auth::forbidden(&attrs, &why));
+            }
             let v = crate::version::version();
             let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
             Ok(pb::VersionInfo {

@@ -18,11 +18,13 @@ pub mod error;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
+pub mod node_auth;
 pub mod node_proxy;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod query;
+pub mod rbac;
 pub mod registry;
 pub mod request;
 pub mod rest;
@@ -77,6 +79,13 @@ pub struct Config {
     /// the DefaultTolerationSeconds plugin's `--default-not-ready-toleration-seconds`,
     /// `--default-unreachable-toleration-seconds`).
     pub admission: admission::Config,
+    /// Whether requests without credentials are served as `system:anonymous`
+    /// (`--anonymous-auth`).
+    pub anonymous_auth: bool,
+    /// The authorizers, in order (`--authorization-mode`).
+    pub authorization_modes: Vec<rbac::Mode>,
+    /// Whether bootstrap tokens authenticate (`--enable-bootstrap-token-auth`).
+    pub enable_bootstrap_token_auth: bool,
 }
 
 impl Config {
@@ -97,6 +106,9 @@ impl Config {
             compaction_interval: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
             admission: admission::Config::default(),
+            anonymous_auth: true,
+            authorization_modes: vec![rbac::Mode::Node, rbac::Mode::Rbac],
+            enable_bootstrap_token_auth: true,
         }
     }
 }
@@ -157,7 +169,9 @@ impl Running {
 
 /// Starts the server; it runs until `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
-    let chain = admission::Chain::new(&config.admission)?;
+    let rbac = rbac::Rbac::new();
+    let escalation = rbac::escalation::Escalation::new(rbac.clone());
+    let chain = admission::Chain::new(&config.admission)?.with_internal(escalation.clone());
     let metrics = Arc::new(metrics::Metrics::new());
     let connect_host = match config.advertise_address {
         Some(a) => a,
@@ -196,7 +210,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let server_url = format!("https://{advertise}");
     let pki = certs::Pki::load_or_create(&config.data_dir, &sans, &server_url)?;
     let tls = server::tls_config(&pki).map_err(|e| StartError::Tls(e.to_string()))?;
-    let mut authn = auth::Authenticator::new();
+    let mut authn = auth::Authenticator::new().anonymous(config.anonymous_auth);
     if let Some(path) = &config.token_auth_file {
         authn = authn.with_tokens(Arc::new(auth::tokenfile::TokenFile::load(path)?));
     }
@@ -240,11 +254,32 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         let (_, cache) = store.serve(info);
         tokio::spawn(cache.run(store.etcd.clone(), shutdown.clone()));
     }
+    for info in registry::review::served() {
+        store.serve_unstored(info);
+    }
     let kubelets = node_proxy::Kubelets::new(&pki).map_err(|e| StartError::Tls(e.to_string()))?;
+    if config.enable_bootstrap_token_auth {
+        let secrets = store.find("", "v1", "secrets").expect("secrets are served");
+        let source = node_auth::bootstrap::CachedSecrets::new(
+            store.cache(&secrets),
+            secrets.prefix(store.etcd.prefix()),
+        );
+        authn = authn.with_tokens(Arc::new(node_auth::BootstrapTokens::new(Arc::new(source))));
+    }
+    rbac.attach(&store);
+    // The Node authorizer goes in the slot `Mode::Node` names (None: none yet).
+    let node_authorizer = node_authorizer(&store);
+    let authz: Arc<dyn auth::Authorizer> = Arc::new(rbac::authorizers(
+        &config.authorization_modes,
+        &rbac,
+        node_authorizer,
+    ));
+    escalation.set_authorizer(authz.clone());
+    store.admission().set_authorizer(authz.clone());
     let state = Arc::new(state::State {
         store,
         authn,
-        authz: Box::new(auth::AllowAll),
+        authz,
         metrics,
         shutdown: shutdown.clone(),
         advertise,
@@ -262,6 +297,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     )
     .await
     .map_err(StartError::Bootstrap)?;
+    rbac::bootstrap::reconcile(&state.store)
+        .await
+        .map_err(StartError::Bootstrap)?;
     tokio::spawn(server::compaction_loop(
         state.clone(),
         config.compaction_interval,
@@ -290,4 +328,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         admin_kubeconfig: pki.admin_kubeconfig.clone(),
         task,
     })
+}
+
+/// Kubernetes' Node authorizer over the pods (and claims) the watch caches hold.
+fn node_authorizer(store: &store::GenericStore) -> Option<Box<dyn auth::Authorizer>> {
+    let pods = store.find("", "v1", "pods")?;
+    let node_field = pods.selectable.iter().position(|f| f == "spec.nodeName")?;
+    let claims = store
+        .find("", "v1", "persistentvolumeclaims")
+        .map(|c| (store.cache(&c), c.prefix(store.etcd.prefix())));
+    let index = node_auth::authorizer::CachedPods::new(
+        store.cache(&pods),
+        pods.prefix(store.etcd.prefix()),
+        node_field,
+        claims,
+    );
+    Some(Box::new(node_auth::NodeAuthorizer::new(Arc::new(index))))
 }

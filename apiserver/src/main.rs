@@ -75,6 +75,17 @@ struct Args {
     /// to every pod that has none.
     #[arg(long, default_value_t = 300)]
     default_unreachable_toleration_seconds: i64,
+    /// Serve requests without credentials as user system:anonymous in group
+    /// system:unauthenticated (authorized like any other user); false answers them 401.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    anonymous_auth: bool,
+    /// Ordered list of authorizers, comma-separated: Node, RBAC, AlwaysAllow.
+    #[arg(long, value_delimiter = ',', default_value = "Node,RBAC", value_parser = parse_mode)]
+    authorization_mode: Vec<skiff_apiserver::rbac::Mode>,
+    /// Whether bootstrap tokens (Secrets of type bootstrap.kubernetes.io/token in
+    /// kube-system) authenticate, as system:bootstrap:ID in system:bootstrappers.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    enable_bootstrap_token_auth: bool,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: String,
@@ -86,6 +97,10 @@ struct Args {
 /// A Go duration (`5m`, `1m30s`, `500ms`), as Kubernetes' flags take them.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     skiff_rules::duration::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_mode(s: &str) -> Result<skiff_apiserver::rbac::Mode, String> {
+    skiff_apiserver::rbac::Mode::parse(s)
 }
 
 fn parse_ports(s: &str) -> Result<(u16, u16), String> {
@@ -178,6 +193,8 @@ async fn main() -> anyhow::Result<()> {
     config.watch_cache_size = args.watch_cache_size;
     config.compaction_interval = args.etcd_compaction_interval;
     config.shutdown_grace = args.shutdown_delay;
+    config.anonymous_auth = args.anonymous_auth;
+    config.authorization_modes = args.authorization_mode;
     config.admission = skiff_apiserver::admission::Config {
         enable: args.enable_admission_plugins,
         disable: args.disable_admission_plugins,
@@ -186,6 +203,7 @@ async fn main() -> anyhow::Result<()> {
             unreachable_seconds: args.default_unreachable_toleration_seconds,
         },
     };
+    config.enable_bootstrap_token_auth = args.enable_bootstrap_token_auth;
 
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();

@@ -16,7 +16,7 @@ pub struct State {
     /// Authentication.
     pub authn: Authenticator,
     /// Authorization.
-    pub authz: Box<dyn Authorizer>,
+    pub authz: Arc<dyn Authorizer>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server shuts down (ends watches).

@@ -244,8 +244,8 @@ async fn admission_flags_that_cannot_run_are_refused_at_start() {
             "disable-admission-plugins plugin \"Bogus\" is unknown",
         ),
         (
-            "--enable-admission-plugins=NodeRestriction",
-            "enable-admission-plugins plugin \"NodeRestriction\" is not implemented",
+            "--enable-admission-plugins=PodSecurity",
+            "enable-admission-plugins plugin \"PodSecurity\" is not implemented",
         ),
     ] {
         let err = match ApiServer::start_with(&etcd, &[flag]).await {

@@ -6,12 +6,15 @@
 //! Plugins are switched as kube-apiserver's are: `--enable-admission-plugins` adds to the
 //! default set, `--disable-admission-plugins` removes from it.
 
+mod certificate_signing;
 mod default_toleration_seconds;
 mod namespace_lifecycle;
+mod node_restriction;
 mod priority;
 
 use serde_json::Value;
 
+pub use certificate_signing::AuthorizerCell;
 pub use default_toleration_seconds::DefaultTolerations;
 
 use crate::auth::UserInfo;
@@ -162,7 +165,7 @@ pub struct Config {
 pub struct ConfigError(Vec<String>);
 
 /// The plugins Skiff has, by name, and whether kube-apiserver runs each by default.
-fn implemented(cfg: &Config) -> Vec<(Box<dyn Plugin>, bool)> {
+fn implemented(cfg: &Config, authz: &AuthorizerCell) -> Vec<(Box<dyn Plugin>, bool)> {
     vec![
         (
             Box::new(namespace_lifecycle::NamespaceLifecycle::default()) as Box<dyn Plugin>,
@@ -175,12 +178,21 @@ fn implemented(cfg: &Config) -> Vec<(Box<dyn Plugin>, bool)> {
             )),
             true,
         ),
+        (Box::new(node_restriction::NodeRestriction), true),
+        (
+            Box::new(certificate_signing::CertificateApproval(authz.clone())),
+            true,
+        ),
+        (
+            Box::new(certificate_signing::CertificateSigning(authz.clone())),
+            true,
+        ),
     ]
 }
 
 /// The names of the plugins Skiff implements, in order.
 fn implemented_names() -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = implemented(&Config::default())
+    let mut names: Vec<&'static str> = implemented(&Config::default(), &AuthorizerCell::default())
         .iter()
         .map(|(p, _)| p.name())
         .collect();
@@ -191,6 +203,10 @@ fn implemented_names() -> Vec<&'static str> {
 /// The plugins a request goes through, in order.
 pub struct Chain {
     plugins: Vec<Box<dyn Plugin>>,
+    /// Steps no flag switches off, run after the plugins (RBAC's escalation check, which
+    /// Kubernetes builds into the RBAC types' storage).
+    internal: Vec<std::sync::Arc<dyn Plugin>>,
+    authz: AuthorizerCell,
 }
 
 impl Chain {
@@ -232,7 +248,8 @@ impl Chain {
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
-        let mut plugins: Vec<Box<dyn Plugin>> = implemented(cfg)
+        let authz = AuthorizerCell::default();
+        let mut plugins: Vec<Box<dyn Plugin>> = implemented(cfg, &authz)
             .into_iter()
             .filter(|(p, on_by_default)| {
                 let name = p.name().to_string();
@@ -241,7 +258,23 @@ impl Chain {
             .map(|(p, _)| p)
             .collect();
         plugins.sort_by_key(|p| KUBERNETES_ORDER.iter().position(|k| *k == p.name()));
-        Ok(Chain { plugins })
+        Ok(Chain {
+            plugins,
+            internal: Vec::new(),
+            authz,
+        })
+    }
+
+    /// The chain with one more step that always runs, whatever the flags.
+    pub fn with_internal(mut self, step: std::sync::Arc<dyn Plugin>) -> Self {
+        self.internal.push(step);
+        self
+    }
+
+    /// Gives the plugins that ask who may do what (CertificateApproval, CertificateSigning)
+    /// the server's authorizer, once it exists.
+    pub fn set_authorizer(&self, authz: std::sync::Arc<dyn crate::auth::Authorizer>) {
+        let _ = self.authz.set(authz);
     }
 
     /// The names of the plugins that run, in order.
@@ -259,6 +292,9 @@ impl Chain {
         for p in &self.plugins {
             p.admit(a, obj.as_deref_mut(), objs).await?;
         }
+        for p in &self.internal {
+            p.admit(a, obj.as_deref_mut(), objs).await?;
+        }
         Ok(())
     }
 
@@ -270,6 +306,9 @@ impl Chain {
         objs: &dyn Objects,
     ) -> Result<()> {
         for p in &self.plugins {
+            p.validate(a, obj, objs).await?;
+        }
+        for p in &self.internal {
             p.validate(a, obj, objs).await?;
         }
         Ok(())
@@ -394,7 +433,14 @@ mod tests {
         let c = Chain::new(&Config::default()).unwrap();
         assert_eq!(
             c.names(),
-            vec!["NamespaceLifecycle", "Priority", "DefaultTolerationSeconds"]
+            vec![
+                "NamespaceLifecycle",
+                "NodeRestriction",
+                "Priority",
+                "DefaultTolerationSeconds",
+                "CertificateApproval",
+                "CertificateSigning"
+            ]
         );
     }
 
@@ -406,7 +452,13 @@ mod tests {
         };
         assert_eq!(
             Chain::new(&cfg).unwrap().names(),
-            vec!["NamespaceLifecycle", "DefaultTolerationSeconds"]
+            vec![
+                "NamespaceLifecycle",
+                "NodeRestriction",
+                "DefaultTolerationSeconds",
+                "CertificateApproval",
+                "CertificateSigning"
+            ]
         );
         let bad = Config {
             enable: vec!["Bogus".into()],
@@ -423,7 +475,7 @@ mod tests {
             "{e}"
         );
         let missing = Config {
-            enable: vec!["NodeRestriction".into()],
+            enable: vec!["PodSecurity".into()],
             ..Default::default()
         };
         let e = Chain::new(&missing).err().unwrap().to_string();

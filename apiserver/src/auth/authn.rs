@@ -21,6 +21,7 @@ pub trait TokenAuthenticator: Send + Sync {
 #[derive(Default, Clone)]
 pub struct Authenticator {
     tokens: Vec<Arc<dyn TokenAuthenticator>>,
+    anonymous: bool,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -51,6 +52,13 @@ impl Authenticator {
     /// An authenticator that knows only client certificates.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether a request with no credentials at all is `system:anonymous` in
+    /// `system:unauthenticated` (`--anonymous-auth`) rather than a 401.
+    pub fn anonymous(mut self, allowed: bool) -> Self {
+        self.anonymous = allowed;
+        self
     }
 
     /// Adds a kind of bearer token (asked after those added before).
@@ -84,10 +92,21 @@ impl Authenticator {
                 .authenticate_token(token?, None)
                 .ok_or_else(Error::unauthorized);
         }
-        let mut user = cert_user.cloned().ok_or_else(Error::unauthorized)?;
-        authenticated(&mut user);
-        Ok(user)
+        match cert_user {
+            Some(u) => {
+                let mut user = u.clone();
+                authenticated(&mut user);
+                Ok(user)
+            }
+            None if self.anonymous => Ok(anonymous()),
+            None => Err(Error::unauthorized()),
+        }
     }
+}
+
+/// The user of a request without credentials.
+pub fn anonymous() -> UserInfo {
+    user("system:anonymous", &["system:unauthenticated"])
 }
 
 fn authenticated(user: &mut UserInfo) {
@@ -153,5 +172,11 @@ mod tests {
             a.authenticate(None, &HeaderMap::new()).unwrap_err().code(),
             401
         );
+        let a = a.anonymous(true);
+        assert_eq!(
+            a.authenticate(None, &HeaderMap::new()).unwrap(),
+            anonymous()
+        );
+        assert_eq!(a.authenticate(None, &h).unwrap_err().code(), 401);
     }
 }

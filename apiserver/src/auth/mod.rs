@@ -5,6 +5,7 @@
 //! and then put to the configured [`Authorizer`] with its [`Attributes`].
 
 pub mod authn;
+pub mod impersonation;
 pub mod tokenfile;
 
 use std::collections::BTreeMap;
@@ -84,6 +85,21 @@ pub struct Attributes<'a> {
     pub name: &'a str,
     /// The request path.
     pub path: &'a str,
+    /// The field selector of a list or watch, as sent (`spec.nodeName=n1`), or "".
+    pub field_selector: &'a str,
+}
+
+/// The value an exact requirement `field=value` (or `field==value`) of a field selector pins,
+/// if it has one: what authorizers read a list's scope from (a kubelet lists its pods with
+/// `spec.nodeName=NODE`, watches one Secret with `metadata.name=NAME`).
+pub fn field_requirement<'s>(selector: &'s str, field: &str) -> Option<&'s str> {
+    selector.split(',').find_map(|part| {
+        if part.contains("!=") {
+            return None;
+        }
+        let (f, v) = part.split_once("==").or_else(|| part.split_once('='))?;
+        (f.trim() == field).then(|| v.trim())
+    })
 }
 
 /// An authorizer's answer.
@@ -174,13 +190,17 @@ impl Authorizer for AllowAll {
     }
 }
 
-/// The 403 for a denied request, worded as kube-apiserver words it.
+/// The 403 for a denied request, worded as kube-apiserver words it:
+/// `pods is forbidden: User "alice" cannot list resource "pods" in API group "" in the
+/// namespace "default"` (`forbidden: User "x" cannot get path "/api"` for a path), with the
+/// authorizers' reasons after a colon when they gave any.
 pub fn forbidden(attrs: &Attributes<'_>, why: &str) -> Error {
-    let what = if attrs.resource_request {
-        let res = if attrs.api_group.is_empty() {
+    let user = &attrs.user.name;
+    let mut msg = if attrs.resource_request {
+        let resource = if attrs.subresource.is_empty() {
             attrs.resource.to_string()
         } else {
-            format!("{}.{}", attrs.resource, attrs.api_group)
+            format!("{}/{}", attrs.resource, attrs.subresource)
         };
         let scope = if attrs.namespace.is_empty() {
             "at the cluster scope".to_string()
@@ -188,18 +208,28 @@ pub fn forbidden(attrs: &Attributes<'_>, why: &str) -> Error {
             format!("in the namespace \"{}\"", attrs.namespace)
         };
         format!(
-            "cannot {} resource \"{res}\" in API group \"{}\" {scope}",
+            "User \"{user}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}",
             attrs.verb, attrs.api_group
         )
     } else {
-        format!("cannot {} path \"{}\"", attrs.verb, attrs.path)
+        format!(
+            "User \"{user}\" cannot {} path \"{}\"",
+            attrs.verb, attrs.path
+        )
     };
-    let mut msg = format!("User \"{}\" {what}", attrs.user.name);
     if !why.is_empty() {
         msg.push_str(": ");
         msg.push_str(why);
     }
-    Error::forbidden(msg)
+    if !attrs.resource_request {
+        return Error::forbidden(format!("forbidden: {msg}"));
+    }
+    let group_resource = if attrs.api_group.is_empty() {
+        attrs.resource.to_string()
+    } else {
+        format!("{}.{}", attrs.resource, attrs.api_group)
+    };
+    Error::forbidden_object(&group_resource, attrs.name, &msg)
 }
 
 #[cfg(test)]
@@ -227,6 +257,7 @@ mod tests {
             namespace: "default",
             name: "",
             path: "/api/v1/namespaces/default/pods",
+            field_selector: "",
         };
         let no = |w: &str| Box::new(Says(Decision::NoOpinion(w.into()))) as Box<dyn Authorizer>;
         let u = Union(vec![no("a"), Box::new(Says(Decision::Allow)), no("b")]);
@@ -239,5 +270,59 @@ mod tests {
         assert_eq!(u.authorize(&attrs), Decision::Deny("x".into()));
         let u = Union(vec![no("a"), no(""), no("b")]);
         assert_eq!(u.authorize(&attrs), Decision::NoOpinion("a, b".into()));
+    }
+
+    #[test]
+    fn forbidden_reads_as_kube_apiserver() {
+        let alice = authn::user("alice", &[]);
+        let mut a = Attributes {
+            user: &alice,
+            verb: "list",
+            resource_request: true,
+            api_group: "",
+            resource: "pods",
+            subresource: "",
+            namespace: "default",
+            name: "",
+            path: "/api/v1/namespaces/default/pods",
+            field_selector: "",
+        };
+        let msg = |a: &Attributes<'_>| forbidden(a, "").status()["message"].clone();
+        assert_eq!(
+            msg(&a),
+            "pods is forbidden: User \"alice\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
+        );
+        a.verb = "get";
+        a.name = "web";
+        a.subresource = "log";
+        assert_eq!(
+            msg(&a),
+            "pods \"web\" is forbidden: User \"alice\" cannot get resource \"pods/log\" in API group \"\" in the namespace \"default\""
+        );
+        a.api_group = "apps";
+        a.resource = "deployments";
+        a.subresource = "";
+        a.namespace = "";
+        a.name = "";
+        assert_eq!(
+            msg(&a),
+            "deployments.apps is forbidden: User \"alice\" cannot get resource \"deployments\" in API group \"apps\" at the cluster scope"
+        );
+        a.resource_request = false;
+        a.path = "/api";
+        assert_eq!(
+            msg(&a),
+            "forbidden: User \"alice\" cannot get path \"/api\""
+        );
+    }
+
+    #[test]
+    fn field_requirements_are_read_from_selectors() {
+        let sel = "metadata.name=s1, spec.nodeName==n1,status.phase!=Running";
+        assert_eq!(field_requirement(sel, "metadata.name"), Some("s1"));
+        assert_eq!(field_requirement(sel, "spec.nodeName"), Some("n1"));
+        assert_eq!(field_requirement(sel, "status.phase"), None);
+        assert_eq!(field_requirement("", "metadata.name"), None);
+        assert_eq!(field_requirement("garbage", "metadata.name"), None);
     }
 }

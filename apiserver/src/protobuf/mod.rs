@@ -93,9 +93,36 @@ impl<V: FromPb<P>, P> FromPb<BTreeMap<String, P>> for Option<BTreeMap<String, V>
     }
 }
 
+// A CertificateSigningRequest's `spec.request` is a required bytes field.
+impl FromPb<Option<Vec<u8>>> for ByteString {
+    fn from_pb(p: Option<Vec<u8>>) -> Self {
+        ByteString(p.unwrap_or_default())
+    }
+}
+
+// A user's extra values travel wrapped in an `ExtraValue` message.
+impl FromPb<k8s_pb::api::certificates::v1::ExtraValue> for Vec<String> {
+    fn from_pb(p: k8s_pb::api::certificates::v1::ExtraValue) -> Self {
+        p.items
+    }
+}
+
 impl FromPb<Vec<u8>> for ByteString {
     fn from_pb(p: Vec<u8>) -> Self {
         ByteString(p)
+    }
+}
+
+// A user's extra values travel wrapped in a message of their own.
+impl FromPb<k8s_pb::api::authorization::v1::ExtraValue> for Vec<String> {
+    fn from_pb(p: k8s_pb::api::authorization::v1::ExtraValue) -> Self {
+        p.items
+    }
+}
+
+impl FromPb<k8s_pb::api::authentication::v1::ExtraValue> for Vec<String> {
+    fn from_pb(p: k8s_pb::api::authentication::v1::ExtraValue) -> Self {
+        p.items
     }
 }
 
@@ -279,6 +306,46 @@ pub fn decode_object(body: &[u8]) -> Result<Value> {
         ("autoscaling/v1", "Scale") => {
             decode::<pb::autoscaling::v1::Scale, oa::autoscaling::v1::Scale>(&raw)?
         }
+        ("rbac.authorization.k8s.io/v1", "Role") => {
+            decode::<pb::rbac::v1::Role, oa::rbac::v1::Role>(&raw)?
+        }
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+            decode::<pb::rbac::v1::ClusterRole, oa::rbac::v1::ClusterRole>(&raw)?
+        }
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
+            decode::<pb::rbac::v1::RoleBinding, oa::rbac::v1::RoleBinding>(&raw)?
+        }
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            decode::<pb::rbac::v1::ClusterRoleBinding, oa::rbac::v1::ClusterRoleBinding>(&raw)?
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => decode::<
+            pb::authorization::v1::SelfSubjectAccessReview,
+            oa::authorization::v1::SelfSubjectAccessReview,
+        >(&raw)?,
+        ("authorization.k8s.io/v1", "SubjectAccessReview") => decode::<
+            pb::authorization::v1::SubjectAccessReview,
+            oa::authorization::v1::SubjectAccessReview,
+        >(&raw)?,
+        ("authorization.k8s.io/v1", "LocalSubjectAccessReview") => decode::<
+            pb::authorization::v1::LocalSubjectAccessReview,
+            oa::authorization::v1::LocalSubjectAccessReview,
+        >(&raw)?,
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => decode::<
+            pb::authorization::v1::SelfSubjectRulesReview,
+            oa::authorization::v1::SelfSubjectRulesReview,
+        >(&raw)?,
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => decode::<
+            pb::authentication::v1::SelfSubjectReview,
+            oa::authentication::v1::SelfSubjectReview,
+        >(&raw)?,
+        ("authentication.k8s.io/v1", "TokenReview") => decode::<
+            pb::authentication::v1::TokenReview,
+            oa::authentication::v1::TokenReview,
+        >(&raw)?,
+        ("certificates.k8s.io/v1", "CertificateSigningRequest") => decode::<
+            pb::certificates::v1::CertificateSigningRequest,
+            oa::certificates::v1::CertificateSigningRequest,
+        >(&raw)?,
         (_, "DeleteOptions") => decode::<
             k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions,
             k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions,

@@ -9,6 +9,7 @@
 mod apps;
 mod batch;
 pub mod cells;
+pub mod certificates;
 mod cluster;
 mod configmap;
 mod endpoints;
@@ -18,6 +19,8 @@ pub mod namespace;
 mod node;
 pub mod objects;
 pub mod pod;
+mod rbac;
+pub mod review;
 pub mod service;
 pub mod subresource;
 
@@ -32,6 +35,7 @@ pub use cells::*;
 pub use objects::Objects;
 pub use subresource::Subresource;
 
+use crate::auth::UserInfo;
 use crate::error::{Cause, Result};
 use crate::storage::cached::Indexer;
 use crate::storage::{Etcd, SideEffect};
@@ -122,8 +126,9 @@ pub trait Strategy: Printer {
     fn validate(&self, obj: &Value, old: Option<&Value>) -> Result<(), Rejection>;
     /// Whether the type has a `status` subresource (main writes then keep the old status).
     fn has_status(&self) -> bool;
-    /// Changes made on create before defaulting (clearing status, setting phase, ...).
-    fn prepare_create(&self, _obj: &mut Value) {}
+    /// Changes made on create before defaulting (clearing status, setting phase, ...), knowing
+    /// who creates it (a CertificateSigningRequest records its requester).
+    fn prepare_create(&self, _obj: &mut Value, _user: &UserInfo) {}
     /// Changes made on update before defaulting, knowing the old object.
     fn prepare_update(&self, _new: &mut Value, _old: &Value) {}
     /// The rule the type's names follow.
@@ -310,7 +315,7 @@ where
         self.status
     }
 
-    fn prepare_create(&self, obj: &mut Value) {
+    fn prepare_create(&self, obj: &mut Value, _user: &UserInfo) {
         (self.prepare_create)(obj)
     }
 
@@ -413,8 +418,8 @@ impl Strategy for WithAllocator {
     fn has_status(&self) -> bool {
         self.base.has_status()
     }
-    fn prepare_create(&self, obj: &mut Value) {
-        self.base.prepare_create(obj)
+    fn prepare_create(&self, obj: &mut Value, user: &UserInfo) {
+        self.base.prepare_create(obj, user)
     }
     fn prepare_update(&self, new: &mut Value, old: &Value) {
         self.base.prepare_update(new, old)
@@ -560,6 +565,9 @@ pub struct ResourceInfo {
     pub strategy: Shared<dyn Strategy>,
     /// The type's OpenAPI schema, for types compiled in.
     pub schema: Option<SchemaFn>,
+    /// For a resource served only by `create` and never stored (an access review), what
+    /// answers it.
+    pub create_only: Option<Shared<dyn review::CreateOnly>>,
     api_version: String,
     group_resource: String,
 }
@@ -620,6 +628,7 @@ impl ResourceInfo {
             subresources: Vec::new(),
             strategy,
             schema: None,
+            create_only: None,
             api_version: if group.is_empty() {
                 version.to_string()
             } else {
@@ -679,6 +688,9 @@ impl ResourceInfo {
 
     /// The verbs for discovery.
     pub fn verbs(&self) -> &'static [&'static str] {
+        if self.create_only.is_some() {
+            return &["create"];
+        }
         &[
             "create",
             "delete",
@@ -784,6 +796,11 @@ static BUILTINS: &[&Builtin] = &[
     &lease::INFO,
     &endpoints::SLICES,
     &cluster::PRIORITYCLASSES,
+    &rbac::ROLES,
+    &rbac::CLUSTERROLES,
+    &rbac::ROLEBINDINGS,
+    &rbac::CLUSTERROLEBINDINGS,
+    &certificates::INFO,
 ];
 
 /// Every compiled-in resource as the server serves it, Services allocating from `ranges`.

@@ -31,6 +31,11 @@ pub trait Subresource: Send + Sync {
     fn connect(&self) -> bool {
         false
     }
+    /// Whether writes through it change the object's status alone, as `status` does (the
+    /// store then keeps the rest of the stored object).
+    fn writes_status(&self) -> bool {
+        false
+    }
     /// How what it returns prints as a `Table`, when not as its resource's objects do.
     fn printer(&self) -> Option<&dyn Printer> {
         None
@@ -95,6 +100,10 @@ pub static STATUS: Status = Status;
 impl Subresource for Status {
     fn verbs(&self) -> &'static [&'static str] {
         &["get", "patch", "update"]
+    }
+
+    fn writes_status(&self) -> bool {
+        true
     }
 
     async fn get(

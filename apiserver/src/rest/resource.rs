@@ -50,6 +50,9 @@ pub async fn serve(
     {
         return Err(not_found());
     }
+    if r.create_only.is_some() {
+        return create_only(state, req, &r, &t, verb, user).await;
+    }
     if let Some(sub) = t.subresource.as_deref() {
         return subresource(state, req, &r, &t, sub, verb, q, user).await;
     }
@@ -125,6 +128,34 @@ pub async fn serve(
         }
         _ => Err(not_allowed()),
     }
+}
+
+/// A resource that is only created, never stored (an access review): the answer to the
+/// posted object.
+async fn create_only(
+    state: &Arc<State>,
+    req: Req,
+    r: &Resource,
+    t: &Target,
+    verb: &str,
+    user: &UserInfo,
+) -> Result<Response<Body>> {
+    let Some(handler) = r.create_only.as_ref() else {
+        return Err(not_found());
+    };
+    if verb != "create" || t.name.is_some() || t.subresource.is_some() {
+        return Err(not_allowed());
+    }
+    let format = Format::from_accept(req.headers(), verb)?;
+    let (parts, body) = read_body(req).await?;
+    let obj = negotiate::decode_body(&parts.headers, &body, &r.kind)?;
+    let cx = crate::registry::review::Context {
+        user,
+        authz: &*state.authz,
+        authn: &state.authn,
+    };
+    let answer = handler.create(&cx, t.namespace.as_deref(), obj)?;
+    respond(StatusCode::CREATED, &answer, format)
 }
 
 /// The client's user agent (an ordinary write's default field manager).

@@ -95,7 +95,7 @@ impl GenericStore {
                 m.remove("generation");
             }
         }
-        r.strategy.prepare_create(&mut obj);
+        r.strategy.prepare_create(&mut obj, &opts.user);
         let name = meta_str(&obj, "name").to_string();
         let attrs = Attributes {
             operation: Operation::Create,

@@ -38,6 +38,9 @@ pub struct GenericStore {
     resources: RwLock<Vec<Resource>>,
     /// One watch cache per served resource, by `plural.group`.
     caches: RwLock<HashMap<String, Arc<WatchCache>>>,
+    /// An empty cache standing for every resource that is never stored (create-only ones),
+    /// so that code walking every resource's cache finds nothing there.
+    never_stored: Arc<WatchCache>,
     cache_capacity: usize,
     admission: Chain,
     /// Metrics.
@@ -51,6 +54,11 @@ impl GenericStore {
             etcd,
             resources: RwLock::new(Vec::new()),
             caches: RwLock::new(HashMap::new()),
+            never_stored: WatchCache::new(
+                Arc::new(crate::storage::cached::NoFields),
+                String::new(),
+                0,
+            ),
             cache_capacity,
             admission,
             metrics,
@@ -70,6 +78,16 @@ impl GenericStore {
         (r, cache)
     }
 
+    /// Starts serving a resource that is never stored (`create_only`): no etcd watch, no
+    /// cache of its own.
+    pub fn serve_unstored(&self, info: ResourceInfo) -> Resource {
+        let r: Resource = Arc::new(info);
+        let mut list = self.resources.write();
+        list.retain(|x| x.group_resource() != r.group_resource() || x.version != r.version);
+        list.push(r.clone());
+        r
+    }
+
     /// Every served resource, in discovery order.
     pub fn resources(&self) -> Vec<Resource> {
         self.resources.read().clone()
@@ -86,11 +104,14 @@ impl GenericStore {
 
     /// The watch cache of a served resource.
     pub fn cache(&self, r: &ResourceInfo) -> Arc<WatchCache> {
+        if r.create_only.is_some() {
+            return self.never_stored.clone();
+        }
         self.caches
             .read()
             .get(r.group_resource())
             .cloned()
-            .expect("every served resource has a watch cache")
+            .expect("every stored resource has a watch cache")
     }
 
     /// Every watch cache.

@@ -190,7 +190,8 @@ impl GenericStore {
     }
 
     /// Builds the object an update will store, from the request's object and the stored one.
-    /// `sub = Some("status")` keeps everything but the status (and labels and annotations);
+    /// `sub = Some("status")` (or another subresource that writes the status) keeps everything
+    /// but the status (and labels and annotations);
     /// any other write keeps the stored status when the type has a status subresource.
     #[allow(clippy::too_many_arguments)]
     async fn prepare_update(
@@ -203,7 +204,9 @@ impl GenericStore {
         applied: bool,
         warnings: &mut Vec<String>,
     ) -> Result<Value> {
-        if sub == Some("status") {
+        // `status`, and subresources that write the status as it does (a CSR's `approval`).
+        let status_like = sub.is_some_and(|s| r.subresource(s).is_some_and(|h| h.writes_status()));
+        if status_like {
             let mut next = old.clone();
             next["status"] = obj.get("status").cloned().unwrap_or(Value::Null);
             if next["status"].is_null() {
@@ -262,7 +265,7 @@ impl GenericStore {
                 ));
             }
         }
-        if sub != Some("status") {
+        if !status_like {
             r.strategy.prepare_update(&mut obj, old);
         }
         let name = meta_str(old, "name").to_string();

@@ -1,0 +1,418 @@
+//! Role-based access control: the `rbac.authorization.k8s.io` objects turned into decisions.
+//!
+//! Every request is authorized, so nothing here parses JSON per request: the roles and
+//! bindings of the four RBAC watch caches are compiled into a [`Snapshot`] (roles by name,
+//! bindings indexed by subject), rebuilt only when one of those caches has moved on. A
+//! request then costs a few hash lookups and rule comparisons.
+//!
+//! Also here: the `system:masters` short cut ([`Masters`]), the authorizers
+//! `--authorization-mode` builds ([`authorizers`]), the bootstrap policy ([`bootstrap`]) and
+//! privilege-escalation prevention ([`escalation`]).
+
+pub mod bootstrap;
+pub mod escalation;
+pub mod rules;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use k8s_openapi::api::authorization::v1::{NonResourceRule, ResourceRule};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding, Subject};
+use parking_lot::{Mutex, RwLock};
+
+use crate::auth::{Attributes, Authorizer, Decision, Rules, UserInfo};
+use crate::storage::watch_cache::WatchCache;
+pub use rules::Rule;
+
+/// The RBAC API group.
+pub const GROUP: &str = "rbac.authorization.k8s.io";
+/// The group every request of `system:masters` is allowed for.
+pub const MASTERS: &str = "system:masters";
+
+/// A role a binding grants.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum RoleRef {
+    /// A ClusterRole, by name.
+    Cluster(String),
+    /// A Role of the binding's namespace, by name.
+    Local(String),
+}
+
+/// Bindings indexed by who they bind.
+#[derive(Debug, Default)]
+struct Bound {
+    users: HashMap<String, Vec<RoleRef>>,
+    groups: HashMap<String, Vec<RoleRef>>,
+}
+
+impl Bound {
+    fn add(&mut self, binding_ns: &str, subjects: &[Subject], role: RoleRef) {
+        for s in subjects {
+            let (map, name) = match s.kind.as_str() {
+                "User" => (&mut self.users, s.name.clone()),
+                "Group" => (&mut self.groups, s.name.clone()),
+                "ServiceAccount" => {
+                    let ns = s
+                        .namespace
+                        .as_deref()
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or(binding_ns);
+                    if ns.is_empty() {
+                        continue;
+                    }
+                    (
+                        &mut self.users,
+                        format!("system:serviceaccount:{ns}:{}", s.name),
+                    )
+                }
+                _ => continue,
+            };
+            let refs = map.entry(name).or_default();
+            if !refs.contains(&role) {
+                refs.push(role.clone());
+            }
+        }
+    }
+
+    /// The roles bound to a user or any of its groups.
+    fn roles<'a>(&'a self, user: &'a UserInfo) -> impl Iterator<Item = &'a RoleRef> + 'a {
+        self.users
+            .get(&user.name)
+            .into_iter()
+            .chain(user.groups.iter().filter_map(|g| self.groups.get(g)))
+            .flatten()
+    }
+}
+
+/// Every role and binding, compiled.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    revs: [i64; 4],
+    cluster_roles: HashMap<String, Arc<[Rule]>>,
+    roles: HashMap<(String, String), Arc<[Rule]>>,
+    cluster_bound: Bound,
+    bound: HashMap<String, Bound>,
+}
+
+fn compile(rules: &Option<Vec<k8s_openapi::api::rbac::v1::PolicyRule>>) -> Arc<[Rule]> {
+    rules
+        .iter()
+        .flatten()
+        .map(Rule::from)
+        .collect::<Vec<_>>()
+        .into()
+}
+
+impl Snapshot {
+    fn build(caches: &Caches) -> Snapshot {
+        let mut s = Snapshot {
+            revs: caches.revs(),
+            ..Snapshot::default()
+        };
+        // Objects the caches hold passed validation; one that does not decode is skipped.
+        for c in caches.cluster_roles.list("", |_| true).0 {
+            if let Ok(r) = serde_json::from_slice::<ClusterRole>(&c.json) {
+                s.cluster_roles.insert(c.name.clone(), compile(&r.rules));
+            }
+        }
+        for c in caches.roles.list("", |_| true).0 {
+            if let Ok(r) = serde_json::from_slice::<Role>(&c.json) {
+                s.roles
+                    .insert((c.namespace.clone(), c.name.clone()), compile(&r.rules));
+            }
+        }
+        for c in caches.cluster_bindings.list("", |_| true).0 {
+            if let Ok(b) = serde_json::from_slice::<ClusterRoleBinding>(&c.json) {
+                if b.role_ref.kind == "ClusterRole" {
+                    let subjects = b.subjects.unwrap_or_default();
+                    s.cluster_bound
+                        .add("", &subjects, RoleRef::Cluster(b.role_ref.name));
+                }
+            }
+        }
+        for c in caches.bindings.list("", |_| true).0 {
+            if let Ok(b) = serde_json::from_slice::<RoleBinding>(&c.json) {
+                let role = match b.role_ref.kind.as_str() {
+                    "ClusterRole" => RoleRef::Cluster(b.role_ref.name),
+                    "Role" => RoleRef::Local(b.role_ref.name),
+                    _ => continue,
+                };
+                let subjects = b.subjects.unwrap_or_default();
+                s.bound
+                    .entry(c.namespace.clone())
+                    .or_default()
+                    .add(&c.namespace, &subjects, role);
+            }
+        }
+        s
+    }
+
+    fn rules_of(&self, ns: &str, role: &RoleRef) -> Option<&[Rule]> {
+        match role {
+            RoleRef::Cluster(n) => self.cluster_roles.get(n).map(|r| &**r),
+            RoleRef::Local(n) => self.roles.get(&(ns.to_string(), n.clone())).map(|r| &**r),
+        }
+    }
+
+    /// Calls `visit` with every rule that applies to `user` in `namespace` (cluster-wide
+    /// rules first) until it returns true; returns whether it did.
+    pub fn visit(
+        &self,
+        user: &UserInfo,
+        namespace: &str,
+        mut visit: impl FnMut(&Rule) -> bool,
+    ) -> bool {
+        for role in self.cluster_bound.roles(user) {
+            // A binding to a missing role grants nothing.
+            if let Some(rules) = self.rules_of("", role) {
+                if rules.iter().any(&mut visit) {
+                    return true;
+                }
+            }
+        }
+        if namespace.is_empty() {
+            return false;
+        }
+        if let Some(bound) = self.bound.get(namespace) {
+            for role in bound.roles(user) {
+                if let Some(rules) = self.rules_of(namespace, role) {
+                    if rules.iter().any(&mut visit) {
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// Every rule that applies to `user` in `namespace`.
+    pub fn rules(&self, user: &UserInfo, namespace: &str) -> Vec<Rule> {
+        let mut out = Vec::new();
+        self.visit(user, namespace, |r| {
+            out.push(r.clone());
+            false
+        });
+        out
+    }
+
+    /// The rules of a role a binding refers to (`None`: no such role).
+    pub fn role_rules(&self, namespace: &str, kind: &str, name: &str) -> Option<Vec<Rule>> {
+        let role = match kind {
+            "ClusterRole" => RoleRef::Cluster(name.to_string()),
+            _ => RoleRef::Local(name.to_string()),
+        };
+        self.rules_of(namespace, &role).map(<[Rule]>::to_vec)
+    }
+}
+
+/// The four watch caches RBAC reads.
+struct Caches {
+    roles: Arc<WatchCache>,
+    cluster_roles: Arc<WatchCache>,
+    bindings: Arc<WatchCache>,
+    cluster_bindings: Arc<WatchCache>,
+}
+
+impl Caches {
+    fn revs(&self) -> [i64; 4] {
+        [
+            self.roles.rev(),
+            self.cluster_roles.rev(),
+            self.bindings.rev(),
+            self.cluster_bindings.rev(),
+        ]
+    }
+}
+
+/// The RBAC authorizer: a compiled snapshot of the RBAC objects, kept current.
+///
+/// It exists before the store (the escalation check in the admission chain holds it) and is
+/// attached to the store's caches once they are served.
+#[derive(Default)]
+pub struct Rbac {
+    caches: OnceLock<Caches>,
+    snapshot: RwLock<Arc<Snapshot>>,
+    rebuilding: Mutex<()>,
+}
+
+impl std::fmt::Debug for Rbac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rbac").finish_non_exhaustive()
+    }
+}
+
+impl Rbac {
+    /// An authorizer that knows no roles until [`Rbac::attach`]ed.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Rbac::default())
+    }
+
+    /// Reads roles and bindings from the store's RBAC watch caches from now on.
+    pub fn attach(&self, store: &crate::store::GenericStore) {
+        let cache = |plural: &str| {
+            store
+                .find(GROUP, "v1", plural)
+                .map(|r| store.cache(&r))
+                .expect("the RBAC resources are served")
+        };
+        let _ = self.caches.set(Caches {
+            roles: cache("roles"),
+            cluster_roles: cache("clusterroles"),
+            bindings: cache("rolebindings"),
+            cluster_bindings: cache("clusterrolebindings"),
+        });
+    }
+
+    /// The current snapshot, rebuilt first if an RBAC object changed since it was built.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        let Some(caches) = self.caches.get() else {
+            return self.snapshot.read().clone();
+        };
+        let revs = caches.revs();
+        let current = self.snapshot.read().clone();
+        if current.revs == revs {
+            return current;
+        }
+        // One request rebuilds; the others wait for it rather than all rebuilding.
+        let _g = self.rebuilding.lock();
+        let current = self.snapshot.read().clone();
+        if current.revs == caches.revs() {
+            return current;
+        }
+        let fresh = Arc::new(Snapshot::build(caches));
+        *self.snapshot.write() = fresh.clone();
+        fresh
+    }
+}
+
+impl Authorizer for Rbac {
+    fn authorize(&self, attrs: &Attributes<'_>) -> Decision {
+        let ns = if attrs.resource_request {
+            attrs.namespace
+        } else {
+            ""
+        };
+        if self.snapshot().visit(attrs.user, ns, |r| r.allows(attrs)) {
+            Decision::Allow
+        } else {
+            // kube-apiserver's 403 carries no RBAC text: the next authorizer may still allow.
+            Decision::NoOpinion(String::new())
+        }
+    }
+
+    fn rules(&self, user: &UserInfo, namespace: &str) -> Rules {
+        let mut out = Rules::default();
+        for r in self.snapshot().rules(user, namespace) {
+            if r.non_resource_urls.is_empty() {
+                out.resource.push(ResourceRule {
+                    verbs: r.verbs.clone(),
+                    api_groups: Some(r.api_groups.clone()),
+                    resources: Some(r.resources.clone()),
+                    resource_names: (!r.resource_names.is_empty())
+                        .then(|| r.resource_names.clone()),
+                });
+            } else {
+                out.non_resource.push(NonResourceRule {
+                    verbs: r.verbs.clone(),
+                    non_resource_urls: Some(r.non_resource_urls.clone()),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Allows everything to members of `system:masters`, before any other authorizer is asked
+/// (kube-apiserver's privileged group): the admin credential and the server's own identity.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Masters;
+
+impl Authorizer for Masters {
+    fn authorize(&self, attrs: &Attributes<'_>) -> Decision {
+        if attrs.user.groups.iter().any(|g| g == MASTERS) {
+            Decision::Allow
+        } else {
+            Decision::NoOpinion(String::new())
+        }
+    }
+
+    fn rules(&self, user: &UserInfo, _namespace: &str) -> Rules {
+        if !user.groups.iter().any(|g| g == MASTERS) {
+            return Rules::default();
+        }
+        let all = || Some(vec!["*".to_string()]);
+        Rules {
+            resource: vec![ResourceRule {
+                verbs: vec!["*".into()],
+                api_groups: all(),
+                resources: all(),
+                resource_names: None,
+            }],
+            non_resource: vec![NonResourceRule {
+                verbs: vec!["*".into()],
+                non_resource_urls: all(),
+            }],
+            ..Rules::default()
+        }
+    }
+}
+
+/// An `--authorization-mode` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The node authorizer.
+    Node,
+    /// Role-based access control.
+    Rbac,
+    /// Everything allowed.
+    AlwaysAllow,
+}
+
+impl Mode {
+    /// Parses one mode as kube-apiserver spells it.
+    pub fn parse(s: &str) -> Result<Mode, String> {
+        match s {
+            "Node" => Ok(Mode::Node),
+            "RBAC" => Ok(Mode::Rbac),
+            "AlwaysAllow" => Ok(Mode::AlwaysAllow),
+            other => Err(format!(
+                "authorization-mode {other:?} is not a valid mode (valid: Node, RBAC, AlwaysAllow)"
+            )),
+        }
+    }
+}
+
+/// The authorizers the modes ask for, in their order, after [`Masters`]. Node's authorizer
+/// comes in `node` (None until one is given).
+pub fn authorizers(
+    modes: &[Mode],
+    rbac: &Arc<Rbac>,
+    node: Option<Box<dyn Authorizer>>,
+) -> crate::auth::Union {
+    let mut list: Vec<Box<dyn Authorizer>> = vec![Box::new(Masters)];
+    let mut node = node;
+    for m in modes {
+        match m {
+            Mode::Node => {
+                if let Some(n) = node.take() {
+                    list.push(n);
+                }
+            }
+            Mode::Rbac => list.push(Box::new(Shared(rbac.clone()))),
+            Mode::AlwaysAllow => list.push(Box::new(crate::auth::AllowAll)),
+        }
+    }
+    crate::auth::Union(list)
+}
+
+/// An authorizer shared with others (the RBAC snapshot is also the escalation check's).
+struct Shared(Arc<Rbac>);
+
+impl Authorizer for Shared {
+    fn authorize(&self, attrs: &Attributes<'_>) -> Decision {
+        self.0.authorize(attrs)
+    }
+    fn rules(&self, user: &UserInfo, namespace: &str) -> Rules {
+        self.0.rules(user, namespace)
+    }
+}
