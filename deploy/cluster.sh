@@ -3,10 +3,13 @@
 #
 #   deploy/cluster.sh up       builds the release binaries and the images (a Debian base from
 #                              debootstrap imported into Docker, then the control, node and
-#                              registry images; nothing is pulled), makes the CA, tokens and
-#                              kubeconfigs, starts the cluster, pushes the pause, example and
-#                              DNS images to its registry, applies the cluster DNS, and waits
-#                              for the three nodes to be Ready; prints the KUBECONFIG line
+#                              registry images; nothing is pulled), makes the CA and the
+#                              administrator's, scheduler's and controller manager's
+#                              certificate kubeconfigs, starts the cluster, pushes the pause,
+#                              example and DNS images to its registry, applies the join
+#                              bindings and the cluster DNS, makes the nodes' bootstrap token,
+#                              and waits for the three nodes (which get their certificates
+#                              through CSRs) to be Ready; prints the KUBECONFIG line
 #   deploy/cluster.sh down     removes the containers, their network and volumes
 #   deploy/cluster.sh status   the containers, nodes and pods
 #   deploy/cluster.sh test     runs the cluster tests (tests/tests/cluster.rs, on a cluster of
@@ -86,11 +89,23 @@ images() {
   image registry
 }
 
-kubeconfig() { # server, file
+# A client certificate from the cluster CA: CN, O (empty for none), pki/NAME.{crt,key}.
+client_cert() {
+  local cn=$1 o=$2 name=$3 subj="/CN=$1"
+  [ -z "$o" ] || subj="/O=$o/CN=$cn"
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -subj "$subj" -keyout "$STATE/pki/$name.key" -out "$STATE/pki/$name.csr" 2>/dev/null
+  openssl x509 -req -in "$STATE/pki/$name.csr" -CA "$STATE/pki/ca.crt" -CAkey "$STATE/pki/ca.key" \
+    -CAcreateserial -days 365 -out "$STATE/pki/$name.crt" \
+    -extfile <(printf "keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n") 2>/dev/null
+  rm -f "$STATE/pki/$name.csr"
+}
+
+kubeconfig() { # server, file, certificate name (pki/NAME.crt and .key)
   local ca cert key
   ca=$(base64 -w0 <"$STATE/pki/ca.crt")
-  cert=$(base64 -w0 <"$STATE/pki/admin.crt")
-  key=$(base64 -w0 <"$STATE/pki/admin.key")
+  cert=$(base64 -w0 <"$STATE/pki/$3.crt")
+  key=$(base64 -w0 <"$STATE/pki/$3.key")
   cat >"$2" <<EOF
 apiVersion: v1
 kind: Config
@@ -100,7 +115,7 @@ clusters:
     server: $1
     certificate-authority-data: $ca
 users:
-- name: admin
+- name: $3
   user:
     client-certificate-data: $cert
     client-key-data: $key
@@ -108,14 +123,16 @@ contexts:
 - name: skiff
   context:
     cluster: skiff
-    user: admin
+    user: $3
 current-context: skiff
 EOF
   chmod 600 "$2"
 }
 
-# The cluster's CA (shared by both API servers), the admin's certificate, the node and DNS
-# tokens, kubeconfigs and the load balancer's configuration.
+# The cluster's CA (shared by both API servers, and the controller managers' signing CA), the
+# certificates and kubeconfigs of the administrator, the schedulers
+# (`system:kube-scheduler`) and the controller managers (`system:kube-controller-manager`),
+# and the load balancer's configuration. Nodes get theirs through CSRs (see `up`).
 state() {
   mkdir -p "$STATE/pki"
   chmod 755 "$STATE"
@@ -132,18 +149,14 @@ state() {
     # The API servers run as root in their containers and read the key from this mount.
     chmod 644 "$STATE/pki/ca.key"
   fi
-  if [ ! -f "$STATE/tokens.csv" ]; then
-    local node dns
-    node=$(openssl rand -hex 16)
-    dns=$(openssl rand -hex 16)
-    printf '%s,system:node:skiff-agent,skiff-agent,"system:nodes"\n%s,system:serviceaccount:kube-system:skiff-dns,skiff-dns,"system:serviceaccounts"\n' \
-      "$node" "$dns" >"$STATE/tokens.csv"
-    printf '%s::%s\n' "$(sha256sum <"$STATE/pki/ca.crt" | cut -d' ' -f1)" "$node" >"$STATE/node-token"
-    echo "$dns" >"$STATE/dns-token"
-  fi
-  kubeconfig "https://lb:6443" "$STATE/cluster.kubeconfig"
-  kubeconfig "https://127.0.0.1:$SKIFF_API_PORT" "$STATE/admin.kubeconfig"
-  chmod 644 "$STATE/cluster.kubeconfig"
+  [ -f "$STATE/pki/scheduler.crt" ] || client_cert system:kube-scheduler "" scheduler
+  [ -f "$STATE/pki/controller-manager.crt" ] ||
+    client_cert system:kube-controller-manager "" controller-manager
+  kubeconfig "https://lb:6443" "$STATE/scheduler.kubeconfig" scheduler
+  kubeconfig "https://lb:6443" "$STATE/controller-manager.kubeconfig" controller-manager
+  kubeconfig "https://127.0.0.1:$SKIFF_API_PORT" "$STATE/admin.kubeconfig" admin
+  # The control-plane containers run as root and read them from the mount.
+  chmod 644 "$STATE/scheduler.kubeconfig" "$STATE/controller-manager.kubeconfig"
   cat >"$STATE/haproxy.cfg" <<'EOF'
 global
   log stdout format raw local0 warning
@@ -218,10 +231,12 @@ up() {
     scheduler-1 scheduler-2 controller-manager-1 controller-manager-2
   wait_until 120 "the API servers" kubectl get --raw /readyz
   "$BIN/skiff" images --registry="127.0.0.1:$SKIFF_REGISTRY_PORT" >/dev/null
-  "$BIN/skiff" addons --server=https://lb:6443 --ca-file="$STATE/pki/ca.crt" \
-    --dns-token="$(cat "$STATE/dns-token")" --dns-replicas=2 \
+  "$BIN/skiff" addons --server=https://lb:6443 --ca-file="$STATE/pki/ca.crt" --dns-replicas=2 \
     --dns-image="registry:5000/skiff/dns:$("$BIN/skiff" --version | cut -d' ' -f2)" |
     kubectl apply -f - >/dev/null
+  # The nodes' join token: CA-HASH::ID.SECRET, a bootstrap token that may only ask for
+  # certificates (nodes that have theirs no longer need it).
+  "$BIN/skiff" token create --kubeconfig="$KUBECONFIG" --ttl=24h >"$STATE/node-token"
   pod_rule -C || pod_rule -I
   compose up -d node-a node-b node-c
   wait_until 180 "three Ready nodes without taints" nodes_ready

@@ -34,7 +34,11 @@ pub struct Client {
 }
 
 struct Inner {
-    channel: Channel,
+    /// Replaced whole when the client certificate changes ([`Client::set_identity`]): calls
+    /// made after use the new one, calls and watches already running finish on the old.
+    channel: parking_lot::RwLock<Channel>,
+    /// What the channel was made from, to make it again with another identity.
+    config: Config,
     token: Option<MetadataValue<tonic::metadata::Ascii>>,
     /// A token read from a file, read again as it is renewed; `token` is unused then.
     token_file: Option<TokenSource>,
@@ -117,26 +121,7 @@ impl Client {
     }
 
     fn with_token_source(config: Config, token_file: Option<TokenSource>) -> Result<Self> {
-        let mut endpoint = Endpoint::from_shared(config.server.clone())
-            .map_err(|e| Error::Kubeconfig(format!("server {:?}: {e}", config.server)))?
-            .connect_timeout(Duration::from_secs(10))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .keep_alive_while_idle(true)
-            // HTTP/2's default 64 KiB windows throttle large lists and busy watches.
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW);
-        if config.server.starts_with("https://") {
-            let mut tls = ClientTlsConfig::new();
-            if let Some(ca) = &config.ca_pem {
-                tls = tls.ca_certificate(Certificate::from_pem(ca));
-            }
-            if let Some((cert, key)) = &config.identity {
-                tls = tls.identity(Identity::from_pem(cert, key));
-            }
-            endpoint = endpoint.tls_config(tls)?;
-        }
+        let endpoint = endpoint(&config)?;
         let bearer = |t: &str| -> Result<MetadataValue<tonic::metadata::Ascii>> {
             format!("Bearer {t}")
                 .parse()
@@ -159,16 +144,28 @@ impl Client {
         };
         Ok(Client {
             inner: Arc::new(Inner {
-                channel: endpoint.connect_lazy(),
+                channel: parking_lot::RwLock::new(endpoint.connect_lazy()),
                 token,
                 token_file,
                 limiter,
                 metrics: ClientMetrics::new(),
-                namespace: config.namespace,
+                namespace: config.namespace.clone(),
                 timeout: config.timeout,
-                server: config.server,
+                server: config.server.clone(),
+                config,
             }),
         })
+    }
+
+    /// Switches every clone of this client to another client certificate and key (PEM), as
+    /// a kubelet does when it rotates its certificate: requests made from now on present the
+    /// new one; those already running, watches included, finish on their connection.
+    pub fn set_identity(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<()> {
+        let mut config = self.inner.config.clone();
+        config.identity = Some((cert_pem.to_vec(), key_pem.to_vec()));
+        let channel = endpoint(&config)?.connect_lazy();
+        *self.inner.channel.write() = channel;
+        Ok(())
     }
 
     /// The namespace of the kubeconfig's context (`default` when it names none).
@@ -209,13 +206,13 @@ impl Client {
     }
 
     pub(crate) fn resources(&self) -> ResourcesClient<Channel> {
-        ResourcesClient::new(self.inner.channel.clone())
+        ResourcesClient::new(self.inner.channel.read().clone())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX)
     }
 
     fn server(&self) -> ServerClient<Channel> {
-        ServerClient::new(self.inner.channel.clone())
+        ServerClient::new(self.inner.channel.read().clone())
     }
 
     /// Wraps a message with credentials and the call deadline.
@@ -295,6 +292,31 @@ impl Client {
         self.observe(verb, resource, code, start.elapsed());
         Ok(result?.into_inner())
     }
+}
+
+/// The endpoint `config` describes: its server, TLS with its CA and client certificate.
+fn endpoint(config: &Config) -> Result<Endpoint> {
+    let mut endpoint = Endpoint::from_shared(config.server.clone())
+        .map_err(|e| Error::Kubeconfig(format!("server {:?}: {e}", config.server)))?
+        .connect_timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true)
+        // HTTP/2's default 64 KiB windows throttle large lists and busy watches.
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW);
+    if config.server.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = &config.ca_pem {
+            tls = tls.ca_certificate(Certificate::from_pem(ca));
+        }
+        if let Some((cert, key)) = &config.identity {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    Ok(endpoint)
 }
 
 #[cfg(test)]

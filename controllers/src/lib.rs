@@ -6,6 +6,8 @@
 
 pub mod clock;
 pub mod cronjob;
+pub mod csr_approval;
+pub mod csr_signing;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpointslice;
@@ -49,6 +51,8 @@ pub const CONTROLLERS: &[&str] = &[
     "serviceaccount",
     "servicelb",
     "root-ca-cert-publisher",
+    "csrapproving",
+    "csrsigning",
 ];
 
 /// What the controllers are configured with (kube-controller-manager's flags).
@@ -79,6 +83,9 @@ pub struct Config {
     /// The cluster CA (PEM) published in every namespace's `kube-root-ca.crt` ConfigMap
     /// (`--root-ca-file`, else the CA the API server is trusted with); none: not published.
     pub root_ca: Option<String>,
+    /// The cluster CA that signs approved CSRs (`--cluster-signing-cert-file`,
+    /// `--cluster-signing-key-file`); without it nothing is signed.
+    pub csr_signer: Option<csr_signing::Signer>,
 }
 
 impl Default for Config {
@@ -99,6 +106,7 @@ impl Default for Config {
             },
             service_lb: servicelb::Config::default(),
             root_ca: None,
+            csr_signer: None,
         }
     }
 }
@@ -240,6 +248,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         ctx.config.root_ca.clone(),
     ) {
         tasks.spawn(rootca::run(ctx.clone(), ca, shutdown.clone()));
+    }
+    if ctx.config.enabled("csrapproving") {
+        tasks.spawn(csr_approval::run(ctx.clone(), shutdown.clone()));
+    }
+    if let (true, Some(s)) = (
+        ctx.config.enabled("csrsigning"),
+        ctx.config.csr_signer.clone(),
+    ) {
+        tasks.spawn(csr_signing::run(ctx.clone(), s, shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
 }

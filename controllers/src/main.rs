@@ -100,6 +100,18 @@ struct Args {
     /// Port for /healthz, /readyz and /metrics (0 picks a free one).
     #[arg(long, default_value_t = 10252)]
     port: u16,
+    /// The PEM CA certificate that signs approved CertificateSigningRequests of the
+    /// kube-apiserver-client signers (with --cluster-signing-key-file; without both, none are
+    /// signed).
+    #[arg(long, requires = "cluster_signing_key_file")]
+    cluster_signing_cert_file: Option<PathBuf>,
+    /// The PEM key of --cluster-signing-cert-file.
+    #[arg(long, requires = "cluster_signing_cert_file")]
+    cluster_signing_key_file: Option<PathBuf>,
+    /// The longest lifetime of a signed certificate (a request's spec.expirationSeconds may
+    /// ask for less).
+    #[arg(long, default_value = "8760h", value_parser = parse_duration)]
+    cluster_signing_duration: Duration,
     #[command(flatten)]
     log: daemon::LogFlags,
 }
@@ -146,6 +158,23 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("--service-lb-pool: {e}"))
         })
         .transpose()?;
+    let csr_signer = match (
+        &args.cluster_signing_cert_file,
+        &args.cluster_signing_key_file,
+    ) {
+        (Some(c), Some(k)) => {
+            let read = |p: &PathBuf, flag: &str| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("{flag} {}: {e}", p.display()))
+            };
+            Some(skiff_controllers::csr_signing::Signer::new(
+                &read(c, "--cluster-signing-cert-file")?,
+                &read(k, "--cluster-signing-key-file")?,
+                args.cluster_signing_duration,
+            )?)
+        }
+        _ => None,
+    };
     let mut client_config = match &args.kubeconfig {
         Some(k) => skiff_client::Config::from_kubeconfig(k)?,
         None => skiff_client::Config::infer()?,
@@ -181,6 +210,7 @@ async fn main() -> anyhow::Result<()> {
             pool: service_lb_pool,
         },
         root_ca,
+        csr_signer,
     };
 
     let shutdown = CancellationToken::new();

@@ -30,7 +30,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "skiff-dns", version)]
 struct Args {
-    /// The kubeconfig to reach the API server with (default: $KUBECONFIG, ~/.kube/config).
+    /// The kubeconfig to reach the API server with (default: $KUBECONFIG, ~/.kube/config,
+    /// else, in a pod, its ServiceAccount through the in-cluster configuration).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
     /// The cluster's DNS domain.
@@ -274,6 +275,8 @@ async fn main() -> anyhow::Result<()> {
     // Never to itself.
     .filter(|a| *a != args.dns_bind_address)
     .collect();
+    // In the cluster there is no kubeconfig: `infer` falls back to the pod's ServiceAccount
+    // token and CA (the in-cluster configuration), re-read as the kubelet refreshes them.
     let client = match &args.kubeconfig {
         Some(k) => Client::new(skiff_client::Config::from_kubeconfig(k)?)?,
         None => Client::new(skiff_client::Config::infer()?)?,

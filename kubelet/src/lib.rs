@@ -2,6 +2,7 @@
 //! heartbeat lease fresh, writes the node's pod network configuration for the container
 //! runtime, and talks to containerd through the Container Runtime Interface.
 
+pub mod bootstrap;
 pub mod cni;
 pub mod cri;
 pub mod node;

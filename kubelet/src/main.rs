@@ -103,6 +103,17 @@ struct Args {
     /// secret and downwardAPI volumes refreshed), e.g. 1m.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     sync_frequency: Duration,
+    /// A kubeconfig whose credentials (a bootstrap token) may ask for a client certificate
+    /// when --kubeconfig has no valid one; --kubeconfig is then written to use it.
+    #[arg(long, requires = "kubeconfig")]
+    bootstrap_kubeconfig: Option<PathBuf>,
+    /// Where the client certificate and key are kept (`kubelet-client-current.pem`;
+    /// default: <root-dir>/pki).
+    #[arg(long)]
+    cert_dir: Option<PathBuf>,
+    /// Renew the client certificate (one kept in --cert-dir) before it expires.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    rotate_certificates: bool,
     #[command(flatten)]
     log: daemon::LogFlags,
 }
@@ -121,9 +132,28 @@ async fn main() -> anyhow::Result<()> {
     let taints = node::parse_taints(&args.register_with_taints).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&args.root_dir)
         .with_context(|| format!("creating --root-dir {}", args.root_dir.display()))?;
-    let client_config = match &args.kubeconfig {
-        Some(p) => skiff_client::Config::from_kubeconfig(p)?,
-        None => skiff_client::Config::infer()?,
+    let shutdown = CancellationToken::new();
+    daemon::cancel_on_signal(shutdown.clone());
+    // The node's identity comes first: nothing else runs until the kubelet has one.
+    let (client_config, managed, bootstrap) = match &args.kubeconfig {
+        Some(p) => {
+            let b = skiff_kubelet::bootstrap::Bootstrap {
+                kubeconfig: p.clone(),
+                bootstrap_kubeconfig: args.bootstrap_kubeconfig.clone(),
+                cert_dir: args
+                    .cert_dir
+                    .clone()
+                    .unwrap_or_else(|| args.root_dir.join("pki")),
+                node_name: name.clone(),
+            };
+            let id = match b.identity(&shutdown).await {
+                // SIGTERM while waiting for a certificate: nothing was started.
+                Err(skiff_kubelet::bootstrap::BootstrapError::Stopped) => return Ok(()),
+                r => r?,
+            };
+            (id.config, id.managed, Some(b))
+        }
+        None => (skiff_client::Config::infer()?, None, None),
     };
     let client_ca_pem = match &args.client_ca_file {
         Some(p) => {
@@ -142,6 +172,10 @@ async fn main() -> anyhow::Result<()> {
         _ => None,
     };
     let client = skiff_client::Client::new(client_config)?;
+    if let (true, Some((cert, _)), Some(b)) = (args.rotate_certificates, managed, bootstrap) {
+        let (client, shutdown) = (client.clone(), shutdown.clone());
+        tokio::spawn(async move { b.rotate(client, cert, shutdown).await });
+    }
     let runtime = cri::Runtime::connect(&args.container_runtime_endpoint)?;
     for ip in &args.cluster_dns {
         ip.parse::<IpAddr>()
@@ -159,7 +193,6 @@ async fn main() -> anyhow::Result<()> {
         .or_else(node::default_node_ip)
         .unwrap_or_else(|| "127.0.0.1".into());
     let (node_cpu_millis, node_memory_bytes) = node::allocatable_cpu_memory(&args.root_dir);
-    let shutdown = CancellationToken::new();
     let server_names = vec![
         name.clone(),
         node_ip.clone(),
@@ -226,7 +259,6 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     tracing::info!(node = %name, health = %addr, server = %server_addr, "kubelet starting");
-    daemon::cancel_on_signal(shutdown.clone());
     kubelet.run(ready, shutdown).await?;
     tracing::info!("kubelet stopped");
     Ok(())

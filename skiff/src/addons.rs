@@ -1,12 +1,14 @@
-//! What `skiff server` puts in the cluster itself: the cluster DNS, and the `cluster-info`
-//! agents join by.
+//! What `skiff server` puts in the cluster itself: the `cluster-info` agents join by, the
+//! bindings that let bootstrap tokens join (as kubeadm makes them), and the cluster DNS under
+//! its own ServiceAccount.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use serde_json::{json, Value};
 use skiff_client::{Api, Patch, PatchParams};
 use skiff_rules::{Backoff, Kubeconfig};
@@ -20,9 +22,6 @@ pub struct AddonArgs {
     /// The cluster CA (PEM).
     #[arg(long)]
     pub ca_file: std::path::PathBuf,
-    /// The cluster DNS's bearer token (a line of the API server's --token-auth-file).
-    #[arg(long)]
-    pub dns_token: String,
     /// The cluster DNS image.
     #[arg(long)]
     pub dns_image: String,
@@ -39,9 +38,13 @@ impl AddonArgs {
     pub fn render(&self) -> Result<String> {
         let ca = std::fs::read(&self.ca_file)
             .with_context(|| format!("reading --ca-file {}", self.ca_file.display()))?;
-        let kubeconfig = crate::server::token_kubeconfig(&self.server, &ca, &self.dns_token)?;
         let mut objects = vec![cluster_info(&self.server, &ca)?];
-        objects.extend(cluster_dns(&self.dns_image, &kubeconfig, &self.cluster_dns));
+        objects.extend(join_rbac());
+        objects.extend(cluster_dns(
+            &self.dns_image,
+            &self.cluster_dns,
+            &self.server,
+        ));
         for o in objects.iter_mut().filter(|o| o["kind"] == "Deployment") {
             o["spec"]["replicas"] = json!(self.dns_replicas);
         }
@@ -54,14 +57,19 @@ impl AddonArgs {
     }
 }
 
-/// skiff-dns as the cluster runs it: a Deployment on the host network (it reaches the API
-/// server as the node's own components do), its kubeconfig from a Secret, behind the
+/// skiff-dns as the cluster runs it: a Deployment on the host network, under the
+/// ServiceAccount `kube-system/skiff-dns` (which the API server's bootstrap policy binds to the
+/// ClusterRole `system:skiff-dns`, as CoreDNS's `system:coredns`), reaching the API server
+/// with its projected token through the in-cluster configuration, behind the
 /// `kube-system/kube-dns` Service at `cluster_ip`, the address the kubelets hand to pods.
-pub fn cluster_dns(image: &str, kubeconfig: &str, cluster_ip: &str) -> Vec<Value> {
+/// On the host network it reaches the API server at `server` itself (its
+/// `KUBERNETES_SERVICE_HOST` and `_PORT` set to it, as host-network system pods commonly are)
+/// rather than through the `kubernetes` Service, so that it does not wait for the node's proxy.
+pub fn cluster_dns(image: &str, cluster_ip: &str, server: &str) -> Vec<Value> {
+    let (host, port) = host_port(server);
     vec![
-        json!({"apiVersion": "v1", "kind": "Secret",
-         "metadata": {"name": "skiff-dns", "namespace": "kube-system"},
-         "stringData": {"kubeconfig": kubeconfig}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": {"name": "skiff-dns", "namespace": "kube-system"}}),
         json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "skiff-dns", "namespace": "kube-system",
                      "labels": {"k8s-app": "kube-dns"}},
@@ -71,22 +79,21 @@ pub fn cluster_dns(image: &str, kubeconfig: &str, cluster_ip: &str) -> Vec<Value
            "template": {
                "metadata": {"labels": {"k8s-app": "kube-dns"}},
                "spec": {
+                   "serviceAccountName": "skiff-dns",
                    "hostNetwork": true,
                    "dnsPolicy": "Default",
                    "tolerations": [{"key": "node-role.kubernetes.io/control-plane",
                                     "operator": "Exists", "effect": "NoSchedule"}],
                    "containers": [{
                        "name": "dns", "image": image,
-                       "args": ["--kubeconfig=/etc/skiff/kubeconfig",
-                                "--metrics-bind-address=0.0.0.0:9153"],
+                       "args": ["--metrics-bind-address=0.0.0.0:9153"],
+                       "env": [{"name": "KUBERNETES_SERVICE_HOST", "value": host},
+                               {"name": "KUBERNETES_SERVICE_PORT", "value": port}],
                        "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
                                  {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}],
                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": 9153},
                                           "periodSeconds": 1},
-                       "volumeMounts": [{"name": "kubeconfig", "mountPath": "/etc/skiff",
-                                         "readOnly": true}],
                    }],
-                   "volumes": [{"name": "kubeconfig", "secret": {"secretName": "skiff-dns"}}],
                },
            },
         }}),
@@ -96,6 +103,43 @@ pub fn cluster_dns(image: &str, kubeconfig: &str, cluster_ip: &str) -> Vec<Value
          "spec": {"clusterIP": cluster_ip, "selector": {"k8s-app": "kube-dns"},
                   "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
                             {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}}),
+    ]
+}
+
+/// The host and port of an `https://HOST:PORT` URL (port 443 when it names none).
+fn host_port(server: &str) -> (String, String) {
+    let rest = server.trim_start_matches("https://").trim_end_matches('/');
+    match rest.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            (h.trim_matches(['[', ']']).to_string(), p.to_string())
+        }
+        _ => (rest.trim_matches(['[', ']']).to_string(), "443".into()),
+    }
+}
+
+/// What lets machines find the cluster, as kubeadm sets it up: anyone (`system:anonymous`,
+/// before a joining machine trusts the server enough to send its token) and bootstrap tokens
+/// may read `kube-public/cluster-info`. The rest of joining is the API server's bootstrap
+/// policy: `system:bootstrappers` may create CSRs (`system:node-bootstrapper`) and have node
+/// client ones approved (`...:nodeclient`), `system:nodes` their renewals
+/// (`...:selfnodeclient`), and the user `system:kube-proxy` is a `system:node-proxier`.
+pub fn join_rbac() -> Vec<Value> {
+    let group =
+        |g: &str| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": g});
+    let user =
+        |u: &str| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u});
+    vec![
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+               "metadata": {"name": "skiff:bootstrap-signer-clusterinfo",
+                            "namespace": "kube-public"},
+               "rules": [{"apiGroups": [""], "resources": ["configmaps"],
+                          "resourceNames": ["cluster-info"], "verbs": ["get"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "skiff:bootstrap-signer-clusterinfo",
+                            "namespace": "kube-public"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                           "name": "skiff:bootstrap-signer-clusterinfo"},
+               "subjects": [user("system:anonymous"), group("system:bootstrappers")]}),
     ]
 }
 
@@ -164,6 +208,21 @@ async fn apply_one(client: &skiff_client::Client, obj: &Value) -> Result<()> {
                 .patch(name, &pp, &patch)
                 .await?,
         ),
+        "ServiceAccount" => drop(
+            Api::<ServiceAccount>::namespaced(client, ns)
+                .patch(name, &pp, &patch)
+                .await?,
+        ),
+        "Role" => drop(
+            Api::<Role>::namespaced(client, ns)
+                .patch(name, &pp, &patch)
+                .await?,
+        ),
+        "RoleBinding" => drop(
+            Api::<RoleBinding>::namespaced(client, ns)
+                .patch(name, &pp, &patch)
+                .await?,
+        ),
         other => anyhow::bail!("no add-on of kind {other:?}"),
     }
     Ok(())
@@ -184,5 +243,32 @@ mod tests {
             Some("Q0EgUEVN")
         );
         assert!(k.users.is_empty() && k.contexts.is_empty());
+    }
+
+    #[test]
+    fn the_dns_reaches_the_api_server_by_its_address() {
+        assert_eq!(
+            host_port("https://10.0.0.1:6443"),
+            ("10.0.0.1".into(), "6443".into())
+        );
+        assert_eq!(host_port("https://lb:6443/"), ("lb".into(), "6443".into()));
+        assert_eq!(
+            host_port("https://[fd00::1]:6443"),
+            ("fd00::1".into(), "6443".into())
+        );
+        assert_eq!(
+            host_port("https://api.example"),
+            ("api.example".into(), "443".into())
+        );
+        let objects = cluster_dns("img", "10.96.0.10", "https://10.0.0.1:6443");
+        let d = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+        let spec = &d["spec"]["template"]["spec"];
+        assert_eq!(spec["serviceAccountName"], "skiff-dns");
+        assert_eq!(spec["containers"][0]["env"][0]["value"], "10.0.0.1");
+        assert!(spec.get("volumes").is_none(), "no kubeconfig Secret");
+        assert!(objects.iter().all(|o| o["kind"] != "Secret"));
+        let rbac = join_rbac();
+        assert_eq!(rbac[1]["metadata"]["namespace"], "kube-public");
+        assert_eq!(rbac[1]["subjects"][0]["name"], "system:anonymous");
     }
 }

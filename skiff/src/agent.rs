@@ -1,9 +1,12 @@
 //! `skiff agent`: this machine joins a `skiff server`'s cluster as a node — containerd, the
 //! kubelet and the proxy — until SIGTERM, which removes its pods and rules and stops them.
 //!
-//! The join token (`DATA_DIR/node-token` on the server) is `CA-HASH::SECRET`: the secret
-//! authenticates the node, and the hash pins the cluster CA, which the agent reads from
-//! `kube-public/cluster-info` and trusts only if its SHA-256 matches.
+//! The join token (`DATA_DIR/node-token` on the server, or one of `skiff token create`) is
+//! `CA-HASH::ID.SECRET`: the hash pins the cluster CA, which the agent reads anonymously from
+//! `kube-public/cluster-info` and trusts only if its SHA-256 matches; the bootstrap token
+//! `ID.SECRET` then lets the kubelet ask for its own certificate (`system:node:NAME`) and the
+//! proxy for its (`system:kube-proxy`), through CertificateSigningRequests the controller
+//! manager approves and signs. The token is sent only to a server whose CA matched.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,9 +14,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use skiff_rules::Kubeconfig;
 
+use crate::join::BootstrapToken;
 use crate::node::{self, NodeArgs};
 use crate::preflight;
-use crate::server::{bin_dir, ca_hash, token_kubeconfig, write_private};
+use crate::server::{bin_dir, ca_hash};
 use crate::supervisor::Supervisor;
 
 /// How this machine joins.
@@ -50,8 +54,8 @@ pub struct AgentArgs {
 pub struct Token {
     /// The hex SHA-256 of the cluster CA's PEM.
     pub ca_hash: String,
-    /// The node's bearer token.
-    pub secret: String,
+    /// The bootstrap token.
+    pub token: BootstrapToken,
 }
 
 impl std::str::FromStr for Token {
@@ -61,7 +65,7 @@ impl std::str::FromStr for Token {
         let (hash, secret) = s
             .trim()
             .split_once("::")
-            .context("a join token is CA-HASH::SECRET (the server's DATA_DIR/node-token)")?;
+            .context("a join token is CA-HASH::ID.SECRET (the server's DATA_DIR/node-token)")?;
         if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
             bail!("the join token's CA hash is not a hex SHA-256 (64 hex digits)");
         }
@@ -70,13 +74,14 @@ impl std::str::FromStr for Token {
         }
         Ok(Token {
             ca_hash: hash.to_ascii_lowercase(),
-            secret: secret.to_string(),
+            token: secret.parse()?,
         })
     }
 }
 
 /// Reads the cluster CA from `kube-public/cluster-info` on `server` (whose certificate cannot
-/// be checked yet) and keeps it only if it matches the token's hash.
+/// be checked yet, so no credentials are sent) and keeps it only if it matches the token's
+/// hash.
 pub async fn fetch_ca(server: &str, token: &Token) -> Result<Vec<u8>> {
     crate::install_crypto_provider();
     let client = reqwest::Client::builder()
@@ -89,14 +94,13 @@ pub async fn fetch_ca(server: &str, token: &Token) -> Result<Vec<u8>> {
     );
     let resp = client
         .get(&url)
-        .bearer_auth(&token.secret)
         .send()
         .await
         .with_context(|| format!("reaching {server}"))?;
     match resp.status() {
         s if s.is_success() => {}
-        reqwest::StatusCode::UNAUTHORIZED => {
-            bail!("the server refused the join token (401 Unauthorized)")
+        s @ (reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN) => {
+            bail!("the server does not let anonymous requests read kube-public/cluster-info ({s})")
         }
         s => bail!("reading cluster-info from {server}: {s}"),
     }
@@ -160,14 +164,10 @@ pub fn run(args: &AgentArgs, rt: &tokio::runtime::Handle, stop: &dyn Fn() -> boo
     let ca = rt.block_on(fetch_ca(&args.server, &token))?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let kubeconfig = args.data_dir.join("kubeconfig.yaml");
-    write_private(
-        &kubeconfig,
-        token_kubeconfig(&args.server, &ca, &token.secret)?.as_bytes(),
-    )?;
+    let identity = node::Identity::join(&args.data_dir, &args.server, &ca, &token.token, rt)?;
     let logs = args.data_dir.join("logs");
     let mut sup = Supervisor::default();
-    let result = start_and_wait(args, &bin, &kubeconfig, &registry, &logs, &mut sup, stop);
+    let result = start_and_wait(args, &bin, &identity, &registry, &logs, &mut sup, stop);
     tracing::info!("stopping");
     node::stop(&mut sup, &bin, &args.data_dir, &args.node.cni_bridge(), rt);
     sup.stop_all(Duration::from_secs(10));
@@ -177,7 +177,7 @@ pub fn run(args: &AgentArgs, rt: &tokio::runtime::Handle, stop: &dyn Fn() -> boo
 fn start_and_wait(
     args: &AgentArgs,
     bin: &Path,
-    kubeconfig: &Path,
+    identity: &node::Identity,
     registry: &str,
     logs: &Path,
     sup: &mut Supervisor,
@@ -188,7 +188,7 @@ fn start_and_wait(
         bin,
         data_dir: &args.data_dir,
         logs,
-        kubeconfig,
+        identity,
         registry,
         pod_cidr: None,
     }
@@ -204,12 +204,22 @@ mod tests {
     #[test]
     fn join_tokens_are_checked_before_use() {
         let hash = "ab".repeat(32);
-        let t: Token = format!("{hash}::s3cret\n").parse().unwrap();
+        let t: Token = format!("{hash}::abcdef.0123456789abcdef\n")
+            .parse()
+            .unwrap();
         assert_eq!(t.ca_hash, hash);
-        assert_eq!(t.secret, "s3cret");
+        assert_eq!(t.token.to_string(), "abcdef.0123456789abcdef");
         let err = "s3cret".parse::<Token>().unwrap_err().to_string();
-        assert!(err.contains("CA-HASH::SECRET"), "{err}");
-        let err = "abc::s3cret".parse::<Token>().unwrap_err().to_string();
+        assert!(err.contains("CA-HASH::ID.SECRET"), "{err}");
+        let err = format!("{hash}::s3cret")
+            .parse::<Token>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ID.SECRET"), "{err}");
+        let err = "abc::abcdef.0123456789abcdef"
+            .parse::<Token>()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("64 hex digits"), "{err}");
         let err = format!("{hash}::")
             .parse::<Token>()

@@ -4,6 +4,7 @@
 pub mod addons;
 pub mod agent;
 pub mod images;
+pub mod join;
 pub mod node;
 pub mod preflight;
 pub mod server;

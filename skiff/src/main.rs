@@ -34,6 +34,9 @@ enum Cmd {
     /// Print what a cluster runs in itself (`kube-public/cluster-info` for agents, and the
     /// cluster DNS) as YAML for `kubectl apply -f -`.
     Addons(Box<skiff::addons::AddonArgs>),
+    /// Bootstrap tokens: join tokens for `skiff agent`.
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Say what this machine lacks for `skiff server`, and how to get it.
     Check {
         /// Check for the proxy's iptables mode rather than nftables.
@@ -42,6 +45,24 @@ enum Cmd {
         /// Check for `skiff agent` (a node only) rather than `skiff server`.
         #[arg(long)]
         agent: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCmd {
+    /// Make a new bootstrap token and print the join token `CA-HASH::ID.SECRET` for
+    /// `skiff agent --token`.
+    Create {
+        /// How long the token stays valid (`0`: for ever).
+        #[arg(long, default_value = "24h", value_parser = skiff_rules::duration::parse)]
+        ttl: std::time::Duration,
+        /// An administrator's kubeconfig (its CA is the one the join token pins).
+        #[arg(
+            long,
+            env = "KUBECONFIG",
+            default_value = "/var/lib/skiff/kubeconfig.yaml"
+        )]
+        kubeconfig: std::path::PathBuf,
     },
 }
 
@@ -117,6 +138,18 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Cmd::Token(TokenCmd::Create { ttl, kubeconfig }) => {
+            until_signal("skiff token create", |rt, _| {
+                let config = skiff_client::Config::from_kubeconfig(&kubeconfig)?;
+                let ca = config
+                    .ca_pem
+                    .ok_or_else(|| anyhow::anyhow!("{} has no cluster CA", kubeconfig.display()))?;
+                let token = skiff::join::BootstrapToken::generate();
+                rt.block_on(skiff::join::publish_token(&kubeconfig, &token, ttl))?;
+                println!("{}::{token}", server::ca_hash(&ca));
+                Ok(())
+            })
+        }
         Cmd::Server(args) => until_signal("skiff server", |rt, stop| server::run(&args, rt, stop)),
         Cmd::Agent(args) => until_signal("skiff agent", |rt, stop| agent::run(&args, rt, stop)),
     }

@@ -55,6 +55,49 @@ fn flag(arg: &str) -> String {
     format!("--{}", arg.trim_start_matches('-'))
 }
 
+/// The node's credentials: the bootstrap kubeconfig (a bootstrap token) the kubelet asks for
+/// its certificate with, the kubeconfig it then writes, and the proxy's.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The bootstrap token's kubeconfig.
+    pub bootstrap_kubeconfig: PathBuf,
+    /// The kubelet's `--kubeconfig` (written by its TLS bootstrap).
+    pub kubelet_kubeconfig: PathBuf,
+    /// The proxy's kubeconfig (`system:kube-proxy`).
+    pub proxy_kubeconfig: PathBuf,
+}
+
+impl Identity {
+    /// Joins with `token` at `server` (whose CA is `ca`): writes the bootstrap kubeconfig under
+    /// `data_dir` and gets the proxy its certificate through a CSR (kept while valid); the
+    /// kubelet gets its own when it starts.
+    pub fn join(
+        data_dir: &Path,
+        server: &str,
+        ca: &[u8],
+        token: &crate::join::BootstrapToken,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<Identity> {
+        let bootstrap = data_dir.join("bootstrap-kubeconfig.yaml");
+        crate::server::write_private(
+            &bootstrap,
+            crate::server::token_kubeconfig(server, ca, &token.to_string())?.as_bytes(),
+        )?;
+        let proxy = data_dir.join("proxy-kubeconfig.yaml");
+        rt.block_on(crate::join::proxy_kubeconfig(
+            &proxy,
+            &bootstrap,
+            Duration::from_secs(300),
+        ))
+        .context("getting the proxy's certificate")?;
+        Ok(Identity {
+            bootstrap_kubeconfig: bootstrap,
+            kubelet_kubeconfig: data_dir.join("kubelet-kubeconfig.yaml"),
+            proxy_kubeconfig: proxy,
+        })
+    }
+}
+
 /// What the node's processes are given.
 pub struct Node<'a> {
     /// How it runs.
@@ -65,8 +108,8 @@ pub struct Node<'a> {
     pub data_dir: &'a Path,
     /// Where the processes' logs go.
     pub logs: &'a Path,
-    /// The kubeconfig the kubelet and proxy use.
-    pub kubeconfig: &'a Path,
+    /// The node's credentials.
+    pub identity: &'a Identity,
     /// The registry pods' images come from (`HOST:PORT`, plain HTTP).
     pub registry: &'a str,
     /// The pod CIDR to use when the control plane assigns none.
@@ -146,11 +189,19 @@ impl Node<'_> {
             self.logs,
         )?;
         sup.wait_for("containerd", Duration::from_secs(30), || socket.exists())?;
-        let kubeconfig = format!("--kubeconfig={}", self.kubeconfig.display());
+        let id = self.identity;
         let a = self.args;
         let mut kubelet = Command::new(self.bin.join("skiff-kubelet"));
         kubelet
-            .arg(&kubeconfig)
+            .arg(format!("--kubeconfig={}", id.kubelet_kubeconfig.display()))
+            .arg(format!(
+                "--bootstrap-kubeconfig={}",
+                id.bootstrap_kubeconfig.display()
+            ))
+            .arg(format!(
+                "--cert-dir={}",
+                self.data_dir.join("kubelet").join("pki").display()
+            ))
             .arg(format!(
                 "--container-runtime-endpoint=unix://{}",
                 socket.display()
@@ -180,7 +231,7 @@ impl Node<'_> {
         sup.start("skiff-kubelet", &mut kubelet, self.logs)?;
         let mut proxy = Command::new(self.bin.join("skiff-proxy"));
         proxy
-            .arg(&kubeconfig)
+            .arg(format!("--kubeconfig={}", id.proxy_kubeconfig.display()))
             .arg(format!("--cluster-cidr={}", a.cluster_cidr))
             .arg(format!("--proxy-mode={}", a.proxy_mode))
             .arg("--pod-routes=true")

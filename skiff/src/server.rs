@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use skiff_rules::Kubeconfig;
 
+use crate::join::{self, BootstrapToken};
 use crate::node::{self, NodeArgs};
 use crate::supervisor::Supervisor;
 use crate::{addons, images, preflight};
@@ -51,6 +52,10 @@ pub struct ServerArgs {
     /// The Services' address range.
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: String,
+    /// How long the join token (`DATA_DIR/node-token`, a bootstrap token) stays valid after
+    /// each start of the server (`0`: for ever). `skiff token create` makes more.
+    #[arg(long, default_value = "24h", value_parser = skiff_rules::duration::parse)]
+    pub token_ttl: Duration,
     /// Parts not to run: `dns` (the cluster DNS).
     #[arg(long, value_delimiter = ',', value_parser = ["dns"])]
     pub disable: Vec<String>,
@@ -86,49 +91,6 @@ fn first_node_cidr(cidr: &str) -> Result<String> {
         .with_context(|| format!("--cluster-cidr {cidr:?}: the prefix must be /24 or wider"))?;
     Ok(format!("{ip}/24"))
 }
-
-/// The secrets `skiff server` hands out, kept in `DATA_DIR/tokens.csv` (the API server's
-/// `--token-auth-file`) across restarts.
-struct Tokens {
-    /// What `skiff agent --token` carries (after the CA's hash).
-    node: String,
-    /// The cluster DNS's.
-    dns: String,
-}
-
-fn secret() -> String {
-    let bytes: [u8; 16] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-impl Tokens {
-    fn load_or_create(path: &Path) -> Result<Tokens> {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            let token_of = |user: &str| {
-                text.lines()
-                    .find(|l| l.split(',').nth(1) == Some(user))
-                    .and_then(|l| l.split(',').next())
-                    .map(str::to_string)
-            };
-            if let (Some(node), Some(dns)) = (token_of(NODE_USER), token_of(DNS_USER)) {
-                return Ok(Tokens { node, dns });
-            }
-        }
-        let tokens = Tokens {
-            node: secret(),
-            dns: secret(),
-        };
-        let text = format!(
-            "{},{NODE_USER},{NODE_USER},\"system:nodes\"\n{},{DNS_USER},{DNS_USER},\"system:serviceaccounts,system:serviceaccounts:kube-system\"\n",
-            tokens.node, tokens.dns
-        );
-        write_private(path, text.as_bytes())?;
-        Ok(tokens)
-    }
-}
-
-const NODE_USER: &str = "system:node:skiff-agent";
-const DNS_USER: &str = "system:serviceaccount:kube-system:skiff-dns";
 
 /// Writes a file only its owner reads.
 pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
@@ -269,7 +231,6 @@ fn start_and_wait(
     };
     let pushed = rt.block_on(images::push_all(&registry, bin))?;
     // The control plane.
-    let tokens = Tokens::load_or_create(&data.join("tokens.csv"))?;
     let server_dir = data.join("server");
     let advertise = advertised(args);
     let mut apiserver = Command::new(bin.join("skiff-apiserver"));
@@ -281,10 +242,6 @@ fn start_and_wait(
         .arg(format!(
             "--service-cluster-ip-range={}",
             args.service_cluster_ip_range
-        ))
-        .arg(format!(
-            "--token-auth-file={}",
-            data.join("tokens.csv").display()
         ))
         .arg(format!("--tls-san={advertise}"));
     for san in &args.tls_sans {
@@ -306,45 +263,82 @@ fn start_and_wait(
     })?;
     let ca = std::fs::read(server_dir.join("ca.crt")).context("reading the cluster CA")?;
     let server_url = format!("https://{}", SocketAddr::new(advertise, args.https_port));
-    let join_token = format!("{}::{}", ca_hash(&ca), tokens.node);
-    write_private(&data.join("node-token"), join_token.as_bytes())?;
-    let kubeconfig = format!("--kubeconfig={}", admin.display());
+    let local_url = format!("https://{local_api}");
+    // The join token: a bootstrap token, the same across restarts, valid --token-ttl from now.
+    let token_path = data.join("node-token");
+    let token = std::fs::read_to_string(&token_path)
+        .ok()
+        .and_then(|t| t.parse::<crate::agent::Token>().ok())
+        .filter(|t| t.ca_hash == ca_hash(&ca))
+        .map(|t| t.token)
+        .unwrap_or_else(BootstrapToken::generate);
+    // What runs in the cluster: how agents find the CA and may join, and the cluster DNS.
+    let mut objects = vec![addons::cluster_info(&server_url, &ca)?];
+    objects.extend(addons::join_rbac());
+    if !args.disable.iter().any(|d| d == "dns") {
+        objects.extend(addons::cluster_dns(
+            &pushed.dns,
+            &args.node.cluster_dns,
+            &server_url,
+        ));
+    }
+    rt.block_on(addons::apply(&admin, &objects))?;
+    rt.block_on(join::publish_token(&admin, &token, args.token_ttl))?;
+    write_private(&token_path, format!("{}::{token}", ca_hash(&ca)).as_bytes())?;
+    // The scheduler and the controller manager, each under its own identity.
+    let scheduler_kc = server_dir.join("scheduler.kubeconfig");
+    join::component_kubeconfig(
+        &scheduler_kc,
+        &server_dir,
+        &local_url,
+        "system:kube-scheduler",
+    )?;
+    let cm_kc = server_dir.join("controller-manager.kubeconfig");
+    join::component_kubeconfig(
+        &cm_kc,
+        &server_dir,
+        &local_url,
+        "system:kube-controller-manager",
+    )?;
     sup.start(
         "skiff-scheduler",
-        Command::new(bin.join("skiff-scheduler")).arg(&kubeconfig),
+        Command::new(bin.join("skiff-scheduler"))
+            .arg(format!("--kubeconfig={}", scheduler_kc.display())),
         &logs,
     )?;
     sup.start(
         "skiff-controller-manager",
         Command::new(bin.join("skiff-controller-manager"))
-            .arg(&kubeconfig)
+            .arg(format!("--kubeconfig={}", cm_kc.display()))
             .arg("--allocate-node-cidrs=true")
             .arg(format!("--cluster-cidr={}", args.node.cluster_cidr))
-            .arg("--node-cidr-mask-size=24"),
+            .arg("--node-cidr-mask-size=24")
+            .arg(format!(
+                "--root-ca-file={}",
+                server_dir.join("ca.crt").display()
+            ))
+            .arg(format!(
+                "--cluster-signing-cert-file={}",
+                server_dir.join("ca.crt").display()
+            ))
+            .arg(format!(
+                "--cluster-signing-key-file={}",
+                server_dir.join("ca.key").display()
+            )),
         &logs,
     )?;
-    // This machine as a node.
+    // This machine as a node, joining as any agent does.
+    let identity = node::Identity::join(data, &local_url, &ca, &token, rt)?;
     node::Node {
         args: &args.node,
         bin,
         data_dir: data,
         logs: &logs,
-        kubeconfig: &admin,
+        identity: &identity,
         registry: &registry,
         pod_cidr: Some(node_cidr.to_string()),
     }
     .start(sup)?;
-    // What runs in the cluster: how agents find the CA, and the cluster DNS.
-    let mut objects = vec![addons::cluster_info(&server_url, &ca)?];
-    if !args.disable.iter().any(|d| d == "dns") {
-        let dns_kubeconfig = token_kubeconfig(&server_url, &ca, &tokens.dns)?;
-        objects.extend(addons::cluster_dns(
-            &pushed.dns,
-            &dns_kubeconfig,
-            &args.node.cluster_dns,
-        ));
-    }
-    rt.block_on(addons::apply(&admin, &objects))?;
 
     let user_kubeconfig = data.join("kubeconfig.yaml");
     std::fs::copy(&admin, &user_kubeconfig)?;

@@ -37,7 +37,7 @@ pub struct Cluster {
     /// The compose project (prefix of every container's name).
     pub project: String,
     env: Vec<(String, String)>,
-    /// Its CA, tokens and kubeconfigs.
+    /// Its CA, certificates, kubeconfigs and the nodes' join token.
     pub state: PathBuf,
     /// Seconds from starting the control plane to three Ready nodes, as `up` measured it.
     pub up_seconds: f64,

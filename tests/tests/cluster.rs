@@ -1,7 +1,8 @@
 //! The docker-compose cluster (`deploy/cluster.sh`), brought up by the test under a project
 //! name, ports and Docker network of its own and removed afterwards, even on failure: three
 //! etcd members, two API servers behind a load balancer, two schedulers and two controller
-//! managers electing leaders, a registry and three nodes in zones a, b and c. Checked as a
+//! managers electing leaders, a registry and three nodes in zones a, b and c, every component
+//! under its own identity (the nodes' through CSRs). Checked as a
 //! user sees it, then with faults — each recovery waited for with a deadline and its time
 //! reported.
 
@@ -34,6 +35,28 @@ fn compose_cluster_spreads_serves_and_recovers_from_faults() {
         })
         .collect();
     assert_eq!(zones, ["a", "b", "c"]);
+    // Each node joined with the bootstrap token through CSRs, approved and issued: its
+    // kubelet's (`system:node:NAME`) and its proxy's (`system:kube-proxy`).
+    let csrs = c.json(&["get", "csr"]);
+    for signer in [
+        "kubernetes.io/kube-apiserver-client-kubelet",
+        "kubernetes.io/kube-apiserver-client",
+    ] {
+        let issued = csrs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["spec"]["signerName"] == signer)
+            .filter(|r| {
+                r["spec"]["username"]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with("system:bootstrap:"))
+            })
+            .filter(|r| r["status"]["conditions"][0]["type"] == "Approved")
+            .filter(|r| r["status"]["certificate"].is_string())
+            .count();
+        assert_eq!(issued, 3, "{signer}: {csrs}");
+    }
 
     // Six replicas, spread over the zones: two in each.
     let image = "registry:5000/skiff/httpd";

@@ -162,7 +162,11 @@ async fn pods_on_two_nodes_reach_each_other_by_pod_ip_service_and_name() {
         .registry
         .push(&images::binary_image(&dns_binary).unwrap(), "skiff/dns:1")
         .unwrap();
-    for item in addons::cluster_dns(&dns_image, &a.kubeconfig_text().unwrap(), CLUSTER_DNS) {
+    // It runs as its ServiceAccount, reaching the API server where node-a's kubeconfig does.
+    let server = skiff_client::Config::from_kubeconfig_str(&a.kubeconfig_text().unwrap(), None)
+        .unwrap()
+        .server;
+    for item in addons::cluster_dns(&dns_image, CLUSTER_DNS, &server) {
         k.ok_input(&["apply", "-f", "-"], &item.to_string());
     }
     k.ok_input(

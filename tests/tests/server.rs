@@ -1,7 +1,8 @@
 //! `skiff server` and `skiff agent`, run as a user runs them — each inside a network namespace
 //! of its own on a LAN the test makes, so etcd, the API server, the registry and the rules
 //! are private to the test. The server builds and pushes its own images and starts the
-//! cluster DNS; the agent joins with the server's token; a Deployment of the example web
+//! cluster DNS; the agent joins with the server's bootstrap token (both nodes get their
+//! certificates through CSRs); a Deployment of the example web
 //! image is reached through a Service by name from a pod on the agent's node, `kubectl logs`
 //! and `exec` reach pods on both nodes; SIGTERM stops every process and removes the rules,
 //! routes and pods.
@@ -169,8 +170,9 @@ async fn skiff_server_and_agent_run_a_cluster_and_stop_clean() {
     let server_url = format!("https://{server_ip}:6443");
     assert!(o.contains(&format!("--server={server_url}")), "{o}");
 
-    // Bad tokens are refused by name, before anything starts: a wrong secret (by the API
-    // server), and the right secret with another CA's hash (the CA is not trusted).
+    // Bad tokens are refused by name, before anything starts: a token that is not one, a CA
+    // hash that is not the server's (the CA is not trusted, the token never sent), and a
+    // well-formed bootstrap token the server does not know (refused by the API server).
     let refused = |token: &str| {
         let out = Command::new("nsenter")
             .arg(format!("--net=/var/run/netns/{}", agent_ns.name))
@@ -184,12 +186,14 @@ async fn skiff_server_and_agent_run_a_cluster_and_stop_clean() {
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let zeros = "0".repeat(64);
-    let said = refused(&format!("{zeros}::wrong"));
-    assert!(said.contains("refused the join token"), "{said}");
     let token = std::fs::read_to_string(dir.path().join("server/node-token")).unwrap();
-    let secret = token.split("::").nth(1).unwrap().trim();
+    let (hash, secret) = token.trim().split_once("::").unwrap();
+    let said = refused(&format!("{hash}::wrong"));
+    assert!(said.contains("ID.SECRET"), "{said}");
     let said = refused(&format!("{zeros}::{secret}"));
     assert!(said.contains("does not match the join token"), "{said}");
+    let said = refused(&format!("{hash}::abcdef.0123456789abcdef"));
+    assert!(said.contains("refused the join token"), "{said}");
 
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, &token).unwrap();
@@ -222,6 +226,29 @@ async fn skiff_server_and_agent_run_a_cluster_and_stop_clean() {
                 )
             })
         });
+    }
+    // Both nodes joined through CSRs from their bootstrap token, approved and issued: the
+    // kubelets' (`system:node:NAME`) and the proxies' (`system:kube-proxy`).
+    let csrs = k(&[
+        "get",
+        "csr",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.signerName} {.spec.username} {.status.conditions[0].type} {.status.certificate}{\"\\n\"}{end}",
+    ])
+    .unwrap();
+    for signer in [
+        "kubernetes.io/kube-apiserver-client-kubelet",
+        "kubernetes.io/kube-apiserver-client",
+    ] {
+        let joined = csrs
+            .lines()
+            .filter(|l| l.starts_with(&format!("{signer} system:bootstrap:")))
+            .filter(|l| {
+                l.split(' ').nth(2) == Some("Approved")
+                    && l.split(' ').nth(3).is_some_and(|c| !c.is_empty())
+            })
+            .count();
+        assert_eq!(joined, 2, "{signer}:\n{csrs}");
     }
     eventually(
         "the cluster DNS rolled out",
