@@ -5,6 +5,7 @@
 //! deletion order) and [`expectations`] (writes not yet seen in the cache).
 
 pub mod clock;
+pub mod clusterrole_aggregation;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -47,6 +48,7 @@ pub const CONTROLLERS: &[&str] = &[
     "nodelifecycle",
     "serviceaccount",
     "servicelb",
+    "clusterrole-aggregation",
 ];
 
 /// What the controllers are configured with (kube-controller-manager's flags).
@@ -228,6 +230,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     if ctx.config.enabled("servicelb") {
         let c = ctx.config.service_lb.clone();
         tasks.spawn(servicelb::run(ctx.clone(), c, shutdown.clone()));
+    }
+    if ctx.config.enabled("clusterrole-aggregation") {
+        tasks.spawn(clusterrole_aggregation::run(ctx.clone(), shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
 }
