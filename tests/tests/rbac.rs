@@ -695,3 +695,72 @@ async fn bootstrap_policy_is_reconciled_and_aggregated() {
         "true"
     );
 }
+
+#[tokio::test]
+async fn aggregated_roles_follow_labelled_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_etcd, api) = server(dir.path(), &[]).await;
+    let admin = api.kubectl();
+    admin.ok_input(
+        &["apply", "-f", "-"],
+        r#"{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "widgets-view", "labels": {"rbac.authorization.k8s.io/aggregate-to-view": "true"}},
+            "rules": [{"apiGroups": ["example.com"], "resources": ["widgets"], "verbs": ["get", "list"]}]}"#,
+    );
+    // The controller manager under its own identity, with only its bootstrap role.
+    let kubeconfig = cert_kubeconfig(&api, dir.path(), "system:kube-controller-manager", &[]);
+    let mut cm = std::process::Command::new(skiff_e2e::binary("skiff-controller-manager").unwrap())
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg("--controllers=clusterrole-aggregation")
+        .arg("--leader-elect=false")
+        .arg("--port=0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("cm.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let has_widgets = |role: &str| {
+        admin
+            .json(&["get", "clusterrole", role])
+            .get("rules")
+            .is_some_and(|r| r.to_string().contains("widgets"))
+    };
+    // view selects widgets-view; edit and admin select view.
+    for role in ["view", "edit", "admin"] {
+        let ok = skiff_e2e::eventually(std::time::Duration::from_secs(30), || {
+            has_widgets(role).then_some(())
+        })
+        .await;
+        assert!(
+            ok.is_some(),
+            "{role} did not aggregate widgets-view; controller manager log:\n{}",
+            std::fs::read_to_string(dir.path().join("cm.log")).unwrap_or_default()
+        );
+    }
+    // A user bound to view now reads widgets (RBAC knows no resource by name).
+    let alice = Kubectl::new(&token_kubeconfig(&api, dir.path(), "alice", ALICE));
+    admin.ok(&[
+        "create",
+        "rolebinding",
+        "alice-view",
+        "--clusterrole=view",
+        "--user=alice",
+    ]);
+    let ssar = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": {"group": "example.com", "resource": "widgets", "verb": "list", "namespace": "default"}}});
+    let out = alice.ok_input(&["create", "-f", "-", "-o", "json"], &ssar.to_string());
+    let out: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(out["status"]["allowed"], true, "{out}");
+    // A role that leaves the selection leaves the aggregate.
+    admin.ok(&[
+        "label",
+        "clusterrole",
+        "widgets-view",
+        "rbac.authorization.k8s.io/aggregate-to-view-",
+    ]);
+    let gone = skiff_e2e::eventually(std::time::Duration::from_secs(30), || {
+        (!has_widgets("view")).then_some(())
+    })
+    .await;
+    assert!(gone.is_some());
+    skiff_e2e::stop_child(&mut cm, std::time::Duration::from_secs(5));
+}
