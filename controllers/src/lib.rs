@@ -5,6 +5,7 @@
 //! deletion order) and [`expectations`] (writes not yet seen in the cache).
 
 pub mod clock;
+pub mod clusterrole_aggregation;
 pub mod cronjob;
 pub mod csr_approval;
 pub mod csr_signing;
@@ -53,6 +54,7 @@ pub const CONTROLLERS: &[&str] = &[
     "root-ca-cert-publisher",
     "csrapproving",
     "csrsigning",
+    "clusterrole-aggregation",
 ];
 
 /// What the controllers are configured with (kube-controller-manager's flags).
@@ -257,6 +259,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         ctx.config.csr_signer.clone(),
     ) {
         tasks.spawn(csr_signing::run(ctx.clone(), s, shutdown.clone()));
+    }
+    if ctx.config.enabled("clusterrole-aggregation") {
+        tasks.spawn(clusterrole_aggregation::run(ctx.clone(), shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
 }

@@ -39,12 +39,27 @@ async fn authentication_client_cert_token_and_none() {
         None,
     )
     .await;
-    assert_eq!(code, 401);
-    assert_eq!(body["reason"], "Unauthorized");
+    // No credentials: system:anonymous, whom RBAC grants no namespaces.
+    assert_eq!(code, 403);
+    assert_eq!(body["reason"], "Forbidden");
     // Health endpoints answer without credentials, as kube-apiserver's public-info role allows.
     let (code, _) = send(&anon, reqwest::Method::GET, api.url("/readyz"), None).await;
     assert_eq!(code, 200);
 
+    let r = anon
+        .get(api.url("/api/v1/namespaces"))
+        .bearer_auth("t0ken-abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    api.kubectl().ok(&[
+        "create",
+        "clusterrolebinding",
+        "alice-view",
+        "--clusterrole=view",
+        "--user=alice",
+    ]);
     let r = anon
         .get(api.url("/api/v1/namespaces"))
         .bearer_auth("t0ken-abc")
@@ -1027,7 +1042,7 @@ async fn metrics_count_requests_etcd_and_watches() {
         m.contains("apiserver_registered_watchers{resource=\"pods\"} 1"),
         "{m}"
     );
-    // /metrics needs credentials.
+    // /metrics is not for anonymous callers.
     let anon = c.api.anonymous_client().unwrap();
     assert_eq!(
         anon.get(c.api.url("/metrics"))
@@ -1035,7 +1050,7 @@ async fn metrics_count_requests_etcd_and_watches() {
             .await
             .unwrap()
             .status(),
-        401
+        403
     );
 }
 

@@ -482,12 +482,24 @@ async fn grpc_errors_carry_kubernetes_status() {
         .unwrap_err();
     assert_eq!(no_patch_type.code(), tonic::Code::InvalidArgument);
 
-    // Without credentials: Unauthenticated; a bad token too.
+    // Without credentials: system:anonymous, refused (PermissionDenied); a bad token is
+    // Unauthenticated.
     let mut cfg = Config::from_kubeconfig(&c.api.kubeconfig).unwrap();
     cfg.identity = None;
     let anonymous: Api<ConfigMap> = Api::namespaced(Client::new(cfg).unwrap(), "default");
     let err = anonymous.get("a").await.unwrap_err();
-    assert_eq!(err.api().unwrap().grpc_code, tonic::Code::Unauthenticated);
+    assert_eq!(err.api().unwrap().grpc_code, tonic::Code::PermissionDenied);
+    assert_eq!(
+        err.api().unwrap().message,
+        r#"configmaps "a" is forbidden: User "system:anonymous" cannot get resource "configmaps" in API group "" in the namespace "default""#
+    );
+    c.kubectl().ok(&[
+        "create",
+        "rolebinding",
+        "alice-view",
+        "--clusterrole=view",
+        "--user=alice",
+    ]);
     let mut cfg = Config::from_kubeconfig(&c.api.kubeconfig).unwrap();
     cfg.identity = None;
     cfg.token = Some("t0ken-abc".into());

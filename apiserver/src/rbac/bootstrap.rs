@@ -616,8 +616,32 @@ fn meta(name: &str, labels: &[(&str, &str)]) -> Value {
     json!({"name": name, "labels": l, "annotations": {AUTOUPDATE: "true"}})
 }
 
+/// The rules an aggregated bootstrap role starts with: the union of the bootstrap roles its
+/// label selects (the aggregation controller keeps them current from then on, but the API
+/// server must be usable before it runs).
+fn initial_rules(b: &BootstrapRole, all: &[BootstrapRole]) -> Vec<Rule> {
+    let Some(label) = b.aggregate_from else {
+        return b.rules.clone();
+    };
+    let mut out: Vec<Rule> = Vec::new();
+    for source in all
+        .iter()
+        .filter(|r| r.labels.iter().any(|(k, _)| *k == label))
+    {
+        for rule in initial_rules(source, all) {
+            if !out.contains(&rule) {
+                out.push(rule);
+            }
+        }
+    }
+    out
+}
+
 fn role_object(b: &BootstrapRole) -> Value {
-    let rules: Vec<PolicyRule> = b.rules.iter().map(PolicyRule::from).collect();
+    let rules: Vec<PolicyRule> = initial_rules(b, &cluster_roles())
+        .iter()
+        .map(PolicyRule::from)
+        .collect();
     let mut o = json!({
         "apiVersion": format!("{GROUP}/v1"), "kind": "ClusterRole",
         "metadata": meta(b.name, &b.labels),
@@ -698,8 +722,13 @@ pub fn reconcile_role(have: &Value, want: &BootstrapRole) -> Option<Value> {
         .iter()
         .map(Rule::from)
         .collect();
-    let missing: Vec<&Rule> = want
-        .rules
+    let wanted = if want.aggregate_from.is_some() && !existing.is_empty() {
+        // The aggregation controller owns an aggregated role's rules once it has any.
+        Vec::new()
+    } else {
+        initial_rules(want, &cluster_roles())
+    };
+    let missing: Vec<&Rule> = wanted
         .iter()
         .filter(|rule| !uncovered(&existing, std::slice::from_ref(*rule)).is_empty())
         .collect();
@@ -831,6 +860,19 @@ mod tests {
         assert!(reconcile_binding(&next, &b).is_none());
         have["metadata"]["annotations"][AUTOUPDATE] = json!("false");
         assert!(reconcile_binding(&have, &b).is_none());
+    }
+
+    #[test]
+    fn aggregated_roles_start_with_their_sources_rules() {
+        let all = cluster_roles();
+        let get = |n: &str| all.iter().find(|r| r.name == n).unwrap();
+        let view = initial_rules(get("view"), &all);
+        let edit = initial_rules(get("edit"), &all);
+        let admin = initial_rules(get("admin"), &all);
+        assert_eq!(view, view_rules());
+        assert!(view.iter().all(|r| edit.contains(r)));
+        assert!(edit.iter().all(|r| admin.contains(r)));
+        assert!(admin.len() > edit.len() && edit.len() > view.len());
     }
 
     #[test]

@@ -87,7 +87,8 @@ impl Bound {
 /// Every role and binding, compiled.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    revs: [i64; 4],
+    /// What the snapshot was built from (see [`Caches::fingerprint`]).
+    fingerprint: Vec<(usize, i64, i64)>,
     cluster_roles: HashMap<String, Arc<[Rule]>>,
     roles: HashMap<(String, String), Arc<[Rule]>>,
     cluster_bound: Bound,
@@ -106,7 +107,7 @@ fn compile(rules: &Option<Vec<k8s_openapi::api::rbac::v1::PolicyRule>>) -> Arc<[
 impl Snapshot {
     fn build(caches: &Caches) -> Snapshot {
         let mut s = Snapshot {
-            revs: caches.revs(),
+            fingerprint: caches.fingerprint(),
             ..Snapshot::default()
         };
         // Objects the caches hold passed validation; one that does not decode is skipped.
@@ -214,13 +215,32 @@ struct Caches {
 }
 
 impl Caches {
-    fn revs(&self) -> [i64; 4] {
+    fn all(&self) -> [&Arc<WatchCache>; 4] {
         [
-            self.roles.rev(),
-            self.cluster_roles.rev(),
-            self.bindings.rev(),
-            self.cluster_bindings.rev(),
+            &self.roles,
+            &self.cluster_roles,
+            &self.bindings,
+            &self.cluster_bindings,
         ]
+    }
+
+    fn revs(&self) -> [i64; 4] {
+        self.all().map(|c| c.rev())
+    }
+
+    /// Per cache: how many objects, and the sum and maximum of their resourceVersions. A
+    /// cache's revision also moves when it merely catches up with etcd; this changes only
+    /// when an object was added, changed or removed, and costs no decoding.
+    fn fingerprint(&self) -> Vec<(usize, i64, i64)> {
+        self.all()
+            .iter()
+            .map(|c| {
+                let (items, _) = c.list("", |_| true);
+                let sum = items.iter().fold(0i64, |a, o| a.wrapping_add(o.rv));
+                let max = items.iter().map(|o| o.rv).max().unwrap_or(0);
+                (items.len(), sum, max)
+            })
+            .collect()
     }
 }
 
@@ -231,7 +251,8 @@ impl Caches {
 #[derive(Default)]
 pub struct Rbac {
     caches: OnceLock<Caches>,
-    snapshot: RwLock<Arc<Snapshot>>,
+    /// The snapshot, and the cache revisions it is known to be current at.
+    snapshot: RwLock<([i64; 4], Arc<Snapshot>)>,
     rebuilding: Mutex<()>,
 }
 
@@ -266,22 +287,29 @@ impl Rbac {
     /// The current snapshot, rebuilt first if an RBAC object changed since it was built.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         let Some(caches) = self.caches.get() else {
-            return self.snapshot.read().clone();
+            return self.snapshot.read().1.clone();
         };
         let revs = caches.revs();
-        let current = self.snapshot.read().clone();
-        if current.revs == revs {
-            return current;
+        {
+            let current = self.snapshot.read();
+            if current.0 == revs {
+                return current.1.clone();
+            }
         }
-        // One request rebuilds; the others wait for it rather than all rebuilding.
+        // One request looks; the others wait for it rather than all rebuilding.
         let _g = self.rebuilding.lock();
-        let current = self.snapshot.read().clone();
-        if current.revs == caches.revs() {
+        let revs = caches.revs();
+        let current = self.snapshot.read().1.clone();
+        if self.snapshot.read().0 == revs {
             return current;
         }
-        let fresh = Arc::new(Snapshot::build(caches));
-        *self.snapshot.write() = fresh.clone();
-        fresh
+        let next = if current.fingerprint == caches.fingerprint() {
+            current
+        } else {
+            Arc::new(Snapshot::build(caches))
+        };
+        *self.snapshot.write() = (revs, next.clone());
+        next
     }
 }
 
