@@ -188,12 +188,12 @@ async fn a_node_reads_only_what_its_pods_use_and_writes_only_its_own() {
     // Another node's pod's secret, a secret no pod uses, all secrets, another node.
     let no_rel = "no relationship found between node 'n1' and this object";
     let refused = [
-        ("/api/v1/namespaces/default/secrets/s2", format!("User \"system:node:n1\" cannot get resource \"secrets\" in API group \"\" in the namespace \"default\": {no_rel}")),
-        ("/api/v1/namespaces/default/secrets/s3", format!("User \"system:node:n1\" cannot get resource \"secrets\" in API group \"\" in the namespace \"default\": {no_rel}")),
-        ("/api/v1/namespaces/default/secrets", "User \"system:node:n1\" cannot list resource \"secrets\" in API group \"\" in the namespace \"default\": No Object name found".to_string()),
-        ("/api/v1/secrets", "User \"system:node:n1\" cannot list resource \"secrets\" in API group \"\" at the cluster scope: can only read namespaced object of this type".to_string()),
-        ("/api/v1/namespaces/default/pods/p2", format!("User \"system:node:n1\" cannot get resource \"pods\" in API group \"\" in the namespace \"default\": {no_rel}")),
-        ("/api/v1/nodes/n2", "User \"system:node:n1\" cannot get resource \"nodes\" in API group \"\" at the cluster scope: node 'n1' cannot read 'n2', only its own Node object".to_string()),
+        ("/api/v1/namespaces/default/secrets/s2", format!("secrets \"s2\" is forbidden: User \"system:node:n1\" cannot get resource \"secrets\" in API group \"\" in the namespace \"default\": {no_rel}")),
+        ("/api/v1/namespaces/default/secrets/s3", format!("secrets \"s3\" is forbidden: User \"system:node:n1\" cannot get resource \"secrets\" in API group \"\" in the namespace \"default\": {no_rel}")),
+        ("/api/v1/namespaces/default/secrets", "secrets is forbidden: User \"system:node:n1\" cannot list resource \"secrets\" in API group \"\" in the namespace \"default\": No Object name found".to_string()),
+        ("/api/v1/secrets", "secrets is forbidden: User \"system:node:n1\" cannot list resource \"secrets\" in API group \"\" at the cluster scope: can only read namespaced object of this type".to_string()),
+        ("/api/v1/namespaces/default/pods/p2", format!("pods \"p2\" is forbidden: User \"system:node:n1\" cannot get resource \"pods\" in API group \"\" in the namespace \"default\": {no_rel}")),
+        ("/api/v1/nodes/n2", "nodes \"n2\" is forbidden: User \"system:node:n1\" cannot get resource \"nodes\" in API group \"\" at the cluster scope: node 'n1' cannot read 'n2', only its own Node object".to_string()),
     ];
     for (path, want) in refused {
         let (code, body) = read(path).await;
@@ -369,7 +369,7 @@ async fn a_node_reads_only_what_its_pods_use_and_writes_only_its_own() {
     assert_eq!(code, 403, "{body}");
     assert_eq!(
         message(&body),
-        "User \"alice\" cannot get resource \"secrets\" in API group \"\" in the namespace \"default\""
+        "secrets \"s1\" is forbidden: User \"alice\" cannot get resource \"secrets\" in API group \"\" in the namespace \"default\""
     );
 }
 
@@ -416,7 +416,7 @@ async fn bootstrap_tokens_authenticate_as_their_bootstrap_user() {
     assert_eq!(last.0, 403, "{}", last.1);
     assert_eq!(
         message(&last.1),
-        "User \"system:bootstrap:abcdef\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
+        "pods is forbidden: User \"system:bootstrap:abcdef\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
     );
     for bad in [
         "abcdef.0123456789abcdee",

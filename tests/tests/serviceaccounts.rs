@@ -18,12 +18,21 @@ use skiff_e2e::{eventually, ApiServer, Daemon, Etcd, Kubectl};
 
 const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
-/// An API server with the ServiceAccount admission on, as kube-apiserver runs by default.
+/// An API server with the ServiceAccount admission on, as kube-apiserver runs by default,
+/// where every ServiceAccount may read (`view`), so that a token that authenticates is let in
+/// and one that does not is 401.
 async fn start() -> (Etcd, ApiServer) {
     let etcd = Etcd::start().unwrap();
     let api = ApiServer::start_with(&etcd, &["--enable-admission-plugins=ServiceAccount"])
         .await
         .unwrap();
+    api.kubectl().ok(&[
+        "create",
+        "clusterrolebinding",
+        "accounts-view",
+        "--clusterrole=view",
+        "--group=system:serviceaccounts",
+    ]);
     (etcd, api)
 }
 
