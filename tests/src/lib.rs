@@ -673,8 +673,13 @@ pub struct Cluster {
 impl Cluster {
     /// Starts etcd and an API server.
     pub async fn start() -> Result<Cluster> {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts etcd and an API server with extra flags.
+    pub async fn start_with(extra: &[&str]) -> Result<Cluster> {
         let etcd = Etcd::start()?;
-        let api = ApiServer::start(&etcd).await?;
+        let api = ApiServer::start_with(&etcd, extra).await?;
         Ok(Cluster { api, etcd })
     }
 

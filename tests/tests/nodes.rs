@@ -103,7 +103,11 @@ fn web_deployment(image: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pods_on_two_nodes_reach_each_other_by_pod_ip_service_and_name() {
-    let c = Cluster::start().await.unwrap();
+    // Pods run as their ServiceAccounts, as in any cluster: the cluster DNS reads the API with
+    // its own token.
+    let c = Cluster::start_with(&["--enable-admission-plugins=ServiceAccount"])
+        .await
+        .unwrap();
     let images = Images::start().unwrap();
     let _scheduler = Daemon::start("skiff-scheduler", &c.api, &[]).unwrap();
     let _controllers = Daemon::start("skiff-controller-manager", &c.api, &[]).unwrap();
