@@ -1,0 +1,205 @@
+//! `skiff-authz-bench`: what authorization costs. The same user (a bearer token) creates pods
+//! and reads them back against a private etcd and `skiff-apiserver`, once with
+//! `--authorization-mode=AlwaysAllow` and once with the default `Node,RBAC` (the user holding
+//! `edit` in the namespace through a RoleBinding, among 200 other bindings, as a real
+//! cluster's policy would have), the two alternating so that the machine's drift shows as
+//! spread rather than as a difference. Prints a Markdown table.
+//!
+//! Run it with release binaries: `SKIFF_BIN_DIR=target/release target/release/skiff-authz-bench`.
+//! Every load loop is bounded in count and time and stops by itself; all traffic is loopback.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use serde_json::{json, Value};
+use skiff_e2e::bench::percentile;
+use skiff_e2e::{ApiServer, Etcd};
+
+const TOKEN: &str = "bench-token-0123456789";
+const LEVELS: &[usize] = &[1, 8, 64];
+const CREATES: usize = 2000;
+const GETS: usize = 2000;
+const ROUNDS: usize = 2;
+
+fn pod(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "bench", "labels": {"app": "bench"}},
+        "spec": {"containers": [{"name": "c", "image": "registry.local/skiff/busybox:1",
+                                 "command": ["sleep", "3600"]}]},
+    })
+}
+
+/// One run's figures: creates/s per level, and GET p50/p99.
+struct Figures {
+    creates: Vec<f64>,
+    get_p50: Duration,
+    get_p99: Duration,
+}
+
+/// Runs `total` creates over `clients` workers, 30 s at most; answers creates/s.
+async fn creates(c: &reqwest::Client, url: &str, clients: usize, prefix: &str) -> f64 {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ok = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (c, url, next, ok) = (c.clone(), url.to_string(), next.clone(), ok.clone());
+        let prefix = prefix.to_string();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= CREATES || start.elapsed() > Duration::from_secs(30) {
+                    break;
+                }
+                let r = c
+                    .post(&url)
+                    .bearer_auth(TOKEN)
+                    .json(&pod(&format!("{prefix}-{i}")))
+                    .send()
+                    .await;
+                if matches!(r, Ok(r) if r.status() == 201) {
+                    ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    ok.load(std::sync::atomic::Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn run(mode: &str, round: usize) -> Result<Figures> {
+    let dir = tempfile::tempdir()?;
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, format!("{TOKEN},bench,1000,\"bench-users\"\n"))?;
+    let etcd = Etcd::start()?;
+    let api = ApiServer::start_with(
+        &etcd,
+        &[
+            &format!("--token-auth-file={}", tokens.display()),
+            &format!("--authorization-mode={mode}"),
+        ],
+    )
+    .await?;
+    let admin = api.client()?;
+    let user = api.anonymous_client()?;
+    let post = |path: &str, body: Value| {
+        let admin = admin.clone();
+        let url = api.url(path);
+        async move {
+            let r = admin.post(url).json(&body).send().await?;
+            if !r.status().is_success() {
+                bail!("{}: {}", r.status(), r.text().await.unwrap_or_default());
+            }
+            Ok(())
+        }
+    };
+    post(
+        "/api/v1/namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}),
+    )
+    .await?;
+    // The policy a cluster in use has: bindings for many other users and groups.
+    for i in 0..100 {
+        post(
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                   "metadata": {"name": format!("other-{i}")},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+                   "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": format!("user-{i}")}]}),
+        )
+        .await?;
+        post(
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/bench/rolebindings",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                   "metadata": {"name": format!("other-{i}")},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+                   "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": format!("group-{i}")}]}),
+        )
+        .await?;
+    }
+    post(
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/bench/rolebindings",
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "bench-edit"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+               "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bench"}]}),
+    )
+    .await?;
+    let pods = api.url("/api/v1/namespaces/bench/pods");
+    // The binding reaches the authorizer through the watch cache: wait until it does.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while user.get(&pods).bearer_auth(TOKEN).send().await?.status() != 200 {
+        if Instant::now() > deadline {
+            bail!("user bench still cannot list pods in {mode}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut figures = Figures {
+        creates: Vec::new(),
+        get_p50: Duration::ZERO,
+        get_p99: Duration::ZERO,
+    };
+    for &clients in LEVELS {
+        figures
+            .creates
+            .push(creates(&user, &pods, clients, &format!("r{round}-c{clients}")).await);
+    }
+    let mut gets = Vec::with_capacity(GETS);
+    for n in 0..GETS {
+        let t = Instant::now();
+        let r = user
+            .get(format!("{pods}/r{round}-c1-{}", n % 1000))
+            .bearer_auth(TOKEN)
+            .send()
+            .await?;
+        let status = r.status();
+        let _ = r.bytes().await?;
+        if status != 200 {
+            bail!("GET answered {status} in {mode}");
+        }
+        gets.push(t.elapsed());
+    }
+    gets.sort();
+    figures.get_p50 = percentile(&gets, 0.5);
+    figures.get_p99 = percentile(&gets, 0.99);
+    Ok(figures)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<()> {
+    let modes = ["AlwaysAllow", "Node,RBAC"];
+    let mut results: Vec<Vec<Figures>> = vec![Vec::new(), Vec::new()];
+    for round in 0..ROUNDS {
+        for (m, mode) in modes.iter().enumerate() {
+            results[m].push(run(mode, round).await?);
+        }
+    }
+    let join = |f: &dyn Fn(&Figures) -> String, m: usize| {
+        results[m].iter().map(f).collect::<Vec<_>>().join(", ")
+    };
+    println!(
+        "| measure ({ROUNDS} runs each, alternating) | `--authorization-mode=AlwaysAllow` | `Node,RBAC` (RoleBinding to `edit`, 201 bindings) |"
+    );
+    println!("|---|---|---|");
+    for (i, clients) in LEVELS.iter().enumerate() {
+        println!(
+            "| pod creates/s, {clients} client(s) | {} | {} |",
+            join(&|f| format!("{:.0}", f.creates[i]), 0),
+            join(&|f| format!("{:.0}", f.creates[i]), 1)
+        );
+    }
+    println!(
+        "| GET one pod, p50 / p99 ms ({GETS} sequential) | {} | {} |",
+        join(&|f| format!("{} / {}", ms(f.get_p50), ms(f.get_p99)), 0),
+        join(&|f| format!("{} / {}", ms(f.get_p50), ms(f.get_p99)), 1)
+    );
+    Ok(())
+}
