@@ -6,6 +6,7 @@
 
 pub mod authn;
 pub mod impersonation;
+pub mod rules;
 pub mod tokenfile;
 
 use std::collections::BTreeMap;

@@ -8,7 +8,7 @@
 pub mod authorizer;
 pub mod bootstrap;
 mod references;
-mod rules;
+pub mod rules;
 
 pub use authorizer::{NodeAuthorizer, PodIndex};
 pub use bootstrap::BootstrapTokens;

@@ -1,144 +1,81 @@
-//! The rules every node holds regardless of the graph: Kubernetes' `NodeRules()` (the
-//! `system:node` role), for the resources the Node authorizer does not subdivide.
+//! The rules every node holds regardless of the graph: Kubernetes' `NodeRules()`, which are
+//! also the bootstrap policy's `system:node` role, for the resources the Node authorizer does
+//! not subdivide.
 
+use std::sync::OnceLock;
+
+use crate::auth::rules::Rule;
 use crate::auth::Attributes;
-
-/// One rule: any of `verbs` on any of `resources` (`plural` or `plural/subresource`) in any of
-/// `groups`.
-struct Rule {
-    verbs: &'static [&'static str],
-    groups: &'static [&'static str],
-    resources: &'static [&'static str],
-}
 
 const READ: &[&str] = &["get", "list", "watch"];
 
-/// Kubernetes' `NodeRules()`, in its order.
-static NODE_RULES: &[Rule] = &[
-    Rule {
-        verbs: &["create"],
-        groups: &["authentication.k8s.io"],
-        resources: &["tokenreviews"],
-    },
-    Rule {
-        verbs: &["create"],
-        groups: &["authorization.k8s.io"],
-        resources: &["subjectaccessreviews", "localsubjectaccessreviews"],
-    },
-    Rule {
-        verbs: READ,
-        groups: &[""],
-        resources: &["services"],
-    },
-    Rule {
-        verbs: &["create", "get", "list", "watch"],
-        groups: &[""],
-        resources: &["nodes"],
-    },
-    Rule {
-        verbs: &["update", "patch"],
-        groups: &[""],
-        resources: &["nodes/status"],
-    },
-    Rule {
-        verbs: &["update", "patch"],
-        groups: &[""],
-        resources: &["nodes"],
-    },
-    Rule {
-        verbs: &["create", "update", "patch"],
-        groups: &[""],
-        resources: &["events"],
-    },
-    Rule {
-        verbs: READ,
-        groups: &[""],
-        resources: &["pods"],
-    },
-    Rule {
-        verbs: &["create", "delete"],
-        groups: &[""],
-        resources: &["pods"],
-    },
-    Rule {
-        verbs: &["update", "patch"],
-        groups: &[""],
-        resources: &["pods/status"],
-    },
-    Rule {
-        verbs: &["create"],
-        groups: &[""],
-        resources: &["pods/eviction"],
-    },
-    Rule {
-        verbs: READ,
-        groups: &[""],
-        resources: &["secrets", "configmaps"],
-    },
-    Rule {
-        verbs: &["get"],
-        groups: &[""],
-        resources: &["persistentvolumeclaims", "persistentvolumes"],
-    },
-    Rule {
-        verbs: &["get"],
-        groups: &[""],
-        resources: &["endpoints"],
-    },
-    Rule {
-        verbs: &["create", "get", "list", "watch"],
-        groups: &["certificates.k8s.io"],
-        resources: &["certificatesigningrequests"],
-    },
-    Rule {
-        verbs: &["get", "create", "update", "patch", "delete"],
-        groups: &["coordination.k8s.io"],
-        resources: &["leases"],
-    },
-    Rule {
-        verbs: &["get"],
-        groups: &["storage.k8s.io"],
-        resources: &["volumeattachments"],
-    },
-    Rule {
-        verbs: &["create"],
-        groups: &[""],
-        resources: &["serviceaccounts/token"],
-    },
-    Rule {
-        verbs: &["get", "update", "patch"],
-        groups: &[""],
-        resources: &["persistentvolumeclaims/status"],
-    },
-    Rule {
-        verbs: &["get", "watch", "list"],
-        groups: &["storage.k8s.io"],
-        resources: &["csidrivers"],
-    },
-    Rule {
-        verbs: &["get", "create", "update", "patch", "delete"],
-        groups: &["storage.k8s.io"],
-        resources: &["csinodes"],
-    },
-    Rule {
-        verbs: READ,
-        groups: &["node.k8s.io"],
-        resources: &["runtimeclasses"],
-    },
-];
+/// Kubernetes' `NodeRules()`: what every node may do (the `system:node` role, which nothing
+/// binds). The Node authorizer applies them to what its graph of pods does not decide.
+pub fn node_rules() -> Vec<Rule> {
+    vec![
+        Rule::resources(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+        Rule::resources(
+            &["create"],
+            &["authorization.k8s.io"],
+            &["subjectaccessreviews", "localsubjectaccessreviews"],
+        ),
+        Rule::resources(READ, &[""], &["services"]),
+        Rule::resources(
+            &["create", "get", "list", "watch", "patch", "update"],
+            &[""],
+            &["nodes"],
+        ),
+        Rule::resources(&["patch", "update"], &[""], &["nodes/status"]),
+        Rule::resources(
+            &["create", "patch", "update"],
+            &["", "events.k8s.io"],
+            &["events"],
+        ),
+        Rule::resources(READ, &[""], &["pods"]),
+        Rule::resources(&["create", "delete"], &[""], &["pods"]),
+        Rule::resources(&["patch", "update"], &[""], &["pods/status"]),
+        Rule::resources(&["create"], &[""], &["pods/eviction"]),
+        Rule::resources(READ, &[""], &["secrets", "configmaps"]),
+        Rule::resources(
+            &["get"],
+            &[""],
+            &["persistentvolumeclaims", "persistentvolumes"],
+        ),
+        Rule::resources(
+            &["get", "patch", "update"],
+            &[""],
+            &["persistentvolumeclaims/status"],
+        ),
+        Rule::resources(&["get"], &[""], &["endpoints"]),
+        Rule::resources(&["create"], &[""], &["serviceaccounts/token"]),
+        Rule::resources(
+            &["create", "delete", "get", "patch", "update"],
+            &["coordination.k8s.io"],
+            &["leases"],
+        ),
+        Rule::resources(&["get"], &["storage.k8s.io"], &["volumeattachments"]),
+        Rule::resources(READ, &["storage.k8s.io"], &["csidrivers"]),
+        Rule::resources(
+            &["create", "delete", "get", "patch", "update"],
+            &["storage.k8s.io"],
+            &["csinodes"],
+        ),
+        Rule::resources(READ, &["node.k8s.io"], &["runtimeclasses"]),
+        Rule::resources(
+            &["create", "get", "list", "watch"],
+            &["certificates.k8s.io"],
+            &["certificatesigningrequests"],
+        ),
+        Rule::resources(
+            &["create"],
+            &["certificates.k8s.io"],
+            &["certificatesigningrequests/selfnodeclient"],
+        ),
+    ]
+}
 
-/// Whether the node rules allow a request (never a path that is not a resource: the rules
-/// name none).
+/// Whether the node rules allow a request.
 pub fn allow(a: &Attributes<'_>) -> bool {
-    if !a.resource_request {
-        return false;
-    }
-    NODE_RULES.iter().any(|r| {
-        r.verbs.contains(&a.verb)
-            && r.groups.contains(&a.api_group)
-            && r.resources.iter().any(|res| match res.split_once('/') {
-                Some((plural, sub)) => plural == a.resource && sub == a.subresource,
-                None => *res == a.resource && a.subresource.is_empty(),
-            })
-    })
+    static RULES: OnceLock<Vec<Rule>> = OnceLock::new();
+    RULES.get_or_init(node_rules).iter().any(|r| r.allows(a))
 }

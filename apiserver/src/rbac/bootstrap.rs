@@ -7,8 +7,8 @@
 
 use serde_json::{json, Value};
 
-use super::rules::{uncovered, Rule};
 use super::GROUP;
+use crate::auth::rules::{uncovered, Rule};
 use crate::error::{Error, Result};
 use crate::request::WriteOpts;
 use crate::store::GenericStore;
@@ -337,59 +337,6 @@ fn scheduler_rules() -> Vec<Rule> {
 
 /// The rules the node authorizer narrows to each node's own objects (Kubernetes'
 /// `NodeRules`); the role is not bound to anyone.
-fn node_rules() -> Vec<Rule> {
-    vec![
-        r(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
-        r(
-            &["create"],
-            &["authorization.k8s.io"],
-            &["subjectaccessreviews", "localsubjectaccessreviews"],
-        ),
-        r(READ, &[""], &["services"]),
-        r(
-            &["create", "get", "list", "watch", "patch", "update"],
-            &[""],
-            &["nodes"],
-        ),
-        r(&["patch", "update"], &[""], &["nodes/status"]),
-        r(
-            &["create", "patch", "update"],
-            &["", "events.k8s.io"],
-            &["events"],
-        ),
-        r(READ, &[""], &["pods"]),
-        r(&["create", "delete"], &[""], &["pods"]),
-        r(&["patch", "update"], &[""], &["pods/status"]),
-        r(&["create"], &[""], &["pods/eviction"]),
-        r(&["get"], &[""], &["secrets", "configmaps"]),
-        r(
-            &["get"],
-            &[""],
-            &["persistentvolumeclaims", "persistentvolumes"],
-        ),
-        r(&["get"], &[""], &["endpoints"]),
-        r(&["create"], &[""], &["serviceaccounts/token"]),
-        r(
-            &["create", "delete", "get", "patch", "update"],
-            &["coordination.k8s.io"],
-            &["leases"],
-        ),
-        r(&["get"], &["storage.k8s.io"], &["volumeattachments"]),
-        r(READ, &["storage.k8s.io"], &["csidrivers"]),
-        r(READ, &["node.k8s.io"], &["runtimeclasses"]),
-        r(
-            &["create", "get", "list", "watch"],
-            &["certificates.k8s.io"],
-            &["certificatesigningrequests"],
-        ),
-        r(
-            &["create"],
-            &["certificates.k8s.io"],
-            &["certificatesigningrequests/selfnodeclient"],
-        ),
-    ]
-}
-
 /// Every bootstrap ClusterRole.
 pub fn cluster_roles() -> Vec<BootstrapRole> {
     let health = [
@@ -499,7 +446,7 @@ pub fn cluster_roles() -> Vec<BootstrapRole> {
                 r(READ, &["discovery.k8s.io"], &["endpointslices"]),
             ],
         ),
-        role("system:node", node_rules()),
+        role("system:node", crate::node_auth::rules::node_rules()),
         role(
             "system:node-bootstrapper",
             vec![r(

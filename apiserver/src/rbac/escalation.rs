@@ -11,9 +11,9 @@ use std::sync::{Arc, OnceLock};
 use k8s_openapi::api::rbac::v1::{PolicyRule, RoleRef};
 use serde_json::Value;
 
-use super::rules::{compact, describe, uncovered, Rule};
 use super::{Rbac, GROUP, MASTERS};
 use crate::admission::{Attributes, Operation, Plugin};
+use crate::auth::rules::{compact, describe, uncovered, Rule};
 use crate::auth::{self, Authorizer, Decision};
 use crate::error::{Error, Result};
 use crate::registry::Objects;

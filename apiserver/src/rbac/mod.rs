@@ -11,7 +11,6 @@
 
 pub mod bootstrap;
 pub mod escalation;
-pub mod rules;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -20,9 +19,9 @@ use k8s_openapi::api::authorization::v1::{NonResourceRule, ResourceRule};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding, Subject};
 use parking_lot::{Mutex, RwLock};
 
+pub use crate::auth::rules::Rule;
 use crate::auth::{Attributes, Authorizer, Decision, Rules, UserInfo};
 use crate::storage::watch_cache::WatchCache;
-pub use rules::Rule;
 
 /// The RBAC API group.
 pub const GROUP: &str = "rbac.authorization.k8s.io";
