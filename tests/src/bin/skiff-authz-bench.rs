@@ -2,8 +2,9 @@
 //! and reads them back against a private etcd and `skiff-apiserver`, once with
 //! `--authorization-mode=AlwaysAllow` and once with the default `Node,RBAC` (the user holding
 //! `edit` in the namespace through a RoleBinding, among 200 other bindings, as a real
-//! cluster's policy would have), the two alternating so that the machine's drift shows as
-//! spread rather than as a difference. Prints a Markdown table.
+//! cluster's policy would have). The two alternate, each going first in every other round, so
+//! that the machine's drift shows as spread rather than as a difference; the table gives the
+//! median of the rounds and their range. Prints a Markdown table.
 //!
 //! Run it with release binaries: `SKIFF_BIN_DIR=target/release target/release/skiff-authz-bench`.
 //! Every load loop is bounded in count and time and stops by itself; all traffic is loopback.
@@ -20,7 +21,7 @@ const TOKEN: &str = "bench-token-0123456789";
 const LEVELS: &[usize] = &[1, 8, 64];
 const CREATES: usize = 2000;
 const GETS: usize = 2000;
-const ROUNDS: usize = 2;
+const ROUNDS: usize = 6;
 
 fn pod(name: &str) -> Value {
     json!({
@@ -169,37 +170,56 @@ async fn run(mode: &str, round: usize) -> Result<Figures> {
     Ok(figures)
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1000.0)
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     let modes = ["AlwaysAllow", "Node,RBAC"];
     let mut results: Vec<Vec<Figures>> = vec![Vec::new(), Vec::new()];
     for round in 0..ROUNDS {
-        for (m, mode) in modes.iter().enumerate() {
-            results[m].push(run(mode, round).await?);
+        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for m in order {
+            results[m].push(run(modes[m], round).await?);
         }
     }
-    let join = |f: &dyn Fn(&Figures) -> String, m: usize| {
-        results[m].iter().map(f).collect::<Vec<_>>().join(", ")
+    // Median (range) of one figure over the rounds of mode `m`.
+    let summary = |f: &dyn Fn(&Figures) -> f64, m: usize, digits: usize| {
+        let mut v: Vec<f64> = results[m].iter().map(f).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        let median = (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0;
+        (
+            median,
+            format!(
+                "{median:.digits$} ({:.digits$}–{:.digits$})",
+                v[0],
+                v[v.len() - 1]
+            ),
+        )
     };
     println!(
-        "| measure ({ROUNDS} runs each, alternating) | `--authorization-mode=AlwaysAllow` | `Node,RBAC` (RoleBinding to `edit`, 201 bindings) |"
+        "| measure, median (range) of {ROUNDS} runs each | `--authorization-mode=AlwaysAllow` | `Node,RBAC` (RoleBinding to `edit`, 201 bindings) | RBAC / AlwaysAllow |"
     );
-    println!("|---|---|---|");
+    println!("|---|---|---|---|");
     for (i, clients) in LEVELS.iter().enumerate() {
+        let (a, at) = summary(&|f| f.creates[i], 0, 0);
+        let (r, rt) = summary(&|f| f.creates[i], 1, 0);
         println!(
-            "| pod creates/s, {clients} client(s) | {} | {} |",
-            join(&|f| format!("{:.0}", f.creates[i]), 0),
-            join(&|f| format!("{:.0}", f.creates[i]), 1)
+            "| pod creates/s, {clients} client(s) | {at} | {rt} | {:.2}× |",
+            r / a
         );
     }
-    println!(
-        "| GET one pod, p50 / p99 ms ({GETS} sequential) | {} | {} |",
-        join(&|f| format!("{} / {}", ms(f.get_p50), ms(f.get_p99)), 0),
-        join(&|f| format!("{} / {}", ms(f.get_p50), ms(f.get_p99)), 1)
-    );
+    let ms_of = |d: Duration| d.as_secs_f64() * 1000.0;
+    for (name, pick) in [
+        (
+            "p50",
+            &(|f: &Figures| ms_of(f.get_p50)) as &dyn Fn(&Figures) -> f64,
+        ),
+        ("p99", &|f: &Figures| ms_of(f.get_p99)),
+    ] {
+        let (a, at) = summary(pick, 0, 2);
+        let (r, rt) = summary(pick, 1, 2);
+        println!(
+            "| GET one pod, {name} ms ({GETS} sequential) | {at} | {rt} | {:.2}× |",
+            r / a
+        );
+    }
     Ok(())
 }
