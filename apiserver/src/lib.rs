@@ -178,8 +178,9 @@ impl Running {
 /// Starts the server; it runs until `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
     let rbac = rbac::Rbac::new();
-    let escalation = rbac::escalation::Escalation::new(rbac.clone());
-    let chain = admission::Chain::new(&config.admission)?.with_internal(escalation.clone());
+    let chain = admission::Chain::new(&config.admission)?;
+    let escalation = rbac::escalation::Escalation::new(rbac.clone(), chain.authorizer());
+    let chain = chain.with_internal(escalation);
     let metrics = Arc::new(metrics::Metrics::new());
     let connect_host = match config.advertise_address {
         Some(a) => a,
@@ -300,7 +301,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         &rbac,
         node_authorizer,
     ));
-    escalation.set_authorizer(authz.clone());
     store.admission().set_authorizer(authz.clone());
     let state = Arc::new(state::State {
         store,

@@ -26,18 +26,14 @@ fn authorized(cell: &AuthorizerCell, user: &UserInfo, verb: &str, signer: &str) 
     let domain = signer.split('/').next().unwrap_or("");
     let wildcard = format!("{domain}/*");
     let allowed = [signer, wildcard.as_str()].into_iter().any(|name| {
-        authz.authorize(&auth::Attributes {
+        authz.authorize(&auth::Attributes::resource(
             user,
             verb,
-            resource_request: true,
-            api_group: "certificates.k8s.io",
-            resource: "signers",
-            subresource: "",
-            namespace: "",
+            "certificates.k8s.io",
+            "signers",
+            "",
             name,
-            path: "",
-            field_selector: "",
-        }) == Decision::Allow
+        )) == Decision::Allow
     });
     allowed
 }

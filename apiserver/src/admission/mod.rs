@@ -273,8 +273,13 @@ impl Chain {
         self
     }
 
-    /// Gives the plugins that ask who may do what (CertificateApproval, CertificateSigning)
-    /// the server's authorizer, once it exists.
+    /// Where the plugins that ask who may do what (CertificateApproval, CertificateSigning,
+    /// and internal steps such as RBAC's escalation check) find the server's authorizer.
+    pub fn authorizer(&self) -> AuthorizerCell {
+        self.authz.clone()
+    }
+
+    /// Gives the plugins that ask who may do what the server's authorizer, once it exists.
     pub fn set_authorizer(&self, authz: std::sync::Arc<dyn crate::auth::Authorizer>) {
         let _ = self.authz.set(authz);
     }

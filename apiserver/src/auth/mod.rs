@@ -90,6 +90,33 @@ pub struct Attributes<'a> {
     pub field_selector: &'a str,
 }
 
+impl<'a> Attributes<'a> {
+    /// A check that `user` may `verb` one object (or, `name` empty, any) of `group`'s
+    /// `resource` in `namespace` — what the server asks on its own behalf (escalation,
+    /// certificate approval), not a request's own attributes.
+    pub fn resource(
+        user: &'a UserInfo,
+        verb: &'a str,
+        group: &'a str,
+        resource: &'a str,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> Self {
+        Attributes {
+            user,
+            verb,
+            resource_request: true,
+            api_group: group,
+            resource,
+            subresource: "",
+            namespace,
+            name,
+            path: "",
+            field_selector: "",
+        }
+    }
+}
+
 /// The value an exact requirement `field=value` (or `field==value`) of a field selector pins,
 /// if it has one: what authorizers read a list's scope from (a kubelet lists its pods with
 /// `spec.nodeName=NODE`, watches one Secret with `metadata.name=NAME`).

@@ -6,13 +6,13 @@
 //! Kubernetes builds this into the RBAC types' storage, so no flag turns it off; here it is a
 //! step the admission chain always runs ([`crate::admission::Chain::with_internal`]).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use k8s_openapi::api::rbac::v1::{PolicyRule, RoleRef};
 use serde_json::Value;
 
 use super::{Rbac, GROUP, MASTERS};
-use crate::admission::{Attributes, Operation, Plugin};
+use crate::admission::{Attributes, AuthorizerCell, Operation, Plugin};
 use crate::auth::rules::{compact, describe, uncovered, Rule};
 use crate::auth::{self, Authorizer, Decision};
 use crate::error::{Error, Result};
@@ -21,36 +21,19 @@ use crate::registry::Objects;
 /// The escalation check.
 pub struct Escalation {
     rbac: Arc<Rbac>,
-    authz: OnceLock<Arc<dyn Authorizer>>,
+    /// The server's authorizer, which decides `escalate` and `bind` (the admission chain's,
+    /// set once the server has built it).
+    authz: AuthorizerCell,
 }
 
 impl Escalation {
     /// A check reading the rules authors hold from `rbac`.
-    pub fn new(rbac: Arc<Rbac>) -> Arc<Self> {
-        Arc::new(Escalation {
-            rbac,
-            authz: OnceLock::new(),
-        })
-    }
-
-    /// The server's authorizer, which decides `escalate` and `bind` (set once built).
-    pub fn set_authorizer(&self, a: Arc<dyn Authorizer>) {
-        let _ = self.authz.set(a);
+    pub fn new(rbac: Arc<Rbac>, authz: AuthorizerCell) -> Arc<Self> {
+        Arc::new(Escalation { rbac, authz })
     }
 
     fn may(&self, a: &Attributes<'_>, verb: &str, resource: &str, ns: &str, name: &str) -> bool {
-        let attrs = auth::Attributes {
-            user: a.user,
-            verb,
-            resource_request: true,
-            api_group: GROUP,
-            resource,
-            subresource: "",
-            namespace: ns,
-            name,
-            path: "",
-            field_selector: "",
-        };
+        let attrs = auth::Attributes::resource(a.user, verb, GROUP, resource, ns, name);
         match self.authz.get() {
             Some(z) => z.authorize(&attrs) == Decision::Allow,
             None => self.rbac.authorize(&attrs) == Decision::Allow,
