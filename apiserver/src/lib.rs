@@ -276,7 +276,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         let r = store
             .find("", "v1", plural)
             .expect("a core resource is served");
-        tokens::cache_lookup(store.cache(&r), r.prefix(store.etcd.prefix()))
+        auth::authn::cached(store.cache(&r), r.prefix(store.etcd.prefix()))
     };
     authn = authn.with_tokens(Arc::new(tokens::ServiceAccountTokens::new(
         sa_tokens.clone(),
@@ -287,11 +287,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let kubelets = node_proxy::Kubelets::new(&pki).map_err(|e| StartError::Tls(e.to_string()))?;
     if config.enable_bootstrap_token_auth {
         let secrets = store.find("", "v1", "secrets").expect("secrets are served");
-        let source = node_auth::bootstrap::CachedSecrets::new(
-            store.cache(&secrets),
-            secrets.prefix(store.etcd.prefix()),
-        );
-        authn = authn.with_tokens(Arc::new(node_auth::BootstrapTokens::new(Arc::new(source))));
+        let source =
+            auth::authn::cached(store.cache(&secrets), secrets.prefix(store.etcd.prefix()));
+        authn = authn.with_tokens(Arc::new(node_auth::BootstrapTokens::new(source)));
     }
     rbac.attach(&store);
     // The Node authorizer goes in the slot `Mode::Node` names (None: none yet).

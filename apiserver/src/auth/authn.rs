@@ -6,9 +6,25 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use http::HeaderMap;
+use serde_json::Value;
 
 use super::UserInfo;
 use crate::error::{Error, Result};
+use crate::storage::watch_cache::WatchCache;
+
+/// How a token authenticator reads the objects a token stands for: `(namespace, name)` → the
+/// object.
+pub type Lookup = Arc<dyn Fn(&str, &str) -> Option<Value> + Send + Sync>;
+
+/// A [`Lookup`] over a resource's watch cache, whose keys are `prefix` (the resource's etcd
+/// key prefix, `/registry/secrets/`) then `NS/NAME`: no etcd read per request.
+pub fn cached(cache: Arc<WatchCache>, prefix: String) -> Lookup {
+    Arc::new(move |ns, name| {
+        cache
+            .get(&format!("{prefix}{ns}/{name}"))
+            .map(|c| c.value())
+    })
+}
 
 /// One kind of bearer token.
 pub trait TokenAuthenticator: Send + Sync {

@@ -4,55 +4,26 @@
 //! certificate; it authenticates as `system:bootstrap:ID` in `system:bootstrappers` and the
 //! Secret's `auth-extra-groups`.
 
-use std::sync::Arc;
-
 use base64::Engine;
 use serde_json::Value;
 
+use crate::auth::authn::Lookup;
 use crate::auth::{TokenAuthenticator, UserInfo};
-use crate::storage::watch_cache::WatchCache;
 
 /// The Secret type of bootstrap tokens.
 pub const SECRET_TYPE: &str = "bootstrap.kubernetes.io/token";
 /// The group every bootstrap token is in.
 pub const BOOTSTRAPPERS: &str = "system:bootstrappers";
 
-/// Where the authenticator reads Secrets.
-pub trait SecretSource: Send + Sync {
-    /// The Secret `kube-system/name` as JSON, if there is one.
-    fn secret(&self, name: &str) -> Option<Value>;
-}
-
-/// The secrets watch cache as a [`SecretSource`].
-pub struct CachedSecrets {
-    secrets: Arc<WatchCache>,
-    /// `/registry/secrets/`.
-    prefix: String,
-}
-
-impl CachedSecrets {
-    /// A source over the secrets cache, whose etcd prefix is `prefix`.
-    pub fn new(secrets: Arc<WatchCache>, prefix: String) -> Self {
-        CachedSecrets { secrets, prefix }
-    }
-}
-
-impl SecretSource for CachedSecrets {
-    fn secret(&self, name: &str) -> Option<Value> {
-        self.secrets
-            .get(&format!("{}kube-system/{name}", self.prefix))
-            .map(|c| c.value())
-    }
-}
-
 /// The bootstrap token authenticator.
 pub struct BootstrapTokens {
-    secrets: Arc<dyn SecretSource>,
+    /// Secrets, by namespace and name.
+    secrets: Lookup,
 }
 
 impl BootstrapTokens {
     /// An authenticator reading tokens from `secrets`.
-    pub fn new(secrets: Arc<dyn SecretSource>) -> Self {
+    pub fn new(secrets: Lookup) -> Self {
         BootstrapTokens { secrets }
     }
 }
@@ -121,7 +92,7 @@ impl BootstrapTokens {
     /// The user a token stands for at `now`.
     fn user_at(&self, token: &str, now: chrono::DateTime<chrono::Utc>) -> Option<UserInfo> {
         let (id, secret_part) = parse_token(token)?;
-        let secret = self.secrets.secret(&format!("bootstrap-token-{id}"))?;
+        let secret = (self.secrets)("kube-system", &format!("bootstrap-token-{id}"))?;
         if secret.pointer("/metadata/deletionTimestamp").is_some()
             || secret.get("type").and_then(Value::as_str) != Some(SECRET_TYPE)
         {
@@ -176,14 +147,6 @@ mod tests {
     use serde_json::json;
     use std::collections::BTreeMap;
 
-    struct Fixed(BTreeMap<String, Value>);
-
-    impl SecretSource for Fixed {
-        fn secret(&self, name: &str) -> Option<Value> {
-            self.0.get(name).cloned()
-        }
-    }
-
     fn b64(s: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(s)
     }
@@ -208,12 +171,15 @@ mod tests {
     }
 
     fn authn(secrets: Vec<Value>) -> BootstrapTokens {
-        BootstrapTokens::new(Arc::new(Fixed(
-            secrets
-                .into_iter()
-                .map(|s| (s["metadata"]["name"].as_str().unwrap().to_string(), s))
-                .collect(),
-        )))
+        let by_name: BTreeMap<String, Value> = secrets
+            .into_iter()
+            .map(|s| (s["metadata"]["name"].as_str().unwrap().to_string(), s))
+            .collect();
+        BootstrapTokens::new(std::sync::Arc::new(move |ns, name| {
+            (ns == "kube-system")
+                .then(|| by_name.get(name).cloned())
+                .flatten()
+        }))
     }
 
     #[test]

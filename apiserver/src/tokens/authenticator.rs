@@ -10,21 +10,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{username, Claims, ObjectRef, Tokens};
+use crate::auth::authn::Lookup;
 use crate::auth::{TokenAuthenticator, UserInfo};
-use crate::storage::watch_cache::WatchCache;
-
-/// How the authenticator reads one resource's objects: `(namespace, name)` → the object.
-pub type Lookup = Arc<dyn Fn(&str, &str) -> Option<Value> + Send + Sync>;
-
-/// A [`Lookup`] over a resource's watch cache, whose keys are `prefix` (the resource's etcd
-/// key prefix, `/registry/pods/`) then `NS/NAME`.
-pub fn cache_lookup(cache: Arc<WatchCache>, prefix: String) -> Lookup {
-    Arc::new(move |ns, name| {
-        cache
-            .get(&format!("{prefix}{ns}/{name}"))
-            .map(|c| c.value())
-    })
-}
 
 /// Whether a reference still holds: the object exists with the uid named.
 fn live(l: &Lookup, ns: &str, r: &ObjectRef, now: chrono::DateTime<chrono::Utc>) -> bool {

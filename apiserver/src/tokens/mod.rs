@@ -17,7 +17,7 @@ use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
-pub use authenticator::{cache_lookup, Lookup, ServiceAccountTokens};
+pub use authenticator::ServiceAccountTokens;
 pub use keys::{KeyError, PublicKey, SigningKey};
 
 /// kube-apiserver's usual issuer.
