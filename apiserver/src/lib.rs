@@ -278,6 +278,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             .expect("a core resource is served");
         auth::authn::cached(store.cache(&r), r.prefix(store.etcd.prefix()))
     };
+    authn = authn.with_audiences(sa_tokens.api_audiences().to_vec());
     authn = authn.with_tokens(Arc::new(tokens::ServiceAccountTokens::new(
         sa_tokens.clone(),
         lookup("serviceaccounts"),

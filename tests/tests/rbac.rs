@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use serde_json::{json, Value};
-use skiff_client::{Api, Client, Config, ListParams, WatchParams};
+use skiff_client::proto::resources_client::ResourcesClient;
+use skiff_client::{proto, Api, Client, Config, ListParams, WatchParams};
 use skiff_e2e::{ApiServer, Etcd, Kubectl};
 
 const ALICE: &str = "alice-token-0123456789";
@@ -370,13 +371,78 @@ async fn can_i_whoami_and_impersonation() {
     );
     alice.fails(&["get", "pods", "--as", "carl"]);
 
-    // The gRPC door takes the same metadata.
+    // The gRPC door takes the same headers as metadata, with the same answers.
     let mut cfg = Config::from_kubeconfig(&api.kubeconfig).unwrap();
     cfg.identity = None;
     cfg.token = Some(ALICE.into());
-    let c = Client::new(cfg).unwrap();
+    let c = Client::new(cfg.clone()).unwrap();
     let pods: Api<Pod> = Api::namespaced(c, "default");
     assert!(pods.list(&ListParams::default()).await.is_ok());
+    let channel = tonic::transport::Channel::from_shared(api.url(""))
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(cfg.ca_pem.unwrap())),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let grpc_list_as = |headers: &'static [(&'static str, &'static str)]| {
+        let channel = channel.clone();
+        async move {
+            let mut c =
+                ResourcesClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+                    r.metadata_mut()
+                        .insert("authorization", format!("Bearer {ALICE}").parse().unwrap());
+                    for (k, v) in headers {
+                        r.metadata_mut().append(*k, v.parse().unwrap());
+                    }
+                    Ok(r)
+                });
+            c.list(proto::ListRequest {
+                resource: Some(proto::ResourceRef {
+                    version: "v1".into(),
+                    resource: "pods".into(),
+                    namespace: "default".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| (s.code(), s.message().to_string()))
+        }
+    };
+    assert_eq!(grpc_list_as(&[]).await, Ok(()));
+    let (code, msg) = grpc_list_as(&[("impersonate-user", "bob")])
+        .await
+        .unwrap_err();
+    assert_eq!(code, tonic::Code::PermissionDenied);
+    assert_eq!(
+        msg,
+        r#"pods is forbidden: User "bob" cannot list resource "pods" in API group "" in the namespace "default""#
+    );
+    let (code, msg) = grpc_list_as(&[("impersonate-user", "bob"), ("impersonate-group", "dev")])
+        .await
+        .unwrap_err();
+    assert_eq!(code, tonic::Code::PermissionDenied);
+    assert!(
+        msg.contains(
+            r#"groups "dev" is forbidden: User "alice" cannot impersonate resource "groups""#
+        ),
+        "{msg}"
+    );
+    let (code, msg) = grpc_list_as(&[("impersonate-user", "carl")])
+        .await
+        .unwrap_err();
+    assert_eq!(code, tonic::Code::PermissionDenied);
+    assert!(
+        msg.contains(
+            r#"users "carl" is forbidden: User "alice" cannot impersonate resource "users""#
+        ),
+        "{msg}"
+    );
 
     // SubjectAccessReview needs its own right and answers for anyone.
     let sar = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",

@@ -185,6 +185,100 @@ async fn tokens_authenticate_their_service_account_until_they_should_not() {
     assert_eq!(accepted(&api, &token).await, 401);
 }
 
+/// POSTs a TokenReview of `token` (for `audiences`, if any) as the admin, or as the bearer of
+/// `caller`; answers the HTTP status and the body.
+async fn review(
+    api: &ApiServer,
+    caller: Option<&str>,
+    token: &str,
+    audiences: &[&str],
+) -> (u16, Value) {
+    let mut spec = json!({"token": token});
+    if !audiences.is_empty() {
+        spec["audiences"] = json!(audiences);
+    }
+    let mut req = match caller {
+        None => api.client(),
+        Some(_) => api.anonymous_client(),
+    }
+    .unwrap()
+    .post(api.url("/apis/authentication.k8s.io/v1/tokenreviews"));
+    if let Some(t) = caller {
+        req = req.bearer_auth(t);
+    }
+    let r = req
+        .json(
+            &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}),
+        )
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn token_reviews_say_who_a_token_is_and_for_which_audiences() {
+    let (_etcd, api) = start().await;
+    let k = api.kubectl();
+    k.ok(&["create", "serviceaccount", "bot"]);
+    let token = create_token(&k, &["bot"]);
+
+    // No audiences asked: checked against the API's own, which the answer names.
+    let (code, r) = review(&api, None, &token, &[]).await;
+    assert_eq!(code, 201, "{r}");
+    let status = &r["status"];
+    assert_eq!(status["authenticated"], true, "{r}");
+    assert_eq!(
+        status["user"]["username"],
+        "system:serviceaccount:default:bot"
+    );
+    let groups = status["user"]["groups"].as_array().unwrap();
+    for g in [
+        "system:serviceaccounts",
+        "system:serviceaccounts:default",
+        "system:authenticated",
+    ] {
+        assert!(groups.contains(&json!(g)), "{r}");
+    }
+    assert_eq!(status["audiences"], json!([ISSUER]), "{r}");
+
+    // A token for another audience: valid for it, not for the API.
+    let vault = create_token(&k, &["bot", "--audience=vault"]);
+    let (_, r) = review(&api, None, &vault, &["vault"]).await;
+    assert_eq!(r["status"]["authenticated"], true, "{r}");
+    assert_eq!(r["status"]["audiences"], json!(["vault"]), "{r}");
+    let (_, r) = review(&api, None, &vault, &[]).await;
+    assert_eq!(r["status"]["authenticated"], false, "{r}");
+    assert!(r["status"].get("audiences").is_none(), "{r}");
+
+    // Not a token at all: not authenticated, with an error; no token: 400.
+    let (code, r) = review(&api, None, "not.a.jwt", &[]).await;
+    assert_eq!(code, 201, "{r}");
+    assert_eq!(r["status"]["authenticated"], false, "{r}");
+    assert!(
+        r["status"]["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{r}"
+    );
+    let (code, r) = review(&api, None, "", &[]).await;
+    assert_eq!(
+        (code, r["reason"].as_str()),
+        (400, Some("BadRequest")),
+        "{r}"
+    );
+
+    // Reviewing tokens is a right of its own: the ServiceAccount (which may only view) is
+    // refused, in kube-apiserver's words; a bad caller's token is 401.
+    let (code, r) = review(&api, Some("not.a.jwt"), &token, &[]).await;
+    assert_eq!(code, 401, "{r}");
+    let (code, r) = review(&api, Some(&token), &token, &[]).await;
+    assert_eq!(code, 403, "{r}");
+    assert_eq!(
+        r["message"],
+        "tokenreviews.authentication.k8s.io is forbidden: User \"system:serviceaccount:default:bot\" \
+         cannot create resource \"tokenreviews\" in API group \"authentication.k8s.io\" at the cluster scope",
+    );
+}
+
 #[tokio::test]
 async fn a_token_bound_to_a_pod_dies_with_the_pod() {
     let (_etcd, api) = start().await;

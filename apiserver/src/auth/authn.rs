@@ -38,6 +38,7 @@ pub trait TokenAuthenticator: Send + Sync {
 pub struct Authenticator {
     tokens: Vec<Arc<dyn TokenAuthenticator>>,
     anonymous: bool,
+    audiences: Vec<String>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -75,6 +76,18 @@ impl Authenticator {
     pub fn anonymous(mut self, allowed: bool) -> Self {
         self.anonymous = allowed;
         self
+    }
+
+    /// The audiences the API itself accepts (`--api-audiences`): what a token is checked
+    /// against when no audiences are asked for.
+    pub fn with_audiences(mut self, audiences: Vec<String>) -> Self {
+        self.audiences = audiences;
+        self
+    }
+
+    /// The audiences the API itself accepts.
+    pub fn api_audiences(&self) -> &[String] {
+        &self.audiences
     }
 
     /// Adds a kind of bearer token (asked after those added before).

@@ -199,6 +199,14 @@ fn paths(r: &ResourceInfo, schema_ref: &Value, out: &mut Map<String, Value>) {
     }
     let mut create_params = scope_params.clone();
     create_params.extend(write_params());
+    if r.create_only.is_some() {
+        // A review is only ever created: one operation, as kube-apiserver publishes it.
+        out.insert(
+            coll,
+            json!({"post": operation(r, "post", "create", schema_ref, create_params, true)}),
+        );
+        return;
+    }
     out.insert(
         coll.clone(),
         json!({
@@ -548,6 +556,28 @@ mod tests {
         assert!(v2
             .to_string()
             .contains("#/definitions/io.k8s.api.core.v1.PodSpec"));
+    }
+
+    #[test]
+    fn reviews_are_published_as_create_only() {
+        let all: Vec<Resource> = crate::registry::review::served()
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect();
+        let b = super::build(&all);
+        let authn: Value = serde_json::from_slice(&b.v3["apis/authentication.k8s.io/v1"]).unwrap();
+        let paths = authn["paths"].as_object().unwrap();
+        let reviews = &paths["/apis/authentication.k8s.io/v1/tokenreviews"];
+        let ops: Vec<&String> = reviews.as_object().unwrap().keys().collect();
+        assert_eq!(ops, ["post"], "{reviews}");
+        assert!(!paths.keys().any(|p| p.contains("{name}")), "{authn}");
+        let authz: Value = serde_json::from_slice(&b.v3["apis/authorization.k8s.io/v1"]).unwrap();
+        let local = &authz["paths"]
+            ["/apis/authorization.k8s.io/v1/namespaces/{namespace}/localsubjectaccessreviews"];
+        assert!(
+            local["post"].is_object() && local.get("get").is_none(),
+            "{local}"
+        );
     }
 
     fn named<'a>(named: &'a [gnostic::NamedSchema], name: &str) -> &'a gnostic::Schema {

@@ -335,8 +335,6 @@ fn scheduler_rules() -> Vec<Rule> {
     ]
 }
 
-/// The rules the node authorizer narrows to each node's own objects (Kubernetes'
-/// `NodeRules`); the role is not bound to anyone.
 /// Every bootstrap ClusterRole.
 pub fn cluster_roles() -> Vec<BootstrapRole> {
     let health = [
@@ -584,7 +582,9 @@ fn initial_rules(b: &BootstrapRole, all: &[BootstrapRole]) -> Vec<Rule> {
     out
 }
 
-fn role_object(b: &BootstrapRole) -> Value {
+/// The ClusterRole object a bootstrap role is created as (aggregated roles with the rules
+/// of the roles they aggregate).
+pub fn role_object(b: &BootstrapRole) -> Value {
     let rules: Vec<PolicyRule> = initial_rules(b, &cluster_roles())
         .iter()
         .map(PolicyRule::from)
@@ -607,7 +607,8 @@ fn subject(kind: &str, name: &str, ns: &str) -> Value {
     }
 }
 
-fn binding_object(b: &BootstrapBinding) -> Value {
+/// The ClusterRoleBinding object a bootstrap binding is created as.
+pub fn binding_object(b: &BootstrapBinding) -> Value {
     json!({
         "apiVersion": format!("{GROUP}/v1"), "kind": "ClusterRoleBinding",
         "metadata": meta(b.name, &[]),

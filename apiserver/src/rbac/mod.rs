@@ -105,44 +105,64 @@ fn compile(rules: &Option<Vec<k8s_openapi::api::rbac::v1::PolicyRule>>) -> Arc<[
 
 impl Snapshot {
     fn build(caches: &Caches) -> Snapshot {
-        let mut s = Snapshot {
-            fingerprint: caches.fingerprint(),
-            ..Snapshot::default()
-        };
         // Objects the caches hold passed validation; one that does not decode is skipped.
-        for c in caches.cluster_roles.list("", |_| true).0 {
-            if let Ok(r) = serde_json::from_slice::<ClusterRole>(&c.json) {
-                s.cluster_roles.insert(c.name.clone(), compile(&r.rules));
+        fn decoded<T: serde::de::DeserializeOwned>(cache: &WatchCache) -> Vec<T> {
+            let (items, _) = cache.list("", |_| true);
+            items
+                .iter()
+                .filter_map(|c| serde_json::from_slice(&c.json).ok())
+                .collect()
+        }
+        Snapshot {
+            fingerprint: caches.fingerprint(),
+            ..Snapshot::from_objects(
+                decoded(&caches.cluster_roles),
+                decoded(&caches.roles),
+                decoded(&caches.cluster_bindings),
+                decoded(&caches.bindings),
+            )
+        }
+    }
+
+    /// Compiles a set of roles and bindings (namespaced ones by their `metadata.namespace`).
+    pub fn from_objects(
+        cluster_roles: impl IntoIterator<Item = ClusterRole>,
+        roles: impl IntoIterator<Item = Role>,
+        cluster_bindings: impl IntoIterator<Item = ClusterRoleBinding>,
+        bindings: impl IntoIterator<Item = RoleBinding>,
+    ) -> Snapshot {
+        let mut s = Snapshot::default();
+        for r in cluster_roles {
+            if let Some(name) = r.metadata.name {
+                s.cluster_roles.insert(name, compile(&r.rules));
             }
         }
-        for c in caches.roles.list("", |_| true).0 {
-            if let Ok(r) = serde_json::from_slice::<Role>(&c.json) {
-                s.roles
-                    .insert((c.namespace.clone(), c.name.clone()), compile(&r.rules));
+        for r in roles {
+            if let (Some(ns), Some(name)) = (r.metadata.namespace, r.metadata.name) {
+                s.roles.insert((ns, name), compile(&r.rules));
             }
         }
-        for c in caches.cluster_bindings.list("", |_| true).0 {
-            if let Ok(b) = serde_json::from_slice::<ClusterRoleBinding>(&c.json) {
-                if b.role_ref.kind == "ClusterRole" {
-                    let subjects = b.subjects.unwrap_or_default();
-                    s.cluster_bound
-                        .add("", &subjects, RoleRef::Cluster(b.role_ref.name));
-                }
-            }
-        }
-        for c in caches.bindings.list("", |_| true).0 {
-            if let Ok(b) = serde_json::from_slice::<RoleBinding>(&c.json) {
-                let role = match b.role_ref.kind.as_str() {
-                    "ClusterRole" => RoleRef::Cluster(b.role_ref.name),
-                    "Role" => RoleRef::Local(b.role_ref.name),
-                    _ => continue,
-                };
+        for b in cluster_bindings {
+            if b.role_ref.kind == "ClusterRole" {
                 let subjects = b.subjects.unwrap_or_default();
-                s.bound
-                    .entry(c.namespace.clone())
-                    .or_default()
-                    .add(&c.namespace, &subjects, role);
+                s.cluster_bound
+                    .add("", &subjects, RoleRef::Cluster(b.role_ref.name));
             }
+        }
+        for b in bindings {
+            let Some(ns) = b.metadata.namespace else {
+                continue;
+            };
+            let role = match b.role_ref.kind.as_str() {
+                "ClusterRole" => RoleRef::Cluster(b.role_ref.name),
+                "Role" => RoleRef::Local(b.role_ref.name),
+                _ => continue,
+            };
+            let subjects = b.subjects.unwrap_or_default();
+            s.bound
+                .entry(ns.clone())
+                .or_default()
+                .add(&ns, &subjects, role);
         }
         s
     }
@@ -265,6 +285,14 @@ impl Rbac {
     /// An authorizer that knows no roles until [`Rbac::attach`]ed.
     pub fn new() -> Arc<Self> {
         Arc::new(Rbac::default())
+    }
+
+    /// An authorizer over a fixed set of roles and bindings, never attached to a store.
+    pub fn fixed(snapshot: Snapshot) -> Arc<Self> {
+        Arc::new(Rbac {
+            snapshot: RwLock::new(([0; 4], Arc::new(snapshot))),
+            ..Rbac::default()
+        })
     }
 
     /// Reads roles and bindings from the store's RBAC watch caches from now on.
@@ -441,5 +469,102 @@ impl Authorizer for Shared {
     }
     fn rules(&self, user: &UserInfo, namespace: &str) -> Rules {
         self.0.rules(user, namespace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn user(name: &str, groups: &[&str]) -> UserInfo {
+        UserInfo {
+            name: name.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            ..UserInfo::default()
+        }
+    }
+
+    fn rules(verbs: &[&str], resources: &[&str]) -> serde_json::Value {
+        json!([{"apiGroups": [""], "resources": resources, "verbs": verbs}])
+    }
+
+    fn snapshot() -> Snapshot {
+        let cluster_roles: Vec<ClusterRole> = serde_json::from_value(json!([
+            {"metadata": {"name": "reader"}, "rules": rules(&["get"], &["pods"])},
+            {"metadata": {"name": "nodes"}, "rules": rules(&["list"], &["nodes"])},
+        ]))
+        .unwrap();
+        let roles: Vec<Role> = serde_json::from_value(json!([
+            {"metadata": {"name": "secrets", "namespace": "a"},
+             "rules": rules(&["get"], &["secrets"])},
+        ]))
+        .unwrap();
+        let cluster_bindings: Vec<ClusterRoleBinding> = serde_json::from_value(json!([
+            {"metadata": {"name": "ops-nodes"},
+             "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": "nodes"},
+             "subjects": [{"kind": "Group", "name": "ops"}]},
+        ]))
+        .unwrap();
+        let bindings: Vec<RoleBinding> = serde_json::from_value(json!([
+            {"metadata": {"name": "r", "namespace": "a"},
+             "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": "reader"},
+             "subjects": [{"kind": "User", "name": "alice"},
+                          {"kind": "ServiceAccount", "name": "robot"}]},
+            {"metadata": {"name": "s", "namespace": "a"},
+             "roleRef": {"apiGroup": GROUP, "kind": "Role", "name": "secrets"},
+             "subjects": [{"kind": "User", "name": "alice"}]},
+            {"metadata": {"name": "gone", "namespace": "b"},
+             "roleRef": {"apiGroup": GROUP, "kind": "Role", "name": "missing"},
+             "subjects": [{"kind": "User", "name": "alice"}]},
+        ]))
+        .unwrap();
+        Snapshot::from_objects(cluster_roles, roles, cluster_bindings, bindings)
+    }
+
+    fn allowed(s: &Snapshot, u: &UserInfo, verb: &str, resource: &str, ns: &str) -> bool {
+        let a = Attributes::resource(u, verb, "", resource, ns, "x");
+        s.visit(u, ns, |r| r.allows(&a))
+    }
+
+    #[test]
+    fn role_bindings_grant_only_in_their_namespace() {
+        let s = snapshot();
+        let alice = user("alice", &["system:authenticated"]);
+        assert!(allowed(&s, &alice, "get", "pods", "a"));
+        assert!(allowed(&s, &alice, "get", "secrets", "a"));
+        assert!(!allowed(&s, &alice, "get", "pods", "b"));
+        assert!(!allowed(&s, &alice, "get", "pods", ""));
+        assert!(!allowed(&s, &alice, "delete", "pods", "a"));
+    }
+
+    #[test]
+    fn service_account_subjects_default_to_the_bindings_namespace() {
+        let s = snapshot();
+        let robot = user("system:serviceaccount:a:robot", &[]);
+        assert!(allowed(&s, &robot, "get", "pods", "a"));
+        let other = user("system:serviceaccount:b:robot", &[]);
+        assert!(!allowed(&s, &other, "get", "pods", "a"));
+    }
+
+    #[test]
+    fn groups_are_bound_and_missing_roles_grant_nothing() {
+        let s = snapshot();
+        let bob = user("bob", &["ops"]);
+        assert!(allowed(&s, &bob, "list", "nodes", ""));
+        assert!(allowed(&s, &bob, "list", "nodes", "a"));
+        assert!(!allowed(&s, &user("bob", &[]), "list", "nodes", ""));
+        assert!(s.role_rules("b", "Role", "missing").is_none());
+        assert_eq!(s.rules(&user("alice", &[]), "b"), Vec::<Rule>::new());
+    }
+
+    #[test]
+    fn a_fixed_authorizer_decides_from_its_snapshot() {
+        let rbac = Rbac::fixed(snapshot());
+        let alice = user("alice", &[]);
+        let a = Attributes::resource(&alice, "get", "", "pods", "a", "p");
+        assert_eq!(rbac.authorize(&a), Decision::Allow);
+        let a = Attributes::resource(&alice, "get", "", "pods", "b", "p");
+        assert!(matches!(rbac.authorize(&a), Decision::NoOpinion(_)));
     }
 }

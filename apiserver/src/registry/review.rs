@@ -403,8 +403,14 @@ impl CreateOnly for TokenReviewer {
                 Some(user) => TokenReviewStatus {
                     authenticated: Some(true),
                     user: Some(api_user(&user)),
-                    // The audiences the token was found valid for: those asked for.
-                    audiences: audiences.clone(),
+                    // The audiences the token was found valid for: those asked for, else
+                    // the API server's own, as kube-apiserver answers.
+                    audiences: Some(
+                        audiences
+                            .clone()
+                            .unwrap_or_else(|| cx.authn.api_audiences().to_vec()),
+                    )
+                    .filter(|a| !a.is_empty()),
                     error: None,
                 },
                 None => TokenReviewStatus {
