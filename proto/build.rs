@@ -6,6 +6,8 @@ use prost::Message;
 const PROTOS: &[&str] = &["skiff/v1/api.proto"];
 /// The Container Runtime Interface, spoken by the kubelet to containerd (client side only).
 const CRI: &str = "cri/runtime/v1/api.proto";
+/// The Kubernetes KMS v2 plugin API: served by `skiff-kms`, called by the API server.
+const KMS: &str = "kms/v2/api.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in PROTOS {
@@ -26,5 +28,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(false)
         .build_client(true)
         .compile_fds(protox::compile([CRI], ["."])?)?;
+    println!("cargo:rerun-if-changed={KMS}");
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(protox::compile([KMS], ["."])?)?;
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! Skiff's gRPC contract, generated at build time from `skiff/v1/api.proto`, and the client
-//! side of the Container Runtime Interface (`cri/runtime/v1/api.proto`).
+//! Skiff's gRPC contract, generated at build time from `skiff/v1/api.proto`, the client
+//! side of the Container Runtime Interface (`cri/runtime/v1/api.proto`) and the Kubernetes
+//! KMS v2 plugin API (`kms/v2/api.proto`).
 //!
 //! The `.proto` file documents every service, message and field; this crate re-exports the
 //! generated tonic/prost code under [`v1`], plus the descriptor set gRPC server reflection
@@ -20,6 +21,13 @@ pub mod v1 {
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod cri {
     tonic::include_proto!("runtime.v1");
+}
+
+/// The Kubernetes KMS v2 plugin API (`v2.KeyManagementService`): the server `skiff-kms`
+/// implements and the client the API server's envelope encryption uses.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod kms {
+    tonic::include_proto!("v2");
 }
 
 /// The encoded `FileDescriptorSet` of every Skiff `.proto` file, for gRPC reflection.
