@@ -315,6 +315,17 @@ fn build(all: &[Resource]) -> Built {
             if let Some(d) = defs.get_mut(&name) {
                 d["x-kubernetes-group-version-kind"] =
                     json!([{"group": r.group, "version": r.version, "kind": r.kind}]);
+                // A kind's metadata is never required in kube-apiserver's documents (a review
+                // is sent without any); kubectl validates against these when it cannot leave it
+                // to the server.
+                if let Some(o) = d.as_object_mut() {
+                    if let Some(Value::Array(req)) = o.get_mut("required") {
+                        req.retain(|f| f != "metadata");
+                        if req.is_empty() {
+                            o.shift_remove("required");
+                        }
+                    }
+                }
             }
         }
         annotate(&mut defs);
