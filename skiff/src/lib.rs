@@ -7,6 +7,7 @@ pub mod images;
 pub mod join;
 pub mod node;
 pub mod preflight;
+pub mod secrets;
 pub mod server;
 pub mod supervisor;
 

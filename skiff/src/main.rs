@@ -37,6 +37,10 @@ enum Cmd {
     /// Bootstrap tokens: join tokens for `skiff agent`.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Secrets encryption at rest on this server: `status`, `rotate` (a new key-encryption
+    /// key), `reencrypt` (every Secret written again under it).
+    #[command(subcommand, name = "secrets-encrypt")]
+    SecretsEncrypt(SecretsCmd),
     /// Say what this machine lacks for `skiff server`, and how to get it.
     Check {
         /// Check for the proxy's iptables mode rather than nftables.
@@ -63,6 +67,42 @@ enum TokenCmd {
             default_value = "/var/lib/skiff/kubeconfig.yaml"
         )]
         kubeconfig: std::path::PathBuf,
+    },
+}
+
+/// Where `skiff secrets-encrypt` finds the server.
+#[derive(Debug, clap::Args)]
+struct ServerDirs {
+    /// The server's data dir (its `skiff server --data-dir`).
+    #[arg(long, default_value = "/var/lib/skiff")]
+    data_dir: std::path::PathBuf,
+    /// An administrator's kubeconfig (default: the server's own, DATA-DIR/server/admin.kubeconfig).
+    #[arg(long)]
+    kubeconfig: Option<std::path::PathBuf>,
+}
+
+impl ServerDirs {
+    fn kubeconfig(&self) -> std::path::PathBuf {
+        self.kubeconfig
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("server").join("admin.kubeconfig"))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretsCmd {
+    /// Whether Secrets are encrypted, the keys, the primary one, and the API server's view.
+    Status(ServerDirs),
+    /// Make a new key-encryption key primary (the old ones still decrypt) and wait until the
+    /// API server encrypts with it.
+    Rotate(ServerDirs),
+    /// Write every Secret again, under the API server's current key.
+    Reencrypt {
+        #[command(flatten)]
+        dirs: ServerDirs,
+        /// Then remove the keys that are no longer primary.
+        #[arg(long)]
+        prune: bool,
     },
 }
 
@@ -150,6 +190,24 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
+        Cmd::SecretsEncrypt(cmd) => until_signal("skiff secrets-encrypt", |rt, _| {
+            skiff::install_crypto_provider();
+            let bin = server::bin_dir()?;
+            rt.block_on(async {
+                match &cmd {
+                    SecretsCmd::Status(d) => {
+                        skiff::secrets::status(&bin, &d.data_dir, &d.kubeconfig()).await
+                    }
+                    SecretsCmd::Rotate(d) => {
+                        skiff::secrets::rotate(&bin, &d.data_dir, &d.kubeconfig()).await
+                    }
+                    SecretsCmd::Reencrypt { dirs, prune } => {
+                        skiff::secrets::reencrypt(&bin, &dirs.data_dir, &dirs.kubeconfig(), *prune)
+                            .await
+                    }
+                }
+            })
+        }),
         Cmd::Server(args) => until_signal("skiff server", |rt, stop| server::run(&args, rt, stop)),
         Cmd::Agent(args) => until_signal("skiff agent", |rt, stop| agent::run(&args, rt, stop)),
     }

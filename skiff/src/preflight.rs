@@ -41,8 +41,9 @@ pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
 /// Skiff's binaries a node runs (`skiff agent`, and `skiff server` for its own node).
 pub const NODE_COMPONENTS: [&str; 2] = ["skiff-kubelet", "skiff-proxy"];
 /// Skiff's binaries the control plane runs, or builds images of (`skiff server`).
-pub const CONTROL_PLANE_COMPONENTS: [&str; 4] = [
+pub const CONTROL_PLANE_COMPONENTS: [&str; 5] = [
     "skiff-apiserver",
+    "skiff-kms",
     "skiff-scheduler",
     "skiff-controller-manager",
     "skiff-dns",

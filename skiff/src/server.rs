@@ -59,6 +59,12 @@ pub struct ServerArgs {
     /// Parts not to run: `dns` (the cluster DNS).
     #[arg(long, value_delimiter = ',', value_parser = ["dns"])]
     pub disable: Vec<String>,
+    /// Encrypt Secrets in etcd with KMS v2 envelope encryption through the `skiff-kms` plugin
+    /// this server runs (keys in DATA-DIR/kms); `--secrets-encryption=false` stores them as
+    /// they come.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    pub secrets_encryption: bool,
     /// This machine as a node.
     #[command(flatten)]
     pub node: NodeArgs,
@@ -246,6 +252,9 @@ fn start_and_wait(
         .arg(format!("--tls-san={advertise}"));
     for san in &args.tls_sans {
         apiserver.arg(format!("--tls-san={san}"));
+    }
+    if args.secrets_encryption {
+        apiserver.args(crate::secrets::start(sup, bin, data, &logs)?);
     }
     sup.start("skiff-apiserver", &mut apiserver, &logs)?;
     let admin = server_dir.join("admin.kubeconfig");
