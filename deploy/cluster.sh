@@ -84,7 +84,7 @@ images() {
     (cd "$ROOT" && cargo build --release --bins)
   fi
   base_image
-  image control skiff skiff-apiserver skiff-scheduler skiff-controller-manager
+  image control skiff skiff-apiserver skiff-kms skiff-scheduler skiff-controller-manager
   image node skiff skiff-kubelet skiff-proxy
   image registry
 }
@@ -152,6 +152,27 @@ state() {
   [ -f "$STATE/pki/scheduler.crt" ] || client_cert system:kube-scheduler "" scheduler
   [ -f "$STATE/pki/controller-manager.crt" ] ||
     client_cert system:kube-controller-manager "" controller-manager
+  # Secrets encryption: the KMS plugins' key-encryption key (one, shared by both API servers'
+  # plugins) and the API servers' EncryptionConfiguration. Read by root in the containers.
+  mkdir -p "$STATE/kms"
+  if [ ! -f "$STATE/kms/keys.json" ]; then
+    printf '{"primary":"skiff-1","keys":[{"id":"skiff-1","secret":"%s","created":"%s"}]}\n' \
+      "$(head -c 32 /dev/urandom | base64 -w0)" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$STATE/kms/keys.json"
+    chmod 644 "$STATE/kms/keys.json"
+  fi
+  cat >"$STATE/encryption-config.yaml" <<'EOF'
+apiVersion: apiserver.config.k8s.io/v1
+kind: EncryptionConfiguration
+resources:
+  - resources: [secrets]
+    providers:
+      - kms:
+          apiVersion: v2
+          name: skiff-kms
+          endpoint: unix:///run/skiff-kms/kms.sock
+          timeout: 3s
+      - identity: {}
+EOF
   kubeconfig "https://lb:6443" "$STATE/scheduler.kubeconfig" scheduler
   kubeconfig "https://lb:6443" "$STATE/controller-manager.kubeconfig" controller-manager
   kubeconfig "https://127.0.0.1:$SKIFF_API_PORT" "$STATE/admin.kubeconfig" admin

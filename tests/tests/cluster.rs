@@ -58,6 +58,24 @@ fn compose_cluster_spreads_serves_and_recovers_from_faults() {
         assert_eq!(issued, 3, "{signer}: {csrs}");
     }
 
+    // Secrets are encrypted in etcd through each API server's KMS plugin (same keys), and
+    // read back in clear through the load balancer, whichever API server answers.
+    c.k(&["create", "secret", "generic", "at-rest", "--from-literal=password=hunter2-cluster"]);
+    let stored = c.docker(&[
+        "exec",
+        &c.container("etcd-1"),
+        "etcdctl",
+        "get",
+        "/registry/secrets/default/at-rest",
+        "--print-value-only",
+    ]);
+    assert!(stored.starts_with("k8s:enc:kms:v2:skiff-kms:"), "{stored}");
+    assert!(!stored.contains("hunter2-cluster"), "{stored}");
+    for _ in 0..4 {
+        let s = c.json(&["get", "secret", "at-rest"]);
+        assert_eq!(s["data"]["password"], "aHVudGVyMi1jbHVzdGVy", "{s}");
+    }
+
     // Six replicas, spread over the zones: two in each.
     let image = "registry:5000/skiff/httpd";
     c.apply(&deployment("web", image, 6, true));
