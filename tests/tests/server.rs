@@ -227,6 +227,90 @@ async fn skiff_server_and_agent_run_a_cluster_and_stop_clean() {
             })
         });
     }
+    // Secrets are encrypted at rest through the server's KMS plugin, and rotate as Kubernetes
+    // documents it: a new key made primary, every Secret written again, the old key removed.
+    let in_server = |program: &Path, args: &[&str]| -> String {
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", server_ns.name))
+            .arg(program)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{} {args:?}: {text}{}",
+            program.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let skiff_bin = skiff_e2e::binary("skiff").unwrap();
+    let data_dir = format!("--data-dir={}", dir.path().join("server").display());
+    let secrets = |args: &[&str]| {
+        let mut a = vec!["secrets-encrypt"];
+        a.extend_from_slice(args);
+        a.push(&data_dir);
+        in_server(&skiff_bin, &a)
+    };
+    let stored = || {
+        in_server(
+            Path::new("etcdctl"),
+            &[
+                "get",
+                "/registry/secrets/default/at-rest",
+                "--print-value-only",
+            ],
+        )
+    };
+    k(&[
+        "create",
+        "secret",
+        "generic",
+        "at-rest",
+        "--from-literal=password=hunter2-server",
+    ])
+    .unwrap();
+    let before = stored();
+    assert!(before.starts_with("k8s:enc:kms:v2:skiff-kms:"), "{before}");
+    assert!(!before.contains("hunter2-server"), "{before}");
+    let status = secrets(&["status"]);
+    assert!(status.contains("Encryption Status: Enabled"), "{status}");
+    let old_key = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Primary key: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(before.contains(&old_key), "{before}");
+    let rotated = secrets(&["rotate"]);
+    let new_key = rotated
+        .lines()
+        .find_map(|l| l.strip_prefix("new primary key: "))
+        .unwrap_or_else(|| panic!("{rotated}"))
+        .trim()
+        .to_string();
+    let re = secrets(&["reencrypt", "--prune"]);
+    assert!(re.contains(&format!("removed key {old_key}")), "{re}");
+    let after = stored();
+    assert!(
+        after.contains(&new_key) && !after.contains(&old_key),
+        "{after}"
+    );
+    assert_eq!(
+        k(&[
+            "get",
+            "secret",
+            "at-rest",
+            "-o",
+            "jsonpath={.data.password}"
+        ])
+        .unwrap(),
+        "aHVudGVyMi1zZXJ2ZXI="
+    );
+    let status = secrets(&["status"]);
+    assert!(!status.contains(&old_key), "{status}");
+
     // Both nodes joined through CSRs from their bootstrap token, approved and issued: the
     // kubelets' (`system:node:NAME`) and the proxies' (`system:kube-proxy`).
     let csrs = k(&[
