@@ -6,18 +6,20 @@
 //! with the Kubernetes `Status` in the details.
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{FutureExt, Stream};
 use serde_json::Value;
 use skiff_proto::v1 as pb;
 use skiff_proto::v1::resources_server::{Resources, ResourcesServer};
 use skiff_proto::v1::server_server::{Server, ServerServer};
 use tonic::{Code, Request, Response, Status};
 
+use crate::audit;
 use crate::auth::{Attributes, Decision, UserInfo};
 use crate::error::Error;
 use crate::patch::PatchType;
@@ -227,36 +229,227 @@ fn write_opts(
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
 
+/// One RPC's audit: the method's path, its id, and its record once the caller is known.
+struct Call {
+    method: &'static str,
+    audit_id: String,
+    received: Option<chrono::DateTime<chrono::Utc>>,
+    recorder: OnceLock<Arc<audit::Recorder>>,
+}
+
+impl Call {
+    fn recorder(&self) -> Option<&Arc<audit::Recorder>> {
+        self.recorder.get()
+    }
+
+    /// The request's decoded object, for the record.
+    fn request_object(&self, v: &Value) {
+        if let Some(r) = self.recorder() {
+            r.request_object(v);
+        }
+    }
+}
+
+/// What of a response the audit log records at level `RequestResponse`.
+trait Audited {
+    /// The response as a Kubernetes object, if it is one.
+    fn object(&self) -> Option<Value> {
+        None
+    }
+
+    /// Whether the response is a stream whose end completes the record.
+    fn long_running(&self) -> bool {
+        false
+    }
+}
+
+fn parse_object(o: &Option<pb::Object>) -> Option<Value> {
+    o.as_ref()
+        .and_then(|o| serde_json::from_slice(&o.json).ok())
+}
+
+impl Audited for pb::Object {
+    fn object(&self) -> Option<Value> {
+        serde_json::from_slice(&self.json).ok()
+    }
+}
+
+impl Audited for pb::WriteResponse {
+    fn object(&self) -> Option<Value> {
+        parse_object(&self.object)
+    }
+}
+
+impl Audited for pb::DeleteResponse {
+    fn object(&self) -> Option<Value> {
+        parse_object(&self.object)
+    }
+}
+
+impl Audited for pb::ListResponse {
+    fn object(&self) -> Option<Value> {
+        let items: Vec<Value> = self
+            .items
+            .iter()
+            .filter_map(|o| serde_json::from_slice(&o.json).ok())
+            .collect();
+        let mut metadata = serde_json::Map::new();
+        metadata.insert(
+            "resourceVersion".into(),
+            self.resource_version.clone().into(),
+        );
+        if !self.r#continue.is_empty() {
+            metadata.insert("continue".into(), self.r#continue.clone().into());
+        }
+        Some(serde_json::json!({
+            "kind": self.kind, "apiVersion": self.api_version,
+            "metadata": metadata, "items": items,
+        }))
+    }
+}
+
+impl Audited for pb::BindResponse {}
+
+impl Audited for pb::VersionInfo {}
+
+impl Audited for WatchStream {
+    fn long_running(&self) -> bool {
+        true
+    }
+}
+
+/// A watch's events, which complete the call's audit record when the stream ends or the
+/// client goes.
+struct Completing {
+    inner: WatchStream,
+    recorder: Option<Arc<audit::Recorder>>,
+}
+
+impl Stream for Completing {
+    type Item = Result<pb::WatchEvent, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+impl Drop for Completing {
+    fn drop(&mut self) {
+        if let Some(r) = self.recorder.take() {
+            r.complete(audit::ResponseStatus::code(200));
+        }
+    }
+}
+
 impl Door {
-    /// Authenticates the caller: its bearer token, else its client certificate.
-    fn user<T>(&self, req: &Request<T>) -> Result<UserInfo, Error> {
+    /// Starts an RPC's audit: its id (the caller's `audit-id` metadata, else a new one) and,
+    /// when auditing, when it arrived.
+    fn call_for<T>(&self, req: &Request<T>, method: &'static str) -> Call {
+        Call {
+            method,
+            audit_id: audit::audit_id(req.metadata().as_ref()),
+            received: self.state.audit.as_ref().map(|_| chrono::Utc::now()),
+            recorder: OnceLock::new(),
+        }
+    }
+
+    /// Authenticates the caller (its bearer token, else its client certificate), begins the
+    /// call's audit record as `asked` by that user, and applies impersonation.
+    fn user<T>(
+        &self,
+        req: &Request<T>,
+        call: &Call,
+        asked: &Attributes<'_>,
+        api_version: &str,
+    ) -> Result<UserInfo, Error> {
         let cert = req
             .extensions()
             .get::<Option<UserInfo>>()
             .cloned()
             .flatten();
-        let headers = req.metadata().clone().into_headers();
-        let user = self.state.authn.authenticate(cert.as_ref(), &headers)?;
-        crate::auth::impersonation::impersonate(&headers, user, &*self.state.authz)
+        let headers: &http::HeaderMap = req.metadata().as_ref();
+        let origin = || {
+            let peer = req.extensions().get::<audit::Peer>().copied();
+            audit::Origin::new(
+                &call.audit_id,
+                call.received.unwrap_or_else(chrono::Utc::now),
+                call.method,
+                headers,
+                peer,
+            )
+        };
+        let user = match self.state.authn.authenticate(cert.as_ref(), headers) {
+            Ok(u) => u,
+            Err(e) => {
+                if let Some(a) = &self.state.audit {
+                    let mut tried = Vec::new();
+                    if crate::auth::authn::bearer(headers).is_some() {
+                        tried.push("bearer");
+                    }
+                    if cert.is_some() {
+                        tried.push("x509");
+                    }
+                    let attrs = audit::policy::Attributes::of(asked, None);
+                    a.failed_authentication(&attrs, api_version, origin(), &tried);
+                }
+                return Err(e);
+            }
+        };
+        if let Some(a) = &self.state.audit {
+            let attrs = audit::policy::Attributes::of(asked, Some(&user));
+            if let Some(r) = a.begin(&attrs, api_version, origin())? {
+                let _ = call.recorder.set(r);
+            }
+        }
+        let impersonating = crate::auth::impersonation::requested(headers);
+        let user = crate::auth::impersonation::impersonate(headers, user, &*self.state.authz)?;
+        if let (true, Some(r)) = (impersonating, call.recorder()) {
+            r.impersonated(&user);
+        }
+        Ok(user)
+    }
+
+    /// Asks the authorizer (for the call's audit record, with its reason); 403 unless allowed.
+    fn authorize(&self, call: &Call, attrs: &Attributes<'_>) -> Result<(), Error> {
+        let decision = match call.recorder() {
+            None => self.state.authz.authorize(attrs),
+            Some(r) => {
+                let (d, why) = self.state.authz.authorize_with_reason(attrs);
+                r.authorized(d == Decision::Allow, &why);
+                d
+            }
+        };
+        match decision {
+            Decision::Allow => Ok(()),
+            Decision::Deny(why) | Decision::NoOpinion(why) => {
+                Err(crate::auth::forbidden(attrs, &why))
+            }
+        }
     }
 
     /// Resolves and authorizes a resource request.
     fn target<T>(
         &self,
         req: &Request<T>,
+        call: &Call,
         r: Option<&pb::ResourceRef>,
         verb: &str,
         subresource: &str,
         name: &str,
     ) -> Result<Target, Error> {
-        self.target_selecting(req, r, verb, subresource, name, "")
+        self.target_selecting(req, call, r, verb, subresource, name, "")
     }
 
     /// Resolves and authorizes a list or watch, whose field selector the authorizer sees (and
     /// whose `metadata.name` requirement, absent a name, names the object read).
+    #[allow(clippy::too_many_arguments)]
     fn target_selecting<T>(
         &self,
         req: &Request<T>,
+        call: &Call,
         r: Option<&pb::ResourceRef>,
         verb: &str,
         subresource: &str,
@@ -267,7 +460,20 @@ impl Door {
             "" => crate::auth::field_requirement(field_selector, "metadata.name").unwrap_or(""),
             n => n,
         };
-        let user = self.user(req)?;
+        let nobody = UserInfo::default();
+        let asked = Attributes {
+            user: &nobody,
+            verb,
+            resource_request: true,
+            api_group: r.map_or("", |r| r.group.as_str()),
+            resource: r.map_or("", |r| r.resource.as_str()),
+            subresource,
+            namespace: r.map_or("", |r| r.namespace.as_str()),
+            name,
+            path: "",
+            field_selector,
+        };
+        let user = self.user(req, call, &asked, r.map_or("", |r| r.version.as_str()))?;
         let r = r.ok_or_else(|| Error::bad_request("resource: Required value"))?;
         let resource = self
             .state
@@ -314,12 +520,7 @@ impl Door {
             path: "",
             field_selector,
         };
-        match self.state.authz.authorize(&attrs) {
-            Decision::Allow => {}
-            Decision::Deny(why) | Decision::NoOpinion(why) => {
-                return Err(crate::auth::forbidden(&attrs, &why))
-            }
-        }
+        self.authorize(call, &attrs)?;
         Ok(Target {
             resource,
             namespace,
@@ -327,13 +528,33 @@ impl Door {
         })
     }
 
-    /// Runs one RPC: its metrics, its log line, and the one mapping of its error.
-    async fn call<T, F>(&self, verb: &str, resource: &str, f: F) -> Result<Response<T>, Status>
+    /// Runs one RPC: its metrics, its log line, its audit record's end, and the one mapping of
+    /// its error.
+    async fn call<T, F>(
+        &self,
+        call: &Call,
+        verb: &str,
+        resource: &str,
+        f: F,
+    ) -> Result<Response<T>, Status>
     where
+        T: Audited,
         F: std::future::Future<Output = Result<T, Error>>,
     {
         let start = Instant::now();
-        let result = f.await;
+        let result = match AssertUnwindSafe(f).catch_unwind().await {
+            Ok(r) => r,
+            Err(panic) => {
+                let message = audit::panic_message(&*panic);
+                tracing::error!(verb, resource, panic = %message, "serving an RPC panicked");
+                if let Some(r) = call.recorder() {
+                    r.panicked(&message);
+                }
+                Err(Error::internal(
+                    "the server failed while serving the request",
+                ))
+            }
+        };
         let code = match &result {
             Ok(_) => 200,
             Err(e) => e.code(),
@@ -348,13 +569,48 @@ impl Door {
             took_ms = start.elapsed().as_secs_f64() * 1000.0,
             "grpc request"
         );
+        let result = match (call.recorder(), result) {
+            (Some(r), Ok(v)) if v.long_running() => {
+                r.response_started(200);
+                Ok(v)
+            }
+            (Some(r), Ok(v)) => {
+                if r.wants_response_object() {
+                    if let Some(o) = v.object() {
+                        r.response_object(o);
+                    }
+                }
+                r.complete(audit::ResponseStatus::code(200));
+                Ok(v)
+            }
+            (Some(r), Err(e)) => {
+                let status = e.status();
+                if r.wants_response_object() {
+                    r.response_object(status.clone());
+                }
+                r.complete(audit::ResponseStatus::from_status(&status));
+                Err(e)
+            }
+            (None, result) => result,
+        };
+        let id = tonic::metadata::MetadataValue::try_from(call.audit_id.as_str()).ok();
         match result {
-            Ok(v) => Ok(Response::new(v)),
+            Ok(v) => {
+                let mut resp = Response::new(v);
+                if let Some(id) = id {
+                    resp.metadata_mut().insert(audit::AUDIT_ID_HEADER, id);
+                }
+                Ok(resp)
+            }
             Err(e) => {
                 if e.code() >= 500 {
                     tracing::warn!(verb, resource, error = %e, "grpc request failed");
                 }
-                Err(status(&e))
+                let mut s = status(&e);
+                if let Some(id) = id {
+                    s.metadata_mut().insert(audit::AUDIT_ID_HEADER, id);
+                }
+                Err(s)
             }
         }
     }
@@ -400,6 +656,7 @@ impl Door {
     async fn update(
         &self,
         req: Request<pb::UpdateRequest>,
+        call: &Call,
         sub: &str,
     ) -> Result<pb::WriteResponse, Error> {
         let inner = req.get_ref();
@@ -414,7 +671,8 @@ impl Door {
                 "object.metadata.name: Required value: the name of the object to replace",
             )
         })?;
-        let mut t = self.target(&req, inner.resource.as_ref(), "update", sub, &name)?;
+        let mut t = self.target(&req, call, inner.resource.as_ref(), "update", sub, &name)?;
+        call.request_object(&obj);
         Self::write_namespace(&mut t, &obj)?;
         let opts = write_opts(inner.options.clone(), false, &t.user)?;
         let store = &self.state.store;
@@ -438,10 +696,18 @@ impl Door {
 impl Resources for Door {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::Object>, Status> {
         let resource = resource_of(&req.get_ref().resource);
-        self.call("get", resource, async {
+        let call = self.call_for(&req, "/skiff.v1.Resources/Get");
+        self.call(&call, "get", resource, async {
             let q = req.get_ref();
             Self::require_name(&q.name)?;
-            let t = self.target(&req, q.resource.as_ref(), "get", &q.subresource, &q.name)?;
+            let t = self.target(
+                &req,
+                &call,
+                q.resource.as_ref(),
+                "get",
+                &q.subresource,
+                &q.name,
+            )?;
             Self::require_namespace(&t)?;
             let store = &self.state.store;
             if q.subresource.is_empty() {
@@ -462,9 +728,11 @@ impl Resources for Door {
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
         let resource = resource_of(&req.get_ref().resource);
-        self.call("list", resource, async {
+        let call = self.call_for(&req, "/skiff.v1.Resources/List");
+        self.call(&call, "list", resource, async {
             let t = self.target_selecting(
                 &req,
+                &call,
                 req.get_ref().resource.as_ref(),
                 "list",
                 "",
@@ -511,10 +779,12 @@ impl Resources for Door {
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let resource = resource_of(&req.get_ref().resource);
-        self.call("watch", resource, async {
+        let call = self.call_for(&req, "/skiff.v1.Resources/Watch");
+        self.call(&call, "watch", resource, async {
             let q = req.get_ref();
             let t = self.target_selecting(
                 &req,
+                &call,
                 q.resource.as_ref(),
                 "watch",
                 "",
@@ -567,7 +837,14 @@ impl Resources for Door {
                     Some((Ok(ev), (w, gauge)))
                 }
             });
-            Ok(Box::pin(stream) as WatchStream)
+            let stream = Box::pin(stream) as WatchStream;
+            Ok(match call.recorder() {
+                None => stream,
+                Some(r) => Box::pin(Completing {
+                    inner: stream,
+                    recorder: Some(r.clone()),
+                }) as WatchStream,
+            })
         })
         .await
     }
@@ -577,11 +854,13 @@ impl Resources for Door {
         req: Request<pb::CreateRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let resource = resource_of(&req.get_ref().resource);
-        self.call("create", resource, async {
+        let call = self.call_for(&req, "/skiff.v1.Resources/Create");
+        self.call(&call, "create", resource, async {
             let inner = req.get_ref();
-            let obj = decode_object(inner.object.clone())?;
             if inner.subresource.is_empty() {
-                let mut t = self.target(&req, inner.resource.as_ref(), "create", "", "")?;
+                let mut t = self.target(&req, &call, inner.resource.as_ref(), "create", "", "")?;
+                let obj = decode_object(inner.object.clone())?;
+                call.request_object(&obj);
                 if let Some(handler) = t.resource.create_only.as_ref() {
                     let cx = crate::registry::review::Context {
                         user: &t.user,
@@ -609,11 +888,14 @@ impl Resources for Door {
             })?;
             let t = self.target(
                 &req,
+                &call,
                 inner.resource.as_ref(),
                 "create",
                 &inner.subresource,
                 &inner.name,
             )?;
+            let obj = decode_object(inner.object.clone())?;
+            call.request_object(&obj);
             Self::require_namespace(&t)?;
             let opts = write_opts(inner.options.clone(), false, &t.user)?;
             let answer = self
@@ -643,8 +925,14 @@ impl Resources for Door {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let resource = resource_of(&req.get_ref().resource).to_string();
         let sub = req.get_ref().subresource.clone();
-        self.call("update", &resource, Door::update(self, req, &sub))
-            .await
+        let call = self.call_for(&req, "/skiff.v1.Resources/Update");
+        self.call(
+            &call,
+            "update",
+            &resource,
+            Door::update(self, req, &call, &sub),
+        )
+        .await
     }
 
     async fn update_status(
@@ -652,8 +940,14 @@ impl Resources for Door {
         req: Request<pb::UpdateRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let resource = resource_of(&req.get_ref().resource).to_string();
-        self.call("update", &resource, Door::update(self, req, "status"))
-            .await
+        let call = self.call_for(&req, "/skiff.v1.Resources/UpdateStatus");
+        self.call(
+            &call,
+            "update",
+            &resource,
+            Door::update(self, req, &call, "status"),
+        )
+        .await
     }
 
     async fn patch(
@@ -661,7 +955,8 @@ impl Resources for Door {
         req: Request<pb::PatchRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let resource = resource_of(&req.get_ref().resource);
-        self.call("patch", resource, async {
+        let call = self.call_for(&req, "/skiff.v1.Resources/Patch");
+        self.call(&call, "patch", resource, async {
             let inner = req.get_ref();
             Self::require_name(&inner.name)?;
             let ptype = match pb::PatchType::try_from(inner.r#type) {
@@ -674,9 +969,19 @@ impl Resources for Door {
                 )),
             };
             let sub = inner.subresource.as_str();
-            let t = self.target(&req, inner.resource.as_ref(), "patch", sub, &inner.name)?;
+            let t = self.target(
+                &req,
+                &call,
+                inner.resource.as_ref(),
+                "patch",
+                sub,
+                &inner.name,
+            )?;
             Self::require_namespace(&t)?;
             let body = crate::rest::negotiate::decode_patch(ptype, &inner.patch)?;
+            if let Some(r) = call.recorder() {
+                r.request_patch(&body);
+            }
             let opts = write_opts(inner.options.clone(), ptype == PatchType::Apply, &t.user)?;
             let store = &self.state.store;
             let w = match sub {
@@ -709,10 +1014,18 @@ impl Resources for Door {
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let resource = resource_of(&req.get_ref().resource);
-        self.call("delete", resource, async {
+        let call = self.call_for(&req, "/skiff.v1.Resources/Delete");
+        self.call(&call, "delete", resource, async {
             let inner = req.get_ref();
             Self::require_name(&inner.name)?;
-            let t = self.target(&req, inner.resource.as_ref(), "delete", "", &inner.name)?;
+            let t = self.target(
+                &req,
+                &call,
+                inner.resource.as_ref(),
+                "delete",
+                "",
+                &inner.name,
+            )?;
             Self::require_namespace(&t)?;
             let propagation = match pb::PropagationPolicy::try_from(inner.propagation_policy) {
                 Ok(pb::PropagationPolicy::Unspecified) => None,
@@ -756,7 +1069,8 @@ impl Resources for Door {
         &self,
         req: Request<pb::BindRequest>,
     ) -> Result<Response<pb::BindResponse>, Status> {
-        self.call("create", "pods", async {
+        let call = self.call_for(&req, "/skiff.v1.Resources/Bind");
+        self.call(&call, "create", "pods", async {
             let inner = req.get_ref();
             Self::require_name(&inner.pod)
                 .map_err(|_| Error::bad_request("pod: Required value"))?;
@@ -766,7 +1080,7 @@ impl Resources for Door {
                 resource: "pods".into(),
                 namespace: inner.namespace.clone(),
             };
-            let t = self.target(&req, Some(&pods), "create", "binding", &inner.pod)?;
+            let t = self.target(&req, &call, Some(&pods), "create", "binding", &inner.pod)?;
             Self::require_namespace(&t)?;
             let annotations: BTreeMap<String, String> = inner
                 .annotations
@@ -780,6 +1094,7 @@ impl Resources for Door {
                              "uid": inner.pod_uid, "annotations": annotations},
                 "target": {"kind": "Node", "name": inner.node},
             });
+            call.request_object(&binding);
             let opts = WriteOpts {
                 dry_run: inner.dry_run,
                 user: t.user.clone(),
@@ -801,11 +1116,12 @@ impl Server for Door {
         &self,
         req: Request<pb::VersionRequest>,
     ) -> Result<Response<pb::VersionInfo>, Status> {
-        self.call("get", "", async {
+        let call = self.call_for(&req, "/skiff.v1.Server/Version");
+        self.call(&call, "get", "", async {
             // Authorized as REST's GET /version (which anonymous callers may read).
-            let user = self.user(&req)?;
-            let attrs = Attributes {
-                user: &user,
+            let nobody = UserInfo::default();
+            let mut attrs = Attributes {
+                user: &nobody,
                 verb: "get",
                 resource_request: false,
                 api_group: "",
@@ -816,11 +1132,9 @@ impl Server for Door {
                 path: "/version",
                 field_selector: "",
             };
-            if let Decision::Deny(why) | Decision::NoOpinion(why) =
-                self.state.authz.authorize(&attrs)
-            {
-                return Err(crate::auth::forbidden(&attrs, &why));
-            }
+            let user = self.user(&req, &call, &attrs, "")?;
+            attrs.user = &user;
+            self.authorize(&call, &attrs)?;
             let v = crate::version::version();
             let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
             Ok(pb::VersionInfo {

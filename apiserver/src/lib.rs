@@ -12,6 +12,7 @@
 
 pub mod admission;
 pub mod apply;
+pub mod audit;
 pub mod auth;
 pub mod certs;
 pub mod error;
@@ -90,6 +91,8 @@ pub struct Config {
     /// ServiceAccount tokens: the signing and verifying keys, issuer, audiences and longest
     /// lifetime (`--service-account-*`, `--api-audiences`).
     pub service_accounts: tokens::Config,
+    /// The audit policy and log (`--audit-policy-file`, `--audit-log-*`).
+    pub audit: audit::Config,
 }
 
 impl Config {
@@ -114,6 +117,7 @@ impl Config {
             authorization_modes: vec![rbac::Mode::Node, rbac::Mode::Rbac],
             enable_bootstrap_token_auth: true,
             service_accounts: tokens::Config::default(),
+            audit: audit::Config::default(),
         }
     }
 }
@@ -154,6 +158,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The audit policy or log was refused.
+    #[error(transparent)]
+    Audit(#[from] audit::ConfigError),
     /// Creating the default namespaces failed.
     #[error("bootstrapping the cluster objects: {0}")]
     Bootstrap(#[source] Error),
@@ -182,6 +189,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let escalation = rbac::escalation::Escalation::new(rbac.clone(), chain.authorizer());
     let chain = chain.with_internal(escalation);
     let metrics = Arc::new(metrics::Metrics::new());
+    let auditor = config.audit.build(metrics.clone())?;
     let connect_host = match config.advertise_address {
         Some(a) => a,
         None if config.bind_address.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
@@ -311,6 +319,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         openapi: openapi::Docs::default(),
         kubelets,
         service_account_tokens: sa_tokens,
+        audit: auditor.clone(),
     });
     for cache in state.store.caches() {
         cache.wait_ready().await;
@@ -342,13 +351,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     tracing::info!(%addr, kubeconfig = %pki.admin_kubeconfig.display(), "serving the Kubernetes API");
     let grace = config.shutdown_grace;
-    let task = tokio::spawn(server::serve(
-        listener,
-        Arc::new(tls),
-        state,
-        shutdown,
-        grace,
-    ));
+    let task = tokio::spawn(async move {
+        server::serve(listener, Arc::new(tls), state, shutdown, grace).await;
+        // Events still buffered are written before the process goes.
+        if let Some(a) = auditor {
+            let _ = tokio::task::spawn_blocking(move || a.shutdown(Duration::from_secs(10))).await;
+        }
+    });
     Ok(Running {
         addr,
         admin_kubeconfig: pki.admin_kubeconfig.clone(),

@@ -110,6 +110,48 @@ struct Args {
     /// https://ADVERTISE-ADDRESS:PORT/openid/v1/jwks).
     #[arg(long)]
     service_account_jwks_uri: Option<String>,
+    /// The audit policy (an audit.k8s.io/v1 Policy, YAML or JSON): which requests the audit
+    /// log records, and how much of them.
+    #[arg(long)]
+    audit_policy_file: Option<PathBuf>,
+    /// Where the audit log goes: a file, or - for standard output; without it (or without a
+    /// policy) nothing is audited.
+    #[arg(long)]
+    audit_log_path: Option<String>,
+    /// Days to keep rotated audit logs, by the time in their names (0: forever).
+    #[arg(long, default_value_t = 0)]
+    audit_log_maxage: u64,
+    /// Rotated audit logs to keep (0: all).
+    #[arg(long, default_value_t = 0)]
+    audit_log_maxbackup: usize,
+    /// Megabytes the audit log grows to before it is rotated (0: 100).
+    #[arg(long, default_value_t = 0)]
+    audit_log_maxsize: u64,
+    /// Format of the audit log: json (one audit.k8s.io/v1 Event per line) or legacy (one line
+    /// of text per event).
+    #[arg(long, default_value = "json", value_parser = skiff_apiserver::audit::Format::parse)]
+    audit_log_format: skiff_apiserver::audit::Format,
+    /// How requests wait for their audit events: blocking (written by the request),
+    /// blocking-strict (and a request whose first event cannot be written fails), or batch
+    /// (buffered and written by a thread of their own; a full buffer drops events, counted).
+    #[arg(long, default_value = "blocking", value_parser = skiff_apiserver::audit::Mode::parse)]
+    audit_log_mode: skiff_apiserver::audit::Mode,
+    /// Events the batch buffer holds before new ones are dropped (batch mode).
+    #[arg(long, default_value_t = 10_000)]
+    audit_log_batch_buffer_size: usize,
+    /// Events written together at most (batch mode).
+    #[arg(long, default_value_t = 1)]
+    audit_log_batch_max_size: usize,
+    /// How long a batch waits to fill up before it is written (batch mode; a Go duration).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    audit_log_batch_max_wait: Duration,
+    /// Whether audit events over the size limit lose their request and response bodies (and
+    /// are dropped if still too large).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    audit_log_truncate_enabled: bool,
+    /// The largest audit event written when truncating is enabled, in bytes.
+    #[arg(long, default_value_t = 102_400)]
+    audit_log_truncate_max_event_size: usize,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: String,
@@ -235,6 +277,22 @@ async fn main() -> anyhow::Result<()> {
         api_audiences: args.api_audiences,
         max_token_expiration: args.service_account_max_token_expiration,
         jwks_uri: args.service_account_jwks_uri,
+    };
+    config.audit = skiff_apiserver::audit::Config {
+        policy_file: args.audit_policy_file,
+        log_path: args.audit_log_path,
+        max_age_days: args.audit_log_maxage,
+        max_backups: args.audit_log_maxbackup,
+        max_size_mb: args.audit_log_maxsize,
+        format: args.audit_log_format,
+        mode: args.audit_log_mode,
+        batch: skiff_apiserver::audit::Batch {
+            buffer_size: args.audit_log_batch_buffer_size,
+            max_size: args.audit_log_batch_max_size,
+            max_wait: args.audit_log_batch_max_wait,
+        },
+        truncate: args.audit_log_truncate_enabled,
+        max_event_size: args.audit_log_truncate_max_event_size,
     };
 
     let shutdown = CancellationToken::new();

@@ -32,6 +32,19 @@ struct ResourceLabels {
     resource: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabels {
+    plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LevelLabels {
+    level: String,
+}
+
+/// The audit levels, in the order of `Metrics::audit_levels`.
+const AUDIT_LEVELS: [&str; 4] = ["None", "Metadata", "Request", "RequestResponse"];
+
 /// The API server's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -40,6 +53,10 @@ pub struct Metrics {
     etcd_latency: Family<EtcdLabels, Histogram>,
     etcd_errors: Family<EtcdLabels, Counter>,
     watchers: Family<ResourceLabels, Gauge>,
+    audit_events: Counter,
+    audit_errors: Family<PluginLabels, Counter>,
+    audit_levels: [Counter; 4],
+    audit_rejected: Counter,
 }
 
 impl Default for Metrics {
@@ -86,6 +103,38 @@ impl Metrics {
             "Open client watches by resource",
             watchers.clone(),
         );
+        // The audit metrics, named as kube-apiserver names them.
+        let audit_events = Counter::default();
+        registry.register(
+            "apiserver_audit_event",
+            "Counter of audit events generated and sent to the audit backend.",
+            audit_events.clone(),
+        );
+        let audit_errors = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "apiserver_audit_error",
+            "Counter of audit events that failed to be audited properly. Plugin identifies the plugin affected by the error.",
+            audit_errors.clone(),
+        );
+        let levels = Family::<LevelLabels, Counter>::default();
+        registry.register(
+            "apiserver_audit_level",
+            "Counter of policy levels for audit events (1 per request).",
+            levels.clone(),
+        );
+        let audit_levels = AUDIT_LEVELS.map(|l| {
+            levels
+                .get_or_create(&LevelLabels {
+                    level: l.to_string(),
+                })
+                .clone()
+        });
+        let audit_rejected = Counter::default();
+        registry.register(
+            "apiserver_audit_requests_rejected",
+            "Counter of apiserver requests rejected due to an error in audit logging backend.",
+            audit_rejected.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -93,6 +142,10 @@ impl Metrics {
             etcd_latency,
             etcd_errors,
             watchers,
+            audit_events,
+            audit_errors,
+            audit_levels,
+            audit_rejected,
         }
     }
 
@@ -135,6 +188,32 @@ impl Metrics {
                 resource: resource.to_string(),
             })
             .inc_by(delta);
+    }
+
+    /// One audit event sent to the backend.
+    pub fn audit_event(&self) {
+        self.audit_events.inc();
+    }
+
+    /// `events` audit events lost in `plugin` (`log`, `buffered`, `truncate`).
+    pub fn audit_error(&self, plugin: &str, events: u64) {
+        self.audit_errors
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_string(),
+            })
+            .inc_by(events);
+    }
+
+    /// The audit level the policy gave one request (`None`, `Metadata`, ...).
+    pub fn audit_level(&self, level: &str) {
+        if let Some(i) = AUDIT_LEVELS.iter().position(|l| *l == level) {
+            self.audit_levels[i].inc();
+        }
+    }
+
+    /// A request refused because its audit event could not be written.
+    pub fn audit_rejected(&self) {
+        self.audit_rejected.inc();
     }
 
     /// The text exposition.

@@ -81,6 +81,7 @@ pub async fn serve(
                 .and_then(|c| crate::auth::user_from_cert(c.as_ref()));
             let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(user.clone());
+                req.extensions_mut().insert(crate::audit::Peer(peer));
                 let state = state.clone();
                 let grpc = grpc.clone();
                 async move {

@@ -29,4 +29,6 @@ pub struct State {
     pub kubelets: crate::node_proxy::Kubelets,
     /// The ServiceAccount token signer and verifier (its keys serve OIDC discovery).
     pub service_account_tokens: Arc<crate::tokens::Tokens>,
+    /// The audit policy and log, when both are configured.
+    pub audit: Option<Arc<crate::audit::Auditor>>,
 }

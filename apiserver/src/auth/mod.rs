@@ -160,6 +160,18 @@ pub trait Authorizer: Send + Sync {
     /// The decision for one request.
     fn authorize(&self, attrs: &Attributes<'_>) -> Decision;
 
+    /// The decision with the reason the audit log records as `authorization.k8s.io/reason`:
+    /// why it was allowed (RBAC names the binding), else why not. Asked instead of
+    /// [`Authorizer::authorize`] only for requests being audited; the answer is the same.
+    fn authorize_with_reason(&self, attrs: &Attributes<'_>) -> (Decision, String) {
+        let d = self.authorize(attrs);
+        let why = match &d {
+            Decision::Allow => String::new(),
+            Decision::Deny(w) | Decision::NoOpinion(w) => w.clone(),
+        };
+        (d, why)
+    }
+
     /// The rules `user` has in `namespace` (for `kubectl auth can-i --list`); an authorizer
     /// that cannot list them says the list is incomplete.
     fn rules(&self, _user: &UserInfo, _namespace: &str) -> Rules {
@@ -189,6 +201,22 @@ impl Authorizer for Union {
             }
         }
         Decision::NoOpinion(reasons.join(", "))
+    }
+
+    fn authorize_with_reason(&self, attrs: &Attributes<'_>) -> (Decision, String) {
+        let mut reasons = Vec::new();
+        for a in &self.0 {
+            match a.authorize_with_reason(attrs) {
+                (Decision::NoOpinion(why), _) => {
+                    if !why.is_empty() {
+                        reasons.push(why);
+                    }
+                }
+                decided => return decided,
+            }
+        }
+        let why = reasons.join(", ");
+        (Decision::NoOpinion(why.clone()), why)
     }
 
     fn rules(&self, user: &UserInfo, namespace: &str) -> Rules {

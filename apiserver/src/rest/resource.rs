@@ -11,6 +11,7 @@ use super::negotiate::{self, respond, Format};
 use super::options::{delete_opts, list_opts, read_body, watch_opts, with_warnings, write_opts};
 use super::path::Target;
 use super::{table, watch};
+use crate::audit::Recorder;
 use crate::auth::UserInfo;
 use crate::error::{success_status, Error, Result};
 use crate::patch::PatchType;
@@ -27,6 +28,13 @@ fn not_allowed() -> Error {
 
 fn not_found() -> Error {
     Error::not_found_message("the server could not find the requested resource")
+}
+
+/// Gives a request's decoded body to its audit record, if it is audited.
+fn audit_body(parts: &http::request::Parts, body: &Value) {
+    if let Some(r) = parts.extensions.get::<Arc<Recorder>>() {
+        r.request_object(body);
+    }
 }
 
 /// Serves a request for a resource, an object, or one of its subresources.
@@ -73,12 +81,14 @@ pub async fn serve(
         ("create", None) => {
             let (parts, body) = read_body(req).await?;
             let obj = negotiate::decode_body(&parts.headers, &body, &r.kind)?;
+            audit_body(&parts, &obj);
             let opts = write_opts(q, &user_agent, false, user)?;
             written(store.create(&r, ns, obj, &opts).await?, format)
         }
         ("update", Some(name)) => {
             let (parts, body) = read_body(req).await?;
             let obj = negotiate::decode_body(&parts.headers, &body, &r.kind)?;
+            audit_body(&parts, &obj);
             let opts = write_opts(q, &user_agent, false, user)?;
             written(store.update(&r, ns, name, obj, None, &opts).await?, format)
         }
@@ -93,8 +103,11 @@ pub async fn serve(
             )
         }
         ("delete", Some(name)) => {
-            let (parts, body) = read_body(req).await?;
-            let body = negotiate::decode_optional(&parts.headers, &body, "DeleteOptions")?;
+            let (parts, raw) = read_body(req).await?;
+            let body = negotiate::decode_optional(&parts.headers, &raw, "DeleteOptions")?;
+            if !raw.is_empty() {
+                audit_body(&parts, &body);
+            }
             let opts = delete_opts(q, &body, user)?;
             match store.delete(&r, ns, name, &opts).await? {
                 Deleted::Pending(obj) => respond(StatusCode::OK, &obj, format),
@@ -113,8 +126,11 @@ pub async fn serve(
             }
         }
         ("deletecollection", None) => {
-            let (parts, body) = read_body(req).await?;
-            let body = negotiate::decode_optional(&parts.headers, &body, "DeleteOptions")?;
+            let (parts, raw) = read_body(req).await?;
+            let body = negotiate::decode_optional(&parts.headers, &raw, "DeleteOptions")?;
+            if !raw.is_empty() {
+                audit_body(&parts, &body);
+            }
             let lopts = list_opts(q, &r)?;
             let dopts = delete_opts(q, &body, user)?;
             let items = store.delete_collection(&r, ns, &lopts, &dopts).await?;
@@ -149,6 +165,7 @@ async fn create_only(
     let format = Format::from_accept(req.headers(), verb)?;
     let (parts, body) = read_body(req).await?;
     let obj = negotiate::decode_body(&parts.headers, &body, &r.kind)?;
+    audit_body(&parts, &obj);
     let cx = crate::registry::review::Context {
         user,
         authz: &*state.authz,
@@ -196,6 +213,9 @@ async fn read_patch(req: Req, q: &Query) -> Result<(PatchType, Value, String)> {
         ));
     }
     let patch = negotiate::decode_patch(ptype, &body)?;
+    if let Some(r) = parts.extensions.get::<Arc<Recorder>>() {
+        r.request_patch(&patch);
+    }
     Ok((ptype, patch, user_agent(&parts.headers)))
 }
 
@@ -250,6 +270,7 @@ async fn subresource(
             let (parts, body) = read_body(req).await?;
             let kind = handler.kind().map_or(r.kind.as_str(), |k| k.2);
             let obj = negotiate::decode_body(&parts.headers, &body, kind)?;
+            audit_body(&parts, &obj);
             let opts = write_opts(q, &user_agent, false, user)?;
             written(
                 store
@@ -272,6 +293,7 @@ async fn subresource(
             let (parts, body) = read_body(req).await?;
             let kind = handler.kind().map_or(r.kind.as_str(), |k| k.2);
             let obj = negotiate::decode_body(&parts.headers, &body, kind)?;
+            audit_body(&parts, &obj);
             let opts = write_opts(q, &user_agent, false, user)?;
             let answer = store
                 .create_subresource(r, ns, name, sub, obj, &opts)
@@ -293,6 +315,7 @@ async fn legacy_binding(
     let pods = state.store.find("", "v1", "pods").ok_or_else(not_found)?;
     let (parts, body) = read_body(req).await?;
     let binding = negotiate::decode_body(&parts.headers, &body, "Binding")?;
+    audit_body(&parts, &binding);
     let name = binding
         .pointer("/metadata/name")
         .and_then(Value::as_str)
