@@ -110,6 +110,14 @@ struct Args {
     /// https://ADVERTISE-ADDRESS:PORT/openid/v1/jwks).
     #[arg(long)]
     service_account_jwks_uri: Option<String>,
+    /// An EncryptionConfiguration file (apiserver.config.k8s.io/v1): how resources are
+    /// encrypted at rest in etcd (identity, aescbc, aesgcm, secretbox, kms v2).
+    #[arg(long)]
+    encryption_provider_config: Option<PathBuf>,
+    /// Re-read --encryption-provider-config when its contents change (checked every 2s); a bad
+    /// new file keeps the configuration in force.
+    #[arg(long, requires = "encryption_provider_config", num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
+    encryption_provider_config_automatic_reload: bool,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: String,
@@ -228,6 +236,9 @@ async fn main() -> anyhow::Result<()> {
         },
     };
     config.enable_bootstrap_token_auth = args.enable_bootstrap_token_auth;
+    config.encryption_provider_config = args.encryption_provider_config;
+    config.encryption_provider_config_automatic_reload =
+        args.encryption_provider_config_automatic_reload;
     config.service_accounts = skiff_apiserver::tokens::Config {
         signing_key_file: args.service_account_signing_key_file,
         key_files: args.service_account_key_files,

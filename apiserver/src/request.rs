@@ -194,4 +194,7 @@ pub struct Listed {
     pub continue_token: Option<String>,
     /// How many items remain, when known.
     pub remaining: Option<i64>,
+    /// What the client should be told besides (objects left out because they could not be
+    /// read), sent as `Warning` headers.
+    pub warnings: Vec<String>,
 }

@@ -63,8 +63,9 @@ pub async fn serve(
     match (verb, t.name.as_deref()) {
         ("get", Some(name)) => table::respond_one(&r, store.get(&r, ns, name).await?, &format, q),
         ("list", _) => {
-            let listed = store.list(&r, ns, &list_opts(q, &r)?).await?;
-            table::respond_list(&r, listed, &format, q)
+            let mut listed = store.list(&r, ns, &list_opts(q, &r)?).await?;
+            let warnings = std::mem::take(&mut listed.warnings);
+            table::respond_list(&r, listed, &format, q).map(|resp| with_warnings(resp, &warnings))
         }
         ("watch", name) => {
             let opts = watch_opts(q, &r, name)?;
