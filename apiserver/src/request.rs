@@ -118,6 +118,9 @@ pub struct DeleteOpts {
     pub resource_version: Option<String>,
     /// `dryRun=All`.
     pub dry_run: bool,
+    /// `ignoreStoreReadErrorWithClusterBreakingPotential`: delete an object whose stored value
+    /// cannot be read (decrypted or decoded), skipping finalizers and preconditions.
+    pub ignore_store_read_error: bool,
     /// Who asks.
     pub user: UserInfo,
 }

@@ -627,15 +627,87 @@ async fn an_undecryptable_value_fails_only_its_own_object() {
     let (_, metrics) = get_raw(&api, "/metrics").await;
     assert!(metrics.contains("transformation_type=\"from_storage\",transformer_prefix=\"k8s:enc:aesgcm:v1:\",status=\"unknown-non-grpc\""), "{metrics}");
     assert!(api.log().contains("could not be read"));
-    // Once rewritten in etcd, it reads again.
-    c.delete("/registry/secrets/default/broken", None)
-        .await
-        .unwrap();
-    c.delete("/registry/secrets/default/garbled", None)
-        .await
-        .unwrap();
+    // Kubernetes' way out: DELETE with ignoreStoreReadErrorWithClusterBreakingPotential, for a
+    // user who may `unsafe-delete-ignore-read-errors` (an ordinary delete cannot read it).
+    assert!(k
+        .fails(&["delete", "secret", "broken"])
+        .contains("unable to transform key"));
+    let unsafe_delete = |name: &str, query: &str, as_user: Option<&str>| {
+        let mut r = api
+            .client()
+            .unwrap()
+            .delete(api.url(&format!("/api/v1/namespaces/default/secrets/{name}{query}")))
+            .json(
+                &serde_json::json!({"kind": "DeleteOptions", "apiVersion": "v1",
+                "ignoreStoreReadErrorWithClusterBreakingPotential": true}),
+            );
+        if let Some(u) = as_user {
+            r = r.header("Impersonate-User", u);
+        }
+        async move {
+            let resp = r.send().await.unwrap();
+            let code = resp.status().as_u16();
+            (code, resp.json::<Value>().await.unwrap())
+        }
+    };
+    k.ok(&[
+        "create",
+        "rolebinding",
+        "alice-edit",
+        "--clusterrole=edit",
+        "--user=alice",
+    ]);
+    for _ in 0..100 {
+        if k.run(&["auth", "can-i", "delete", "secrets", "--as=alice"])
+            .stdout
+            .trim()
+            == "yes"
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, body) = unsafe_delete("broken", "", Some("alice")).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("not permitted to do \"unsafe-delete-ignore-read-errors\""),
+        "{body}"
+    );
+    let (code, body) = unsafe_delete("good1", "", None).await;
+    assert_eq!(
+        code, 409,
+        "a readable object goes through the ordinary delete: {body}"
+    );
+    let (code, _) = unsafe_delete("broken", "?dryRun=All", None).await;
+    assert_eq!(code, 200);
+    assert!(
+        raw(&mut c, "/registry/secrets/default/broken")
+            .await
+            .is_some(),
+        "a dry run deletes nothing"
+    );
+    for name in ["broken", "garbled"] {
+        let (code, body) = unsafe_delete(name, "", None).await;
+        assert_eq!(
+            (code, body["status"].as_str()),
+            (200, Some("Success")),
+            "{body}"
+        );
+        assert!(raw(&mut c, &format!("/registry/secrets/default/{name}"))
+            .await
+            .is_none());
+    }
+    assert_eq!(unsafe_delete("broken", "", None).await.0, 404);
     let r = k.run(&["get", "secrets", "-o", "name"]);
-    assert!(!r.stderr.contains("Warning"), "{}", r.stderr);
+    assert!(
+        r.status.success() && !r.stderr.contains("Warning"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stdout.trim(), "secret/good1\nsecret/good2\nsecret/good3");
 }
 
 #[tokio::test]

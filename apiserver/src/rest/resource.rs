@@ -97,6 +97,9 @@ pub async fn serve(
             let (parts, body) = read_body(req).await?;
             let body = negotiate::decode_optional(&parts.headers, &body, "DeleteOptions")?;
             let opts = delete_opts(q, &body, user)?;
+            if opts.ignore_store_read_error {
+                return unsafe_delete(state, &r, ns, name, &opts).await;
+            }
             match store.delete(&r, ns, name, &opts).await? {
                 Deleted::Pending(obj) => respond(StatusCode::OK, &obj, format),
                 Deleted::Gone(obj) if r.strategy.return_deleted_object() => {
@@ -129,6 +132,44 @@ pub async fn serve(
         }
         _ => Err(not_allowed()),
     }
+}
+
+/// DELETE with `ignoreStoreReadErrorWithClusterBreakingPotential`: removes an object whose
+/// stored value cannot be read, for a user who may `unsafe-delete-ignore-read-errors` it, as
+/// kube-apiserver does. Finalizers, preconditions and admission are skipped: whatever depended
+/// on the object is not told.
+async fn unsafe_delete(
+    state: &Arc<State>,
+    r: &Resource,
+    ns: Option<&str>,
+    name: &str,
+    opts: &crate::request::DeleteOpts,
+) -> Result<Response<Body>> {
+    const VERB: &str = "unsafe-delete-ignore-read-errors";
+    let attrs = crate::auth::Attributes::resource(
+        &opts.user,
+        VERB,
+        &r.group,
+        &r.plural,
+        ns.unwrap_or(""),
+        name,
+    );
+    if let crate::auth::Decision::Deny(why) | crate::auth::Decision::NoOpinion(why) =
+        state.authz.authorize(&attrs)
+    {
+        return Err(Error::forbidden_object(
+            r.group_resource(),
+            name,
+            &format!("not permitted to do {VERB:?}, reason: {why}"),
+        ));
+    }
+    tracing::warn!(resource = %r.group_resource(), namespace = ns.unwrap_or(""), name, user = %opts.user.name, dry_run = opts.dry_run, "unsafe deletion of an unreadable object");
+    state
+        .store
+        .delete_unreadable(r, ns, name, opts.dry_run)
+        .await?;
+    let details = json!({"name": name, "group": r.group, "kind": r.plural});
+    respond(StatusCode::OK, &success_status(details), Format::Json)
 }
 
 /// A resource that is only created, never stored (an access review): the answer to the

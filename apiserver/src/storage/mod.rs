@@ -42,6 +42,17 @@ pub struct Stored {
     pub stale: bool,
 }
 
+/// What [`Etcd::delete_unreadable`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnreadableDelete {
+    /// The value could not be read, and is gone (or would be, on a dry run).
+    Deleted,
+    /// No such key.
+    Missing,
+    /// The value reads fine: nothing was done.
+    Readable,
+}
+
 /// A value under a listed prefix that could not be read: not decrypted, or not an object.
 #[derive(Debug, Clone)]
 pub struct Unreadable {
@@ -253,6 +264,42 @@ impl Etcd {
             bytes::Bytes::copy_from_slice(&plain),
             kv.mod_revision(),
         )))
+    }
+
+    /// Deletes `key` if, and only if, its value cannot be read (decrypted and decoded).
+    pub async fn delete_unreadable(&self, key: &str, dry_run: bool) -> Result<UnreadableDelete> {
+        loop {
+            let start = Instant::now();
+            let r = self.kv.clone().get(key, None).await.map_err(Error::from);
+            self.time("get", start, &r);
+            let Some(kv) = r?.take_kvs().into_iter().next() else {
+                return Ok(UnreadableDelete::Missing);
+            };
+            if self
+                .decode_stored(key, kv.value(), kv.mod_revision())
+                .await
+                .is_ok()
+            {
+                return Ok(UnreadableDelete::Readable);
+            }
+            if dry_run {
+                return Ok(UnreadableDelete::Deleted);
+            }
+            let txn = Txn::new()
+                .when(vec![Compare::mod_revision(
+                    key,
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                )])
+                .and_then(vec![TxnOp::delete(key, None)]);
+            let start = Instant::now();
+            let r = self.kv.clone().txn(txn).await.map_err(Error::from);
+            self.time("delete", start, &r);
+            if r?.succeeded() {
+                return Ok(UnreadableDelete::Deleted);
+            }
+            // Written meanwhile: look again.
+        }
     }
 
     /// The store's current revision.
