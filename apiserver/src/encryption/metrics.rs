@@ -72,6 +72,8 @@ pub const TO_STORAGE: &str = "to_storage";
 /// The metrics, registered once into the server's registry.
 pub struct Metrics {
     apiserver_id_hash: String,
+    /// Key ids' hashes, so that each value read or written does not hash its key id again.
+    key_id_hashes: parking_lot::Mutex<std::collections::HashMap<String, String>>,
     transformations: Family<Transformation, Counter>,
     transformation_latency: Family<TransformationLatency, Histogram>,
     cache_misses: Counter,
@@ -115,6 +117,7 @@ impl Metrics {
         let id = format!("apiserver-{}", uuid::Uuid::new_v4());
         Metrics {
             apiserver_id_hash: hash(&id),
+            key_id_hashes: Default::default(),
             transformations: Family::default(),
             transformation_latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(5e-6, 2.0, 25))
@@ -256,12 +259,25 @@ impl Metrics {
         }
     }
 
+    fn key_id_hash(&self, key_id: &str) -> String {
+        let mut cache = self.key_id_hashes.lock();
+        if let Some(h) = cache.get(key_id) {
+            return h.clone();
+        }
+        if cache.len() >= 1024 {
+            cache.clear();
+        }
+        let h = hash(key_id);
+        cache.insert(key_id.to_string(), h.clone());
+        h
+    }
+
     /// A value written or read under a KMS key id.
     pub fn key_id_used(&self, kind: &'static str, provider: &str, key_id: &str) {
         let labels = KeyIdUse {
             transformation_type: kind,
             provider_name: provider.to_string(),
-            key_id_hash: hash(key_id),
+            key_id_hash: self.key_id_hash(key_id),
             apiserver_id_hash: self.apiserver_id_hash.clone(),
         };
         self.key_id_total.get_or_create(&labels).inc();
