@@ -191,6 +191,24 @@ pub enum Error {
     /// An internal invariant failed.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A stored value could not be read back: not decrypted by any configured provider.
+    #[error("unable to transform key {key:?}: {source}")]
+    Unreadable {
+        /// The etcd key.
+        key: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A value could not be encrypted for storage (so nothing was written).
+    #[error("failed to encrypt key {key:?}: {source}")]
+    Unwritable {
+        /// The etcd key.
+        key: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl From<ApiError> for Error {
@@ -392,7 +410,11 @@ impl Error {
         match self {
             Error::Api(a) => a.code,
             Error::Etcd(e) if etcd_unavailable(e) => 503,
-            Error::Etcd(_) | Error::Corrupt { .. } | Error::Internal(_) => 500,
+            Error::Etcd(_)
+            | Error::Corrupt { .. }
+            | Error::Internal(_)
+            | Error::Unreadable { .. }
+            | Error::Unwritable { .. } => 500,
         }
     }
 
@@ -401,7 +423,11 @@ impl Error {
         match self {
             Error::Api(a) => a.reason,
             Error::Etcd(e) if etcd_unavailable(e) => "ServiceUnavailable",
-            Error::Etcd(_) | Error::Corrupt { .. } | Error::Internal(_) => "InternalError",
+            Error::Etcd(_)
+            | Error::Corrupt { .. }
+            | Error::Internal(_)
+            | Error::Unreadable { .. }
+            | Error::Unwritable { .. } => "InternalError",
         }
     }
 

@@ -1046,6 +1046,7 @@ impl Resources for Door {
                 uid: pre.uid,
                 resource_version: pre.resource_version,
                 dry_run: inner.dry_run,
+                ignore_store_read_error: false,
                 user: t.user.clone(),
             };
             let (object, finished) = match self

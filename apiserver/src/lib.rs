@@ -15,6 +15,7 @@ pub mod apply;
 pub mod audit;
 pub mod auth;
 pub mod certs;
+pub mod encryption;
 pub mod error;
 pub mod grpc;
 pub mod health;
@@ -91,8 +92,16 @@ pub struct Config {
     /// ServiceAccount tokens: the signing and verifying keys, issuer, audiences and longest
     /// lifetime (`--service-account-*`, `--api-audiences`).
     pub service_accounts: tokens::Config,
+<<<<<<< HEAD
     /// The audit policy and log (`--audit-policy-file`, `--audit-log-*`).
     pub audit: audit::Config,
+=======
+    /// Encryption at rest: an `EncryptionConfiguration` file (`--encryption-provider-config`).
+    pub encryption_provider_config: Option<PathBuf>,
+    /// Whether that file is re-read when it changes
+    /// (`--encryption-provider-config-automatic-reload`).
+    pub encryption_provider_config_automatic_reload: bool,
+>>>>>>> enc
 }
 
 impl Config {
@@ -117,7 +126,12 @@ impl Config {
             authorization_modes: vec![rbac::Mode::Node, rbac::Mode::Rbac],
             enable_bootstrap_token_auth: true,
             service_accounts: tokens::Config::default(),
+<<<<<<< HEAD
             audit: audit::Config::default(),
+=======
+            encryption_provider_config: None,
+            encryption_provider_config_automatic_reload: false,
+>>>>>>> enc
         }
     }
 }
@@ -140,6 +154,15 @@ pub enum StartError {
     /// The ServiceAccount token keys or flags were refused.
     #[error(transparent)]
     ServiceAccountTokens(#[from] tokens::ConfigError),
+    /// The encryption provider configuration was refused.
+    #[error("encryption provider configuration {path}: {source}")]
+    Encryption {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: encryption::ConfigError,
+    },
     /// etcd could not be reached.
     #[error("connecting to etcd at {endpoints:?}: {source}")]
     Etcd {
@@ -188,8 +211,28 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let chain = admission::Chain::new(&config.admission)?;
     let escalation = rbac::escalation::Escalation::new(rbac.clone(), chain.authorizer());
     let chain = chain.with_internal(escalation);
+<<<<<<< HEAD
     let metrics = Arc::new(metrics::Metrics::new());
     let auditor = config.audit.build(metrics.clone())?;
+=======
+    let encryption_metrics = Arc::new(encryption::Metrics::new());
+    let metrics = Arc::new(metrics::Metrics::new_with(|r| {
+        encryption_metrics.register(r)
+    }));
+    let encryption = match &config.encryption_provider_config {
+        // (Automatic reload without a file is refused by the flags.)
+        None => encryption::Encryption::none(encryption_metrics),
+        Some(path) => {
+            let path = path.display().to_string();
+            let reload = config.encryption_provider_config_automatic_reload;
+            let e = encryption::Encryption::load(&path, reload, encryption_metrics)
+                .await
+                .map_err(|source| StartError::Encryption { path, source })?;
+            e.start(&shutdown);
+            e
+        }
+    };
+>>>>>>> enc
     let connect_host = match config.advertise_address {
         Some(a) => a,
         None if config.bind_address.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
@@ -246,7 +289,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             .await
         {
             Ok(s) => match s.current_revision().await {
-                Ok(_) => break s,
+                Ok(_) => break s.with_encryption(encryption.clone()),
                 Err(e) if tokio::time::Instant::now() > deadline => {
                     return Err(StartError::Etcd {
                         endpoints: config.etcd_servers.clone(),

@@ -110,6 +110,7 @@ struct Args {
     /// https://ADVERTISE-ADDRESS:PORT/openid/v1/jwks).
     #[arg(long)]
     service_account_jwks_uri: Option<String>,
+<<<<<<< HEAD
     /// The audit policy (an audit.k8s.io/v1 Policy, YAML or JSON): which requests the audit
     /// log records, and how much of them.
     #[arg(long)]
@@ -152,6 +153,16 @@ struct Args {
     /// The largest audit event written when truncating is enabled, in bytes.
     #[arg(long, default_value_t = 102_400)]
     audit_log_truncate_max_event_size: usize,
+=======
+    /// An EncryptionConfiguration file (apiserver.config.k8s.io/v1): how resources are
+    /// encrypted at rest in etcd (identity, aescbc, aesgcm, secretbox, kms v2).
+    #[arg(long)]
+    encryption_provider_config: Option<PathBuf>,
+    /// Re-read --encryption-provider-config when its contents change (checked every 2s); a bad
+    /// new file keeps the configuration in force.
+    #[arg(long, requires = "encryption_provider_config", num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
+    encryption_provider_config_automatic_reload: bool,
+>>>>>>> enc
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: String,
@@ -270,6 +281,9 @@ async fn main() -> anyhow::Result<()> {
         },
     };
     config.enable_bootstrap_token_auth = args.enable_bootstrap_token_auth;
+    config.encryption_provider_config = args.encryption_provider_config;
+    config.encryption_provider_config_automatic_reload =
+        args.encryption_provider_config_automatic_reload;
     config.service_accounts = skiff_apiserver::tokens::Config {
         signing_key_file: args.service_account_signing_key_file,
         key_files: args.service_account_key_files,

@@ -68,7 +68,13 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every metric.
     pub fn new() -> Self {
+        Self::new_with(|_| {})
+    }
+
+    /// Registers every metric, and what `extra` adds (metrics other modules keep).
+    pub fn new_with(extra: impl FnOnce(&mut Registry)) -> Self {
         let mut registry = Registry::default();
+        extra(&mut registry);
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "apiserver_request",

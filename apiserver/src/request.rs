@@ -118,6 +118,9 @@ pub struct DeleteOpts {
     pub resource_version: Option<String>,
     /// `dryRun=All`.
     pub dry_run: bool,
+    /// `ignoreStoreReadErrorWithClusterBreakingPotential`: delete an object whose stored value
+    /// cannot be read (decrypted or decoded), skipping finalizers and preconditions.
+    pub ignore_store_read_error: bool,
     /// Who asks.
     pub user: UserInfo,
 }
@@ -194,4 +197,7 @@ pub struct Listed {
     pub continue_token: Option<String>,
     /// How many items remain, when known.
     pub remaining: Option<i64>,
+    /// What the client should be told besides (objects left out because they could not be
+    /// read), sent as `Warning` headers.
+    pub warnings: Vec<String>,
 }

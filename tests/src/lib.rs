@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod compose;
 pub mod hollow;
+pub mod kms;
 pub mod netnode;
 pub mod netns;
 pub mod node;

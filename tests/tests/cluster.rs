@@ -60,7 +60,13 @@ fn compose_cluster_spreads_serves_and_recovers_from_faults() {
 
     // Secrets are encrypted in etcd through each API server's KMS plugin (same keys), and
     // read back in clear through the load balancer, whichever API server answers.
-    c.k(&["create", "secret", "generic", "at-rest", "--from-literal=password=hunter2-cluster"]);
+    c.k(&[
+        "create",
+        "secret",
+        "generic",
+        "at-rest",
+        "--from-literal=password=hunter2-cluster",
+    ]);
     let stored = c.docker(&[
         "exec",
         &c.container("etcd-1"),

@@ -23,6 +23,7 @@ const BINARIES: &[&str] = &[
     "skiff-controller-manager",
     "skiff-proxy",
     "skiff-dns",
+    "skiff-kms",
     "skiff-hollow-nodes",
 ];
 

@@ -130,6 +130,7 @@ pub fn delete_opts(q: &Query, body: &Value, user: &UserInfo) -> Result<DeleteOpt
             .map(Propagation::parse)
             .transpose()?,
         dry_run: dry_run(q)?,
+        ignore_store_read_error: q.flag("ignoreStoreReadErrorWithClusterBreakingPotential"),
         user: user.clone(),
         ..Default::default()
     };
@@ -158,6 +159,12 @@ pub fn delete_opts(q: &Query, body: &Value, user: &UserInfo) -> Result<DeleteOpt
         }
         if let Some(d) = b.get("dryRun").and_then(Value::as_array) {
             o.dry_run = d.iter().any(|x| x == "All");
+        }
+        if let Some(i) = b
+            .get("ignoreStoreReadErrorWithClusterBreakingPotential")
+            .and_then(Value::as_bool)
+        {
+            o.ignore_store_read_error = i;
         }
     }
     Ok(o)

@@ -71,8 +71,9 @@ pub async fn serve(
     match (verb, t.name.as_deref()) {
         ("get", Some(name)) => table::respond_one(&r, store.get(&r, ns, name).await?, &format, q),
         ("list", _) => {
-            let listed = store.list(&r, ns, &list_opts(q, &r)?).await?;
-            table::respond_list(&r, listed, &format, q)
+            let mut listed = store.list(&r, ns, &list_opts(q, &r)?).await?;
+            let warnings = std::mem::take(&mut listed.warnings);
+            table::respond_list(&r, listed, &format, q).map(|resp| with_warnings(resp, &warnings))
         }
         ("watch", name) => {
             let opts = watch_opts(q, &r, name)?;
@@ -109,6 +110,9 @@ pub async fn serve(
                 audit_body(&parts, &body);
             }
             let opts = delete_opts(q, &body, user)?;
+            if opts.ignore_store_read_error {
+                return unsafe_delete(state, &r, ns, name, &opts).await;
+            }
             match store.delete(&r, ns, name, &opts).await? {
                 Deleted::Pending(obj) => respond(StatusCode::OK, &obj, format),
                 Deleted::Gone(obj) if r.strategy.return_deleted_object() => {
@@ -144,6 +148,44 @@ pub async fn serve(
         }
         _ => Err(not_allowed()),
     }
+}
+
+/// DELETE with `ignoreStoreReadErrorWithClusterBreakingPotential`: removes an object whose
+/// stored value cannot be read, for a user who may `unsafe-delete-ignore-read-errors` it, as
+/// kube-apiserver does. Finalizers, preconditions and admission are skipped: whatever depended
+/// on the object is not told.
+async fn unsafe_delete(
+    state: &Arc<State>,
+    r: &Resource,
+    ns: Option<&str>,
+    name: &str,
+    opts: &crate::request::DeleteOpts,
+) -> Result<Response<Body>> {
+    const VERB: &str = "unsafe-delete-ignore-read-errors";
+    let attrs = crate::auth::Attributes::resource(
+        &opts.user,
+        VERB,
+        &r.group,
+        &r.plural,
+        ns.unwrap_or(""),
+        name,
+    );
+    if let crate::auth::Decision::Deny(why) | crate::auth::Decision::NoOpinion(why) =
+        state.authz.authorize(&attrs)
+    {
+        return Err(Error::forbidden_object(
+            r.group_resource(),
+            name,
+            &format!("not permitted to do {VERB:?}, reason: {why}"),
+        ));
+    }
+    tracing::warn!(resource = %r.group_resource(), namespace = ns.unwrap_or(""), name, user = %opts.user.name, dry_run = opts.dry_run, "unsafe deletion of an unreadable object");
+    state
+        .store
+        .delete_unreadable(r, ns, name, opts.dry_run)
+        .await?;
+    let details = json!({"name": name, "group": r.group, "kind": r.plural});
+    respond(StatusCode::OK, &success_status(details), Format::Json)
 }
 
 /// A resource that is only created, never stored (an access review): the answer to the

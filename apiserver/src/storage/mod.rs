@@ -4,10 +4,16 @@
 //! all: create is "key absent → put", update and delete are "mod revision unchanged → put /
 //! delete". An object's `metadata.resourceVersion` is the etcd revision that last modified it;
 //! it is never stored, only set on the way out, as kube-apiserver does.
+//!
+//! Values pass through encryption at rest ([`crate::encryption`]) on their way in and out, by
+//! the resource their key belongs to: every read sees plaintext, etcd never does. A value
+//! that no configured provider can read fails that object alone: a get answers 500 naming its
+//! key, a list leaves it out and says so ([`Page::unreadable`]).
 
 pub mod cached;
 pub mod watch_cache;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +22,7 @@ use etcd_client::{
 };
 use serde_json::Value;
 
+use crate::encryption::{Encryption, TransformError};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
@@ -28,8 +35,31 @@ pub struct Stored {
     pub value: Value,
     /// The etcd mod revision.
     pub rv: i64,
-    /// The stored bytes (without resourceVersion).
+    /// The stored bytes (without resourceVersion), decrypted.
     pub raw: bytes::Bytes,
+    /// Whether the value was read with a provider or key other than the one writes use now:
+    /// an update rewrites it even when the object did not change.
+    pub stale: bool,
+}
+
+/// What [`Etcd::delete_unreadable`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnreadableDelete {
+    /// The value could not be read, and is gone (or would be, on a dry run).
+    Deleted,
+    /// No such key.
+    Missing,
+    /// The value reads fine: nothing was done.
+    Readable,
+}
+
+/// A value under a listed prefix that could not be read: not decrypted, or not an object.
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    /// The etcd key.
+    pub key: String,
+    /// Why, with the key.
+    pub reason: String,
 }
 
 /// A further key written in the same transaction as the object (allocations of IPs and ports).
@@ -63,6 +93,8 @@ pub struct Page {
     pub next_key: Option<String>,
     /// How many keys remain after this page, if more remain.
     pub remaining: i64,
+    /// Values on this page that could not be read, left out of `items`.
+    pub unreadable: Vec<Unreadable>,
 }
 
 /// Whether a prefix changed after a revision, as read by [`Etcd::quiet_since`].
@@ -83,6 +115,9 @@ pub struct Etcd {
     client: etcd_client::Client,
     prefix: Arc<str>,
     metrics: Arc<Metrics>,
+    encryption: Arc<Encryption>,
+    /// The resource (`secrets`, `deployments.apps`) stored under each `/registry/<plural>/`.
+    resources: Arc<parking_lot::RwLock<HashMap<String, Arc<str>>>>,
 }
 
 impl Etcd {
@@ -109,7 +144,78 @@ impl Etcd {
             client,
             prefix,
             metrics,
+            encryption: Encryption::none(Arc::new(crate::encryption::Metrics::new())),
+            resources: Arc::default(),
         })
+    }
+
+    /// Encrypts values at rest as `encryption` says.
+    pub fn with_encryption(mut self, encryption: Arc<Encryption>) -> Self {
+        self.encryption = encryption;
+        self
+    }
+
+    /// Encryption at rest.
+    pub fn encryption(&self) -> &Arc<Encryption> {
+        &self.encryption
+    }
+
+    /// Says which resource (`plural` or `plural.group`) lives under `/registry/<plural>/`, so
+    /// that its values get that resource's encryption.
+    pub fn serve_resource(&self, plural: &str, group_resource: &str) {
+        self.resources
+            .write()
+            .entry(plural.to_string())
+            .or_insert_with(|| group_resource.into());
+    }
+
+    /// The resource an etcd key belongs to.
+    fn resource_of(&self, key: &str) -> Arc<str> {
+        let rest = key
+            .strip_prefix(&*self.prefix)
+            .and_then(|k| k.strip_prefix('/'))
+            .unwrap_or(key);
+        let plural = rest.split('/').next().unwrap_or("");
+        self.resources
+            .read()
+            .get(plural)
+            .cloned()
+            .unwrap_or_else(|| plural.into())
+    }
+
+    /// The bytes to store under `key` for `plaintext`.
+    fn seal(&self, key: &str, plaintext: Vec<u8>) -> Result<Vec<u8>> {
+        self.encryption
+            .write(&self.resource_of(key), key, plaintext)
+            .map_err(|e| Error::Unwritable {
+                key: key.to_string(),
+                source: Box::new(e),
+            })
+    }
+
+    /// The plaintext of what etcd holds under `key`, and whether it is stale.
+    async fn unseal<'a>(
+        &self,
+        key: &str,
+        raw: &'a [u8],
+    ) -> Result<(std::borrow::Cow<'a, [u8]>, bool), TransformError> {
+        self.encryption.read(&self.resource_of(key), key, raw).await
+    }
+
+    /// Decrypts and decodes a stored value.
+    async fn decode_stored(&self, key: &str, raw: &[u8], rev: i64) -> Result<Stored> {
+        let (plain, stale) = self
+            .unseal(key, raw)
+            .await
+            .map_err(|e| unreadable(key, e))?;
+        let mut s = decode(key, &plain, rev)?;
+        s.stale = stale;
+        Ok(s)
+    }
+
+    /// Decrypts and decodes a value etcd sent along in a watch event.
+    pub async fn decode_value(&self, key: &str, raw: &[u8], rev: i64) -> Result<Stored> {
+        self.decode_stored(key, raw, rev).await
     }
 
     /// The key prefix all objects live under (`/registry`).
@@ -133,7 +239,10 @@ impl Etcd {
         self.time("get", start, &r);
         let mut resp = r?;
         match resp.take_kvs().into_iter().next() {
-            Some(kv) => Ok(Some(decode(key, kv.value(), kv.mod_revision())?)),
+            Some(kv) => Ok(Some(
+                self.decode_stored(key, kv.value(), kv.mod_revision())
+                    .await?,
+            )),
             None => Ok(None),
         }
     }
@@ -144,11 +253,53 @@ impl Etcd {
         let r = self.kv.clone().get(key, None).await.map_err(Error::from);
         self.time("get", start, &r);
         let mut resp = r?;
-        Ok(resp
-            .take_kvs()
-            .into_iter()
-            .next()
-            .map(|kv| (bytes::Bytes::copy_from_slice(kv.value()), kv.mod_revision())))
+        let Some(kv) = resp.take_kvs().into_iter().next() else {
+            return Ok(None);
+        };
+        let (plain, _) = self
+            .unseal(key, kv.value())
+            .await
+            .map_err(|e| unreadable(key, e))?;
+        Ok(Some((
+            bytes::Bytes::copy_from_slice(&plain),
+            kv.mod_revision(),
+        )))
+    }
+
+    /// Deletes `key` if, and only if, its value cannot be read (decrypted and decoded).
+    pub async fn delete_unreadable(&self, key: &str, dry_run: bool) -> Result<UnreadableDelete> {
+        loop {
+            let start = Instant::now();
+            let r = self.kv.clone().get(key, None).await.map_err(Error::from);
+            self.time("get", start, &r);
+            let Some(kv) = r?.take_kvs().into_iter().next() else {
+                return Ok(UnreadableDelete::Missing);
+            };
+            if self
+                .decode_stored(key, kv.value(), kv.mod_revision())
+                .await
+                .is_ok()
+            {
+                return Ok(UnreadableDelete::Readable);
+            }
+            if dry_run {
+                return Ok(UnreadableDelete::Deleted);
+            }
+            let txn = Txn::new()
+                .when(vec![Compare::mod_revision(
+                    key,
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                )])
+                .and_then(vec![TxnOp::delete(key, None)]);
+            let start = Instant::now();
+            let r = self.kv.clone().txn(txn).await.map_err(Error::from);
+            self.time("delete", start, &r);
+            if r?.succeeded() {
+                return Ok(UnreadableDelete::Deleted);
+            }
+            // Written meanwhile: look again.
+        }
     }
 
     /// The store's current revision.
@@ -206,6 +357,7 @@ impl Etcd {
         bytes: Vec<u8>,
         effects: &[SideEffect],
     ) -> Result<WriteOutcome> {
+        let bytes = self.seal(key, bytes)?;
         let mut when = vec![Compare::version(key, CompareOp::Equal, 0)];
         let mut ops = vec![TxnOp::put(key, bytes, None)];
         add_effects(effects, &mut when, &mut ops);
@@ -236,6 +388,7 @@ impl Etcd {
         expected: i64,
         effects: &[SideEffect],
     ) -> Result<WriteOutcome> {
+        let bytes = self.seal(key, bytes)?;
         let mut when = vec![Compare::mod_revision(key, CompareOp::Equal, expected)];
         let mut ops = vec![TxnOp::put(key, bytes, None)];
         add_effects(effects, &mut when, &mut ops);
@@ -284,7 +437,10 @@ impl Etcd {
             _ => None,
         });
         let current = match current {
-            Some(kv) => Some(decode(key, kv.value(), kv.mod_revision())?),
+            Some(kv) => Some(
+                self.decode_stored(key, kv.value(), kv.mod_revision())
+                    .await?,
+            ),
             None => None,
         };
         let object_as_expected = match (expected, &current) {
@@ -331,21 +487,34 @@ impl Etcd {
         let count = resp.count();
         let kvs = resp.take_kvs();
         let mut items = Vec::with_capacity(kvs.len());
+        let mut unreadable = Vec::new();
+        let mut last_key = None;
         for kv in &kvs {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
-            items.push(decode(&key, kv.value(), kv.mod_revision())?);
+            last_key = Some(key.clone());
+            match self
+                .decode_stored(&key, kv.value(), kv.mod_revision())
+                .await
+            {
+                Ok(s) => items.push(s),
+                Err(e) => unreadable.push(Unreadable {
+                    key,
+                    reason: e.to_string(),
+                }),
+            }
         }
         let next_key = if more {
-            items.last().map(|last| format!("{}\0", last.key))
+            last_key.map(|last| format!("{last}\0"))
         } else {
             None
         };
-        let remaining = if more { count - items.len() as i64 } else { 0 };
+        let remaining = if more { count - kvs.len() as i64 } else { 0 };
         Ok(Page {
             items,
             rev: if rev > 0 { rev } else { read_rev },
             next_key,
             remaining,
+            unreadable,
         })
     }
 
@@ -372,6 +541,13 @@ impl Etcd {
             .map_err(Error::from);
         self.time("compact", start, &r);
         r
+    }
+}
+
+fn unreadable(key: &str, e: TransformError) -> Error {
+    Error::Unreadable {
+        key: key.to_string(),
+        source: Box::new(e),
     }
 }
 
@@ -434,6 +610,7 @@ pub fn decode(key: &str, bytes: &[u8], rev: i64) -> Result<Stored> {
         value,
         rv: rev,
         raw: bytes::Bytes::copy_from_slice(bytes),
+        stale: false,
     })
 }
 

@@ -5,6 +5,10 @@
 //! client watch takes the buffered events after its resourceVersion and subscribes to new ones
 //! under one lock, so it can neither miss nor repeat an event. A client whose resourceVersion
 //! is older than the window gets 410 Gone and re-lists, as with kube-apiserver.
+//!
+//! A value that cannot be read (not decrypted, or not an object) is never applied: the cache
+//! drops what it held for that key, logs and remembers it ([`WatchCache::unreadable_under`]),
+//! and carries on with the other keys.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -17,7 +21,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::cached::{with_rv, Cached, Indexer};
-use super::{decode, Etcd};
+use super::{Etcd, Unreadable};
 use crate::error::{Error, Result};
 
 /// What happened to an object.
@@ -101,6 +105,8 @@ pub struct WatchCache {
     hints: RwLock<std::collections::HashMap<String, Arc<Cached>>>,
     prefix: String,
     capacity: usize,
+    /// Keys whose current value could not be read, and why.
+    unreadable: RwLock<BTreeMap<String, String>>,
     inner: RwLock<Inner>,
     ready: watch::Sender<bool>,
     rev_tx: watch::Sender<i64>,
@@ -134,6 +140,7 @@ impl WatchCache {
             hints: RwLock::new(std::collections::HashMap::new()),
             prefix,
             capacity,
+            unreadable: RwLock::new(BTreeMap::new()),
             inner: RwLock::new(Inner {
                 rev: 0,
                 start_rev: 0,
@@ -220,6 +227,37 @@ impl WatchCache {
             }
             _ => None,
         }
+    }
+
+    /// The keys under `prefix` whose current value could not be read.
+    pub fn unreadable_under(&self, prefix: &str) -> Vec<Unreadable> {
+        let u = self.unreadable.read();
+        if u.is_empty() {
+            return Vec::new();
+        }
+        u.range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, r)| Unreadable {
+                key: k.clone(),
+                reason: r.clone(),
+            })
+            .collect()
+    }
+
+    /// Notes that `key`'s value could not be read: what the cache held for it goes (without an
+    /// event: the object was not deleted), and lists say it is left out.
+    fn mark_unreadable(&self, key: &str, rev: i64, reason: String) {
+        tracing::error!(key, rev, error = %reason, "a stored value could not be read; leaving it out of the watch cache");
+        self.unreadable.write().insert(key.to_string(), reason);
+        self.write().objects.remove(key);
+        // The cache has seen this revision all the same.
+        self.apply(Event::new(
+            EventType::Bookmark,
+            String::new(),
+            rev,
+            Arc::new(Cached::empty()),
+            None,
+        ));
     }
 
     /// Whether any object's key starts with `prefix`.
@@ -339,9 +377,13 @@ impl WatchCache {
     /// prefix was written after the cache's revision and how many keys there are: none written
     /// and the same count as the cache holds means etcd's state at that revision is the cache's.
     pub async fn catch_up(&self, store: &Etcd) -> Result<bool> {
+        // Unreadable keys are in etcd's count but not among the objects.
         let (rev, len) = {
             let inner = self.read();
-            (inner.rev, inner.objects.len())
+            (
+                inner.rev,
+                inner.objects.len() + self.unreadable.read().len(),
+            )
         };
         let quiet = store.quiet_since(&self.prefix, rev).await?;
         if quiet.rev <= rev {
@@ -350,8 +392,9 @@ impl WatchCache {
         if quiet.changed || quiet.count != len as i64 {
             return Ok(false);
         }
+        let unreadable = self.unreadable.read().len();
         let mut inner = self.write();
-        if inner.rev != rev || inner.objects.len() != len {
+        if inner.rev != rev || inner.objects.len() + unreadable != len {
             // Events arrived meanwhile; the next round decides.
             return Ok(inner.rev >= quiet.rev);
         }
@@ -433,6 +476,7 @@ impl WatchCache {
     /// Fills the cache from a list of everything under its prefix.
     pub async fn list_all(&self, store: &Etcd) -> Result<()> {
         let mut objects = BTreeMap::new();
+        let mut unreadable = BTreeMap::new();
         let mut start: Option<String> = None;
         let mut rev = 0;
         loop {
@@ -440,6 +484,10 @@ impl WatchCache {
                 .list(&self.prefix, start.as_deref(), rev, 10_000)
                 .await?;
             rev = page.rev;
+            for u in page.unreadable {
+                tracing::error!(key = %u.key, error = %u.reason, "a stored value could not be read; leaving it out of the watch cache");
+                unreadable.insert(u.key, u.reason);
+            }
             for item in page.items {
                 let json = with_rv(&item.raw, item.rv);
                 let c = Cached::new(&*self.index, &item.value, json, item.rv);
@@ -451,6 +499,7 @@ impl WatchCache {
             }
         }
         tracing::debug!(prefix = %self.prefix, count = objects.len(), rev, "watch cache listed");
+        *self.unreadable.write() = unreadable;
         self.reset(objects, rev);
         Ok(())
     }
@@ -497,10 +546,10 @@ impl WatchCache {
                     }
                     busy |= !resp.events().is_empty();
                     for ev in resp.events() {
-                        match self.convert(ev) {
+                        match self.convert(store, ev).await {
                             Ok(Some(e)) => self.apply(e),
                             Ok(None) => {}
-                            Err(e) => tracing::error!(prefix = %self.prefix, error = %e, "skipping undecodable object"),
+                            Err((key, rev, e)) => self.mark_unreadable(&key, rev, e.to_string()),
                         }
                     }
                 }
@@ -508,38 +557,48 @@ impl WatchCache {
         }
     }
 
-    fn convert(&self, ev: &etcd_client::Event) -> Result<Option<Event>> {
+    /// The cache's event for an etcd event; `Err` with the key and revision when its value
+    /// cannot be read.
+    async fn convert(
+        &self,
+        store: &Etcd,
+        ev: &etcd_client::Event,
+    ) -> Result<Option<Event>, (String, i64, Error)> {
         let Some(kv) = ev.kv() else { return Ok(None) };
         let key = String::from_utf8_lossy(kv.key()).into_owned();
         let rev = kv.mod_revision();
+        let fail = |e: Error| (key.clone(), rev, e);
         match ev.event_type() {
             EtcdEventType::Put => {
                 let object = match self.take_hint(&key, rev) {
                     Some(c) => c,
                     None => {
-                        let stored = decode(&key, kv.value(), rev)?;
-                        Arc::new(Cached::new(
-                            &*self.index,
-                            &stored.value,
-                            with_rv(kv.value(), rev),
-                            rev,
-                        ))
+                        let stored = store
+                            .decode_value(&key, kv.value(), rev)
+                            .await
+                            .map_err(fail)?;
+                        let json = with_rv(&stored.raw, rev);
+                        Arc::new(Cached::new(&*self.index, &stored.value, json, rev))
                     }
                 };
+                self.forget_unreadable(&key);
                 // The previous state is what the cache holds (or, after a re-list, what etcd
-                // sent along).
+                // sent along, when it can be read).
                 let prev = match self.get(&key) {
                     Some(p) => Some(p),
                     None => match ev.prev_kv() {
-                        Some(p) => {
-                            let old = decode(&key, p.value(), p.mod_revision())?;
-                            Some(Arc::new(Cached::new(
-                                &*self.index,
-                                &old.value,
-                                with_rv(p.value(), p.mod_revision()),
-                                p.mod_revision(),
-                            )))
-                        }
+                        Some(p) => store
+                            .decode_value(&key, p.value(), p.mod_revision())
+                            .await
+                            .ok()
+                            .map(|old| {
+                                Arc::new(Cached::new(
+                                    &*self.index,
+                                    &old.value,
+                                    with_rv(&old.raw, p.mod_revision()),
+                                    p.mod_revision(),
+                                ))
+                            }),
                         None => None,
                     },
                 };
@@ -551,17 +610,22 @@ impl WatchCache {
                 Ok(Some(Event::new(kind, key, rev, object, prev)))
             }
             EtcdEventType::Delete => {
-                let last = match ev.prev_kv() {
-                    Some(p) => {
-                        let v = decode(&key, p.value(), rev)?.value;
-                        Cached::new(&*self.index, &v, with_rv(p.value(), rev), rev)
+                self.forget_unreadable(&key);
+                // The last state: the cache's copy (no decryption), else what etcd sent along.
+                let last = match self.get(&key) {
+                    Some(c) => {
+                        let mut v = c.value();
+                        super::set_rv(&mut v, rev);
+                        Cached::from_value(&*self.index, &v, rev)
                     }
-                    None => match self.get(&key) {
-                        Some(c) => {
-                            let mut v = c.value();
-                            super::set_rv(&mut v, rev);
-                            Cached::from_value(&*self.index, &v, rev)
-                        }
+                    None => match ev.prev_kv() {
+                        Some(p) => match store.decode_value(&key, p.value(), rev).await {
+                            Ok(old) => {
+                                Cached::new(&*self.index, &old.value, with_rv(&old.raw, rev), rev)
+                            }
+                            // Never readable: nobody was shown it, so nobody is told it went.
+                            Err(_) => return Ok(None),
+                        },
                         None => return Ok(None),
                     },
                 };
@@ -573,6 +637,12 @@ impl WatchCache {
                     None,
                 )))
             }
+        }
+    }
+
+    fn forget_unreadable(&self, key: &str) {
+        if self.unreadable.read().contains_key(key) {
+            self.unreadable.write().remove(key);
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::admission::{Attributes, Operation};
 use crate::error::{Cause, Error, Result};
 use crate::registry::Resource;
 use crate::request::{DeleteOpts, Deleted, ListOpts, Propagation};
-use crate::storage::WriteOutcome;
+use crate::storage::{UnreadableDelete, WriteOutcome};
 
 const ORPHAN: &str = "orphan";
 const FOREGROUND: &str = "foregroundDeletion";
@@ -22,6 +22,29 @@ fn deletion_time(grace: i64) -> Value {
 }
 
 impl GenericStore {
+    /// Removes an object whose stored value cannot be read (not decrypted, or not an object),
+    /// as kube-apiserver's `ignoreStoreReadErrorWithClusterBreakingPotential` does: at once,
+    /// without finalizers, preconditions or admission. An object that reads fine is refused
+    /// (409): it goes through the ordinary delete.
+    pub async fn delete_unreadable(
+        &self,
+        r: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        dry_run: bool,
+    ) -> Result<()> {
+        let key = self.key(r, ns, name);
+        match self.etcd.delete_unreadable(&key, dry_run).await? {
+            UnreadableDelete::Deleted => Ok(()),
+            UnreadableDelete::Missing => Err(Error::not_found(r.group_resource(), name)),
+            UnreadableDelete::Readable => Err(Error::conflict(
+                r.group_resource(),
+                name,
+                "the object can be read: delete it without ignoreStoreReadErrorWithClusterBreakingPotential",
+            )),
+        }
+    }
+
     /// Deletes an object, gracefully where its type and finalizers say so.
     pub async fn delete(
         &self,

@@ -39,6 +39,12 @@ fn decode_continue(token: &str) -> Result<(i64, String)> {
     Ok((rv, start))
 }
 
+/// The warning for an object a list leaves out because its stored value cannot be read.
+fn left_out(u: &crate::storage::Unreadable) -> String {
+    tracing::debug!(key = %u.key, error = %u.reason, "left out of a list: unreadable");
+    format!("{}; the object is left out of this list", u.reason)
+}
+
 impl GenericStore {
     /// Lists objects.
     pub async fn list(
@@ -78,6 +84,11 @@ impl GenericStore {
                 rv: rev,
                 continue_token: None,
                 remaining: None,
+                warnings: cache
+                    .unreadable_under(&prefix)
+                    .iter()
+                    .map(left_out)
+                    .collect(),
             }
         };
         match rv {
@@ -122,6 +133,7 @@ impl GenericStore {
         let mut next = start;
         let mut read_rev = rv;
         let mut remaining = None;
+        let mut warnings = Vec::new();
         loop {
             let want = if opts.limit > 0 {
                 (opts.limit - items.len() as i64).max(1)
@@ -138,6 +150,7 @@ impl GenericStore {
                 .list(prefix, next.as_deref(), read_rev, batch)
                 .await?;
             read_rev = page.rev;
+            warnings.extend(page.unreadable.iter().map(left_out));
             let more = page.next_key.is_some();
             let mut last_key = None;
             for item in page.items {
@@ -169,6 +182,7 @@ impl GenericStore {
                         rv: read_rev,
                         continue_token: Some(encode_continue(read_rev, &format!("{rel}\0"))),
                         remaining: remaining.filter(|n| *n > 0),
+                        warnings,
                     });
                 }
                 return Ok(Listed {
@@ -176,6 +190,7 @@ impl GenericStore {
                     rv: read_rev,
                     continue_token: None,
                     remaining: None,
+                    warnings,
                 });
             }
             match page.next_key {
@@ -186,6 +201,7 @@ impl GenericStore {
                         rv: read_rev,
                         continue_token: None,
                         remaining: None,
+                        warnings,
                     })
                 }
             }

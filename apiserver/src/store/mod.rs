@@ -68,6 +68,7 @@ impl GenericStore {
     /// Starts serving a resource: returns it, and its watch cache, which the caller runs.
     pub fn serve(&self, info: ResourceInfo) -> (Resource, Arc<WatchCache>) {
         let r: Resource = Arc::new(info);
+        self.etcd.serve_resource(&r.plural, r.group_resource());
         let cache = WatchCache::new(r.clone(), r.prefix(self.etcd.prefix()), self.cache_capacity);
         self.caches
             .write()

@@ -315,7 +315,9 @@ impl GenericStore {
             .strategy
             .allocate(&self.etcd, &mut next, Some(&current.value))
             .await?;
-        if same_object(&next, &current.value) {
+        // A stale value (read with a provider or key other than the one writes use) is
+        // rewritten even unchanged: that is how replacing every object re-encrypts them.
+        if same_object(&next, &current.value) && !current.stale {
             return Ok(Some(current.value));
         }
         if opts.dry_run {

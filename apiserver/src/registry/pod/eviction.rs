@@ -43,6 +43,7 @@ fn delete_options(name: &str, eviction: &Value, opts: &WriteOpts) -> Result<Dele
             .and_then(Value::as_str)
             .map(String::from),
         dry_run,
+        ignore_store_read_error: false,
         user: opts.user.clone(),
     })
 }
