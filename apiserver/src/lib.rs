@@ -92,16 +92,13 @@ pub struct Config {
     /// ServiceAccount tokens: the signing and verifying keys, issuer, audiences and longest
     /// lifetime (`--service-account-*`, `--api-audiences`).
     pub service_accounts: tokens::Config,
-<<<<<<< HEAD
     /// The audit policy and log (`--audit-policy-file`, `--audit-log-*`).
     pub audit: audit::Config,
-=======
     /// Encryption at rest: an `EncryptionConfiguration` file (`--encryption-provider-config`).
     pub encryption_provider_config: Option<PathBuf>,
     /// Whether that file is re-read when it changes
     /// (`--encryption-provider-config-automatic-reload`).
     pub encryption_provider_config_automatic_reload: bool,
->>>>>>> enc
 }
 
 impl Config {
@@ -126,12 +123,9 @@ impl Config {
             authorization_modes: vec![rbac::Mode::Node, rbac::Mode::Rbac],
             enable_bootstrap_token_auth: true,
             service_accounts: tokens::Config::default(),
-<<<<<<< HEAD
             audit: audit::Config::default(),
-=======
             encryption_provider_config: None,
             encryption_provider_config_automatic_reload: false,
->>>>>>> enc
         }
     }
 }
@@ -211,10 +205,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let chain = admission::Chain::new(&config.admission)?;
     let escalation = rbac::escalation::Escalation::new(rbac.clone(), chain.authorizer());
     let chain = chain.with_internal(escalation);
-<<<<<<< HEAD
-    let metrics = Arc::new(metrics::Metrics::new());
-    let auditor = config.audit.build(metrics.clone())?;
-=======
     let encryption_metrics = Arc::new(encryption::Metrics::new());
     let metrics = Arc::new(metrics::Metrics::new_with(|r| {
         encryption_metrics.register(r)
@@ -232,7 +222,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             e
         }
     };
->>>>>>> enc
+    let auditor = config.audit.build(metrics.clone())?;
     let connect_host = match config.advertise_address {
         Some(a) => a,
         None if config.bind_address.is_unspecified() => IpAddr::from([127, 0, 0, 1]),

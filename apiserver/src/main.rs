@@ -110,7 +110,6 @@ struct Args {
     /// https://ADVERTISE-ADDRESS:PORT/openid/v1/jwks).
     #[arg(long)]
     service_account_jwks_uri: Option<String>,
-<<<<<<< HEAD
     /// The audit policy (an audit.k8s.io/v1 Policy, YAML or JSON): which requests the audit
     /// log records, and how much of them.
     #[arg(long)]
@@ -153,7 +152,6 @@ struct Args {
     /// The largest audit event written when truncating is enabled, in bytes.
     #[arg(long, default_value_t = 102_400)]
     audit_log_truncate_max_event_size: usize,
-=======
     /// An EncryptionConfiguration file (apiserver.config.k8s.io/v1): how resources are
     /// encrypted at rest in etcd (identity, aescbc, aesgcm, secretbox, kms v2).
     #[arg(long)]
@@ -162,7 +160,6 @@ struct Args {
     /// new file keeps the configuration in force.
     #[arg(long, requires = "encryption_provider_config", num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
     encryption_provider_config_automatic_reload: bool,
->>>>>>> enc
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: String,

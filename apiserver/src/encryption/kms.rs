@@ -453,8 +453,11 @@ impl KmsProvider {
                         super::metrics::hash(&s.key_id)
                     )),
                     Ok(()) => {
+                        // Recorded once writes use the key (or failed to move to it), so that a
+                        // new key id in the metrics means new writes are under it.
+                        let rotated = self.rotate_if_changed(&s.key_id).await;
                         self.metrics.key_id_status(&self.name, &s.key_id);
-                        if let Err(e) = self.rotate_if_changed(&s.key_id).await {
+                        if let Err(e) = rotated {
                             errs.push(e);
                         }
                     }
