@@ -331,6 +331,14 @@ impl Sensitive {
         }
     }
 
+    /// The level a request is recorded at: Secrets at `Metadata` at most.
+    fn cap(self, level: Level) -> Level {
+        match self {
+            Sensitive::Secret => level.min(Level::Metadata),
+            _ => level,
+        }
+    }
+
     /// Removes what must not be recorded from a body.
     fn redact(self, v: &mut Value, response: bool) {
         let field = match self {
@@ -391,41 +399,11 @@ impl Auditor {
             return Ok(None);
         }
         let sensitive = Sensitive::of(attrs);
-        let level = if sensitive == Sensitive::Secret {
-            decision.level.min(Level::Metadata)
-        } else {
-            decision.level
-        };
-        let event = Event {
-            kind: "Event",
-            api_version: "audit.k8s.io/v1",
-            level,
-            audit_id: origin.audit_id,
-            stage: Stage::RequestReceived,
-            request_uri: origin.request_uri,
-            verb: attrs.verb.to_string(),
-            user: attrs.user.map(User::from).unwrap_or_default(),
-            impersonated_user: None,
-            source_ips: origin.source_ips,
-            user_agent: origin.user_agent,
-            object_ref: attrs.resource_request.then(|| ObjectRef {
-                resource: attrs.resource.to_string(),
-                namespace: attrs.namespace.to_string(),
-                name: attrs.name.to_string(),
-                api_group: attrs.api_group.to_string(),
-                api_version: api_version.to_string(),
-                subresource: attrs.subresource.to_string(),
-                ..Default::default()
-            }),
-            response_status: None,
-            request_object: None,
-            response_object: None,
-            request_received_timestamp: origin.received,
-            stage_timestamp: origin.received,
-            annotations: Default::default(),
-        };
+        let level = sensitive.cap(decision.level);
+        let event = self.event(attrs, level, api_version, origin);
         let recorder = Recorder {
             auditor: self.clone(),
+            level,
             omit: decision.omit_stages,
             omit_managed_fields: decision.omit_managed_fields,
             sensitive,
@@ -463,39 +441,15 @@ impl Auditor {
         if decision.level == Level::None {
             return;
         }
+        let sensitive = Sensitive::of(&attrs);
+        let level = sensitive.cap(decision.level);
         let recorder = Recorder {
             auditor: self.clone(),
+            level,
             omit: decision.omit_stages,
             omit_managed_fields: decision.omit_managed_fields,
-            sensitive: Sensitive::of(&attrs),
-            event: Mutex::new(Event {
-                kind: "Event",
-                api_version: "audit.k8s.io/v1",
-                level: decision.level,
-                audit_id: origin.audit_id,
-                stage: Stage::ResponseStarted,
-                request_uri: origin.request_uri,
-                verb: attrs.verb.to_string(),
-                user: User::default(),
-                impersonated_user: None,
-                source_ips: origin.source_ips,
-                user_agent: origin.user_agent,
-                object_ref: attrs.resource_request.then(|| ObjectRef {
-                    resource: attrs.resource.to_string(),
-                    namespace: attrs.namespace.to_string(),
-                    name: attrs.name.to_string(),
-                    api_group: attrs.api_group.to_string(),
-                    api_version: api_version.to_string(),
-                    subresource: attrs.subresource.to_string(),
-                    ..Default::default()
-                }),
-                response_status: None,
-                request_object: None,
-                response_object: None,
-                request_received_timestamp: origin.received,
-                stage_timestamp: origin.received,
-                annotations: Default::default(),
-            }),
+            sensitive,
+            event: Mutex::new(self.event(&attrs, level, api_version, origin)),
             started: AtomicBool::new(false),
             finished: AtomicBool::new(true),
         };
@@ -509,6 +463,44 @@ impl Auditor {
             ..Default::default()
         });
         recorder.response_started(401);
+    }
+
+    /// A request's event before its first stage.
+    fn event(
+        &self,
+        attrs: &policy::Attributes<'_>,
+        level: Level,
+        api_version: &str,
+        origin: Origin,
+    ) -> Event {
+        Event {
+            kind: "Event",
+            api_version: "audit.k8s.io/v1",
+            level,
+            audit_id: origin.audit_id,
+            stage: Stage::RequestReceived,
+            request_uri: origin.request_uri,
+            verb: attrs.verb.to_string(),
+            user: attrs.user.map(User::from).unwrap_or_default(),
+            impersonated_user: None,
+            source_ips: origin.source_ips,
+            user_agent: origin.user_agent,
+            object_ref: attrs.resource_request.then(|| ObjectRef {
+                resource: attrs.resource.to_string(),
+                namespace: attrs.namespace.to_string(),
+                name: attrs.name.to_string(),
+                api_group: attrs.api_group.to_string(),
+                api_version: api_version.to_string(),
+                subresource: attrs.subresource.to_string(),
+                ..Default::default()
+            }),
+            response_status: None,
+            request_object: None,
+            response_object: None,
+            request_received_timestamp: origin.received,
+            stage_timestamp: origin.received,
+            annotations: Default::default(),
+        }
     }
 
     /// Sends one stage of an event unless the policy omits it; false only when a strict
@@ -553,6 +545,7 @@ impl Auditor {
 #[derive(Debug)]
 pub struct Recorder {
     auditor: Arc<Auditor>,
+    level: Level,
     omit: policy::Stages,
     omit_managed_fields: bool,
     sensitive: Sensitive,
@@ -564,7 +557,7 @@ pub struct Recorder {
 impl Recorder {
     /// The level the request is recorded at.
     pub fn level(&self) -> Level {
-        self.event.lock().level
+        self.level
     }
 
     /// The user the request acts as.
