@@ -775,7 +775,14 @@ async fn aggregated_roles_follow_labelled_roles() {
     );
     // The controller manager under its own identity, with only its bootstrap role.
     let kubeconfig = cert_kubeconfig(&api, dir.path(), "system:kube-controller-manager", &[]);
-    let mut cm = std::process::Command::new(skiff_e2e::binary("skiff-controller-manager").unwrap())
+    // Stopped when the test ends, even when it fails.
+    struct Stopped(std::process::Child);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            skiff_e2e::stop_child(&mut self.0, std::time::Duration::from_secs(5));
+        }
+    }
+    let cm = std::process::Command::new(skiff_e2e::binary("skiff-controller-manager").unwrap())
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .arg("--controllers=clusterrole-aggregation")
         .arg("--leader-elect=false")
@@ -784,6 +791,7 @@ async fn aggregated_roles_follow_labelled_roles() {
         .stderr(std::fs::File::create(dir.path().join("cm.log")).unwrap())
         .spawn()
         .unwrap();
+    let cm = Stopped(cm);
     let has_widgets = |role: &str| {
         admin
             .json(&["get", "clusterrole", role])
@@ -828,5 +836,5 @@ async fn aggregated_roles_follow_labelled_roles() {
     })
     .await;
     assert!(gone.is_some());
-    skiff_e2e::stop_child(&mut cm, std::time::Duration::from_secs(5));
+    drop(cm);
 }
