@@ -161,3 +161,47 @@ impl PodProgress {
         }
     }
 }
+
+/// Sends `total` creates over `clients` concurrent workers, 30 s at most, `request(i)` being
+/// the i-th; answers the creates per second that were answered 201.
+pub async fn creates_per_second<F>(clients: usize, total: usize, request: F) -> f64
+where
+    F: Fn(usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
+    let request = Arc::new(request);
+    let next = Arc::new(AtomicUsize::new(0));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (request, next, ok) = (request.clone(), next.clone(), ok.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total || start.elapsed() > Duration::from_secs(30) {
+                    break;
+                }
+                if matches!(request(i).send().await, Ok(r) if r.status() == 201) {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    ok.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The median of `values`, and it as a table cell: `median (min–max)` with `digits` decimals.
+pub fn median_range(values: impl IntoIterator<Item = f64>, digits: usize) -> (f64, String) {
+    let mut v: Vec<f64> = values.into_iter().collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let median = (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0;
+    let cell = format!(
+        "{median:.digits$} ({:.digits$}–{:.digits$})",
+        v[0],
+        v[v.len() - 1]
+    );
+    (median, cell)
+}

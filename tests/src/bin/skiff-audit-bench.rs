@@ -10,14 +10,12 @@
 //! `SKIFF_BIN_DIR=target/release target/release/skiff-audit-bench [--rounds N]`.
 //! Every load loop is bounded in count and time and stops by itself; all traffic is loopback.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::Parser;
 use serde_json::{json, Value};
-use skiff_e2e::bench::percentile;
+use skiff_e2e::bench::{creates_per_second, median_range, percentile};
 use skiff_e2e::{ApiServer, Etcd};
 
 const TOKEN: &str = "bench-token-0123456789";
@@ -73,39 +71,6 @@ struct Figures {
     get_p99: Duration,
 }
 
-/// Runs `CREATES` creates over `clients` workers, 30 s at most; answers creates/s.
-async fn creates(c: &reqwest::Client, url: &str, clients: usize, prefix: &str) -> f64 {
-    let next = Arc::new(AtomicUsize::new(0));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (c, url, next, ok) = (c.clone(), url.to_string(), next.clone(), ok.clone());
-        let prefix = prefix.to_string();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= CREATES || start.elapsed() > Duration::from_secs(30) {
-                    break;
-                }
-                let r = c
-                    .post(&url)
-                    .bearer_auth(TOKEN)
-                    .json(&pod(&format!("{prefix}-{i}")))
-                    .send()
-                    .await;
-                if matches!(r, Ok(r) if r.status() == 201) {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    ok.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
-}
-
 async fn run(setup: Setup, round: usize) -> Result<Figures> {
     let dir = tempfile::tempdir()?;
     let tokens = dir.path().join("tokens.csv");
@@ -157,9 +122,15 @@ async fn run(setup: Setup, round: usize) -> Result<Figures> {
         get_p99: Duration::ZERO,
     };
     for &clients in LEVELS {
-        figures
-            .creates
-            .push(creates(&user, &pods, clients, &format!("r{round}-c{clients}")).await);
+        let (user, pods, prefix) = (user.clone(), pods.clone(), format!("r{round}-c{clients}"));
+        figures.creates.push(
+            creates_per_second(clients, CREATES, move |i| {
+                user.post(&pods)
+                    .bearer_auth(TOKEN)
+                    .json(&pod(&format!("{prefix}-{i}")))
+            })
+            .await,
+        );
     }
     let mut gets = Vec::with_capacity(GETS);
     for n in 0..GETS {
@@ -206,17 +177,7 @@ async fn main() -> Result<()> {
     }
     // Median (range) of one figure over the rounds of setup `m`.
     let summary = |f: &dyn Fn(&Figures) -> f64, m: usize, digits: usize| {
-        let mut v: Vec<f64> = results[m].iter().map(f).collect();
-        v.sort_by(|a, b| a.total_cmp(b));
-        let median = (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0;
-        (
-            median,
-            format!(
-                "{median:.digits$} ({:.digits$}–{:.digits$})",
-                v[0],
-                v[v.len() - 1]
-            ),
-        )
+        median_range(results[m].iter().map(f), digits)
     };
     let names: Vec<&str> = SETUPS.iter().map(|s| s.name).collect();
     println!(

@@ -8,13 +8,11 @@
 //! Run it with release binaries: `SKIFF_BIN_DIR=target/release target/release/skiff-encryption-bench`.
 //! Every load loop is bounded in count and time and stops by itself; all traffic is loopback.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
-use skiff_e2e::bench::percentile;
+use skiff_e2e::bench::{creates_per_second, median_range, percentile};
 use skiff_e2e::kms::KmsPlugin;
 use skiff_e2e::{ApiServer, Etcd};
 
@@ -41,38 +39,6 @@ struct Figures {
     creates: Vec<f64>,
     get_p50: Duration,
     get_p99: Duration,
-}
-
-/// Runs `CREATES` creates over `clients` workers, 30 s at most; answers creates/s.
-async fn creates(c: &reqwest::Client, url: &str, clients: usize, prefix: &str) -> f64 {
-    let next = Arc::new(AtomicUsize::new(0));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (c, url, next, ok) = (c.clone(), url.to_string(), next.clone(), ok.clone());
-        let prefix = prefix.to_string();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= CREATES || start.elapsed() > Duration::from_secs(30) {
-                    break;
-                }
-                let r = c
-                    .post(&url)
-                    .json(&secret(&format!("{prefix}-{i}")))
-                    .send()
-                    .await;
-                if matches!(r, Ok(r) if r.status() == 201) {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    ok.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
 async fn run(kms: bool, round: usize) -> Result<Figures> {
@@ -109,9 +75,17 @@ async fn run(kms: bool, round: usize) -> Result<Figures> {
         get_p99: Duration::ZERO,
     };
     for &clients in LEVELS {
-        figures
-            .creates
-            .push(creates(&admin, &secrets, clients, &format!("r{round}-c{clients}")).await);
+        let (admin, secrets, prefix) = (
+            admin.clone(),
+            secrets.clone(),
+            format!("r{round}-c{clients}"),
+        );
+        figures.creates.push(
+            creates_per_second(clients, CREATES, move |i| {
+                admin.post(&secrets).json(&secret(&format!("{prefix}-{i}")))
+            })
+            .await,
+        );
     }
     let mut gets = Vec::with_capacity(GETS);
     for n in 0..GETS {
@@ -144,17 +118,7 @@ async fn main() -> Result<()> {
     }
     // Median (range) of one figure over the rounds of mode `m`.
     let summary = |f: &dyn Fn(&Figures) -> f64, m: usize, digits: usize| {
-        let mut v: Vec<f64> = results[m].iter().map(f).collect();
-        v.sort_by(|a, b| a.total_cmp(b));
-        let median = (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0;
-        (
-            median,
-            format!(
-                "{median:.digits$} ({:.digits$}–{:.digits$})",
-                v[0],
-                v[v.len() - 1]
-            ),
-        )
+        median_range(results[m].iter().map(f), digits)
     };
     println!(
         "| measure, median (range) of {ROUNDS} runs each | identity (no encryption) | KMS v2 envelope (`skiff-kms`) | KMS v2 / identity |"
