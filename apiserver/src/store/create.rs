@@ -128,7 +128,7 @@ impl GenericStore {
                     created: true,
                 });
             }
-            let bytes = crate::storage::encode(&attempt);
+            let bytes = super::encode_for(r, &attempt);
             let hint_bytes = bytes.clone();
             match self.etcd.create(&key, bytes, &effects).await? {
                 WriteOutcome::Done(rev) => {
