@@ -314,7 +314,34 @@ fn to_swagger2(v: &mut Value) {
                     *r = format!("#/definitions/{name}");
                 }
             }
-            m.values_mut().for_each(to_swagger2);
+            // OpenAPI 3 words Swagger 2.0 has not: kube-apiserver leaves them out of v2 (a
+            // JSONSchemaPropsOrBool is published untyped; a custom resource's value
+            // validations are dropped).
+            let drop: Vec<&str> = [("oneOf", true), ("anyOf", true), ("not", false)]
+                .into_iter()
+                .filter(|(k, list)| match m.get(*k) {
+                    Some(Value::Array(_)) => *list,
+                    Some(Value::Object(_)) => !*list,
+                    _ => false,
+                })
+                .map(|(k, _)| k)
+                .chain(
+                    m.get("nullable")
+                        .and_then(Value::as_bool)
+                        .map(|_| "nullable"),
+                )
+                .collect();
+            for k in drop {
+                m.shift_remove(k);
+            }
+            for (k, child) in m.iter_mut() {
+                match (k.as_str(), child) {
+                    ("properties" | "definitions", Value::Object(named)) => {
+                        named.values_mut().for_each(to_swagger2)
+                    }
+                    (_, child) => to_swagger2(child),
+                }
+            }
         }
         Value::Array(a) => a.iter_mut().for_each(to_swagger2),
         _ => {}

@@ -175,6 +175,11 @@ pub trait Strategy: Printer {
     fn field(&self, _obj: &Value, _field: &str) -> Option<String> {
         None
     }
+    /// How the type's lists merge under server-side apply, when not as the built-in types'
+    /// strategic-merge keys say (a custom resource's schema).
+    fn list_types(&self) -> Option<&Arc<dyn crate::apply::ListTypes>> {
+        None
+    }
 }
 
 /// What a type allocates from shared ranges (a Service's ClusterIP and NodePorts): claimed and

@@ -152,7 +152,9 @@ impl GenericStore {
             };
             let mut doc = current.value.clone();
             match ptype {
-                PatchType::Apply => crate::apply::apply(&mut doc, body, opts)?,
+                PatchType::Apply => {
+                    crate::apply::apply(&mut doc, body, opts, r.strategy.list_types())?
+                }
                 other => patch::apply_patch(&mut doc, other, body)?,
             }
             // A patch that sets resourceVersion makes it a precondition.
@@ -283,7 +285,13 @@ impl GenericStore {
             .admit(r, obj, &attrs, opts.field_validation, warnings)
             .await?;
         if !applied {
-            crate::apply::record_update(&mut next, Some(old), opts.manager(), sub.unwrap_or(""));
+            crate::apply::record_update(
+                &mut next,
+                Some(old),
+                opts.manager(),
+                sub.unwrap_or(""),
+                r.strategy.list_types(),
+            );
         }
         if r.has_generation {
             let gen = old

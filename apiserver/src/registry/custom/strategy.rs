@@ -34,6 +34,7 @@ struct PrinterColumn {
 /// A custom resource version's strategy.
 pub struct Custom {
     validator: Option<Validator>,
+    lists: Option<std::sync::Arc<dyn crate::apply::ListTypes>>,
     status: bool,
     columns: Vec<PrinterColumn>,
     selectable: Vec<(String, Option<Path>)>,
@@ -43,12 +44,16 @@ impl Custom {
     /// The strategy of `version`. A schema that does not build leaves the version without
     /// validation; the definition itself was refused for it already.
     pub fn new(version: &CustomResourceDefinitionVersion) -> Self {
-        let validator = version
+        let schema = version
             .schema
             .as_ref()
             .and_then(|s| s.open_api_v3_schema.as_ref())
-            .and_then(|s| skiff_schema::Schema::parse(&crate::validation::val(s)).ok())
-            .and_then(|s| Validator::new_at(s, "").ok());
+            .and_then(|s| skiff_schema::Schema::parse(&crate::validation::val(s)).ok());
+        let lists = schema.clone().map(|s| {
+            std::sync::Arc::new(super::schema::SchemaLists(s))
+                as std::sync::Arc<dyn crate::apply::ListTypes>
+        });
+        let validator = schema.and_then(|s| Validator::new_at(s, "").ok());
         let mut columns = vec![PrinterColumn {
             column: crate::registry::col(
                 "Name",
@@ -98,6 +103,7 @@ impl Custom {
             .collect();
         Custom {
             validator,
+            lists,
             status: version
                 .subresources
                 .as_ref()
@@ -160,6 +166,10 @@ impl Strategy for Custom {
         if self.status {
             crate::registry::clear_status(obj);
         }
+    }
+
+    fn list_types(&self) -> Option<&std::sync::Arc<dyn crate::apply::ListTypes>> {
+        self.lists.as_ref()
     }
 
     fn field(&self, obj: &Value, field: &str) -> Option<String> {
