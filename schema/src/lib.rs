@@ -14,13 +14,21 @@
 //! Errors are [`FieldError`]s, worded as Kubernetes' `field.Error`s.
 
 pub mod cel;
+mod celrules;
 pub mod defaults;
 pub mod error;
+mod formats;
+mod gofmt;
 pub mod jsonpath;
 pub mod listtype;
+mod meta;
+mod path;
+mod pattern;
 pub mod prune;
 pub mod structural;
 pub mod validation;
 
 pub use error::{ErrorKind, FieldError};
+pub use listtype::ListType;
 pub use structural::Schema;
+pub use validation::Validator;
