@@ -1277,3 +1277,496 @@ pub fn check_status_root(raw: &Value, path: &str) -> Vec<FieldError> {
     }
     Vec::new()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const ROOT: &str = "spec.validation.openAPIV3Schema";
+
+    fn errs(v: Value) -> Vec<String> {
+        check(&Schema::parse(&v).unwrap(), ROOT)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn spec(props: Value) -> Value {
+        json!({"type": "object", "properties": {"spec": {"type": "object", "properties": props}}})
+    }
+
+    #[test]
+    fn a_good_schema_passes() {
+        let s = json!({
+            "type": "object",
+            "description": "A widget",
+            "properties": {
+                "metadata": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20}}},
+                "spec": {
+                    "type": "object",
+                    "required": ["size"],
+                    "properties": {
+                        "size": {"type": "string", "enum": ["small", "large"], "default": "small"},
+                        "replicas": {"type": "integer", "minimum": 0, "default": 1},
+                        "port": {"x-kubernetes-int-or-string": true,
+                                 "anyOf": [{"type": "integer"}, {"type": "string"}]},
+                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                        "template": {"type": "object", "x-kubernetes-embedded-resource": true,
+                                     "x-kubernetes-preserve-unknown-fields": true},
+                        "ports": {"type": "array", "x-kubernetes-list-type": "map",
+                                  "x-kubernetes-list-map-keys": ["port"],
+                                  "items": {"type": "object", "required": ["port"],
+                                            "properties": {"port": {"type": "integer"}}}},
+                        "tags": {"type": "array", "x-kubernetes-list-type": "set",
+                                 "items": {"type": "string"}},
+                        "choice": {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+                                   "oneOf": [{"required": ["a"]}, {"required": ["b"]}]}
+                    },
+                    "x-kubernetes-validations": [{"rule": "self.replicas >= 0", "message": "never negative"}]
+                },
+                "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+            }
+        });
+        assert_eq!(errs(s), Vec::<String>::new());
+    }
+
+    #[test]
+    fn types_are_required_except_where_allowed() {
+        assert_eq!(
+            errs(json!({"properties": {"spec": {"properties": {"a": {}}},
+                                       "list": {"type": "array", "items": {}}}})),
+            vec![
+                "spec.validation.openAPIV3Schema.properties[list].items.type: Required value: must not be empty for specified array items",
+                "spec.validation.openAPIV3Schema.properties[spec].properties[a].type: Required value: must not be empty for specified object fields",
+                "spec.validation.openAPIV3Schema.properties[spec].type: Required value: must not be empty for specified object fields",
+                "spec.validation.openAPIV3Schema.type: Required value: must not be empty at the root",
+            ]
+        );
+        assert_eq!(
+            errs(json!({"type": "string"})),
+            vec!["spec.validation.openAPIV3Schema.type: Invalid value: \"string\": must be object at the root"]
+        );
+        assert_eq!(
+            errs(spec(json!({"list": {"type": "array"}}))),
+            vec!["spec.validation.openAPIV3Schema.properties[spec].properties[list].items: Required value: must be specified"]
+        );
+        assert_eq!(
+            errs(spec(json!({"x": {"type": "thing"}}))),
+            vec!["spec.validation.openAPIV3Schema.properties[spec].properties[x].type: Unsupported value: \"thing\": supported values: \"array\", \"boolean\", \"integer\", \"number\", \"object\", \"string\""]
+        );
+        assert_eq!(
+            errs(spec(json!({"x": {"type": "null"}}))),
+            vec![
+                "spec.validation.openAPIV3Schema.properties[spec].properties[x].type: Unsupported value: \"null\": supported values: \"array\", \"boolean\", \"integer\", \"number\", \"object\", \"string\"",
+                "spec.validation.openAPIV3Schema.properties[spec].properties[x].type: Forbidden: type cannot be set to null, use nullable as an alternative"
+            ]
+        );
+    }
+
+    #[test]
+    fn unsupported_keywords_are_forbidden() {
+        assert_eq!(
+            errs(spec(json!({"x": {"$ref": "#/definitions/y"}}))),
+            vec!["spec.validation.openAPIV3Schema.properties[spec].properties[x].$ref: Forbidden: $ref is not supported"]
+        );
+        assert_eq!(
+            errs(json!({"type": "object", "definitions": {"a": {"type": "string"}}})),
+            vec!["spec.validation.openAPIV3Schema.definitions: Forbidden: definitions is not supported"]
+        );
+        assert_eq!(
+            errs(spec(json!({"x": {"type": "object", "patternProperties": {"^a": {"type": "string"}},
+                                    "dependencies": {"a": ["b"]}}}))),
+            vec![
+                "spec.validation.openAPIV3Schema.properties[spec].properties[x].patternProperties: Forbidden: patternProperties is not supported",
+                "spec.validation.openAPIV3Schema.properties[spec].properties[x].dependencies: Forbidden: dependencies is not supported"
+            ]
+        );
+        assert_eq!(
+            errs(spec(json!({"x": {"type": "array", "items": [{"type": "string"}], "additionalItems": false}}))),
+            vec![
+                "spec.validation.openAPIV3Schema.properties[spec].properties[x].additionalItems: Forbidden: additionalItems is not supported",
+                "spec.validation.openAPIV3Schema.properties[spec].properties[x].items: Forbidden: items must be a schema object and not an array"
+            ]
+        );
+        assert_eq!(
+            errs(spec(json!({"x": {"type": "array", "uniqueItems": true, "items": {"type": "string"}}}))),
+            vec!["spec.validation.openAPIV3Schema.properties[spec].properties[x].uniqueItems: Forbidden: uniqueItems cannot be set to true since the runtime complexity becomes quadratic"]
+        );
+        assert_eq!(
+            errs(spec(json!({"x": {"type": "object", "x-kubernetes-preserve-unknown-fields": false}}))),
+            vec!["spec.validation.openAPIV3Schema.properties[spec].properties[x].x-kubernetes-preserve-unknown-fields: Invalid value: false: must be true or undefined"]
+        );
+    }
+
+    #[test]
+    fn properties_and_additional_properties() {
+        assert_eq!(
+            errs(spec(json!({"m": {"type": "object", "properties": {"a": {"type": "string"}},
+                                    "additionalProperties": {"type": "string"}}}))),
+            vec!["spec.validation.openAPIV3Schema.properties[spec].properties[m].additionalProperties: Forbidden: additionalProperties and properties are mutual exclusive"]
+        );
+        // `true` beside properties, and `false` alone, are accepted as Kubernetes accepts them.
+        assert!(errs(spec(
+            json!({"m": {"type": "object", "properties": {"a": {"type": "string"}},
+                                        "additionalProperties": true}})
+        ))
+        .is_empty());
+        assert!(errs(spec(
+            json!({"m": {"type": "object", "additionalProperties": false}})
+        ))
+        .is_empty());
+        assert_eq!(
+            errs(json!({"type": "object", "additionalProperties": {"type": "string"}})),
+            vec!["spec.validation.openAPIV3Schema.additionalProperties: Forbidden: must not be used at the root"]
+        );
+    }
+
+    #[test]
+    fn value_validations_must_not_declare_structure() {
+        assert_eq!(
+            errs(spec(json!({"x": {"type": "string", "anyOf": [
+                {"type": "string", "description": "d", "nullable": true, "default": "a",
+                 "x-kubernetes-list-type": "atomic"}
+            ]}}))),
+            vec![
+                "spec.validation.openAPIV3Schema.properties[spec].properties[x].anyOf[0].default: Forbidden: must be undefined to be structural",
+                "spec.validation.openAPIV3Schema.properties[spec].properties[x].anyOf[0].description: Forbidden: must be empty to be structural",
+                "spec.validation.openAPIV3Schema.properties[spec].properties[x].anyOf[0].nullable: Forbidden: must be false to be structural",
+                "spec.validation.openAPIV3Schema.properties[spec].properties[x].anyOf[0].type: Forbidden: must be empty to be structural",
+                "spec.validation.openAPIV3Schema.properties[spec].properties[x].anyOf[0].x-kubernetes-list-type: Forbidden: must be undefined to be structural",
+                // The OpenAPI rules apply under anyOf too.
+                "spec.validation.openAPIV3Schema.properties[spec].properties[x].anyOf[0].type: Invalid value: \"string\": must be array if x-kubernetes-list-type is specified",
+            ]
+        );
+        assert_eq!(
+            errs(spec(json!({"x": {"type": "object", "allOf": [
+                {"properties": {"metadata": {}}, "x-kubernetes-validations": [{"rule": "true"}],
+                 "additionalProperties": true}
+            ]}}))),
+            vec![
+                "spec.validation.openAPIV3Schema.properties[spec].properties[x].allOf[0].additionalProperties: Forbidden: must be undefined to be structural",
+                "spec.validation.openAPIV3Schema.properties[spec].properties[x].allOf[0].properties[metadata]: Forbidden: must not be specified in a nested context",
+                "spec.validation.openAPIV3Schema.properties[spec].properties[x].allOf[0].x-kubernetes-validations: Forbidden: must be empty to be structural",
+            ]
+        );
+        // The two int-or-string forms may name types.
+        assert!(errs(spec(
+            json!({"p": {"x-kubernetes-int-or-string": true, "allOf": [
+                {"anyOf": [{"type": "integer"}, {"type": "string"}]}, {"pattern": "^[0-9a-z]+$"}
+            ]}})
+        ))
+        .is_empty());
+        assert_eq!(
+            errs(spec(json!({"p": {"x-kubernetes-int-or-string": true, "anyOf": [
+                {"type": "integer", "minimum": 1}, {"type": "string"}
+            ]}}))),
+            vec![
+                "spec.validation.openAPIV3Schema.properties[spec].properties[p].anyOf[0].type: Forbidden: must be empty to be structural",
+                "spec.validation.openAPIV3Schema.properties[spec].properties[p].anyOf[1].type: Forbidden: must be empty to be structural",
+            ]
+        );
+    }
+
+    #[test]
+    fn root_value_validations_need_structural_counterparts() {
+        assert_eq!(
+            errs(json!({"type": "object", "properties": {"spec": {"type": "object"}},
+                        "anyOf": [{"properties": {"spec": {"properties": {"x": {"minLength": 1}}}}},
+                                  {"properties": {"other": {}}}]})),
+            vec![
+                "spec.validation.openAPIV3Schema.properties[other]: Required value: because it is defined in spec.validation.openAPIV3Schema.anyOf[1].properties[other]",
+                "spec.validation.openAPIV3Schema.properties[spec].properties[x]: Required value: because it is defined in spec.validation.openAPIV3Schema.anyOf[0].properties[spec].properties[x]",
+            ]
+        );
+    }
+
+    #[test]
+    fn root_metadata_is_restricted() {
+        assert!(errs(json!({"type": "object", "properties": {"metadata": {"type": "object",
+            "properties": {"name": {"type": "string", "pattern": "^a"}, "generateName": {"type": "string"}}}}})).is_empty());
+        assert_eq!(
+            errs(json!({"type": "object", "properties": {"metadata": {"type": "object",
+                "properties": {"labels": {"type": "object"}}}}})),
+            vec!["spec.validation.openAPIV3Schema.properties[metadata]: Forbidden: must not specify anything other than name and generateName, but metadata is implicitly specified"]
+        );
+        assert_eq!(
+            errs(json!({"type": "object", "properties": {"metadata": {"type": "object", "description": "x"}}})),
+            vec!["spec.validation.openAPIV3Schema.properties[metadata]: Forbidden: must not specify anything other than name and generateName, but metadata is implicitly specified"]
+        );
+        assert_eq!(
+            errs(json!({"type": "object", "properties": {"metadata": {"type": "string"}, "kind": {"type": "integer"}}})),
+            vec![
+                "spec.validation.openAPIV3Schema.properties[kind].type: Invalid value: \"integer\": must be string",
+                "spec.validation.openAPIV3Schema.properties[metadata].type: Invalid value: \"string\": must be object",
+            ]
+        );
+        assert_eq!(
+            errs(json!({"type": "object", "properties": {"metadata": {"type": "object",
+                "properties": {"name": {"type": "string", "default": "x"}}}}})),
+            vec!["spec.validation.openAPIV3Schema.properties[metadata].properties[name].default: Forbidden: must not be set in top-level metadata"]
+        );
+    }
+
+    #[test]
+    fn embedded_resources() {
+        assert_eq!(
+            errs(spec(json!({"t": {"type": "string", "x-kubernetes-embedded-resource": true}}))),
+            vec![
+                "spec.validation.openAPIV3Schema.properties[spec].properties[t].properties: Required value: must not be empty if x-kubernetes-embedded-resource is true without x-kubernetes-preserve-unknown-fields",
+                "spec.validation.openAPIV3Schema.properties[spec].properties[t].type: Invalid value: \"string\": must be object if x-kubernetes-embedded-resource is true",
+            ]
+        );
+        assert_eq!(
+            errs(spec(json!({"t": {"type": "object", "x-kubernetes-embedded-resource": true,
+                                   "x-kubernetes-preserve-unknown-fields": true,
+                                   "properties": {"metadata": {"type": "object",
+                                       "properties": {"labels": {"type": "object",
+                                           "x-kubernetes-embedded-resource": true,
+                                           "additionalProperties": {"type": "string", "default": "x"}}}}}}}))),
+            vec![
+                // Structural errors first, sorted; then the OpenAPI rules.
+                "spec.validation.openAPIV3Schema.properties[spec].properties[t].properties[metadata].properties[labels].additionalProperties: Forbidden: must not be used if x-kubernetes-embedded-resource is set",
+                "spec.validation.openAPIV3Schema.properties[spec].properties[t].properties[metadata].properties[labels].properties: Required value: must not be empty if x-kubernetes-embedded-resource is true without x-kubernetes-preserve-unknown-fields",
+                "spec.validation.openAPIV3Schema.properties[spec].properties[t].properties[metadata].properties[labels].x-kubernetes-embedded-resource: Forbidden: must not be used inside of resource meta",
+                "spec.validation.openAPIV3Schema.properties[spec].properties[t].properties[metadata].properties[labels].additionalProperties.default: Forbidden: must not be set inside additionalProperties applying to object metadata",
+            ]
+        );
+        assert_eq!(
+            errs(spec(json!({"x": {"x-kubernetes-int-or-string": true, "x-kubernetes-embedded-resource": true,
+                                   "x-kubernetes-preserve-unknown-fields": true}}))),
+            vec![
+                "spec.validation.openAPIV3Schema.properties[spec].properties[x].type: Required value: must be object if x-kubernetes-embedded-resource is true",
+                "spec.validation.openAPIV3Schema.properties[spec].properties[x].x-kubernetes-embedded-resource: Invalid value: true: must be false if x-kubernetes-int-or-string is true",
+                "spec.validation.openAPIV3Schema.properties[spec].properties[x].x-kubernetes-preserve-unknown-fields: Invalid value: true: must be false if x-kubernetes-int-or-string is true",
+            ]
+        );
+    }
+
+    #[test]
+    fn list_and_map_types() {
+        let p = "spec.validation.openAPIV3Schema.properties[spec].properties[l]";
+        assert_eq!(
+            errs(spec(json!({"l": {"type": "array", "x-kubernetes-list-type": "map",
+                                   "items": {"type": "object", "properties": {"k": {"type": "string"}}}}}))),
+            vec![format!("{p}.x-kubernetes-list-map-keys: Required value: must not be empty if x-kubernetes-list-type is map")]
+        );
+        assert_eq!(
+            errs(spec(json!({"l": {"type": "array", "x-kubernetes-list-type": "map",
+                                   "x-kubernetes-list-map-keys": ["k", "o", "missing", "k"],
+                                   "items": {"type": "object", "required": ["o"], "properties": {
+                                       "k": {"type": "string", "nullable": true},
+                                       "o": {"type": "object"}}}}}))),
+            vec![
+                format!("{p}.items.properties[o].type: Invalid value: \"object\": must be a scalar type if parent array's x-kubernetes-list-type is map"),
+                format!("{p}.x-kubernetes-list-map-keys: Invalid value: [\"k\",\"o\",\"missing\",\"k\"]: entries must all be names of item properties"),
+                format!("{p}.x-kubernetes-list-map-keys: Invalid value: [\"k\",\"o\",\"missing\",\"k\"]: must not contain duplicate entries"),
+                format!("{p}.items.properties[k].default: Required value: this property is in x-kubernetes-list-map-keys, so it must have a default or be a required property"),
+                format!("{p}.items.properties[k].nullable: Forbidden: this property is in x-kubernetes-list-map-keys, so it cannot be nullable"),
+                format!("{p}.items.properties[k].default: Required value: this property is in x-kubernetes-list-map-keys, so it must have a default or be a required property"),
+                format!("{p}.items.properties[k].nullable: Forbidden: this property is in x-kubernetes-list-map-keys, so it cannot be nullable"),
+            ]
+        );
+        assert_eq!(
+            errs(spec(json!({"l": {"type": "array", "x-kubernetes-list-type": "set",
+                                   "items": {"type": "object", "nullable": true}}}))),
+            vec![
+                format!("{p}.items.x-kubernetes-map-type: Invalid value: null: must be atomic as item of a list with x-kubernetes-list-type=set"),
+                format!("{p}.items.nullable: Forbidden: cannot be nullable when x-kubernetes-list-type is set"),
+            ]
+        );
+        assert!(errs(spec(json!({"l": {"type": "array", "x-kubernetes-list-type": "set",
+                                       "items": {"type": "object", "x-kubernetes-map-type": "atomic"}}}))).is_empty());
+        assert_eq!(
+            errs(spec(json!({"l": {"type": "string", "x-kubernetes-list-type": "bag",
+                                   "x-kubernetes-list-map-keys": ["a"]}}))),
+            vec![
+                format!("{p}.type: Invalid value: \"string\": must be array if x-kubernetes-list-type is specified"),
+                format!("{p}.x-kubernetes-list-type: Unsupported value: \"bag\": supported values: \"atomic\", \"set\", \"map\""),
+                format!("{p}.x-kubernetes-list-type: Invalid value: \"bag\": must be map if x-kubernetes-list-map-keys is non-empty"),
+            ]
+        );
+        assert_eq!(
+            errs(spec(json!({"l": {"type": "array", "items": {"type": "string"},
+                                   "x-kubernetes-map-type": "loose"}}))),
+            vec![
+                format!("{p}.type: Invalid value: \"array\": must be object if x-kubernetes-map-type is specified"),
+                format!("{p}.x-kubernetes-map-type: Unsupported value: \"loose\": supported values: \"atomic\", \"granular\""),
+            ]
+        );
+    }
+
+    #[test]
+    fn defaults_must_validate_and_be_pruned() {
+        let p = "spec.validation.openAPIV3Schema.properties[spec].properties";
+        assert_eq!(
+            errs(spec(json!({"n": {"type": "integer", "default": "x"}}))),
+            vec![format!("{p}[n].default: Invalid value: \"string\":  in body must be of type integer: \"string\"")]
+        );
+        assert_eq!(
+            errs(spec(json!({"o": {"type": "object", "properties": {"a": {"type": "string", "maxLength": 1}},
+                                   "default": {"a": "long", "b": 1}}}))),
+            vec![
+                format!("{p}[o].default: Invalid value: {{\"a\":\"long\",\"b\":1}}: must not have unknown fields"),
+                format!("{p}[o].default.a: Too long: may not be more than 1 byte"),
+            ]
+        );
+        assert_eq!(
+            errs(spec(
+                json!({"e": {"type": "string", "enum": ["a"], "default": "b"}})
+            )),
+            vec![format!(
+                "{p}[e].default: Unsupported value: \"b\": supported values: \"a\""
+            )]
+        );
+        // A default needing a missing embedded-resource type is refused.
+        assert_eq!(
+            errs(spec(
+                json!({"t": {"type": "object", "x-kubernetes-embedded-resource": true,
+                                   "x-kubernetes-preserve-unknown-fields": true,
+                                   "default": {"kind": "Pod"}}})
+            )),
+            vec![format!("{p}[t].default.apiVersion: Required value")]
+        );
+        // Defaults inside an embedded resource's metadata must give valid metadata.
+        assert_eq!(
+            errs(spec(json!({"t": {"type": "object", "x-kubernetes-embedded-resource": true,
+                                   "x-kubernetes-preserve-unknown-fields": true,
+                                   "properties": {"metadata": {"type": "object", "properties": {
+                                       "name": {"type": "string", "default": "a/b"}}}}}}))),
+            vec![format!("{p}[t].properties[metadata].properties[name].default: Invalid value: \"a/b\": must result in valid metadata: metadata.name: Invalid value: \"a/b\": may not contain '/'")]
+        );
+        assert!(errs(spec(
+            json!({"n": {"type": "integer", "nullable": true, "default": null}})
+        ))
+        .is_empty());
+        assert!(errs(spec(
+            json!({"n": {"type": "integer", "default": 3, "maximum": 5}})
+        ))
+        .is_empty());
+    }
+
+    #[test]
+    fn nullable_root_and_bad_patterns() {
+        assert_eq!(
+            errs(json!({"type": "object", "nullable": true})),
+            vec!["spec.validation.openAPIV3Schema.nullable: Forbidden: nullable cannot be true at the root"]
+        );
+        let e = errs(spec(json!({"s": {"type": "string", "pattern": "(a"}})));
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with(
+            "spec.validation.openAPIV3Schema.properties[spec].properties[s].pattern: Invalid value: \"(a\": must be a valid regular expression, but isn't: error parsing regexp: "
+        ), "{}", e[0]);
+    }
+
+    #[test]
+    fn static_rule_checks() {
+        let p = "spec.validation.openAPIV3Schema.properties[spec].x-kubernetes-validations";
+        let s = json!({"type": "object", "properties": {"spec": {
+            "type": "object",
+            "properties": {"a": {"type": "string"}, "m": {"type": "object", "additionalProperties": {"type": "string"}}},
+            "x-kubernetes-validations": [
+                {"rule": "  "},
+                {"rule": "self.a\n == 'x'"},
+                {"rule": "true", "message": "two\nlines"},
+                {"rule": "true", "reason": "FieldValueWrong"},
+                {"rule": "true", "fieldPath": ".b"},
+                {"rule": "true", "fieldPath": ".m['any.key']"},
+                {"rule": "true", "fieldPath": ".a"},
+                {"rule": "true", "messageExpression": " "}
+            ]
+        }}});
+        assert_eq!(
+            errs(s),
+            vec![
+                format!("{p}[0].rule: Required value: rule is not specified"),
+                format!("{p}[1].message: Required value: message must be specified if rule contains line breaks"),
+                format!("{p}[2].message: Invalid value: \"two\\nlines\": must not contain line breaks"),
+                format!("{p}[3].reason: Unsupported value: \"FieldValueWrong\": supported values: \"FieldValueDuplicate\", \"FieldValueForbidden\", \"FieldValueInvalid\", \"FieldValueRequired\""),
+                format!("{p}[4].fieldPath: Invalid value: \".b\": must be a valid path"),
+                format!("{p}[7].messageExpression: Required value: messageExpression must be non-empty if specified"),
+            ]
+        );
+    }
+
+    #[test]
+    fn unreadable_schemas_report_alone() {
+        let s = Schema::parse(
+            &json!({"type": "object", "properties": {"a": {"type": "string", "$ref": "x"}}}),
+        )
+        .unwrap();
+        assert_eq!(
+            non_structural(&s, ROOT),
+            Err("OpenAPIV3Schema '$ref' is not supported".into())
+        );
+        let s = Schema::parse(&json!({"type": "object", "properties": {"a": {}}})).unwrap();
+        let e = non_structural(&s, "spec.versions[0].schema.openAPIV3Schema").unwrap();
+        assert_eq!(
+            e[0].to_string(),
+            "spec.versions[0].schema.openAPIV3Schema.properties[a].type: Required value: must not be empty for specified object fields"
+        );
+    }
+
+    #[test]
+    fn rule_field_paths_resolve_against_the_schema() {
+        let s = Schema::parse(&json!({"type": "object", "properties": {
+            "spec": {"type": "object", "properties": {"a.b": {"type": "string"}, "x": {"type": "integer"}}},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}}
+        }}))
+        .unwrap();
+        assert_eq!(
+            field_path(".spec.x", &s).map(|r| r.0),
+            Ok("spec.x".to_string())
+        );
+        assert_eq!(
+            field_path(".spec['a.b']", &s).map(|r| r.0),
+            Ok("spec.a.b".to_string())
+        );
+        assert_eq!(
+            field_path(".labels['app']", &s).map(|r| r.0),
+            Ok("labels[app]".to_string())
+        );
+        assert_eq!(
+            field_path(".spec.y", &s).err(),
+            Some("does not refer to a valid field".to_string())
+        );
+        assert_eq!(
+            field_path("spec", &s).err(),
+            Some("expected [ or . but got: spec".to_string())
+        );
+        assert_eq!(
+            field_path(".spec[x]", &s).err(),
+            Some("expected single quoted string but got x".to_string())
+        );
+        assert_eq!(
+            field_path(".spec.", &s).err(),
+            Some("unexpected end of JSON path".to_string())
+        );
+    }
+
+    #[test]
+    fn status_subresource_root_rules() {
+        let root = "spec.versions[0].schema.openAPIV3Schema";
+        assert!(check_status_root(
+            &json!({"type": "object", "description": "d", "properties": {}}),
+            root
+        )
+        .is_empty());
+        let e = check_status_root(&json!({"type": "array"}), root);
+        assert_eq!(
+            e[0].to_string(),
+            "spec.versions[0].schema.openAPIV3Schema.type: Invalid value: \"array\": only \"object\" is allowed as the type at the root of the schema if the status subresource is enabled"
+        );
+        let raw = json!({"type": "object", "anyOf": [{"required": ["spec"]}]});
+        let e = check_status_root(&raw, root);
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].detail
+                .starts_with("only [Description Type Format Title Maximum"),
+            "{}",
+            e[0].detail
+        );
+        assert_eq!(e[0].value, Some(raw));
+    }
+}

@@ -1373,3 +1373,633 @@ fn cel<'a>(
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn schema(v: Value) -> Schema {
+        Schema::parse(&v).unwrap()
+    }
+
+    fn object(props: Value) -> Schema {
+        schema(
+            json!({"type": "object", "properties": {"spec": {"type": "object", "properties": props}}}),
+        )
+    }
+
+    fn errs(s: &Schema, obj: Value) -> Vec<String> {
+        validate(s, &obj, None)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn update(s: &Schema, obj: Value, old: Value) -> Vec<String> {
+        validate(s, &obj, Some(&old))
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn types_are_checked_with_kube_openapi_messages() {
+        let s = object(json!({
+            "replicas": {"type": "integer"}, "ratio": {"type": "number"},
+            "name": {"type": "string"}, "on": {"type": "boolean"},
+            "list": {"type": "array", "items": {"type": "string"}}, "obj": {"type": "object"}
+        }));
+        assert_eq!(
+            errs(&s, json!({"spec": {"replicas": "3"}})),
+            vec!["spec.replicas: Invalid value: \"string\": spec.replicas in body must be of type integer: \"string\""]
+        );
+        assert_eq!(
+            errs(&s, json!({"spec": {"replicas": 1.5}})),
+            vec![
+                "spec.replicas: Invalid value: \"number\": spec.replicas in body must be of type integer: \"number\"",
+                "<nil>: Invalid value: \"\": Checked value must be of type integer (default format) in spec.replicas"
+            ]
+        );
+        assert!(errs(&s, json!({"spec": {"replicas": 2.0, "ratio": 3}})).is_empty());
+        assert_eq!(
+            errs(&s, json!({"spec": {"name": 5, "on": "yes", "list": {}, "obj": []}})),
+            vec![
+                "spec.list: Invalid value: \"object\": spec.list in body must be of type array: \"object\"",
+                "spec.name: Invalid value: \"integer\": spec.name in body must be of type string: \"integer\"",
+                "spec.obj: Invalid value: \"array\": spec.obj in body must be of type object: \"array\"",
+                "spec.on: Invalid value: \"string\": spec.on in body must be of type boolean: \"string\"",
+            ]
+        );
+        let e = validate(&s, &json!({"spec": {"name": 5}}), None);
+        assert_eq!(e[0].kind, ErrorKind::TypeInvalid);
+        assert_eq!(e[0].field, "spec.name");
+    }
+
+    #[test]
+    fn nulls_need_nullable() {
+        let s = object(
+            json!({"a": {"type": "string"}, "b": {"type": "string", "nullable": true},
+                              "c": {"x-kubernetes-preserve-unknown-fields": true}}),
+        );
+        assert_eq!(
+            errs(&s, json!({"spec": {"a": null, "b": null, "c": null}})),
+            vec![
+                "spec.a: Invalid value: \"null\": spec.a in body must be of type string: \"null\""
+            ]
+        );
+    }
+
+    #[test]
+    fn int_or_string() {
+        let s = object(json!({"port": {"x-kubernetes-int-or-string": true,
+                                       "anyOf": [{"type": "integer"}, {"type": "string"}]}}));
+        assert!(errs(&s, json!({"spec": {"port": 80}})).is_empty());
+        assert!(errs(&s, json!({"spec": {"port": "http"}})).is_empty());
+        let e = errs(&s, json!({"spec": {"port": true}}));
+        assert_eq!(
+            e[0],
+            "spec.port: Invalid value: \"boolean\": spec.port in body must be of type integer,string: \"boolean\""
+        );
+        assert_eq!(
+            e[1],
+            "<nil>: Invalid value: \"\": \"spec.port\" must validate at least one schema (anyOf)"
+        );
+        assert_eq!(
+            e[2],
+            "spec.port: Invalid value: \"boolean\": spec.port in body must be of type integer: \"boolean\""
+        );
+    }
+
+    #[test]
+    fn enums_report_supported_values() {
+        let s = object(
+            json!({"size": {"type": "string", "enum": ["small", "large"]},
+                              "level": {"type": "integer", "enum": [1, 2]}}),
+        );
+        assert_eq!(
+            errs(&s, json!({"spec": {"size": "huge"}})),
+            vec!["spec.size: Unsupported value: \"huge\": supported values: \"small\", \"large\""]
+        );
+        assert_eq!(
+            errs(&s, json!({"spec": {"level": 3}})),
+            vec!["spec.level: Unsupported value: 3: supported values: \"1\", \"2\""]
+        );
+        assert!(errs(&s, json!({"spec": {"size": "small", "level": 2}})).is_empty());
+        // As in Go: a float is converted to the integer type of the entry.
+        assert_eq!(
+            errs(&s, json!({"spec": {"level": 2.5}})),
+            vec![
+                "spec.level: Invalid value: \"number\": spec.level in body must be of type integer: \"number\"",
+                "<nil>: Invalid value: \"\": Checked value must be of type integer (default format) in spec.level"
+            ]
+        );
+    }
+
+    #[test]
+    fn string_rules() {
+        let s = object(json!({
+            "name": {"type": "string", "pattern": "^[a-z]+$"},
+            "short": {"type": "string", "maxLength": 3},
+            "long": {"type": "string", "minLength": 2},
+            "both": {"type": "string", "maxLength": 2, "pattern": "^x"}
+        }));
+        assert_eq!(
+            errs(&s, json!({"spec": {"name": "X"}})),
+            vec!["spec.name: Invalid value: \"X\": spec.name in body should match '^[a-z]+$'"]
+        );
+        assert_eq!(
+            errs(&s, json!({"spec": {"short": "abcd"}})),
+            vec!["spec.short: Too long: may not be more than 3 bytes"]
+        );
+        // Lengths count runes.
+        assert!(errs(&s, json!({"spec": {"short": "äöü"}})).is_empty());
+        assert_eq!(
+            errs(&s, json!({"spec": {"long": "a"}})),
+            vec!["spec.long: Invalid value: \"a\": spec.long in body should be at least 2 chars long"]
+        );
+        // Only the first string error is reported.
+        assert_eq!(
+            errs(&s, json!({"spec": {"both": "abc"}})),
+            vec!["spec.both: Too long: may not be more than 2 bytes"]
+        );
+    }
+
+    #[test]
+    fn number_bounds() {
+        let s = object(json!({
+            "count": {"type": "integer", "maximum": 10, "minimum": 1},
+            "excl": {"type": "integer", "maximum": 10, "exclusiveMaximum": true,
+                     "minimum": 0, "exclusiveMinimum": true},
+            "ratio": {"type": "number", "maximum": 1.5},
+            "even": {"type": "integer", "multipleOf": 2},
+            "step": {"type": "number", "multipleOf": 0.5},
+            "small": {"type": "integer", "format": "int32"}
+        }));
+        assert_eq!(
+            errs(&s, json!({"spec": {"count": 11}})),
+            vec!["spec.count: Invalid value: 11: spec.count in body should be less than or equal to 10"]
+        );
+        assert_eq!(
+            errs(&s, json!({"spec": {"count": 0}})),
+            vec!["spec.count: Invalid value: 0: spec.count in body should be greater than or equal to 1"]
+        );
+        assert_eq!(
+            errs(&s, json!({"spec": {"excl": 10}})),
+            vec!["spec.excl: Invalid value: 10: spec.excl in body should be less than 10"]
+        );
+        assert_eq!(
+            errs(&s, json!({"spec": {"excl": 0}})),
+            vec!["spec.excl: Invalid value: 0: spec.excl in body should be greater than 0"]
+        );
+        assert_eq!(
+            errs(&s, json!({"spec": {"ratio": 2.25}})),
+            vec!["spec.ratio: Invalid value: 2.25: spec.ratio in body should be less than or equal to 1.5"]
+        );
+        assert_eq!(
+            errs(&s, json!({"spec": {"even": 3}})),
+            vec!["spec.even: Invalid value: 3: spec.even in body should be a multiple of 2"]
+        );
+        assert!(errs(&s, json!({"spec": {"even": 4, "step": 1.5}})).is_empty());
+        assert_eq!(
+            errs(&s, json!({"spec": {"step": 1.25}})),
+            vec!["spec.step: Invalid value: 1.25: spec.step in body should be a multiple of 0.5"]
+        );
+        assert_eq!(
+            errs(&s, json!({"spec": {"small": 3000000000i64}})),
+            vec!["<nil>: Invalid value: \"\": Checked value must be of type integer with format int32 in spec.small"]
+        );
+    }
+
+    #[test]
+    fn formats() {
+        let s = object(json!({
+            "when": {"type": "string", "format": "date-time"},
+            "ip": {"type": "string", "format": "ipv4"},
+            "made": {"type": "string", "format": "made-up"},
+            "num": {"type": "integer", "format": "int64"}
+        }));
+        assert_eq!(
+            errs(&s, json!({"spec": {"when": "yesterday", "ip": "1.2.3"}})),
+            vec![
+                "spec.ip: Invalid value: \"1.2.3\": spec.ip in body must be of type ipv4: \"1.2.3\"",
+                "spec.when: Invalid value: \"yesterday\": spec.when in body must be of type date-time: \"yesterday\""
+            ]
+        );
+        assert!(errs(
+            &s,
+            json!({"spec": {"when": "2024-01-02T03:04:05Z", "ip": "10.0.0.1",
+                                          "made": "anything", "num": 5}})
+        )
+        .is_empty());
+        // A declared format names the type in the message.
+        assert_eq!(
+            errs(&s, json!({"spec": {"num": "5"}})),
+            vec!["spec.num: Invalid value: \"string\": spec.num in body must be of type integer: \"string\""]
+        );
+        assert_eq!(
+            errs(&s, json!({"spec": {"num": true}})),
+            vec!["spec.num: Invalid value: \"\": spec.num in body must be of type int64: \"\""]
+        );
+    }
+
+    #[test]
+    fn arrays_and_objects() {
+        let s = object(json!({
+            "tags": {"type": "array", "maxItems": 4, "minItems": 1, "items": {"type": "string"}},
+            "labels": {"type": "object", "maxProperties": 2, "minProperties": 1,
+                       "additionalProperties": {"type": "string"}},
+            "closed": {"type": "object", "additionalProperties": false}
+        }));
+        assert_eq!(
+            errs(&s, json!({"spec": {"tags": ["a", "b", "c", "d", "e"]}})),
+            vec!["spec.tags: Too many: 5: must have at most 4 items"]
+        );
+        assert_eq!(
+            errs(&s, json!({"spec": {"tags": []}})),
+            vec!["spec.tags: Invalid value: 0: spec.tags in body should have at least 1 items"]
+        );
+        assert_eq!(
+            errs(&s, json!({"spec": {"tags": ["a", 1]}})),
+            vec!["spec.tags[1]: Invalid value: \"integer\": spec.tags[1] in body must be of type string: \"integer\""]
+        );
+        assert_eq!(
+            errs(
+                &s,
+                json!({"spec": {"labels": {"a": "1", "b": "2", "c": "3"}}})
+            ),
+            vec!["spec.labels: Too many: 3: must have at most 2 items"]
+        );
+        assert_eq!(
+            errs(&s, json!({"spec": {"labels": {"a": 1}}})),
+            vec!["spec.labels.a: Invalid value: \"integer\": spec.labels.a in body must be of type string: \"integer\""]
+        );
+        assert_eq!(
+            errs(&s, json!({"spec": {"closed": {"x": 1}}})),
+            vec![
+                "spec.closed: Invalid value: \"x\": spec.closed.x in body is a forbidden property"
+            ]
+        );
+    }
+
+    #[test]
+    fn required_fields() {
+        let s = schema(json!({
+            "type": "object", "required": ["spec"],
+            "properties": {"spec": {"type": "object", "required": ["x", "y"],
+                                    "properties": {"x": {"type": "string"}, "y": {"type": "string"}}}}
+        }));
+        assert_eq!(
+            errs(&s, json!({"apiVersion": "a/v1", "kind": "K"})),
+            vec!["spec: Required value"]
+        );
+        assert_eq!(
+            errs(&s, json!({"spec": {"y": "1"}})),
+            vec!["spec.x: Required value"]
+        );
+        let e = validate(&s, &json!({"spec": {}}), None);
+        assert_eq!(e.len(), 2);
+        assert!(e.iter().all(|e| e.kind == ErrorKind::Required));
+    }
+
+    #[test]
+    fn root_metadata_restrictions_are_checked() {
+        let s = schema(json!({"type": "object", "properties": {
+            "metadata": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 5}}}
+        }}));
+        assert_eq!(
+            errs(&s, json!({"metadata": {"name": "too-long"}})),
+            vec!["metadata.name: Too long: may not be more than 5 bytes"]
+        );
+    }
+
+    #[test]
+    fn value_validations() {
+        let s = object(json!({
+            "one": {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+                    "oneOf": [{"required": ["a"]}, {"required": ["b"]}]},
+            "all": {"type": "integer", "allOf": [{"minimum": 1}, {"maximum": 5}]},
+            "not": {"type": "string", "not": {"enum": ["forbidden"]}}
+        }));
+        assert!(errs(&s, json!({"spec": {"one": {"a": "x"}}})).is_empty());
+        assert_eq!(
+            errs(&s, json!({"spec": {"one": {"a": "x", "b": "y"}}})),
+            vec!["<nil>: Invalid value: \"\": \"spec.one\" must validate one and only one schema (oneOf). Found 2 valid alternatives"]
+        );
+        assert_eq!(
+            errs(&s, json!({"spec": {"one": {}}})),
+            vec![
+                "<nil>: Invalid value: \"\": \"spec.one\" must validate one and only one schema (oneOf). Found none valid",
+                "spec.one.a: Required value"
+            ]
+        );
+        assert_eq!(
+            errs(&s, json!({"spec": {"all": 9}})),
+            vec![
+                "spec.all: Invalid value: 9: spec.all in body should be less than or equal to 5",
+                "<nil>: Invalid value: \"\": \"spec.all\" must validate all the schemas (allOf)"
+            ]
+        );
+        assert_eq!(
+            errs(&s, json!({"spec": {"not": "forbidden"}})),
+            vec!["<nil>: Invalid value: \"\": \"spec.not\" must not validate the schema (not)"]
+        );
+    }
+
+    #[test]
+    fn embedded_resources_and_lists_are_part_of_validation() {
+        let s = object(json!({
+            "template": {"type": "object", "x-kubernetes-embedded-resource": true,
+                         "x-kubernetes-preserve-unknown-fields": true},
+            "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}}
+        }));
+        assert_eq!(
+            errs(
+                &s,
+                json!({"spec": {"template": {"kind": "Pod"}, "tags": ["a", "a"]}})
+            ),
+            vec![
+                "spec.template.apiVersion: Required value",
+                "spec.tags[1]: Duplicate value: \"a\""
+            ]
+        );
+    }
+
+    #[test]
+    fn unchanged_parts_are_ratcheted_on_update() {
+        let s = object(json!({
+            "name": {"type": "string", "maxLength": 3},
+            "other": {"type": "string"},
+            "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string", "maxLength": 1}},
+            "ports": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+                      "items": {"type": "object", "required": ["name"], "properties": {
+                          "name": {"type": "string"}, "port": {"type": "integer", "maximum": 100}}}}
+        }));
+        let old = json!({"spec": {"name": "toolong", "other": "a", "tags": ["xx"],
+                                  "ports": [{"name": "a", "port": 500}, {"name": "b", "port": 1}]}});
+        // Only `other` changed: the old violations stay acceptable.
+        let new = json!({"spec": {"name": "toolong", "other": "b", "tags": ["xx"],
+                                  "ports": [{"name": "b", "port": 1}, {"name": "a", "port": 500}]}});
+        assert!(update(&s, new, old.clone()).is_empty());
+        // A changed field is validated.
+        let new = json!({"spec": {"name": "longer", "other": "a", "tags": ["xx"],
+                                  "ports": [{"name": "a", "port": 500}, {"name": "b", "port": 1}]}});
+        assert_eq!(
+            update(&s, new, old.clone()),
+            vec!["spec.name: Too long: may not be more than 3 bytes"]
+        );
+        // Items of a set are not paired: a changed set is validated whole.
+        let new = json!({"spec": {"name": "toolong", "other": "a", "tags": ["xx", "y"],
+                                  "ports": [{"name": "a", "port": 500}, {"name": "b", "port": 1}]}});
+        assert_eq!(
+            update(&s, new, old.clone()),
+            vec!["spec.tags[0]: Too long: may not be more than 1 byte"]
+        );
+        // Map-list items are paired by key.
+        let new = json!({"spec": {"name": "toolong", "other": "a", "tags": ["xx"],
+                                  "ports": [{"name": "a", "port": 500}, {"name": "b", "port": 200}]}});
+        assert_eq!(
+            update(&s, new, old.clone()),
+            vec!["spec.ports[1].port: Invalid value: 200: spec.ports[1].port in body should be less than or equal to 100"]
+        );
+        // On create, everything is checked.
+        assert_eq!(errs(&s, old).len(), 3);
+    }
+
+    #[test]
+    fn duplicates_already_stored_are_tolerated_on_update() {
+        let s = object(
+            json!({"tags": {"type": "array", "x-kubernetes-list-type": "set",
+                                       "items": {"type": "string"}}}),
+        );
+        let old = json!({"spec": {"tags": ["a", "a"]}});
+        assert!(update(&s, json!({"spec": {"tags": ["a", "a", "b"]}}), old).is_empty());
+        let old = json!({"spec": {"tags": ["a"]}});
+        assert_eq!(
+            update(&s, json!({"spec": {"tags": ["a", "a"]}}), old),
+            vec!["spec.tags[1]: Duplicate value: \"a\""]
+        );
+    }
+
+    #[test]
+    fn status_updates_check_the_status_schema() {
+        let s = schema(json!({"type": "object", "properties": {
+            "spec": {"type": "object", "properties": {"x": {"type": "integer"}}},
+            "status": {"type": "object", "properties": {"replicas": {"type": "integer"}}}
+        }}));
+        let v = Validator::new(s).unwrap();
+        let old = json!({"spec": {"x": "bad"}, "status": {"replicas": 1}});
+        let e: Vec<String> = v
+            .validate_status(
+                &json!({"spec": {"x": "bad"}, "status": {"replicas": "two"}}),
+                &old,
+            )
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            e,
+            vec!["status.replicas: Invalid value: \"string\": replicas in body must be of type integer: \"string\""]
+        );
+    }
+
+    /// Rules for the walker's tests: `fail` fails always, `oldSelf` fails when the value
+    /// changed (a transition rule); every call is recorded.
+    struct Fake {
+        rules: Vec<String>,
+        calls: Calls,
+    }
+
+    impl NodeRules for Fake {
+        fn check(
+            &self,
+            field: &str,
+            value: &Value,
+            old: Option<&Value>,
+            out: &mut Vec<FieldError>,
+        ) {
+            self.calls
+                .lock()
+                .push((field.to_string(), value.clone(), old.cloned()));
+            for rule in &self.rules {
+                let failed = match rule.as_str() {
+                    "fail" => true,
+                    "oldSelf" => old.is_some_and(|o| o != value),
+                    _ => false,
+                };
+                if failed {
+                    out.push(FieldError::new(
+                        ErrorKind::Invalid,
+                        path::shown(field),
+                        None,
+                        rule.clone(),
+                    ));
+                }
+            }
+        }
+
+        fn has_transition_rules(&self) -> bool {
+            self.rules.iter().any(|r| r == "oldSelf")
+        }
+    }
+
+    type Calls = Arc<Mutex<Vec<(String, Value, Option<Value>)>>>;
+
+    fn fake_validator(s: Schema) -> (Result<Validator, Vec<FieldError>>, Calls) {
+        let calls: Calls = Arc::default();
+        let c = calls.clone();
+        let compile =
+            move |node: &Schema, p: &str| -> Result<Box<dyn NodeRules>, Vec<FieldError>> {
+                let rules: Vec<String> = node.validations.iter().map(|r| r.rule.clone()).collect();
+                if rules.iter().any(|r| r == "broken") {
+                    return Err(vec![FieldError::new(
+                        ErrorKind::Invalid,
+                        format!("{p}.x-kubernetes-validations[0].rule"),
+                        None,
+                        "compilation failed",
+                    )]);
+                }
+                Ok(Box::new(Fake {
+                    rules,
+                    calls: c.clone(),
+                }))
+            };
+        (
+            Validator::with_compiler(s, "openAPIV3Schema", &compile),
+            calls,
+        )
+    }
+
+    fn rules_schema() -> Schema {
+        schema(json!({
+            "type": "object",
+            "x-kubernetes-validations": [{"rule": "pass"}],
+            "properties": {"spec": {
+                "type": "object",
+                "properties": {
+                    "count": {"type": "integer", "x-kubernetes-validations": [{"rule": "fail"}]},
+                    "labels": {"type": "object", "additionalProperties": {
+                        "type": "string", "x-kubernetes-validations": [{"rule": "oldSelf"}]}},
+                    "byName": {"type": "array", "x-kubernetes-list-type": "map",
+                               "x-kubernetes-list-map-keys": ["name"],
+                               "items": {"type": "object", "required": ["name"],
+                                         "x-kubernetes-validations": [{"rule": "oldSelf"}],
+                                         "properties": {"name": {"type": "string"}, "v": {"type": "integer"}}}},
+                    "plain": {"type": "array", "items": {"type": "string",
+                              "x-kubernetes-validations": [{"rule": "pass"}]}}
+                }
+            }}
+        }))
+    }
+
+    #[test]
+    fn rules_run_at_every_node_with_paired_old_values() {
+        let (v, calls) = fake_validator(rules_schema());
+        let v = v.unwrap();
+        assert!(v.has_rules());
+        let old = json!({"spec": {"count": 1, "labels": {"a": "1"},
+                                  "byName": [{"name": "x", "v": 1}], "plain": ["p"]}});
+        let new = json!({"spec": {"count": 1, "labels": {"a": "2", "b": "1"},
+                                  "byName": [{"name": "y", "v": 0}, {"name": "x", "v": 2}], "plain": ["p"]}});
+        let e: Vec<String> = v
+            .validate(&new, Some(&old))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        // `count` did not change: its failing (non-transition) rule is ratcheted.
+        assert_eq!(
+            e,
+            vec![
+                "spec.labels[a]: Invalid value: oldSelf",
+                "spec.byName[1]: Invalid value: oldSelf"
+            ]
+        );
+        let calls = calls.lock().clone();
+        let find = |f: &str| calls.iter().find(|c| c.0 == f).cloned();
+        assert_eq!(find("").map(|c| c.2.is_some()), Some(true));
+        assert_eq!(find("spec.labels[a]").and_then(|c| c.2), Some(json!("1")));
+        assert_eq!(find("spec.labels[b]").map(|c| c.2), Some(None));
+        assert_eq!(find("spec.byName[0]").map(|c| c.2), Some(None));
+        assert_eq!(
+            find("spec.byName[1]").and_then(|c| c.2),
+            Some(json!({"name": "x", "v": 1}))
+        );
+        // Items of lists that are not map lists have no old value.
+        assert_eq!(find("spec.plain[0]").map(|c| c.2), Some(None));
+    }
+
+    #[test]
+    fn rules_fail_on_create_and_skip_nulls() {
+        let (v, calls) = fake_validator(rules_schema());
+        let v = v.unwrap();
+        let e: Vec<String> = v
+            .validate(&json!({"spec": {"count": 1}}), None)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(e, vec!["spec.count: Invalid value: fail"]);
+        calls.lock().clear();
+        let s = object(json!({"n": {"type": "integer", "nullable": true,
+                                    "x-kubernetes-validations": [{"rule": "fail"}]}}));
+        let (v, calls) = fake_validator(s);
+        assert!(v
+            .unwrap()
+            .validate(&json!({"spec": {"n": null}}), None)
+            .is_empty());
+        assert!(calls.lock().is_empty());
+    }
+
+    #[test]
+    fn rules_are_skipped_when_the_object_is_invalid() {
+        let (v, calls) = fake_validator(rules_schema());
+        let e: Vec<String> = v
+            .unwrap()
+            .validate(&json!({"spec": {"count": "one"}}), None)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            e,
+            vec![
+                "spec.count: Invalid value: \"string\": spec.count in body must be of type integer: \"string\"",
+                "<nil>: Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation"
+            ]
+        );
+        assert!(calls.lock().is_empty());
+    }
+
+    #[test]
+    fn rule_compilation_errors_and_uncorrelatable_transition_rules() {
+        let s = object(
+            json!({"x": {"type": "string", "x-kubernetes-validations": [{"rule": "broken"}]}}),
+        );
+        let e = fake_validator(s).0.unwrap_err();
+        assert_eq!(
+            e[0].field,
+            "openAPIV3Schema.properties[spec].properties[x].x-kubernetes-validations[0].rule"
+        );
+        let s = object(json!({"list": {"type": "array", "items": {
+            "type": "object", "x-kubernetes-validations": [{"rule": "pass"}, {"rule": "oldSelf"}]}}}));
+        let e: Vec<String> = fake_validator(s)
+            .0
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            e,
+            vec!["openAPIV3Schema.properties[spec].properties[list].items.x-kubernetes-validations[1].rule: Invalid value: \"oldSelf\": oldSelf cannot be used on the uncorrelatable portion of the schema within openAPIV3Schema.properties[spec].properties[list]"]
+        );
+    }
+
+    #[test]
+    fn json_integers_follow_go_openapi() {
+        assert!(is_json_integer(3.0));
+        assert!(is_json_integer(-3.0));
+        assert!(!is_json_integer(2.5));
+        assert!(!is_json_integer(1e300));
+        assert!(is_json_integer(1.0 + 1e-12));
+    }
+}
