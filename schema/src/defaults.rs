@@ -233,28 +233,15 @@ fn meta_default(
             ErrorKind::Invalid,
             q,
             Some(d.clone()),
-            format!("must result in valid metadata: {}", aggregate(&errs)),
+            format!(
+                "must result in valid metadata: {}",
+                crate::error::aggregate(&errs)
+            ),
         ));
         return;
     }
     let p = q.strip_suffix(".default").unwrap_or(q);
     out.extend(validator(s, p).check_default(q, d));
-}
-
-/// Kubernetes' aggregate error text: the one error, or `[a, b]`.
-fn aggregate(errs: &[FieldError]) -> String {
-    let mut texts: Vec<String> = Vec::new();
-    for e in errs {
-        let t = e.to_string();
-        if !texts.contains(&t) {
-            texts.push(t);
-        }
-    }
-    if texts.len() == 1 {
-        texts.remove(0)
-    } else {
-        format!("[{}]", texts.join(", "))
-    }
 }
 
 /// Kubernetes' `objectmeta.Coerce` as a check: in every resource (`is_resource` for `x`

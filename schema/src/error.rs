@@ -127,6 +127,23 @@ impl std::fmt::Display for FieldError {
 
 impl std::error::Error for FieldError {}
 
+/// Errors joined as Kubernetes' `ErrorList.ToAggregate()` prints them: the one error alone,
+/// several as `[a, b]`, repeated texts once. This is the message of a `NonStructuralSchema`
+/// condition and the tail of a 422's message (`Widget.example.com "w" is invalid: ...`).
+pub fn aggregate(errs: &[FieldError]) -> String {
+    let mut texts: Vec<String> = Vec::new();
+    for e in errs {
+        let t = e.to_string();
+        if !texts.contains(&t) {
+            texts.push(t);
+        }
+    }
+    match texts.len() {
+        1 => texts.remove(0),
+        _ => format!("[{}]", texts.join(", ")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +194,20 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "spec.n: Too long: may not be more than 2 bytes"
+        );
+    }
+
+    #[test]
+    fn aggregates_print_as_kubernetes_prints_them() {
+        let a = FieldError::new(ErrorKind::Required, "spec.a", None, "");
+        let b = FieldError::new(ErrorKind::Forbidden, "spec.b", None, "no");
+        assert_eq!(
+            aggregate(std::slice::from_ref(&a)),
+            "spec.a: Required value"
+        );
+        assert_eq!(
+            aggregate(&[a.clone(), b, a]),
+            "[spec.a: Required value, spec.b: Forbidden: no]"
         );
     }
 }

@@ -28,7 +28,7 @@ pub mod prune;
 pub mod structural;
 pub mod validation;
 
-pub use error::{ErrorKind, FieldError};
+pub use error::{aggregate, ErrorKind, FieldError};
 pub use listtype::ListType;
 pub use structural::Schema;
 pub use validation::Validator;

@@ -1995,6 +1995,78 @@ mod tests {
     }
 
     #[test]
+    fn validators_can_be_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Validator>();
+    }
+
+    #[test]
+    fn patterns_mean_what_go_means() {
+        let s = object(json!({"digits": {"type": "string", "pattern": "^\\d+$"},
+                              "brace": {"type": "string", "pattern": "^a{$"}}));
+        assert!(errs(&s, json!({"spec": {"digits": "123", "brace": "a{"}})).is_empty());
+        assert_eq!(
+            errs(&s, json!({"spec": {"digits": "١٢٣"}})),
+            vec!["spec.digits: Invalid value: \"١٢٣\": spec.digits in body should match '^\\d+$'"]
+        );
+    }
+
+    #[test]
+    fn kubernetes_own_expectations() {
+        // Cases from apiextensions-apiserver's validation tests.
+        let s = schema(
+            json!({"type": "object", "properties": {"field": {"x-kubernetes-int-or-string": true}}}),
+        );
+        for (v, t) in [
+            (json!(true), "boolean"),
+            (json!(1.5), "number"),
+            (json!([]), "array"),
+            (json!({}), "object"),
+            (Value::Null, "null"),
+        ] {
+            assert_eq!(
+                errs(&s, json!({"field": v})),
+                vec![format!("field: Invalid value: \"{t}\": field in body must be of type integer,string: \"{t}\"")]
+            );
+        }
+        let s = schema(json!({"type": "object", "properties": {"field": {
+            "type": "object", "required": ["nestedint", "nestedstring"],
+            "properties": {"nestedint": {"type": "integer", "enum": [1, 2]},
+                           "nestedstring": {"type": "string", "enum": ["a", "b"]}}}}}));
+        assert_eq!(
+            errs(&s, json!({"field": {"nestedint": "x", "nestedstring": true}})),
+            vec![
+                "field.nestedint: Invalid value: \"string\": field.nestedint in body must be of type integer: \"string\"",
+                "field.nestedint: Unsupported value: \"x\": supported values: \"1\", \"2\"",
+                "field.nestedstring: Invalid value: \"boolean\": field.nestedstring in body must be of type string: \"boolean\"",
+                "field.nestedstring: Unsupported value: true: supported values: \"a\", \"b\"",
+            ]
+        );
+        let s = schema(json!({"type": "object", "properties": {
+            "intSixtyFour": {"type": "integer", "format": "int64"},
+            "floatThreeTwo": {"type": "number", "format": "float"}}}));
+        assert_eq!(
+            errs(&s, json!({"intSixtyFour": 1.0145709240540254e19})),
+            vec![
+                "intSixtyFour: Invalid value: \"float64\": intSixtyFour in body must be of type int64: \"float64\"",
+                "<nil>: Invalid value: \"\": Checked value must be of type integer with format int64 in intSixtyFour",
+            ]
+        );
+        assert_eq!(
+            errs(&s, json!({"floatThreeTwo": 3.7431e38})),
+            vec!["<nil>: Invalid value: \"\": Checked value must be of type number with format float in floatThreeTwo"]
+        );
+        assert!(errs(&s, json!({"floatThreeTwo": f64::from(f32::MAX)})).is_empty());
+        let s = schema(
+            json!({"type": "object", "properties": {"fieldX": {"type": "string", "format": "k8s-long-name"}}}),
+        );
+        assert_eq!(
+            errs(&s, json!({"fieldX": "a.-"})),
+            vec!["fieldX: Invalid value: \"a.-\": fieldX in body must be of type k8s-long-name: \"a.-\""]
+        );
+    }
+
+    #[test]
     fn json_integers_follow_go_openapi() {
         assert!(is_json_integer(3.0));
         assert!(is_json_integer(-3.0));
