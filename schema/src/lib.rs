@@ -17,8 +17,10 @@
 //! # How the API server uses it
 //!
 //! When a CRD is written: [`structural::check`] on each version's schema (plus
-//! [`structural::check_status_root`] when the version has a status subresource), then
-//! [`Validator::new_at`] to compile its CEL rules; both lists of errors are the 422's causes.
+//! [`structural::check_status_root`] when the version has a status subresource); only when
+//! that finds nothing, [`Validator::new_at`] to compile its CEL rules (Kubernetes compiles
+//! rules only in a schema without other errors). Either list of errors gives the 422's
+//! causes.
 //! [`structural::non_structural`] gives the `NonStructuralSchema` condition of a stored CRD.
 //!
 //! For a custom object, in Kubernetes' order:

@@ -931,7 +931,7 @@ fn child_schema<'a>(cs: &'a Schema, k: &str) -> Option<&'a Schema> {
 
 /// Kubernetes' `CachedDeepEqual`: whether `new` equals `old`, comparing only what the schema
 /// pairs (properties and map keys with a schema, `map` list items by key, other lists whole).
-fn unchanged(s: &Schema, new: &Value, old: &Value) -> bool {
+pub(crate) fn unchanged(s: &Schema, new: &Value, old: &Value) -> bool {
     match (new, old) {
         (Value::Null, Value::Null) => true,
         (Value::Null, _) | (_, Value::Null) => false,
@@ -1321,6 +1321,10 @@ fn cel<'a>(
     if let Some(rules) = &c.rules {
         let mut errs = Vec::new();
         rules.check(field, value, old, &mut errs);
+        // Kubernetes names the custom object itself `<nil>`.
+        for e in errs.iter_mut().filter(|e| e.field.is_empty()) {
+            e.field = path::shown("");
+        }
         if !errs.is_empty() && !rules.has_transition_rules() {
             if let Some((a, new, was)) = anchor {
                 if unchanged(a, new, was) {
@@ -1928,6 +1932,19 @@ mod tests {
         );
         // Items of lists that are not map lists have no old value.
         assert_eq!(find("spec.plain[0]").map(|c| c.2), Some(None));
+    }
+
+    #[test]
+    fn rules_at_the_root_name_nil() {
+        let s = schema(json!({"type": "object", "x-kubernetes-validations": [{"rule": "fail"}]}));
+        let (v, _) = fake_validator(s);
+        let e: Vec<String> = v
+            .unwrap()
+            .validate(&json!({}), None)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(e, vec!["<nil>: Invalid value: fail"]);
     }
 
     #[test]
