@@ -17,12 +17,35 @@ pub(crate) trait NodeRules: Send + Sync {
     fn has_transition_rules(&self) -> bool;
 }
 
-/// Compiles the rules of one node; errors name `path`, the node's schema path.
-pub(crate) type Compiler =
-    dyn Fn(&Schema, &str) -> Result<Box<dyn NodeRules>, Vec<FieldError>> + Send + Sync;
+/// Where in the schema a node with rules sits, which changes how its rules compile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NodeContext {
+    /// The node is a resource (the custom object itself, or an
+    /// `x-kubernetes-embedded-resource`): `self.apiVersion`, `self.kind` and
+    /// `self.metadata.name`/`generateName` are visible to its rules.
+    pub(crate) resource_root: bool,
+    /// How often the node can occur in one object: the product of `maxItems` and
+    /// `maxProperties` of the lists and maps above it; `None` when one is unbounded. Rule
+    /// costs are estimated times this.
+    pub(crate) cardinality: Option<u64>,
+    /// Where old and new values stop being paired above the node (a list that is not a
+    /// `map` list), as a schema path: rules here may not use `oldSelf`.
+    pub(crate) uncorrelatable: Option<String>,
+}
 
-/// The compiler of the CEL module.
-pub(crate) fn compile(node: &Schema, path: &str) -> Result<Box<dyn NodeRules>, Vec<FieldError>> {
+/// Compiles the rules of one node; errors name `path`, the node's schema path.
+pub(crate) type Compiler = dyn Fn(&Schema, &str, &NodeContext) -> Result<Box<dyn NodeRules>, Vec<FieldError>>
+    + Send
+    + Sync;
+
+/// The compiler of the CEL module. Joined with the CEL module this is
+/// `Rules::compile_with(node, path, &CompileOptions { resource_root, cardinality,
+/// uncorrelatable })`.
+pub(crate) fn compile(
+    node: &Schema,
+    path: &str,
+    _ctx: &NodeContext,
+) -> Result<Box<dyn NodeRules>, Vec<FieldError>> {
     let rules = Rules::compile(node, path)?;
     Ok(Box::new(rules))
 }

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use crate::celrules::{self, Compiler, NodeRules};
+use crate::celrules::{self, Compiler, NodeContext, NodeRules};
 use crate::error::{ErrorKind, FieldError};
 use crate::formats;
 use crate::gofmt;
@@ -97,7 +97,7 @@ impl Validator {
         compile: &Compiler,
     ) -> Result<Validator, Vec<FieldError>> {
         let mut errs = Vec::new();
-        let root = build(&schema, path, true, None, compile, &mut errs);
+        let root = build(&schema, Place::root(path), compile, &mut errs);
         if errs.is_empty() {
             Ok(Validator { schema, root })
         } else {
@@ -108,7 +108,7 @@ impl Validator {
     /// A validator whose CEL rules that do not compile are left out.
     pub(crate) fn lenient(schema: Schema, path: &str) -> Validator {
         let mut ignored = Vec::new();
-        let root = build(&schema, path, true, None, &celrules::compile, &mut ignored);
+        let root = build(&schema, Place::root(path), &celrules::compile, &mut ignored);
         Validator { schema, root }
     }
 
@@ -233,14 +233,30 @@ fn blocks_rules(e: &FieldError) -> bool {
     )
 }
 
-fn build(
-    s: &Schema,
-    p: &str,
+/// Where the compilation walk is: the node's schema path, whether it is on the structural
+/// spine (rules compile only there), and its rules' context.
+struct Place {
+    path: String,
     spine: bool,
-    uncorrelatable: Option<&str>,
-    compile: &Compiler,
-    errs: &mut Vec<FieldError>,
-) -> Compiled {
+    ctx: NodeContext,
+}
+
+impl Place {
+    fn root(path: &str) -> Place {
+        Place {
+            path: path.to_string(),
+            spine: true,
+            ctx: NodeContext {
+                resource_root: true,
+                cardinality: Some(1),
+                uncorrelatable: None,
+            },
+        }
+    }
+}
+
+fn build(s: &Schema, at: Place, compile: &Compiler, errs: &mut Vec<FieldError>) -> Compiled {
+    let p = at.path.as_str();
     let mut c = Compiled {
         pattern: s
             .pattern
@@ -249,52 +265,49 @@ fn build(
             .map(pattern::compile),
         ..Compiled::default()
     };
-    if spine && !s.validations.is_empty() {
-        match compile(s, p) {
-            Ok(rules) => {
-                if let (true, Some(within)) = (rules.has_transition_rules(), uncorrelatable) {
-                    old_self_where_uncorrelatable(s, p, within, compile, errs);
-                }
-                c.rules = Some(rules);
-            }
+    if at.spine && !s.validations.is_empty() {
+        match compile(s, p, &at.ctx) {
+            Ok(rules) => c.rules = Some(rules),
             Err(e) => errs.extend(e),
         }
     }
+    // Children of lists and maps occur as often as the list or map allows, times this node.
+    let many = match (s.type_.as_deref(), &s.additional_properties) {
+        (Some("array"), _) => s.max_items,
+        (Some("object"), Some(Additional::Schema(_))) => s.max_properties,
+        _ => Some(1),
+    };
+    let cardinality = at
+        .ctx
+        .cardinality
+        .zip(many)
+        .map(|(a, b)| a.saturating_mul(b));
+    let child = |path: String, sub: &Schema, spine: bool, unpaired: Option<String>| Place {
+        path,
+        spine: at.spine && spine,
+        ctx: NodeContext {
+            resource_root: sub.embedded_resource,
+            cardinality,
+            uncorrelatable: at.ctx.uncorrelatable.clone().or(unpaired),
+        },
+    };
     for (k, prop) in &s.properties {
-        let sub = build(
-            prop,
-            &path::key(&path::child(p, "properties"), k),
-            spine,
-            uncorrelatable,
-            compile,
-            errs,
-        );
+        let q = path::key(&path::child(p, "properties"), k);
+        let sub = build(prop, child(q, prop, true, None), compile, errs);
         c.properties.insert(k.clone(), sub);
     }
     if let Some(Additional::Schema(ap)) = &s.additional_properties {
-        let sub = build(
-            ap,
-            &path::child(p, "additionalProperties"),
-            spine,
-            uncorrelatable,
-            compile,
-            errs,
-        );
-        c.additional = Some(Box::new(sub));
+        let q = path::child(p, "additionalProperties");
+        c.additional = Some(Box::new(build(ap, child(q, ap, true, None), compile, errs)));
     }
     match &s.items {
         Some(Items::Schema(is)) => {
             // Only `map` lists pair old and new items.
-            let within = match (uncorrelatable, s.list_type.as_deref()) {
-                (Some(u), _) => Some(u),
-                (None, Some("map")) => None,
-                (None, _) => Some(p),
-            };
+            let unpaired = (s.list_type.as_deref() != Some("map")).then(|| p.to_string());
+            let q = path::child(p, "items");
             c.items = Some(Box::new(build(
                 is,
-                &path::child(p, "items"),
-                spine,
-                within,
+                child(q, is, true, unpaired),
                 compile,
                 errs,
             )));
@@ -302,7 +315,8 @@ fn build(
         Some(Items::List(list)) => {
             for (i, is) in list.iter().enumerate() {
                 let q = path::index(&path::child(p, "items"), i);
-                c.item_list.push(build(is, &q, false, None, compile, errs));
+                c.item_list
+                    .push(build(is, child(q, is, false, None), compile, errs));
             }
         }
         None => {}
@@ -314,15 +328,14 @@ fn build(
     ] {
         for (i, sub) in list.iter().enumerate() {
             let q = path::index(&path::child(p, name), i);
-            out.push(build(sub, &q, false, None, compile, errs));
+            out.push(build(sub, child(q, sub, false, None), compile, errs));
         }
     }
     if let Some(not) = &s.not {
+        let q = path::child(p, "not");
         c.not = Some(Box::new(build(
             not,
-            &path::child(p, "not"),
-            false,
-            None,
+            child(q, not, false, None),
             compile,
             errs,
         )));
@@ -332,31 +345,6 @@ fn build(
         || c.additional.as_ref().is_some_and(|x| x.rules_below)
         || c.items.as_ref().is_some_and(|x| x.rules_below);
     c
-}
-
-/// Kubernetes refuses transition rules where old values cannot be paired (under items of
-/// lists other than `map` lists), naming each rule that uses `oldSelf`.
-fn old_self_where_uncorrelatable(
-    s: &Schema,
-    p: &str,
-    within: &str,
-    compile: &Compiler,
-    errs: &mut Vec<FieldError>,
-) {
-    for (i, rule) in s.validations.iter().enumerate() {
-        let one = Schema {
-            validations: vec![rule.clone()],
-            ..s.clone()
-        };
-        if compile(&one, p).is_ok_and(|r| r.has_transition_rules()) {
-            errs.push(FieldError::new(
-                ErrorKind::Invalid,
-                path::child(&path::index(&path::child(p, "x-kubernetes-validations"), i), "rule"),
-                Some(Value::String(rule.rule.clone())),
-                format!("oldSelf cannot be used on the uncorrelatable portion of the schema within {within}"),
-            ));
-        }
-    }
 }
 
 // The OpenAPI walk, shaped after kube-openapi's SchemaValidator so that its errors come out
@@ -1850,30 +1838,106 @@ mod tests {
     }
 
     type Calls = Arc<Mutex<Vec<(String, Value, Option<Value>)>>>;
+    type Contexts = Arc<Mutex<Vec<(String, NodeContext)>>>;
+
+    fn fake(s: Schema) -> (Result<Validator, Vec<FieldError>>, Calls, Contexts) {
+        let calls: Calls = Arc::default();
+        let contexts: Contexts = Arc::default();
+        let (c, x) = (calls.clone(), contexts.clone());
+        let compile = move |node: &Schema,
+                            p: &str,
+                            ctx: &NodeContext|
+              -> Result<Box<dyn NodeRules>, Vec<FieldError>> {
+            x.lock().push((p.to_string(), ctx.clone()));
+            let rules: Vec<String> = node.validations.iter().map(|r| r.rule.clone()).collect();
+            let at = |i: usize| format!("{p}.x-kubernetes-validations[{i}].rule");
+            if let Some(i) = rules.iter().position(|r| r == "broken") {
+                let e = FieldError::new(ErrorKind::Invalid, at(i), None, "compilation failed");
+                return Err(vec![e]);
+            }
+            // As the CEL module does: no `oldSelf` where old values are not paired.
+            if let (Some(within), Some(i)) = (
+                &ctx.uncorrelatable,
+                rules.iter().position(|r| r == "oldSelf"),
+            ) {
+                return Err(vec![FieldError::new(
+                    ErrorKind::Invalid,
+                    at(i),
+                    Some(Value::String(rules[i].clone())),
+                    format!("oldSelf cannot be used on the uncorrelatable portion of the schema within {within}"),
+                )]);
+            }
+            Ok(Box::new(Fake {
+                rules,
+                calls: c.clone(),
+            }))
+        };
+        let v = Validator::with_compiler(s, "openAPIV3Schema", &compile);
+        (v, calls, contexts)
+    }
 
     fn fake_validator(s: Schema) -> (Result<Validator, Vec<FieldError>>, Calls) {
-        let calls: Calls = Arc::default();
-        let c = calls.clone();
-        let compile =
-            move |node: &Schema, p: &str| -> Result<Box<dyn NodeRules>, Vec<FieldError>> {
-                let rules: Vec<String> = node.validations.iter().map(|r| r.rule.clone()).collect();
-                if rules.iter().any(|r| r == "broken") {
-                    return Err(vec![FieldError::new(
-                        ErrorKind::Invalid,
-                        format!("{p}.x-kubernetes-validations[0].rule"),
-                        None,
-                        "compilation failed",
-                    )]);
-                }
-                Ok(Box::new(Fake {
-                    rules,
-                    calls: c.clone(),
-                }))
-            };
-        (
-            Validator::with_compiler(s, "openAPIV3Schema", &compile),
-            calls,
-        )
+        let (v, calls, _) = fake(s);
+        (v, calls)
+    }
+
+    #[test]
+    fn rules_compile_knowing_their_place() {
+        let s = schema(json!({
+            "type": "object",
+            "x-kubernetes-validations": [{"rule": "pass"}],
+            "properties": {"spec": {"type": "object", "properties": {
+                "list": {"type": "array", "maxItems": 10, "items": {
+                    "type": "object", "x-kubernetes-validations": [{"rule": "pass"}],
+                    "properties": {"m": {"type": "object", "maxProperties": 3,
+                        "additionalProperties": {"type": "string",
+                            "x-kubernetes-validations": [{"rule": "pass"}]}}}}},
+                "free": {"type": "array", "items": {"type": "string",
+                    "x-kubernetes-validations": [{"rule": "pass"}]}},
+                "byKey": {"type": "array", "x-kubernetes-list-type": "map",
+                          "x-kubernetes-list-map-keys": ["k"], "maxItems": 2,
+                          "items": {"type": "object", "required": ["k"],
+                                    "properties": {"k": {"type": "string"}},
+                                    "x-kubernetes-validations": [{"rule": "oldSelf"}]}},
+                "tmpl": {"type": "object", "x-kubernetes-embedded-resource": true,
+                         "x-kubernetes-preserve-unknown-fields": true,
+                         "x-kubernetes-validations": [{"rule": "pass"}]}
+            }}}
+        }));
+        let (v, _, contexts) = fake(s);
+        assert!(v.is_ok());
+        let contexts = contexts.lock().clone();
+        let ctx = |p: &str| {
+            contexts
+                .iter()
+                .find(|c| c.0 == p)
+                .map(|c| c.1.clone())
+                .unwrap()
+        };
+        let list = "openAPIV3Schema.properties[spec].properties[list]";
+        let at = |resource_root, cardinality, uncorrelatable: Option<&str>| NodeContext {
+            resource_root,
+            cardinality,
+            uncorrelatable: uncorrelatable.map(String::from),
+        };
+        assert_eq!(ctx("openAPIV3Schema"), at(true, Some(1), None));
+        assert_eq!(
+            ctx(&format!("{list}.items")),
+            at(false, Some(10), Some(list))
+        );
+        assert_eq!(
+            ctx(&format!("{list}.items.properties[m].additionalProperties")),
+            at(false, Some(30), Some(list))
+        );
+        assert_eq!(
+            ctx("openAPIV3Schema.properties[spec].properties[free].items").cardinality,
+            None
+        );
+        assert_eq!(
+            ctx("openAPIV3Schema.properties[spec].properties[byKey].items"),
+            at(false, Some(2), None)
+        );
+        assert!(ctx("openAPIV3Schema.properties[spec].properties[tmpl]").resource_root);
     }
 
     fn rules_schema() -> Schema {
