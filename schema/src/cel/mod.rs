@@ -1,0 +1,3 @@
+//! `x-kubernetes-validations` rules.
+mod decl;
+mod library;
