@@ -475,13 +475,9 @@ impl Analyzer<'_> {
                     None => Err(self.error(id, format!("undefined field '{field}'"))),
                 }
             }
-            Ty::Map(_, v) => {
-                let decl = operand.decl.and_then(|d| match self.decls.node(d).kind {
-                    Kind::Map { elem } => Some(elem),
-                    _ => None,
-                });
-                Ok(((**v).clone(), decl))
-            }
+            // cel-go's size estimate follows a map's values only through `[...]`, not
+            // through a field selection: the selected value has no known size.
+            Ty::Map(_, v) => Ok(((**v).clone(), None)),
             t if t.is_dyn() => Ok((Ty::Dyn, None)),
             t => Err(self.error(id, format!("type '{t}' does not support field selection"))),
         }
