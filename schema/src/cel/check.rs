@@ -274,6 +274,7 @@ pub(crate) fn analyze(
     vars: &[Var],
 ) -> Analysis {
     let mut a = Analyzer {
+        root: vars.iter().find(|v| v.name == "self").and_then(|v| v.decl),
         decls,
         sizes,
         vars,
@@ -291,6 +292,7 @@ pub(crate) fn analyze(
 }
 
 struct Analyzer<'a> {
+    root: Option<NodeId>,
     decls: &'a Decls,
     sizes: &'a dyn Fn(NodeId) -> u64,
     vars: &'a [Var],
@@ -451,7 +453,12 @@ impl Analyzer<'_> {
         }
         match name {
             "int" | "uint" | "double" | "bool" | "string" | "bytes" | "list" | "map"
-            | "null_type" | "type" | "dyn" => Info::of(Ty::TypeVal, Est::fixed(1)),
+            | "null_type" | "type" | "dyn" => Info {
+                // Kubernetes sizes every path by the root of the schema whatever its first
+                // name, so a type name is as large as `self`.
+                decl: self.root,
+                ..Info::of(Ty::TypeVal, Est::fixed(1))
+            },
             _ => self.error(
                 id,
                 format!("undeclared reference to '{name}' (in container '')"),

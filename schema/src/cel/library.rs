@@ -765,10 +765,13 @@ fn url_query<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Res<'b, 'v> {
     owned(CelMap::from(map))
 }
 
+/// The items of two lists.
+type ListPair<'a, 'v> = (Vec<&'a (dyn Val + 'v)>, Vec<&'a (dyn Val + 'v)>);
+
 fn sets_lists<'a, 'v>(
     args: &'a [CowVal<'_, 'v>],
     function: &str,
-) -> Result<(Vec<&'a (dyn Val + 'v)>, Vec<&'a (dyn Val + 'v)>), ExecutionError> {
+) -> Result<ListPair<'a, 'v>, ExecutionError> {
     Ok((
         items(nth(args, 0)?, function)?,
         items(nth(args, 1)?, function)?,

@@ -570,7 +570,8 @@ impl TotalCost {
                 continue;
             }
             self.most_expensive.push(cost.clone());
-            self.most_expensive.sort_by(|a, b| b.cost.cmp(&a.cost));
+            self.most_expensive
+                .sort_by_key(|c| std::cmp::Reverse(c.cost));
             self.most_expensive.truncate(4);
         }
     }
