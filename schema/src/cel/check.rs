@@ -273,7 +273,20 @@ pub(crate) fn analyze(
     sizes: &dyn Fn(NodeId) -> u64,
     vars: &[Var],
 ) -> Analysis {
+    analyze_bounded(expr, decls, sizes, vars, None)
+}
+
+/// As [`analyze`], with every `dyn` value known to be at most `dyn_bound` long (the
+/// largest string, list or map of the values the variables hold).
+pub(crate) fn analyze_bounded(
+    expr: &IdedExpr,
+    decls: &Decls,
+    sizes: &dyn Fn(NodeId) -> u64,
+    vars: &[Var],
+    dyn_bound: Option<u64>,
+) -> Analysis {
     let mut a = Analyzer {
+        dyn_bound,
         root: vars.iter().find(|v| v.name == "self").and_then(|v| v.decl),
         decls,
         sizes,
@@ -292,6 +305,7 @@ pub(crate) fn analyze(
 }
 
 struct Analyzer<'a> {
+    dyn_bound: Option<u64>,
     root: Option<NodeId>,
     decls: &'a Decls,
     sizes: &'a dyn Fn(NodeId) -> u64,
@@ -324,7 +338,10 @@ impl Analyzer<'_> {
         if i.ty.is_scalar() {
             return Est::fixed(1);
         }
-        Est::UNKNOWN
+        match (self.dyn_bound, &i.ty) {
+            (Some(bound), t) if t.is_dyn() => Est { min: 0, max: bound },
+            _ => Est::UNKNOWN,
+        }
     }
 
     fn visit(&mut self, e: &IdedExpr) -> Info {

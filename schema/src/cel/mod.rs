@@ -402,6 +402,17 @@ impl Rules {
         let old_ref: Option<Result<&dyn Val, &String>> =
             old_val.as_ref().map(|o| o.as_ref().map(|v| &**v));
         let mut observed: Option<Vec<u64>> = None;
+        let old_optional: Option<Box<dyn Val + '_>> =
+            if self.rules.iter().any(|r| r.optional_old_self) {
+                Some(Box::new(
+                    match old.map(|o| values::to_val(&self.decls, self.root, o)) {
+                        Some(Ok(v)) => CelOptional::of(v),
+                        _ => CelOptional::none(),
+                    },
+                ))
+            } else {
+                None
+            };
 
         for compiled in &self.rules {
             if compiled.uses_old_self && old.is_none() && !compiled.optional_old_self {
@@ -444,7 +455,9 @@ impl Rules {
             let activation = Activation {
                 self_val: self_ref,
                 old_val: old_ref,
-                optional_old: compiled.optional_old_self,
+                old_optional: old_optional
+                    .as_deref()
+                    .filter(|_| compiled.optional_old_self),
             };
             let result = evaluate(&compiled.program, &activation);
             match result {
@@ -649,9 +662,38 @@ impl Expression {
         self.returns.to_string()
     }
 
+    /// The estimated cost of evaluating with `values`: the static estimate, with every
+    /// value no larger than the largest string, list or map the values hold.
+    pub fn cost(&self, values: &[(&str, &Value)]) -> u64 {
+        let bound = values.iter().map(|(_, v)| largest(v)).max().unwrap_or(0);
+        let vars: Vec<Var> = self
+            .variables
+            .iter()
+            .map(|name| Var {
+                name: name.clone(),
+                ty: Ty::Dyn,
+                decl: None,
+            })
+            .collect();
+        let unknown = |_: NodeId| u64::MAX;
+        check::analyze_bounded(
+            self.program.expression(),
+            &Decls::default(),
+            &unknown,
+            &vars,
+            Some(bound),
+        )
+        .cost
+        .max
+    }
+
     /// Evaluates with the variables bound to `values` (unlisted ones are unbound: naming
-    /// them is an error). The result is JSON.
+    /// them is an error). The result is JSON. An evaluation whose [`Expression::cost`]
+    /// exceeds [`PER_CALL_LIMIT`] is not run.
     pub fn evaluate(&self, values: &[(&str, &Value)]) -> Result<Value, String> {
+        if self.cost(values) > PER_CALL_LIMIT {
+            return Err("operation cancelled: actual cost limit exceeded".to_owned());
+        }
         let bound: Vec<(String, Box<dyn Val + '_>)> = values
             .iter()
             .filter(|(name, _)| self.variables.iter().any(|v| v == name))
@@ -673,6 +715,19 @@ impl Expression {
     }
 }
 
+/// The longest string, list or map within `v`.
+fn largest(v: &Value) -> u64 {
+    match v {
+        Value::String(s) => s.len() as u64,
+        Value::Array(items) => items.iter().map(largest).fold(items.len() as u64, u64::max),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| largest(v).max(k.len() as u64))
+            .fold(map.len() as u64, u64::max),
+        _ => 1,
+    }
+}
+
 struct Bound<'v>(Vec<(String, Box<dyn Val + 'v>)>);
 
 impl VariableResolver for Bound<'_> {
@@ -688,19 +743,18 @@ impl VariableResolver for Bound<'_> {
 struct Activation<'a> {
     self_val: Result<&'a dyn Val, &'a String>,
     old_val: Option<Result<&'a dyn Val, &'a String>>,
-    optional_old: bool,
+    /// `oldSelf` as an optional, for rules with `optionalOldSelf`; built once per check,
+    /// as a rule may name `oldSelf` in a loop.
+    old_optional: Option<&'a dyn Val>,
 }
 
 impl VariableResolver for Activation<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         match variable {
             "self" => self.self_val.ok().map(CowVal::Borrowed),
-            "oldSelf" if self.optional_old => Some(CowVal::owned(match self.old_val {
-                Some(Ok(v)) => CelOptional::of(v.clone_as_boxed()),
-                _ => CelOptional::none(),
-            })),
-            "oldSelf" => match self.old_val {
-                Some(Ok(v)) => Some(CowVal::Borrowed(v)),
+            "oldSelf" => match (self.old_optional, self.old_val) {
+                (Some(optional), _) => Some(CowVal::Borrowed(optional)),
+                (None, Some(Ok(v))) => Some(CowVal::Borrowed(v)),
                 _ => None,
             },
             _ => None,

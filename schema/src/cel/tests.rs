@@ -825,3 +825,49 @@ fn expressions_evaluate_json() {
         Err("no such key: missing".to_owned())
     );
 }
+
+#[test]
+fn expressions_are_bounded_by_the_per_call_limit() {
+    let e = Expression::compile(
+        "object.items.all(x, object.items.all(y, x == y))",
+        &["object"],
+    )
+    .unwrap();
+    let small = json!({"items": [1, 1, 1]});
+    assert_eq!(e.evaluate_bool(&[("object", &small)]), Ok(true));
+    let big = json!({"items": vec![1; 2000]});
+    assert!(e.cost(&[("object", &big)]) > PER_CALL_LIMIT);
+    assert_eq!(
+        e.evaluate(&[("object", &big)]),
+        Err("operation cancelled: actual cost limit exceeded".to_owned())
+    );
+    let unbounded = Expression::compile("lists.range(1000000).map(x, x).size() > 0", &[]).unwrap();
+    assert!(
+        unbounded.evaluate(&[]).is_err(),
+        "a list of unknown size costs too much"
+    );
+}
+
+#[test]
+fn optional_old_self_in_a_loop_sees_the_old_value() {
+    let s = json!({
+        "type": "array", "maxItems": 100, "items": {"type": "string", "maxLength": 10},
+        "x-kubernetes-validations": [{
+            "rule": "self.all(x, !oldSelf.hasValue() || size(oldSelf.value()) <= size(self))",
+            "optionalOldSelf": true, "message": "the list may only grow"
+        }]
+    });
+    assert!(run_old(&s, json!(["a", "b"]), None).is_empty());
+    assert!(run_old(&s, json!(["a", "b"]), Some(json!(["a"]))).is_empty());
+    assert_eq!(
+        run_old(&s, json!(["c"]), Some(json!(["a", "b"]))),
+        vec!["spec: Invalid value: the list may only grow"]
+    );
+    // `oldSelf.value()` has no size bound in Kubernetes' estimate: looking through it in a
+    // loop is refused, as Kubernetes refuses it.
+    let costly = json!({
+        "type": "array", "maxItems": 100, "items": {"type": "string", "maxLength": 10},
+        "x-kubernetes-validations": [{"rule": "self.all(x, !oldSelf.hasValue() || x in oldSelf.value())", "optionalOldSelf": true}]
+    });
+    assert!(compile_errors(costly)[0].contains("estimated rule cost exceeds budget"));
+}
