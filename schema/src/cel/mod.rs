@@ -43,6 +43,7 @@
 mod check;
 mod decl;
 mod library;
+mod validator;
 mod values;
 
 use std::fmt::Write as _;
@@ -59,6 +60,7 @@ use check::{Analysis, Ty, Var};
 use decl::{Decls, NodeId};
 
 pub use decl::{escape, MAX_REQUEST_SIZE_BYTES};
+pub use validator::SchemaRules;
 
 /// The most one evaluation of one rule may cost (Kubernetes' `PerCallLimit`).
 pub const PER_CALL_LIMIT: u64 = 1_000_000;
@@ -158,14 +160,28 @@ impl Rules {
         path: &str,
         opts: &CompileOptions,
     ) -> Result<Rules, Vec<FieldError>> {
+        Rules::compile_rules(node, &node.validations, path, opts)
+    }
+
+    /// Compiles `validations` against the types of `node` (the rules of an `allOf` branch
+    /// apply to the node the branch is in).
+    pub(crate) fn compile_rules(
+        node: &Schema,
+        validations: &[Rule],
+        path: &str,
+        opts: &CompileOptions,
+    ) -> Result<Rules, Vec<FieldError>> {
         let type_name = node.type_.clone().unwrap_or_default();
+        if validations.is_empty() {
+            return Ok(Rules::empty(type_name));
+        }
         let base = if path.is_empty() {
             "x-kubernetes-validations".to_owned()
         } else {
             format!("{path}.x-kubernetes-validations")
         };
         let mut errors = Vec::new();
-        for (i, rule) in node.validations.iter().enumerate() {
+        for (i, rule) in validations.iter().enumerate() {
             validate_rule_fields(node, rule, &format!("{base}[{i}]"), &mut errors);
         }
         if !errors.is_empty() {
@@ -173,9 +189,6 @@ impl Rules {
         }
         let resource_root = opts.resource_root || node.embedded_resource;
         let Some((decls, root)) = Decls::build(node, resource_root) else {
-            if node.validations.is_empty() {
-                return Ok(Rules::empty(type_name));
-            }
             return Err(vec![FieldError::new(
                 ErrorKind::Internal,
                 base,
@@ -189,7 +202,7 @@ impl Rules {
 
         let mut rules = Vec::new();
         let mut costs = Vec::new();
-        for (i, rule) in node.validations.iter().enumerate() {
+        for (i, rule) in validations.iter().enumerate() {
             let at = format!("{base}[{i}]");
             let optional = rule.optional_old_self == Some(true);
             let vars = rule_vars(&decls, root, optional);

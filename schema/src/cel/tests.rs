@@ -871,3 +871,75 @@ fn optional_old_self_in_a_loop_sees_the_old_value() {
     });
     assert!(compile_errors(costly)[0].contains("estimated rule cost exceeds budget"));
 }
+
+/// Rules as people write them: each must compile, and hold on the object.
+#[test]
+fn common_rules_compile_and_hold() {
+    let s = json!({
+        "type": "object",
+        "properties": {
+            "s": {"type": "string", "maxLength": 16},
+            "i": {"type": "integer"},
+            "d": {"type": "number"},
+            "b": {"type": "boolean"},
+            "list": {"type": "array", "maxItems": 8, "items": {"type": "string", "maxLength": 8}},
+            "map": {"type": "object", "maxProperties": 8, "additionalProperties": {"type": "string", "maxLength": 8}},
+            "obj": {"type": "object", "properties": {"f": {"type": "string", "maxLength": 8}}},
+            "objs": {"type": "array", "maxItems": 8, "items": {"type": "object", "properties": {"f": {"type": "string", "maxLength": 8}}}},
+            "ts": {"type": "string", "format": "date-time"},
+            "dur": {"type": "string", "format": "duration"},
+            "raw": {"type": "string", "format": "byte", "maxLength": 16},
+        }
+    });
+    let value = json!({
+        "s": "a", "i": 4, "d": 0.5, "b": true,
+        "list": ["a", "b"], "map": {"k": "v"}, "obj": {"f": "x"}, "objs": [{"f": "x"}, {"f": "y"}],
+        "ts": "2024-01-02T03:04:05Z", "dur": "90s", "raw": "aGk=",
+    });
+    let rules = [
+        "self.s == 'a' && size(self.s) == 1 && self.s.size() == 1",
+        "self.s.startsWith('a') && self.s.endsWith('a') && self.s.contains('a') && self.s.matches('^a$')",
+        "self.list.size() == 2 && self.list[0] == 'a' && 'a' in self.list",
+        "self.list.exists(x, x == 'b') && self.list.all(x, x.size() == 1)",
+        "self.map.size() == 1 && self.map['k'] == 'v' && 'k' in self.map && has(self.map.k)",
+        "self.map.all(k, self.map[k] != '')",
+        "self.i % 2 == 0 && self.i * 2 > 1 && -self.i < 0 && self.i - 1 == 3",
+        "self.d / 2.0 > 0.1 && double(self.i) > 0.5 && int(self.d) >= 0 && uint(self.i) > 0u",
+        "self.d < self.i && self.i > self.d",
+        "string(self.b) == 'true' && (self.b || !self.b)",
+        "self.b ? self.i > 0 : self.i <= 0",
+        "self.list + ['c'] == ['a', 'b', 'c'] && self.s + 'x' == 'ax'",
+        "self.ts > timestamp('2000-01-01T00:00:00Z') && self.ts - duration('1h') < self.ts",
+        "self.dur > duration('1m') && self.dur.getSeconds() == 90 && self.ts.getFullYear() == 2024",
+        "self.raw == b'hi' && size(self.raw) == 2",
+        "self.list.map(x, x + '!').exists(y, y == 'a!') && self.list.filter(x, x != 'a').size() == 1",
+        "dyn(self.i) == 4 && type(self.s) == string && type(self.i) == int",
+        "self.obj.f == 'x' && has(self.obj.f) && self.obj == self.obj",
+        "self.objs.all(o, has(o.f)) && self.objs.exists(o, o.f == 'y') && self.objs[1].f == 'y'",
+        "self.s.lowerAscii() == 'a' && self.s.upperAscii() == 'A' && self.s.trim() == 'a'",
+        "self.s.split(',').size() == 1 && self.s.replace('a', 'b') == 'b' && self.s.substring(0, 1) == 'a'",
+        "self.s.indexOf('a') == 0 && self.s.lastIndexOf('a') == 0 && self.s.charAt(0) == 'a'",
+        "self.list.join('') == 'ab' && self.list.join() == 'ab' && self.list.isSorted()",
+        "[1, 2].sum() == 3 && [1, 2].max() == 2 && [1, 2].min() == 1 && self.list.indexOf('b') == 1",
+        "self.s.findAll('a').size() == 1 && self.s.find('a') == 'a'",
+        "optional.of(1).hasValue() && optional.none().orValue(2) == 2",
+        "self.?obj.?f.orValue('') == 'x' && self.map[?'k'].orValue('') == 'v' && !self.map[?'z'].hasValue()",
+        "[1, 2, 3].exists_one(x, x == 2) && {'a': 1}['a'] == 1 && self.i in [1, 4]",
+        "self.list == ['a', 'b'] && self.map == {'k': 'v'}",
+        "sets.contains(self.list, ['a']) && sets.intersects(self.list, ['b', 'z'])",
+        "'%s-%d'.format([self.s, self.i]) == 'a-4'",
+        "cel.bind(first, self.list[0], first == 'a')",
+        "self.list.sort() == ['a', 'b'] && self.list.reverse() == ['b', 'a'] && self.list.distinct().size() == 2",
+        "self.list.slice(0, 1) == ['a'] && [[1], [2]].flatten() == [1, 2]",
+        "quantity('1').add(1).isInteger() && url('https://x.io').getHost() == 'x.io'",
+    ];
+    for rule in rules {
+        let mut with = s.clone();
+        with["x-kubernetes-validations"] = json!([{"rule": rule}]);
+        let compiled =
+            Rules::compile(&schema(with), "").unwrap_or_else(|e| panic!("{rule}: {e:#?}"));
+        let mut out = Vec::new();
+        compiled.check("spec", &value, None, &mut out);
+        assert!(out.is_empty(), "{rule}: {out:#?}");
+    }
+}
