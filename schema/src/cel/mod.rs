@@ -8,9 +8,19 @@
 //! must be valid, and the estimated cost must fit the budget. [`Rules::check`] runs them on
 //! a value, reporting failures as Kubernetes does (`spec: Invalid value: ...: <message>`).
 //!
-//! The interpreter is the `cel` crate; [`library`] adds Kubernetes' functions to it.
-//! [`Expression`] is the same engine for other users of CEL (admission policies): an
+//! [`SchemaRules`] does both for a whole schema, as Kubernetes' CEL validator does: it
+//! compiles every node's rules knowing where the node sits (how often it can occur, whether
+//! old values pair there, the CRD's total cost) and runs them over an object and its old
+//! version with one budget.
+//!
+//! The interpreter is the `cel` crate; the `library` module adds Kubernetes' functions to
+//! it. [`Expression`] is the same engine for other users of CEL (admission policies): an
 //! expression over named JSON values, evaluated to JSON.
+//!
+//! A failed rule on an object or list omits the value, as current Kubernetes does
+//! (`spec: Invalid value: <message>`); on a scalar it prints it (`spec.name: Invalid
+//! value: "x": <message>`); errors about the rule itself (evaluation errors, cost) print
+//! the node's type (`spec: Invalid value: "object": no such key: x evaluating rule: ...`).
 //!
 //! # Cost, and how it approximates Kubernetes'
 //!
@@ -36,9 +46,11 @@
 //!
 //! # What is left out
 //!
-//! Kubernetes' IP, CIDR, semver, format and authorizer libraries and two-variable
-//! comprehensions are not provided (rules using them fail to compile); equality of
-//! `x-kubernetes-list-type: set` and `map` lists is order-sensitive here.
+//! Kubernetes' IP, CIDR, semver, format, JSON patch and authorizer libraries and
+//! two-variable comprehensions (`all(k, v, ...)`, `transformMap`) are not provided: rules
+//! using them fail to compile. Equality of `x-kubernetes-list-type: set` and `map` lists
+//! is order-sensitive here, where Kubernetes ignores the order. Validation ratcheting
+//! (errors of unchanged values reported as warnings) is left to the caller.
 
 mod check;
 mod decl;

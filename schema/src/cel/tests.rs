@@ -943,3 +943,27 @@ fn common_rules_compile_and_hold() {
         assert!(out.is_empty(), "{rule}: {out:#?}");
     }
 }
+
+/// Compiled rules are shared by the request handlers of a server.
+#[test]
+fn compiled_rules_can_be_shared_across_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Rules>();
+    shared::<SchemaRules>();
+    shared::<Expression>();
+    let s = json!({"type": "object", "properties": {"a": {"type": "integer"}},
+                   "x-kubernetes-validations": [{"rule": "self.a > 0"}]});
+    let rules = std::sync::Arc::new(Rules::compile(&schema(s), "").unwrap());
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let rules = rules.clone();
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                rules.check("spec", &json!({"a": i}), None, &mut out);
+                out.len()
+            })
+        })
+        .collect();
+    let failures: Vec<usize> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(failures, vec![1, 0, 0, 0]);
+}
