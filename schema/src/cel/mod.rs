@@ -154,6 +154,8 @@ struct Compiled {
     /// The estimate for one evaluation with the schema's bounds.
     static_cost: u64,
     message_cost: u64,
+    /// How deep the rule (or its message expression, if deeper) is nested.
+    depth: usize,
 }
 
 impl Rules {
@@ -219,9 +221,9 @@ impl Rules {
             let optional = rule.optional_old_self == Some(true);
             let vars = rule_vars(&decls, root, optional);
             let static_sizes = |id: NodeId| decls.node(id).max_elements;
-            let compiled = compile_checked(&rule.rule, &decls, &static_sizes, &vars);
+            let compiled = compile_deep(&rule.rule, &decls, &static_sizes, &vars);
             let rule_value = rule_json(rule);
-            let (program, analysis) = match compiled {
+            let (program, analysis, mut depth) = match compiled {
                 Ok(ok) => ok,
                 Err(issues) => {
                     errors.push(FieldError::new(
@@ -265,20 +267,21 @@ impl Rules {
             let mut message_cost = 0;
             if let Some(expr) = rule.message_expression.as_deref().filter(|m| !m.is_empty()) {
                 let vars = rule_vars(&decls, root, optional);
-                match compile_checked(expr, &decls, &static_sizes, &vars) {
+                match compile_deep(expr, &decls, &static_sizes, &vars) {
                     Err(issues) => errors.push(FieldError::new(
                         ErrorKind::Invalid,
                         format!("{at}.messageExpression"),
                         Some(rule_value.clone()),
                         format!("messageExpression compilation failed: {issues}"),
                     )),
-                    Ok((_, a)) if a.ty != Ty::String => errors.push(FieldError::new(
+                    Ok((_, a, _)) if a.ty != Ty::String => errors.push(FieldError::new(
                         ErrorKind::Invalid,
                         format!("{at}.messageExpression"),
                         Some(rule_value.clone()),
                         "messageExpression must evaluate to a string",
                     )),
-                    Ok((program, a)) => {
+                    Ok((program, a, message_depth)) => {
+                        depth = depth.max(message_depth);
                         message_cost = a.cost.max;
                         if message_cost > STATIC_ESTIMATED_COST_LIMIT {
                             errors.push(FieldError::new(
@@ -333,6 +336,7 @@ impl Rules {
                 field_path,
                 static_cost: analysis.cost.max,
                 message_cost,
+                depth,
             });
         }
         if !errors.is_empty() {
@@ -484,7 +488,7 @@ impl Rules {
                     .as_deref()
                     .filter(|_| compiled.optional_old_self),
             };
-            let result = evaluate(&compiled.program, &activation);
+            let result = with_stack(compiled.depth, || evaluate(&compiled.program, &activation));
             match result {
                 Err(e) if e == NO_SUCH_OVERLOAD => out.push(FieldError::new(
                     ErrorKind::Invalid,
@@ -521,7 +525,9 @@ impl Rules {
                             return;
                         }
                         budget.remaining -= cost;
-                        detail = message_text(evaluate(message, &activation));
+                        detail = message_text(with_stack(compiled.depth, || {
+                            evaluate(message, &activation)
+                        }));
                     }
                     let detail = detail.unwrap_or_else(|| rule_message_or_default(&compiled.rule));
                     let bad = match self.decls.node(self.root).kind {
@@ -538,8 +544,11 @@ impl Rules {
     fn runtime_cost(&self, compiled: &Compiled, sizes: &[u64]) -> u64 {
         let lookup = |id: NodeId| sizes.get(id).copied().unwrap_or(0);
         let vars = rule_vars(&self.decls, self.root, compiled.optional_old_self);
-        let analysis = check::analyze(compiled.program.expression(), &self.decls, &lookup, &vars);
-        analysis.cost.max
+        with_stack(compiled.depth, || {
+            check::analyze(compiled.program.expression(), &self.decls, &lookup, &vars)
+                .cost
+                .max
+        })
     }
 }
 
@@ -658,6 +667,7 @@ pub struct Expression {
     program: Program,
     variables: Vec<String>,
     returns: Ty,
+    depth: usize,
 }
 
 impl Expression {
@@ -673,11 +683,12 @@ impl Expression {
             })
             .collect();
         let unknown = |_: NodeId| u64::MAX;
-        let (program, analysis) = compile_checked(source, &Decls::default(), &unknown, &vars)?;
+        let (program, analysis, depth) = compile_deep(source, &Decls::default(), &unknown, &vars)?;
         Ok(Expression {
             program,
             variables: variables.iter().map(|v| (*v).to_owned()).collect(),
             returns: analysis.ty,
+            depth,
         })
     }
 
@@ -701,15 +712,17 @@ impl Expression {
             })
             .collect();
         let unknown = |_: NodeId| u64::MAX;
-        check::analyze_bounded(
-            self.program.expression(),
-            &Decls::default(),
-            &unknown,
-            &vars,
-            Some(bound),
-        )
-        .cost
-        .max
+        with_stack(self.depth, || {
+            check::analyze_bounded(
+                self.program.expression(),
+                &Decls::default(),
+                &unknown,
+                &vars,
+                Some(bound),
+            )
+            .cost
+            .max
+        })
     }
 
     /// Evaluates with the variables bound to `values` (unlisted ones are unbound: naming
@@ -727,7 +740,8 @@ impl Expression {
         let resolver = Bound(bound);
         let mut ctx = Context::with_env(library::env());
         ctx.set_variable_resolver(&resolver);
-        let result = self.program.execute(&ctx).map_err(|e| runtime_error(&e))?;
+        let result =
+            with_stack(self.depth, || self.program.execute(&ctx)).map_err(|e| runtime_error(&e))?;
         values::to_json(&result)
     }
 
@@ -902,27 +916,78 @@ fn rule_vars(decls: &Decls, root: NodeId, optional_old_self: bool) -> Vec<Var> {
     ]
 }
 
-/// Parses and checks `source`; the error is the problems as cel-go lists them.
-fn compile_checked(
+/// The longest expression cel-go parses, in code points.
+const MAX_EXPRESSION_CODE_POINTS: usize = 100_000;
+/// The deepest expression accepted. cel-go refuses parse trees nested beyond 250; the AST
+/// here is bounded the same, so that checking and evaluating it (both recursive) fit the
+/// stack of any thread.
+const MAX_EXPRESSION_DEPTH: usize = 250;
+/// The stack parsing runs on: the parser recurses once per nesting level, and a rule is
+/// request input.
+const PARSE_STACK_BYTES: usize = 128 << 20;
+/// The stack checking or evaluating an expression may take per level of nesting (measured
+/// in unoptimized builds, with room to spare), and beyond that.
+const STACK_PER_LEVEL: usize = 24 << 10;
+const STACK_MARGIN: usize = 512 << 10;
+
+/// Runs `f`, which recurses through an expression `depth` deep, on a stack large enough:
+/// the current one when it has room, a fresh one otherwise.
+fn with_stack<R>(depth: usize, f: impl FnOnce() -> R) -> R {
+    let need = depth * STACK_PER_LEVEL + STACK_MARGIN;
+    stacker::maybe_grow(need, need * 2, f)
+}
+
+/// Parses and checks `source`, returning how deep it is nested too; the error is the
+/// problems as cel-go lists them.
+fn compile_deep(
     source: &str,
     decls: &Decls,
     sizes: &dyn Fn(NodeId) -> u64,
     vars: &[Var],
-) -> Result<(Program, Analysis), String> {
+) -> Result<(Program, Analysis, usize), String> {
+    let size = source.chars().count();
+    if size > MAX_EXPRESSION_CODE_POINTS {
+        return Err(format!(
+            "ERROR: <input>:-1:0: expression code point size exceeds limit: size: {size}, limit {MAX_EXPRESSION_CODE_POINTS}"
+        ));
+    }
     let env = library::env();
-    let program = env.compile(source).map_err(|errs| {
-        let issues: Vec<(usize, usize, String)> = errs
-            .errors
-            .iter()
-            .map(|e| {
-                let line = usize::try_from(e.pos.0).unwrap_or(1).max(1);
-                let col = usize::try_from(e.pos.1).unwrap_or(1).max(1) - 1;
-                (line, col, e.msg.clone())
-            })
-            .collect();
-        format_issues(source, issues)
+    // Parsed, and if too deep also dropped (dropping recurses too), on a stack of its own.
+    let program = stacker::grow(PARSE_STACK_BYTES, || {
+        let program = env.compile(source).map_err(|errs| {
+            let issues: Vec<(usize, usize, String)> = errs
+                .errors
+                .iter()
+                .map(|e| {
+                    let line = usize::try_from(e.pos.0).unwrap_or(1).max(1);
+                    let col = usize::try_from(e.pos.1).unwrap_or(1).max(1) - 1;
+                    (line, col, e.msg.clone())
+                })
+                .collect();
+            format_issues(source, issues)
+        })?;
+        let (depth, deepest) = depth(program.expression());
+        if depth > MAX_EXPRESSION_DEPTH {
+            let offset = program
+                .source_info()
+                .offset_for(deepest)
+                .map_or(0, |(start, _)| start as usize);
+            let (line, col) = location(source, offset);
+            return Err(format_issues(
+                source,
+                vec![(
+                    line,
+                    col,
+                    format!("expression recursion limit exceeded: {MAX_EXPRESSION_DEPTH}"),
+                )],
+            ));
+        }
+        Ok((program, depth))
     })?;
-    let analysis = check::analyze(program.expression(), decls, sizes, vars);
+    let (program, depth) = program;
+    let analysis = with_stack(depth, || {
+        check::analyze(program.expression(), decls, sizes, vars)
+    });
     if !analysis.errors.is_empty() {
         let issues = analysis
             .errors
@@ -938,7 +1003,56 @@ fn compile_checked(
             .collect();
         return Err(format_issues(source, issues));
     }
-    Ok((program, analysis))
+    Ok((program, analysis, depth))
+}
+
+/// How deep an expression is nested, and its deepest node; found without recursion.
+fn depth(root: &cel::IdedExpr) -> (usize, u64) {
+    use cel::common::ast::{EntryExpr, Expr};
+    let mut deepest = (1, root.id);
+    let mut stack = vec![(root, 1usize)];
+    while let Some((e, depth)) = stack.pop() {
+        if depth > deepest.0 {
+            deepest = (depth, e.id);
+        }
+        let next = depth + 1;
+        match &e.expr {
+            Expr::Call(c) => {
+                stack.extend(c.target.iter().map(|t| (&**t, next)));
+                stack.extend(c.args.iter().map(|a| (a, next)));
+            }
+            Expr::Select(sel) => stack.push((&sel.operand, next)),
+            Expr::List(l) => stack.extend(l.elements.iter().map(|x| (x, next))),
+            Expr::Map(m) => {
+                for entry in &m.entries {
+                    if let EntryExpr::MapEntry(me) = &entry.expr {
+                        stack.push((&me.key, next));
+                        stack.push((&me.value, next));
+                    }
+                }
+            }
+            Expr::Struct(st) => {
+                for entry in &st.entries {
+                    if let EntryExpr::StructField(f) = &entry.expr {
+                        stack.push((&f.value, next));
+                    }
+                }
+            }
+            Expr::Comprehension(c) => {
+                for part in [
+                    &c.iter_range,
+                    &c.accu_init,
+                    &c.loop_cond,
+                    &c.loop_step,
+                    &c.result,
+                ] {
+                    stack.push((part, next));
+                }
+            }
+            Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+        }
+    }
+    deepest
 }
 
 /// The 1-based line and 0-based column (in characters) of a byte offset.

@@ -967,3 +967,50 @@ fn compiled_rules_can_be_shared_across_threads() {
     let failures: Vec<usize> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(failures, vec![1, 0, 0, 0]);
 }
+
+/// A rule is request input: no rule text may crash the server. Deep nesting is refused as
+/// cel-go refuses it; just under the limit, a rule compiles and runs on an ordinary
+/// thread's stack.
+#[test]
+fn hostile_rules_are_refused_not_fatal() {
+    let chain = |n: usize| vec!["self.a"; n].join(" + ");
+    let hostile = [
+        format!("{}1{} == 1", "(".repeat(5000), ")".repeat(5000)),
+        format!("{}1{} == []", "[".repeat(3000), "]".repeat(3000)),
+        format!("{} == ''", chain(30_000)),
+        format!("self.a{} == ''", ".lowerAscii()".repeat(20_000)),
+        "x".repeat(100_001),
+        "\u{0}".to_owned(),
+        "'\\".to_owned(),
+        "1 +".repeat(2000),
+    ];
+    for rule in hostile {
+        let s = json!({"type": "object", "properties": {"a": {"type": "string", "maxLength": 4}},
+                       "x-kubernetes-validations": [{"rule": rule, "message": "m"}]});
+        let Err(errs) = Rules::compile(&schema(s), "") else {
+            panic!("{} should be refused", &rule[..40.min(rule.len())]);
+        };
+        assert!(
+            errs[0]
+                .detail
+                .starts_with("compilation failed: ERROR: <input>:"),
+            "{}",
+            &errs[0].detail[..200.min(errs[0].detail.len())]
+        );
+    }
+    // `!!` cancels out as the parser reads it, in cel-go too: no depth at all.
+    let s = json!({"type": "object", "x-kubernetes-validations": [{"rule": format!("{}true", "!".repeat(5000)), "message": "m"}]});
+    assert!(Rules::compile(&schema(s), "").is_ok());
+    let s = json!({"type": "object", "properties": {"a": {"type": "string", "maxLength": 1}},
+                   "x-kubernetes-validations": [{"rule": format!("({}).size() > 0", chain(240)), "message": "m"}]});
+    let rules = Rules::compile(&schema(s), "").unwrap_or_else(|e| panic!("{e:?}"));
+    let mut out = Vec::new();
+    rules.check("spec", &json!({"a": "x"}), None, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    let deep = format!("{} == ''", chain(300));
+    let s = json!({"type": "object", "properties": {"a": {"type": "string", "maxLength": 1}},
+                   "x-kubernetes-validations": [{"rule": deep, "message": "m"}]});
+    assert!(Rules::compile(&schema(s), "").unwrap_err()[0]
+        .detail
+        .contains("expression recursion limit exceeded: 250"));
+}
