@@ -38,15 +38,18 @@ pub(crate) type Compiler = dyn Fn(&Schema, &str, &NodeContext) -> Result<Box<dyn
     + Send
     + Sync;
 
-/// The compiler of the CEL module. Joined with the CEL module this is
-/// `Rules::compile_with(node, path, &CompileOptions { resource_root, cardinality,
-/// uncorrelatable })`.
+/// The compiler of the CEL module.
 pub(crate) fn compile(
     node: &Schema,
     path: &str,
-    _ctx: &NodeContext,
+    ctx: &NodeContext,
 ) -> Result<Box<dyn NodeRules>, Vec<FieldError>> {
-    let rules = Rules::compile(node, path)?;
+    let options = CompileOptions {
+        resource_root: ctx.resource_root,
+        cardinality: ctx.cardinality,
+        uncorrelatable: ctx.uncorrelatable.clone(),
+    };
+    let rules = Rules::compile_with(node, path, &options)?;
     Ok(Box::new(rules))
 }
 
@@ -60,35 +63,4 @@ impl NodeRules for Rules {
     }
 }
 
-// Until the CEL module is joined, its contract is stood in for by rules that accept
-// everything; joining replaces this with `use crate::cel::Rules;`.
-use stand_in::Rules;
-
-mod stand_in {
-    use serde_json::Value;
-
-    use crate::error::FieldError;
-    use crate::structural::Schema;
-
-    /// Compiled rules of one node (accepting everything).
-    pub(crate) struct Rules;
-
-    impl Rules {
-        pub(crate) fn compile(_node: &Schema, _path: &str) -> Result<Rules, Vec<FieldError>> {
-            Ok(Rules)
-        }
-
-        pub(crate) fn check(
-            &self,
-            _field: &str,
-            _value: &Value,
-            _old: Option<&Value>,
-            _out: &mut Vec<FieldError>,
-        ) {
-        }
-
-        pub(crate) fn has_transition_rules(&self) -> bool {
-            false
-        }
-    }
-}
+use crate::cel::{CompileOptions, Rules};

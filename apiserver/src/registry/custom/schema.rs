@@ -4,65 +4,52 @@
 use serde_json::Value;
 use skiff_schema::{FieldError, Schema};
 
-/// A compiled schema: validation, pruning and defaulting of one version's objects.
-pub struct Validator {
-    schema: Schema,
-}
+/// A compiled schema: validation (with its CEL rules), pruning and defaulting of one
+/// version's objects.
+pub struct Validator(skiff_schema::validation::Validator);
 
 impl Validator {
     /// Compiles `schema`; errors name `path`.
-    pub fn new_at(schema: Schema, _path: &str) -> Result<Validator, Vec<FieldError>> {
-        Ok(Validator { schema })
+    pub fn new_at(schema: Schema, path: &str) -> Result<Validator, Vec<FieldError>> {
+        skiff_schema::validation::Validator::new_at(schema, path).map(Validator)
     }
 
     /// The schema.
     pub fn schema(&self) -> &Schema {
-        &self.schema
+        self.0.schema()
     }
 
-    /// The problems of an object (`old` on update, for transition rules).
-    pub fn validate(&self, _obj: &Value, _old: Option<&Value>) -> Vec<FieldError> {
-        Vec::new()
+    /// The problems of an object (`old` on update, for transition rules and ratcheting).
+    pub fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+        self.0.validate(obj, old)
     }
 
-    /// Removes fields the schema does not know; returns their paths.
-    pub fn prune(&self, _obj: &mut Value) -> Vec<String> {
-        Vec::new()
+    /// Removes fields the schema does not know, and nulls it does not allow; returns the
+    /// paths of the fields removed.
+    pub fn prune(&self, obj: &mut Value) -> Vec<String> {
+        skiff_schema::prune::prune(self.schema(), obj, true)
     }
 
-    /// Fills in defaults.
-    pub fn default(&self, _obj: &mut Value) {}
+    /// Fills in defaults (after pruning, as Kubernetes does), then drops the nulls left on
+    /// fields that are not nullable.
+    pub fn default(&self, obj: &mut Value) {
+        skiff_schema::defaults::default(self.schema(), obj);
+        skiff_schema::defaults::prune_nulls(self.schema(), obj);
+    }
 }
 
-/// What makes a schema non-structural.
-pub fn structural_problems(_schema: &Schema, _path: &str) -> Vec<FieldError> {
-    Vec::new()
+/// What makes a schema unusable for a CustomResourceDefinition: non-structural, invalid
+/// OpenAPI, defaults that do not validate.
+pub fn structural_problems(schema: &Schema, path: &str) -> Vec<FieldError> {
+    skiff_schema::structural::check(schema, path)
 }
 
 /// A JSONPath of a printer column or selectable field.
-#[derive(Debug, Clone)]
-pub struct Path(Vec<String>);
-
-impl Path {
-    /// The values the path finds in `obj`.
-    pub fn eval(&self, obj: &Value) -> Vec<Value> {
-        let mut at = obj;
-        for p in &self.0 {
-            match at.get(p) {
-                Some(v) => at = v,
-                None => return Vec::new(),
-            }
-        }
-        vec![at.clone()]
-    }
-}
+pub type Path = skiff_schema::jsonpath::JsonPath;
 
 /// Parses a JSONPath as printer columns write it.
 pub fn parse_path(path: &str) -> Result<Path, String> {
-    let rest = path
-        .strip_prefix('.')
-        .ok_or_else(|| "must be a simple json path starting with .".to_string())?;
-    Ok(Path(rest.split('.').map(String::from).collect()))
+    skiff_schema::jsonpath::parse(path)
 }
 
 /// A custom resource's lists, as its schema's `x-kubernetes-list-type` says (atomic when
