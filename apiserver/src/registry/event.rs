@@ -113,3 +113,110 @@ fn field(ev: &Value, f: &str) -> Option<String> {
         _ => None,
     }
 }
+
+/// The events.k8s.io/v1 view of the same events: stored as core/v1 events, shown with the
+/// newer field names (`regarding`, `note`, `reportingController`, `deprecated*`).
+pub static EVENTS_V1: Builtin = Builtin {
+    group: "events.k8s.io",
+    version: "v1",
+    kind: "Event",
+    plural: "events",
+    singular: "event",
+    short_names: &["ev"],
+    categories: &[],
+    namespaced: true,
+    subresources: &[],
+    selectable: &[],
+    has_generation: false,
+    strategy: &EVENTS_V1_STRATEGY,
+    schema: super::schema_of::<k8s_openapi::api::events::v1::Event>,
+};
+
+static EVENTS_V1_STRATEGY: Typed<k8s_openapi::api::events::v1::Event> = Typed {
+    validate: validate_v1,
+    name_rule: super::NameRule::PathSegment,
+    create_on_update: true,
+    ..Typed::new(columns, cells_v1)
+};
+
+/// The events.k8s.io/v1 events resource, over the core events' storage.
+pub fn events_v1() -> super::ResourceInfo {
+    super::ResourceInfo::from(&EVENTS_V1).with(|r| {
+        r.storage = "events".into();
+        r.convert = Some(super::Shared::Static(&CoreEvents));
+    })
+}
+
+/// Field names of events.k8s.io/v1 and the core/v1 fields they are stored as.
+const RENAMED: &[(&str, &str)] = &[
+    ("regarding", "involvedObject"),
+    ("note", "message"),
+    ("reportingController", "reportingComponent"),
+    ("deprecatedSource", "source"),
+    ("deprecatedFirstTimestamp", "firstTimestamp"),
+    ("deprecatedLastTimestamp", "lastTimestamp"),
+    ("deprecatedCount", "count"),
+];
+
+/// events.k8s.io/v1 ⇄ core/v1, as Kubernetes converts them.
+struct CoreEvents;
+
+fn renamed(obj: &Value, api_version: &str, from_new: bool) -> Value {
+    let Value::Object(m) = obj else {
+        return obj.clone();
+    };
+    let mut out = serde_json::Map::new();
+    for (k, v) in m {
+        let key = RENAMED
+            .iter()
+            .find(|(new, old)| if from_new { new == k } else { old == k })
+            .map(|(new, old)| if from_new { *old } else { *new })
+            .unwrap_or(k.as_str());
+        out.insert(key.to_string(), v.clone());
+    }
+    out.insert("apiVersion".into(), json!(api_version));
+    Value::Object(out)
+}
+
+impl super::Convert for CoreEvents {
+    fn to_stored(&self, obj: &Value) -> Value {
+        renamed(obj, "v1", true)
+    }
+
+    fn from_stored(&self, stored: &Value) -> Value {
+        renamed(stored, "events.k8s.io/v1", false)
+    }
+}
+
+fn cells_v1(ev: &Value) -> Vec<Value> {
+    cells(&renamed(ev, "v1", true))
+}
+
+/// events.k8s.io/v1's rules for a new event (Kubernetes' `ValidateEventCreate`).
+fn validate_v1(ev: &k8s_openapi::api::events::v1::Event) -> Vec<Cause> {
+    let mut out = Vec::new();
+    if ev.event_time.is_none() {
+        out.push(Cause::required("eventTime"));
+    }
+    match ev.type_.as_deref().unwrap_or("") {
+        "Normal" | "Warning" => {}
+        t => out.push(Cause::not_supported("type", t, &["Normal", "Warning"])),
+    }
+    let required = [
+        ("reportingController", ev.reporting_controller.as_deref()),
+        ("reportingInstance", ev.reporting_instance.as_deref()),
+        ("action", ev.action.as_deref()),
+        ("reason", ev.reason.as_deref()),
+    ];
+    for (field, value) in required {
+        match value.unwrap_or("") {
+            "" => out.push(Cause::required(field)),
+            v if v.len() > 128 => out.push(Cause::too_long(field, 128)),
+            _ => {}
+        }
+    }
+    if ev.note.as_deref().unwrap_or("").len() > 1024 {
+        out.push(Cause::too_long("note", 1024));
+    }
+    out
+}

@@ -182,6 +182,50 @@ pub trait Strategy: Printer {
     }
 }
 
+/// The conversion between a served version's objects and their stored form.
+pub trait Convert: Send + Sync {
+    /// The stored form of an object of this version.
+    fn to_stored(&self, obj: &Value) -> Value;
+    /// An object of this version, from its stored form.
+    fn from_stored(&self, stored: &Value) -> Value;
+    /// Whether stored JSON already reads as this version (no conversion needed).
+    fn is_current(&self, _stored: &[u8]) -> bool {
+        false
+    }
+}
+
+/// The conversion of versions whose objects differ in `apiVersion` alone (Kubernetes' `None`
+/// conversion strategy of custom resources).
+pub struct ApiVersionOnly {
+    /// The `apiVersion` objects are stored in.
+    pub stored: String,
+    /// This version's `apiVersion`.
+    pub served: String,
+}
+
+impl Convert for ApiVersionOnly {
+    fn to_stored(&self, obj: &Value) -> Value {
+        let mut v = obj.clone();
+        if v.is_object() {
+            v["apiVersion"] = Value::String(self.stored.clone());
+        }
+        v
+    }
+
+    fn from_stored(&self, stored: &Value) -> Value {
+        let mut v = stored.clone();
+        if v.is_object() {
+            v["apiVersion"] = Value::String(self.served.clone());
+        }
+        v
+    }
+
+    fn is_current(&self, stored: &[u8]) -> bool {
+        let want = format!("\"apiVersion\":\"{}\"", self.served);
+        stored.windows(want.len()).any(|w| w == want.as_bytes())
+    }
+}
+
 /// What a type allocates from shared ranges (a Service's ClusterIP and NodePorts): claimed and
 /// released in the same etcd transaction as the object's write.
 #[async_trait::async_trait]
@@ -579,10 +623,10 @@ pub struct ResourceInfo {
     /// For a resource served only by `create` and never stored (an access review), what
     /// answers it.
     pub create_only: Option<Shared<dyn review::CreateOnly>>,
-    /// The `apiVersion` objects are stored in, when it can differ from this version's (a
-    /// custom resource served in several versions): writes store that, reads answer in this
-    /// version.
-    pub storage_version: Option<String>,
+    /// How objects of this version differ from what is stored for them, when they do (a
+    /// custom resource served in several versions, events.k8s.io's view of core events):
+    /// writes store the stored form, reads answer in this version.
+    pub convert: Option<Shared<dyn Convert>>,
     /// The warning every request of a deprecated version gets (`Warning: 299 - "..."`).
     pub deprecation: Option<String>,
     /// The directory under the etcd prefix that holds the objects: the plural for built-in
@@ -652,7 +696,7 @@ impl ResourceInfo {
             json_schema: None,
             create_only: None,
             deprecation: None,
-            storage_version: None,
+            convert: None,
             storage: plural.into(),
             api_version: if group.is_empty() {
                 version.to_string()
@@ -817,6 +861,7 @@ static BUILTINS: &[&Builtin] = &[
     &apps::DEPLOYMENTS,
     &apps::REPLICASETS,
     &apps::DAEMONSETS,
+    &event::EVENTS_V1,
     &batch::JOBS,
     &batch::CRONJOBS,
     &lease::INFO,
@@ -836,6 +881,7 @@ pub fn served(ranges: &service::allocator::Ranges) -> Vec<ResourceInfo> {
         .iter()
         .map(|b| match (b.group, b.plural) {
             ("", "services") => service::info(ranges.clone()),
+            ("events.k8s.io", "events") => event::events_v1(),
             _ => ResourceInfo::from(*b),
         })
         .collect()

@@ -54,7 +54,7 @@ impl GenericStore {
         opts: &ListOpts,
     ) -> Result<Listed> {
         let mut listed = self.list_stored(r, ns, opts).await?;
-        if r.storage_version.is_some() {
+        if r.convert.is_some() {
             listed.items = listed
                 .items
                 .into_iter()

@@ -243,7 +243,7 @@ impl GenericStore {
         ns: Option<&str>,
         name: &str,
     ) -> Result<bytes::Bytes> {
-        if r.storage_version.is_some() {
+        if r.convert.is_some() {
             let v = self.get(r, ns, name).await?;
             return Ok(bytes::Bytes::from(
                 serde_json::to_vec(&v).unwrap_or_default(),
@@ -264,41 +264,35 @@ impl GenericStore {
     }
 }
 
-// A custom resource served in several versions keeps one stored form, in its storage
-// version; each served version reads and writes it as its own (the `None` conversion: only
-// `apiVersion` differs).
+// A resource with a conversion (a custom resource served in several versions, events.k8s.io's
+// view of core events) keeps one stored form; each served version reads and writes it as its
+// own.
 
-/// The bytes to store for `obj`: in the storage version, where the resource has one.
+/// The bytes to store for `obj`: its stored form, where the resource converts.
 fn encode_for(r: &ResourceInfo, obj: &Value) -> Vec<u8> {
-    match &r.storage_version {
-        Some(sv) if obj.get("apiVersion").and_then(Value::as_str) != Some(sv.as_str()) => {
-            let mut stored = obj.clone();
-            stored["apiVersion"] = Value::String(sv.clone());
-            crate::storage::encode(&stored)
-        }
-        _ => crate::storage::encode(obj),
+    match &r.convert {
+        Some(c) => crate::storage::encode(&c.to_stored(obj)),
+        None => crate::storage::encode(obj),
     }
 }
 
 /// A stored object as `r`'s version shows it.
 pub(crate) fn in_version(r: &ResourceInfo, obj: &mut Value) {
-    if r.storage_version.is_some() && obj.is_object() {
-        obj["apiVersion"] = Value::String(r.api_version().to_string());
+    if let Some(c) = &r.convert {
+        *obj = c.from_stored(obj);
     }
 }
 
 /// A cached object as `r`'s version shows it (the same one when nothing differs).
 pub(crate) fn cached_in_version(r: &ResourceInfo, c: Arc<Cached>) -> Arc<Cached> {
-    if r.storage_version.is_none() || c.json.is_empty() {
-        return c;
-    }
-    let want = format!("\"apiVersion\":\"{}\"", r.api_version());
-    if c.json.windows(want.len()).any(|w| w == want.as_bytes()) {
-        return c;
-    }
-    let Ok(mut v) = serde_json::from_slice::<Value>(&c.json) else {
+    let Some(convert) = &r.convert else {
         return c;
     };
-    in_version(r, &mut v);
-    Arc::new(Cached::from_value(r, &v, c.rv))
+    if c.json.is_empty() || convert.is_current(&c.json) {
+        return c;
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(&c.json) else {
+        return c;
+    };
+    Arc::new(Cached::from_value(r, &convert.from_stored(&v), c.rv))
 }

@@ -101,7 +101,7 @@ impl Watch {
             k if now => k,
             _ => return None,
         };
-        if self.resource.storage_version.is_some() {
+        if self.resource.convert.is_some() {
             // Another version's watchers share the event; this one's needs its own bytes.
             return Some(WatchItem {
                 kind,

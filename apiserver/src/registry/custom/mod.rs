@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::error::{Cause, CauseKind};
 use crate::registry::subresource::{Scale, SelectorForm, STATUS};
-use crate::registry::{ResourceInfo, Shared};
+use crate::registry::{ApiVersionOnly, ResourceInfo, Shared};
 
 /// The problems of a version's `openAPIV3Schema`, at `path`: what makes it non-structural,
 /// and rules that do not compile.
@@ -161,7 +161,10 @@ pub fn served(crd: &CustomResourceDefinition) -> Vec<ResourceInfo> {
                 .collect();
             info.json_schema = schema;
             info.storage = format!("{}/{}", spec.group, names.plural);
-            info.storage_version = Some(format!("{}/{}", spec.group, storage_version));
+            info.convert = Some(Shared::Owned(Arc::new(ApiVersionOnly {
+                stored: format!("{}/{}", spec.group, storage_version),
+                served: format!("{}/{}", spec.group, version.name),
+            })));
             if version.deprecated == Some(true) {
                 info.deprecation = Some(version.deprecation_warning.clone().unwrap_or_else(|| {
                     format!(
