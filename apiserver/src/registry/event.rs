@@ -183,7 +183,7 @@ impl super::Convert for CoreEvents {
         renamed(obj, "v1", true)
     }
 
-    fn from_stored(&self, stored: &Value) -> Value {
+    fn to_served(&self, stored: &Value) -> Value {
         renamed(stored, "events.k8s.io/v1", false)
     }
 }

@@ -186,8 +186,8 @@ pub trait Strategy: Printer {
 pub trait Convert: Send + Sync {
     /// The stored form of an object of this version.
     fn to_stored(&self, obj: &Value) -> Value;
-    /// An object of this version, from its stored form.
-    fn from_stored(&self, stored: &Value) -> Value;
+    /// An object of this version, made from its stored form.
+    fn to_served(&self, stored: &Value) -> Value;
     /// Whether stored JSON already reads as this version (no conversion needed).
     fn is_current(&self, _stored: &[u8]) -> bool {
         false
@@ -212,7 +212,7 @@ impl Convert for ApiVersionOnly {
         v
     }
 
-    fn from_stored(&self, stored: &Value) -> Value {
+    fn to_served(&self, stored: &Value) -> Value {
         let mut v = stored.clone();
         if v.is_object() {
             v["apiVersion"] = Value::String(self.served.clone());

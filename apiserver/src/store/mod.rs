@@ -279,7 +279,7 @@ fn encode_for(r: &ResourceInfo, obj: &Value) -> Vec<u8> {
 /// A stored object as `r`'s version shows it.
 pub(crate) fn in_version(r: &ResourceInfo, obj: &mut Value) {
     if let Some(c) = &r.convert {
-        *obj = c.from_stored(obj);
+        *obj = c.to_served(obj);
     }
 }
 
@@ -294,5 +294,5 @@ pub(crate) fn cached_in_version(r: &ResourceInfo, c: Arc<Cached>) -> Arc<Cached>
     let Ok(v) = serde_json::from_slice::<Value>(&c.json) else {
         return c;
     };
-    Arc::new(Cached::from_value(r, &convert.from_stored(&v), c.rv))
+    Arc::new(Cached::from_value(r, &convert.to_served(&v), c.rv))
 }
