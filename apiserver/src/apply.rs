@@ -14,28 +14,82 @@ use chrono::{SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
+use std::sync::Arc;
+
 use crate::patch::{list_strategy, ListStrategy};
 use crate::request::WriteOpts;
 
 /// One step of a field path, as FieldsV1 spells it (`f:name`, `k:{"name":"c"}`, `v:"x"`).
 type Path = Vec<String>;
 
-/// The keys that tell a list's items apart in server-side apply (Kubernetes'
-/// `x-kubernetes-list-map-keys`): strategic merge patch's merge key, and for ports the
-/// protocol as well — a container's or Service's port 53 over UDP and over TCP are two items.
-#[derive(Clone, Copy)]
-struct ListKeys(&'static str, Option<&'static str>);
+/// How a list merges under server-side apply: Kubernetes' `x-kubernetes-list-type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListType {
+    /// Replaced whole.
+    Atomic,
+    /// A set of scalars (`v:` items).
+    Set,
+    /// Items told apart by these keys (`k:` items).
+    Map(Vec<String>),
+}
+
+/// Where a type says how its lists merge: the built-in types' strategic-merge keys, or a
+/// custom resource's schema.
+pub trait ListTypes: Send + Sync {
+    /// The list type of `field` reached by `parents` (the field names above it).
+    fn list_type(&self, parents: &[String], field: &str) -> ListType;
+}
+
+/// The built-in types' lists: strategic merge patch's merge keys, and for ports the protocol
+/// as well — a container's or Service's port 53 over UDP and over TCP are two items.
+pub struct BuiltinLists;
+
+impl ListTypes for BuiltinLists {
+    fn list_type(&self, parents: &[String], field: &str) -> ListType {
+        match list_strategy(parents, field) {
+            ListStrategy::Key(k @ ("containerPort" | "port")) => {
+                ListType::Map(vec![k.to_string(), "protocol".to_string()])
+            }
+            ListStrategy::Key(k) => ListType::Map(vec![k.to_string()]),
+            ListStrategy::Primitive => ListType::Set,
+            ListStrategy::Replace => ListType::Atomic,
+        }
+    }
+}
+
+thread_local! {
+    /// The list types of the type being applied, for the (synchronous) walk of one call.
+    static LISTS: std::cell::RefCell<Option<Arc<dyn ListTypes>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with `lists` as the list types the walk consults (the built-in ones when None).
+fn with_lists<T>(lists: Option<&Arc<dyn ListTypes>>, f: impl FnOnce() -> T) -> T {
+    let previous = LISTS.with(|l| l.replace(lists.cloned()));
+    let out = f();
+    LISTS.with(|l| *l.borrow_mut() = previous);
+    out
+}
+
+fn list_type(parents: &[String], field: &str) -> ListType {
+    LISTS.with(|l| match &*l.borrow() {
+        Some(lists) => lists.list_type(parents, field),
+        None => BuiltinLists.list_type(parents, field),
+    })
+}
+
+/// The keys that tell a list's items apart (Kubernetes' `x-kubernetes-list-map-keys`).
+#[derive(Clone)]
+struct ListKeys(Vec<String>);
 
 impl ListKeys {
-    fn iter(self) -> impl Iterator<Item = &'static str> {
-        std::iter::once(self.0).chain(self.1)
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
     }
 }
 
 fn list_keys(parents: &[String], field: &str) -> Option<ListKeys> {
-    match list_strategy(parents, field) {
-        ListStrategy::Key(k @ ("containerPort" | "port")) => Some(ListKeys(k, Some("protocol"))),
-        ListStrategy::Key(k) => Some(ListKeys(k, None)),
+    match list_type(parents, field) {
+        ListType::Map(keys) => Some(ListKeys(keys)),
         _ => None,
     }
 }
@@ -48,7 +102,7 @@ fn key_value<'a>(item: &'a Value, key: &str) -> Option<&'a Value> {
 
 /// An item's identity in its list (`{"containerPort":53,"protocol":"UDP"}`), or `None` when
 /// it lacks a key.
-fn item_key(item: &Value, keys: ListKeys) -> Option<Map<String, Value>> {
+fn item_key(item: &Value, keys: &ListKeys) -> Option<Map<String, Value>> {
     keys.iter()
         .map(|k| Some((k.to_string(), key_value(item, k)?.clone())))
         .collect()
@@ -61,7 +115,7 @@ fn is_item(item: &Value, want: &Map<String, Value>) -> bool {
 
 /// Whether a list of scalars merges as a set.
 fn is_set_list(parents: &[String], field: &str) -> bool {
-    list_strategy(parents, field) == ListStrategy::Primitive
+    list_type(parents, field) == ListType::Set
 }
 
 fn skip_top(parents: &[String], k: &str) -> bool {
@@ -107,7 +161,7 @@ fn shape(v: &Value, parents: &mut Vec<String>) -> Map<String, Value> {
                 parents.push(k.clone());
                 let mut list = Map::new();
                 for item in items {
-                    let Some(id) = item_key(item, keys) else {
+                    let Some(id) = item_key(item, &keys) else {
                         continue;
                     };
                     let mut inner = shape(item, parents);
@@ -316,7 +370,7 @@ fn canonical(live: &Value, path: Path) -> Path {
                 .and_then(|(items, want)| items.iter().find(|i| is_item(i, want)));
             let id = cur
                 .zip(names.split_last())
-                .and_then(|(item, (field, parents))| item_key(item, list_keys(parents, field)?));
+                .and_then(|(item, (field, parents))| item_key(item, &list_keys(parents, field)?));
             if let Some(id) = id {
                 out.push(format!("k:{}", Value::Object(id)));
                 continue;
@@ -387,10 +441,10 @@ fn merge(live: &mut Value, cfg: &Value, parents: &mut Vec<String>) {
                 parents.push(k.clone());
                 for item in items {
                     let list = entry.as_array_mut().expect("array");
-                    let id = item_key(item, keys);
+                    let id = item_key(item, &keys);
                     match list
                         .iter_mut()
-                        .find(|l| id.is_some() && item_key(l, keys) == id)
+                        .find(|l| id.is_some() && item_key(l, &keys) == id)
                     {
                         Some(existing) => merge(existing, item, parents),
                         None => list.push(item.clone()),
@@ -419,7 +473,16 @@ fn merge(live: &mut Value, cfg: &Value, parents: &mut Vec<String>) {
 }
 
 /// Applies configuration `cfg` (the request body) to `live` in place.
-pub fn apply(live: &mut Value, cfg: &Value, opts: &WriteOpts) -> Result<()> {
+pub fn apply(
+    live: &mut Value,
+    cfg: &Value,
+    opts: &WriteOpts,
+    lists: Option<&Arc<dyn ListTypes>>,
+) -> Result<()> {
+    with_lists(lists, || apply_with(live, cfg, opts))
+}
+
+fn apply_with(live: &mut Value, cfg: &Value, opts: &WriteOpts) -> Result<()> {
     let manager = opts
         .field_manager
         .clone()
@@ -543,7 +606,15 @@ pub fn apply(live: &mut Value, cfg: &Value, opts: &WriteOpts) -> Result<()> {
 }
 
 /// Marks a create-by-apply: the new object's fields belong to the applying manager.
-pub fn record_apply(obj: &mut Value, opts: &WriteOpts) -> Result<()> {
+pub fn record_apply(
+    obj: &mut Value,
+    opts: &WriteOpts,
+    lists: Option<&Arc<dyn ListTypes>>,
+) -> Result<()> {
+    with_lists(lists, || record_apply_with(obj, opts))
+}
+
+fn record_apply_with(obj: &mut Value, opts: &WriteOpts) -> Result<()> {
     let manager = opts
         .field_manager
         .clone()
@@ -574,7 +645,19 @@ pub fn record_apply(obj: &mut Value, opts: &WriteOpts) -> Result<()> {
 
 /// Records an ordinary write: the fields it changed now belong to `manager` (operation
 /// `Update`), and to no one else.
-pub fn record_update(next: &mut Value, old: Option<&Value>, manager: &str, subresource: &str) {
+pub fn record_update(
+    next: &mut Value,
+    old: Option<&Value>,
+    manager: &str,
+    subresource: &str,
+    lists: Option<&Arc<dyn ListTypes>>,
+) {
+    with_lists(lists, || {
+        record_update_with(next, old, manager, subresource)
+    })
+}
+
+fn record_update_with(next: &mut Value, old: Option<&Value>, manager: &str, subresource: &str) {
     if old.is_none() && next.pointer("/metadata/managedFields").is_none() {
         // A new object: every field is this manager's.
         let fields = shape(next, &mut Vec::new());
@@ -661,10 +744,10 @@ mod tests {
                 "spec": {"containers": [{"name": "c", "image": "i"}]}});
             for mut target in [pod, live] {
                 for (manager, force) in [("m", false), ("other", false), ("other", true)] {
-                    if let Err(e) = apply(&mut target, &cfg, &opts(manager, force)) {
+                    if let Err(e) = apply(&mut target, &cfg, &opts(manager, force), None) {
                         prop_assert!(e.code() < 500, "{}", e);
                     }
-                    let _ = record_apply(&mut target, &opts(manager, force));
+                    let _ = record_apply(&mut target, &opts(manager, force), None);
                 }
             }
         }
@@ -712,29 +795,35 @@ mod tests {
     #[test]
     fn conflict_then_force() {
         let mut live = deploy(1, "a");
-        record_apply(&mut live, &opts("alice", false)).unwrap();
+        record_apply(&mut live, &opts("alice", false), None).unwrap();
         // bob scales through an ordinary update
         let mut scaled = live.clone();
         scaled["spec"]["replicas"] = json!(5);
-        record_update(&mut scaled, Some(&live), "bob", "");
+        record_update(&mut scaled, Some(&live), "bob", "", None);
         // alice re-applies with replicas 1: conflict on .spec.replicas
-        let err = apply(&mut scaled.clone(), &deploy(1, "a"), &opts("alice", false)).unwrap_err();
+        let err = apply(
+            &mut scaled.clone(),
+            &deploy(1, "a"),
+            &opts("alice", false),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(err.code(), 409);
         assert!(err.to_string().contains("conflict with \"bob\""), "{err}");
         assert!(err.to_string().contains(".spec.replicas"));
         // forced, alice takes it back
         let mut forced = scaled.clone();
-        apply(&mut forced, &deploy(1, "a"), &opts("alice", true)).unwrap();
+        apply(&mut forced, &deploy(1, "a"), &opts("alice", true), None).unwrap();
         assert_eq!(forced["spec"]["replicas"], 1);
     }
 
     #[test]
     fn dropped_fields_are_removed() {
         let mut live = deploy(1, "a");
-        record_apply(&mut live, &opts("alice", false)).unwrap();
+        record_apply(&mut live, &opts("alice", false), None).unwrap();
         let mut cfg = deploy(1, "a");
         cfg["metadata"].as_object_mut().unwrap().remove("labels");
-        apply(&mut live, &cfg, &opts("alice", false)).unwrap();
+        apply(&mut live, &cfg, &opts("alice", false), None).unwrap();
         assert!(live["metadata"]
             .get("labels")
             .is_none_or(|l| l.as_object().unwrap().is_empty()));
@@ -754,9 +843,9 @@ mod tests {
                               {"name": "metrics", "containerPort": 9153}]}]}}}})
         };
         let mut live = dns("a");
-        record_apply(&mut live, &opts("skiff", false)).unwrap();
+        record_apply(&mut live, &opts("skiff", false), None).unwrap();
         // The same configuration applied again (a restart) changes nothing.
-        apply(&mut live, &dns("a"), &opts("skiff", true)).unwrap();
+        apply(&mut live, &dns("a"), &opts("skiff", true), None).unwrap();
         let ports = &live["spec"]["template"]["spec"]["containers"][0]["ports"];
         assert_eq!(
             ports,
@@ -775,7 +864,7 @@ mod tests {
         // A change to one of them reaches only that one.
         let mut cfg = dns("b");
         cfg["spec"]["template"]["spec"]["containers"][0]["ports"][1]["name"] = json!("dns-tcp2");
-        apply(&mut live, &cfg, &opts("skiff", true)).unwrap();
+        apply(&mut live, &cfg, &opts("skiff", true), None).unwrap();
         let names: Vec<&str> = live["spec"]["template"]["spec"]["containers"][0]["ports"]
             .as_array()
             .unwrap()
@@ -797,7 +886,7 @@ mod tests {
         live["metadata"]["managedFields"] = json!([{"manager": "skiff", "operation": "Apply",
             "apiVersion": "v1", "fieldsType": "FieldsV1",
             "fieldsV1": {"f:spec": {"f:ports": {"k:{\"port\":53}": {".": {}, "f:name": {}, "f:port": {}, "f:protocol": {}}}}}}]);
-        apply(&mut live, &svc("dns"), &opts("skiff", true)).unwrap();
+        apply(&mut live, &svc("dns"), &opts("skiff", true), None).unwrap();
         assert_eq!(live["spec"], svc("dns")["spec"]);
     }
 }

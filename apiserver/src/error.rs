@@ -23,6 +23,8 @@ pub enum CauseKind {
     Forbidden,
     /// A value is too long.
     TooLong,
+    /// A list or map has too many items.
+    TooMany,
     /// The field is not known to the schema.
     Unknown,
 }
@@ -36,6 +38,7 @@ impl CauseKind {
             CauseKind::Duplicate => "FieldValueDuplicate",
             CauseKind::Forbidden => "FieldValueForbidden",
             CauseKind::TooLong => "FieldValueTooLong",
+            CauseKind::TooMany => "FieldValueTooMany",
             CauseKind::Unknown => "FieldValueUnknown",
         }
     }
@@ -127,6 +130,7 @@ impl Cause {
             CauseKind::Duplicate => "Duplicate value",
             CauseKind::Forbidden => "Forbidden",
             CauseKind::TooLong => "Too long",
+            CauseKind::TooMany => "Too many",
             CauseKind::Unknown => "Unknown field",
         };
         if self.message == "field is immutable" {

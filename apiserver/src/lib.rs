@@ -15,6 +15,7 @@ pub mod apply;
 pub mod audit;
 pub mod auth;
 pub mod certs;
+pub mod crd;
 pub mod encryption;
 pub mod error;
 pub mod grpc;
@@ -373,6 +374,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         config.compaction_interval,
         shutdown.clone(),
     ));
+    tokio::spawn(crd::run(state.clone(), shutdown.clone()));
     {
         let state = state.clone();
         let shutdown = shutdown.clone();

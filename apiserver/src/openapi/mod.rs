@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -23,10 +23,16 @@ use crate::registry::{Resource, ResourceInfo};
 
 mod gnostic;
 
-/// The OpenAPI documents, built once on first use.
+/// The OpenAPI documents, built on first use and again whenever what is served changes (a
+/// CustomResourceDefinition comes or goes).
 #[derive(Default)]
 pub struct Docs {
-    built: OnceLock<Built>,
+    current: parking_lot::RwLock<Option<(u64, Arc<Generation>)>>,
+}
+
+/// The documents of one generation of what is served.
+struct Generation {
+    built: Built,
     /// The v2 document as protobuf, made from the JSON the first time a client asks for it.
     v2_protobuf: OnceLock<Result<Bytes, gnostic::Error>>,
 }
@@ -96,6 +102,36 @@ fn group_versions(all: &[Resource]) -> Vec<(&str, &str)> {
         }
     }
     out
+}
+
+/// The definition name kube-apiserver gives a custom resource's schema: the group's labels
+/// reversed, the version and the kind (`com.example.stable.v1.CronTab`).
+fn custom_definition_name(r: &ResourceInfo) -> String {
+    let mut group: Vec<&str> = r.group.split('.').collect();
+    group.reverse();
+    format!("{}.{}.{}", group.join("."), r.version, r.kind)
+}
+
+/// A custom resource's definition: its schema, with `apiVersion`, `kind` and `metadata` as
+/// every kind has them.
+fn custom_definition(schema: &Value, meta: schemars::Schema) -> Value {
+    let mut def = schema.clone();
+    if !def.is_object() {
+        def = json!({"type": "object"});
+    }
+    let props = def
+        .as_object_mut()
+        .map(|o| o.entry("properties").or_insert_with(|| json!({})));
+    if let Some(Value::Object(props)) = props {
+        props.insert("apiVersion".into(), json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources"}));
+        props.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"}));
+        let mut meta = serde_json::to_value(meta).unwrap_or(Value::Null);
+        if let Some(o) = meta.as_object_mut() {
+            o.insert("description".into(), json!("Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"));
+        }
+        props.insert("metadata".into(), meta);
+    }
+    def
 }
 
 fn gv_path(group: &str, version: &str) -> String {
@@ -278,7 +314,34 @@ fn to_swagger2(v: &mut Value) {
                     *r = format!("#/definitions/{name}");
                 }
             }
-            m.values_mut().for_each(to_swagger2);
+            // OpenAPI 3 words Swagger 2.0 has not: kube-apiserver leaves them out of v2 (a
+            // JSONSchemaPropsOrBool is published untyped; a custom resource's value
+            // validations are dropped).
+            let drop: Vec<&str> = [("oneOf", true), ("anyOf", true), ("not", false)]
+                .into_iter()
+                .filter(|(k, list)| match m.get(*k) {
+                    Some(Value::Array(_)) => *list,
+                    Some(Value::Object(_)) => !*list,
+                    _ => false,
+                })
+                .map(|(k, _)| k)
+                .chain(
+                    m.get("nullable")
+                        .and_then(Value::as_bool)
+                        .map(|_| "nullable"),
+                )
+                .collect();
+            for k in drop {
+                m.shift_remove(k);
+            }
+            for (k, child) in m.iter_mut() {
+                match (k.as_str(), child) {
+                    ("properties" | "definitions", Value::Object(named)) => {
+                        named.values_mut().for_each(to_swagger2)
+                    }
+                    (_, child) => to_swagger2(child),
+                }
+            }
         }
         Value::Array(a) => a.iter_mut().for_each(to_swagger2),
         _ => {}
@@ -294,13 +357,25 @@ fn build(all: &[Resource]) -> Built {
         let mut generator = SchemaSettings::openapi3().into_generator();
         let mut paths_map = Map::new();
         let mut roots = Vec::new();
+        let mut custom = Vec::new();
         for r in all
             .iter()
             .filter(|r| r.group == group && r.version == version)
         {
-            let Some(schema_of) = r.schema else { continue };
-            let schema = schema_of(&mut generator);
-            let schema = serde_json::to_value(&schema).unwrap_or(Value::Null);
+            let schema = match (r.schema, &r.json_schema) {
+                (Some(schema_of), _) => {
+                    serde_json::to_value(schema_of(&mut generator)).unwrap_or(Value::Null)
+                }
+                (None, Some(json_schema)) => {
+                    let meta = generator.subschema_for::<
+                        k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+                    >();
+                    let name = custom_definition_name(r);
+                    custom.push((name.clone(), custom_definition(json_schema, meta)));
+                    json!({"$ref": format!("#/components/schemas/{name}")})
+                }
+                (None, None) => continue,
+            };
             paths(r, &schema, &mut paths_map);
             if let Some(name) = schema
                 .get("$ref")
@@ -311,6 +386,9 @@ fn build(all: &[Resource]) -> Built {
             }
         }
         let mut defs = generator.take_definitions(true);
+        for (name, def) in custom {
+            defs.insert(name, def);
+        }
         for (name, r) in roots {
             if let Some(d) = defs.get_mut(&name) {
                 d["x-kubernetes-group-version-kind"] =
@@ -469,10 +547,22 @@ fn etag_of(b: &Bytes) -> String {
 }
 
 impl Docs {
-    fn built(&self, all: &[Resource]) -> &Built {
-        self.built.get_or_init(|| build(all))
+    fn generation(&self, generation: u64, all: &[Resource]) -> Arc<Generation> {
+        if let Some((g, docs)) = &*self.current.read() {
+            if *g == generation {
+                return docs.clone();
+            }
+        }
+        let docs = Arc::new(Generation {
+            built: build(all),
+            v2_protobuf: OnceLock::new(),
+        });
+        *self.current.write() = Some((generation, docs.clone()));
+        docs
     }
+}
 
+impl Generation {
     fn v2_protobuf(&self, built: &Built) -> Result<Bytes> {
         let encoded = self.v2_protobuf.get_or_init(|| {
             gnostic::encode(&built.v2).map(Bytes::from).inspect_err(
@@ -486,15 +576,20 @@ impl Docs {
             ))),
         }
     }
+}
 
-    /// Serves `/openapi/v2` and `/openapi/v3[/...]` for the resources served.
+impl Docs {
+    /// Serves `/openapi/v2` and `/openapi/v3[/...]` for the resources served (`all`, as of
+    /// `generation`).
     pub fn serve(
         &self,
         req: &Request<hyper::body::Incoming>,
         path: &str,
+        generation: u64,
         all: &[Resource],
     ) -> Result<Response<Body>> {
-        let built = self.built(all);
+        let docs = self.generation(generation, all);
+        let built = &docs.built;
         if path == "/openapi/v2" {
             let accept = req
                 .headers()
@@ -506,7 +601,7 @@ impl Docs {
             let etag = etag_of(&built.v2);
             let (content_type, body) = match negotiate_v2(accept) {
                 Some(V2Format::Json) => ("application/json", built.v2.clone()),
-                Some(V2Format::Protobuf) => (V2_PROTOBUF, self.v2_protobuf(built)?),
+                Some(V2Format::Protobuf) => (V2_PROTOBUF, docs.v2_protobuf(built)?),
                 None => {
                     return Err(Error::not_acceptable(format!(
                         "/openapi/v2 is served as application/json or {V2_PROTOBUF}"

@@ -12,6 +12,8 @@ pub mod cells;
 pub mod certificates;
 mod cluster;
 mod configmap;
+pub mod crd;
+pub mod custom;
 mod endpoints;
 mod event;
 mod lease;
@@ -25,6 +27,7 @@ pub mod service;
 pub mod serviceaccount_token;
 pub mod subresource;
 
+use std::borrow::Cow;
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -46,15 +49,15 @@ use crate::validation as v;
 #[derive(Debug, Clone)]
 pub struct Column {
     /// Header text.
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// OpenAPI type: `string`, `integer`, `date`.
-    pub kind: &'static str,
-    /// `name` for the name column, else empty.
-    pub format: &'static str,
+    pub kind: Cow<'static, str>,
+    /// `name` for the name column, else empty (or the format a custom column declares).
+    pub format: Cow<'static, str>,
     /// 0 = always shown; 1 = only with `-o wide`.
     pub priority: u8,
     /// What the column means.
-    pub description: &'static str,
+    pub description: Cow<'static, str>,
 }
 
 /// Shorthand for a column.
@@ -70,11 +73,11 @@ pub const fn col(
         ""
     };
     Column {
-        name,
-        kind,
-        format,
+        name: Cow::Borrowed(name),
+        kind: Cow::Borrowed(kind),
+        format: Cow::Borrowed(format),
         priority,
-        description,
+        description: Cow::Borrowed(description),
     }
 }
 
@@ -170,6 +173,11 @@ pub trait Strategy: Printer {
     }
     /// The value of a selectable field the type computes rather than reads at its path.
     fn field(&self, _obj: &Value, _field: &str) -> Option<String> {
+        None
+    }
+    /// How the type's lists merge under server-side apply, when not as the built-in types'
+    /// strategic-merge keys say (a custom resource's schema).
+    fn list_types(&self) -> Option<&Arc<dyn crate::apply::ListTypes>> {
         None
     }
 }
@@ -566,9 +574,21 @@ pub struct ResourceInfo {
     pub strategy: Shared<dyn Strategy>,
     /// The type's OpenAPI schema, for types compiled in.
     pub schema: Option<SchemaFn>,
+    /// The OpenAPI v3 schema of a type defined at run time (a custom resource's), as JSON.
+    pub json_schema: Option<Value>,
     /// For a resource served only by `create` and never stored (an access review), what
     /// answers it.
     pub create_only: Option<Shared<dyn review::CreateOnly>>,
+    /// The `apiVersion` objects are stored in, when it can differ from this version's (a
+    /// custom resource served in several versions): writes store that, reads answer in this
+    /// version.
+    pub storage_version: Option<String>,
+    /// The warning every request of a deprecated version gets (`Warning: 299 - "..."`).
+    pub deprecation: Option<String>,
+    /// The directory under the etcd prefix that holds the objects: the plural for built-in
+    /// types (`/registry/pods/...`), `GROUP/PLURAL` for custom ones, as kube-apiserver keeps
+    /// them.
+    pub storage: String,
     api_version: String,
     group_resource: String,
 }
@@ -629,7 +649,11 @@ impl ResourceInfo {
             subresources: Vec::new(),
             strategy,
             schema: None,
+            json_schema: None,
             create_only: None,
+            deprecation: None,
+            storage_version: None,
+            storage: plural.into(),
             api_version: if group.is_empty() {
                 version.to_string()
             } else {
@@ -643,7 +667,8 @@ impl ResourceInfo {
         }
     }
 
-    fn with(mut self, f: impl FnOnce(&mut Self)) -> Self {
+    /// The resource changed by `f`.
+    pub fn with(mut self, f: impl FnOnce(&mut Self)) -> Self {
         f(&mut self);
         self
     }
@@ -660,13 +685,13 @@ impl ResourceInfo {
 
     /// The etcd key prefix for the resource (ends in `/`).
     pub fn prefix(&self, root: &str) -> String {
-        format!("{root}/{}/", self.plural)
+        format!("{root}/{}/", self.storage)
     }
 
     /// The etcd key prefix for a namespace's objects, or for all if `ns` is None.
     pub fn ns_prefix(&self, root: &str, ns: Option<&str>) -> String {
         match (self.namespaced, ns) {
-            (true, Some(ns)) => format!("{root}/{}/{ns}/", self.plural),
+            (true, Some(ns)) => format!("{root}/{}/{ns}/", self.storage),
             _ => self.prefix(root),
         }
     }
@@ -674,8 +699,8 @@ impl ResourceInfo {
     /// The etcd key of one object.
     pub fn key(&self, root: &str, ns: Option<&str>, name: &str) -> String {
         match (self.namespaced, ns) {
-            (true, Some(ns)) => format!("{root}/{}/{ns}/{name}", self.plural),
-            _ => format!("{root}/{}/{name}", self.plural),
+            (true, Some(ns)) => format!("{root}/{}/{ns}/{name}", self.storage),
+            _ => format!("{root}/{}/{name}", self.storage),
         }
     }
 
@@ -802,6 +827,7 @@ static BUILTINS: &[&Builtin] = &[
     &rbac::ROLEBINDINGS,
     &rbac::CLUSTERROLEBINDINGS,
     &certificates::INFO,
+    &crd::INFO,
 ];
 
 /// Every compiled-in resource as the server serves it, Services allocating from `ranges`.

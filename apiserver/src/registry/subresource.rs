@@ -3,6 +3,8 @@
 //! `scale`); type-specific ones live with their type (a pod's `binding` and `eviction`, a
 //! namespace's `finalize`).
 
+use std::borrow::Cow;
+
 use serde_json::{json, Value};
 
 use super::{col, i, selector_text, Column, Objects, Printer, Resource};
@@ -145,30 +147,50 @@ impl Subresource for Status {
 
 /// The `scale` subresource: an `autoscaling/v1` `Scale` view of a workload's replica count.
 pub struct Scale {
-    /// Where the desired replicas are.
-    pub spec_replicas: &'static str,
+    /// Where the desired replicas are (a JSON pointer).
+    pub spec_replicas: Cow<'static, str>,
     /// Where the observed replicas are.
-    pub status_replicas: &'static str,
-    /// Where the label selector object is.
-    pub selector: &'static str,
+    pub status_replicas: Cow<'static, str>,
+    /// Where the label selector is ("" for none).
+    pub selector: Cow<'static, str>,
+    /// How the selector is written there.
+    pub selector_form: SelectorForm,
+}
+
+/// How a workload holds the selector its `Scale` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelectorForm {
+    /// A `LabelSelector` object (built-in workloads' `spec.selector`).
+    Object,
+    /// Its text form (`app=web`), as custom resources' `labelSelectorPath` points at.
+    Text,
 }
 
 /// The scale of workloads with `spec.replicas`, `status.replicas` and `spec.selector`.
 pub static SCALE: Scale = Scale {
-    spec_replicas: "/spec/replicas",
-    status_replicas: "/status/replicas",
-    selector: "/spec/selector",
+    spec_replicas: Cow::Borrowed("/spec/replicas"),
+    status_replicas: Cow::Borrowed("/status/replicas"),
+    selector: Cow::Borrowed("/spec/selector"),
+    selector_form: SelectorForm::Object,
 };
 
 impl Scale {
     /// The `Scale` view of a workload.
     pub fn of(&self, obj: &Value) -> Value {
         let m = obj.get("metadata").cloned().unwrap_or(json!({}));
-        let selector = obj
-            .pointer(self.selector)
-            .map(|s| selector_text(Some(s)))
-            .filter(|s| s != "<none>")
-            .unwrap_or_default();
+        let selector = match self.selector_form {
+            _ if self.selector.is_empty() => String::new(),
+            SelectorForm::Object => obj
+                .pointer(&self.selector)
+                .map(|s| selector_text(Some(s)))
+                .filter(|s| s != "<none>")
+                .unwrap_or_default(),
+            SelectorForm::Text => obj
+                .pointer(&self.selector)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        };
         let int = |p: &str| obj.pointer(p).and_then(Value::as_i64).unwrap_or(0);
         json!({
             "kind": "Scale",
@@ -180,8 +202,8 @@ impl Scale {
                 "resourceVersion": m.get("resourceVersion"),
                 "creationTimestamp": m.get("creationTimestamp"),
             },
-            "spec": {"replicas": int(self.spec_replicas)},
-            "status": {"replicas": int(self.status_replicas), "selector": selector},
+            "spec": {"replicas": int(&self.spec_replicas)},
+            "status": {"replicas": int(&self.status_replicas), "selector": selector},
         })
     }
 

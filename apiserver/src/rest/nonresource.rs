@@ -119,7 +119,9 @@ pub async fn serve(
             "application/jwk-set+json",
         )),
         p if p == "/openapi/v2" || p.starts_with("/openapi/v3") => {
-            state.openapi.serve(req, p, &state.store.resources())
+            state
+                .openapi
+                .serve(req, p, state.store.generation(), &state.store.resources())
         }
         "" => {
             let paths: Vec<String> = [

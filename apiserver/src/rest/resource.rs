@@ -16,7 +16,7 @@ use crate::auth::UserInfo;
 use crate::error::{success_status, Error, Result};
 use crate::patch::PatchType;
 use crate::query::Query;
-use crate::registry::Resource;
+use crate::registry::{Resource, ResourceInfo};
 use crate::request::{Deleted, Written};
 use crate::state::State;
 
@@ -53,6 +53,24 @@ pub async fn serve(
         .store
         .find(&t.group, &t.version, &t.resource)
         .ok_or_else(not_found)?;
+    let deprecation = r.deprecation.clone();
+    let response = serve_found(state, req, t, r, verb, q, user).await;
+    match deprecation {
+        Some(w) => response.map(|resp| with_warnings(resp, &[w])),
+        None => response,
+    }
+}
+
+/// Serves a request for a resource the server serves.
+async fn serve_found(
+    state: &Arc<State>,
+    req: Req,
+    t: Target,
+    r: Resource,
+    verb: &str,
+    q: &Query,
+    user: &UserInfo,
+) -> Result<Response<Body>> {
     if (r.namespaced && t.namespace.is_none() && t.name.is_some())
         || (!r.namespaced && t.namespace.is_some())
     {
@@ -94,7 +112,7 @@ pub async fn serve(
             written(store.update(&r, ns, name, obj, None, &opts).await?, format)
         }
         ("patch", Some(name)) => {
-            let (ptype, patch, parts_ua) = read_patch(req, q).await?;
+            let (ptype, patch, parts_ua) = read_patch(req, q, &r).await?;
             let opts = write_opts(q, &parts_ua, ptype == PatchType::Apply, user)?;
             written(
                 store
@@ -240,7 +258,7 @@ fn written(w: Written, format: Format) -> Result<Response<Body>> {
 }
 
 /// A PATCH's type (from its content type) and body, and the client's user agent.
-async fn read_patch(req: Req, q: &Query) -> Result<(PatchType, Value, String)> {
+async fn read_patch(req: Req, q: &Query, r: &ResourceInfo) -> Result<(PatchType, Value, String)> {
     let (parts, body) = read_body(req).await?;
     let ct = parts
         .headers
@@ -249,6 +267,13 @@ async fn read_patch(req: Req, q: &Query) -> Result<(PatchType, Value, String)> {
         .unwrap_or("");
     let ptype = PatchType::from_content_type(ct)
         .ok_or_else(|| Error::unsupported_media_type(ct, crate::error::PATCH_MEDIA_TYPES))?;
+    // Custom resources have no patch strategies to merge lists by, as in Kubernetes.
+    if ptype == PatchType::Strategic && r.json_schema.is_some() {
+        return Err(Error::unsupported_media_type(
+            ct,
+            &crate::error::PATCH_MEDIA_TYPES[..3],
+        ));
+    }
     if ptype != PatchType::Apply && q.get("force").is_some() {
         return Err(Error::bad_request(
             "force: Forbidden: may not be specified for non-apply patch",
@@ -322,7 +347,7 @@ async fn subresource(
             )
         }
         "patch" => {
-            let (ptype, patch, ua) = read_patch(req, q).await?;
+            let (ptype, patch, ua) = read_patch(req, q, r).await?;
             let opts = write_opts(q, &ua, ptype == PatchType::Apply, user)?;
             written(
                 store

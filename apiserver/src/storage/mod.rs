@@ -160,13 +160,20 @@ impl Etcd {
         &self.encryption
     }
 
-    /// Says which resource (`plural` or `plural.group`) lives under `/registry/<plural>/`, so
-    /// that its values get that resource's encryption.
-    pub fn serve_resource(&self, plural: &str, group_resource: &str) {
+    /// Says which resource (`plural` or `plural.group`) lives under `/registry/<dir>/` (`dir`
+    /// is the plural, or `GROUP/PLURAL` for a custom resource), so that its values get that
+    /// resource's encryption.
+    pub fn serve_resource(&self, dir: &str, group_resource: &str) {
         self.resources
             .write()
-            .entry(plural.to_string())
+            .entry(dir.to_string())
             .or_insert_with(|| group_resource.into());
+    }
+
+    /// Forgets a directory [`Etcd::serve_resource`] named (a custom resource no longer
+    /// defined).
+    pub fn unserve_resource(&self, dir: &str) {
+        self.resources.write().remove(dir);
     }
 
     /// The resource an etcd key belongs to.
@@ -175,12 +182,19 @@ impl Etcd {
             .strip_prefix(&*self.prefix)
             .and_then(|k| k.strip_prefix('/'))
             .unwrap_or(key);
-        let plural = rest.split('/').next().unwrap_or("");
-        self.resources
-            .read()
-            .get(plural)
+        let mut parts = rest.splitn(3, '/');
+        let first = parts.next().unwrap_or("");
+        let resources = self.resources.read();
+        // A custom resource's directory is two segments, `GROUP/PLURAL`.
+        if let Some(second) = parts.next() {
+            if let Some(r) = resources.get(&format!("{first}/{second}")) {
+                return r.clone();
+            }
+        }
+        resources
+            .get(first)
             .cloned()
-            .unwrap_or_else(|| plural.into())
+            .unwrap_or_else(|| first.into())
     }
 
     /// The bytes to store under `key` for `plaintext`.

@@ -153,6 +153,11 @@ impl WatchCache {
         })
     }
 
+    /// The etcd key prefix it mirrors.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// Whether the first list has completed.
     pub fn is_ready(&self) -> bool {
         *self.ready.borrow()

@@ -112,9 +112,15 @@ impl GenericStore {
             .admit(r, obj, &attrs, opts.field_validation, &mut warnings)
             .await?;
         if applied {
-            crate::apply::record_apply(&mut obj, opts)?;
+            crate::apply::record_apply(&mut obj, opts, r.strategy.list_types())?;
         } else {
-            crate::apply::record_update(&mut obj, None, opts.manager(), "");
+            crate::apply::record_update(
+                &mut obj,
+                None,
+                opts.manager(),
+                "",
+                r.strategy.list_types(),
+            );
         }
         let key = self.key(r, ns, &name);
         // Another writer may take the address or port picked for this object: pick again.
@@ -128,7 +134,7 @@ impl GenericStore {
                     created: true,
                 });
             }
-            let bytes = crate::storage::encode(&attempt);
+            let bytes = super::encode_for(r, &attempt);
             let hint_bytes = bytes.clone();
             match self.etcd.create(&key, bytes, &effects).await? {
                 WriteOutcome::Done(rev) => {

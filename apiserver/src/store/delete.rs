@@ -119,7 +119,11 @@ impl GenericStore {
                 m.insert("deletionGracePeriodSeconds".into(), json!(grace));
                 fins.push(ORPHAN.into());
                 m.insert("finalizers".into(), json!(fins));
-                match self.etcd.update(&key, &next, current.rv, &[]).await? {
+                match self
+                    .etcd
+                    .update_encoded(&key, super::encode_for(r, &next), current.rv, &[])
+                    .await?
+                {
                     WriteOutcome::Mismatch(None) => {
                         return Err(Error::not_found(r.group_resource(), name))
                     }
@@ -176,7 +180,11 @@ impl GenericStore {
             if opts.dry_run {
                 return Ok(Deleted::Pending(next));
             }
-            match self.etcd.update(&key, &next, current.rv, &[]).await? {
+            match self
+                .etcd
+                .update_encoded(&key, super::encode_for(r, &next), current.rv, &[])
+                .await?
+            {
                 WriteOutcome::Done(rev) => {
                     crate::storage::set_rv(&mut next, rev);
                     return Ok(Deleted::Pending(next));

@@ -53,6 +53,23 @@ impl GenericStore {
         ns: Option<&str>,
         opts: &ListOpts,
     ) -> Result<Listed> {
+        let mut listed = self.list_stored(r, ns, opts).await?;
+        if r.storage_version.is_some() {
+            listed.items = listed
+                .items
+                .into_iter()
+                .map(|c| super::cached_in_version(r, c))
+                .collect();
+        }
+        Ok(listed)
+    }
+
+    async fn list_stored(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        opts: &ListOpts,
+    ) -> Result<Listed> {
         let prefix = r.ns_prefix(self.etcd.prefix(), ns);
         let keep = |o: &Value| opts.labels.matches(o) && opts.fields.matches(r, o);
         let keep_cached =

@@ -42,6 +42,10 @@ pub struct GenericStore {
     /// so that code walking every resource's cache finds nothing there.
     never_stored: Arc<WatchCache>,
     cache_capacity: usize,
+    /// What stops the watch cache of each resource served at run time, by `plural.group`.
+    stoppers: parking_lot::Mutex<HashMap<String, tokio_util::sync::CancellationToken>>,
+    /// Bumped whenever what is served changes (discovery and OpenAPI follow it).
+    generation: std::sync::atomic::AtomicU64,
     admission: Chain,
     /// Metrics.
     pub metrics: Arc<Metrics>,
@@ -60,6 +64,8 @@ impl GenericStore {
                 0,
             ),
             cache_capacity,
+            stoppers: Default::default(),
+            generation: Default::default(),
             admission,
             metrics,
         }
@@ -68,7 +74,7 @@ impl GenericStore {
     /// Starts serving a resource: returns it, and its watch cache, which the caller runs.
     pub fn serve(&self, info: ResourceInfo) -> (Resource, Arc<WatchCache>) {
         let r: Resource = Arc::new(info);
-        self.etcd.serve_resource(&r.plural, r.group_resource());
+        self.etcd.serve_resource(&r.storage, r.group_resource());
         let cache = WatchCache::new(r.clone(), r.prefix(self.etcd.prefix()), self.cache_capacity);
         self.caches
             .write()
@@ -76,7 +82,85 @@ impl GenericStore {
         let mut list = self.resources.write();
         list.retain(|x| x.group_resource() != r.group_resource() || x.version != r.version);
         list.push(r.clone());
+        self.bump();
         (r, cache)
+    }
+
+    /// Serves a type defined at run time in every version of `versions` (in discovery
+    /// order; all share one storage directory and one watch cache, which runs until the type
+    /// is unserved or `shutdown`). What was served of the type before is replaced; the watch
+    /// cache is kept when the storage directory is the same.
+    pub fn serve_dynamic(
+        &self,
+        versions: Vec<ResourceInfo>,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Vec<Resource> {
+        let Some(first) = versions.first() else {
+            return Vec::new();
+        };
+        let gr = first.group_resource().to_string();
+        let dir = first.storage.clone();
+        let served: Vec<Resource> = versions.into_iter().map(Arc::new).collect();
+        let keep_cache = self
+            .caches
+            .read()
+            .get(&gr)
+            .is_some_and(|c| c.prefix() == served[0].prefix(self.etcd.prefix()));
+        if !keep_cache {
+            self.stop_cache(&gr);
+            self.etcd.serve_resource(&dir, &gr);
+            let r = served[0].clone();
+            let cache =
+                WatchCache::new(r.clone(), r.prefix(self.etcd.prefix()), self.cache_capacity);
+            let stop = shutdown.child_token();
+            tokio::spawn(cache.clone().run(self.etcd.clone(), stop.clone()));
+            self.caches.write().insert(gr.clone(), cache);
+            self.stoppers.lock().insert(gr.clone(), stop);
+        }
+        let mut list = self.resources.write();
+        list.retain(|x| x.group_resource() != gr);
+        list.extend(served.iter().cloned());
+        self.bump();
+        served
+    }
+
+    /// Stops serving a type defined at run time (every version), and its watch cache.
+    pub fn unserve(&self, group_resource: &str) {
+        let removed = {
+            let mut list = self.resources.write();
+            let before = list.len();
+            let mut dir = None;
+            list.retain(|x| {
+                let hit = x.group_resource() == group_resource;
+                if hit {
+                    dir = Some(x.storage.clone());
+                }
+                !hit
+            });
+            (list.len() != before).then_some(dir).flatten()
+        };
+        if let Some(dir) = removed {
+            self.stop_cache(group_resource);
+            self.etcd.unserve_resource(&dir);
+            self.bump();
+        }
+    }
+
+    fn stop_cache(&self, group_resource: &str) {
+        if let Some(stop) = self.stoppers.lock().remove(group_resource) {
+            stop.cancel();
+        }
+        self.caches.write().remove(group_resource);
+    }
+
+    fn bump(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A number that changes whenever what is served changes.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Starts serving a resource that is never stored (`create_only`): no etcd watch, no
@@ -112,7 +196,9 @@ impl GenericStore {
             .read()
             .get(r.group_resource())
             .cloned()
-            .expect("every stored resource has a watch cache")
+            // A type defined at run time may go while a request on it is under way: that
+            // request sees an empty cache.
+            .unwrap_or_else(|| self.never_stored.clone())
     }
 
     /// Every watch cache.
@@ -141,6 +227,15 @@ impl GenericStore {
         self.get_stored(r, ns, name).await.map(|s| s.value)
     }
 
+    /// Reads what etcd holds under `key`, in `r`'s version.
+    async fn read(&self, r: &ResourceInfo, key: &str) -> Result<Option<Stored>> {
+        let mut stored = self.etcd.get(key).await?;
+        if let Some(s) = &mut stored {
+            in_version(r, &mut s.value);
+        }
+        Ok(stored)
+    }
+
     /// Reads an object as its JSON bytes (with `resourceVersion`), without decoding it.
     pub async fn get_json(
         &self,
@@ -148,6 +243,12 @@ impl GenericStore {
         ns: Option<&str>,
         name: &str,
     ) -> Result<bytes::Bytes> {
+        if r.storage_version.is_some() {
+            let v = self.get(r, ns, name).await?;
+            return Ok(bytes::Bytes::from(
+                serde_json::to_vec(&v).unwrap_or_default(),
+            ));
+        }
         let (raw, rv) = self
             .etcd
             .get_raw(&self.key(r, ns, name))
@@ -157,9 +258,47 @@ impl GenericStore {
     }
 
     async fn get_stored(&self, r: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<Stored> {
-        self.etcd
-            .get(&self.key(r, ns, name))
+        self.read(r, &self.key(r, ns, name))
             .await?
             .ok_or_else(|| Error::not_found(r.group_resource(), name))
     }
+}
+
+// A custom resource served in several versions keeps one stored form, in its storage
+// version; each served version reads and writes it as its own (the `None` conversion: only
+// `apiVersion` differs).
+
+/// The bytes to store for `obj`: in the storage version, where the resource has one.
+fn encode_for(r: &ResourceInfo, obj: &Value) -> Vec<u8> {
+    match &r.storage_version {
+        Some(sv) if obj.get("apiVersion").and_then(Value::as_str) != Some(sv.as_str()) => {
+            let mut stored = obj.clone();
+            stored["apiVersion"] = Value::String(sv.clone());
+            crate::storage::encode(&stored)
+        }
+        _ => crate::storage::encode(obj),
+    }
+}
+
+/// A stored object as `r`'s version shows it.
+pub(crate) fn in_version(r: &ResourceInfo, obj: &mut Value) {
+    if r.storage_version.is_some() && obj.is_object() {
+        obj["apiVersion"] = Value::String(r.api_version().to_string());
+    }
+}
+
+/// A cached object as `r`'s version shows it (the same one when nothing differs).
+pub(crate) fn cached_in_version(r: &ResourceInfo, c: Arc<Cached>) -> Arc<Cached> {
+    if r.storage_version.is_none() || c.json.is_empty() {
+        return c;
+    }
+    let want = format!("\"apiVersion\":\"{}\"", r.api_version());
+    if c.json.windows(want.len()).any(|w| w == want.as_bytes()) {
+        return c;
+    }
+    let Ok(mut v) = serde_json::from_slice::<Value>(&c.json) else {
+        return c;
+    };
+    in_version(r, &mut v);
+    Arc::new(Cached::from_value(r, &v, c.rv))
 }

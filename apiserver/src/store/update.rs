@@ -97,7 +97,7 @@ impl GenericStore {
         let key = self.key(r, ns, name);
         let mut warnings = Vec::new();
         loop {
-            let current = match self.etcd.get(&key).await? {
+            let current = match self.read(r, &key).await? {
                 Some(c) => c,
                 None if sub.is_none() && r.strategy.allow_create_on_update() => {
                     return self.create(r, ns, obj, opts).await;
@@ -143,7 +143,7 @@ impl GenericStore {
         let key = self.key(r, ns, name);
         let mut warnings = Vec::new();
         loop {
-            let current = match self.etcd.get(&key).await? {
+            let current = match self.read(r, &key).await? {
                 Some(c) => c,
                 None if ptype == PatchType::Apply && sub.is_none() => {
                     return self.create_as(r, ns, body.clone(), opts, true).await;
@@ -152,7 +152,9 @@ impl GenericStore {
             };
             let mut doc = current.value.clone();
             match ptype {
-                PatchType::Apply => crate::apply::apply(&mut doc, body, opts)?,
+                PatchType::Apply => {
+                    crate::apply::apply(&mut doc, body, opts, r.strategy.list_types())?
+                }
                 other => patch::apply_patch(&mut doc, other, body)?,
             }
             // A patch that sets resourceVersion makes it a precondition.
@@ -283,7 +285,13 @@ impl GenericStore {
             .admit(r, obj, &attrs, opts.field_validation, warnings)
             .await?;
         if !applied {
-            crate::apply::record_update(&mut next, Some(old), opts.manager(), sub.unwrap_or(""));
+            crate::apply::record_update(
+                &mut next,
+                Some(old),
+                opts.manager(),
+                sub.unwrap_or(""),
+                r.strategy.list_types(),
+            );
         }
         if r.has_generation {
             let gen = old
@@ -342,7 +350,7 @@ impl GenericStore {
                 _ => Ok(None),
             };
         }
-        let bytes = crate::storage::encode(&next);
+        let bytes = super::encode_for(r, &next);
         let hint_bytes = bytes.clone();
         match self
             .etcd
@@ -379,6 +387,7 @@ impl GenericStore {
                 Some(c) => {
                     let mut v: Value = serde_json::from_slice(&c.json)
                         .map_err(|e| Error::internal(format!("decoding a cached object: {e}")))?;
+                    super::in_version(r, &mut v);
                     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
                         m.remove("resourceVersion");
                     }
@@ -386,8 +395,7 @@ impl GenericStore {
                 }
                 None => {
                     let current = self
-                        .etcd
-                        .get(&key)
+                        .read(r, &key)
                         .await?
                         .ok_or_else(|| Error::not_found(r.group_resource(), name))?;
                     (current.value, current.rv)
@@ -399,7 +407,7 @@ impl GenericStore {
                 crate::storage::set_rv(&mut obj, rv);
                 return Ok(obj);
             }
-            let bytes = crate::storage::encode(&obj);
+            let bytes = super::encode_for(r, &obj);
             let hint_bytes = bytes.clone();
             match self.etcd.update_encoded(&key, bytes, rv, &[]).await? {
                 WriteOutcome::Done(rev) => {

@@ -101,6 +101,14 @@ impl Watch {
             k if now => k,
             _ => return None,
         };
+        if self.resource.storage_version.is_some() {
+            // Another version's watchers share the event; this one's needs its own bytes.
+            return Some(WatchItem {
+                kind,
+                object: super::cached_in_version(&self.resource, ev.object.clone()),
+                event: None,
+            });
+        }
         Some(WatchItem {
             kind,
             object: ev.object.clone(),
