@@ -1254,6 +1254,18 @@ async fn widget_operator_keeps_a_configmap_per_widget_until_the_widget_goes() {
         ready_condition(&w),
         Some(("True".into(), "ConfigMapReady".into()))
     );
+    // kubectl sees the same, and the schema's descriptions come from the Rust doc comments.
+    let k = c.kubectl();
+    let reason = k.ok(&[
+        "get",
+        "widget",
+        "hello",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}",
+    ]);
+    assert_eq!(reason, "ConfigMapReady");
+    let explain = k.ok(&["explain", "widget.spec.message"]);
+    assert!(explain.contains("The message."), "{explain}");
 
     // A new spec: a new generation, acted on.
     wapi.patch(
