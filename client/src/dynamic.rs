@@ -129,7 +129,7 @@ pub struct DynamicObject {
     /// `metadata`.
     #[serde(default)]
     pub metadata: ObjectMeta,
-    /// Every other field (`spec`, `status`, `data` ...), as a JSON object.
+    /// Every other field (`spec`, `status`, `data` ...), as a JSON object (or null: none).
     #[serde(flatten)]
     pub data: Value,
 }
@@ -275,6 +275,15 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&bare).unwrap(),
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}})
+        );
+        // No other fields at all, as `data: Default::default()` says.
+        let null = DynamicObject {
+            data: Value::Null,
+            ..bare.clone()
+        };
+        assert_eq!(
+            serde_json::to_value(&null).unwrap(),
+            serde_json::to_value(&bare).unwrap()
         );
         // Parsed into the typed object and back.
         let cm: ConfigMap = o.try_parse().unwrap();
