@@ -1,62 +1,49 @@
-//! `Api<K>`: typed operations on one kind of Kubernetes object, over gRPC.
+//! `Api<K>`: operations on one kind of Kubernetes object, over gRPC.
+//!
+//! `K` is a typed object (a k8s-openapi type, or a custom resource type), or
+//! [`crate::dynamic::DynamicObject`] for a resource named at run time; see [`Resource`].
 
 use std::marker::PhantomData;
 use std::time::Instant;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::{ClusterResourceScope, Metadata, NamespaceResourceScope, Resource};
-use serde::de::DeserializeOwned;
+use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
 use serde::Serialize;
 use skiff_proto::v1 as pb;
 
 use crate::client::Client;
 use crate::error::{Error, Result};
+pub use crate::resource::{Object, Resource};
 
-/// What every object type used with [`Api`] provides: its Kubernetes identity (from
-/// k8s-openapi) and JSON encoding.
-pub trait Object:
-    Resource + Metadata<Ty = ObjectMeta> + Serialize + DeserializeOwned + Clone + Send + Sync + 'static
-{
-}
-
-impl<K> Object for K where
-    K: Resource
-        + Metadata<Ty = ObjectMeta>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + Send
-        + Sync
-        + 'static
-{
-}
-
-/// Typed access to one resource, in one namespace or across all of them.
-pub struct Api<K> {
+/// Access to one resource, in one namespace or across all of them.
+///
+/// The handle carries the resource's identity: nothing for a typed object, whose type says
+/// it all, and the [`crate::dynamic::ApiResource`] for a [`crate::dynamic::DynamicObject`].
+pub struct Api<K: Resource> {
     client: Client,
     namespace: Option<String>,
+    dyntype: K::DynamicType,
     _k: PhantomData<fn() -> K>,
 }
 
-impl<K> Clone for Api<K> {
+impl<K: Resource> Clone for Api<K> {
     fn clone(&self) -> Self {
         Api {
             client: self.client.clone(),
             namespace: self.namespace.clone(),
+            dyntype: self.dyntype.clone(),
             _k: PhantomData,
         }
     }
 }
 
-impl<K> std::fmt::Debug for Api<K>
-where
-    K: Resource,
-{
+impl<K: Resource> std::fmt::Debug for Api<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Api")
-            .field("resource", &K::URL_PATH_SEGMENT)
+            .field("group", &K::group(&self.dyntype))
+            .field("version", &K::version(&self.dyntype))
+            .field("resource", &K::plural(&self.dyntype))
             .field("namespace", &self.namespace)
             .finish()
     }
@@ -234,17 +221,18 @@ pub enum WatchEvent<K> {
     },
 }
 
-fn decode<K: Object>(o: Option<pb::Object>) -> Result<K> {
+/// Decodes an object the server sent, as a `kind`.
+fn decode<K: serde::de::DeserializeOwned>(o: Option<pb::Object>, kind: &str) -> Result<K> {
     let o = o.ok_or_else(|| Error::Invalid("the server sent no object".into()))?;
-    serde_json::from_slice(&o.json).map_err(|e| Error::json(format!("decoding a {}", K::KIND), e))
+    serde_json::from_slice(&o.json).map_err(|e| Error::json(format!("decoding a {kind}"), e))
 }
 
-fn encode<K: Object>(obj: &K) -> Result<pb::Object> {
+fn encode<K: Serialize>(obj: &K, api_version: &str, kind: &str) -> Result<pb::Object> {
     Ok(pb::Object {
-        api_version: K::API_VERSION.to_string(),
-        kind: K::KIND.to_string(),
+        api_version: api_version.to_string(),
+        kind: kind.to_string(),
         json: serde_json::to_vec(obj)
-            .map_err(|e| Error::json(format!("encoding a {}", K::KIND), e))?
+            .map_err(|e| Error::json(format!("encoding a {kind}"), e))?
             .into(),
     })
 }
@@ -266,39 +254,65 @@ impl<K: Object> Api<K> {
     /// Objects in one namespace.
     pub fn namespaced(client: Client, namespace: &str) -> Self
     where
-        K: Resource<Scope = NamespaceResourceScope>,
+        K: k8s_openapi::Resource<Scope = NamespaceResourceScope>,
     {
-        Api {
-            client,
-            namespace: Some(namespace.to_string()),
-            _k: PhantomData,
-        }
+        Self::namespaced_with(client, namespace, &())
     }
 
     /// Objects in the kubeconfig context's namespace (`default` when it names none).
     pub fn default_namespaced(client: Client) -> Self
     where
-        K: Resource<Scope = NamespaceResourceScope>,
+        K: k8s_openapi::Resource<Scope = NamespaceResourceScope>,
     {
-        let ns = client.default_namespace().to_string();
-        Self::namespaced(client, &ns)
+        Self::default_namespaced_with(client, &())
     }
 
     /// Objects in every namespace (for namespaced kinds: list and watch only).
     pub fn all(client: Client) -> Self {
-        Api {
-            client,
-            namespace: None,
-            _k: PhantomData,
-        }
+        Self::all_with(client, &())
     }
 
     /// A cluster-scoped kind (nodes, namespaces, priority classes, ...).
     pub fn cluster(client: Client) -> Self
     where
-        K: Resource<Scope = ClusterResourceScope>,
+        K: k8s_openapi::Resource<Scope = ClusterResourceScope>,
     {
         Self::all(client)
+    }
+}
+
+impl<K: Resource> Api<K> {
+    /// Objects of the resource `dyntype` names in one namespace (for a
+    /// [`crate::dynamic::DynamicObject`], `dyntype` is its [`crate::dynamic::ApiResource`]).
+    pub fn namespaced_with(client: Client, namespace: &str, dyntype: &K::DynamicType) -> Self {
+        Api {
+            client,
+            namespace: Some(namespace.to_string()),
+            dyntype: dyntype.clone(),
+            _k: PhantomData,
+        }
+    }
+
+    /// Objects of the resource `dyntype` names in the kubeconfig context's namespace.
+    pub fn default_namespaced_with(client: Client, dyntype: &K::DynamicType) -> Self {
+        let ns = client.default_namespace().to_string();
+        Self::namespaced_with(client, &ns, dyntype)
+    }
+
+    /// Objects of the resource `dyntype` names in every namespace, or of a cluster-scoped
+    /// resource.
+    pub fn all_with(client: Client, dyntype: &K::DynamicType) -> Self {
+        Api {
+            client,
+            namespace: None,
+            dyntype: dyntype.clone(),
+            _k: PhantomData,
+        }
+    }
+
+    /// What identifies the resource (`()` for typed objects).
+    pub fn dynamic_type(&self) -> &K::DynamicType {
+        &self.dyntype
     }
 
     /// The same kind in one namespace, whatever its scope (for generic code that learns the
@@ -318,11 +332,20 @@ impl<K: Object> Api<K> {
         &self.client
     }
 
+    /// The resource's plural, as metrics and logs name it.
+    pub(crate) fn plural(&self) -> &str {
+        K::plural(&self.dyntype)
+    }
+
+    fn kind(&self) -> &str {
+        K::kind(&self.dyntype)
+    }
+
     fn resource_ref(&self) -> pb::ResourceRef {
         pb::ResourceRef {
-            group: K::GROUP.to_string(),
-            version: K::VERSION.to_string(),
-            resource: K::URL_PATH_SEGMENT.to_string(),
+            group: K::group(&self.dyntype).to_string(),
+            version: K::version(&self.dyntype).to_string(),
+            resource: K::plural(&self.dyntype).to_string(),
             namespace: self.namespace.clone().unwrap_or_default(),
         }
     }
@@ -338,7 +361,7 @@ impl<K: Object> Api<K> {
     {
         let call = f(self.client.resources(), self.client.request(msg, true));
         let ns = self.namespace.as_deref().unwrap_or("");
-        self.client.unary(verb, K::URL_PATH_SEGMENT, ns, call).await
+        self.client.unary(verb, self.plural(), ns, call).await
     }
 
     /// Reads one object.
@@ -351,7 +374,21 @@ impl<K: Object> Api<K> {
         let o = self
             .call("get", msg, |mut c, r| async move { c.get(r).await })
             .await?;
-        decode(Some(o))
+        decode(Some(o), self.kind())
+    }
+
+    /// Reads one object through its `status` subresource (the whole object, as Kubernetes
+    /// answers GET `NAME/status`).
+    pub async fn get_status(&self, name: &str) -> Result<K> {
+        let msg = pb::GetRequest {
+            resource: Some(self.resource_ref()),
+            name: name.to_string(),
+            subresource: "status".to_string(),
+        };
+        let o = self
+            .call("get", msg, |mut c, r| async move { c.get(r).await })
+            .await?;
+        decode(Some(o), self.kind())
     }
 
     /// Reads one object, `None` when it does not exist.
@@ -380,7 +417,7 @@ impl<K: Object> Api<K> {
         let items = l
             .items
             .into_iter()
-            .map(|o| decode(Some(o)))
+            .map(|o| decode(Some(o), self.kind()))
             .collect::<Result<Vec<K>>>()?;
         Ok(ObjectList {
             items,
@@ -394,14 +431,14 @@ impl<K: Object> Api<K> {
     pub async fn create(&self, pp: &PostParams, obj: &K) -> Result<K> {
         let msg = pb::CreateRequest {
             resource: Some(self.resource_ref()),
-            object: Some(encode(obj)?),
+            object: Some(encode(obj, K::api_version(&self.dyntype), self.kind())?),
             options: Some(post_options(pp)),
             ..Default::default()
         };
         let w = self
             .call("create", msg, |mut c, r| async move { c.create(r).await })
             .await?;
-        decode(w.object)
+        decode(w.object, self.kind())
     }
 
     /// Creates a subresource of object `name`, as POST `NAME/SUB` does (a ServiceAccount's
@@ -416,7 +453,7 @@ impl<K: Object> Api<K> {
     ) -> Result<O> {
         let msg = pb::CreateRequest {
             resource: Some(self.resource_ref()),
-            object: Some(encode(obj)?),
+            object: Some(encode(obj, I::API_VERSION, I::KIND)?),
             options: Some(post_options(pp)),
             name: name.to_string(),
             subresource: sub.to_string(),
@@ -424,7 +461,7 @@ impl<K: Object> Api<K> {
         let w = self
             .call("create", msg, |mut c, r| async move { c.create(r).await })
             .await?;
-        decode(w.object)
+        decode(w.object, O::KIND)
     }
 
     /// Replaces a subresource of object `name` that takes the object itself (a
@@ -445,12 +482,12 @@ impl<K: Object> Api<K> {
         let w = self
             .call("update", msg, |mut c, r| async move { c.update(r).await })
             .await?;
-        decode(w.object)
+        decode(w.object, self.kind())
     }
 
     fn named(&self, name: &str, obj: &K) -> Result<pb::Object> {
         let mut v = serde_json::to_value(obj)
-            .map_err(|e| Error::json(format!("encoding a {}", K::KIND), e))?;
+            .map_err(|e| Error::json(format!("encoding a {}", self.kind()), e))?;
         match v.pointer("/metadata/name").and_then(|n| n.as_str()) {
             Some(n) if n != name => {
                 return Err(Error::Invalid(format!(
@@ -461,8 +498,8 @@ impl<K: Object> Api<K> {
             None => v["metadata"]["name"] = serde_json::Value::String(name.into()),
         }
         Ok(pb::Object {
-            api_version: K::API_VERSION.into(),
-            kind: K::KIND.into(),
+            api_version: K::api_version(&self.dyntype).into(),
+            kind: self.kind().into(),
             json: serde_json::to_vec(&v)
                 .map_err(|e| Error::json("encoding", e))?
                 .into(),
@@ -496,7 +533,7 @@ impl<K: Object> Api<K> {
                 }
             })
             .await?;
-        decode(w.object)
+        decode(w.object, self.kind())
     }
 
     async fn patch_sub<P: Serialize>(
@@ -533,7 +570,7 @@ impl<K: Object> Api<K> {
         let w = self
             .call("patch", msg, |mut c, r| async move { c.patch(r).await })
             .await?;
-        decode(w.object)
+        decode(w.object, self.kind())
     }
 
     /// Patches an object.
@@ -578,7 +615,7 @@ impl<K: Object> Api<K> {
         let d = self
             .call("delete", msg, |mut c, r| async move { c.delete(r).await })
             .await?;
-        let obj = decode(d.object)?;
+        let obj = decode(d.object, self.kind())?;
         Ok(if d.finished {
             Deleted::Gone(obj)
         } else {
@@ -615,11 +652,12 @@ impl<K: Object> Api<K> {
             .map(|_| tonic::Code::Ok)
             .unwrap_or_else(|s| s.code());
         self.client
-            .observe("watch", K::URL_PATH_SEGMENT, code, start.elapsed());
+            .observe("watch", self.plural(), code, start.elapsed());
         let stream = result?.into_inner();
-        Ok(stream.map(|item| {
+        let dyntype = self.dyntype.clone();
+        Ok(stream.map(move |item| {
             let ev = item?;
-            let obj = || decode::<K>(ev.object.clone());
+            let obj = || decode::<K>(ev.object.clone(), K::kind(&dyntype));
             match pb::EventType::try_from(ev.r#type) {
                 Ok(pb::EventType::Added) => Ok(WatchEvent::Added(obj()?)),
                 Ok(pb::EventType::Modified) => Ok(WatchEvent::Modified(obj()?)),
@@ -654,5 +692,68 @@ impl Api<Pod> {
         self.call("create", msg, |mut c, r| async move { c.bind(r).await })
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dynamic::{ApiResource, DynamicObject};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+
+    fn client() -> Client {
+        // Connections are made on first use: none is made here.
+        Client::new(crate::Config::new("https://127.0.0.1:1")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_dynamic_api_addresses_what_its_descriptor_names() {
+        let typed: Api<ConfigMap> = Api::namespaced(client(), "ns");
+        let ar = ApiResource::namespaced("", "v1", "ConfigMap", "configmaps");
+        let dynamic: Api<DynamicObject> = Api::namespaced_with(client(), "ns", &ar);
+        assert_eq!(dynamic.resource_ref(), typed.resource_ref());
+        assert_eq!(dynamic.dynamic_type(), &ar);
+
+        let widgets = ApiResource::namespaced("example.skiff.dev", "v1", "Widget", "widgets");
+        let all = Api::<DynamicObject>::all_with(client(), &widgets);
+        let r = all.resource_ref();
+        assert_eq!(
+            (
+                r.group.as_str(),
+                r.version.as_str(),
+                r.resource.as_str(),
+                r.namespace.as_str()
+            ),
+            ("example.skiff.dev", "v1", "widgets", "")
+        );
+        assert_eq!(all.clone().in_namespace("a").resource_ref().namespace, "a");
+        assert!(format!("{all:?}").contains("widgets"));
+
+        let roles = Api::<ClusterRole>::cluster(client());
+        let ar = ApiResource::erase::<ClusterRole>(&());
+        assert_eq!(
+            Api::<DynamicObject>::all_with(client(), &ar).resource_ref(),
+            roles.resource_ref()
+        );
+    }
+
+    #[tokio::test]
+    async fn writes_are_wrapped_in_the_descriptors_type() {
+        let widgets = ApiResource::namespaced("example.skiff.dev", "v1", "Widget", "widgets");
+        let api = Api::<DynamicObject>::namespaced_with(client(), "ns", &widgets);
+        let w = DynamicObject::new("w", &widgets);
+        let o = api.named("w", &w).unwrap();
+        assert_eq!(
+            (o.api_version.as_str(), o.kind.as_str()),
+            ("example.skiff.dev/v1", "Widget")
+        );
+        // The name given must be the object's, or is filled in.
+        assert!(api.named("other", &w).is_err());
+        let mut unnamed = w.clone();
+        unnamed.metadata.name = None;
+        let o = api.named("w", &unnamed).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.json).unwrap();
+        assert_eq!(v["metadata"]["name"], "w");
     }
 }

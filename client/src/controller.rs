@@ -15,10 +15,10 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::Object;
 use crate::backoff::Backoff;
 use crate::informer::Informer;
 use crate::reflector::{Change, ObjectKey, Store};
+use crate::resource::Resource;
 
 struct QueueState<T> {
     queue: VecDeque<T>,
@@ -185,7 +185,7 @@ pub struct Controller<K> {
     config: Config,
 }
 
-impl<K: Object> Controller<K> {
+impl<K: Resource> Controller<K> {
     /// A controller fed by `informer`.
     pub fn new(informer: Informer<K>, config: Config) -> Self {
         let queue = WorkQueue::new(config.backoff.clone());
@@ -249,11 +249,13 @@ impl<K: Object> Controller<K> {
             })
         };
         let reconcile = Arc::new(reconcile);
+        let resource: Arc<str> = self.informer.resource().into();
         let mut workers = Vec::new();
         for _ in 0..self.config.concurrency.max(1) {
             let queue = queue.clone();
             let store = store.clone();
             let reconcile = reconcile.clone();
+            let resource = resource.clone();
             workers.push(tokio::spawn(async move {
                 while let Some(key) = queue.get().await {
                     let obj = store.get(&key);
@@ -264,7 +266,7 @@ impl<K: Object> Controller<K> {
                             queue.add_after(key.clone(), d);
                         }
                         Err(e) => {
-                            tracing::warn!(resource = K::URL_PATH_SEGMENT, key = %key, error = %e, "reconcile failed; requeued");
+                            tracing::warn!(resource = &*resource, key = %key, error = %e, "reconcile failed; requeued");
                             queue.add_rate_limited(key.clone());
                         }
                     }

@@ -10,7 +10,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The server answered with an error.
-    #[error("{0}")]
+    // Transparent: the server's error is this error, not its cause, so a report of the
+    // chain (anyhow's `{:#}`, `Caused by:`) says it once.
+    #[error(transparent)]
     Api(#[from] Box<ApiError>),
     /// The kubeconfig could not be read or used.
     #[error("kubeconfig: {0}")]

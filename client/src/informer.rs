@@ -7,6 +7,7 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use parking_lot::Mutex;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{Api, Object};
 use crate::client::Client;
 use crate::reflector::{Change, IndexFn, Store, Writer};
+use crate::resource::Resource;
 use crate::watcher::{self, watcher};
 
 /// Changes buffered per subscriber before it is told to resync instead.
@@ -25,6 +27,8 @@ const SUBSCRIBER_BUFFER: usize = 4096;
 pub struct Informer<K> {
     store: Store<K>,
     changes: broadcast::Sender<Change<K>>,
+    /// The resource's plural, for logs.
+    resource: Arc<str>,
 }
 
 impl<K> Clone for Informer<K> {
@@ -32,11 +36,12 @@ impl<K> Clone for Informer<K> {
         Informer {
             store: self.store.clone(),
             changes: self.changes.clone(),
+            resource: self.resource.clone(),
         }
     }
 }
 
-impl<K: Object> Informer<K> {
+impl<K: Resource> Informer<K> {
     /// Starts an informer on `api` until `shutdown`; `indexers` are added to the store's
     /// default namespace index.
     pub fn spawn(
@@ -49,6 +54,8 @@ impl<K: Object> Informer<K> {
         let store = writer.store();
         let (changes, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let tx = changes.clone();
+        let resource: Arc<str> = api.plural().into();
+        let name = resource.clone();
         tokio::spawn(async move {
             let stream = watcher(api, config);
             futures::pin_mut!(stream);
@@ -64,13 +71,22 @@ impl<K: Object> Informer<K> {
                         }
                     }
                     Some(Err(e)) => {
-                        tracing::warn!(resource = K::URL_PATH_SEGMENT, error = %e, "informer watch failed; retrying");
+                        tracing::warn!(resource = &*name, error = %e, "informer watch failed; retrying");
                     }
                     None => break,
                 }
             }
         });
-        Informer { store, changes }
+        Informer {
+            store,
+            changes,
+            resource,
+        }
+    }
+
+    /// The resource's plural (`configmaps`, `widgets`).
+    pub fn resource(&self) -> &str {
+        &self.resource
     }
 
     /// The cache.
@@ -92,7 +108,17 @@ impl<K: Object> Informer<K> {
     }
 }
 
-type FactoryKey = (TypeId, Option<String>, Option<String>, Option<String>, bool);
+/// What tells informers apart: the object type, the resource (`group/version/plural`, which
+/// differs between dynamic resources of one type), the namespace, the selectors and whether
+/// managed fields are kept.
+type FactoryKey = (
+    TypeId,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    bool,
+);
 
 /// Hands out one shared [`Informer`] per resource, namespace and selectors.
 pub struct InformerFactory {
@@ -126,8 +152,28 @@ impl InformerFactory {
         config: watcher::Config,
         indexers: HashMap<String, IndexFn<K>>,
     ) -> Informer<K> {
+        self.informer_for(&(), namespace, config, indexers)
+    }
+
+    /// The shared informer for the resource `dyntype` names (an
+    /// [`crate::dynamic::ApiResource`] for [`crate::dynamic::DynamicObject`]s), in
+    /// `namespace` (all when `None`) with the selectors of `config`. `indexers` apply when
+    /// this call starts the informer.
+    pub fn informer_for<K: Resource>(
+        &self,
+        dyntype: &K::DynamicType,
+        namespace: Option<&str>,
+        config: watcher::Config,
+        indexers: HashMap<String, IndexFn<K>>,
+    ) -> Informer<K> {
         let key = (
             TypeId::of::<K>(),
+            format!(
+                "{}/{}/{}",
+                K::group(dyntype),
+                K::version(dyntype),
+                K::plural(dyntype)
+            ),
             namespace.map(String::from),
             config.label_selector.clone(),
             config.field_selector.clone(),
@@ -137,7 +183,7 @@ impl InformerFactory {
         if let Some(i) = map.get(&key).and_then(|b| b.downcast_ref::<Informer<K>>()) {
             return i.clone();
         }
-        let api = Api::<K>::all(self.client.clone());
+        let api = Api::<K>::all_with(self.client.clone(), dyntype);
         let api = match namespace {
             Some(ns) => api.in_namespace(ns),
             None => api,
@@ -155,5 +201,34 @@ impl InformerFactory {
     /// Whether the factory runs none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dynamic::{ApiResource, DynamicObject};
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    #[tokio::test]
+    async fn one_informer_per_resource_even_of_one_type() {
+        let client = Client::new(crate::Config::new("https://127.0.0.1:1")).unwrap();
+        let shutdown = CancellationToken::new();
+        let f = InformerFactory::new(client, shutdown.clone());
+        let widgets = ApiResource::namespaced("example.skiff.dev", "v1", "Widget", "widgets");
+        let gadgets = ApiResource::namespaced("example.skiff.dev", "v1", "Gadget", "gadgets");
+        let cfg = watcher::Config::default;
+        let w = f.informer_for::<DynamicObject>(&widgets, None, cfg(), HashMap::new());
+        f.informer_for::<DynamicObject>(&widgets, None, cfg(), HashMap::new());
+        assert_eq!(f.len(), 1, "asked twice, started once");
+        let g = f.informer_for::<DynamicObject>(&gadgets, None, cfg(), HashMap::new());
+        assert_eq!(f.len(), 2);
+        assert_eq!((w.resource(), g.resource()), ("widgets", "gadgets"));
+        // Typed and dynamic informers of one resource are different caches of different types.
+        f.informer_with::<ConfigMap>(None, cfg(), HashMap::new());
+        let cms = ApiResource::erase::<ConfigMap>(&());
+        f.informer_for::<DynamicObject>(&cms, None, cfg(), HashMap::new());
+        assert_eq!(f.len(), 4);
+        shutdown.cancel();
     }
 }

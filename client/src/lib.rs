@@ -3,7 +3,10 @@
 //! - [`Client`]: the connection (from a kubeconfig, TLS with the cluster CA, client
 //!   certificate or bearer token), with client-side rate limits, tracing spans and metrics.
 //! - [`Api`]: typed get, list, create, replace, patch, delete, watch and bind for every
-//!   k8s-openapi type the server serves.
+//!   k8s-openapi type the server serves, for custom resource types declared with
+//!   [`custom_resource!`] ([`crd`]), and for resources named at run time, whose objects are
+//!   [`DynamicObject`]s ([`dynamic`]). What `Api` and the rest need of a type is
+//!   [`Resource`].
 //! - [`watcher()`]: list-then-watch that resumes after disconnects and re-lists on 410 Gone.
 //! - [`reflector`]: an indexed cache fed by a watcher; [`informer`]: shared informers.
 //! - [`controller`]: a de-duplicating, rate-limited work queue and controller runner.
@@ -31,11 +34,14 @@ pub mod backoff;
 pub mod client;
 pub mod config;
 pub mod controller;
+pub mod crd;
+pub mod dynamic;
 pub mod error;
 pub mod events;
 pub mod informer;
 pub mod leader;
 pub mod reflector;
+pub mod resource;
 pub mod selector;
 pub mod services;
 pub mod time;
@@ -47,7 +53,9 @@ pub use api::{
 };
 pub use client::Client;
 pub use config::Config;
+pub use dynamic::{ApiResource, DynamicObject};
 pub use error::{ApiError, Error, Result};
+pub use resource::Resource;
 pub use watcher::watcher;
 
 /// Kubeconfig files, read and built (the types `Config` reads), from `skiff-rules`.

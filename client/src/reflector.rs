@@ -12,8 +12,8 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use parking_lot::RwLock;
 
-use crate::api::Object;
 use crate::error::Result;
+use crate::resource::Resource;
 use crate::watcher::Event;
 
 /// Identifies an object: its namespace (empty when cluster-scoped) and name.
@@ -27,8 +27,8 @@ pub struct ObjectKey {
 
 impl ObjectKey {
     /// The key of `obj`.
-    pub fn of<K: Object>(obj: &K) -> Self {
-        let m = obj.metadata();
+    pub fn of<K: Resource>(obj: &K) -> Self {
+        let m = obj.meta();
         ObjectKey {
             namespace: m.namespace.clone().unwrap_or_default(),
             name: m.name.clone().unwrap_or_default(),
@@ -84,8 +84,8 @@ pub mod indexers {
     use super::*;
 
     /// Files every object under its namespace.
-    pub fn namespace<K: Object>() -> IndexFn<K> {
-        Arc::new(|o: &K| o.metadata().namespace.clone().into_iter().collect())
+    pub fn namespace<K: Resource>() -> IndexFn<K> {
+        Arc::new(|o: &K| o.meta().namespace.clone().into_iter().collect())
     }
 
     /// Files pods under the node they are bound to (unbound pods under nothing).
@@ -178,13 +178,13 @@ pub struct Writer<K> {
     buffer: Option<Snapshot<K>>,
 }
 
-impl<K: Object> Default for Writer<K> {
+impl<K: Resource> Default for Writer<K> {
     fn default() -> Self {
         Self::new(HashMap::new())
     }
 }
 
-impl<K: Object> Writer<K> {
+impl<K: Resource> Writer<K> {
     /// A writer with the namespace index plus `indexers` (name → function).
     pub fn new(mut indexers: HashMap<String, IndexFn<K>>) -> Self {
         indexers
@@ -254,7 +254,7 @@ impl<K: Object> Writer<K> {
     }
 }
 
-impl<K: Object> Store<K> {
+impl<K: Resource> Store<K> {
     /// The object with this key.
     pub fn get(&self, key: &ObjectKey) -> Option<Arc<K>> {
         self.shared.snapshot.read().objects.get(key).cloned()
@@ -327,7 +327,7 @@ impl<K: Object> Store<K> {
 /// Applies every event of `stream` to `writer` and passes it on.
 pub fn reflector<K, S>(mut writer: Writer<K>, stream: S) -> impl Stream<Item = Result<Event<K>>>
 where
-    K: Object,
+    K: Resource,
     S: Stream<Item = Result<Event<K>>>,
 {
     stream.map(move |ev| {
@@ -388,5 +388,28 @@ mod tests {
         assert_eq!(s.keys(), vec![ObjectKey::new("c", "p3")]);
         assert!(s.by_index("node", "n2").is_empty());
         assert!(s.by_index("nope", "x").is_empty());
+    }
+
+    #[test]
+    fn dynamic_objects_are_cached_by_namespace_and_name() {
+        use crate::dynamic::{ApiResource, DynamicObject};
+        let widgets = ApiResource::namespaced("example.skiff.dev", "v1", "Widget", "widgets");
+        let w = |ns: &str, name: &str, n: i64| {
+            DynamicObject::new(name, &widgets)
+                .within(ns)
+                .data(serde_json::json!({"spec": {"replicas": n}}))
+        };
+        let mut writer = Writer::<DynamicObject>::default();
+        let s = writer.store();
+        writer.apply(Event::Init);
+        writer.apply(Event::InitApply(w("a", "w1", 1)));
+        writer.apply(Event::InitDone);
+        writer.apply(Event::Apply(w("a", "w1", 2)));
+        writer.apply(Event::Apply(w("b", "w1", 3)));
+        let got = s.get(&ObjectKey::new("a", "w1")).unwrap();
+        assert_eq!(got.data["spec"]["replicas"], 2);
+        assert_eq!(s.in_namespace("b").len(), 1);
+        let key = ObjectKey::of(&w("b", "w1", 0));
+        assert_eq!(key.to_string(), "b/w1");
     }
 }

@@ -20,9 +20,10 @@ use std::time::Duration;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 
-use crate::api::{Api, ListParams, Object, WatchEvent, WatchParams};
+use crate::api::{Api, ListParams, WatchEvent, WatchParams};
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
+use crate::resource::Resource;
 
 /// What a watcher reports.
 #[derive(Debug, Clone)]
@@ -104,7 +105,7 @@ enum State<K> {
     Watching { rv: String, stream: Raw<K> },
 }
 
-struct Machine<K> {
+struct Machine<K: Resource> {
     api: Api<K>,
     config: Config,
     state: State<K>,
@@ -117,7 +118,7 @@ struct Machine<K> {
 /// after a disconnect, lists again when that version has been compacted (410 Gone), and
 /// backs off with jitter between failed attempts. Errors are reported as `Err` items; the
 /// stream carries on after them.
-pub fn watcher<K: Object>(
+pub fn watcher<K: Resource>(
     api: Api<K>,
     config: Config,
 ) -> impl Stream<Item = Result<Event<K>>> + Send {
@@ -136,7 +137,7 @@ pub fn watcher<K: Object>(
     })
 }
 
-impl<K: Object> Machine<K> {
+impl<K: Resource> Machine<K> {
     fn list_params(&self, continue_token: Option<String>) -> ListParams {
         ListParams {
             label_selector: self.config.label_selector.clone(),
@@ -150,7 +151,7 @@ impl<K: Object> Machine<K> {
     fn fail(&mut self, e: Error, next: State<K>) -> Result<Event<K>> {
         self.delay = Some(self.backoff.next_delay());
         self.state = next;
-        tracing::debug!(resource = K::URL_PATH_SEGMENT, error = %e, "watcher retrying");
+        tracing::debug!(resource = self.api.plural(), error = %e, "watcher retrying");
         Err(e)
     }
 
@@ -248,13 +249,13 @@ impl<K: Object> Machine<K> {
 }
 
 /// An object's metadata.resourceVersion.
-fn version_of<K: Object>(o: &K) -> Option<String> {
-    o.metadata().resource_version.clone()
+fn version_of<K: Resource>(o: &K) -> Option<String> {
+    o.meta().resource_version.clone()
 }
 
-fn trim<K: Object>(mut o: K, strip_managed_fields: bool) -> K {
+fn trim<K: Resource>(mut o: K, strip_managed_fields: bool) -> K {
     if strip_managed_fields {
-        o.metadata_mut().managed_fields = None;
+        o.meta_mut().managed_fields = None;
     }
     o
 }

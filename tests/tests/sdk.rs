@@ -1,7 +1,8 @@
 //! The SDK's promises against a real API server: watchers that neither lose nor repeat an
 //! event across dropped connections, API server restarts and compaction; informer caches
 //! that end equal to a fresh list; the controller runner; leader election between
-//! processes.
+//! processes; dynamic objects through every verb, informers and controllers; the
+//! `widget_operator` example on a custom resource.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +17,10 @@ use skiff_client::controller::{self, Action, Controller};
 use skiff_client::informer::InformerFactory;
 use skiff_client::reflector::{ObjectKey, Store};
 use skiff_client::watcher::{self, Event};
-use skiff_client::{Api, Client, Config, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use skiff_client::{
+    Api, ApiResource, Client, Config, DeleteParams, DynamicObject, ListParams, Patch, PatchParams,
+    PostParams, WatchEvent, WatchParams,
+};
 use skiff_e2e::{ApiServer, Cluster, Etcd, Proxy};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -796,4 +800,551 @@ async fn examples_find_the_kubeconfig_like_kubectl() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("/nonexistent/kubeconfig"), "{stderr}");
+}
+
+/// Polls `f` until it gives `Some` or `within` has passed.
+async fn until<T, F, Fut>(within: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn dynamic_objects_do_everything_typed_ones_do() {
+    let c = Cluster::start().await.unwrap();
+    let client = Client::from_kubeconfig(&c.api.kubeconfig).unwrap();
+    let ar = ApiResource::namespaced("", "v1", "ConfigMap", "configmaps");
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    let typed: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+
+    // A watch from the start, to see every write below in order.
+    let start = api.list(&ListParams::default()).await.unwrap();
+    let raw = api
+        .watch(&WatchParams::default(), &start.resource_version)
+        .await
+        .unwrap();
+
+    // Create: the typed API sees what the dynamic one wrote, and the server's answer comes
+    // back as a dynamic object with its type.
+    let obj = DynamicObject::new("dyn", &ar).data(json!({"data": {"k": "1"}}));
+    let created = api.create(&PostParams::default(), &obj).await.unwrap();
+    let types = created.types.clone().expect("the server sends the type");
+    assert_eq!(
+        (types.api_version.as_str(), types.kind.as_str()),
+        ("v1", "ConfigMap")
+    );
+    assert_eq!(created.metadata.namespace.as_deref(), Some("default"));
+    assert!(created.metadata.uid.is_some());
+    assert_eq!(created.data["data"], json!({"k": "1"}));
+    let as_typed = typed.get("dyn").await.unwrap();
+    assert_eq!(as_typed.data.unwrap()["k"], "1");
+    // Created twice: the server's error, as for typed objects.
+    let again = api.create(&PostParams::default(), &obj).await.unwrap_err();
+    assert!(again.is_already_exists(), "{again}");
+
+    // Get and list, with a label selector.
+    let got = api.get("dyn").await.unwrap();
+    assert_eq!(got.metadata.uid, created.metadata.uid);
+    assert!(api.get_opt("nope").await.unwrap().is_none());
+    typed
+        .create(&PostParams::default(), &{
+            let mut o = cm("labelled", "x");
+            o.metadata.labels = Some([("app".to_string(), "web".to_string())].into());
+            o
+        })
+        .await
+        .unwrap();
+    let page = api
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap();
+    let names: Vec<_> = page
+        .items
+        .iter()
+        .map(|o| o.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(names, ["labelled"]);
+
+    // Replace: conditional on the resourceVersion it carries.
+    let mut changed = got.clone();
+    changed.data["data"]["k"] = json!("2");
+    let replaced = api
+        .replace("dyn", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    assert_eq!(replaced.data["data"]["k"], "2");
+    let stale = api
+        .replace("dyn", &PostParams::default(), &changed)
+        .await
+        .unwrap_err();
+    assert!(stale.is_conflict(), "{stale}");
+
+    // Patch in every format, server-side apply included.
+    let merged = api
+        .patch(
+            "dyn",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"m": "3"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(merged.data["data"], json!({"k": "2", "m": "3"}));
+    let patch: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "remove", "path": "/data/m"}])).unwrap();
+    let jsoned = api
+        .patch("dyn", &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+        .unwrap();
+    assert_eq!(jsoned.data["data"], json!({"k": "2"}));
+    let applied = api
+        .patch(
+            "applied",
+            &PatchParams::apply("sdk-test"),
+            &Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "applied"}, "data": {"a": "b"}
+            })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.data["data"], json!({"a": "b"}));
+    let managers: Vec<_> = applied
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert_eq!(managers, ["sdk-test"]);
+
+    // The raw watch saw each write as it happened.
+    let events: Vec<_> = raw
+        .take(6)
+        .map(|e| match e.unwrap() {
+            WatchEvent::Added(o) => format!("ADDED {}", o.metadata.name.unwrap()),
+            WatchEvent::Modified(o) => format!("MODIFIED {}", o.metadata.name.unwrap()),
+            WatchEvent::Deleted(o) => format!("DELETED {}", o.metadata.name.unwrap()),
+            WatchEvent::Bookmark { .. } => "BOOKMARK".into(),
+        })
+        .collect()
+        .await;
+    assert_eq!(
+        events,
+        [
+            "ADDED dyn",
+            "ADDED labelled",
+            "MODIFIED dyn",
+            "MODIFIED dyn",
+            "MODIFIED dyn",
+            "ADDED applied"
+        ]
+    );
+
+    // Delete.
+    match api
+        .delete("applied", &DeleteParams::default())
+        .await
+        .unwrap()
+    {
+        skiff_client::Deleted::Gone(o) => assert_eq!(o.data["data"], json!({"a": "b"})),
+        other => panic!("deleted at once, not {other:?}"),
+    }
+    assert!(typed.get_opt("applied").await.unwrap().is_none());
+
+    // A resource the server does not serve: not found, naming it.
+    let nothing = ApiResource::namespaced("example.skiff.dev", "v1", "Nothing", "nothings");
+    let e = Api::<DynamicObject>::namespaced_with(client.clone(), "default", &nothing)
+        .list(&ListParams::default())
+        .await
+        .unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    assert!(e.to_string().contains("nothings"), "{e}");
+
+    // The status subresource, on a resource of a named group: a Deployment's status is
+    // written and read through it, and a status write leaves the spec alone.
+    let deployments = ApiResource::namespaced("apps", "v1", "Deployment", "deployments");
+    let dapi: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &deployments);
+    let d = DynamicObject::new("web", &deployments).data(json!({"spec": {
+        "replicas": 1,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+        }
+    }}));
+    dapi.create(&PostParams::default(), &d).await.unwrap();
+    let patched = dapi
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 5}, "status": {"observedGeneration": 7}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.data["status"]["observedGeneration"], 7);
+    assert_eq!(patched.data["spec"]["replicas"], 1);
+    let mut s = dapi.get_status("web").await.unwrap();
+    assert_eq!(s.data["status"]["observedGeneration"], 7);
+    s.data["status"]["observedGeneration"] = json!(8);
+    let replaced = dapi
+        .replace_status("web", &PostParams::default(), &s)
+        .await
+        .unwrap();
+    assert_eq!(replaced.data["status"]["observedGeneration"], 8);
+    // As a typed object, the same.
+    let typed_d: k8s_openapi::api::apps::v1::Deployment = replaced.try_parse().unwrap();
+    assert_eq!(typed_d.status.unwrap().observed_generation, Some(8));
+}
+
+#[tokio::test]
+async fn dynamic_informers_and_controllers_follow_their_resource() {
+    let c = Cluster::start().await.unwrap();
+    let client = Client::from_kubeconfig(&c.api.kubeconfig).unwrap();
+    let ar = ApiResource::erase::<ConfigMap>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    for i in 0..5 {
+        let o = DynamicObject::new(&format!("pre-{i}"), &ar).data(json!({"data": {"n": "0"}}));
+        api.create(&PostParams::default(), &o).await.unwrap();
+    }
+
+    // A controller over DynamicObjects keeps an annotation equal to the number of keys, as
+    // the configmap_controller example does with the typed API.
+    let shutdown = CancellationToken::new();
+    let factory = InformerFactory::new(client.clone(), shutdown.clone());
+    let informer = factory.informer_for::<DynamicObject>(
+        &ar,
+        Some("default"),
+        watcher::Config::default(),
+        Default::default(),
+    );
+    assert_eq!(informer.resource(), "configmaps");
+    let store = informer.store();
+    let controller = Controller::new(informer, controller::Config::default());
+    let handled = Arc::new(AtomicUsize::new(0));
+    let run = {
+        let (api, handled, shutdown) = (api.clone(), handled.clone(), shutdown.clone());
+        tokio::spawn(controller.run(
+            move |key: ObjectKey, o: Option<Arc<DynamicObject>>| {
+                let (api, handled) = (api.clone(), handled.clone());
+                async move {
+                    handled.fetch_add(1, Ordering::SeqCst);
+                    let Some(o) = o else {
+                        return Ok::<_, skiff_client::Error>(Action::Done);
+                    };
+                    let keys = o.data["data"]
+                        .as_object()
+                        .map_or(0, |d| d.len())
+                        .to_string();
+                    let have = o.metadata.annotations.as_ref().and_then(|a| a.get("keys"));
+                    if have != Some(&keys) {
+                        let patch = json!({"metadata": {"annotations": {"keys": keys}}});
+                        api.patch(&key.name, &PatchParams::default(), &Patch::Merge(patch))
+                            .await?;
+                    }
+                    Ok(Action::Done)
+                }
+            },
+            shutdown,
+        ))
+    };
+    store.wait_until_ready().await;
+
+    let two = DynamicObject::new("two", &ar).data(json!({"data": {"a": "1", "b": "2"}}));
+    api.create(&PostParams::default(), &two).await.unwrap();
+    api.patch(
+        "pre-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"x": "y"}})),
+    )
+    .await
+    .unwrap();
+    let want = |name: &str| match name {
+        "two" | "pre-0" => "2",
+        _ => "1",
+    };
+    let settled = until(Duration::from_secs(20), || {
+        let store = store.clone();
+        async move {
+            let all = store.state();
+            (all.len() == 6
+                && all.iter().all(|o| {
+                    let name = o.metadata.name.as_deref().unwrap_or("");
+                    o.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get("keys"))
+                        .map(String::as_str)
+                        == Some(want(name))
+                }))
+            .then_some(())
+        }
+    })
+    .await;
+    assert!(settled.is_some(), "cache: {:?}", store.state());
+    // The cache equals a fresh list.
+    let fresh: BTreeMap<_, _> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|o| {
+            (
+                o.metadata.name.unwrap(),
+                o.metadata.resource_version.unwrap(),
+            )
+        })
+        .collect();
+    let cached: BTreeMap<_, _> = store
+        .state()
+        .iter()
+        .map(|o| {
+            (
+                o.metadata.name.clone().unwrap(),
+                o.metadata.resource_version.clone().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(cached, fresh);
+    assert!(handled.load(Ordering::SeqCst) >= 6);
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the controller stops on shutdown")
+        .unwrap();
+}
+
+/// The `widget_operator` example, run against a cluster; killed when dropped.
+struct Operator {
+    child: std::process::Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl Operator {
+    fn start(kubeconfig: &std::path::Path) -> Operator {
+        let bin = skiff_e2e::bin_dir()
+            .join("examples")
+            .join("widget_operator");
+        assert!(
+            bin.exists(),
+            "{} is built (cargo build -p skiff-client --examples)",
+            bin.display()
+        );
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = std::process::Command::new(bin)
+            .args(["--kubeconfig", kubeconfig.to_str().unwrap()])
+            .stdout(log.reopen().unwrap())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        Operator { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Ready condition of a Widget, as `(status, reason)`.
+fn ready_condition(w: &DynamicObject) -> Option<(String, String)> {
+    let c = w.data["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?;
+    Some((c["status"].as_str()?.into(), c["reason"].as_str()?.into()))
+}
+
+#[tokio::test]
+async fn widget_operator_keeps_a_configmap_per_widget_until_the_widget_goes() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+    let c = Cluster::start().await.unwrap();
+    let mut manager = skiff_e2e::Daemon::start(
+        "skiff-controller-manager",
+        &c.api,
+        &["--port=0", "--leader-elect=false", "--kube-api-qps=0"],
+    )
+    .unwrap();
+    let client = Client::from_kubeconfig(&c.api.kubeconfig).unwrap();
+    let mut operator = Operator::start(&c.api.kubeconfig);
+
+    // The operator registers the resource.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = until(Duration::from_secs(30), || {
+        let crds = crds.clone();
+        async move {
+            crds.get_opt("widgets.example.skiff.dev")
+                .await
+                .ok()
+                .flatten()
+        }
+    })
+    .await
+    .unwrap_or_else(|| panic!("the operator creates the CRD; its log:\n{}", operator.log()));
+    let widgets = ApiResource::from_crd(&crd, "v1").unwrap();
+    assert_eq!(
+        widgets,
+        ApiResource::namespaced("example.skiff.dev", "v1", "Widget", "widgets")
+    );
+    let wapi: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &widgets);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let log_ready = until(Duration::from_secs(30), || {
+        let log = operator.log();
+        async move { log.contains("reconciling widgets").then_some(()) }
+    })
+    .await;
+    assert!(log_ready.is_some(), "operator log:\n{}", operator.log());
+
+    // A Widget gets its ConfigMap, owned by it, and a status saying so.
+    let hello = DynamicObject::new("hello", &widgets)
+        .data(json!({"spec": {"replicas": 3, "message": "hi"}}));
+    let hello = wapi.create(&PostParams::default(), &hello).await.unwrap();
+    let uid = hello.metadata.uid.clone().unwrap();
+    let cm_of = |name: &'static str, lines: &'static str| {
+        let cms = cms.clone();
+        async move {
+            let cm = cms.get_opt(name).await.ok()??;
+            (cm.data.as_ref()?.get("lines").map(String::as_str) == Some(lines)).then_some(cm)
+        }
+    };
+    let made = until(Duration::from_secs(20), || cm_of("hello", "hi\nhi\nhi"))
+        .await
+        .unwrap_or_else(|| panic!("the ConfigMap is made; operator log:\n{}", operator.log()));
+    let owner = made.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(owner.len(), 1, "{owner:?}");
+    assert_eq!(
+        (
+            owner[0].kind.as_str(),
+            owner[0].name.as_str(),
+            owner[0].uid.as_str()
+        ),
+        ("Widget", "hello", uid.as_str())
+    );
+    assert_eq!(owner[0].controller, Some(true));
+    let status_at = |generation: i64| {
+        let wapi = wapi.clone();
+        async move {
+            let w = wapi.get("hello").await.ok()?;
+            (w.data["status"]["observedGeneration"] == generation).then_some(w)
+        }
+    };
+    let w = until(Duration::from_secs(20), || status_at(1))
+        .await
+        .expect("the status is written");
+    assert_eq!(w.data["status"]["ready"], true);
+    assert_eq!(
+        ready_condition(&w),
+        Some(("True".into(), "ConfigMapReady".into()))
+    );
+    // kubectl sees the same, and the schema's descriptions come from the Rust doc comments.
+    let k = c.kubectl();
+    let reason = k.ok(&[
+        "get",
+        "widget",
+        "hello",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}",
+    ]);
+    assert_eq!(reason, "ConfigMapReady");
+    let explain = k.ok(&["explain", "widget.spec.message"]);
+    assert!(explain.contains("The message."), "{explain}");
+
+    // A new spec: a new generation, acted on.
+    wapi.patch(
+        "hello",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 1, "message": "bye"}})),
+    )
+    .await
+    .unwrap();
+    until(Duration::from_secs(20), || cm_of("hello", "bye"))
+        .await
+        .expect("the ConfigMap follows the spec");
+    until(Duration::from_secs(20), || status_at(2))
+        .await
+        .expect("the status follows the generation");
+
+    // The ConfigMap deleted by hand comes back.
+    cms.delete("hello", &DeleteParams::default()).await.unwrap();
+    let back = until(Duration::from_secs(20), || cm_of("hello", "bye"))
+        .await
+        .expect("the ConfigMap is made again");
+    assert_ne!(back.metadata.uid, made.metadata.uid);
+
+    // A spec the operator refuses, and a ConfigMap that is someone else's: not ready, why.
+    let bad =
+        DynamicObject::new("bad", &widgets).data(json!({"spec": {"replicas": -1, "message": "x"}}));
+    wapi.create(&PostParams::default(), &bad).await.unwrap();
+    cms.create(&PostParams::default(), &cm("taken", "mine"))
+        .await
+        .unwrap();
+    let taken = DynamicObject::new("taken", &widgets)
+        .data(json!({"spec": {"replicas": 1, "message": "x"}}));
+    wapi.create(&PostParams::default(), &taken).await.unwrap();
+    for (name, reason) in [("bad", "InvalidSpec"), ("taken", "ConfigMapExists")] {
+        let w = until(Duration::from_secs(20), || {
+            let wapi = wapi.clone();
+            async move {
+                let w = wapi.get(name).await.ok()?;
+                ready_condition(&w).is_some().then_some(w)
+            }
+        })
+        .await
+        .unwrap_or_else(|| panic!("{name} gets a status"));
+        assert_eq!(w.data["status"]["ready"], false, "{name}");
+        assert_eq!(ready_condition(&w), Some(("False".into(), reason.into())));
+    }
+    let untouched = cms.get("taken").await.unwrap();
+    assert_eq!(untouched.data.unwrap()["k"], "mine");
+    assert!(untouched.metadata.owner_references.is_none());
+    assert!(cms.get_opt("bad").await.unwrap().is_none());
+
+    // The Widget deleted: the garbage collector deletes its ConfigMap.
+    wapi.delete("hello", &DeleteParams::default())
+        .await
+        .unwrap();
+    let gone = until(Duration::from_secs(30), || {
+        let cms = cms.clone();
+        async move { cms.get_opt("hello").await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "the ConfigMap is collected; controller manager log:\n{}",
+        manager.log()
+    );
+
+    // SIGTERM: a clean stop.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(operator.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let exited = until(Duration::from_secs(15), || {
+        let status = operator.child.try_wait().ok().flatten();
+        async move { status }
+    })
+    .await;
+    let status = exited.unwrap_or_else(|| panic!("the operator stops; log:\n{}", operator.log()));
+    assert!(status.success(), "{status}; log:\n{}", operator.log());
+    assert!(operator.log().contains("stopped"), "{}", operator.log());
+    manager.stop();
 }
