@@ -25,8 +25,14 @@ use crate::storage::watch_cache::EventType;
 /// again.
 const CLEANUP_RETRY: Duration = Duration::from_secs(2);
 
-/// Runs until `shutdown`.
-pub async fn run(state: Arc<State>, shutdown: CancellationToken) {
+/// Runs until `shutdown`; `synced` is told once every definition there was at the start is
+/// served (the server is ready only then, as kube-apiserver's `crd-informer-synced`).
+pub async fn run(
+    state: Arc<State>,
+    shutdown: CancellationToken,
+    synced: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut synced = Some(synced);
     let Some(crds) = state
         .store
         .find("apiextensions.k8s.io", "v1", "customresourcedefinitions")
@@ -60,6 +66,9 @@ pub async fn run(state: Arc<State>, shutdown: CancellationToken) {
         }
         for e in &sub.initial {
             c.reconcile(&e.object.name, &retry_tx).await;
+        }
+        if let Some(s) = synced.take() {
+            let _ = s.send(());
         }
         let mut rx = sub.rx;
         loop {

@@ -374,7 +374,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         config.compaction_interval,
         shutdown.clone(),
     ));
-    tokio::spawn(crd::run(state.clone(), shutdown.clone()));
+    let (synced, crds_served) = tokio::sync::oneshot::channel();
+    tokio::spawn(crd::run(state.clone(), shutdown.clone(), synced));
+    let _ = tokio::time::timeout(Duration::from_secs(30), crds_served).await;
     {
         let state = state.clone();
         let shutdown = shutdown.clone();
