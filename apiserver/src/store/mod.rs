@@ -42,8 +42,10 @@ pub struct GenericStore {
     /// so that code walking every resource's cache finds nothing there.
     never_stored: Arc<WatchCache>,
     cache_capacity: usize,
-    /// What stops the watch cache of each resource served at run time, by `plural.group`.
-    stoppers: parking_lot::Mutex<HashMap<String, tokio_util::sync::CancellationToken>>,
+    /// What stops the watch cache of each resource served at run time, by `plural.group`, and
+    /// the selectable fields it indexes.
+    stoppers:
+        parking_lot::Mutex<HashMap<String, (tokio_util::sync::CancellationToken, Vec<String>)>>,
     /// Bumped whenever what is served changes (discovery and OpenAPI follow it).
     generation: std::sync::atomic::AtomicU64,
     admission: Chain,
@@ -101,11 +103,17 @@ impl GenericStore {
         let gr = first.group_resource().to_string();
         let dir = first.storage.clone();
         let served: Vec<Resource> = versions.into_iter().map(Arc::new).collect();
+        // The cache indexes the selectable fields: a change of them needs a new one.
         let keep_cache = self
             .caches
             .read()
             .get(&gr)
-            .is_some_and(|c| c.prefix() == served[0].prefix(self.etcd.prefix()));
+            .is_some_and(|c| c.prefix() == served[0].prefix(self.etcd.prefix()))
+            && self
+                .stoppers
+                .lock()
+                .get(&gr)
+                .is_some_and(|(_, fields)| *fields == served[0].selectable);
         if !keep_cache {
             self.stop_cache(&gr);
             self.etcd.serve_resource(&dir, &gr);
@@ -115,7 +123,9 @@ impl GenericStore {
             let stop = shutdown.child_token();
             tokio::spawn(cache.clone().run(self.etcd.clone(), stop.clone()));
             self.caches.write().insert(gr.clone(), cache);
-            self.stoppers.lock().insert(gr.clone(), stop);
+            self.stoppers
+                .lock()
+                .insert(gr.clone(), (stop, r.selectable.clone()));
         }
         let mut list = self.resources.write();
         list.retain(|x| x.group_resource() != gr);
@@ -147,7 +157,7 @@ impl GenericStore {
     }
 
     fn stop_cache(&self, group_resource: &str) {
-        if let Some(stop) = self.stoppers.lock().remove(group_resource) {
+        if let Some((stop, _)) = self.stoppers.lock().remove(group_resource) {
             stop.cancel();
         }
         self.caches.write().remove(group_resource);
