@@ -195,7 +195,7 @@ async fn round(round: usize) -> Result<[Figures; 2]> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+    let order: [usize; 2] = if round.is_multiple_of(2) { [0, 1] } else { [1, 0] };
     let first = measure(&api, &KINDS[order[0]], round).await?;
     let second = measure(&api, &KINDS[order[1]], round).await?;
     Ok(if order[0] == 0 {
@@ -235,10 +235,9 @@ async fn main() -> Result<()> {
             "consistent (from etcd)",
             &(|f: &Figures| ms_of(f.list_etcd)) as &dyn Fn(&Figures) -> f64,
         ),
-        (
-            "`resourceVersion=0` (watch cache)",
-            &|f: &Figures| ms_of(f.list_cache),
-        ),
+        ("`resourceVersion=0` (watch cache)", &|f: &Figures| {
+            ms_of(f.list_cache)
+        }),
     ] {
         let (a, at) = summary(pick, 0, 1);
         let (b, bt) = summary(pick, 1, 1);
