@@ -59,33 +59,11 @@ pub struct SchemaLists(pub Schema);
 impl crate::apply::ListTypes for SchemaLists {
     fn list_type(&self, parents: &[String], field: &str) -> crate::apply::ListType {
         use crate::apply::ListType;
-        let step = |node: &'_ Schema, name: &str| -> Option<Schema> {
-            let mut next = node
-                .properties
-                .get(name)
-                .or_else(|| node.value_schema())?
-                .clone();
-            // Below a list, the path goes on inside its items.
-            while let Some(items) = next.item_schema() {
-                next = items.clone();
-            }
-            Some(next)
-        };
-        let mut node = self.0.clone();
-        for p in parents {
-            match step(&node, p) {
-                Some(n) => node = n,
-                None => return ListType::Atomic,
-            }
-        }
-        let Some(list) = node.properties.get(field).or_else(|| node.value_schema()) else {
-            return ListType::Atomic;
-        };
-        match list.list_type.as_deref() {
-            Some("set") => ListType::Set,
-            Some("map") if !list.list_map_keys.is_empty() => {
-                ListType::Map(list.list_map_keys.clone())
-            }
+        let mut path = parents.to_vec();
+        path.push(field.to_string());
+        match skiff_schema::listtype::list_type(&self.0, &path) {
+            Some(skiff_schema::listtype::ListType::Set) => ListType::Set,
+            Some(skiff_schema::listtype::ListType::Map(keys)) => ListType::Map(keys),
             _ => ListType::Atomic,
         }
     }
