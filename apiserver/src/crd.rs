@@ -1,8 +1,10 @@
 //! What kube-apiserver's apiextensions controllers do, in every API server: for each
-//! CustomResourceDefinition, accept its names (or say which are taken), serve its versions,
-//! report `NamesAccepted` and `Established`; and when one is deleted, delete every object of
-//! its type, then let it go (the `customresourcecleanup.apiextensions.k8s.io` finalizer) and
-//! stop serving it. Several API servers may do this at once: every write is idempotent.
+//! CustomResourceDefinition, accept its names (or say which are taken, with the naming
+//! controller's reasons), serve its versions, report `NamesAccepted` and `Established`; look
+//! again at the definitions waiting for names whenever another in their group changes or
+//! goes; and when one is deleted, delete every object of its type, then let it go (the
+//! `customresourcecleanup.apiextensions.k8s.io` finalizer) and stop serving it. Several API
+//! servers may do this at once: every write is idempotent.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -43,6 +45,7 @@ pub async fn run(
         state: state.clone(),
         crds,
         served: BTreeMap::new(),
+        written: BTreeMap::new(),
         shutdown: shutdown.clone(),
     };
     let cache = c.state.store.cache(&c.crds);
@@ -80,9 +83,23 @@ pub async fn run(
                     }
                 }
                 event = rx.recv() => match event {
-                    Ok(e) if e.kind == EventType::Deleted => c.stop_serving(&e.object.name),
                     Ok(e) if e.kind == EventType::Bookmark => {}
-                    Ok(e) => c.reconcile(&e.object.name, &retry_tx).await,
+                    Ok(e) => {
+                        let name = e.object.name.clone();
+                        if e.kind == EventType::Deleted {
+                            c.stop_serving(&name);
+                            c.written.remove(&name);
+                        } else {
+                            c.reconcile(&name, &retry_tx).await;
+                        }
+                        // A name released or taken may decide another definition's names.
+                        let group = serde_json::from_value::<CustomResourceDefinition>(
+                            e.object.value(),
+                        )
+                        .map(|d| d.spec.group)
+                        .unwrap_or_default();
+                        c.reconcile_waiting(&name, &group, &retry_tx).await;
+                    }
                     Err(RecvError::Lagged(_)) => break,
                     Err(RecvError::Closed) => break,
                 }
@@ -94,8 +111,13 @@ pub async fn run(
 struct Controller {
     state: Arc<State>,
     crds: Resource,
-    /// What each definition serves: its `plural.group`, and the generation served.
-    served: BTreeMap<String, (String, i64)>,
+    /// What each definition serves: its `plural.group`, and what it was served from (the
+    /// generation and the accepted names).
+    served: BTreeMap<String, (String, String)>,
+    /// The names this controller accepted for each definition, with the resourceVersion of
+    /// that write: the cache may not show a write just made, and a name must not be given
+    /// twice meanwhile.
+    written: BTreeMap<String, (i64, CustomResourceDefinitionNames)>,
     shutdown: CancellationToken,
 }
 
@@ -122,12 +144,95 @@ fn set_condition(conditions: &mut Vec<Value>, mut c: Value) {
     }
 }
 
-/// Every name a definition's names claim.
-fn all_names(n: &CustomResourceDefinitionNames) -> Vec<String> {
-    let mut out = vec![n.plural.clone(), n.kind.to_lowercase()];
-    out.extend(n.singular.clone().filter(|s| !s.is_empty()));
-    out.extend(n.short_names.iter().flatten().cloned());
-    out
+/// The names held in a group: resource names (plurals, singulars, short names) and kinds
+/// (kinds and list kinds), as kube-apiserver's naming controller counts them.
+#[derive(Default)]
+struct Taken {
+    resources: HashSet<String>,
+    kinds: HashSet<String>,
+}
+
+impl Taken {
+    fn hold(&mut self, n: &CustomResourceDefinitionNames) {
+        self.resources.insert(n.plural.clone());
+        self.resources.extend(n.singular.clone());
+        self.resources
+            .extend(n.short_names.iter().flatten().cloned());
+        self.kinds.insert(n.kind.clone());
+        self.kinds.extend(n.list_kind.clone());
+    }
+}
+
+/// Why some requested names cannot be accepted: the condition's reason and message.
+type Conflict = (&'static str, String);
+
+/// A requested name is fine when the definition holds it already or nobody does.
+fn fresh(requested: &str, accepted: &str, used: &HashSet<String>) -> Result<(), String> {
+    if requested == accepted || !used.contains(requested) {
+        Ok(())
+    } else {
+        Err(format!("{requested:?} is already in use"))
+    }
+}
+
+/// Several errors as Kubernetes' aggregate error prints them (each message once).
+fn aggregate(errs: &[String]) -> String {
+    let mut unique: Vec<&str> = Vec::new();
+    for e in errs {
+        if !unique.contains(&e.as_str()) {
+            unique.push(e);
+        }
+    }
+    match unique.as_slice() {
+        [one] => one.to_string(),
+        many => format!("[{}]", many.join(", ")),
+    }
+}
+
+/// The names a definition gets: each requested name that is its own already or free; the
+/// others stay as accepted before, and the last conflict found is reported (the order and
+/// reasons of kube-apiserver's naming controller).
+fn accept_names(
+    requested: &CustomResourceDefinitionNames,
+    accepted: &CustomResourceDefinitionNames,
+    taken: &Taken,
+) -> (CustomResourceDefinitionNames, Option<Conflict>) {
+    let mut names = accepted.clone();
+    let mut conflict = None;
+    match fresh(&requested.plural, &accepted.plural, &taken.resources) {
+        Ok(()) => names.plural = requested.plural.clone(),
+        Err(e) => conflict = Some(("PluralConflict", e)),
+    }
+    let singular = |n: &CustomResourceDefinitionNames| n.singular.clone().unwrap_or_default();
+    match fresh(&singular(requested), &singular(accepted), &taken.resources) {
+        Ok(()) => names.singular = requested.singular.clone(),
+        Err(e) => conflict = Some(("SingularConflict", e)),
+    }
+    let short = |n: &CustomResourceDefinitionNames| n.short_names.clone().unwrap_or_default();
+    if short(requested) != short(accepted) {
+        let held = short(accepted);
+        let errs: Vec<String> = short(requested)
+            .iter()
+            .filter(|s| !held.contains(s))
+            .filter_map(|s| fresh(s, "", &taken.resources).err())
+            .collect();
+        if errs.is_empty() {
+            names.short_names = requested.short_names.clone();
+        } else {
+            conflict = Some(("ShortNamesConflict", aggregate(&errs)));
+        }
+    }
+    match fresh(&requested.kind, &accepted.kind, &taken.kinds) {
+        Ok(()) => names.kind = requested.kind.clone(),
+        Err(e) => conflict = Some(("KindConflict", e)),
+    }
+    let list_kind = |n: &CustomResourceDefinitionNames| n.list_kind.clone().unwrap_or_default();
+    match fresh(&list_kind(requested), &list_kind(accepted), &taken.kinds) {
+        Ok(()) => names.list_kind = requested.list_kind.clone(),
+        Err(e) => conflict = Some(("ListKindConflict", e)),
+    }
+    names.categories = requested.categories.clone();
+    (names, conflict)
 }
 
 impl Controller {
@@ -138,9 +243,9 @@ impl Controller {
         Some((value, crd))
     }
 
-    /// The names another definition (or a built-in type) holds in `group`.
-    fn taken(&self, me: &str, group: &str) -> HashSet<String> {
-        let mut out = HashSet::new();
+    /// The names other definitions (and built-in types) hold in `group`.
+    fn taken(&self, me: &str, group: &str) -> Taken {
+        let mut out = Taken::default();
         for c in self.state.store.cached_list(&self.crds, None) {
             if c.name == me {
                 continue;
@@ -151,19 +256,51 @@ impl Controller {
             if other.spec.group != group {
                 continue;
             }
-            if let Some(n) = other.status.and_then(|s| s.accepted_names) {
-                out.extend(all_names(&n));
+            match self.written.get(&c.name) {
+                Some((rv, names)) if *rv > c.rv => out.hold(names),
+                _ => {
+                    if let Some(n) = other.status.and_then(|s| s.accepted_names) {
+                        out.hold(&n);
+                    }
+                }
             }
         }
         for r in self.state.store.resources() {
             if r.group == group && r.json_schema.is_none() {
-                out.insert(r.plural.clone());
-                out.insert(r.singular.clone());
-                out.insert(r.kind.to_lowercase());
-                out.extend(r.short_names.iter().cloned());
+                out.resources.insert(r.plural.clone());
+                out.resources.insert(r.singular.clone());
+                out.resources.extend(r.short_names.iter().cloned());
+                out.kinds.insert(r.kind.clone());
+                out.kinds.insert(format!("{}List", r.kind));
             }
         }
         out
+    }
+
+    /// Reconciles the other definitions of `group` that do not have all the names they ask
+    /// for.
+    async fn reconcile_waiting(
+        &mut self,
+        me: &str,
+        group: &str,
+        retry: &tokio::sync::mpsc::UnboundedSender<String>,
+    ) {
+        let waiting: Vec<String> = self
+            .state
+            .store
+            .cached_list(&self.crds, None)
+            .iter()
+            .filter(|c| c.name != me && !c.deleting)
+            .filter_map(|c| serde_json::from_value::<CustomResourceDefinition>(c.value()).ok())
+            .filter(|d| d.spec.group == group)
+            .filter(|d| {
+                d.status.as_ref().and_then(|s| s.accepted_names.as_ref()) != Some(&d.spec.names)
+            })
+            .filter_map(|d| d.metadata.name)
+            .collect();
+        for name in waiting {
+            self.reconcile(&name, retry).await;
+        }
     }
 
     async fn reconcile(&mut self, name: &str, retry: &tokio::sync::mpsc::UnboundedSender<String>) {
@@ -175,26 +312,13 @@ impl Controller {
             self.clean_up(name, &crd, retry).await;
             return;
         }
-        let names = &crd.spec.names;
+        let previous = crd
+            .status
+            .as_ref()
+            .and_then(|s| s.accepted_names.clone())
+            .unwrap_or_default();
         let taken = self.taken(name, &crd.spec.group);
-        let mut conflict = None;
-        if taken.contains(&names.plural) {
-            conflict = Some(format!("\"{}\" is already in use", names.plural));
-        } else if names.singular.as_ref().is_some_and(|s| taken.contains(s)) {
-            conflict = Some(format!(
-                "\"{}\" is already in use",
-                names.singular.as_deref().unwrap_or("")
-            ));
-        } else if let Some(s) = names
-            .short_names
-            .iter()
-            .flatten()
-            .find(|s| taken.contains(*s))
-        {
-            conflict = Some(format!("\"{s}\" is already in use"));
-        } else if taken.contains(&names.kind.to_lowercase()) {
-            conflict = Some(format!("\"{}\" is already in use", names.kind));
-        }
+        let (names, conflict) = accept_names(&crd.spec.names, &previous, &taken);
         let generation = value
             .pointer("/metadata/generation")
             .and_then(Value::as_i64)
@@ -206,16 +330,17 @@ impl Controller {
             .cloned()
             .unwrap_or_default();
         let mut next = status.clone();
+        next["acceptedNames"] = crate::validation::val(&names);
+        let was_established = conditions
+            .iter()
+            .any(|c| c["type"] == "Established" && c["status"] == "True");
         match &conflict {
-            Some(why) => {
+            Some((reason, why)) => {
                 set_condition(
                     &mut conditions,
-                    condition("NamesAccepted", false, "NameConflict", why),
+                    condition("NamesAccepted", false, reason, why),
                 );
-                if !conditions
-                    .iter()
-                    .any(|c| c["type"] == "Established" && c["status"] == "True")
-                {
+                if !was_established {
                     set_condition(
                         &mut conditions,
                         condition(
@@ -228,37 +353,37 @@ impl Controller {
                 }
             }
             None => {
-                next["acceptedNames"] = crate::validation::val(names);
                 set_condition(
                     &mut conditions,
                     condition("NamesAccepted", true, "NoConflicts", "no conflicts found"),
                 );
-                set_condition(
-                    &mut conditions,
-                    condition(
-                        "Established",
-                        true,
-                        "InitialNamesAccepted",
-                        "the initial names have been accepted",
-                    ),
-                );
+                if !was_established {
+                    set_condition(
+                        &mut conditions,
+                        condition(
+                            "Established",
+                            true,
+                            "InitialNamesAccepted",
+                            "the initial names have been accepted",
+                        ),
+                    );
+                }
             }
         }
         next["conditions"] = json!(conditions);
-        let mut accepted = crd.clone();
-        if conflict.is_none() {
+        // Served, as kube-apiserver serves it, once its names are all accepted or it was
+        // established before: by the names accepted.
+        let serving = conflict.is_none() || was_established;
+        let from = format!(
+            "{generation}/{}",
+            serde_json::to_string(&names).unwrap_or_default()
+        );
+        if serving && self.served.get(name).map(|s| &s.1) != Some(&from) {
+            let mut accepted = crd.clone();
             accepted
                 .status
                 .get_or_insert_with(Default::default)
                 .accepted_names = Some(names.clone());
-        }
-        let established = conflict.is_none()
-            || crd
-                .status
-                .as_ref()
-                .and_then(|s| s.accepted_names.as_ref())
-                .is_some_and(|n| !n.plural.is_empty());
-        if established && self.served.get(name).map(|s| s.1) != Some(generation) {
             let versions = crate::registry::custom::served(&accepted);
             let gr = versions
                 .first()
@@ -270,7 +395,7 @@ impl Controller {
                 }
             }
             self.state.store.serve_dynamic(versions, &self.shutdown);
-            self.served.insert(name.to_string(), (gr, generation));
+            self.served.insert(name.to_string(), (gr, from));
             tracing::info!(crd = name, generation, "serving custom resource");
         }
         if next != status {
@@ -284,8 +409,18 @@ impl Controller {
                     Ok(())
                 })
                 .await;
-            if let Err(e) = write {
-                tracing::warn!(crd = name, error = %e, "writing the definition's status");
+            match write {
+                Ok(obj) => {
+                    let rv = obj
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    self.written.insert(name.to_string(), (rv, names));
+                }
+                Err(e) => {
+                    tracing::warn!(crd = name, error = %e, "writing the definition's status")
+                }
             }
         }
     }
@@ -427,5 +562,109 @@ impl Controller {
             }
         }
         Ok(remaining)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(plural: &str, kind: &str, short: &[&str]) -> CustomResourceDefinitionNames {
+        CustomResourceDefinitionNames {
+            plural: plural.into(),
+            singular: Some(kind.to_lowercase()),
+            kind: kind.into(),
+            list_kind: Some(format!("{kind}List")),
+            short_names: Some(short.iter().map(|s| s.to_string()).collect()),
+            categories: Some(vec!["all".into()]),
+        }
+    }
+
+    fn held(by: &[CustomResourceDefinitionNames]) -> Taken {
+        let mut t = Taken::default();
+        for n in by {
+            t.hold(n);
+        }
+        t
+    }
+
+    #[test]
+    fn free_names_are_all_accepted() {
+        let want = names("widgets", "Widget", &["wd"]);
+        let taken = held(&[names("gadgets", "Gadget", &["gd"])]);
+        let (got, conflict) = accept_names(&want, &Default::default(), &taken);
+        assert_eq!(got, want);
+        assert_eq!(conflict, None);
+    }
+
+    #[test]
+    fn a_taken_short_name_is_refused_and_the_rest_accepted() {
+        let want = names("gadgets", "Gadget", &["wd", "gd"]);
+        let taken = held(&[names("widgets", "Widget", &["wd"])]);
+        let (got, conflict) = accept_names(&want, &Default::default(), &taken);
+        assert_eq!(
+            conflict,
+            Some(("ShortNamesConflict", "\"wd\" is already in use".to_string()))
+        );
+        assert_eq!(got.plural, "gadgets");
+        assert_eq!(got.kind, "Gadget");
+        assert_eq!(
+            got.short_names, None,
+            "none of the short names until all are free"
+        );
+    }
+
+    #[test]
+    fn conflicts_are_named_as_kubernetes_names_them() {
+        let taken = held(&[names("widgets", "Widget", &["wd", "w"])]);
+        let cases = [
+            (
+                names("widgets", "Thing", &[]),
+                "PluralConflict",
+                "\"widgets\"",
+            ),
+            (names("things", "Widget", &[]), "KindConflict", "\"Widget\""),
+        ];
+        for (mut want, reason, what) in cases {
+            // One name at a time: the last conflict found is the one reported.
+            want.singular = Some("thing".into());
+            want.list_kind = Some("ThingList".into());
+            let (_, conflict) = accept_names(&want, &Default::default(), &taken);
+            assert_eq!(
+                conflict,
+                Some((reason, format!("{what} is already in use"))),
+                "{want:?}"
+            );
+        }
+        let mut singular = names("things", "Thing", &[]);
+        singular.singular = Some("widget".into());
+        let (_, conflict) = accept_names(&singular, &Default::default(), &taken);
+        assert_eq!(conflict.map(|c| c.0), Some("SingularConflict"));
+        let mut list = names("things", "Thing", &[]);
+        list.list_kind = Some("WidgetList".into());
+        let (_, conflict) = accept_names(&list, &Default::default(), &taken);
+        assert_eq!(conflict.map(|c| c.0), Some("ListKindConflict"));
+        let (_, conflict) = accept_names(
+            &names("things", "Thing", &["wd", "w"]),
+            &Default::default(),
+            &taken,
+        );
+        assert_eq!(
+            conflict,
+            Some((
+                "ShortNamesConflict",
+                "[\"wd\" is already in use, \"w\" is already in use]".to_string()
+            ))
+        );
+    }
+
+    #[test]
+    fn names_already_held_stay_held() {
+        let mine = names("widgets", "Widget", &["wd"]);
+        // Another definition claims the same names later (a race between servers): what
+        // this one holds is still its own.
+        let taken = held(std::slice::from_ref(&mine));
+        let (got, conflict) = accept_names(&mine, &mine, &taken);
+        assert_eq!((got, conflict), (mine, None));
     }
 }

@@ -111,6 +111,24 @@ fn version_priority(name: &str) -> (u8, u64, u64, std::cmp::Reverse<String>) {
     }
 }
 
+/// The warning of a deprecated version with none of its own, as kube-apiserver words it:
+/// it names the newest served version that is not deprecated, if one is newer.
+fn deprecation_warning(crd: &CustomResourceDefinition, deprecated: &str, kind: &str) -> String {
+    let group = &crd.spec.group;
+    let mut out = format!("{group}/{deprecated} {kind} is deprecated");
+    let newest = crd
+        .spec
+        .versions
+        .iter()
+        .filter(|v| v.served && v.deprecated != Some(true))
+        .filter(|v| version_priority(&v.name) > version_priority(deprecated))
+        .max_by_key(|v| version_priority(&v.name));
+    if let Some(v) = newest {
+        out.push_str(&format!("; use {group}/{} {kind}", v.name));
+    }
+    out
+}
+
 /// What a definition serves: one resource per served version, sharing the storage directory
 /// `GROUP/PLURAL`. Names come from `status.acceptedNames` once accepted.
 pub fn served(crd: &CustomResourceDefinition) -> Vec<ResourceInfo> {
@@ -166,12 +184,12 @@ pub fn served(crd: &CustomResourceDefinition) -> Vec<ResourceInfo> {
                 served: format!("{}/{}", spec.group, version.name),
             })));
             if version.deprecated == Some(true) {
-                info.deprecation = Some(version.deprecation_warning.clone().unwrap_or_else(|| {
-                    format!(
-                        "{}/{} {} is deprecated",
-                        spec.group, version.name, names.kind
-                    )
-                }));
+                info.deprecation = Some(
+                    version
+                        .deprecation_warning
+                        .clone()
+                        .unwrap_or_else(|| deprecation_warning(crd, &version.name, &names.kind)),
+                );
             }
             if let Some(sub) = &version.subresources {
                 if sub.status.is_some() {
@@ -204,6 +222,47 @@ pub fn served(crd: &CustomResourceDefinition) -> Vec<ResourceInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn crd(versions: &[(&str, bool, bool)]) -> CustomResourceDefinition {
+        let versions: Vec<Value> = versions
+            .iter()
+            .map(|(name, served, deprecated)| {
+                serde_json::json!({
+                    "name": name, "served": served, "storage": false, "deprecated": deprecated,
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {
+                "group": "example.com",
+                "scope": "Namespaced",
+                "names": {"plural": "widgets", "kind": "Widget"},
+                "versions": versions,
+            },
+        }))
+        .expect("a definition")
+    }
+
+    #[test]
+    fn deprecated_versions_point_at_the_newest_served_one() {
+        let c = crd(&[
+            ("v1alpha1", true, true),
+            ("v1beta1", true, true),
+            ("v1", true, false),
+            ("v2", false, false),
+        ]);
+        assert_eq!(
+            deprecation_warning(&c, "v1alpha1", "Widget"),
+            "example.com/v1alpha1 Widget is deprecated; use example.com/v1 Widget"
+        );
+        // Nothing newer than it that is served and not deprecated: the bare warning.
+        let c = crd(&[("v1", true, true), ("v1beta1", true, false)]);
+        assert_eq!(
+            deprecation_warning(&c, "v1", "Widget"),
+            "example.com/v1 Widget is deprecated"
+        );
+    }
 
     #[test]
     fn versions_sort_as_kubernetes_sorts_them() {
