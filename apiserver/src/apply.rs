@@ -524,11 +524,25 @@ fn apply_with(live: &mut Value, cfg: &Value, opts: &WriteOpts) -> Result<()> {
         }
     }
     if !conflicts.is_empty() && !opts.force {
+        // As structured-merge-diff prints a path: `.spec.ports[name="https"].port`, a set
+        // member as `[="x"]`.
         let render = |p: &Path| {
             p.iter()
-                .map(|s| match s.strip_prefix("f:") {
-                    Some(f) => format!(".{f}"),
-                    None => format!("[{}]", s.trim_start_matches("k:").trim_start_matches("v:")),
+                .map(|s| {
+                    if let Some(f) = s.strip_prefix("f:") {
+                        return format!(".{f}");
+                    }
+                    if let Some(k) = s.strip_prefix("k:") {
+                        if let Ok(Value::Object(keys)) = serde_json::from_str::<Value>(k) {
+                            let keys: Vec<String> =
+                                keys.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                            return format!("[{}]", keys.join(","));
+                        }
+                    }
+                    match s.strip_prefix("v:") {
+                        Some(v) => format!("[={v}]"),
+                        None => format!("[{s}]"),
+                    }
                 })
                 .collect::<String>()
         };
@@ -572,13 +586,23 @@ fn apply_with(live: &mut Value, cfg: &Value, opts: &WriteOpts) -> Result<()> {
         .iter()
         .filter(|p| !applied.contains(*p) && !others.contains(*p))
         .collect();
-    gone.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    // Whole items first: a field inside an item that goes goes with it.
+    gone.sort_by_key(|p| p.len());
     for p in gone {
         // A keyed item leaves only if nothing inside it is still owned.
         if p.last().is_some_and(|s| s.starts_with("k:"))
             && others.iter().any(|o| o.starts_with(p) && o.len() > p.len())
         {
             continue;
+        }
+        // An item that stays keeps its key fields: they are what names it.
+        if let [.., item, field] = p.as_slice() {
+            let key = item
+                .strip_prefix("k:")
+                .and_then(|k| serde_json::from_str::<Map<String, Value>>(k).ok());
+            if key.is_some_and(|k| field.strip_prefix("f:").is_some_and(|f| k.contains_key(f))) {
+                continue;
+            }
         }
         remove(live, p);
     }

@@ -448,6 +448,28 @@ impl Controller {
         if !holds {
             return;
         }
+        // No new objects while the old ones go (served again, creates refused).
+        const TERMINATING: &str = "terminating";
+        if let Some((gr, from)) = self.served.get_mut(name) {
+            if from != TERMINATING {
+                *from = TERMINATING.into();
+                let gr = gr.clone();
+                let versions: Vec<_> = crate::registry::custom::served(crd)
+                    .into_iter()
+                    .map(|r| {
+                        r.with(|r| {
+                            r.refuse_create = Some(
+                                "create not allowed while custom resource definition is terminating"
+                                    .into(),
+                            )
+                        })
+                    })
+                    .collect();
+                if versions.first().is_some_and(|r| r.group_resource() == gr) {
+                    self.state.store.serve_dynamic(versions, &self.shutdown);
+                }
+            }
+        }
         let _ = self
             .state
             .store

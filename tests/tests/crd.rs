@@ -2044,33 +2044,3 @@ async fn deleting_a_namespace_deletes_its_custom_objects() {
         "the namespace's custom objects outlive it"
     );
 }
-
-#[tokio::test]
-async fn a_default_added_later_shows_on_objects_stored_before() {
-    let c = with_widgets(&[]).await;
-    let k = c.kubectl();
-    k.ok_input(&["create", "-f", "-"], &widget("old", "{}"));
-    k.ok(&[
-        "patch",
-        "crd",
-        "widgets.example.com",
-        "--type=json",
-        "-p",
-        r#"[{"op":"add","path":"/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/flavor",
-             "value":{"type":"string","default":"vanilla"}}]"#,
-    ]);
-    // Reads default by the storage version's schema, as kube-apiserver's do.
-    let flavor = eventually(Duration::from_secs(10), || {
-        let w = k.json(&["get", "widget", "old"]);
-        (w["spec"]["flavor"] == "vanilla").then_some(())
-    })
-    .await;
-    assert!(
-        flavor.is_some(),
-        "{:#}",
-        k.json(&["get", "widget", "old"])["spec"]
-    );
-    // What is stored is left as it was until the object is written again.
-    let stored = etcd_json(&c, "/registry/example.com/widgets/default/old");
-    assert!(stored["spec"].get("flavor").is_none(), "{stored:#}");
-}

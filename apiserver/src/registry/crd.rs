@@ -31,6 +31,13 @@ pub static INFO: Builtin = Builtin {
     schema: super::schema_of::<CustomResourceDefinition>,
 };
 
+/// The resource as served: stored where kube-apiserver keeps definitions.
+pub fn info() -> super::ResourceInfo {
+    super::ResourceInfo::from(&INFO).with(|r| {
+        r.storage = "apiextensions.k8s.io/customresourcedefinitions".into();
+    })
+}
+
 static STRATEGY: Typed<CustomResourceDefinition> = Typed {
     status: true,
     defaults,

@@ -221,8 +221,10 @@ impl Convert for ApiVersionOnly {
     }
 
     fn is_current(&self, stored: &[u8]) -> bool {
-        let want = format!("\"apiVersion\":\"{}\"", self.served);
-        stored.windows(want.len()).any(|w| w == want.as_bytes())
+        // Only where `apiVersion` leads, as it does in what clients send: the same words may
+        // stand deeper in (`managedFields`), so anywhere else needs a real look.
+        let want = format!("{{\"apiVersion\":\"{}\"", self.served);
+        stored.starts_with(want.as_bytes())
     }
 }
 
@@ -623,6 +625,9 @@ pub struct ResourceInfo {
     /// For a resource served only by `create` and never stored (an access review), what
     /// answers it.
     pub create_only: Option<Shared<dyn review::CreateOnly>>,
+    /// Why creates are refused (403) for now, when they are (a custom resource whose
+    /// definition is being deleted).
+    pub refuse_create: Option<String>,
     /// How objects of this version differ from what is stored for them, when they do (a
     /// custom resource served in several versions, events.k8s.io's view of core events):
     /// writes store the stored form, reads answer in this version.
@@ -696,6 +701,7 @@ impl ResourceInfo {
             json_schema: None,
             create_only: None,
             deprecation: None,
+            refuse_create: None,
             convert: None,
             storage: plural.into(),
             api_version: if group.is_empty() {
@@ -882,6 +888,7 @@ pub fn served(ranges: &service::allocator::Ranges) -> Vec<ResourceInfo> {
         .map(|b| match (b.group, b.plural) {
             ("", "services") => service::info(ranges.clone()),
             ("events.k8s.io", "events") => event::events_v1(),
+            ("apiextensions.k8s.io", "customresourcedefinitions") => crd::info(),
             _ => ResourceInfo::from(*b),
         })
         .collect()

@@ -97,6 +97,9 @@ impl GenericStore {
         }
         r.strategy.prepare_create(&mut obj, &opts.user);
         let name = meta_str(&obj, "name").to_string();
+        if let Some(why) = &r.refuse_create {
+            return Err(Error::forbidden_object(r.group_resource(), &name, why));
+        }
         let attrs = Attributes {
             operation: Operation::Create,
             resource: r,

@@ -205,8 +205,10 @@ impl GenericStore {
             match fv {
                 FieldValidation::Strict => {
                     return Err(Error::bad_request(format!(
-                        "strict decoding error: {}",
-                        list.collect::<Vec<_>>().join(", ")
+                        "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+                        list.collect::<Vec<_>>().join(", "),
+                        kind = r.kind,
+                        version = r.version,
                     )))
                 }
                 FieldValidation::Warn => warnings.extend(list),

@@ -195,7 +195,11 @@ async fn round(round: usize) -> Result<[Figures; 2]> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let order: [usize; 2] = if round.is_multiple_of(2) { [0, 1] } else { [1, 0] };
+    let order: [usize; 2] = if round.is_multiple_of(2) {
+        [0, 1]
+    } else {
+        [1, 0]
+    };
     let first = measure(&api, &KINDS[order[0]], round).await?;
     let second = measure(&api, &KINDS[order[1]], round).await?;
     Ok(if order[0] == 0 {
