@@ -14,7 +14,8 @@
 //! server by the group and kind its reference names (whatever version it names), so an
 //! object created just after its owner is never taken for an orphan. A reference to a kind
 //! that is not served is looked at again later, as Kubernetes does: a definition may be
-//! about to serve it. Orphaning (`propagationPolicy: Orphan`) is done by the API server as it
+//! about to serve it; but one to a kind whose definition was deleted names an owner that is
+//! gone. Orphaning (`propagationPolicy: Orphan`) is done by the API server as it
 //! deletes the owner.
 //!
 //! Collecting starts once every built-in kind is listed; a custom resource's kind joins the
@@ -398,6 +399,9 @@ async fn owner_state(
     // Not seen (yet): ask the server, at the version the collector follows.
     let group_kind = GroupKind::of(&r.api_version, &r.kind);
     let Some(k) = served.get(&group_kind) else {
+        if served.deleted(&group_kind) {
+            return Ok(OwnerState::Gone);
+        }
         return Err(Error::UnknownKind {
             group_kind,
             name: r.name.clone(),

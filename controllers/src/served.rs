@@ -8,7 +8,7 @@
 //! version followed does not matter to them. It is added once the definition is
 //! `Established` and goes (its informer stopped) when the definition goes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -28,6 +28,8 @@ pub struct Served {
     shutdown: CancellationToken,
     crds: Informer<CustomResourceDefinition>,
     custom: Mutex<HashMap<GroupKind, Arc<Custom>>>,
+    /// Custom kinds whose definition was deleted (and not made again) while followed.
+    deleted: Mutex<HashSet<GroupKind>>,
     /// The custom kinds; `None` until the definitions are listed.
     tx: watch::Sender<Option<Arc<Kinds>>>,
 }
@@ -45,6 +47,7 @@ impl Served {
             shutdown: shutdown.clone(),
             crds,
             custom: Mutex::new(HashMap::new()),
+            deleted: Mutex::new(HashSet::new()),
             tx: watch::channel(None).0,
         });
         let me = served.clone();
@@ -95,48 +98,40 @@ impl Served {
             .map(|k| k.clone() as Arc<dyn Kind>)
     }
 
+    /// Whether `gk` is a custom kind whose definition was deleted while followed. Its
+    /// objects are all gone then: the API server deletes them before it lets a definition
+    /// go. (Those deletions travel on the kind's own watch, which the definition's deletion
+    /// may overtake.)
+    pub fn deleted(&self, gk: &GroupKind) -> bool {
+        self.deleted.lock().contains(gk)
+    }
+
     /// Brings the custom kinds in line with the definitions in the cache.
     fn refresh(&self) {
-        let wanted: HashMap<GroupKind, ApiResource> = self
-            .crds
-            .store()
-            .state()
-            .iter()
-            .filter_map(|crd| served_resource(crd))
-            .map(|r| {
-                let gk = GroupKind {
-                    group: r.group.clone(),
-                    kind: r.kind.clone(),
-                };
-                (gk, r)
-            })
-            // A definition cannot take a built-in kind's names; should one claim them all
-            // the same, the built-in kind stands.
-            .filter(|(gk, _)| !self.builtin.contains_key(gk))
-            .collect();
+        let crds = self.crds.store().state();
         let mut custom = self.custom.lock();
-        let before = custom.len();
-        let mut changed = false;
-        custom.retain(|gk, k| {
-            let keep = wanted.get(gk) == Some(k.resource());
-            if !keep {
-                tracing::info!(kind = %gk, "no longer following a custom resource");
+        let followed: HashMap<GroupKind, ApiResource> = custom
+            .iter()
+            .map(|(gk, k)| (gk.clone(), k.resource().clone()))
+            .collect();
+        let plan = plan(&crds, &self.builtin, &followed);
+        let mut deleted = self.deleted.lock();
+        deleted.retain(|gk| !plan.defined.contains(gk));
+        for (gk, gone) in &plan.stop {
+            tracing::info!(kind = %gk, "no longer following a custom resource");
+            if let Some(k) = custom.remove(gk) {
                 k.stop();
             }
-            keep
-        });
-        changed |= custom.len() != before;
-        for (gk, r) in wanted {
-            if custom.contains_key(&gk) {
-                continue;
+            if *gone {
+                deleted.insert(gk.clone());
             }
-            tracing::info!(kind = %gk, version = r.version, "following a custom resource");
-            custom.insert(
-                gk,
-                Arc::new(Custom::start(self.client.clone(), r, &self.shutdown)),
-            );
-            changed = true;
         }
+        for (gk, r) in &plan.start {
+            tracing::info!(kind = %gk, version = r.version, "following a custom resource");
+            let k = Custom::start(self.client.clone(), r.clone(), &self.shutdown);
+            custom.insert(gk.clone(), Arc::new(k));
+        }
+        let changed = !plan.stop.is_empty() || !plan.start.is_empty();
         if changed || self.tx.borrow().is_none() {
             let now: Kinds = custom
                 .iter()
@@ -144,6 +139,68 @@ impl Served {
                 .collect();
             self.tx.send_replace(Some(Arc::new(now)));
         }
+    }
+}
+
+/// What the definitions call for, given the kinds followed now.
+#[derive(Debug, Default, PartialEq)]
+struct Plan {
+    /// Kinds to stop following, each saying whether its definition is gone.
+    stop: Vec<(GroupKind, bool)>,
+    /// Kinds to follow (again, at another version, when also stopped).
+    start: Vec<(GroupKind, ApiResource)>,
+    /// Every kind a definition names, served or not.
+    defined: HashSet<GroupKind>,
+}
+
+fn plan(
+    crds: &[Arc<CustomResourceDefinition>],
+    builtin: &Kinds,
+    followed: &HashMap<GroupKind, ApiResource>,
+) -> Plan {
+    let defined: HashSet<GroupKind> = crds
+        .iter()
+        .flat_map(|crd| {
+            let group = &crd.spec.group;
+            let accepted = crd.status.as_ref().and_then(|s| s.accepted_names.as_ref());
+            [Some(&crd.spec.names), accepted]
+                .into_iter()
+                .flatten()
+                .map(|n| GroupKind {
+                    group: group.clone(),
+                    kind: n.kind.clone(),
+                })
+        })
+        .collect();
+    let wanted: HashMap<GroupKind, ApiResource> = crds
+        .iter()
+        .filter_map(|crd| served_resource(crd))
+        .map(|r| {
+            let gk = GroupKind {
+                group: r.group.clone(),
+                kind: r.kind.clone(),
+            };
+            (gk, r)
+        })
+        // A definition cannot take a built-in kind's names; should one claim them all the
+        // same, the built-in kind stands.
+        .filter(|(gk, _)| !builtin.contains_key(gk))
+        .collect();
+    let mut stop: Vec<(GroupKind, bool)> = followed
+        .iter()
+        .filter(|(gk, r)| wanted.get(*gk) != Some(*r))
+        .map(|(gk, _)| (gk.clone(), !defined.contains(gk)))
+        .collect();
+    let mut start: Vec<(GroupKind, ApiResource)> = wanted
+        .into_iter()
+        .filter(|(gk, r)| followed.get(gk) != Some(r))
+        .collect();
+    stop.sort();
+    start.sort_by(|a, b| a.0.cmp(&b.0));
+    Plan {
+        stop,
+        start,
+        defined,
     }
 }
 
@@ -232,6 +289,63 @@ mod tests {
         );
         let none = json!([{"name": "v1", "served": false, "storage": true}]);
         assert_eq!(served_resource(&crd(none, established())), None);
+    }
+
+    #[test]
+    fn definitions_coming_and_going_start_and_stop_kinds() {
+        let one = json!([{"name": "v1", "served": true, "storage": true}]);
+        let widgets = GroupKind {
+            group: "example.skiff.dev".into(),
+            kind: "Widget".into(),
+        };
+        let at = |v: &str| ApiResource::namespaced("example.skiff.dev", v, "Widget", "widgets");
+        let builtin = crate::kinds::builtin();
+        let none = HashMap::new();
+        // Established: followed.
+        let ready = vec![Arc::new(crd(one.clone(), established()))];
+        let p = plan(&ready, &builtin, &none);
+        assert_eq!(p.start, vec![(widgets.clone(), at("v1"))]);
+        assert!(p.stop.is_empty());
+        // Not yet established: defined, but nothing to follow.
+        let waiting = vec![Arc::new(crd(one.clone(), json!({})))];
+        let p = plan(&waiting, &builtin, &none);
+        assert!(p.start.is_empty() && p.defined.contains(&widgets));
+        // Followed and unchanged: nothing to do.
+        let following: HashMap<_, _> = [(widgets.clone(), at("v1"))].into_iter().collect();
+        let p = plan(&ready, &builtin, &following);
+        assert_eq!((p.start.len(), p.stop.len()), (0, 0));
+        // Another storage version: followed there instead; the definition is still there.
+        let moved = json!([
+            {"name": "v1", "served": true, "storage": false},
+            {"name": "v2", "served": true, "storage": true},
+        ]);
+        let p = plan(&[Arc::new(crd(moved, established()))], &builtin, &following);
+        assert_eq!(p.stop, vec![(widgets.clone(), false)]);
+        assert_eq!(p.start, vec![(widgets.clone(), at("v2"))]);
+        // No longer served, but defined: its objects may still exist.
+        let unserved = json!([{"name": "v1", "served": false, "storage": true}]);
+        let p = plan(
+            &[Arc::new(crd(unserved, established()))],
+            &builtin,
+            &following,
+        );
+        assert_eq!(p.stop, vec![(widgets.clone(), false)]);
+        // The definition gone: so are all its objects.
+        let p = plan(&[], &builtin, &following);
+        assert_eq!(p.stop, vec![(widgets, true)]);
+    }
+
+    #[test]
+    fn a_definition_never_replaces_a_builtin_kind() {
+        let mut c = crd(
+            json!([{"name": "v1", "served": true, "storage": true}]),
+            established(),
+        );
+        c.spec.group = "apps".into();
+        c.spec.names.kind = "Deployment".into();
+        c.spec.names.plural = "deployments".into();
+        let p = plan(&[Arc::new(c)], &crate::kinds::builtin(), &HashMap::new());
+        assert!(p.start.is_empty(), "{p:?}");
     }
 
     #[test]
