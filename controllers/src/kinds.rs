@@ -1,6 +1,7 @@
 //! The kinds the garbage collector and the namespace controller handle without knowing them:
-//! each [`Kind`] can start (or share) its informer, report what it holds, and get, delete
-//! and patch one object by name, whatever its type.
+//! each [`Kind`] can follow its informer, report what it holds, and get, delete and patch one
+//! object by name, whatever its type. The built-in kinds ([`builtin`]) are typed; a custom
+//! resource's kind ([`Custom`]) is named at run time and keeps only its objects' metadata.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -8,37 +9,78 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Node, Pod, Secret, Service, ServiceAccount,
+    ConfigMap, Endpoints, Namespace, Node, Pod, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use skiff_client::reflector::Change;
-use skiff_client::{Api, DeleteParams, Object, Patch, PatchParams, PropagationPolicy};
+use skiff_client::informer::Informer;
+use skiff_client::reflector::{Change, Store};
+use skiff_client::{
+    watcher, Api, ApiResource, Client, DeleteParams, Object, Patch, PatchParams, PropagationPolicy,
+    Resource,
+};
+use tokio_util::sync::CancellationToken;
 
 use crate::Context;
 
 /// A boxed future, for object-safe async methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A kind's changes, and what it holds once synced.
-pub type Watch = (
-    Pin<Box<dyn Stream<Item = MetaChange> + Send>>,
-    BoxFuture<'static, Vec<Meta>>,
-);
+/// An API group and a kind: what identifies a kind whatever version it is served at, as
+/// Kubernetes' garbage collector matches owner references.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupKind {
+    /// The group (`""` for the core group).
+    pub group: String,
+    /// The kind.
+    pub kind: String,
+}
+
+impl GroupKind {
+    /// The group and kind an object's (or an owner reference's) `apiVersion` and `kind` name.
+    pub fn of(api_version: &str, kind: &str) -> GroupKind {
+        GroupKind {
+            group: group_of(api_version).to_string(),
+            kind: kind.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for GroupKind {
+    /// `Kind.group`, or `Kind` in the core group, as Kubernetes prints a GroupKind.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.group.is_empty() {
+            f.write_str(&self.kind)
+        } else {
+            write!(f, "{}.{}", self.kind, self.group)
+        }
+    }
+}
+
+/// The group of an `apiVersion`: what comes before the `/` (none for the core group's `v1`).
+pub fn group_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(g, _)| g)
+}
 
 /// What the collector needs to know of one object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Meta {
-    /// `apiVersion` of its kind.
-    pub api_version: &'static str,
+    /// `apiVersion` of its kind, as watched.
+    pub api_version: Arc<str>,
     /// Its kind.
-    pub kind: &'static str,
+    pub kind: Arc<str>,
     /// Its namespace ("" when cluster-scoped).
     pub namespace: String,
     /// Its name.
@@ -56,11 +98,10 @@ pub struct Meta {
 }
 
 impl Meta {
-    fn of<K: Object>(o: &K) -> Meta {
-        let m: &ObjectMeta = o.metadata();
+    fn of(m: &ObjectMeta, id: &Ident) -> Meta {
         Meta {
-            api_version: K::API_VERSION,
-            kind: K::KIND,
+            api_version: id.api_version.clone(),
+            kind: id.kind.clone(),
             namespace: m.namespace.clone().unwrap_or_default(),
             name: m.name.clone().unwrap_or_default(),
             uid: m.uid.clone().unwrap_or_default(),
@@ -69,6 +110,16 @@ impl Meta {
             deleting: m.deletion_timestamp.is_some(),
             resource_version: m.resource_version.clone().unwrap_or_default(),
         }
+    }
+
+    /// Whether the object is of `gk` (at any version).
+    pub fn is_of(&self, gk: &GroupKind) -> bool {
+        *self.kind == *gk.kind && group_of(&self.api_version) == gk.group
+    }
+
+    /// Its group and kind.
+    pub fn group_kind(&self) -> GroupKind {
+        GroupKind::of(&self.api_version, &self.kind)
     }
 }
 
@@ -79,23 +130,32 @@ pub enum MetaChange {
     Applied(Meta),
     /// Gone.
     Deleted(Meta),
-    /// Everything of this kind, after a re-list.
-    Resynced(&'static str, Vec<Meta>),
+    /// Everything of this kind, after a (re-)list.
+    Resynced(Vec<Meta>),
 }
 
 /// One kind, used without knowing its type.
 pub trait Kind: Send + Sync {
-    /// `apiVersion`.
-    fn api_version(&self) -> &'static str;
+    /// `apiVersion` it is watched and addressed at.
+    fn api_version(&self) -> &str;
     /// `kind`.
-    fn kind(&self) -> &'static str;
+    fn kind(&self) -> &str;
+    /// The resource (lower-case plural).
+    fn plural(&self) -> &str;
     /// Whether its objects live in namespaces.
     fn namespaced(&self) -> bool;
-    /// Its changes from now on (starting its shared informer if need be) and what it holds
-    /// once synced.
-    fn watch(&self, ctx: &Context) -> Watch;
-    /// The objects in a namespace, from the cache.
-    fn in_namespace(&self, ctx: &Context, ns: &str) -> Vec<Meta>;
+    /// Its group and kind.
+    fn group_kind(&self) -> GroupKind {
+        GroupKind::of(self.api_version(), self.kind())
+    }
+    /// Everything it holds once its cache is listed (as [`MetaChange::Resynced`]), then its
+    /// changes (starting its informer if need be). Every change after the first item is one
+    /// the first item may already show: applied in order, they end at the cache's state.
+    fn watch(&self, ctx: &Context) -> BoxStream<'static, MetaChange>;
+    /// Resolves once its cache is listed.
+    fn synced(&self, ctx: &Context) -> BoxFuture<'static, ()>;
+    /// The objects in a namespace, from the cache; `None` until the cache is listed.
+    fn in_namespace(&self, ctx: &Context, ns: &str) -> Option<Vec<Meta>>;
     /// The object as the server has it now (`None`: gone).
     fn get<'a>(
         &'a self,
@@ -125,7 +185,106 @@ pub trait Kind: Send + Sync {
     ) -> BoxFuture<'a, skiff_client::Result<()>>;
 }
 
-struct Typed<K>(PhantomData<fn() -> K>);
+/// A kind's `apiVersion` and `kind`, shared by every [`Meta`] of it.
+#[derive(Clone)]
+struct Ident {
+    api_version: Arc<str>,
+    kind: Arc<str>,
+}
+
+/// What one kind's informer reports, as [`Kind::watch`] promises it.
+fn follow_informer<K: Resource>(
+    informer: &Informer<K>,
+    id: Ident,
+) -> BoxStream<'static, MetaChange> {
+    // Subscribed before the snapshot is read, so nothing falls between the two.
+    let changes = informer.subscribe();
+    let store = informer.store();
+    let first_store = store.clone();
+    let first_id = id.clone();
+    let first = futures::stream::once(async move {
+        first_store.wait_until_ready().await;
+        snapshot(&first_store, &first_id)
+    });
+    let rest = changes.map(move |c| match c {
+        Change::Applied(o) => MetaChange::Applied(Meta::of(o.meta(), &id)),
+        Change::Deleted(o) => MetaChange::Deleted(Meta::of(o.meta(), &id)),
+        Change::Resynced => snapshot(&store, &id),
+    });
+    first.chain(rest).boxed()
+}
+
+fn snapshot<K: Resource>(store: &Store<K>, id: &Ident) -> MetaChange {
+    MetaChange::Resynced(
+        store
+            .state()
+            .iter()
+            .map(|o| Meta::of(o.meta(), id))
+            .collect(),
+    )
+}
+
+fn in_namespace<K: Resource>(store: &Store<K>, ns: &str, id: &Ident) -> Option<Vec<Meta>> {
+    if !store.is_ready() {
+        return None;
+    }
+    Some(
+        store
+            .in_namespace(ns)
+            .iter()
+            .map(|o| Meta::of(o.meta(), id))
+            .collect(),
+    )
+}
+
+fn synced<K: Resource>(store: Store<K>) -> BoxFuture<'static, ()> {
+    Box::pin(async move { store.wait_until_ready().await })
+}
+
+async fn get<K: Resource>(
+    api: Api<K>,
+    name: &str,
+    id: &Ident,
+) -> skiff_client::Result<Option<Meta>> {
+    Ok(api.get_opt(name).await?.map(|o| Meta::of(o.meta(), id)))
+}
+
+async fn delete<K: Resource>(
+    api: Api<K>,
+    name: &str,
+    uid: &str,
+    resource_version: Option<&str>,
+    policy: PropagationPolicy,
+) -> skiff_client::Result<()> {
+    let dp = DeleteParams {
+        propagation_policy: Some(policy),
+        precondition_uid: Some(uid.to_string()),
+        precondition_resource_version: resource_version.map(String::from),
+        ..Default::default()
+    };
+    match api.delete(name, &dp).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() || e.is_conflict() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn patch_meta<K: Resource>(api: Api<K>, name: &str, body: Value) -> skiff_client::Result<()> {
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(body))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A kind Skiff's API server serves by itself, through the controllers' shared informer.
+struct Typed<K> {
+    id: Ident,
+    _k: PhantomData<fn() -> K>,
+}
 
 impl<K: Object> Typed<K> {
     fn api(ctx: &Context, ns: &str) -> Api<K> {
@@ -139,49 +298,32 @@ impl<K: Object> Typed<K> {
 }
 
 impl<K: Object> Kind for Typed<K> {
-    fn api_version(&self) -> &'static str {
+    fn api_version(&self) -> &str {
         K::API_VERSION
     }
 
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> &str {
         K::KIND
     }
 
+    fn plural(&self) -> &str {
+        K::URL_PATH_SEGMENT
+    }
+
     fn namespaced(&self) -> bool {
-        std::any::TypeId::of::<K::Scope>()
-            == std::any::TypeId::of::<k8s_openapi::NamespaceResourceScope>()
+        <K as Resource>::namespaced(&())
     }
 
-    fn watch(&self, ctx: &Context) -> Watch {
-        let informer = ctx.owned::<K>();
-        let store = informer.store();
-        let resync_store = store.clone();
-        let changes = informer.subscribe().map(move |c| match c {
-            Change::Applied(o) => MetaChange::Applied(Meta::of(o.as_ref())),
-            Change::Deleted(o) => MetaChange::Deleted(Meta::of(o.as_ref())),
-            Change::Resynced => MetaChange::Resynced(
-                K::KIND,
-                resync_store
-                    .state()
-                    .iter()
-                    .map(|o| Meta::of(o.as_ref()))
-                    .collect(),
-            ),
-        });
-        let initial = Box::pin(async move {
-            store.wait_until_ready().await;
-            store.state().iter().map(|o| Meta::of(o.as_ref())).collect()
-        });
-        (Box::pin(changes), initial)
+    fn watch(&self, ctx: &Context) -> BoxStream<'static, MetaChange> {
+        follow_informer(&ctx.owned::<K>(), self.id.clone())
     }
 
-    fn in_namespace(&self, ctx: &Context, ns: &str) -> Vec<Meta> {
-        ctx.owned::<K>()
-            .store()
-            .in_namespace(ns)
-            .iter()
-            .map(|o| Meta::of(o.as_ref()))
-            .collect()
+    fn synced(&self, ctx: &Context) -> BoxFuture<'static, ()> {
+        synced(ctx.owned::<K>().store())
+    }
+
+    fn in_namespace(&self, ctx: &Context, ns: &str) -> Option<Vec<Meta>> {
+        in_namespace(&ctx.owned::<K>().store(), ns, &self.id)
     }
 
     fn get<'a>(
@@ -190,12 +332,7 @@ impl<K: Object> Kind for Typed<K> {
         ns: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, skiff_client::Result<Option<Meta>>> {
-        Box::pin(async move {
-            Ok(Self::api(ctx, ns)
-                .get_opt(name)
-                .await?
-                .map(|o| Meta::of(&o)))
-        })
+        Box::pin(get(Self::api(ctx, ns), name, &self.id))
     }
 
     fn delete<'a>(
@@ -207,19 +344,13 @@ impl<K: Object> Kind for Typed<K> {
         resource_version: Option<&'a str>,
         policy: PropagationPolicy,
     ) -> BoxFuture<'a, skiff_client::Result<()>> {
-        Box::pin(async move {
-            let dp = DeleteParams {
-                propagation_policy: Some(policy),
-                precondition_uid: Some(uid.to_string()),
-                precondition_resource_version: resource_version.map(String::from),
-                ..Default::default()
-            };
-            match Self::api(ctx, ns).delete(name, &dp).await {
-                Ok(_) => Ok(()),
-                Err(e) if e.is_not_found() || e.is_conflict() => Ok(()),
-                Err(e) => Err(e),
-            }
-        })
+        Box::pin(delete(
+            Self::api(ctx, ns),
+            name,
+            uid,
+            resource_version,
+            policy,
+        ))
     }
 
     fn patch_meta<'a>(
@@ -229,25 +360,26 @@ impl<K: Object> Kind for Typed<K> {
         name: &'a str,
         body: Value,
     ) -> BoxFuture<'a, skiff_client::Result<()>> {
-        Box::pin(async move {
-            match Self::api(ctx, ns)
-                .patch(name, &PatchParams::default(), &Patch::Merge(body))
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(e) if e.is_not_found() => Ok(()),
-                Err(e) => Err(e),
-            }
-        })
+        Box::pin(patch_meta(Self::api(ctx, ns), name, body))
     }
 }
 
 fn kind<K: Object>() -> Arc<dyn Kind> {
-    Arc::new(Typed::<K>(PhantomData))
+    Arc::new(Typed::<K> {
+        id: Ident {
+            api_version: K::API_VERSION.into(),
+            kind: K::KIND.into(),
+        },
+        _k: PhantomData,
+    })
 }
 
-/// Every kind that can own or be owned, keyed by `(apiVersion, kind)`.
-pub fn all() -> HashMap<(&'static str, &'static str), Arc<dyn Kind>> {
+/// Kinds by group and kind.
+pub type Kinds = HashMap<GroupKind, Arc<dyn Kind>>;
+
+/// Every built-in kind that can own or be owned: each one the API server serves but events
+/// (which Kubernetes' garbage collector leaves alone too).
+pub fn builtin() -> Kinds {
     [
         kind::<Pod>(),
         kind::<ReplicaSet>(),
@@ -263,8 +395,247 @@ pub fn all() -> HashMap<(&'static str, &'static str), Arc<dyn Kind>> {
         kind::<ServiceAccount>(),
         kind::<Lease>(),
         kind::<Node>(),
+        kind::<Namespace>(),
+        kind::<Role>(),
+        kind::<RoleBinding>(),
+        kind::<ClusterRole>(),
+        kind::<ClusterRoleBinding>(),
+        kind::<CertificateSigningRequest>(),
+        kind::<PriorityClass>(),
+        kind::<CustomResourceDefinition>(),
     ]
     .into_iter()
-    .map(|k| ((k.api_version(), k.kind()), k))
+    .map(|k| (k.group_kind(), k))
     .collect()
+}
+
+/// An object of a custom resource as the collector keeps it: its metadata alone (as
+/// Kubernetes' garbage collector keeps every object, through metadata-only informers), so a
+/// cache of large custom objects costs little.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MetaOnly {
+    /// `metadata`.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+}
+
+impl Resource for MetaOnly {
+    type DynamicType = ApiResource;
+
+    fn group(dt: &ApiResource) -> &str {
+        &dt.group
+    }
+
+    fn version(dt: &ApiResource) -> &str {
+        &dt.version
+    }
+
+    fn api_version(dt: &ApiResource) -> &str {
+        &dt.api_version
+    }
+
+    fn kind(dt: &ApiResource) -> &str {
+        &dt.kind
+    }
+
+    fn plural(dt: &ApiResource) -> &str {
+        &dt.plural
+    }
+
+    fn namespaced(dt: &ApiResource) -> bool {
+        dt.namespaced
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// A custom resource's kind, served because of a CustomResourceDefinition: its informer runs
+/// from [`Custom::start`] until [`Custom::stop`] (the definition gone).
+pub struct Custom {
+    resource: ApiResource,
+    id: Ident,
+    informer: Informer<MetaOnly>,
+    stop: CancellationToken,
+}
+
+impl Custom {
+    /// Starts following `resource`'s objects, until `stop` or `shutdown`.
+    pub fn start(client: Client, resource: ApiResource, shutdown: &CancellationToken) -> Custom {
+        let stop = shutdown.child_token();
+        let api = Api::<MetaOnly>::all_with(client, &resource);
+        let informer = Informer::spawn(
+            api,
+            watcher::Config::default().strip_managed_fields(),
+            HashMap::new(),
+            stop.clone(),
+        );
+        Custom {
+            id: Ident {
+                api_version: resource.api_version.as_str().into(),
+                kind: resource.kind.as_str().into(),
+            },
+            resource,
+            informer,
+            stop,
+        }
+    }
+
+    /// The resource followed.
+    pub fn resource(&self) -> &ApiResource {
+        &self.resource
+    }
+
+    /// Stops its informer.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    fn api(&self, ctx: &Context, ns: &str) -> Api<MetaOnly> {
+        let api = Api::<MetaOnly>::all_with(ctx.client.clone(), &self.resource);
+        if ns.is_empty() {
+            api
+        } else {
+            api.in_namespace(ns)
+        }
+    }
+}
+
+impl Kind for Custom {
+    fn api_version(&self) -> &str {
+        &self.resource.api_version
+    }
+
+    fn kind(&self) -> &str {
+        &self.resource.kind
+    }
+
+    fn plural(&self) -> &str {
+        &self.resource.plural
+    }
+
+    fn namespaced(&self) -> bool {
+        self.resource.namespaced
+    }
+
+    fn group_kind(&self) -> GroupKind {
+        GroupKind {
+            group: self.resource.group.clone(),
+            kind: self.resource.kind.clone(),
+        }
+    }
+
+    fn watch(&self, _ctx: &Context) -> BoxStream<'static, MetaChange> {
+        follow_informer(&self.informer, self.id.clone())
+    }
+
+    fn synced(&self, _ctx: &Context) -> BoxFuture<'static, ()> {
+        synced(self.informer.store())
+    }
+
+    fn in_namespace(&self, _ctx: &Context, ns: &str) -> Option<Vec<Meta>> {
+        in_namespace(&self.informer.store(), ns, &self.id)
+    }
+
+    fn get<'a>(
+        &'a self,
+        ctx: &'a Context,
+        ns: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, skiff_client::Result<Option<Meta>>> {
+        Box::pin(get(self.api(ctx, ns), name, &self.id))
+    }
+
+    fn delete<'a>(
+        &'a self,
+        ctx: &'a Context,
+        ns: &'a str,
+        name: &'a str,
+        uid: &'a str,
+        resource_version: Option<&'a str>,
+        policy: PropagationPolicy,
+    ) -> BoxFuture<'a, skiff_client::Result<()>> {
+        Box::pin(delete(
+            self.api(ctx, ns),
+            name,
+            uid,
+            resource_version,
+            policy,
+        ))
+    }
+
+    fn patch_meta<'a>(
+        &'a self,
+        ctx: &'a Context,
+        ns: &'a str,
+        name: &'a str,
+        body: Value,
+    ) -> BoxFuture<'a, skiff_client::Result<()>> {
+        Box::pin(patch_meta(self.api(ctx, ns), name, body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_told_apart_by_group_not_version() {
+        assert_eq!(
+            GroupKind::of("example.skiff.dev/v1", "Widget"),
+            GroupKind::of("example.skiff.dev/v1beta1", "Widget")
+        );
+        assert_ne!(
+            GroupKind::of("v1", "Event"),
+            GroupKind::of("events.k8s.io/v1", "Event")
+        );
+        assert_eq!(GroupKind::of("v1", "Pod").group, "");
+        assert_eq!(
+            GroupKind::of("apps/v1", "Deployment").to_string(),
+            "Deployment.apps"
+        );
+        assert_eq!(GroupKind::of("v1", "Pod").to_string(), "Pod");
+    }
+
+    #[test]
+    fn builtin_kinds_are_keyed_by_group_kind() {
+        let all = builtin();
+        let rs = &all[&GroupKind::of("apps/v1", "ReplicaSet")];
+        assert_eq!((rs.api_version(), rs.plural()), ("apps/v1", "replicasets"));
+        assert!(rs.namespaced());
+        assert!(!all[&GroupKind::of("v1", "Node")].namespaced());
+        assert!(all.contains_key(&GroupKind::of(
+            "rbac.authorization.k8s.io/v1",
+            "RoleBinding"
+        )));
+        assert!(
+            !all.keys().any(|gk| gk.kind == "Event"),
+            "events are left alone"
+        );
+    }
+
+    #[test]
+    fn metadata_only_objects_read_any_object() {
+        let o: MetaOnly = serde_json::from_value(serde_json::json!({
+            "apiVersion": "example.skiff.dev/v1", "kind": "Widget",
+            "metadata": {"name": "w", "uid": "u", "ownerReferences": [
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "c", "uid": "o"}]},
+            "spec": {"replicas": 3}
+        }))
+        .unwrap();
+        let id = Ident {
+            api_version: "example.skiff.dev/v1".into(),
+            kind: "Widget".into(),
+        };
+        let m = Meta::of(&o.metadata, &id);
+        assert_eq!((m.name.as_str(), m.uid.as_str()), ("w", "u"));
+        assert_eq!(m.owners[0].uid, "o");
+        assert!(m.is_of(&GroupKind::of("example.skiff.dev/v2", "Widget")));
+        assert!(!m.is_of(&GroupKind::of("other.skiff.dev/v1", "Widget")));
+    }
 }

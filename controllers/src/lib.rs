@@ -23,6 +23,7 @@ pub mod owners;
 pub mod pods;
 pub mod replicaset;
 pub mod rootca;
+pub mod served;
 pub mod serviceaccount;
 pub mod servicelb;
 
@@ -142,6 +143,10 @@ pub struct Context {
     pub events: Recorder,
     /// The configuration.
     pub config: Config,
+    /// When everything stops.
+    shutdown: CancellationToken,
+    /// The served kinds, once a controller asks for them.
+    served: std::sync::OnceLock<Arc<served::Served>>,
 }
 
 impl Context {
@@ -153,11 +158,27 @@ impl Context {
             &skiff_client::leader::default_identity(),
         );
         Arc::new(Context {
-            informers: InformerFactory::new(client.clone(), shutdown),
+            informers: InformerFactory::new(client.clone(), shutdown.clone()),
             client,
             events,
             config,
+            shutdown,
+            served: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The kinds the API server serves, custom resources' included, kept current from the
+    /// first call on (shared by the garbage collector and the namespace controller).
+    pub fn served(&self) -> Arc<served::Served> {
+        self.served
+            .get_or_init(|| {
+                served::Served::start(
+                    self.client.clone(),
+                    self.informers.informer(),
+                    self.shutdown.clone(),
+                )
+            })
+            .clone()
     }
 
     /// The shared informer of `K`s indexed by controller (owner UID) and, for those no

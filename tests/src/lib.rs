@@ -123,9 +123,14 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `name` with `--kubeconfig` for `api` and `args`.
     pub fn start(name: &str, api: &ApiServer, args: &[&str]) -> Result<Daemon> {
+        Self::start_as(name, &api.kubeconfig, args)
+    }
+
+    /// Starts `name` with `--kubeconfig=kubeconfig` (an identity of its own) and `args`.
+    pub fn start_as(name: &str, kubeconfig: &Path, args: &[&str]) -> Result<Daemon> {
         let log = tempfile::NamedTempFile::new()?;
         let child = Command::new(binary(name)?)
-            .arg(format!("--kubeconfig={}", api.kubeconfig.display()))
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .args(args)
             .stdout(log.reopen()?)
             .stderr(log.reopen()?)
