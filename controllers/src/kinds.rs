@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Node, Pod, Secret, Service, ServiceAccount,
+    ConfigMap, Endpoints, LimitRange, Node, Pod, ResourceQuota, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -262,6 +262,8 @@ pub fn all() -> HashMap<(&'static str, &'static str), Arc<dyn Kind>> {
         kind::<Secret>(),
         kind::<ServiceAccount>(),
         kind::<Lease>(),
+        kind::<ResourceQuota>(),
+        kind::<LimitRange>(),
         kind::<Node>(),
     ]
     .into_iter()

@@ -8,9 +8,11 @@
 
 mod certificate_signing;
 mod default_toleration_seconds;
+mod limit_ranger;
 mod namespace_lifecycle;
 mod node_restriction;
 mod priority;
+mod resource_quota;
 mod service_account;
 
 use serde_json::Value;
@@ -172,6 +174,7 @@ fn implemented(cfg: &Config, authz: &AuthorizerCell) -> Vec<(Box<dyn Plugin>, bo
             Box::new(namespace_lifecycle::NamespaceLifecycle::default()) as Box<dyn Plugin>,
             true,
         ),
+        (Box::new(limit_ranger::LimitRanger), true),
         (Box::new(priority::Priority), true),
         (
             Box::new(default_toleration_seconds::DefaultTolerationSeconds(
@@ -189,6 +192,7 @@ fn implemented(cfg: &Config, authz: &AuthorizerCell) -> Vec<(Box<dyn Plugin>, bo
             Box::new(certificate_signing::CertificateSigning(authz.clone())),
             true,
         ),
+        (Box::new(resource_quota::ResourceQuota), true),
     ]
 }
 
@@ -442,12 +446,14 @@ mod tests {
             c.names(),
             vec![
                 "NamespaceLifecycle",
+                "LimitRanger",
                 "ServiceAccount",
                 "NodeRestriction",
                 "Priority",
                 "DefaultTolerationSeconds",
                 "CertificateApproval",
-                "CertificateSigning"
+                "CertificateSigning",
+                "ResourceQuota"
             ]
         );
     }
@@ -462,11 +468,13 @@ mod tests {
             Chain::new(&cfg).unwrap().names(),
             vec![
                 "NamespaceLifecycle",
+                "LimitRanger",
                 "ServiceAccount",
                 "NodeRestriction",
                 "DefaultTolerationSeconds",
                 "CertificateApproval",
-                "CertificateSigning"
+                "CertificateSigning",
+                "ResourceQuota"
             ]
         );
         let bad = Config {
