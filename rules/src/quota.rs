@@ -856,6 +856,22 @@ fn quota_name(q: &ResourceQuota) -> &str {
 /// room for what the write adds. On success, what to charge each quota (only those whose
 /// usage changes).
 pub fn check(quotas: &[ResourceQuota], req: &Request<'_>) -> Result<Vec<Charge>, Refusal> {
+    let charges = plan(quotas, req)?;
+    for c in &charges {
+        let q = &quotas[c.index];
+        charge(
+            quota_name(q),
+            &status_hard(q),
+            &status_used(q),
+            &c.requested,
+        )?;
+    }
+    Ok(charges)
+}
+
+/// [`check`] but for the limits themselves: what the write would charge each quota, leaving
+/// whether it fits to [`charge`] against the quota as stored when the charge is made.
+pub fn plan(quotas: &[ResourceQuota], req: &Request<'_>) -> Result<Vec<Charge>, Refusal> {
     let ev = req.evaluator;
     if !ev.handles(req.operation) {
         return Ok(Vec::new());
@@ -912,15 +928,11 @@ pub fn check(quotas: &[ResourceQuota], req: &Request<'_>) -> Result<Vec<Charge>,
             _ => usage.clone(),
         };
         let delta = remove_zeros(&delta);
-        if delta.is_empty() {
-            continue;
-        }
         let hard = status_hard(q);
         let requested = mask(&delta, hard.keys().map(String::as_str));
         if requested.is_empty() {
             continue;
         }
-        charge(quota_name(q), &hard, &status_used(q), &requested)?;
         charges.push(Charge {
             index: i,
             requested,
@@ -1300,6 +1312,14 @@ mod tests {
         assert_eq!(
             check(&quotas, &req).unwrap_err().0,
             "exceeded quota: q, requested: pods=1, used: pods=2, limited: pods=2"
+        );
+        // The plan leaves the limit to the charge.
+        assert_eq!(
+            plan(&quotas, &req).unwrap(),
+            vec![Charge {
+                index: 0,
+                requested: list(&[("pods", "1")])
+            }]
         );
         let quotas = vec![quota("q", &[("pods", "2")], &[("pods", "1")])];
         assert_eq!(
