@@ -67,7 +67,24 @@ async fn run(quota: bool, round: usize) -> Result<Vec<f64>> {
             q,
         )
         .await?;
-        // The quota reaches the admission through the watch cache: wait until it charges.
+        // The quota reaches the admission through the watch cache (what a list at
+        // resourceVersion 0 reads): wait until it is there with its status.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let cached = send(
+                reqwest::Method::GET,
+                "/api/v1/namespaces/bench/resourcequotas?resourceVersion=0",
+                Value::Null,
+            )
+            .await?;
+            if cached["items"][0]["status"]["used"]["pods"] == "0" {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("the quota never reached the watch cache");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         send(
             reqwest::Method::POST,
             "/api/v1/namespaces/bench/pods",
