@@ -26,6 +26,7 @@ ROOTS = [
     "api/authentication/v1/TokenReview",
     "api/certificates/v1/CertificateSigningRequest",
     "api/authentication/v1/TokenRequest",
+    "api/core/v1/ResourceQuota", "api/core/v1/LimitRange",
 ]
 # Hand-written in protobuf/mod.rs: their wire and JSON forms differ.
 SPECIAL = {

@@ -475,21 +475,28 @@ impl Door {
         };
         let user = self.user(req, call, &asked, r.map_or("", |r| r.version.as_str()))?;
         let r = r.ok_or_else(|| Error::bad_request("resource: Required value"))?;
-        let resource = self
-            .state
-            .store
-            .find(&r.group, &r.version, &r.resource)
-            .ok_or_else(|| {
-                Error::not_found_message(format!(
-                    "the server could not find the requested resource {:?} in {:?}",
-                    r.resource,
-                    if r.group.is_empty() {
-                        r.version.clone()
-                    } else {
-                        format!("{}/{}", r.group, r.version)
-                    }
-                ))
-            })?;
+        let found = if r.version.is_empty() {
+            // No version: the one the server serves the resource at (what a client that
+            // knows a resource only by group and name, as a quota's `count/` does, asks for).
+            self.state
+                .store
+                .resources()
+                .into_iter()
+                .find(|x| x.group == r.group && x.plural == r.resource)
+        } else {
+            self.state.store.find(&r.group, &r.version, &r.resource)
+        };
+        let resource = found.ok_or_else(|| {
+            Error::not_found_message(format!(
+                "the server could not find the requested resource {:?} in {:?}",
+                r.resource,
+                if r.group.is_empty() {
+                    r.version.clone()
+                } else {
+                    format!("{}/{}", r.group, r.version)
+                }
+            ))
+        })?;
         if resource.create_only.is_some() && (verb != "create" || !subresource.is_empty()) {
             return Err(Error::method_not_allowed(
                 "the server does not allow this method on the requested resource",

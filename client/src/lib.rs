@@ -12,6 +12,7 @@
 //! - [`controller`]: a de-duplicating, rate-limited work queue and controller runner.
 //! - [`leader`]: leader election on Leases.
 //! - [`selector`]: label selectors matched against labels.
+//! - [`untyped`]: lists of a resource known only by group and name, as JSON.
 //!
 //! ```no_run
 //! use k8s_openapi::api::core::v1::Pod;
@@ -45,6 +46,7 @@ pub mod resource;
 pub mod selector;
 pub mod services;
 pub mod time;
+pub mod untyped;
 pub mod watcher;
 
 pub use api::{

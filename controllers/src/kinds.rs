@@ -16,7 +16,8 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Namespace, Node, Pod, Secret, Service, ServiceAccount,
+    ConfigMap, Endpoints, LimitRange, Namespace, Node, Pod, ResourceQuota, Secret, Service,
+    ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -394,6 +395,8 @@ pub fn builtin() -> Kinds {
         kind::<Secret>(),
         kind::<ServiceAccount>(),
         kind::<Lease>(),
+        kind::<ResourceQuota>(),
+        kind::<LimitRange>(),
         kind::<Node>(),
         kind::<Namespace>(),
         kind::<Role>(),

@@ -22,6 +22,7 @@ pub mod nodelifecycle;
 pub mod owners;
 pub mod pods;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod rootca;
 pub mod served;
 pub mod serviceaccount;
@@ -56,6 +57,7 @@ pub const CONTROLLERS: &[&str] = &[
     "csrapproving",
     "csrsigning",
     "clusterrole-aggregation",
+    "resourcequota",
 ];
 
 /// What the controllers are configured with (kube-controller-manager's flags).
@@ -89,6 +91,8 @@ pub struct Config {
     /// The cluster CA that signs approved CSRs (`--cluster-signing-cert-file`,
     /// `--cluster-signing-key-file`); without it nothing is signed.
     pub csr_signer: Option<csr_signing::Signer>,
+    /// The resource quota controller's sync period and concurrency.
+    pub resource_quota: resourcequota::Config,
 }
 
 impl Default for Config {
@@ -110,6 +114,7 @@ impl Default for Config {
             service_lb: servicelb::Config::default(),
             root_ca: None,
             csr_signer: None,
+            resource_quota: resourcequota::Config::default(),
         }
     }
 }
@@ -283,6 +288,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     }
     if ctx.config.enabled("clusterrole-aggregation") {
         tasks.spawn(clusterrole_aggregation::run(ctx.clone(), shutdown.clone()));
+    }
+    if ctx.config.enabled("resourcequota") {
+        let c = ctx.config.resource_quota.clone();
+        tasks.spawn(resourcequota::run(ctx.clone(), c, shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
 }

@@ -112,6 +112,12 @@ struct Args {
     /// ask for less).
     #[arg(long, default_value = "8760h", value_parser = parse_duration)]
     cluster_signing_duration: Duration,
+    /// How often every ResourceQuota's usage is recounted.
+    #[arg(long, default_value = "5m0s", value_parser = parse_duration)]
+    resource_quota_sync_period: Duration,
+    /// ResourceQuotas recounted at once.
+    #[arg(long, default_value_t = 5)]
+    concurrent_resource_quota_syncs: usize,
     #[command(flatten)]
     log: daemon::LogFlags,
 }
@@ -211,6 +217,10 @@ async fn main() -> anyhow::Result<()> {
         },
         root_ca,
         csr_signer,
+        resource_quota: skiff_controllers::resourcequota::Config {
+            sync_period: args.resource_quota_sync_period,
+            concurrency: args.concurrent_resource_quota_syncs.max(1),
+        },
     };
 
     let shutdown = CancellationToken::new();

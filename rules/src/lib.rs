@@ -7,6 +7,8 @@
 //! - [`duration`]: Go durations (`1m30s`, `1.5h`) as flags and config files carry them.
 //! - [`toleration`]: whether tolerations tolerate taints.
 //! - [`qos`]: a pod's QoS class.
+//! - [`quota`]: what objects use of a ResourceQuota, which quotas cover them, and whether a
+//!   write fits.
 //! - [`selector`]: label selectors, node selector terms, a pod's node constraints.
 //! - [`kubeconfig`]: kubeconfig files, read and built.
 //! - [`backoff`]: the back-off policy every retry uses.
@@ -18,6 +20,7 @@ pub mod duration;
 pub mod kubeconfig;
 pub mod qos;
 pub mod quantity;
+pub mod quota;
 pub mod selector;
 pub mod toleration;
 

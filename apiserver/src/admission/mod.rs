@@ -8,9 +8,11 @@
 
 mod certificate_signing;
 mod default_toleration_seconds;
+mod limit_ranger;
 mod namespace_lifecycle;
 mod node_restriction;
 mod priority;
+mod resource_quota;
 mod service_account;
 
 use serde_json::Value;
@@ -172,6 +174,7 @@ fn implemented(cfg: &Config, authz: &AuthorizerCell) -> Vec<(Box<dyn Plugin>, bo
             Box::new(namespace_lifecycle::NamespaceLifecycle::default()) as Box<dyn Plugin>,
             true,
         ),
+        (Box::new(limit_ranger::LimitRanger), true),
         (Box::new(priority::Priority), true),
         (
             Box::new(default_toleration_seconds::DefaultTolerationSeconds(
@@ -189,6 +192,7 @@ fn implemented(cfg: &Config, authz: &AuthorizerCell) -> Vec<(Box<dyn Plugin>, bo
             Box::new(certificate_signing::CertificateSigning(authz.clone())),
             true,
         ),
+        (Box::new(resource_quota::ResourceQuota::default()), true),
     ]
 }
 
@@ -324,7 +328,8 @@ impl Chain {
 
 #[cfg(test)]
 pub(crate) mod testing {
-    //! A store of cached objects for plugin tests: pure, no etcd.
+    //! A store of cached objects for plugin tests: pure, no etcd. Only
+    //! `guaranteed_update` writes (what plugins that keep counts use).
 
     use std::collections::BTreeMap;
     use std::sync::Arc;
@@ -338,15 +343,25 @@ pub(crate) mod testing {
     use crate::request::{DeleteOpts, Deleted, WriteOpts, Written};
     use crate::storage::cached::Cached;
 
+    type Key = (String, String, String);
+
     /// Objects by (plural, namespace, name), served as both the cache and the store.
     #[derive(Default)]
-    pub struct Fixed(pub BTreeMap<(String, String, String), Value>);
+    pub struct Fixed(pub parking_lot::Mutex<BTreeMap<Key, Value>>);
 
     impl Fixed {
-        pub fn with(mut self, plural: &str, ns: &str, obj: Value) -> Self {
+        pub fn with(self, plural: &str, ns: &str, obj: Value) -> Self {
             let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
-            self.0.insert((plural.into(), ns.into(), name), obj);
+            self.0.lock().insert((plural.into(), ns.into(), name), obj);
             self
+        }
+
+        /// The object stored under a key.
+        pub fn stored(&self, plural: &str, ns: &str, name: &str) -> Option<Value> {
+            self.0
+                .lock()
+                .get(&(plural.into(), ns.into(), name.into()))
+                .cloned()
         }
     }
 
@@ -359,7 +374,10 @@ pub(crate) mod testing {
             Vec::new()
         }
         fn any_cached(&self, r: &ResourceInfo, ns: &str) -> bool {
-            self.0.keys().any(|(p, n, _)| *p == r.plural && n == ns)
+            self.0
+                .lock()
+                .keys()
+                .any(|(p, n, _)| *p == r.plural && n == ns)
         }
         async fn cache_reaches(&self, _r: &ResourceInfo, _rev: i64) -> bool {
             true
@@ -371,11 +389,13 @@ pub(crate) mod testing {
                 name.to_string(),
             );
             self.0
+                .lock()
                 .get(&key)
                 .map(|v| Arc::new(Cached::from_value(r, v, 1)))
         }
         fn cached_list(&self, r: &ResourceInfo, _ns: Option<&str>) -> Vec<Arc<Cached>> {
             self.0
+                .lock()
                 .iter()
                 .filter(|((p, _, _), _)| *p == r.plural)
                 .map(|(_, v)| Arc::new(Cached::from_value(r, v, 1)))
@@ -420,13 +440,23 @@ pub(crate) mod testing {
         }
         async fn guaranteed_update(
             &self,
-            _: &Resource,
-            _: Option<&str>,
-            _: &str,
+            r: &Resource,
+            ns: Option<&str>,
+            name: &str,
             _: bool,
-            _: Change<'_>,
+            change: Change<'_>,
         ) -> Result<Value> {
-            Err(Error::internal("read-only"))
+            let key = (
+                r.plural.clone(),
+                ns.unwrap_or("").to_string(),
+                name.to_string(),
+            );
+            let mut obj = self
+                .stored(&key.0, &key.1, &key.2)
+                .ok_or_else(|| Error::not_found(r.group_resource(), name))?;
+            change(&mut obj)?;
+            self.0.lock().insert(key, obj.clone());
+            Ok(obj)
         }
     }
 }
@@ -442,12 +472,14 @@ mod tests {
             c.names(),
             vec![
                 "NamespaceLifecycle",
+                "LimitRanger",
                 "ServiceAccount",
                 "NodeRestriction",
                 "Priority",
                 "DefaultTolerationSeconds",
                 "CertificateApproval",
-                "CertificateSigning"
+                "CertificateSigning",
+                "ResourceQuota"
             ]
         );
     }
@@ -462,11 +494,13 @@ mod tests {
             Chain::new(&cfg).unwrap().names(),
             vec![
                 "NamespaceLifecycle",
+                "LimitRanger",
                 "ServiceAccount",
                 "NodeRestriction",
                 "DefaultTolerationSeconds",
                 "CertificateApproval",
-                "CertificateSigning"
+                "CertificateSigning",
+                "ResourceQuota"
             ]
         );
         let bad = Config {

@@ -36,6 +36,8 @@ conv!(api::authentication::v1, SelfSubjectReview { metadata, status } default { 
 conv!(api::authentication::v1, TokenReview { metadata, spec, status } default {  });
 conv!(api::certificates::v1, CertificateSigningRequest { metadata, spec, status } default {  });
 conv!(api::authentication::v1, TokenRequest { metadata, spec, status } default {  });
+conv!(api::core::v1, ResourceQuota { metadata, spec, status } default {  });
+conv!(api::core::v1, LimitRange { metadata, spec } default {  });
 conv!(apimachinery::pkg::apis::meta::v1, ObjectMeta { annotations, creation_timestamp, deletion_grace_period_seconds, deletion_timestamp, finalizers, generate_name, generation, labels, managed_fields, name, namespace, owner_references, resource_version, self_link, uid } default {  });
 conv!(api::core::v1, NamespaceSpec { finalizers } default {  });
 conv!(api::core::v1, NamespaceStatus { conditions, phase } default {  });
@@ -82,6 +84,9 @@ conv!(api::certificates::v1, CertificateSigningRequestSpec { expiration_seconds,
 conv!(api::certificates::v1, CertificateSigningRequestStatus { certificate, conditions } default {  });
 conv!(api::authentication::v1, TokenRequestSpec { audiences, bound_object_ref, expiration_seconds } default {  });
 conv!(api::authentication::v1, TokenRequestStatus { expiration_timestamp, token } default {  });
+conv!(api::core::v1, ResourceQuotaSpec { hard, scope_selector, scopes } default {  });
+conv!(api::core::v1, ResourceQuotaStatus { hard, used } default {  });
+conv!(api::core::v1, LimitRangeSpec { limits } default {  });
 conv!(apimachinery::pkg::apis::meta::v1, ManagedFieldsEntry { api_version, fields_type, fields_v1, manager, operation, subresource, time } default {  });
 conv!(apimachinery::pkg::apis::meta::v1, OwnerReference { api_version, block_owner_deletion, controller, kind, name, uid } default {  });
 conv!(api::core::v1, NamespaceCondition { last_transition_time, message, reason, status, type_: r#type } default {  });
@@ -142,6 +147,8 @@ conv!(api::authorization::v1, ResourceRule { api_groups, resource_names, resourc
 conv!(api::authentication::v1, UserInfo { extra, groups, uid, username } default {  });
 conv!(api::certificates::v1, CertificateSigningRequestCondition { last_transition_time, last_update_time, message, reason, status, type_: r#type } default {  });
 conv!(api::authentication::v1, BoundObjectReference { api_version, kind, name, uid: u_id } default {  });
+conv!(api::core::v1, ScopeSelector { match_expressions } default {  });
+conv!(api::core::v1, LimitRangeItem { default, default_request, max, max_limit_request_ratio, min, type_: r#type } default {  });
 conv!(api::core::v1, ClientIPConfig = ClientIpConfig { timeout_seconds } default {  });
 conv!(api::core::v1, LoadBalancerIngress { hostname, ip, ip_mode, ports } default {  });
 conv!(api::core::v1, NodeAffinity { preferred_during_scheduling_ignored_during_execution, required_during_scheduling_ignored_during_execution } default {  });
@@ -210,6 +217,7 @@ conv!(api::discovery::v1, ForNode { name } default {  });
 conv!(api::discovery::v1, ForZone { name } default {  });
 conv!(api::authorization::v1, FieldSelectorAttributes { raw_selector, requirements } default {  });
 conv!(api::authorization::v1, LabelSelectorAttributes { raw_selector, requirements } default {  });
+conv!(api::core::v1, ScopedResourceSelectorRequirement { operator, scope_name, values } default {  });
 conv!(api::core::v1, PortStatus { error, port, protocol } default {  });
 conv!(api::core::v1, PreferredSchedulingTerm { preference, weight } default {  });
 conv!(api::core::v1, NodeSelector { node_selector_terms } default {  });

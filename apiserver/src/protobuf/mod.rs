@@ -280,6 +280,10 @@ pub fn decode_object(body: &[u8]) -> Result<Value> {
             decode::<pb::core::v1::ServiceAccount, oa::core::v1::ServiceAccount>(&raw)?
         }
         ("v1", "Binding") => decode::<pb::core::v1::Binding, oa::core::v1::Binding>(&raw)?,
+        ("v1", "ResourceQuota") => {
+            decode::<pb::core::v1::ResourceQuota, oa::core::v1::ResourceQuota>(&raw)?
+        }
+        ("v1", "LimitRange") => decode::<pb::core::v1::LimitRange, oa::core::v1::LimitRange>(&raw)?,
         ("apps/v1", "Deployment") => {
             decode::<pb::apps::v1::Deployment, oa::apps::v1::Deployment>(&raw)?
         }
@@ -399,6 +403,7 @@ mod tests {
                 ("v1", "Pod"), ("v1", "Namespace"), ("v1", "Service"), ("v1", "ConfigMap"),
                 ("v1", "Secret"), ("v1", "Node"), ("v1", "Binding"), ("apps/v1", "Deployment"),
                 ("policy/v1", "Eviction"), ("autoscaling/v1", "Scale"), ("v1", "DeleteOptions"),
+                ("v1", "ResourceQuota"), ("v1", "LimitRange"),
                 ("authentication.k8s.io/v1", "TokenRequest"), ("v1", "Nope"),
             ]),
             raw in proptest::collection::vec(any::<u8>(), 0..256),

@@ -824,6 +824,35 @@ mod tests {
     }
 
     #[test]
+    fn quotas_and_limit_ranges_are_granted_as_kubernetes_grants_them() {
+        let all = cluster_roles();
+        let get = |n: &str| all.iter().find(|r| r.name == n).unwrap();
+        let read = [r(
+            READ,
+            &[""],
+            &["resourcequotas", "resourcequotas/status", "limitranges"],
+        )];
+        let write = [r(WRITE, &[""], &["resourcequotas", "limitranges"])];
+        for name in ["view", "edit", "admin"] {
+            let rules = initial_rules(get(name), &all);
+            assert!(uncovered(&rules, &read).is_empty(), "{name} reads quotas");
+            // Only cluster administrators set quotas and limits.
+            assert_eq!(
+                uncovered(&rules, &write).len(),
+                10,
+                "{name} writes no quota"
+            );
+        }
+        let cm = &get("system:kube-controller-manager").rules;
+        let status = [r(
+            &["get", "list", "watch", "update"],
+            &[""],
+            &["resourcequotas/status", "resourcequotas"],
+        )];
+        assert!(uncovered(cm, &status).is_empty());
+    }
+
+    #[test]
     fn every_binding_names_a_bootstrap_role() {
         let roles: Vec<_> = cluster_roles().iter().map(|r| r.name).collect();
         for b in cluster_role_bindings() {

@@ -17,11 +17,13 @@ pub mod custom;
 mod endpoints;
 mod event;
 mod lease;
+mod limitrange;
 pub mod namespace;
 mod node;
 pub mod objects;
 pub mod pod;
 mod rbac;
+mod resourcequota;
 pub mod review;
 pub mod service;
 pub mod serviceaccount_token;
@@ -864,6 +866,8 @@ static BUILTINS: &[&Builtin] = &[
     &configmap::SECRETS,
     &configmap::SERVICEACCOUNTS,
     &event::INFO,
+    &resourcequota::INFO,
+    &limitrange::INFO,
     &apps::DEPLOYMENTS,
     &apps::REPLICASETS,
     &apps::DAEMONSETS,
