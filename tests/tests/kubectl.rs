@@ -817,3 +817,49 @@ async fn openapi_v2_is_served_as_protobuf_or_json_by_accept() {
         .unwrap();
     assert_eq!(unchanged.status(), 304);
 }
+
+#[tokio::test]
+async fn a_list_file_applies_each_item_and_events_read_through_both_groups() {
+    let c = Cluster::start().await.unwrap();
+    let k = c.kubectl();
+    // `kind: List`: kubectl validates each item against the server's OpenAPI, then applies it.
+    let out = k.ok_input(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: listed-a}\n  data: {k: v}\n- apiVersion: v1\n  kind: ServiceAccount\n  metadata: {name: listed-b}\n",
+    );
+    assert!(out.contains("configmap/listed-a created"), "{out}");
+    assert!(out.contains("serviceaccount/listed-b created"), "{out}");
+    assert_eq!(k.json(&["get", "configmap", "listed-a"])["data"]["k"], "v");
+
+    // An event written through events.k8s.io/v1 is a core/v1 event, and the other way round.
+    let created = k.ok_input(
+        &["create", "-f", "-"],
+        "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: e1}\neventTime: \"2026-01-01T00:00:00.000000Z\"\nreportingController: example.com/ctl\nreportingInstance: ctl-1\naction: Check\nreason: Checked\ntype: Normal\nnote: all good\nregarding: {apiVersion: v1, kind: ConfigMap, name: listed-a, namespace: default}\n",
+    );
+    assert!(
+        created.contains("event.events.k8s.io/e1 created"),
+        "{created}"
+    );
+    let core = k.json(&["get", "events.v1.", "e1"]);
+    assert_eq!(core["apiVersion"], "v1");
+    assert_eq!(core["message"], "all good");
+    assert_eq!(core["involvedObject"]["name"], "listed-a");
+    assert_eq!(core["reportingComponent"], "example.com/ctl");
+    let newer = k.json(&["get", "events.v1.events.k8s.io", "e1"]);
+    assert_eq!(newer["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(newer["note"], "all good");
+    assert_eq!(newer["regarding"]["kind"], "ConfigMap");
+    assert!(newer.get("message").is_none(), "{newer:#}");
+    // events.k8s.io/v1's own rules for a new event, in kube-apiserver's words.
+    let bad = k.run_with_input(
+        &["create", "-f", "-"],
+        "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: e2}\ntype: Normal\n",
+    );
+    let text = format!("{}{}", bad.stdout, bad.stderr);
+    assert!(!bad.status.success(), "{text}");
+    assert!(text.contains("eventTime: Required value"), "{text}");
+    assert!(
+        text.contains("reportingController: Required value"),
+        "{text}"
+    );
+}
