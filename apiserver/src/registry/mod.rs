@@ -200,9 +200,23 @@ pub trait Convert: Send + Sync {
 /// conversion strategy of custom resources).
 pub struct ApiVersionOnly {
     /// The `apiVersion` objects are stored in.
-    pub stored: String,
+    stored: String,
     /// This version's `apiVersion`.
-    pub served: String,
+    served: String,
+    /// How JSON already in this version begins: `{"apiVersion":"<served>"`.
+    current: Vec<u8>,
+}
+
+impl ApiVersionOnly {
+    /// Objects stored as `stored`, served as `served` (both `group/version`).
+    pub fn new(stored: String, served: String) -> Self {
+        let current = format!("{{\"apiVersion\":\"{served}\"").into_bytes();
+        ApiVersionOnly {
+            stored,
+            served,
+            current,
+        }
+    }
 }
 
 impl Convert for ApiVersionOnly {
@@ -225,8 +239,7 @@ impl Convert for ApiVersionOnly {
     fn is_current(&self, stored: &[u8]) -> bool {
         // Only where `apiVersion` leads, as it does in what clients send: the same words may
         // stand deeper in (`managedFields`), so anywhere else needs a real look.
-        let want = format!("{{\"apiVersion\":\"{}\"", self.served);
-        stored.starts_with(want.as_bytes())
+        stored.starts_with(&self.current)
     }
 }
 

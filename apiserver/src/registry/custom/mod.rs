@@ -179,10 +179,10 @@ pub fn served(crd: &CustomResourceDefinition) -> Vec<ResourceInfo> {
                 .collect();
             info.json_schema = schema;
             info.storage = format!("{}/{}", spec.group, names.plural);
-            info.convert = Some(Shared::Owned(Arc::new(ApiVersionOnly {
-                stored: format!("{}/{}", spec.group, storage_version),
-                served: format!("{}/{}", spec.group, version.name),
-            })));
+            info.convert = Some(Shared::Owned(Arc::new(ApiVersionOnly::new(
+                format!("{}/{}", spec.group, storage_version),
+                format!("{}/{}", spec.group, version.name),
+            ))));
             if version.deprecated == Some(true) {
                 info.deprecation = Some(
                     version
