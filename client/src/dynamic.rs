@@ -175,41 +175,53 @@ impl DynamicObject {
     }
 }
 
-impl Resource for DynamicObject {
-    type DynamicType = ApiResource;
+/// Implements [`Resource`] for a type named at run time by an [`ApiResource`], whose
+/// `metadata` field holds its `ObjectMeta` (a [`DynamicObject`], or a metadata-only view of
+/// one).
+#[macro_export]
+macro_rules! dynamic_resource {
+    ($t:ty) => {
+        impl $crate::Resource for $t {
+            type DynamicType = $crate::ApiResource;
 
-    fn group(dt: &ApiResource) -> &str {
-        &dt.group
-    }
+            fn group(dt: &$crate::ApiResource) -> &str {
+                &dt.group
+            }
 
-    fn version(dt: &ApiResource) -> &str {
-        &dt.version
-    }
+            fn version(dt: &$crate::ApiResource) -> &str {
+                &dt.version
+            }
 
-    fn api_version(dt: &ApiResource) -> &str {
-        &dt.api_version
-    }
+            fn api_version(dt: &$crate::ApiResource) -> &str {
+                &dt.api_version
+            }
 
-    fn kind(dt: &ApiResource) -> &str {
-        &dt.kind
-    }
+            fn kind(dt: &$crate::ApiResource) -> &str {
+                &dt.kind
+            }
 
-    fn plural(dt: &ApiResource) -> &str {
-        &dt.plural
-    }
+            fn plural(dt: &$crate::ApiResource) -> &str {
+                &dt.plural
+            }
 
-    fn namespaced(dt: &ApiResource) -> bool {
-        dt.namespaced
-    }
+            fn namespaced(dt: &$crate::ApiResource) -> bool {
+                dt.namespaced
+            }
 
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
+            fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &self.metadata
+            }
 
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+            fn meta_mut(
+                &mut self,
+            ) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
 }
+
+dynamic_resource!(DynamicObject);
 
 #[cfg(test)]
 mod tests {

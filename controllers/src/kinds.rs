@@ -422,41 +422,7 @@ pub struct MetaOnly {
     pub metadata: ObjectMeta,
 }
 
-impl Resource for MetaOnly {
-    type DynamicType = ApiResource;
-
-    fn group(dt: &ApiResource) -> &str {
-        &dt.group
-    }
-
-    fn version(dt: &ApiResource) -> &str {
-        &dt.version
-    }
-
-    fn api_version(dt: &ApiResource) -> &str {
-        &dt.api_version
-    }
-
-    fn kind(dt: &ApiResource) -> &str {
-        &dt.kind
-    }
-
-    fn plural(dt: &ApiResource) -> &str {
-        &dt.plural
-    }
-
-    fn namespaced(dt: &ApiResource) -> bool {
-        dt.namespaced
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+skiff_client::dynamic_resource!(MetaOnly);
 
 /// A custom resource's kind, served because of a CustomResourceDefinition: its informer runs
 /// from [`Custom::start`] until [`Custom::stop`] (the definition gone).
