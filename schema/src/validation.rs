@@ -1169,30 +1169,12 @@ fn slice_check(
         _ => {}
     }
     let size = items.len() as u64;
-    if let Some(min) = s.min_items {
-        if size < min {
-            let mut e = OErr::new(
-                Code::MinItems,
-                p,
-                Some(Value::from(size)),
-                format!("{p} in body should have at least {min} items"),
-            );
-            e.valid = i64::try_from(min).ok();
-            res.errs.push(e);
-        }
-    }
-    if let Some(max) = s.max_items {
-        if size > max {
-            let mut e = OErr::new(
-                Code::MaxItems,
-                p,
-                Some(Value::from(size)),
-                format!("{p} in body should have at most {max} items"),
-            );
-            e.valid = i64::try_from(max).ok();
-            res.errs.push(e);
-        }
-    }
+    let counts = Counts {
+        noun: "items",
+        too_few: Code::MinItems,
+        too_many: Code::MaxItems,
+    };
+    counts.check(p, size, s.min_items, s.max_items, &mut res.errs);
     if s.unique_items {
         let dup = items
             .iter()
@@ -1211,6 +1193,36 @@ fn slice_check(
     res
 }
 
+/// The bounds on how many items or properties a node holds (`minItems`/`maxItems`,
+/// `minProperties`/`maxProperties`), worded as kube-openapi words them.
+struct Counts {
+    noun: &'static str,
+    too_few: Code,
+    too_many: Code,
+}
+
+impl Counts {
+    fn check(&self, p: &str, size: u64, min: Option<u64>, max: Option<u64>, out: &mut Vec<OErr>) {
+        let noun = self.noun;
+        let bounds = [
+            (min.filter(|min| size < *min), self.too_few, "at least"),
+            (max.filter(|max| size > *max), self.too_many, "at most"),
+        ];
+        for (limit, code, words) in bounds {
+            if let Some(limit) = limit {
+                let mut e = OErr::new(
+                    code,
+                    p,
+                    Some(Value::from(size)),
+                    format!("{p} in body should have {words} {limit} {noun}"),
+                );
+                e.valid = i64::try_from(limit).ok();
+                out.push(e);
+            }
+        }
+    }
+}
+
 fn object_check(
     s: &Schema,
     c: &Compiled,
@@ -1221,30 +1233,12 @@ fn object_check(
 ) -> Res {
     let mut res = Res::default();
     let size = m.len() as u64;
-    if let Some(min) = s.min_properties {
-        if size < min {
-            let mut e = OErr::new(
-                Code::TooFewProperties,
-                p,
-                Some(Value::from(size)),
-                format!("{p} in body should have at least {min} properties"),
-            );
-            e.valid = i64::try_from(min).ok();
-            res.errs.push(e);
-        }
-    }
-    if let Some(max) = s.max_properties {
-        if size > max {
-            let mut e = OErr::new(
-                Code::TooManyProperties,
-                p,
-                Some(Value::from(size)),
-                format!("{p} in body should have at most {max} properties"),
-            );
-            e.valid = i64::try_from(max).ok();
-            res.errs.push(e);
-        }
-    }
+    let counts = Counts {
+        noun: "properties",
+        too_few: Code::TooFewProperties,
+        too_many: Code::TooManyProperties,
+    };
+    counts.check(p, size, s.min_properties, s.max_properties, &mut res.errs);
     let child = |k: &str, sub: &Schema, csub: &Compiled, name: String, v: &Value| -> Res {
         let sub_cs = cs.and_then(|cs| child_schema(cs, k));
         let sub_old = old_for_key(cs, p, old, k);
