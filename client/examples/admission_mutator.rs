@@ -22,6 +22,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::Value;
 use skiff_client::webhook::{self, AdmissionRequest, AdmissionResponse, Admit, Operation, Server};
 
+/// A mutating admission webhook labelling objects and injecting a sidecar into pods.
 #[derive(Parser)]
 struct Args {
     /// The label to add, `KEY=VALUE` (repeat for several).

@@ -25,6 +25,7 @@ mod support;
 use clap::Parser;
 use skiff_client::webhook::{self, AdmissionRequest, AdmissionResponse, Admit, Operation, Server};
 
+/// A validating admission webhook refusing objects that lack a label.
 #[derive(Parser)]
 struct Args {
     /// The label every object must have (repeat for several).

@@ -31,6 +31,7 @@ use skiff_client::webhook::{self, ConversionRequest, ConversionResponse, Convert
 /// The custom resource's group.
 const GROUP: &str = "conversion.example.skiff.dev";
 
+/// A conversion webhook for Widgets of conversion.example.skiff.dev, v1 and v2.
 #[derive(Parser)]
 struct Args {
     /// Print the CustomResourceDefinition as JSON and exit.

@@ -58,6 +58,7 @@ pub async fn serve(flags: ServeFlags, server: Server) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let shutdown = CancellationToken::new();
