@@ -16,6 +16,7 @@ mod priority;
 mod resource_quota;
 pub mod review;
 mod service_account;
+pub mod webhook;
 
 use serde_json::{json, Value};
 
@@ -322,7 +323,11 @@ pub struct Config {
 pub struct ConfigError(Vec<String>);
 
 /// The plugins Skiff has, by name, and whether kube-apiserver runs each by default.
-fn implemented(cfg: &Config, authz: &AuthorizerCell) -> Vec<(Box<dyn Plugin>, bool)> {
+fn implemented(
+    cfg: &Config,
+    authz: &AuthorizerCell,
+    hooks: &webhook::Webhooks,
+) -> Vec<(Box<dyn Plugin>, bool)> {
     vec![
         (
             Box::new(namespace_lifecycle::NamespaceLifecycle::default()) as Box<dyn Plugin>,
@@ -347,15 +352,19 @@ fn implemented(cfg: &Config, authz: &AuthorizerCell) -> Vec<(Box<dyn Plugin>, bo
             true,
         ),
         (Box::new(resource_quota::ResourceQuota::default()), true),
+        (Box::new(hooks.mutating()), true),
+        (Box::new(hooks.validating()), true),
     ]
 }
 
 /// The names of the plugins Skiff implements, in order.
 fn implemented_names() -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = implemented(&Config::default(), &AuthorizerCell::default())
-        .iter()
-        .map(|(p, _)| p.name())
-        .collect();
+    let hooks = webhook::Webhooks::default();
+    let mut names: Vec<&'static str> =
+        implemented(&Config::default(), &AuthorizerCell::default(), &hooks)
+            .iter()
+            .map(|(p, _)| p.name())
+            .collect();
     names.sort_by_key(|n| KUBERNETES_ORDER.iter().position(|k| k == n));
     names
 }
@@ -367,6 +376,7 @@ pub struct Chain {
     /// Kubernetes builds into the RBAC types' storage).
     internal: Vec<std::sync::Arc<dyn Plugin>>,
     authz: AuthorizerCell,
+    webhook_metrics: std::sync::Arc<webhook::Metrics>,
 }
 
 impl Chain {
@@ -409,7 +419,8 @@ impl Chain {
             return Err(ConfigError(errors));
         }
         let authz = AuthorizerCell::default();
-        let mut plugins: Vec<Box<dyn Plugin>> = implemented(cfg, &authz)
+        let hooks = webhook::Webhooks::default();
+        let mut plugins: Vec<Box<dyn Plugin>> = implemented(cfg, &authz, &hooks)
             .into_iter()
             .filter(|(p, on_by_default)| {
                 let name = p.name().to_string();
@@ -422,6 +433,7 @@ impl Chain {
             plugins,
             internal: Vec::new(),
             authz,
+            webhook_metrics: hooks.metrics(),
         })
     }
 
@@ -440,6 +452,11 @@ impl Chain {
     /// Gives the plugins that ask who may do what the server's authorizer, once it exists.
     pub fn set_authorizer(&self, authz: std::sync::Arc<dyn crate::auth::Authorizer>) {
         let _ = self.authz.set(authz);
+    }
+
+    /// Adds the admission metrics (`apiserver_admission_webhook_*`) to a registry.
+    pub fn register_metrics(&self, r: &mut prometheus_client::registry::Registry) {
+        self.webhook_metrics.register(r);
     }
 
     /// The names of the plugins that run, in order.
@@ -645,6 +662,8 @@ mod tests {
                 "DefaultTolerationSeconds",
                 "CertificateApproval",
                 "CertificateSigning",
+                "MutatingAdmissionWebhook",
+                "ValidatingAdmissionWebhook",
                 "ResourceQuota"
             ]
         );
@@ -666,6 +685,8 @@ mod tests {
                 "DefaultTolerationSeconds",
                 "CertificateApproval",
                 "CertificateSigning",
+                "MutatingAdmissionWebhook",
+                "ValidatingAdmissionWebhook",
                 "ResourceQuota"
             ]
         );
