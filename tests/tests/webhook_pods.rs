@@ -213,6 +213,12 @@ impl Env {
                 "volumes": [{"name": "certs", "secret": {"secretName": format!("{name}-tls")}}]
             }
         });
+        self.expose(name, pod)
+    }
+
+    /// Runs `pod` (labelled `app: NAME`) behind the Service `name` (port 443 to the pod's
+    /// 8443); waits until the Service has the pod as a ready endpoint.
+    fn expose(&self, name: &str, pod: Value) -> Webhook {
         let svc = json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": name, "namespace": WEBHOOK_NS},
@@ -561,6 +567,45 @@ async fn a_webhook_pod_gone_is_ignored_or_refuses_as_its_failure_policy_says() {
         });
     }
 
+    // The same webhook with another CA's bundle: its certificate is not trusted, so the call
+    // fails (and never reaches the webhook).
+    env.namespace("wrong-ca", &[("policy", "wrong-ca")]);
+    let mut wrong = env.webhook_entry(
+        "wrong-ca.example.skiff.dev",
+        &hook,
+        "/validate",
+        ("policy", "wrong-ca"),
+    );
+    wrong["clientConfig"]["caBundle"] = json!(Ca::new().bundle());
+    let config = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "wrong-ca"},
+        "webhooks": [wrong]
+    });
+    k.ok_input(&["apply", "-f", "-"], &config.to_string());
+    let untrusted = format!(
+        "Error from server (InternalError): Internal error occurred: failed calling webhook \
+         \"wrong-ca.example.skiff.dev\": failed to call webhook: Post \
+         \"https://require-app.{WEBHOOK_NS}.svc:443/validate?timeout=5s\": "
+    );
+    env.until_dry_run("wrong-ca", "the webhook with the wrong CA in force", |o| {
+        !o.ok && o.stderr.starts_with(&untrusted)
+    });
+    let calls = env.reviews(&hook, "/validate", "allowed").await;
+    let r = k.run(&[
+        "run",
+        "untrusted",
+        "-n",
+        "wrong-ca",
+        "--image",
+        &image,
+        "--labels=app=x",
+    ]);
+    assert!(r.stderr.starts_with(&untrusted), "{r:?}");
+    assert!(r.stderr.contains("certificate"), "{r:?}");
+    assert_eq!(env.reviews(&hook, "/validate", "allowed").await, calls);
+
     // The webhook goes away; once its Service has no endpoint left, calls cannot be made.
     k.ok(&[
         "delete",
@@ -598,4 +643,179 @@ async fn a_webhook_pod_gone_is_ignored_or_refuses_as_its_failure_policy_says() {
         k.ok(&["run", "free", "--image", &image]),
         "pod/free created\n"
     );
+}
+
+#[tokio::test]
+async fn selectors_and_match_conditions_narrow_the_calls_and_a_slow_webhook_holds_up_only_what_it_matches(
+) {
+    let env = Env::start().await;
+    let k = &env.k;
+    let image = env.node.images.busybox.clone();
+    let hook = env.deploy(
+        "require-app",
+        "admission_validator",
+        &["--required-label=app"],
+    );
+    env.namespace("apps", &[("webhooks", "on")]);
+    env.namespace("other", &[]);
+    let mut narrow = env.webhook_entry(
+        "narrow.example.skiff.dev",
+        &hook,
+        "/validate",
+        ("webhooks", "on"),
+    );
+    narrow["objectSelector"] =
+        json!({"matchExpressions": [{"key": "checked", "operator": "NotIn", "values": ["no"]}]});
+    narrow["matchConditions"] = json!([{"name": "not-skipped",
+        "expression": "!object.metadata.name.startsWith('skip-')"}]);
+    // A webhook that accepts connections and never answers: a TLS handshake that hangs.
+    let slow = env.expose(
+        "slow",
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "slow", "namespace": WEBHOOK_NS, "labels": {"app": "slow"}},
+            "spec": {"nodeName": "node-a", "terminationGracePeriodSeconds": 0,
+                "containers": [{"name": "hang", "image": image,
+                    "command": ["nc", "-ll", "-p", "8443", "-e", "sleep", "3600"]}]}
+        }),
+    );
+    let mut slow_ignore = env.webhook_entry(
+        "slow.example.skiff.dev",
+        &slow,
+        "/validate",
+        ("webhooks", "on"),
+    );
+    slow_ignore["objectSelector"] = json!({"matchLabels": {"slow": "yes"}});
+    slow_ignore["failurePolicy"] = json!("Ignore");
+    slow_ignore["timeoutSeconds"] = json!(10);
+    let mut slow_fail = env.webhook_entry(
+        "slow-fail.example.skiff.dev",
+        &slow,
+        "/validate",
+        ("webhooks", "on"),
+    );
+    slow_fail["objectSelector"] = json!({"matchLabels": {"slow": "fail"}});
+    slow_fail["timeoutSeconds"] = json!(2);
+    for (name, hooks) in [
+        ("narrow", json!([narrow])),
+        ("slow", json!([slow_ignore, slow_fail])),
+    ] {
+        let config = json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": name},
+            "webhooks": hooks
+        });
+        k.ok_input(&["apply", "-f", "-"], &config.to_string());
+    }
+    env.until_dry_run("apps", "the narrowed webhook in force", |o| {
+        !o.ok && o.stderr.contains("pods must have the label \"app\"")
+    });
+    let deadline = format!(
+        "Error from server (InternalError): Internal error occurred: failed calling webhook \
+         \"slow-fail.example.skiff.dev\": failed to call webhook: Post \
+         \"https://slow.{WEBHOOK_NS}.svc:443/validate?timeout=2s\": context deadline exceeded\n"
+    );
+    eventually_ok(
+        "the slow webhooks in force",
+        Duration::from_secs(30),
+        || {
+            let r = k.run(&[
+                "run",
+                "probe",
+                "-n",
+                "apps",
+                "--image",
+                &image,
+                "--labels=app=x,slow=fail",
+                "--dry-run=server",
+            ]);
+            (r.stderr == deadline).then_some(()).ok_or(r.stderr)
+        },
+        || env.logs(),
+    );
+
+    // Only a pod in a selected namespace, not labelled `checked=no` and not named `skip-...`
+    // reaches the webhook; the others are admitted without a call, though they lack the label.
+    let denied = env.reviews(&hook, "/validate", "denied").await;
+    let allowed = env.reviews(&hook, "/validate", "allowed").await;
+    let r = k.run(&["run", "called", "-n", "apps", "--image", &image]);
+    assert!(
+        r.stderr.contains("pods must have the label \"app\""),
+        "{r:?}"
+    );
+    for args in [
+        &["run", "unchecked", "-n", "apps", "--labels=checked=no"][..],
+        &["run", "skip-me", "-n", "apps"],
+        &["run", "elsewhere", "-n", "other"],
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["--image", &image]);
+        let out = k.ok(&args);
+        assert!(out.ends_with(" created\n"), "{args:?}: {out}");
+    }
+    assert_eq!(env.reviews(&hook, "/validate", "denied").await, denied + 1);
+    assert_eq!(env.reviews(&hook, "/validate", "allowed").await, allowed);
+
+    // A matched request waits for the 10 s timeout, then is admitted (Ignore); meanwhile,
+    // requests the slow webhook does not match go through at once.
+    let slow_run = {
+        let k = env.c.kubectl();
+        let image = image.clone();
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            let r = k.run(&[
+                "run",
+                "waited",
+                "-n",
+                "apps",
+                "--image",
+                &image,
+                "--labels=app=x,slow=yes",
+            ]);
+            (start.elapsed(), r)
+        })
+    };
+    let start = std::time::Instant::now();
+    let out = k.ok(&[
+        "run",
+        "quick",
+        "-n",
+        "apps",
+        "--image",
+        &image,
+        "--labels=app=x",
+    ]);
+    let quick = start.elapsed();
+    assert_eq!(out, "pod/quick created\n");
+    assert!(
+        quick < Duration::from_secs(3),
+        "an unmatched create took {quick:?}"
+    );
+    assert!(
+        !slow_run.is_finished(),
+        "the unmatched create finished while the matched one still waits"
+    );
+    let (waited, r) = slow_run.join().unwrap();
+    assert!(r.status.success(), "{r:?}");
+    assert_eq!(r.stdout, "pod/waited created\n");
+    assert!(
+        waited >= Duration::from_millis(9_500) && waited < Duration::from_secs(20),
+        "the matched create took {waited:?}, not the webhook's 10 s timeout"
+    );
+
+    // failurePolicy Fail with a 2 s timeout: refused with Kubernetes' message.
+    let r = k.run(&[
+        "run",
+        "refused",
+        "-n",
+        "apps",
+        "--image",
+        &image,
+        "--labels=app=x,slow=fail",
+    ]);
+    assert_eq!(r.stderr, deadline);
+    assert!(k
+        .fails(&["get", "pod", "refused", "-n", "apps"])
+        .contains("NotFound"));
 }
