@@ -423,6 +423,30 @@ async fn a_validating_webhook_pod_denies_pods_without_the_label() {
         env.reviews(&hook, "/validate", "allowed").await,
         allowed_before + 1
     );
+
+    // The certificate rotated: a new CA signs a new one. The configuration trusts only the
+    // new CA first, so calls fail while the old certificate is served; once the Secret is
+    // updated and the kubelet has updated the mounted files, the running webhook serves the
+    // new certificate — no restart — and calls go through again.
+    let ca2 = Ca::new();
+    let mut rotated = config.clone();
+    rotated["webhooks"][0]["clientConfig"]["caBundle"] = json!(ca2.bundle());
+    k.ok_input(&["apply", "-f", "-"], &rotated.to_string());
+    env.until_dry_run("apps", "the old certificate no longer trusted", |o| {
+        !o.ok && o.stderr.contains("failed calling webhook") && o.stderr.contains("certificate")
+    });
+    let (cert, key) = ca2.serving(&format!("require-app.{WEBHOOK_NS}.svc"));
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "require-app-tls", "namespace": WEBHOOK_NS},
+        "stringData": {"tls.crt": cert, "tls.key": key}
+    });
+    k.ok_input(&["apply", "-f", "-"], &secret.to_string());
+    env.until_dry_run("apps", "the rotated certificate served", |o| {
+        !o.ok && o.stderr == format!("Error from server (Forbidden): {denial}\n")
+    });
+    let pod = k.json(&["get", "pod", "require-app", "-n", WEBHOOK_NS]);
+    assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 0);
 }
 
 #[tokio::test]
