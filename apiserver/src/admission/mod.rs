@@ -132,7 +132,7 @@ pub enum Options<'a> {
 impl<'a> Options<'a> {
     /// Where the request's warnings and audit annotations go.
     pub fn notes(&self) -> &'a Notes {
-        static NOWHERE: std::sync::LazyLock<Notes> = std::sync::LazyLock::new(Notes::default);
+        static NOWHERE: std::sync::LazyLock<Notes> = std::sync::LazyLock::new(Notes::discarded);
         match *self {
             Options::Create(o) | Options::Update(o) | Options::Patch(o) | Options::Connect(o) => {
                 &o.notes
