@@ -163,11 +163,21 @@ impl std::fmt::Debug for Clients {
     }
 }
 
-/// A TLS client configuration trusting `ca_bundle` (no roots when it is empty: the
-/// serving certificate cannot be verified, so calls fail).
+/// Where Debian (and most distributions) keep the system's trusted roots, used when a
+/// webhook names no `caBundle`, as kube-apiserver falls back to the system's roots.
+const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// A TLS client configuration trusting `ca_bundle`, or the system's roots when it is empty
+/// (none when the system has no bundle either: the serving certificate cannot be verified,
+/// so calls fail).
 fn tls_config(ca_bundle: &[u8]) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
+    if ca_bundle.is_empty() {
+        let system = std::fs::read(SYSTEM_ROOTS).unwrap_or_default();
+        let certs = CertificateDer::pem_slice_iter(&system).filter_map(Result::ok);
+        roots.add_parsable_certificates(certs);
+    }
     for cert in CertificateDer::pem_slice_iter(ca_bundle) {
         let cert = cert.map_err(|e| format!("caBundle: {e}"))?;
         roots.add(cert).map_err(|e| format!("caBundle: {e}"))?;
@@ -295,7 +305,34 @@ fn describe(e: &reqwest::Error) -> String {
     if text.contains("Connection refused") || text.contains("connection refused") {
         return "connect: connection refused".into();
     }
+    if let Some(tls) = certificate_problem(&text) {
+        return format!("tls: failed to verify certificate: x509: {tls}");
+    }
     text
+}
+
+/// What rustls' refusal of a serving certificate means, in Go's x509 words where they are
+/// known (an unknown issuer, an expired certificate), else rustls' own.
+fn certificate_problem(text: &str) -> Option<String> {
+    let (_, why) = text.split_once("invalid peer certificate: ")?;
+    let why = why.split(": error sending").next().unwrap_or(why);
+    Some(
+        if why.starts_with("UnknownIssuer") || why.starts_with("BadSignature") {
+            "certificate signed by unknown authority".to_owned()
+        } else if [
+            "certificate expired",
+            "Expired",
+            "certificate not valid yet",
+            "NotValidYet",
+        ]
+        .iter()
+        .any(|p| why.starts_with(p))
+        {
+            "certificate has expired or is not yet valid".to_owned()
+        } else {
+            why.to_owned()
+        },
+    )
 }
 
 /// One ready endpoint of a Service for its `port`: the EndpointSlices labelled
@@ -379,6 +416,22 @@ mod tests {
     use super::*;
     use crate::admission::testing::Fixed;
     use serde_json::json;
+
+    #[test]
+    fn certificate_refusals_read_as_go_words_them() {
+        let unknown = "error sending request for url (https://a.b.svc:8443/x): client error \
+                       (Connect): invalid peer certificate: UnknownIssuer";
+        assert_eq!(
+            certificate_problem(unknown).as_deref(),
+            Some("certificate signed by unknown authority")
+        );
+        let name = "invalid peer certificate: certificate not valid for name \"a.b.svc\"; \
+                    certificate is only valid for c.d.svc";
+        assert!(certificate_problem(name)
+            .unwrap()
+            .starts_with("certificate not valid for name"));
+        assert_eq!(certificate_problem("connection reset"), None);
+    }
 
     #[test]
     fn client_configs_read_url_or_service() {
