@@ -18,6 +18,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::registry::crd::CLEANUP_FINALIZER;
+use crate::registry::custom::conversion::{Caller, Hook};
 use crate::registry::{now, Objects, Resource};
 use crate::request::{DeleteOpts, Deleted};
 use crate::state::State;
@@ -42,6 +43,7 @@ pub async fn run(
         return;
     };
     let mut c = Controller {
+        webhooks: conversion_webhooks(&state),
         state: state.clone(),
         crds,
         served: BTreeMap::new(),
@@ -108,8 +110,25 @@ pub async fn run(
     }
 }
 
+/// What calls the conversion webhooks of the definitions served.
+fn conversion_webhooks(_state: &Arc<State>) -> Arc<dyn Caller> {
+    Arc::new(NoClient)
+}
+
+/// Stands for the webhook client until there is one.
+struct NoClient;
+
+#[async_trait::async_trait]
+impl Caller for NoClient {
+    async fn call(&self, _hook: &Hook, _review: &Value) -> Result<Value, String> {
+        Err("no webhook client".into())
+    }
+}
+
 struct Controller {
     state: Arc<State>,
+    /// What sends conversion reviews to the definitions' webhooks.
+    webhooks: Arc<dyn Caller>,
     crds: Resource,
     /// What each definition serves: its `plural.group`, and what it was served from (the
     /// generation and the accepted names).
@@ -384,7 +403,7 @@ impl Controller {
                 .status
                 .get_or_insert_with(Default::default)
                 .accepted_names = Some(names.clone());
-            let versions = crate::registry::custom::served(&accepted);
+            let versions = crate::registry::custom::served(&accepted, &self.webhooks);
             let gr = versions
                 .first()
                 .map(|r| r.group_resource().to_string())
@@ -454,7 +473,7 @@ impl Controller {
             if from != TERMINATING {
                 *from = TERMINATING.into();
                 let gr = gr.clone();
-                let versions: Vec<_> = crate::registry::custom::served(crd)
+                let versions: Vec<_> = crate::registry::custom::served(crd, &self.webhooks)
                     .into_iter()
                     .map(|r| {
                         r.with(|r| {
