@@ -110,18 +110,41 @@ pub async fn run(
     }
 }
 
+/// How long a conversion webhook has to answer, as kube-apiserver gives it.
+const CONVERSION_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What calls the conversion webhooks of the definitions served.
-fn conversion_webhooks(_state: &Arc<State>) -> Arc<dyn Caller> {
-    Arc::new(NoClient)
+fn conversion_webhooks(state: &Arc<State>) -> Arc<dyn Caller> {
+    Arc::new(ConversionWebhooks {
+        clients: Default::default(),
+        // The served resources hold this: a strong reference would keep the server alive.
+        state: Arc::downgrade(state),
+    })
 }
 
-/// Stands for the webhook client until there is one.
-struct NoClient;
+/// The server's webhook client, reaching a Service through the store's EndpointSlices.
+struct ConversionWebhooks {
+    clients: crate::webhook::Clients,
+    state: std::sync::Weak<State>,
+}
 
 #[async_trait::async_trait]
-impl Caller for NoClient {
-    async fn call(&self, _hook: &Hook, _review: &Value) -> Result<Value, String> {
-        Err("no webhook client".into())
+impl Caller for ConversionWebhooks {
+    async fn call(&self, hook: &Hook, review: &Value) -> Result<Value, String> {
+        let state = self
+            .state
+            .upgrade()
+            .ok_or_else(|| "the server is shutting down".to_string())?;
+        let config =
+            crate::webhook::ClientConfig::from_json(&crate::validation::val(&hook.client_config))?;
+        let span = tracing::debug_span!("conversion webhook", crd = %hook.definition);
+        tracing::Instrument::instrument(
+            self.clients
+                .post(&config, &state.store, review, CONVERSION_TIMEOUT),
+            span,
+        )
+        .await
+        .map_err(|e| e.to_string())
     }
 }
 

@@ -28,7 +28,7 @@ const WRONG_UID: u8 = 2;
 /// The test's conversion webhook.
 struct Converter {
     addr: SocketAddr,
-    /// The CA bundle that verifies it (its own self-signed certificate, PEM).
+    /// The CA bundle that verifies it (the PEM of the CA that signed its certificate).
     ca: String,
     mode: Arc<AtomicU8>,
     /// Reviews and objects received.
@@ -41,15 +41,18 @@ impl Converter {
     /// Serves on a free loopback port, with a certificate for 127.0.0.1 and for the Service
     /// `converter.default.svc`.
     async fn start() -> Converter {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::default();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap().pem();
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&ca, ca_key).unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec![
+        let params = rcgen::CertificateParams::new(vec![
             "converter.default.svc".to_string(),
             "127.0.0.1".to_string(),
         ])
         .unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let cert = params.self_signed(&key).unwrap();
-        let ca = cert.pem();
+        let cert = params.signed_by(&key, &issuer).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -246,7 +249,7 @@ fn path(version: &str, name: &str) -> String {
     format!("/apis/example.com/{version}/namespaces/default/widgets/{name}")
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_by_url_converts_reads_and_writes_between_versions() {
     let c = Cluster::start().await.unwrap();
     let k = c.kubectl();
@@ -432,7 +435,7 @@ async fn a_webhook_by_url_converts_reads_and_writes_between_versions() {
     assert!(established, "{crd:#}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_behind_a_service_is_reached_through_its_endpoint_slice() {
     let c = Cluster::start().await.unwrap();
     let k = c.kubectl();
