@@ -596,13 +596,23 @@ impl Controller {
         let Some(names) = names else {
             return Ok(0);
         };
-        let Some(r) = self
+        // Through the storage version where it is served: its objects need no conversion, so
+        // a conversion webhook that is down does not hold the clean-up.
+        let storage = crd
+            .spec
+            .versions
+            .iter()
+            .find(|v| v.storage)
+            .map(|v| &v.name);
+        let mut of_kind: Vec<Resource> = self
             .state
             .store
             .resources()
             .into_iter()
-            .find(|r| r.group == crd.spec.group && r.plural == names.plural)
-        else {
+            .filter(|r| r.group == crd.spec.group && r.plural == names.plural)
+            .collect();
+        of_kind.sort_by_key(|r| Some(&r.version) != storage);
+        let Some(r) = of_kind.into_iter().next() else {
             return Ok(0);
         };
         let prefix = r.prefix(self.state.store.etcd.prefix());
