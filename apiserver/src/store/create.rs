@@ -140,12 +140,15 @@ impl GenericStore {
                     created: true,
                 });
             }
-            let bytes = super::encode_for(r, &attempt);
-            let hint_bytes = bytes.clone();
-            match self.etcd.create(&key, bytes, &effects).await? {
+            let encoded = super::encode_for(r, &attempt).await?;
+            match self
+                .etcd
+                .create(&key, encoded.bytes.clone(), &effects)
+                .await?
+            {
                 WriteOutcome::Done(rev) => {
-                    crate::storage::set_rv(&mut attempt, rev);
-                    self.hint(r, &key, &attempt, &hint_bytes, rev);
+                    self.hint(r, &key, encoded.stored(&attempt), &encoded.bytes, rev);
+                    super::written_as(r, &mut attempt, encoded, rev).await?;
                     return Ok(Written {
                         object: attempt,
                         warnings,

@@ -121,9 +121,10 @@ impl GenericStore {
                 m.insert("deletionGracePeriodSeconds".into(), json!(grace));
                 fins.push(ORPHAN.into());
                 m.insert("finalizers".into(), json!(fins));
+                let bytes = super::encode_for(r, &next).await?.bytes;
                 match self
                     .etcd
-                    .update_encoded(&key, super::encode_for(r, &next), current.rv, &[])
+                    .update_encoded(&key, bytes, current.rv, &[])
                     .await?
                 {
                     WriteOutcome::Mismatch(None) => {
@@ -182,13 +183,14 @@ impl GenericStore {
             if opts.dry_run {
                 return Ok(Deleted::Pending(next));
             }
+            let encoded = super::encode_for(r, &next).await?;
             match self
                 .etcd
-                .update_encoded(&key, super::encode_for(r, &next), current.rv, &[])
+                .update_encoded(&key, encoded.bytes.clone(), current.rv, &[])
                 .await?
             {
                 WriteOutcome::Done(rev) => {
-                    crate::storage::set_rv(&mut next, rev);
+                    super::written_as(r, &mut next, encoded, rev).await?;
                     return Ok(Deleted::Pending(next));
                 }
                 WriteOutcome::Mismatch(None) => {

@@ -360,16 +360,15 @@ impl GenericStore {
                 _ => Ok(None),
             };
         }
-        let bytes = super::encode_for(r, &next);
-        let hint_bytes = bytes.clone();
+        let encoded = super::encode_for(r, &next).await?;
         match self
             .etcd
-            .update_encoded(key, bytes, current.rv, &effects)
+            .update_encoded(key, encoded.bytes.clone(), current.rv, &effects)
             .await?
         {
             WriteOutcome::Done(rev) => {
-                crate::storage::set_rv(&mut next, rev);
-                self.hint(r, key, &next, &hint_bytes, rev);
+                self.hint(r, key, encoded.stored(&next), &encoded.bytes, rev);
+                super::written_as(r, &mut next, encoded, rev).await?;
                 Ok(Some(next))
             }
             WriteOutcome::Mismatch(None) => Err(Error::not_found(r.group_resource(), name)),
@@ -397,7 +396,7 @@ impl GenericStore {
                 Some(c) => {
                     let mut v: Value = serde_json::from_slice(&c.json)
                         .map_err(|e| Error::internal(format!("decoding a cached object: {e}")))?;
-                    super::in_version(r, &mut v);
+                    super::in_version(r, &mut v).await?;
                     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
                         m.remove("resourceVersion");
                     }
@@ -417,12 +416,15 @@ impl GenericStore {
                 crate::storage::set_rv(&mut obj, rv);
                 return Ok(obj);
             }
-            let bytes = super::encode_for(r, &obj);
-            let hint_bytes = bytes.clone();
-            match self.etcd.update_encoded(&key, bytes, rv, &[]).await? {
+            let encoded = super::encode_for(r, &obj).await?;
+            match self
+                .etcd
+                .update_encoded(&key, encoded.bytes.clone(), rv, &[])
+                .await?
+            {
                 WriteOutcome::Done(rev) => {
-                    crate::storage::set_rv(&mut obj, rev);
-                    self.hint(r, &key, &obj, &hint_bytes, rev);
+                    self.hint(r, &key, encoded.stored(&obj), &encoded.bytes, rev);
+                    super::written_as(r, &mut obj, encoded, rev).await?;
                     return Ok(obj);
                 }
                 WriteOutcome::Mismatch(None) => {

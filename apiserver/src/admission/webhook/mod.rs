@@ -434,16 +434,18 @@ fn internal(message: String) -> Error {
     })
 }
 
-/// Converts an object between two versions of a resource, through their stored form.
-fn convert(from: &ResourceInfo, to: &ResourceInfo, obj: &Value) -> Value {
-    let stored = match &from.convert {
-        Some(c) => c.to_stored(obj),
-        None => obj.clone(),
-    };
-    match &to.convert {
-        Some(c) => c.to_served(&stored),
-        None => stored,
+/// Converts an object between two versions of a resource, through their stored form (a
+/// conversion webhook's failure fails it).
+async fn convert(from: &ResourceInfo, to: &ResourceInfo, obj: &Value) -> Result<Value> {
+    let mut v = [obj.clone()];
+    if let Some(c) = &from.convert {
+        c.to_stored(&mut v).await?;
     }
+    if let Some(c) = &to.convert {
+        c.to_served(&mut v).await?;
+    }
+    let [v] = v;
+    Ok(v)
 }
 
 /// A request as one webhook sees it: in the version it matched, with the objects converted.
@@ -494,7 +496,7 @@ impl Dispatcher {
         let inv = Invocation { hook, matched };
         if !hook.conditions.is_empty() {
             let r = inv.resource(a);
-            let (o, old) = self.versioned(a, r, obj);
+            let (o, old) = self.versioned(a, r, obj).await?;
             let request = RequestBuilder::new(a)
                 .sent_as(r)
                 .object(o.as_ref())
@@ -524,19 +526,24 @@ impl Dispatcher {
     }
 
     /// The new and old objects in the version `r` (converted when it is not the request's).
-    fn versioned(
+    async fn versioned(
         &self,
         a: &Attributes<'_>,
         r: &ResourceInfo,
         obj: Option<&Value>,
-    ) -> (Option<Value>, Option<Value>) {
+    ) -> Result<(Option<Value>, Option<Value>)> {
         if std::ptr::eq(r, a.resource) {
-            return (obj.cloned(), a.old.cloned());
+            return Ok((obj.cloned(), a.old.cloned()));
         }
-        (
-            obj.map(|o| convert(a.resource, r, o)),
-            a.old.map(|o| convert(a.resource, r, o)),
-        )
+        let new = match obj {
+            Some(o) => Some(convert(a.resource, r, o).await?),
+            None => None,
+        };
+        let old = match a.old {
+            Some(o) => Some(convert(a.resource, r, o).await?),
+            None => None,
+        };
+        Ok((new, old))
     }
 
     /// Calls one webhook and reads its verdict, checking the answer as kube-apiserver does.
@@ -572,7 +579,10 @@ impl Dispatcher {
             ));
         };
         let r = inv.resource(a);
-        let (o, old) = self.versioned(a, r, obj);
+        let (o, old) = self
+            .versioned(a, r, obj)
+            .await
+            .map_err(CallFailure::Internal)?;
         let uid = uuid::Uuid::new_v4().to_string();
         let request = RequestBuilder::new(a)
             .uid(&uid)

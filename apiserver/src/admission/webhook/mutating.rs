@@ -146,27 +146,43 @@ impl Plugin for MutatingWebhook {
                     (Some(p), Some(target)) => {
                         let sent_as = inv.resource(a);
                         let converted = !std::ptr::eq(sent_as, a.resource);
-                        let mut versioned = if converted {
-                            convert(a.resource, sent_as, target)
+                        let versioned = if converted {
+                            convert(a.resource, sent_as, target).await
                         } else {
-                            target.clone()
+                            Ok(target.clone())
                         };
-                        match apply_patch(sent_as, a.subresource, &mut versioned, p) {
-                            Ok(c) => {
+                        let patched = versioned.map_err(CallFailure::Internal).and_then(
+                            |mut versioned| {
+                                apply_patch(sent_as, a.subresource, &mut versioned, p)
+                                    .map(|c| (c, versioned))
+                                    .map_err(|e| {
+                                        if e.starts_with("received undecodable patch") {
+                                            CallFailure::Calling { reason: e, code: 503 }
+                                        } else {
+                                            CallFailure::Internal(internal(e))
+                                        }
+                                    })
+                            },
+                        );
+                        match patched {
+                            Ok((true, versioned)) if converted => {
+                                match convert(sent_as, a.resource, &versioned).await {
+                                    Ok(v) => {
+                                        *target = v;
+                                        changed = true;
+                                        Ok(resp)
+                                    }
+                                    Err(e) => Err(CallFailure::Internal(e)),
+                                }
+                            }
+                            Ok((c, versioned)) => {
                                 if c {
-                                    *target = if converted {
-                                        convert(sent_as, a.resource, &versioned)
-                                    } else {
-                                        versioned
-                                    };
+                                    *target = versioned;
                                 }
                                 changed = c;
                                 Ok(resp)
                             }
-                            Err(e) if e.starts_with("received undecodable patch") => {
-                                Err(CallFailure::Calling { reason: e, code: 503 })
-                            }
-                            Err(e) => Err(CallFailure::Internal(internal(e))),
+                            Err(e) => Err(e),
                         }
                     }
                 },
