@@ -11,6 +11,7 @@ mod default_toleration_seconds;
 mod limit_ranger;
 mod namespace_lifecycle;
 mod node_restriction;
+pub mod policy;
 mod priority;
 mod resource_quota;
 mod service_account;

@@ -339,8 +339,13 @@ impl Analyzer<'_> {
         if i.ty.is_scalar() {
             return Est::fixed(1);
         }
+        // Estimating for given values, a value of unknown size (`dyn`, or a string made by
+        // a conversion such as `string(x)`) is taken to be no larger than the largest of
+        // them. Lists made by functions stay unknown: `lists.range(n)` may be anything.
         match (self.dyn_bound, &i.ty) {
-            (Some(bound), t) if t.is_dyn() => Est { min: 0, max: bound },
+            (Some(bound), t) if t.is_dyn() || matches!(t, Ty::String | Ty::Bytes) => {
+                Est { min: 0, max: bound }
+            }
             _ => Est::UNKNOWN,
         }
     }
