@@ -39,6 +39,7 @@ pub mod store;
 pub mod tokens;
 pub mod validation;
 pub mod version;
+pub mod webhook;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::write::{finalizers, meta, meta_mut, meta_str};
 use super::GenericStore;
-use crate::admission::{Attributes, Operation};
+use crate::admission::{Attributes, Operation, Options};
 use crate::error::{Cause, Error, Result};
 use crate::registry::Resource;
 use crate::request::{DeleteOpts, Deleted, ListOpts, Propagation};
@@ -80,6 +80,8 @@ impl GenericStore {
                     old: Some(cur),
                     user: &opts.user,
                     dry_run: opts.dry_run,
+                    options: Options::Delete(opts),
+                    reinvocation: None,
                 };
                 self.admission().admit(&attrs, None, self).await?;
                 self.admission().validate(&attrs, None, self).await?;

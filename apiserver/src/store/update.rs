@@ -8,7 +8,7 @@ use super::write::{
     check_namespace_field, check_type, finalizers, meta, meta_mut, meta_str, same_object, spec_part,
 };
 use super::GenericStore;
-use crate::admission::{Attributes, Operation};
+use crate::admission::{Attributes, Operation, Options};
 use crate::error::{Cause, Error, Result};
 use crate::patch::{self, PatchType};
 use crate::registry::objects::Change;
@@ -116,6 +116,7 @@ impl GenericStore {
                     sub,
                     opts,
                     false,
+                    false,
                     &mut warnings,
                 )
                 .await?;
@@ -179,6 +180,7 @@ impl GenericStore {
                     sub,
                     opts,
                     ptype == PatchType::Apply,
+                    true,
                     &mut warnings,
                 )
                 .await?;
@@ -204,6 +206,7 @@ impl GenericStore {
         sub: Option<&str>,
         opts: &WriteOpts,
         applied: bool,
+        patched: bool,
         warnings: &mut Vec<String>,
     ) -> Result<Value> {
         // `status`, and subresources that write the status as it does (a CSR's `approval`).
@@ -280,10 +283,17 @@ impl GenericStore {
             old: Some(old),
             user: &opts.user,
             dry_run: opts.dry_run,
+            options: if patched {
+                Options::Patch(opts)
+            } else {
+                Options::Update(opts)
+            },
+            reinvocation: None,
         };
         let mut next = self
             .admit(r, obj, &attrs, opts.field_validation, warnings)
             .await?;
+        opts.notes.move_warnings_into(warnings);
         if !applied {
             crate::apply::record_update(
                 &mut next,
