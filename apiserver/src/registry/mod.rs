@@ -6,6 +6,7 @@
 //! [`ResourceInfo`]s, which could as well be built at run time (a type that exists only once
 //! someone defines it).
 
+mod admission_policy;
 mod apps;
 mod batch;
 pub mod cells;
@@ -28,6 +29,7 @@ pub mod review;
 pub mod service;
 pub mod serviceaccount_token;
 pub mod subresource;
+mod webhook_configuration;
 
 use std::borrow::Cow;
 use std::ops::Deref;
@@ -896,6 +898,10 @@ static BUILTINS: &[&Builtin] = &[
     &rbac::CLUSTERROLEBINDINGS,
     &certificates::INFO,
     &crd::INFO,
+    &webhook_configuration::MUTATING,
+    &webhook_configuration::VALIDATING,
+    &admission_policy::POLICIES,
+    &admission_policy::BINDINGS,
 ];
 
 /// Every compiled-in resource as the server serves it, Services allocating from `ranges`.
