@@ -348,6 +348,7 @@ fn implemented(cfg: &Config, authz: &AuthorizerCell) -> Vec<(Box<dyn Plugin>, bo
             true,
         ),
         (Box::new(resource_quota::ResourceQuota::default()), true),
+        (Box::new(policy::ValidatingAdmissionPolicy::default()), true),
     ]
 }
 
@@ -646,6 +647,7 @@ mod tests {
                 "DefaultTolerationSeconds",
                 "CertificateApproval",
                 "CertificateSigning",
+                "ValidatingAdmissionPolicy",
                 "ResourceQuota"
             ]
         );
@@ -667,6 +669,7 @@ mod tests {
                 "DefaultTolerationSeconds",
                 "CertificateApproval",
                 "CertificateSigning",
+                "ValidatingAdmissionPolicy",
                 "ResourceQuota"
             ]
         );

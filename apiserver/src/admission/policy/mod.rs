@@ -7,12 +7,13 @@
 //!   gives policy expressions;
 //! - [`params`]: the param objects a binding's `paramRef` selects;
 //! - [`validator`]: one policy evaluated for one request, binding and param;
-//! - `dispatch`: the plugin: which policies and bindings match a request, what their
+//! - [`dispatch`]: the plugin: which policies and bindings match a request, what their
 //!   decisions do (refusal, warning, audit annotation), and the failure policy;
 //! - `typecheck` and `status`: `status.typeChecking`, written by a loop in the server;
 //! - [`metrics`]: the `apiserver_validating_admission_policy_check_*` metrics.
 
 pub mod compile;
+pub mod dispatch;
 pub mod metrics;
 pub mod params;
 pub mod validator;
@@ -23,3 +24,5 @@ pub const GROUP: &str = "admissionregistration.k8s.io";
 pub const POLICIES: &str = "validatingadmissionpolicies";
 /// The bindings' resource.
 pub const BINDINGS: &str = "validatingadmissionpolicybindings";
+
+pub use dispatch::ValidatingAdmissionPolicy;
