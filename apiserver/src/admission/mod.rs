@@ -444,6 +444,11 @@ impl Chain {
         let _ = self.authz.set(authz);
     }
 
+    /// Adds the admission plugins' metrics to the server's registry.
+    pub fn register_metrics(&self, r: &mut prometheus_client::registry::Registry) {
+        policy::metrics::global().register(r);
+    }
+
     /// The names of the plugins that run, in order.
     pub fn names(&self) -> Vec<&'static str> {
         self.plugins.iter().map(|p| p.name()).collect()

@@ -41,10 +41,18 @@ pub const VALIDATION_FAILURE_ANNOTATION: &str =
 const MAX_AUDIT_ANNOTATION_VALUE_LENGTH: usize = 10 * 1024;
 
 /// The plugin.
-#[derive(Default)]
 pub struct ValidatingAdmissionPolicy {
     compiled: parking_lot::Mutex<Arc<Hooks>>,
     metrics: Arc<Metrics>,
+}
+
+impl Default for ValidatingAdmissionPolicy {
+    fn default() -> Self {
+        ValidatingAdmissionPolicy {
+            compiled: Default::default(),
+            metrics: super::metrics::global(),
+        }
+    }
 }
 
 /// A binding, decoded once per resourceVersion.
@@ -80,11 +88,6 @@ fn key(list: &[Arc<Cached>]) -> Vec<(String, i64)> {
 }
 
 impl ValidatingAdmissionPolicy {
-    /// The plugin's metrics, to register with the server's.
-    pub fn metrics(&self) -> Arc<Metrics> {
-        self.metrics.clone()
-    }
-
     /// The policies and bindings in force: the last compiled set, recompiled (reusing what
     /// did not change) when the watch cache holds other versions.
     fn hooks(&self, objs: &dyn Objects) -> Option<Arc<Hooks>> {

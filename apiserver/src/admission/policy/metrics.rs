@@ -18,6 +18,14 @@ struct Labels {
     enforcement_action: String,
 }
 
+/// The policy check metrics of this process (as Kubernetes', which live in its global
+/// registry): every policy plugin counts into them.
+pub fn global() -> std::sync::Arc<Metrics> {
+    static METRICS: std::sync::LazyLock<std::sync::Arc<Metrics>> =
+        std::sync::LazyLock::new(Default::default);
+    METRICS.clone()
+}
+
 /// The policy check metrics.
 pub struct Metrics {
     checks: Family<Labels, Counter>,

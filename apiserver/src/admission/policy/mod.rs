@@ -9,13 +9,15 @@
 //! - [`validator`]: one policy evaluated for one request, binding and param;
 //! - [`dispatch`]: the plugin: which policies and bindings match a request, what their
 //!   decisions do (refusal, warning, audit annotation), and the failure policy;
-//! - `typecheck` and `status`: `status.typeChecking`, written by a loop in the server;
+//! - [`typecheck`] and [`status`]: `status.typeChecking`, written by a loop in the server;
 //! - [`metrics`]: the `apiserver_validating_admission_policy_check_*` metrics.
 
 pub mod compile;
 pub mod dispatch;
 pub mod metrics;
 pub mod params;
+pub mod status;
+pub mod typecheck;
 pub mod validator;
 
 /// The API group of the policy types.
