@@ -100,6 +100,10 @@ pub(crate) fn list_strategy(path: &[String], field: &str) -> ListStrategy {
         "podIPs" | "hostIPs" if parent == "status" => ListStrategy::Key("ip"),
         "ownerReferences" if parent == "metadata" => ListStrategy::Key("uid"),
         "topologySpreadConstraints" => ListStrategy::Key("topologyKey"),
+        // Webhook configurations' webhooks, and the match conditions of webhooks and
+        // admission policies.
+        "webhooks" if path.is_empty() => ListStrategy::Key("name"),
+        "matchConditions" => ListStrategy::Key("name"),
         "finalizers" if parent == "metadata" => ListStrategy::Primitive,
         "podCIDRs" => ListStrategy::Primitive,
         _ => ListStrategy::Replace,
@@ -401,6 +405,21 @@ mod tests {
         assert_eq!(c.as_array().unwrap().len(), 2);
         assert_eq!(c[0]["image"], "a:2");
         assert_eq!(c[0]["env"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn webhooks_and_match_conditions_merge_by_name() {
+        let mut d = json!({"webhooks": [
+            {"name": "a.example.com", "timeoutSeconds": 10,
+             "matchConditions": [{"name": "x", "expression": "true"}]},
+            {"name": "b.example.com"}]});
+        let p = json!({"webhooks": [{"name": "a.example.com", "timeoutSeconds": 5,
+            "matchConditions": [{"name": "y", "expression": "false"}]}]});
+        strategic_merge(&mut d, &p).unwrap();
+        let w = d["webhooks"].as_array().unwrap();
+        assert_eq!(w.len(), 2);
+        assert_eq!(w[0]["timeoutSeconds"], 5);
+        assert_eq!(w[0]["matchConditions"].as_array().unwrap().len(), 2);
     }
 
     #[test]

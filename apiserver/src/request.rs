@@ -24,6 +24,8 @@ struct NotesInner {
     warnings: parking_lot::Mutex<Vec<String>>,
     annotations: parking_lot::Mutex<Vec<(String, String)>>,
     audit: Option<Arc<crate::audit::Recorder>>,
+    /// Keeps nothing (the notes of requests nobody reads).
+    discard: bool,
 }
 
 impl std::fmt::Debug for Notes {
@@ -45,11 +47,19 @@ impl Notes {
         }))
     }
 
+    /// Notes that keep nothing.
+    pub fn discarded() -> Notes {
+        Notes(Arc::new(NotesInner {
+            discard: true,
+            ..Default::default()
+        }))
+    }
+
     /// A warning for the client. The same text twice is sent once, as kube-apiserver's
     /// warning recorder does; an empty one is dropped.
     pub fn warn(&self, text: impl Into<String>) {
         let text = text.into();
-        if text.is_empty() {
+        if text.is_empty() || self.0.discard {
             return;
         }
         let mut w = self.0.warnings.lock();
@@ -61,6 +71,9 @@ impl Notes {
     /// An annotation of the request's audit event. A key keeps its first value.
     pub fn annotate(&self, key: impl Into<String>, value: impl Into<String>) {
         let (key, value) = (key.into(), value.into());
+        if self.0.discard {
+            return;
+        }
         {
             let mut a = self.0.annotations.lock();
             if a.iter().any(|(k, _)| *k == key) {

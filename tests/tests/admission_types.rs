@@ -228,6 +228,34 @@ async fn webhook_configurations_are_defaulted_listed_and_discovered() {
     let out = k.ok(&["explain", "mutatingwebhookconfigurations.webhooks"]);
     assert!(out.contains("reinvocationPolicy"), "{out}");
 
+    // kubectl apply merges webhooks by name: dropping one and changing another leaves exactly
+    // the other, changed, with its defaults kept.
+    let two = MUTATING.replace("name: widget-defaults", "name: applied")
+        + &MUTATING
+            .split("webhooks:\n")
+            .nth(1)
+            .unwrap()
+            .replace("widgets.defaults", "gadgets.defaults");
+    k.ok_input(&["apply", "-f", "-"], &two);
+    let m = k.json(&["get", "mutatingwebhookconfiguration", "applied"]);
+    assert_eq!(m["webhooks"].as_array().unwrap().len(), 2, "{m:#}");
+    let one = MUTATING
+        .replace("name: widget-defaults", "name: applied")
+        .replace("widgets.defaults", "gadgets.defaults")
+        .replace(
+            "sideEffects: None",
+            "sideEffects: None\n  timeoutSeconds: 5",
+        );
+    k.ok_input(&["apply", "-f", "-"], &one);
+    let m = k.json(&["get", "mutatingwebhookconfiguration", "applied"]);
+    let hooks = m["webhooks"].as_array().unwrap();
+    assert_eq!(hooks.len(), 1, "{m:#}");
+    assert_eq!(hooks[0]["name"], "gadgets.defaults.example.com");
+    assert_eq!(hooks[0]["timeoutSeconds"], 5);
+    assert_eq!(hooks[0]["failurePolicy"], "Fail");
+    let out = k.ok(&["get", "mutatingwebhookconfigurations"]);
+    assert_eq!(table_row(&out, "applied").1[1], "1", "{out}");
+
     // Updates are checked as creates are.
     let err = k.fails(&[
         "patch",

@@ -17,6 +17,7 @@ mod priority;
 mod resource_quota;
 pub mod review;
 mod service_account;
+pub mod webhook;
 
 use serde_json::{json, Value};
 
@@ -132,7 +133,7 @@ pub enum Options<'a> {
 impl<'a> Options<'a> {
     /// Where the request's warnings and audit annotations go.
     pub fn notes(&self) -> &'a Notes {
-        static NOWHERE: std::sync::LazyLock<Notes> = std::sync::LazyLock::new(Notes::default);
+        static NOWHERE: std::sync::LazyLock<Notes> = std::sync::LazyLock::new(Notes::discarded);
         match *self {
             Options::Create(o) | Options::Update(o) | Options::Patch(o) | Options::Connect(o) => {
                 &o.notes
@@ -323,7 +324,11 @@ pub struct Config {
 pub struct ConfigError(Vec<String>);
 
 /// The plugins Skiff has, by name, and whether kube-apiserver runs each by default.
-fn implemented(cfg: &Config, authz: &AuthorizerCell) -> Vec<(Box<dyn Plugin>, bool)> {
+fn implemented(
+    cfg: &Config,
+    authz: &AuthorizerCell,
+    hooks: &webhook::Webhooks,
+) -> Vec<(Box<dyn Plugin>, bool)> {
     vec![
         (
             Box::new(namespace_lifecycle::NamespaceLifecycle::default()) as Box<dyn Plugin>,
@@ -348,16 +353,20 @@ fn implemented(cfg: &Config, authz: &AuthorizerCell) -> Vec<(Box<dyn Plugin>, bo
             true,
         ),
         (Box::new(resource_quota::ResourceQuota::default()), true),
+        (Box::new(hooks.mutating()), true),
         (Box::new(policy::ValidatingAdmissionPolicy::default()), true),
+        (Box::new(hooks.validating()), true),
     ]
 }
 
 /// The names of the plugins Skiff implements, in order.
 fn implemented_names() -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = implemented(&Config::default(), &AuthorizerCell::default())
-        .iter()
-        .map(|(p, _)| p.name())
-        .collect();
+    let hooks = webhook::Webhooks::default();
+    let mut names: Vec<&'static str> =
+        implemented(&Config::default(), &AuthorizerCell::default(), &hooks)
+            .iter()
+            .map(|(p, _)| p.name())
+            .collect();
     names.sort_by_key(|n| KUBERNETES_ORDER.iter().position(|k| k == n));
     names
 }
@@ -369,6 +378,7 @@ pub struct Chain {
     /// Kubernetes builds into the RBAC types' storage).
     internal: Vec<std::sync::Arc<dyn Plugin>>,
     authz: AuthorizerCell,
+    webhook_metrics: std::sync::Arc<webhook::Metrics>,
 }
 
 impl Chain {
@@ -411,7 +421,8 @@ impl Chain {
             return Err(ConfigError(errors));
         }
         let authz = AuthorizerCell::default();
-        let mut plugins: Vec<Box<dyn Plugin>> = implemented(cfg, &authz)
+        let hooks = webhook::Webhooks::default();
+        let mut plugins: Vec<Box<dyn Plugin>> = implemented(cfg, &authz, &hooks)
             .into_iter()
             .filter(|(p, on_by_default)| {
                 let name = p.name().to_string();
@@ -424,6 +435,7 @@ impl Chain {
             plugins,
             internal: Vec::new(),
             authz,
+            webhook_metrics: hooks.metrics(),
         })
     }
 
@@ -444,8 +456,10 @@ impl Chain {
         let _ = self.authz.set(authz);
     }
 
-    /// Adds the admission plugins' metrics to the server's registry.
+    /// Adds the admission metrics (`apiserver_admission_webhook_*`,
+    /// `apiserver_validating_admission_policy_*`) to a registry.
     pub fn register_metrics(&self, r: &mut prometheus_client::registry::Registry) {
+        self.webhook_metrics.register(r);
         policy::metrics::global().register(r);
     }
 
@@ -652,7 +666,9 @@ mod tests {
                 "DefaultTolerationSeconds",
                 "CertificateApproval",
                 "CertificateSigning",
+                "MutatingAdmissionWebhook",
                 "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionWebhook",
                 "ResourceQuota"
             ]
         );
@@ -674,7 +690,9 @@ mod tests {
                 "DefaultTolerationSeconds",
                 "CertificateApproval",
                 "CertificateSigning",
+                "MutatingAdmissionWebhook",
                 "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionWebhook",
                 "ResourceQuota"
             ]
         );
