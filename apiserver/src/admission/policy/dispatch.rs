@@ -467,7 +467,9 @@ impl Plugin for ValidatingAdmissionPolicy {
 /// The CEL `request`: the AdmissionRequest, in the version the policy matched, without the
 /// objects (they are variables of their own).
 fn cel_request(a: &Attributes<'_>, obj: Option<&Value>, matched: &matching::Matched) -> Value {
-    let mut builder = RequestBuilder::new(a).object(obj);
+    // Built without the objects (they are variables of their own, and copying them is
+    // most of the cost); the name of a create comes from the object.
+    let mut builder = RequestBuilder::new(a).object(None).old_object(None);
     if let Some(r) = &matched.equivalent {
         builder = builder.sent_as(r);
     }
@@ -476,6 +478,15 @@ fn cel_request(a: &Attributes<'_>, obj: Option<&Value>, matched: &matching::Matc
         m.remove("uid");
         m.remove("object");
         m.remove("oldObject");
+        if !m.contains_key("name") {
+            if let Some(name) = obj
+                .and_then(|o| o.pointer("/metadata/name"))
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+            {
+                m.insert("name".to_owned(), Value::String(name.to_owned()));
+            }
+        }
     }
     request
 }
