@@ -332,8 +332,8 @@ impl Plugin for ValidatingAdmissionPolicy {
                         std::borrow::Cow::Borrowed(&old_object),
                     ),
                     Some(r) => (
-                        std::borrow::Cow::Owned(in_version(&object, a.resource, r)),
-                        std::borrow::Cow::Owned(in_version(&old_object, a.resource, r)),
+                        std::borrow::Cow::Owned(in_version(&object, a.resource, r).await?),
+                        std::borrow::Cow::Owned(in_version(&old_object, a.resource, r).await?),
                     ),
                 };
                 let namespace = match &namespace {
@@ -493,18 +493,11 @@ fn cel_request(a: &Attributes<'_>, obj: Option<&Value>, matched: &matching::Matc
 
 /// An object of `from`'s version as `to`'s version of the same resource shows it (a
 /// policy matching another version of a custom resource sees the object in that version).
-fn in_version(obj: &Value, from: &ResourceInfo, to: &ResourceInfo) -> Value {
+async fn in_version(obj: &Value, from: &ResourceInfo, to: &ResourceInfo) -> Result<Value> {
     if obj.is_null() {
-        return Value::Null;
+        return Ok(Value::Null);
     }
-    let stored = match &from.convert {
-        Some(c) => c.to_stored(obj),
-        None => obj.clone(),
-    };
-    match &to.convert {
-        Some(c) => c.to_served(&stored),
-        None => stored,
-    }
+    crate::registry::convert_between(from, to, obj).await
 }
 
 /// `namespaceObject`: the request's namespace, `null` for cluster-scoped requests and for
