@@ -361,42 +361,10 @@ fn match_resources(f: &str, m: &MatchResources, out: &mut Vec<Cause>) {
     }
 }
 
-const CEL_RESERVED: &[&str] = &[
-    "true",
-    "false",
-    "null",
-    "in",
-    "as",
-    "break",
-    "const",
-    "continue",
-    "else",
-    "for",
-    "function",
-    "if",
-    "import",
-    "let",
-    "loop",
-    "package",
-    "namespace",
-    "return",
-    "var",
-    "void",
-    "while",
-];
-
-fn is_cel_identifier(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-        && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_')
-        && !CEL_RESERVED.contains(&name)
-}
-
 fn variable(f: &str, var: &Variable, vars: &Vars, out: &mut Vec<Cause>) {
     if var.name.trim().is_empty() {
         out.push(required(format!("{f}.name"), "name is not specified"));
-    } else if !is_cel_identifier(&var.name) {
+    } else if !skiff_schema::cel::is_identifier(&var.name) {
         out.push(Cause::invalid(
             format!("{f}.name"),
             &json!(var.name),

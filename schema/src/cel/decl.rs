@@ -312,6 +312,7 @@ pub(crate) fn with_type_and_object_meta(s: &Schema) -> Schema {
     out
 }
 
+/// CEL's reserved words.
 const RESERVED: &[&str] = &[
     "true",
     "false",
@@ -335,6 +336,16 @@ const RESERVED: &[&str] = &[
     "void",
     "while",
 ];
+
+/// Whether `name` is a CEL identifier: a letter or `_`, then letters, digits and `_`, and
+/// not a reserved word (a variable of an admission policy must be one).
+pub fn is_identifier(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_')
+        && !RESERVED.contains(&name)
+}
 
 /// The CEL name of a property, as Kubernetes escapes it: CEL reserved words become
 /// `__word__`, and `__`, `.`, `-`, `/` become `__underscores__`, `__dot__`, `__dash__`,

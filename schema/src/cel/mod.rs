@@ -72,7 +72,7 @@ use crate::structural::{Rule, Schema};
 use check::{Analysis, Ty, Var};
 use decl::{Decls, NodeId};
 
-pub use decl::{escape, MAX_REQUEST_SIZE_BYTES};
+pub use decl::{escape, is_identifier, MAX_REQUEST_SIZE_BYTES};
 pub use env::{Activation, Composited, Env, InputType};
 pub use validator::SchemaRules;
 
