@@ -376,10 +376,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         config.compaction_interval,
         shutdown.clone(),
     ));
-    if let Some(policies) =
-        state
-            .store
-            .find(admission::policy::GROUP, "v1", admission::policy::POLICIES)
+    // The policies' type checking belongs to their plugin, as in kube-apiserver: with the
+    // plugin off, nothing writes their status.
+    let policies_on = state
+        .store
+        .admission()
+        .names()
+        .contains(&"ValidatingAdmissionPolicy");
+    if let Some(policies) = state
+        .store
+        .find(admission::policy::GROUP, "v1", admission::policy::POLICIES)
+        .filter(|_| policies_on)
     {
         tokio::spawn(admission::policy::status::run(
             state.clone(),

@@ -370,7 +370,10 @@ webhooks:
 
 #[tokio::test]
 async fn policies_and_bindings_have_status_generation_and_columns() {
-    let c = Cluster::start().await.unwrap();
+    // Without the plugin nothing else writes the policies' status (its type checking).
+    let c = Cluster::start_with(&["--disable-admission-plugins=ValidatingAdmissionPolicy"])
+        .await
+        .unwrap();
     let k = c.kubectl();
     let admin = c.api.client().unwrap();
     let name = "widget-replicas.example.com";
