@@ -962,8 +962,26 @@ async fn a_conversion_webhook_pod_serves_a_custom_kind_in_both_versions() {
         "-p",
         r#"{"spec":{"dimensions":{"size":8}}}"#,
     ]);
-    let reviews = env.reviews(&hook, "/convert", "success").await;
     assert_eq!(k.json(&["get", &v1, "big"])["spec"]["size"], 8);
+    // Applied (client-side) in v2, twice: the second time as a patch kubectl computes from
+    // the last applied configuration, a JSON merge patch for a custom kind.
+    let applied = |size: i64| {
+        json!({"apiVersion": format!("{WIDGETS}/v2"), "kind": "Widget",
+            "metadata": {"name": "applied", "namespace": "default"},
+            "spec": {"dimensions": {"size": size}, "color": "green"}})
+        .to_string()
+    };
+    assert_eq!(
+        k.ok_input(&["apply", "-f", "-"], &applied(5)),
+        format!("widget.{WIDGETS}/applied created\n")
+    );
+    assert_eq!(
+        k.ok_input(&["apply", "-f", "-"], &applied(6)),
+        format!("widget.{WIDGETS}/applied configured\n")
+    );
+    let reviews = env.reviews(&hook, "/convert", "success").await;
+    let got = k.json(&["get", &v1, "applied"]);
+    assert_eq!(got["spec"], json!({"size": 6, "color": "green"}), "{got:#}");
 
     // Lists in both versions: each item in the version asked for, and the list itself as
     // the API server sends it.
@@ -981,7 +999,11 @@ async fn a_conversion_webhook_pod_serves_a_custom_kind_in_both_versions() {
             })
             .collect()
     };
-    let expected = vec![("big".to_string(), 8), ("small".to_string(), 3)];
+    let expected = vec![
+        ("applied".to_string(), 6),
+        ("big".to_string(), 8),
+        ("small".to_string(), 3),
+    ];
     let list = k.json(&["get", &v1]);
     assert_eq!(sizes(&list, "v1", "/spec/size"), expected, "{list:#}");
     assert_eq!(
@@ -1018,7 +1040,7 @@ async fn a_conversion_webhook_pod_serves_a_custom_kind_in_both_versions() {
             .lines()
             .map(|l| l.split_whitespace().next().unwrap_or_default())
             .collect::<Vec<_>>(),
-        ["NAME", "big", "small"]
+        ["NAME", "applied", "big", "small"]
     );
     assert_eq!(env.reviews(&hook, "/convert", "success").await, reviews + 3);
     assert_eq!(env.reviews(&hook, "/convert", "failure").await, 0);
