@@ -1,10 +1,10 @@
-//! Admission webhooks written with the SDK, running as pods: the `admission_validator` and
-//! `admission_mutator` examples, built here into images pushed to a node's registry, run on
-//! a real node behind Services, with serving certificates made by the test for
-//! `NAME.webhooks.svc` in `kubernetes.io/tls` Secrets mounted into the pods. The API server
-//! reaches them through the Services' endpoints (from the controller manager's
-//! EndpointSlices) and checks their certificates against each configuration's `caBundle`.
-//! What reached a webhook is read from its own `/metrics`.
+//! Webhooks written with the SDK, running as pods: the `admission_validator`,
+//! `admission_mutator` and `crd_converter` examples, built here into images pushed to a node's
+//! registry, run on a real node behind Services, with serving certificates made by the test
+//! for `NAME.webhooks.svc` in `kubernetes.io/tls` Secrets mounted into the pods. The API
+//! server reaches them through the Services' endpoints (from the controller manager's
+//! EndpointSlices) and checks their certificates against each configuration's (or custom
+//! resource definition's) `caBundle`. What reached a webhook is read from its own `/metrics`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -842,4 +842,256 @@ async fn selectors_and_match_conditions_narrow_the_calls_and_a_slow_webhook_hold
     assert!(k
         .fails(&["get", "pod", "refused", "-n", "apps"])
         .contains("NotFound"));
+}
+
+/// The Widget group of the `crd_converter` example.
+const WIDGETS: &str = "conversion.example.skiff.dev";
+
+#[tokio::test]
+async fn a_conversion_webhook_pod_serves_a_custom_kind_in_both_versions() {
+    let env = Env::start().await;
+    let k = &env.k;
+    let hook = env.deploy("crd-converter", "crd_converter", &[]);
+    let v1 = format!("widgets.v1.{WIDGETS}");
+    let v2 = format!("widgets.v2.{WIDGETS}");
+
+    // The definition as the example prints it, its conversion pointing at the Service with
+    // the test's CA as caBundle.
+    let ca_file = env.certs.path().join("ca.crt");
+    std::fs::write(&ca_file, &env.ca.pem).unwrap();
+    let printed =
+        std::process::Command::new(skiff_e2e::bin_dir().join("examples").join("crd_converter"))
+            .args([
+                "--print-crd",
+                "--service-namespace",
+                WEBHOOK_NS,
+                "--service-name",
+                hook.name.as_str(),
+                "--ca-bundle-file",
+            ])
+            .arg(&ca_file)
+            .output()
+            .unwrap();
+    assert!(printed.status.success(), "{printed:?}");
+    let crd: Value = serde_json::from_slice(&printed.stdout).unwrap();
+    assert_eq!(
+        crd["spec"]["conversion"]["webhook"]["clientConfig"],
+        json!({"service": {"namespace": WEBHOOK_NS, "name": "crd-converter",
+                           "path": "/convert", "port": 443},
+               "caBundle": env.ca.bundle()})
+    );
+    assert_eq!(
+        k.ok_input(
+            &["apply", "-f", "-"],
+            &String::from_utf8_lossy(&printed.stdout)
+        ),
+        format!("customresourcedefinition.apiextensions.k8s.io/widgets.{WIDGETS} created\n")
+    );
+    k.ok(&[
+        "wait",
+        "--for=condition=Established",
+        &format!("crd/widgets.{WIDGETS}"),
+        "--timeout=30s",
+    ]);
+    eventually_ok(
+        "the Widget kind served",
+        Duration::from_secs(30),
+        || {
+            let r = k.run(&["get", &v2]);
+            r.status.success().then_some(()).ok_or(r.stderr)
+        },
+        || env.logs(),
+    );
+    let before = env.reviews(&hook, "/convert", "success").await;
+
+    // Created in v1 (the storage version, no conversion), read as v2.
+    let small = json!({"apiVersion": format!("{WIDGETS}/v1"), "kind": "Widget",
+        "metadata": {"name": "small", "namespace": "default"},
+        "spec": {"size": 3, "color": "red"}});
+    assert_eq!(
+        k.ok_input(&["create", "-f", "-"], &small.to_string()),
+        format!("widget.{WIDGETS}/small created\n")
+    );
+    assert_eq!(env.reviews(&hook, "/convert", "success").await, before);
+    let got = k.json(&["get", &v2, "small"]);
+    assert_eq!(got["apiVersion"], format!("{WIDGETS}/v2"));
+    assert_eq!(got["kind"], "Widget");
+    assert_eq!(
+        got["spec"],
+        json!({"dimensions": {"size": 3}, "color": "red"}),
+        "{got:#}"
+    );
+    assert_eq!(got["metadata"]["name"], "small");
+    assert_eq!(
+        env.reviews(&hook, "/convert", "success").await,
+        before + 1,
+        "one review for the read"
+    );
+    let shown = k.ok(&[
+        "get",
+        &v2,
+        "small",
+        "-o",
+        "custom-columns=NAME:.metadata.name,SIZE:.spec.dimensions.size",
+    ]);
+    assert_eq!(shown, "NAME    SIZE\nsmall   3\n");
+
+    // Created in v2, stored in v1: read as v1.
+    let reviews = env.reviews(&hook, "/convert", "success").await;
+    let big = json!({"apiVersion": format!("{WIDGETS}/v2"), "kind": "Widget",
+        "metadata": {"name": "big", "namespace": "default"},
+        "spec": {"dimensions": {"size": 7}, "color": "blue"}});
+    assert_eq!(
+        k.ok_input(&["create", "-f", "-"], &big.to_string()),
+        format!("widget.{WIDGETS}/big created\n")
+    );
+    assert!(
+        env.reviews(&hook, "/convert", "success").await > reviews,
+        "the object sent in v2 was converted by the webhook"
+    );
+    let got = k.json(&["get", &v1, "big"]);
+    assert_eq!(got["apiVersion"], format!("{WIDGETS}/v1"));
+    assert_eq!(got["spec"], json!({"size": 7, "color": "blue"}), "{got:#}");
+
+    // Changed through v2: the v1 object follows.
+    k.ok(&[
+        "patch",
+        &v2,
+        "big",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"dimensions":{"size":8}}}"#,
+    ]);
+    assert_eq!(k.json(&["get", &v1, "big"])["spec"]["size"], 8);
+    // Applied (client-side) in v2, twice: the second time as a patch kubectl computes from
+    // the last applied configuration, a JSON merge patch for a custom kind.
+    let applied = |size: i64| {
+        json!({"apiVersion": format!("{WIDGETS}/v2"), "kind": "Widget",
+            "metadata": {"name": "applied", "namespace": "default"},
+            "spec": {"dimensions": {"size": size}, "color": "green"}})
+        .to_string()
+    };
+    assert_eq!(
+        k.ok_input(&["apply", "-f", "-"], &applied(5)),
+        format!("widget.{WIDGETS}/applied created\n")
+    );
+    assert_eq!(
+        k.ok_input(&["apply", "-f", "-"], &applied(6)),
+        format!("widget.{WIDGETS}/applied configured\n")
+    );
+    let reviews = env.reviews(&hook, "/convert", "success").await;
+    let got = k.json(&["get", &v1, "applied"]);
+    assert_eq!(got["spec"], json!({"size": 6, "color": "green"}), "{got:#}");
+
+    // Lists in both versions: each item in the version asked for, and the list itself as
+    // the API server sends it.
+    let sizes = |list: &Value, version: &str, pointer: &str| -> Vec<(String, i64)> {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                assert_eq!(w["apiVersion"], format!("{WIDGETS}/{version}"), "{w:#}");
+                (
+                    w["metadata"]["name"].as_str().unwrap().to_string(),
+                    w.pointer(pointer).and_then(Value::as_i64).unwrap_or(-1),
+                )
+            })
+            .collect()
+    };
+    let expected = vec![
+        ("applied".to_string(), 6),
+        ("big".to_string(), 8),
+        ("small".to_string(), 3),
+    ];
+    let list = k.json(&["get", &v1]);
+    assert_eq!(sizes(&list, "v1", "/spec/size"), expected, "{list:#}");
+    assert_eq!(
+        env.reviews(&hook, "/convert", "success").await,
+        reviews,
+        "reads of the storage version call no webhook"
+    );
+    let list = k.json(&["get", &v2]);
+    assert_eq!(
+        env.reviews(&hook, "/convert", "success").await,
+        reviews + 1,
+        "a list page converted in one review"
+    );
+    assert_eq!(
+        sizes(&list, "v2", "/spec/dimensions/size"),
+        expected,
+        "{list:#}"
+    );
+    let raw: Value = serde_json::from_str(&k.ok(&[
+        "get",
+        "--raw",
+        &format!("/apis/{WIDGETS}/v2/namespaces/default/widgets"),
+    ]))
+    .unwrap();
+    assert_eq!(raw["apiVersion"], format!("{WIDGETS}/v2"));
+    assert_eq!(raw["kind"], "WidgetList");
+    assert_eq!(
+        sizes(&raw, "v2", "/spec/dimensions/size"),
+        expected,
+        "{raw:#}"
+    );
+    assert_eq!(
+        k.ok(&["get", &v2])
+            .lines()
+            .map(|l| l.split_whitespace().next().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        ["NAME", "applied", "big", "small"]
+    );
+    assert_eq!(env.reviews(&hook, "/convert", "success").await, reviews + 3);
+    assert_eq!(env.reviews(&hook, "/convert", "failure").await, 0);
+
+    // The converter goes away: v2 can be neither read nor written, v1 goes on.
+    k.ok(&[
+        "delete",
+        "pod",
+        hook.name.as_str(),
+        "-n",
+        WEBHOOK_NS,
+        "--wait=true",
+    ]);
+    let failed = format!(
+        "Error from server: conversion webhook for {WIDGETS}/v1, Kind=Widget failed: Post \
+         \"https://crd-converter.{WEBHOOK_NS}.svc:443/convert?timeout=30s\": no endpoints \
+         available for service \"crd-converter\"\n"
+    );
+    eventually_ok(
+        "reads of v2 failing without the converter",
+        Duration::from_secs(30),
+        || {
+            let r = k.run(&["get", &v2, "small"]);
+            (r.stderr == failed).then_some(()).ok_or(r.stderr)
+        },
+        || env.logs(),
+    );
+    assert_eq!(k.run(&["get", &v2]).stderr, failed);
+    let r = k.run_with_input(
+        &["create", "-f", "-"],
+        &json!({"apiVersion": format!("{WIDGETS}/v2"), "kind": "Widget",
+            "metadata": {"name": "more", "namespace": "default"},
+            "spec": {"dimensions": {"size": 1}}})
+        .to_string(),
+    );
+    assert!(!r.status.success(), "{}", r.stdout);
+    // The object sent in v2 is converted to v1 before it is stored: kubectl names the
+    // input it came from.
+    assert_eq!(
+        r.stderr,
+        failed.replace(
+            &format!("Error from server: conversion webhook for {WIDGETS}/v1"),
+            &format!(
+                "Error from server: error when creating \"STDIN\": conversion webhook for \
+                 {WIDGETS}/v2"
+            )
+        )
+    );
+    // What was written in v2 is stored in v1, so it reads without the converter.
+    let list = k.json(&["get", &v1]);
+    assert_eq!(sizes(&list, "v1", "/spec/size"), expected, "{list:#}");
+    assert_eq!(k.json(&["get", &v1, "small"])["spec"]["color"], "red");
+    assert!(k.fails(&["get", &v1, "more"]).contains("NotFound"));
 }

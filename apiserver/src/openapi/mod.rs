@@ -294,12 +294,20 @@ fn paths(r: &ResourceInfo, schema_ref: &Value, out: &mut Map<String, Value>) {
         delete_params.push(query(n, d));
     }
     let mut patch = operation(r, "patch", "patch", schema_ref, patch_params, false);
-    patch["requestBody"] = json!({"content": {
-        "application/json-patch+json": {"schema": {"type": "object"}},
-        "application/merge-patch+json": {"schema": {"type": "object"}},
-        "application/strategic-merge-patch+json": {"schema": {"type": "object"}},
-        "application/apply-patch+yaml": {"schema": {"type": "object"}},
-    }, "required": true});
+    // A custom resource has no patch strategies and refuses strategic merge patches, so its
+    // documents leave them out as kube-apiserver's do: kubectl's client-side apply picks a
+    // strategic merge patch only where the document offers one, a JSON merge patch otherwise.
+    let content: Map<String, Value> = [
+        "application/json-patch+json",
+        "application/merge-patch+json",
+        "application/strategic-merge-patch+json",
+        "application/apply-patch+yaml",
+    ]
+    .into_iter()
+    .filter(|t| r.json_schema.is_none() || !t.starts_with("application/strategic-merge-patch"))
+    .map(|t| (t.to_string(), json!({"schema": {"type": "object"}})))
+    .collect();
+    patch["requestBody"] = json!({"content": content, "required": true});
     out.insert(
         format!("{coll}/{{name}}"),
         json!({
@@ -687,6 +695,56 @@ mod tests {
         assert!(v2
             .to_string()
             .contains("#/definitions/io.k8s.api.core.v1.PodSpec"));
+    }
+
+    /// The media types a PATCH of `path` takes, as published.
+    fn patch_types(doc: &Value, path: &str) -> Vec<String> {
+        doc["paths"][path]["patch"]["requestBody"]["content"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no PATCH of {path}"))
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn custom_resources_take_no_strategic_merge_patch() {
+        let builtin = crate::registry::builtins()
+            .iter()
+            .find(|b| b.kind == "ConfigMap")
+            .unwrap();
+        let mut widget = ResourceInfo::from(*builtin);
+        widget.group = "example.com".into();
+        widget.kind = "Widget".into();
+        widget.plural = "widgets".into();
+        widget.schema = None;
+        widget.json_schema = Some(json!({"type": "object"}));
+        let b = super::build(&[
+            std::sync::Arc::new(ResourceInfo::from(*builtin)),
+            std::sync::Arc::new(widget),
+        ]);
+        let core: Value = serde_json::from_slice(&b.v3["api/v1"]).unwrap();
+        assert_eq!(
+            patch_types(&core, "/api/v1/namespaces/{namespace}/configmaps/{name}"),
+            [
+                "application/json-patch+json",
+                "application/merge-patch+json",
+                "application/strategic-merge-patch+json",
+                "application/apply-patch+yaml"
+            ]
+        );
+        let custom: Value = serde_json::from_slice(&b.v3["apis/example.com/v1"]).unwrap();
+        assert_eq!(
+            patch_types(
+                &custom,
+                "/apis/example.com/v1/namespaces/{namespace}/widgets/{name}"
+            ),
+            [
+                "application/json-patch+json",
+                "application/merge-patch+json",
+                "application/apply-patch+yaml"
+            ]
+        );
     }
 
     #[test]
