@@ -84,7 +84,7 @@ images() {
     (cd "$ROOT" && cargo build --release --bins)
   fi
   base_image
-  image control skiff skiff-apiserver skiff-kms skiff-scheduler skiff-controller-manager
+  image control skiff skiff-apiserver skiff-kms skiff-proxy skiff-scheduler skiff-controller-manager
   image node skiff skiff-kubelet skiff-proxy
   image registry
 }
@@ -131,8 +131,9 @@ EOF
 
 # The cluster's CA (shared by both API servers, and the controller managers' signing CA), the
 # certificates and kubeconfigs of the administrator, the schedulers
-# (`system:kube-scheduler`) and the controller managers (`system:kube-controller-manager`),
-# and the load balancer's configuration. Nodes get theirs through CSRs (see `up`).
+# (`system:kube-scheduler`), the controller managers (`system:kube-controller-manager`) and
+# the proxies in the API servers' containers (`system:kube-proxy`, talking to their own API
+# server), and the load balancer's configuration. Nodes get theirs through CSRs (see `up`).
 state() {
   mkdir -p "$STATE/pki"
   chmod 755 "$STATE"
@@ -152,6 +153,7 @@ state() {
   [ -f "$STATE/pki/scheduler.crt" ] || client_cert system:kube-scheduler "" scheduler
   [ -f "$STATE/pki/controller-manager.crt" ] ||
     client_cert system:kube-controller-manager "" controller-manager
+  [ -f "$STATE/pki/proxy.crt" ] || client_cert system:kube-proxy "" proxy
   # Secrets encryption: the KMS plugins' key-encryption key (one, shared by both API servers'
   # plugins) and the API servers' EncryptionConfiguration. Read by root in the containers.
   mkdir -p "$STATE/kms"
@@ -175,9 +177,11 @@ resources:
 EOF
   kubeconfig "https://lb:6443" "$STATE/scheduler.kubeconfig" scheduler
   kubeconfig "https://lb:6443" "$STATE/controller-manager.kubeconfig" controller-manager
+  kubeconfig "https://127.0.0.1:6443" "$STATE/proxy.kubeconfig" proxy
   kubeconfig "https://127.0.0.1:$SKIFF_API_PORT" "$STATE/admin.kubeconfig" admin
   # The control-plane containers run as root and read them from the mount.
-  chmod 644 "$STATE/scheduler.kubeconfig" "$STATE/controller-manager.kubeconfig"
+  chmod 644 "$STATE/scheduler.kubeconfig" "$STATE/controller-manager.kubeconfig" \
+    "$STATE/proxy.kubeconfig"
   cat >"$STATE/haproxy.cfg" <<'EOF'
 global
   log stdout format raw local0 warning
