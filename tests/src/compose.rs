@@ -189,6 +189,58 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// `GET /` over plain HTTP to `addr` (`IP:PORT`) from inside compose service `service`'s
+    /// container, as that container's own network sees it (bash's `/dev/tcp`, so the image
+    /// needs no HTTP client): the response's body, or why there is none. Gives up after 5 s.
+    pub fn http_get_from(&self, service: &str, addr: &str) -> Result<String, String> {
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{addr}: expected IP:PORT"))?;
+        let script = format!(
+            "exec 3<>/dev/tcp/{host}/{port} && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3"
+        );
+        let out = Command::new("docker")
+            .args([
+                "exec",
+                &self.container(service),
+                "timeout",
+                "5",
+                "bash",
+                "-c",
+            ])
+            .arg(script)
+            .output()
+            .map_err(|e| format!("docker exec: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            return Err(format!(
+                "{service} → {addr}: exit {}: {}{}",
+                out.status,
+                text,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        match text.split_once("\r\n\r\n") {
+            Some((head, body)) if head.starts_with("HTTP/1.") => Ok(body.trim().to_string()),
+            _ => Err(format!(
+                "{service} → {addr}: not an HTTP response: {text:?}"
+            )),
+        }
+    }
+
+    /// Everything compose service `service`'s container has logged (stdout and stderr).
+    pub fn docker_logs(&self, service: &str) -> String {
+        let out = Command::new("docker")
+            .args(["logs", &self.container(service)])
+            .output()
+            .expect("docker logs");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
     /// The last lines of every container's log, for a failure's message.
     pub fn logs(&self) -> String {
         let out = Command::new("docker-compose")
@@ -228,6 +280,7 @@ impl Cluster {
             .map(|p| RunningPod {
                 name: p["metadata"]["name"].as_str().unwrap_or("").to_string(),
                 node: p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
+                ip: p["status"]["podIP"].as_str().unwrap_or("").to_string(),
                 ready: p["status"]["conditions"].as_array().is_some_and(|cs| {
                     cs.iter()
                         .any(|c| c["type"] == "Ready" && c["status"] == "True")
@@ -298,6 +351,8 @@ pub struct RunningPod {
     pub name: String,
     /// The node it runs on.
     pub node: String,
+    /// Its IP (`status.podIP`).
+    pub ip: String,
     /// Whether its Ready condition is True.
     pub ready: bool,
 }

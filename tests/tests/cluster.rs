@@ -165,6 +165,34 @@ fn compose_cluster_spreads_serves_and_recovers_from_faults() {
         },
     );
 
+    // Both API servers reach pods on every node by their own IPs (as they reach webhooks
+    // behind Services, at their endpoints) and Services by their ClusterIPs, through the
+    // proxy that runs in each API server's container.
+    let bc_ip = c.k(&["get", "service", "bc", "-o", "jsonpath={.spec.clusterIP}"]);
+    for api in ["apiserver-1", "apiserver-2"] {
+        c.wait(
+            &format!("{api} reaches a web pod on every node and bc's ClusterIP"),
+            Duration::from_secs(30),
+            || {
+                let mut nodes = BTreeSet::new();
+                for p in c.running("web") {
+                    let page = c.http_get_from(api, &format!("{}:80", p.ip))?;
+                    if page != format!("Hello from Skiff: pod {}", p.name) {
+                        return Err(format!("{} on {}: {page:?}", p.ip, p.node));
+                    }
+                    nodes.insert(p.node);
+                }
+                if nodes.len() != 3 {
+                    return Err(format!("web pods on {nodes:?} only"));
+                }
+                let page = c.http_get_from(api, &format!("{bc_ip}:80"))?;
+                bc_pods
+                    .contains(&page)
+                    .then_some(())
+                    .ok_or(format!("bc at {bc_ip}: {page:?}"))
+            },
+        );
+    }
     // kubectl logs and exec reach pods on every node: each web pod's log shows the
     // readiness probes' requests, and the bc pods' logs the client's.
     let mut reached = BTreeSet::new();
@@ -252,6 +280,18 @@ fn compose_cluster_spreads_serves_and_recovers_from_faults() {
         "one API server stopped: 10 creates and 10 lists through the load balancer in {:?}",
         during.elapsed()
     );
+    // It stopped gracefully, its proxy's rules and routes removed on the way out.
+    assert_eq!(
+        c.docker(&[
+            "inspect",
+            "-f",
+            "{{.State.ExitCode}}",
+            &c.container("apiserver-1")
+        ]),
+        "0"
+    );
+    let log = c.docker_logs("apiserver-1");
+    assert!(log.contains("rules and routes removed"), "{log}");
     c.docker(&["start", &c.container("apiserver-1")]);
 
     // Node b cut off from the network and healed: its pods are replaced elsewhere, and once
