@@ -18,6 +18,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::registry::crd::CLEANUP_FINALIZER;
+use crate::registry::custom::conversion::{Caller, Hook};
 use crate::registry::{now, Objects, Resource};
 use crate::request::{DeleteOpts, Deleted};
 use crate::state::State;
@@ -42,6 +43,7 @@ pub async fn run(
         return;
     };
     let mut c = Controller {
+        webhooks: conversion_webhooks(&state),
         state: state.clone(),
         crds,
         served: BTreeMap::new(),
@@ -108,8 +110,48 @@ pub async fn run(
     }
 }
 
+/// How long a conversion webhook has to answer, as kube-apiserver gives it.
+const CONVERSION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What calls the conversion webhooks of the definitions served.
+fn conversion_webhooks(state: &Arc<State>) -> Arc<dyn Caller> {
+    Arc::new(ConversionWebhooks {
+        clients: Default::default(),
+        // The served resources hold this: a strong reference would keep the server alive.
+        state: Arc::downgrade(state),
+    })
+}
+
+/// The server's webhook client, reaching a Service through the store's EndpointSlices.
+struct ConversionWebhooks {
+    clients: crate::webhook::Clients,
+    state: std::sync::Weak<State>,
+}
+
+#[async_trait::async_trait]
+impl Caller for ConversionWebhooks {
+    async fn call(&self, hook: &Hook, review: &Value) -> Result<Value, String> {
+        let state = self
+            .state
+            .upgrade()
+            .ok_or_else(|| "the server is shutting down".to_string())?;
+        let config =
+            crate::webhook::ClientConfig::from_json(&crate::validation::val(&hook.client_config))?;
+        let span = tracing::debug_span!("conversion webhook", crd = %hook.definition);
+        tracing::Instrument::instrument(
+            self.clients
+                .post(&config, &state.store, review, CONVERSION_TIMEOUT),
+            span,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+}
+
 struct Controller {
     state: Arc<State>,
+    /// What sends conversion reviews to the definitions' webhooks.
+    webhooks: Arc<dyn Caller>,
     crds: Resource,
     /// What each definition serves: its `plural.group`, and what it was served from (the
     /// generation and the accepted names).
@@ -384,7 +426,7 @@ impl Controller {
                 .status
                 .get_or_insert_with(Default::default)
                 .accepted_names = Some(names.clone());
-            let versions = crate::registry::custom::served(&accepted);
+            let versions = crate::registry::custom::served(&accepted, &self.webhooks);
             let gr = versions
                 .first()
                 .map(|r| r.group_resource().to_string())
@@ -454,7 +496,7 @@ impl Controller {
             if from != TERMINATING {
                 *from = TERMINATING.into();
                 let gr = gr.clone();
-                let versions: Vec<_> = crate::registry::custom::served(crd)
+                let versions: Vec<_> = crate::registry::custom::served(crd, &self.webhooks)
                     .into_iter()
                     .map(|r| {
                         r.with(|r| {
@@ -554,13 +596,23 @@ impl Controller {
         let Some(names) = names else {
             return Ok(0);
         };
-        let Some(r) = self
+        // Through the storage version where it is served: its objects need no conversion, so
+        // a conversion webhook that is down does not hold the clean-up.
+        let storage = crd
+            .spec
+            .versions
+            .iter()
+            .find(|v| v.storage)
+            .map(|v| &v.name);
+        let mut of_kind: Vec<Resource> = self
             .state
             .store
             .resources()
             .into_iter()
-            .find(|r| r.group == crd.spec.group && r.plural == names.plural)
-        else {
+            .filter(|r| r.group == crd.spec.group && r.plural == names.plural)
+            .collect();
+        of_kind.sort_by_key(|r| Some(&r.version) != storage);
+        let Some(r) = of_kind.into_iter().next() else {
             return Ok(0);
         };
         let prefix = r.prefix(self.state.store.etcd.prefix());

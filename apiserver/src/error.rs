@@ -65,6 +65,15 @@ impl Cause {
         }
     }
 
+    /// A missing required field, with why it is required.
+    pub fn required_because(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Cause {
+            kind: CauseKind::Required,
+            field: field.into(),
+            message: detail.into(),
+        }
+    }
+
     /// A bad value, with the value and the reason.
     pub fn invalid(field: impl Into<String>, value: &Value, detail: impl Into<String>) -> Self {
         Cause {
@@ -458,6 +467,12 @@ impl Error {
         });
         if let Some(d) = details {
             status["details"] = d;
+        }
+        if self.reason().is_empty() {
+            // An error with no reason of its own (Kubernetes' `StatusReasonUnknown`) has none.
+            if let Some(o) = status.as_object_mut() {
+                o.remove("reason");
+            }
         }
         status
     }

@@ -25,7 +25,8 @@ use crate::error::Error;
 use crate::patch::PatchType;
 use crate::registry::{Resource, ResourceInfo};
 use crate::request::{
-    DeleteOpts, Deleted, FieldValidation, ListOpts, Propagation, WatchOpts, WriteOpts, Written,
+    DeleteOpts, Deleted, FieldValidation, ListOpts, Notes, Propagation, WatchOpts, WriteOpts,
+    Written,
 };
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::state::State;
@@ -193,6 +194,7 @@ fn write_opts(
     o: Option<pb::WriteOptions>,
     apply: bool,
     user: &UserInfo,
+    notes: Notes,
 ) -> Result<WriteOpts, Error> {
     let o = o.unwrap_or_default();
     let field_validation = match pb::FieldValidation::try_from(o.field_validation) {
@@ -224,6 +226,7 @@ fn write_opts(
         field_manager: Some(o.field_manager).filter(|m| !m.is_empty()),
         force: o.force,
         user: user.clone(),
+        notes,
     })
 }
 
@@ -240,6 +243,11 @@ struct Call {
 impl Call {
     fn recorder(&self) -> Option<&Arc<audit::Recorder>> {
         self.recorder.get()
+    }
+
+    /// Where admission's warnings and audit annotations for this call go.
+    fn notes(&self) -> Notes {
+        Notes::audited(self.recorder().cloned())
     }
 
     /// The request's decoded object, for the record.
@@ -681,7 +689,7 @@ impl Door {
         let mut t = self.target(&req, call, inner.resource.as_ref(), "update", sub, &name)?;
         call.request_object(&obj);
         Self::write_namespace(&mut t, &obj)?;
-        let opts = write_opts(inner.options.clone(), false, &t.user)?;
+        let opts = write_opts(inner.options.clone(), false, &t.user, call.notes())?;
         let store = &self.state.store;
         let w = match sub {
             "" => {
@@ -882,7 +890,7 @@ impl Resources for Door {
                     });
                 }
                 Self::write_namespace(&mut t, &obj)?;
-                let opts = write_opts(inner.options.clone(), false, &t.user)?;
+                let opts = write_opts(inner.options.clone(), false, &t.user, call.notes())?;
                 let w = self
                     .state
                     .store
@@ -904,7 +912,7 @@ impl Resources for Door {
             let obj = decode_object(inner.object.clone())?;
             call.request_object(&obj);
             Self::require_namespace(&t)?;
-            let opts = write_opts(inner.options.clone(), false, &t.user)?;
+            let opts = write_opts(inner.options.clone(), false, &t.user, call.notes())?;
             let answer = self
                 .state
                 .store
@@ -989,7 +997,12 @@ impl Resources for Door {
             if let Some(r) = call.recorder() {
                 r.request_patch(&body);
             }
-            let opts = write_opts(inner.options.clone(), ptype == PatchType::Apply, &t.user)?;
+            let opts = write_opts(
+                inner.options.clone(),
+                ptype == PatchType::Apply,
+                &t.user,
+                call.notes(),
+            )?;
             let store = &self.state.store;
             let w = match sub {
                 "" => {
@@ -1055,6 +1068,7 @@ impl Resources for Door {
                 dry_run: inner.dry_run,
                 ignore_store_read_error: false,
                 user: t.user.clone(),
+                notes: call.notes(),
             };
             let (object, finished) = match self
                 .state
@@ -1106,6 +1120,7 @@ impl Resources for Door {
             let opts = WriteOpts {
                 dry_run: inner.dry_run,
                 user: t.user.clone(),
+                notes: call.notes(),
                 ..Default::default()
             };
             self.state

@@ -39,6 +39,7 @@ pub mod store;
 pub mod tokens;
 pub mod validation;
 pub mod version;
+pub mod webhook;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -208,7 +209,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let chain = chain.with_internal(escalation);
     let encryption_metrics = Arc::new(encryption::Metrics::new());
     let metrics = Arc::new(metrics::Metrics::new_with(|r| {
-        encryption_metrics.register(r)
+        encryption_metrics.register(r);
+        chain.register_metrics(r);
     }));
     let encryption = match &config.encryption_provider_config {
         // (Automatic reload without a file is refused by the flags.)

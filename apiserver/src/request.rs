@@ -13,6 +13,104 @@ use crate::error::{Error, Result};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::storage::cached::Cached;
 
+/// What admission says about a request besides its verdict: warnings for the client (the
+/// `Warning` headers of a REST response, the `warnings` of a gRPC one) and annotations for the
+/// request's audit event. The door that made the request's options owns them; clones share them.
+#[derive(Clone, Default)]
+pub struct Notes(Arc<NotesInner>);
+
+#[derive(Default)]
+struct NotesInner {
+    warnings: parking_lot::Mutex<Vec<String>>,
+    annotations: parking_lot::Mutex<Vec<(String, String)>>,
+    audit: Option<Arc<crate::audit::Recorder>>,
+    /// Keeps nothing (the notes of requests nobody reads).
+    discard: bool,
+}
+
+impl std::fmt::Debug for Notes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notes")
+            .field("warnings", &*self.0.warnings.lock())
+            .field("annotations", &*self.0.annotations.lock())
+            .field("audited", &self.0.audit.is_some())
+            .finish()
+    }
+}
+
+impl Notes {
+    /// Notes whose annotations also go to `audit`, the request's audit record (if audited).
+    pub fn audited(audit: Option<Arc<crate::audit::Recorder>>) -> Notes {
+        Notes(Arc::new(NotesInner {
+            audit,
+            ..Default::default()
+        }))
+    }
+
+    /// Notes that keep nothing.
+    pub fn discarded() -> Notes {
+        Notes(Arc::new(NotesInner {
+            discard: true,
+            ..Default::default()
+        }))
+    }
+
+    /// A warning for the client. The same text twice is sent once, as kube-apiserver's
+    /// warning recorder does; an empty one is dropped.
+    pub fn warn(&self, text: impl Into<String>) {
+        let text = text.into();
+        if text.is_empty() || self.0.discard {
+            return;
+        }
+        let mut w = self.0.warnings.lock();
+        if !w.contains(&text) {
+            w.push(text);
+        }
+    }
+
+    /// An annotation of the request's audit event. A key keeps its first value.
+    pub fn annotate(&self, key: impl Into<String>, value: impl Into<String>) {
+        let (key, value) = (key.into(), value.into());
+        if self.0.discard {
+            return;
+        }
+        {
+            let mut a = self.0.annotations.lock();
+            if a.iter().any(|(k, _)| *k == key) {
+                return;
+            }
+            a.push((key.clone(), value.clone()));
+        }
+        if let Some(r) = &self.0.audit {
+            r.annotate(&key, &value);
+        }
+    }
+
+    /// The warnings so far.
+    pub fn warnings(&self) -> Vec<String> {
+        self.0.warnings.lock().clone()
+    }
+
+    /// The warnings so far, leaving none.
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.warnings.lock())
+    }
+
+    /// The annotations so far, in the order they were made.
+    pub fn annotations(&self) -> Vec<(String, String)> {
+        self.0.annotations.lock().clone()
+    }
+
+    /// Adds the warnings to `out` (skipping texts already there), leaving none here.
+    pub fn move_warnings_into(&self, out: &mut Vec<String>) {
+        for w in self.take_warnings() {
+            if !out.contains(&w) {
+                out.push(w);
+            }
+        }
+    }
+}
+
 /// What to do with fields the type does not know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FieldValidation {
@@ -52,6 +150,8 @@ pub struct WriteOpts {
     pub force: bool,
     /// Who asks (admission sees it).
     pub user: UserInfo,
+    /// Where admission leaves warnings for the client and annotations for the audit record.
+    pub notes: Notes,
 }
 
 impl WriteOpts {
@@ -62,6 +162,12 @@ impl WriteOpts {
             user: UserInfo::apiserver(),
             ..Default::default()
         }
+    }
+
+    /// The same options, their notes going to `notes`.
+    pub fn with_notes(mut self, notes: Notes) -> Self {
+        self.notes = notes;
+        self
     }
 
     /// The field manager recorded for an ordinary write.
@@ -123,6 +229,16 @@ pub struct DeleteOpts {
     pub ignore_store_read_error: bool,
     /// Who asks.
     pub user: UserInfo,
+    /// Where admission leaves warnings for the client and annotations for the audit record.
+    pub notes: Notes,
+}
+
+impl DeleteOpts {
+    /// The same options, their notes going to `notes`.
+    pub fn with_notes(mut self, notes: Notes) -> Self {
+        self.notes = notes;
+        self
+    }
 }
 
 /// List options.

@@ -13,6 +13,8 @@
 //! - [`leader`]: leader election on Leases.
 //! - [`selector`]: label selectors matched against labels.
 //! - [`untyped`]: lists of a resource known only by group and name, as JSON.
+//! - [`webhook`]: admission and conversion webhook servers (review types, handler traits,
+//!   an HTTPS server with its certificate from a Secret).
 //!
 //! ```no_run
 //! use k8s_openapi::api::core::v1::Pod;
@@ -48,6 +50,7 @@ pub mod services;
 pub mod time;
 pub mod untyped;
 pub mod watcher;
+pub mod webhook;
 
 pub use api::{
     Api, DeleteParams, Deleted, ListParams, Object, ObjectList, Patch, PatchParams, PostParams,

@@ -1341,15 +1341,15 @@ async fn bad_definitions_are_refused_and_name_conflicts_reported() {
         json!({"reason": "FieldValueRequired", "message": "Required value: must not be empty for specified object fields",
                "field": "spec.versions[0].schema.openAPIV3Schema.properties[spec].type"})
     );
-    // Conversion webhooks are not served: refused, saying so.
+    // A conversion webhook must speak a ConversionReview version the server knows.
     let yaml = gadgets_with(&[(
         "  versions:",
-        "  conversion:\n    strategy: Webhook\n    webhook:\n      conversionReviewVersions: [v1]\n      clientConfig: {url: \"https://convert.example.com/\"}\n  versions:",
+        "  conversion:\n    strategy: Webhook\n    webhook:\n      conversionReviewVersions: [v9]\n      clientConfig: {url: \"https://convert.example.com/\"}\n  versions:",
     )]);
     let err = k.run_with_input(&["create", "-f", "-"], &yaml).stderr;
     assert!(
         err.contains(
-            r#"spec.conversion.strategy: Invalid value: "Webhook": conversion webhooks are not supported by this server yet: use strategy None"#
+            r#"spec.conversion.conversionReviewVersions: Invalid value: []string{"v9"}: must include at least one of v1, v1beta1"#
         ),
         "{err}"
     );

@@ -163,6 +163,8 @@ mod tests {
             old: Some(&old),
             user: &u,
             dry_run: false,
+            options: crate::admission::Options::None,
+            reinvocation: None,
         };
         let objs = Fixed::default();
         let res = if sub == "approval" {

@@ -496,6 +496,8 @@ mod tests {
             old: None,
             user: &user,
             dry_run: false,
+            options: crate::admission::Options::None,
+            reinvocation: None,
         };
         LimitRanger.admit(&a, Some(&mut p), objs).await.unwrap();
         let r = LimitRanger.validate(&a, Some(&p), objs).await;

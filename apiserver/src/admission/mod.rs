@@ -9,20 +9,25 @@
 mod certificate_signing;
 mod default_toleration_seconds;
 mod limit_ranger;
+pub mod matching;
 mod namespace_lifecycle;
 mod node_restriction;
 mod priority;
 mod resource_quota;
+pub mod review;
 mod service_account;
+pub mod webhook;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
+pub use crate::request::Notes;
 pub use certificate_signing::AuthorizerCell;
 pub use default_toleration_seconds::DefaultTolerations;
 
 use crate::auth::UserInfo;
 use crate::error::{Error, Result};
 use crate::registry::{Objects, ResourceInfo};
+use crate::request::{DeleteOpts, WriteOpts};
 
 /// What a request does, as admission names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +73,156 @@ pub struct Attributes<'a> {
     pub user: &'a UserInfo,
     /// Whether nothing will be stored.
     pub dry_run: bool,
+    /// The request's options, and where its warnings and audit annotations go.
+    pub options: Options<'a>,
+    /// The mutating rounds of this admission (set by [`Chain::admit`]; `None` elsewhere).
+    pub reinvocation: Option<&'a Reinvocation>,
+}
+
+/// What one admission remembers across its mutating rounds, as kube-apiserver's reinvocation
+/// context does: when a webhook changes the object, every mutating plugin runs once more, and
+/// webhooks with `reinvocationPolicy: IfNeeded` that ran before the change are called again.
+#[derive(Debug, Default)]
+pub struct Reinvocation {
+    state: parking_lot::Mutex<ReinvocationState>,
+}
+
+/// The state of [`Reinvocation`], by plugin.
+#[derive(Debug, Default)]
+pub struct ReinvocationState {
+    /// Whether this is the second round.
+    pub is_reinvoke: bool,
+    /// Whether a second round is wanted.
+    pub should_reinvoke: bool,
+    /// Plugin-specific state (the webhook plugin's set of webhooks to call again), by plugin.
+    pub values: std::collections::BTreeMap<&'static str, Value>,
+}
+
+impl Reinvocation {
+    /// Runs `f` on the state.
+    pub fn with<R>(&self, f: impl FnOnce(&mut ReinvocationState) -> R) -> R {
+        f(&mut self.state.lock())
+    }
+
+    /// Whether this is the second round.
+    pub fn is_reinvoke(&self) -> bool {
+        self.state.lock().is_reinvoke
+    }
+}
+
+/// A request's options as admission sees them: what an AdmissionReview sends as `options`
+/// (kube's CreateOptions, UpdateOptions, PatchOptions or DeleteOptions), and the request's
+/// [`Notes`].
+#[derive(Clone, Copy, Debug)]
+pub enum Options<'a> {
+    /// A create (`CreateOptions`), including one made by a PUT or an apply.
+    Create(&'a WriteOpts),
+    /// A replace (`UpdateOptions`).
+    Update(&'a WriteOpts),
+    /// A patch or an apply (`PatchOptions`).
+    Patch(&'a WriteOpts),
+    /// A delete (`DeleteOptions`).
+    Delete(&'a DeleteOpts),
+    /// A connection (no options are sent).
+    Connect(&'a WriteOpts),
+    /// None: the server's own checks and tests; warnings and annotations are dropped.
+    None,
+}
+
+impl<'a> Options<'a> {
+    /// Where the request's warnings and audit annotations go.
+    pub fn notes(&self) -> &'a Notes {
+        static NOWHERE: std::sync::LazyLock<Notes> = std::sync::LazyLock::new(Notes::discarded);
+        match *self {
+            Options::Create(o) | Options::Update(o) | Options::Patch(o) | Options::Connect(o) => {
+                &o.notes
+            }
+            Options::Delete(o) => &o.notes,
+            Options::None => &NOWHERE,
+        }
+    }
+
+    /// The `fieldManager` asked for, if any.
+    pub fn field_manager(&self) -> Option<&'a str> {
+        match *self {
+            Options::Create(o) | Options::Update(o) | Options::Patch(o) => {
+                o.field_manager.as_deref().filter(|m| !m.is_empty())
+            }
+            _ => None,
+        }
+    }
+
+    /// The options as the AdmissionReview's `request.options` carries them (`null` for
+    /// connections).
+    pub fn to_json(&self) -> Value {
+        let write = |kind: &str, o: &WriteOpts, patch: bool| {
+            let mut m = serde_json::Map::new();
+            m.insert("kind".into(), json!(kind));
+            m.insert("apiVersion".into(), json!("meta.k8s.io/v1"));
+            if o.dry_run {
+                m.insert("dryRun".into(), json!(["All"]));
+            }
+            if let Some(f) = o.field_manager.as_deref().filter(|f| !f.is_empty()) {
+                m.insert("fieldManager".into(), json!(f));
+            }
+            if patch && o.force {
+                m.insert("force".into(), json!(true));
+            }
+            match o.field_validation {
+                crate::request::FieldValidation::Warn => {}
+                crate::request::FieldValidation::Ignore => {
+                    m.insert("fieldValidation".into(), json!("Ignore"));
+                }
+                crate::request::FieldValidation::Strict => {
+                    m.insert("fieldValidation".into(), json!("Strict"));
+                }
+            }
+            Value::Object(m)
+        };
+        match *self {
+            Options::Create(o) => write("CreateOptions", o, false),
+            Options::Update(o) => write("UpdateOptions", o, false),
+            Options::Patch(o) => write("PatchOptions", o, true),
+            Options::Delete(o) => {
+                let mut m = serde_json::Map::new();
+                m.insert("kind".into(), json!("DeleteOptions"));
+                m.insert("apiVersion".into(), json!("meta.k8s.io/v1"));
+                if let Some(g) = o.grace_period {
+                    m.insert("gracePeriodSeconds".into(), json!(g));
+                }
+                if o.uid.is_some() || o.resource_version.is_some() {
+                    let mut p = serde_json::Map::new();
+                    if let Some(u) = &o.uid {
+                        p.insert("uid".into(), json!(u));
+                    }
+                    if let Some(rv) = &o.resource_version {
+                        p.insert("resourceVersion".into(), json!(rv));
+                    }
+                    m.insert("preconditions".into(), Value::Object(p));
+                }
+                if let Some(p) = o.propagation {
+                    let p = match p {
+                        crate::request::Propagation::Orphan => "Orphan",
+                        crate::request::Propagation::Background => "Background",
+                        crate::request::Propagation::Foreground => "Foreground",
+                    };
+                    m.insert("propagationPolicy".into(), json!(p));
+                }
+                if o.dry_run {
+                    m.insert("dryRun".into(), json!(["All"]));
+                }
+                Value::Object(m)
+            }
+            Options::Connect(_) | Options::None => Value::Null,
+        }
+    }
+}
+
+impl Attributes<'_> {
+    /// Where the request's warnings and audit annotations go.
+    pub fn notes(&self) -> &Notes {
+        self.options.notes()
+    }
 }
 
 /// The 403 a plugin refuses with, worded as kube-apiserver's admission words it:
@@ -168,7 +323,11 @@ pub struct Config {
 pub struct ConfigError(Vec<String>);
 
 /// The plugins Skiff has, by name, and whether kube-apiserver runs each by default.
-fn implemented(cfg: &Config, authz: &AuthorizerCell) -> Vec<(Box<dyn Plugin>, bool)> {
+fn implemented(
+    cfg: &Config,
+    authz: &AuthorizerCell,
+    hooks: &webhook::Webhooks,
+) -> Vec<(Box<dyn Plugin>, bool)> {
     vec![
         (
             Box::new(namespace_lifecycle::NamespaceLifecycle::default()) as Box<dyn Plugin>,
@@ -193,15 +352,19 @@ fn implemented(cfg: &Config, authz: &AuthorizerCell) -> Vec<(Box<dyn Plugin>, bo
             true,
         ),
         (Box::new(resource_quota::ResourceQuota::default()), true),
+        (Box::new(hooks.mutating()), true),
+        (Box::new(hooks.validating()), true),
     ]
 }
 
 /// The names of the plugins Skiff implements, in order.
 fn implemented_names() -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = implemented(&Config::default(), &AuthorizerCell::default())
-        .iter()
-        .map(|(p, _)| p.name())
-        .collect();
+    let hooks = webhook::Webhooks::default();
+    let mut names: Vec<&'static str> =
+        implemented(&Config::default(), &AuthorizerCell::default(), &hooks)
+            .iter()
+            .map(|(p, _)| p.name())
+            .collect();
     names.sort_by_key(|n| KUBERNETES_ORDER.iter().position(|k| k == n));
     names
 }
@@ -213,6 +376,7 @@ pub struct Chain {
     /// Kubernetes builds into the RBAC types' storage).
     internal: Vec<std::sync::Arc<dyn Plugin>>,
     authz: AuthorizerCell,
+    webhook_metrics: std::sync::Arc<webhook::Metrics>,
 }
 
 impl Chain {
@@ -255,7 +419,8 @@ impl Chain {
             return Err(ConfigError(errors));
         }
         let authz = AuthorizerCell::default();
-        let mut plugins: Vec<Box<dyn Plugin>> = implemented(cfg, &authz)
+        let hooks = webhook::Webhooks::default();
+        let mut plugins: Vec<Box<dyn Plugin>> = implemented(cfg, &authz, &hooks)
             .into_iter()
             .filter(|(p, on_by_default)| {
                 let name = p.name().to_string();
@@ -268,6 +433,7 @@ impl Chain {
             plugins,
             internal: Vec::new(),
             authz,
+            webhook_metrics: hooks.metrics(),
         })
     }
 
@@ -288,23 +454,40 @@ impl Chain {
         let _ = self.authz.set(authz);
     }
 
+    /// Adds the admission metrics (`apiserver_admission_webhook_*`) to a registry.
+    pub fn register_metrics(&self, r: &mut prometheus_client::registry::Registry) {
+        self.webhook_metrics.register(r);
+    }
+
     /// The names of the plugins that run, in order.
     pub fn names(&self) -> Vec<&'static str> {
         self.plugins.iter().map(|p| p.name()).collect()
     }
 
-    /// Runs every plugin's mutating step, in order.
+    /// Runs every plugin's mutating step, in order; and once more, every plugin again, when a
+    /// webhook changed the object (as kube-apiserver reinvokes its chain).
     pub async fn admit(
         &self,
         a: &Attributes<'_>,
         mut obj: Option<&mut Value>,
         objs: &dyn Objects,
     ) -> Result<()> {
+        let rounds = Reinvocation::default();
+        let a = Attributes {
+            reinvocation: Some(&rounds),
+            ..*a
+        };
         for p in &self.plugins {
-            p.admit(a, obj.as_deref_mut(), objs).await?;
+            p.admit(&a, obj.as_deref_mut(), objs).await?;
+        }
+        if rounds.with(|s| std::mem::take(&mut s.should_reinvoke)) {
+            rounds.with(|s| s.is_reinvoke = true);
+            for p in &self.plugins {
+                p.admit(&a, obj.as_deref_mut(), objs).await?;
+            }
         }
         for p in &self.internal {
-            p.admit(a, obj.as_deref_mut(), objs).await?;
+            p.admit(&a, obj.as_deref_mut(), objs).await?;
         }
         Ok(())
     }
@@ -479,6 +662,8 @@ mod tests {
                 "DefaultTolerationSeconds",
                 "CertificateApproval",
                 "CertificateSigning",
+                "MutatingAdmissionWebhook",
+                "ValidatingAdmissionWebhook",
                 "ResourceQuota"
             ]
         );
@@ -500,6 +685,8 @@ mod tests {
                 "DefaultTolerationSeconds",
                 "CertificateApproval",
                 "CertificateSigning",
+                "MutatingAdmissionWebhook",
+                "ValidatingAdmissionWebhook",
                 "ResourceQuota"
             ]
         );

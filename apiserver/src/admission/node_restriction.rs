@@ -518,6 +518,8 @@ mod tests {
             old,
             user: u,
             dry_run: false,
+            options: crate::admission::Options::None,
+            reinvocation: None,
         };
         let mut obj = obj;
         NodeRestriction.admit(&a, obj.as_mut(), &objs()).await

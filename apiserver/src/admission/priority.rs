@@ -201,6 +201,8 @@ mod tests {
             old,
             user,
             dry_run: false,
+            options: crate::admission::Options::None,
+            reinvocation: None,
         }
     }
 

@@ -333,6 +333,8 @@ mod tests {
             old: None,
             user,
             dry_run: false,
+            options: crate::admission::Options::None,
+            reinvocation: None,
         }
     }
 

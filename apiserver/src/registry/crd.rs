@@ -3,7 +3,8 @@
 //! types they define is [`super::custom`] and `crate::crd`.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, CustomResourceDefinitionVersion,
+    CustomResourceConversion, CustomResourceDefinition, CustomResourceDefinitionVersion,
+    ServiceReference,
 };
 use serde_json::{json, Value};
 
@@ -128,6 +129,14 @@ fn defaults(crd: &mut CustomResourceDefinition) {
     if conversion.strategy.is_empty() {
         conversion.strategy = "None".into();
     }
+    let service = conversion
+        .webhook
+        .as_mut()
+        .and_then(|w| w.client_config.as_mut())
+        .and_then(|cc| cc.service.as_mut());
+    if let Some(svc) = service {
+        svc.port.get_or_insert(443);
+    }
     for version in &mut crd.spec.versions {
         for c in version.additional_printer_columns.iter_mut().flatten() {
             if c.priority.is_none() {
@@ -176,29 +185,326 @@ fn validate(crd: &CustomResourceDefinition) -> Vec<Cause> {
         )),
     }
     if let Some(c) = &spec.conversion {
-        match c.strategy.as_str() {
-            "None" => {
-                if c.webhook.is_some() {
-                    out.push(Cause::forbidden(
-                        "spec.conversion.webhook",
-                        "should not be set when strategy is not set to Webhook",
-                    ));
-                }
-            }
-            "Webhook" => out.push(Cause::invalid(
+        if c.strategy != "None" && spec.preserve_unknown_fields == Some(true) {
+            out.push(Cause::invalid(
                 "spec.conversion.strategy",
-                &json!("Webhook"),
-                "conversion webhooks are not supported by this server yet: use strategy None",
-            )),
-            other => out.push(Cause::not_supported(
-                "spec.conversion.strategy",
-                other,
-                &["None", "Webhook"],
-            )),
+                &json!(c.strategy),
+                "must be None if spec.preserveUnknownFields is true",
+            ));
         }
+        validate_conversion(c, &mut out);
     }
     validate_versions(spec.versions.as_slice(), &mut out);
     out
+}
+
+/// `spec.conversion`, as kube-apiserver checks it. Its messages name the fields as
+/// Kubernetes' internal type does (`webhookClientConfig`, `conversionReviewVersions` directly
+/// under `spec.conversion`), as kube-apiserver's do.
+fn validate_conversion(c: &CustomResourceConversion, out: &mut Vec<Cause>) {
+    const AT: &str = "spec.conversion";
+    let client_config = c.webhook.as_ref().and_then(|w| w.client_config.as_ref());
+    let review_versions = c
+        .webhook
+        .as_ref()
+        .map(|w| w.conversion_review_versions.as_slice())
+        .unwrap_or_default();
+    match c.strategy.as_str() {
+        "Webhook" => {
+            match client_config {
+                None => out.push(Cause::required_because(
+                    format!("{AT}.webhookClientConfig"),
+                    "required when strategy is set to Webhook",
+                )),
+                Some(cc) => match (&cc.url, &cc.service) {
+                    (Some(url), None) => {
+                        webhook_url(&format!("{AT}.webhookClientConfig.url"), url, out)
+                    }
+                    (None, Some(svc)) => {
+                        webhook_service(&format!("{AT}.webhookClientConfig.service"), svc, out)
+                    }
+                    _ => out.push(Cause::required_because(
+                        format!("{AT}.webhookClientConfig"),
+                        "exactly one of url or service is required",
+                    )),
+                },
+            }
+            review_versions_valid(
+                &format!("{AT}.conversionReviewVersions"),
+                review_versions,
+                out,
+            );
+        }
+        other => {
+            if other.is_empty() {
+                out.push(Cause::required(format!("{AT}.strategy")));
+            } else if other != "None" {
+                out.push(Cause::not_supported(
+                    format!("{AT}.strategy"),
+                    other,
+                    &["None", "Webhook"],
+                ));
+            }
+            if client_config.is_some() {
+                out.push(Cause::forbidden(
+                    format!("{AT}.webhookClientConfig"),
+                    "should not be set when strategy is not set to Webhook",
+                ));
+            }
+            if !review_versions.is_empty() {
+                out.push(Cause::forbidden(
+                    format!("{AT}.conversionReviewVersions"),
+                    "should not be set when strategy is not set to Webhook",
+                ));
+            }
+        }
+    }
+}
+
+/// The `ConversionReview` versions a webhook may speak: at least one this server knows.
+fn review_versions_valid(at: &str, versions: &[String], out: &mut Vec<Cause>) {
+    if versions.is_empty() {
+        out.push(Cause::required(at));
+        return;
+    }
+    let mut seen = Vec::new();
+    for (n, version) in versions.iter().enumerate() {
+        if seen.contains(&version) {
+            out.push(Cause::invalid(
+                format!("{at}[{n}]"),
+                &json!(version),
+                "duplicate version",
+            ));
+            continue;
+        }
+        seen.push(version);
+        if !v::is_dns1035_label(version) {
+            out.push(Cause::invalid(
+                format!("{at}[{n}]"),
+                &json!(version),
+                v::DNS1035_LABEL_MSG,
+            ));
+        }
+    }
+    let known = super::custom::conversion::REVIEW_VERSIONS;
+    if !versions.iter().any(|v| known.contains(&v.as_str())) {
+        // The value as Kubernetes prints a list of strings.
+        let listed: Vec<String> = versions.iter().map(|v| format!("{v:?}")).collect();
+        out.push(Cause {
+            kind: crate::error::CauseKind::Invalid,
+            field: at.to_string(),
+            message: format!(
+                "[]string{{{}}}: must include at least one of v1, v1beta1",
+                listed.join(", ")
+            ),
+        });
+    }
+}
+
+const URL_FORM: &str = "; desired format: https://host[/path]";
+
+/// A webhook's `url`: https, a host, no user, fragment or query.
+fn webhook_url(at: &str, url: &str, out: &mut Vec<Cause>) {
+    let hostless = match url.split_once("://") {
+        Some((_, rest)) => rest.is_empty() || rest.starts_with('/'),
+        None => true,
+    };
+    let parsed = match reqwest::Url::parse(url) {
+        Ok(u) => u,
+        // Kubernetes' parser takes a URL without a scheme or a host, then says what it lacks.
+        Err(_) if hostless => {
+            let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+            if scheme != "https" {
+                out.push(Cause::invalid(
+                    at,
+                    &json!(scheme),
+                    format!("'https' is the only allowed URL scheme{URL_FORM}"),
+                ));
+            }
+            out.push(Cause::invalid(
+                at,
+                &json!(""),
+                format!("host must be specified{URL_FORM}"),
+            ));
+            return;
+        }
+        Err(e) => {
+            out.push(Cause::required_because(
+                at,
+                format!("url must be a valid URL: {e}{URL_FORM}"),
+            ));
+            return;
+        }
+    };
+    if parsed.scheme() != "https" {
+        out.push(Cause::invalid(
+            at,
+            &json!(parsed.scheme()),
+            format!("'https' is the only allowed URL scheme{URL_FORM}"),
+        ));
+    }
+    if parsed.host_str().unwrap_or("").is_empty() {
+        out.push(Cause::invalid(
+            at,
+            &json!(""),
+            format!("host must be specified{URL_FORM}"),
+        ));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        let user = match parsed.password() {
+            Some(p) => format!("{}:{p}", parsed.username()),
+            None => parsed.username().to_string(),
+        };
+        out.push(Cause::invalid(
+            at,
+            &json!(user),
+            "user information is not permitted in the URL",
+        ));
+    }
+    if let Some(f) = parsed.fragment().filter(|f| !f.is_empty()) {
+        out.push(Cause::invalid(
+            at,
+            &json!(f),
+            "fragments are not permitted in the URL",
+        ));
+    }
+    if let Some(q) = parsed.query().filter(|q| !q.is_empty()) {
+        out.push(Cause::invalid(
+            at,
+            &json!(q),
+            "query parameters are not permitted in the URL",
+        ));
+    }
+}
+
+/// A webhook's `service`: name, namespace, a valid port, a path of subdomain segments.
+fn webhook_service(at: &str, svc: &ServiceReference, out: &mut Vec<Cause>) {
+    if svc.name.is_empty() {
+        out.push(Cause::required(format!("{at}.name")));
+    }
+    if svc.namespace.is_empty() {
+        out.push(Cause::required(format!("{at}.namespace")));
+    }
+    let port = svc.port.unwrap_or(443);
+    if !(1..=65535).contains(&port) {
+        out.push(Cause::invalid(
+            format!("{at}.port"),
+            &json!(port),
+            "port is not valid: must be between 1 and 65535, inclusive",
+        ));
+    }
+    let Some(path) = svc.path.as_deref() else {
+        return;
+    };
+    if path.is_empty() || path == "/" {
+        return;
+    }
+    let at = format!("{at}.path");
+    if path == "//" {
+        out.push(Cause::invalid(
+            &at,
+            &json!(path),
+            "segment[0] may not be empty",
+        ));
+        return;
+    }
+    if !path.starts_with('/') {
+        out.push(Cause::invalid(&at, &json!(path), "must start with a '/'"));
+    }
+    let rest = path.get(1..).unwrap_or("");
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    for (n, step) in rest.split('/').enumerate() {
+        if step.is_empty() {
+            out.push(Cause::invalid(
+                &at,
+                &json!(path),
+                format!("segment[{n}] may not be empty"),
+            ));
+        } else if !v::is_dns1123_subdomain(step) {
+            let why = if step.len() > 253 {
+                "must be no more than 253 characters".to_string()
+            } else {
+                v::DNS1123_SUBDOMAIN_MSG.to_string()
+            };
+            out.push(Cause::invalid(
+                &at,
+                &json!(path),
+                format!("segment[{n}]: {why}"),
+            ));
+        }
+    }
+}
+
+/// Whether a CA bundle holds certificates a client can trust; why not, in the words of
+/// Kubernetes' client (`unable to load root certificates: ...`).
+fn ca_bundle_problem(bundle: &[u8]) -> Option<String> {
+    let why = |w: String| Some(format!("unable to load root certificates: {w}"));
+    let mut rest = bundle;
+    let mut found = false;
+    // Leading and trailing text around PEM blocks is allowed, as Go's decoder allows it.
+    while !rest.iter().all(u8::is_ascii_whitespace) {
+        match x509_parser::pem::parse_x509_pem(rest) {
+            Ok((next, block)) => {
+                if block.label == "CERTIFICATE" {
+                    if let Err(e) = block.parse_x509() {
+                        return why(format!("failed to parse certificate: {e}"));
+                    }
+                    found = true;
+                }
+                rest = next;
+            }
+            Err(_) if found => break,
+            Err(_) => return why("unable to parse bytes as PEM block".into()),
+        }
+    }
+    if found {
+        None
+    } else {
+        why("no valid certificate authority data seen".into())
+    }
+}
+
+/// A webhook client config's CA bundle, once the definition is established: an invalid one
+/// is refused unless the old one was invalid too (as Kubernetes lets a definition that was
+/// created with a bad bundle be fixed step by step).
+fn ca_bundle_update(new: &CustomResourceDefinition, old: &CustomResourceDefinition) -> Vec<Cause> {
+    let bundle = |c: &CustomResourceDefinition| {
+        c.spec
+            .conversion
+            .as_ref()
+            .filter(|c| c.strategy == "Webhook")
+            .and_then(|c| c.webhook.as_ref())
+            .and_then(|w| w.client_config.as_ref())
+            .and_then(|cc| cc.ca_bundle.as_ref())
+            .map(|b| b.0.clone())
+            .filter(|b| !b.is_empty())
+    };
+    let Some(new_bundle) = bundle(new) else {
+        return Vec::new();
+    };
+    let established = old
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        });
+    if !established || bundle(old).is_some_and(|b| ca_bundle_problem(&b).is_some()) {
+        return Vec::new();
+    }
+    match ca_bundle_problem(&new_bundle) {
+        None => Vec::new(),
+        Some(why) => {
+            // The value as Kubernetes prints bytes.
+            let bytes: Vec<String> = new_bundle.iter().map(|b| format!("{b:#x}")).collect();
+            vec![Cause {
+                kind: crate::error::CauseKind::Invalid,
+                field: "spec.conversion.webhookClientConfig.caBundle".into(),
+                message: format!("[]byte{{{}}}: {why}", bytes.join(", ")),
+            }]
+        }
+    }
 }
 
 fn validate_names(
@@ -367,7 +673,7 @@ fn validate_versions(versions: &[CustomResourceDefinitionVersion], out: &mut Vec
 }
 
 fn validate_update(new: &CustomResourceDefinition, old: &CustomResourceDefinition) -> Vec<Cause> {
-    let mut out = Vec::new();
+    let mut out = ca_bundle_update(new, old);
     if new.spec.scope != old.spec.scope {
         out.push(Cause::immutable("spec.scope"));
     }
@@ -390,4 +696,192 @@ fn validate_update(new: &CustomResourceDefinition, old: &CustomResourceDefinitio
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crd(conversion: Value) -> CustomResourceDefinition {
+        let mut crd: CustomResourceDefinition = serde_json::from_value(json!({
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {
+                "group": "example.com",
+                "scope": "Namespaced",
+                "names": {"plural": "widgets", "kind": "Widget"},
+                "conversion": conversion,
+                "versions": [
+                    {"name": "v1", "served": true, "storage": true,
+                     "schema": {"openAPIV3Schema": {"type": "object"}}},
+                    {"name": "v2", "served": true, "storage": false,
+                     "schema": {"openAPIV3Schema": {"type": "object"}}},
+                ],
+            },
+        }))
+        .expect("a definition");
+        defaults(&mut crd);
+        crd
+    }
+
+    fn problems(conversion: Value) -> Vec<String> {
+        validate(&crd(conversion)).iter().map(Cause::text).collect()
+    }
+
+    fn webhook(client_config: Value, versions: Value) -> Value {
+        json!({"strategy": "Webhook", "webhook": {
+            "clientConfig": client_config, "conversionReviewVersions": versions,
+        }})
+    }
+
+    #[test]
+    fn a_webhook_by_url_or_service_is_accepted() {
+        assert_eq!(
+            problems(webhook(
+                json!({"url": "https://convert.example.com/crd"}),
+                json!(["v1"])
+            )),
+            Vec::<String>::new()
+        );
+        let by_service = crd(webhook(
+            json!({"service": {"namespace": "ops", "name": "converter", "path": "/convert"}}),
+            json!(["v1beta1", "v1"]),
+        ));
+        assert!(validate(&by_service).is_empty());
+        let port = by_service
+            .spec
+            .conversion
+            .as_ref()
+            .unwrap()
+            .webhook
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            port.client_config
+                .as_ref()
+                .unwrap()
+                .service
+                .as_ref()
+                .unwrap()
+                .port,
+            Some(443),
+            "the service port defaults to 443"
+        );
+    }
+
+    #[test]
+    fn webhook_settings_are_checked_in_kubernetes_words() {
+        let cases = [
+            (
+                json!({"strategy": "Webhook"}),
+                vec![
+                    "spec.conversion.webhookClientConfig: Required value: required when strategy is set to Webhook",
+                    "spec.conversion.conversionReviewVersions: Required value",
+                ],
+            ),
+            (
+                webhook(json!({"url": "https://a.example.com/", "service": {"namespace": "a", "name": "b"}}), json!(["v1"])),
+                vec!["spec.conversion.webhookClientConfig: Required value: exactly one of url or service is required"],
+            ),
+            (
+                webhook(json!({"url": "https://a.example.com/"}), json!(["v3", "v3"])),
+                vec![
+                    r#"spec.conversion.conversionReviewVersions[1]: Invalid value: "v3": duplicate version"#,
+                    r#"spec.conversion.conversionReviewVersions: Invalid value: []string{"v3", "v3"}: must include at least one of v1, v1beta1"#,
+                ],
+            ),
+            (
+                webhook(json!({"url": "http://user@a.example.com/x?y=1#z"}), json!(["v1"])),
+                vec![
+                    r#"spec.conversion.webhookClientConfig.url: Invalid value: "http": 'https' is the only allowed URL scheme; desired format: https://host[/path]"#,
+                    r#"spec.conversion.webhookClientConfig.url: Invalid value: "user": user information is not permitted in the URL"#,
+                    r#"spec.conversion.webhookClientConfig.url: Invalid value: "z": fragments are not permitted in the URL"#,
+                    r#"spec.conversion.webhookClientConfig.url: Invalid value: "y=1": query parameters are not permitted in the URL"#,
+                ],
+            ),
+            (
+                webhook(json!({"url": "convert.example.com"}), json!(["v1"])),
+                vec![
+                    r#"spec.conversion.webhookClientConfig.url: Invalid value: "": 'https' is the only allowed URL scheme; desired format: https://host[/path]"#,
+                    r#"spec.conversion.webhookClientConfig.url: Invalid value: "": host must be specified; desired format: https://host[/path]"#,
+                ],
+            ),
+            (
+                webhook(json!({"service": {"namespace": "", "name": "", "port": 70000, "path": "convert//Crd"}}), json!(["v1"])),
+                vec![
+                    "spec.conversion.webhookClientConfig.service.name: Required value",
+                    "spec.conversion.webhookClientConfig.service.namespace: Required value",
+                    "spec.conversion.webhookClientConfig.service.port: Invalid value: 70000: port is not valid: must be between 1 and 65535, inclusive",
+                    r#"spec.conversion.webhookClientConfig.service.path: Invalid value: "convert//Crd": must start with a '/'"#,
+                ],
+            ),
+            (
+                json!({"strategy": "None", "webhook": {"clientConfig": {"url": "https://a.example.com/"}, "conversionReviewVersions": ["v1"]}}),
+                vec![
+                    "spec.conversion.webhookClientConfig: Forbidden: should not be set when strategy is not set to Webhook",
+                    "spec.conversion.conversionReviewVersions: Forbidden: should not be set when strategy is not set to Webhook",
+                ],
+            ),
+            (
+                json!({"strategy": "Magic"}),
+                vec![r#"spec.conversion.strategy: Unsupported value: "Magic": supported values: "None", "Webhook""#],
+            ),
+        ];
+        for (conversion, want) in cases {
+            let got = problems(conversion.clone());
+            // The path check reports each bad segment too; only the first problems matter here.
+            for w in &want {
+                assert!(
+                    got.iter().any(|g| g == w),
+                    "{conversion}\n  missing: {w}\n  got: {got:#?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_ca_bundle_is_refused_once_the_definition_is_established() {
+        let bundle = |b: &[u8]| {
+            webhook(
+                json!({"url": "https://a.example.com/", "caBundle": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b)}),
+                json!(["v1"]),
+            )
+        };
+        let cert = rcgen::generate_simple_self_signed(vec!["a.example.com".into()])
+            .unwrap()
+            .cert
+            .pem();
+        let mut old = crd(bundle(cert.as_bytes()));
+        assert!(
+            validate(&crd(bundle(b"junk"))).is_empty(),
+            "not checked on create"
+        );
+        let bad = crd(bundle(b"junk"));
+        assert!(
+            validate_update(&bad, &old).is_empty(),
+            "nor before it is established"
+        );
+        old.status = serde_json::from_value(json!({
+            "conditions": [{"type": "Established", "status": "True"}],
+        }))
+        .unwrap();
+        let got: Vec<String> = validate_update(&bad, &old)
+            .iter()
+            .map(Cause::text)
+            .collect();
+        assert_eq!(
+            got,
+            ["spec.conversion.webhookClientConfig.caBundle: Invalid value: []byte{0x6a, 0x75, 0x6e, 0x6b}: unable to load root certificates: unable to parse bytes as PEM block"]
+        );
+        assert!(validate_update(&crd(bundle(cert.as_bytes())), &old).is_empty());
+        // A definition established with a bad bundle may keep a bad one while it is fixed.
+        let mut old_bad = bad.clone();
+        old_bad.status = old.status.clone();
+        assert!(validate_update(&bad, &old_bad).is_empty());
+        assert_eq!(
+            ca_bundle_problem(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+            Some(
+                "unable to load root certificates: no valid certificate authority data seen".into()
+            )
+        );
+    }
 }

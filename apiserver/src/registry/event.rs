@@ -179,12 +179,18 @@ fn renamed(obj: &Value, api_version: &str, from_new: bool) -> Value {
 }
 
 impl super::Convert for CoreEvents {
-    fn to_stored(&self, obj: &Value) -> Value {
-        renamed(obj, "v1", true)
+    fn to_stored<'a>(&'a self, objs: &'a mut [Value]) -> super::Converting<'a> {
+        for o in objs {
+            *o = renamed(o, "v1", true);
+        }
+        super::converted(Ok(()))
     }
 
-    fn to_served(&self, stored: &Value) -> Value {
-        renamed(stored, "events.k8s.io/v1", false)
+    fn to_served<'a>(&'a self, stored: &'a mut [Value]) -> super::Converting<'a> {
+        for o in stored {
+            *o = renamed(o, "events.k8s.io/v1", false);
+        }
+        super::converted(Ok(()))
     }
 }
 

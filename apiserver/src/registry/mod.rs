@@ -186,15 +186,42 @@ pub trait Strategy: Printer {
     }
 }
 
-/// The conversion between a served version's objects and their stored form.
+/// A conversion under way: done at once (nothing to call), or waiting on a call out (a
+/// conversion webhook). Either way one future, so that a conversion which needs nothing
+/// outside the server costs no allocation.
+pub type Converting<'a> = futures::future::Either<
+    std::future::Ready<Result<()>>,
+    futures::future::BoxFuture<'a, Result<()>>,
+>;
+
+/// A conversion finished without waiting.
+pub fn converted(result: Result<()>) -> Converting<'static> {
+    futures::future::Either::Left(std::future::ready(result))
+}
+
+/// A conversion that waits on `call`.
+pub fn calling<'a>(
+    call: impl std::future::Future<Output = Result<()>> + Send + 'a,
+) -> Converting<'a> {
+    futures::future::Either::Right(Box::pin(call))
+}
+
+/// The conversion between a served version's objects and their stored form. It works on
+/// many objects at once (a list page, a watch's initial events), so a conversion that calls
+/// out makes one call for them all; it may fail (the request then fails with its error).
 pub trait Convert: Send + Sync {
-    /// The stored form of an object of this version.
-    fn to_stored(&self, obj: &Value) -> Value;
-    /// An object of this version, made from its stored form.
-    fn to_served(&self, stored: &Value) -> Value;
+    /// Turns objects of this version into their stored form, in place.
+    fn to_stored<'a>(&'a self, objs: &'a mut [Value]) -> Converting<'a>;
+    /// Turns stored objects into this version, in place.
+    fn to_served<'a>(&'a self, stored: &'a mut [Value]) -> Converting<'a>;
     /// Whether stored JSON already reads as this version (no conversion needed).
     fn is_current(&self, _stored: &[u8]) -> bool {
         false
+    }
+    /// Whether an object converted to its stored form and back is the object again, so a
+    /// write can answer with the object it wrote instead of reading the stored form back.
+    fn round_trips(&self) -> bool {
+        true
     }
 }
 
@@ -202,9 +229,9 @@ pub trait Convert: Send + Sync {
 /// conversion strategy of custom resources).
 pub struct ApiVersionOnly {
     /// The `apiVersion` objects are stored in.
-    stored: String,
+    stored: Value,
     /// This version's `apiVersion`.
-    served: String,
+    served: Value,
     /// How JSON already in this version begins: `{"apiVersion":"<served>"`.
     current: Vec<u8>,
 }
@@ -214,28 +241,31 @@ impl ApiVersionOnly {
     pub fn new(stored: String, served: String) -> Self {
         let current = format!("{{\"apiVersion\":\"{served}\"").into_bytes();
         ApiVersionOnly {
-            stored,
-            served,
+            stored: Value::String(stored),
+            served: Value::String(served),
             current,
         }
     }
 }
 
-impl Convert for ApiVersionOnly {
-    fn to_stored(&self, obj: &Value) -> Value {
-        let mut v = obj.clone();
-        if v.is_object() {
-            v["apiVersion"] = Value::String(self.stored.clone());
+/// Sets the `apiVersion` of every object in `objs`.
+fn set_api_version(objs: &mut [Value], api_version: &Value) {
+    for o in objs {
+        if let Some(m) = o.as_object_mut() {
+            m.insert("apiVersion".into(), api_version.clone());
         }
-        v
+    }
+}
+
+impl Convert for ApiVersionOnly {
+    fn to_stored<'a>(&'a self, objs: &'a mut [Value]) -> Converting<'a> {
+        set_api_version(objs, &self.stored);
+        converted(Ok(()))
     }
 
-    fn to_served(&self, stored: &Value) -> Value {
-        let mut v = stored.clone();
-        if v.is_object() {
-            v["apiVersion"] = Value::String(self.served.clone());
-        }
-        v
+    fn to_served<'a>(&'a self, stored: &'a mut [Value]) -> Converting<'a> {
+        set_api_version(stored, &self.served);
+        converted(Ok(()))
     }
 
     fn is_current(&self, stored: &[u8]) -> bool {

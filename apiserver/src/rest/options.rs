@@ -80,6 +80,7 @@ pub fn write_opts(q: &Query, user_agent: &str, apply: bool, user: &UserInfo) -> 
         field_manager,
         force: q.flag("force") && q.get("force").is_some(),
         user: user.clone(),
+        notes: Default::default(),
     })
 }
 

@@ -17,7 +17,7 @@ use crate::error::{success_status, Error, Result};
 use crate::patch::PatchType;
 use crate::query::Query;
 use crate::registry::{Resource, ResourceInfo};
-use crate::request::{Deleted, Written};
+use crate::request::{Deleted, Notes, Written};
 use crate::state::State;
 
 type Req = Request<hyper::body::Incoming>;
@@ -35,6 +35,11 @@ fn audit_body(parts: &http::request::Parts, body: &Value) {
     if let Some(r) = parts.extensions.get::<Arc<Recorder>>() {
         r.request_object(body);
     }
+}
+
+/// Where admission's warnings and audit annotations for a request go.
+fn notes_of(req: &Req) -> Notes {
+    Notes::audited(req.extensions().get::<Arc<Recorder>>().cloned())
 }
 
 /// Serves a request for a resource, an object, or one of its subresources.
@@ -79,6 +84,7 @@ async fn serve_found(
     if r.create_only.is_some() {
         return create_only(state, req, &r, &t, verb, user).await;
     }
+    let notes = notes_of(&req);
     if let Some(sub) = t.subresource.as_deref() {
         return subresource(state, req, &r, &t, sub, verb, q, user).await;
     }
@@ -101,19 +107,20 @@ async fn serve_found(
             let (parts, body) = read_body(req).await?;
             let obj = negotiate::decode_body(&parts.headers, &body, &r.kind)?;
             audit_body(&parts, &obj);
-            let opts = write_opts(q, &user_agent, false, user)?;
+            let opts = write_opts(q, &user_agent, false, user)?.with_notes(notes.clone());
             written(store.create(&r, ns, obj, &opts).await?, format)
         }
         ("update", Some(name)) => {
             let (parts, body) = read_body(req).await?;
             let obj = negotiate::decode_body(&parts.headers, &body, &r.kind)?;
             audit_body(&parts, &obj);
-            let opts = write_opts(q, &user_agent, false, user)?;
+            let opts = write_opts(q, &user_agent, false, user)?.with_notes(notes.clone());
             written(store.update(&r, ns, name, obj, None, &opts).await?, format)
         }
         ("patch", Some(name)) => {
             let (ptype, patch, parts_ua) = read_patch(req, q, &r).await?;
-            let opts = write_opts(q, &parts_ua, ptype == PatchType::Apply, user)?;
+            let opts = write_opts(q, &parts_ua, ptype == PatchType::Apply, user)?
+                .with_notes(notes.clone());
             written(
                 store
                     .patch(&r, ns, name, ptype, &patch, None, &opts)
@@ -127,11 +134,13 @@ async fn serve_found(
             if !raw.is_empty() {
                 audit_body(&parts, &body);
             }
-            let opts = delete_opts(q, &body, user)?;
+            let opts = delete_opts(q, &body, user)?.with_notes(notes.clone());
             if opts.ignore_store_read_error {
                 return unsafe_delete(state, &r, ns, name, &opts).await;
             }
-            match store.delete(&r, ns, name, &opts).await? {
+            let deleted = store.delete(&r, ns, name, &opts).await?;
+            let warnings = opts.notes.take_warnings();
+            let resp = match deleted {
                 Deleted::Pending(obj) => respond(StatusCode::OK, &obj, format),
                 Deleted::Gone(obj) if r.strategy.return_deleted_object() => {
                     respond(StatusCode::OK, &obj, format)
@@ -145,7 +154,8 @@ async fn serve_found(
                     });
                     respond(StatusCode::OK, &success_status(details), Format::Json)
                 }
-            }
+            };
+            resp.map(|resp| with_warnings(resp, &warnings))
         }
         ("deletecollection", None) => {
             let (parts, raw) = read_body(req).await?;
@@ -154,7 +164,7 @@ async fn serve_found(
                 audit_body(&parts, &body);
             }
             let lopts = list_opts(q, &r)?;
-            let dopts = delete_opts(q, &body, user)?;
+            let dopts = delete_opts(q, &body, user)?.with_notes(notes.clone());
             let items = store.delete_collection(&r, ns, &lopts, &dopts).await?;
             let list = json!({
                 "kind": format!("{}List", r.kind),
@@ -163,6 +173,7 @@ async fn serve_found(
                 "items": items,
             });
             respond(StatusCode::OK, &list, Format::Json)
+                .map(|resp| with_warnings(resp, &dopts.notes.take_warnings()))
         }
         _ => Err(not_allowed()),
     }
@@ -306,11 +317,12 @@ async fn subresource(
         .subresource(sub)
         .ok_or_else(|| crate::store::no_such_subresource(sub))?;
     let user_agent = user_agent(req.headers());
+    let notes = notes_of(&req);
     if handler.connect() {
         if !handler.verbs().contains(&verb) {
             return Err(not_allowed());
         }
-        let opts = write_opts(q, &user_agent, false, user)?;
+        let opts = write_opts(q, &user_agent, false, user)?.with_notes(notes.clone());
         store.admit_connect(r, ns, name, sub, &opts).await?;
         let ns = ns.unwrap_or("default");
         return match sub {
@@ -338,7 +350,7 @@ async fn subresource(
             let kind = handler.kind().map_or(r.kind.as_str(), |k| k.2);
             let obj = negotiate::decode_body(&parts.headers, &body, kind)?;
             audit_body(&parts, &obj);
-            let opts = write_opts(q, &user_agent, false, user)?;
+            let opts = write_opts(q, &user_agent, false, user)?.with_notes(notes.clone());
             written(
                 store
                     .update_subresource(r, ns, name, sub, obj, &opts)
@@ -348,7 +360,8 @@ async fn subresource(
         }
         "patch" => {
             let (ptype, patch, ua) = read_patch(req, q, r).await?;
-            let opts = write_opts(q, &ua, ptype == PatchType::Apply, user)?;
+            let opts =
+                write_opts(q, &ua, ptype == PatchType::Apply, user)?.with_notes(notes.clone());
             written(
                 store
                     .patch_subresource(r, ns, name, sub, ptype, &patch, &opts)
@@ -361,11 +374,12 @@ async fn subresource(
             let kind = handler.kind().map_or(r.kind.as_str(), |k| k.2);
             let obj = negotiate::decode_body(&parts.headers, &body, kind)?;
             audit_body(&parts, &obj);
-            let opts = write_opts(q, &user_agent, false, user)?;
+            let opts = write_opts(q, &user_agent, false, user)?.with_notes(notes.clone());
             let answer = store
                 .create_subresource(r, ns, name, sub, obj, &opts)
                 .await?;
             respond(StatusCode::CREATED, &answer, Format::Json)
+                .map(|resp| with_warnings(resp, &opts.notes.take_warnings()))
         }
         _ => Err(not_allowed()),
     }
@@ -380,6 +394,7 @@ async fn legacy_binding(
     user: &UserInfo,
 ) -> Result<Response<Body>> {
     let pods = state.store.find("", "v1", "pods").ok_or_else(not_found)?;
+    let notes = notes_of(&req);
     let (parts, body) = read_body(req).await?;
     let binding = negotiate::decode_body(&parts.headers, &body, "Binding")?;
     audit_body(&parts, &binding);
@@ -388,7 +403,7 @@ async fn legacy_binding(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let opts = write_opts(q, "", false, user)?;
+    let opts = write_opts(q, "", false, user)?.with_notes(notes.clone());
     let answer = state
         .store
         .create_subresource(

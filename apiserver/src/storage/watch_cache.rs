@@ -62,7 +62,13 @@ pub struct Event {
     pub object: Arc<Cached>,
     /// The object before the change, for Modified.
     pub prev: Option<Arc<Cached>>,
+    /// The object as other versions of the resource show it (by `apiVersion`), converted
+    /// once for all their watchers.
+    views: parking_lot::Mutex<Vec<(String, View)>>,
 }
+
+/// An event's object in another version, once someone has converted it.
+pub type View = Arc<tokio::sync::OnceCell<Arc<Cached>>>;
 
 impl Event {
     /// An event.
@@ -79,7 +85,20 @@ impl Event {
             rv,
             object,
             prev,
+            views: Default::default(),
         }
+    }
+
+    /// The place for the object as `api_version` shows it: filled by the first of that
+    /// version's watchers to convert it, read by the others.
+    pub fn view(&self, api_version: &str) -> View {
+        let mut views = self.views.lock();
+        if let Some((_, v)) = views.iter().find(|(a, _)| a == api_version) {
+            return v.clone();
+        }
+        let v = View::default();
+        views.push((api_version.to_string(), v.clone()));
+        v
     }
 
     /// The object's JSON, shared by every watcher.

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use super::write::{check_namespace_field, check_type, meta_mut, meta_str};
 use super::GenericStore;
-use crate::admission::{Attributes, Operation};
+use crate::admission::{Attributes, Operation, Options};
 use crate::error::{Error, Result};
 use crate::registry::{now, Resource};
 use crate::request::{WriteOpts, Written};
@@ -109,11 +109,14 @@ impl GenericStore {
             old: None,
             user: &opts.user,
             dry_run: opts.dry_run,
+            options: Options::Create(opts),
+            reinvocation: None,
         };
         let mut warnings = Vec::new();
         let mut obj = self
             .admit(r, obj, &attrs, opts.field_validation, &mut warnings)
             .await?;
+        opts.notes.move_warnings_into(&mut warnings);
         if applied {
             crate::apply::record_apply(&mut obj, opts, r.strategy.list_types())?;
         } else {
@@ -137,12 +140,15 @@ impl GenericStore {
                     created: true,
                 });
             }
-            let bytes = super::encode_for(r, &attempt);
-            let hint_bytes = bytes.clone();
-            match self.etcd.create(&key, bytes, &effects).await? {
+            let encoded = super::encode_for(r, &attempt).await?;
+            match self
+                .etcd
+                .create(&key, encoded.bytes.clone(), &effects)
+                .await?
+            {
                 WriteOutcome::Done(rev) => {
-                    crate::storage::set_rv(&mut attempt, rev);
-                    self.hint(r, &key, &attempt, &hint_bytes, rev);
+                    self.hint(r, &key, encoded.stored(&attempt), &encoded.bytes, rev);
+                    super::written_as(r, &mut attempt, encoded, rev).await?;
                     return Ok(Written {
                         object: attempt,
                         warnings,

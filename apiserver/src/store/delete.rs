@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::write::{finalizers, meta, meta_mut, meta_str};
 use super::GenericStore;
-use crate::admission::{Attributes, Operation};
+use crate::admission::{Attributes, Operation, Options};
 use crate::error::{Cause, Error, Result};
 use crate::registry::Resource;
 use crate::request::{DeleteOpts, Deleted, ListOpts, Propagation};
@@ -80,6 +80,8 @@ impl GenericStore {
                     old: Some(cur),
                     user: &opts.user,
                     dry_run: opts.dry_run,
+                    options: Options::Delete(opts),
+                    reinvocation: None,
                 };
                 self.admission().admit(&attrs, None, self).await?;
                 self.admission().validate(&attrs, None, self).await?;
@@ -119,9 +121,10 @@ impl GenericStore {
                 m.insert("deletionGracePeriodSeconds".into(), json!(grace));
                 fins.push(ORPHAN.into());
                 m.insert("finalizers".into(), json!(fins));
+                let bytes = super::encode_for(r, &next).await?.bytes;
                 match self
                     .etcd
-                    .update_encoded(&key, super::encode_for(r, &next), current.rv, &[])
+                    .update_encoded(&key, bytes, current.rv, &[])
                     .await?
                 {
                     WriteOutcome::Mismatch(None) => {
@@ -180,13 +183,14 @@ impl GenericStore {
             if opts.dry_run {
                 return Ok(Deleted::Pending(next));
             }
+            let encoded = super::encode_for(r, &next).await?;
             match self
                 .etcd
-                .update_encoded(&key, super::encode_for(r, &next), current.rv, &[])
+                .update_encoded(&key, encoded.bytes.clone(), current.rv, &[])
                 .await?
             {
                 WriteOutcome::Done(rev) => {
-                    crate::storage::set_rv(&mut next, rev);
+                    super::written_as(r, &mut next, encoded, rev).await?;
                     return Ok(Deleted::Pending(next));
                 }
                 WriteOutcome::Mismatch(None) => {

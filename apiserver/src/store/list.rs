@@ -54,13 +54,8 @@ impl GenericStore {
         opts: &ListOpts,
     ) -> Result<Listed> {
         let mut listed = self.list_stored(r, ns, opts).await?;
-        if r.convert.is_some() {
-            listed.items = listed
-                .items
-                .into_iter()
-                .map(|c| super::cached_in_version(r, c))
-                .collect();
-        }
+        // The page in one conversion: one call for all of it where the conversion calls out.
+        super::cached_in_version(r, &mut listed.items).await?;
         Ok(listed)
     }
 

@@ -223,8 +223,8 @@ impl GenericStore {
 
     /// Tells the resource's watch cache what was just written, so its watch event needs no
     /// decoding.
-    fn hint(&self, r: &ResourceInfo, key: &str, value: &Value, stored: &[u8], rev: i64) {
-        let cached = Cached::new(r, value, with_rv(stored, rev), rev);
+    fn hint(&self, r: &ResourceInfo, key: &str, stored: &Value, bytes: &[u8], rev: i64) {
+        let cached = Cached::new(r, stored, with_rv(bytes, rev), rev);
         self.cache(r).hint(key, Arc::new(cached));
     }
 
@@ -241,7 +241,7 @@ impl GenericStore {
     async fn read(&self, r: &ResourceInfo, key: &str) -> Result<Option<Stored>> {
         let mut stored = self.etcd.get(key).await?;
         if let Some(s) = &mut stored {
-            in_version(r, &mut s.value);
+            in_version(r, &mut s.value).await?;
         }
         Ok(stored)
     }
@@ -278,31 +278,93 @@ impl GenericStore {
 // view of core events) keeps one stored form; each served version reads and writes it as its
 // own.
 
-/// The bytes to store for `obj`: its stored form, where the resource converts.
-fn encode_for(r: &ResourceInfo, obj: &Value) -> Vec<u8> {
+/// What a write stores for `obj`: its stored form (where the resource converts) and that
+/// form's bytes.
+async fn encode_for(r: &ResourceInfo, obj: &Value) -> Result<Encoded> {
     match &r.convert {
-        Some(c) => crate::storage::encode(&c.to_stored(obj)),
-        None => crate::storage::encode(obj),
+        Some(c) => {
+            let mut stored = [obj.clone()];
+            c.to_stored(&mut stored).await?;
+            let [stored] = stored;
+            let bytes = crate::storage::encode(&stored);
+            Ok(Encoded {
+                bytes,
+                stored: Some(stored),
+            })
+        }
+        None => Ok(Encoded {
+            bytes: crate::storage::encode(obj),
+            stored: None,
+        }),
     }
+}
+
+/// An object ready to be written.
+struct Encoded {
+    /// The bytes to store.
+    bytes: Vec<u8>,
+    /// The stored form, when it is not the object itself.
+    stored: Option<Value>,
+}
+
+impl Encoded {
+    /// The object as stored, given the object as written.
+    fn stored<'a>(&'a self, written: &'a Value) -> &'a Value {
+        self.stored.as_ref().unwrap_or(written)
+    }
+}
+
+/// What a write answers with: the object as written at `rev`, or — where the conversion does
+/// not round-trip (a webhook's) — the stored form read back in `r`'s version, as
+/// kube-apiserver decodes what it stored.
+async fn written_as(
+    r: &ResourceInfo,
+    written: &mut Value,
+    encoded: Encoded,
+    rev: i64,
+) -> Result<()> {
+    if let (Some(c), Some(mut stored)) = (&r.convert, encoded.stored) {
+        if !c.round_trips() {
+            in_version(r, &mut stored).await?;
+            *written = stored;
+        }
+    }
+    crate::storage::set_rv(written, rev);
+    Ok(())
 }
 
 /// A stored object as `r`'s version shows it.
-pub(crate) fn in_version(r: &ResourceInfo, obj: &mut Value) {
+pub(crate) async fn in_version(r: &ResourceInfo, obj: &mut Value) -> Result<()> {
     if let Some(c) = &r.convert {
-        *obj = c.to_served(obj);
+        c.to_served(std::slice::from_mut(obj)).await?;
     }
+    Ok(())
 }
 
-/// A cached object as `r`'s version shows it (the same one when nothing differs).
-pub(crate) fn cached_in_version(r: &ResourceInfo, c: Arc<Cached>) -> Arc<Cached> {
+/// Cached objects as `r`'s version shows them: those not in it already are converted, all in
+/// one conversion (one call, for a conversion that calls out).
+pub(crate) async fn cached_in_version(r: &ResourceInfo, items: &mut [Arc<Cached>]) -> Result<()> {
     let Some(convert) = &r.convert else {
-        return c;
+        return Ok(());
     };
-    if c.json.is_empty() || convert.is_current(&c.json) {
-        return c;
+    let mut at = Vec::new();
+    let mut values = Vec::new();
+    for (i, c) in items.iter().enumerate() {
+        if c.json.is_empty() || convert.is_current(&c.json) {
+            continue;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(&c.json) else {
+            continue;
+        };
+        at.push(i);
+        values.push(v);
     }
-    let Ok(v) = serde_json::from_slice::<Value>(&c.json) else {
-        return c;
-    };
-    Arc::new(Cached::from_value(r, &convert.to_served(&v), c.rv))
+    if values.is_empty() {
+        return Ok(());
+    }
+    convert.to_served(&mut values).await?;
+    for (i, v) in at.into_iter().zip(values) {
+        items[i] = Arc::new(Cached::from_value(r, &v, items[i].rv));
+    }
+    Ok(())
 }

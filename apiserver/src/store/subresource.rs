@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::GenericStore;
-use crate::admission::{Attributes, Operation};
+use crate::admission::{Attributes, Operation, Options};
 use crate::error::{Error, Result};
 use crate::patch::PatchType;
 use crate::registry::{Resource, Subresource};
@@ -42,6 +42,11 @@ fn attrs<'a>(
         old: None,
         user: &opts.user,
         dry_run: opts.dry_run && operation != Operation::Connect,
+        options: match operation {
+            Operation::Connect => Options::Connect(opts),
+            _ => Options::Create(opts),
+        },
+        reinvocation: None,
     }
 }
 

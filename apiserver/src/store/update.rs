@@ -8,7 +8,7 @@ use super::write::{
     check_namespace_field, check_type, finalizers, meta, meta_mut, meta_str, same_object, spec_part,
 };
 use super::GenericStore;
-use crate::admission::{Attributes, Operation};
+use crate::admission::{Attributes, Operation, Options};
 use crate::error::{Cause, Error, Result};
 use crate::patch::{self, PatchType};
 use crate::registry::objects::Change;
@@ -116,6 +116,7 @@ impl GenericStore {
                     sub,
                     opts,
                     false,
+                    false,
                     &mut warnings,
                 )
                 .await?;
@@ -179,6 +180,7 @@ impl GenericStore {
                     sub,
                     opts,
                     ptype == PatchType::Apply,
+                    true,
                     &mut warnings,
                 )
                 .await?;
@@ -204,6 +206,7 @@ impl GenericStore {
         sub: Option<&str>,
         opts: &WriteOpts,
         applied: bool,
+        patched: bool,
         warnings: &mut Vec<String>,
     ) -> Result<Value> {
         // `status`, and subresources that write the status as it does (a CSR's `approval`).
@@ -280,10 +283,17 @@ impl GenericStore {
             old: Some(old),
             user: &opts.user,
             dry_run: opts.dry_run,
+            options: if patched {
+                Options::Patch(opts)
+            } else {
+                Options::Update(opts)
+            },
+            reinvocation: None,
         };
         let mut next = self
             .admit(r, obj, &attrs, opts.field_validation, warnings)
             .await?;
+        opts.notes.move_warnings_into(warnings);
         if !applied {
             crate::apply::record_update(
                 &mut next,
@@ -350,16 +360,15 @@ impl GenericStore {
                 _ => Ok(None),
             };
         }
-        let bytes = super::encode_for(r, &next);
-        let hint_bytes = bytes.clone();
+        let encoded = super::encode_for(r, &next).await?;
         match self
             .etcd
-            .update_encoded(key, bytes, current.rv, &effects)
+            .update_encoded(key, encoded.bytes.clone(), current.rv, &effects)
             .await?
         {
             WriteOutcome::Done(rev) => {
-                crate::storage::set_rv(&mut next, rev);
-                self.hint(r, key, &next, &hint_bytes, rev);
+                self.hint(r, key, encoded.stored(&next), &encoded.bytes, rev);
+                super::written_as(r, &mut next, encoded, rev).await?;
                 Ok(Some(next))
             }
             WriteOutcome::Mismatch(None) => Err(Error::not_found(r.group_resource(), name)),
@@ -387,7 +396,7 @@ impl GenericStore {
                 Some(c) => {
                     let mut v: Value = serde_json::from_slice(&c.json)
                         .map_err(|e| Error::internal(format!("decoding a cached object: {e}")))?;
-                    super::in_version(r, &mut v);
+                    super::in_version(r, &mut v).await?;
                     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
                         m.remove("resourceVersion");
                     }
@@ -407,12 +416,15 @@ impl GenericStore {
                 crate::storage::set_rv(&mut obj, rv);
                 return Ok(obj);
             }
-            let bytes = super::encode_for(r, &obj);
-            let hint_bytes = bytes.clone();
-            match self.etcd.update_encoded(&key, bytes, rv, &[]).await? {
+            let encoded = super::encode_for(r, &obj).await?;
+            match self
+                .etcd
+                .update_encoded(&key, encoded.bytes.clone(), rv, &[])
+                .await?
+            {
                 WriteOutcome::Done(rev) => {
-                    crate::storage::set_rv(&mut obj, rev);
-                    self.hint(r, &key, &obj, &hint_bytes, rev);
+                    self.hint(r, &key, encoded.stored(&obj), &encoded.bytes, rev);
+                    super::written_as(r, &mut obj, encoded, rev).await?;
                     return Ok(obj);
                 }
                 WriteOutcome::Mismatch(None) => {

@@ -18,14 +18,13 @@ use crate::storage::watch_cache::{Event, EventType, Subscription};
 /// A filtered client watch.
 pub struct Watch {
     sub: Subscription,
-    initial: VecDeque<Arc<Event>>,
+    /// What the client gets before live events, in its version.
+    initial: VecDeque<WatchItem>,
     resource: Resource,
     namespace: Option<String>,
     opts: WatchOpts,
     initial_end_pending: bool,
     last_rv: i64,
-    /// The resourceVersion the watch resumes after (None: starts from the current state).
-    from: Option<i64>,
     /// Whether the initial events have been delivered.
     caught_up: bool,
 }
@@ -101,14 +100,6 @@ impl Watch {
             k if now => k,
             _ => return None,
         };
-        if self.resource.convert.is_some() {
-            // Another version's watchers share the event; this one's needs its own bytes.
-            return Some(WatchItem {
-                kind,
-                object: super::cached_in_version(&self.resource, ev.object.clone()),
-                event: None,
-            });
-        }
         Some(WatchItem {
             kind,
             object: ev.object.clone(),
@@ -130,16 +121,43 @@ impl Watch {
         }
     }
 
-    /// The next event, or None when the cache closed the feed (the client must re-watch).
+    /// A live event's object in this watch's version: converted once for every watcher of
+    /// the version (the event keeps the result), not once per watcher.
+    async fn in_version(&self, item: WatchItem) -> Result<WatchItem> {
+        let Some(convert) = &self.resource.convert else {
+            return Ok(item);
+        };
+        let Some(ev) = &item.event else {
+            return Ok(item);
+        };
+        if item.object.json.is_empty() || convert.is_current(&item.object.json) {
+            return Ok(item);
+        }
+        let view = ev.view(self.resource.api_version());
+        let object = view
+            .get_or_try_init(|| async {
+                let mut one = [item.object.clone()];
+                super::cached_in_version(&self.resource, &mut one).await?;
+                let [object] = one;
+                Ok::<_, crate::error::Error>(object)
+            })
+            .await?
+            .clone();
+        // The event's own bytes are another version's.
+        Ok(WatchItem {
+            kind: item.kind,
+            object,
+            event: None,
+        })
+    }
+
+    /// The next event, or None when the cache closed the feed (the client must re-watch), or
+    /// when an event cannot be converted to this watch's version (the client's re-watch then
+    /// fails with the conversion's error).
     pub async fn next(&mut self) -> Option<WatchItem> {
         loop {
-            if let Some(ev) = self.initial.pop_front() {
-                // The current state comes in key order; replayed history is in revision order
-                // and is deduplicated like live events.
-                if let Some(item) = self.filter(ev, self.from.is_none()) {
-                    return Some(item);
-                }
-                continue;
+            if let Some(item) = self.initial.pop_front() {
+                return Some(item);
             }
             if !self.caught_up {
                 self.caught_up = true;
@@ -152,7 +170,13 @@ impl Watch {
             match self.sub.rx.recv().await {
                 Ok(ev) => {
                     if let Some(item) = self.filter(ev, false) {
-                        return Some(item);
+                        return match self.in_version(item).await {
+                            Ok(item) => Some(item),
+                            Err(e) => {
+                                tracing::warn!(resource = %self.resource.group_resource(), version = %self.resource.version, error = %e, "ending a watch: an event could not be converted");
+                                None
+                            }
+                        };
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return None,
@@ -193,10 +217,10 @@ impl GenericStore {
         };
         let sub = cache.subscribe(from)?;
         let mut sub = sub;
-        let initial = std::mem::take(&mut sub.initial).into();
+        let events = std::mem::take(&mut sub.initial);
         let last_rv = from.unwrap_or(0);
-        Ok(Watch {
-            initial,
+        let mut w = Watch {
+            initial: VecDeque::new(),
             initial_end_pending: opts.send_initial_events && opts.bookmarks,
             resource: r.clone(),
             namespace: if r.namespaced {
@@ -205,10 +229,29 @@ impl GenericStore {
                 None
             },
             last_rv,
-            from,
             caught_up: false,
             opts,
             sub,
-        })
+        };
+        // The current state comes in key order; replayed history is in revision order and is
+        // deduplicated like live events. What the client gets of it is converted here, in one
+        // conversion, so that a failure fails the request rather than the stream.
+        let initial = from.is_none();
+        let mut items: Vec<WatchItem> = events
+            .into_iter()
+            .filter_map(|ev| w.filter(ev, initial))
+            .collect();
+        if r.convert.is_some() {
+            let mut objects: Vec<Arc<Cached>> = items.iter().map(|i| i.object.clone()).collect();
+            super::cached_in_version(r, &mut objects).await?;
+            for (item, object) in items.iter_mut().zip(objects) {
+                if !Arc::ptr_eq(&item.object, &object) {
+                    item.object = object;
+                    item.event = None;
+                }
+            }
+        }
+        w.initial = items.into();
+        Ok(w)
     }
 }

@@ -4,6 +4,7 @@
 //! by the version's structural schema and prints its columns; `crate::crd` keeps what is
 //! served in step with the definitions, as kube-apiserver's apiextensions controllers do.
 
+pub mod conversion;
 pub mod schema;
 pub mod strategy;
 
@@ -130,8 +131,12 @@ fn deprecation_warning(crd: &CustomResourceDefinition, deprecated: &str, kind: &
 }
 
 /// What a definition serves: one resource per served version, sharing the storage directory
-/// `GROUP/PLURAL`. Names come from `status.acceptedNames` once accepted.
-pub fn served(crd: &CustomResourceDefinition) -> Vec<ResourceInfo> {
+/// `GROUP/PLURAL`. Names come from `status.acceptedNames` once accepted. A definition with
+/// webhook conversion has its objects converted through `webhooks`.
+pub fn served(
+    crd: &CustomResourceDefinition,
+    webhooks: &Arc<dyn conversion::Caller>,
+) -> Vec<ResourceInfo> {
     let spec = &crd.spec;
     let names = crd
         .status
@@ -145,6 +150,20 @@ pub fn served(crd: &CustomResourceDefinition) -> Vec<ResourceInfo> {
         .find(|v| v.storage)
         .map(|v| v.name.clone())
         .unwrap_or_default();
+    let hook = spec
+        .conversion
+        .as_ref()
+        .filter(|c| c.strategy == "Webhook")
+        .and_then(|c| c.webhook.as_ref())
+        .and_then(|w| {
+            Some((
+                Arc::new(conversion::Hook {
+                    definition: crd.metadata.name.clone().unwrap_or_default(),
+                    client_config: w.client_config.clone()?,
+                }),
+                w.conversion_review_versions.clone(),
+            ))
+        });
     let singular = names
         .singular
         .clone()
@@ -179,10 +198,19 @@ pub fn served(crd: &CustomResourceDefinition) -> Vec<ResourceInfo> {
                 .collect();
             info.json_schema = schema;
             info.storage = format!("{}/{}", spec.group, names.plural);
-            info.convert = Some(Shared::Owned(Arc::new(ApiVersionOnly::new(
-                format!("{}/{}", spec.group, storage_version),
-                format!("{}/{}", spec.group, version.name),
-            ))));
+            let stored = format!("{}/{}", spec.group, storage_version);
+            let api_version = format!("{}/{}", spec.group, version.name);
+            info.convert = Some(match &hook {
+                Some((hook, review_versions)) => Shared::Owned(Arc::new(conversion::Webhook::new(
+                    webhooks.clone(),
+                    hook.clone(),
+                    review_versions,
+                    names.kind.clone(),
+                    stored,
+                    api_version,
+                ))),
+                None => Shared::Owned(Arc::new(ApiVersionOnly::new(stored, api_version))),
+            });
             if version.deprecated == Some(true) {
                 info.deprecation = Some(
                     version

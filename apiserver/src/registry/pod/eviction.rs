@@ -45,6 +45,7 @@ fn delete_options(name: &str, eviction: &Value, opts: &WriteOpts) -> Result<Dele
         dry_run,
         ignore_store_read_error: false,
         user: opts.user.clone(),
+        notes: opts.notes.clone(),
     })
 }
 
