@@ -131,6 +131,19 @@ impl Cluster {
         crate::stdout_or_stderr(self.kubectl_command().args(args))
     }
 
+    /// `kubectl ARGS` against API server `service` alone, not through the load balancer: at
+    /// its container's address on the cluster network, which this machine reaches over the
+    /// network's bridge (its certificate is checked for the name `lb`, one of its SANs).
+    pub fn kubectl_at(&self, service: &str, args: &[&str]) -> Result<String, String> {
+        let ip = self.ip_of(service);
+        crate::stdout_or_stderr(
+            self.kubectl_command()
+                .arg(format!("--server=https://{ip}:6443"))
+                .arg("--tls-server-name=lb")
+                .args(args),
+        )
+    }
+
     /// `kubectl ARGS`, which must succeed.
     pub fn k(&self, args: &[&str]) -> String {
         self.kubectl(args)
@@ -171,6 +184,40 @@ impl Cluster {
     /// The container of compose service `service`.
     pub fn container(&self, service: &str) -> String {
         format!("{}_{service}_1", self.project)
+    }
+
+    /// The address of compose service `service`'s container on the cluster's network.
+    pub fn ip_of(&self, service: &str) -> String {
+        let network = self.network();
+        self.docker(&[
+            "inspect",
+            "-f",
+            &format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"),
+            &self.container(service),
+        ])
+    }
+
+    /// Pushes `image` to the cluster's registry as `repository:tag`; returns the name pods
+    /// give it (`registry:5000/REPOSITORY:TAG`).
+    pub fn push_image(
+        &self,
+        image: &skiff::images::ImageSpec,
+        repository: &str,
+        tag: &str,
+    ) -> String {
+        let port = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "SKIFF_REGISTRY_PORT")
+            .map(|(_, v)| v.clone())
+            .expect("the registry's port is set");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(image.push(&format!("127.0.0.1:{port}"), repository, tag))
+            .unwrap_or_else(|e| panic!("pushing {repository}:{tag}: {e:#}"));
+        format!("registry:5000/{repository}:{tag}")
     }
 
     /// The cluster's Docker network.
