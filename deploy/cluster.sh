@@ -296,9 +296,10 @@ case "${1:-}" in
   status) status ;;
   test)
     # The tests bring up a cluster of their own (another project name, ports and network)
-    # from the binaries in target/debug (or $SKIFF_BIN_DIR), and remove it afterwards.
+    # from the binaries in target/debug (or $SKIFF_BIN_DIR), and remove it afterwards. They
+    # also run the SDK's admission_validator example as a pod (examples/ there).
     cd "$ROOT"
-    [ -n "${SKIFF_BIN_DIR:-}" ] || cargo build --workspace --bins
+    [ -n "${SKIFF_BIN_DIR:-}" ] || cargo build --workspace --bins --examples
     cargo test --workspace --test cluster -- --nocapture ;;
   *) echo "usage: $0 up|down|status|test" >&2; exit 2 ;;
 esac
