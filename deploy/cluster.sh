@@ -4,8 +4,9 @@
 #   deploy/cluster.sh up       builds the release binaries and the images (a Debian base from
 #                              debootstrap imported into Docker, then the control, node and
 #                              registry images; nothing is pulled), makes the CA and the
-#                              administrator's, scheduler's and controller manager's
-#                              certificate kubeconfigs, starts the cluster, pushes the pause,
+#                              administrator's, scheduler's, controller manager's and API
+#                              servers' proxies' certificate kubeconfigs, starts the
+#                              cluster, pushes the pause,
 #                              example and DNS images to its registry, applies the join
 #                              bindings and the cluster DNS, makes the nodes' bootstrap token,
 #                              and waits for the three nodes (which get their certificates
