@@ -376,6 +376,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         config.compaction_interval,
         shutdown.clone(),
     ));
+    if let Some(policies) =
+        state
+            .store
+            .find(admission::policy::GROUP, "v1", admission::policy::POLICIES)
+    {
+        tokio::spawn(admission::policy::status::run(
+            state.clone(),
+            |s: &state::State| &s.store as &dyn registry::Objects,
+            state.store.cache(&policies),
+            shutdown.clone(),
+        ));
+    }
     let (synced, crds_served) = tokio::sync::oneshot::channel();
     tokio::spawn(crd::run(state.clone(), shutdown.clone(), synced));
     let _ = tokio::time::timeout(Duration::from_secs(30), crds_served).await;

@@ -12,6 +12,7 @@ mod limit_ranger;
 pub mod matching;
 mod namespace_lifecycle;
 mod node_restriction;
+pub mod policy;
 mod priority;
 mod resource_quota;
 pub mod review;
@@ -353,6 +354,7 @@ fn implemented(
         ),
         (Box::new(resource_quota::ResourceQuota::default()), true),
         (Box::new(hooks.mutating()), true),
+        (Box::new(policy::ValidatingAdmissionPolicy::default()), true),
         (Box::new(hooks.validating()), true),
     ]
 }
@@ -454,9 +456,11 @@ impl Chain {
         let _ = self.authz.set(authz);
     }
 
-    /// Adds the admission metrics (`apiserver_admission_webhook_*`) to a registry.
+    /// Adds the admission metrics (`apiserver_admission_webhook_*`,
+    /// `apiserver_validating_admission_policy_*`) to a registry.
     pub fn register_metrics(&self, r: &mut prometheus_client::registry::Registry) {
         self.webhook_metrics.register(r);
+        policy::metrics::global().register(r);
     }
 
     /// The names of the plugins that run, in order.
@@ -663,6 +667,7 @@ mod tests {
                 "CertificateApproval",
                 "CertificateSigning",
                 "MutatingAdmissionWebhook",
+                "ValidatingAdmissionPolicy",
                 "ValidatingAdmissionWebhook",
                 "ResourceQuota"
             ]
@@ -686,6 +691,7 @@ mod tests {
                 "CertificateApproval",
                 "CertificateSigning",
                 "MutatingAdmissionWebhook",
+                "ValidatingAdmissionPolicy",
                 "ValidatingAdmissionWebhook",
                 "ResourceQuota"
             ]

@@ -225,6 +225,21 @@ pub trait Convert: Send + Sync {
     }
 }
 
+/// An object of `from`'s version as `to`'s version of the same resource shows it, through
+/// the stored form (a conversion webhook's failure fails it). Admission uses it to show an
+/// object in the version a webhook or policy matched.
+pub async fn convert_between(from: &ResourceInfo, to: &ResourceInfo, obj: &Value) -> Result<Value> {
+    let mut v = [obj.clone()];
+    if let Some(c) = &from.convert {
+        c.to_stored(&mut v).await?;
+    }
+    if let Some(c) = &to.convert {
+        c.to_served(&mut v).await?;
+    }
+    let [v] = v;
+    Ok(v)
+}
+
 /// The conversion of versions whose objects differ in `apiVersion` alone (Kubernetes' `None`
 /// conversion strategy of custom resources).
 pub struct ApiVersionOnly {

@@ -109,7 +109,7 @@ pub(crate) fn node_ty(decls: &Decls, id: NodeId) -> Ty {
         Kind::Bool => Ty::Bool,
         Kind::Duration => Ty::Duration,
         Kind::Timestamp => Ty::Timestamp,
-        Kind::IntOrString => Ty::Dyn,
+        Kind::IntOrString | Kind::Any => Ty::Dyn,
     }
 }
 
@@ -245,7 +245,8 @@ impl Info {
     }
 }
 
-/// A variable an expression may name.
+/// A variable an expression may name. A name with a dot (`variables.foo`) is a field of a
+/// record of variables, which a variable named with a trailing dot (`variables.`) declares.
 #[derive(Debug, Clone)]
 pub(crate) struct Var {
     pub name: String,
@@ -338,8 +339,13 @@ impl Analyzer<'_> {
         if i.ty.is_scalar() {
             return Est::fixed(1);
         }
+        // Estimating for given values, a value of unknown size (`dyn`, or a string made by
+        // a conversion such as `string(x)`) is taken to be no larger than the largest of
+        // them. Lists made by functions stay unknown: `lists.range(n)` may be anything.
         match (self.dyn_bound, &i.ty) {
-            (Some(bound), t) if t.is_dyn() => Est { min: 0, max: bound },
+            (Some(bound), t) if t.is_dyn() || matches!(t, Ty::String | Ty::Bytes) => {
+                Est { min: 0, max: bound }
+            }
             _ => Est::UNKNOWN,
         }
     }
@@ -349,6 +355,9 @@ impl Analyzer<'_> {
             Expr::Literal(lit) => literal(lit),
             Expr::Ident(name) => self.ident(e.id, name),
             Expr::Select(sel) => {
+                if let Some(info) = self.record_field(e.id, &sel.operand, &sel.field, sel.test) {
+                    return info;
+                }
                 let operand = self.visit(&sel.operand);
                 if sel.test {
                     self.presence(e.id, operand, &sel.field)
@@ -452,11 +461,51 @@ impl Analyzer<'_> {
         self.locals.iter().any(|(n, _)| n == name) || self.vars.iter().any(|v| v.name == name)
     }
 
+    /// `ns.field` where `ns` is a record of variables: declared as a variable named `ns.`,
+    /// each of its fields as a variable named `ns.field` (an admission policy's
+    /// `variables.NAME`). A field the record does not declare is an error, as selecting an
+    /// undeclared field of an object type is in cel-go. `None` when `operand` is no record.
+    fn record_field(
+        &mut self,
+        id: u64,
+        operand: &IdedExpr,
+        field: &str,
+        test: bool,
+    ) -> Option<Info> {
+        let Expr::Ident(ns) = &operand.expr else {
+            return None;
+        };
+        if self.locals.iter().any(|(n, _)| n == ns) || !self.is_record(ns) {
+            return None;
+        }
+        let full = format!("{ns}.{field}");
+        if !self.vars.iter().any(|v| v.name == full) {
+            return Some(self.error(id, format!("undefined field '{field}'")));
+        }
+        if test {
+            self.used.insert(full);
+            return Some(Info::of(Ty::Bool, Est::fixed(1)));
+        }
+        let mut info = self.ident(id, &full);
+        info.cost = info.cost.add(Est::fixed(1));
+        Some(info)
+    }
+
+    fn is_record(&self, name: &str) -> bool {
+        self.vars
+            .iter()
+            .any(|v| v.name.strip_suffix('.') == Some(name))
+    }
+
     fn ident(&mut self, id: u64, name: &str) -> Info {
         if let Some((_, info)) = self.locals.iter().rev().find(|(n, _)| n == name) {
             let mut info = info.clone();
             info.cost = Est::fixed(1);
             return info;
+        }
+        if self.is_record(name) {
+            self.used.insert(name.to_owned());
+            return Info::of(Ty::Dyn, Est::fixed(1));
         }
         if let Some(v) = self.vars.iter().find(|v| v.name == name) {
             self.used.insert(name.to_owned());

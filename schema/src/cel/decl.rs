@@ -49,6 +49,9 @@ pub(crate) enum Kind {
     Timestamp,
     /// `x-kubernetes-int-or-string`: a `dyn` that is an int or a string.
     IntOrString,
+    /// A node without a type, where the view takes those as `dyn` (see
+    /// [`Decls::untyped_as_dyn`]): any JSON.
+    Any,
 }
 
 /// One property of an object node.
@@ -75,6 +78,10 @@ pub(crate) struct Node {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Decls {
     pub nodes: Vec<Node>,
+    /// Whether a node without a type is `dyn` (any JSON) rather than left out: so for the
+    /// inputs of admission policies, never for a CRD's rules, where Kubernetes leaves such
+    /// nodes out.
+    pub untyped_as_dyn: bool,
 }
 
 impl Decls {
@@ -86,6 +93,11 @@ impl Decls {
         let mut decls = Decls::default();
         let root = decls.add(schema, resource_root)?;
         Some((decls, root))
+    }
+
+    /// Adds the view of another schema (not a resource root), returning its root.
+    pub fn add_root(&mut self, schema: &Schema) -> Option<NodeId> {
+        self.add(schema, false)
     }
 
     pub fn node(&self, id: NodeId) -> &Node {
@@ -117,7 +129,17 @@ impl Decls {
         } else {
             s
         };
-        let node = match s.type_.as_deref()? {
+        let Some(type_) = s.type_.as_deref() else {
+            return self.untyped_as_dyn.then(|| {
+                self.push(Node {
+                    kind: Kind::Any,
+                    max_elements: MAX_REQUEST_SIZE_BYTES,
+                    min_size: 1,
+                    nullable: true,
+                })
+            });
+        };
+        let node = match type_ {
             "array" => {
                 let items = s.item_schema()?;
                 let elem = self.add(items, items.embedded_resource)?;

@@ -54,6 +54,7 @@
 
 mod check;
 mod decl;
+mod env;
 mod library;
 mod validator;
 mod values;
@@ -72,6 +73,7 @@ use check::{Analysis, Ty, Var};
 use decl::{Decls, NodeId};
 
 pub use decl::{escape, MAX_REQUEST_SIZE_BYTES};
+pub use env::{Activation, Composited, Env, InputType};
 pub use validator::SchemaRules;
 
 /// The most one evaluation of one rule may cost (Kubernetes' `PerCallLimit`).
@@ -481,7 +483,7 @@ impl Rules {
                 return;
             }
 
-            let activation = Activation {
+            let activation = RuleActivation {
                 self_val: self_ref,
                 old_val: old_ref,
                 old_optional: old_optional
@@ -660,12 +662,14 @@ impl TotalCost {
     }
 }
 
-/// A CEL expression over named JSON values (each of any type), for uses of CEL beyond
-/// CRD rules, such as admission policies.
+/// A CEL expression over named JSON values, for uses of CEL beyond CRD rules, such as
+/// admission policies. [`Expression::compile`] gives every variable the type `dyn`; an
+/// [`Env`] may type them by a schema, and adds composited variables.
 #[derive(Debug)]
 pub struct Expression {
     program: Program,
-    variables: Vec<String>,
+    vars: Vec<Var>,
+    decls: std::sync::Arc<Decls>,
     returns: Ty,
     depth: usize,
 }
@@ -682,11 +686,20 @@ impl Expression {
                 decl: None,
             })
             .collect();
+        Expression::compile_with(source, vars, std::sync::Arc::default())
+    }
+
+    pub(crate) fn compile_with(
+        source: &str,
+        vars: Vec<Var>,
+        decls: std::sync::Arc<Decls>,
+    ) -> Result<Expression, String> {
         let unknown = |_: NodeId| u64::MAX;
-        let (program, analysis, depth) = compile_deep(source, &Decls::default(), &unknown, &vars)?;
+        let (program, analysis, depth) = compile_deep(source, &decls, &unknown, &vars)?;
         Ok(Expression {
             program,
-            variables: variables.iter().map(|v| (*v).to_owned()).collect(),
+            vars,
+            decls,
             returns: analysis.ty,
             depth,
         })
@@ -698,26 +711,26 @@ impl Expression {
         self.returns.to_string()
     }
 
+    pub(crate) fn returns(&self) -> &Ty {
+        &self.returns
+    }
+
     /// The estimated cost of evaluating with `values`: the static estimate, with every
     /// value no larger than the largest string, list or map the values hold.
     pub fn cost(&self, values: &[(&str, &Value)]) -> u64 {
         let bound = values.iter().map(|(_, v)| largest(v)).max().unwrap_or(0);
-        let vars: Vec<Var> = self
-            .variables
-            .iter()
-            .map(|name| Var {
-                name: name.clone(),
-                ty: Ty::Dyn,
-                decl: None,
-            })
-            .collect();
-        let unknown = |_: NodeId| u64::MAX;
+        self.cost_bounded(bound)
+    }
+
+    /// The estimated cost with every value at most `bound` long.
+    pub(crate) fn cost_bounded(&self, bound: u64) -> u64 {
+        let sizes = |_: NodeId| bound;
         with_stack(self.depth, || {
             check::analyze_bounded(
                 self.program.expression(),
-                &Decls::default(),
-                &unknown,
-                &vars,
+                &self.decls,
+                &sizes,
+                &self.vars,
                 Some(bound),
             )
             .cost
@@ -734,7 +747,7 @@ impl Expression {
         }
         let bound: Vec<(String, Box<dyn Val + '_>)> = values
             .iter()
-            .filter(|(name, _)| self.variables.iter().any(|v| v == name))
+            .filter(|(name, _)| self.vars.iter().any(|v| v.name == *name))
             .map(|(name, v)| ((*name).to_owned(), values::dyn_val(v)))
             .collect();
         let resolver = Bound(bound);
@@ -751,6 +764,16 @@ impl Expression {
             Value::Bool(b) => Ok(b),
             other => Err(format!("expected a bool result, got {other}")),
         }
+    }
+
+    /// Runs the program against `resolver`, on a stack deep enough.
+    pub(crate) fn execute(
+        &self,
+        resolver: &dyn VariableResolver,
+    ) -> Result<cel::Value, ExecutionError> {
+        let mut ctx = Context::with_env(library::env());
+        ctx.set_variable_resolver(resolver);
+        with_stack(self.depth, || self.program.execute(&ctx))
     }
 }
 
@@ -779,7 +802,7 @@ impl VariableResolver for Bound<'_> {
 }
 
 /// `self` and `oldSelf` for one evaluation.
-struct Activation<'a> {
+struct RuleActivation<'a> {
     self_val: Result<&'a dyn Val, &'a String>,
     old_val: Option<Result<&'a dyn Val, &'a String>>,
     /// `oldSelf` as an optional, for rules with `optionalOldSelf`; built once per check,
@@ -787,7 +810,7 @@ struct Activation<'a> {
     old_optional: Option<&'a dyn Val>,
 }
 
-impl VariableResolver for Activation<'_> {
+impl VariableResolver for RuleActivation<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         match variable {
             "self" => self.self_val.ok().map(CowVal::Borrowed),
@@ -804,7 +827,7 @@ impl VariableResolver for Activation<'_> {
 const NO_SUCH_OVERLOAD: &str = "no such overload";
 
 /// Runs `program`; the error worded as cel-go words it.
-fn evaluate(program: &Program, activation: &Activation<'_>) -> Result<cel::Value, String> {
+fn evaluate(program: &Program, activation: &RuleActivation<'_>) -> Result<cel::Value, String> {
     if let Err(e) = activation.self_val {
         return Err(e.clone());
     }
@@ -816,7 +839,7 @@ fn evaluate(program: &Program, activation: &Activation<'_>) -> Result<cel::Value
     program.execute(&ctx).map_err(|e| runtime_error(&e))
 }
 
-fn runtime_error(e: &ExecutionError) -> String {
+pub(crate) fn runtime_error(e: &ExecutionError) -> String {
     match e {
         ExecutionError::NoSuchKey(k) => format!("no such key: {k}"),
         ExecutionError::IndexOutOfBounds(i) => match i {

@@ -1014,3 +1014,109 @@ fn hostile_rules_are_refused_not_fatal() {
         .detail
         .contains("expression recursion limit exceeded: 250"));
 }
+
+fn policy_env(record: bool) -> Env {
+    let request = schema(json!({"type": "object", "properties": {
+        "operation": {"type": "string"},
+        "when": {"type": "string", "format": "date-time"},
+        "options": {"x-kubernetes-preserve-unknown-fields": true},
+    }}));
+    let env = Env::new(vec![
+        ("object".to_owned(), InputType::Dyn),
+        ("request".to_owned(), InputType::Schema(Box::new(request))),
+    ]);
+    if record {
+        env.with_record("variables")
+    } else {
+        env
+    }
+}
+
+#[test]
+fn env_types_inputs_by_their_schema() {
+    let env = policy_env(false);
+    let e = env.compile("request.nosuch == 'x'").unwrap_err();
+    assert!(e.contains("undefined field 'nosuch'"), "{e}");
+    let e = env.compile("request.operation == 1").unwrap_err();
+    assert!(e.contains("found no matching overload for '_==_'"), "{e}");
+    // An untyped node is dyn, not left out.
+    assert!(env.compile("request.options.dryRun == ['All']").is_ok());
+    // Values are read through the schema: a date-time is a timestamp.
+    let e = env
+        .compile("request.when < timestamp('2030-01-01T00:00:00Z') && object.x == 1")
+        .unwrap();
+    assert_eq!(e.return_type(), "bool");
+    let object = json!({"x": 1});
+    let request = json!({"operation": "CREATE", "when": "2024-05-01T10:00:00Z"});
+    let act = Activation::new(&env, &[("object", &object), ("request", &request)], &[]).unwrap();
+    assert_eq!(act.evaluate(&e), Ok(json!(true)));
+    // A typed input that does not fit its schema is refused when bound.
+    let bad = json!({"operation": 3});
+    assert!(Activation::new(&env, &[("request", &bad)], &[]).is_err());
+    // null binds whatever the type.
+    let act = Activation::new(
+        &env,
+        &[("object", &Value::Null), ("request", &Value::Null)],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        act.evaluate(&env.compile("object == null").unwrap()),
+        Ok(json!(true))
+    );
+}
+
+#[test]
+fn composited_variables_are_lazy_and_ordered() {
+    let mut env = policy_env(true);
+    let mut vars = Vec::new();
+    for (name, source) in [
+        ("n", "object.n"),
+        ("double", "variables.n * 2"),
+        ("broken", "object.nosuch"),
+        ("later", "variables.undefinedYet"),
+    ] {
+        let expression = env.compile(source);
+        env.add_variable(name, expression.as_ref().ok());
+        vars.push(Composited {
+            name: name.to_owned(),
+            expression,
+        });
+    }
+    assert!(vars[3]
+        .expression
+        .as_ref()
+        .unwrap_err()
+        .contains("undefined field 'undefinedYet'"));
+    assert!(env
+        .compile("variables.nope == 1")
+        .unwrap_err()
+        .contains("undefined field 'nope'"));
+    let object = json!({"n": 21});
+    let act = Activation::new(&env, &[("object", &object)], &vars).unwrap();
+    let e = env
+        .compile("variables.double == 42 && variables.n == 21")
+        .unwrap();
+    assert_eq!(e.return_type(), "bool");
+    assert_eq!(act.evaluate(&e), Ok(json!(true)));
+    let spent = act.spent();
+    // Evaluated once per activation: a second use costs only the expression itself.
+    assert_eq!(act.evaluate(&e), Ok(json!(true)));
+    assert!(act.spent() < spent * 2, "{} {}", act.spent(), spent);
+    // Not named, not evaluated: the broken variable fails only where it is used.
+    let e = env.compile("variables.broken == 1").unwrap();
+    assert_eq!(
+        act.evaluate(&e),
+        Err("composited variable \"broken\" fails to evaluate: no such key: nosuch".to_owned())
+    );
+    let e = env.compile("variables.later == 1").unwrap();
+    let err = act.evaluate(&e).unwrap_err();
+    assert!(
+        err.starts_with("composited variable \"later\" fails to compile: ERROR: <input>:1:10: undefined field 'undefinedYet'"),
+        "{err}"
+    );
+    let e = env
+        .compile("has(variables.n) && !has(variables.broken)")
+        .unwrap();
+    assert_eq!(act.evaluate(&e), Ok(json!(true)));
+}

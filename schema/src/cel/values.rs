@@ -32,6 +32,7 @@ pub(crate) fn to_val<'v>(decls: &Decls, node: NodeId, v: &'v Value) -> Result<Bo
         };
     }
     Ok(match &n.kind {
+        Kind::Any => dyn_val(v),
         Kind::IntOrString => match v {
             Value::String(s) => Box::new(CelString::from(s.as_str())),
             Value::Number(num) if num.is_i64() => Box::new(CelInt::from(num.as_i64().unwrap_or(0))),

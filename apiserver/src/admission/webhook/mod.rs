@@ -28,7 +28,7 @@ use super::matching::{
 use super::review::{review, RequestBuilder};
 use super::Attributes;
 use crate::error::{ApiError, Error, Result};
-use crate::registry::{Objects, ResourceInfo};
+use crate::registry::{convert_between as convert, Objects, ResourceInfo};
 use crate::webhook::{CallError, ClientConfig, Clients};
 
 /// The group of the webhook configurations.
@@ -432,20 +432,6 @@ fn internal(message: String) -> Error {
         message: format!("Internal error occurred: {message}"),
         details: Some(json!({"causes": [{"message": message}]})),
     })
-}
-
-/// Converts an object between two versions of a resource, through their stored form (a
-/// conversion webhook's failure fails it).
-async fn convert(from: &ResourceInfo, to: &ResourceInfo, obj: &Value) -> Result<Value> {
-    let mut v = [obj.clone()];
-    if let Some(c) = &from.convert {
-        c.to_stored(&mut v).await?;
-    }
-    if let Some(c) = &to.convert {
-        c.to_served(&mut v).await?;
-    }
-    let [v] = v;
-    Ok(v)
 }
 
 /// A request as one webhook sees it: in the version it matched, with the objects converted.

@@ -10,10 +10,10 @@ use std::time::Instant;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
-use super::{convert, internal, is_exempt, CallFailure, Dispatcher};
+use super::{internal, is_exempt, CallFailure, Dispatcher};
 use crate::admission::{Attributes, Plugin};
 use crate::error::Result;
-use crate::registry::{Objects, ResourceInfo};
+use crate::registry::{convert_between as convert, Objects, ResourceInfo};
 
 const NAME: &str = "MutatingAdmissionWebhook";
 
