@@ -82,6 +82,8 @@ impl Cluster {
                 options.toleration_seconds.to_string(),
             ),
             ("SKIFF_SUBNET".into(), free_subnet()),
+            // Where the handle looks for it, whatever the caller's environment says.
+            ("SKIFF_STATE".into(), state.display().to_string()),
             (
                 "SKIFF_BIN_DIR".into(),
                 options.bin_dir.display().to_string(),
