@@ -155,6 +155,12 @@ state() {
   [ -f "$STATE/pki/controller-manager.crt" ] ||
     client_cert system:kube-controller-manager "" controller-manager
   [ -f "$STATE/pki/proxy.crt" ] || client_cert system:kube-proxy "" proxy
+  # The key both API servers sign ServiceAccount tokens with (and check them by): a token one
+  # issued is good at the other, as behind any load-balanced control plane.
+  if [ ! -f "$STATE/pki/sa.key" ]; then
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$STATE/pki/sa.key" 2>/dev/null
+    chmod 644 "$STATE/pki/sa.key"
+  fi
   # Secrets encryption: the KMS plugins' key-encryption key (one, shared by both API servers'
   # plugins) and the API servers' EncryptionConfiguration. Read by root in the containers.
   mkdir -p "$STATE/kms"

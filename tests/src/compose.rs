@@ -146,6 +146,29 @@ impl Cluster {
         )
     }
 
+    /// `kubectl ARGS` against API server `service` alone (as [`Cluster::kubectl_at`]) with
+    /// bearer token `token` as the only credential.
+    pub fn kubectl_token_at(
+        &self,
+        service: &str,
+        token: &str,
+        args: &[&str],
+    ) -> Result<String, String> {
+        let ip = self.ip_of(service);
+        crate::stdout_or_stderr(
+            Command::new("kubectl")
+                .arg("--kubeconfig=/dev/null")
+                .arg(format!("--server=https://{ip}:6443"))
+                .arg("--tls-server-name=lb")
+                .arg(format!(
+                    "--certificate-authority={}",
+                    self.state.join("pki/ca.crt").display()
+                ))
+                .arg(format!("--token={token}"))
+                .args(args),
+        )
+    }
+
     /// `kubectl ARGS`, which must succeed.
     pub fn k(&self, args: &[&str]) -> String {
         self.kubectl(args)

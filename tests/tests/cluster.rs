@@ -254,6 +254,25 @@ fn compose_cluster_spreads_serves_and_recovers_from_faults() {
         assert_eq!(issued, 3, "{signer}: {csrs}");
     }
 
+    // A ServiceAccount token made through the load balancer is good at either API server
+    // (they sign and check with one key), as the pods' tokens must be.
+    let token = c.k(&["create", "token", "default"]);
+    for api in ["apiserver-1", "apiserver-2"] {
+        let who = c
+            .kubectl_token_at(
+                api,
+                &token,
+                &[
+                    "auth",
+                    "whoami",
+                    "-o",
+                    "jsonpath={.status.userInfo.username}",
+                ],
+            )
+            .unwrap_or_else(|e| panic!("the token at {api}: {e}"));
+        assert_eq!(who, "system:serviceaccount:default:default", "{api}");
+    }
+
     // Secrets are encrypted in etcd through each API server's KMS plugin (same keys), and
     // read back in clear through the load balancer, whichever API server answers.
     c.k(&[
