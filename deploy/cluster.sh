@@ -4,8 +4,9 @@
 #   deploy/cluster.sh up       builds the release binaries and the images (a Debian base from
 #                              debootstrap imported into Docker, then the control, node and
 #                              registry images; nothing is pulled), makes the CA and the
-#                              administrator's, scheduler's and controller manager's
-#                              certificate kubeconfigs, starts the cluster, pushes the pause,
+#                              administrator's, scheduler's, controller manager's and API
+#                              servers' proxies' certificate kubeconfigs, starts the
+#                              cluster, pushes the pause,
 #                              example and DNS images to its registry, applies the join
 #                              bindings and the cluster DNS, makes the nodes' bootstrap token,
 #                              and waits for the three nodes (which get their certificates
@@ -84,7 +85,7 @@ images() {
     (cd "$ROOT" && cargo build --release --bins)
   fi
   base_image
-  image control skiff skiff-apiserver skiff-kms skiff-scheduler skiff-controller-manager
+  image control skiff skiff-apiserver skiff-kms skiff-proxy skiff-scheduler skiff-controller-manager
   image node skiff skiff-kubelet skiff-proxy
   image registry
 }
@@ -131,8 +132,9 @@ EOF
 
 # The cluster's CA (shared by both API servers, and the controller managers' signing CA), the
 # certificates and kubeconfigs of the administrator, the schedulers
-# (`system:kube-scheduler`) and the controller managers (`system:kube-controller-manager`),
-# and the load balancer's configuration. Nodes get theirs through CSRs (see `up`).
+# (`system:kube-scheduler`), the controller managers (`system:kube-controller-manager`) and
+# the proxies in the API servers' containers (`system:kube-proxy`, talking to their own API
+# server), and the load balancer's configuration. Nodes get theirs through CSRs (see `up`).
 state() {
   mkdir -p "$STATE/pki"
   chmod 755 "$STATE"
@@ -152,6 +154,13 @@ state() {
   [ -f "$STATE/pki/scheduler.crt" ] || client_cert system:kube-scheduler "" scheduler
   [ -f "$STATE/pki/controller-manager.crt" ] ||
     client_cert system:kube-controller-manager "" controller-manager
+  [ -f "$STATE/pki/proxy.crt" ] || client_cert system:kube-proxy "" proxy
+  # The key both API servers sign ServiceAccount tokens with (and check them by): a token one
+  # issued is good at the other, as behind any load-balanced control plane.
+  if [ ! -f "$STATE/pki/sa.key" ]; then
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$STATE/pki/sa.key" 2>/dev/null
+    chmod 644 "$STATE/pki/sa.key"
+  fi
   # Secrets encryption: the KMS plugins' key-encryption key (one, shared by both API servers'
   # plugins) and the API servers' EncryptionConfiguration. Read by root in the containers.
   mkdir -p "$STATE/kms"
@@ -175,9 +184,11 @@ resources:
 EOF
   kubeconfig "https://lb:6443" "$STATE/scheduler.kubeconfig" scheduler
   kubeconfig "https://lb:6443" "$STATE/controller-manager.kubeconfig" controller-manager
+  kubeconfig "https://127.0.0.1:6443" "$STATE/proxy.kubeconfig" proxy
   kubeconfig "https://127.0.0.1:$SKIFF_API_PORT" "$STATE/admin.kubeconfig" admin
   # The control-plane containers run as root and read them from the mount.
-  chmod 644 "$STATE/scheduler.kubeconfig" "$STATE/controller-manager.kubeconfig"
+  chmod 644 "$STATE/scheduler.kubeconfig" "$STATE/controller-manager.kubeconfig" \
+    "$STATE/proxy.kubeconfig"
   cat >"$STATE/haproxy.cfg" <<'EOF'
 global
   log stdout format raw local0 warning
@@ -292,9 +303,11 @@ case "${1:-}" in
   status) status ;;
   test)
     # The tests bring up a cluster of their own (another project name, ports and network)
-    # from the binaries in target/debug (or $SKIFF_BIN_DIR), and remove it afterwards.
+    # from the binaries in target/debug (or $SKIFF_BIN_DIR), and remove it afterwards. They
+    # also run the SDK's admission_validator example as a pod (examples/ there).
     cd "$ROOT"
-    [ -n "${SKIFF_BIN_DIR:-}" ] || cargo build --workspace --bins
-    cargo test --workspace --test cluster -- --nocapture ;;
+    [ -n "${SKIFF_BIN_DIR:-}" ] || cargo build --workspace --bins --examples
+    # This cluster's settings are not theirs.
+    env -u SKIFF_STATE -u KUBECONFIG cargo test --workspace --test cluster -- --nocapture ;;
   *) echo "usage: $0 up|down|status|test" >&2; exit 2 ;;
 esac

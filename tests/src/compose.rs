@@ -82,6 +82,8 @@ impl Cluster {
                 options.toleration_seconds.to_string(),
             ),
             ("SKIFF_SUBNET".into(), free_subnet()),
+            // Where the handle looks for it, whatever the caller's environment says.
+            ("SKIFF_STATE".into(), state.display().to_string()),
             (
                 "SKIFF_BIN_DIR".into(),
                 options.bin_dir.display().to_string(),
@@ -131,6 +133,42 @@ impl Cluster {
         crate::stdout_or_stderr(self.kubectl_command().args(args))
     }
 
+    /// `kubectl ARGS` against API server `service` alone, not through the load balancer: at
+    /// its container's address on the cluster network, which this machine reaches over the
+    /// network's bridge (its certificate is checked for the name `lb`, one of its SANs).
+    pub fn kubectl_at(&self, service: &str, args: &[&str]) -> Result<String, String> {
+        let ip = self.ip_of(service);
+        crate::stdout_or_stderr(
+            self.kubectl_command()
+                .arg(format!("--server=https://{ip}:6443"))
+                .arg("--tls-server-name=lb")
+                .args(args),
+        )
+    }
+
+    /// `kubectl ARGS` against API server `service` alone (as [`Cluster::kubectl_at`]) with
+    /// bearer token `token` as the only credential.
+    pub fn kubectl_token_at(
+        &self,
+        service: &str,
+        token: &str,
+        args: &[&str],
+    ) -> Result<String, String> {
+        let ip = self.ip_of(service);
+        crate::stdout_or_stderr(
+            Command::new("kubectl")
+                .arg("--kubeconfig=/dev/null")
+                .arg(format!("--server=https://{ip}:6443"))
+                .arg("--tls-server-name=lb")
+                .arg(format!(
+                    "--certificate-authority={}",
+                    self.state.join("pki/ca.crt").display()
+                ))
+                .arg(format!("--token={token}"))
+                .args(args),
+        )
+    }
+
     /// `kubectl ARGS`, which must succeed.
     pub fn k(&self, args: &[&str]) -> String {
         self.kubectl(args)
@@ -173,6 +211,40 @@ impl Cluster {
         format!("{}_{service}_1", self.project)
     }
 
+    /// The address of compose service `service`'s container on the cluster's network.
+    pub fn ip_of(&self, service: &str) -> String {
+        let network = self.network();
+        self.docker(&[
+            "inspect",
+            "-f",
+            &format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"),
+            &self.container(service),
+        ])
+    }
+
+    /// Pushes `image` to the cluster's registry as `repository:tag`; returns the name pods
+    /// give it (`registry:5000/REPOSITORY:TAG`).
+    pub fn push_image(
+        &self,
+        image: &skiff::images::ImageSpec,
+        repository: &str,
+        tag: &str,
+    ) -> String {
+        let port = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "SKIFF_REGISTRY_PORT")
+            .map(|(_, v)| v.clone())
+            .expect("the registry's port is set");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(image.push(&format!("127.0.0.1:{port}"), repository, tag))
+            .unwrap_or_else(|e| panic!("pushing {repository}:{tag}: {e:#}"));
+        format!("registry:5000/{repository}:{tag}")
+    }
+
     /// The cluster's Docker network.
     pub fn network(&self) -> String {
         format!("{}_cluster", self.project)
@@ -187,6 +259,58 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `GET /` over plain HTTP to `addr` (`IP:PORT`) from inside compose service `service`'s
+    /// container, as that container's own network sees it (bash's `/dev/tcp`, so the image
+    /// needs no HTTP client): the response's body, or why there is none. Gives up after 5 s.
+    pub fn http_get_from(&self, service: &str, addr: &str) -> Result<String, String> {
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{addr}: expected IP:PORT"))?;
+        let script = format!(
+            "exec 3<>/dev/tcp/{host}/{port} && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3"
+        );
+        let out = Command::new("docker")
+            .args([
+                "exec",
+                &self.container(service),
+                "timeout",
+                "5",
+                "bash",
+                "-c",
+            ])
+            .arg(script)
+            .output()
+            .map_err(|e| format!("docker exec: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            return Err(format!(
+                "{service} → {addr}: exit {}: {}{}",
+                out.status,
+                text,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        match text.split_once("\r\n\r\n") {
+            Some((head, body)) if head.starts_with("HTTP/1.") => Ok(body.trim().to_string()),
+            _ => Err(format!(
+                "{service} → {addr}: not an HTTP response: {text:?}"
+            )),
+        }
+    }
+
+    /// Everything compose service `service`'s container has logged (stdout and stderr).
+    pub fn docker_logs(&self, service: &str) -> String {
+        let out = Command::new("docker")
+            .args(["logs", &self.container(service)])
+            .output()
+            .expect("docker logs");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     }
 
     /// The last lines of every container's log, for a failure's message.
@@ -228,6 +352,7 @@ impl Cluster {
             .map(|p| RunningPod {
                 name: p["metadata"]["name"].as_str().unwrap_or("").to_string(),
                 node: p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
+                ip: p["status"]["podIP"].as_str().unwrap_or("").to_string(),
                 ready: p["status"]["conditions"].as_array().is_some_and(|cs| {
                     cs.iter()
                         .any(|c| c["type"] == "Ready" && c["status"] == "True")
@@ -298,6 +423,8 @@ pub struct RunningPod {
     pub name: String,
     /// The node it runs on.
     pub node: String,
+    /// Its IP (`status.podIP`).
+    pub ip: String,
     /// Whether its Ready condition is True.
     pub ready: bool,
 }

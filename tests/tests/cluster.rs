@@ -9,7 +9,203 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+
 use skiff_e2e::compose::{deployment, zone_of, Cluster, Options};
+
+/// A CA the test makes, which signs the webhook's serving certificate.
+struct WebhookCa {
+    pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl WebhookCa {
+    fn new() -> WebhookCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "cluster-test-webhook-ca");
+        let cert = params.self_signed(&key).unwrap();
+        WebhookCa {
+            pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A serving certificate and its key (PEM) for `dns`.
+    fn serving(&self, dns: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec![dns.to_string()]).unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// Waits for namespace `ns`'s `default` ServiceAccount (pods are refused until it exists).
+fn wait_for_default_account(c: &Cluster, ns: &str) {
+    c.wait(
+        &format!("the default ServiceAccount of {ns}"),
+        Duration::from_secs(30),
+        || {
+            c.kubectl(&["get", "serviceaccount", "default", "-n", ns])
+                .map(drop)
+        },
+    );
+}
+
+/// The SDK's `admission_validator` example runs as a pod behind a Service, its serving
+/// certificate in a mounted Secret; a ValidatingWebhookConfiguration sends it the pods of
+/// namespaces labelled `webhook=require-app`. Each API server calls it at the pod's IP (on
+/// whichever node it landed), and a pod without the label is refused through the load
+/// balancer with the webhook's message, as kubectl shows it. Removed afterwards.
+fn a_validating_webhook_pod_guards_a_namespace(c: &Cluster) {
+    const NS: &str = "webhooks";
+    const NAME: &str = "require-app";
+    const GUARDED: &str = "guarded";
+    let bin = skiff_e2e::bin_dir().join("examples/admission_validator");
+    assert!(
+        bin.exists(),
+        "{} is built (cargo build -p skiff-client --examples)",
+        bin.display()
+    );
+    let image = c.push_image(
+        &skiff::images::binary_image(&bin).unwrap(),
+        "skiff/admission-validator",
+        "1",
+    );
+    let ca = WebhookCa::new();
+    let (cert, key) = ca.serving(&format!("{NAME}.{NS}.svc"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
+    std::fs::write(dir.path().join("tls.key"), key).unwrap();
+    c.apply(
+        &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
+            {"apiVersion": "v1", "kind": "Namespace",
+             "metadata": {"name": GUARDED, "labels": {"webhook": NAME}}}]})
+        .to_string(),
+    );
+    wait_for_default_account(c, NS);
+    wait_for_default_account(c, GUARDED);
+    c.k(&[
+        "create",
+        "secret",
+        "tls",
+        &format!("{NAME}-tls"),
+        "-n",
+        NS,
+        &format!("--cert={}", dir.path().join("tls.crt").display()),
+        &format!("--key={}", dir.path().join("tls.key").display()),
+    ]);
+    c.apply(
+        &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Pod",
+             "metadata": {"name": NAME, "namespace": NS, "labels": {"app": NAME}},
+             "spec": {"terminationGracePeriodSeconds": 2, "containers": [{
+                "name": "webhook", "image": image,
+                "args": ["--required-label=app", "--cert-dir=/etc/webhook/certs", "--secure-port=8443"],
+                "ports": [{"containerPort": 8443}],
+                "readinessProbe": {"httpGet": {"scheme": "HTTPS", "path": "/healthz", "port": 8443},
+                                   "periodSeconds": 1},
+                "volumeMounts": [{"name": "certs", "mountPath": "/etc/webhook/certs", "readOnly": true}]}],
+              "volumes": [{"name": "certs", "secret": {"secretName": format!("{NAME}-tls")}}]}},
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": NAME, "namespace": NS},
+             "spec": {"selector": {"app": NAME}, "ports": [{"port": 443, "targetPort": 8443}]}}]})
+        .to_string(),
+    );
+    c.wait(
+        "the webhook's pod a ready endpoint of its Service",
+        Duration::from_secs(120),
+        || {
+            let slices = c.json(&[
+                "get",
+                "endpointslices",
+                "-n",
+                NS,
+                "-l",
+                &format!("kubernetes.io/service-name={NAME}"),
+            ]);
+            let ready = slices["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+                .any(|e| e["conditions"]["ready"] == true);
+            ready.then_some(()).ok_or(slices.to_string())
+        },
+    );
+    let bundle = base64::engine::general_purpose::STANDARD.encode(&ca.pem);
+    c.apply(
+        &serde_json::json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": NAME},
+            "webhooks": [{
+                "name": "require-app.example.skiff.dev",
+                "clientConfig": {"service": {"namespace": NS, "name": NAME, "path": "/validate"},
+                                 "caBundle": bundle},
+                "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": [""],
+                           "apiVersions": ["v1"], "resources": ["pods"]}],
+                "namespaceSelector": {"matchLabels": {"webhook": NAME}},
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "failurePolicy": "Fail",
+                "timeoutSeconds": 5}]})
+        .to_string(),
+    );
+    let denial = "admission webhook \"require-app.example.skiff.dev\" denied the request: \
+                  pods must have the label \"app\"";
+    let busybox = "--image=registry:5000/skiff/busybox";
+    // Each API server on its own: a server-side dry run is refused by the webhook once that
+    // server has the configuration and reaches the pod.
+    for api in ["apiserver-1", "apiserver-2"] {
+        c.wait(
+            &format!("{api} calls the webhook"),
+            Duration::from_secs(60),
+            || match c.kubectl_at(
+                api,
+                &["run", "probe", "-n", GUARDED, busybox, "--dry-run=server"],
+            ) {
+                Err(e) if e.contains(denial) => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+    }
+    // Through the load balancer, as a user: refused, and nothing stored; with the label,
+    // created.
+    let refused = c
+        .kubectl(&[
+            "run", "nolabel", "-n", GUARDED, busybox, "--", "sleep", "3600",
+        ])
+        .expect_err("a pod without the label is refused");
+    assert_eq!(
+        refused,
+        format!("Error from server (Forbidden): {denial}\n")
+    );
+    let gone = c.kubectl(&["get", "pod", "nolabel", "-n", GUARDED]);
+    assert!(
+        gone.as_ref().is_err_and(|e| e.contains("NotFound")),
+        "{gone:?}"
+    );
+    assert_eq!(
+        c.k(&[
+            "run",
+            "labelled",
+            "-n",
+            GUARDED,
+            busybox,
+            "--labels=app=labelled",
+            "--",
+            "sleep",
+            "3600"
+        ]),
+        "pod/labelled created"
+    );
+    c.k(&["delete", "validatingwebhookconfiguration", NAME]);
+    c.k(&["delete", "namespace", GUARDED, NS, "--wait=false"]);
+}
 
 /// Whether six web pods run, none of them on `node`.
 fn six_web_pods_off(c: &Cluster, node: &str) -> Result<(), String> {
@@ -56,6 +252,25 @@ fn compose_cluster_spreads_serves_and_recovers_from_faults() {
             .filter(|r| r["status"]["certificate"].is_string())
             .count();
         assert_eq!(issued, 3, "{signer}: {csrs}");
+    }
+
+    // A ServiceAccount token made through the load balancer is good at either API server
+    // (they sign and check with one key), as the pods' tokens must be.
+    let token = c.k(&["create", "token", "default"]);
+    for api in ["apiserver-1", "apiserver-2"] {
+        let who = c
+            .kubectl_token_at(
+                api,
+                &token,
+                &[
+                    "auth",
+                    "whoami",
+                    "-o",
+                    "jsonpath={.status.userInfo.username}",
+                ],
+            )
+            .unwrap_or_else(|e| panic!("the token at {api}: {e}"));
+        assert_eq!(who, "system:serviceaccount:default:default", "{api}");
     }
 
     // Secrets are encrypted in etcd through each API server's KMS plugin (same keys), and
@@ -165,6 +380,36 @@ fn compose_cluster_spreads_serves_and_recovers_from_faults() {
         },
     );
 
+    // Both API servers reach pods on every node by their own IPs (as they reach webhooks
+    // behind Services, at their endpoints) and Services by their ClusterIPs, through the
+    // proxy that runs in each API server's container.
+    let bc_ip = c.k(&["get", "service", "bc", "-o", "jsonpath={.spec.clusterIP}"]);
+    for api in ["apiserver-1", "apiserver-2"] {
+        c.wait(
+            &format!("{api} reaches a web pod on every node and bc's ClusterIP"),
+            Duration::from_secs(30),
+            || {
+                let mut nodes = BTreeSet::new();
+                for p in c.running("web") {
+                    let page = c.http_get_from(api, &format!("{}:80", p.ip))?;
+                    if page != format!("Hello from Skiff: pod {}", p.name) {
+                        return Err(format!("{} on {}: {page:?}", p.ip, p.node));
+                    }
+                    nodes.insert(p.node);
+                }
+                if nodes.len() != 3 {
+                    return Err(format!("web pods on {nodes:?} only"));
+                }
+                let page = c.http_get_from(api, &format!("{bc_ip}:80"))?;
+                bc_pods
+                    .contains(&page)
+                    .then_some(())
+                    .ok_or(format!("bc at {bc_ip}: {page:?}"))
+            },
+        );
+    }
+    a_validating_webhook_pod_guards_a_namespace(&c);
+
     // kubectl logs and exec reach pods on every node: each web pod's log shows the
     // readiness probes' requests, and the bc pods' logs the client's.
     let mut reached = BTreeSet::new();
@@ -252,6 +497,18 @@ fn compose_cluster_spreads_serves_and_recovers_from_faults() {
         "one API server stopped: 10 creates and 10 lists through the load balancer in {:?}",
         during.elapsed()
     );
+    // It stopped gracefully, its proxy's rules and routes removed on the way out.
+    assert_eq!(
+        c.docker(&[
+            "inspect",
+            "-f",
+            "{{.State.ExitCode}}",
+            &c.container("apiserver-1")
+        ]),
+        "0"
+    );
+    let log = c.docker_logs("apiserver-1");
+    assert!(log.contains("rules and routes removed"), "{log}");
     c.docker(&["start", &c.container("apiserver-1")]);
 
     // Node b cut off from the network and healed: its pods are replaced elsewhere, and once
