@@ -290,7 +290,12 @@ impl Clients {
 
 /// A transport error in the words Go's HTTP client would use where they are known.
 fn describe(e: &reqwest::Error) -> String {
+    // reqwest names the URL it dialled (the endpoint's own port); the caller names the
+    // webhook's URL already.
     let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(&format!(" for url ({url})"), "");
+    }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         let t = s.to_string();
