@@ -672,6 +672,9 @@ pub struct Expression {
     decls: std::sync::Arc<Decls>,
     returns: Ty,
     depth: usize,
+    /// The last bound a cost was estimated for, and that cost: objects of one kind are much
+    /// alike, so the analysis is seldom redone.
+    last_cost: parking_lot::Mutex<Option<(u64, u64)>>,
 }
 
 impl Expression {
@@ -702,6 +705,7 @@ impl Expression {
             decls,
             returns: analysis.ty,
             depth,
+            last_cost: parking_lot::Mutex::new(None),
         })
     }
 
@@ -724,6 +728,18 @@ impl Expression {
 
     /// The estimated cost with every value at most `bound` long.
     pub(crate) fn cost_bounded(&self, bound: u64) -> u64 {
+        if let Some((b, cost)) = *self.last_cost.lock() {
+            if b == bound {
+                return cost;
+            }
+        }
+        let cost = self.estimate(bound);
+        *self.last_cost.lock() = Some((bound, cost));
+        cost
+    }
+
+    /// The static estimate with every string, list and map no larger than `bound`.
+    fn estimate(&self, bound: u64) -> u64 {
         let sizes = |_: NodeId| bound;
         with_stack(self.depth, || {
             check::analyze_bounded(
