@@ -295,21 +295,33 @@ impl<'a> From<&'a RuleWithOperations> for RuleParts<'a> {
     }
 }
 
+/// A list of a rule that must not be empty, and in which `*` stands alone (`what` names its
+/// items in the message, `go_type` their Go type in the value shown).
+fn required_alone(f: &str, go_type: &str, items: &[String], what: &str, out: &mut Vec<Cause>) {
+    if items.is_empty() {
+        out.push(Cause::required(f));
+    }
+    if items.len() > 1 && has_wildcard(items) {
+        out.push(invalid_go(
+            f,
+            go_slice(go_type, items),
+            &format!("if '*' is present, must not specify other {what}"),
+        ));
+    }
+}
+
 /// Checks a rule with operations at `field` (`webhooks[0].rules[0]`).
 pub(super) fn rule(field: &str, r: RuleParts<'_>, out: &mut Vec<Cause>) {
     let empty = Vec::new();
     let ops = r.operations.unwrap_or(&empty);
     let f = format!("{field}.operations");
-    if ops.is_empty() {
-        out.push(Cause::required(&f));
-    }
-    if ops.len() > 1 && has_wildcard(ops) {
-        out.push(invalid_go(
-            &f,
-            go_slice("admissionregistration.OperationType", ops),
-            "if '*' is present, must not specify other operations",
-        ));
-    }
+    required_alone(
+        &f,
+        "admissionregistration.OperationType",
+        ops,
+        "operations",
+        out,
+    );
     for (i, op) in ops.iter().enumerate() {
         if !matches!(
             op.as_str(),
@@ -324,28 +336,10 @@ pub(super) fn rule(field: &str, r: RuleParts<'_>, out: &mut Vec<Cause>) {
     }
     let groups = r.api_groups.unwrap_or(&empty);
     let f = format!("{field}.apiGroups");
-    if groups.is_empty() {
-        out.push(Cause::required(&f));
-    }
-    if groups.len() > 1 && has_wildcard(groups) {
-        out.push(invalid_go(
-            &f,
-            go_slice("string", groups),
-            "if '*' is present, must not specify other API groups",
-        ));
-    }
+    required_alone(&f, "string", groups, "API groups", out);
     let versions = r.api_versions.unwrap_or(&empty);
     let f = format!("{field}.apiVersions");
-    if versions.is_empty() {
-        out.push(Cause::required(&f));
-    }
-    if versions.len() > 1 && has_wildcard(versions) {
-        out.push(invalid_go(
-            &f,
-            go_slice("string", versions),
-            "if '*' is present, must not specify other API versions",
-        ));
-    }
+    required_alone(&f, "string", versions, "API versions", out);
     for (i, ver) in versions.iter().enumerate() {
         if ver.is_empty() {
             out.push(Cause::required(format!("{f}[{i}]")));
