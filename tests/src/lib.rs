@@ -13,6 +13,7 @@ pub mod kms;
 pub mod netnode;
 pub mod netns;
 pub mod node;
+pub mod pki;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -9,39 +9,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-
 use skiff_e2e::compose::{deployment, zone_of, Cluster, Options};
-
-/// A CA the test makes, which signs the webhook's serving certificate.
-struct WebhookCa {
-    pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-impl WebhookCa {
-    fn new() -> WebhookCa {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "cluster-test-webhook-ca");
-        let cert = params.self_signed(&key).unwrap();
-        WebhookCa {
-            pem: cert.pem(),
-            issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    /// A serving certificate and its key (PEM) for `dns`.
-    fn serving(&self, dns: &str) -> (String, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(vec![dns.to_string()]).unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
+use skiff_e2e::pki::TestCa;
 
 /// Waits for namespace `ns`'s `default` ServiceAccount (pods are refused until it exists).
 fn wait_for_default_account(c: &Cluster, ns: &str) {
@@ -75,8 +44,8 @@ fn a_validating_webhook_pod_guards_a_namespace(c: &Cluster) {
         "skiff/admission-validator",
         "1",
     );
-    let ca = WebhookCa::new();
-    let (cert, key) = ca.serving(&format!("{NAME}.{NS}.svc"));
+    let ca = TestCa::new("cluster-test-webhook-ca");
+    let (cert, key) = ca.serving(&[&format!("{NAME}.{NS}.svc")]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
     std::fs::write(dir.path().join("tls.key"), key).unwrap();
@@ -136,7 +105,7 @@ fn a_validating_webhook_pod_guards_a_namespace(c: &Cluster) {
             ready.then_some(()).ok_or(slices.to_string())
         },
     );
-    let bundle = base64::engine::general_purpose::STANDARD.encode(&ca.pem);
+    let bundle = ca.bundle();
     c.apply(
         &serde_json::json!({
             "apiVersion": "admissionregistration.k8s.io/v1",

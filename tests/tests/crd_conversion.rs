@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use reqwest::Method;
 use serde_json::{json, Value};
+use skiff_e2e::pki::TestCa;
 use skiff_e2e::{collect_events, send, watch_events, Cluster, Kubectl};
 use tokio_util::sync::CancellationToken;
 
@@ -41,30 +42,10 @@ impl Converter {
     /// Serves on a free loopback port, with a certificate for 127.0.0.1 and for the Service
     /// `converter.default.svc`.
     async fn start() -> Converter {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::default();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap().pem();
-        let issuer = rcgen::Issuer::from_ca_cert_pem(&ca, ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(vec![
-            "converter.default.svc".to_string(),
-            "127.0.0.1".to_string(),
-        ])
-        .unwrap();
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
-            .unwrap();
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let test_ca = TestCa::new("conversion-test-ca");
+        let ca = test_ca.pem.clone();
+        let tls = test_ca.server_config(&["converter.default.svc", "127.0.0.1"]);
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let c = Converter {

@@ -9,53 +9,22 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::{json, Value};
 use skiff::images;
 use skiff_e2e::node::Node;
+use skiff_e2e::pki::TestCa as Ca;
 use skiff_e2e::{eventually_ok, Cluster, Daemon, Kubectl};
 
 /// The namespace the webhook pods run in (no webhook is called for it).
 const WEBHOOK_NS: &str = "webhooks";
 
-/// A CA the test makes, which signs the webhooks' serving certificates.
-struct Ca {
-    pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+/// A test CA's HTTPS clients.
+trait Clients {
+    /// An HTTPS client trusting this CA only, reaching `dns` at `ip:8443`.
+    fn client(&self, dns: &str, ip: &str) -> reqwest::Client;
 }
 
-impl Ca {
-    fn new() -> Ca {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "webhook-test-ca");
-        let cert = params.self_signed(&key).unwrap();
-        Ca {
-            pem: cert.pem(),
-            issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    /// A serving certificate and key (PEM) for `dns`.
-    fn serving(&self, dns: &str) -> (String, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec![dns.to_string()]).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, dns);
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    /// The `caBundle` of a webhook configuration.
-    fn bundle(&self) -> String {
-        base64::engine::general_purpose::STANDARD.encode(&self.pem)
-    }
-
-    /// An HTTPS client trusting this CA only, reaching `dns` at `ip:8443`.
+impl Clients for Ca {
     fn client(&self, dns: &str, ip: &str) -> reqwest::Client {
         use rustls::pki_types::pem::PemObject;
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
@@ -112,7 +81,7 @@ impl Env {
             node,
             k,
             c,
-            ca: Ca::new(),
+            ca: Ca::new("webhook-test-ca"),
             certs: tempfile::tempdir().unwrap(),
         };
         env.namespace(WEBHOOK_NS, &[]);
@@ -176,7 +145,7 @@ impl Env {
     /// Secret `name-tls`; waits until the Service has the pod as a ready endpoint.
     fn deploy(&self, name: &str, example: &str, args: &[&str]) -> Webhook {
         let dns = format!("{name}.{WEBHOOK_NS}.svc");
-        let (cert, key) = self.ca.serving(&dns);
+        let (cert, key) = self.ca.serving(&[&dns]);
         let cert_file = self.certs.path().join(format!("{name}.crt"));
         let key_file = self.certs.path().join(format!("{name}.key"));
         std::fs::write(&cert_file, cert).unwrap();
@@ -428,14 +397,14 @@ async fn a_validating_webhook_pod_denies_pods_without_the_label() {
     // new CA first, so calls fail while the old certificate is served; once the Secret is
     // updated and the kubelet has updated the mounted files, the running webhook serves the
     // new certificate — no restart — and calls go through again.
-    let ca2 = Ca::new();
+    let ca2 = Ca::new("webhook-test-ca");
     let mut rotated = config.clone();
     rotated["webhooks"][0]["clientConfig"]["caBundle"] = json!(ca2.bundle());
     k.ok_input(&["apply", "-f", "-"], &rotated.to_string());
     env.until_dry_run("apps", "the old certificate no longer trusted", |o| {
         !o.ok && o.stderr.contains("failed calling webhook") && o.stderr.contains("certificate")
     });
-    let (cert, key) = ca2.serving(&format!("require-app.{WEBHOOK_NS}.svc"));
+    let (cert, key) = ca2.serving(&[&format!("require-app.{WEBHOOK_NS}.svc")]);
     let secret = json!({
         "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
         "metadata": {"name": "require-app-tls", "namespace": WEBHOOK_NS},
@@ -600,7 +569,7 @@ async fn a_webhook_pod_gone_is_ignored_or_refuses_as_its_failure_policy_says() {
         "/validate",
         ("policy", "wrong-ca"),
     );
-    wrong["clientConfig"]["caBundle"] = json!(Ca::new().bundle());
+    wrong["clientConfig"]["caBundle"] = json!(Ca::new("webhook-test-ca").bundle());
     let config = json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",

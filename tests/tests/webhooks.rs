@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use reqwest::Method;
 use serde_json::{json, Value};
+use skiff_e2e::pki::TestCa;
 use skiff_e2e::{send, Cluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -35,30 +36,10 @@ impl Drop for HookServer {
 
 impl HookServer {
     async fn start(handler: Handler) -> HookServer {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::default();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "webhook-test-ca");
-        let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
-        let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params =
-            rcgen::CertificateParams::new(vec!["hook.hooks.svc".into(), "127.0.0.1".into()])
-                .unwrap();
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
-            )
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let ca = TestCa::new("webhook-test-ca");
+        let ca_pem = ca.pem.clone();
+        let tls = ca.server_config(&["hook.hooks.svc", "127.0.0.1"]);
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let reviews: Arc<parking_lot::Mutex<Vec<(String, Value)>>> = Arc::default();

@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use base64::Engine as _;
 use serde_json::{json, Value};
 use skiff_client::webhook::{admit_fn, AdmissionResponse, CertStore, Server};
 use skiff_e2e::bench::{creates_per_second, median_range, percentile};
+use skiff_e2e::pki::TestCa;
 use skiff_e2e::{ApiServer, Etcd};
 use tokio_util::sync::CancellationToken;
 
@@ -68,19 +68,9 @@ fn pod_rules() -> Value {
 
 /// A validating webhook on loopback refusing pods named `refused-*`, admitting the rest.
 async fn webhook(stop: CancellationToken) -> Result<(String, String)> {
-    let ca_key = rcgen::KeyPair::generate()?;
-    let mut ca = rcgen::CertificateParams::default();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "admission-bench-ca");
-    let ca_pem = ca.self_signed(&ca_key)?.pem();
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
-    let key = rcgen::KeyPair::generate()?;
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])?.signed_by(&key, &issuer)?;
-    let certs = Arc::new(CertStore::from_pem(
-        cert.pem().as_bytes(),
-        key.serialize_pem().as_bytes(),
-    )?);
+    let ca = TestCa::new("admission-bench-ca");
+    let (cert, key) = ca.serving(&["127.0.0.1"]);
+    let certs = Arc::new(CertStore::from_pem(cert.as_bytes(), key.as_bytes())?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("https://{}/validate", listener.local_addr()?);
     let server = Server::new().admit(
@@ -97,10 +87,7 @@ async fn webhook(stop: CancellationToken) -> Result<(String, String)> {
     tokio::spawn(async move {
         let _ = server.serve(listener, config, stop).await;
     });
-    Ok((
-        url,
-        base64::engine::general_purpose::STANDARD.encode(ca_pem),
-    ))
+    Ok((url, ca.bundle()))
 }
 
 /// (p50 ms, p99 ms, creates/s) for one mode.
