@@ -28,6 +28,7 @@ mod resourcequota;
 pub mod review;
 pub mod service;
 pub mod serviceaccount_token;
+mod storage;
 pub mod subresource;
 mod webhook_configuration;
 
@@ -947,6 +948,11 @@ static BUILTINS: &[&Builtin] = &[
     &webhook_configuration::VALIDATING,
     &admission_policy::POLICIES,
     &admission_policy::BINDINGS,
+    &storage::STORAGECLASSES,
+    &storage::CSIDRIVERS,
+    &storage::CSINODES,
+    &storage::VOLUMEATTACHMENTS,
+    &storage::CSISTORAGECAPACITIES,
 ];
 
 /// Every compiled-in resource as the server serves it, Services allocating from `ranges`.
