@@ -15,7 +15,7 @@ use skiff_rules::Quantity;
 
 use super::webhook_configuration::AGE;
 use super::{col, s, Builtin, Column, Typed};
-use crate::error::Cause;
+use crate::error::{Cause, CauseKind};
 use crate::validation as v;
 
 /// The API group of the storage types.
@@ -245,7 +245,8 @@ fn class_update(new: &StorageClass, old: &StorageClass) -> Vec<Cause> {
         ));
     }
     if new.volume_binding_mode != old.volume_binding_mode {
-        out.push(Cause::immutable("volumeBindingMode"));
+        let mode = new.volume_binding_mode.as_deref().unwrap_or("");
+        out.push(immutable("volumeBindingMode", json!(mode).to_string()));
     }
     out
 }
@@ -296,6 +297,15 @@ fn class_cells(obj: &Value) -> Vec<Value> {
         json!(expand.to_string()),
         super::age(obj),
     ]
+}
+
+/// A changed immutable field with its new value as Kubernetes renders it.
+fn immutable(field: &str, rendered: String) -> Cause {
+    Cause {
+        kind: CauseKind::Invalid,
+        field: field.into(),
+        message: format!("{rendered}: field is immutable"),
+    }
 }
 
 // ---- CSIDriver -----------------------------------------------------------------------------
@@ -422,10 +432,24 @@ fn validate_driver(d: &CSIDriver) -> Vec<Cause> {
 fn driver_update(new: &CSIDriver, old: &CSIDriver) -> Vec<Cause> {
     let mut out = Vec::new();
     if new.spec.attach_required != old.spec.attach_required {
-        out.push(Cause::immutable("spec.attachedRequired"));
+        let v = new
+            .spec
+            .attach_required
+            .map_or("null".into(), |b| b.to_string());
+        out.push(immutable("spec.attachedRequired", v));
     }
     if new.spec.volume_lifecycle_modes != old.spec.volume_lifecycle_modes {
-        out.push(Cause::immutable("spec.volumeLifecycleModes"));
+        let modes: Vec<String> = new
+            .spec
+            .volume_lifecycle_modes
+            .iter()
+            .flatten()
+            .map(|m| json!(m).to_string())
+            .collect();
+        out.push(immutable(
+            "spec.volumeLifecycleModes",
+            format!("[]storage.VolumeLifecycleMode{{{}}}", modes.join(", ")),
+        ));
     }
     out
 }
@@ -679,7 +703,10 @@ fn capacity_update(new: &CSIStorageCapacity, old: &CSIStorageCapacity) -> Vec<Ca
         out.push(Cause::immutable("nodeTopology"));
     }
     if new.storage_class_name != old.storage_class_name {
-        out.push(Cause::immutable("storageClassName"));
+        out.push(immutable(
+            "storageClassName",
+            json!(new.storage_class_name).to_string(),
+        ));
     }
     out
 }
@@ -768,7 +795,7 @@ mod tests {
                 "parameters: Forbidden: updates to parameters are forbidden.",
                 "provisioner: Forbidden: updates to provisioner are forbidden.",
                 "reclaimPolicy: Forbidden: updates to reclaimPolicy are forbidden.",
-                "volumeBindingMode: field is immutable",
+                "volumeBindingMode: Invalid value: \"WaitForFirstConsumer\": field is immutable",
             ]
         );
     }
@@ -856,8 +883,8 @@ mod tests {
         assert_eq!(
             texts(driver_update(&new, &old)),
             vec![
-                "spec.attachedRequired: field is immutable",
-                "spec.volumeLifecycleModes: field is immutable",
+                "spec.attachedRequired: Invalid value: false: field is immutable",
+                "spec.volumeLifecycleModes: Invalid value: []storage.VolumeLifecycleMode{\"Persistent\", \"Ephemeral\"}: field is immutable",
             ]
         );
         new.spec.attach_required = Some(true);
@@ -931,7 +958,7 @@ mod tests {
         d.storage_class_name = "slow".into();
         assert_eq!(
             texts(capacity_update(&d, &c)),
-            vec!["storageClassName: field is immutable"]
+            vec!["storageClassName: Invalid value: \"slow\": field is immutable"]
         );
         assert_eq!(
             capacity_cells(&json!({"metadata": {"name": "c"}, "storageClassName": "s"}))[2],
