@@ -4,7 +4,9 @@
 //! `(default)`), discovered and explained; malformed ones and changes to immutable fields
 //! refused in Kubernetes' words; a VolumeAttachment's `status` subresource.
 
-use skiff_e2e::Cluster;
+use reqwest::Method;
+use serde_json::{json, Value};
+use skiff_e2e::{send, Cluster};
 
 const OBJECTS: &str = r#"
 apiVersion: storage.k8s.io/v1
@@ -105,10 +107,7 @@ async fn storage_types_are_defaulted_listed_and_discovered() {
     assert_eq!(spec["fsGroupPolicy"], "ReadWriteOnceWithFSType");
     assert_eq!(spec["requiresRepublish"], false);
     assert_eq!(spec["seLinuxMount"], false);
-    assert_eq!(
-        spec["volumeLifecycleModes"],
-        serde_json::json!(["Persistent"])
-    );
+    assert_eq!(spec["volumeLifecycleModes"], json!(["Persistent"]));
 
     // kube-apiserver's columns.
     let out = k.ok(&["get", "sc"]);
@@ -372,4 +371,40 @@ spec:
         "-p",
         r#"{"spec":{"podInfoOnMount":true}}"#,
     ]);
+
+    // Through plain HTTPS: a 422 Invalid Status naming each field.
+    let admin = c.api.client().unwrap();
+    let body = json!({
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "CSIStorageCapacity",
+        "metadata": {"name": "cap"},
+        "storageClassName": "Fast",
+        "capacity": "-1Gi",
+    });
+    let (code, status) = send(
+        &admin,
+        Method::POST,
+        c.api
+            .url("/apis/storage.k8s.io/v1/namespaces/default/csistoragecapacities"),
+        Some(body),
+    )
+    .await;
+    assert_eq!(code, 422, "{status:#}");
+    assert_eq!(status["reason"], "Invalid");
+    assert_eq!(status["details"]["kind"], "CSIStorageCapacity");
+    assert_eq!(status["details"]["group"], "storage.k8s.io");
+    let causes: Vec<(&str, &str)> = status["details"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c: &Value| (c["field"].as_str().unwrap(), c["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        causes,
+        [
+            ("storageClassName", "FieldValueInvalid"),
+            ("capacity", "FieldValueInvalid")
+        ],
+        "{status:#}"
+    );
 }
