@@ -819,3 +819,21 @@ pub fn configmap(name: &str, value: &str) -> k8s_openapi::api::core::v1::ConfigM
         ..Default::default()
     }
 }
+
+/// The header and the row of `name` in kubectl's table output, split at whitespace.
+pub fn table_row(out: &str, name: &str) -> (Vec<String>, Vec<String>) {
+    let mut lines = out.lines();
+    let header = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let row = lines
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no row {name} in:\n{out}"))
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    (header, row)
+}

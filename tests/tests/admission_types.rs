@@ -9,7 +9,7 @@
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use skiff_e2e::{send, Cluster};
+use skiff_e2e::{send, table_row, Cluster};
 
 const GROUP_V1: &str = "/apis/admissionregistration.k8s.io/v1";
 
@@ -102,24 +102,6 @@ spec:
     namespaceSelector:
       matchLabels: {env: test}
 "#;
-
-/// The header and the row of `name` in kubectl's table output.
-fn table_row(out: &str, name: &str) -> (Vec<String>, Vec<String>) {
-    let mut lines = out.lines();
-    let header = lines
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(String::from)
-        .collect();
-    let row = lines
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .unwrap_or_else(|| panic!("no row {name} in:\n{out}"))
-        .split_whitespace()
-        .map(String::from)
-        .collect();
-    (header, row)
-}
 
 #[tokio::test]
 async fn webhook_configurations_are_defaulted_listed_and_discovered() {

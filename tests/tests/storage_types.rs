@@ -6,7 +6,7 @@
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use skiff_e2e::{send, Cluster};
+use skiff_e2e::{send, table_row, Cluster};
 
 const OBJECTS: &str = r#"
 apiVersion: storage.k8s.io/v1
@@ -60,24 +60,6 @@ capacity: 10Gi
 nodeTopology:
   matchLabels: {topology.example.com/zone: a}
 "#;
-
-/// The header and the row of `name` in kubectl's table output.
-fn table_row(out: &str, name: &str) -> (Vec<String>, Vec<String>) {
-    let mut lines = out.lines();
-    let header = lines
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(String::from)
-        .collect();
-    let row = lines
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .unwrap_or_else(|| panic!("no row {name} in:\n{out}"))
-        .split_whitespace()
-        .map(String::from)
-        .collect();
-    (header, row)
-}
 
 #[tokio::test]
 async fn storage_types_are_defaulted_listed_and_discovered() {
