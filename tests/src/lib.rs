@@ -411,6 +411,12 @@ impl ApiServer {
         client_from_kubeconfig(&self.kubeconfig, true)
     }
 
+    /// The server's Prometheus `/metrics` text, read as the admin.
+    pub async fn metrics(&self) -> Result<String> {
+        let resp = self.client()?.get(self.url("/metrics")).send().await?;
+        Ok(resp.error_for_status()?.text().await?)
+    }
+
     /// An HTTPS client that trusts the cluster CA but presents no credentials.
     pub fn anonymous_client(&self) -> Result<reqwest::Client> {
         client_from_kubeconfig(&self.kubeconfig, false)

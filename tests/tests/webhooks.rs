@@ -331,17 +331,7 @@ async fn a_validating_webhook_denies_with_its_message_and_warns() {
     assert_eq!(server.reviews.lock().len(), before + 2);
 
     // The metrics, named and labelled as kube-apiserver's.
-    let text = c
-        .api
-        .client()
-        .unwrap()
-        .get(c.api.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = c.api.metrics().await.unwrap();
     assert!(
         text.lines().any(
             |l| l.starts_with("apiserver_admission_webhook_rejection_count{")
@@ -568,17 +558,7 @@ async fn failure_policies_and_timeouts() {
         "{took:?}"
     );
 
-    let text = c
-        .api
-        .client()
-        .unwrap()
-        .get(c.api.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = c.api.metrics().await.unwrap();
     assert!(
         text.lines().any(
             |l| l.starts_with("apiserver_admission_webhook_fail_open_count{")
