@@ -122,7 +122,7 @@ async fn volumes_and_claims_are_defaulted_validated_and_listed() {
     let k = c.kubectl();
     k.ok_input(&["create", "-f", "-"], &pv("pv-a", "1536Mi", "", "Retain"));
     let mut spec = pv("pv-b", "1Gi", "fast", "Delete");
-    spec = spec.replace("persistentVolumeReclaimPolicy: Delete\n", "");
+    spec = spec.replace("  persistentVolumeReclaimPolicy: Delete\n", "");
     k.ok_input(&["create", "-f", "-"], &spec);
     k.ok_input(&["create", "-f", "-"], &pvc("data", "1Gi", Some("fast")));
 
