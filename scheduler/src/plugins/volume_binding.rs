@@ -377,7 +377,7 @@ mod tests {
         let mut snap = Snapshot::from_nodes(nodes.to_vec());
         snap.volumes = cache;
         snap.prepare(&p);
-        match VolumeBinding.pre_filter(&p, &snap) {
+        let out = match VolumeBinding.pre_filter(&p, &snap) {
             Err(e) => vec![Err(vec![e])],
             Ok(None) => nodes.iter().map(|_| Ok(())).collect(),
             Ok(Some(c)) => snap
@@ -386,7 +386,8 @@ mod tests {
                 .enumerate()
                 .map(|(i, n)| c(i, n).map_err(|r| r.reasons))
                 .collect(),
-        }
+        };
+        out
     }
 
     #[test]
