@@ -466,6 +466,29 @@ mod tests {
     }
 
     #[test]
+    fn volume_binding_waits_bind_timeout_seconds() {
+        let p = &profiles("{}").unwrap()[0];
+        assert_eq!(p.volume_binding, Some(DEFAULT_BIND_TIMEOUT));
+        let p = &profiles(
+            "profiles: [{pluginConfig: [{name: VolumeBinding, args: {bindTimeoutSeconds: 30}}]}]",
+        )
+        .unwrap()[0];
+        assert_eq!(p.volume_binding, Some(Duration::from_secs(30)));
+        let off = &profiles("profiles: [{plugins: {filter: {disabled: [{name: VolumeBinding}]}}}]")
+            .unwrap()[0];
+        assert_eq!(off.volume_binding, None);
+        let Err(e) = profiles(
+            "profiles: [{pluginConfig: [{name: VolumeBinding, args: {bindTimeoutSeconds: -1}}]}]",
+        ) else {
+            panic!("a negative bindTimeoutSeconds was accepted");
+        };
+        assert!(
+            e.to_string().contains("should not be a negative value"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn binpack_profile_with_weights_and_disabled_plugins() {
         let ps = profiles(
             r#"
