@@ -18,8 +18,11 @@ use crate::plugins::node_resources::{
     NodeResourcesFit, NodeResourcesScore, ResourceWeight, Strategy,
 };
 use crate::plugins::node_unschedulable::NodeUnschedulable;
+use crate::plugins::node_volume_limits::NodeVolumeLimits;
 use crate::plugins::pod_topology_spread::PodTopologySpread;
 use crate::plugins::taint_toleration::TaintToleration;
+use crate::plugins::volume_binding::VolumeBinding;
+use crate::plugins::volume_restrictions::VolumeRestrictions;
 use crate::plugins::{Filter, Score};
 
 /// Why a configuration cannot be used.
@@ -181,9 +184,28 @@ const FILTERS: &[&str] = &[
     "NodeAffinity",
     "NodePorts",
     "NodeResourcesFit",
+    "VolumeRestrictions",
+    "NodeVolumeLimits",
+    "VolumeBinding",
     "PodTopologySpread",
     "InterPodAffinity",
 ];
+
+/// kube-scheduler's default `VolumeBindingArgs.bindTimeoutSeconds`.
+pub const DEFAULT_BIND_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// `VolumeBindingArgs.bindTimeoutSeconds`: how long PreBind waits for the claims to bind.
+fn bind_timeout(args: Option<&serde_json::Value>) -> Result<Duration, ConfigError> {
+    match args.and_then(|a| a.get("bindTimeoutSeconds")) {
+        None | Some(serde_json::Value::Null) => Ok(DEFAULT_BIND_TIMEOUT),
+        Some(v) => match v.as_i64() {
+            Some(s) if s >= 0 => Ok(Duration::from_secs(s as u64)),
+            _ => Err(ConfigError::Invalid(format!(
+                "VolumeBinding: bindTimeoutSeconds: Invalid value: {v}: invalid BindTimeoutSeconds, should not be a negative value"
+            ))),
+        },
+    }
+}
 
 /// Score plugins with kube-scheduler's default weights.
 const SCORES: &[(&str, i64)] = &[
@@ -333,6 +355,7 @@ fn build(p: &ProfileConfig, pct: u32) -> Result<Profile, ConfigError> {
     let ipa = InterPodAffinity;
     let filter_defaults: Vec<(&str, i64)> = FILTERS.iter().map(|n| (*n, 0)).collect();
     let mut filters: Vec<Box<dyn Filter>> = Vec::new();
+    let mut volume_binding = None;
     for (name, _) in resolve(
         &filter_defaults,
         &[&p.plugins.multi_point, &p.plugins.filter],
@@ -346,6 +369,12 @@ fn build(p: &ProfileConfig, pct: u32) -> Result<Profile, ConfigError> {
             "NodeResourcesFit" => Box::new(NodeResourcesFit),
             "PodTopologySpread" => Box::new(PodTopologySpread),
             "InterPodAffinity" => Box::new(ipa.clone()),
+            "VolumeRestrictions" => Box::new(VolumeRestrictions),
+            "NodeVolumeLimits" => Box::new(NodeVolumeLimits),
+            "VolumeBinding" => {
+                volume_binding = Some(bind_timeout(args.get("VolumeBinding").copied())?);
+                Box::new(VolumeBinding)
+            }
             // Score-only plugins enabled through multiPoint have no filter.
             "ImageLocality" => continue,
             other => {
@@ -365,7 +394,8 @@ fn build(p: &ProfileConfig, pct: u32) -> Result<Profile, ConfigError> {
             "NodeResourcesFit" => Box::new(strategy(args.get("NodeResourcesFit").copied())?),
             "ImageLocality" => Box::new(ImageLocality),
             // Filter-only plugins enabled through multiPoint have no score.
-            "NodeUnschedulable" | "NodeName" | "NodePorts" => continue,
+            "NodeUnschedulable" | "NodeName" | "NodePorts" | "VolumeRestrictions"
+            | "NodeVolumeLimits" | "VolumeBinding" => continue,
             other => {
                 return Err(ConfigError::Invalid(format!(
                     "score plugin {other:?} does not exist"
@@ -393,6 +423,7 @@ fn build(p: &ProfileConfig, pct: u32) -> Result<Profile, ConfigError> {
         filters,
         scores,
         percentage_of_nodes_to_score: pct,
+        volume_binding,
     })
 }
 
@@ -431,6 +462,29 @@ mod tests {
         assert_eq!(
             (c.client_connection.qps, c.client_connection.burst),
             (2000.0, 4000)
+        );
+    }
+
+    #[test]
+    fn volume_binding_waits_bind_timeout_seconds() {
+        let p = &profiles("{}").unwrap()[0];
+        assert_eq!(p.volume_binding, Some(DEFAULT_BIND_TIMEOUT));
+        let p = &profiles(
+            "profiles: [{pluginConfig: [{name: VolumeBinding, args: {bindTimeoutSeconds: 30}}]}]",
+        )
+        .unwrap()[0];
+        assert_eq!(p.volume_binding, Some(Duration::from_secs(30)));
+        let off = &profiles("profiles: [{plugins: {filter: {disabled: [{name: VolumeBinding}]}}}]")
+            .unwrap()[0];
+        assert_eq!(off.volume_binding, None);
+        let Err(e) = profiles(
+            "profiles: [{pluginConfig: [{name: VolumeBinding, args: {bindTimeoutSeconds: -1}}]}]",
+        ) else {
+            panic!("a negative bindTimeoutSeconds was accepted");
+        };
+        assert!(
+            e.to_string().contains("should not be a negative value"),
+            "{e}"
         );
     }
 

@@ -30,6 +30,9 @@ pub struct Profile {
     /// default, 50% less 1% per 125 nodes, at least 5%); at least 100 nodes are always
     /// looked at when there are that many.
     pub percentage_of_nodes_to_score: u32,
+    /// With `VolumeBinding` enabled: how long PreBind waits for a pod's claims to be bound
+    /// (`bindTimeoutSeconds`).
+    pub volume_binding: Option<std::time::Duration>,
 }
 
 /// Why a pod fits no node: how many nodes gave each reason.
@@ -41,11 +44,28 @@ pub struct FitError {
     pub reasons: BTreeMap<String, usize>,
     /// Nodes where evicting pods could help (for preemption).
     pub resolvable_nodes: Vec<usize>,
+    /// A PreFilter's verdict on the pod as a whole (no node was looked at).
+    pub pre_filter: Option<String>,
+}
+
+impl FitError {
+    /// The pod was turned away by a PreFilter before any node was looked at.
+    pub fn pre_filtered(nodes: usize, message: String) -> Self {
+        FitError {
+            nodes,
+            reasons: BTreeMap::new(),
+            resolvable_nodes: Vec::new(),
+            pre_filter: Some(message),
+        }
+    }
 }
 
 impl std::fmt::Display for FitError {
     /// `0/5 nodes are available: 2 Insufficient cpu, 3 node(s) had untolerated taint {a: b}.`
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(m) = &self.pre_filter {
+            return write!(f, "0/{} nodes are available: {m}.", self.nodes);
+        }
         let mut parts: Vec<String> = self
             .reasons
             .iter()
@@ -89,12 +109,20 @@ impl Profile {
         (n * pct / 100).max(MIN_FEASIBLE)
     }
 
-    /// The filters' checks for `pod` (the snapshot prepared for it).
-    pub fn checks<'a>(&'a self, pod: &'a PodInfo, snap: &'a Snapshot) -> Vec<Check<'a>> {
-        self.filters
-            .iter()
-            .filter_map(|f| f.filter_for(pod, snap))
-            .collect()
+    /// The filters' checks for `pod` (the snapshot prepared for it), or the first
+    /// PreFilter's verdict that no node will do.
+    pub fn checks<'a>(
+        &'a self,
+        pod: &'a PodInfo,
+        snap: &'a Snapshot,
+    ) -> Result<Vec<Check<'a>>, String> {
+        let mut out = Vec::new();
+        for f in &self.filters {
+            if let Some(c) = f.pre_filter(pod, snap)? {
+                out.push(c);
+            }
+        }
+        Ok(out)
     }
 
     /// Runs `checks` on the node at index `i`; the first rejection decides.
@@ -127,7 +155,9 @@ impl Profile {
         let nodes = &snap.nodes;
         let n = nodes.len();
         let want = self.nodes_to_find(n);
-        let checks = self.checks(pod, snap);
+        let checks = self
+            .checks(pod, snap)
+            .map_err(|m| FitError::pre_filtered(n, m))?;
         let mut feasible = Vec::with_capacity(want.min(n));
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut resolvable_nodes = Vec::new();
@@ -156,6 +186,7 @@ impl Profile {
                 nodes: n,
                 reasons,
                 resolvable_nodes,
+                pre_filter: None,
             });
         }
         if feasible.len() == 1 || self.scores.is_empty() {
@@ -226,6 +257,7 @@ mod tests {
                 },
             ],
             percentage_of_nodes_to_score: 0,
+            volume_binding: None,
         }
     }
 

@@ -38,7 +38,7 @@ pub fn find(
     fit: &FitError,
 ) -> Option<Preemption> {
     let nodes = &snap.nodes;
-    let checks = profile.checks(pod, snap);
+    let checks = profile.checks(pod, snap).ok()?;
     let mut best: Option<(Preemption, (usize, i64, i32))> = None;
     for &idx in &fit.resolvable_nodes {
         let node = &nodes[idx];
@@ -116,6 +116,7 @@ mod tests {
             filters: vec![Box::new(NodeResourcesFit)],
             scores: Vec::<Weighted>::new(),
             percentage_of_nodes_to_score: 0,
+            volume_binding: None,
         };
         let mut nodes = vec![n("a"), n("b")];
         // a: two small low-priority pods; b: one big pod of middle priority.

@@ -12,21 +12,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, CSIStorageCapacity, StorageClass};
 use parking_lot::Mutex;
 use serde_json::json;
 use skiff_client::events::{reference, Recorder};
 use skiff_client::informer::{Informer, InformerFactory};
 use skiff_client::reflector::Change;
 use skiff_client::watcher::{self, watcher, Event};
-use skiff_client::{Api, Client, Patch, PatchParams};
+use skiff_client::{Api, Client, Object, Patch, PatchParams};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::framework::{FitError, Profile};
+use crate::prebind::Reserved;
 use crate::preemption::priority;
 use crate::queue::SchedulingQueue;
 use crate::snapshot::{PodInfo, Snapshot};
+use crate::volumes::Cached;
 
 fn key_of(pod: &Pod) -> String {
     format!(
@@ -64,6 +67,8 @@ struct Shared {
     metrics: Arc<crate::metrics::Metrics>,
     /// Round-robin start of the node search.
     next_start: AtomicUsize,
+    /// Ticks whenever a storage object changes (PreBind waits on it).
+    volume_changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -176,7 +181,17 @@ pub async fn run(
         events,
         metrics,
         next_start: AtomicUsize::new(0),
+        volume_changes: tokio::sync::watch::Sender::new(0),
     });
+    // Storage objects only when a profile binds volumes: without them nothing reads them.
+    if shared.profiles.iter().any(|p| p.volume_binding.is_some()) {
+        follow_volumes::<PersistentVolume>(&factory, &shared, &shutdown).await;
+        follow_volumes::<PersistentVolumeClaim>(&factory, &shared, &shutdown).await;
+        follow_volumes::<StorageClass>(&factory, &shared, &shutdown).await;
+        follow_volumes::<CSINode>(&factory, &shared, &shutdown).await;
+        follow_volumes::<CSIDriver>(&factory, &shared, &shutdown).await;
+        follow_volumes::<CSIStorageCapacity>(&factory, &shared, &shutdown).await;
+    }
     nodes.store().wait_until_ready().await;
     ns_informer.store().wait_until_ready().await;
 
@@ -253,6 +268,45 @@ pub async fn run(
         schedule_one(&shared, &key);
     }
     tracing::info!("scheduler stopped");
+}
+
+/// Keeps one kind of storage object in the cache's [`crate::volumes::VolumeCache`]; a change
+/// may make pending pods schedulable, so it requeues them and wakes PreBind's waiters.
+async fn follow_volumes<K: Object + Cached>(
+    factory: &InformerFactory,
+    shared: &Arc<Shared>,
+    shutdown: &CancellationToken,
+) {
+    let informer = factory.informer::<K>();
+    let mut changes = informer.subscribe().boxed();
+    let store = informer.store();
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        _ = store.wait_until_ready() => {}
+    }
+    K::reset(&mut shared.cache.lock().volumes, store.state());
+    let shared = shared.clone();
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let c = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = changes.next() => c,
+            };
+            {
+                let mut cache = shared.cache.lock();
+                match c {
+                    Some(Change::Applied(o)) => K::apply(&mut cache.volumes, o),
+                    Some(Change::Deleted(o)) => K::delete(&mut cache.volumes, &o),
+                    Some(Change::Resynced) => K::reset(&mut cache.volumes, store.state()),
+                    None => return,
+                }
+            }
+            shared.volume_changes.send_modify(|v| *v += 1);
+            shared.queue.lock().cluster_changed(Instant::now());
+            shared.wake.notify_one();
+        }
+    });
 }
 
 fn spawn_node_handler(shared: Arc<Shared>, nodes: Informer<Node>, shutdown: CancellationToken) {
@@ -390,15 +444,42 @@ fn schedule_one(shared: &Arc<Shared>, key: &str) {
     };
     match decision {
         Ok(node) => {
+            // Assume (Reserve), then bind in the background.
+            let reserved = {
+                let mut cache = shared.cache.lock();
+                let reserved = match profile.volume_binding {
+                    Some(_) if crate::volumes::uses_claims(&pod) => {
+                        crate::prebind::reserve(&mut cache, &pod, &node)
+                    }
+                    _ => Ok(None),
+                };
+                if reserved.is_ok() {
+                    cache.add_pod(&node, info);
+                }
+                reserved
+            };
+            let reserved = match reserved {
+                Ok(r) => r,
+                Err(e) => {
+                    // The claims changed between Filter and Reserve: look again later.
+                    tracing::debug!(pod = %key, %node, error = %e, "volumes no longer fit");
+                    shared
+                        .queue
+                        .lock()
+                        .retry_later(key, priority(&pod), Instant::now());
+                    return;
+                }
+            };
             shared
                 .metrics
                 .attempt("scheduled", &profile.scheduler_name, started.elapsed());
-            // Assume, then bind in the background.
-            shared.cache.lock().add_pod(&node, info);
             shared.queue.lock().done(key);
+            let timeout = profile
+                .volume_binding
+                .unwrap_or(crate::config::DEFAULT_BIND_TIMEOUT);
             let shared = shared.clone();
             let key = key.to_string();
-            tokio::spawn(async move { bind(shared, key, pod, node).await });
+            tokio::spawn(async move { bind(shared, key, pod, node, reserved, timeout).await });
         }
         Err(fit) => {
             shared
@@ -430,9 +511,42 @@ fn schedule_one(shared: &Arc<Shared>, key: &str) {
     }
 }
 
-async fn bind(shared: Arc<Shared>, key: String, pod: Arc<Pod>, node: String) {
+/// Forgets the pod's assumed placement and volume bindings.
+fn unreserve(shared: &Shared, key: &str, reserved: Option<&Reserved>) {
+    let mut cache = shared.cache.lock();
+    cache.remove_pod(key);
+    if let Some(r) = reserved {
+        crate::prebind::unreserve(&mut cache, r);
+    }
+}
+
+async fn bind(
+    shared: Arc<Shared>,
+    key: String,
+    pod: Arc<Pod>,
+    node: String,
+    reserved: Option<Reserved>,
+    bind_timeout: Duration,
+) {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
+    if let Some(r) = reserved.as_ref() {
+        let changes = shared.volume_changes.subscribe();
+        let check = || crate::prebind::all_bound(&shared.cache.lock().volumes, r);
+        let done = crate::prebind::pre_bind(&shared.client, r, check, changes, bind_timeout).await;
+        if let Err(e) = done {
+            let message = format!("running PreBind plugin \"VolumeBinding\": {e}");
+            tracing::warn!(pod = %key, %node, error = %message, "volume binding failed");
+            unreserve(&shared, &key, Some(r));
+            shared
+                .queue
+                .lock()
+                .retry_later(&key, priority(&pod), Instant::now());
+            shared.wake.notify_one();
+            report_failure(shared, pod, "SchedulerError", message).await;
+            return;
+        }
+    }
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
     match api.bind(&name, &node).await {
         Ok(()) => {
@@ -446,7 +560,7 @@ async fn bind(shared: Arc<Shared>, key: String, pod: Arc<Pod>, node: String) {
         }
         Err(e) => {
             tracing::warn!(pod = %key, %node, error = %e, "binding failed; retrying");
-            shared.cache.lock().remove_pod(&key);
+            unreserve(&shared, &key, reserved.as_ref());
             if !e.is_not_found() {
                 shared
                     .queue
@@ -492,7 +606,11 @@ async fn preempt(shared: &Arc<Shared>, pod: &Arc<Pod>, node: &str, victims: Vec<
 }
 
 async fn report_unschedulable(shared: Arc<Shared>, pod: Arc<Pod>, fit: FitError) {
-    let message = fit.to_string();
+    report_failure(shared, pod, "Unschedulable", fit.to_string()).await
+}
+
+/// `PodScheduled=False` with `reason` and `message` (once), and a `FailedScheduling` event.
+async fn report_failure(shared: Arc<Shared>, pod: Arc<Pod>, reason: &str, message: String) {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
@@ -511,7 +629,7 @@ async fn report_unschedulable(shared: Arc<Shared>, pod: Arc<Pod>, fit: FitError)
         let patch = json!({"status": {"conditions": [{
             "type": "PodScheduled",
             "status": "False",
-            "reason": "Unschedulable",
+            "reason": reason,
             "message": message,
             "lastProbeTime": null,
             "lastTransitionTime": skiff_client::time::now_rfc3339(),

@@ -432,6 +432,20 @@ impl PodInfo {
                 node_name: spec.and_then(|s| s.node_name.clone()),
                 scheduler_name: spec.and_then(|s| s.scheduler_name.clone()),
                 priority: spec.and_then(|s| s.priority),
+                // Volume plugins count the claims and CSI volumes of placed pods.
+                volumes: spec
+                    .and_then(|s| s.volumes.as_ref())
+                    .map(|vs| {
+                        vs.iter()
+                            .filter(|v| {
+                                v.persistent_volume_claim.is_some()
+                                    || v.ephemeral.is_some()
+                                    || v.csi.is_some()
+                            })
+                            .cloned()
+                            .collect::<Vec<_>>()
+                    })
+                    .filter(|vs| !vs.is_empty()),
                 ..Default::default()
             }),
             status: self.pod.status.as_ref().map(|s| PodStatus {
@@ -714,6 +728,8 @@ pub struct Snapshot {
     /// Label key → value → the counted pods carrying it (to count a new group quickly).
     pods_by_label: Map<String, Map<String, Map<String, Arc<PodInfo>>>>,
     tick: u64,
+    /// The storage objects volume plugins read.
+    pub volumes: crate::volumes::VolumeCache,
 }
 
 impl Snapshot {

@@ -430,6 +430,24 @@ pub fn cluster_roles() -> Vec<BootstrapRole> {
             )],
         ),
         role("system:kube-scheduler", scheduler_rules()),
+        // What the scheduler's VolumeBinding plugin writes: a volume's claimRef for a
+        // WaitForFirstConsumer claim, a claim's selected-node annotation.
+        role(
+            "system:volume-scheduler",
+            vec![
+                r(
+                    &["get", "list", "patch", "update", "watch"],
+                    &[""],
+                    &["persistentvolumes"],
+                ),
+                r(READ, &["storage.k8s.io"], &["storageclasses"]),
+                r(
+                    &["get", "list", "patch", "update", "watch"],
+                    &[""],
+                    &["persistentvolumeclaims"],
+                ),
+            ],
+        ),
         role("system:kube-controller-manager", controller_manager_rules()),
         role(
             "system:node-proxier",
@@ -523,6 +541,10 @@ pub fn cluster_role_bindings() -> Vec<BootstrapBinding> {
         ),
         binding(
             "system:kube-scheduler",
+            vec![("User", "system:kube-scheduler", "")],
+        ),
+        binding(
+            "system:volume-scheduler",
             vec![("User", "system:kube-scheduler", "")],
         ),
         binding(

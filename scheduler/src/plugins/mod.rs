@@ -11,8 +11,11 @@ pub mod node_name;
 pub mod node_ports;
 pub mod node_resources;
 pub mod node_unschedulable;
+pub mod node_volume_limits;
 pub mod pod_topology_spread;
 pub mod taint_toleration;
+pub mod volume_binding;
+pub mod volume_restrictions;
 
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
@@ -62,6 +65,16 @@ pub trait Filter: Send + Sync {
     /// the whole snapshot is worked out here, once; `None` when the plugin has nothing to
     /// check for this pod (every node passes).
     fn filter_for<'a>(&'a self, pod: &'a PodInfo, snap: &'a Snapshot) -> Option<Check<'a>>;
+    /// [`Filter::filter_for`] for plugins whose PreFilter may turn the pod away as a whole
+    /// (kube's `UnschedulableAndUnresolvable` from PreFilter): `Err` carries kube's message,
+    /// which becomes the whole explanation of the failure, no node being looked at.
+    fn pre_filter<'a>(
+        &'a self,
+        pod: &'a PodInfo,
+        snap: &'a Snapshot,
+    ) -> Result<Option<Check<'a>>, String> {
+        Ok(self.filter_for(pod, snap))
+    }
 }
 
 /// Rates a node for a pod.
