@@ -642,9 +642,27 @@ pub(crate) mod tests {
         assert_eq!(approves(&c), Some(Kind::SkiffCsiClient));
         let with_o = request(SKIFF_CSI_USER, &["system:masters"], &[]);
         for c in [
-            csr(CLIENT_SIGNER, &with_o, USAGES, "system:bootstrap:a", BOOTSTRAP),
-            csr(CLIENT_SIGNER, &pem, USAGES, "alice", &["system:authenticated"]),
-            csr(KUBELET_CLIENT_SIGNER, &pem, USAGES, "system:bootstrap:a", BOOTSTRAP),
+            csr(
+                CLIENT_SIGNER,
+                &with_o,
+                USAGES,
+                "system:bootstrap:a",
+                BOOTSTRAP,
+            ),
+            csr(
+                CLIENT_SIGNER,
+                &pem,
+                USAGES,
+                "alice",
+                &["system:authenticated"],
+            ),
+            csr(
+                KUBELET_CLIENT_SIGNER,
+                &pem,
+                USAGES,
+                "system:bootstrap:a",
+                BOOTSTRAP,
+            ),
         ] {
             assert_eq!(approves(&c), None);
         }

@@ -179,7 +179,12 @@ pub async fn proxy_kubeconfig(path: &Path, bootstrap: &Path, wait: Duration) -> 
 /// Writes `path` (unless it holds a certificate still good): the kubeconfig of the node
 /// component `user` (`system:kube-proxy`, `system:skiff-csi`), its certificate asked for as
 /// [`proxy_kubeconfig`] says.
-pub async fn csr_kubeconfig(path: &Path, bootstrap: &Path, user: &str, wait: Duration) -> Result<()> {
+pub async fn csr_kubeconfig(
+    path: &Path,
+    bootstrap: &Path,
+    user: &str,
+    wait: Duration,
+) -> Result<()> {
     if kubeconfig_still_good(path) {
         return Ok(());
     }

@@ -93,7 +93,10 @@ impl Env {
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let data = format!("--data-dir={}", dir.path().join("volumes").display());
-        let root = format!("--kubelet-root-dir={}", dir.path().join("kubelet").display());
+        let root = format!(
+            "--kubelet-root-dir={}",
+            dir.path().join("kubelet").display()
+        );
         let kubeconfig = cert_kubeconfig(&c.api, dir.path(), "system:skiff-csi");
         let csi = Daemon::start_as(
             "skiff-csi",
@@ -133,7 +136,8 @@ impl Env {
         args.extend(what);
         args.push("-o=json");
         let r = self.kubectl().run(&args);
-        r.ok
+        r.status
+            .success()
             .then(|| serde_json::from_str(&r.stdout).ok())
             .flatten()
     }
@@ -214,8 +218,11 @@ async fn claims_get_node_local_volumes_and_give_them_back_as_their_class_says() 
         refused.contains(r#"User "system:skiff-csi" cannot list resource "secrets""#),
         "{refused}"
     );
-    let refused = csi.fails(&["delete", "pvc", "--all"]);
-    assert!(refused.contains("forbidden"), "{refused}");
+    let refused = csi.fails(&["create", "configmap", "x", "--from-literal=a=b"]);
+    assert!(
+        refused.contains(r#"User "system:skiff-csi" cannot create resource "configmaps""#),
+        "{refused}"
+    );
 
     // One for another node first: this node's provisioner leaves it alone.
     k.ok_input(
@@ -230,7 +237,9 @@ async fn claims_get_node_local_volumes_and_give_them_back_as_their_class_says() 
     bound(&env, "data").await;
     let ok = env
         .wait("ProvisioningSucceeded", || {
-            env.events("data", "ProvisioningSucceeded").into_iter().next()
+            env.events("data", "ProvisioningSucceeded")
+                .into_iter()
+                .next()
         })
         .await;
     assert_eq!(ok, format!("Successfully provisioned volume {pv}"));
@@ -245,7 +254,9 @@ async fn claims_get_node_local_volumes_and_give_them_back_as_their_class_says() 
     );
     let failed = env
         .wait("ProvisioningFailed", || {
-            env.events("shared", "ProvisioningFailed").into_iter().next()
+            env.events("shared", "ProvisioningFailed")
+                .into_iter()
+                .next()
         })
         .await;
     assert!(

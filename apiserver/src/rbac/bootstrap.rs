@@ -449,7 +449,9 @@ pub fn cluster_roles() -> Vec<BootstrapRole> {
             "system:skiff-csi",
             vec![
                 r(
-                    &["get", "list", "watch", "create", "delete", "patch", "update"],
+                    &[
+                        "get", "list", "watch", "create", "delete", "patch", "update",
+                    ],
                     &[""],
                     &["persistentvolumes"],
                 ),
