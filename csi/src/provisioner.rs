@@ -203,7 +203,10 @@ pub fn node_affinity(topology: &[csi::Topology]) -> Option<VolumeNodeAffinity> {
             }
         })
         .collect();
-    (!terms.is_empty()).then(|| VolumeNodeAffinity {
+    if terms.is_empty() {
+        return None;
+    }
+    Some(VolumeNodeAffinity {
         required: Some(NodeSelector {
             node_selector_terms: terms,
         }),
