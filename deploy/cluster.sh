@@ -86,7 +86,7 @@ images() {
   fi
   base_image
   image control skiff skiff-apiserver skiff-kms skiff-proxy skiff-scheduler skiff-controller-manager
-  image node skiff skiff-kubelet skiff-proxy
+  image node skiff skiff-kubelet skiff-proxy skiff-csi
   image registry
 }
 
@@ -263,7 +263,7 @@ up() {
     scheduler-1 scheduler-2 controller-manager-1 controller-manager-2
   wait_until 120 "the API servers" kubectl get --raw /readyz
   "$BIN/skiff" images --registry="127.0.0.1:$SKIFF_REGISTRY_PORT" >/dev/null
-  "$BIN/skiff" addons --server=https://lb:6443 --ca-file="$STATE/pki/ca.crt" --dns-replicas=2 \
+  "$BIN/skiff" addons --server=https://lb:6443 --ca-file="$STATE/pki/ca.crt" --dns-replicas=2 --shared-storage \
     --dns-image="registry:5000/skiff/dns:$("$BIN/skiff" --version | cut -d' ' -f2)" |
     kubectl apply -f - >/dev/null
   # The nodes' join token: CA-HASH::ID.SECRET, a bootstrap token that may only ask for

@@ -8,6 +8,11 @@ const PROTOS: &[&str] = &["skiff/v1/api.proto"];
 const CRI: &str = "cri/runtime/v1/api.proto";
 /// The Kubernetes KMS v2 plugin API: served by `skiff-kms`, called by the API server.
 const KMS: &str = "kms/v2/api.proto";
+/// The Container Storage Interface v1 (`csi.v1`): served by `skiff-csi`, called by the kubelet
+/// and the provisioner, so any CSI driver fits either side.
+const CSI: &str = "csi/v1/csi.proto";
+/// The kubelet's plugin registration API, served by a driver's registrar, called by the kubelet.
+const PLUGIN_REGISTRATION: &str = "pluginregistration/v1/api.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in PROTOS {
@@ -33,5 +38,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .compile_fds(protox::compile([KMS], ["."])?)?;
+    for p in [CSI, PLUGIN_REGISTRATION] {
+        println!("cargo:rerun-if-changed={p}");
+        tonic_prost_build::configure()
+            .build_server(true)
+            .build_client(true)
+            .compile_fds(protox::compile([p], ["."])?)?;
+    }
     Ok(())
 }

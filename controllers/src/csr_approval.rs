@@ -13,6 +13,8 @@
 //! - `kubeproxyclient` (Skiff's): signer `kubernetes.io/kube-apiserver-client`, CN
 //!   `system:kube-proxy` and no O, the same usages: the proxy of a joining node (a node
 //!   process rather than a pod here, so it gets a certificate the way the kubelet does).
+//! - `skiffcsiclient` (Skiff's): the same for CN `system:skiff-csi`, the identity of a
+//!   joining node's CSI provisioner and resizer.
 //!
 //! Whether the requester may is asked with a SubjectAccessReview for `create` on
 //! `certificatesigningrequests/<kind>` in `certificates.k8s.io`, as Kubernetes does (the proxy's
@@ -48,6 +50,8 @@ pub const BOOTSTRAPPERS_GROUP: &str = "system:bootstrappers";
 pub const NODE_USER_PREFIX: &str = "system:node:";
 /// The proxy's user name.
 pub const KUBE_PROXY_USER: &str = "system:kube-proxy";
+/// The user name of the CSI driver's provisioner and resizer.
+pub const SKIFF_CSI_USER: &str = "system:skiff-csi";
 
 /// What the PEM request of a CSR says about its subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,13 +107,15 @@ pub enum Kind {
     SelfNodeClient,
     /// The proxy's client certificate, asked for by a bootstrap token.
     KubeProxyClient,
+    /// The CSI provisioner's client certificate, asked for by a bootstrap token.
+    SkiffCsiClient,
 }
 
 impl Kind {
     /// The `certificatesigningrequests` subresource the requester must be allowed to create.
     pub fn subresource(self) -> &'static str {
         match self {
-            Kind::NodeClient | Kind::KubeProxyClient => "nodeclient",
+            Kind::NodeClient | Kind::KubeProxyClient | Kind::SkiffCsiClient => "nodeclient",
             Kind::SelfNodeClient => "selfnodeclient",
         }
     }
@@ -126,6 +132,9 @@ impl Kind {
             Kind::KubeProxyClient => {
                 "Auto approving kube-proxy client certificate after SubjectAccessReview."
             }
+            Kind::SkiffCsiClient => {
+                "Auto approving skiff-csi client certificate after SubjectAccessReview."
+            }
         }
     }
 
@@ -134,7 +143,9 @@ impl Kind {
     pub fn allowed_by_groups(self, username: &str, groups: &[String], cn: &str) -> bool {
         let in_group = |g: &str| groups.iter().any(|x| x == g);
         match self {
-            Kind::NodeClient | Kind::KubeProxyClient => in_group(BOOTSTRAPPERS_GROUP),
+            Kind::NodeClient | Kind::KubeProxyClient | Kind::SkiffCsiClient => {
+                in_group(BOOTSTRAPPERS_GROUP)
+            }
             Kind::SelfNodeClient => username == cn && in_group(NODES_GROUP),
         }
     }
@@ -179,8 +190,14 @@ pub fn check_node_client(req: &Request, usages: &[String]) -> Result<(), String>
 
 /// Whether a request is a valid proxy client certificate request; the reason when not.
 pub fn check_kube_proxy_client(req: &Request, usages: &[String]) -> Result<(), String> {
-    if req.common_name != KUBE_PROXY_USER {
-        return Err(format!("subject common name is not {KUBE_PROXY_USER}"));
+    check_component_client(req, usages, KUBE_PROXY_USER)
+}
+
+/// Whether a request is a valid client certificate request of the node component `user`
+/// (CN `user`, no organization, no alternative names, client usages); the reason when not.
+pub fn check_component_client(req: &Request, usages: &[String], user: &str) -> Result<(), String> {
+    if req.common_name != user {
+        return Err(format!("subject common name is not {user}"));
     }
     if !req.organizations.is_empty() {
         return Err("subject organization must be empty".into());
@@ -213,6 +230,9 @@ pub fn recognize(csr: &CertificateSigningRequest) -> Vec<Kind> {
         }
         CLIENT_SIGNER if check_kube_proxy_client(&req, &usages).is_ok() => {
             vec![Kind::KubeProxyClient]
+        }
+        CLIENT_SIGNER if check_component_client(&req, &usages, SKIFF_CSI_USER).is_ok() => {
+            vec![Kind::SkiffCsiClient]
         }
         _ => vec![],
     }
@@ -613,6 +633,39 @@ pub(crate) mod tests {
         der[30] ^= 1;
         let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
         format!("-----BEGIN CERTIFICATE REQUEST-----\n{b64}\n-----END CERTIFICATE REQUEST-----\n")
+    }
+
+    #[test]
+    fn the_csi_provisioner_joins_with_a_bootstrap_token() {
+        let pem = request(SKIFF_CSI_USER, &[], &[]);
+        let c = csr(CLIENT_SIGNER, &pem, USAGES, "system:bootstrap:a", BOOTSTRAP);
+        assert_eq!(approves(&c), Some(Kind::SkiffCsiClient));
+        let with_o = request(SKIFF_CSI_USER, &["system:masters"], &[]);
+        for c in [
+            csr(
+                CLIENT_SIGNER,
+                &with_o,
+                USAGES,
+                "system:bootstrap:a",
+                BOOTSTRAP,
+            ),
+            csr(
+                CLIENT_SIGNER,
+                &pem,
+                USAGES,
+                "alice",
+                &["system:authenticated"],
+            ),
+            csr(
+                KUBELET_CLIENT_SIGNER,
+                &pem,
+                USAGES,
+                "system:bootstrap:a",
+                BOOTSTRAP,
+            ),
+        ] {
+            assert_eq!(approves(&c), None);
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Skiff's gRPC contract, generated at build time from `skiff/v1/api.proto`, the client
 //! side of the Container Runtime Interface (`cri/runtime/v1/api.proto`) and the Kubernetes
-//! KMS v2 plugin API (`kms/v2/api.proto`).
+//! KMS v2 plugin API (`kms/v2/api.proto`), the Container Storage Interface
+//! (`csi/v1/csi.proto`) and the kubelet's plugin registration API
+//! (`pluginregistration/v1/api.proto`).
 //!
 //! The `.proto` file documents every service, message and field; this crate re-exports the
 //! generated tonic/prost code under [`v1`], plus the descriptor set gRPC server reflection
@@ -28,6 +30,26 @@ pub mod cri {
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod kms {
     tonic::include_proto!("v2");
+}
+
+/// The Container Storage Interface (`csi.v1`): the servers a CSI driver implements
+/// (`Identity`, `Controller`, `Node`) and their clients, for the subset of CSI v1.9 Skiff uses.
+pub mod csi {
+    /// CSI version 1.
+    #[allow(missing_docs, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("csi.v1");
+    }
+}
+
+/// The kubelet's plugin registration API (`pluginregistration`, kubelet's v1): the
+/// `Registration` service a plugin's registrar serves and the kubelet calls.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pluginregistration {
+    tonic::include_proto!("pluginregistration");
+
+    /// The `type` a CSI plugin gives in its [`PluginInfo`].
+    pub const CSI_PLUGIN: &str = "CSIPlugin";
 }
 
 /// The encoded `FileDescriptorSet` of every Skiff `.proto` file, for gRPC reflection.

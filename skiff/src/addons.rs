@@ -1,6 +1,6 @@
 //! What `skiff server` puts in the cluster itself: the `cluster-info` agents join by, the
 //! bindings that let bootstrap tokens join (as kubeadm makes them), and the cluster DNS under
-//! its own ServiceAccount.
+//! its own ServiceAccount, and the storage classes of Skiff's CSI drivers.
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use serde_json::{json, Value};
 use skiff_client::{Api, Patch, PatchParams};
 use skiff_rules::{Backoff, Kubeconfig};
@@ -31,6 +32,10 @@ pub struct AddonArgs {
     /// Replicas of the cluster DNS.
     #[arg(long, default_value_t = 1)]
     pub dns_replicas: u32,
+    /// The nodes share a filesystem for volumes (their `--shared-volume-path`): add the
+    /// `shared` StorageClass.
+    #[arg(long)]
+    pub shared_storage: bool,
 }
 
 impl AddonArgs {
@@ -45,6 +50,7 @@ impl AddonArgs {
             &self.cluster_dns,
             &self.server,
         ));
+        objects.extend(storage(self.shared_storage));
         for o in objects.iter_mut().filter(|o| o["kind"] == "Deployment") {
             o["spec"]["replicas"] = json!(self.dns_replicas);
         }
@@ -115,6 +121,39 @@ fn host_port(server: &str) -> (String, String) {
         }
         _ => (rest.trim_matches(['[', ']']).to_string(), "443".into()),
     }
+}
+
+/// The CSIDriver objects of Skiff's drivers and their StorageClasses: `local` (the default
+/// class; node-local directories, bound when the first pod is scheduled, so the volume is
+/// made on that pod's node) and, when the nodes share a filesystem, `shared`
+/// (`ReadWriteMany`, bound at once). Neither driver needs attaching; both want the pod's
+/// identity on mount and let the kubelet apply `fsGroup` ownership.
+pub fn storage(shared: bool) -> Vec<Value> {
+    let driver = |name: &str| {
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver",
+               "metadata": {"name": name},
+               "spec": {"attachRequired": false, "podInfoOnMount": true,
+                        "fsGroupPolicy": "File", "volumeLifecycleModes": ["Persistent"],
+                        "storageCapacity": false, "requiresRepublish": false}})
+    };
+    let mut out = vec![
+        driver("local.csi.skiff.dev"),
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+               "metadata": {"name": "local",
+                            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+               "provisioner": "local.csi.skiff.dev", "reclaimPolicy": "Delete",
+               "volumeBindingMode": "WaitForFirstConsumer", "allowVolumeExpansion": true}),
+    ];
+    if shared {
+        out.push(driver("shared.csi.skiff.dev"));
+        out.push(
+            json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                   "metadata": {"name": "shared"},
+                   "provisioner": "shared.csi.skiff.dev", "reclaimPolicy": "Delete",
+                   "volumeBindingMode": "Immediate", "allowVolumeExpansion": true}),
+        );
+    }
+    out
 }
 
 /// What lets machines find the cluster, as kubeadm sets it up: anyone (`system:anonymous`,
@@ -223,6 +262,16 @@ async fn apply_one(client: &skiff_client::Client, obj: &Value) -> Result<()> {
                 .patch(name, &pp, &patch)
                 .await?,
         ),
+        "CSIDriver" => drop(
+            Api::<CSIDriver>::all(client)
+                .patch(name, &pp, &patch)
+                .await?,
+        ),
+        "StorageClass" => drop(
+            Api::<StorageClass>::all(client)
+                .patch(name, &pp, &patch)
+                .await?,
+        ),
         other => anyhow::bail!("no add-on of kind {other:?}"),
     }
     Ok(())
@@ -267,6 +316,17 @@ mod tests {
         assert_eq!(spec["containers"][0]["env"][0]["value"], "10.0.0.1");
         assert!(spec.get("volumes").is_none(), "no kubeconfig Secret");
         assert!(objects.iter().all(|o| o["kind"] != "Secret"));
+        let classes = storage(false);
+        assert_eq!(classes.len(), 2, "no shared class without a shared path");
+        let local = &classes[1];
+        assert_eq!(local["volumeBindingMode"], "WaitForFirstConsumer");
+        assert_eq!(
+            local["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"],
+            "true"
+        );
+        let shared = storage(true);
+        assert_eq!(shared[3]["metadata"]["name"], "shared");
+        assert_eq!(shared[2]["spec"]["attachRequired"], false);
         let rbac = join_rbac();
         assert_eq!(rbac[1]["metadata"]["namespace"], "kube-public");
         assert_eq!(rbac[1]["subjects"][0]["name"], "system:anonymous");

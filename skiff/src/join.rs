@@ -173,12 +173,24 @@ pub fn component_kubeconfig(path: &Path, pki: &Path, server: &str, user: &str) -
 /// `bootstrap` through a CSR of signer `kubernetes.io/kube-apiserver-client`, which the
 /// controller manager approves and signs.
 pub async fn proxy_kubeconfig(path: &Path, bootstrap: &Path, wait: Duration) -> Result<()> {
+    csr_kubeconfig(path, bootstrap, "system:kube-proxy", wait).await
+}
+
+/// Writes `path` (unless it holds a certificate still good): the kubeconfig of the node
+/// component `user` (`system:kube-proxy`, `system:skiff-csi`), its certificate asked for as
+/// [`proxy_kubeconfig`] says.
+pub async fn csr_kubeconfig(
+    path: &Path,
+    bootstrap: &Path,
+    user: &str,
+    wait: Duration,
+) -> Result<()> {
     if kubeconfig_still_good(path) {
         return Ok(());
     }
     let config = skiff_client::Config::from_kubeconfig(bootstrap)?;
     let client = skiff_client::Client::new(config.clone())?;
-    let (key, request) = skiff_kubelet::bootstrap::new_request_for("system:kube-proxy", &[])?;
+    let (key, request) = skiff_kubelet::bootstrap::new_request_for(user, &[])?;
     let stop = CancellationToken::new();
     let _guard = stop.clone().drop_guard();
     let cert = tokio::time::timeout(
@@ -191,7 +203,7 @@ pub async fn proxy_kubeconfig(path: &Path, bootstrap: &Path, wait: Duration) -> 
         ),
     )
     .await
-    .context("the proxy's certificate signing request was not issued in time")?
+    .with_context(|| format!("the certificate signing request of {user} was not issued in time"))?
     .map_err(|e| match &e {
         skiff_kubelet::bootstrap::BootstrapError::Api(a)
             if a.api()
@@ -204,7 +216,7 @@ pub async fn proxy_kubeconfig(path: &Path, bootstrap: &Path, wait: Duration) -> 
     let ca = config.ca_pem.clone().unwrap_or_default();
     crate::server::write_private(
         path,
-        cert_kubeconfig(&config.server, &ca, "system:kube-proxy", &cert, &key)?.as_bytes(),
+        cert_kubeconfig(&config.server, &ca, user, &cert, &key)?.as_bytes(),
     )
 }
 

@@ -1,5 +1,5 @@
-//! This machine as a node, for `skiff server` and `skiff agent` alike: containerd, the kubelet
-//! and the proxy as child processes, and on the way out the node's rules, routes and pods
+//! This machine as a node, for `skiff server` and `skiff agent` alike: containerd, the kubelet,
+//! the proxy and the CSI drivers (`skiff-csi`) as child processes, and on the way out the node's rules, routes and pods
 //! removed.
 
 use std::net::SocketAddr;
@@ -48,6 +48,13 @@ pub struct NodeArgs {
     /// A flag for the proxy, `NAME=VALUE` (given as `--NAME=VALUE`); repeatable.
     #[arg(long = "proxy-arg")]
     pub proxy_args: Vec<String>,
+    /// Where node-local volumes (`local` StorageClass) are made (default: DATA_DIR/volumes).
+    #[arg(long)]
+    pub local_volume_path: Option<PathBuf>,
+    /// A filesystem every node mounts at this same path: volumes of the `shared` StorageClass
+    /// (`ReadWriteMany`) are made there. Without it there is no shared class.
+    #[arg(long)]
+    pub shared_volume_path: Option<PathBuf>,
 }
 
 /// `NAME=VALUE` (or `--NAME=VALUE`) as a flag.
@@ -65,6 +72,8 @@ pub struct Identity {
     pub kubelet_kubeconfig: PathBuf,
     /// The proxy's kubeconfig (`system:kube-proxy`).
     pub proxy_kubeconfig: PathBuf,
+    /// The CSI provisioner's and resizer's kubeconfig (`system:skiff-csi`).
+    pub csi_kubeconfig: PathBuf,
 }
 
 impl Identity {
@@ -90,10 +99,19 @@ impl Identity {
             Duration::from_secs(300),
         ))
         .context("getting the proxy's certificate")?;
+        let csi = data_dir.join("csi-kubeconfig.yaml");
+        rt.block_on(crate::join::csr_kubeconfig(
+            &csi,
+            &bootstrap,
+            "system:skiff-csi",
+            Duration::from_secs(300),
+        ))
+        .context("getting the CSI provisioner's certificate")?;
         Ok(Identity {
             bootstrap_kubeconfig: bootstrap,
             kubelet_kubeconfig: data_dir.join("kubelet-kubeconfig.yaml"),
             proxy_kubeconfig: proxy,
+            csi_kubeconfig: csi,
         })
     }
 }
@@ -164,6 +182,11 @@ state = "{d}/state"
     std::fs::write(dir.join("config.toml"), config)?;
     Ok(())
 }
+
+/// The node-local CSI driver (a `skiff-csi` process per node).
+pub const LOCAL_CSI: &str = "local.csi.skiff.dev";
+/// The shared CSI driver (a `skiff-csi` process per node when a shared path is configured).
+pub const SHARED_CSI: &str = "shared.csi.skiff.dev";
 
 fn containerd_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("containerd")
@@ -244,6 +267,29 @@ impl Node<'_> {
         }
         proxy.args(a.proxy_args.iter().map(|f| flag(f)));
         sup.start("skiff-proxy", &mut proxy, self.logs)?;
+        let node_name = match &a.node_name {
+            Some(n) => n.clone(),
+            None => nix::unistd::gethostname()?.to_string_lossy().to_lowercase(),
+        };
+        let local = a
+            .local_volume_path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("volumes"));
+        let drivers = std::iter::once((LOCAL_CSI, local, 9809))
+            .chain(a.shared_volume_path.clone().map(|p| (SHARED_CSI, p, 9810)));
+        for (driver, path, port) in drivers {
+            let mut csi = Command::new(self.bin.join("skiff-csi"));
+            csi.arg(format!("--driver={driver}"))
+                .arg(format!("--node-id={node_name}"))
+                .arg(format!("--data-dir={}", path.display()))
+                .arg(format!(
+                    "--kubelet-root-dir={}",
+                    self.data_dir.join("kubelet").display()
+                ))
+                .arg(format!("--kubeconfig={}", id.csi_kubeconfig.display()))
+                .arg(format!("--http-endpoint=127.0.0.1:{port}"));
+            sup.start(driver, &mut csi, self.logs)?;
+        }
         Ok(())
     }
 }
@@ -276,6 +322,10 @@ pub fn stop(
         tracing::warn!("skiff-proxy --cleanup failed; rules may remain");
     }
     sup.stop("skiff-kubelet", Duration::from_secs(30));
+    // After the kubelet, which unpublishes the volumes of the pods it stops.
+    for driver in [SHARED_CSI, LOCAL_CSI] {
+        sup.stop(driver, Duration::from_secs(10));
+    }
     let socket = containerd_dir(data_dir).join("containerd.sock");
     if socket.exists() {
         if let Err(e) = rt.block_on(remove_sandboxes(&socket)) {

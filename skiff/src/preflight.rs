@@ -39,7 +39,7 @@ pub const CNI_PLUGINS: [&str; 5] = ["bridge", "host-local", "portmap", "firewall
 pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
 
 /// Skiff's binaries a node runs (`skiff agent`, and `skiff server` for its own node).
-pub const NODE_COMPONENTS: [&str; 2] = ["skiff-kubelet", "skiff-proxy"];
+pub const NODE_COMPONENTS: [&str; 3] = ["skiff-kubelet", "skiff-proxy", "skiff-csi"];
 /// Skiff's binaries the control plane runs, or builds images of (`skiff server`).
 pub const CONTROL_PLANE_COMPONENTS: [&str; 5] = [
     "skiff-apiserver",

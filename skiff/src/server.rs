@@ -291,6 +291,7 @@ fn start_and_wait(
             &server_url,
         ));
     }
+    objects.extend(addons::storage(args.node.shared_volume_path.is_some()));
     rt.block_on(addons::apply(&admin, &objects))?;
     rt.block_on(join::publish_token(&admin, &token, args.token_ttl))?;
     write_private(&token_path, format!("{}::{token}", ca_hash(&ca)).as_bytes())?;

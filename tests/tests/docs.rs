@@ -24,6 +24,7 @@ const BINARIES: &[&str] = &[
     "skiff-proxy",
     "skiff-dns",
     "skiff-kms",
+    "skiff-csi",
     "skiff-hollow-nodes",
 ];
 

@@ -462,6 +462,41 @@ pub fn cluster_roles() -> Vec<BootstrapRole> {
                 r(READ, &["discovery.k8s.io"], &["endpointslices"]),
             ],
         ),
+        // The CSI external provisioner and resizer (`skiff-csi` on every node).
+        role(
+            "system:skiff-csi",
+            vec![
+                r(
+                    &[
+                        "get", "list", "watch", "create", "delete", "patch", "update",
+                    ],
+                    &[""],
+                    &["persistentvolumes"],
+                ),
+                r(
+                    &["get", "list", "watch", "patch", "update"],
+                    &[""],
+                    &["persistentvolumeclaims"],
+                ),
+                r(
+                    &["patch", "update"],
+                    &[""],
+                    &["persistentvolumeclaims/status"],
+                ),
+                r(READ, &[""], &["nodes"]),
+                r(READ, &["storage.k8s.io"], &["storageclasses", "csinodes"]),
+                r(
+                    &["create", "patch", "update"],
+                    &["", "events.k8s.io"],
+                    &["events"],
+                ),
+                r(
+                    &["get", "list", "watch", "create", "patch", "update"],
+                    &["coordination.k8s.io"],
+                    &["leases"],
+                ),
+            ],
+        ),
         role("system:node", crate::node_auth::rules::node_rules()),
         role(
             "system:node-bootstrapper",
@@ -555,6 +590,7 @@ pub fn cluster_role_bindings() -> Vec<BootstrapBinding> {
             "system:node-proxier",
             vec![("User", "system:kube-proxy", "")],
         ),
+        binding("system:skiff-csi", vec![("User", "system:skiff-csi", "")]),
         binding(
             "system:node-bootstrapper",
             vec![("Group", "system:bootstrappers", "")],
