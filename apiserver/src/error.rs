@@ -403,6 +403,29 @@ impl Error {
         }
     }
 
+    /// 429 for a request refused for now (an eviction a disruption budget forbids), with
+    /// kube's `details`: `retryAfterSeconds` when not zero, and the causes given.
+    pub fn too_many_requests(message: impl Into<String>, retry_after: u32, causes: Vec<Value>) -> Self {
+        let mut details = json!({});
+        if retry_after > 0 {
+            details["retryAfterSeconds"] = json!(retry_after);
+        }
+        if !causes.is_empty() {
+            details["causes"] = Value::Array(causes);
+        }
+        Self::api(429, "TooManyRequests", message.into(), Some(details))
+    }
+
+    /// 500 as kube's `NewInternalError` words it: `Internal error occurred: WHY`.
+    pub fn internal_error(why: &str) -> Self {
+        Self::api(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {why}"),
+            Some(json!({"causes": [{"message": why}]})),
+        )
+    }
+
     /// 422 for a patch that cannot be applied to the object.
     pub fn api_unprocessable(message: impl Into<String>) -> Self {
         Self::api(422, "Invalid", message.into(), None)

@@ -12,10 +12,12 @@
 //! - [`selector`]: label selectors, node selector terms, a pod's node constraints.
 //! - [`kubeconfig`]: kubeconfig files, read and built.
 //! - [`backoff`]: the back-off policy every retry uses.
+//! - [`disruption`]: int-or-percent counts and the disruption budget's condition.
 
 #![deny(missing_docs)]
 
 pub mod backoff;
+pub mod disruption;
 pub mod duration;
 pub mod kubeconfig;
 pub mod qos;

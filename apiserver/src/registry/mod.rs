@@ -23,6 +23,7 @@ pub mod namespace;
 mod node;
 pub mod objects;
 pub mod pod;
+pub mod policy;
 mod rbac;
 mod resourcequota;
 pub mod review;
@@ -953,6 +954,7 @@ static BUILTINS: &[&Builtin] = &[
     &storage::CSINODES,
     &storage::VOLUMEATTACHMENTS,
     &storage::CSISTORAGECAPACITIES,
+    &policy::PODDISRUPTIONBUDGETS,
 ];
 
 /// Every compiled-in resource as the server serves it, Services allocating from `ranges`.
