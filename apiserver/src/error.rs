@@ -27,6 +27,8 @@ pub enum CauseKind {
     TooMany,
     /// The field is not known to the schema.
     Unknown,
+    /// A value names something that does not exist.
+    NotFound,
 }
 
 impl CauseKind {
@@ -40,6 +42,7 @@ impl CauseKind {
             CauseKind::TooLong => "FieldValueTooLong",
             CauseKind::TooMany => "FieldValueTooMany",
             CauseKind::Unknown => "FieldValueUnknown",
+            CauseKind::NotFound => "FieldValueNotFound",
         }
     }
 }
@@ -102,6 +105,15 @@ impl Cause {
         }
     }
 
+    /// A value naming something that does not exist.
+    pub fn not_found(field: impl Into<String>, value: &Value) -> Self {
+        Cause {
+            kind: CauseKind::NotFound,
+            field: field.into(),
+            message: render_value(value),
+        }
+    }
+
     /// A field that may not be set or changed, with the reason.
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Cause {
@@ -141,6 +153,7 @@ impl Cause {
             CauseKind::TooLong => "Too long",
             CauseKind::TooMany => "Too many",
             CauseKind::Unknown => "Unknown field",
+            CauseKind::NotFound => "Not found",
         };
         if self.message == "field is immutable" {
             // kube-apiserver prints immutable-field errors without the value.
