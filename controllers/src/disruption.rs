@@ -333,7 +333,7 @@ async fn reconcile(
         fail_safe(ctx, &key, &pdb, "invalid bound").await?;
         return Ok(Action::Done);
     };
-    let now = Timestamp::now();
+    let now = skiff_client::time::now();
     let recorded = pdb
         .status
         .as_ref()
@@ -423,7 +423,7 @@ async fn fail_safe(
         reason: SYNC_FAILED.into(),
         message: why.into(),
         observed_generation: pdb.metadata.generation,
-        last_transition_time: Time(Timestamp::now()),
+        last_transition_time: Time(skiff_client::time::now()),
     };
     rules::set_condition(status.conditions.get_or_insert_with(Vec::new), c);
     write(ctx, key, pdb, status).await

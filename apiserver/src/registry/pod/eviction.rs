@@ -154,7 +154,9 @@ async fn check_and_decrement(
     if st.disruptions_allowed == 0 {
         return Err(refused(pdb));
     }
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let now = k8s_openapi::jiff::Timestamp::from_second(chrono::Utc::now().timestamp())
+        .map(Time)
+        .map_err(|e| Error::internal(e.to_string()))?;
     st.disruptions_allowed -= 1;
     if st.disruptions_allowed == 0 {
         disruption::update_allowed_condition(&mut st, now.clone());
