@@ -418,7 +418,11 @@ impl Error {
 
     /// 429 for a request refused for now (an eviction a disruption budget forbids), with
     /// kube's `details`: `retryAfterSeconds` when not zero, and the causes given.
-    pub fn too_many_requests(message: impl Into<String>, retry_after: u32, causes: Vec<Value>) -> Self {
+    pub fn too_many_requests(
+        message: impl Into<String>,
+        retry_after: u32,
+        causes: Vec<Value>,
+    ) -> Self {
         let mut details = json!({});
         if retry_after > 0 {
             details["retryAfterSeconds"] = json!(retry_after);

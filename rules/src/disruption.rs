@@ -94,12 +94,18 @@ mod tests {
         update_allowed_condition(&mut st, t(10));
         update_allowed_condition(&mut st, t(20));
         let c = &st.conditions.as_ref().unwrap()[0];
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", SUFFICIENT_PODS));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", SUFFICIENT_PODS)
+        );
         assert_eq!(c.last_transition_time, t(10));
         st.disruptions_allowed = 0;
         update_allowed_condition(&mut st, t(30));
         let c = &st.conditions.as_ref().unwrap()[0];
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", INSUFFICIENT_PODS));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", INSUFFICIENT_PODS)
+        );
         assert_eq!(c.last_transition_time, t(30));
     }
 }

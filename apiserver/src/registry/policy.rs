@@ -171,8 +171,10 @@ mod tests {
 
     #[test]
     fn validation_follows_kubernetes() {
-        assert!(causes(json!({"metadata": {"name": "a"}, "spec": {"minAvailable": "50%",
-            "selector": {"matchLabels": {"app": "web"}}}}))
+        assert!(causes(
+            json!({"metadata": {"name": "a"}, "spec": {"minAvailable": "50%",
+            "selector": {"matchLabels": {"app": "web"}}}})
+        )
         .is_empty());
         let both = causes(json!({"spec": {"minAvailable": 1, "maxUnavailable": 1}}));
         assert_eq!(both.len(), 1);

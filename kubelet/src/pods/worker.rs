@@ -928,8 +928,7 @@ impl Worker {
             .and_then(|t| self.latest(&t).filter(|l| l.running()).cloned());
         if let (Some(o), Some(t)) = (ns.as_mut(), target) {
             // A pod that shares one process namespace already has the target's processes.
-            if o.pid != cri::NamespaceMode::Pod as i32 && o.pid != cri::NamespaceMode::Node as i32
-            {
+            if o.pid != cri::NamespaceMode::Pod as i32 && o.pid != cri::NamespaceMode::Node as i32 {
                 o.pid = cri::NamespaceMode::Target as i32;
                 o.target_id = t.status.id;
             }
@@ -1117,7 +1116,11 @@ impl Worker {
             .unwrap_or_else(skiff_client::time::now_time);
         let specs: BTreeMap<String, Container> = super::all_containers(&self.pod)
             .cloned()
-            .chain(super::ephemeral_containers(&self.pod).into_iter().map(|(c, _)| c))
+            .chain(
+                super::ephemeral_containers(&self.pod)
+                    .into_iter()
+                    .map(|(c, _)| c),
+            )
             .map(|c| (c.name.clone(), c))
             .collect();
         let cfg = self.shared.config.clone();

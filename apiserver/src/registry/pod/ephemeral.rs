@@ -124,7 +124,10 @@ fn validate_changes(new: &Value, old: &Value, out: &mut Vec<Cause>) {
         .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"))
     {
         out.clear();
-        out.push(Cause::forbidden("", "static pods do not support ephemeral containers"));
+        out.push(Cause::forbidden(
+            "",
+            "static pods do not support ephemeral containers",
+        ));
         return;
     }
     let list = |p: &Pod| -> Vec<EphemeralContainer> {
@@ -138,11 +141,17 @@ fn validate_changes(new: &Value, old: &Value, out: &mut Vec<Cause>) {
         match new_list.iter().find(|n| n.name == o.name) {
             None => out.push(Cause::forbidden(
                 "spec.ephemeralContainers",
-                format!("existing ephemeral containers \"{}\" may not be removed\n", o.name),
+                format!(
+                    "existing ephemeral containers \"{}\" may not be removed\n",
+                    o.name
+                ),
             )),
             Some(n) if *n != o => out.push(Cause::forbidden(
                 format!("spec.ephemeralContainers[{}]", o.name),
-                format!("existing ephemeral containers \"{}\" may not be changed\n", o.name),
+                format!(
+                    "existing ephemeral containers \"{}\" may not be changed\n",
+                    o.name
+                ),
             )),
             Some(_) => {}
         }
@@ -264,8 +273,16 @@ mod tests {
              "ports": [{"containerPort": 80}], "resources": {"limits": {"cpu": "1"}},
              "volumeMounts": [{"name": "v", "mountPath": "/v", "subPath": "a"}]}]));
         let t = texts(&bad, &old);
-        assert!(t.contains(&"spec.ephemeralContainers[0].name: Duplicate value: \"app\"".to_string()), "{t:?}");
-        assert!(t.contains(&"spec.ephemeralContainers[1].targetContainerName: Not found: \"nope\"".to_string()), "{t:?}");
+        assert!(
+            t.contains(&"spec.ephemeralContainers[0].name: Duplicate value: \"app\"".to_string()),
+            "{t:?}"
+        );
+        assert!(
+            t.contains(
+                &"spec.ephemeralContainers[1].targetContainerName: Not found: \"nope\"".to_string()
+            ),
+            "{t:?}"
+        );
         assert!(t.contains(&"spec.ephemeralContainers[1].ports: Forbidden: cannot be set for an Ephemeral Container".to_string()), "{t:?}");
         assert!(t.contains(&"spec.ephemeralContainers[1].resources: Forbidden: cannot be set for an Ephemeral Container".to_string()), "{t:?}");
         assert!(t.contains(&"spec.ephemeralContainers[1].volumeMounts[0].subPath: Forbidden: cannot be set for an Ephemeral Container".to_string()), "{t:?}");

@@ -72,7 +72,9 @@ fn can_ignore_budget(pod: &Value) -> bool {
     matches!(
         s(pod, "/status/phase").as_str(),
         "Succeeded" | "Failed" | "Pending"
-    ) || pod.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null())
+    ) || pod
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
 }
 
 /// Whether the pod's `Ready` condition is true (what budgets count as healthy).
@@ -302,7 +304,8 @@ mod tests {
         let pdb: PodDisruptionBudget = serde_json::from_value(json!({
             "metadata": {"name": "web"},
             "status": {"disruptionsAllowed": 0, "currentHealthy": 2, "desiredHealthy": 2,
-                "expectedPods": 3}})).unwrap();
+                "expectedPods": 3}}))
+        .unwrap();
         let st = refused(&pdb).status();
         assert_eq!(st["code"], 429);
         assert_eq!(st["reason"], "TooManyRequests");

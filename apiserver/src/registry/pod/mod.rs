@@ -376,11 +376,11 @@ fn validate(pod: &Pod) -> Vec<Cause> {
         None => out.push(Cause::required("spec")),
         Some(spec) => validate_spec("spec", spec, &mut out),
     }
-    if pod
-        .spec
-        .as_ref()
-        .is_some_and(|s| s.ephemeral_containers.as_ref().is_some_and(|e| !e.is_empty()))
-    {
+    if pod.spec.as_ref().is_some_and(|s| {
+        s.ephemeral_containers
+            .as_ref()
+            .is_some_and(|e| !e.is_empty())
+    }) {
         if let Ok(v) = serde_json::to_value(pod) {
             ephemeral::validate("spec", &v, &mut out);
         }
