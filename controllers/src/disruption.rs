@@ -379,7 +379,7 @@ async fn reconcile(
     Ok(match recheck {
         Some(t) => {
             let wait = t.duration_since(now).unsigned_abs();
-            Action::RequeueAfter(Duration::try_from(wait).unwrap_or(DELETION_TIMEOUT))
+            Action::RequeueAfter(wait)
         }
         None => Action::Done,
     })

@@ -637,18 +637,39 @@ async fn kubectl_debug_runs_a_container_in_a_running_pod() {
     let p = k.json(&["get", "pod", "app", "-o", "json"]);
     let st = &p["status"]["ephemeralContainerStatuses"][0];
     assert_eq!(st["name"], "dbg", "{p}");
-    // Attached: kubectl waits for it to run, and what it is told to do comes back.
-    let r = k.run_with_input(
-        &[
-            "debug", "app", "-i", "--image", &image, "-c", "shell", "--", "sh",
-        ],
-        "echo attached-$((40+2))\nexit\n",
-    );
+    // Attached: kubectl waits for it to run, and what it is told to do comes back while the
+    // session is open (a line sent before the stream is up may be lost, so it is sent again).
+    let mut attach = k.spawn_interactive(&[
+        "debug", "app", "-i", "--image", &image, "-c", "shell", "--", "sh",
+    ]);
+    let mut stdin = attach.stdin.take().unwrap();
+    let stdout = attach.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut got = Vec::new();
+    while !got.iter().any(|l: &String| l == "attached-42") && std::time::Instant::now() < deadline {
+        use std::io::Write;
+        let _ = stdin.write_all(b"echo attached-$((40+2))\n");
+        let _ = stdin.flush();
+        while let Ok(l) = rx.recv_timeout(Duration::from_millis(500)) {
+            got.push(l);
+        }
+    }
+    skiff_e2e::stop_child(&mut attach, Duration::from_secs(2));
     assert!(
-        r.stdout.contains("attached-42"),
-        "{}\n{}\n{}",
-        r.stdout,
-        r.stderr,
+        got.iter().any(|l| l == "attached-42"),
+        "{got:?}\n{}",
         logs()
     );
     // The main container ran on, undisturbed.
