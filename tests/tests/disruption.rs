@@ -6,7 +6,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use reqwest::Method;
@@ -503,7 +505,7 @@ async fn drain_evicts_through_the_budget_and_never_takes_two_at_once() {
                     .as_str()
                     .unwrap_or_default()
                     .to_string();
-                let mut pods = seen.lock().unwrap();
+                let mut pods = seen.lock();
                 if ev["type"] == "DELETED" {
                     pods.remove(&name);
                 } else {
@@ -511,7 +513,7 @@ async fn drain_evicts_through_the_budget_and_never_takes_two_at_once() {
                 }
                 let n = available(&pods);
                 if pods.len() >= 3 {
-                    let mut l = low.lock().unwrap();
+                    let mut l = low.lock();
                     *l = (*l).min(n);
                 }
             }
@@ -520,11 +522,7 @@ async fn drain_evicts_through_the_budget_and_never_takes_two_at_once() {
     eventually_ok(
         "the watch to list the three pods",
         Duration::from_secs(20),
-        || {
-            (available(&seen.lock().unwrap()) == 3)
-                .then_some(())
-                .ok_or_default()
-        },
+        || (available(&seen.lock()) == 3).then_some(()).ok_or_default(),
         logs,
     );
 
@@ -577,10 +575,10 @@ async fn drain_evicts_through_the_budget_and_never_takes_two_at_once() {
     let _ = watch.kill();
     let _ = watch.wait();
     let _ = watcher.join();
+    let fewest = *low.lock();
     assert!(
-        *low.lock().unwrap() >= 2,
-        "two kv pods were down at once ({} ready)",
-        low.lock().unwrap()
+        fewest >= 2,
+        "two kv pods were down at once ({fewest} ready)"
     );
 }
 
