@@ -27,6 +27,7 @@ ROOTS = [
     "api/certificates/v1/CertificateSigningRequest",
     "api/authentication/v1/TokenRequest",
     "api/core/v1/ResourceQuota", "api/core/v1/LimitRange",
+    "api/policy/v1/PodDisruptionBudget",
 ]
 # Hand-written in protobuf/mod.rs: their wire and JSON forms differ.
 SPECIAL = {

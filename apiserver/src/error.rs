@@ -27,6 +27,8 @@ pub enum CauseKind {
     TooMany,
     /// The field is not known to the schema.
     Unknown,
+    /// A value names something that does not exist.
+    NotFound,
 }
 
 impl CauseKind {
@@ -40,6 +42,7 @@ impl CauseKind {
             CauseKind::TooLong => "FieldValueTooLong",
             CauseKind::TooMany => "FieldValueTooMany",
             CauseKind::Unknown => "FieldValueUnknown",
+            CauseKind::NotFound => "FieldValueNotFound",
         }
     }
 }
@@ -102,6 +105,15 @@ impl Cause {
         }
     }
 
+    /// A value naming something that does not exist.
+    pub fn not_found(field: impl Into<String>, value: &Value) -> Self {
+        Cause {
+            kind: CauseKind::NotFound,
+            field: field.into(),
+            message: render_value(value),
+        }
+    }
+
     /// A field that may not be set or changed, with the reason.
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Cause {
@@ -141,6 +153,7 @@ impl Cause {
             CauseKind::TooLong => "Too long",
             CauseKind::TooMany => "Too many",
             CauseKind::Unknown => "Unknown field",
+            CauseKind::NotFound => "Not found",
         };
         if self.message == "field is immutable" {
             // kube-apiserver prints immutable-field errors without the value.
@@ -401,6 +414,33 @@ impl Error {
             }
             other => other,
         }
+    }
+
+    /// 429 for a request refused for now (an eviction a disruption budget forbids), with
+    /// kube's `details`: `retryAfterSeconds` when not zero, and the causes given.
+    pub fn too_many_requests(
+        message: impl Into<String>,
+        retry_after: u32,
+        causes: Vec<Value>,
+    ) -> Self {
+        let mut details = json!({});
+        if retry_after > 0 {
+            details["retryAfterSeconds"] = json!(retry_after);
+        }
+        if !causes.is_empty() {
+            details["causes"] = Value::Array(causes);
+        }
+        Self::api(429, "TooManyRequests", message.into(), Some(details))
+    }
+
+    /// 500 as kube's `NewInternalError` words it: `Internal error occurred: WHY`.
+    pub fn internal_error(why: &str) -> Self {
+        Self::api(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {why}"),
+            Some(json!({"causes": [{"message": why}]})),
+        )
     }
 
     /// 422 for a patch that cannot be applied to the object.

@@ -141,6 +141,7 @@ fn choose_container(pod: &Value, name: &str, given: Option<&str>) -> Result<Stri
     let regular = names(pod, "containers");
     let mut all = names(pod, "initContainers");
     all.extend(regular.iter().cloned());
+    all.extend(names(pod, "ephemeralContainers"));
     let container = match given.filter(|c| !c.is_empty()) {
         Some(c) => c.to_string(),
         None if regular.len() == 1 => regular[0].clone(),

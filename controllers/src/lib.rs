@@ -11,6 +11,7 @@ pub mod csr_approval;
 pub mod csr_signing;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpointslice;
 pub mod expectations;
 pub mod gc;
@@ -47,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 pub const CONTROLLERS: &[&str] = &[
     "replicaset",
     "deployment",
+    "disruption",
     "cronjob",
     "daemonset",
     "endpointslice",
@@ -242,6 +244,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     }
     if ctx.config.enabled("deployment") {
         tasks.spawn(deployment::run(ctx.clone(), shutdown.clone()));
+    }
+    if ctx.config.enabled("disruption") {
+        tasks.spawn(disruption::run(ctx.clone(), shutdown.clone()));
     }
     if ctx.config.enabled("daemonset") {
         tasks.spawn(daemonset::run(ctx.clone(), shutdown.clone()));

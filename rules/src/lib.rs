@@ -13,10 +13,12 @@
 //! - [`volume`]: which PersistentVolume a claim binds to, and the facts both sides read.
 //! - [`kubeconfig`]: kubeconfig files, read and built.
 //! - [`backoff`]: the back-off policy every retry uses.
+//! - [`disruption`]: int-or-percent counts and the disruption budget's condition.
 
 #![deny(missing_docs)]
 
 pub mod backoff;
+pub mod disruption;
 pub mod duration;
 pub mod kubeconfig;
 pub mod qos;

@@ -38,6 +38,7 @@ conv!(api::certificates::v1, CertificateSigningRequest { metadata, spec, status 
 conv!(api::authentication::v1, TokenRequest { metadata, spec, status } default {  });
 conv!(api::core::v1, ResourceQuota { metadata, spec, status } default {  });
 conv!(api::core::v1, LimitRange { metadata, spec } default {  });
+conv!(api::policy::v1, PodDisruptionBudget { metadata, spec, status } default {  });
 conv!(apimachinery::pkg::apis::meta::v1, ObjectMeta { annotations, creation_timestamp, deletion_grace_period_seconds, deletion_timestamp, finalizers, generate_name, generation, labels, managed_fields, name, namespace, owner_references, resource_version, self_link, uid } default {  });
 conv!(api::core::v1, NamespaceSpec { finalizers } default {  });
 conv!(api::core::v1, NamespaceStatus { conditions, phase } default {  });
@@ -87,6 +88,8 @@ conv!(api::authentication::v1, TokenRequestStatus { expiration_timestamp, token 
 conv!(api::core::v1, ResourceQuotaSpec { hard, scope_selector, scopes } default {  });
 conv!(api::core::v1, ResourceQuotaStatus { hard, used } default {  });
 conv!(api::core::v1, LimitRangeSpec { limits } default {  });
+conv!(api::policy::v1, PodDisruptionBudgetSpec { max_unavailable, min_available, selector, unhealthy_pod_eviction_policy } default {  });
+conv!(api::policy::v1, PodDisruptionBudgetStatus { conditions, current_healthy, desired_healthy, disrupted_pods, disruptions_allowed, expected_pods, observed_generation } default {  });
 conv!(apimachinery::pkg::apis::meta::v1, ManagedFieldsEntry { api_version, fields_type, fields_v1, manager, operation, subresource, time } default {  });
 conv!(apimachinery::pkg::apis::meta::v1, OwnerReference { api_version, block_owner_deletion, controller, kind, name, uid } default {  });
 conv!(api::core::v1, NamespaceCondition { last_transition_time, message, reason, status, type_: r#type } default {  });

@@ -307,6 +307,10 @@ pub fn decode_object(body: &[u8]) -> Result<Value> {
         ("policy/v1", "Eviction") => {
             decode::<pb::policy::v1::Eviction, oa::policy::v1::Eviction>(&raw)?
         }
+        ("policy/v1", "PodDisruptionBudget") => decode::<
+            pb::policy::v1::PodDisruptionBudget,
+            oa::policy::v1::PodDisruptionBudget,
+        >(&raw)?,
         ("autoscaling/v1", "Scale") => {
             decode::<pb::autoscaling::v1::Scale, oa::autoscaling::v1::Scale>(&raw)?
         }
@@ -402,7 +406,8 @@ mod tests {
             which in proptest::sample::select(vec![
                 ("v1", "Pod"), ("v1", "Namespace"), ("v1", "Service"), ("v1", "ConfigMap"),
                 ("v1", "Secret"), ("v1", "Node"), ("v1", "Binding"), ("apps/v1", "Deployment"),
-                ("policy/v1", "Eviction"), ("autoscaling/v1", "Scale"), ("v1", "DeleteOptions"),
+                ("policy/v1", "Eviction"), ("policy/v1", "PodDisruptionBudget"),
+                ("autoscaling/v1", "Scale"), ("v1", "DeleteOptions"),
                 ("v1", "ResourceQuota"), ("v1", "LimitRange"),
                 ("authentication.k8s.io/v1", "TokenRequest"), ("v1", "Nope"),
             ]),

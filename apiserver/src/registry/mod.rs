@@ -25,6 +25,7 @@ pub mod objects;
 pub mod persistentvolume;
 mod persistentvolumeclaim;
 pub mod pod;
+pub mod policy;
 mod rbac;
 mod resourcequota;
 pub mod review;
@@ -957,6 +958,7 @@ static BUILTINS: &[&Builtin] = &[
     &storage::CSINODES,
     &storage::VOLUMEATTACHMENTS,
     &storage::CSISTORAGECAPACITIES,
+    &policy::PODDISRUPTIONBUDGETS,
 ];
 
 /// Every compiled-in resource as the server serves it, Services allocating from `ranges`.

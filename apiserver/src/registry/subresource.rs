@@ -38,6 +38,17 @@ pub trait Subresource: Send + Sync {
     fn writes_status(&self) -> bool {
         false
     }
+    /// For a subresource through which updates change one part of the spec (a pod's
+    /// `ephemeralcontainers`): the object to store, made of the stored object `old` with
+    /// that part taken from `new`. `None`: writes through it are not of that kind.
+    fn prepare_update(&self, _new: &Value, _old: &Value) -> Option<Value> {
+        None
+    }
+    /// For such a subresource, the validation of an update through it, standing for the
+    /// type's own (`None`: the type's own applies).
+    fn validate_update(&self, _new: &Value, _old: &Value) -> Option<Vec<Cause>> {
+        None
+    }
     /// How what it returns prints as a `Table`, when not as its resource's objects do.
     fn printer(&self) -> Option<&dyn Printer> {
         None

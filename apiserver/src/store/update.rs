@@ -211,7 +211,14 @@ impl GenericStore {
     ) -> Result<Value> {
         // `status`, and subresources that write the status as it does (a CSR's `approval`).
         let status_like = sub.is_some_and(|s| r.subresource(s).is_some_and(|h| h.writes_status()));
-        if status_like {
+        // Subresources that write one part of the spec (a pod's ephemeral containers).
+        let part = sub
+            .and_then(|s| r.subresource(s))
+            .and_then(|h| h.prepare_update(&obj, old));
+        let part_like = part.is_some();
+        if let Some(next) = part {
+            obj = next;
+        } else if status_like {
             let mut next = old.clone();
             next["status"] = obj.get("status").cloned().unwrap_or(Value::Null);
             if next["status"].is_null() {
@@ -270,7 +277,7 @@ impl GenericStore {
                 ));
             }
         }
-        if !status_like {
+        if !status_like && !part_like {
             r.strategy.prepare_update(&mut obj, old);
         }
         let name = meta_str(old, "name").to_string();

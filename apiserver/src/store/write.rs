@@ -221,9 +221,20 @@ impl GenericStore {
         if !causes.is_empty() {
             return Err(Error::invalid(&r.kind, &r.group, &name, causes));
         }
-        r.strategy
-            .validate(&value, attrs.old)
-            .map_err(|e| rejected(r, &name, e))?;
+        let own = match (attrs.old, r.subresource(attrs.subresource)) {
+            (Some(old), Some(h)) if !attrs.subresource.is_empty() => h.validate_update(&value, old),
+            _ => None,
+        };
+        match own {
+            Some(causes) if !causes.is_empty() => {
+                return Err(Error::invalid(&r.kind, &r.group, &name, causes))
+            }
+            Some(_) => {}
+            None => r
+                .strategy
+                .validate(&value, attrs.old)
+                .map_err(|e| rejected(r, &name, e))?,
+        }
         self.admission.validate(attrs, Some(&value), self).await?;
         Ok(value)
     }

@@ -285,6 +285,23 @@ pub fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
         .chain(spec.map(|s| s.containers.iter()).into_iter().flatten())
 }
 
+/// The pod's ephemeral containers as containers (the fields they share; what they may not
+/// have, validation keeps out), and the container each targets, if any.
+pub fn ephemeral_containers(pod: &Pod) -> Vec<(Container, Option<String>)> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.ephemeral_containers.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let c = serde_json::to_value(e)
+                .and_then(serde_json::from_value::<Container>)
+                .ok()?;
+            Some((c, e.target_container_name.clone().filter(|t| !t.is_empty())))
+        })
+        .collect()
+}
+
 /// `namespace/name` of a pod, for logs and messages.
 pub fn pod_key(pod: &Pod) -> String {
     format!(

@@ -267,6 +267,11 @@ pub fn compute(snap: &Snapshot<'_>) -> PodStatus {
         .iter()
         .map(|c| container_status(snap, c, regular_reason))
         .collect();
+    // Ephemeral containers are reported but count for neither phase nor readiness.
+    let ephemeral_statuses: Vec<ContainerStatus> = super::ephemeral_containers(snap.pod)
+        .iter()
+        .map(|(c, _)| container_status(snap, c, "ContainerCreating"))
+        .collect();
     let phase = snap
         .terminal
         .unwrap_or_else(|| phase(restart_policy, snap.initialized, &statuses));
@@ -405,6 +410,8 @@ pub fn compute(snap: &Snapshot<'_>) -> PodStatus {
         start_time: Some(snap.start_time.clone()),
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
         container_statuses: Some(statuses),
+        ephemeral_container_statuses: (!ephemeral_statuses.is_empty())
+            .then_some(ephemeral_statuses),
         reason: snap.reason.as_ref().map(|r| r.0.clone()),
         message: snap.reason.as_ref().map(|r| r.1.clone()),
         qos_class: Some(super::cgroups::qos_class(snap.pod).as_str().into()),
@@ -423,6 +430,7 @@ const OWNED: &[&str] = &[
     "startTime",
     "initContainerStatuses",
     "containerStatuses",
+    "ephemeralContainerStatuses",
     "reason",
     "message",
     "qosClass",

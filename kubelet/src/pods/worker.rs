@@ -491,6 +491,15 @@ impl Worker {
                 acted |= did;
                 next = next.min(at);
             }
+            // Ephemeral containers run once, when added, and are never restarted.
+            for (c, _) in super::ephemeral_containers(&self.pod) {
+                let latest = self.latest(&c.name).cloned();
+                let (did, at) = self
+                    .start_or_restart(&sb, &c, latest.as_ref(), "Never", &mut sources)
+                    .await;
+                acted |= did;
+                next = next.min(at);
+            }
         }
         if acted {
             self.observe(&sb).await?;
@@ -858,12 +867,7 @@ impl Worker {
             env: vars,
             volumes: &self.volumes,
             hosts_file: Some(self.hosts_path()),
-            namespaces: sb
-                .config
-                .linux
-                .as_ref()
-                .and_then(|l| l.security_context.as_ref())
-                .and_then(|s| s.namespace_options.clone()),
+            namespaces: self.namespaces(sb, &c.name),
             config: &self.shared.config,
         }) {
             Ok(cfg) => cfg,
@@ -906,6 +910,30 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// The namespaces container `name` joins: the sandbox's, but for an ephemeral container
+    /// that targets a running container, whose process namespace it shares.
+    fn namespaces(&self, sb: &Sandbox, name: &str) -> Option<cri::NamespaceOption> {
+        let mut ns = sb
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone());
+        let target = super::ephemeral_containers(&self.pod)
+            .into_iter()
+            .find(|(c, _)| c.name == name)
+            .and_then(|(_, t)| t)
+            .and_then(|t| self.latest(&t).filter(|l| l.running()).cloned());
+        if let (Some(o), Some(t)) = (ns.as_mut(), target) {
+            // A pod that shares one process namespace already has the target's processes.
+            if o.pid != cri::NamespaceMode::Pod as i32 && o.pid != cri::NamespaceMode::Node as i32 {
+                o.pid = cri::NamespaceMode::Target as i32;
+                o.target_id = t.status.id;
+            }
+        }
+        ns
     }
 
     async fn pre_stop(&self, c: &Container, l: &Instance, grace: i64) {
@@ -954,6 +982,10 @@ impl Worker {
         self.observe(&sb).await?;
         let spec = self.pod.spec.clone().unwrap_or_default();
         let running = |w: &Self, c: &Container| w.latest(&c.name).filter(|l| l.running()).cloned();
+        let ephemeral: Vec<Container> = super::ephemeral_containers(&self.pod)
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
         let regular: Vec<(Container, Instance)> = spec
             .containers
             .iter()
@@ -963,6 +995,7 @@ impl Worker {
                     .flatten()
                     .filter(|c| c.restart_policy.as_deref() != Some("Always")),
             )
+            .chain(ephemeral.iter())
             .filter_map(|c| running(self, c).map(|l| (c.clone(), l)))
             .collect();
         let this = &*self;
@@ -1082,7 +1115,13 @@ impl Worker {
             .clone()
             .unwrap_or_else(skiff_client::time::now_time);
         let specs: BTreeMap<String, Container> = super::all_containers(&self.pod)
-            .map(|c| (c.name.clone(), c.clone()))
+            .cloned()
+            .chain(
+                super::ephemeral_containers(&self.pod)
+                    .into_iter()
+                    .map(|(c, _)| c),
+            )
+            .map(|c| (c.name.clone(), c))
             .collect();
         let cfg = self.shared.config.clone();
         let uid = self.uid.clone();

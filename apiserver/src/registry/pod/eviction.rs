@@ -1,12 +1,29 @@
-//! `pods/eviction`: a graceful delete of a pod with the eviction's delete options.
+//! `pods/eviction`: a graceful delete of a pod that respects the PodDisruptionBudgets
+//! covering it, as Kubernetes' `pkg/registry/core/pod/storage/eviction.go` does. A pod that
+//! is finished, pending or already deleting goes at once; otherwise its one budget must allow
+//! a disruption, which the eviction takes by decrementing `disruptionsAllowed` and recording
+//! the pod in `disruptedPods` with a conditional status write, before deleting it. A budget
+//! that allows none answers 429, so that `kubectl drain` waits and tries again.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{json, Value};
+use skiff_rules::disruption::{self, DISRUPTION_BUDGET_CAUSE, MAX_DISRUPTED_PODS};
 
 use super::binding::created;
 use crate::error::{Error, Result};
 use crate::registry::subresource::{Kind, Subresource};
 use crate::registry::{s, Objects, Resource};
 use crate::request::{DeleteOpts, Propagation, WriteOpts};
+
+/// How many times an eviction re-reads what changed under it (a pod, a budget) before it
+/// gives up with the conflict.
+const ATTEMPTS: usize = 10;
+
+/// kube's message for an eviction a budget refuses.
+const VIOLATES: &str = "Cannot evict pod as it would violate the pod's disruption budget.";
 
 /// The `eviction` handler.
 pub static EVICTION: Eviction = Eviction;
@@ -49,6 +66,198 @@ fn delete_options(name: &str, eviction: &Value, opts: &WriteOpts) -> Result<Dele
     })
 }
 
+/// Whether the eviction may skip the budgets: the pod already stopped, never started, or is
+/// going anyway.
+fn can_ignore_budget(pod: &Value) -> bool {
+    matches!(
+        s(pod, "/status/phase").as_str(),
+        "Succeeded" | "Failed" | "Pending"
+    ) || pod
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
+}
+
+/// Whether the pod's `Ready` condition is true (what budgets count as healthy).
+fn ready(pod: &Value) -> bool {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// The budgets in the pod's namespace whose selector matches it (in policy/v1 an empty
+/// selector matches every pod; an absent one none).
+fn budgets_of(objs: &dyn Objects, pdbs: &Resource, pod: &Value) -> Vec<PodDisruptionBudget> {
+    let ns = s(pod, "/metadata/namespace");
+    let labels: Option<BTreeMap<String, String>> = pod
+        .pointer("/metadata/labels")
+        .and_then(|l| serde_json::from_value(l.clone()).ok());
+    objs.cached_list(pdbs, Some(&ns))
+        .iter()
+        .filter_map(|c| serde_json::from_slice::<PodDisruptionBudget>(&c.json).ok())
+        .filter(|b| {
+            let sel = b.spec.as_ref().and_then(|s| s.selector.as_ref());
+            skiff_rules::selector::matches(sel, labels.as_ref())
+        })
+        .collect()
+}
+
+/// The 429 for a budget that allows no disruption now.
+fn refused(pdb: &PodDisruptionBudget) -> Error {
+    let st = pdb.status.clone().unwrap_or_default();
+    let why = format!(
+        "The disruption budget {} needs {} healthy pods and has {} currently",
+        pdb.metadata.name.as_deref().unwrap_or(""),
+        st.desired_healthy,
+        st.current_healthy
+    );
+    Error::too_many_requests(
+        VIOLATES,
+        0,
+        vec![json!({"reason": DISRUPTION_BUDGET_CAUSE, "message": why})],
+    )
+}
+
+/// Takes one disruption from `pdb` for `pod` (kube's `checkAndDecrement`): refuses when the
+/// budget allows none or its controller has not seen its latest spec, and otherwise writes
+/// the decremented status, conditional on the budget's resourceVersion (a 409 when it moved).
+async fn check_and_decrement(
+    objs: &dyn Objects,
+    pdbs: &Resource,
+    pdb: &PodDisruptionBudget,
+    pod: &str,
+    dry_run: bool,
+) -> Result<()> {
+    let name = pdb.metadata.name.clone().unwrap_or_default();
+    let mut st = pdb.status.clone().unwrap_or_default();
+    if st.observed_generation.unwrap_or(0) < pdb.metadata.generation.unwrap_or(0) {
+        let why = format!("The disruption budget {name} is still being processed by the server.");
+        return Err(Error::too_many_requests(
+            VIOLATES,
+            10,
+            vec![json!({"reason": DISRUPTION_BUDGET_CAUSE, "message": why})],
+        ));
+    }
+    if st.disruptions_allowed < 0 {
+        return Err(Error::forbidden_object(
+            "poddisruptionbudget.policy",
+            &name,
+            "pdb disruptions allowed is negative",
+        ));
+    }
+    if st.disrupted_pods.as_ref().map_or(0, BTreeMap::len) > MAX_DISRUPTED_PODS {
+        return Err(Error::forbidden_object(
+            "poddisruptionbudget.policy",
+            &name,
+            "DisruptedPods map too big - too many evictions not confirmed by PDB controller",
+        ));
+    }
+    if st.disruptions_allowed == 0 {
+        return Err(refused(pdb));
+    }
+    let now = k8s_openapi::jiff::Timestamp::from_second(chrono::Utc::now().timestamp())
+        .map(Time)
+        .map_err(|e| Error::internal(e.to_string()))?;
+    st.disruptions_allowed -= 1;
+    if st.disruptions_allowed == 0 {
+        disruption::update_allowed_condition(&mut st, now.clone());
+    }
+    if dry_run {
+        return Ok(());
+    }
+    st.disrupted_pods
+        .get_or_insert_with(BTreeMap::new)
+        .insert(pod.to_string(), now);
+    let mut obj = serde_json::to_value(pdb).map_err(|e| Error::internal(e.to_string()))?;
+    obj["status"] = serde_json::to_value(&st).map_err(|e| Error::internal(e.to_string()))?;
+    let ns = pdb.metadata.namespace.clone();
+    objs.update(
+        pdbs,
+        ns.as_deref(),
+        &name,
+        obj,
+        Some("status"),
+        &WriteOpts::internal("eviction"),
+    )
+    .await?;
+    Ok(())
+}
+
+/// `delete` with the pod's resourceVersion as its precondition unless the eviction gave one:
+/// the pod must still be what the eviction judged.
+fn pinned(delete: &DeleteOpts, pod: &Value) -> DeleteOpts {
+    let mut d = delete.clone();
+    if d.resource_version.is_none() {
+        d.resource_version = Some(s(pod, "/metadata/resourceVersion"));
+    }
+    d
+}
+
+/// Evicts pod `name`: deletes it if its budget (if any) allows, else the budget's refusal.
+async fn evict(
+    objs: &dyn Objects,
+    r: &Resource,
+    ns: Option<&str>,
+    name: &str,
+    delete: &DeleteOpts,
+) -> Result<()> {
+    // A resourceVersion the caller asked for is theirs to retry, not ours.
+    let retry = |e: &Error| e.code() == 409 && delete.resource_version.is_none();
+    let mut pod = Value::Null;
+    for attempt in 1..=ATTEMPTS {
+        pod = objs.get(r, ns, name).await?;
+        if !can_ignore_budget(&pod) {
+            break;
+        }
+        match objs.delete(r, ns, name, &pinned(delete, &pod)).await {
+            Err(e) if retry(&e) && attempt < ATTEMPTS => continue,
+            Err(e) => return Err(e),
+            Ok(_) => return Ok(()),
+        }
+    }
+    let Some(pdbs) = objs.resource("policy", "v1", "poddisruptionbudgets") else {
+        return objs.delete(r, ns, name, delete).await.map(|_| ());
+    };
+    let budgets = budgets_of(objs, &pdbs, &pod);
+    let pdb = match budgets.as_slice() {
+        [] => return objs.delete(r, ns, name, delete).await.map(|_| ()),
+        [one] => one,
+        _ => {
+            return Err(Error::internal_error(
+                "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+            ))
+        }
+    };
+    let pdb_name = pdb.metadata.name.clone().unwrap_or_default();
+    let get_pdb = || async {
+        let v = objs.get(&pdbs, ns, &pdb_name).await?;
+        serde_json::from_value::<PodDisruptionBudget>(v).map_err(|e| Error::internal(e.to_string()))
+    };
+    let mut pdb = get_pdb().await?;
+    if !ready(&pod) {
+        let spec = pdb.spec.clone().unwrap_or_default();
+        let st = pdb.status.clone().unwrap_or_default();
+        // An unready pod counts for nothing: taking it away costs the budget nothing when the
+        // policy says so, or when the budget is met without it.
+        let always = spec.unhealthy_pod_eviction_policy.as_deref() == Some("AlwaysAllow");
+        if always || (st.current_healthy >= st.desired_healthy && st.desired_healthy > 0) {
+            return objs
+                .delete(r, ns, name, &pinned(delete, &pod))
+                .await
+                .map(|_| ());
+        }
+    }
+    for attempt in 1..=ATTEMPTS {
+        match check_and_decrement(objs, &pdbs, &pdb, name, delete.dry_run).await {
+            Ok(()) => break,
+            Err(e) if e.code() == 409 && attempt < ATTEMPTS => pdb = get_pdb().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    objs.delete(r, ns, name, delete).await.map(|_| ())
+}
+
 #[async_trait::async_trait]
 impl Subresource for Eviction {
     fn verbs(&self) -> &'static [&'static str] {
@@ -69,7 +278,7 @@ impl Subresource for Eviction {
         opts: &WriteOpts,
     ) -> Result<Value> {
         let delete = delete_options(name, &body, opts)?;
-        objs.delete(r, ns, name, &delete).await?;
+        evict(objs, r, ns, name, &delete).await?;
         Ok(created(None))
     }
 }
@@ -77,6 +286,36 @@ impl Subresource for Eviction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finished_pending_and_deleting_pods_skip_the_budget() {
+        let p = |phase: &str| json!({"status": {"phase": phase}});
+        assert!(can_ignore_budget(&p("Succeeded")));
+        assert!(can_ignore_budget(&p("Pending")));
+        assert!(!can_ignore_budget(&p("Running")));
+        assert!(can_ignore_budget(
+            &json!({"metadata": {"deletionTimestamp": "2024-01-01T00:00:00Z"},
+                "status": {"phase": "Running"}})
+        ));
+    }
+
+    #[test]
+    fn a_refusal_reads_as_kubes() {
+        let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+            "metadata": {"name": "web"},
+            "status": {"disruptionsAllowed": 0, "currentHealthy": 2, "desiredHealthy": 2,
+                "expectedPods": 3}}))
+        .unwrap();
+        let st = refused(&pdb).status();
+        assert_eq!(st["code"], 429);
+        assert_eq!(st["reason"], "TooManyRequests");
+        assert_eq!(st["message"], VIOLATES);
+        assert_eq!(
+            st["details"]["causes"][0],
+            json!({"reason": "DisruptionBudget",
+                "message": "The disruption budget web needs 2 healthy pods and has 2 currently"})
+        );
+    }
 
     #[test]
     fn delete_options_come_from_the_eviction() {

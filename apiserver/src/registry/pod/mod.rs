@@ -1,7 +1,8 @@
 //! Pods: defaults, validation, the update rules for a running pod, graceful deletion,
-//! kubectl's columns, and the `binding` and `eviction` subresources.
+//! kubectl's columns, and the `binding`, `eviction` and `ephemeralcontainers` subresources.
 
 mod binding;
+mod ephemeral;
 mod eviction;
 
 use std::collections::{BTreeMap, HashSet};
@@ -28,6 +29,7 @@ pub static INFO: Builtin = Builtin {
         ("status", &super::subresource::STATUS),
         ("binding", &BINDING),
         ("eviction", &EVICTION),
+        ("ephemeralcontainers", &EPHEMERAL_CONTAINERS),
         ("log", &super::subresource::LOG),
         ("exec", &super::subresource::STREAM),
         ("attach", &super::subresource::STREAM),
@@ -60,6 +62,7 @@ static STRATEGY: Typed<Pod> = Typed {
 };
 
 use binding::BINDING;
+use ephemeral::EPHEMERAL_CONTAINERS;
 use eviction::EVICTION;
 
 /// How long a deleted pod has to stop: what the delete asked for, else the pod's own
@@ -119,6 +122,22 @@ pub fn default_container(c: &mut Container) {
     }
 }
 
+/// An ephemeral container's defaults: those of any container it can have.
+fn default_ephemeral(c: &mut k8s_openapi::api::core::v1::EphemeralContainer) {
+    let mut as_container = Container {
+        name: c.name.clone(),
+        image: c.image.clone(),
+        image_pull_policy: c.image_pull_policy.clone(),
+        termination_message_path: c.termination_message_path.clone(),
+        termination_message_policy: c.termination_message_policy.clone(),
+        ..Default::default()
+    };
+    default_container(&mut as_container);
+    c.image_pull_policy = as_container.image_pull_policy;
+    c.termination_message_path = as_container.termination_message_path;
+    c.termination_message_policy = as_container.termination_message_policy;
+}
+
 /// Fills in a pod spec's defaults (shared with the pod templates of workloads).
 pub fn default_spec(spec: &mut PodSpec) {
     spec.restart_policy.get_or_insert_with(|| "Always".into());
@@ -133,6 +152,9 @@ pub fn default_spec(spec: &mut PodSpec) {
     }
     for c in spec.init_containers.iter_mut().flatten() {
         default_container(c);
+    }
+    for c in spec.ephemeral_containers.iter_mut().flatten() {
+        default_ephemeral(c);
     }
     for vol in spec.volumes.iter_mut().flatten() {
         if let Some(cm) = vol.config_map.as_mut() {
@@ -353,6 +375,15 @@ fn validate(pod: &Pod) -> Vec<Cause> {
     match &pod.spec {
         None => out.push(Cause::required("spec")),
         Some(spec) => validate_spec("spec", spec, &mut out),
+    }
+    if pod.spec.as_ref().is_some_and(|s| {
+        s.ephemeral_containers
+            .as_ref()
+            .is_some_and(|e| !e.is_empty())
+    }) {
+        if let Ok(v) = serde_json::to_value(pod) {
+            ephemeral::validate("spec", &v, &mut out);
+        }
     }
     out
 }

@@ -1,0 +1,686 @@
+//! Disruption budgets end to end: the disruption controller computing a PodDisruptionBudget's
+//! status from real pods, the eviction subresource refusing with 429 and kube's words when a
+//! budget is spent (500 for two budgets), dry runs and finished pods; `kubectl drain` of a
+//! real node whose workload is under `maxUnavailable: 1`, seen never to lose two pods at once;
+//! and `pods/ephemeralcontainers` with `kubectl debug` into a running pod.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use skiff_e2e::node::{remove_cgroup_tree, Containerd, Kubelet, Node, TestNetwork};
+use skiff_e2e::{eventually_ok, send, table_row, Cluster, Daemon, Kubectl};
+
+const NS: &str = "/api/v1/namespaces/default";
+
+fn pod_path(name: &str) -> String {
+    format!("{NS}/pods/{name}")
+}
+
+/// A pod (no node: nothing runs it) made Running and Ready through its status.
+async fn ready_pod(c: &Cluster, http: &reqwest::Client, name: &str, labels: Value, ready: bool) {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [{"name": "app", "image": "busybox"}]}});
+    let (code, body) = send(
+        http,
+        Method::POST,
+        c.api.url(&format!("{NS}/pods")),
+        Some(pod),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let status = json!({"status": {"phase": "Running", "conditions": [
+        {"type": "Ready", "status": if ready { "True" } else { "False" },
+         "lastTransitionTime": "2024-01-01T00:00:00Z"}]}});
+    let resp = http
+        .patch(c.api.url(&format!("{}/status", pod_path(name))))
+        .header("Content-Type", "application/merge-patch+json")
+        .body(status.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        200,
+        "{}",
+        resp.text().await.unwrap()
+    );
+}
+
+async fn evict(c: &Cluster, http: &reqwest::Client, name: &str, dry_run: bool) -> (u16, Value) {
+    let mut body = json!({"apiVersion": "policy/v1", "kind": "Eviction",
+        "metadata": {"name": name, "namespace": "default"}});
+    if dry_run {
+        body["deleteOptions"] = json!({"dryRun": ["All"]});
+    }
+    send(
+        http,
+        Method::POST,
+        c.api.url(&format!("{}/eviction", pod_path(name))),
+        Some(body),
+    )
+    .await
+}
+
+fn pdb_status(k: &Kubectl, name: &str) -> Value {
+    k.json(&["get", "pdb", name, "-o", "json"])["status"].clone()
+}
+
+/// Waits until the budget's status has `want` for each of its keys.
+fn wait_status(k: &Kubectl, name: &str, want: Value, cm: &Daemon) -> Value {
+    eventually_ok(
+        &format!("pdb {name} status {want}"),
+        Duration::from_secs(30),
+        || {
+            let st = pdb_status(k, name);
+            let ok = want
+                .as_object()
+                .unwrap()
+                .iter()
+                .all(|(key, v)| st.get(key) == Some(v));
+            if ok {
+                Ok(st)
+            } else {
+                Err(st.to_string())
+            }
+        },
+        || cm.log(),
+    )
+}
+
+#[tokio::test]
+async fn budgets_are_computed_and_evictions_respect_them() {
+    let c = Cluster::start().await.unwrap();
+    let cm = Daemon::start(
+        "skiff-controller-manager",
+        &c.api,
+        &["--controllers=disruption"],
+    )
+    .unwrap();
+    let k = c.kubectl();
+    let http = c.api.client().unwrap();
+
+    // Bad budgets are refused as kube-apiserver refuses them.
+    let bad = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "bad"},
+        "spec": {"minAvailable": 1, "maxUnavailable": "150%",
+                 "unhealthyPodEvictionPolicy": "Never"}});
+    let (code, body) = send(
+        &http,
+        Method::POST,
+        c.api
+            .url("/apis/policy/v1/namespaces/default/poddisruptionbudgets"),
+        Some(bad),
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    let msg = body["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("PodDisruptionBudget.policy \"bad\" is invalid: "),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("minAvailable and maxUnavailable cannot be both set"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("spec.maxUnavailable: Invalid value: \"150%\": must not be greater than 100%"),
+        "{msg}"
+    );
+    assert!(msg.contains("spec.unhealthyPodEvictionPolicy: Unsupported value: \"Never\": supported values: \"AlwaysAllow\", \"IfHealthyBudget\""), "{msg}");
+
+    for n in ["db-0", "db-1", "db-2"] {
+        ready_pod(&c, &http, n, json!({"app": "db"}), true).await;
+    }
+    k.ok(&[
+        "create",
+        "pdb",
+        "db",
+        "--selector=app=db",
+        "--min-available=3",
+    ]);
+    let st = wait_status(
+        &k,
+        "db",
+        json!({"currentHealthy": 3, "desiredHealthy": 3, "expectedPods": 3,
+               "disruptionsAllowed": 0, "observedGeneration": 1}),
+        &cm,
+    );
+    let cond = &st["conditions"][0];
+    assert_eq!(
+        (&cond["type"], &cond["status"], &cond["reason"]),
+        (
+            &json!("DisruptionAllowed"),
+            &json!("False"),
+            &json!("InsufficientPods")
+        )
+    );
+    let (header, row) = table_row(&k.ok(&["get", "pdb"]), "db");
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "MIN",
+            "AVAILABLE",
+            "MAX",
+            "UNAVAILABLE",
+            "ALLOWED",
+            "DISRUPTIONS",
+            "AGE"
+        ]
+    );
+    assert_eq!(&row[1..4], ["3", "N/A", "0"]);
+
+    // A spent budget: 429 with kube's message and cause; the pod stays.
+    let (code, body) = evict(&c, &http, "db-0", false).await;
+    assert_eq!(code, 429, "{body}");
+    assert_eq!(body["reason"], "TooManyRequests");
+    assert_eq!(
+        body["message"],
+        "Cannot evict pod as it would violate the pod's disruption budget."
+    );
+    assert_eq!(
+        body["details"]["causes"][0],
+        json!({"reason": "DisruptionBudget",
+               "message": "The disruption budget db needs 3 healthy pods and has 3 currently"})
+    );
+    k.ok(&["get", "pod", "db-0"]);
+
+    // A finished pod goes whatever the budget says.
+    ready_pod(&c, &http, "db-done", json!({"app": "db"}), true).await;
+    let resp = http
+        .patch(c.api.url(&format!("{}/status", pod_path("db-done"))))
+        .header("Content-Type", "application/merge-patch+json")
+        .body(json!({"status": {"phase": "Succeeded"}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let (code, body) = evict(&c, &http, "db-done", false).await;
+    assert_eq!(code, 201, "{body}");
+    assert!(k
+        .run(&["get", "pod", "db-done"])
+        .stderr
+        .contains("NotFound"));
+
+    // Room for one: a dry run takes nothing; a real eviction takes it and is recorded.
+    k.ok(&[
+        "patch",
+        "pdb",
+        "db",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"minAvailable":2}}"#,
+    ]);
+    wait_status(
+        &k,
+        "db",
+        json!({"disruptionsAllowed": 1, "desiredHealthy": 2, "observedGeneration": 2}),
+        &cm,
+    );
+    let (code, body) = evict(&c, &http, "db-0", true).await;
+    assert_eq!(code, 201, "{body}");
+    k.ok(&["get", "pod", "db-0"]);
+    assert_eq!(pdb_status(&k, "db")["disruptionsAllowed"], 1);
+    let (code, body) = evict(&c, &http, "db-0", false).await;
+    assert_eq!(code, 201, "{body}");
+    assert!(k.run(&["get", "pod", "db-0"]).stderr.contains("NotFound"));
+    let (code, body) = evict(&c, &http, "db-1", false).await;
+    assert_eq!(code, 429, "{body}");
+    assert_eq!(
+        body["details"]["causes"][0]["message"],
+        "The disruption budget db needs 2 healthy pods and has 2 currently"
+    );
+    wait_status(
+        &k,
+        "db",
+        json!({"currentHealthy": 2, "expectedPods": 2, "disruptionsAllowed": 0}),
+        &cm,
+    );
+
+    // An unready pod under `AlwaysAllow` goes even when the budget is spent.
+    ready_pod(&c, &http, "db-sick", json!({"app": "db"}), false).await;
+    k.ok(&[
+        "patch",
+        "pdb",
+        "db",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"minAvailable":2,"unhealthyPodEvictionPolicy":"AlwaysAllow"}}"#,
+    ]);
+    wait_status(&k, "db", json!({"observedGeneration": 3}), &cm);
+    let (code, body) = evict(&c, &http, "db-sick", false).await;
+    assert_eq!(code, 201, "{body}");
+
+    // Two budgets over one pod: kube's 500.
+    k.ok(&[
+        "create",
+        "pdb",
+        "db-too",
+        "--selector=app=db",
+        "--max-unavailable=1",
+    ]);
+    // The eviction reads budgets from the watch cache: wait until it holds the new one.
+    let mut last = (0, Value::Null);
+    for _ in 0..100 {
+        last = evict(&c, &http, "db-2", true).await;
+        if last.0 == 500 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last.0, 500, "{}", last.1);
+    let (code, body) = evict(&c, &http, "db-2", false).await;
+    assert_eq!(code, 500, "{body}");
+    assert_eq!(
+        body["message"],
+        "Internal error occurred: This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
+    );
+    k.ok(&["get", "pod", "db-2"]);
+}
+
+#[tokio::test]
+async fn ephemeral_container_updates_only_add_and_are_validated() {
+    let c = Cluster::start().await.unwrap();
+    let http = c.api.client().unwrap();
+    ready_pod(&c, &http, "web", json!({"app": "web"}), true).await;
+    let url = c
+        .api
+        .url(&format!("{}/ephemeralcontainers", pod_path("web")));
+    let (code, pod) = send(&http, Method::GET, url.clone(), None).await;
+    assert_eq!(code, 200, "{pod}");
+    assert_eq!(pod["kind"], "Pod");
+
+    let with = |pod: &Value, list: Value| {
+        let mut p = pod.clone();
+        p["spec"]["ephemeralContainers"] = list;
+        p
+    };
+    // An addition is stored, defaulted; other changes in the same write are ignored.
+    let mut added = with(
+        &pod,
+        json!([{"name": "dbg", "image": "busybox", "stdin": true, "tty": true}]),
+    );
+    added["spec"]["containers"][0]["image"] = json!("other");
+    let (code, stored) = send(&http, Method::PUT, url.clone(), Some(added)).await;
+    assert_eq!(code, 200, "{stored}");
+    assert_eq!(stored["spec"]["containers"][0]["image"], "busybox");
+    let dbg = &stored["spec"]["ephemeralContainers"][0];
+    assert_eq!(dbg["terminationMessagePolicy"], "File");
+    assert_eq!(dbg["imagePullPolicy"], "Always");
+
+    // Through the pod itself they may not change.
+    let mut main = stored.clone();
+    main["spec"]["ephemeralContainers"] = json!([]);
+    let (code, body) = send(&http, Method::PUT, c.api.url(&pod_path("web")), Some(main)).await;
+    assert_eq!(code, 422, "{body}");
+
+    let cases = [
+        (
+            with(&stored, json!([])),
+            "Pod \"web\" is invalid: spec.ephemeralContainers: Forbidden: existing ephemeral containers \"dbg\" may not be removed\n",
+        ),
+        (
+            with(
+                &stored,
+                json!([dbg.clone(), {"name": "app", "image": "busybox",
+                    "terminationMessagePolicy": "File"}]),
+            ),
+            "Pod \"web\" is invalid: spec.ephemeralContainers[1].name: Duplicate value: \"app\"",
+        ),
+        (
+            with(
+                &stored,
+                json!([dbg.clone(), {"name": "x", "image": "busybox",
+                    "ports": [{"containerPort": 80}]}]),
+            ),
+            "Pod \"web\" is invalid: spec.ephemeralContainers[1].ports: Forbidden: cannot be set for an Ephemeral Container",
+        ),
+        (
+            with(
+                &stored,
+                json!([dbg.clone(), {"name": "x", "image": "busybox",
+                    "targetContainerName": "nope"}]),
+            ),
+            "Pod \"web\" is invalid: spec.ephemeralContainers[1].targetContainerName: Not found: \"nope\"",
+        ),
+    ];
+    for (body, want) in cases {
+        let (code, got) = send(&http, Method::PUT, url.clone(), Some(body)).await;
+        assert_eq!(code, 422, "{got}");
+        assert_eq!(got["reason"], "Invalid");
+        assert_eq!(got["message"], want);
+    }
+    // A strategic-merge patch adds one, as kubectl debug sends it.
+    let resp = http
+        .patch(url.clone())
+        .header("Content-Type", "application/strategic-merge-patch+json")
+        .body(
+            json!({"spec": {"ephemeralContainers": [{"name": "dbg2", "image": "busybox"}]}})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let code = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    let names: Vec<&str> = body["spec"]["ephemeralContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["dbg", "dbg2"]);
+}
+
+/// A second node for a test whose first is a [`Node`]: its own containerd, network and
+/// kubelet, pulling from the first node's registry (so one image reference runs on both).
+struct SecondNode {
+    kubelet: Kubelet,
+    ctrd: Containerd,
+    _net: TestNetwork,
+}
+
+impl SecondNode {
+    fn start(kubeconfig: &Path, first: &Node, name: &str) -> SecondNode {
+        let ctrd = Containerd::start(&first.images.pause, &first.images.registry.host).unwrap();
+        let net = TestNetwork::new();
+        let kubelet = Kubelet::start(kubeconfig, &ctrd, &net, name, &[]).unwrap();
+        SecondNode {
+            kubelet,
+            ctrd,
+            _net: net,
+        }
+    }
+}
+
+impl Drop for SecondNode {
+    fn drop(&mut self) {
+        self.kubelet.stop();
+        self.ctrd.stop();
+        remove_cgroup_tree(&self.kubelet.cgroup_root);
+    }
+}
+
+/// Ready pods (not being deleted) of `app`, as a watch sees them.
+fn available(pods: &BTreeMap<String, Value>) -> usize {
+    pods.values()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| {
+            p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drain_evicts_through_the_budget_and_never_takes_two_at_once() {
+    let c = Cluster::start().await.unwrap();
+    let _scheduler = Daemon::start("skiff-scheduler", &c.api, &[]).unwrap();
+    let cm = Daemon::start("skiff-controller-manager", &c.api, &[]).unwrap();
+    let a = Node::start(&c.api.kubeconfig, "node-a", &[]).unwrap();
+    let b = SecondNode::start(&c.api.kubeconfig, &a, "node-b");
+    let k = c.kubectl();
+    let logs = || {
+        format!(
+            "controller-manager:\n{}\nnode-a:\n{}\nnode-b:\n{}",
+            cm.log(),
+            a.kubelet.log(),
+            b.kubelet.log()
+        )
+    };
+    for n in ["node-a", "node-b"] {
+        eventually_ok(
+            &format!("{n} registered"),
+            Duration::from_secs(30),
+            || {
+                k.run(&["get", "node", n])
+                    .status
+                    .success()
+                    .then_some(())
+                    .ok_or_default()
+            },
+            logs,
+        );
+    }
+    // Every replica starts on node-a.
+    k.ok(&["cordon", "node-b"]);
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "kv"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "kv"}},
+            "template": {"metadata": {"labels": {"app": "kv"}},
+                "spec": {"terminationGracePeriodSeconds": 1,
+                    "containers": [{"name": "kv", "image": a.images.busybox,
+                        "command": ["sleep", "3600"]}]}}}});
+    k.ok_input(&["apply", "-f", "-"], &deploy.to_string());
+    k.ok(&[
+        "create",
+        "pdb",
+        "kv",
+        "--selector=app=kv",
+        "--max-unavailable=1",
+    ]);
+    eventually_ok(
+        "three kv pods ready and the budget allowing one",
+        Duration::from_secs(90),
+        || {
+            let st = pdb_status(&k, "kv");
+            (st["currentHealthy"] == 3 && st["disruptionsAllowed"] == 1)
+                .then_some(())
+                .ok_or(st.to_string())
+        },
+        logs,
+    );
+    k.ok(&["uncordon", "node-b"]);
+
+    // Watch readiness from here on.
+    let seen: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
+    let low = Arc::new(Mutex::new(usize::MAX));
+    let mut watch = k.spawn(&[
+        "get",
+        "pods",
+        "-l",
+        "app=kv",
+        "-w",
+        "-o",
+        "json",
+        "--output-watch-events",
+    ]);
+    let stdout = watch.stdout.take().unwrap();
+    let watcher = {
+        let (seen, low) = (seen.clone(), low.clone());
+        std::thread::spawn(move || {
+            let stream = serde_json::Deserializer::from_reader(stdout).into_iter::<Value>();
+            for ev in stream.map_while(Result::ok) {
+                let name = ev["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let mut pods = seen.lock();
+                if ev["type"] == "DELETED" {
+                    pods.remove(&name);
+                } else {
+                    pods.insert(name, ev["object"].clone());
+                }
+                let n = available(&pods);
+                if pods.len() >= 3 {
+                    let mut l = low.lock();
+                    *l = (*l).min(n);
+                }
+            }
+        })
+    };
+    eventually_ok(
+        "the watch to list the three pods",
+        Duration::from_secs(20),
+        || (available(&seen.lock()) == 3).then_some(()).ok_or_default(),
+        logs,
+    );
+
+    let drain = k.run(&[
+        "drain",
+        "node-a",
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--timeout=180s",
+    ]);
+    assert!(
+        drain.status.success(),
+        "{}\n{}\n{}",
+        drain.stdout,
+        drain.stderr,
+        logs()
+    );
+    // kubectl met the budget's 429 and tried again.
+    assert!(
+        drain
+            .stderr
+            .contains("Cannot evict pod as it would violate the pod's disruption budget."),
+        "{}\n{}",
+        drain.stdout,
+        drain.stderr
+    );
+    assert!(
+        drain.stdout.contains("node/node-a drained"),
+        "{}",
+        drain.stdout
+    );
+    let on_b = eventually_ok(
+        "three kv pods ready on node-b",
+        Duration::from_secs(60),
+        || {
+            let pods = k.json(&["get", "pods", "-l", "app=kv", "-o", "json"]);
+            let nodes: BTreeSet<String> = pods["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["spec"]["nodeName"].as_str().unwrap_or("").to_string())
+                .collect();
+            let ready = pods["items"].as_array().unwrap().len() == 3
+                && nodes == BTreeSet::from(["node-b".to_string()]);
+            ready.then_some(nodes).ok_or(pods.to_string())
+        },
+        logs,
+    );
+    assert_eq!(on_b.len(), 1);
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let _ = watcher.join();
+    let fewest = *low.lock();
+    assert!(
+        fewest >= 2,
+        "two kv pods were down at once ({fewest} ready)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_debug_runs_a_container_in_a_running_pod() {
+    let c = Cluster::start().await.unwrap();
+    let node = Node::start(&c.api.kubeconfig, "node-a", &[]).unwrap();
+    let k = c.kubectl();
+    let image = node.images.busybox.clone();
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app"},
+        "spec": {"nodeName": "node-a", "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": image, "command": ["sleep", "3600"]}]}});
+    k.ok_input(&["apply", "-f", "-"], &pod.to_string());
+    let logs = || node.kubelet.log();
+    eventually_ok(
+        "pod app running",
+        Duration::from_secs(60),
+        || {
+            let p = k.json(&["get", "pod", "app", "-o", "json"]);
+            (p["status"]["phase"] == "Running")
+                .then_some(())
+                .ok_or(p.to_string())
+        },
+        logs,
+    );
+    // Without attaching: the container runs its command once; its output is in its log.
+    k.ok(&[
+        "debug",
+        "app",
+        "--image",
+        &image,
+        "-c",
+        "dbg",
+        "--target=main",
+        "--",
+        "sh",
+        "-c",
+        "echo debug-ran; ps",
+    ]);
+    let out = eventually_ok(
+        "the debug container's output",
+        Duration::from_secs(60),
+        || {
+            let r = k.run(&["logs", "app", "-c", "dbg"]);
+            r.stdout
+                .contains("debug-ran")
+                .then_some(r.stdout.clone())
+                .ok_or(r.stderr)
+        },
+        logs,
+    );
+    // It shares the target's process namespace: `sleep 3600` is among its processes.
+    assert!(out.contains("sleep 3600"), "{out}");
+    let p = k.json(&["get", "pod", "app", "-o", "json"]);
+    let st = &p["status"]["ephemeralContainerStatuses"][0];
+    assert_eq!(st["name"], "dbg", "{p}");
+    // Attached: kubectl waits for it to run, and what it is told to do comes back while the
+    // session is open (a line sent before the stream is up may be lost, so it is sent again).
+    let mut attach = k.spawn_interactive(&[
+        "debug", "app", "-i", "--image", &image, "-c", "shell", "--", "sh",
+    ]);
+    let mut stdin = attach.stdin.take().unwrap();
+    let stdout = attach.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut got = Vec::new();
+    while !got.iter().any(|l: &String| l == "attached-42") && std::time::Instant::now() < deadline {
+        use std::io::Write;
+        let _ = stdin.write_all(b"echo attached-$((40+2))\n");
+        let _ = stdin.flush();
+        while let Ok(l) = rx.recv_timeout(Duration::from_millis(500)) {
+            got.push(l);
+        }
+    }
+    skiff_e2e::stop_child(&mut attach, Duration::from_secs(2));
+    assert!(
+        got.iter().any(|l| l == "attached-42"),
+        "{got:?}\n{}",
+        logs()
+    );
+    // The main container ran on, undisturbed.
+    let p = k.json(&["get", "pod", "app", "-o", "json"]);
+    assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 0);
+}
+
+trait OkOrDefault<T> {
+    fn ok_or_default(self) -> Result<T, String>;
+}
+
+impl<T> OkOrDefault<T> for Option<T> {
+    fn ok_or_default(self) -> Result<T, String> {
+        self.ok_or_else(|| "not yet".to_string())
+    }
+}
