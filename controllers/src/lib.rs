@@ -20,13 +20,17 @@ pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod owners;
+pub mod persistentvolume_binder;
 pub mod pods;
+pub mod pv_protection;
+pub mod pvc_protection;
 pub mod replicaset;
 pub mod resourcequota;
 pub mod rootca;
 pub mod served;
 pub mod serviceaccount;
 pub mod servicelb;
+pub mod volume_expander;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +62,10 @@ pub const CONTROLLERS: &[&str] = &[
     "csrsigning",
     "clusterrole-aggregation",
     "resourcequota",
+    "persistentvolume-binder",
+    "persistentvolume-expander",
+    "pvc-protection",
+    "pv-protection",
 ];
 
 /// What the controllers are configured with (kube-controller-manager's flags).
@@ -292,6 +300,18 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     if ctx.config.enabled("resourcequota") {
         let c = ctx.config.resource_quota.clone();
         tasks.spawn(resourcequota::run(ctx.clone(), c, shutdown.clone()));
+    }
+    if ctx.config.enabled("persistentvolume-binder") {
+        tasks.spawn(persistentvolume_binder::run(ctx.clone(), shutdown.clone()));
+    }
+    if ctx.config.enabled("persistentvolume-expander") {
+        tasks.spawn(volume_expander::run(ctx.clone(), shutdown.clone()));
+    }
+    if ctx.config.enabled("pvc-protection") {
+        tasks.spawn(pvc_protection::run(ctx.clone(), shutdown.clone()));
+    }
+    if ctx.config.enabled("pv-protection") {
+        tasks.spawn(pv_protection::run(ctx.clone(), shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
 }

@@ -10,6 +10,7 @@
 //! - [`quota`]: what objects use of a ResourceQuota, which quotas cover them, and whether a
 //!   write fits.
 //! - [`selector`]: label selectors, node selector terms, a pod's node constraints.
+//! - [`volume`]: which PersistentVolume a claim binds to, and the facts both sides read.
 //! - [`kubeconfig`]: kubeconfig files, read and built.
 //! - [`backoff`]: the back-off policy every retry uses.
 
@@ -23,6 +24,7 @@ pub mod quantity;
 pub mod quota;
 pub mod selector;
 pub mod toleration;
+pub mod volume;
 
 pub use backoff::Backoff;
 pub use duration::GoDuration;

@@ -7,16 +7,19 @@
 //! default set, `--disable-admission-plugins` removes from it.
 
 mod certificate_signing;
+mod default_storage_class;
 mod default_toleration_seconds;
 mod limit_ranger;
 pub mod matching;
 mod namespace_lifecycle;
 mod node_restriction;
+mod persistent_volume_claim_resize;
 pub mod policy;
 mod priority;
 mod resource_quota;
 pub mod review;
 mod service_account;
+mod storage_object_in_use_protection;
 pub mod webhook;
 
 use serde_json::{json, Value};
@@ -350,6 +353,15 @@ fn implemented(
         ),
         (
             Box::new(certificate_signing::CertificateSigning(authz.clone())),
+            true,
+        ),
+        (Box::new(default_storage_class::DefaultStorageClass), true),
+        (
+            Box::new(storage_object_in_use_protection::StorageObjectInUseProtection),
+            true,
+        ),
+        (
+            Box::new(persistent_volume_claim_resize::PersistentVolumeClaimResize),
             true,
         ),
         (Box::new(resource_quota::ResourceQuota::default()), true),

@@ -22,6 +22,8 @@ mod limitrange;
 pub mod namespace;
 mod node;
 pub mod objects;
+pub mod persistentvolume;
+mod persistentvolumeclaim;
 pub mod pod;
 mod rbac;
 mod resourcequota;
@@ -929,6 +931,8 @@ static BUILTINS: &[&Builtin] = &[
     &event::INFO,
     &resourcequota::INFO,
     &limitrange::INFO,
+    &persistentvolume::INFO,
+    &persistentvolumeclaim::INFO,
     &apps::DEPLOYMENTS,
     &apps::REPLICASETS,
     &apps::DAEMONSETS,
