@@ -1,0 +1,184 @@
+//! `skiff-csi`: one of Skiff's CSI drivers on a node, with its kubelet registrar and, given
+//! a kubeconfig, its external provisioner and resizer.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use skiff_csi::driver::{self, Driver, Kind};
+use skiff_csi::{provisioner, registrar, resizer, CsiClient};
+use skiff_http::daemon;
+use tokio_util::sync::CancellationToken;
+
+/// Skiff's CSI driver for node-local (`local.csi.skiff.dev`) or shared
+/// (`shared.csi.skiff.dev`) directory volumes.
+#[derive(Debug, Parser)]
+#[command(name = "skiff-csi", version)]
+struct Args {
+    /// The driver to serve: `local.csi.skiff.dev` or `shared.csi.skiff.dev`.
+    #[arg(long, value_parser = [driver::LOCAL_DRIVER, driver::SHARED_DRIVER])]
+    driver: String,
+    /// This node's name: the CSI node id, and the local driver's topology.
+    #[arg(long)]
+    node_id: String,
+    /// Where volumes are made (for the shared driver: the same shared filesystem path on
+    /// every node).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The CSI socket, unix:///PATH (default: KUBELET_ROOT/plugins/DRIVER/csi.sock).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// The kubelet's root directory: the registration socket goes in its `plugins_registry`.
+    #[arg(long, default_value = "/var/lib/kubelet")]
+    kubelet_root_dir: PathBuf,
+    /// Register the driver with the kubelet through the plugin registration socket.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    register: bool,
+    /// The most volumes a node may hold (NodeGetInfo's max_volumes_per_node; 0: no limit).
+    #[arg(long, default_value_t = 128)]
+    max_volumes_per_node: i64,
+    /// The kubeconfig of the provisioner and resizer; without it only the driver and its
+    /// registrar run.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Elect one provisioner and resizer among the nodes through a Lease (default: on for
+    /// the shared driver; the local driver provisions on each node for its own claims).
+    #[arg(long, action = clap::ArgAction::Set)]
+    leader_elect: Option<bool>,
+    /// The namespace of the leader election Lease.
+    #[arg(long, default_value = "kube-system")]
+    leader_election_namespace: String,
+    /// Address and port for /healthz, /readyz and /metrics (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:9809")]
+    http_endpoint: SocketAddr,
+    #[command(flatten)]
+    log: daemon::LogFlags,
+}
+
+/// Runs the provisioner and resizer together until `shutdown`.
+async fn sidecars(
+    client: skiff_client::Client,
+    csi: CsiClient,
+    plugin: provisioner::Plugin,
+    config: provisioner::Config,
+    shutdown: CancellationToken,
+) {
+    tokio::join!(
+        provisioner::run(
+            client.clone(),
+            csi.clone(),
+            plugin.clone(),
+            config.clone(),
+            shutdown.clone()
+        ),
+        resizer::run(client, csi, plugin, config, shutdown),
+    );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    args.log.init();
+    let kind = Kind::from_driver_name(&args.driver).context("--driver")?;
+    if args.node_id.is_empty() {
+        bail!("--node-id must not be empty");
+    }
+    let drv = Driver::new(driver::Config {
+        kind,
+        node_id: args.node_id.clone(),
+        data_dir: args.data_dir.clone(),
+        max_volumes_per_node: args.max_volumes_per_node,
+    })
+    .with_context(|| format!("making --data-dir {}", args.data_dir.display()))?;
+    let name = kind.driver_name();
+    let socket = match &args.endpoint {
+        Some(e) => skiff_csi::socket_path(e)?,
+        None => registrar::driver_socket(&args.kubelet_root_dir, name),
+    };
+    let shutdown = CancellationToken::new();
+    daemon::cancel_on_signal(shutdown.clone());
+    let ready = CancellationToken::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    drv.register_metrics(&mut registry);
+    let bound = daemon::serve_health(
+        args.http_endpoint,
+        registry,
+        ready.clone(),
+        "not serving",
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("serving health on {}", args.http_endpoint))?;
+    tracing::info!(%bound, "serving /healthz, /readyz and /metrics");
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let listener = skiff_csi::bind(&socket)?;
+    tracing::info!(driver = name, socket = %socket.display(), data_dir = %args.data_dir.display(), "serving CSI");
+    tasks.spawn(skiff_csi::serve_driver(
+        drv.clone(),
+        listener,
+        socket.clone(),
+        shutdown.clone(),
+    ));
+    if args.register {
+        let reg = registrar::registration_socket(&args.kubelet_root_dir, name);
+        let listener = skiff_csi::bind(&reg)?;
+        tracing::info!(socket = %reg.display(), "serving plugin registration");
+        tasks.spawn(registrar::serve(
+            registrar::Registrar::new(name, &socket),
+            listener,
+            reg,
+            shutdown.clone(),
+        ));
+    }
+    let mut lost = false;
+    if let Some(kubeconfig) = &args.kubeconfig {
+        let client = skiff_client::Client::new(skiff_client::Config::from_kubeconfig(kubeconfig)?)?;
+        let csi = CsiClient::new(&socket);
+        let leader_elect = args.leader_elect.unwrap_or(kind == Kind::Shared);
+        let plugin = provisioner::discover(&csi, !leader_elect)
+            .await
+            .context("asking the driver what it is over CSI")?;
+        ready.cancel();
+        if leader_elect {
+            let identity = skiff_client::leader::default_identity();
+            let config = provisioner::Config {
+                node: None,
+                identity: identity.clone(),
+            };
+            let lease = plugin.name.replace('.', "-");
+            let elector = skiff_client::leader::LeaderElector::new(
+                client.clone(),
+                skiff_client::leader::Config::new(
+                    &args.leader_election_namespace,
+                    &lease,
+                    &identity,
+                ),
+            );
+            let outcome = elector
+                .run(shutdown.clone(), move |token| {
+                    sidecars(client, csi, plugin, config, token)
+                })
+                .await;
+            lost = outcome == skiff_client::leader::Outcome::Lost;
+        } else {
+            let config = provisioner::Config {
+                node: Some(args.node_id.clone()),
+                identity: format!("{}_{}", plugin.name, args.node_id),
+            };
+            sidecars(client, csi, plugin, config, shutdown.clone()).await;
+        }
+        shutdown.cancel();
+    } else {
+        ready.cancel();
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.context("a server task failed")??;
+    }
+    if lost {
+        bail!("lost the leader election lease");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
