@@ -104,7 +104,10 @@ struct Op {
 #[derive(Debug)]
 pub struct Driver {
     config: Config,
-    operations: prometheus_client::metrics::family::Family<Op, prometheus_client::metrics::counter::Counter>,
+    operations: prometheus_client::metrics::family::Family<
+        Op,
+        prometheus_client::metrics::counter::Counter,
+    >,
     /// Serialises changes to volumes (create, delete, expand, publish): they are rare and
     /// each must see the state the one before left.
     lock: tokio::sync::Mutex<()>,
@@ -150,7 +153,11 @@ impl Driver {
     }
 
     /// Counts a call's outcome and hands it back.
-    fn observe<T>(&self, method: &'static str, r: Result<T, Status>) -> Result<Response<T>, Status> {
+    fn observe<T>(
+        &self,
+        method: &'static str,
+        r: Result<T, Status>,
+    ) -> Result<Response<T>, Status> {
         let code = match &r {
             Ok(_) => "OK".to_string(),
             Err(e) => format!("{:?}", e.code()),
@@ -305,9 +312,9 @@ impl Driver {
             | Mode::SingleNodeReaderOnly
             | Mode::SingleNodeSingleWriter
             | Mode::SingleNodeMultiWriter => true,
-            Mode::MultiNodeReaderOnly | Mode::MultiNodeSingleWriter | Mode::MultiNodeMultiWriter => {
-                self.config.kind == Kind::Shared
-            }
+            Mode::MultiNodeReaderOnly
+            | Mode::MultiNodeSingleWriter
+            | Mode::MultiNodeMultiWriter => self.config.kind == Kind::Shared,
         };
         if ok {
             Ok(())
@@ -488,7 +495,11 @@ impl Driver {
                 Err(Status::already_exists(format!(
                     "{} is already mounted {}",
                     target.display(),
-                    if m.readonly { "read-only" } else { "read-write" }
+                    if m.readonly {
+                        "read-only"
+                    } else {
+                        "read-write"
+                    }
                 )))
             };
         }
@@ -581,7 +592,9 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let octal = b.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
         if let (b'\\', Some(d)) = (b[i], octal) {
             let v = d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
             out.push(u8::try_from(v).unwrap_or(b'?'));
@@ -777,12 +790,16 @@ impl csi::controller_server::Controller for Controller {
         _: Request<csi::ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<csi::ControllerGetCapabilitiesResponse>, Status> {
         use csi::controller_service_capability::{self as cc, rpc::Type};
-        let caps = [Type::CreateDeleteVolume, Type::GetCapacity, Type::ExpandVolume]
-            .into_iter()
-            .map(|t| csi::ControllerServiceCapability {
-                r#type: Some(cc::Type::Rpc(cc::Rpc { r#type: t as i32 })),
-            })
-            .collect();
+        let caps = [
+            Type::CreateDeleteVolume,
+            Type::GetCapacity,
+            Type::ExpandVolume,
+        ]
+        .into_iter()
+        .map(|t| csi::ControllerServiceCapability {
+            r#type: Some(cc::Type::Rpc(cc::Rpc { r#type: t as i32 })),
+        })
+        .collect();
         Ok(Response::new(csi::ControllerGetCapabilitiesResponse {
             capabilities: caps,
         }))
@@ -910,7 +927,16 @@ mod tests {
 
     #[test]
     fn names_that_could_escape_the_data_dir_are_refused() {
-        for bad in ["", ".", "..", "../x", "a/b", ".hidden", "a b", &"x".repeat(65)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            ".hidden",
+            "a b",
+            &"x".repeat(65),
+        ] {
             assert!(!valid_name(bad), "{bad:?}");
         }
         for good in ["pvc-0b6c1f4e-5b2d-4c1a-9a53-3f1f2a7c9d10", "data_1.v2"] {

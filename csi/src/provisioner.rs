@@ -293,7 +293,8 @@ impl Provisioner {
         if class.provisioner != self.plugin.name {
             return Decision::Skip;
         }
-        if class.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer") && selected.is_none()
+        if class.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer")
+            && selected.is_none()
         {
             return Decision::Skip;
         }
@@ -368,7 +369,9 @@ impl Provisioner {
             .await?
             .into_inner()
             .volume
-            .ok_or_else(|| Error::Invalid("the driver answered CreateVolume without a volume".into()))?;
+            .ok_or_else(|| {
+                Error::Invalid("the driver answered CreateVolume without a volume".into())
+            })?;
         let capacity = if volume.capacity_bytes > 0 {
             volume.capacity_bytes
         } else {
@@ -390,7 +393,10 @@ impl Provisioner {
             },
             spec: Some(PersistentVolumeSpec {
                 access_modes: Some(access_modes),
-                capacity: Some(BTreeMap::from([("storage".to_string(), quantity_of(capacity))])),
+                capacity: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    quantity_of(capacity),
+                )])),
                 claim_ref: Some(ObjectReference {
                     api_version: Some("v1".into()),
                     kind: Some("PersistentVolumeClaim".into()),
@@ -488,7 +494,10 @@ impl Provisioner {
             && pv.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Released")
             && spec.persistent_volume_reclaim_policy.as_deref() == Some("Delete")
             && annotation(&pv.metadata, ANN_PROVISIONED_BY) == Some(self.plugin.name.as_str())
-            && spec.csi.as_ref().is_some_and(|c| c.driver == self.plugin.name)
+            && spec
+                .csi
+                .as_ref()
+                .is_some_and(|c| c.driver == self.plugin.name)
             && match (&self.config.node, &self.plugin.node_topology) {
                 (Some(_), Some(t)) => affinity_matches(spec.node_affinity.as_ref(), t),
                 _ => true,

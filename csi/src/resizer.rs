@@ -130,8 +130,10 @@ impl Resizer {
             &Patch::Merge(json!({"spec": {"capacity": {"storage": size}}})),
         )
         .await?;
-        let claims: Api<PersistentVolumeClaim> =
-            Api::namespaced(self.client.clone(), meta.namespace.as_deref().unwrap_or_default());
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(
+            self.client.clone(),
+            meta.namespace.as_deref().unwrap_or_default(),
+        );
         let mut conditions: Vec<_> = claim
             .status
             .as_ref()

@@ -22,7 +22,11 @@ impl Served {
     async fn start(kind: Kind, node: &str) -> Served {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let socket = dir.path().join("plugins").join(kind.driver_name()).join("csi.sock");
+        let socket = dir
+            .path()
+            .join("plugins")
+            .join(kind.driver_name())
+            .join("csi.sock");
         let drv = Driver::new(driver::Config {
             kind,
             node_id: node.into(),
@@ -150,10 +154,17 @@ async fn local_volume_lifecycle_over_the_socket() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(elsewhere.available_capacity, 0, "no room on another node here");
+    assert_eq!(
+        elsewhere.available_capacity, 0,
+        "no room on another node here"
+    );
 
     let v = ctl
-        .create_volume(create("pvc-1", 1 << 20, vec![mount_cap(Mode::SingleNodeWriter)]))
+        .create_volume(create(
+            "pvc-1",
+            1 << 20,
+            vec![mount_cap(Mode::SingleNodeWriter)],
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -168,19 +179,31 @@ async fn local_volume_lifecycle_over_the_socket() {
     assert!(s.data.join("pvc-1/data").is_dir());
     // The same request again is the same volume; an incompatible size is ALREADY_EXISTS.
     let again = ctl
-        .create_volume(create("pvc-1", 1 << 20, vec![mount_cap(Mode::SingleNodeWriter)]))
+        .create_volume(create(
+            "pvc-1",
+            1 << 20,
+            vec![mount_cap(Mode::SingleNodeWriter)],
+        ))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(again.volume.unwrap().volume_id, "pvc-1@node-a");
     let err = ctl
-        .create_volume(create("pvc-1", 1 << 30, vec![mount_cap(Mode::SingleNodeWriter)]))
+        .create_volume(create(
+            "pvc-1",
+            1 << 30,
+            vec![mount_cap(Mode::SingleNodeWriter)],
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
 
     // Publish: a bind mount, writable, then the same again is fine.
-    let target = s.data.parent().unwrap().join("pods/uid/volumes/pvc-1/mount");
+    let target = s
+        .data
+        .parent()
+        .unwrap()
+        .join("pods/uid/volumes/pvc-1/mount");
     std::fs::create_dir_all(target.parent().unwrap()).unwrap();
     node.node_publish_volume(publish(&v.volume_id, &target, false))
         .await
@@ -224,7 +247,11 @@ async fn local_volume_lifecycle_over_the_socket() {
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
 
     // A read-only publish refuses writes.
-    let ro = s.data.parent().unwrap().join("pods/uid2/volumes/pvc-1/mount");
+    let ro = s
+        .data
+        .parent()
+        .unwrap()
+        .join("pods/uid2/volumes/pvc-1/mount");
     std::fs::create_dir_all(ro.parent().unwrap()).unwrap();
     node.node_publish_volume(publish(&v.volume_id, &ro, true))
         .await
@@ -293,11 +320,23 @@ async fn bad_requests_get_the_codes_csi_specifies() {
     let mut node = s.csi.node.clone();
     let single = || vec![mount_cap(Mode::SingleNodeWriter)];
     // CreateVolume: name, capabilities, access modes, capacity, topology.
-    assert_eq!(code(ctl.create_volume(create("", 1, single())).await), Code::InvalidArgument);
-    assert_eq!(code(ctl.create_volume(create("../etc", 1, single())).await), Code::InvalidArgument);
-    assert_eq!(code(ctl.create_volume(create("v", 1, vec![])).await), Code::InvalidArgument);
     assert_eq!(
-        code(ctl.create_volume(create("v", 1, vec![mount_cap(Mode::MultiNodeMultiWriter)])).await),
+        code(ctl.create_volume(create("", 1, single())).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(ctl.create_volume(create("../etc", 1, single())).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(ctl.create_volume(create("v", 1, vec![])).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            ctl.create_volume(create("v", 1, vec![mount_cap(Mode::MultiNodeMultiWriter)]))
+                .await
+        ),
         Code::InvalidArgument,
         "a node-local volume is not ReadWriteMany"
     );
@@ -307,7 +346,10 @@ async fn bad_requests_get_the_codes_csi_specifies() {
             mode: Mode::SingleNodeWriter as i32,
         }),
     };
-    assert_eq!(code(ctl.create_volume(create("v", 1, vec![block])).await), Code::InvalidArgument);
+    assert_eq!(
+        code(ctl.create_volume(create("v", 1, vec![block])).await),
+        Code::InvalidArgument
+    );
     let mut inverted = create("v", 10, single());
     inverted.capacity_range = Some(csi::CapacityRange {
         required_bytes: 10,
@@ -329,7 +371,10 @@ async fn bad_requests_get_the_codes_csi_specifies() {
         }],
         preferred: vec![],
     });
-    assert_eq!(code(ctl.create_volume(other_node).await), Code::ResourceExhausted);
+    assert_eq!(
+        code(ctl.create_volume(other_node).await),
+        Code::ResourceExhausted
+    );
     assert!(!s.data.join("v").exists(), "nothing was made");
     // DeleteVolume: no id; a volume of another node is not this node's to delete.
     assert_eq!(
@@ -348,7 +393,10 @@ async fn bad_requests_get_the_codes_csi_specifies() {
     );
     // Expand: no id, unknown volume, no range.
     assert_eq!(
-        code(ctl.controller_expand_volume(csi::ControllerExpandVolumeRequest::default()).await),
+        code(
+            ctl.controller_expand_volume(csi::ControllerExpandVolumeRequest::default())
+                .await
+        ),
         Code::InvalidArgument
     );
     let expand_missing = csi::ControllerExpandVolumeRequest {
@@ -359,8 +407,13 @@ async fn bad_requests_get_the_codes_csi_specifies() {
         }),
         ..Default::default()
     };
-    assert_eq!(code(ctl.controller_expand_volume(expand_missing).await), Code::NotFound);
-    ctl.create_volume(create("v", 1 << 20, single())).await.unwrap();
+    assert_eq!(
+        code(ctl.controller_expand_volume(expand_missing).await),
+        Code::NotFound
+    );
+    ctl.create_volume(create("v", 1 << 20, single()))
+        .await
+        .unwrap();
     assert_eq!(
         code(
             ctl.controller_expand_volume(csi::ControllerExpandVolumeRequest {
@@ -374,19 +427,34 @@ async fn bad_requests_get_the_codes_csi_specifies() {
     // Publish: no id, no target, no capability, unknown volume, another node's volume.
     let target = s.data.parent().unwrap().join("t");
     let mut p = publish("", &target, false);
-    assert_eq!(code(node.node_publish_volume(p.clone()).await), Code::InvalidArgument);
+    assert_eq!(
+        code(node.node_publish_volume(p.clone()).await),
+        Code::InvalidArgument
+    );
     p.volume_id = "v@node-a".into();
     p.target_path.clear();
-    assert_eq!(code(node.node_publish_volume(p.clone()).await), Code::InvalidArgument);
+    assert_eq!(
+        code(node.node_publish_volume(p.clone()).await),
+        Code::InvalidArgument
+    );
     let mut p = publish("v@node-a", &target, false);
     p.volume_capability = None;
-    assert_eq!(code(node.node_publish_volume(p).await), Code::InvalidArgument);
     assert_eq!(
-        code(node.node_publish_volume(publish("missing@node-a", &target, false)).await),
+        code(node.node_publish_volume(p).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            node.node_publish_volume(publish("missing@node-a", &target, false))
+                .await
+        ),
         Code::NotFound
     );
     assert_eq!(
-        code(node.node_publish_volume(publish("v@node-b", &target, false)).await),
+        code(
+            node.node_publish_volume(publish("v@node-b", &target, false))
+                .await
+        ),
         Code::NotFound
     );
     assert!(!is_mounted(&target));
@@ -423,7 +491,10 @@ async fn bad_requests_get_the_codes_csi_specifies() {
         Code::NotFound
     );
     assert_eq!(
-        code(node.node_stage_volume(csi::NodeStageVolumeRequest::default()).await),
+        code(
+            node.node_stage_volume(csi::NodeStageVolumeRequest::default())
+                .await
+        ),
         Code::Unimplemented,
         "no STAGE_UNSTAGE_VOLUME capability"
     );
