@@ -122,7 +122,6 @@ async fn claims_through_the_csi_driver_in_pods() {
             "--node-id=node-a",
             &format!("--data-dir={}", data_dir.path().display()),
             &format!("--kubelet-root-dir={}", root.display()),
-            "--leader-elect=false",
             "--http-endpoint=127.0.0.1:0",
         ],
     )

@@ -243,10 +243,12 @@ impl Mounter {
     ) -> Result<(PersistentVolumeClaim, PersistentVolume), Error> {
         let process = |e: String| Error::Process(format!("error processing PVC {ns}/{claim}: {e}"));
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
-        let pvc = claims
-            .get(claim)
-            .await
-            .map_err(|e| process(format!("failed to fetch PVC from API server: {e}")))?;
+        let pvc = claims.get(claim).await.map_err(|e| {
+            process(format!(
+                "failed to fetch PVC from API server: {}",
+                api_message(&e)
+            ))
+        })?;
         if pvc.metadata.deletion_timestamp.is_some() {
             return Err(process("PVC is being deleted".into()));
         }
@@ -264,7 +266,8 @@ impl Mounter {
         let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
         let pv = pvs.get(&volume).await.map_err(|e| {
             process(format!(
-                "failed to fetch PV {volume:?} from API server: {e}"
+                "failed to fetch PV {volume:?} from API server: {}",
+                api_message(&e)
             ))
         })?;
         let claim_ref = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
@@ -301,6 +304,14 @@ impl Mounter {
     /// driver is missing or refuses.
     pub async fn teardown(&self, config: &PodConfig, uid: &str) -> Result<(), String> {
         teardown_pod(&self.drivers, config, uid).await
+    }
+}
+
+/// The server's message alone, as client-go prints an API error.
+fn api_message(e: &skiff_client::Error) -> String {
+    match e {
+        skiff_client::Error::Api(a) => a.message.clone(),
+        e => e.to_string(),
     }
 }
 
