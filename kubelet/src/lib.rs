@@ -5,7 +5,9 @@
 pub mod bootstrap;
 pub mod cni;
 pub mod cri;
+pub mod csi;
 pub mod node;
+pub mod plugins;
 pub mod pods;
 pub mod server;
 
@@ -53,6 +55,8 @@ impl Kubelet {
         let node = agent.register().await?;
         let uid = node.metadata.uid.clone().unwrap_or_default();
         ready.cancel();
+        let drivers = csi::Drivers::default();
+        let node_info = csi::NodeInfo::new(self.client.clone(), &self.node.name);
         let recorder =
             skiff_client::events::Recorder::new(self.client.clone(), "kubelet", &self.node.name);
         let shared = pods::Shared {
@@ -62,6 +66,7 @@ impl Kubelet {
             recorder,
             images: pods::images::Puller::new(self.runtime.clone()),
             tokens: pods::tokens::Manager::new(self.client.clone()),
+            claims: pods::csi::Mounter::new(self.client.clone(), drivers.clone()),
         };
         let tokens = shared.tokens.clone();
         let network = async {
@@ -84,6 +89,12 @@ impl Kubelet {
             agent.keep_status(shutdown.clone()),
             pods::run(shared, shutdown.clone()),
             tokens.run(shutdown.clone()),
+            plugins::run(
+                plugins::registry_dir(&self.pods.root_dir),
+                drivers,
+                node_info,
+                shutdown.clone()
+            ),
         );
         Ok(())
     }

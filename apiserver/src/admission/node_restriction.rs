@@ -375,6 +375,22 @@ impl NodeRestriction {
         Ok(())
     }
 
+    /// A node writes only the CSINode named after it.
+    fn csinode(&self, node: &str, a: &Attributes<'_>, obj: Option<&Value>) -> Result<()> {
+        let name = match a.operation {
+            Operation::Create => obj.map(|o| str_at(o, "/metadata/name")).unwrap_or(""),
+            _ => a.name,
+        };
+        if name != node {
+            return Err(forbidden(
+                a,
+                obj,
+                "can only access CSINode with the same name as the requesting node",
+            ));
+        }
+        Ok(())
+    }
+
     fn claim(&self, node: &str, a: &Attributes<'_>, obj: Option<&Value>) -> Result<()> {
         let deny = |why: String| Err(forbidden(a, obj, &why));
         if a.subresource != "status" {
@@ -453,6 +469,7 @@ impl Plugin for NodeRestriction {
             ("", "persistentvolumeclaims") => self.claim(node, a, obj),
             ("", "serviceaccounts") => self.token(node, a, obj, objs).await,
             ("coordination.k8s.io", "leases") => self.lease(node, a, obj),
+            ("storage.k8s.io", "csinodes") => self.csinode(node, a, obj),
             _ => Ok(()),
         }
     }
@@ -743,6 +760,41 @@ mod tests {
         assert_eq!(
             msg(run(&u, Operation::Create, "", "pods", "", "default", "static-n1", None, Some(mirror(json!({"serviceAccountName": "x"})))).await),
             "pods \"static-n1\" is forbidden: node \"n1\" can not create pods that reference a service account"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_node_writes_only_its_own_csinode() {
+        let user = n1();
+        let u = &user;
+        let csinode = |name: &str| json!({"metadata": {"name": name}, "spec": {"drivers": []}});
+        let write = |op, name: &'static str| {
+            let body = csinode(name);
+            async move {
+                let old = csinode(name);
+                run(
+                    u,
+                    op,
+                    "storage.k8s.io",
+                    "csinodes",
+                    "",
+                    "",
+                    name,
+                    Some(&old),
+                    Some(body),
+                )
+                .await
+            }
+        };
+        assert!(write(Operation::Create, "n1").await.is_ok());
+        assert!(write(Operation::Update, "n1").await.is_ok());
+        assert_eq!(
+            msg(write(Operation::Create, "n2").await),
+            "csinodes.storage.k8s.io \"n2\" is forbidden: can only access CSINode with the same name as the requesting node"
+        );
+        assert_eq!(
+            msg(write(Operation::Update, "n2").await),
+            "csinodes.storage.k8s.io \"n2\" is forbidden: can only access CSINode with the same name as the requesting node"
         );
     }
 

@@ -5,6 +5,7 @@
 
 pub mod cgroups;
 pub mod container;
+pub mod csi;
 pub mod dns;
 pub mod env;
 pub mod hooks;
@@ -114,6 +115,8 @@ pub struct Shared {
     pub images: images::Puller,
     /// The pods' service-account tokens.
     pub tokens: tokens::Manager,
+    /// Persistent volume claims: mounted through CSI drivers, or as local paths.
+    pub claims: csi::Mounter,
 }
 
 struct Handle {
@@ -175,6 +178,8 @@ pub async fn run(shared: Shared, shutdown: CancellationToken) {
     let mut relist = tokio::time::interval(Duration::from_secs(1));
     relist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen: HashMap<String, String> = HashMap::new();
+    let mut housekeeping = tokio::time::interval(Duration::from_secs(10));
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -211,6 +216,9 @@ pub async fn run(shared: Shared, shutdown: CancellationToken) {
             }
             _ = relist.tick() => {
                 relist_once(&shared.runtime, &workers, &mut seen).await;
+            }
+            _ = housekeeping.tick() => {
+                remove_orphaned_volumes(&shared, &workers).await;
             }
         }
     }
@@ -271,6 +279,30 @@ async fn relist_once(
                         tracing::warn!(sandbox = %s.id, error = %e, "removing an orphaned sandbox");
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Tears down the volumes of pods this kubelet has no worker for (deleted while it was away),
+/// then their directories, as Kubernetes' kubelet cleans up orphaned pod directories.
+async fn remove_orphaned_volumes(shared: &Shared, workers: &HashMap<String, Handle>) {
+    let pods = shared.config.root_dir.join("pods");
+    let orphans: Vec<String> = std::fs::read_dir(&pods)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(String::from))
+        .filter(|uid| !workers.contains_key(uid))
+        .collect();
+    for uid in orphans {
+        match shared.claims.teardown(&shared.config, &uid).await {
+            Ok(()) => {
+                tracing::info!(pod_uid = %uid, "removing the volumes of a pod that no longer exists");
+                volumes::teardown(&shared.config, &uid);
+            }
+            Err(e) => {
+                tracing::warn!(pod_uid = %uid, error = %e, "tearing down the volumes of a pod that no longer exists")
             }
         }
     }

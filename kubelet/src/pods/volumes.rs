@@ -17,8 +17,11 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, KeyToPath, Pod, Volume};
+use k8s_openapi::api::core::v1::{
+    DownwardAPIVolumeFile, KeyToPath, PersistentVolumeClaimVolumeSource, Pod, Volume,
+};
 
+use super::csi;
 use super::env::{self, ConfigError, PodFacts, Sources};
 use super::tokens;
 use super::PodConfig;
@@ -41,17 +44,43 @@ pub async fn setup(
     sources: &mut Sources,
     tokens: &tokens::Manager,
     facts: &PodFacts,
+    claims: &csi::Mounter,
 ) -> Result<BTreeMap<String, Ready>, ConfigError> {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let base = config.pod_dir(&uid).join("volumes");
     let mut out = BTreeMap::new();
-    for v in pod
+    let volumes: Vec<&Volume> = pod
         .spec
         .as_ref()
         .and_then(|s| s.volumes.as_ref())
         .into_iter()
         .flatten()
-    {
+        .collect();
+    for v in &volumes {
+        if let Some(src) = claim_source(pod, v) {
+            let mounted = claims.setup(pod, &src, config).await.map_err(|e| match e {
+                // Kubernetes' wording for a claim the pod cannot have yet.
+                csi::Error::Process(why) => {
+                    let mut names: Vec<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
+                    names.sort();
+                    ConfigError(format!(
+                        "Unable to attach or mount volumes: unmounted volumes=[{}], unattached volumes=[{}]: failed to process volumes=[{}]: {why}",
+                        v.name,
+                        names.join(" "),
+                        v.name
+                    ))
+                }
+                e @ csi::Error::Mount(..) => ConfigError(e.to_string()),
+            })?;
+            out.insert(
+                v.name.clone(),
+                Ready {
+                    host_path: mounted.host_path,
+                    read_only: mounted.read_only,
+                },
+            );
+            continue;
+        }
         let ready = setup_one(pod, v, &base, config, sources, tokens, facts)
             .await
             .map_err(|e| {
@@ -63,6 +92,24 @@ pub async fn setup(
         out.insert(v.name.clone(), ready);
     }
     Ok(out)
+}
+
+/// The claim behind a volume: a `persistentVolumeClaim`, or the claim `POD-VOLUME` an
+/// `ephemeral` volume stands for.
+fn claim_source(pod: &Pod, v: &Volume) -> Option<PersistentVolumeClaimVolumeSource> {
+    if let Some(c) = &v.persistent_volume_claim {
+        return Some(c.clone());
+    }
+    v.ephemeral
+        .as_ref()
+        .map(|_| PersistentVolumeClaimVolumeSource {
+            claim_name: format!(
+                "{}-{}",
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                v.name
+            ),
+            read_only: None,
+        })
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> ConfigError {
@@ -528,6 +575,18 @@ fn check_host_path(path: &Path, kind: &str) -> Result<(), ConfigError> {
 /// Unmounts and removes everything the kubelet made for the pod (`<root>/pods/<uid>`).
 pub fn teardown(config: &PodConfig, uid: &str) {
     let dir = config.pod_dir(uid);
+    // A volume still published belongs to its driver: removing the directory would remove
+    // the volume's data through the mount.
+    let published = dir.join("volumes").join(csi::CSI_PLUGIN_DIR);
+    if std::fs::read_dir(&published)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| csi::is_mount_point(&e.path().join("mount")))
+    {
+        tracing::warn!(dir = %dir.display(), "not removing a pod's directory: a volume is still mounted");
+        return;
+    }
     let empty = dir.join("volumes").join("kubernetes.io~empty-dir");
     for e in std::fs::read_dir(&empty).into_iter().flatten().flatten() {
         let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
@@ -837,11 +896,19 @@ mod tests {
         // No configMap or secret is read: the client never connects.
         let client =
             skiff_client::Client::new(skiff_client::Config::new("https://127.0.0.1:1")).unwrap();
-        let mut sources = Sources::new(client, "shop");
+        let mut sources = Sources::new(client.clone(), "shop");
         let cfg = config(d.path());
-        let out = setup(&p, &cfg, &mut sources, &tokens, &PodFacts::default())
-            .await
-            .unwrap();
+        let claims = csi::Mounter::new(client.clone(), crate::csi::Drivers::default());
+        let out = setup(
+            &p,
+            &cfg,
+            &mut sources,
+            &tokens,
+            &PodFacts::default(),
+            &claims,
+        )
+        .await
+        .unwrap();
         let v = &out["all"];
         assert!(v.read_only);
         assert!(v
@@ -869,9 +936,16 @@ mod tests {
             Box::pin(async { Err("serviceaccounts \"robot\" not found".to_string()) })
         });
         let tokens = tokens::Manager::with_issuer(refuse, std::time::Duration::ZERO);
-        let e = setup(&p, &cfg, &mut sources, &tokens, &PodFacts::default())
-            .await
-            .unwrap_err();
+        let e = setup(
+            &p,
+            &cfg,
+            &mut sources,
+            &tokens,
+            &PodFacts::default(),
+            &claims,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(
             e.0,
             "MountVolume.SetUp failed for volume \"all\" : failed to fetch token: serviceaccounts \"robot\" not found"

@@ -374,6 +374,7 @@ impl Worker {
                 &mut sources,
                 &self.shared.tokens,
                 &self.facts(),
+                &self.shared.claims,
             )
             .await
             {
@@ -1076,6 +1077,11 @@ impl Worker {
             sandbox::remove(&rt, &s.id).await?;
         }
         self.probe_stop.cancel();
+        self.shared
+            .claims
+            .teardown(&self.shared.config, &self.uid)
+            .await
+            .map_err(anyhow::Error::msg)?;
         volumes::teardown(&self.shared.config, &self.uid);
         cgroups::remove(&cgroups::pod_cgroup(
             &self.shared.config.cgroup_root,

@@ -1,0 +1,291 @@
+//! PersistentVolumeClaims in pods on a real node: etcd, the API server, the controller
+//! manager's volume binder, a kubelet on a private containerd, and the `skiff-csi` shared
+//! driver registering itself through the kubelet's plugin registration socket and
+//! provisioning the claim. The node's CSINode lists the driver; one pod writes through the
+//! claim and another reads it; a read-only mount refuses writes; a subPath lands inside the
+//! volume; the pod's fsGroup owns the volume; a pod whose claim is missing is not started and
+//! says why; a deleted pod's publish directory goes while the data stays.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use skiff_e2e::node::Node;
+use skiff_e2e::{eventually, Cluster, Daemon, Kubectl};
+use skiff_proto::cri;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn wait_for<T>(node: &Node, k: &Kubectl, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    match eventually(WAIT, f).await {
+        Some(v) => v,
+        None => panic!(
+            "{what}; events:\n{}\nkubelet log:\n{}",
+            k.run(&["get", "events", "-A"]).stdout,
+            node.kubelet.log()
+        ),
+    }
+}
+
+fn get(k: &Kubectl, what: &[&str]) -> Option<Value> {
+    let mut args = vec!["get"];
+    args.extend(what);
+    args.extend(["-o", "json"]);
+    let r = k.run(&args);
+    r.status
+        .success()
+        .then(|| serde_json::from_str(&r.stdout).ok())?
+}
+
+async fn ready(node: &Node, k: &Kubectl, name: &str) -> Value {
+    wait_for(node, k, &format!("pod {name} Ready"), || {
+        let p = get(k, &["pod", name])?;
+        let ok = p["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        ok.then_some(p)
+    })
+    .await
+}
+
+/// Runs `cmd` in the pod's first container through the runtime.
+async fn exec_in(node: &Node, pod: &Value, cmd: &[&str]) -> (i32, String) {
+    let id = pod["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("containerd://")
+        .to_string();
+    let mut rt = node.ctrd.cri().unwrap();
+    let r = rt
+        .runtime
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id,
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = String::from_utf8_lossy(&r.stdout).into_owned();
+    out.push_str(&String::from_utf8_lossy(&r.stderr));
+    (r.exit_code, out)
+}
+
+async fn sh(node: &Node, pod: &Value, script: &str) -> String {
+    let (code, out) = exec_in(node, pod, &["sh", "-c", script]).await;
+    assert_eq!(code, 0, "{script}: {out}");
+    out
+}
+
+fn pod(node: &Node, name: &str, claim: &str, mount: Value, extra: Value) -> Value {
+    let mut p = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "nodeName": "node-a",
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "main", "image": node.images.busybox,
+                "command": ["sleep", "3600"], "volumeMounts": [mount]}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
+        }
+    });
+    if let (Some(spec), Some(extra)) = (p["spec"].as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    p
+}
+
+#[tokio::test]
+async fn claims_through_the_csi_driver_in_pods() {
+    let c = Cluster::start().await.unwrap();
+    let _cm = Daemon::start(
+        "skiff-controller-manager",
+        &c.api,
+        &[
+            "--port=0",
+            "--leader-elect=false",
+            "--controllers=serviceaccount,persistentvolume-binder,pvc-protection,pv-protection",
+        ],
+    )
+    .unwrap();
+    let node = Node::start(&c.api.kubeconfig, "node-a", &[]).unwrap();
+    let k = c.kubectl();
+    let data_dir = tempfile::tempdir().unwrap();
+    let root = node.kubelet.root_dir.clone();
+    let _driver = Daemon::start(
+        "skiff-csi",
+        &c.api,
+        &[
+            "--driver=shared.csi.skiff.dev",
+            "--node-id=node-a",
+            &format!("--data-dir={}", data_dir.path().display()),
+            &format!("--kubelet-root-dir={}", root.display()),
+            "--http-endpoint=127.0.0.1:0",
+        ],
+    )
+    .unwrap();
+
+    // The driver registers: the node's CSINode lists it, owned by the Node, and the node
+    // carries its node ID.
+    let csinode = wait_for(&node, &k, "the CSINode lists the driver", || {
+        let c = get(&k, &["csinode", "node-a"])?;
+        (c["spec"]["drivers"][0]["name"] == "shared.csi.skiff.dev").then_some(c)
+    })
+    .await;
+    assert_eq!(csinode["spec"]["drivers"][0]["nodeID"], "node-a");
+    assert_eq!(csinode["metadata"]["ownerReferences"][0]["kind"], "Node");
+    let n = get(&k, &["node", "node-a"]).unwrap();
+    let ids: Value = serde_json::from_str(
+        n["metadata"]["annotations"]["csi.volume.kubernetes.io/nodeid"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(ids, json!({"shared.csi.skiff.dev": "node-a"}));
+
+    k.ok_input(
+        &["apply", "-f", "-"],
+        &json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver",
+             "metadata": {"name": "shared.csi.skiff.dev"},
+             "spec": {"attachRequired": false, "fsGroupPolicy": "File"}},
+            {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+             "metadata": {"name": "shared"}, "provisioner": "shared.csi.skiff.dev",
+             "volumeBindingMode": "Immediate", "reclaimPolicy": "Delete"},
+            {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
+             "spec": {"storageClassName": "shared", "accessModes": ["ReadWriteMany"],
+                      "resources": {"requests": {"storage": "1Mi"}}}}
+        ]})
+        .to_string(),
+    );
+    let pv = wait_for(&node, &k, "the claim bound", || {
+        let c = get(&k, &["pvc", "data"])?;
+        (c["status"]["phase"] == "Bound")
+            .then(|| c["spec"]["volumeName"].as_str().map(String::from))?
+    })
+    .await;
+
+    // A writer with an fsGroup: the volume belongs to the group.
+    let writer = pod(
+        &node,
+        "writer",
+        "data",
+        json!({"name": "data", "mountPath": "/data"}),
+        json!({"securityContext": {"fsGroup": 1234}}),
+    );
+    k.ok_input(&["apply", "-f", "-"], &writer.to_string());
+    let w = ready(&node, &k, "writer").await;
+    sh(&node, &w, "echo hello > /data/greeting").await;
+    assert_eq!(sh(&node, &w, "stat -c %g /data").await.trim(), "1234");
+    assert_eq!(
+        sh(&node, &w, "stat -c %g /data/greeting").await.trim(),
+        "1234"
+    );
+    let uid = w["metadata"]["uid"].as_str().unwrap().to_string();
+    let publish = root
+        .join("pods")
+        .join(&uid)
+        .join("volumes/kubernetes.io~csi")
+        .join(&pv)
+        .join("mount");
+    assert!(publish.is_dir(), "{} published", publish.display());
+
+    // A reader through a read-only mount sees the file and cannot write.
+    let reader = pod(
+        &node,
+        "reader",
+        "data",
+        json!({"name": "data", "mountPath": "/data", "readOnly": true}),
+        json!({}),
+    );
+    k.ok_input(&["apply", "-f", "-"], &reader.to_string());
+    let r = ready(&node, &k, "reader").await;
+    assert_eq!(sh(&node, &r, "cat /data/greeting").await.trim(), "hello");
+    let (code, out) = exec_in(&node, &r, &["sh", "-c", "echo x > /data/other"]).await;
+    assert_ne!(code, 0, "a write through a read-only mount: {out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+
+    // A subPath is made inside the volume and is all the container sees.
+    let sub = pod(
+        &node,
+        "sub",
+        "data",
+        json!({"name": "data", "mountPath": "/work", "subPath": "nested/dir"}),
+        json!({}),
+    );
+    k.ok_input(&["apply", "-f", "-"], &sub.to_string());
+    let s = ready(&node, &k, "sub").await;
+    sh(&node, &s, "echo inside > /work/file").await;
+    assert_eq!(
+        sh(&node, &w, "cat /data/nested/dir/file").await.trim(),
+        "inside"
+    );
+    assert_eq!(sh(&node, &s, "ls /work").await.trim(), "file");
+
+    // A claim that does not exist: the pod is not started and the event says why.
+    let missing = pod(
+        &node,
+        "orphan",
+        "nope",
+        json!({"name": "data", "mountPath": "/data"}),
+        json!({}),
+    );
+    k.ok_input(&["apply", "-f", "-"], &missing.to_string());
+    let msg = wait_for(
+        &node,
+        &k,
+        "a FailedMount event for the missing claim",
+        || {
+            let ev = get(
+                &k,
+                &["events", "--field-selector=involvedObject.name=orphan"],
+            )?;
+            ev["items"]
+                .as_array()?
+                .iter()
+                .find(|e| e["reason"] == "FailedMount")
+                .and_then(|e| e["message"].as_str().map(String::from))
+        },
+    )
+    .await;
+    assert!(
+        msg.contains("error processing PVC default/nope: failed to fetch PVC from API server: persistentvolumeclaims \"nope\" not found"),
+        "{msg}"
+    );
+    let o = get(&k, &["pod", "orphan"]).unwrap();
+    assert_eq!(o["status"]["phase"], "Pending");
+    assert!(o["status"]["containerStatuses"][0]["state"]["running"].is_null());
+
+    // The writer goes: its publish directory goes with it, the data stays.
+    k.ok(&["delete", "pod", "writer", "--wait=true"]);
+    let pod_dir = root.join("pods").join(&uid);
+    wait_for(&node, &k, "the writer's publish directory removed", || {
+        (!publish.exists() && !pod_dir.exists()).then_some(())
+    })
+    .await;
+    assert_eq!(sh(&node, &r, "cat /data/greeting").await.trim(), "hello");
+    assert!(data_dir_holds(data_dir.path(), "greeting"));
+
+    // Tidy: no mount is left behind in the kubelet's directory.
+    k.ok(&["delete", "pod", "reader", "sub", "orphan", "--wait=true"]);
+    wait_for(&node, &k, "every publish directory removed", || {
+        let left = std::fs::read_dir(root.join("pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .count();
+        (left == 0).then_some(())
+    })
+    .await;
+}
+
+/// Whether some volume's content under the driver's data directory holds `file`.
+fn data_dir_holds(dir: &Path, file: &str) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|v| v.path().join("data").join(file).is_file())
+}
