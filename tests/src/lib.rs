@@ -6,6 +6,7 @@
 //! skipped: a missing `etcd` or `kubectl`, or an unbuilt `skiff-apiserver`, fails the test
 //! with a message saying what to install or build.
 
+pub mod allinone;
 pub mod bench;
 pub mod compose;
 pub mod hollow;

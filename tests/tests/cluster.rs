@@ -177,6 +177,48 @@ fn a_validating_webhook_pod_guards_a_namespace(c: &Cluster) {
 }
 
 /// Whether six web pods run, none of them on `node`.
+/// A `ReadWriteMany` claim of the `shared` class (the nodes' common Docker volume, through the
+/// `shared.csi.skiff.dev` driver): a pod on node-a writes, a pod on node-b reads it and
+/// writes back, and node-a's pod reads that.
+fn a_shared_claim_is_read_and_written_on_two_nodes(c: &Cluster) {
+    c.apply(
+        &serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "common"},
+            "spec": {"storageClassName": "shared", "accessModes": ["ReadWriteMany"],
+                     "resources": {"requests": {"storage": "8Mi"}}}})
+        .to_string(),
+    );
+    let pod = |name: &str, node: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"nodeSelector": {"kubernetes.io/hostname": node},
+                     "terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "c", "image": "registry:5000/skiff/busybox",
+                        "command": ["sleep", "3600"],
+                        "volumeMounts": [{"name": "d", "mountPath": "/shared"}]}],
+                     "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "common"}}]}})
+        .to_string()
+    };
+    c.apply(&pod("rwx-a", "node-a"));
+    c.apply(&pod("rwx-b", "node-b"));
+    for p in ["rwx-a", "rwx-b"] {
+        c.wait(&format!("{p} Ready"), Duration::from_secs(90), || {
+            c.kubectl(&["wait", "--for=condition=Ready", &format!("pod/{p}"), "--timeout=5s"])
+                .map(|_| ())
+        });
+    }
+    let claim = c.json(&["get", "pvc", "common"]);
+    assert_eq!(claim["status"]["phase"], "Bound", "{claim}");
+    assert_eq!(claim["status"]["accessModes"][0], "ReadWriteMany");
+    c.k(&["exec", "rwx-a", "--", "sh", "-c", "echo from-a > /shared/note"]);
+    assert_eq!(c.k(&["exec", "rwx-b", "--", "cat", "/shared/note"]), "from-a");
+    c.k(&["exec", "rwx-b", "--", "sh", "-c", "echo from-b >> /shared/note"]);
+    assert_eq!(
+        c.k(&["exec", "rwx-a", "--", "cat", "/shared/note"]),
+        "from-a\nfrom-b"
+    );
+    c.k(&["delete", "pod", "rwx-a", "rwx-b", "--wait=false"]);
+}
+
 fn six_web_pods_off(c: &Cluster, node: &str) -> Result<(), String> {
     let pods = c.running("web");
     let elsewhere = pods.iter().filter(|p| p.node != node).count();
@@ -378,6 +420,7 @@ fn compose_cluster_spreads_serves_and_recovers_from_faults() {
         );
     }
     a_validating_webhook_pod_guards_a_namespace(&c);
+    a_shared_claim_is_read_and_written_on_two_nodes(&c);
 
     // kubectl logs and exec reach pods on every node: each web pod's log shows the
     // readiness probes' requests, and the bc pods' logs the client's.

@@ -7,121 +7,16 @@
 //! and `exec` reach pods on both nodes; SIGTERM stops every process and removes the rules,
 //! routes and pods.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
+use skiff_e2e::allinone::{kubectl, Skiff};
 use skiff_e2e::netnode::Lan;
 use skiff_e2e::netns::NetNs;
-use skiff_e2e::node::remove_cgroup_tree;
 
 fn eventually<T>(what: &str, within: Duration, f: impl FnMut() -> Result<T, String>) -> T {
     skiff_e2e::eventually_ok(what, within, f, String::new)
-}
-
-/// `kubectl` inside the namespace.
-fn kubectl(ns: &NetNs, kubeconfig: &str, args: &[&str]) -> Result<String, String> {
-    skiff_e2e::stdout_or_stderr(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns.name,
-                "kubectl",
-                "--kubeconfig",
-                kubeconfig,
-            ])
-            .args(args),
-    )
-}
-
-/// `skiff server` or `skiff agent` in a namespace, stopped by its pid if the test ends early;
-/// its pods' cgroups (under a root of its own) removed after.
-struct Skiff {
-    child: Option<Child>,
-    out: PathBuf,
-    data: PathBuf,
-    cgroup_root: String,
-}
-
-impl Skiff {
-    fn start(ns: &NetNs, dir: &Path, what: &str, args: &[String]) -> Skiff {
-        let data = dir.join(what);
-        let out = dir.join(format!("{what}.out"));
-        let log = std::fs::File::create(&out).unwrap();
-        let cgroup_root = format!("/skiff-test-{}-{what}", std::process::id());
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/var/run/netns/{}", ns.name))
-            .arg(skiff_e2e::binary("skiff").unwrap())
-            .arg(what)
-            .arg(format!("--data-dir={}", data.display()))
-            .arg(format!("--kubelet-arg=cgroup-root={cgroup_root}"))
-            .args(args)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        Skiff {
-            child: Some(child),
-            out,
-            data,
-            cgroup_root,
-        }
-    }
-
-    fn out(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
-    }
-
-    fn log(&self, part: &str) -> String {
-        let text =
-            std::fs::read_to_string(self.data.join(format!("logs/{part}.log"))).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
-    }
-
-    /// SIGTERM, and the exit status.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        child.wait().unwrap()
-    }
-
-    /// What it said it stopped, and that nothing of it is left running or mounted.
-    fn assert_stopped_clean(&self, parts: &[&str]) {
-        let o = self.out();
-        for part in parts {
-            assert!(
-                o.contains(&format!("stopped name=\"{part}\"")),
-                "{part} not stopped:\n{o}"
-            );
-        }
-        let data_dir = self.data.display().to_string();
-        let left: Vec<String> = std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-            .filter(|c| c.contains(&data_dir))
-            .collect();
-        assert!(left.is_empty(), "processes left behind: {left:?}");
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        assert!(!mounts.contains(&data_dir), "mounts left behind");
-    }
-}
-
-impl Drop for Skiff {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            skiff_e2e::stop_child(&mut c, Duration::from_secs(60));
-        }
-        remove_cgroup_tree(&self.cgroup_root);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
