@@ -54,7 +54,10 @@ pub fn revision_hash(r: &ControllerRevision) -> Option<&str> {
 }
 
 /// The revisions `owner` controls, oldest number first.
-pub fn owned<O: Object>(store: &Store<ControllerRevision>, owner: &O) -> Vec<Arc<ControllerRevision>> {
+pub fn owned<O: Object>(
+    store: &Store<ControllerRevision>,
+    owner: &O,
+) -> Vec<Arc<ControllerRevision>> {
     let m = owner.metadata();
     let uid = m.uid.clone().unwrap_or_default();
     let mut out: Vec<_> = store
@@ -92,7 +95,10 @@ pub async fn record<O: Object>(
     let api: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
     let h = hash(template, collision_count);
     let newest = revisions.iter().map(|r| r.revision).max().unwrap_or(0);
-    if let Some(r) = revisions.iter().find(|r| revision_hash(r) == Some(h.as_str())) {
+    if let Some(r) = revisions
+        .iter()
+        .find(|r| revision_hash(r) == Some(h.as_str()))
+    {
         if r.revision == newest {
             return Ok(r.as_ref().clone());
         }
@@ -104,10 +110,7 @@ pub async fn record<O: Object>(
             .await?);
     }
     let name = format!("{}-{h}", m.name.as_deref().unwrap_or_default());
-    let labels = template
-        .metadata
-        .as_ref()
-        .and_then(|t| t.labels.as_ref());
+    let labels = template.metadata.as_ref().and_then(|t| t.labels.as_ref());
     let rev = ControllerRevision {
         metadata: ObjectMeta {
             name: Some(name.clone()),

@@ -200,7 +200,10 @@ fn wanted_owners(
         .unwrap_or_default()
         .into_iter()
         .filter(|r| {
-            !(r.uid == set_uid || (r.kind == "Pod" && r.name.starts_with(set.metadata.name.as_deref().unwrap_or_default())))
+            !(r.uid == set_uid
+                || (r.kind == "Pod"
+                    && r.name
+                        .starts_with(set.metadata.name.as_deref().unwrap_or_default())))
         })
         .collect();
     if when_deleted {
@@ -235,7 +238,15 @@ async fn reconcile(
 
     // History: the update revision is the template now; the current one what pods ran before.
     let revisions = history::owned(&st.revisions, set.as_ref());
-    let update = match history::record(&ctx.client, set.as_ref(), &revisions, &spec.template, collision).await {
+    let update = match history::record(
+        &ctx.client,
+        set.as_ref(),
+        &revisions,
+        &spec.template,
+        collision,
+    )
+    .await
+    {
         Ok(r) => r,
         Err(history::Error::Collision(_)) => {
             collision = Some(collision.unwrap_or(0) + 1);
@@ -249,7 +260,11 @@ async fn reconcile(
     let current = status
         .current_revision
         .as_deref()
-        .and_then(|n| revisions.iter().find(|r| r.metadata.name.as_deref() == Some(n)))
+        .and_then(|n| {
+            revisions
+                .iter()
+                .find(|r| r.metadata.name.as_deref() == Some(n))
+        })
         .map(|r| r.as_ref().clone())
         .unwrap_or_else(|| update.clone());
     let current_name = current.metadata.name.clone().unwrap_or_default();
@@ -263,7 +278,12 @@ async fn reconcile(
         }
     }
     let replicas = spec.replicas.unwrap_or(1).max(0);
-    let start = spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0).max(0);
+    let start = spec
+        .ordinals
+        .as_ref()
+        .and_then(|o| o.start)
+        .unwrap_or(0)
+        .max(0);
     let end = start + replicas;
     let monotonic = spec.pod_management_policy.as_deref() != Some("Parallel");
     let rolling = spec
@@ -309,11 +329,12 @@ async fn reconcile(
             None => {
                 // Below the partition a pod comes back as it was; otherwise (and always under
                 // OnDelete) at the update revision.
-                let (template, rev) = if rolling && o < start + partition && current_name != update_name {
-                    (&current_template, current_name.as_str())
-                } else {
-                    (&spec.template, update_name.as_str())
-                };
+                let (template, rev) =
+                    if rolling && o < start + partition && current_name != update_name {
+                        (&current_template, current_name.as_str())
+                    } else {
+                        (&spec.template, update_name.as_str())
+                    };
                 ensure_claims(ctx, st, &set, o, None, false).await?;
                 let pod = pod_for(&set, template, rev, o);
                 let name = pod.metadata.name.clone().unwrap_or_default();
@@ -347,7 +368,10 @@ async fn reconcile(
                     r.clone(),
                     "RecreatingFailedPod",
                     "Recreate",
-                    format!("StatefulSet {}/{set_name} is recreating failed Pod {name}", key.namespace),
+                    format!(
+                        "StatefulSet {}/{set_name} is recreating failed Pod {name}",
+                        key.namespace
+                    ),
                 );
                 delete_pod(ctx, &pod_api, &r, &set_name, p).await?;
                 blocked = monotonic;
@@ -371,7 +395,9 @@ async fn reconcile(
         .map(|(_, p)| p.clone())
         .collect();
     if !blocked && !condemned.is_empty() {
-        let unhealthy = by_ordinal.values().any(|p| terminating(p) || !running_and_ready(p));
+        let unhealthy = by_ordinal
+            .values()
+            .any(|p| terminating(p) || !running_and_ready(p));
         for p in &condemned {
             if terminating(p) {
                 if monotonic {
@@ -408,7 +434,11 @@ async fn reconcile(
             .filter_map(|o| by_ordinal.get(&o))
             .collect();
         let mut unavailable = (start..end)
-            .filter(|o| by_ordinal.get(o).is_none_or(|p| terminating(p) || !available(p.as_ref())))
+            .filter(|o| {
+                by_ordinal
+                    .get(o)
+                    .is_none_or(|p| terminating(p) || !available(p.as_ref()))
+            })
             .count() as i32;
         for p in targets {
             if pod_revision(p) == Some(update_name.as_str()) {
@@ -482,13 +512,15 @@ async fn reconcile(
     });
     let old = serde_json::to_value(&status).unwrap_or_default();
     let same = new_status.as_object().is_some_and(|m| {
-        m.iter().all(|(k, v)| {
-            old.get(k) == Some(v) || (old.get(k).is_none() && v == &json!(0))
-        })
+        m.iter()
+            .all(|(k, v)| old.get(k) == Some(v) || (old.get(k).is_none() && v == &json!(0)))
     });
     if !same {
         let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &key.namespace);
-        if crate::write_status(&api, &set_name, new_status).await?.is_none() {
+        if crate::write_status(&api, &set_name, new_status)
+            .await?
+            .is_none()
+        {
             return Ok(Action::Done);
         }
     }
@@ -549,7 +581,11 @@ async fn ensure_claims(
                     continue;
                 }
                 let want = wanted_owners(&existing, set, pod, condemned);
-                let have = existing.metadata.owner_references.clone().unwrap_or_default();
+                let have = existing
+                    .metadata
+                    .owner_references
+                    .clone()
+                    .unwrap_or_default();
                 if want != have {
                     let body = json!({"metadata": {
                         "ownerReferences": want,
@@ -566,11 +602,7 @@ async fn ensure_claims(
                 }
             }
             None => {
-                let mut labels = spec
-                    .selector
-                    .match_labels
-                    .clone()
-                    .unwrap_or_default();
+                let mut labels = spec.selector.match_labels.clone().unwrap_or_default();
                 labels.extend(t.metadata.labels.clone().unwrap_or_default());
                 let mut claim = PersistentVolumeClaim {
                     metadata: ObjectMeta {
@@ -593,7 +625,9 @@ async fn ensure_claims(
                         r.clone(),
                         "SuccessfulCreate",
                         "Create",
-                        format!("create Claim {name} Pod {pod_name} in StatefulSet {set_name} success"),
+                        format!(
+                            "create Claim {name} Pod {pod_name} in StatefulSet {set_name} success"
+                        ),
                     ),
                     Err(e) if e.is_already_exists() => {}
                     Err(e) => {
@@ -655,7 +689,11 @@ mod tests {
         assert_eq!(ps.hostname.as_deref(), Some("web-2"));
         assert_eq!(ps.subdomain.as_deref(), Some("web"));
         let vols = ps.volumes.unwrap();
-        assert_eq!(vols.len(), 1, "the claim replaces the template's volume of that name");
+        assert_eq!(
+            vols.len(),
+            1,
+            "the claim replaces the template's volume of that name"
+        );
         assert_eq!(
             vols[0].persistent_volume_claim.as_ref().unwrap().claim_name,
             "data-web-2"
@@ -666,7 +704,8 @@ mod tests {
     fn retention_policy_owners() {
         let set = web();
         let claim = PersistentVolumeClaim::default();
-        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "web-3", "uid": "p3"}})).unwrap();
+        let pod: Pod =
+            serde_json::from_value(json!({"metadata": {"name": "web-3", "uid": "p3"}})).unwrap();
         let kept = wanted_owners(&claim, &set, Some(&pod), false);
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].kind, "StatefulSet");

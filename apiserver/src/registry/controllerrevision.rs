@@ -59,7 +59,10 @@ fn columns() -> Vec<Column> {
 
 /// The controller as `kind.group/name`, as kubectl prints it.
 fn controller(r: &Value) -> String {
-    let Some(refs) = r.pointer("/metadata/ownerReferences").and_then(Value::as_array) else {
+    let Some(refs) = r
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+    else {
         return "<none>".into();
     };
     let Some(o) = refs.iter().find(|o| o["controller"] == json!(true)) else {
@@ -102,7 +105,12 @@ mod tests {
         assert!(validate(&old).is_empty());
         new.revision = 3;
         assert!(validate_update(&new, &old).is_empty());
-        new.data = Some(k8s_openapi::apimachinery::pkg::runtime::RawExtension(json!({"x": 1})));
-        assert_eq!(validate_update(&new, &old)[0].text(), "data: field is immutable");
+        new.data = Some(k8s_openapi::apimachinery::pkg::runtime::RawExtension(
+            json!({"x": 1}),
+        ));
+        assert_eq!(
+            validate_update(&new, &old)[0].text(),
+            "data: field is immutable"
+        );
     }
 }

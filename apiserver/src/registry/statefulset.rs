@@ -119,7 +119,10 @@ fn validate(s: &StatefulSet) -> Vec<Cause> {
         )),
     }
     if let Some(rp) = &spec.persistent_volume_claim_retention_policy {
-        for (f, p) in [("whenDeleted", &rp.when_deleted), ("whenScaled", &rp.when_scaled)] {
+        for (f, p) in [
+            ("whenDeleted", &rp.when_deleted),
+            ("whenScaled", &rp.when_scaled),
+        ] {
             let p = p.as_deref().unwrap_or("");
             if !POLICIES.contains(&p) {
                 out.push(Cause::not_supported(
@@ -187,7 +190,10 @@ fn validate(s: &StatefulSet) -> Vec<Cause> {
         } else {
             v::subdomain(&format!("{at}.metadata.name"), &name, &mut out);
             if !names.insert(name.clone()) {
-                out.push(Cause::duplicate(format!("{at}.metadata.name"), &json!(name)));
+                out.push(Cause::duplicate(
+                    format!("{at}.metadata.name"),
+                    &json!(name),
+                ));
             }
         }
         for mut e in persistentvolumeclaim::validate(c) {
@@ -304,9 +310,15 @@ mod tests {
         assert_eq!(rp.when_deleted.as_deref(), Some("Retain"));
         assert_eq!(rp.when_scaled.as_deref(), Some("Retain"));
         let c = &spec.volume_claim_templates.unwrap()[0];
-        assert_eq!(c.spec.as_ref().unwrap().volume_mode.as_deref(), Some("Filesystem"));
+        assert_eq!(
+            c.spec.as_ref().unwrap().volume_mode.as_deref(),
+            Some("Filesystem")
+        );
         let raw = serde_json::to_value(c).unwrap();
-        assert_eq!(raw["kind"], "PersistentVolumeClaim", "stored as kube stores it");
+        assert_eq!(
+            raw["kind"], "PersistentVolumeClaim",
+            "stored as kube stores it"
+        );
     }
 
     #[test]
@@ -314,11 +326,27 @@ mod tests {
         let mut v = web();
         v["spec"]["selector"] = json!({"matchLabels": {"app": "other"}});
         v["spec"]["podManagementPolicy"] = json!("Sometimes");
-        v["spec"]["updateStrategy"] = json!({"type": "OnDelete", "rollingUpdate": {"partition": 1}});
+        v["spec"]["updateStrategy"] =
+            json!({"type": "OnDelete", "rollingUpdate": {"partition": 1}});
         let texts: Vec<String> = validate(&sts(v)).iter().map(Cause::text).collect();
-        assert!(texts.iter().any(|t| t.contains("`selector` does not match template `labels`")), "{texts:?}");
-        assert!(texts.iter().any(|t| t.contains("must be 'OrderedReady' or 'Parallel'")), "{texts:?}");
-        assert!(texts.iter().any(|t| t.contains("only allowed for updateStrategy 'RollingUpdate'")), "{texts:?}");
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.contains("`selector` does not match template `labels`")),
+            "{texts:?}"
+        );
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.contains("must be 'OrderedReady' or 'Parallel'")),
+            "{texts:?}"
+        );
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.contains("only allowed for updateStrategy 'RollingUpdate'")),
+            "{texts:?}"
+        );
         assert!(validate(&sts(web())).is_empty());
     }
 
