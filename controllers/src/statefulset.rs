@@ -499,7 +499,7 @@ async fn reconcile(
         current_out = update_name.clone();
         cur_out = upd;
     }
-    let new_status = json!({
+    let mut new_status = json!({
         "replicas": n,
         "readyReplicas": ready,
         "availableReplicas": avail,
@@ -508,8 +508,11 @@ async fn reconcile(
         "currentRevision": current_out,
         "updateRevision": update_name,
         "observedGeneration": set.metadata.generation.unwrap_or(0),
-        "collisionCount": collision.unwrap_or(0),
     });
+    // Like Kubernetes, no count until a collision: it is part of the revisions' hash.
+    if let Some(c) = collision {
+        new_status["collisionCount"] = json!(c);
+    }
     let old = serde_json::to_value(&status).unwrap_or_default();
     let same = new_status.as_object().is_some_and(|m| {
         m.iter()

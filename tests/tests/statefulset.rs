@@ -401,7 +401,7 @@ async fn parallel_partitioned_rolling_update_on_delete_and_rollout_history() {
 
     // History and undo: back to v1, as revision 3.
     let revs = k.json(&["get", "controllerrevisions", "-l", "app=db"]);
-    assert_eq!(revs["items"].as_array().unwrap().len(), 2);
+    assert_eq!(revs["items"].as_array().unwrap().len(), 2, "{revs:#}");
     let table = k.ok(&["get", "controllerrevisions"]);
     let head: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(head, ["NAME", "CONTROLLER", "REVISION", "AGE"]);
