@@ -19,9 +19,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{
-    ObjectReference, PersistentVolume, PersistentVolumeClaim,
-};
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use serde_json::json;
 use skiff_client::controller::{Action, Config as RunConfig, Controller, WorkQueue};
@@ -141,11 +139,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     tokio::join!(claims_run, volumes_run);
 }
 
-fn wake_claims_of(
-    pv: &PersistentVolume,
-    caches: &Caches,
-    claim_q: &Arc<WorkQueue<ObjectKey>>,
-) {
+fn wake_claims_of(pv: &PersistentVolume, caches: &Caches, claim_q: &Arc<WorkQueue<ObjectKey>>) {
     if let Some(r) = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) {
         claim_q.add(ObjectKey::new(
             r.namespace.as_deref().unwrap_or(""),
@@ -166,7 +160,9 @@ fn wake_claims_of(
     }
 }
 
-fn name_of<K: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>>(
+fn name_of<
+    K: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+>(
     o: &K,
 ) -> &str {
     o.metadata().name.as_deref().unwrap_or("")
@@ -262,8 +258,7 @@ async fn sync_claim(
                     reference(pvc.as_ref()),
                     "ClaimMisbound",
                     "Binding",
-                    "Two claims are bound to the same volume, this one is bound incorrectly"
-                        .into(),
+                    "Two claims are bound to the same volume, this one is bound incorrectly".into(),
                 );
             }
         }
@@ -371,7 +366,11 @@ async fn provision(
             }
         }});
         claims_api(ctx, pvc)
-            .patch(name_of(pvc.as_ref()), &PatchParams::default(), &Patch::Merge(body))
+            .patch(
+                name_of(pvc.as_ref()),
+                &PatchParams::default(),
+                &Patch::Merge(body),
+            )
             .await?;
     }
     ctx.events.normal(
@@ -562,7 +561,11 @@ async fn release(ctx: &Context, pv: &PersistentVolume) -> Result<()> {
         "Delete" => {
             if let Some(p) = annotation(&pv.metadata.annotations, PROVISIONED_BY) {
                 // The provisioner that made it deletes it (and then the object).
-                tracing::debug!(volume = name_of(pv), provisioner = p, "left to its provisioner");
+                tracing::debug!(
+                    volume = name_of(pv),
+                    provisioner = p,
+                    "left to its provisioner"
+                );
                 return Ok(());
             }
             if pv.metadata.deletion_timestamp.is_none() {

@@ -18,7 +18,12 @@ pub const FINALIZER: &str = "kubernetes.io/pv-protection";
 /// Whether a deleting volume may go: it holds the finalizer and is not Bound.
 pub fn may_go(pv: &PersistentVolume) -> bool {
     pv.metadata.deletion_timestamp.is_some()
-        && pv.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER)
+        && pv
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == FINALIZER)
         && pv.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound")
 }
 

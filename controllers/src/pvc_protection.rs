@@ -81,7 +81,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
                 let ns = pvc.metadata.namespace.clone().unwrap_or_default();
                 let name = pvc.metadata.name.clone().unwrap_or_default();
                 pod_store.wait_until_ready().await;
-                if pod_store.in_namespace(&ns).iter().any(|p| uses_claim(p, &name)) {
+                if pod_store
+                    .in_namespace(&ns)
+                    .iter()
+                    .any(|p| uses_claim(p, &name))
+                {
                     return Ok(Action::Done);
                 }
                 // The cache may lag behind a pod just made: ask the API server.
@@ -135,9 +139,11 @@ mod tests {
 
     #[test]
     fn only_scheduled_unfinished_pods_hold_a_claim() {
-        let running = pod(json!({"metadata": {"name": "web"}, "spec": {"nodeName": "n1",
+        let running = pod(
+            json!({"metadata": {"name": "web"}, "spec": {"nodeName": "n1",
             "containers": [], "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}},
-            {"name": "scratch", "ephemeral": {}}]}, "status": {"phase": "Running"}}));
+            {"name": "scratch", "ephemeral": {}}]}, "status": {"phase": "Running"}}),
+        );
         assert!(uses_claim(&running, "data"));
         assert!(uses_claim(&running, "web-scratch"));
         assert!(!uses_claim(&running, "other"));

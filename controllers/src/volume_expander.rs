@@ -97,9 +97,11 @@ mod tests {
     #[test]
     fn grown_csi_claims_go_to_their_driver() {
         let pvc = |req: &str, phase: &str| -> PersistentVolumeClaim {
-            serde_json::from_value(json!({"metadata": {"name": "d"}, "spec": {"volumeName": "v",
+            serde_json::from_value(
+                json!({"metadata": {"name": "d"}, "spec": {"volumeName": "v",
                 "resources": {"requests": {"storage": req}}},
-                "status": {"phase": phase, "capacity": {"storage": "1Gi"}}}))
+                "status": {"phase": phase, "capacity": {"storage": "1Gi"}}}),
+            )
             .unwrap()
         };
         let csi: PersistentVolume = serde_json::from_value(json!({"metadata": {"name": "v"},

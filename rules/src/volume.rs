@@ -15,7 +15,8 @@ use crate::selector;
 pub const BETA_STORAGE_CLASS: &str = "volume.beta.kubernetes.io/storage-class";
 
 fn beta_class(ann: Option<&BTreeMap<String, String>>) -> Option<&str> {
-    ann.and_then(|a| a.get(BETA_STORAGE_CLASS)).map(String::as_str)
+    ann.and_then(|a| a.get(BETA_STORAGE_CLASS))
+        .map(String::as_str)
 }
 
 /// A claim's class: the beta annotation, else `spec.storageClassName`, else "".
@@ -141,7 +142,11 @@ pub fn find_matching_volume<'v>(
             continue;
         }
         let reachable = node.is_none_or(|n| {
-            node_reachable(pv, |k| n.labels.and_then(|l| l.get(k)).map(String::as_str), n.name)
+            node_reachable(
+                pv,
+                |k| n.labels.and_then(|l| l.get(k)).map(String::as_str),
+                n.name,
+            )
         });
         if is_bound_to(pv, pvc) {
             return reachable.then_some(pv);
@@ -213,9 +218,33 @@ mod tests {
             pv("right", "2Gi", json!({})),
             pv("tiny", "512Mi", json!({})),
         ];
-        assert_eq!(name(find_matching_volume(&pvc("1500Mi", json!({})), &vols, None, false)), Some("right"));
-        assert_eq!(name(find_matching_volume(&pvc("1Gi", json!({})), &vols, None, false)), Some("small"));
-        assert_eq!(name(find_matching_volume(&pvc("20Gi", json!({})), &vols, None, false)), None);
+        assert_eq!(
+            name(find_matching_volume(
+                &pvc("1500Mi", json!({})),
+                &vols,
+                None,
+                false
+            )),
+            Some("right")
+        );
+        assert_eq!(
+            name(find_matching_volume(
+                &pvc("1Gi", json!({})),
+                &vols,
+                None,
+                false
+            )),
+            Some("small")
+        );
+        assert_eq!(
+            name(find_matching_volume(
+                &pvc("20Gi", json!({})),
+                &vols,
+                None,
+                false
+            )),
+            None
+        );
     }
 
     #[test]
@@ -230,13 +259,27 @@ mod tests {
         assert!(refuse(json!({"spec": {"accessModes": ["ReadOnlyMany"]}})));
         assert!(refuse(json!({"spec": {"volumeMode": "Block"}})));
         assert!(refuse(json!({"status": {"phase": "Released"}})));
-        assert!(refuse(json!({"metadata": {"deletionTimestamp": "2025-01-01T00:00:00Z"}})));
-        assert!(refuse(json!({"spec": {"claimRef": {"namespace": "ns", "name": "other"}}})));
-        let picky = pvc("1Gi", json!({"spec": {"selector": {"matchLabels": {"tier": "silver"}}}}));
+        assert!(refuse(
+            json!({"metadata": {"deletionTimestamp": "2025-01-01T00:00:00Z"}})
+        ));
+        assert!(refuse(
+            json!({"spec": {"claimRef": {"namespace": "ns", "name": "other"}}})
+        ));
+        let picky = pvc(
+            "1Gi",
+            json!({"spec": {"selector": {"matchLabels": {"tier": "silver"}}}}),
+        );
         assert!(find_matching_volume(&picky, &[pv("v", "1Gi", json!({}))], None, false).is_none());
         // The class named by the beta annotation counts as the class.
-        let beta = pvc("1Gi", json!({"metadata": {"annotations": {BETA_STORAGE_CLASS: "slow"}}}));
-        let vols = [pv("v", "1Gi", json!({"spec": {"storageClassName": "slow"}}))];
+        let beta = pvc(
+            "1Gi",
+            json!({"metadata": {"annotations": {BETA_STORAGE_CLASS: "slow"}}}),
+        );
+        let vols = [pv(
+            "v",
+            "1Gi",
+            json!({"spec": {"storageClassName": "slow"}}),
+        )];
         assert!(find_matching_volume(&beta, &vols, None, false).is_some());
     }
 
@@ -245,27 +288,56 @@ mod tests {
         let claim = pvc("1Gi", json!({}));
         let vols = [
             pv("free", "1Gi", json!({})),
-            pv("mine", "5Gi", json!({"spec": {"claimRef": {"namespace": "ns", "name": "data"}},
-                "status": {"phase": "Pending"}})),
+            pv(
+                "mine",
+                "5Gi",
+                json!({"spec": {"claimRef": {"namespace": "ns", "name": "data"}},
+                "status": {"phase": "Pending"}}),
+            ),
         ];
-        assert_eq!(name(find_matching_volume(&claim, &vols, None, false)), Some("mine"));
-        assert_eq!(name(find_matching_volume(&claim, &vols, None, true)), Some("mine"));
+        assert_eq!(
+            name(find_matching_volume(&claim, &vols, None, false)),
+            Some("mine")
+        );
+        assert_eq!(
+            name(find_matching_volume(&claim, &vols, None, true)),
+            Some("mine")
+        );
         // Waiting for a consumer, nothing else matches without a node.
-        assert_eq!(name(find_matching_volume(&claim, &vols[..1], None, true)), None);
+        assert_eq!(
+            name(find_matching_volume(&claim, &vols[..1], None, true)),
+            None
+        );
         // A claimRef with another claim's UID is not this claim's.
-        let other = [pv("x", "1Gi", json!({"spec": {"claimRef": {"namespace": "ns", "name": "data", "uid": "u0"}}}))];
+        let other = [pv(
+            "x",
+            "1Gi",
+            json!({"spec": {"claimRef": {"namespace": "ns", "name": "data", "uid": "u0"}}}),
+        )];
         assert!(find_matching_volume(&claim, &other, None, false).is_none());
     }
 
     #[test]
     fn a_node_must_be_in_the_volume_affinity() {
         let claim = pvc("1Gi", json!({}));
-        let vols = [pv("local", "1Gi", json!({"spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}]}}}}))];
-        let l1: BTreeMap<String, String> = [("kubernetes.io/hostname".to_string(), "n1".to_string())].into();
-        let l2: BTreeMap<String, String> = [("kubernetes.io/hostname".to_string(), "n2".to_string())].into();
-        let n1 = NodeView { name: "n1", labels: Some(&l1) };
-        let n2 = NodeView { name: "n2", labels: Some(&l2) };
+        let vols = [pv(
+            "local",
+            "1Gi",
+            json!({"spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}]}}}}),
+        )];
+        let l1: BTreeMap<String, String> =
+            [("kubernetes.io/hostname".to_string(), "n1".to_string())].into();
+        let l2: BTreeMap<String, String> =
+            [("kubernetes.io/hostname".to_string(), "n2".to_string())].into();
+        let n1 = NodeView {
+            name: "n1",
+            labels: Some(&l1),
+        };
+        let n2 = NodeView {
+            name: "n2",
+            labels: Some(&l2),
+        };
         assert!(find_matching_volume(&claim, &vols, Some(&n1), true).is_some());
         assert!(find_matching_volume(&claim, &vols, Some(&n2), true).is_none());
         // Without a node (Immediate binding) affinity is not checked.

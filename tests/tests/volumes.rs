@@ -52,10 +52,7 @@ impl Env {
     }
 
     async fn wait_field(&self, what: &[&str], path: &str, want: &str) {
-        let got = eventually(WAIT, || {
-            (self.field(what, path) == want).then_some(())
-        })
-        .await;
+        let got = eventually(WAIT, || (self.field(what, path) == want).then_some(())).await;
         assert!(
             got.is_some(),
             "{what:?} {path} never became {want:?} (is {:?})\n{}",
@@ -166,7 +163,10 @@ async fn volumes_and_claims_are_defaulted_validated_and_listed() {
             "AGE"
         ]
     );
-    assert_eq!(row[..6], ["pv-a", "1536Mi", "RWO", "Retain", "Pending", "<unset>"]);
+    assert_eq!(
+        row[..6],
+        ["pv-a", "1536Mi", "RWO", "Retain", "Pending", "<unset>"]
+    );
     let out = k.ok(&["get", "pvc"]);
     let (header, row) = table_row(&out, "data");
     assert_eq!(
@@ -185,7 +185,10 @@ async fn volumes_and_claims_are_defaulted_validated_and_listed() {
     );
     assert_eq!(row[..4], ["data", "Pending", "fast", "<unset>"]);
     let wide = k.ok(&["get", "pvc", "-o", "wide"]);
-    assert!(wide.contains("VOLUMEMODE") && wide.contains("Filesystem"), "{wide}");
+    assert!(
+        wide.contains("VOLUMEMODE") && wide.contains("Filesystem"),
+        "{wide}"
+    );
     // Short names, and the field selector kube's claims answer.
     assert!(k.ok(&["get", "pv", "pv-a"]).contains("pv-a"));
     let out = k.ok(&["get", "pvc", "--field-selector", "metadata.name=data"]);
@@ -326,12 +329,18 @@ provisioner: kubernetes.io/no-provisioner
 
     // No class named: the default class is given, and the smallest volume that fits bound.
     k.ok_input(&["create", "-f", "-"], &pvc("data", "1500Mi", None));
-    assert_eq!(env.field(&["pvc", "data"], ".spec.storageClassName"), "manual");
+    assert_eq!(
+        env.field(&["pvc", "data"], ".spec.storageClassName"),
+        "manual"
+    );
     env.wait_field(&["pvc", "data"], ".status.phase", "Bound")
         .await;
     let out = k.ok(&["get", "pvc", "data"]);
     let (_, row) = table_row(&out, "data");
-    assert_eq!(row[..6], ["data", "Bound", "pv-mid", "2Gi", "RWO", "manual"]);
+    assert_eq!(
+        row[..6],
+        ["data", "Bound", "pv-mid", "2Gi", "RWO", "manual"]
+    );
     let claim = k.json(&["get", "pvc", "data"]);
     assert_eq!(
         claim["metadata"]["annotations"]["pv.kubernetes.io/bind-completed"],
@@ -345,7 +354,10 @@ provisioner: kubernetes.io/no-provisioner
         .await;
     let out = k.ok(&["get", "pv", "pv-mid"]);
     let (_, row) = table_row(&out, "pv-mid");
-    assert_eq!(row[..6], ["pv-mid", "2Gi", "RWO", "Retain", "Bound", "default/data"]);
+    assert_eq!(
+        row[..6],
+        ["pv-mid", "2Gi", "RWO", "Retain", "Bound", "default/data"]
+    );
     assert_eq!(
         env.field(&["pv", "pv-mid"], ".spec.claimRef.uid"),
         claim["metadata"]["uid"].as_str().unwrap()
@@ -354,7 +366,10 @@ provisioner: kubernetes.io/no-provisioner
     // Claims no volume fits stay Pending and say why.
     k.ok_input(&["create", "-f", "-"], &pvc("huge", "100Gi", None));
     let m = env.wait_event("huge", "ProvisioningFailed").await;
-    assert_eq!(m, "no volume plugin matched name: kubernetes.io/no-provisioner");
+    assert_eq!(
+        m,
+        "no volume plugin matched name: kubernetes.io/no-provisioner"
+    );
     k.ok_input(&["create", "-f", "-"], &pvc("classless", "1Gi", Some("")));
     let m = env.wait_event("classless", "FailedBinding").await;
     assert_eq!(
@@ -381,14 +396,27 @@ volumeBindingMode: WaitForFirstConsumer
     let m = env.wait_event("dynamic", "ExternalProvisioning").await;
     assert_eq!(m, "Waiting for a volume to be created either by the external provisioner 'csi.example.com' or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered.");
     let ann = k.json(&["get", "pvc", "dynamic"])["metadata"]["annotations"].clone();
-    assert_eq!(ann["volume.kubernetes.io/storage-provisioner"], "csi.example.com");
-    assert_eq!(ann["volume.beta.kubernetes.io/storage-provisioner"], "csi.example.com");
+    assert_eq!(
+        ann["volume.kubernetes.io/storage-provisioner"],
+        "csi.example.com"
+    );
+    assert_eq!(
+        ann["volume.beta.kubernetes.io/storage-provisioner"],
+        "csi.example.com"
+    );
     // Waiting for a consumer: nothing is provisioned until the scheduler picks a node.
-    k.ok_input(&["create", "-f", "-"], &pvc("waiting", "1Gi", Some("later")));
+    k.ok_input(
+        &["create", "-f", "-"],
+        &pvc("waiting", "1Gi", Some("later")),
+    );
     let m = env.wait_event("waiting", "WaitForFirstConsumer").await;
     assert_eq!(m, "waiting for first consumer to be created before binding");
     let ann = k.json(&["get", "pvc", "waiting"])["metadata"]["annotations"].clone();
-    assert!(ann.get("volume.kubernetes.io/storage-provisioner").is_none(), "{ann}");
+    assert!(
+        ann.get("volume.kubernetes.io/storage-provisioner")
+            .is_none(),
+        "{ann}"
+    );
     // The scheduler's choice of node lets the provisioner make it.
     k.ok(&[
         "annotate",
@@ -408,7 +436,10 @@ volumeBindingMode: WaitForFirstConsumer
     k.ok_input(&["create", "-f", "-"], &pre);
     env.wait_field(&["pvc", "pinned"], ".status.phase", "Bound")
         .await;
-    assert_eq!(env.field(&["pvc", "pinned"], ".status.capacity.storage"), "5Gi");
+    assert_eq!(
+        env.field(&["pvc", "pinned"], ".status.capacity.storage"),
+        "5Gi"
+    );
 
     // Growing a claim its class does not allow to grow is refused.
     let e = k.fails(&[
@@ -429,7 +460,10 @@ volumeBindingMode: WaitForFirstConsumer
         "-p",
         r#"{"spec":{"resources":{"requests":{"storage":"1Gi"}}}}"#,
     ]);
-    assert!(e.contains("field can not be less than previous value"), "{e}");
+    assert!(
+        e.contains("field can not be less than previous value"),
+        "{e}"
+    );
 
     // A pod using the claim holds its deletion until the pod goes.
     let pod = r#"
@@ -442,23 +476,41 @@ spec:
   containers: [{name: c, image: busybox, volumeMounts: [{name: d, mountPath: /data}]}]
   volumes: [{name: d, persistentVolumeClaim: {claimName: data}}]
 "#;
-    eventually(WAIT, || k.run(&["get", "serviceaccount", "default"]).status.success().then_some(()))
-        .await
-        .expect("the default ServiceAccount");
+    eventually(WAIT, || {
+        k.run(&["get", "serviceaccount", "default"])
+            .status
+            .success()
+            .then_some(())
+    })
+    .await
+    .expect("the default ServiceAccount");
     k.ok_input(&["create", "-f", "-"], pod);
     k.ok(&["delete", "pvc", "data", "--wait=false"]);
-    env.wait_field(&["pvc", "data"], ".metadata.finalizers[0]", "kubernetes.io/pvc-protection")
-        .await;
-    assert!(!env.field(&["pvc", "data"], ".metadata.deletionTimestamp").is_empty());
+    env.wait_field(
+        &["pvc", "data"],
+        ".metadata.finalizers[0]",
+        "kubernetes.io/pvc-protection",
+    )
+    .await;
+    assert!(!env
+        .field(&["pvc", "data"], ".metadata.deletionTimestamp")
+        .is_empty());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let out = k.ok(&["get", "pvc", "data"]);
     assert_eq!(table_row(&out, "data").1[1], "Terminating");
     k.ok(&["delete", "pod", "user", "--grace-period=0", "--force"]);
     let gone = eventually(WAIT, || {
-        k.run(&["get", "pvc", "data"]).stderr.contains("NotFound").then_some(())
+        k.run(&["get", "pvc", "data"])
+            .stderr
+            .contains("NotFound")
+            .then_some(())
     })
     .await;
-    assert!(gone.is_some(), "claim kept after its pod went\n{}", env.cm.log());
+    assert!(
+        gone.is_some(),
+        "claim kept after its pod went\n{}",
+        env.cm.log()
+    );
     // Its volume is Released and, with Retain, kept.
     env.wait_field(&["pv", "pv-mid"], ".status.phase", "Released")
         .await;
@@ -477,7 +529,10 @@ spec:
     assert_eq!(table_row(&out, "pv-gone").1[4], "Terminating");
     k.ok(&["delete", "pvc", "next"]);
     let gone = eventually(WAIT, || {
-        k.run(&["get", "pv", "pv-gone"]).stderr.contains("NotFound").then_some(())
+        k.run(&["get", "pv", "pv-gone"])
+            .stderr
+            .contains("NotFound")
+            .then_some(())
     })
     .await;
     assert!(gone.is_some(), "Delete volume kept\n{}", env.cm.log());
@@ -525,7 +580,10 @@ spec:
     )
     .await;
     // The claim's capacity is the driver's to grow.
-    assert_eq!(env.field(&["pvc", "data"], ".status.capacity.storage"), "1Gi");
+    assert_eq!(
+        env.field(&["pvc", "data"], ".status.capacity.storage"),
+        "1Gi"
+    );
 
     // A provisioned volume with Delete is Released and left to its provisioner.
     k.ok(&["delete", "pvc", "data"]);

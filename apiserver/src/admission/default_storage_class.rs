@@ -31,7 +31,12 @@ pub fn is_default(class: &Value) -> bool {
 /// The default class among `classes`: the newest, then the first by name (kube's rule when an
 /// administrator marks several).
 pub fn default_class(classes: impl IntoIterator<Item = Value>) -> Option<String> {
-    let text = |c: &Value, p: &str| c.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+    let text = |c: &Value, p: &str| {
+        c.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     classes
         .into_iter()
         .filter(is_default)
@@ -61,12 +66,14 @@ impl Plugin for DefaultStorageClass {
         let Some(pvc) = obj else { return Ok(()) };
         if a.operation != Operation::Create
             || !a.subresource.is_empty()
-            || a.resource.group != ""
+            || !a.resource.group.is_empty()
             || a.resource.plural != "persistentvolumeclaims"
         {
             return Ok(());
         }
-        let named = pvc.pointer("/spec/storageClassName").is_some_and(|c| !c.is_null())
+        let named = pvc
+            .pointer("/spec/storageClassName")
+            .is_some_and(|c| !c.is_null())
             || pvc
                 .pointer("/metadata/annotations")
                 .and_then(|a| a.get(BETA_STORAGE_CLASS))
@@ -117,19 +124,40 @@ mod tests {
             reinvocation: None,
         };
         let objs = Fixed::default()
-            .with("storageclasses", "", class("old", "2024-01-01T00:00:00Z", true))
-            .with("storageclasses", "", class("new", "2025-01-01T00:00:00Z", true))
-            .with("storageclasses", "", class("newer-but-not-default", "2026-01-01T00:00:00Z", false));
+            .with(
+                "storageclasses",
+                "",
+                class("old", "2024-01-01T00:00:00Z", true),
+            )
+            .with(
+                "storageclasses",
+                "",
+                class("new", "2025-01-01T00:00:00Z", true),
+            )
+            .with(
+                "storageclasses",
+                "",
+                class("newer-but-not-default", "2026-01-01T00:00:00Z", false),
+            );
         let mut pvc = json!({"metadata": {"name": "data"}, "spec": {}});
-        DefaultStorageClass.admit(&a, Some(&mut pvc), &objs).await.unwrap();
+        DefaultStorageClass
+            .admit(&a, Some(&mut pvc), &objs)
+            .await
+            .unwrap();
         assert_eq!(pvc["spec"]["storageClassName"], "new");
         // `""` asks for no class.
         let mut pvc = json!({"metadata": {"name": "data"}, "spec": {"storageClassName": ""}});
-        DefaultStorageClass.admit(&a, Some(&mut pvc), &objs).await.unwrap();
+        DefaultStorageClass
+            .admit(&a, Some(&mut pvc), &objs)
+            .await
+            .unwrap();
         assert_eq!(pvc["spec"]["storageClassName"], "");
         // No default: nothing set.
         let mut pvc = json!({"metadata": {"name": "data"}, "spec": {}});
-        DefaultStorageClass.admit(&a, Some(&mut pvc), &Fixed::default()).await.unwrap();
+        DefaultStorageClass
+            .admit(&a, Some(&mut pvc), &Fixed::default())
+            .await
+            .unwrap();
         assert!(pvc["spec"].get("storageClassName").is_none());
     }
 }

@@ -98,9 +98,17 @@ mod tests {
         let pvcs = builtin("", "persistentvolumeclaims").unwrap();
         let user = UserInfo::default();
         let objs = Fixed::default()
-            .with("storageclasses", "", json!({"metadata": {"name": "grow"}, "provisioner": "p",
-                "allowVolumeExpansion": true}))
-            .with("storageclasses", "", json!({"metadata": {"name": "fixed"}, "provisioner": "p"}));
+            .with(
+                "storageclasses",
+                "",
+                json!({"metadata": {"name": "grow"}, "provisioner": "p",
+                "allowVolumeExpansion": true}),
+            )
+            .with(
+                "storageclasses",
+                "",
+                json!({"metadata": {"name": "fixed"}, "provisioner": "p"}),
+            );
         let check = |old: Value, new: Value| {
             let pvcs = pvcs.clone();
             let user = user.clone();
@@ -124,8 +132,17 @@ mod tests {
                     .map_err(|e| e.to_string())
             }
         };
-        assert!(check(claim("grow", "1Gi", "Bound"), claim("grow", "2Gi", "Bound")).await.is_ok());
-        assert!(check(claim("fixed", "1Gi", "Bound"), claim("fixed", "1Gi", "Bound")).await.is_ok());
+        assert!(
+            check(claim("grow", "1Gi", "Bound"), claim("grow", "2Gi", "Bound"))
+                .await
+                .is_ok()
+        );
+        assert!(check(
+            claim("fixed", "1Gi", "Bound"),
+            claim("fixed", "1Gi", "Bound")
+        )
+        .await
+        .is_ok());
         assert_eq!(
             check(claim("fixed", "1Gi", "Bound"), claim("fixed", "2Gi", "Bound")).await.unwrap_err(),
             "persistentvolumeclaims \"data\" is forbidden: only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize"
@@ -134,6 +151,10 @@ mod tests {
             check(claim("grow", "1Gi", "Pending"), claim("grow", "2Gi", "Pending")).await.unwrap_err(),
             "persistentvolumeclaims \"data\" is forbidden: Only bound persistent volume claims can be expanded"
         );
-        assert!(check(claim("gone", "1Gi", "Bound"), claim("gone", "2Gi", "Bound")).await.is_err());
+        assert!(
+            check(claim("gone", "1Gi", "Bound"), claim("gone", "2Gi", "Bound"))
+                .await
+                .is_err()
+        );
     }
 }

@@ -30,7 +30,9 @@ impl Plugin for StorageObjectInUseProtection {
         _objs: &dyn Objects,
     ) -> Result<()> {
         let Some(obj) = obj else { return Ok(()) };
-        if a.operation != Operation::Create || !a.subresource.is_empty() || !a.resource.group.is_empty()
+        if a.operation != Operation::Create
+            || !a.subresource.is_empty()
+            || !a.resource.group.is_empty()
         {
             return Ok(());
         }
@@ -84,8 +86,14 @@ mod tests {
             };
             let mut obj = json!({"metadata": {"name": "x", "finalizers": ["other"]}});
             let plugin = StorageObjectInUseProtection;
-            plugin.admit(&a, Some(&mut obj), &Fixed::default()).await.unwrap();
-            plugin.admit(&a, Some(&mut obj), &Fixed::default()).await.unwrap();
+            plugin
+                .admit(&a, Some(&mut obj), &Fixed::default())
+                .await
+                .unwrap();
+            plugin
+                .admit(&a, Some(&mut obj), &Fixed::default())
+                .await
+                .unwrap();
             assert_eq!(obj["metadata"]["finalizers"], json!(["other", f]));
         }
     }

@@ -242,7 +242,11 @@ fn validate(pv: &PersistentVolume) -> Vec<Cause> {
         }
         if let Some(t) = hp.type_.as_deref() {
             if !HOST_PATH_TYPES.contains(&t) {
-                out.push(Cause::not_supported("spec.hostPath.type", t, HOST_PATH_TYPES));
+                out.push(Cause::not_supported(
+                    "spec.hostPath.type",
+                    t,
+                    HOST_PATH_TYPES,
+                ));
             }
         }
     }
@@ -290,7 +294,10 @@ fn validate(pv: &PersistentVolume) -> Vec<Cause> {
         }
     }
     let others = [
-        ("awsElasticBlockStore", spec.aws_elastic_block_store.is_some()),
+        (
+            "awsElasticBlockStore",
+            spec.aws_elastic_block_store.is_some(),
+        ),
         ("azureDisk", spec.azure_disk.is_some()),
         ("azureFile", spec.azure_file.is_some()),
         ("cephfs", spec.cephfs.is_some()),
@@ -306,9 +313,15 @@ fn validate(pv: &PersistentVolume) -> Vec<Cause> {
         one(name, present, &mut out);
     }
     if sources == 0 {
-        out.push(Cause::required_because("spec", "must specify a volume type"));
+        out.push(Cause::required_because(
+            "spec",
+            "must specify a volume type",
+        ));
     }
-    if spec.host_path.as_ref().is_some_and(|h| h.path.trim_end_matches('/').is_empty() && !h.path.is_empty())
+    if spec
+        .host_path
+        .as_ref()
+        .is_some_and(|h| h.path.trim_end_matches('/').is_empty() && !h.path.is_empty())
         && spec.persistent_volume_reclaim_policy.as_deref() == Some("Recycle")
     {
         out.push(Cause::forbidden(
@@ -384,7 +397,9 @@ fn validate_update(new: &PersistentVolume, old: &PersistentVolume) -> Vec<Cause>
 }
 
 /// The fields of a spec that name where the volume is (kube's `PersistentVolumeSource`).
-fn source_of(spec: &k8s_openapi::api::core::v1::PersistentVolumeSpec) -> serde_json::Map<String, Value> {
+fn source_of(
+    spec: &k8s_openapi::api::core::v1::PersistentVolumeSpec,
+) -> serde_json::Map<String, Value> {
     const NOT_SOURCE: &[&str] = &[
         "accessModes",
         "capacity",
@@ -514,17 +529,24 @@ mod tests {
 
     #[test]
     fn volumes_default_and_validate() {
-        let p = pv(json!({"metadata": {"name": "a"}, "spec": {"accessModes": ["ReadWriteOnce"],
-            "capacity": {"storage": "1Gi"}, "hostPath": {"path": "/data"}}}));
+        let p = pv(
+            json!({"metadata": {"name": "a"}, "spec": {"accessModes": ["ReadWriteOnce"],
+            "capacity": {"storage": "1Gi"}, "hostPath": {"path": "/data"}}}),
+        );
         let spec = p.spec.as_ref().unwrap();
-        assert_eq!(spec.persistent_volume_reclaim_policy.as_deref(), Some("Retain"));
+        assert_eq!(
+            spec.persistent_volume_reclaim_policy.as_deref(),
+            Some("Retain")
+        );
         assert_eq!(spec.volume_mode.as_deref(), Some("Filesystem"));
         assert_eq!(p.status.as_ref().unwrap().phase.as_deref(), Some("Pending"));
         assert!(validate(&p).is_empty(), "{:?}", validate(&p));
 
-        let p = pv(json!({"metadata": {"name": "a"}, "spec": {"accessModes": ["Sometimes"],
+        let p = pv(
+            json!({"metadata": {"name": "a"}, "spec": {"accessModes": ["Sometimes"],
             "capacity": {"storage": "0"}, "local": {"path": "/x"}, "csi": {"driver": "", "volumeHandle": "h"},
-            "persistentVolumeReclaimPolicy": "Keep"}}));
+            "persistentVolumeReclaimPolicy": "Keep"}}),
+        );
         assert_eq!(
             texts(validate(&p)),
             vec![
@@ -549,13 +571,21 @@ mod tests {
 
     #[test]
     fn volume_sources_are_fixed() {
-        let old = pv(json!({"metadata": {"name": "a"}, "spec": {"accessModes": ["ReadWriteOnce"],
-            "capacity": {"storage": "1Gi"}, "csi": {"driver": "d.example.com", "volumeHandle": "h"}}}));
+        let old = pv(
+            json!({"metadata": {"name": "a"}, "spec": {"accessModes": ["ReadWriteOnce"],
+            "capacity": {"storage": "1Gi"}, "csi": {"driver": "d.example.com", "volumeHandle": "h"}}}),
+        );
         let mut new = old.clone();
         new.spec.as_mut().unwrap().capacity =
             Some([("storage".to_string(), KubeQuantity("2Gi".into()))].into());
         assert!(validate_update(&new, &old).is_empty());
-        new.spec.as_mut().unwrap().csi.as_mut().unwrap().volume_handle = "other".into();
+        new.spec
+            .as_mut()
+            .unwrap()
+            .csi
+            .as_mut()
+            .unwrap()
+            .volume_handle = "other".into();
         assert_eq!(
             texts(validate_update(&new, &old)),
             vec!["spec.persistentvolumesource: Forbidden: spec.persistentvolumesource is immutable after creation"]
@@ -564,10 +594,12 @@ mod tests {
 
     #[test]
     fn volume_cells_print_as_kubectl() {
-        let c = cells(&json!({"metadata": {"name": "a"}, "spec": {"accessModes": ["ReadWriteMany", "ReadWriteOnce"],
+        let c = cells(
+            &json!({"metadata": {"name": "a"}, "spec": {"accessModes": ["ReadWriteMany", "ReadWriteOnce"],
             "capacity": {"storage": "1536Mi"}, "persistentVolumeReclaimPolicy": "Retain",
             "claimRef": {"namespace": "ns", "name": "data"}, "storageClassName": "fast",
-            "volumeMode": "Filesystem"}, "status": {"phase": "Bound"}}));
+            "volumeMode": "Filesystem"}, "status": {"phase": "Bound"}}),
+        );
         assert_eq!(
             c[1..9],
             [

@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use skiff_rules::Quantity;
 
 use super::persistentvolume::{
-    access_modes, access_modes_text, class_name, class_of, or_unset, phase_text,
-    positive_quantity, quantity_text, volume_mode, BETA_STORAGE_CLASS,
+    access_modes, access_modes_text, class_name, class_of, or_unset, phase_text, positive_quantity,
+    quantity_text, volume_mode, BETA_STORAGE_CLASS,
 };
 use super::{col, s, Builtin, Column, Typed};
 use crate::error::Cause;
@@ -256,8 +256,10 @@ mod tests {
     }
 
     fn claim(size: &str) -> PersistentVolumeClaim {
-        pvc(json!({"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": size}}}}))
+        pvc(
+            json!({"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": size}}}}),
+        )
     }
 
     #[test]
@@ -269,8 +271,10 @@ mod tests {
         );
         assert_eq!(c.status.as_ref().unwrap().phase.as_deref(), Some("Pending"));
         assert!(validate(&c).is_empty());
-        let c = pvc(json!({"metadata": {"name": "data"}, "spec": {"storageClassName": "Fast",
-            "volumeMode": "Raw"}}));
+        let c = pvc(
+            json!({"metadata": {"name": "data"}, "spec": {"storageClassName": "Fast",
+            "volumeMode": "Raw"}}),
+        );
         let e = texts(validate(&c));
         assert_eq!(
             e[..2],
@@ -321,9 +325,11 @@ mod tests {
 
     #[test]
     fn claim_cells_show_the_bound_volume() {
-        let c = cells(&json!({"metadata": {"name": "data"}, "spec": {"volumeName": "pv1",
+        let c = cells(
+            &json!({"metadata": {"name": "data"}, "spec": {"volumeName": "pv1",
             "storageClassName": "fast"}, "status": {"phase": "Bound",
-            "capacity": {"storage": "2Gi"}, "accessModes": ["ReadWriteOncePod"]}}));
+            "capacity": {"storage": "2Gi"}, "accessModes": ["ReadWriteOncePod"]}}),
+        );
         assert_eq!(
             c[1..7],
             [
@@ -337,6 +343,9 @@ mod tests {
         );
         let c = cells(&json!({"metadata": {"name": "data",
             "deletionTimestamp": "2025-01-01T00:00:00Z"}, "spec": {}, "status": {"phase": "Pending"}}));
-        assert_eq!(c[1..5], [json!("Terminating"), json!(""), json!(""), json!("")]);
+        assert_eq!(
+            c[1..5],
+            [json!("Terminating"), json!(""), json!(""), json!("")]
+        );
     }
 }
