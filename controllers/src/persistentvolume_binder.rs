@@ -579,16 +579,14 @@ async fn release(ctx: &Context, pv: &PersistentVolume) -> Result<()> {
                 }
             }
         }
-        "Recycle" => {
-            if volume_phase(pv) != "Failed" {
-                set_volume_phase(ctx, pv, "Failed").await?;
-                ctx.events.warning(
-                    reference(pv),
-                    "VolumeFailedRecycle",
-                    "Recycling",
-                    "No recycler plugin found for the volume!".into(),
-                );
-            }
+        "Recycle" if volume_phase(pv) != "Failed" => {
+            set_volume_phase(ctx, pv, "Failed").await?;
+            ctx.events.warning(
+                reference(pv),
+                "VolumeFailedRecycle",
+                "Recycling",
+                "No recycler plugin found for the volume!".into(),
+            );
         }
         _ => {}
     }

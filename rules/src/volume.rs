@@ -67,7 +67,7 @@ pub fn is_bound_to(pv: &PersistentVolume, pvc: &PersistentVolumeClaim) -> bool {
             .is_none_or(|u| u.is_empty() || Some(u) == pvc.metadata.uid.as_deref())
 }
 
-fn mode<'a>(m: Option<&'a String>) -> &'a str {
+fn mode(m: Option<&String>) -> &str {
     m.map(String::as_str).unwrap_or("Filesystem")
 }
 
