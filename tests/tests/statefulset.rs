@@ -108,7 +108,7 @@ fn active(v: &Value) -> Vec<Value> {
         .into_iter()
         .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
         .collect();
-    a.sort_by_key(|p| name(p));
+    a.sort_by_key(name);
     a
 }
 
