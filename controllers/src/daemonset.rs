@@ -2,13 +2,14 @@
 //! affinity, taints the pod tolerates — with the tolerations Kubernetes adds to daemon pods),
 //! created with node affinity for its node so the scheduler binds it there; pods leave nodes
 //! that stop being eligible; `RollingUpdate` (within `maxUnavailable`) and `OnDelete`; status
-//! for `kubectl rollout status ds`.
+//! for `kubectl rollout status ds`; the templates' history in ControllerRevisions for
+//! `kubectl rollout history|undo ds`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
     PodTemplateSpec, Toleration,
@@ -24,7 +25,7 @@ use skiff_rules::{selector, toleration};
 use tokio_util::sync::CancellationToken;
 
 use crate::expectations::Expectations;
-use crate::{deployment, nodelifecycle, owners, pods, Context};
+use crate::{deployment, history, nodelifecycle, owners, pods, Context};
 
 /// The label telling daemon pods of different templates apart.
 pub const HASH_LABEL: &str = "controller-revision-hash";
@@ -34,6 +35,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let informer = ctx.informers.informer::<DaemonSet>();
     let nodes = ctx.informers.informer::<Node>();
     let pods = ctx.pods();
+    let revisions = ctx.owned::<ControllerRevision>();
     let ctrl = Controller::new(
         informer.clone(),
         RunConfig {
@@ -76,16 +78,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         }
     });
     let exp = Arc::new(Expectations::default());
-    let (pod_store, node_store) = (pods.store(), nodes.store());
+    let stores = Arc::new(Stores {
+        pods: pods.store(),
+        nodes: nodes.store(),
+        revisions: revisions.store(),
+    });
     ctrl.run(
         move |key, ds| {
-            let (ctx, exp, pod_store, node_store) = (
-                ctx.clone(),
-                exp.clone(),
-                pod_store.clone(),
-                node_store.clone(),
-            );
-            async move { reconcile(&ctx, &exp, &pod_store, &node_store, key, ds).await }
+            let (ctx, exp, stores) = (ctx.clone(), exp.clone(), stores.clone());
+            async move { reconcile(&ctx, &exp, &stores, key, ds).await }
         },
         shutdown,
     )
@@ -228,11 +229,49 @@ fn pod_for(ds: &DaemonSet, hash: &str, node: &str) -> Pod {
     pod
 }
 
+struct Stores {
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    revisions: Store<ControllerRevision>,
+}
+
+/// Records the template as the newest revision and trims the history to
+/// `revisionHistoryLimit`, sparing revisions live pods run. The pods' hash label is the
+/// revision's hash, as Kubernetes labels daemon pods.
+async fn keep_history(
+    ctx: &Context,
+    revisions: &Store<ControllerRevision>,
+    ds: &DaemonSet,
+    hash: &str,
+    pods: &[Arc<Pod>],
+) -> Result<(), skiff_client::Error> {
+    let Some(spec) = ds.spec.as_ref() else {
+        return Ok(());
+    };
+    let owned = history::owned(revisions, ds);
+    match history::record(&ctx.client, ds, &owned, &spec.template, None).await {
+        Ok(_) | Err(history::Error::Collision(_)) => {}
+        Err(history::Error::Api(e)) => return Err(e),
+    }
+    let mut keep: std::collections::BTreeSet<String> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| pod_hash(p).map(str::to_string))
+        .collect();
+    keep.insert(hash.to_string());
+    history::trim(
+        &ctx.client,
+        &owned,
+        &keep,
+        spec.revision_history_limit.unwrap_or(10),
+    )
+    .await
+}
+
 async fn reconcile(
     ctx: &Context,
     exp: &Expectations,
-    pod_store: &Store<Pod>,
-    node_store: &Store<Node>,
+    stores: &Stores,
     key: ObjectKey,
     ds: Option<Arc<DaemonSet>>,
 ) -> Result<Action, skiff_client::Error> {
@@ -240,13 +279,18 @@ async fn reconcile(
         exp.forget(&key);
         return Ok(Action::Done);
     };
+    let (pod_store, node_store) = (&stores.pods, &stores.nodes);
     pod_store.wait_until_ready().await;
     node_store.wait_until_ready().await;
+    stores.revisions.wait_until_ready().await;
     let Some(spec) = ds.spec.as_ref() else {
         return Ok(Action::Done);
     };
     let hash = deployment::template_hash(&spec.template, None);
     let claimed = owners::claim(&ctx.client, ds.as_ref(), &spec.selector, pod_store).await?;
+    if !owners::deleting(&ds.metadata) {
+        keep_history(ctx, &stores.revisions, &ds, &hash, &claimed).await?;
+    }
     let mut by_node: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
     for p in claimed {
         if let Some(n) = pod_node(&p) {

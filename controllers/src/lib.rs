@@ -15,6 +15,7 @@ pub mod disruption;
 pub mod endpointslice;
 pub mod expectations;
 pub mod gc;
+pub mod history;
 pub mod job;
 pub mod kinds;
 pub mod namespace;
@@ -31,6 +32,7 @@ pub mod rootca;
 pub mod served;
 pub mod serviceaccount;
 pub mod servicelb;
+pub mod statefulset;
 pub mod volume_expander;
 
 use std::sync::Arc;
@@ -51,6 +53,7 @@ pub const CONTROLLERS: &[&str] = &[
     "disruption",
     "cronjob",
     "daemonset",
+    "statefulset",
     "endpointslice",
     "garbagecollector",
     "job",
@@ -81,6 +84,8 @@ pub struct Config {
     pub concurrent_deployment_syncs: usize,
     /// DaemonSets reconciled at once.
     pub concurrent_daemonset_syncs: usize,
+    /// StatefulSets reconciled at once.
+    pub concurrent_statefulset_syncs: usize,
     /// Services whose endpoints are written at once.
     pub concurrent_service_endpoint_syncs: usize,
     /// Jobs reconciled at once.
@@ -112,6 +117,7 @@ impl Default for Config {
             concurrent_replicaset_syncs: 5,
             concurrent_deployment_syncs: 5,
             concurrent_daemonset_syncs: 2,
+            concurrent_statefulset_syncs: 5,
             concurrent_service_endpoint_syncs: 5,
             concurrent_job_syncs: 5,
             concurrent_gc_syncs: 20,
@@ -237,6 +243,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         ctx.pods(),
         ctx.replicasets(),
         ctx.owned::<k8s_openapi::api::batch::v1::Job>(),
+        ctx.owned::<k8s_openapi::api::apps::v1::ControllerRevision>(),
     );
     let mut tasks = tokio::task::JoinSet::new();
     if ctx.config.enabled("replicaset") {
@@ -250,6 +257,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     }
     if ctx.config.enabled("daemonset") {
         tasks.spawn(daemonset::run(ctx.clone(), shutdown.clone()));
+    }
+    if ctx.config.enabled("statefulset") {
+        tasks.spawn(statefulset::run(ctx.clone(), shutdown.clone()));
     }
     if ctx.config.enabled("endpointslice") {
         tasks.spawn(endpointslice::run(ctx.clone(), shutdown.clone()));

@@ -53,6 +53,9 @@ struct Args {
     /// DaemonSets reconciled at once.
     #[arg(long, default_value_t = 2)]
     concurrent_daemonset_syncs: usize,
+    /// StatefulSets reconciled at once.
+    #[arg(long, default_value_t = 5)]
+    concurrent_statefulset_syncs: usize,
     /// Services whose endpoints are written at once.
     #[arg(long, default_value_t = 5)]
     concurrent_service_endpoint_syncs: usize,
@@ -203,6 +206,7 @@ async fn main() -> anyhow::Result<()> {
         concurrent_replicaset_syncs: args.concurrent_replicaset_syncs.max(1),
         concurrent_deployment_syncs: args.concurrent_deployment_syncs.max(1),
         concurrent_daemonset_syncs: args.concurrent_daemonset_syncs.max(1),
+        concurrent_statefulset_syncs: args.concurrent_statefulset_syncs.max(1),
         concurrent_service_endpoint_syncs: args.concurrent_service_endpoint_syncs.max(1),
         concurrent_job_syncs: args.concurrent_job_syncs.max(1),
         concurrent_gc_syncs: args.concurrent_gc_syncs.max(1),

@@ -266,6 +266,7 @@ fn controller_manager_rules() -> Vec<Rule> {
                 "serviceaccounts",
                 "configmaps",
                 "serviceaccounts/token",
+                "persistentvolumeclaims",
             ],
         ),
         r(

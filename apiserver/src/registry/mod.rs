@@ -13,6 +13,7 @@ pub mod cells;
 pub mod certificates;
 mod cluster;
 mod configmap;
+mod controllerrevision;
 pub mod crd;
 pub mod custom;
 mod endpoints;
@@ -31,6 +32,7 @@ mod resourcequota;
 pub mod review;
 pub mod service;
 pub mod serviceaccount_token;
+mod statefulset;
 mod storage;
 pub mod subresource;
 mod webhook_configuration;
@@ -937,6 +939,8 @@ static BUILTINS: &[&Builtin] = &[
     &apps::DEPLOYMENTS,
     &apps::REPLICASETS,
     &apps::DAEMONSETS,
+    &statefulset::STATEFULSETS,
+    &controllerrevision::CONTROLLERREVISIONS,
     &event::EVENTS_V1,
     &batch::JOBS,
     &batch::CRONJOBS,

@@ -44,7 +44,7 @@ static STRATEGY: Typed<PersistentVolumeClaim> = Typed {
 };
 
 /// kube's v1 defaults: a claim asks for a filesystem, and starts Pending.
-fn defaults(pvc: &mut PersistentVolumeClaim) {
+pub(super) fn defaults(pvc: &mut PersistentVolumeClaim) {
     let spec = pvc.spec.get_or_insert_with(Default::default);
     spec.volume_mode.get_or_insert_with(|| "Filesystem".into());
     let status = pvc.status.get_or_insert_with(Default::default);
@@ -70,7 +70,7 @@ fn requested(pvc: &PersistentVolumeClaim) -> Option<Quantity> {
     Quantity::try_from(q).ok()
 }
 
-fn validate(pvc: &PersistentVolumeClaim) -> Vec<Cause> {
+pub(super) fn validate(pvc: &PersistentVolumeClaim) -> Vec<Cause> {
     let mut out = Vec::new();
     let empty = Default::default();
     let spec = pvc.spec.as_ref().unwrap_or(&empty);
