@@ -117,4 +117,3 @@ impl Drop for Skiff {
         remove_cgroup_tree(&self.cgroup_root);
     }
 }
-

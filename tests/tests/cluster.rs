@@ -202,16 +202,38 @@ fn a_shared_claim_is_read_and_written_on_two_nodes(c: &Cluster) {
     c.apply(&pod("rwx-b", "node-b"));
     for p in ["rwx-a", "rwx-b"] {
         c.wait(&format!("{p} Ready"), Duration::from_secs(90), || {
-            c.kubectl(&["wait", "--for=condition=Ready", &format!("pod/{p}"), "--timeout=5s"])
-                .map(|_| ())
+            c.kubectl(&[
+                "wait",
+                "--for=condition=Ready",
+                &format!("pod/{p}"),
+                "--timeout=5s",
+            ])
+            .map(|_| ())
         });
     }
     let claim = c.json(&["get", "pvc", "common"]);
     assert_eq!(claim["status"]["phase"], "Bound", "{claim}");
     assert_eq!(claim["status"]["accessModes"][0], "ReadWriteMany");
-    c.k(&["exec", "rwx-a", "--", "sh", "-c", "echo from-a > /shared/note"]);
-    assert_eq!(c.k(&["exec", "rwx-b", "--", "cat", "/shared/note"]), "from-a");
-    c.k(&["exec", "rwx-b", "--", "sh", "-c", "echo from-b >> /shared/note"]);
+    c.k(&[
+        "exec",
+        "rwx-a",
+        "--",
+        "sh",
+        "-c",
+        "echo from-a > /shared/note",
+    ]);
+    assert_eq!(
+        c.k(&["exec", "rwx-b", "--", "cat", "/shared/note"]),
+        "from-a"
+    );
+    c.k(&[
+        "exec",
+        "rwx-b",
+        "--",
+        "sh",
+        "-c",
+        "echo from-b >> /shared/note",
+    ]);
     assert_eq!(
         c.k(&["exec", "rwx-a", "--", "cat", "/shared/note"]),
         "from-a\nfrom-b"

@@ -61,7 +61,10 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statefulset_claims_keep_their_data_on_server_and_agent() {
     let lan = Lan::new().unwrap();
-    let (server_ns, agent_ns) = (NetNs::new("sts-srv").unwrap(), NetNs::new("sts-agt").unwrap());
+    let (server_ns, agent_ns) = (
+        NetNs::new("sts-srv").unwrap(),
+        NetNs::new("sts-agt").unwrap(),
+    );
     let server_ip = lan.join(&server_ns, 1).unwrap();
     let agent_ip = lan.join(&agent_ns, 2).unwrap();
     for ns in [&server_ns, &agent_ns] {
@@ -116,7 +119,12 @@ async fn statefulset_claims_keep_their_data_on_server_and_agent() {
             &format!("{node} Ready with the local driver"),
             Duration::from_secs(90),
             || {
-                k(&["wait", "--for=condition=Ready", &format!("node/{node}"), "--timeout=5s"])?;
+                k(&[
+                    "wait",
+                    "--for=condition=Ready",
+                    &format!("node/{node}"),
+                    "--timeout=5s",
+                ])?;
                 let drivers = k(&[
                     "get",
                     "csinode",
@@ -141,7 +149,14 @@ async fn statefulset_claims_keep_their_data_on_server_and_agent() {
     let apply = || {
         skiff_e2e::stdout_or_stderr(
             std::process::Command::new("ip")
-                .args(["netns", "exec", &server_ns.name, "kubectl", "--kubeconfig", &kc])
+                .args([
+                    "netns",
+                    "exec",
+                    &server_ns.name,
+                    "kubectl",
+                    "--kubeconfig",
+                    &kc,
+                ])
                 .args(["apply", "-f"])
                 .arg(&path),
         )
@@ -175,7 +190,11 @@ async fn statefulset_claims_keep_their_data_on_server_and_agent() {
         );
         let pv = json(&["get", "pv", claim["spec"]["volumeName"].as_str().unwrap()]);
         let terms = &pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"];
-        assert_eq!(terms[0]["matchExpressions"][0]["values"][0], node.as_str(), "{pv}");
+        assert_eq!(
+            terms[0]["matchExpressions"][0]["values"][0],
+            node.as_str(),
+            "{pv}"
+        );
         let dir = volume_dir(&nodes, &pv);
         let who = std::fs::read_to_string(dir.join("data/who")).unwrap();
         assert_eq!(who.trim(), format!("kv-{i}"));
@@ -224,19 +243,35 @@ async fn statefulset_claims_keep_their_data_on_server_and_agent() {
     // A claim in use is not deleted while its pod runs (pvc-protection); once the StatefulSet
     // is scaled down past it, it goes, and with the class's `Delete` policy so does its
     // directory.
-    let pv2 = json(&["get", "pv", &json(&["get", "pvc", "data-kv-2"])["spec"]["volumeName"].as_str().unwrap().to_string()]);
+    let pv2 = json(&[
+        "get",
+        "pv",
+        &json(&["get", "pvc", "data-kv-2"])["spec"]["volumeName"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    ]);
     let dir2 = volume_dir(&nodes, &pv2);
     k(&["delete", "pvc", "data-kv-2", "--wait=false"]).unwrap();
     let claim = json(&["get", "pvc", "data-kv-2"]);
-    assert!(claim["metadata"]["deletionTimestamp"].is_string(), "{claim}");
+    assert!(
+        claim["metadata"]["deletionTimestamp"].is_string(),
+        "{claim}"
+    );
     assert!(dir2.join("data/who").exists());
     k(&["scale", "statefulset/kv", "--replicas=2"]).unwrap();
-    eventually("data-kv-2 and its volume deleted", Duration::from_secs(60), || {
-        let left = k(&["get", "pvc,pv", "-o", "name"])?;
-        (!left.contains("data-kv-2") && !left.contains(pv2["metadata"]["name"].as_str().unwrap()) && !dir2.exists())
+    eventually(
+        "data-kv-2 and its volume deleted",
+        Duration::from_secs(60),
+        || {
+            let left = k(&["get", "pvc,pv", "-o", "name"])?;
+            (!left.contains("data-kv-2")
+                && !left.contains(pv2["metadata"]["name"].as_str().unwrap())
+                && !dir2.exists())
             .then_some(())
             .ok_or(left)
-    });
+        },
+    );
 
     // A `Retain` class: the claim deleted leaves the volume Released and its data in place.
     let retain = format!(
@@ -275,7 +310,14 @@ spec:
         let phase = k(&["get", "pod", "writer", "-o", "jsonpath={.status.phase}"])?;
         (phase == "Succeeded").then_some(()).ok_or(phase)
     });
-    let pv = json(&["get", "pv", &json(&["get", "pvc", "kept"])["spec"]["volumeName"].as_str().unwrap().to_string()]);
+    let pv = json(&[
+        "get",
+        "pv",
+        &json(&["get", "pvc", "kept"])["spec"]["volumeName"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    ]);
     assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Retain");
     let kept_dir = volume_dir(&nodes, &pv);
     k(&["delete", "pod", "writer"]).unwrap();
@@ -307,10 +349,14 @@ spec:
         .and_then(|l| l.split_whitespace().next())
         .unwrap_or_else(|| panic!("{out}"))
         .to_string();
-    eventually("the node debugging pod's output", Duration::from_secs(60), || {
-        let logs = k(&["logs", &pod])?;
-        logs.contains("host-root-seen").then_some(()).ok_or(logs)
-    });
+    eventually(
+        "the node debugging pod's output",
+        Duration::from_secs(60),
+        || {
+            let logs = k(&["logs", &pod])?;
+            logs.contains("host-root-seen").then_some(()).ok_or(logs)
+        },
+    );
     let debug_pod = json(&["get", "pod", &pod]);
     assert_eq!(debug_pod["spec"]["nodeName"], "worker");
     assert_eq!(debug_pod["spec"]["hostNetwork"], true);

@@ -156,10 +156,32 @@ fn validate(s: &StatefulSet) -> Vec<Cause> {
             ));
         }
     }
+    // The pods get one volume per claim template, so the template is checked with those
+    // volumes added: a mount of a claim template's name is not a mount of a missing volume.
+    // (Kubernetes leaves the template's pod spec unchecked for this reason.)
+    let mut template = spec.template.clone();
+    if let Some(pod) = template.spec.as_mut() {
+        let volumes = pod.volumes.get_or_insert_with(Vec::new);
+        for c in spec.volume_claim_templates.iter().flatten() {
+            let name = c.metadata.name.clone().unwrap_or_default();
+            if !name.is_empty() && !volumes.iter().any(|v| v.name == name) {
+                volumes.push(k8s_openapi::api::core::v1::Volume {
+                    name: name.clone(),
+                    persistent_volume_claim: Some(
+                        k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
+                            claim_name: name,
+                            read_only: None,
+                        },
+                    ),
+                    ..Default::default()
+                });
+            }
+        }
+    }
     let mut sel = Vec::new();
     apps::selector_and_template(
         Some(&spec.selector),
-        Some(&spec.template),
+        Some(&template),
         "spec.template",
         &["Always"],
         &mut sel,
@@ -295,6 +317,23 @@ mod tests {
                 "spec": {"containers": [{"name": "c", "image": "busybox"}]}},
             "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
                 "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}})
+    }
+
+    #[test]
+    fn a_mount_of_a_claim_template_is_a_mount_of_a_volume() {
+        let mut v = web();
+        v["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] =
+            json!([{"name": "data", "mountPath": "/data"}]);
+        assert!(validate(&sts(v.clone())).is_empty());
+        v["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] =
+            json!([{"name": "other", "mountPath": "/data"}]);
+        let texts: Vec<String> = validate(&sts(v)).iter().map(Cause::text).collect();
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.contains("volumeMounts[0].name") && t.contains("not found")),
+            "{texts:?}"
+        );
     }
 
     #[test]

@@ -58,7 +58,12 @@ fn apply(k: &Kubectl, v: &Value) -> anyhow::Result<()> {
 }
 
 /// Creates a StatefulSet of `REPLICAS` with one 8 MiB claim each and times it to all Ready.
-async fn statefulset(client: &Client, image: &str, name: &str, policy: &str) -> anyhow::Result<Duration> {
+async fn statefulset(
+    client: &Client,
+    image: &str,
+    name: &str,
+    policy: &str,
+) -> anyhow::Result<Duration> {
     let sts: StatefulSet = serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": name},
@@ -100,10 +105,14 @@ fn claim(name: &str) -> anyhow::Result<PersistentVolumeClaim> {
 async fn bound(api: Api<PersistentVolumeClaim>, name: String) -> anyhow::Result<Duration> {
     let start = Instant::now();
     api.create(&PostParams::default(), &claim(&name)?).await?;
-    until(&format!("{name} bound"), Duration::from_secs(120), || async {
-        let c = api.get(&name).await?;
-        Ok(c.status.and_then(|s| s.phase).as_deref() == Some("Bound"))
-    })
+    until(
+        &format!("{name} bound"),
+        Duration::from_secs(120),
+        || async {
+            let c = api.get(&name).await?;
+            Ok(c.status.and_then(|s| s.phase).as_deref() == Some("Bound"))
+        },
+    )
     .await?;
     Ok(start.elapsed())
 }
@@ -126,7 +135,10 @@ async fn main() -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     let root = node.kubelet.root_dir.display().to_string();
     let mut drivers = Vec::new();
-    for (driver, dir) in [("local.csi.skiff.dev", "local"), ("shared.csi.skiff.dev", "shared")] {
+    for (driver, dir) in [
+        ("local.csi.skiff.dev", "local"),
+        ("shared.csi.skiff.dev", "shared"),
+    ] {
         drivers.push(Daemon::start(
             "skiff-csi",
             &api,
@@ -156,16 +168,22 @@ async fn main() -> anyhow::Result<()> {
         .context("pulling the test image")?;
     // The node must be Ready and list both drivers before anything is timed.
     let csinodes: Api<k8s_openapi::api::storage::v1::CSINode> = Api::all(client.clone());
-    until("the node lists both drivers", Duration::from_secs(60), || async {
-        let n = csinodes.get_opt("bench-node").await?;
-        Ok(n.is_some_and(|n| n.spec.drivers.len() == 2))
-    })
+    until(
+        "the node lists both drivers",
+        Duration::from_secs(60),
+        || async {
+            let n = csinodes.get_opt("bench-node").await?;
+            Ok(n.is_some_and(|n| n.spec.drivers.len() == 2))
+        },
+    )
     .await?;
     let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
         Api::namespaced(client.clone(), "default");
-    until("the default ServiceAccount", Duration::from_secs(60), || async {
-        Ok(sa.get_opt("default").await?.is_some())
-    })
+    until(
+        "the default ServiceAccount",
+        Duration::from_secs(60),
+        || async { Ok(sa.get_opt("default").await?.is_some()) },
+    )
     .await?;
 
     let parallel = statefulset(&client, &image, "par", "Parallel").await?;
