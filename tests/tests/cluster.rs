@@ -265,11 +265,12 @@ fn compose_cluster_spreads_serves_and_recovers_from_faults() {
         .collect();
     assert_eq!(zones, ["a", "b", "c"]);
     // Each node joined with the bootstrap token through CSRs, approved and issued: its
-    // kubelet's (`system:node:NAME`) and its proxy's (`system:kube-proxy`).
+    // kubelet's (`system:node:NAME`), and its proxy's (`system:kube-proxy`) and CSI
+    // drivers' (`system:skiff-csi`) under the client signer.
     let csrs = c.json(&["get", "csr"]);
-    for signer in [
-        "kubernetes.io/kube-apiserver-client-kubelet",
-        "kubernetes.io/kube-apiserver-client",
+    for (signer, per_node) in [
+        ("kubernetes.io/kube-apiserver-client-kubelet", 1),
+        ("kubernetes.io/kube-apiserver-client", 2),
     ] {
         let issued = csrs["items"]
             .as_array()
@@ -284,7 +285,7 @@ fn compose_cluster_spreads_serves_and_recovers_from_faults() {
             .filter(|r| r["status"]["conditions"][0]["type"] == "Approved")
             .filter(|r| r["status"]["certificate"].is_string())
             .count();
-        assert_eq!(issued, 3, "{signer}: {csrs}");
+        assert_eq!(issued, 3 * per_node, "{signer}: {csrs}");
     }
 
     // A ServiceAccount token made through the load balancer is good at either API server

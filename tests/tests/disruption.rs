@@ -100,7 +100,7 @@ async fn budgets_are_computed_and_evictions_respect_them() {
     let cm = Daemon::start(
         "skiff-controller-manager",
         &c.api,
-        &["--controllers=disruption"],
+        &["--port=0", "--controllers=disruption"],
     )
     .unwrap();
     let k = c.kubectl();
@@ -425,8 +425,8 @@ fn available(pods: &BTreeMap<String, Value>) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn drain_evicts_through_the_budget_and_never_takes_two_at_once() {
     let c = Cluster::start().await.unwrap();
-    let _scheduler = Daemon::start("skiff-scheduler", &c.api, &[]).unwrap();
-    let cm = Daemon::start("skiff-controller-manager", &c.api, &[]).unwrap();
+    let _scheduler = Daemon::start("skiff-scheduler", &c.api, &["--port=0"]).unwrap();
+    let cm = Daemon::start("skiff-controller-manager", &c.api, &["--port=0"]).unwrap();
     let a = Node::start(&c.api.kubeconfig, "node-a", &[]).unwrap();
     let b = SecondNode::start(&c.api.kubeconfig, &a, "node-b");
     let k = c.kubectl();

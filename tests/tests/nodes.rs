@@ -109,7 +109,7 @@ async fn pods_on_two_nodes_reach_each_other_by_pod_ip_service_and_name() {
         .await
         .unwrap();
     let images = Images::start().unwrap();
-    let _scheduler = Daemon::start("skiff-scheduler", &c.api, &[]).unwrap();
+    let _scheduler = Daemon::start("skiff-scheduler", &c.api, &["--port=0"]).unwrap();
     let _controllers = Daemon::start("skiff-controller-manager", &c.api, &[]).unwrap();
     let lan = Lan::new().unwrap();
     let a = NetNode::start(

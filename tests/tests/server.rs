@@ -207,7 +207,8 @@ async fn skiff_server_and_agent_run_a_cluster_and_stop_clean() {
     assert!(!status.contains(&old_key), "{status}");
 
     // Both nodes joined through CSRs from their bootstrap token, approved and issued: the
-    // kubelets' (`system:node:NAME`) and the proxies' (`system:kube-proxy`).
+    // kubelets' (`system:node:NAME`), and under the client signer the proxies'
+    // (`system:kube-proxy`) and the CSI drivers' (`system:skiff-csi`).
     let csrs = k(&[
         "get",
         "csr",
@@ -215,9 +216,9 @@ async fn skiff_server_and_agent_run_a_cluster_and_stop_clean() {
         "jsonpath={range .items[*]}{.spec.signerName} {.spec.username} {.status.conditions[0].type} {.status.certificate}{\"\\n\"}{end}",
     ])
     .unwrap();
-    for signer in [
-        "kubernetes.io/kube-apiserver-client-kubelet",
-        "kubernetes.io/kube-apiserver-client",
+    for (signer, per_node) in [
+        ("kubernetes.io/kube-apiserver-client-kubelet", 1),
+        ("kubernetes.io/kube-apiserver-client", 2),
     ] {
         let joined = csrs
             .lines()
@@ -227,7 +228,7 @@ async fn skiff_server_and_agent_run_a_cluster_and_stop_clean() {
                     && l.split(' ').nth(3).is_some_and(|c| !c.is_empty())
             })
             .count();
-        assert_eq!(joined, 2, "{signer}:\n{csrs}");
+        assert_eq!(joined, 2 * per_node, "{signer}:\n{csrs}");
     }
     eventually(
         "the cluster DNS rolled out",

@@ -113,6 +113,10 @@ async fn statefulset_claims_keep_their_data_on_server_and_agent() {
         a.extend(["-o", "json"]);
         serde_json::from_str(&k(&a).unwrap()).unwrap()
     };
+    let volume_of = |claim: &str| -> Value {
+        let c = json(&["get", "pvc", claim]);
+        json(&["get", "pv", c["spec"]["volumeName"].as_str().unwrap()])
+    };
     // Both nodes are Ready and list the local driver in their CSINode.
     for node in ["main", "worker"] {
         eventually(
@@ -219,9 +223,9 @@ async fn statefulset_claims_keep_their_data_on_server_and_agent() {
     );
     k(&["scale", "statefulset/kv", "--replicas=3"]).unwrap();
     rollout("kv scaled back to 3");
-    for i in 1..3 {
+    for (i, node) in pod_nodes.iter().enumerate().skip(1) {
         let pod = json(&["get", "pod", &format!("kv-{i}")]);
-        assert_eq!(pod["spec"]["nodeName"], pod_nodes[i].as_str());
+        assert_eq!(pod["spec"]["nodeName"], node.as_str());
         let starts = k(&["exec", &format!("kv-{i}"), "--", "cat", "/data/starts"]).unwrap();
         assert_eq!(starts.lines().count(), 2, "{starts}");
         assert_eq!(
@@ -243,14 +247,7 @@ async fn statefulset_claims_keep_their_data_on_server_and_agent() {
     // A claim in use is not deleted while its pod runs (pvc-protection); once the StatefulSet
     // is scaled down past it, it goes, and with the class's `Delete` policy so does its
     // directory.
-    let pv2 = json(&[
-        "get",
-        "pv",
-        &json(&["get", "pvc", "data-kv-2"])["spec"]["volumeName"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-    ]);
+    let pv2 = volume_of("data-kv-2");
     let dir2 = volume_dir(&nodes, &pv2);
     k(&["delete", "pvc", "data-kv-2", "--wait=false"]).unwrap();
     let claim = json(&["get", "pvc", "data-kv-2"]);
@@ -310,14 +307,7 @@ spec:
         let phase = k(&["get", "pod", "writer", "-o", "jsonpath={.status.phase}"])?;
         (phase == "Succeeded").then_some(()).ok_or(phase)
     });
-    let pv = json(&[
-        "get",
-        "pv",
-        &json(&["get", "pvc", "kept"])["spec"]["volumeName"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-    ]);
+    let pv = volume_of("kept");
     assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Retain");
     let kept_dir = volume_dir(&nodes, &pv);
     k(&["delete", "pod", "writer"]).unwrap();

@@ -164,6 +164,19 @@ const CLAIMS: &str = r#"  volumeClaimTemplates:
     spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
 "#;
 
+/// `n` volumes of no class for the claims to bind to (the scheduler places a pod only once
+/// its claims are bound, and nothing here provisions).
+fn volumes(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: vol-{i}}}\nspec: {{capacity: {{storage: 1Gi}}, accessModes: [ReadWriteOnce], hostPath: {{path: /tmp/vol-{i}}}}}\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
 fn headless(name: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{clusterIP: None, selector: {{app: {name}}}, ports: [{{port: 80}}]}}\n"
@@ -174,6 +187,7 @@ fn headless(name: &str) -> String {
 async fn stable_names_claims_scaling_and_identity() {
     let env = Env::start(2).await;
     let k = env.kubectl();
+    k.ok_input(&["apply", "-f", "-"], &volumes(8));
     k.ok_input(&["apply", "-f", "-"], &headless("web"));
     k.ok_input(&["apply", "-f", "-"], &sts("web", CLAIMS));
     let out = k.ok(&["rollout", "status", "statefulset/web", "--timeout=60s"]);
