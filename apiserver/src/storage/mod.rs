@@ -242,6 +242,29 @@ impl Etcd {
         self.client.watch_client()
     }
 
+    /// A range read, tried again on another connection when it never reached etcd.
+    async fn kv_get(
+        &self,
+        key: impl Into<Vec<u8>>,
+        opts: Option<GetOptions>,
+    ) -> Result<etcd_client::GetResponse, etcd_client::Error> {
+        let key = key.into();
+        unsent_retry(|| {
+            let (mut kv, key, opts) = (self.kv.clone(), key.clone(), opts.clone());
+            async move { kv.get(key, opts).await }
+        })
+        .await
+    }
+
+    /// A transaction, tried again on another connection when it never reached etcd.
+    async fn kv_txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, etcd_client::Error> {
+        unsent_retry(|| {
+            let (mut kv, txn) = (self.kv.clone(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await
+    }
+
     fn time<T>(&self, op: &'static str, start: Instant, r: &Result<T>) {
         self.metrics.observe_etcd(op, start.elapsed(), r.is_ok());
     }
@@ -249,7 +272,7 @@ impl Etcd {
     /// Reads one object.
     pub async fn get(&self, key: &str) -> Result<Option<Stored>> {
         let start = Instant::now();
-        let r = self.kv.clone().get(key, None).await.map_err(Error::from);
+        let r = self.kv_get(key, None).await.map_err(Error::from);
         self.time("get", start, &r);
         let mut resp = r?;
         match resp.take_kvs().into_iter().next() {
@@ -264,7 +287,7 @@ impl Etcd {
     /// The stored bytes of `key` (without resourceVersion) and their revision, undecoded.
     pub async fn get_raw(&self, key: &str) -> Result<Option<(bytes::Bytes, i64)>> {
         let start = Instant::now();
-        let r = self.kv.clone().get(key, None).await.map_err(Error::from);
+        let r = self.kv_get(key, None).await.map_err(Error::from);
         self.time("get", start, &r);
         let mut resp = r?;
         let Some(kv) = resp.take_kvs().into_iter().next() else {
@@ -284,7 +307,7 @@ impl Etcd {
     pub async fn delete_unreadable(&self, key: &str, dry_run: bool) -> Result<UnreadableDelete> {
         loop {
             let start = Instant::now();
-            let r = self.kv.clone().get(key, None).await.map_err(Error::from);
+            let r = self.kv_get(key, None).await.map_err(Error::from);
             self.time("get", start, &r);
             let Some(kv) = r?.take_kvs().into_iter().next() else {
                 return Ok(UnreadableDelete::Missing);
@@ -307,7 +330,7 @@ impl Etcd {
                 )])
                 .and_then(vec![TxnOp::delete(key, None)]);
             let start = Instant::now();
-            let r = self.kv.clone().txn(txn).await.map_err(Error::from);
+            let r = self.kv_txn(txn).await.map_err(Error::from);
             self.time("delete", start, &r);
             if r?.succeeded() {
                 return Ok(UnreadableDelete::Deleted);
@@ -320,11 +343,7 @@ impl Etcd {
     pub async fn current_revision(&self) -> Result<i64> {
         let start = Instant::now();
         let opts = GetOptions::new().with_count_only();
-        let r = self
-            .kv
-            .clone()
-            .get(format!("{}/", self.prefix), Some(opts))
-            .await;
+        let r = self.kv_get(format!("{}/", self.prefix), Some(opts)).await;
         let r = r.map_err(Error::from);
         self.time("get", start, &r);
         Ok(r?.header().map(|h| h.revision()).unwrap_or(0))
@@ -344,7 +363,7 @@ impl Etcd {
             TxnOp::get(prefix, Some(written)),
             TxnOp::get(prefix, Some(count)),
         ]);
-        let r = self.kv.clone().txn(txn).await.map_err(Error::from);
+        let r = self.kv_txn(txn).await.map_err(Error::from);
         self.time("txn", start, &r);
         let resp = r?;
         let mut quiet = Quiet {
@@ -438,7 +457,7 @@ impl Etcd {
         txn: Txn,
     ) -> Result<WriteOutcome> {
         let start = Instant::now();
-        let r = self.kv.clone().txn(txn).await.map_err(Error::from);
+        let r = self.kv_txn(txn).await.map_err(Error::from);
         self.time(op, start, &r);
         let resp = r?;
         if resp.succeeded() {
@@ -488,12 +507,7 @@ impl Etcd {
             opts = opts.with_limit(limit);
         }
         let begin = Instant::now();
-        let r = self
-            .kv
-            .clone()
-            .get(from, Some(opts))
-            .await
-            .map_err(map_compacted);
+        let r = self.kv_get(from, Some(opts)).await.map_err(map_compacted);
         self.time("list", begin, &r);
         let mut resp = r?;
         let read_rev = resp.header().map(|h| h.revision()).unwrap_or(rev);
@@ -535,7 +549,7 @@ impl Etcd {
     /// Every key under `prefix`, without values.
     pub async fn keys(&self, prefix: &str) -> Result<Vec<String>> {
         let opts = GetOptions::new().with_prefix().with_keys_only();
-        let mut resp = self.kv.clone().get(prefix, Some(opts)).await?;
+        let mut resp = self.kv_get(prefix, Some(opts)).await?;
         Ok(resp
             .take_kvs()
             .iter()
@@ -635,9 +649,79 @@ pub fn set_rv(value: &mut Value, rev: i64) {
     }
 }
 
+/// Runs `op` again (up to four times, 100 ms apart and more) while it fails without having
+/// reached etcd — the connection to a stopped member refused — so a request goes to another
+/// member instead of failing while the client notices the member is gone. Anything that may
+/// have reached etcd is never repeated.
+async fn unsent_retry<T, F, Fut>(mut op: F) -> Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut delay = Duration::from_millis(100);
+    for _ in 0..4 {
+        match op().await {
+            Err(e) if never_sent(&e) => {
+                tracing::debug!(error = %e, "etcd request not sent; trying again");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            r => return r,
+        }
+    }
+    op().await
+}
+
+/// Whether a request failed before it was sent: the connection could not be made.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() == tonic::Code::Unavailable && s.message().contains("tcp connect error")
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn only_requests_that_never_reached_etcd_are_repeated() {
+        let refused =
+            || etcd_client::Error::GRpcStatus(tonic::Status::unavailable("tcp connect error"));
+        assert!(never_sent(&refused()));
+        let lost = etcd_client::Error::GRpcStatus(tonic::Status::unavailable("connection reset"));
+        assert!(!never_sent(&lost));
+        // Refused twice, then answered: the answer.
+        let mut calls = 0;
+        let r = unsent_retry(|| {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 3 {
+                    Err(refused())
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 3);
+        // Any other failure is returned at once.
+        let mut calls = 0;
+        let r: Result<(), _> = unsent_retry(|| {
+            calls += 1;
+            async {
+                Err(etcd_client::Error::GRpcStatus(tonic::Status::unavailable(
+                    "reset",
+                )))
+            }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 1);
+    }
 
     #[test]
     fn prefix_end_increments_last_byte() {
