@@ -1,7 +1,8 @@
 //! Stateful workloads on `skiff server` and `skiff agent` as a user runs them (each in a
 //! network namespace of its own): the default `local` StorageClass provisions through the
 //! node's `skiff-csi` driver on the node the scheduler chose, the kubelet mounts the claims,
-//! and a StatefulSet of 3 keeps each pod's data across a scale down and up and a deleted pod;
+//! and a StatefulSet of 3 keeps each pod's data across a scale down and up and a deleted pod
+//! (each pod named in the cluster DNS through its headless Service);
 //! a `Retain` class keeps a deleted claim's directory while `Delete` removes it; `kubectl
 //! debug node/NAME` runs its debugging pod on the node.
 
@@ -208,6 +209,26 @@ async fn statefulset_claims_keep_their_data_on_server_and_agent() {
         );
         pod_nodes.push(node);
     }
+
+    // Each pod has its own name in the cluster DNS, through the headless Service.
+    let ip0 = json(&["get", "pod", "kv-0"])["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually(
+        "kv-0.kv.default.svc.cluster.local resolves from kv-1",
+        Duration::from_secs(60),
+        || {
+            let out = k(&[
+                "exec",
+                "kv-1",
+                "--",
+                "nslookup",
+                "kv-0.kv.default.svc.cluster.local",
+            ])?;
+            out.contains(&ip0).then_some(()).ok_or(out)
+        },
+    );
 
     // Scaled down to 1 and back up to 3: kv-1 and kv-2 come back on their own claims, on the
     // node their volume lives on, and find what they wrote.
