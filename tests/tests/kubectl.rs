@@ -719,15 +719,13 @@ async fn apply_updates_a_secret_written_with_string_data() {
     );
 }
 
-const PV: &str = r#"
-apiVersion: v1
-kind: PersistentVolume
+const INGRESS: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
 metadata:
-  name: pv1
+  name: web
 spec:
-  capacity: {storage: 1Gi}
-  accessModes: [ReadWriteOnce]
-  hostPath: {path: /tmp/pv1}
+  defaultBackend: {service: {name: web, port: {number: 80}}}
 "#;
 
 /// A kind the server does not serve fails at REST mapping, with kube-apiserver's message, not
@@ -739,10 +737,10 @@ async fn apply_of_a_kind_not_served_fails_at_rest_mapping() {
     let c = Cluster::start().await.unwrap();
     let k = c.kubectl();
     let dir = tempfile::tempdir().unwrap();
-    let pv = write(&dir, "pv.yaml", PV);
-    let err = k.fails(&["apply", "-f", &pv]);
+    let ingress = write(&dir, "ingress.yaml", INGRESS);
+    let err = k.fails(&["apply", "-f", &ingress]);
     assert!(
-        err.contains(r#"no matches for kind "PersistentVolume" in version "v1""#),
+        err.contains(r#"no matches for kind "Ingress" in version "networking.k8s.io/v1""#),
         "{err}"
     );
     assert!(!err.contains("failed to download openapi"), "{err}");
