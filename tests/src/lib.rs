@@ -585,6 +585,30 @@ impl Kubectl {
         serde_json::from_str(&self.ok(&a)).expect("kubectl printed JSON")
     }
 
+    /// Polls `kubectl get WHAT -o json` until `f` holds for what it prints, within `within`:
+    /// that JSON, or the last JSON seen when time ran out.
+    pub async fn get_until(
+        &self,
+        within: Duration,
+        what: &[&str],
+        f: impl Fn(&Value) -> bool,
+    ) -> Result<Value, Value> {
+        let mut args = vec!["get"];
+        args.extend_from_slice(what);
+        args.extend_from_slice(&["-o", "json"]);
+        let mut last = Value::Null;
+        let got = eventually(within, || {
+            let r = self.run(&args);
+            if !r.status.success() {
+                return None;
+            }
+            last = serde_json::from_str(&r.stdout).ok()?;
+            f(&last).then(|| last.clone())
+        })
+        .await;
+        got.ok_or(last)
+    }
+
     /// Starts kubectl with stdin, stdout and stderr piped, for interactive sessions.
     pub fn spawn_interactive(&self, args: &[&str]) -> Child {
         let mut c = self.command(args);

@@ -70,27 +70,15 @@ impl Env {
         what: &[&str],
         f: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let k = self.kubectl();
-        let mut args = vec!["get"];
-        args.extend_from_slice(what);
-        args.extend_from_slice(&["-o", "json"]);
-        let mut last = serde_json::Value::Null;
-        let got = eventually(within, || {
-            let r = k.run(&args);
-            if !r.status.success() {
-                return None;
-            }
-            last = serde_json::from_str(&r.stdout).ok()?;
-            f(&last).then(|| last.clone())
-        })
-        .await;
-        match got {
-            Some(v) => v,
-            None => panic!(
-                "{what:?} did not get there within {within:?}; last seen:\n{last:#}\ncontroller manager log:\n{}",
-                self.cm.log()
-            ),
-        }
+        self.kubectl()
+            .get_until(within, what, f)
+            .await
+            .unwrap_or_else(|last| {
+                panic!(
+                    "{what:?} did not get there within {within:?}; last seen:\n{last:#}\ncontroller manager log:\n{}",
+                    self.cm.log()
+                )
+            })
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use skiff_client::Client;
 use skiff_e2e::node::Node;
-use skiff_e2e::{eventually, hollow, Cluster, Daemon, Kubectl};
+use skiff_e2e::{hollow, Cluster, Daemon, Kubectl};
 use tokio_util::sync::CancellationToken;
 
 struct Env {
@@ -64,27 +64,15 @@ impl Env {
     /// Waits until `f` holds for what `kubectl get WHAT -o json` prints.
     async fn until(&self, what: &[&str], f: impl Fn(&Value) -> bool) -> Value {
         let within = Duration::from_secs(60);
-        let k = self.kubectl();
-        let mut args = vec!["get"];
-        args.extend_from_slice(what);
-        args.extend_from_slice(&["-o", "json"]);
-        let mut last = Value::Null;
-        let got = eventually(within, || {
-            let r = k.run(&args);
-            if !r.status.success() {
-                return None;
-            }
-            last = serde_json::from_str(&r.stdout).ok()?;
-            f(&last).then(|| last.clone())
-        })
-        .await;
-        match got {
-            Some(v) => v,
-            None => panic!(
-                "{what:?} did not get there within {within:?}; last seen:\n{last:#}\ncontroller manager log:\n{}",
-                self.cm.log()
-            ),
-        }
+        self.kubectl()
+            .get_until(within, what, f)
+            .await
+            .unwrap_or_else(|last| {
+                panic!(
+                    "{what:?} did not get there within {within:?}; last seen:\n{last:#}\ncontroller manager log:\n{}",
+                    self.cm.log()
+                )
+            })
     }
 
     /// The StatefulSet's pods (not being deleted), by name.
