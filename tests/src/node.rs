@@ -530,6 +530,30 @@ pub struct Node {
 }
 
 impl Node {
+    /// Runs `cmd` in the pod's first container through the runtime (what `kubectl exec`
+    /// reaches): its exit code, and its stdout followed by its stderr.
+    pub async fn exec_in(&self, pod: &serde_json::Value, cmd: &[&str]) -> (i32, String) {
+        let id = pod["status"]["containerStatuses"][0]["containerID"]
+            .as_str()
+            .expect("the pod has a container")
+            .trim_start_matches("containerd://")
+            .to_string();
+        let mut rt = self.ctrd.cri().expect("the node's CRI");
+        let r = rt
+            .runtime
+            .exec_sync(skiff_proto::cri::ExecSyncRequest {
+                container_id: id,
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout: 10,
+            })
+            .await
+            .expect("ExecSync")
+            .into_inner();
+        let mut out = String::from_utf8_lossy(&r.stdout).into_owned();
+        out.push_str(&String::from_utf8_lossy(&r.stderr));
+        (r.exit_code, out)
+    }
+
     /// Starts a node named `name` for the cluster of `kubeconfig`.
     pub fn start(kubeconfig: &Path, name: &str, extra: &[&str]) -> Result<Node> {
         let images = Images::start()?;

@@ -12,7 +12,6 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use skiff_e2e::node::Node;
 use skiff_e2e::{eventually, Cluster, Daemon, Kubectl};
-use skiff_proto::cri;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -49,31 +48,8 @@ async fn ready(node: &Node, k: &Kubectl, name: &str) -> Value {
     .await
 }
 
-/// Runs `cmd` in the pod's first container through the runtime.
-async fn exec_in(node: &Node, pod: &Value, cmd: &[&str]) -> (i32, String) {
-    let id = pod["status"]["containerStatuses"][0]["containerID"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("containerd://")
-        .to_string();
-    let mut rt = node.ctrd.cri().unwrap();
-    let r = rt
-        .runtime
-        .exec_sync(cri::ExecSyncRequest {
-            container_id: id,
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            timeout: 10,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut out = String::from_utf8_lossy(&r.stdout).into_owned();
-    out.push_str(&String::from_utf8_lossy(&r.stderr));
-    (r.exit_code, out)
-}
-
 async fn sh(node: &Node, pod: &Value, script: &str) -> String {
-    let (code, out) = exec_in(node, pod, &["sh", "-c", script]).await;
+    let (code, out) = node.exec_in(pod, &["sh", "-c", script]).await;
     assert_eq!(code, 0, "{script}: {out}");
     out
 }
@@ -203,7 +179,9 @@ async fn claims_through_the_csi_driver_in_pods() {
     k.ok_input(&["apply", "-f", "-"], &reader.to_string());
     let r = ready(&node, &k, "reader").await;
     assert_eq!(sh(&node, &r, "cat /data/greeting").await.trim(), "hello");
-    let (code, out) = exec_in(&node, &r, &["sh", "-c", "echo x > /data/other"]).await;
+    let (code, out) = node
+        .exec_in(&r, &["sh", "-c", "echo x > /data/other"])
+        .await;
     assert_ne!(code, 0, "a write through a read-only mount: {out}");
     assert!(out.contains("Read-only file system"), "{out}");
 

@@ -11,7 +11,6 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 use skiff_e2e::node::Node;
 use skiff_e2e::{Cluster, Kubectl};
-use skiff_proto::cri;
 
 /// Waits until `f` returns `Some`, failing with `what`, the pod events and the kubelet's log.
 fn wait<T>(
@@ -54,37 +53,14 @@ fn wait_ready(node: &Node, k: &Kubectl, name: &str) -> Value {
     )
 }
 
-/// Runs `cmd` in the pod's container through the runtime (what `kubectl exec` reaches).
-async fn exec_in(node: &Node, pod: &Value, cmd: &[&str]) -> (i32, String) {
-    let id = pod["status"]["containerStatuses"][0]["containerID"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("containerd://")
-        .to_string();
-    let mut rt = node.ctrd.cri().unwrap();
-    let r = rt
-        .runtime
-        .exec_sync(cri::ExecSyncRequest {
-            container_id: id,
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            timeout: 10,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut out = String::from_utf8_lossy(&r.stdout).into_owned();
-    out.push_str(&String::from_utf8_lossy(&r.stderr));
-    (r.exit_code, out)
-}
-
 async fn cat(node: &Node, pod: &Value, path: &str) -> String {
-    let (code, out) = exec_in(node, pod, &["cat", path]).await;
+    let (code, out) = node.exec_in(pod, &["cat", path]).await;
     assert_eq!(code, 0, "cat {path}: {out}");
     out
 }
 
 async fn mode(node: &Node, pod: &Value, path: &str) -> String {
-    let (code, out) = exec_in(node, pod, &["stat", "-L", "-c", "%a", path]).await;
+    let (code, out) = node.exec_in(pod, &["stat", "-L", "-c", "%a", path]).await;
     assert_eq!(code, 0, "stat {path}: {out}");
     out.trim().to_string()
 }
@@ -195,7 +171,7 @@ async fn configmap_secret_and_downward_api_sources_with_their_modes() {
     // The plain kinds follow the same rules.
     assert_eq!(cat(&node, &pod, "/cm/size").await, "large");
     assert_eq!(mode(&node, &pod, "/cm/size").await, "600");
-    let (code, _) = exec_in(&node, &pod, &["cat", "/cm/color"]).await;
+    let (code, _) = node.exec_in(&pod, &["cat", "/cm/color"]).await;
     assert_ne!(code, 0, "only the listed item is projected");
     assert_eq!(cat(&node, &pod, "/sec/password").await, "s3cret");
     assert_eq!(mode(&node, &pod, "/sec/user").await, "400");
@@ -212,7 +188,7 @@ async fn configmap_secret_and_downward_api_sources_with_their_modes() {
         "-o",
         "jsonpath={.spec.clusterIP}",
     ]);
-    let (_, env) = exec_in(&node, &pod, &["env"]).await;
+    let (_, env) = node.exec_in(&pod, &["env"]).await;
     for want in [
         format!("KUBERNETES_SERVICE_HOST={}", ip.trim()),
         "KUBERNETES_SERVICE_PORT=443".to_string(),
@@ -227,13 +203,13 @@ async fn configmap_secret_and_downward_api_sources_with_their_modes() {
 
     // The atomic writer's layout: visible names link through ..data to a timestamped
     // directory.
-    let (_, link) = exec_in(&node, &pod, &["readlink", "/all/config"]).await;
+    let (_, link) = node.exec_in(&pod, &["readlink", "/all/config"]).await;
     assert_eq!(link.trim(), "..data/config");
-    let (_, first) = exec_in(&node, &pod, &["readlink", "/all/..data"]).await;
+    let (_, first) = node.exec_in(&pod, &["readlink", "/all/..data"]).await;
     let first = first.trim().to_string();
     assert!(first.starts_with("..20"), "{first}");
     // Projected volumes are read-only to the container.
-    let (code, _) = exec_in(&node, &pod, &["sh", "-c", "echo x > /all/new"]).await;
+    let (code, _) = node.exec_in(&pod, &["sh", "-c", "echo x > /all/new"]).await;
     assert_ne!(code, 0);
 
     // An update reaches the volume as a new data directory.
@@ -255,9 +231,9 @@ async fn configmap_secret_and_downward_api_sources_with_their_modes() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (_, second) = exec_in(&node, &pod, &["readlink", "/all/..data"]).await;
+    let (_, second) = node.exec_in(&pod, &["readlink", "/all/..data"]).await;
     assert_ne!(second.trim(), first);
-    let (_, listing) = exec_in(&node, &pod, &["ls", "-a", "/all"]).await;
+    let (_, listing) = node.exec_in(&pod, &["ls", "-a", "/all"]).await;
     assert!(
         !listing.lines().any(|l| l == first),
         "the old data directory is gone: {listing}"
@@ -370,7 +346,9 @@ async fn a_projected_token_is_bound_to_the_pod_and_works_as_an_in_cluster_config
         7200
     );
     assert_eq!(mode(&node, &pod, "/identity/vault-token").await, "600");
-    let (_, owner) = exec_in(&node, &pod, &["stat", "-L", "-c", "%u", "/identity/token"]).await;
+    let (_, owner) = node
+        .exec_in(&pod, &["stat", "-L", "-c", "%u", "/identity/token"])
+        .await;
     assert_eq!(owner.trim(), "1000");
     assert_eq!(mode(&node, &pod, "/identity/user").await, "644");
     // Without an audience: the API server's own, for the default hour.
