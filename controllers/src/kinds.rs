@@ -24,6 +24,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::api::storage::v1::CSIStorageCapacity;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::{Deserialize, Serialize};
@@ -410,6 +411,7 @@ pub fn builtin() -> Kinds {
         kind::<ClusterRoleBinding>(),
         kind::<CertificateSigningRequest>(),
         kind::<PriorityClass>(),
+        kind::<CSIStorageCapacity>(),
         kind::<CustomResourceDefinition>(),
     ]
     .into_iter()

@@ -8,7 +8,10 @@
 //! - [`provisioner`] and [`resizer`]: Kubernetes' external-provisioner and external-resizer,
 //!   turning PersistentVolumeClaims into CSI calls. They speak to the driver only through
 //!   CSI gRPC over its socket ([`connect`]), so they drive any CSI driver.
+//! - [`capacity`]: the external-provisioner's storage capacity publishing, the driver's
+//!   `GetCapacity` kept as CSIStorageCapacity objects for the scheduler.
 
+pub mod capacity;
 pub mod driver;
 pub mod provisioner;
 pub mod registrar;

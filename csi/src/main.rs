@@ -3,11 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use skiff_csi::driver::{self, Driver, Kind};
-use skiff_csi::{provisioner, registrar, resizer, CsiClient};
+use skiff_csi::{capacity, provisioner, registrar, resizer, CsiClient};
 use skiff_http::daemon;
 use tokio_util::sync::CancellationToken;
 
@@ -49,6 +50,22 @@ struct Args {
     /// The namespace of the leader election Lease.
     #[arg(long, default_value = "kube-system")]
     leader_election_namespace: String,
+    /// Claims, and released volumes, the provisioner works on at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: u16,
+    /// Publish the driver's free space as CSIStorageCapacity objects (from GetCapacity), for
+    /// the scheduler to place pods where their claims fit.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    enable_capacity: bool,
+    /// How often the published capacity is refreshed from the driver.
+    #[arg(long, default_value = "1m0s", value_parser = skiff_rules::duration::parse)]
+    capacity_poll_interval: Duration,
+    /// Publish capacity for StorageClasses with `volumeBindingMode: Immediate` too.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    capacity_for_immediate_binding: bool,
+    /// The namespace of the CSIStorageCapacity objects.
+    #[arg(long, default_value = "kube-system")]
+    capacity_namespace: String,
     /// Address and port for /healthz, /readyz and /metrics (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:9809")]
     http_endpoint: SocketAddr,
@@ -56,23 +73,44 @@ struct Args {
     log: daemon::LogFlags,
 }
 
-/// Runs the provisioner and resizer together until `shutdown`.
+/// Runs the provisioner and resizer, and the capacity publisher when `capacity` says how,
+/// together until `shutdown`.
 async fn sidecars(
     client: skiff_client::Client,
     csi: CsiClient,
     plugin: provisioner::Plugin,
     config: provisioner::Config,
+    capacity: Option<capacity::Config>,
     shutdown: CancellationToken,
 ) {
+    let factory = skiff_client::informer::InformerFactory::new(client.clone(), shutdown.clone());
+    let publisher = capacity.and_then(|c| {
+        match capacity::Publisher::new(client.clone(), csi.clone(), &plugin, c, &factory) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                // Checked at start-up; nothing else can make it fail.
+                tracing::error!(error = %e, "not publishing capacity");
+                None
+            }
+        }
+    });
+    let refresh = publisher.as_ref().map(capacity::Publisher::refresher);
+    let publishing = async {
+        if let Some(p) = publisher {
+            p.run(shutdown.clone()).await;
+        }
+    };
     tokio::join!(
         provisioner::run(
             client.clone(),
             csi.clone(),
             plugin.clone(),
             config.clone(),
+            refresh,
             shutdown.clone()
         ),
-        resizer::run(client, csi, plugin, config, shutdown),
+        resizer::run(client, csi, plugin, config, shutdown.clone()),
+        publishing,
     );
 }
 
@@ -83,6 +121,9 @@ async fn main() -> anyhow::Result<()> {
     let kind = Kind::from_driver_name(&args.driver).context("--driver")?;
     if args.node_id.is_empty() {
         bail!("--node-id must not be empty");
+    }
+    if args.capacity_poll_interval.is_zero() {
+        bail!("--capacity-poll-interval must be greater than zero");
     }
     let drv = Driver::new(driver::Config {
         kind,
@@ -140,13 +181,30 @@ async fn main() -> anyhow::Result<()> {
         let plugin = provisioner::discover(&csi, !leader_elect)
             .await
             .context("asking the driver what it is over CSI")?;
+        if args.enable_capacity && leader_elect && plugin.topology {
+            bail!(
+                "--enable-capacity: {} has topology, so its capacity is published by each \
+                 node's instance (--leader-elect=false)",
+                plugin.name
+            );
+        }
+        let capacity_config = |node: Option<String>| {
+            args.enable_capacity.then(|| capacity::Config {
+                namespace: args.capacity_namespace.clone(),
+                poll_interval: args.capacity_poll_interval,
+                immediate_binding: args.capacity_for_immediate_binding,
+                node,
+            })
+        };
         ready.cancel();
         if leader_elect {
             let identity = skiff_client::leader::default_identity();
             let config = provisioner::Config {
                 node: None,
                 identity: identity.clone(),
+                workers: args.worker_threads.into(),
             };
+            let capacity = capacity_config(None);
             let lease = plugin.name.replace('.', "-");
             let elector = skiff_client::leader::LeaderElector::new(
                 client.clone(),
@@ -158,7 +216,7 @@ async fn main() -> anyhow::Result<()> {
             );
             let outcome = elector
                 .run(shutdown.clone(), move |token| {
-                    sidecars(client, csi, plugin, config, token)
+                    sidecars(client, csi, plugin, config, capacity, token)
                 })
                 .await;
             lost = outcome == skiff_client::leader::Outcome::Lost;
@@ -166,8 +224,10 @@ async fn main() -> anyhow::Result<()> {
             let config = provisioner::Config {
                 node: Some(args.node_id.clone()),
                 identity: format!("{}_{}", plugin.name, args.node_id),
+                workers: args.worker_threads.into(),
             };
-            sidecars(client, csi, plugin, config, shutdown.clone()).await;
+            let capacity = capacity_config(Some(args.node_id.clone()));
+            sidecars(client, csi, plugin, config, capacity, shutdown.clone()).await;
         }
         shutdown.cancel();
     } else {

@@ -20,6 +20,13 @@
 //! affinity is its node's topology; otherwise one provisioner at a time runs, chosen by the
 //! caller through leader election. Events are the external-provisioner's: `Provisioning`,
 //! `ProvisioningSucceeded`, `ProvisioningFailed`, `VolumeFailedDelete`.
+//!
+//! When the driver has no room on the node the scheduler chose (`RESOURCE_EXHAUSTED` for a
+//! claim with a selected node, from a driver with topology), the claim is given back to the
+//! scheduler as the external-provisioner's `ProvisioningReschedule` does: its
+//! `volume.kubernetes.io/selected-node` is removed, and the scheduler's PreBind, seeing it
+//! reset, schedules the pod again. After a volume is made or deleted, or making one failed,
+//! the capacity publisher ([`crate::capacity`]) is asked to refresh.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -40,6 +47,7 @@ use skiff_client::{Api, Client, DeleteParams, PostParams};
 use skiff_proto::csi::v1 as csi;
 use tokio_util::sync::CancellationToken;
 
+use crate::capacity::Refresh;
 use crate::CsiClient;
 
 /// The claim annotation naming the driver that is to provision it.
@@ -79,6 +87,8 @@ pub struct Config {
     pub node: Option<String>,
     /// This instance's identity, for events (`DRIVER_NODE` or the leader identity).
     pub identity: String,
+    /// Claims (and volumes) handled at once by each controller.
+    pub workers: usize,
 }
 
 /// What the provisioner learnt of the driver over CSI.
@@ -86,6 +96,8 @@ pub struct Config {
 pub struct Plugin {
     /// The driver's name (`GetPluginInfo`).
     pub name: String,
+    /// Whether the driver has topology (`VOLUME_ACCESSIBILITY_CONSTRAINTS`).
+    pub topology: bool,
     /// The node's topology (`NodeGetInfo`), in node deployment of a driver with topology.
     pub node_topology: Option<BTreeMap<String, String>>,
 }
@@ -125,6 +137,7 @@ pub async fn discover(csi: &CsiClient, node_deployment: bool) -> Result<Plugin> 
     };
     Ok(Plugin {
         name,
+        topology,
         node_topology,
     })
 }
@@ -252,6 +265,8 @@ struct Provisioner {
     client: Client,
     classes: Store<StorageClass>,
     recorder: Recorder,
+    /// The capacity publisher to tell when free space changed.
+    capacity: Option<Refresh>,
 }
 
 /// What a claim needs before it can be provisioned, or why it is not this provisioner's.
@@ -462,6 +477,14 @@ impl Provisioner {
                     "Provisioning",
                     format!("failed to provision volume with StorageClass {class_name:?}: {e}"),
                 );
+                if let Some(c) = &self.capacity {
+                    c.class(&class_name);
+                }
+                if self.may_reschedule(&claim, &e) {
+                    self.reschedule(&claim).await?;
+                    tracing::info!(claim = %key, error = %e, "volume rescheduled: the scheduler is to pick another node");
+                    return Ok(Action::Done);
+                }
                 return Err(e);
             }
         };
@@ -479,6 +502,18 @@ impl Provisioner {
             }
         }
         tracing::info!(claim = %key, volume = %pv_name, "provisioned");
+        if let Some(c) = &self.capacity {
+            if pv
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_affinity.as_ref())
+                .is_some()
+            {
+                c.all();
+            } else {
+                c.class(&class_name);
+            }
+        }
         self.recorder.normal(
             reference(claim.as_ref()),
             "ProvisioningSucceeded",
@@ -486,6 +521,46 @@ impl Provisioner {
             format!("Successfully provisioned volume {pv_name}"),
         );
         Ok(Action::Done)
+    }
+
+    /// Whether a failure to provision `claim` gives the claim back to the scheduler (the
+    /// external-provisioner's `ProvisioningReschedule`): the driver has no room where the
+    /// scheduler put the claim (`RESOURCE_EXHAUSTED`), the driver has topology so another
+    /// node may do, and the claim has a selected node to take away.
+    fn may_reschedule(&self, claim: &PersistentVolumeClaim, e: &Error) -> bool {
+        matches!(e, Error::Csi(s) if s.code() == tonic::Code::ResourceExhausted)
+            && self.plugin.topology
+            && annotation(&claim.metadata, ANN_SELECTED_NODE).is_some()
+    }
+
+    /// Removes the claim's `volume.kubernetes.io/selected-node`: the scheduler's PreBind sees
+    /// it reset and schedules the pod again, elsewhere if the capacity says so. An update on
+    /// the version seen, so that a claim changed meanwhile is looked at again.
+    async fn reschedule(&self, claim: &PersistentVolumeClaim) -> Result<()> {
+        let meta = &claim.metadata;
+        let mut next = claim.clone();
+        if let Some(a) = next.metadata.annotations.as_mut() {
+            a.remove(ANN_SELECTED_NODE);
+        }
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(
+            self.client.clone(),
+            meta.namespace.as_deref().unwrap_or_default(),
+        );
+        claims
+            .replace(
+                meta.name.as_deref().unwrap_or_default(),
+                &PostParams::default(),
+                &next,
+            )
+            .await
+            .map_err(|e| {
+                Error::Invalid(format!(
+                    "delete annotation 'annSelectedNode' for PersistentVolumeClaim \"{}/{}\": {e}",
+                    meta.namespace.as_deref().unwrap_or_default(),
+                    meta.name.as_deref().unwrap_or_default()
+                ))
+            })?;
+        Ok(())
     }
 
     /// Whether this provisioner deletes `pv` now.
@@ -544,6 +619,16 @@ impl Provisioner {
             Err(e) => return Err(e.into()),
         }
         tracing::info!(volume = %name, "deleted a released volume");
+        if let Some(c) = &self.capacity {
+            if pv
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_affinity.as_ref())
+                .is_some()
+            {
+                c.all();
+            }
+        }
         Ok(Action::Done)
     }
 }
@@ -554,6 +639,7 @@ pub async fn run(
     csi: CsiClient,
     plugin: Plugin,
     config: Config,
+    capacity: Option<Refresh>,
     shutdown: CancellationToken,
 ) {
     let factory = InformerFactory::new(client.clone(), shutdown.clone());
@@ -568,10 +654,15 @@ pub async fn run(
         client,
         classes: classes.store(),
         recorder,
+        capacity,
     });
     classes.store().wait_until_ready().await;
-    let claim_controller = Controller::new(claims, RunConfig::default());
-    let volume_controller = Controller::new(volumes, RunConfig::default());
+    let run_config = RunConfig {
+        concurrency: p.config.workers.max(1),
+        ..RunConfig::default()
+    };
+    let claim_controller = Controller::new(claims, run_config.clone());
+    let volume_controller = Controller::new(volumes, run_config);
     let pc = p.clone();
     let claims_done = claim_controller.run(
         move |_: ObjectKey, claim: Option<Arc<PersistentVolumeClaim>>| {

@@ -127,17 +127,20 @@ fn host_port(server: &str) -> (String, String) {
 /// class; node-local directories, bound when the first pod is scheduled, so the volume is
 /// made on that pod's node) and, when the nodes share a filesystem, `shared`
 /// (`ReadWriteMany`, bound at once). Neither driver needs attaching; both want the pod's
-/// identity on mount and let the kubelet apply `fsGroup` ownership.
+/// identity on mount and let the kubelet apply `fsGroup` ownership. Each node publishes the
+/// free space of its local volumes (CSIStorageCapacity), so the local driver says
+/// `storageCapacity: true` and the scheduler places claims where they fit; the shared class
+/// binds at once, before any scheduling, so its driver publishes none.
 pub fn storage(shared: bool) -> Vec<Value> {
-    let driver = |name: &str| {
+    let driver = |name: &str, capacity: bool| {
         json!({"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver",
                "metadata": {"name": name},
                "spec": {"attachRequired": false, "podInfoOnMount": true,
                         "fsGroupPolicy": "File", "volumeLifecycleModes": ["Persistent"],
-                        "storageCapacity": false, "requiresRepublish": false}})
+                        "storageCapacity": capacity, "requiresRepublish": false}})
     };
     let mut out = vec![
-        driver("local.csi.skiff.dev"),
+        driver("local.csi.skiff.dev", true),
         json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
                "metadata": {"name": "local",
                             "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
@@ -145,7 +148,7 @@ pub fn storage(shared: bool) -> Vec<Value> {
                "volumeBindingMode": "WaitForFirstConsumer", "allowVolumeExpansion": true}),
     ];
     if shared {
-        out.push(driver("shared.csi.skiff.dev"));
+        out.push(driver("shared.csi.skiff.dev", false));
         out.push(
             json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
                    "metadata": {"name": "shared"},
@@ -324,9 +327,11 @@ mod tests {
             local["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"],
             "true"
         );
+        assert_eq!(classes[0]["spec"]["storageCapacity"], true);
         let shared = storage(true);
         assert_eq!(shared[3]["metadata"]["name"], "shared");
         assert_eq!(shared[2]["spec"]["attachRequired"], false);
+        assert_eq!(shared[2]["spec"]["storageCapacity"], false);
         let rbac = join_rbac();
         assert_eq!(rbac[1]["metadata"]["namespace"], "kube-public");
         assert_eq!(rbac[1]["subjects"][0]["name"], "system:anonymous");

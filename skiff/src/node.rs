@@ -288,6 +288,10 @@ impl Node<'_> {
                 ))
                 .arg(format!("--kubeconfig={}", id.csi_kubeconfig.display()))
                 .arg(format!("--http-endpoint=127.0.0.1:{port}"));
+            if driver == LOCAL_CSI {
+                // Its CSIDriver says storageCapacity: the scheduler wants each node's space.
+                csi.arg("--enable-capacity");
+            }
             sup.start(driver, &mut csi, self.logs)?;
         }
         Ok(())

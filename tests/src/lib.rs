@@ -868,3 +868,69 @@ pub fn table_row(out: &str, name: &str) -> (Vec<String>, Vec<String>) {
         .collect();
     (header, row)
 }
+
+/// A small filesystem of its own for a test about free space: a tmpfs of `size` (`64m`)
+/// mounted on a fresh temporary directory, unmounted when dropped.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=` takes it).
+    pub fn mount(size: &str) -> Result<Tmpfs> {
+        let dir = tempfile::Builder::new().prefix("tmpfs").tempdir()?;
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .output()
+            .context("running mount")?;
+        if !out.status.success() {
+            bail!(
+                "mounting a tmpfs on {}: {}",
+                dir.path().display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Bytes free for an unprivileged writer (what `statvfs` says: available blocks times
+    /// the fragment size).
+    pub fn available(&self) -> u64 {
+        let out = Command::new("stat")
+            .args(["-f", "-c", "%a %S"])
+            .arg(self.path())
+            .output()
+            .expect("running stat");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut it = text
+            .split_whitespace()
+            .map(|n| n.parse::<u64>().unwrap_or(0));
+        it.next().unwrap_or(0) * it.next().unwrap_or(0)
+    }
+
+    /// Writes a file of `bytes` bytes at `name` (taking that much of the space).
+    pub fn fill(&self, name: &str, bytes: usize) {
+        std::fs::write(self.path().join(name), vec![1u8; bytes]).expect("writing into the tmpfs");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}

@@ -8,12 +8,18 @@
 //! left to that node; a claim the driver cannot serve (`ReadWriteMany` on a node-local class)
 //! gets `ProvisioningFailed` with the driver's gRPC error. Deleting a claim of a `Delete` class
 //! removes the volume, its directory and the PersistentVolume; of a `Retain` class leaves both.
+//!
+//! With `--enable-capacity` on a 64 MiB tmpfs: one CSIStorageCapacity per late-binding class
+//! of the driver (none for an `Immediate` class or another provisioner's), with Kubernetes'
+//! labels, the node's topology, the Node as owner and the filesystem's free space, which it
+//! follows; a deleted class's object goes, one deleted by hand comes back, a restart keeps
+//! the same object, and deleting the Node collects them. Bad capacity flags refuse to start.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use skiff_e2e::{eventually, ApiServer, Cluster, Daemon, Kubectl};
+use skiff_e2e::{eventually, ApiServer, Cluster, Daemon, Kubectl, Tmpfs};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -72,13 +78,23 @@ struct Env {
     csi: Daemon,
     cm: Daemon,
     c: Cluster,
-    dir: tempfile::TempDir,
+    /// Where the driver makes volumes.
+    data: PathBuf,
+    /// `skiff-csi`'s flags.
+    args: Vec<String>,
     /// The driver's own identity, `system:skiff-csi`.
     kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl Env {
     async fn start() -> Env {
+        Env::start_with(None, &[]).await
+    }
+
+    /// With the driver's volumes under `data` (default: a temporary directory) and `extra`
+    /// flags.
+    async fn start_with(data: Option<&Path>, extra: &[&str]) -> Env {
         let c = Cluster::start().await.unwrap();
         let cm = Daemon::start(
             "skiff-controller-manager",
@@ -87,36 +103,45 @@ impl Env {
                 "--port=0",
                 "--leader-elect=false",
                 "--kube-api-qps=0",
-                "--controllers=persistentvolume-binder,pvc-protection,pv-protection",
+                "--controllers=persistentvolume-binder,pvc-protection,pv-protection,garbagecollector",
             ],
         )
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let data = format!("--data-dir={}", dir.path().join("volumes").display());
-        let root = format!(
-            "--kubelet-root-dir={}",
-            dir.path().join("kubelet").display()
-        );
+        let data = data.map_or_else(|| dir.path().join("volumes"), Path::to_path_buf);
+        let mut args = vec![
+            "--driver=local.csi.skiff.dev".to_string(),
+            "--node-id=node-1".into(),
+            format!("--data-dir={}", data.display()),
+            format!(
+                "--kubelet-root-dir={}",
+                dir.path().join("kubelet").display()
+            ),
+            "--http-endpoint=127.0.0.1:0".into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         let kubeconfig = cert_kubeconfig(&c.api, dir.path(), "system:skiff-csi");
-        let csi = Daemon::start_as(
-            "skiff-csi",
-            &kubeconfig,
-            &[
-                "--driver=local.csi.skiff.dev",
-                "--node-id=node-1",
-                &data,
-                &root,
-                "--http-endpoint=127.0.0.1:0",
-            ],
-        )
-        .unwrap();
+        let csi = Env::start_csi(&kubeconfig, &args);
         Env {
             csi,
             cm,
             c,
-            dir,
+            data,
+            args,
             kubeconfig,
+            _dir: dir,
         }
+    }
+
+    fn start_csi(kubeconfig: &Path, args: &[String]) -> Daemon {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Daemon::start_as("skiff-csi", kubeconfig, &args).unwrap()
+    }
+
+    /// Stops `skiff-csi` (SIGTERM) and starts it again with the same flags.
+    fn restart_csi(&mut self) {
+        self.csi.stop();
+        self.csi = Env::start_csi(&self.kubeconfig, &self.args);
     }
 
     fn kubectl(&self) -> Kubectl {
@@ -168,7 +193,7 @@ impl Env {
     }
 
     fn volume_dir(&self, pv: &str) -> std::path::PathBuf {
-        self.dir.path().join("volumes").join(pv)
+        self.data.join(pv)
     }
 }
 
@@ -296,4 +321,206 @@ async fn claims_get_node_local_volumes_and_give_them_back_as_their_class_says() 
         b"precious"
     );
     assert!(Path::new(&env.volume_dir(&kept)).is_dir());
+}
+
+/// The CSIStorageCapacity objects of the local driver in `kube-system`.
+fn capacities(env: &Env) -> Vec<Value> {
+    let v = env.kubectl().json(&[
+        "get",
+        "csistoragecapacities",
+        "-n",
+        "kube-system",
+        "-l",
+        "csi.storage.k8s.io/drivername=local.csi.skiff.dev",
+    ]);
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// The object of `class`, when there is exactly one.
+fn capacity_of(env: &Env, class: &str) -> Option<Value> {
+    let mut of: Vec<Value> = capacities(env)
+        .into_iter()
+        .filter(|c| c["storageClassName"] == class)
+        .collect();
+    (of.len() == 1).then(|| of.remove(0))
+}
+
+fn bytes(q: &Value) -> u64 {
+    let q: skiff_rules::Quantity = q.as_str().unwrap_or("?").parse().unwrap();
+    q.value() as u64
+}
+
+#[tokio::test]
+async fn capacity_is_published_per_class_from_the_nodes_free_space() {
+    let fs = Tmpfs::mount("64m").unwrap();
+    let mut env = Env::start_with(
+        Some(fs.path()),
+        &["--enable-capacity", "--capacity-poll-interval=1s"],
+    )
+    .await;
+    let k = env.kubectl();
+    // The Node owns its capacity objects: nothing is published before it exists.
+    k.ok_input(
+        &["apply", "-f", "-"],
+        r#"{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1",
+            "labels": {"topology.local.csi.skiff.dev/node": "node-1"}}}"#,
+    );
+    let node_uid = env.get(&["node", "node-1"]).unwrap()["metadata"]["uid"].clone();
+    k.ok_input(&["apply", "-f", "-"], CLASSES);
+    k.ok_input(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: local-now}
+provisioner: local.csi.skiff.dev
+volumeBindingMode: Immediate
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: elsewhere}
+provisioner: example.com/other
+volumeBindingMode: WaitForFirstConsumer
+"#,
+    );
+
+    // One object per late-binding class of the driver; none for the Immediate class or
+    // another provisioner's.
+    let free = fs.available();
+    env.wait("capacity of both classes", || {
+        let cs = capacities(&env);
+        let mut classes: Vec<_> = cs
+            .iter()
+            .map(|c| c["storageClassName"].as_str().unwrap_or("").to_string())
+            .collect();
+        classes.sort();
+        (classes == ["local", "local-retain"]).then_some(())
+    })
+    .await;
+    let local = capacity_of(&env, "local").unwrap();
+    let meta = &local["metadata"];
+    assert_eq!(meta["namespace"], "kube-system");
+    assert_eq!(meta["generateName"], "csisc-");
+    assert!(meta["name"].as_str().unwrap().starts_with("csisc-"));
+    assert_eq!(
+        meta["labels"],
+        serde_json::json!({"csi.storage.k8s.io/drivername": "local.csi.skiff.dev",
+            "csi.storage.k8s.io/managed-by": "external-provisioner-node-1"})
+    );
+    assert_eq!(
+        meta["ownerReferences"],
+        serde_json::json!([{"apiVersion": "v1", "kind": "Node", "name": "node-1",
+            "uid": node_uid, "controller": true}])
+    );
+    assert_eq!(
+        local["nodeTopology"],
+        serde_json::json!({"matchLabels": {"topology.local.csi.skiff.dev/node": "node-1"}})
+    );
+    assert_eq!(bytes(&local["capacity"]), free, "{local}");
+    assert_eq!(bytes(&local["maximumVolumeSize"]), free, "{local}");
+    assert_eq!(free, 64 << 20, "an empty 64 MiB tmpfs");
+    let listed = k.ok(&["get", "csistoragecapacities", "-n", "kube-system"]);
+    let (header, row) = skiff_e2e::table_row(&listed, meta["name"].as_str().unwrap());
+    assert_eq!(header, ["NAME", "STORAGECLASSNAME", "CAPACITY", "AGE"]);
+    assert_eq!(row[1..3], ["local", "64Mi"]);
+
+    // Its identity may keep these objects, and no more than it needs.
+    let csi = Kubectl::new(&env.kubeconfig);
+    for (verb, allowed) in [
+        ("create", "yes"),
+        ("update", "yes"),
+        ("delete", "yes"),
+        ("patch", "no"),
+        ("deletecollection", "no"),
+    ] {
+        let r = csi.run(&[
+            "auth",
+            "can-i",
+            verb,
+            "csistoragecapacities.storage.k8s.io",
+            "-n",
+            "kube-system",
+        ]);
+        assert_eq!(r.stdout.trim(), allowed, "{verb}: {}", r.stderr);
+    }
+
+    // Space taken on the filesystem shows at the next poll.
+    fs.fill("other-data", 16 << 20);
+    let free = fs.available();
+    assert!(free < 50 << 20);
+    env.wait("the capacity to follow the free space", || {
+        capacity_of(&env, "local").filter(|c| bytes(&c["capacity"]) == free)
+    })
+    .await;
+
+    // A class that goes takes its object along.
+    k.ok(&["delete", "storageclass", "local-retain"]);
+    env.wait("the deleted class's object gone", || {
+        (capacities(&env).len() == 1).then_some(())
+    })
+    .await;
+    assert!(capacity_of(&env, "local").is_some());
+
+    // An object deleted by someone else is made again.
+    let name = capacity_of(&env, "local").unwrap()["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    k.ok(&["delete", "csistoragecapacities", "-n", "kube-system", &name]);
+    let remade = env
+        .wait("the object made again", || {
+            capacity_of(&env, "local").filter(|c| c["metadata"]["name"] != name.as_str())
+        })
+        .await;
+    let name = remade["metadata"]["name"].as_str().unwrap().to_string();
+
+    // A restarted publisher finds its object by its labels and keeps it up to date: still
+    // one, the same one, with the new free space.
+    env.restart_csi();
+    fs.fill("more-data", 8 << 20);
+    let free = fs.available();
+    env.wait("the restarted publisher's update", || {
+        capacity_of(&env, "local").filter(|c| bytes(&c["capacity"]) == free)
+    })
+    .await;
+    let cs = capacities(&env);
+    assert_eq!(cs.len(), 1, "{cs:?}");
+    assert_eq!(cs[0]["metadata"]["name"], name.as_str());
+
+    // The objects go with their Node.
+    k.ok(&["delete", "node", "node-1"]);
+    env.wait("the objects collected with the Node", || {
+        capacities(&env).is_empty().then_some(())
+    })
+    .await;
+}
+
+#[test]
+fn capacity_flags_are_checked() {
+    // A duration that is not one, and a zero one, refuse to start.
+    for (flag, says) in [
+        ("--capacity-poll-interval=soon", "invalid duration"),
+        (
+            "--capacity-poll-interval=0s",
+            "--capacity-poll-interval must be greater than zero",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(skiff_e2e::binary("skiff-csi").unwrap())
+            .args([
+                "--driver=local.csi.skiff.dev",
+                "--node-id=node-1",
+                &format!("--data-dir={}", dir.path().join("v").display()),
+                &format!("--kubelet-root-dir={}", dir.path().join("k").display()),
+                "--register=false",
+                "--http-endpoint=127.0.0.1:0",
+                "--enable-capacity",
+                flag,
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} accepted");
+        assert!(stderr.contains(says), "{flag}: {stderr}");
+    }
 }

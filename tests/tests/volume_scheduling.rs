@@ -7,13 +7,20 @@
 //! `volume.kubernetes.io/selected-node` = the chosen node and the pod waits in PreBind; a
 //! bound volume's node affinity steers its pod; a `ReadWriteOncePod` claim serves one pod;
 //! a CSINode's attach limit keeps a second volume off a full node.
+//!
+//! Then with two real nodes, each running the local driver (`skiff-csi`) on a tmpfs of its
+//! own and publishing CSIStorageCapacity: a claim too big for one node's published capacity
+//! is provisioned on the other; and when a node's space goes after it was published, the
+//! driver's `RESOURCE_EXHAUSTED` resets the claim's selected node and the pod lands on the
+//! node with room.
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 use serde_json::{json, Value};
 use skiff_client::{Api, Client, Patch, PatchParams, PostParams};
-use skiff_e2e::{eventually, Cluster, Daemon, Kubectl};
+use skiff_e2e::node::Node as TestNode;
+use skiff_e2e::{eventually, Cluster, Daemon, Kubectl, Tmpfs};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -306,4 +313,234 @@ async fn read_write_once_pod_claims_and_attach_limits() {
         .ok(&["delete", "pod", "cy", "--grace-period=0", "--force"]);
     env.apply(vec![pod("cy2", &["y"], None)]);
     env.wait_field(&["pod", "cy2"], ".spec.nodeName", "a").await;
+}
+
+/// The CSIStorageCapacity of the local driver published by `node`, once there is one.
+fn published(k: &Kubectl, node: &str) -> Option<Value> {
+    let v = k.json(&[
+        "get",
+        "csistoragecapacities",
+        "-n",
+        "kube-system",
+        "-l",
+        &format!("csi.storage.k8s.io/managed-by=external-provisioner-{node}"),
+    ]);
+    let items = v["items"].as_array()?;
+    (items.len() == 1).then(|| items[0].clone())
+}
+
+fn bytes(q: &Value) -> u64 {
+    let q: skiff_rules::Quantity = q.as_str().unwrap_or("?").parse().unwrap();
+    q.value() as u64
+}
+
+/// A pod writing its name into the claim `claim`, preferring `node` when given.
+fn writer(name: &str, claim: &str, image: &str, prefer: Option<&str>) -> Value {
+    let mut p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "c", "image": image,
+                "command": ["sh", "-c", format!("echo {name} > /data/who; sleep 3600")],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]}});
+    if let Some(n) = prefer {
+        p["spec"]["affinity"] = json!({"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "preference": {"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": [n]}]}}]}});
+    }
+    p
+}
+
+fn sized_claim(name: &str, size: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "local",
+            "resources": {"requests": {"storage": size}}}})
+}
+
+async fn wait_for<T>(what: &str, logs: &dyn Fn() -> String, f: impl FnMut() -> Option<T>) -> T {
+    match eventually(Duration::from_secs(90), f).await {
+        Some(v) => v,
+        None => panic!("{what} did not happen\n{}", logs()),
+    }
+}
+
+/// Two real nodes (kubelet, containerd), each with the local driver `skiff-csi` registered
+/// through its kubelet and publishing capacity from a tmpfs of its own: `node-a` 64 MiB,
+/// `node-b` 256 MiB. A claim of 100 MiB goes to `node-b`, the one with room. Then `node-a`
+/// fills up behind its published capacity: a pod preferring it is scheduled there, the
+/// driver answers `RESOURCE_EXHAUSTED`, the provisioner resets the claim's selected node, and
+/// the pod is scheduled again onto `node-b`.
+#[tokio::test]
+async fn published_capacity_places_claims_and_a_full_node_gives_its_claim_back() {
+    let fs_a = Tmpfs::mount("64m").unwrap();
+    let fs_b = Tmpfs::mount("256m").unwrap();
+    let c = Cluster::start().await.unwrap();
+    let cm = Daemon::start(
+        "skiff-controller-manager",
+        &c.api,
+        &[
+            "--port=0",
+            "--leader-elect=false",
+            "--kube-api-qps=0",
+            "--controllers=serviceaccount,persistentvolume-binder,pvc-protection,pv-protection",
+        ],
+    )
+    .unwrap();
+    let sched = Daemon::start(
+        "skiff-scheduler",
+        &c.api,
+        &["--port=0", "--leader-elect=false"],
+    )
+    .unwrap();
+    let a = TestNode::start(&c.api.kubeconfig, "node-a", &[]).unwrap();
+    let b = TestNode::start(&c.api.kubeconfig, "node-b", &[]).unwrap();
+    let mut drivers = Vec::new();
+    for (node, name, fs) in [(&a, "node-a", &fs_a), (&b, "node-b", &fs_b)] {
+        drivers.push(
+            Daemon::start(
+                "skiff-csi",
+                &c.api,
+                &[
+                    "--driver=local.csi.skiff.dev",
+                    &format!("--node-id={name}"),
+                    &format!("--data-dir={}", fs.path().display()),
+                    &format!("--kubelet-root-dir={}", node.kubelet.root_dir.display()),
+                    "--http-endpoint=127.0.0.1:0",
+                    "--enable-capacity",
+                    // Only what the test does refreshes the objects.
+                    "--capacity-poll-interval=1h",
+                ],
+            )
+            .unwrap(),
+        );
+    }
+    let k = c.kubectl();
+    let logs = || {
+        format!(
+            "events:\n{}\nscheduler:\n{}\ncsi node-a:\n{}\ncsi node-b:\n{}\ncontroller-manager:\n{}",
+            k.run(&["get", "events", "-o", "wide"]).stdout,
+            sched.log(),
+            drivers[0].log(),
+            drivers[1].log(),
+            cm.log()
+        )
+    };
+    let list: Vec<Value> = skiff::addons::storage(false);
+    k.ok_input(
+        &["apply", "-f", "-"],
+        &json!({"apiVersion": "v1", "kind": "List", "items": list}).to_string(),
+    );
+
+    // Each node publishes its own free space for the default class.
+    for (node, size) in [("node-a", 64u64 << 20), ("node-b", 256 << 20)] {
+        let cap = wait_for(&format!("{node}'s capacity"), &logs, || {
+            published(&k, node).filter(|c| bytes(&c["capacity"]) == size)
+        })
+        .await;
+        assert_eq!(cap["storageClassName"], "local");
+        assert_eq!(
+            cap["nodeTopology"]["matchLabels"]["topology.local.csi.skiff.dev/node"],
+            node
+        );
+        assert_eq!(cap["metadata"]["ownerReferences"][0]["name"], node);
+    }
+    wait_for("the default ServiceAccount", &logs, || {
+        let r = k.run(&["get", "serviceaccount", "default", "-o", "json"]);
+        r.status.success().then(|| json!({}))
+    })
+    .await;
+
+    // 100 MiB fits node-b only.
+    let image = b.images.busybox.clone();
+    k.ok_input(
+        &["apply", "-f", "-"],
+        &json!({"apiVersion": "v1", "kind": "List", "items": [
+            sized_claim("big", "100Mi"), writer("big", "big", &image, None)]})
+        .to_string(),
+    );
+    let pod = wait_for("pod big running", &logs, || {
+        let p = k.json(&["get", "pod", "big"]);
+        (p["status"]["phase"] == "Running").then_some(p)
+    })
+    .await;
+    assert_eq!(pod["spec"]["nodeName"], "node-b");
+    let claim = k.json(&["get", "pvc", "big"]);
+    assert_eq!(
+        claim["metadata"]["annotations"]["volume.kubernetes.io/selected-node"],
+        "node-b"
+    );
+    let pv = claim["spec"]["volumeName"].as_str().unwrap().to_string();
+    assert_eq!(
+        std::fs::read_to_string(fs_b.path().join(&pv).join("data/who")).unwrap_or_default(),
+        "big\n"
+    );
+    let why = k.ok(&["describe", "pod", "big"]);
+    assert!(!why.contains("FailedScheduling"), "{why}");
+
+    // node-a fills up behind its published 64 MiB.
+    fs_a.fill("someone-else", 40 << 20);
+    let free_a = fs_a.available();
+    assert_eq!(
+        bytes(&published(&k, "node-a").unwrap()["capacity"]),
+        64 << 20,
+        "not refreshed yet"
+    );
+    k.ok_input(
+        &["apply", "-f", "-"],
+        &json!({"apiVersion": "v1", "kind": "List", "items": [
+            sized_claim("mid", "32Mi"), writer("mid", "mid", &image, Some("node-a"))]})
+        .to_string(),
+    );
+    let failed = wait_for("ProvisioningFailed on node-a", &logs, || {
+        let e = k.json(&[
+            "get",
+            "events",
+            "--field-selector=involvedObject.name=mid,reason=ProvisioningFailed",
+        ]);
+        e["items"].as_array()?.first().cloned()
+    })
+    .await;
+    let message = failed["message"].as_str().unwrap_or("");
+    assert!(
+        message.starts_with(
+            "failed to provision volume with StorageClass \"local\": rpc error: code = ResourceExhausted desc = "
+        ),
+        "{message}"
+    );
+    wait_for("the scheduler to see the selected node reset", &logs, || {
+        let e = k.json(&[
+            "get",
+            "events",
+            "--field-selector=involvedObject.name=mid,reason=FailedScheduling",
+        ]);
+        e["items"].as_array()?.iter().find(|e| {
+            e["message"].as_str().is_some_and(|m| {
+                m.contains("running PreBind plugin \"VolumeBinding\": binding volumes: selectedNode annotation reset for PVC \"mid\"")
+            })
+        }).cloned()
+    })
+    .await;
+    let pod = wait_for("pod mid running elsewhere", &logs, || {
+        let p = k.json(&["get", "pod", "mid"]);
+        (p["status"]["phase"] == "Running").then_some(p)
+    })
+    .await;
+    assert_eq!(pod["spec"]["nodeName"], "node-b", "{}", logs());
+    let claim = k.json(&["get", "pvc", "mid"]);
+    assert_eq!(
+        claim["metadata"]["annotations"]["volume.kubernetes.io/selected-node"],
+        "node-b"
+    );
+    let pv = claim["spec"]["volumeName"].as_str().unwrap().to_string();
+    assert_eq!(
+        std::fs::read_to_string(fs_b.path().join(&pv).join("data/who")).unwrap_or_default(),
+        "mid\n"
+    );
+    // The failure refreshed node-a's capacity.
+    wait_for("node-a's capacity refreshed", &logs, || {
+        published(&k, "node-a").filter(|c| bytes(&c["capacity"]) == free_a)
+    })
+    .await;
+    assert!(!fs_a.path().join(&pv).exists(), "nothing left on node-a");
 }

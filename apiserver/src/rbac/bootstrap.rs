@@ -486,6 +486,13 @@ pub fn cluster_roles() -> Vec<BootstrapRole> {
                 ),
                 r(READ, &[""], &["nodes"]),
                 r(READ, &["storage.k8s.io"], &["storageclasses", "csinodes"]),
+                // Publishing capacity: its own objects, found again by label, rewritten
+                // whole and deleted when their class goes.
+                r(
+                    &["get", "list", "watch", "create", "update", "delete"],
+                    &["storage.k8s.io"],
+                    &["csistoragecapacities"],
+                ),
                 r(
                     &["create", "patch", "update"],
                     &["", "events.k8s.io"],

@@ -135,9 +135,11 @@ async fn main() -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     let root = node.kubelet.root_dir.display().to_string();
     let mut drivers = Vec::new();
-    for (driver, dir) in [
-        ("local.csi.skiff.dev", "local"),
-        ("shared.csi.skiff.dev", "shared"),
+    // The local driver publishes its capacity, as `skiff agent` runs it (its CSIDriver says
+    // `storageCapacity: true`).
+    for (driver, dir, capacity) in [
+        ("local.csi.skiff.dev", "local", "--enable-capacity=true"),
+        ("shared.csi.skiff.dev", "shared", "--enable-capacity=false"),
     ] {
         drivers.push(Daemon::start(
             "skiff-csi",
@@ -148,6 +150,7 @@ async fn main() -> anyhow::Result<()> {
                 &format!("--data-dir={}", data.path().join(dir).display()),
                 &format!("--kubelet-root-dir={root}"),
                 "--http-endpoint=127.0.0.1:0",
+                capacity,
             ],
         )?);
     }
