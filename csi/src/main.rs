@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Parser;
 use skiff_csi::driver::{self, Driver, Kind};
-use skiff_csi::{provisioner, registrar, resizer, CsiClient};
+use skiff_csi::{attacher, provisioner, registrar, resizer, CsiClient};
 use skiff_http::daemon;
 use tokio_util::sync::CancellationToken;
 
@@ -56,7 +56,7 @@ struct Args {
     log: daemon::LogFlags,
 }
 
-/// Runs the provisioner and resizer together until `shutdown`.
+/// Runs the provisioner, attacher and resizer together until `shutdown`.
 async fn sidecars(
     client: skiff_client::Client,
     csi: CsiClient,
@@ -66,6 +66,13 @@ async fn sidecars(
 ) {
     tokio::join!(
         provisioner::run(
+            client.clone(),
+            csi.clone(),
+            plugin.clone(),
+            config.clone(),
+            shutdown.clone()
+        ),
+        attacher::run(
             client.clone(),
             csi.clone(),
             plugin.clone(),
