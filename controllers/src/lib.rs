@@ -4,6 +4,7 @@
 //! references, adoption, owned-object changes), [`pods`] (pods from templates, readiness,
 //! deletion order) and [`expectations`] (writes not yet seen in the cache).
 
+pub mod attach_detach;
 pub mod clock;
 pub mod clusterrole_aggregation;
 pub mod cronjob;
@@ -71,6 +72,7 @@ pub const CONTROLLERS: &[&str] = &[
     "persistentvolume-expander",
     "pvc-protection",
     "pv-protection",
+    "attachdetach",
 ];
 
 /// What the controllers are configured with (kube-controller-manager's flags).
@@ -327,6 +329,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     }
     if ctx.config.enabled("pv-protection") {
         tasks.spawn(pv_protection::run(ctx.clone(), shutdown.clone()));
+    }
+    if ctx.config.enabled("attachdetach") {
+        tasks.spawn(attach_detach::run(ctx.clone(), shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
 }

@@ -765,6 +765,24 @@ impl csi::controller_server::Controller for Controller {
         self.0.observe("DeleteVolume", r)
     }
 
+    async fn controller_publish_volume(
+        &self,
+        _: Request<csi::ControllerPublishVolumeRequest>,
+    ) -> Result<Response<csi::ControllerPublishVolumeResponse>, Status> {
+        Err(Status::unimplemented(
+            "directory volumes need no attaching: PUBLISH_UNPUBLISH_VOLUME is not offered",
+        ))
+    }
+
+    async fn controller_unpublish_volume(
+        &self,
+        _: Request<csi::ControllerUnpublishVolumeRequest>,
+    ) -> Result<Response<csi::ControllerUnpublishVolumeResponse>, Status> {
+        Err(Status::unimplemented(
+            "directory volumes need no attaching: PUBLISH_UNPUBLISH_VOLUME is not offered",
+        ))
+    }
+
     async fn get_capacity(
         &self,
         req: Request<csi::GetCapacityRequest>,

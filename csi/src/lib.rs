@@ -5,12 +5,14 @@
 //!   (Identity, Controller, Node) on a Unix socket.
 //! - [`registrar`]: the kubelet plugin-registration service that tells the kubelet where a
 //!   driver's socket is.
-//! - [`provisioner`] and [`resizer`]: Kubernetes' external-provisioner and external-resizer,
-//!   turning PersistentVolumeClaims into CSI calls. They speak to the driver only through
-//!   CSI gRPC over its socket ([`connect`]), so they drive any CSI driver.
+//! - [`provisioner`], [`attacher`] and [`resizer`]: Kubernetes' external-provisioner,
+//!   external-attacher and external-resizer, turning PersistentVolumeClaims and
+//!   VolumeAttachments into CSI calls. They speak to the driver only through CSI gRPC over its
+//!   socket ([`connect`]), so they drive any CSI driver.
 //! - [`capacity`]: the external-provisioner's storage capacity publishing, the driver's
 //!   `GetCapacity` kept as CSIStorageCapacity objects for the scheduler.
 
+pub mod attacher;
 pub mod capacity;
 pub mod driver;
 pub mod provisioner;

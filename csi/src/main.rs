@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use skiff_csi::driver::{self, Driver, Kind};
-use skiff_csi::{capacity, provisioner, registrar, resizer, CsiClient};
+use skiff_csi::{attacher, capacity, provisioner, registrar, resizer, CsiClient};
 use skiff_http::daemon;
 use tokio_util::sync::CancellationToken;
 
@@ -73,8 +73,8 @@ struct Args {
     log: daemon::LogFlags,
 }
 
-/// Runs the provisioner and resizer, and the capacity publisher when `capacity` says how,
-/// together until `shutdown`.
+/// Runs the provisioner, attacher and resizer, and the capacity publisher when `capacity`
+/// says how, together until `shutdown`.
 async fn sidecars(
     client: skiff_client::Client,
     csi: CsiClient,
@@ -107,6 +107,13 @@ async fn sidecars(
             plugin.clone(),
             config.clone(),
             refresh,
+            shutdown.clone()
+        ),
+        attacher::run(
+            client.clone(),
+            csi.clone(),
+            plugin.clone(),
+            config.clone(),
             shutdown.clone()
         ),
         resizer::run(client, csi, plugin, config, shutdown.clone()),

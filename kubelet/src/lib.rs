@@ -41,8 +41,11 @@ impl Kubelet {
         ready: CancellationToken,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
+        let drivers = csi::Drivers::default();
+        let claims = pods::csi::Mounter::new(self.client.clone(), drivers.clone());
         let agent =
-            node::NodeAgent::new(self.client.clone(), self.node.clone(), self.runtime.clone());
+            node::NodeAgent::new(self.client.clone(), self.node.clone(), self.runtime.clone())
+                .with_volumes_in_use(claims.in_use());
         // The pod network first (the Node's pod CIDR if it exists already, else --pod-cidr),
         // so that the runtime reports NetworkReady in the first status; a node that has none
         // yet writes it once the control plane assigns one.
@@ -55,7 +58,6 @@ impl Kubelet {
         let node = agent.register().await?;
         let uid = node.metadata.uid.clone().unwrap_or_default();
         ready.cancel();
-        let drivers = csi::Drivers::default();
         let node_info = csi::NodeInfo::new(self.client.clone(), &self.node.name);
         let recorder =
             skiff_client::events::Recorder::new(self.client.clone(), "kubelet", &self.node.name);
@@ -66,7 +68,7 @@ impl Kubelet {
             recorder,
             images: pods::images::Puller::new(self.runtime.clone()),
             tokens: pods::tokens::Manager::new(self.client.clone()),
-            claims: pods::csi::Mounter::new(self.client.clone(), drivers.clone()),
+            claims,
         };
         let tokens = shared.tokens.clone();
         let network = async {

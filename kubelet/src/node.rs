@@ -1,5 +1,7 @@
 //! The node: registering its `Node` object, keeping its status true (capacity, allocatable,
-//! conditions, addresses, node info) and its heartbeat `Lease` in `kube-node-lease` fresh.
+//! conditions, addresses, node info, the CSI volumes in use) and its heartbeat `Lease` in
+//! `kube-node-lease` fresh. `status.volumesAttached` is the attach/detach controller's: the
+//! kubelet carries it over unchanged.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -231,6 +233,7 @@ pub struct NodeAgent {
     client: Client,
     config: NodeConfig,
     runtime: Runtime,
+    in_use: Option<crate::pods::attach::InUse>,
 }
 
 impl NodeAgent {
@@ -240,7 +243,23 @@ impl NodeAgent {
             client,
             config,
             runtime,
+            in_use: None,
         }
+    }
+
+    /// Reports these volumes in `status.volumesInUse`, written as soon as they change.
+    pub fn with_volumes_in_use(mut self, in_use: crate::pods::attach::InUse) -> Self {
+        self.in_use = Some(in_use);
+        self
+    }
+
+    /// Adds what the status carries beyond the measurements: the volumes in use (this
+    /// kubelet's) and the volumes attached (the attach/detach controller's, from `current`).
+    fn with_volumes(&self, mut status: NodeStatus, current: Option<&NodeStatus>) -> NodeStatus {
+        status.volumes_attached = current.and_then(|c| c.volumes_attached.clone());
+        let in_use = self.in_use.as_ref().map(|u| u.list()).unwrap_or_default();
+        status.volumes_in_use = (!in_use.is_empty()).then_some(in_use);
+        status
     }
 
     fn labels(&self) -> BTreeMap<String, String> {
@@ -455,7 +474,8 @@ impl NodeAgent {
         // conflict, read it again and write the status onto the newer one.
         let mut attempts = 0;
         loop {
-            stored.status = Some(self.stamp(self.status().await, None));
+            let measured = self.with_volumes(self.status().await, stored.status.as_ref());
+            stored.status = Some(self.stamp(measured, None));
             match nodes
                 .replace_status(&self.config.name, &PostParams::default(), &stored)
                 .await
@@ -504,11 +524,22 @@ impl NodeAgent {
         let mut last_written = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(self.config.status_update);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut volumes = self.in_use.as_ref().map(|u| u.subscribe());
+        let mut again = false;
         loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
+            if !again {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                    Some(Ok(())) = async {
+                        match volumes.as_mut() {
+                            Some(v) => Some(v.changed().await),
+                            None => None,
+                        }
+                    } => {}
+                }
             }
+            again = false;
             let status = self.status().await;
             let current = match nodes.get(&self.config.name).await {
                 Ok(n) => n,
@@ -518,17 +549,30 @@ impl NodeAgent {
                 }
             };
             let old = current.status.clone().unwrap_or_default();
+            let status = self.with_volumes(status, Some(&old));
             let due = last_written.elapsed() >= self.config.status_report;
             if !due && same_status(&old, &status) {
+                if let Some(u) = &self.in_use {
+                    u.reported(old.volumes_in_use.as_deref().unwrap_or_default());
+                }
                 continue;
             }
+            let in_use = status.volumes_in_use.clone().unwrap_or_default();
             let mut next = current;
             next.status = Some(self.stamp(status, Some(&old)));
             match nodes
                 .replace_status(&self.config.name, &PostParams::default(), &next)
                 .await
             {
-                Ok(_) => last_written = tokio::time::Instant::now(),
+                Ok(_) => {
+                    last_written = tokio::time::Instant::now();
+                    if let Some(u) = &self.in_use {
+                        u.reported(&in_use);
+                    }
+                }
+                // Another writer (the attach/detach controller) came first: write onto its
+                // version at once rather than a tick later.
+                Err(e) if e.is_conflict() => again = true,
                 Err(e) => tracing::warn!(error = %e, "writing the node status"),
             }
         }

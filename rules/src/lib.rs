@@ -11,12 +11,15 @@
 //!   write fits.
 //! - [`selector`]: label selectors, node selector terms, a pod's node constraints.
 //! - [`volume`]: which PersistentVolume a claim binds to, and the facts both sides read.
+//! - [`attach`]: the names the attach/detach controller, the kubelet and an external attacher
+//!   agree on for a CSI volume attached to a node.
 //! - [`kubeconfig`]: kubeconfig files, read and built.
 //! - [`backoff`]: the back-off policy every retry uses.
 //! - [`disruption`]: int-or-percent counts and the disruption budget's condition.
 
 #![deny(missing_docs)]
 
+pub mod attach;
 pub mod backoff;
 pub mod disruption;
 pub mod duration;

@@ -276,6 +276,7 @@ fn controller_manager_rules() -> Vec<Rule> {
         ),
         r(&["create"], &["batch"], &["jobs"]),
         r(&["create"], &["discovery.k8s.io"], &["endpointslices"]),
+        r(&["create"], &["storage.k8s.io"], &["volumeattachments"]),
         r(&["create"], &["events.k8s.io"], &["events"]),
         r(&["create"], &["coordination.k8s.io"], &["leases"]),
         r(
@@ -450,6 +451,32 @@ pub fn cluster_roles() -> Vec<BootstrapRole> {
             ],
         ),
         role("system:kube-controller-manager", controller_manager_rules()),
+        // Kubernetes' role of the attach/detach controller, for a controller manager that
+        // runs each controller under its own ServiceAccount.
+        role(
+            "system:controller:attachdetach-controller",
+            vec![
+                r(
+                    &["list", "watch"],
+                    &[""],
+                    &["persistentvolumes", "persistentvolumeclaims"],
+                ),
+                r(READ, &[""], &["nodes"]),
+                r(&["patch", "update"], &[""], &["nodes/status"]),
+                r(&["list", "watch"], &[""], &["pods"]),
+                r(
+                    &["create", "patch", "update"],
+                    &["", "events.k8s.io"],
+                    &["events"],
+                ),
+                r(
+                    &["get", "create", "delete", "list", "watch"],
+                    &["storage.k8s.io"],
+                    &["volumeattachments"],
+                ),
+                r(READ, &["storage.k8s.io"], &["csidrivers", "csinodes"]),
+            ],
+        ),
         role(
             "system:node-proxier",
             vec![
@@ -463,7 +490,7 @@ pub fn cluster_roles() -> Vec<BootstrapRole> {
                 r(READ, &["discovery.k8s.io"], &["endpointslices"]),
             ],
         ),
-        // The CSI external provisioner and resizer (`skiff-csi` on every node).
+        // The CSI external provisioner, attacher and resizer (`skiff-csi` on every node).
         role(
             "system:skiff-csi",
             vec![
@@ -492,6 +519,17 @@ pub fn cluster_roles() -> Vec<BootstrapRole> {
                     &["get", "list", "watch", "create", "update", "delete"],
                     &["storage.k8s.io"],
                     &["csistoragecapacities"],
+                ),
+                // The external attacher.
+                r(
+                    &["get", "list", "watch", "patch", "update"],
+                    &["storage.k8s.io"],
+                    &["volumeattachments"],
+                ),
+                r(
+                    &["patch", "update"],
+                    &["storage.k8s.io"],
+                    &["volumeattachments/status"],
                 ),
                 r(
                     &["create", "patch", "update"],
@@ -597,6 +635,10 @@ pub fn cluster_role_bindings() -> Vec<BootstrapBinding> {
         binding(
             "system:node-proxier",
             vec![("User", "system:kube-proxy", "")],
+        ),
+        binding(
+            "system:controller:attachdetach-controller",
+            vec![("ServiceAccount", "attachdetach-controller", "kube-system")],
         ),
         binding("system:skiff-csi", vec![("User", "system:skiff-csi", "")]),
         binding(

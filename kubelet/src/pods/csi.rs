@@ -13,6 +13,9 @@
 //!   a volume with an `fsType` and a ReadWriteOnce access mode), skipped under
 //!   `fsGroupChangePolicy: OnRootMismatch` when the root already has it.
 //!
+//! - A volume whose driver needs attaching waits for its `VolumeAttachment` first
+//!   ([`super::attach`]), and its attachment metadata goes to the driver as publish context.
+//!
 //! On pod removal each published volume is unpublished, and unstaged once no other pod on
 //! the node has it published. A directory still mounted is never removed.
 
@@ -47,6 +50,10 @@ pub enum Error {
     /// `.0` (the PersistentVolume's name).
     #[error("MountVolume.SetUp failed for volume {0:?} : {1}")]
     Mount(String, String),
+    /// The volume is not attached to the node (yet), for volume `.0` (the PersistentVolume's
+    /// name): Kubernetes' `MountVolume.WaitForAttach failed`.
+    #[error("MountVolume.WaitForAttach failed for volume {0:?} : {1}")]
+    WaitForAttach(String, String),
 }
 
 /// What the kubelet needs to mount claims.
@@ -54,6 +61,7 @@ pub enum Error {
 pub struct Mounter {
     client: Client,
     drivers: Drivers,
+    in_use: super::attach::InUse,
 }
 
 /// A claim's volume, ready for the containers.
@@ -80,7 +88,16 @@ struct VolData {
 impl Mounter {
     /// Mounts through `drivers`, reading claims, volumes and CSIDrivers with `client`.
     pub fn new(client: Client, drivers: Drivers) -> Self {
-        Mounter { client, drivers }
+        Mounter {
+            client,
+            drivers,
+            in_use: Default::default(),
+        }
+    }
+
+    /// The CSI volumes in use on the node (for `node.status.volumesInUse`).
+    pub fn in_use(&self) -> super::attach::InUse {
+        self.in_use.clone()
     }
 
     /// Makes the claim of pod volume `src` available to the pod.
@@ -133,6 +150,8 @@ impl Mounter {
             .join(CSI_PLUGIN_DIR)
             .join(&pv_name);
         let target = vol_dir.join("mount");
+        let unique = skiff_rules::attach::unique_volume_name(&source.driver, &source.volume_handle);
+        self.in_use.claim(&unique, &uid);
         if is_mount_point(&target) {
             return Ok(Mounted {
                 host_path: target,
@@ -140,6 +159,13 @@ impl Mounter {
             });
         }
         let csidriver = self.csidriver(&source.driver).await.map_err(mount_err)?;
+        let publish_context = if csidriver.attach_required {
+            self.wait_for_attach(&source.driver, &source.volume_handle, &unique, config)
+                .await
+                .map_err(|e| Error::WaitForAttach(pv_name.clone(), e))?
+        } else {
+            HashMap::new()
+        };
         let access_mode = spec
             .access_modes
             .as_ref()
@@ -182,7 +208,7 @@ impl Mounter {
                     .map_err(|e| mount_err(format!("creating {}: {e}", staging.display())))?;
                 call(node.node_stage_volume(csi::NodeStageVolumeRequest {
                     volume_id: source.volume_handle.clone(),
-                    publish_context: HashMap::new(),
+                    publish_context: publish_context.clone(),
                     staging_target_path: staging.to_string_lossy().into_owned(),
                     volume_capability: Some(capability.clone()),
                     secrets: HashMap::new(),
@@ -203,7 +229,7 @@ impl Mounter {
         write_vol_data(&vol_dir.join(VOL_DATA), &data).map_err(mount_err)?;
         call(node.node_publish_volume(csi::NodePublishVolumeRequest {
             volume_id: source.volume_handle.clone(),
-            publish_context: HashMap::new(),
+            publish_context,
             staging_target_path: staging,
             target_path: target.to_string_lossy().into_owned(),
             volume_capability: Some(capability),
@@ -287,8 +313,10 @@ impl Mounter {
             .get_opt(name)
             .await
             .map_err(|e| format!("getting CSIDriver {name:?}: {e}"))?;
+        let attach_required = skiff_rules::attach::attach_required(d.as_ref());
         let spec = d.map(|d| d.spec);
         Ok(DriverSettings {
+            attach_required,
             pod_info_on_mount: spec
                 .as_ref()
                 .and_then(|s| s.pod_info_on_mount)
@@ -303,7 +331,29 @@ impl Mounter {
     /// node still has), removing their directories. Fails, leaving things in place, when a
     /// driver is missing or refuses.
     pub async fn teardown(&self, config: &PodConfig, uid: &str) -> Result<(), String> {
-        teardown_pod(&self.drivers, config, uid).await
+        teardown_pod(&self.drivers, config, uid).await?;
+        self.in_use.release_pod(uid);
+        Ok(())
+    }
+
+    /// Waits until the node reports the volume in use and its attachment is attached; the
+    /// attachment's publish context.
+    async fn wait_for_attach(
+        &self,
+        driver: &str,
+        handle: &str,
+        unique: &str,
+        config: &PodConfig,
+    ) -> Result<HashMap<String, String>, String> {
+        use super::attach;
+        let start = tokio::time::Instant::now();
+        if !self.in_use.wait_reported(unique, attach::WAIT).await {
+            return Err(format!(
+                "volume {unique} is not yet reported in use in the node status"
+            ));
+        }
+        let left = attach::WAIT.saturating_sub(start.elapsed());
+        attach::wait_attached(&self.client, driver, handle, &config.node_name, left).await
     }
 }
 
@@ -317,6 +367,7 @@ fn api_message(e: &skiff_client::Error) -> String {
 
 /// What the kubelet reads of a CSIDriver.
 struct DriverSettings {
+    attach_required: bool,
     pod_info_on_mount: bool,
     fs_group_policy: String,
 }

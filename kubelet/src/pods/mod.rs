@@ -3,6 +3,7 @@
 //! never waits for another. A relist of the runtime every second (Kubernetes' "PLEG") wakes
 //! the workers whose containers changed, and removes sandboxes that belong to no pod.
 
+pub mod attach;
 pub mod cgroups;
 pub mod container;
 pub mod csi;

@@ -70,7 +70,7 @@ pub async fn setup(
                         v.name
                     ))
                 }
-                e @ csi::Error::Mount(..) => ConfigError(e.to_string()),
+                e => ConfigError(e.to_string()),
             })?;
             out.insert(
                 v.name.clone(),
