@@ -443,6 +443,12 @@ impl Error {
         )
     }
 
+    /// A failure a handler answers with a `Status` of its own making rather than raising an
+    /// error (kube's `errors.FromObject`): the code and message as given, and no reason.
+    pub fn failure_status(code: u16, message: impl Into<String>) -> Self {
+        Self::api(code, "", message.into(), None)
+    }
+
     /// 422 for a patch that cannot be applied to the object.
     pub fn api_unprocessable(message: impl Into<String>) -> Self {
         Self::api(422, "Invalid", message.into(), None)

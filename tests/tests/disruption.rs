@@ -1,8 +1,10 @@
 //! Disruption budgets end to end: the disruption controller computing a PodDisruptionBudget's
 //! status from real pods, the eviction subresource refusing with 429 and kube's words when a
-//! budget is spent (500 for two budgets), dry runs and finished pods; `kubectl drain` of a
-//! real node whose workload is under `maxUnavailable: 1`, seen never to lose two pods at once;
-//! and `pods/ephemeralcontainers` with `kubectl debug` into a running pod.
+//! budget is spent (with `Retry-After` only when kube names a delay; 500 for two budgets), dry
+//! runs and finished pods; `kubectl drain` of a real node whose Deployment or StatefulSet is
+//! under `maxUnavailable: 1`, seen never to lose two pods at once; and ephemeral containers:
+//! refused on create and in templates, added only through `pods/ephemeralcontainers`, and
+//! `kubectl debug` into a running pod.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -54,18 +56,34 @@ async fn ready_pod(c: &Cluster, http: &reqwest::Client, name: &str, labels: Valu
 }
 
 async fn evict(c: &Cluster, http: &reqwest::Client, name: &str, dry_run: bool) -> (u16, Value) {
+    let (code, _, body) = evict_raw(c, http, name, dry_run).await;
+    (code, body)
+}
+
+/// An eviction's status code, `Retry-After` header and body.
+async fn evict_raw(
+    c: &Cluster,
+    http: &reqwest::Client,
+    name: &str,
+    dry_run: bool,
+) -> (u16, Option<String>, Value) {
     let mut body = json!({"apiVersion": "policy/v1", "kind": "Eviction",
         "metadata": {"name": name, "namespace": "default"}});
     if dry_run {
         body["deleteOptions"] = json!({"dryRun": ["All"]});
     }
-    send(
-        http,
-        Method::POST,
-        c.api.url(&format!("{}/eviction", pod_path(name))),
-        Some(body),
-    )
-    .await
+    let resp = http
+        .post(c.api.url(&format!("{}/eviction", pod_path(name))))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let code = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("Retry-After")
+        .map(|v| v.to_str().unwrap_or("<not text>").to_string());
+    (code, retry_after, resp.json().await.unwrap())
 }
 
 fn pdb_status(k: &Kubectl, name: &str) -> Value {
@@ -97,12 +115,6 @@ fn wait_status(k: &Kubectl, name: &str, want: Value, cm: &Daemon) -> Value {
 #[tokio::test]
 async fn budgets_are_computed_and_evictions_respect_them() {
     let c = Cluster::start().await.unwrap();
-    let cm = Daemon::start(
-        "skiff-controller-manager",
-        &c.api,
-        &["--port=0", "--controllers=disruption"],
-    )
-    .unwrap();
     let k = c.kubectl();
     let http = c.api.client().unwrap();
 
@@ -145,6 +157,26 @@ async fn budgets_are_computed_and_evictions_respect_them() {
         "--selector=app=db",
         "--min-available=3",
     ]);
+    // No controller has seen the budget yet: kube's 429 asking to come back in 10 seconds, in
+    // the body and in `Retry-After`.
+    let (code, retry_after, body) = evict_raw(&c, &http, "db-0", false).await;
+    assert_eq!(code, 429, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("10"));
+    assert_eq!(
+        body["message"],
+        "Cannot evict pod as it would violate the pod's disruption budget."
+    );
+    assert_eq!(
+        body["details"],
+        json!({"retryAfterSeconds": 10, "causes": [{"reason": "DisruptionBudget",
+            "message": "The disruption budget db is still being processed by the server."}]})
+    );
+    let cm = Daemon::start(
+        "skiff-controller-manager",
+        &c.api,
+        &["--port=0", "--controllers=disruption"],
+    )
+    .unwrap();
     let st = wait_status(
         &k,
         "db",
@@ -177,18 +209,20 @@ async fn budgets_are_computed_and_evictions_respect_them() {
     );
     assert_eq!(&row[1..4], ["3", "N/A", "0"]);
 
-    // A spent budget: 429 with kube's message and cause; the pod stays.
-    let (code, body) = evict(&c, &http, "db-0", false).await;
+    // A spent budget: 429 with kube's message and cause, and no delay to wait (kube's
+    // `NewTooManyRequests(..., 0)`: no `retryAfterSeconds`, no `Retry-After`); the pod stays.
+    let (code, retry_after, body) = evict_raw(&c, &http, "db-0", false).await;
     assert_eq!(code, 429, "{body}");
+    assert_eq!(retry_after, None);
     assert_eq!(body["reason"], "TooManyRequests");
     assert_eq!(
         body["message"],
         "Cannot evict pod as it would violate the pod's disruption budget."
     );
     assert_eq!(
-        body["details"]["causes"][0],
-        json!({"reason": "DisruptionBudget",
-               "message": "The disruption budget db needs 3 healthy pods and has 3 currently"})
+        body["details"],
+        json!({"causes": [{"reason": "DisruptionBudget",
+               "message": "The disruption budget db needs 3 healthy pods and has 3 currently"}]})
     );
     k.ok(&["get", "pod", "db-0"]);
 
@@ -280,8 +314,11 @@ async fn budgets_are_computed_and_evictions_respect_them() {
     assert_eq!(code, 500, "{body}");
     assert_eq!(
         body["message"],
-        "Internal error occurred: This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
+        "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
     );
+    // A Status of kube's own making: no reason, no details.
+    assert_eq!(body.get("reason"), None, "{body}");
+    assert_eq!(body.get("details"), None, "{body}");
     k.ok(&["get", "pod", "db-2"]);
 }
 
@@ -289,6 +326,40 @@ async fn budgets_are_computed_and_evictions_respect_them() {
 async fn ephemeral_container_updates_only_add_and_are_validated() {
     let c = Cluster::start().await.unwrap();
     let http = c.api.client().unwrap();
+    // A pod is never created with one (kube's `ValidatePodCreate`).
+    let with_one = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "early"},
+        "spec": {"containers": [{"name": "app", "image": "busybox"}],
+            "ephemeralContainers": [{"name": "dbg", "image": "busybox"}]}});
+    let (code, body) = send(
+        &http,
+        Method::POST,
+        c.api.url(&format!("{NS}/pods")),
+        Some(with_one),
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(
+        body["message"],
+        "Pod \"early\" is invalid: spec.ephemeralContainers: Forbidden: cannot be set on create"
+    );
+    // Nor is a pod template (kube's `ValidatePodTemplateSpec`).
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"app": "d"}},
+            "template": {"metadata": {"labels": {"app": "d"}},
+                "spec": {"containers": [{"name": "app", "image": "busybox"}],
+                    "ephemeralContainers": [{"name": "dbg", "image": "busybox"}]}}}});
+    let (code, body) = send(
+        &http,
+        Method::POST,
+        c.api.url("/apis/apps/v1/namespaces/default/deployments"),
+        Some(deploy),
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(
+        body["message"],
+        "Deployment.apps \"d\" is invalid: spec.template.spec.ephemeralContainers: Forbidden: ephemeral containers not allowed in pod template"
+    );
     ready_pod(&c, &http, "web", json!({"app": "web"}), true).await;
     let url = c
         .api
@@ -315,16 +386,45 @@ async fn ephemeral_container_updates_only_add_and_are_validated() {
     assert_eq!(dbg["terminationMessagePolicy"], "File");
     assert_eq!(dbg["imagePullPolicy"], "Always");
 
-    // Through the pod itself they may not change.
+    // Through the pod itself they may not change: neither removed by a PUT nor added by a
+    // patch (kube's `ValidatePodUpdate`: the spec may not change but for images and a few
+    // more).
     let mut main = stored.clone();
     main["spec"]["ephemeralContainers"] = json!([]);
     let (code, body) = send(&http, Method::PUT, c.api.url(&pod_path("web")), Some(main)).await;
     assert_eq!(code, 422, "{body}");
+    let refused = "Pod \"web\" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`";
+    assert!(
+        body["message"].as_str().unwrap().starts_with(refused),
+        "{body}"
+    );
+    let resp = http
+        .patch(c.api.url(&pod_path("web")))
+        .header("Content-Type", "application/strategic-merge-patch+json")
+        .body(
+            json!({"spec": {"ephemeralContainers": [{"name": "sneaky", "image": "busybox"}]}})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 422);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().starts_with(refused),
+        "{body}"
+    );
 
+    let mut changed = dbg.clone();
+    changed["image"] = json!("other");
     let cases = [
         (
             with(&stored, json!([])),
             "Pod \"web\" is invalid: spec.ephemeralContainers: Forbidden: existing ephemeral containers \"dbg\" may not be removed\n",
+        ),
+        (
+            with(&stored, json!([changed])),
+            "Pod \"web\" is invalid: spec.ephemeralContainers: Forbidden: existing ephemeral containers \"dbg\" may not be changed\n",
         ),
         (
             with(
@@ -422,8 +522,81 @@ fn available(pods: &BTreeMap<String, Value>) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn drain_evicts_through_the_budget_and_never_takes_two_at_once() {
+/// Watches the pods labelled `app=kv` and keeps the fewest Ready at any moment, counted from
+/// when all three were first Ready. Pods are keyed by name: a StatefulSet's replacement comes
+/// back under the name its predecessor had, after that one's `DELETED`, so a name missing
+/// from the map is a pod down.
+struct ReadyWatch {
+    child: std::process::Child,
+    seen: Arc<Mutex<BTreeMap<String, Value>>>,
+    low: Arc<Mutex<Option<usize>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ReadyWatch {
+    fn start(k: &Kubectl) -> ReadyWatch {
+        let seen: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
+        let low: Arc<Mutex<Option<usize>>> = Arc::default();
+        let mut child = k.spawn(&[
+            "get",
+            "pods",
+            "-l",
+            "app=kv",
+            "-w",
+            "-o",
+            "json",
+            "--output-watch-events",
+        ]);
+        let stdout = child.stdout.take().unwrap();
+        let thread = {
+            let (seen, low) = (seen.clone(), low.clone());
+            std::thread::spawn(move || {
+                let stream = serde_json::Deserializer::from_reader(stdout).into_iter::<Value>();
+                for ev in stream.map_while(Result::ok) {
+                    let name = ev["object"]["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    let mut pods = seen.lock();
+                    if ev["type"] == "DELETED" {
+                        pods.remove(&name);
+                    } else {
+                        pods.insert(name, ev["object"].clone());
+                    }
+                    let n = available(&pods);
+                    let mut l = low.lock();
+                    match *l {
+                        Some(m) => *l = Some(m.min(n)),
+                        None if n == 3 => *l = Some(n),
+                        None => {}
+                    }
+                }
+            })
+        };
+        ReadyWatch {
+            child,
+            seen,
+            low,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the watch and answers the fewest pods seen Ready.
+    fn fewest(mut self) -> Option<usize> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        *self.low.lock()
+    }
+}
+
+/// Two real nodes; `workload` (three replicas labelled `app=kv`) all on node-a under a budget
+/// of `maxUnavailable: 1`; then `kubectl drain node-a`. Asserts that kubectl met the budget's
+/// 429 and retried, that the drain finished, that a watch never saw fewer than two pods Ready,
+/// and answers the pods' names once all three run on node-b.
+async fn drain_under_a_budget(workload: Value) -> BTreeSet<String> {
     let c = Cluster::start().await.unwrap();
     let _scheduler = Daemon::start("skiff-scheduler", &c.api, &["--port=0"]).unwrap();
     let cm = Daemon::start("skiff-controller-manager", &c.api, &["--port=0"]).unwrap();
@@ -454,14 +627,9 @@ async fn drain_evicts_through_the_budget_and_never_takes_two_at_once() {
     }
     // Every replica starts on node-a.
     k.ok(&["cordon", "node-b"]);
-    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "kv"},
-        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "kv"}},
-            "template": {"metadata": {"labels": {"app": "kv"}},
-                "spec": {"terminationGracePeriodSeconds": 1,
-                    "containers": [{"name": "kv", "image": a.images.busybox,
-                        "command": ["sleep", "3600"]}]}}}});
-    k.ok_input(&["apply", "-f", "-"], &deploy.to_string());
+    let mut workload = workload;
+    workload["spec"]["template"]["spec"]["containers"][0]["image"] = json!(a.images.busybox);
+    k.ok_input(&["apply", "-f", "-"], &workload.to_string());
     k.ok(&[
         "create",
         "pdb",
@@ -471,7 +639,7 @@ async fn drain_evicts_through_the_budget_and_never_takes_two_at_once() {
     ]);
     eventually_ok(
         "three kv pods ready and the budget allowing one",
-        Duration::from_secs(90),
+        Duration::from_secs(120),
         || {
             let st = pdb_status(&k, "kv");
             (st["currentHealthy"] == 3 && st["disruptionsAllowed"] == 1)
@@ -483,46 +651,15 @@ async fn drain_evicts_through_the_budget_and_never_takes_two_at_once() {
     k.ok(&["uncordon", "node-b"]);
 
     // Watch readiness from here on.
-    let seen: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
-    let low = Arc::new(Mutex::new(usize::MAX));
-    let mut watch = k.spawn(&[
-        "get",
-        "pods",
-        "-l",
-        "app=kv",
-        "-w",
-        "-o",
-        "json",
-        "--output-watch-events",
-    ]);
-    let stdout = watch.stdout.take().unwrap();
-    let watcher = {
-        let (seen, low) = (seen.clone(), low.clone());
-        std::thread::spawn(move || {
-            let stream = serde_json::Deserializer::from_reader(stdout).into_iter::<Value>();
-            for ev in stream.map_while(Result::ok) {
-                let name = ev["object"]["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                let mut pods = seen.lock();
-                if ev["type"] == "DELETED" {
-                    pods.remove(&name);
-                } else {
-                    pods.insert(name, ev["object"].clone());
-                }
-                let n = available(&pods);
-                if pods.len() >= 3 {
-                    let mut l = low.lock();
-                    *l = (*l).min(n);
-                }
-            }
-        })
-    };
+    let watch = ReadyWatch::start(&k);
     eventually_ok(
         "the watch to list the three pods",
         Duration::from_secs(20),
-        || (available(&seen.lock()) == 3).then_some(()).ok_or_default(),
+        || {
+            (available(&watch.seen.lock()) == 3)
+                .then_some(())
+                .ok_or_default()
+        },
         logs,
     );
 
@@ -554,31 +691,69 @@ async fn drain_evicts_through_the_budget_and_never_takes_two_at_once() {
         "{}",
         drain.stdout
     );
-    let on_b = eventually_ok(
+    let names = eventually_ok(
         "three kv pods ready on node-b",
         Duration::from_secs(60),
         || {
             let pods = k.json(&["get", "pods", "-l", "app=kv", "-o", "json"]);
-            let nodes: BTreeSet<String> = pods["items"]
-                .as_array()
-                .unwrap()
+            let items = pods["items"].as_array().unwrap();
+            let on_b = items.iter().all(|p| p["spec"]["nodeName"] == "node-b");
+            let ready = items
                 .iter()
-                .map(|p| p["spec"]["nodeName"].as_str().unwrap_or("").to_string())
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                .filter(|p| {
+                    p["status"]["conditions"].as_array().is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+                })
+                .count();
+            let names: BTreeSet<String> = items
+                .iter()
+                .map(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string())
                 .collect();
-            let ready = pods["items"].as_array().unwrap().len() == 3
-                && nodes == BTreeSet::from(["node-b".to_string()]);
-            ready.then_some(nodes).ok_or(pods.to_string())
+            (items.len() == 3 && on_b && ready == 3)
+                .then_some(names)
+                .ok_or(pods.to_string())
         },
         logs,
     );
-    assert_eq!(on_b.len(), 1);
-    let _ = watch.kill();
-    let _ = watch.wait();
-    let _ = watcher.join();
-    let fewest = *low.lock();
+    let fewest = watch.fewest();
     assert!(
-        fewest >= 2,
-        "two kv pods were down at once ({fewest} ready)"
+        fewest.is_some_and(|n| n >= 2),
+        "two kv pods were down at once ({fewest:?} ready)"
+    );
+    names
+}
+
+/// The pod template both workloads run: a process that sleeps, stopped within a second.
+fn kv_template() -> Value {
+    json!({"metadata": {"labels": {"app": "kv"}},
+        "spec": {"terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "kv", "image": "", "command": ["sleep", "3600"]}]}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drain_evicts_through_the_budget_and_never_takes_two_at_once() {
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "kv"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "kv"}},
+            "template": kv_template()}});
+    drain_under_a_budget(deploy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drain_moves_a_statefulset_one_pod_at_a_time() {
+    let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "kv"},
+        "spec": {"replicas": 3, "serviceName": "kv",
+            "selector": {"matchLabels": {"app": "kv"}},
+            "template": kv_template()}});
+    // Each pod came back on node-b under its own stable name.
+    let names = drain_under_a_budget(sts).await;
+    assert_eq!(
+        names,
+        BTreeSet::from(["kv-0", "kv-1", "kv-2"].map(String::from))
     );
 }
 

@@ -322,6 +322,8 @@ pub struct Typed<T> {
     pub validate: fn(&T) -> Vec<Cause>,
     /// Validates an update (the new object was validated already).
     pub validate_update: fn(&T, &T) -> Vec<Cause>,
+    /// What only a create may not carry (the new object was validated already).
+    pub validate_create: fn(&T) -> Vec<Cause>,
     /// Create-time preparation on the raw object.
     pub prepare_create: fn(&mut Value),
     /// Update-time preparation on the raw object, knowing the old one.
@@ -355,6 +357,7 @@ impl<T> Typed<T> {
             defaults: no_defaults::<T>,
             validate: no_validate::<T>,
             validate_update: no_validate_update::<T>,
+            validate_create: no_validate::<T>,
             prepare_create: no_prepare,
             prepare_update: |_, _| {},
             name_rule: NameRule::Subdomain,
@@ -422,10 +425,13 @@ where
     fn validate(&self, obj: &Value, old: Option<&Value>) -> Result<(), Rejection> {
         let typed: T = decode(obj)?;
         let mut causes = (self.validate)(&typed);
-        if let Some(old) = old {
-            if let Ok(old) = T::deserialize(old) {
-                causes.extend((self.validate_update)(&typed, &old));
+        match old {
+            Some(old) => {
+                if let Ok(old) = T::deserialize(old) {
+                    causes.extend((self.validate_update)(&typed, &old));
+                }
             }
+            None => causes.extend((self.validate_create)(&typed)),
         }
         if causes.is_empty() {
             Ok(())

@@ -212,14 +212,22 @@ impl Drop for Completing {
     }
 }
 
-/// The `Status` response for an error.
+/// The `Status` response for an error, with `Retry-After` when the status asks for a delay
+/// (as kube-apiserver's `ErrorNegotiated` does).
 pub fn error_response(e: &Error) -> Response<Body> {
-    let body = serde_json::to_vec(&e.status()).unwrap_or_default();
-    Response::builder()
+    let status = e.status();
+    let retry_after = status
+        .pointer("/details/retryAfterSeconds")
+        .and_then(serde_json::Value::as_u64)
+        .filter(|s| *s > 0);
+    let body = serde_json::to_vec(&status).unwrap_or_default();
+    let mut resp = Response::builder()
         .status(StatusCode::from_u16(e.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body))
-        .expect("valid response")
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(s) = retry_after {
+        resp = resp.header(header::RETRY_AFTER, s);
+    }
+    resp.body(Body::from(body)).expect("valid response")
 }
 
 /// The verb of a request for a path that is not a resource: its method, lowercased.

@@ -146,8 +146,9 @@ fn validate_changes(new: &Value, old: &Value, out: &mut Vec<Cause>) {
                     o.name
                 ),
             )),
+            // kube names the list, not the container, and follows the message with a diff.
             Some(n) if *n != o => out.push(Cause::forbidden(
-                format!("spec.ephemeralContainers[{}]", o.name),
+                "spec.ephemeralContainers",
                 format!(
                     "existing ephemeral containers \"{}\" may not be changed\n",
                     o.name
@@ -261,7 +262,7 @@ mod tests {
         let changed = pod(json!([{"name": "dbg", "image": "alpine"}]));
         assert_eq!(
             texts(&changed, &old),
-            vec!["spec.ephemeralContainers[dbg]: Forbidden: existing ephemeral containers \"dbg\" may not be changed\n"]
+            vec!["spec.ephemeralContainers: Forbidden: existing ephemeral containers \"dbg\" may not be changed\n"]
         );
     }
 

@@ -223,8 +223,11 @@ async fn evict(
     let pdb = match budgets.as_slice() {
         [] => return objs.delete(r, ns, name, delete).await.map(|_| ()),
         [one] => one,
+        // kube answers with a failure `Status` of code 500 it builds itself: no reason, and
+        // not the wording of an internal error.
         _ => {
-            return Err(Error::internal_error(
+            return Err(Error::failure_status(
+                500,
                 "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
             ))
         }

@@ -55,6 +55,7 @@ static STRATEGY: Typed<Pod> = Typed {
     defaults,
     validate,
     validate_update,
+    validate_create,
     prepare_create,
     grace_period,
     return_deleted_object: true,
@@ -279,8 +280,24 @@ fn validate_container(f: &str, c: &Container, volumes: &HashSet<String>, out: &m
     }
 }
 
-/// Validates a pod spec at `f` (shared with pod templates).
+/// Validates a pod template's spec at `f` (kube's `ValidatePodTemplateSpec`): a pod's rules,
+/// and no ephemeral containers, which only a running pod can be given.
 pub fn validate_spec(f: &str, spec: &PodSpec, out: &mut Vec<Cause>) {
+    validate_pod_spec(f, spec, out);
+    if spec
+        .ephemeral_containers
+        .as_ref()
+        .is_some_and(|e| !e.is_empty())
+    {
+        out.push(Cause::forbidden(
+            format!("{f}.ephemeralContainers"),
+            "ephemeral containers not allowed in pod template",
+        ));
+    }
+}
+
+/// Validates a pod spec at `f`.
+fn validate_pod_spec(f: &str, spec: &PodSpec, out: &mut Vec<Cause>) {
     let mut volumes = HashSet::new();
     for (n, vol) in spec.volumes.iter().flatten().enumerate() {
         let vf = format!("{f}.volumes[{n}].name");
@@ -374,7 +391,7 @@ fn validate(pod: &Pod) -> Vec<Cause> {
     let mut out = Vec::new();
     match &pod.spec {
         None => out.push(Cause::required("spec")),
-        Some(spec) => validate_spec("spec", spec, &mut out),
+        Some(spec) => validate_pod_spec("spec", spec, &mut out),
     }
     if pod.spec.as_ref().is_some_and(|s| {
         s.ephemeral_containers
@@ -386,6 +403,23 @@ fn validate(pod: &Pod) -> Vec<Cause> {
         }
     }
     out
+}
+
+/// What a new pod may not have (kube's `ValidatePodCreate`): ephemeral containers are added to
+/// a running pod through `pods/ephemeralcontainers`, never created with it.
+fn validate_create(pod: &Pod) -> Vec<Cause> {
+    let ephemeral = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.ephemeral_containers.as_ref());
+    if ephemeral.is_some_and(|e| !e.is_empty()) {
+        vec![Cause::forbidden(
+            "spec.ephemeralContainers",
+            "cannot be set on create",
+        )]
+    } else {
+        Vec::new()
+    }
 }
 
 /// The fields of a running pod's spec that an update may change, as kube-apiserver allows.
@@ -657,6 +691,53 @@ mod tests {
         let mut port = old.clone();
         port["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80}]);
         assert!(admit(port, Some(&old)).is_err());
+    }
+
+    #[test]
+    fn ephemeral_containers_come_only_through_their_subresource() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"},
+            "spec": {"containers": [{"name": "c", "image": "i"}],
+                "ephemeralContainers": [{"name": "dbg", "image": "i"}]}});
+        let Err(Rejection::Invalid(causes)) = admit(pod.clone(), None) else {
+            panic!("a pod created with ephemeral containers is refused")
+        };
+        let texts: Vec<String> = causes.iter().map(Cause::text).collect();
+        assert_eq!(
+            texts,
+            ["spec.ephemeralContainers: Forbidden: cannot be set on create"]
+        );
+        // An empty list is no ephemeral container.
+        let mut empty = pod.clone();
+        empty["spec"]["ephemeralContainers"] = json!([]);
+        assert!(admit(empty, None).is_ok());
+        // Through the pod itself, an update may neither add nor remove one.
+        let mut plain = pod.clone();
+        plain["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("ephemeralContainers");
+        let old = admit(plain.clone(), None).unwrap();
+        let Err(Rejection::Invalid(causes)) = admit(pod, Some(&old)) else {
+            panic!("adding one through the pod is refused")
+        };
+        assert!(causes[0]
+            .text()
+            .starts_with("spec: Forbidden: pod updates may not change fields other than"));
+    }
+
+    #[test]
+    fn templates_have_no_ephemeral_containers() {
+        let spec: PodSpec = serde_json::from_value(json!({
+            "containers": [{"name": "c", "image": "i"}],
+            "ephemeralContainers": [{"name": "dbg", "image": "i"}]}))
+        .unwrap();
+        let mut out = Vec::new();
+        validate_spec("spec.template.spec", &spec, &mut out);
+        let texts: Vec<String> = out.iter().map(Cause::text).collect();
+        assert_eq!(
+            texts,
+            ["spec.template.spec.ephemeralContainers: Forbidden: ephemeral containers not allowed in pod template"]
+        );
     }
 
     #[test]
