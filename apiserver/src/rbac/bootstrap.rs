@@ -450,6 +450,24 @@ pub fn cluster_roles() -> Vec<BootstrapRole> {
             ],
         ),
         role("system:kube-controller-manager", controller_manager_rules()),
+        // Kubernetes' role for the ephemeral volume controller's own identity.
+        role(
+            "system:controller:ephemeral-volume-controller",
+            vec![
+                r(READ, &[""], &["pods"]),
+                r(&["update"], &[""], &["pods/finalizers"]),
+                r(
+                    &["get", "list", "watch", "create"],
+                    &[""],
+                    &["persistentvolumeclaims"],
+                ),
+                r(
+                    &["create", "update", "patch"],
+                    &["", "events.k8s.io"],
+                    &["events"],
+                ),
+            ],
+        ),
         role(
             "system:node-proxier",
             vec![
@@ -586,6 +604,14 @@ pub fn cluster_role_bindings() -> Vec<BootstrapBinding> {
         binding(
             "system:kube-controller-manager",
             vec![("User", "system:kube-controller-manager", "")],
+        ),
+        binding(
+            "system:controller:ephemeral-volume-controller",
+            vec![(
+                "ServiceAccount",
+                "ephemeral-volume-controller",
+                "kube-system",
+            )],
         ),
         binding(
             "system:node-proxier",
