@@ -236,23 +236,43 @@ struct Stores {
 }
 
 /// Records the template as the newest revision and trims the history to
-/// `revisionHistoryLimit`, sparing revisions live pods run. The pods' hash label is the
-/// revision's hash, as Kubernetes labels daemon pods.
+/// `revisionHistoryLimit`, sparing revisions live pods run. Returns the revision's hash, the
+/// pods' hash label, as Kubernetes labels daemon pods; a name clash that made the collision
+/// count grow is written to the status.
 async fn keep_history(
     ctx: &Context,
     revisions: &Store<ControllerRevision>,
     ds: &DaemonSet,
     hash: &str,
     pods: &[Arc<Pod>],
-) -> Result<(), skiff_client::Error> {
+) -> Result<String, skiff_client::Error> {
     let Some(spec) = ds.spec.as_ref() else {
-        return Ok(());
+        return Ok(hash.to_string());
     };
     let owned = history::owned(revisions, ds);
-    match history::record(&ctx.client, ds, &owned, &spec.template, None).await {
-        Ok(_) | Err(history::Error::Collision(_)) => {}
+    let collisions = ds.status.as_ref().and_then(|s| s.collision_count);
+    let hash = match history::record(&ctx.client, ds, &owned, &spec.template, collisions).await {
+        Ok(r) => {
+            if r.collision_count != collisions {
+                let api: Api<DaemonSet> = Api::namespaced(
+                    ctx.client.clone(),
+                    ds.metadata.namespace.as_deref().unwrap_or_default(),
+                );
+                let name = ds.metadata.name.as_deref().unwrap_or_default();
+                crate::write_status(&api, name, json!({"collisionCount": r.collision_count}))
+                    .await?;
+            }
+            history::revision_hash(&r.revision)
+                .unwrap_or(hash)
+                .to_string()
+        }
+        Err(history::Error::Collision(name)) => {
+            tracing::warn!(revision = %name, "no free controller revision name");
+            hash.to_string()
+        }
         Err(history::Error::Api(e)) => return Err(e),
-    }
+    };
+    let hash = hash.as_str();
     let mut keep: std::collections::BTreeSet<String> = pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
@@ -265,7 +285,8 @@ async fn keep_history(
         &keep,
         spec.revision_history_limit.unwrap_or(10),
     )
-    .await
+    .await?;
+    Ok(hash.to_string())
 }
 
 async fn reconcile(
@@ -286,10 +307,13 @@ async fn reconcile(
     let Some(spec) = ds.spec.as_ref() else {
         return Ok(Action::Done);
     };
-    let hash = deployment::template_hash(&spec.template, None);
+    let mut hash = deployment::template_hash(
+        &spec.template,
+        ds.status.as_ref().and_then(|s| s.collision_count),
+    );
     let claimed = owners::claim(&ctx.client, ds.as_ref(), &spec.selector, pod_store).await?;
     if !owners::deleting(&ds.metadata) {
-        keep_history(ctx, &stores.revisions, &ds, &hash, &claimed).await?;
+        hash = keep_history(ctx, &stores.revisions, &ds, &hash, &claimed).await?;
     }
     let mut by_node: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
     for p in claimed {

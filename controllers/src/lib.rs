@@ -14,6 +14,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpointslice;
+pub mod ephemeral;
 pub mod expectations;
 pub mod gc;
 pub mod history;
@@ -73,6 +74,7 @@ pub const CONTROLLERS: &[&str] = &[
     "pvc-protection",
     "pv-protection",
     "attachdetach",
+    "ephemeral-volume",
 ];
 
 /// What the controllers are configured with (kube-controller-manager's flags).
@@ -96,6 +98,8 @@ pub struct Config {
     pub concurrent_gc_syncs: usize,
     /// Namespaces emptied at once.
     pub concurrent_namespace_syncs: usize,
+    /// Pods whose generic ephemeral volumes' claims are made at once.
+    pub concurrent_ephemeral_volume_syncs: usize,
     /// Pod CIDRs for nodes (`--allocate-node-cidrs` with `--cluster-cidr`), if asked for.
     pub node_ipam: Option<nodeipam::Config>,
     /// Node health monitoring.
@@ -124,6 +128,7 @@ impl Default for Config {
             concurrent_job_syncs: 5,
             concurrent_gc_syncs: 20,
             concurrent_namespace_syncs: 10,
+            concurrent_ephemeral_volume_syncs: 5,
             node_ipam: None,
             node_lifecycle: nodelifecycle::Config {
                 grace: Duration::from_secs(40),
@@ -332,6 +337,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     }
     if ctx.config.enabled("attachdetach") {
         tasks.spawn(attach_detach::run(ctx.clone(), shutdown.clone()));
+    }
+    if ctx.config.enabled("ephemeral-volume") {
+        tasks.spawn(ephemeral::run(ctx.clone(), shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
 }

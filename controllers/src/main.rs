@@ -68,6 +68,9 @@ struct Args {
     /// Namespaces emptied at once.
     #[arg(long, default_value_t = 10)]
     concurrent_namespace_syncs: usize,
+    /// Pods whose generic ephemeral volumes' claims are made at once.
+    #[arg(long = "concurrent-ephemeralvolume-syncs", default_value_t = 5)]
+    concurrent_ephemeral_volume_syncs: usize,
     /// Give every node a pod CIDR from --cluster-cidr.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     allocate_node_cidrs: bool,
@@ -211,6 +214,7 @@ async fn main() -> anyhow::Result<()> {
         concurrent_job_syncs: args.concurrent_job_syncs.max(1),
         concurrent_gc_syncs: args.concurrent_gc_syncs.max(1),
         concurrent_namespace_syncs: args.concurrent_namespace_syncs.max(1),
+        concurrent_ephemeral_volume_syncs: args.concurrent_ephemeral_volume_syncs.max(1),
         node_ipam,
         node_lifecycle: skiff_controllers::nodelifecycle::Config {
             grace: args.node_monitor_grace_period,

@@ -15,12 +15,24 @@
 //! - A volume whose claim is gone is `Released`; `Retain` keeps it so, `Delete` removes a
 //!   volume nobody provisioned (there is nothing behind it to delete) and leaves a
 //!   provisioned one (`pv.kubernetes.io/provisioned-by`) to its provisioner.
+//! - One sync finishes a bind, as Kubernetes' `bind` does: the volume's `claimRef`, its phase,
+//!   the claim's `volumeName` and annotations, its phase, each write building on the object
+//!   the previous one returned. A volume a provisioner made pre-bound to a claim keeps its
+//!   phase until then (the claim's sync binds it), so nothing races the bind.
+//! - Like Kubernetes' binder, which looks at every claim again each `--pvclaimbinder-sync-period`
+//!   (15 s), a claim left Pending is looked at again after 15 s, and says why it waits
+//!   (`WaitForFirstConsumer`, `WaitForPodScheduled`, `ExternalProvisioning`, `FailedBinding`,
+//!   `ProvisioningFailed`) once per such period: the other syncs a claim sees (its own
+//!   writes, volumes and classes changing) repeat no event, so `kubectl describe` counts
+//!   them as Kubernetes' would (`x3 over 30s`), not once per wake-up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
+use parking_lot::Mutex;
 use serde_json::json;
 use skiff_client::controller::{Action, Config as RunConfig, Controller, WorkQueue};
 use skiff_client::events::reference;
@@ -46,14 +58,109 @@ pub const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
 /// The provisioner of classes that provision nothing (statically made local volumes).
 pub const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
 
+/// How often a Pending claim is looked at again and may repeat why it waits: Kubernetes'
+/// `--pvclaimbinder-sync-period` default.
+pub const SYNC_PERIOD: Duration = Duration::from_secs(15);
+
 type Result<T, E = skiff_client::Error> = std::result::Result<T, E>;
 
-/// The caches the binder reads.
+/// The caches the binder reads, and what it last said about each claim.
 #[derive(Clone)]
 struct Caches {
     volumes: Store<PersistentVolume>,
     claims: Store<PersistentVolumeClaim>,
     classes: Store<StorageClass>,
+    pods: Store<Pod>,
+    said: Arc<Said>,
+}
+
+/// The last event said about each claim, by `namespace/name`.
+#[derive(Default)]
+struct Said(Mutex<HashMap<String, LastSaid>>);
+
+/// An event said about a claim (of this UID), and when.
+#[derive(PartialEq)]
+struct LastSaid {
+    uid: String,
+    warning: bool,
+    reason: String,
+    message: String,
+    at: Instant,
+}
+
+impl Said {
+    /// Whether an event may be said now: it differs from the last one about this claim, or
+    /// that one is a sync period old.
+    fn may_say(&self, pvc: &PersistentVolumeClaim, warning: bool, reason: &str, msg: &str) -> bool {
+        self.may_say_at(pvc, warning, reason, msg, Instant::now())
+    }
+
+    fn may_say_at(
+        &self,
+        pvc: &PersistentVolumeClaim,
+        warning: bool,
+        reason: &str,
+        message: &str,
+        now: Instant,
+    ) -> bool {
+        let said = LastSaid {
+            uid: pvc.metadata.uid.clone().unwrap_or_default(),
+            warning,
+            reason: reason.to_string(),
+            message: message.to_string(),
+            at: now,
+        };
+        let mut map = self.0.lock();
+        let key = claim_key(pvc);
+        if let Some(last) = map.get(&key) {
+            let same = LastSaid {
+                at: last.at,
+                ..said
+            };
+            if *last == same && now.duration_since(last.at) < SYNC_PERIOD {
+                return false;
+            }
+            map.insert(key, LastSaid { at: now, ..same });
+            return true;
+        }
+        map.insert(key, said);
+        true
+    }
+
+    /// Forgets a claim (gone, or bound: nothing left to repeat).
+    fn forget(&self, key: &str) {
+        self.0.lock().remove(key);
+    }
+}
+
+fn claim_key(pvc: &PersistentVolumeClaim) -> String {
+    format!(
+        "{}/{}",
+        pvc.metadata.namespace.as_deref().unwrap_or(""),
+        pvc.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+impl Caches {
+    /// Records an event about a claim, unless the same was said within a sync period.
+    fn say(
+        &self,
+        ctx: &Context,
+        pvc: &PersistentVolumeClaim,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        message: String,
+    ) {
+        if !self.said.may_say(pvc, warning, reason, &message) {
+            return;
+        }
+        if warning {
+            ctx.events.warning(reference(pvc), reason, action, message);
+        } else {
+            ctx.events.normal(reference(pvc), reason, action, message);
+        }
+    }
 }
 
 /// Runs the binder until `shutdown`: one controller over claims, one over volumes, each
@@ -66,6 +173,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         volumes: volumes.store(),
         claims: claims.store(),
         classes: classes.store(),
+        pods: ctx.pods().store(),
+        said: Arc::default(),
     };
     let claim_ctrl = Controller::new(claims.clone(), RunConfig::default());
     let volume_ctrl = Controller::new(volumes.clone(), RunConfig::default());
@@ -213,10 +322,13 @@ async fn sync_claim(
     ctx: &Context,
     caches: &Caches,
     volume_q: &Arc<WorkQueue<ObjectKey>>,
-    _key: ObjectKey,
+    key: ObjectKey,
     pvc: Option<Arc<PersistentVolumeClaim>>,
 ) -> Result<Action> {
     let Some(pvc) = pvc else {
+        caches
+            .said
+            .forget(&format!("{}/{}", key.namespace, key.name));
         return Ok(Action::Done);
     };
     caches.volumes.wait_until_ready().await;
@@ -224,8 +336,13 @@ async fn sync_claim(
     let completed = annotation(&pvc.metadata.annotations, BIND_COMPLETED).is_some();
     let vname = volume_name(&pvc).to_string();
     if !completed {
-        return sync_unbound_claim(ctx, caches, &pvc, &vname).await;
+        let action = sync_unbound_claim(ctx, caches, &pvc, &vname).await?;
+        if action == Action::Done {
+            caches.said.forget(&claim_key(&pvc));
+        }
+        return Ok(action);
     }
+    caches.said.forget(&claim_key(&pvc));
     // Bound before: the volume must still be there and still be this claim's.
     let Some(pv) = caches.volumes.get(&ObjectKey::new("", &vname)) else {
         if claim_phase(&pvc) != "Lost" {
@@ -266,6 +383,8 @@ async fn sync_claim(
     Ok(Action::Done)
 }
 
+/// A claim not bound yet: bound now if a volume is there for it, else left Pending (and
+/// looked at again after [`SYNC_PERIOD`]) saying why.
 async fn sync_unbound_claim(
     ctx: &Context,
     caches: &Caches,
@@ -275,23 +394,27 @@ async fn sync_unbound_claim(
     if pvc.metadata.deletion_timestamp.is_some() {
         return Ok(Action::Done);
     }
+    let again = Action::RequeueAfter(SYNC_PERIOD);
     if !vname.is_empty() {
         // Promised to a volume by a user or the scheduler: bind if the volume agrees.
         let Some(pv) = caches.volumes.get(&ObjectKey::new("", vname)) else {
             pending(ctx, pvc).await?;
-            return Ok(Action::Done);
+            return Ok(again);
         };
         match claim_ref(&pv) {
             None => bind(ctx, &pv, pvc).await?,
             Some(_) if volume::is_bound_to(&pv, pvc) => bind(ctx, &pv, pvc).await?,
             Some(_) => {
-                ctx.events.warning(
-                    reference(pvc.as_ref()),
+                caches.say(
+                    ctx,
+                    pvc,
+                    true,
                     "FailedBinding",
                     "Binding",
                     format!("volume {vname:?} already bound to a different claim."),
                 );
                 pending(ctx, pvc).await?;
+                return Ok(again);
             }
         }
         return Ok(Action::Done);
@@ -307,25 +430,69 @@ async fn sync_unbound_claim(
     let selected = annotation(&pvc.metadata.annotations, SELECTED_NODE).is_some();
     let class = claim_class(pvc);
     if delay && !selected {
-        ctx.events.normal(
-            reference(pvc.as_ref()),
-            "WaitForFirstConsumer",
-            "Binding",
-            "waiting for first consumer to be created before binding".into(),
-        );
+        let (reason, message) = match unscheduled_users(caches, pvc).as_slice() {
+            [] => (
+                "WaitForFirstConsumer",
+                "waiting for first consumer to be created before binding".to_string(),
+            ),
+            [one] => (
+                "WaitForPodScheduled",
+                format!("waiting for pod {one} to be scheduled"),
+            ),
+            many => (
+                "WaitForPodScheduled",
+                format!("waiting for pods {} to be scheduled", many.join(",")),
+            ),
+        };
+        caches.say(ctx, pvc, false, reason, "Binding", message);
     } else if !class.is_empty() {
         provision(ctx, caches, pvc, class).await?;
-        return Ok(Action::Done);
+        return Ok(again);
     } else {
-        ctx.events.normal(
-            reference(pvc.as_ref()),
+        caches.say(
+            ctx,
+            pvc,
+            false,
             "FailedBinding",
             "Binding",
             "no persistent volumes available for this claim and no storage class is set".into(),
         );
     }
     pending(ctx, pvc).await?;
-    Ok(Action::Done)
+    Ok(again)
+}
+
+/// The pods not scheduled yet that use the claim (by name, sorted), as Kubernetes'
+/// `findNonScheduledPodsByPVC` finds them: those naming it and those whose generic ephemeral
+/// volume it is.
+fn unscheduled_users(caches: &Caches, pvc: &PersistentVolumeClaim) -> Vec<String> {
+    let ns = pvc.metadata.namespace.as_deref().unwrap_or("");
+    let claim = pvc.metadata.name.as_deref().unwrap_or("");
+    let mut names: Vec<String> = caches
+        .pods
+        .in_namespace(ns)
+        .iter()
+        .filter(|p| {
+            p.spec
+                .as_ref()
+                .is_some_and(|s| s.node_name.as_deref().is_none_or(str::is_empty))
+        })
+        .filter(|p| {
+            let pod_name = p.metadata.name.as_deref().unwrap_or("");
+            p.spec
+                .iter()
+                .flat_map(|s| s.volumes.iter().flatten())
+                .any(|v| {
+                    v.persistent_volume_claim
+                        .as_ref()
+                        .is_some_and(|c| c.claim_name == claim)
+                        || (v.ephemeral.is_some() && format!("{pod_name}-{}", v.name) == claim)
+                })
+        })
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    names.sort();
+    names
 }
 
 /// Asks the class's provisioner for a volume, by annotating the claim.
@@ -336,8 +503,10 @@ async fn provision(
     class: &str,
 ) -> Result<()> {
     let Some(sc) = caches.classes.get(&ObjectKey::new("", class)) else {
-        ctx.events.warning(
-            reference(pvc.as_ref()),
+        caches.say(
+            ctx,
+            pvc,
+            true,
             "ProvisioningFailed",
             "Provisioning",
             format!("storageclass.storage.k8s.io {class:?} not found"),
@@ -346,8 +515,10 @@ async fn provision(
     };
     let provisioner = sc.provisioner.clone();
     if provisioner == NO_PROVISIONER {
-        ctx.events.warning(
-            reference(pvc.as_ref()),
+        caches.say(
+            ctx,
+            pvc,
+            true,
             "ProvisioningFailed",
             "Provisioning",
             format!("no volume plugin matched name: {provisioner}"),
@@ -365,16 +536,32 @@ async fn provision(
                 BETA_STORAGE_PROVISIONER: provisioner,
             }
         }});
-        claims_api(ctx, pvc)
+        if let Err(e) = claims_api(ctx, pvc)
             .patch(
                 name_of(pvc.as_ref()),
                 &PatchParams::default(),
                 &Patch::Merge(body),
             )
-            .await?;
+            .await
+        {
+            // A conflict is a claim changed meanwhile: the next sync sees the new one.
+            if !e.is_conflict() {
+                caches.say(
+                    ctx,
+                    pvc,
+                    true,
+                    "ProvisioningFailed",
+                    "Provisioning",
+                    format!("Error saving claim: {e}"),
+                );
+            }
+            return Err(e);
+        }
     }
-    ctx.events.normal(
-        reference(pvc.as_ref()),
+    caches.say(
+        ctx,
+        pvc,
+        false,
         "ExternalProvisioning",
         "Provisioning",
         format!("Waiting for a volume to be created either by the external provisioner '{provisioner}' or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered."),
@@ -519,8 +706,11 @@ async fn sync_volume(ctx: &Context, caches: &Caches, pv: &PersistentVolume) -> R
     let bound_to = volume_name(&claim);
     let pv_name = name_of(pv);
     if bound_to.is_empty() {
-        // The claim has not taken it yet; the claim's sync will.
-        if volume_phase(pv) == "Pending" || volume_phase(pv).is_empty() {
+        // The claim has not taken it yet; the claim's sync will (woken by this volume's
+        // change). A volume promised to that very claim (its UID: a provisioner's, the
+        // scheduler's) keeps its phase until then, so that no write races the bind; one
+        // promised by name only is Available to it, as in Kubernetes.
+        if uid.is_empty() && matches!(volume_phase(pv), "Pending" | "") {
             return set_volume_phase(ctx, pv, "Available").await;
         }
         return Ok(());
@@ -591,4 +781,40 @@ async fn release(ctx: &Context, pv: &PersistentVolume) -> Result<()> {
         _ => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(uid: &str) -> PersistentVolumeClaim {
+        serde_json::from_value(json!({"metadata": {"name": "data", "namespace": "ns", "uid": uid}}))
+            .unwrap()
+    }
+
+    #[test]
+    fn the_same_event_is_said_once_per_sync_period() {
+        let said = Said::default();
+        let (c, t0) = (claim("u1"), Instant::now());
+        let msg = "waiting for first consumer to be created before binding";
+        assert!(said.may_say_at(&c, false, "WaitForFirstConsumer", msg, t0));
+        // Every other look within the period says nothing.
+        for s in 1..15 {
+            let at = t0 + Duration::from_secs(s);
+            assert!(!said.may_say_at(&c, false, "WaitForFirstConsumer", msg, at));
+        }
+        // A period later it is said again, as Kubernetes' periodic sync says it.
+        let t1 = t0 + SYNC_PERIOD;
+        assert!(said.may_say_at(&c, false, "WaitForFirstConsumer", msg, t1));
+        assert!(!said.may_say_at(&c, false, "WaitForFirstConsumer", msg, t1));
+        // Something new is said at once; so is the old thing after it.
+        let t2 = t1 + Duration::from_secs(1);
+        let other = "waiting for pod web-0 to be scheduled";
+        assert!(said.may_say_at(&c, false, "WaitForPodScheduled", other, t2));
+        assert!(said.may_say_at(&c, false, "WaitForFirstConsumer", msg, t2));
+        // Another claim of the same name (made anew) starts afresh, as does a forgotten one.
+        assert!(said.may_say_at(&claim("u2"), false, "WaitForFirstConsumer", msg, t2));
+        said.forget("ns/data");
+        assert!(said.may_say_at(&claim("u2"), false, "WaitForFirstConsumer", msg, t2));
+    }
 }

@@ -247,9 +247,13 @@ async fn reconcile(
     )
     .await
     {
-        Ok(r) => r,
+        Ok(r) => {
+            // Written with the status below when a name clash made it grow.
+            collision = r.collision_count;
+            r.revision
+        }
         Err(history::Error::Collision(_)) => {
-            collision = Some(collision.unwrap_or(0) + 1);
+            collision = Some(collision.unwrap_or(0) + history::MAX_COLLISIONS);
             let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &key.namespace);
             crate::write_status(&api, &set_name, json!({"collisionCount": collision})).await?;
             return Ok(Action::RequeueAfter(Duration::from_millis(100)));

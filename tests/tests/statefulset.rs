@@ -333,6 +333,93 @@ async fn stable_names_claims_scaling_and_identity() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordinals_start_numbers_pods_and_claims_from_it() {
+    let env = Env::start(2).await;
+    let k = env.kubectl();
+    k.ok_input(&["apply", "-f", "-"], &volumes(5));
+    k.ok_input(&["apply", "-f", "-"], &headless("shard"));
+    let extra = format!("  ordinals: {{start: 5}}\n{CLAIMS}");
+    // Another template's revision holds the name the set's first revision would get: the
+    // controller counts a collision and takes the next name, leaving that one alone.
+    let dry = k.run_with_input(
+        &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+        &sts("shard", &extra),
+    );
+    let dry: Value = serde_json::from_str(&dry.stdout).expect("a dry-run StatefulSet");
+    let template: k8s_openapi::api::core::v1::PodTemplateSpec =
+        serde_json::from_value(dry["spec"]["template"].clone()).unwrap();
+    let taken = format!(
+        "shard-{}",
+        skiff_controllers::history::hash(&template, None)
+    );
+    let squatter = serde_json::json!({"apiVersion": "apps/v1", "kind": "ControllerRevision",
+        "metadata": {"name": taken}, "revision": 1,
+        "data": {"spec": {"template": {"$patch": "replace",
+            "spec": {"containers": [{"name": "other", "image": "other"}]}}}}});
+    k.ok_input(&["create", "-f", "-"], &squatter.to_string());
+    k.ok_input(&["apply", "-f", "-"], &sts("shard", &extra));
+    let s = env
+        .until(&["sts", "shard"], |s| s["status"]["collisionCount"] == 1)
+        .await;
+    assert_eq!(
+        s["status"]["updateRevision"],
+        format!(
+            "shard-{}",
+            skiff_controllers::history::hash(&template, Some(1))
+        )
+    );
+    let kept = k.json(&["get", "controllerrevision", &taken]);
+    assert_eq!(kept["data"], squatter["data"]);
+    assert!(kept["metadata"]["ownerReferences"].is_null(), "{kept}");
+    let pods = env
+        .pods_become("app=shard", |a| a.len() == 3 && a.iter().all(ready))
+        .await;
+    assert_eq!(names(&pods), ["shard-5", "shard-6", "shard-7"]);
+    for (p, i) in pods.iter().zip(5..) {
+        assert_eq!(
+            p["metadata"]["labels"]["apps.kubernetes.io/pod-index"],
+            i.to_string()
+        );
+        assert_eq!(p["spec"]["hostname"], format!("shard-{i}"));
+        assert_eq!(
+            p["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+            format!("data-shard-{i}")
+        );
+    }
+    let mut claims = names(&active(&k.json(&["get", "pvc"])));
+    claims.sort();
+    assert_eq!(claims, ["data-shard-5", "data-shard-6", "data-shard-7"]);
+
+    // Scaling down removes the highest ordinal, counted from the start.
+    k.ok(&["scale", "sts", "shard", "--replicas=2"]);
+    let pods = env.pods_become("app=shard", |a| a.len() == 2).await;
+    assert_eq!(names(&pods), ["shard-5", "shard-6"]);
+
+    // A new start: the ordinals outside the range go, the new ones come.
+    k.ok(&[
+        "patch",
+        "sts",
+        "shard",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"ordinals":{"start":0}}}"#,
+    ]);
+    let pods = env
+        .pods_become("app=shard", |a| {
+            names(a) == ["shard-0", "shard-1"] && a.iter().all(ready)
+        })
+        .await;
+    assert_eq!(
+        pods[0]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        "data-shard-0"
+    );
+    let s = env
+        .until(&["sts", "shard"], |s| s["status"]["readyReplicas"] == 2)
+        .await;
+    assert_eq!(s["status"]["replicas"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_partitioned_rolling_update_on_delete_and_rollout_history() {
     let env = Env::start(2).await;
     let k = env.kubectl();

@@ -593,3 +593,176 @@ spec:
     let v: Value = k.json(&["get", "pv", "pv-csi"]);
     assert!(v["metadata"].get("deletionTimestamp").is_none(), "{v}");
 }
+
+/// The events about `name` with `reason`, as objects (their `count` and timestamps).
+fn event_objects(k: &Kubectl, name: &str, reason: &str) -> Vec<Value> {
+    let v = k.json(&["get", "events"]);
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["involvedObject"]["name"] == name && e["reason"] == reason)
+        .cloned()
+        .collect()
+}
+
+/// Asserts that `name`'s one `reason` event was said at most once per the binder's 15 s sync
+/// period since it was first said (Kubernetes' binder repeats it each period, no more).
+fn said_once_per_period(k: &Kubectl, name: &str, reason: &str, log: &str) {
+    let evs = event_objects(k, name, reason);
+    assert_eq!(evs.len(), 1, "one {reason} event for {name}: {evs:#?}");
+    let first =
+        chrono::DateTime::parse_from_rfc3339(evs[0]["firstTimestamp"].as_str().unwrap()).unwrap();
+    let elapsed = (chrono::Utc::now() - first.to_utc()).num_seconds().max(0);
+    let allowed = 1 + elapsed / 15 + 1;
+    let count = evs[0]["count"].as_i64().unwrap_or(1);
+    assert!(
+        count <= allowed,
+        "{reason} for {name} said {count} times in {elapsed} s\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn pending_claims_say_why_once_per_sync_period_and_provisioned_volumes_bind_at_once() {
+    let env = Env::start().await;
+    let k = env.kubectl();
+    k.ok_input(
+        &["create", "-f", "-"],
+        r#"
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: csi}
+provisioner: csi.example.com
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: later}
+provisioner: csi.example.com
+volumeBindingMode: WaitForFirstConsumer
+"#,
+    );
+    k.ok_input(
+        &["create", "-f", "-"],
+        &pvc("waiting", "1Gi", Some("later")),
+    );
+    k.ok_input(&["create", "-f", "-"], &pvc("dynamic", "1Gi", Some("csi")));
+    env.wait_event("waiting", "WaitForFirstConsumer").await;
+    env.wait_event("dynamic", "ExternalProvisioning").await;
+
+    // Much for the binder to look at: every volume that comes (and turns Available) wakes
+    // every unbound claim, and so does every change of the claims themselves.
+    let many: Vec<String> = (0..12)
+        .map(|i| pv(&format!("other-{i}"), "1Gi", "elsewhere", "Retain"))
+        .collect();
+    k.ok_input(&["create", "-f", "-"], &many.join("---\n"));
+    for i in 0..12 {
+        env.wait_field(&["pv", &format!("other-{i}")], ".status.phase", "Available")
+            .await;
+    }
+    for i in 0..5 {
+        k.ok(&[
+            "annotate",
+            "pvc",
+            "waiting",
+            "dynamic",
+            &format!("touch={i}"),
+            "--overwrite",
+        ]);
+    }
+    // The claims went on: the binder looked at them after the last change.
+    env.wait_field(&["pvc", "waiting"], ".status.phase", "Pending")
+        .await;
+    let log = env.cm.log();
+    said_once_per_period(&k, "waiting", "WaitForFirstConsumer", &log);
+    said_once_per_period(&k, "dynamic", "ExternalProvisioning", &log);
+
+    // A pod waiting for the scheduler changes what a claim waits for, said at once.
+    eventually(WAIT, || {
+        k.run(&["get", "serviceaccount", "default"])
+            .status
+            .success()
+            .then_some(())
+    })
+    .await
+    .expect("the default ServiceAccount");
+    k.ok_input(
+        &["create", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: consumer}
+spec:
+  automountServiceAccountToken: false
+  containers: [{name: c, image: busybox}]
+  volumes: [{name: d, persistentVolumeClaim: {claimName: waiting}}]
+"#,
+    );
+    k.ok(&["annotate", "pvc", "waiting", "touch=pod", "--overwrite"]);
+    let m = env.wait_event("waiting", "WaitForPodScheduled").await;
+    assert_eq!(m, "waiting for pod consumer to be scheduled");
+
+    // The external provisioner's volume, pre-bound to the claim: one sync of the claim binds
+    // both, and the volume goes from Pending to Bound without being offered to anyone else.
+    let claim = k.json(&["get", "pvc", "dynamic"]);
+    let uid = claim["metadata"]["uid"].as_str().unwrap();
+    let list: Value = k.json(&["get", "pv"]);
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resp = env
+        .c
+        .api
+        .client()
+        .unwrap()
+        .get(env.c.api.url(&format!(
+            "/api/v1/persistentvolumes?watch=1&resourceVersion={rv}&fieldSelector=metadata.name=pvc-dynamic"
+        )))
+        .send()
+        .await
+        .unwrap();
+    let mut watch = skiff_e2e::watch_events(resp);
+    let started = std::time::Instant::now();
+    k.ok_input(
+        &["create", "-f", "-"],
+        &format!(
+            r#"
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: pvc-dynamic
+  annotations: {{pv.kubernetes.io/provisioned-by: csi.example.com}}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadWriteOnce]
+  storageClassName: csi
+  persistentVolumeReclaimPolicy: Delete
+  claimRef: {{kind: PersistentVolumeClaim, namespace: default, name: dynamic, uid: {uid}}}
+  csi: {{driver: csi.example.com, volumeHandle: dynamic-1}}
+"#
+        ),
+    );
+    env.wait_field(&["pvc", "dynamic"], ".status.phase", "Bound")
+        .await;
+    let took = started.elapsed();
+    env.wait_field(&["pv", "pvc-dynamic"], ".status.phase", "Bound")
+        .await;
+    let seen = skiff_e2e::collect_events(&mut watch, 100, Duration::from_millis(500)).await;
+    let phases: Vec<&str> = seen
+        .iter()
+        .filter_map(|e| e["object"]["status"]["phase"].as_str())
+        .collect();
+    assert_eq!(phases.first(), Some(&"Pending"), "{phases:?}");
+    assert_eq!(phases.last(), Some(&"Bound"), "{phases:?}");
+    assert!(!phases.contains(&"Available"), "{phases:?}");
+    assert!(took < Duration::from_secs(5), "bound after {took:?}");
+    let claim = k.json(&["get", "pvc", "dynamic"]);
+    assert_eq!(claim["spec"]["volumeName"], "pvc-dynamic");
+    assert_eq!(
+        claim["metadata"]["annotations"]["pv.kubernetes.io/bind-completed"],
+        "yes"
+    );
+    assert_eq!(claim["status"]["capacity"]["storage"], "1Gi");
+    // Bound: nothing more is said about it.
+    assert!(event_objects(&k, "dynamic", "FailedBinding").is_empty());
+}

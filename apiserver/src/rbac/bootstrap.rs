@@ -477,6 +477,24 @@ pub fn cluster_roles() -> Vec<BootstrapRole> {
                 r(READ, &["storage.k8s.io"], &["csidrivers", "csinodes"]),
             ],
         ),
+        // Kubernetes' role for the ephemeral volume controller's own identity.
+        role(
+            "system:controller:ephemeral-volume-controller",
+            vec![
+                r(READ, &[""], &["pods"]),
+                r(&["update"], &[""], &["pods/finalizers"]),
+                r(
+                    &["get", "list", "watch", "create"],
+                    &[""],
+                    &["persistentvolumeclaims"],
+                ),
+                r(
+                    &["create", "update", "patch"],
+                    &["", "events.k8s.io"],
+                    &["events"],
+                ),
+            ],
+        ),
         role(
             "system:node-proxier",
             vec![
@@ -631,6 +649,14 @@ pub fn cluster_role_bindings() -> Vec<BootstrapBinding> {
         binding(
             "system:kube-controller-manager",
             vec![("User", "system:kube-controller-manager", "")],
+        ),
+        binding(
+            "system:controller:ephemeral-volume-controller",
+            vec![(
+                "ServiceAccount",
+                "ephemeral-volume-controller",
+                "kube-system",
+            )],
         ),
         binding(
             "system:node-proxier",

@@ -73,6 +73,13 @@ pub fn pod_claims(pod: &Pod, cache: &VolumeCache) -> Result<Option<PodClaims>, S
         if pvc.metadata.deletion_timestamp.is_some() {
             return Err(format!("persistentvolumeclaim \"{name}\" is being deleted"));
         }
+        if is_ephemeral_claim(pod, &name) && !controlled_by(pvc, pod) {
+            // Someone else's claim under the name of the pod's generic ephemeral volume.
+            let pod_name = pod.metadata.name.as_deref().unwrap_or("");
+            return Err(format!(
+                "PVC {ns}/{name} was not created for pod {ns}/{pod_name} (pod is not owner)"
+            ));
+        }
         if volumes::fully_bound(pvc) {
             out.bound.push(pvc.clone());
         } else if cache.delays_binding(pvc)
@@ -92,6 +99,24 @@ pub fn pod_claims(pod: &Pod, cache: &VolumeCache) -> Result<Option<PodClaims>, S
     }
     out.delayed.sort_by_key(|c| volume::requested(c));
     Ok(Some(out))
+}
+
+/// Whether `claim` is the claim of one of the pod's generic ephemeral volumes.
+fn is_ephemeral_claim(pod: &Pod, claim: &str) -> bool {
+    let pod_name = pod.metadata.name.as_deref().unwrap_or("");
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .any(|v| v.ephemeral.is_some() && format!("{pod_name}-{}", v.name) == claim)
+}
+
+/// Whether the pod is the claim's controller (its owner reference with `controller: true`).
+fn controlled_by(pvc: &PersistentVolumeClaim, pod: &Pod) -> bool {
+    pvc.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true) && Some(r.uid.as_str()) == pod.metadata.uid.as_deref())
 }
 
 fn view(node: &NodeInfo) -> NodeView<'_> {
@@ -388,6 +413,28 @@ mod tests {
                 .collect(),
         };
         out
+    }
+
+    #[test]
+    fn an_ephemeral_volumes_claim_must_be_the_pods_own() {
+        let p = pod(
+            json!({"metadata": {"name": "p", "namespace": "d", "uid": "pod-1"},
+            "spec": {"containers": [{"name": "c"}], "volumes": [
+                {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}}]}}),
+        );
+        let verdict = |c: PersistentVolumeClaim| {
+            let mut snap = Snapshot::from_nodes(vec![n("a", "z1")]);
+            snap.volumes = base().with([c]);
+            snap.prepare(&p);
+            VolumeBinding.pre_filter(&p, &snap).map(|c| c.is_some())
+        };
+        assert_eq!(
+            verdict(claim("p-scratch", "fast", json!({}))),
+            Err("PVC d/p-scratch was not created for pod d/p (pod is not owner)".to_string())
+        );
+        let owned = json!({"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "Pod",
+            "name": "p", "uid": "pod-1", "controller": true}]}});
+        assert_eq!(verdict(claim("p-scratch", "fast", owned)), Ok(true));
     }
 
     #[test]
