@@ -8,8 +8,11 @@
 //! - [`provisioner`] and [`resizer`]: Kubernetes' external-provisioner and external-resizer,
 //!   turning PersistentVolumeClaims into CSI calls. They speak to the driver only through
 //!   CSI gRPC over its socket ([`connect`]), so they drive any CSI driver.
+//! - [`election`]: the Leases through which one provisioner and one resizer of a driver run
+//!   per cluster, named as Kubernetes' CSI sidecars name them.
 
 pub mod driver;
+pub mod election;
 pub mod provisioner;
 pub mod registrar;
 pub mod resizer;
