@@ -11,10 +11,13 @@
 //!   socket ([`connect`]), so they drive any CSI driver.
 //! - [`capacity`]: the external-provisioner's storage capacity publishing, the driver's
 //!   `GetCapacity` kept as CSIStorageCapacity objects for the scheduler.
+//! - [`election`]: the Leases through which one provisioner, attacher and resizer of a driver
+//!   run per cluster, named as Kubernetes' CSI sidecars name them.
 
 pub mod attacher;
 pub mod capacity;
 pub mod driver;
+pub mod election;
 pub mod provisioner;
 pub mod registrar;
 pub mod resizer;

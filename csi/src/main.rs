@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use skiff_csi::driver::{self, Driver, Kind};
-use skiff_csi::{attacher, capacity, provisioner, registrar, resizer, CsiClient};
+use skiff_csi::{attacher, capacity, election, provisioner, registrar, resizer, CsiClient};
 use skiff_http::daemon;
+use skiff_rules::duration::parse as parse_duration;
 use tokio_util::sync::CancellationToken;
 
 /// Skiff's CSI driver for node-local (`local.csi.skiff.dev`) or shared
@@ -43,11 +44,12 @@ struct Args {
     /// registrar run.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    /// Elect one provisioner and resizer among the nodes through a Lease (default: on for
-    /// the shared driver; the local driver provisions on each node for its own claims).
+    /// Elect one provisioner and one resizer among the nodes, each through its own Lease
+    /// (default: on for the shared driver; the local driver provisions on each node for its
+    /// own claims).
     #[arg(long, action = clap::ArgAction::Set)]
     leader_elect: Option<bool>,
-    /// The namespace of the leader election Lease.
+    /// The namespace of the leader election Leases.
     #[arg(long, default_value = "kube-system")]
     leader_election_namespace: String,
     /// Claims, and released volumes, the provisioner works on at once.
@@ -66,6 +68,15 @@ struct Args {
     /// The namespace of the CSIStorageCapacity objects.
     #[arg(long, default_value = "kube-system")]
     capacity_namespace: String,
+    /// How long a leader's Lease holds without renewal.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    leader_election_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it gives up.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    leader_election_renew_deadline: Duration,
+    /// How often candidates try to acquire the Lease and the leader renews it.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    leader_election_retry_period: Duration,
     /// Address and port for /healthz, /readyz and /metrics (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:9809")]
     http_endpoint: SocketAddr,
@@ -73,9 +84,9 @@ struct Args {
     log: daemon::LogFlags,
 }
 
-/// Runs the provisioner, attacher and resizer, and the capacity publisher when `capacity`
-/// says how, together until `shutdown`.
-async fn sidecars(
+/// Runs the provisioner and, when `capacity` says how, the capacity publisher (the
+/// external-provisioner's two halves) until `shutdown`.
+async fn provisioning(
     client: skiff_client::Client,
     csi: CsiClient,
     plugin: provisioner::Plugin,
@@ -101,12 +112,28 @@ async fn sidecars(
         }
     };
     tokio::join!(
-        provisioner::run(
+        provisioner::run(client, csi, plugin, config, refresh, shutdown.clone()),
+        publishing,
+    );
+}
+
+/// Runs the provisioner (with the capacity publisher), attacher and resizer together until
+/// `shutdown`.
+async fn sidecars(
+    client: skiff_client::Client,
+    csi: CsiClient,
+    plugin: provisioner::Plugin,
+    config: provisioner::Config,
+    capacity: Option<capacity::Config>,
+    shutdown: CancellationToken,
+) {
+    tokio::join!(
+        provisioning(
             client.clone(),
             csi.clone(),
             plugin.clone(),
             config.clone(),
-            refresh,
+            capacity,
             shutdown.clone()
         ),
         attacher::run(
@@ -116,8 +143,7 @@ async fn sidecars(
             config.clone(),
             shutdown.clone()
         ),
-        resizer::run(client, csi, plugin, config, shutdown.clone()),
-        publishing,
+        resizer::run(client, csi, plugin, config, shutdown),
     );
 }
 
@@ -180,7 +206,6 @@ async fn main() -> anyhow::Result<()> {
             shutdown.clone(),
         ));
     }
-    let mut lost = false;
     if let Some(kubeconfig) = &args.kubeconfig {
         let client = skiff_client::Client::new(skiff_client::Config::from_kubeconfig(kubeconfig)?)?;
         let csi = CsiClient::new(&socket);
@@ -205,28 +230,77 @@ async fn main() -> anyhow::Result<()> {
         };
         ready.cancel();
         if leader_elect {
-            let identity = skiff_client::leader::default_identity();
+            let identity = election::identity(&args.node_id);
             let config = provisioner::Config {
                 node: None,
                 identity: identity.clone(),
                 workers: args.worker_threads.into(),
             };
             let capacity = capacity_config(None);
-            let lease = plugin.name.replace('.', "-");
-            let elector = skiff_client::leader::LeaderElector::new(
-                client.clone(),
-                skiff_client::leader::Config::new(
-                    &args.leader_election_namespace,
-                    &lease,
+            let timing = election::Timing {
+                lease_duration: args.leader_election_lease_duration,
+                renew_deadline: args.leader_election_renew_deadline,
+                retry_period: args.leader_election_retry_period,
+            };
+            let ns = &args.leader_election_namespace;
+            let (p_lease, a_lease, r_lease) = (
+                election::provisioner_lease(&plugin.name),
+                election::attacher_lease(&plugin.name),
+                election::resizer_lease(&plugin.name),
+            );
+            let (c, s, p, cf) = (client.clone(), csi.clone(), plugin.clone(), config.clone());
+            let (c_a, s_a, p_a, cf_a) = (client.clone(), csi.clone(), plugin.clone(), config.clone());
+            let client_r = client.clone();
+            tokio::join!(
+                election::run(
+                    client.clone(),
+                    ns,
+                    &p_lease,
                     &identity,
+                    timing,
+                    shutdown.clone(),
+                    move |token| provisioning(
+                        c.clone(),
+                        s.clone(),
+                        p.clone(),
+                        cf.clone(),
+                        capacity.clone(),
+                        token
+                    ),
+                ),
+                election::run(
+                    client.clone(),
+                    ns,
+                    &a_lease,
+                    &identity,
+                    timing,
+                    shutdown.clone(),
+                    move |token| attacher::run(
+                        c_a.clone(),
+                        s_a.clone(),
+                        p_a.clone(),
+                        cf_a.clone(),
+                        token
+                    ),
+                ),
+                election::run(
+                    client,
+                    ns,
+                    &r_lease,
+                    &identity,
+                    timing,
+                    shutdown.clone(),
+                    move |token| {
+                        resizer::run(
+                            client_r.clone(),
+                            csi.clone(),
+                            plugin.clone(),
+                            config.clone(),
+                            token,
+                        )
+                    },
                 ),
             );
-            let outcome = elector
-                .run(shutdown.clone(), move |token| {
-                    sidecars(client, csi, plugin, config, capacity, token)
-                })
-                .await;
-            lost = outcome == skiff_client::leader::Outcome::Lost;
         } else {
             let config = provisioner::Config {
                 node: Some(args.node_id.clone()),
@@ -242,9 +316,6 @@ async fn main() -> anyhow::Result<()> {
     }
     while let Some(r) = tasks.join_next().await {
         r.context("a server task failed")??;
-    }
-    if lost {
-        bail!("lost the leader election lease");
     }
     tracing::info!("stopped");
     Ok(())

@@ -4,7 +4,9 @@
 //! provisioning the claim. The node's CSINode lists the driver; one pod writes through the
 //! claim and another reads it; a read-only mount refuses writes; a subPath lands inside the
 //! volume; the pod's fsGroup owns the volume; a pod whose claim is missing is not started and
-//! says why; a deleted pod's publish directory goes while the data stays.
+//! says why; a deleted pod's publish directory goes while the data stays. With the `local`
+//! driver, a kubelet restarted under pods with published volumes leaves them running and
+//! mounted once, and cleans up after a pod deleted while it was away.
 
 use std::path::Path;
 use std::time::Duration;
@@ -266,4 +268,188 @@ fn data_dir_holds(dir: &Path, file: &str) -> bool {
         .flatten()
         .flatten()
         .any(|v| v.path().join("data").join(file).is_file())
+}
+
+/// Mount points under `dir`, by the kernel's mount table (the test shares the kubelet's mount
+/// namespace), as often as they are mounted.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let want = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| p.replace("\\040", " "))
+        .filter(|p| p.starts_with(&want))
+        .collect()
+}
+
+/// The publish directory of `pod`'s CSI volume `pv` under kubelet root `root`.
+fn publish_dir(root: &Path, pod: &Value, pv: &str) -> std::path::PathBuf {
+    root.join("pods")
+        .join(pod["metadata"]["uid"].as_str().unwrap())
+        .join("volumes/kubernetes.io~csi")
+        .join(pv)
+        .join("mount")
+}
+
+#[tokio::test]
+async fn a_kubelet_restart_keeps_published_volumes_and_cleans_up_after_pods_gone_meanwhile() {
+    let c = Cluster::start().await.unwrap();
+    let _cm = Daemon::start(
+        "skiff-controller-manager",
+        &c.api,
+        &[
+            "--port=0",
+            "--leader-elect=false",
+            "--controllers=serviceaccount,persistentvolume-binder,pvc-protection,pv-protection",
+        ],
+    )
+    .unwrap();
+    let mut node = Node::start(&c.api.kubeconfig, "node-a", &[]).unwrap();
+    let k = c.kubectl();
+    let data_dir = tempfile::tempdir().unwrap();
+    let root = node.kubelet.root_dir.clone();
+    let _driver = Daemon::start(
+        "skiff-csi",
+        &c.api,
+        &[
+            "--driver=local.csi.skiff.dev",
+            "--node-id=node-a",
+            &format!("--data-dir={}", data_dir.path().display()),
+            &format!("--kubelet-root-dir={}", root.display()),
+            "--http-endpoint=127.0.0.1:0",
+        ],
+    )
+    .unwrap();
+    wait_for(&node, &k, "the CSINode lists the local driver", || {
+        let c = get(&k, &["csinode", "node-a"])?;
+        (c["spec"]["drivers"][0]["name"] == "local.csi.skiff.dev").then_some(())
+    })
+    .await;
+    // Claims of a WaitForFirstConsumer class, placed on this node as the scheduler would.
+    let claim = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name,
+                "annotations": {"volume.kubernetes.io/selected-node": "node-a"}},
+            "spec": {"storageClassName": "local", "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Mi"}}}})
+    };
+    k.ok_input(
+        &["apply", "-f", "-"],
+        &json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver",
+             "metadata": {"name": "local.csi.skiff.dev"},
+             "spec": {"attachRequired": false, "fsGroupPolicy": "File"}},
+            {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+             "metadata": {"name": "local"}, "provisioner": "local.csi.skiff.dev",
+             "volumeBindingMode": "WaitForFirstConsumer", "reclaimPolicy": "Delete"},
+            claim("keep"), claim("gone"),
+        ]})
+        .to_string(),
+    );
+    let mount = json!({"name": "data", "mountPath": "/data"});
+    for (name, claim) in [("keeper", "keep"), ("goner", "gone")] {
+        k.ok_input(
+            &["apply", "-f", "-"],
+            &pod(&node, name, claim, mount.clone(), json!({})).to_string(),
+        );
+    }
+    let keeper = ready(&node, &k, "keeper").await;
+    let goner = ready(&node, &k, "goner").await;
+    sh(&node, &keeper, "echo kept > /data/file").await;
+    sh(&node, &goner, "echo gone > /data/file").await;
+    let pv_of = |claim: &str| {
+        get(&k, &["pvc", claim]).unwrap()["spec"]["volumeName"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (keep_pv, gone_pv) = (pv_of("keep"), pv_of("gone"));
+    let keep_target = publish_dir(&root, &keeper, &keep_pv);
+    let gone_target = publish_dir(&root, &goner, &gone_pv);
+    let target_str = |p: &Path| p.to_string_lossy().into_owned();
+    assert_eq!(
+        mounts_under(&root.join("pods"))
+            .iter()
+            .filter(|m| **m == target_str(&keep_target))
+            .count(),
+        1
+    );
+    assert_eq!(mounts_under(&gone_target).len(), 1);
+    let container = keeper["status"]["containerStatuses"][0]["containerID"].clone();
+
+    // The kubelet stops (SIGTERM); meanwhile the goner is deleted for good.
+    node.kubelet.stop();
+    k.ok(&["delete", "pod", "goner", "--grace-period=0", "--force"]);
+    assert!(get(&k, &["pod", "goner"]).is_none());
+    assert_eq!(
+        mounts_under(&gone_target).len(),
+        1,
+        "nothing unmounts while the kubelet is away"
+    );
+    node.kubelet.restart().unwrap();
+
+    // The goner's volume is unpublished and its directory removed; its claim can go, and
+    // with it (reclaim policy Delete) the volume's directory.
+    let gone_dir = root
+        .join("pods")
+        .join(goner["metadata"]["uid"].as_str().unwrap());
+    wait_for(
+        &node,
+        &k,
+        "the goner's volume unpublished and its directory removed",
+        || (mounts_under(&gone_target).is_empty() && !gone_dir.exists()).then_some(()),
+    )
+    .await;
+    k.ok(&["delete", "pvc", "gone", "--wait=false"]);
+    wait_for(&node, &k, "the goner's claim and volume deleted", || {
+        (get(&k, &["pvc", "gone"]).is_none()
+            && get(&k, &["pv", &gone_pv]).is_none()
+            && !data_dir.path().join(&gone_pv).exists())
+        .then_some(())
+    })
+    .await;
+
+    // The keeper runs on, the same container, its volume mounted once and holding its data.
+    let after = ready(&node, &k, "keeper").await;
+    assert_eq!(
+        after["status"]["containerStatuses"][0]["containerID"],
+        container
+    );
+    assert_eq!(after["status"]["containerStatuses"][0]["restartCount"], 0);
+    assert_eq!(sh(&node, &after, "cat /data/file").await.trim(), "kept");
+    sh(&node, &after, "echo again >> /data/file").await;
+    assert_eq!(
+        mounts_under(&root.join("pods")),
+        vec![target_str(&keep_target)],
+        "only the keeper's volume is mounted, once"
+    );
+    let events = k.ok(&[
+        "get",
+        "events",
+        "--field-selector=involvedObject.name=keeper",
+    ]);
+    assert!(!events.contains("FailedMount"), "{events}");
+
+    // The keeper's claim, deleted while in use, waits for the pod; once the pod is deleted
+    // its volume is unpublished, and the claim and the volume's directory go.
+    k.ok(&["delete", "pvc", "keep", "--wait=false"]);
+    let pvc = get(&k, &["pvc", "keep"]).unwrap();
+    assert!(pvc["metadata"]["deletionTimestamp"].is_string(), "{pvc}");
+    assert_eq!(
+        sh(&node, &after, "cat /data/file").await.trim(),
+        "kept\nagain"
+    );
+    k.ok(&["delete", "pod", "keeper", "--wait=true"]);
+    wait_for(&node, &k, "no mount left under the kubelet's pods", || {
+        mounts_under(&root.join("pods")).is_empty().then_some(())
+    })
+    .await;
+    wait_for(&node, &k, "the keeper's claim and volume deleted", || {
+        (get(&k, &["pvc", "keep"]).is_none()
+            && get(&k, &["pv", &keep_pv]).is_none()
+            && !data_dir.path().join(&keep_pv).exists())
+        .then_some(())
+    })
+    .await;
 }

@@ -18,6 +18,12 @@
 //!
 //! On pod removal each published volume is unpublished, and unstaged once no other pod on
 //! the node has it published. A directory still mounted is never removed.
+//!
+//! Mounts outlive the kubelet. A restarted kubelet takes a volume it finds mounted at a pod's
+//! publish directory as set up, without publishing it again or waiting for the driver to
+//! register again, and lets that pod keep a claim that is being deleted meanwhile (the
+//! claim's protection is waiting for the pod); what belongs to pods deleted while it was away
+//! is found through the `vol_data.json` records and torn down.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -108,7 +114,9 @@ impl Mounter {
         config: &PodConfig,
     ) -> Result<Mounted, Error> {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let (_claim, pv) = self.resolve(&ns, &src.claim_name).await?;
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let csi_dir = config.pod_dir(&uid).join("volumes").join(CSI_PLUGIN_DIR);
+        let (_claim, pv) = self.resolve(&ns, &src.claim_name, &csi_dir).await?;
         let pv_name = pv.metadata.name.clone().unwrap_or_default();
         let read_only = src.read_only.unwrap_or(false);
         let spec = pv.spec.clone().unwrap_or_default();
@@ -137,27 +145,25 @@ impl Mounter {
                 "the PersistentVolume's source is not supported on this node (csi, hostPath and local are)".into(),
             ));
         };
-        let driver = self.drivers.get(&source.driver).ok_or_else(|| {
-            mount_err(format!(
-                "kubernetes.io/csi: mounter.SetUpAt failed to get CSI client: driver name {} not found in the list of registered CSI drivers",
-                source.driver
-            ))
-        })?;
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let vol_dir = config
-            .pod_dir(&uid)
-            .join("volumes")
-            .join(CSI_PLUGIN_DIR)
-            .join(&pv_name);
+        let vol_dir = csi_dir.join(&pv_name);
         let target = vol_dir.join("mount");
         let unique = skiff_rules::attach::unique_volume_name(&source.driver, &source.volume_handle);
         self.in_use.claim(&unique, &uid);
+        // Published already (by this kubelet, or by the one before a restart, whose mounts
+        // outlive it): nothing to do, and nothing to ask a driver that may not have
+        // registered again yet.
         if is_mount_point(&target) {
             return Ok(Mounted {
                 host_path: target,
                 read_only,
             });
         }
+        let driver = self.drivers.get(&source.driver).ok_or_else(|| {
+            mount_err(format!(
+                "kubernetes.io/csi: mounter.SetUpAt failed to get CSI client: driver name {} not found in the list of registered CSI drivers",
+                source.driver
+            ))
+        })?;
         let csidriver = self.csidriver(&source.driver).await.map_err(mount_err)?;
         let publish_context = if csidriver.attach_required {
             self.wait_for_attach(&source.driver, &source.volume_handle, &unique, config)
@@ -261,11 +267,15 @@ impl Mounter {
         })
     }
 
-    /// The bound claim and its volume, or kube's reason why not.
+    /// The bound claim and its volume, or kube's reason why not. A claim being deleted is
+    /// refused to a pod that has not got it yet, but not to one that has it published under
+    /// `csi_dir` already (its pod directory's CSI volumes): the claim's protection waits for
+    /// that pod, which must keep running, across kubelet restarts too.
     async fn resolve(
         &self,
         ns: &str,
         claim: &str,
+        csi_dir: &Path,
     ) -> Result<(PersistentVolumeClaim, PersistentVolume), Error> {
         let process = |e: String| Error::Process(format!("error processing PVC {ns}/{claim}: {e}"));
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
@@ -275,17 +285,18 @@ impl Mounter {
                 api_message(&e)
             ))
         })?;
-        if pvc.metadata.deletion_timestamp.is_some() {
-            return Err(process("PVC is being deleted".into()));
-        }
-        if pvc.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound") {
-            return Err(process("PVC is not bound".into()));
-        }
         let volume = pvc
             .spec
             .as_ref()
             .and_then(|s| s.volume_name.clone())
             .unwrap_or_default();
+        let published = !volume.is_empty() && is_mount_point(&csi_dir.join(&volume).join("mount"));
+        if pvc.metadata.deletion_timestamp.is_some() && !published {
+            return Err(process("PVC is being deleted".into()));
+        }
+        if pvc.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound") {
+            return Err(process("PVC is not bound".into()));
+        }
         if volume.is_empty() {
             return Err(process("PVC has empty pvc.Spec.VolumeName".into()));
         }
