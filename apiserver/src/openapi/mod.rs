@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -43,75 +43,12 @@ struct Built {
     v2: Bytes,
 }
 
-/// Lists that merge by key under strategic merge patch: (definition, property, key).
-const MERGE_KEYS: &[(&str, &str, &str)] = &[
-    ("io.k8s.api.core.v1.PodSpec", "containers", "name"),
-    ("io.k8s.api.core.v1.PodSpec", "initContainers", "name"),
-    ("io.k8s.api.core.v1.PodSpec", "ephemeralContainers", "name"),
-    ("io.k8s.api.core.v1.PodSpec", "volumes", "name"),
-    ("io.k8s.api.core.v1.PodSpec", "imagePullSecrets", "name"),
-    ("io.k8s.api.core.v1.PodSpec", "hostAliases", "ip"),
-    (
-        "io.k8s.api.core.v1.PodSpec",
-        "topologySpreadConstraints",
-        "topologyKey",
-    ),
-    ("io.k8s.api.core.v1.Container", "env", "name"),
-    ("io.k8s.api.core.v1.Container", "ports", "containerPort"),
-    ("io.k8s.api.core.v1.Container", "volumeMounts", "mountPath"),
-    (
-        "io.k8s.api.core.v1.Container",
-        "volumeDevices",
-        "devicePath",
-    ),
-    ("io.k8s.api.core.v1.ServiceSpec", "ports", "port"),
-    ("io.k8s.api.core.v1.PodStatus", "conditions", "type"),
-    ("io.k8s.api.core.v1.PodStatus", "podIPs", "ip"),
-    ("io.k8s.api.core.v1.NodeStatus", "conditions", "type"),
-    ("io.k8s.api.core.v1.NodeStatus", "addresses", "type"),
-    ("io.k8s.api.apps.v1.DeploymentStatus", "conditions", "type"),
-    ("io.k8s.api.apps.v1.ReplicaSetStatus", "conditions", "type"),
-    ("io.k8s.api.apps.v1.DaemonSetStatus", "conditions", "type"),
-    (
-        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
-        "ownerReferences",
-        "uid",
-    ),
-    (
-        "io.k8s.api.admissionregistration.v1.MutatingWebhookConfiguration",
-        "webhooks",
-        "name",
-    ),
-    (
-        "io.k8s.api.admissionregistration.v1.ValidatingWebhookConfiguration",
-        "webhooks",
-        "name",
-    ),
-    (
-        "io.k8s.api.admissionregistration.v1.MutatingWebhook",
-        "matchConditions",
-        "name",
-    ),
-    (
-        "io.k8s.api.admissionregistration.v1.ValidatingWebhook",
-        "matchConditions",
-        "name",
-    ),
-    (
-        "io.k8s.api.admissionregistration.v1.ValidatingAdmissionPolicySpec",
-        "matchConditions",
-        "name",
-    ),
-];
-
-/// Lists of scalars that merge as sets: (definition, property).
-const MERGE_SETS: &[(&str, &str)] = &[
-    (
-        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
-        "finalizers",
-    ),
-    ("io.k8s.api.core.v1.NodeSpec", "podCIDRs"),
-];
+/// What Kubernetes' published schemas of the built-in kinds carry that the Rust types' schemas
+/// (k8s-openapi's) leave out: `default` values and the `x-kubernetes-*` extensions (list types
+/// and map keys, patch strategies, map types, unions), by definition and JSON pointer into it.
+/// Made by `scripts/kube-fixtures.py` from kube-apiserver v1.33's OpenAPI v3 documents.
+static ANNOTATIONS: LazyLock<Map<String, Value>> =
+    LazyLock::new(|| serde_json::from_str(include_str!("annotations.json")).unwrap_or_default());
 
 fn hash_of(b: &[u8]) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -167,26 +104,49 @@ fn gv_path(group: &str, version: &str) -> String {
     }
 }
 
+/// Adds to each definition what Kubernetes publishes for it beyond k8s-openapi's schema, then
+/// puts every reference that has words beside it (a description, a default) under `allOf`, as
+/// OpenAPI 3.0 wants and kube-apiserver writes it.
 fn annotate(defs: &mut Map<String, Value>) {
-    for (def, prop, key) in MERGE_KEYS {
-        if let Some(p) = defs
-            .get_mut(*def)
-            .and_then(|d| d.pointer_mut(&format!("/properties/{prop}")))
-        {
-            p["x-kubernetes-patch-merge-key"] = json!(key);
-            p["x-kubernetes-patch-strategy"] = json!("merge");
-            p["x-kubernetes-list-type"] = json!("map");
-            p["x-kubernetes-list-map-keys"] = json!([key]);
+    for (name, def) in defs.iter_mut() {
+        if let Some(Value::Object(at)) = ANNOTATIONS.get(name) {
+            for (pointer, keys) in at {
+                if let (Some(Value::Object(target)), Value::Object(keys)) =
+                    (def.pointer_mut(pointer), keys)
+                {
+                    for (k, v) in keys {
+                        target.insert(k.clone(), v.clone());
+                    }
+                }
+            }
         }
+        wrap_refs(def);
     }
-    for (def, prop) in MERGE_SETS {
-        if let Some(p) = defs
-            .get_mut(*def)
-            .and_then(|d| d.pointer_mut(&format!("/properties/{prop}")))
-        {
-            p["x-kubernetes-patch-strategy"] = json!("merge");
-            p["x-kubernetes-list-type"] = json!("set");
+}
+
+/// `{"$ref": X, "description": ..}` → `{"allOf": [{"$ref": X}], "description": ..}`, throughout a
+/// schema (but inside extension values, which are data).
+fn wrap_refs(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if m.len() > 1 {
+                if let Some(r) = m.shift_remove("$ref") {
+                    m.insert("allOf".into(), json!([{"$ref": r}]));
+                }
+            }
+            for (k, child) in m.iter_mut() {
+                match (k.as_str(), child) {
+                    // Schemas by name (a property may be called `$ref`): each is a schema.
+                    ("properties" | "patternProperties", Value::Object(named)) => {
+                        named.values_mut().for_each(wrap_refs)
+                    }
+                    (k, _) if k.starts_with("x-") => {}
+                    (_, child) => wrap_refs(child),
+                }
+            }
         }
+        Value::Array(a) => a.iter_mut().for_each(wrap_refs),
+        _ => {}
     }
 }
 

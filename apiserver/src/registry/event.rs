@@ -144,6 +144,7 @@ pub fn events_v1() -> super::ResourceInfo {
     super::ResourceInfo::from(&EVENTS_V1).with(|r| {
         r.storage = "events".into();
         r.convert = Some(super::Shared::Static(&CoreEvents));
+        r.storage_version_hash = Some(super::storage_version_hash("", "v1", "Event"));
     })
 }
 

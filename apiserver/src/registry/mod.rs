@@ -690,6 +690,12 @@ pub struct ResourceInfo {
     pub selectable: Vec<String>,
     /// The subresources served, by name.
     pub subresources: Vec<(String, Shared<dyn Subresource>)>,
+    /// The verbs served (and listed by discovery); others answer 405.
+    pub verbs: &'static [&'static str],
+    /// What discovery gives as `storageVersionHash`: a digest of the group, version and kind
+    /// objects are stored as, by which storage migrators see a change of it. `None` for what
+    /// is never stored.
+    pub storage_version_hash: Option<String>,
     /// The type's strategy.
     pub strategy: Shared<dyn Strategy>,
     /// The type's OpenAPI schema, for types compiled in.
@@ -718,6 +724,27 @@ pub struct ResourceInfo {
 
 /// A served resource, shared.
 pub type Resource = Arc<ResourceInfo>;
+
+/// kube-apiserver's `storageVersionHash` of objects stored as `group/version/kind`: the first
+/// eight bytes of the SHA-256 of that string, in base64.
+pub fn storage_version_hash(group: &str, version: &str, kind: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{group}/{version}/{kind}"));
+    base64::engine::general_purpose::STANDARD.encode(&digest[..8])
+}
+
+/// The verbs of a resource stored as most are.
+pub const ALL_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 impl From<&Builtin> for ResourceInfo {
     fn from(b: &Builtin) -> Self {
@@ -770,6 +797,8 @@ impl ResourceInfo {
             has_generation: false,
             selectable: Vec::new(),
             subresources: Vec::new(),
+            verbs: ALL_VERBS,
+            storage_version_hash: Some(storage_version_hash(group, version, kind)),
             strategy,
             schema: None,
             json_schema: None,
@@ -836,21 +865,12 @@ impl ResourceInfo {
             .map(|(_, s)| &**s)
     }
 
-    /// The verbs for discovery.
+    /// The verbs served, as discovery lists them.
     pub fn verbs(&self) -> &'static [&'static str] {
         if self.create_only.is_some() {
             return &["create"];
         }
-        &[
-            "create",
-            "delete",
-            "deletecollection",
-            "get",
-            "list",
-            "patch",
-            "update",
-            "watch",
-        ]
+        self.verbs
     }
 
     /// The value of selectable field `field` of `obj`, as field selectors compare it.
@@ -977,6 +997,7 @@ pub fn served(ranges: &service::allocator::Ranges) -> Vec<ResourceInfo> {
         .iter()
         .map(|b| match (b.group, b.plural) {
             ("", "services") => service::info(ranges.clone()),
+            ("", "namespaces") => namespace::info(),
             ("events.k8s.io", "events") => event::events_v1(),
             ("apiextensions.k8s.io", "customresourcedefinitions") => crd::info(),
             _ => ResourceInfo::from(*b),

@@ -59,6 +59,16 @@ pub async fn finalize_empty(
     }
 }
 
+/// Namespaces as the server serves them: deleted one at a time, never by collection, as
+/// kube-apiserver serves them.
+pub fn info() -> super::ResourceInfo {
+    super::ResourceInfo::from(&INFO).with(|r| {
+        r.verbs = &[
+            "create", "delete", "get", "list", "patch", "update", "watch",
+        ];
+    })
+}
+
 /// The namespaces resource.
 pub static INFO: Builtin = Builtin {
     group: "",

@@ -78,6 +78,7 @@ pub fn served() -> Vec<ResourceInfo> {
         )
         .with(|r| {
             r.create_only = Some(Shared::Static(handler));
+            r.storage_version_hash = None;
             r.schema = Some(schema);
         })
     };

@@ -365,17 +365,42 @@ impl Subresource for Scale {
 
 /// A subresource that is a connection to the object's node (pods' `log`, `exec`, `attach`,
 /// `portforward`), served by the REST door.
-pub struct Connect(pub &'static [&'static str]);
+pub struct Connect {
+    /// The verbs discovery lists.
+    pub verbs: &'static [&'static str],
+    /// The options kind discovery names (`PodExecOptions`); `None`: the pod's own.
+    pub kind: Option<Kind>,
+}
 
 /// `log`: read.
-pub static LOG: Connect = Connect(&["get"]);
-/// `exec`, `attach`, `portforward`: streams.
-pub static STREAM: Connect = Connect(&["create", "get"]);
+pub static LOG: Connect = Connect {
+    verbs: &["get"],
+    kind: None,
+};
+/// `exec`: a stream.
+pub static EXEC: Connect = Connect {
+    verbs: &["create", "get"],
+    kind: Some(("", "v1", "PodExecOptions")),
+};
+/// `attach`: a stream.
+pub static ATTACH: Connect = Connect {
+    verbs: &["create", "get"],
+    kind: Some(("", "v1", "PodAttachOptions")),
+};
+/// `portforward`: a stream.
+pub static PORTFORWARD: Connect = Connect {
+    verbs: &["create", "get"],
+    kind: Some(("", "v1", "PodPortForwardOptions")),
+};
 
 #[async_trait::async_trait]
 impl Subresource for Connect {
     fn verbs(&self) -> &'static [&'static str] {
-        self.0
+        self.verbs
+    }
+
+    fn kind(&self) -> Option<Kind> {
+        self.kind
     }
 
     fn connect(&self) -> bool {

@@ -62,6 +62,128 @@ impl Format {
     }
 }
 
+/// The media types the discovery documents are rendered in.
+const DISCOVERY_MEDIA: [(&str, &str, Format); 2] = [
+    ("application", "json", Format::Json),
+    ("application", "yaml", Format::Yaml),
+];
+
+/// How a request for `/api` or `/apis` is answered, chosen by its `Accept` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discovery {
+    /// The aggregated document (`apidiscovery.k8s.io/v2` `APIGroupDiscoveryList`).
+    Aggregated(Format),
+    /// The legacy document (`APIVersions`, `APIGroupList`).
+    Legacy(Format),
+}
+
+/// One `Accept` clause: type, subtype, quality and the parameters the server knows.
+struct Clause<'a> {
+    ty: &'a str,
+    sub: &'a str,
+    q: f32,
+    /// `as`, `g`, `v`: the conversion asked for.
+    convert: Option<(&'a str, &'a str, &'a str)>,
+    /// A parameter no discovery answer honours (`stream`, `sv`) is set.
+    refused: bool,
+}
+
+fn clauses(accept: &str) -> Vec<Clause<'_>> {
+    let mut out: Vec<Clause<'_>> = accept
+        .split(',')
+        .filter_map(|clause| {
+            let mut parts = clause.split(';');
+            let range = parts.next()?.trim();
+            let (ty, sub) = if range == "*" {
+                ("*", "*")
+            } else {
+                range.split_once('/')?
+            };
+            let mut c = Clause {
+                ty: ty.trim(),
+                sub: sub.trim(),
+                q: 1.0,
+                convert: None,
+                refused: false,
+            };
+            let (mut as_, mut g, mut v) = (None, None, None);
+            for p in parts {
+                let Some((k, val)) = p.split_once('=') else {
+                    continue;
+                };
+                let val = val.trim();
+                match k.trim() {
+                    "q" => c.q = val.parse().unwrap_or(0.0),
+                    "as" => as_ = Some(val),
+                    "g" => g = Some(val),
+                    "v" => v = Some(val),
+                    "stream" | "sv" => c.refused |= !val.is_empty(),
+                    // Anything else (`pretty`, `profile`, ...) changes nothing here.
+                    _ => {}
+                }
+            }
+            if as_.is_some() || g.is_some() || v.is_some() {
+                c.convert = Some((g.unwrap_or(""), v.unwrap_or(""), as_.unwrap_or("")));
+            }
+            Some(c)
+        })
+        .filter(|c| c.q > 0.0)
+        .collect();
+    // Most preferred first, exact types before wildcards among equals (a stable sort, so the
+    // client's order decides the rest), as Kubernetes' Accept parser orders them.
+    out.sort_by(|a, b| {
+        b.q.total_cmp(&a.q)
+            .then((a.ty == "*").cmp(&(b.ty == "*")))
+            .then((a.sub == "*").cmp(&(b.sub == "*")))
+    });
+    out
+}
+
+/// The discovery media type a clause's range names, if it names one served.
+fn discovery_media(c: &Clause<'_>) -> Option<Format> {
+    DISCOVERY_MEDIA
+        .iter()
+        .find(|(t, s, _)| {
+            (c.ty == "*" && c.sub == "*")
+                || (c.ty.eq_ignore_ascii_case(t) && (c.sub == "*" || c.sub.eq_ignore_ascii_case(s)))
+        })
+        .map(|m| m.2)
+}
+
+/// Chooses the discovery answer for an `Accept` header as kube-apiserver v1.33 does: the first
+/// clause (most preferred first) that asks for `as=APIGroupDiscoveryList;g=apidiscovery.k8s.io;
+/// v=v2` in a served media type gets the aggregated document; failing that, the first clause
+/// that asks for no conversion gets the legacy one; failing both, 406. `v2beta1` is no longer
+/// served (v1.33 stopped serving it), so a clause asking for it counts for nothing. Protobuf is
+/// not served here: such a clause counts for nothing either.
+pub fn discovery(headers: &HeaderMap) -> Result<Discovery> {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim();
+    if accept.is_empty() {
+        return Ok(Discovery::Legacy(Format::Json));
+    }
+    let clauses = clauses(accept);
+    let served = |c: &&Clause<'_>| !c.refused && discovery_media(c).is_some();
+    if let Some(c) = clauses
+        .iter()
+        .filter(served)
+        .find(|c| c.convert == Some(("apidiscovery.k8s.io", "v2", "APIGroupDiscoveryList")))
+    {
+        return Ok(Discovery::Aggregated(
+            discovery_media(c).unwrap_or(Format::Json),
+        ));
+    }
+    match clauses.iter().filter(served).find(|c| c.convert.is_none()) {
+        Some(c) => Ok(Discovery::Legacy(discovery_media(c).unwrap_or(Format::Json))),
+        None => Err(Error::not_acceptable(
+            "only the following media types are accepted: application/json, application/yaml, application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+        )),
+    }
+}
+
 /// Renders a value with a status code.
 pub fn respond(code: StatusCode, v: &Value, format: Format) -> Result<Response<Body>> {
     let (ct, body) = match format {
@@ -208,6 +330,59 @@ mod tests {
                     proptest::prop_assert!(e.code() < 500, "{}", e);
                 }
             }
+        }
+    }
+
+    fn discovery_of(accept: &str) -> Result<Discovery> {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, accept.parse().unwrap());
+        discovery(&h)
+    }
+
+    #[test]
+    fn discovery_answers_as_kube_apiserver_does() {
+        use Discovery::{Aggregated, Legacy};
+        const V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+        const V2BETA1: &str =
+            "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
+        assert_eq!(discovery(&HeaderMap::new()).unwrap(), Legacy(Format::Json));
+        for (accept, want) in [
+            (V2.to_string(), Aggregated(Format::Json)),
+            // client-go's header: v2, then v2beta1, then legacy.
+            (format!("{V2},{V2BETA1},application/json"), Aggregated(Format::Json)),
+            (format!("{V2BETA1},application/json"), Legacy(Format::Json)),
+            (format!("{V2};profile=nopeer"), Aggregated(Format::Json)),
+            (format!("{V2};profile=nopeer,application/json"), Aggregated(Format::Json)),
+            ("application/json;as=APIGroupDiscoveryList;v=v2;g=apidiscovery.k8s.io".into(), Aggregated(Format::Json)),
+            ("application/yaml;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList".into(), Aggregated(Format::Yaml)),
+            ("*/*;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList".into(), Aggregated(Format::Json)),
+            (format!("application/vnd.kubernetes.protobuf;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,{V2}"), Aggregated(Format::Json)),
+            (format!("application/json;q=0.9,{V2}"), Aggregated(Format::Json)),
+            (format!("{V2};q=0.5,application/json"), Aggregated(Format::Json)),
+            ("application/json".into(), Legacy(Format::Json)),
+            ("application/yaml".into(), Legacy(Format::Yaml)),
+            ("*/*".into(), Legacy(Format::Json)),
+            ("application/*".into(), Legacy(Format::Json)),
+            ("application/vnd.kubernetes.protobuf, application/json".into(), Legacy(Format::Json)),
+            ("application/json;g=meta.k8s.io;v=v1;as=Table,application/json".into(), Legacy(Format::Json)),
+        ] {
+            assert_eq!(discovery_of(&accept).unwrap(), want, "Accept: {accept}");
+        }
+        for refused in [
+            V2BETA1,
+            "application/json;g=apidiscovery.k8s.io;v=v1;as=APIGroupDiscoveryList",
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscovery",
+            "application/json;g=meta.k8s.io;v=v1;as=Table",
+            "text/html",
+            "application/json;q=0",
+            "application/vnd.kubernetes.protobuf",
+            "garbage",
+        ] {
+            assert_eq!(
+                discovery_of(refused).unwrap_err().code(),
+                406,
+                "Accept: {refused}"
+            );
         }
     }
 

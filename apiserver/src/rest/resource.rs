@@ -88,6 +88,9 @@ async fn serve_found(
     if let Some(sub) = t.subresource.as_deref() {
         return subresource(state, req, &r, &t, sub, verb, q, user).await;
     }
+    if !r.verbs().contains(&verb) {
+        return Err(not_allowed());
+    }
     let format = Format::from_accept(req.headers(), verb)?;
     let ns = t.namespace.as_deref();
     let store = &state.store;

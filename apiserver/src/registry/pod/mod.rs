@@ -31,9 +31,9 @@ pub static INFO: Builtin = Builtin {
         ("eviction", &EVICTION),
         ("ephemeralcontainers", &EPHEMERAL_CONTAINERS),
         ("log", &super::subresource::LOG),
-        ("exec", &super::subresource::STREAM),
-        ("attach", &super::subresource::STREAM),
-        ("portforward", &super::subresource::STREAM),
+        ("exec", &super::subresource::EXEC),
+        ("attach", &super::subresource::ATTACH),
+        ("portforward", &super::subresource::PORTFORWARD),
     ],
     selectable: &[
         "spec.nodeName",
