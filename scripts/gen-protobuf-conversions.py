@@ -28,6 +28,7 @@ ROOTS = [
     "api/authentication/v1/TokenRequest",
     "api/core/v1/ResourceQuota", "api/core/v1/LimitRange",
     "api/policy/v1/PodDisruptionBudget",
+    "api/core/v1/ReplicationController", "api/core/v1/PodTemplate",
 ]
 # Hand-written in protobuf/mod.rs: their wire and JSON forms differ.
 SPECIAL = {

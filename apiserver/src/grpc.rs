@@ -510,6 +510,13 @@ impl Door {
                 "the server does not allow this method on the requested resource",
             ));
         }
+        if resource.computed.is_some()
+            && (!matches!(verb, "get" | "list") || !subresource.is_empty())
+        {
+            return Err(Error::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
+        }
         let served = resource
             .subresource(subresource)
             .is_some_and(|s| !s.connect());
@@ -725,6 +732,11 @@ impl Resources for Door {
             )?;
             Self::require_namespace(&t)?;
             let store = &self.state.store;
+            if let Some(c) = &t.resource.computed {
+                let obj = c.objects(Some(&q.name)).await?.into_iter().next();
+                let obj = obj.ok_or_else(|| c.not_found(&q.name))?;
+                return Ok(value_envelope(&t.resource, &obj));
+            }
             if q.subresource.is_empty() {
                 let json = store.get_json(&t.resource, t.ns(), &q.name).await?;
                 Ok(envelope(&t.resource, json))
@@ -770,6 +782,18 @@ impl Resources for Door {
                 resource_version_match: Some(q.resource_version_match.clone())
                     .filter(|c| !c.is_empty()),
             };
+            if let Some(c) = &t.resource.computed {
+                let items = c.objects(None).await?;
+                return Ok(pb::ListResponse {
+                    api_version: t.resource.api_version().to_string(),
+                    kind: format!("{}List", t.resource.kind),
+                    items: items
+                        .iter()
+                        .map(|v| value_envelope(&t.resource, v))
+                        .collect(),
+                    ..Default::default()
+                });
+            }
             let listed = self.state.store.list(&t.resource, t.ns(), &opts).await?;
             Ok(pb::ListResponse {
                 api_version: t.resource.api_version().to_string(),

@@ -101,6 +101,9 @@ pub struct Config {
     /// Whether that file is re-read when it changes
     /// (`--encryption-provider-config-automatic-reload`).
     pub encryption_provider_config_automatic_reload: bool,
+    /// Where `componentstatuses` finds the scheduler's and controller manager's health
+    /// checks (`--scheduler-healthz-url`, `--controller-manager-healthz-url`).
+    pub components: registry::componentstatus::Components,
 }
 
 impl Config {
@@ -128,6 +131,7 @@ impl Config {
             audit: audit::Config::default(),
             encryption_provider_config: None,
             encryption_provider_config_automatic_reload: false,
+            components: registry::componentstatus::Components::default(),
         }
     }
 }
@@ -315,6 +319,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     for info in registry::review::served() {
         store.serve_unstored(info);
     }
+    store.serve_unstored(
+        registry::componentstatus::info(store.etcd.clone(), config.components.clone())
+            .map_err(|e| StartError::Tls(e.to_string()))?,
+    );
     // ServiceAccount tokens are checked against the objects they name, in the watch caches.
     let lookup = |plural: &str| {
         let r = store

@@ -160,6 +160,12 @@ struct Args {
     /// new file keeps the configuration in force.
     #[arg(long, requires = "encryption_provider_config", num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
     encryption_provider_config_automatic_reload: bool,
+    /// The scheduler's health check, probed for `kubectl get componentstatuses`.
+    #[arg(long, default_value = "http://127.0.0.1:10251/healthz")]
+    scheduler_healthz_url: String,
+    /// The controller manager's health check, probed for `kubectl get componentstatuses`.
+    #[arg(long, default_value = "http://127.0.0.1:10252/healthz")]
+    controller_manager_healthz_url: String,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: String,
@@ -281,6 +287,10 @@ async fn main() -> anyhow::Result<()> {
     config.encryption_provider_config = args.encryption_provider_config;
     config.encryption_provider_config_automatic_reload =
         args.encryption_provider_config_automatic_reload;
+    config.components = skiff_apiserver::registry::componentstatus::Components {
+        scheduler: args.scheduler_healthz_url,
+        controller_manager: args.controller_manager_healthz_url,
+    };
     config.service_accounts = skiff_apiserver::tokens::Config {
         signing_key_file: args.service_account_signing_key_file,
         key_files: args.service_account_key_files,

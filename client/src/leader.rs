@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 pub struct Config {
     /// The lease's namespace (components use `kube-system`).
     pub namespace: String,
-    /// The lease's name (the component's, e.g. `skiff-scheduler`).
+    /// The lease's name (the component's, e.g. `kube-scheduler`).
     pub name: String,
     /// This candidate's identity, unique among candidates (host name plus a random suffix).
     pub identity: String,

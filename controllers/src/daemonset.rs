@@ -5,6 +5,7 @@
 //! for `kubectl rollout status ds`; the templates' history in ControllerRevisions for
 //! `kubectl rollout history|undo ds`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +47,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     owners::feed_owners(
         pods.clone(),
         informer.store(),
-        |d: &DaemonSet| d.spec.as_ref().map(|s| &s.selector),
+        |d: &DaemonSet| d.spec.as_ref().map(|s| Cow::Borrowed(&s.selector)),
         ctrl.queue(),
         shutdown.clone(),
     );

@@ -4,6 +4,7 @@
 //! during a rollout, pause/resume, `progressDeadlineSeconds`, old ReplicaSets pruned beyond
 //! `revisionHistoryLimit`, and `status` with the `Available` and `Progressing` conditions.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,7 +51,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     owners::feed_owners(
         rs.clone(),
         informer.store(),
-        |d: &Deployment| d.spec.as_ref().map(|s| &s.selector),
+        |d: &Deployment| d.spec.as_ref().map(|s| Cow::Borrowed(&s.selector)),
         ctrl.queue(),
         shutdown.clone(),
     );

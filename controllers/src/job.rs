@@ -12,6 +12,7 @@
 //! pod's UID goes into `status.uncountedTerminatedPods` first, then its finalizer comes off,
 //! then it moves to the `succeeded`/`failed` counters (Kubernetes' own scheme).
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +49,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     owners::feed_owners(
         pods.clone(),
         informer.store(),
-        |j: &Job| j.spec.as_ref().and_then(|s| s.selector.as_ref()),
+        |j: &Job| {
+            j.spec
+                .as_ref()
+                .and_then(|s| s.selector.as_ref())
+                .map(Cow::Borrowed)
+        },
         ctrl.queue(),
         shutdown.clone(),
     );

@@ -18,8 +18,8 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, LimitRange, Namespace, Node, PersistentVolumeClaim, Pod, ResourceQuota,
-    Secret, Service, ServiceAccount,
+    ConfigMap, Endpoints, LimitRange, Namespace, Node, PersistentVolumeClaim, Pod, PodTemplate,
+    ReplicationController, ResourceQuota, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -387,6 +387,8 @@ pub fn builtin() -> Kinds {
     [
         kind::<Pod>(),
         kind::<ReplicaSet>(),
+        kind::<ReplicationController>(),
+        kind::<PodTemplate>(),
         kind::<Deployment>(),
         kind::<DaemonSet>(),
         kind::<StatefulSet>(),
@@ -585,6 +587,12 @@ mod tests {
         assert_eq!((rs.api_version(), rs.plural()), ("apps/v1", "replicasets"));
         assert!(rs.namespaced());
         assert!(!all[&GroupKind::of("v1", "Node")].namespaced());
+        let rc = &all[&GroupKind::of("v1", "ReplicationController")];
+        assert_eq!(
+            (rc.api_version(), rc.plural()),
+            ("v1", "replicationcontrollers")
+        );
+        assert!(all.contains_key(&GroupKind::of("v1", "PodTemplate")));
         assert!(all.contains_key(&GroupKind::of(
             "rbac.authorization.k8s.io/v1",
             "RoleBinding"

@@ -29,6 +29,7 @@ pub mod pods;
 pub mod pv_protection;
 pub mod pvc_protection;
 pub mod replicaset;
+pub mod replicationcontroller;
 pub mod resourcequota;
 pub mod rootca;
 pub mod served;
@@ -51,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 /// Every controller this manager runs, by the names `--controllers` takes.
 pub const CONTROLLERS: &[&str] = &[
     "replicaset",
+    "replicationcontroller",
     "deployment",
     "disruption",
     "cronjob",
@@ -84,6 +86,8 @@ pub struct Config {
     pub controllers: Vec<String>,
     /// ReplicaSets reconciled at once.
     pub concurrent_replicaset_syncs: usize,
+    /// ReplicationControllers reconciled at once.
+    pub concurrent_rc_syncs: usize,
     /// Deployments reconciled at once.
     pub concurrent_deployment_syncs: usize,
     /// DaemonSets reconciled at once.
@@ -121,6 +125,7 @@ impl Default for Config {
         Config {
             controllers: vec!["*".into()],
             concurrent_replicaset_syncs: 5,
+            concurrent_rc_syncs: 5,
             concurrent_deployment_syncs: 5,
             concurrent_daemonset_syncs: 2,
             concurrent_statefulset_syncs: 5,
@@ -249,12 +254,16 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let _ = (
         ctx.pods(),
         ctx.replicasets(),
+        ctx.owned::<k8s_openapi::api::core::v1::ReplicationController>(),
         ctx.owned::<k8s_openapi::api::batch::v1::Job>(),
         ctx.owned::<k8s_openapi::api::apps::v1::ControllerRevision>(),
     );
     let mut tasks = tokio::task::JoinSet::new();
     if ctx.config.enabled("replicaset") {
         tasks.spawn(replicaset::run(ctx.clone(), shutdown.clone()));
+    }
+    if ctx.config.enabled("replicationcontroller") {
+        tasks.spawn(replicationcontroller::run(ctx.clone(), shutdown.clone()));
     }
     if ctx.config.enabled("deployment") {
         tasks.spawn(deployment::run(ctx.clone(), shutdown.clone()));

@@ -29,8 +29,8 @@ struct Args {
     /// Elect one active replica on the Lease `kube-system/<leader-elect-resource-name>`.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     leader_elect: bool,
-    /// The Lease's name.
-    #[arg(long, default_value = "skiff-controller-manager")]
+    /// The Lease's name (kube-controller-manager's, so tools that look for the leader find it).
+    #[arg(long, default_value = "kube-controller-manager")]
     leader_elect_resource_name: String,
     /// The Lease's namespace.
     #[arg(long, default_value = "kube-system")]
@@ -47,6 +47,9 @@ struct Args {
     /// ReplicaSets reconciled at once.
     #[arg(long, default_value_t = 5)]
     concurrent_replicaset_syncs: usize,
+    /// ReplicationControllers reconciled at once.
+    #[arg(long, default_value_t = 5)]
+    concurrent_rc_syncs: usize,
     /// Deployments reconciled at once.
     #[arg(long, default_value_t = 5)]
     concurrent_deployment_syncs: usize,
@@ -207,6 +210,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config {
         controllers: args.controllers.clone(),
         concurrent_replicaset_syncs: args.concurrent_replicaset_syncs.max(1),
+        concurrent_rc_syncs: args.concurrent_rc_syncs.max(1),
         concurrent_deployment_syncs: args.concurrent_deployment_syncs.max(1),
         concurrent_daemonset_syncs: args.concurrent_daemonset_syncs.max(1),
         concurrent_statefulset_syncs: args.concurrent_statefulset_syncs.max(1),

@@ -2,6 +2,7 @@
 //! objects that stopped matching (client-go's `ControllerRefManager`), and turning changes of
 //! owned objects into the owner's key.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -184,7 +185,7 @@ pub fn feed_owners<O, K, S>(
 ) where
     O: Object,
     K: Object,
-    S: Fn(&O) -> Option<&LabelSelector> + Send + Sync + 'static,
+    S: Fn(&O) -> Option<Cow<'_, LabelSelector>> + Send + Sync + 'static,
 {
     crate::spawn_each(owned.subscribe(), shutdown, move |c| {
         let obj = match c {
@@ -203,7 +204,7 @@ pub fn feed_owners<O, K, S>(
             Some(_) => {}
             None => {
                 for o in owners.in_namespace(&ns) {
-                    if selector::matches(sel(&o), m.labels.as_ref()) {
+                    if selector::matches(sel(&o).as_deref(), m.labels.as_ref()) {
                         queue.add(ObjectKey::of(o.as_ref()));
                     }
                 }

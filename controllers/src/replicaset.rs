@@ -1,38 +1,98 @@
 //! The ReplicaSet controller: keeps `replicas` active pods matching the selector — creating
 //! from the template in slow-start batches, deleting the least useful first — adopts matching
 //! orphans, releases pods that stopped matching, and reports `status`.
+//!
+//! The logic is written once over [`Replicated`], so that the ReplicationController
+//! controller ([`crate::replicationcontroller`]) is this same controller over the older kind,
+//! as in Kubernetes.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::NamespaceResourceScope;
 use serde_json::{json, Value};
 use skiff_client::controller::{Action, Config as RunConfig, Controller};
 use skiff_client::events::reference;
+use skiff_client::informer::Informer;
 use skiff_client::reflector::{ObjectKey, Store};
-use skiff_client::{Api, DeleteParams};
+use skiff_client::{Api, DeleteParams, Object};
 use tokio_util::sync::CancellationToken;
 
 use crate::expectations::Expectations;
 use crate::pods::{self, BURST};
 use crate::{owners, Context};
 
+/// A kind that keeps a number of pod replicas: a ReplicaSet, or a ReplicationController.
+pub trait Replicated: Object + k8s_openapi::Resource<Scope = NamespaceResourceScope> {
+    /// The kind's name in logs.
+    const LOG_NAME: &'static str;
+    /// The pods it selects (`None`: none yet).
+    fn selector(&self) -> Option<Cow<'_, LabelSelector>>;
+    /// The replicas it wants (Kubernetes' default 1 when unset).
+    fn replicas(&self) -> i32;
+    /// The template new pods are made from.
+    fn template(&self) -> Option<&PodTemplateSpec>;
+    /// How long a pod must be ready to count as available.
+    fn min_ready_seconds(&self) -> i32;
+    /// Its `status` as written (`{}` when it has none).
+    fn status_value(&self) -> Value;
+}
+
+impl Replicated for ReplicaSet {
+    const LOG_NAME: &'static str = "replicaset";
+    fn selector(&self) -> Option<Cow<'_, LabelSelector>> {
+        self.spec.as_ref().map(|s| Cow::Borrowed(&s.selector))
+    }
+    fn replicas(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    }
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref().and_then(|s| s.template.as_ref())
+    }
+    fn min_ready_seconds(&self) -> i32 {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
+    }
+    fn status_value(&self) -> Value {
+        self.status
+            .as_ref()
+            .map(|s| serde_json::to_value(s).unwrap_or_default())
+            .unwrap_or_else(|| json!({}))
+    }
+}
+
 /// Runs the controller until `shutdown`.
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let informer = ctx.replicasets();
+    let concurrency = ctx.config.concurrent_replicaset_syncs;
+    run_over(ctx, informer, concurrency, shutdown).await;
+}
+
+/// Runs the controller over `K`s from `informer` until `shutdown`.
+pub async fn run_over<K: Replicated>(
+    ctx: Arc<Context>,
+    informer: Informer<K>,
+    concurrency: usize,
+    shutdown: CancellationToken,
+) {
     let pods = ctx.pods();
     let ctrl = Controller::new(
         informer.clone(),
         RunConfig {
-            concurrency: ctx.config.concurrent_replicaset_syncs,
+            concurrency,
             ..RunConfig::default()
         },
     );
     owners::feed_owners(
         pods.clone(),
         informer.store(),
-        |rs: &ReplicaSet| rs.spec.as_ref().map(|s| &s.selector),
+        |w: &K| w.selector(),
         ctrl.queue(),
         shutdown.clone(),
     );
@@ -48,35 +108,35 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     .await;
 }
 
-async fn reconcile(
+async fn reconcile<K: Replicated>(
     ctx: &Context,
     exp: &Expectations,
     store: &Store<Pod>,
     key: ObjectKey,
-    rs: Option<Arc<ReplicaSet>>,
+    rs: Option<Arc<K>>,
 ) -> Result<Action, skiff_client::Error> {
     let Some(rs) = rs else {
         exp.forget(&key);
         return Ok(Action::Done);
     };
     store.wait_until_ready().await;
-    let Some(spec) = rs.spec.as_ref() else {
+    let Some(selector) = rs.selector() else {
         return Ok(Action::Done);
     };
     let satisfied = exp.satisfied(&key, store);
-    let claimed = owners::claim(&ctx.client, rs.as_ref(), &spec.selector, store).await?;
+    let claimed = owners::claim(&ctx.client, rs.as_ref(), &selector, store).await?;
     let active: Vec<Arc<Pod>> = claimed.into_iter().filter(|p| pods::is_active(p)).collect();
     let mut failure = None;
-    if satisfied && !owners::deleting(&rs.metadata) {
-        let want = spec.replicas.unwrap_or(1).max(0) as usize;
-        if let Err(e) = manage(ctx, exp, &key, &rs, &active, want).await {
+    if satisfied && !owners::deleting(rs.metadata()) {
+        let want = rs.replicas().max(0) as usize;
+        if let Err(e) = manage(ctx, exp, &key, rs.as_ref(), &active, want).await {
             failure = Some(e);
         }
     }
-    let (status, wake) = status_of(&rs, &active, failure.as_ref());
-    write_status(ctx, &rs, status).await?;
+    let (status, wake) = status_of(rs.as_ref(), &active, failure.as_ref());
+    write_status(ctx, rs.as_ref(), status).await?;
     if let Some((reason, e)) = failure {
-        tracing::warn!(replicaset = %key, reason, error = %e, "could not reach the wanted replicas");
+        tracing::warn!(kind = K::LOG_NAME, object = %key, reason, error = %e, "could not reach the wanted replicas");
         return Err(e);
     }
     Ok(match wake {
@@ -86,11 +146,11 @@ async fn reconcile(
 }
 
 /// Creates or deletes pods so that `want` are active.
-async fn manage(
+async fn manage<K: Replicated>(
     ctx: &Context,
     exp: &Expectations,
     key: &ObjectKey,
-    rs: &ReplicaSet,
+    rs: &K,
     active: &[Arc<Pod>],
     want: usize,
 ) -> Result<(), (&'static str, skiff_client::Error)> {
@@ -98,11 +158,7 @@ async fn manage(
     let r = reference(rs);
     if active.len() < want {
         let n = (want - active.len()).min(BURST);
-        let template = rs
-            .spec
-            .as_ref()
-            .and_then(|s| s.template.clone())
-            .unwrap_or_default();
+        let template = rs.template().cloned().unwrap_or_default();
         let owner = owners::controller_ref(rs);
         let new_pods = (0..n)
             .map(|_| pods::from_template(&template, &key.namespace, &key.name, owner.clone()))
@@ -165,15 +221,14 @@ async fn manage(
 }
 
 /// The status the pods give, and when the next pod becomes available (to look again then).
-fn status_of(
-    rs: &ReplicaSet,
+fn status_of<K: Replicated>(
+    rs: &K,
     active: &[Arc<Pod>],
     failure: Option<&(&'static str, skiff_client::Error)>,
 ) -> (Value, Option<Duration>) {
-    let spec = rs.spec.as_ref();
-    let min_ready = spec.and_then(|s| s.min_ready_seconds).unwrap_or(0) as i64;
-    let template_labels = spec
-        .and_then(|s| s.template.as_ref())
+    let min_ready = i64::from(rs.min_ready_seconds());
+    let template_labels = rs
+        .template()
         .and_then(|t| t.metadata.as_ref())
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
@@ -197,26 +252,25 @@ fn status_of(
             _ => {}
         }
     }
-    let mut conditions: Vec<Value> = rs
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .map(|cs| {
-            cs.iter()
-                .filter(|c| c.type_ != "ReplicaFailure")
-                .map(|c| serde_json::to_value(c).unwrap_or_default())
-                .collect()
-        })
+    let old_conditions = rs
+        .status_value()
+        .get("conditions")
+        .and_then(Value::as_array)
+        .cloned()
         .unwrap_or_default();
+    let is_failure = |c: &Value| c.get("type").and_then(Value::as_str) == Some("ReplicaFailure");
+    let mut conditions: Vec<Value> = old_conditions
+        .iter()
+        .filter(|c| !is_failure(c))
+        .cloned()
+        .collect();
     if let Some((reason, e)) = failure {
-        let old = rs
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == "ReplicaFailure"));
-        let since = old
-            .and_then(|c| c.last_transition_time.as_ref())
-            .map(|t| t.0.to_string())
+        let since = old_conditions
+            .iter()
+            .find(|c| is_failure(c))
+            .and_then(|c| c.get("lastTransitionTime"))
+            .and_then(Value::as_str)
+            .map(String::from)
             .unwrap_or_else(skiff_client::time::now_rfc3339);
         conditions.push(json!({
             "type": "ReplicaFailure",
@@ -231,7 +285,7 @@ fn status_of(
         "fullyLabeledReplicas": labeled,
         "readyReplicas": ready,
         "availableReplicas": available,
-        "observedGeneration": rs.metadata.generation.unwrap_or(0),
+        "observedGeneration": rs.metadata().generation.unwrap_or(0),
     });
     status["conditions"] = if conditions.is_empty() {
         Value::Null
@@ -241,16 +295,12 @@ fn status_of(
     (status, wake)
 }
 
-async fn write_status(
+async fn write_status<K: Replicated>(
     ctx: &Context,
-    rs: &ReplicaSet,
+    rs: &K,
     status: Value,
 ) -> Result<(), skiff_client::Error> {
-    let old = rs
-        .status
-        .as_ref()
-        .map(|s| serde_json::to_value(s).unwrap_or_default())
-        .unwrap_or_else(|| json!({}));
+    let old = rs.status_value();
     let same = status.as_object().is_some_and(|m| {
         m.iter().all(|(k, v)| {
             let o = old.get(k).unwrap_or(&Value::Null);
@@ -261,10 +311,11 @@ async fn write_status(
     if same {
         return Ok(());
     }
-    let api: Api<ReplicaSet> = Api::namespaced(
+    let meta = rs.metadata();
+    let api: Api<K> = Api::namespaced(
         ctx.client.clone(),
-        rs.metadata.namespace.as_deref().unwrap_or_default(),
+        meta.namespace.as_deref().unwrap_or_default(),
     );
-    let name = rs.metadata.name.as_deref().unwrap_or_default();
+    let name = meta.name.as_deref().unwrap_or_default();
     crate::write_status(&api, name, status).await.map(|_| ())
 }

@@ -6,6 +6,7 @@
 //! `RollingUpdate` (highest ordinal first, down to `partition`, at most `maxUnavailable` at a
 //! time) or `OnDelete`; with the history in ControllerRevisions that `kubectl rollout` reads.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,7 +59,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     owners::feed_owners(
         pods.clone(),
         informer.store(),
-        |s: &StatefulSet| s.spec.as_ref().map(|s| &s.selector),
+        |s: &StatefulSet| s.spec.as_ref().map(|s| Cow::Borrowed(&s.selector)),
         ctrl.queue(),
         shutdown.clone(),
     );

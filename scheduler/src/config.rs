@@ -86,7 +86,7 @@ impl Default for LeaderElection {
             renew_deadline: "10s".into(),
             retry_period: "2s".into(),
             resource_namespace: "kube-system".into(),
-            resource_name: "skiff-scheduler".into(),
+            resource_name: "kube-scheduler".into(),
         }
     }
 }

@@ -30,6 +30,24 @@ struct Args {
     /// alone means true, as with kube-scheduler.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     leader_elect: Option<bool>,
+    /// The leader's Lease name (overrides `leaderElection.resourceName`, `kube-scheduler`).
+    #[arg(long)]
+    leader_elect_resource_name: Option<String>,
+    /// The leader's Lease namespace (overrides `leaderElection.resourceNamespace`,
+    /// `kube-system`).
+    #[arg(long)]
+    leader_elect_resource_namespace: Option<String>,
+    /// How long a leader's Lease holds without renewal (overrides
+    /// `leaderElection.leaseDuration`).
+    #[arg(long)]
+    leader_elect_lease_duration: Option<String>,
+    /// How long the leader keeps trying to renew before giving up (overrides
+    /// `leaderElection.renewDeadline`).
+    #[arg(long)]
+    leader_elect_renew_deadline: Option<String>,
+    /// How often candidates try to acquire or renew (overrides `leaderElection.retryPeriod`).
+    #[arg(long)]
+    leader_elect_retry_period: Option<String>,
     /// Address for /healthz, /readyz and /metrics.
     #[arg(long, default_value = "127.0.0.1")]
     bind_address: IpAddr,
@@ -97,7 +115,22 @@ async fn main() -> anyhow::Result<()> {
 
     daemon::cancel_on_signal(shutdown.clone());
 
-    let le = &config.leader_election;
+    let mut le = config.leader_election.clone();
+    let overrides = [
+        (&args.leader_elect_resource_name, &mut le.resource_name),
+        (
+            &args.leader_elect_resource_namespace,
+            &mut le.resource_namespace,
+        ),
+        (&args.leader_elect_lease_duration, &mut le.lease_duration),
+        (&args.leader_elect_renew_deadline, &mut le.renew_deadline),
+        (&args.leader_elect_retry_period, &mut le.retry_period),
+    ];
+    for (flag, field) in overrides {
+        if let Some(v) = flag {
+            *field = v.clone();
+        }
+    }
     let elect = args.leader_elect.unwrap_or(le.leader_elect);
     let work_client = client.clone();
     let work = move |token: CancellationToken| async move {

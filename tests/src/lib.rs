@@ -700,6 +700,42 @@ pub async fn send(
     )
 }
 
+/// A virtualenv with the official Kubernetes Python client from PyPI, made once per build
+/// directory: the path of its `python`.
+pub fn kubernetes_venv() -> PathBuf {
+    let dir = bin_dir().join("python-kubernetes");
+    let python = dir.join("bin/python");
+    let ready = |p: &Path| {
+        Command::new(p)
+            .args(["-c", "import kubernetes"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if python.exists() && ready(&python) {
+        return python;
+    }
+    let ok = Command::new("python3")
+        .arg("-m")
+        .arg("venv")
+        .arg(&dir)
+        .status()
+        .expect("python3 runs (Debian's python3 and python3-venv; scripts/test installs them)");
+    assert!(ok.success(), "python3 -m venv failed");
+    let ok = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "kubernetes",
+        ])
+        .status()
+        .expect("the virtualenv's python runs");
+    assert!(ok.success(), "pip install kubernetes failed");
+    python
+}
+
 /// A running cluster for a test: etcd and one API server.
 pub struct Cluster {
     /// The API server (dropped first).

@@ -4,7 +4,7 @@
 //! Python client, and read back from etcd with etcdctl — each check with what a Kubernetes
 //! user sees, in Kubernetes' words where it has some.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -1629,45 +1629,9 @@ async fn the_garbage_collector_deletes_what_a_custom_object_owns() {
     assert!(done.is_some(), "foreground deletion of w2:\n{}", cm.log());
 }
 
-/// A virtualenv with the official Kubernetes client from PyPI, made once per build
-/// directory.
-fn kubernetes_venv() -> PathBuf {
-    let dir = skiff_e2e::bin_dir().join("python-kubernetes");
-    let python = dir.join("bin/python");
-    let ready = |p: &Path| {
-        Command::new(p)
-            .args(["-c", "import kubernetes"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if python.exists() && ready(&python) {
-        return python;
-    }
-    let ok = Command::new("python3")
-        .arg("-m")
-        .arg("venv")
-        .arg(&dir)
-        .status()
-        .expect("python3 runs (Debian's python3 and python3-venv; scripts/test installs them)");
-    assert!(ok.success(), "python3 -m venv failed");
-    let ok = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "kubernetes",
-        ])
-        .status()
-        .unwrap();
-    assert!(ok.success(), "pip install kubernetes failed");
-    python
-}
-
 #[tokio::test]
 async fn the_python_client_drives_custom_objects() {
-    let python = kubernetes_venv();
+    let python = skiff_e2e::kubernetes_venv();
     let c = with_widgets(&[]).await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/custom_objects.py");
     let run = Command::new(&python)

@@ -228,6 +228,20 @@ fn paths(r: &ResourceInfo, schema_ref: &Value, out: &mut Map<String, Value>) {
         );
         return;
     }
+    if r.computed.is_some() {
+        // Worked out when read (component statuses): list and get alone.
+        let mut item_params = scope_params;
+        item_params.push(path_param("name"));
+        out.insert(
+            coll.clone(),
+            json!({"get": operation(r, "list", "list", &json!({"type": "object"}), list_params, false)}),
+        );
+        out.insert(
+            format!("{coll}/{{name}}"),
+            json!({"get": operation(r, "get", "read", schema_ref, item_params, false)}),
+        );
+        return;
+    }
     out.insert(
         coll.clone(),
         json!({

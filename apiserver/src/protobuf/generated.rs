@@ -39,6 +39,8 @@ conv!(api::authentication::v1, TokenRequest { metadata, spec, status } default {
 conv!(api::core::v1, ResourceQuota { metadata, spec, status } default {  });
 conv!(api::core::v1, LimitRange { metadata, spec } default {  });
 conv!(api::policy::v1, PodDisruptionBudget { metadata, spec, status } default {  });
+conv!(api::core::v1, ReplicationController { metadata, spec, status } default {  });
+conv!(api::core::v1, PodTemplate { metadata, template } default {  });
 conv!(apimachinery::pkg::apis::meta::v1, ObjectMeta { annotations, creation_timestamp, deletion_grace_period_seconds, deletion_timestamp, finalizers, generate_name, generation, labels, managed_fields, name, namespace, owner_references, resource_version, self_link, uid } default {  });
 conv!(api::core::v1, NamespaceSpec { finalizers } default {  });
 conv!(api::core::v1, NamespaceStatus { conditions, phase } default {  });
@@ -90,6 +92,9 @@ conv!(api::core::v1, ResourceQuotaStatus { hard, used } default {  });
 conv!(api::core::v1, LimitRangeSpec { limits } default {  });
 conv!(api::policy::v1, PodDisruptionBudgetSpec { max_unavailable, min_available, selector, unhealthy_pod_eviction_policy } default {  });
 conv!(api::policy::v1, PodDisruptionBudgetStatus { conditions, current_healthy, desired_healthy, disrupted_pods, disruptions_allowed, expected_pods, observed_generation } default {  });
+conv!(api::core::v1, ReplicationControllerSpec { min_ready_seconds, replicas, selector, template } default {  });
+conv!(api::core::v1, ReplicationControllerStatus { available_replicas, conditions, fully_labeled_replicas, observed_generation, ready_replicas, replicas } default {  });
+conv!(api::core::v1, PodTemplateSpec { metadata, spec } default {  });
 conv!(apimachinery::pkg::apis::meta::v1, ManagedFieldsEntry { api_version, fields_type, fields_v1, manager, operation, subresource, time } default {  });
 conv!(apimachinery::pkg::apis::meta::v1, OwnerReference { api_version, block_owner_deletion, controller, kind, name, uid } default {  });
 conv!(api::core::v1, NamespaceCondition { last_transition_time, message, reason, status, type_: r#type } default {  });
@@ -131,7 +136,6 @@ conv!(api::core::v1, EndpointAddress { hostname, ip, node_name, target_ref } def
 conv!(api::core::v1, EndpointPort { app_protocol, name, port, protocol } default {  });
 conv!(apimachinery::pkg::apis::meta::v1, LabelSelector { match_expressions, match_labels } default {  });
 conv!(api::apps::v1, DeploymentStrategy { rolling_update, type_: r#type } default {  });
-conv!(api::core::v1, PodTemplateSpec { metadata, spec } default {  });
 conv!(api::apps::v1, DeploymentCondition { last_transition_time, last_update_time, message, reason, status, type_: r#type } default {  });
 conv!(api::apps::v1, ReplicaSetCondition { last_transition_time, message, reason, status, type_: r#type } default {  });
 conv!(api::apps::v1, DaemonSetUpdateStrategy { rolling_update, type_: r#type } default {  });
@@ -152,6 +156,7 @@ conv!(api::certificates::v1, CertificateSigningRequestCondition { last_transitio
 conv!(api::authentication::v1, BoundObjectReference { api_version, kind, name, uid: u_id } default {  });
 conv!(api::core::v1, ScopeSelector { match_expressions } default {  });
 conv!(api::core::v1, LimitRangeItem { default, default_request, max, max_limit_request_ratio, min, type_: r#type } default {  });
+conv!(api::core::v1, ReplicationControllerCondition { last_transition_time, message, reason, status, type_: r#type } default {  });
 conv!(api::core::v1, ClientIPConfig = ClientIpConfig { timeout_seconds } default {  });
 conv!(api::core::v1, LoadBalancerIngress { hostname, ip, ip_mode, ports } default {  });
 conv!(api::core::v1, NodeAffinity { preferred_during_scheduling_ignored_during_execution, required_during_scheduling_ignored_during_execution } default {  });

@@ -284,6 +284,13 @@ pub fn decode_object(body: &[u8]) -> Result<Value> {
             decode::<pb::core::v1::ResourceQuota, oa::core::v1::ResourceQuota>(&raw)?
         }
         ("v1", "LimitRange") => decode::<pb::core::v1::LimitRange, oa::core::v1::LimitRange>(&raw)?,
+        ("v1", "ReplicationController") => decode::<
+            pb::core::v1::ReplicationController,
+            oa::core::v1::ReplicationController,
+        >(&raw)?,
+        ("v1", "PodTemplate") => {
+            decode::<pb::core::v1::PodTemplate, oa::core::v1::PodTemplate>(&raw)?
+        }
         ("apps/v1", "Deployment") => {
             decode::<pb::apps::v1::Deployment, oa::apps::v1::Deployment>(&raw)?
         }

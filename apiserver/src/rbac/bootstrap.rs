@@ -586,6 +586,31 @@ pub fn cluster_roles() -> Vec<BootstrapRole> {
                 &["certificatesigningrequests/selfnodeclient"],
             )],
         ),
+        // Kubernetes' controller role for the ReplicationController controller (its
+        // `controller_policy.go`), for clusters whose controller manager runs each controller
+        // under its own ServiceAccount.
+        role(
+            "system:controller:replication-controller",
+            vec![
+                r(
+                    &["get", "list", "watch", "update"],
+                    &[""],
+                    &["replicationcontrollers"],
+                ),
+                r(&["update"], &[""], &["replicationcontrollers/status"]),
+                r(&["update"], &[""], &["replicationcontrollers/finalizers"]),
+                r(
+                    &["list", "watch", "patch", "create", "delete"],
+                    &[""],
+                    &["pods"],
+                ),
+                r(
+                    &["create", "update", "patch"],
+                    &["", "events.k8s.io"],
+                    &["events"],
+                ),
+            ],
+        ),
         role(
             "system:skiff-dns",
             vec![
@@ -678,6 +703,10 @@ pub fn cluster_role_bindings() -> Vec<BootstrapBinding> {
         binding(
             "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
             vec![("Group", "system:nodes", "")],
+        ),
+        binding(
+            "system:controller:replication-controller",
+            vec![("ServiceAccount", "replication-controller", "kube-system")],
         ),
         binding(
             "system:skiff-dns",

@@ -174,11 +174,6 @@ pub fn selector_and_template(
         .as_ref()
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
-    v::labels(
-        &format!("{template_field}.metadata.labels"),
-        Some(&labels),
-        out,
-    );
     if selector.is_some() && !skiff_rules::selector::matches(selector, Some(&labels)) {
         out.push(Cause::invalid(
             format!("{template_field}.metadata.labels"),
@@ -186,12 +181,37 @@ pub fn selector_and_template(
             "`selector` does not match template `labels`",
         ));
     }
+    pod_template(t, template_field, restart, out);
+}
+
+/// Validates a pod template at `template_field` (its labels and annotations, its pod spec,
+/// a restart policy among `restart`): the rules every workload's template and a PodTemplate
+/// follow.
+pub fn pod_template(
+    t: &PodTemplateSpec,
+    template_field: &str,
+    restart: &[&str],
+    out: &mut Vec<Cause>,
+) {
+    let meta = t.metadata.as_ref();
+    v::labels(
+        &format!("{template_field}.metadata.labels"),
+        Some(&meta.and_then(|m| m.labels.clone()).unwrap_or_default()),
+        out,
+    );
+    v::annotations(
+        &format!("{template_field}.metadata.annotations"),
+        meta.and_then(|m| m.annotations.as_ref()),
+        out,
+    );
     match &t.spec {
         None => out.push(Cause::required(format!("{template_field}.spec"))),
         Some(spec) => {
             pod::validate_spec(&format!("{template_field}.spec"), spec, out);
             let rp = spec.restart_policy.as_deref().unwrap_or("Always");
-            if !restart.contains(&rp) {
+            // A policy no pod may have is reported by the pod spec's own check.
+            let any_pod = ["Always", "OnFailure", "Never"].contains(&rp);
+            if any_pod && !restart.contains(&rp) {
                 out.push(Cause::not_supported(
                     format!("{template_field}.spec.restartPolicy"),
                     rp,

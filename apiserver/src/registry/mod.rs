@@ -12,6 +12,7 @@ mod batch;
 pub mod cells;
 pub mod certificates;
 mod cluster;
+pub mod componentstatus;
 mod configmap;
 mod controllerrevision;
 pub mod crd;
@@ -26,8 +27,10 @@ pub mod objects;
 pub mod persistentvolume;
 mod persistentvolumeclaim;
 pub mod pod;
+mod podtemplate;
 pub mod policy;
 mod rbac;
+mod replicationcontroller;
 mod resourcequota;
 pub mod review;
 pub mod service;
@@ -705,6 +708,9 @@ pub struct ResourceInfo {
     /// For a resource served only by `create` and never stored (an access review), what
     /// answers it.
     pub create_only: Option<Shared<dyn review::CreateOnly>>,
+    /// For a resource whose objects are worked out when read and never stored (component
+    /// statuses), what works them out: it is served by `get` and `list` alone.
+    pub computed: Option<Shared<dyn componentstatus::Computed>>,
     /// Why creates are refused (403) for now, when they are (a custom resource whose
     /// definition is being deleted).
     pub refuse_create: Option<String>,
@@ -803,6 +809,7 @@ impl ResourceInfo {
             schema: None,
             json_schema: None,
             create_only: None,
+            computed: None,
             deprecation: None,
             refuse_create: None,
             convert: None,
@@ -870,7 +877,23 @@ impl ResourceInfo {
         if self.create_only.is_some() {
             return &["create"];
         }
+<<<<<<< HEAD
         self.verbs
+=======
+        if self.computed.is_some() {
+            return &["get", "list"];
+        }
+        &[
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ]
+>>>>>>> core-rest
     }
 
     /// The value of selectable field `field` of `obj`, as field selectors compare it.
@@ -962,6 +985,8 @@ static BUILTINS: &[&Builtin] = &[
     &limitrange::INFO,
     &persistentvolume::INFO,
     &persistentvolumeclaim::INFO,
+    &podtemplate::INFO,
+    &replicationcontroller::INFO,
     &apps::DEPLOYMENTS,
     &apps::REPLICASETS,
     &apps::DAEMONSETS,

@@ -317,27 +317,22 @@ struct LocalAccess;
 impl CreateOnly for LocalAccess {
     fn create(&self, cx: &Context<'_>, ns: Option<&str>, obj: Value) -> Result<Value> {
         let mut r: LocalSubjectAccessReview = decode(obj)?;
-        let mut causes = check_subject(&r.spec);
-        if let Some(n) = &r.spec.non_resource_attributes {
-            causes.push(Cause::invalid(
-                "spec.nonResourceAttributes",
-                &crate::validation::val(n),
-                "disallowed on this kind of request",
-            ));
-        }
-        invalid("LocalSubjectAccessReview", AUTHZ, causes)?;
         let ns = ns.unwrap_or("");
-        let asked = r
-            .spec
-            .resource_attributes
-            .as_ref()
-            .and_then(|a| a.namespace.clone())
-            .unwrap_or_default();
-        if asked != ns {
-            return Err(Error::bad_request(format!(
-                "spec.resourceAttributes.namespace must match namespace: {ns}"
-            )));
+        if ns.is_empty() {
+            return Err(Error::bad_request("namespace is required on this type: "));
         }
+        // As kube-apiserver's create handler: the object takes the request's namespace, and
+        // may not name another.
+        match r.metadata.namespace.as_deref() {
+            None | Some("") => r.metadata.namespace = Some(ns.to_string()),
+            Some(own) if own != ns => {
+                return Err(Error::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ))
+            }
+            Some(_) => {}
+        }
+        invalid("LocalSubjectAccessReview", AUTHZ, check_local(&r))?;
         r.status = Some(decide(
             cx.authz,
             &subject(&r.spec),
@@ -346,6 +341,41 @@ impl CreateOnly for LocalAccess {
         ));
         encode("LocalSubjectAccessReview", AUTHZ, &r)
     }
+}
+
+/// Kubernetes' `ValidateLocalSubjectAccessReview`: a SubjectAccessReview's checks, nothing
+/// in `metadata` but the namespace, a question about that namespace alone, and no
+/// non-resource question.
+fn check_local(r: &LocalSubjectAccessReview) -> Vec<Cause> {
+    let mut causes = check_subject(&r.spec);
+    let mut rest = r.metadata.clone();
+    rest.namespace = None;
+    rest.managed_fields = None;
+    if rest != Default::default() {
+        causes.push(Cause::invalid(
+            "metadata",
+            &crate::validation::val(&r.metadata),
+            "must be empty except for namespace",
+        ));
+    }
+    if let Some(a) = &r.spec.resource_attributes {
+        let asked = a.namespace.clone().unwrap_or_default();
+        if Some(asked.as_str()) != r.metadata.namespace.as_deref() {
+            causes.push(Cause::invalid(
+                "spec.resourceAttributes.namespace",
+                &json!(asked),
+                "must match metadata.namespace",
+            ));
+        }
+    }
+    if let Some(n) = &r.spec.non_resource_attributes {
+        causes.push(Cause::invalid(
+            "spec.nonResourceAttributes",
+            &crate::validation::val(n),
+            "disallowed on this kind of request",
+        ));
+    }
+    causes
 }
 
 struct SelfRules;
@@ -423,5 +453,35 @@ impl CreateOnly for TokenReviewer {
             },
         );
         encode("TokenReview", AUTHN, &r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lsar(v: Value) -> LocalSubjectAccessReview {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_local_review_asks_about_its_own_namespace_alone() {
+        let fields = |r: &LocalSubjectAccessReview| -> Vec<String> {
+            check_local(r).into_iter().map(|c| c.field).collect()
+        };
+        let ok = lsar(json!({"metadata": {"namespace": "a"}, "spec": {"user": "u",
+            "resourceAttributes": {"namespace": "a", "verb": "get", "resource": "pods"}}}));
+        assert!(fields(&ok).is_empty());
+        let other = lsar(json!({"metadata": {"namespace": "a"}, "spec": {"user": "u",
+            "resourceAttributes": {"namespace": "b", "verb": "get", "resource": "pods"}}}));
+        assert_eq!(fields(&other), ["spec.resourceAttributes.namespace"]);
+        let missing = lsar(json!({"metadata": {"namespace": "a"}, "spec": {"user": "u",
+            "resourceAttributes": {"verb": "get", "resource": "pods"}}}));
+        assert_eq!(fields(&missing), ["spec.resourceAttributes.namespace"]);
+        let named = lsar(
+            json!({"metadata": {"namespace": "a", "name": "x"}, "spec": {
+            "groups": ["g"], "nonResourceAttributes": {"path": "/x", "verb": "get"}}}),
+        );
+        assert_eq!(fields(&named), ["metadata", "spec.nonResourceAttributes"]);
     }
 }

@@ -175,6 +175,8 @@ pub enum SelectorForm {
     Object,
     /// Its text form (`app=web`), as custom resources' `labelSelectorPath` points at.
     Text,
+    /// A plain label map (a ReplicationController's `spec.selector`).
+    Map,
 }
 
 /// The scale of workloads with `spec.replicas`, `status.replicas` and `spec.selector`.
@@ -194,6 +196,11 @@ impl Scale {
             SelectorForm::Object => obj
                 .pointer(&self.selector)
                 .map(|s| selector_text(Some(s)))
+                .filter(|s| s != "<none>")
+                .unwrap_or_default(),
+            SelectorForm::Map => obj
+                .pointer(&self.selector)
+                .map(|m| super::map_text(Some(m)))
                 .filter(|s| s != "<none>")
                 .unwrap_or_default(),
             SelectorForm::Text => obj

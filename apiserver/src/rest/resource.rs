@@ -84,6 +84,9 @@ async fn serve_found(
     if r.create_only.is_some() {
         return create_only(state, req, &r, &t, verb, user).await;
     }
+    if let Some(c) = r.computed.clone() {
+        return computed(req, &r, &*c, &t, verb, q).await;
+    }
     let notes = notes_of(&req);
     if let Some(sub) = t.subresource.as_deref() {
         return subresource(state, req, &r, &t, sub, verb, q, user).await;
@@ -247,6 +250,37 @@ async fn create_only(
     };
     let answer = handler.create(&cx, t.namespace.as_deref(), obj)?;
     respond(StatusCode::CREATED, &answer, format)
+}
+
+/// A resource whose objects are worked out when read (component statuses): `get` and `list`.
+async fn computed(
+    req: Req,
+    r: &Resource,
+    c: &dyn crate::registry::componentstatus::Computed,
+    t: &Target,
+    verb: &str,
+    q: &Query,
+) -> Result<Response<Body>> {
+    if t.subresource.is_some() {
+        return Err(not_found());
+    }
+    let format = Format::from_accept(req.headers(), verb)?;
+    match (verb, t.name.as_deref()) {
+        ("get", Some(name)) => {
+            let obj = c
+                .objects(Some(name))
+                .await?
+                .into_iter()
+                .next()
+                .ok_or_else(|| c.not_found(name))?;
+            table::respond_one(r, obj, &format, q)
+        }
+        ("list", None) => {
+            let items = c.objects(None).await?;
+            table::respond_values(r, &items, &format, q)
+        }
+        _ => Err(not_allowed()),
+    }
 }
 
 /// The client's user agent (an ordinary write's default field manager).

@@ -196,6 +196,41 @@ pub fn respond_list(
     }
 }
 
+/// Responds with a list of objects made for the request (never stored: no resourceVersion,
+/// no pages) in the requested format.
+pub fn respond_values(
+    r: &ResourceInfo,
+    items: &[Value],
+    format: &Format,
+    q: &Query,
+) -> Result<Response<Body>> {
+    let meta = json!({});
+    match format {
+        Format::Table => {
+            let t = table(&*r.strategy, items.iter(), Include::parse(q)?, true, meta);
+            respond(StatusCode::OK, &t, Format::Json)
+        }
+        Format::PartialMeta => {
+            let l = json!({
+                "kind": "PartialObjectMetadataList",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": meta,
+                "items": items.iter().map(partial).collect::<Vec<_>>(),
+            });
+            respond(StatusCode::OK, &l, Format::Json)
+        }
+        f => {
+            let l = json!({
+                "kind": format!("{}List", r.kind),
+                "apiVersion": r.api_version(),
+                "metadata": meta,
+                "items": items,
+            });
+            respond(StatusCode::OK, &l, *f)
+        }
+    }
+}
+
 /// A list's JSON, written item by item without copying the items.
 fn list_json(r: &ResourceInfo, meta: &Value, items: &[Arc<Cached>]) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + items.iter().map(|i| i.json.len() + 1).sum::<usize>());
