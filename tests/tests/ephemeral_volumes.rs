@@ -287,8 +287,17 @@ async fn the_controllers_role_grants_what_kubernetes_grants() {
     let k = c.kubectl();
     let sa = "--as=system:serviceaccount:kube-system:ephemeral-volume-controller";
     let can = |verb: &str, what: &str| {
-        let r = k.run(&["auth", "can-i", verb, what, sa, "-n", "default"]);
-        r.stdout.trim().to_string()
+        let mut args = vec!["auth", "can-i", verb, sa, "-n", "default"];
+        // kubectl reads `pods/finalizers` as a pod named `finalizers`.
+        let sub;
+        match what.split_once('/') {
+            Some((resource, subresource)) => {
+                sub = format!("--subresource={subresource}");
+                args.extend([resource, sub.as_str()]);
+            }
+            None => args.push(what),
+        }
+        k.run(&args).stdout.trim().to_string()
     };
     for (verb, what) in [
         ("get", "pods"),
