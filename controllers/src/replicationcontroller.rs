@@ -20,12 +20,13 @@ impl Replicated for ReplicationController {
         // An empty map would select every pod: validation refuses one, and this controller
         // leaves such an object alone rather than adopt the whole namespace.
         let labels = self.spec.as_ref()?.selector.clone()?;
-        (!labels.is_empty()).then(|| {
-            Cow::Owned(LabelSelector {
-                match_labels: Some(labels),
-                match_expressions: None,
-            })
-        })
+        if labels.is_empty() {
+            return None;
+        }
+        Some(Cow::Owned(LabelSelector {
+            match_labels: Some(labels),
+            match_expressions: None,
+        }))
     }
 
     fn replicas(&self) -> i32 {

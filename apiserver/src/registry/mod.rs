@@ -877,23 +877,10 @@ impl ResourceInfo {
         if self.create_only.is_some() {
             return &["create"];
         }
-<<<<<<< HEAD
-        self.verbs
-=======
         if self.computed.is_some() {
             return &["get", "list"];
         }
-        &[
-            "create",
-            "delete",
-            "deletecollection",
-            "get",
-            "list",
-            "patch",
-            "update",
-            "watch",
-        ]
->>>>>>> core-rest
+        self.verbs
     }
 
     /// The value of selectable field `field` of `obj`, as field selectors compare it.

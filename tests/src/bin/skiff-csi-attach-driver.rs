@@ -437,11 +437,13 @@ async fn main() -> anyhow::Result<()> {
         CsiClient::new(&socket),
         provisioner::Plugin {
             name: args.name.clone(),
+            topology: false,
             node_topology: None,
         },
         provisioner::Config {
             node: None,
             identity: format!("{}_{}", args.name, args.node_id),
+            workers: 1,
         },
         shutdown.clone(),
     )
