@@ -249,7 +249,8 @@ async fn main() -> anyhow::Result<()> {
                 election::resizer_lease(&plugin.name),
             );
             let (c, s, p, cf) = (client.clone(), csi.clone(), plugin.clone(), config.clone());
-            let (c_a, s_a, p_a, cf_a) = (client.clone(), csi.clone(), plugin.clone(), config.clone());
+            let (c_a, s_a, p_a, cf_a) =
+                (client.clone(), csi.clone(), plugin.clone(), config.clone());
             let client_r = client.clone();
             tokio::join!(
                 election::run(
