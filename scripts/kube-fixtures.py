@@ -16,8 +16,9 @@ What is kept is what tests/tests/discovery.rs compares:
   reference, directly or not. Paths and the other kinds are left out.
 
 It also writes apiserver/src/openapi/annotations.json: what Kubernetes' schemas carry that the
-Rust types' schemas (k8s-openapi's) do not, by definition and JSON pointer: `default` values and
-the `x-kubernetes-*` extensions (list types and map keys, patch strategies, map types, unions).
+Rust types' schemas (k8s-openapi's) do not, by definition and JSON pointer: `default` values,
+the `x-kubernetes-*` extensions (group/version/kind, list types and map keys, patch strategies,
+map types, unions) and each definition's `required` fields in Kubernetes' order.
 The apiserver adds them to the schemas it publishes.
 """
 
@@ -91,16 +92,16 @@ def gvk_of(schema):
 
 
 def annotations_of(schema, at, out):
-    """Collects `default` and `x-kubernetes-*` keys (but the group/version/kind, which the
-    server writes itself) under `at`, a JSON pointer, walking properties, items and
-    additionalProperties but not references."""
+    """Collects `default` and `x-kubernetes-*` keys under `at`, a JSON pointer, walking
+    properties, items and additionalProperties but not references, and a definition's
+    `required` list."""
     if not isinstance(schema, dict):
         return
-    found = {
-        k: v
-        for k, v in schema.items()
-        if k == "default" or (k.startswith("x-kubernetes-") and k != "x-kubernetes-group-version-kind")
-    }
+    found = {k: v for k, v in schema.items() if k == "default" or k.startswith("x-kubernetes-")}
+    if at == "":
+        # The required fields in Kubernetes' order (k8s-openapi sorts them, and takes a few
+        # optional fields for required); none is written as an empty list.
+        found["required"] = schema.get("required", [])
     if found:
         out[at] = found
     for name, prop in sorted(schema.get("properties", {}).items()):

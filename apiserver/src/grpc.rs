@@ -505,7 +505,9 @@ impl Door {
                 }
             ))
         })?;
-        if resource.create_only.is_some() && (verb != "create" || !subresource.is_empty()) {
+        if (resource.create_only.is_some() && (verb != "create" || !subresource.is_empty()))
+            || (subresource.is_empty() && !resource.verbs().contains(&verb))
+        {
             return Err(Error::method_not_allowed(
                 "the server does not allow this method on the requested resource",
             ));

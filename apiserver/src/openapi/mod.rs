@@ -109,18 +109,69 @@ fn gv_path(group: &str, version: &str) -> String {
 /// OpenAPI 3.0 wants and kube-apiserver writes it.
 fn annotate(defs: &mut Map<String, Value>) {
     for (name, def) in defs.iter_mut() {
+        kube_form(name, def);
         if let Some(Value::Object(at)) = ANNOTATIONS.get(name) {
             for (pointer, keys) in at {
                 if let (Some(Value::Object(target)), Value::Object(keys)) =
                     (def.pointer_mut(pointer), keys)
                 {
                     for (k, v) in keys {
-                        target.insert(k.clone(), v.clone());
+                        match (k.as_str(), v) {
+                            ("required", Value::Array(a)) if a.is_empty() => {
+                                target.shift_remove("required");
+                            }
+                            _ => {
+                                target.insert(k.clone(), v.clone());
+                            }
+                        }
                     }
                 }
             }
         }
         wrap_refs(def);
+    }
+}
+
+/// The few definitions whose JSON form the Rust types describe otherwise than Kubernetes does,
+/// written as Kubernetes publishes them: an int-or-string as `oneOf` integer or string (with its
+/// format), a quantity as `oneOf` string or number, and the apiextensions values of any JSON
+/// (`JSON`, `JSONSchemaPropsOr*`) with no type at all.
+fn kube_form(name: &str, def: &mut Value) {
+    let Some(m) = def.as_object_mut() else {
+        return;
+    };
+    match name {
+        "io.k8s.apimachinery.pkg.util.intstr.IntOrString" => {
+            m.shift_remove("x-kubernetes-int-or-string");
+            m.shift_remove("type");
+            m.insert("format".into(), json!("int-or-string"));
+            m.insert(
+                "oneOf".into(),
+                json!([{"type": "integer"}, {"type": "string"}]),
+            );
+        }
+        "io.k8s.apimachinery.pkg.api.resource.Quantity" => {
+            m.shift_remove("x-kubernetes-int-or-string");
+            m.shift_remove("type");
+            m.insert(
+                "oneOf".into(),
+                json!([{"type": "string"}, {"type": "number"}]),
+            );
+        }
+        "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSON"
+        | "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaPropsOrArray"
+        | "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaPropsOrBool"
+        | "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaPropsOrStringArray" => {
+            for k in [
+                "type",
+                "oneOf",
+                "anyOf",
+                "x-kubernetes-preserve-unknown-fields",
+            ] {
+                m.shift_remove(k);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -321,6 +372,28 @@ fn to_swagger2(v: &mut Value) {
                     *r = format!("#/definitions/{name}");
                 }
             }
+            // A choice of plain types (an int-or-string, a quantity) is a string in Swagger
+            // 2.0, as kube-apiserver writes it there.
+            let plain: Option<Vec<&str>> = match m.get("oneOf") {
+                Some(Value::Array(one)) => one
+                    .iter()
+                    .map(|o| match o.as_object() {
+                        Some(o) if o.len() == 1 => o.get("type").and_then(Value::as_str),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => None,
+            };
+            if let Some(types) = plain.filter(|t| !t.is_empty()) {
+                if !m.contains_key("type") {
+                    let t = if types.contains(&"string") {
+                        "string"
+                    } else {
+                        types[0]
+                    };
+                    m.insert("type".into(), json!(t));
+                }
+            }
             // OpenAPI 3 words Swagger 2.0 has not: kube-apiserver leaves them out of v2 (a
             // JSONSchemaPropsOrBool is published untyped; a custom resource's value
             // validations are dropped).
@@ -391,6 +464,10 @@ fn build(all: &[Resource]) -> Built {
             {
                 roots.push((name.to_string(), r));
             }
+        }
+        if group.is_empty() {
+            // The legacy `bindings` resource (and pods' `binding`) takes a Binding.
+            generator.subschema_for::<k8s_openapi::api::core::v1::Binding>();
         }
         let mut defs = generator.take_definitions(true);
         for (name, def) in custom {

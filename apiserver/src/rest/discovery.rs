@@ -36,12 +36,29 @@ fn versions_of<'a>(all: &'a [Resource], group: &str) -> Vec<&'a str> {
     out
 }
 
+/// Whether the resource is a custom resource's, served as its definition says rather than by a
+/// compiled-in type. kube-apiserver's discovery names the group and version of what these take
+/// and return, where for built-in types it leaves them empty when they are the resource's own.
+fn custom(r: &ResourceInfo) -> bool {
+    r.schema.is_none()
+}
+
+/// The (group, version, kind) a resource takes and returns, as discovery names it.
+fn response_kind(r: &ResourceInfo) -> Value {
+    if custom(r) {
+        json!({"group": r.group, "version": r.version, "kind": r.kind})
+    } else {
+        json!({"group": "", "version": "", "kind": r.kind})
+    }
+}
+
 /// The (group, version, kind) a subresource takes and returns, with the group and version left
-/// empty where they are the resource's own, as kube-apiserver writes them.
+/// empty where they are a built-in resource's own, as kube-apiserver writes them.
 fn subresource_kind<'a>(r: &'a ResourceInfo, sub: &dyn Subresource) -> (&'a str, &'a str, &'a str) {
     match sub.kind() {
-        Some((g, v, k)) if g != r.group || v != r.version => (g, v, k),
+        Some((g, v, k)) if g != r.group || v != r.version || custom(r) => (g, v, k),
         Some((_, _, k)) => ("", "", k),
+        None if custom(r) => (&r.group, &r.version, &r.kind),
         None => ("", "", &r.kind),
     }
 }
@@ -56,14 +73,19 @@ fn resources_of<'a>(all: &'a [Resource], group: &str, version: &str) -> Vec<&'a 
     out
 }
 
-/// A resource's subresources, by name.
+/// A resource's subresources: a built-in resource's by name, as kube-apiserver sorts them; a
+/// custom resource's `status` before `scale`, as its definition's handler lists them.
 fn subresources_of(r: &ResourceInfo) -> Vec<(&str, &dyn Subresource)> {
     let mut out: Vec<(&str, &dyn Subresource)> = r
         .subresources
         .iter()
         .map(|(name, sub)| (name.as_str(), &**sub))
         .collect();
-    out.sort_by(|a, b| a.0.cmp(b.0));
+    if custom(r) {
+        out.sort_by_key(|(name, _)| *name != "status");
+    } else {
+        out.sort_by(|a, b| a.0.cmp(b.0));
+    }
     out
 }
 
@@ -104,7 +126,7 @@ fn resource_list(all: &[Resource], group: &str, version: &str) -> Value {
                 "kind": k,
                 "verbs": sub.verbs(),
             });
-            if !g.is_empty() || !v.is_empty() {
+            if (g, v) != ("", "") && (g, v) != (r.group.as_str(), r.version.as_str()) {
                 s["group"] = json!(g);
                 s["version"] = json!(v);
             }
@@ -137,7 +159,7 @@ fn aggregated_group(all: &[Resource], group: &str) -> Value {
             for r in resources_of(all, group, v) {
                 let mut e = json!({
                     "resource": r.plural,
-                    "responseKind": {"group": "", "version": "", "kind": r.kind},
+                    "responseKind": response_kind(r),
                     "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
                     "singularResource": r.singular,
                     "verbs": r.verbs(),

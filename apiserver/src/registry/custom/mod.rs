@@ -198,6 +198,11 @@ pub fn served(
                 .collect();
             info.json_schema = schema;
             info.storage = format!("{}/{}", spec.group, names.plural);
+            info.storage_version_hash = Some(super::storage_version_hash(
+                &spec.group,
+                &storage_version,
+                &names.kind,
+            ));
             let stored = format!("{}/{}", spec.group, storage_version);
             let api_version = format!("{}/{}", spec.group, version.name);
             info.convert = Some(match &hook {
