@@ -254,6 +254,8 @@ pub fn info(etcd: Etcd, components: Components) -> Result<ResourceInfo> {
     .with(|r| {
         r.short_names = vec!["cs".into()];
         r.computed = Some(Shared::Owned(std::sync::Arc::new(probes)));
+        // Never stored, so discovery names no storage version (as kube-apiserver's).
+        r.storage_version_hash = None;
         r.schema = Some(super::schema_of::<ComponentStatus>);
         r.deprecation = Some("v1 ComponentStatus is deprecated in v1.19+".into());
     }))
