@@ -134,10 +134,25 @@ pub struct Node<'a> {
     pub pod_cidr: Option<String>,
 }
 
+/// The OCI runtimes a node offers pods, as CRI runtime handlers named after them (a
+/// RuntimeClass's `handler`): `runc`, the default, and `crun` where it is installed.
+pub const RUNTIMES: &[&str] = &["runc", "crun"];
+
+/// The runtime handlers this machine can offer: those of [`RUNTIMES`] on `PATH`, each with
+/// the binary's path.
+pub fn runtime_handlers() -> Vec<(&'static str, PathBuf)> {
+    RUNTIMES
+        .iter()
+        .filter_map(|r| Some((*r, crate::preflight::which(r)?)))
+        .collect()
+}
+
 /// The containerd configuration: its own root, state and socket under `dir`, CNI from
-/// `net.d` there, `registry` trusted over plain HTTP. `restrict_oom_score_adj` keeps
-/// sandboxes from asking for a lower OOM score than containerd's own, which hosts that deny
-/// negative scores (some container hosts and sandboxes do) would refuse.
+/// `net.d` there, `registry` trusted over plain HTTP, and a CRI runtime per handler of
+/// [`runtime_handlers`] (each through containerd's runc shim, with its own state root under
+/// `dir`; `runc` is the default). `restrict_oom_score_adj` keeps sandboxes from asking for a
+/// lower OOM score than containerd's own, which hosts that deny negative scores (some
+/// container hosts and sandboxes do) would refuse.
 pub fn containerd_config(dir: &Path, pause: &str, registry: &str) -> Result<()> {
     let hosts = dir.join("certs.d").join(registry);
     std::fs::create_dir_all(&hosts)?;
@@ -148,7 +163,7 @@ pub fn containerd_config(dir: &Path, pause: &str, registry: &str) -> Result<()> 
         ),
     )?;
     std::fs::create_dir_all(dir.join("net.d"))?;
-    let config = format!(
+    let mut config = format!(
         r#"version = 2
 root = "{d}/root"
 state = "{d}/state"
@@ -172,15 +187,24 @@ state = "{d}/state"
     config_path = "{d}/certs.d"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        Root = "{d}/runc"
 "#,
         d = dir.display()
     );
+    for (name, binary) in runtime_handlers() {
+        config.push_str(&runtime_section(dir, name, &binary));
+    }
     std::fs::write(dir.join("config.toml"), config)?;
     Ok(())
+}
+
+/// The CRI runtime `name`, running `binary` through containerd's runc shim.
+fn runtime_section(dir: &Path, name: &str, binary: &Path) -> String {
+    let table = format!("plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{name}");
+    format!(
+        "    [{table}]\n      runtime_type = \"io.containerd.runc.v2\"\n      [{table}.options]\n        BinaryName = \"{}\"\n        Root = \"{}\"\n",
+        binary.display(),
+        dir.join(name).display()
+    )
 }
 
 /// The node-local CSI driver (a `skiff-csi` process per node).

@@ -30,6 +30,7 @@ pub mod policy;
 mod rbac;
 mod resourcequota;
 pub mod review;
+mod runtimeclass;
 pub mod service;
 pub mod serviceaccount_token;
 mod statefulset;
@@ -963,6 +964,7 @@ static BUILTINS: &[&Builtin] = &[
     &storage::VOLUMEATTACHMENTS,
     &storage::CSISTORAGECAPACITIES,
     &policy::PODDISRUPTIONBUDGETS,
+    &runtimeclass::RUNTIMECLASSES,
 ];
 
 /// Every compiled-in resource as the server serves it, Services allocating from `ranges`.
