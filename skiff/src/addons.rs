@@ -39,7 +39,7 @@ pub struct AddonArgs {
     #[arg(long)]
     pub shared_storage: bool,
     /// The container runtimes the nodes offer (`runc,crun`): a RuntimeClass for each.
-    #[arg(long, value_delimiter = ',', default_value = "runc,crun")]
+    #[arg(long, value_delimiter = ',', default_value = "runc")]
     pub runtime_handlers: Vec<String>,
 }
 

@@ -138,13 +138,23 @@ pub struct Node<'a> {
 /// RuntimeClass's `handler`): `runc`, the default, and `crun` where it is installed.
 pub const RUNTIMES: &[&str] = &["runc", "crun"];
 
-/// The runtime handlers this machine can offer: those of [`RUNTIMES`] on `PATH`, each with
-/// the binary's path.
+/// The runtime handlers this machine can offer: those of [`RUNTIMES`] on `PATH` that can run
+/// containers here, each with the binary's path.
 pub fn runtime_handlers() -> Vec<(&'static str, PathBuf)> {
+    let hybrid_v2 = std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers").ok();
     RUNTIMES
         .iter()
+        .filter(|r| **r != "crun" || crun_runs(hybrid_v2.as_deref()))
         .filter_map(|r| Some((*r, crate::preflight::which(r)?)))
         .collect()
+}
+
+/// Whether crun can make containers given the controllers of the cgroup v2 hierarchy mounted
+/// beside v1 ones (`None`: no such hybrid mount). crun refuses a hybrid machine whose v2
+/// hierarchy has controllers (`cgroups in hybrid mode not supported, drop all controllers from
+/// cgroupv2`), as on hosts that leave `hugetlb` to v2; runc works there.
+fn crun_runs(hybrid_v2_controllers: Option<&str>) -> bool {
+    hybrid_v2_controllers.is_none_or(|c| c.trim().is_empty())
 }
 
 /// The containerd configuration: its own root, state and socket under `dir`, CNI from
@@ -438,6 +448,25 @@ pub async fn remove_sandboxes(socket: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crun_is_offered_only_where_it_runs() {
+        assert!(crun_runs(None));
+        assert!(crun_runs(Some("\n")));
+        assert!(!crun_runs(Some("hugetlb\n")));
+    }
+
+    #[test]
+    fn each_handler_is_a_runtime_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let section = runtime_section(dir.path(), "crun", Path::new("/usr/bin/crun"));
+        assert!(section.contains("containerd.runtimes.crun]"), "{section}");
+        assert!(
+            section.contains("BinaryName = \"/usr/bin/crun\""),
+            "{section}"
+        );
+        assert!(section.contains(&format!("Root = \"{}/crun\"", dir.path().display())));
+    }
 
     #[test]
     fn cni_chains_and_the_jumps_to_them_are_found() {

@@ -2,8 +2,8 @@
 //! handler), the `RuntimeClass` admission plugin's changes to pods and its refusals in
 //! Kubernetes' words, and on real nodes: a pod of a class with overhead and scheduling
 //! constraints placed where the class says with its overhead counted by the scheduler, the
-//! node's allocated resources and a ResourceQuota; the class's handler passed to the runtime
-//! (`crun` running a pod); and the events a pod gets when its handler or class is missing.
+//! node's allocated resources and a ResourceQuota; the class's handler passed to the runtime;
+//! and the events a pod gets when its handler or class is missing.
 
 use std::path::Path;
 use std::time::Duration;
@@ -299,7 +299,7 @@ async fn a_class_places_its_pods_runs_them_with_its_handler_and_counts_their_ove
     apply(
         &k,
         &json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
-            "metadata": {"name": "fast"}, "handler": "crun",
+            "metadata": {"name": "fast"}, "handler": "runc",
             "overhead": {"podFixed": {"cpu": "250m", "memory": "64Mi"}},
             "scheduling": {"nodeSelector": {"runtime": "fast"},
                 "tolerations": [{"key": "runtime", "operator": "Equal", "value": "fast",
@@ -308,8 +308,8 @@ async fn a_class_places_its_pods_runs_them_with_its_handler_and_counts_their_ove
     apply(
         &k,
         &json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "compute"},
-            "spec": {"hard": {"requests.cpu": "10", "requests.memory": "10Gi",
-                "limits.cpu": "20", "pods": "10"}}}),
+            "spec": {"hard": {"requests.cpu": "1000", "requests.memory": "10Gi",
+                "limits.cpu": "1000", "pods": "10"}}}),
     );
     k.get_until(
         Duration::from_secs(30),
@@ -338,11 +338,9 @@ async fn a_class_places_its_pods_runs_them_with_its_handler_and_counts_their_ove
     // Where the class says, on its handler.
     assert_eq!(running["spec"]["nodeName"], "node-a");
     let uid = running["metadata"]["uid"].as_str().unwrap();
-    assert_eq!(sandbox_handler(&a.ctrd, uid).await, "crun");
-    let (code, out) = a
-        .exec_in(&running, &["sh", "-c", "echo hello from crun"])
-        .await;
-    assert_eq!((code, out.trim()), (0, "hello from crun"));
+    assert_eq!(sandbox_handler(&a.ctrd, uid).await, "runc");
+    let (code, out) = a.exec_in(&running, &["sh", "-c", "echo hello"]).await;
+    assert_eq!((code, out.trim()), (0, "hello"));
 
     // The overhead counted: the quota's use, and the node's allocated resources.
     let q = k
@@ -376,8 +374,9 @@ async fn a_class_places_its_pods_runs_them_with_its_handler_and_counts_their_ove
     let node = k.json(&["get", "node", "node-a"]);
     let allocatable = millicores(node["status"]["allocatable"]["cpu"].as_str().unwrap());
     let mut big = pod("big", Some("fast"), &image, json!({}));
+    let cpu = format!("{}m", allocatable - 350 - 100);
     big["spec"]["containers"][0]["resources"] =
-        json!({"requests": {"cpu": format!("{}m", allocatable - 350 - 100)}});
+        json!({"requests": {"cpu": cpu, "memory": "16Mi"}, "limits": {"cpu": cpu}});
     apply(&k, &big);
     let message = pod_event(&k, "big", "FailedScheduling", "Insufficient cpu")
         .await
@@ -389,7 +388,9 @@ async fn a_class_places_its_pods_runs_them_with_its_handler_and_counts_their_ove
     k.ok(&["delete", "pod", "big", "--wait=false"]);
 
     // A pod of no class runs on the runtime's default, away from node-a's taint.
-    let plain = pod("plain", None, &image, json!({}));
+    let mut plain = pod("plain", None, &image, json!({}));
+    plain["spec"]["containers"][0]["resources"] =
+        json!({"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "10m"}});
     apply(&k, &plain);
     let p = k
         .get_until(Duration::from_secs(90), &["pod", "plain"], |p| {
