@@ -119,15 +119,20 @@ pub fn labels(field: &str, labels: Option<&BTreeMap<String, String>>, out: &mut 
     let Some(labels) = labels else { return };
     for (k, v) in labels {
         qualified_name(field, k, out);
-        if v.len() > 63 {
-            out.push(Cause::invalid(
-                field,
-                &json!(v),
-                "must be no more than 63 characters",
-            ));
-        } else if !v.is_empty() && !is_label_chars(v) {
-            out.push(Cause::invalid(field, &json!(v), LABEL_VALUE_MSG));
-        }
+        label_value(field, v, out);
+    }
+}
+
+/// Validates a label value (empty, or at most 63 alphanumeric, `-`, `_` or `.` characters).
+pub fn label_value(field: &str, v: &str, out: &mut Vec<Cause>) {
+    if v.len() > 63 {
+        out.push(Cause::invalid(
+            field,
+            &json!(v),
+            "must be no more than 63 characters",
+        ));
+    } else if !v.is_empty() && !is_label_chars(v) {
+        out.push(Cause::invalid(field, &json!(v), LABEL_VALUE_MSG));
     }
 }
 

@@ -69,6 +69,10 @@ impl Kubelet {
             images: pods::images::Puller::new(self.runtime.clone()),
             tokens: pods::tokens::Manager::new(self.client.clone()),
             claims,
+            runtime_classes: pods::sandbox::RuntimeClasses::spawn(
+                self.client.clone(),
+                shutdown.clone(),
+            ),
         };
         let tokens = shared.tokens.clone();
         let network = async {

@@ -1,6 +1,7 @@
 //! What `skiff server` puts in the cluster itself: the `cluster-info` agents join by, the
 //! bindings that let bootstrap tokens join (as kubeadm makes them), and the cluster DNS under
-//! its own ServiceAccount, and the storage classes of Skiff's CSI drivers.
+//! its own ServiceAccount, the storage classes of Skiff's CSI drivers, and a RuntimeClass per
+//! container runtime the nodes offer.
 
 use std::path::Path;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use serde_json::{json, Value};
@@ -36,6 +38,9 @@ pub struct AddonArgs {
     /// `shared` StorageClass.
     #[arg(long)]
     pub shared_storage: bool,
+    /// The container runtimes the nodes offer (`runc,crun`): a RuntimeClass for each.
+    #[arg(long, value_delimiter = ',', default_value = "runc")]
+    pub runtime_handlers: Vec<String>,
 }
 
 impl AddonArgs {
@@ -51,6 +56,7 @@ impl AddonArgs {
             &self.server,
         ));
         objects.extend(storage(self.shared_storage));
+        objects.extend(runtime_classes(&self.runtime_handlers));
         for o in objects.iter_mut().filter(|o| o["kind"] == "Deployment") {
             o["spec"]["replicas"] = json!(self.dns_replicas);
         }
@@ -157,6 +163,18 @@ pub fn storage(shared: bool) -> Vec<Value> {
         );
     }
     out
+}
+
+/// A RuntimeClass per runtime handler the nodes offer, named after it (`runc`, `crun`), so a
+/// pod picks its runtime with `runtimeClassName`.
+pub fn runtime_classes<S: AsRef<str>>(handlers: &[S]) -> Vec<Value> {
+    handlers
+        .iter()
+        .map(|h| {
+            json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+                   "metadata": {"name": h.as_ref()}, "handler": h.as_ref()})
+        })
+        .collect()
 }
 
 /// What lets machines find the cluster, as kubeadm sets it up: anyone (`system:anonymous`,
@@ -272,6 +290,11 @@ async fn apply_one(client: &skiff_client::Client, obj: &Value) -> Result<()> {
         ),
         "StorageClass" => drop(
             Api::<StorageClass>::all(client)
+                .patch(name, &pp, &patch)
+                .await?,
+        ),
+        "RuntimeClass" => drop(
+            Api::<RuntimeClass>::all(client)
                 .patch(name, &pp, &patch)
                 .await?,
         ),

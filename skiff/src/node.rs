@@ -134,10 +134,35 @@ pub struct Node<'a> {
     pub pod_cidr: Option<String>,
 }
 
+/// The OCI runtimes a node offers pods, as CRI runtime handlers named after them (a
+/// RuntimeClass's `handler`): `runc`, the default, and `crun` where it is installed.
+pub const RUNTIMES: &[&str] = &["runc", "crun"];
+
+/// The runtime handlers this machine can offer: those of [`RUNTIMES`] on `PATH` that can run
+/// containers here, each with the binary's path.
+pub fn runtime_handlers() -> Vec<(&'static str, PathBuf)> {
+    let hybrid_v2 = std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers").ok();
+    RUNTIMES
+        .iter()
+        .filter(|r| **r != "crun" || crun_runs(hybrid_v2.as_deref()))
+        .filter_map(|r| Some((*r, crate::preflight::which(r)?)))
+        .collect()
+}
+
+/// Whether crun can make containers given the controllers of the cgroup v2 hierarchy mounted
+/// beside v1 ones (`None`: no such hybrid mount). crun refuses a hybrid machine whose v2
+/// hierarchy has controllers (`cgroups in hybrid mode not supported, drop all controllers from
+/// cgroupv2`), as on hosts that leave `hugetlb` to v2; runc works there.
+fn crun_runs(hybrid_v2_controllers: Option<&str>) -> bool {
+    hybrid_v2_controllers.is_none_or(|c| c.trim().is_empty())
+}
+
 /// The containerd configuration: its own root, state and socket under `dir`, CNI from
-/// `net.d` there, `registry` trusted over plain HTTP. `restrict_oom_score_adj` keeps
-/// sandboxes from asking for a lower OOM score than containerd's own, which hosts that deny
-/// negative scores (some container hosts and sandboxes do) would refuse.
+/// `net.d` there, `registry` trusted over plain HTTP, and a CRI runtime per handler of
+/// [`runtime_handlers`] (each through containerd's runc shim, with its own state root under
+/// `dir`; `runc` is the default). `restrict_oom_score_adj` keeps sandboxes from asking for a
+/// lower OOM score than containerd's own, which hosts that deny negative scores (some
+/// container hosts and sandboxes do) would refuse.
 pub fn containerd_config(dir: &Path, pause: &str, registry: &str) -> Result<()> {
     let hosts = dir.join("certs.d").join(registry);
     std::fs::create_dir_all(&hosts)?;
@@ -148,7 +173,7 @@ pub fn containerd_config(dir: &Path, pause: &str, registry: &str) -> Result<()> 
         ),
     )?;
     std::fs::create_dir_all(dir.join("net.d"))?;
-    let config = format!(
+    let mut config = format!(
         r#"version = 2
 root = "{d}/root"
 state = "{d}/state"
@@ -172,15 +197,24 @@ state = "{d}/state"
     config_path = "{d}/certs.d"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        Root = "{d}/runc"
 "#,
         d = dir.display()
     );
+    for (name, binary) in runtime_handlers() {
+        config.push_str(&runtime_section(dir, name, &binary));
+    }
     std::fs::write(dir.join("config.toml"), config)?;
     Ok(())
+}
+
+/// The CRI runtime `name`, running `binary` through containerd's runc shim.
+fn runtime_section(dir: &Path, name: &str, binary: &Path) -> String {
+    let table = format!("plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{name}");
+    format!(
+        "    [{table}]\n      runtime_type = \"io.containerd.runc.v2\"\n      [{table}.options]\n        BinaryName = \"{}\"\n        Root = \"{}\"\n",
+        binary.display(),
+        dir.join(name).display()
+    )
 }
 
 /// The node-local CSI driver (a `skiff-csi` process per node).
@@ -418,6 +452,25 @@ pub async fn remove_sandboxes(socket: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crun_is_offered_only_where_it_runs() {
+        assert!(crun_runs(None));
+        assert!(crun_runs(Some("\n")));
+        assert!(!crun_runs(Some("hugetlb\n")));
+    }
+
+    #[test]
+    fn each_handler_is_a_runtime_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let section = runtime_section(dir.path(), "crun", Path::new("/usr/bin/crun"));
+        assert!(section.contains("containerd.runtimes.crun]"), "{section}");
+        assert!(
+            section.contains("BinaryName = \"/usr/bin/crun\""),
+            "{section}"
+        );
+        assert!(section.contains(&format!("Root = \"{}/crun\"", dir.path().display())));
+    }
 
     #[test]
     fn cni_chains_and_the_jumps_to_them_are_found() {

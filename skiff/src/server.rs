@@ -292,6 +292,11 @@ fn start_and_wait(
         ));
     }
     objects.extend(addons::storage(args.node.shared_volume_path.is_some()));
+    let handlers: Vec<&str> = crate::node::runtime_handlers()
+        .into_iter()
+        .map(|(h, _)| h)
+        .collect();
+    objects.extend(addons::runtime_classes(&handlers));
     rt.block_on(addons::apply(&admin, &objects))?;
     rt.block_on(join::publish_token(&admin, &token, args.token_ttl))?;
     write_private(&token_path, format!("{}::{token}", ca_hash(&ca)).as_bytes())?;

@@ -18,6 +18,7 @@ pub mod policy;
 mod priority;
 mod resource_quota;
 pub mod review;
+mod runtimeclass;
 mod service_account;
 mod storage_object_in_use_protection;
 pub mod webhook;
@@ -364,6 +365,7 @@ fn implemented(
             Box::new(persistent_volume_claim_resize::PersistentVolumeClaimResize),
             true,
         ),
+        (Box::new(runtimeclass::RuntimeClass), true),
         (Box::new(resource_quota::ResourceQuota::default()), true),
         (Box::new(hooks.mutating()), true),
         (Box::new(policy::ValidatingAdmissionPolicy::default()), true),
@@ -679,6 +681,7 @@ mod tests {
                 "DefaultStorageClass",
                 "StorageObjectInUseProtection",
                 "PersistentVolumeClaimResize",
+                "RuntimeClass",
                 "CertificateApproval",
                 "CertificateSigning",
                 "MutatingAdmissionWebhook",
@@ -706,6 +709,7 @@ mod tests {
                 "DefaultStorageClass",
                 "StorageObjectInUseProtection",
                 "PersistentVolumeClaimResize",
+                "RuntimeClass",
                 "CertificateApproval",
                 "CertificateSigning",
                 "MutatingAdmissionWebhook",

@@ -33,6 +33,7 @@ mod rbac;
 mod replicationcontroller;
 mod resourcequota;
 pub mod review;
+mod runtimeclass;
 pub mod service;
 pub mod serviceaccount_token;
 mod statefulset;
@@ -1001,6 +1002,7 @@ static BUILTINS: &[&Builtin] = &[
     &storage::VOLUMEATTACHMENTS,
     &storage::CSISTORAGECAPACITIES,
     &policy::PODDISRUPTIONBUDGETS,
+    &runtimeclass::RUNTIMECLASSES,
 ];
 
 /// Every compiled-in resource as the server serves it, Services allocating from `ranges`.

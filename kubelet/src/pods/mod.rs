@@ -118,6 +118,8 @@ pub struct Shared {
     pub tokens: tokens::Manager,
     /// Persistent volume claims: mounted through CSI drivers, or as local paths.
     pub claims: csi::Mounter,
+    /// The RuntimeClasses pods name (their sandboxes' runtime handlers).
+    pub runtime_classes: sandbox::RuntimeClasses,
 }
 
 struct Handle {

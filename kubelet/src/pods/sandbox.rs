@@ -1,10 +1,16 @@
 //! A pod's sandbox: its network (CNI through the runtime, or the node's for `hostNetwork`),
-//! hostname, DNS, host ports, shared namespaces and cgroup parent.
+//! hostname, DNS, host ports, shared namespaces and cgroup parent, and the runtime handler
+//! that runs it (its RuntimeClass's).
 
 use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::node::v1::RuntimeClass;
+use skiff_client::informer::Informer;
+use skiff_client::reflector::{ObjectKey, Store};
+use skiff_client::{watcher, Api, Client};
 use skiff_proto::cri;
+use tokio_util::sync::CancellationToken;
 
 use super::{cgroups, dns, labels, PodConfig};
 use crate::cri::{Result, Runtime};
@@ -186,14 +192,96 @@ pub async fn ips(runtime: &Runtime, id: &str) -> Result<Vec<String>> {
         .unwrap_or_default())
 }
 
-/// Starts a sandbox.
-pub async fn run(runtime: &Runtime, config: cri::PodSandboxConfig) -> Result<String> {
+/// Why a pod's runtime handler is not known.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The pod names a RuntimeClass that does not exist (worded as Kubernetes' lister says it).
+    #[error("runtimeclass.node.k8s.io {0:?} not found")]
+    NotFound(String),
+    /// The API server could not be asked.
+    #[error("failed to lookup RuntimeClass {name}: {source}")]
+    Lookup {
+        /// The class.
+        name: String,
+        /// Why.
+        #[source]
+        source: skiff_client::Error,
+    },
+}
+
+/// The RuntimeClasses pods name, cached by an informer, to find the handler that runs a
+/// pod's sandbox. Cheap to clone.
+#[derive(Clone)]
+pub struct RuntimeClasses {
+    api: Api<RuntimeClass>,
+    store: Store<RuntimeClass>,
+}
+
+impl RuntimeClasses {
+    /// Watches RuntimeClasses until `shutdown`.
+    pub fn spawn(client: Client, shutdown: CancellationToken) -> Self {
+        let api: Api<RuntimeClass> = Api::all(client);
+        let informer = Informer::spawn(
+            api.clone(),
+            watcher::Config::default().strip_managed_fields(),
+            HashMap::new(),
+            shutdown,
+        );
+        RuntimeClasses {
+            api,
+            store: informer.store(),
+        }
+    }
+
+    /// The CRI runtime handler for `pod`: its RuntimeClass's `handler`, or "" (the runtime's
+    /// default) for a pod that names none. A class the cache lacks (not yet seen, or the cache
+    /// still filling) is asked of the API server before it counts as missing.
+    pub async fn handler(&self, pod: &Pod) -> Result<String, HandlerError> {
+        let Some(name) = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.runtime_class_name.as_deref())
+            .filter(|n| !n.is_empty())
+        else {
+            return Ok(String::new());
+        };
+        if let Some(rc) = self.store.get(&ObjectKey::new("", name)) {
+            return Ok(rc.handler.clone());
+        }
+        match self.api.get(name).await {
+            Ok(rc) => Ok(rc.handler),
+            Err(e) if e.is_not_found() => Err(HandlerError::NotFound(name.to_string())),
+            Err(source) => Err(HandlerError::Lookup {
+                name: name.to_string(),
+                source,
+            }),
+        }
+    }
+}
+
+/// A runtime call's failure as Kubernetes' kubelet words it (Go's gRPC error text:
+/// `rpc error: code = Unknown desc = ...`), for events.
+pub fn rpc_error(e: &crate::cri::Error) -> String {
+    match e {
+        crate::cri::Error::Call(s) => {
+            format!("rpc error: code = {:?} desc = {}", s.code(), s.message())
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Starts a sandbox with the runtime's `handler` ("" for its default).
+pub async fn run(
+    runtime: &Runtime,
+    config: cri::PodSandboxConfig,
+    handler: &str,
+) -> Result<String> {
     Ok(runtime
         .runtime
         .clone()
         .run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(config),
-            runtime_handler: String::new(),
+            runtime_handler: handler.to_string(),
         })
         .await?
         .into_inner()

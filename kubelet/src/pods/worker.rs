@@ -596,13 +596,24 @@ impl Worker {
         self.statuses.clear();
         self.instances.clear();
         let config = sandbox::config(&self.pod, attempt, &cfg);
-        let id = match sandbox::run(&rt, config.clone()).await {
-            Ok(id) => id,
+        let handler = match self.shared.runtime_classes.handler(&self.pod).await {
+            Ok(h) => h,
             Err(e) => {
                 self.event_warning(
                     None,
                     "FailedCreatePodSandBox",
                     format!("Failed to create pod sandbox: {e}"),
+                );
+                return Err(e.into());
+            }
+        };
+        let id = match sandbox::run(&rt, config.clone(), &handler).await {
+            Ok(id) => id,
+            Err(e) => {
+                self.event_warning(
+                    None,
+                    "FailedCreatePodSandBox",
+                    format!("Failed to create pod sandbox: {}", sandbox::rpc_error(&e)),
                 );
                 return Err(e.into());
             }
