@@ -468,16 +468,16 @@ fn compose_cluster_spreads_serves_and_recovers_from_faults() {
 
     // The leading scheduler and controller manager killed: the standbys take over, and
     // scheduling and the controllers go on.
-    let scheduler = c.leader("skiff-scheduler");
-    let cm = c.leader("skiff-controller-manager");
+    let scheduler = c.leader("kube-scheduler");
+    let cm = c.leader("kube-controller-manager");
     assert!(scheduler.starts_with("scheduler-"), "{scheduler}");
     assert!(cm.starts_with("controller-manager-"), "{cm}");
     c.docker(&["kill", &c.container(&scheduler)]);
     c.docker(&["kill", &c.container(&cm)]);
     let takeover = c.wait("the standbys to lead", Duration::from_secs(60), || {
         let (s, m) = (
-            c.leader("skiff-scheduler"),
-            c.leader("skiff-controller-manager"),
+            c.leader("kube-scheduler"),
+            c.leader("kube-controller-manager"),
         );
         (s != scheduler && m != cm)
             .then_some(())
