@@ -585,6 +585,17 @@ impl Kubectl {
         serde_json::from_str(&self.ok(&a)).expect("kubectl printed JSON")
     }
 
+    /// `kubectl get WHAT -o json`, parsed; `None` when kubectl fails (not found, say).
+    pub fn get_opt(&self, what: &[&str]) -> Option<Value> {
+        let mut args = vec!["get"];
+        args.extend_from_slice(what);
+        args.extend_from_slice(&["-o", "json"]);
+        let r = self.run(&args);
+        r.status
+            .success()
+            .then(|| serde_json::from_str(&r.stdout).ok())?
+    }
+
     /// Polls `kubectl get WHAT -o json` until `f` holds for what it prints, within `within`:
     /// that JSON, or the last JSON seen when time ran out.
     pub async fn get_until(
@@ -593,16 +604,9 @@ impl Kubectl {
         what: &[&str],
         f: impl Fn(&Value) -> bool,
     ) -> Result<Value, Value> {
-        let mut args = vec!["get"];
-        args.extend_from_slice(what);
-        args.extend_from_slice(&["-o", "json"]);
         let mut last = Value::Null;
         let got = eventually(within, || {
-            let r = self.run(&args);
-            if !r.status.success() {
-                return None;
-            }
-            last = serde_json::from_str(&r.stdout).ok()?;
+            last = self.get_opt(what)?;
             f(&last).then(|| last.clone())
         })
         .await;

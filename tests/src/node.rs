@@ -530,6 +530,24 @@ pub struct Node {
 }
 
 impl Node {
+    /// Waits up to a minute for `f` to give a value; otherwise panics with `what`, the
+    /// cluster's events and this node's kubelet log.
+    pub async fn wait_for<T>(
+        &self,
+        k: &crate::Kubectl,
+        what: &str,
+        f: impl FnMut() -> Option<T>,
+    ) -> T {
+        match crate::eventually(Duration::from_secs(60), f).await {
+            Some(v) => v,
+            None => panic!(
+                "{what}; events:\n{}\nkubelet log:\n{}",
+                k.run(&["get", "events", "-A"]).stdout,
+                self.kubelet.log()
+            ),
+        }
+    }
+
     /// Runs `cmd` in the pod's first container through the runtime (what `kubectl exec`
     /// reaches): its exit code, and its stdout followed by its stderr.
     pub async fn exec_in(&self, pod: &serde_json::Value, cmd: &[&str]) -> (i32, String) {

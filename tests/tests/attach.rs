@@ -13,36 +13,13 @@
 //! events carrying the driver's error. A VolumeAttachment made by hand is left alone.
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use skiff_e2e::node::Node;
-use skiff_e2e::{eventually, Cluster, Daemon, Kubectl};
+use skiff_e2e::{Cluster, Daemon, Kubectl};
 
-const WAIT: Duration = Duration::from_secs(60);
 const DRIVER: &str = "attach.csi.test.skiff.dev";
 const FAILING: &str = "failing.csi.test.skiff.dev";
-
-async fn wait_for<T>(node: &Node, k: &Kubectl, what: &str, f: impl FnMut() -> Option<T>) -> T {
-    match eventually(WAIT, f).await {
-        Some(v) => v,
-        None => panic!(
-            "{what}; events:\n{}\nkubelet log:\n{}",
-            k.run(&["get", "events", "-A"]).stdout,
-            node.kubelet.log()
-        ),
-    }
-}
-
-fn get(k: &Kubectl, what: &[&str]) -> Option<Value> {
-    let mut args = vec!["get"];
-    args.extend(what);
-    args.extend(["-o", "json"]);
-    let r = k.run(&args);
-    r.status
-        .success()
-        .then(|| serde_json::from_str(&r.stdout).ok())?
-}
 
 /// The calls a driver recorded, in order.
 fn calls(path: &Path) -> Vec<Value> {
@@ -107,13 +84,10 @@ fn pod(node: &Node, name: &str, claim: &str) -> Value {
 }
 
 fn event(k: &Kubectl, pod: &str, reason: &str) -> Option<Value> {
-    let ev = get(
-        k,
-        &[
-            "events",
-            &format!("--field-selector=involvedObject.name={pod}"),
-        ],
-    )?;
+    let ev = k.get_opt(&[
+        "events",
+        &format!("--field-selector=involvedObject.name={pod}"),
+    ])?;
     ev["items"]
         .as_array()?
         .iter()
@@ -150,11 +124,12 @@ async fn volumes_are_attached_before_use_and_detached_after() {
     let calls_failing = dir.path().join("failing/calls.jsonl");
 
     // Both drivers register; the CSINode carries their own id for the node.
-    let csinode = wait_for(&node, &k, "the CSINode lists both drivers", || {
-        let c = get(&k, &["csinode", "node-a"])?;
-        (c["spec"]["drivers"].as_array()?.len() == 2).then_some(c)
-    })
-    .await;
+    let csinode = node
+        .wait_for(&k, "the CSINode lists both drivers", || {
+            let c = k.get_opt(&["csinode", "node-a"])?;
+            (c["spec"]["drivers"].as_array()?.len() == 2).then_some(c)
+        })
+        .await;
     assert_eq!(csinode["spec"]["drivers"][0]["nodeID"], "i-0node-a");
 
     // No CSIDriver object for the first driver: attaching is required, as in Kubernetes. The
@@ -173,9 +148,9 @@ async fn volumes_are_attached_before_use_and_detached_after() {
         &["apply", "-f", "-"],
         &volume_and_claim("broken", FAILING, "vol-2").to_string(),
     );
-    wait_for(&node, &k, "both claims bound", || {
-        let a = get(&k, &["pvc", "disk"])?;
-        let b = get(&k, &["pvc", "broken"])?;
+    node.wait_for(&k, "both claims bound", || {
+        let a = k.get_opt(&["pvc", "disk"])?;
+        let b = k.get_opt(&["pvc", "broken"])?;
         (a["status"]["phase"] == "Bound" && b["status"]["phase"] == "Bound").then_some(())
     })
     .await;
@@ -195,11 +170,12 @@ async fn volumes_are_attached_before_use_and_detached_after() {
         &pod(&node, "app", "disk").to_string(),
     );
     let va_name = attachment_name("vol-1", DRIVER, "node-a");
-    let va = wait_for(&node, &k, "the VolumeAttachment attached", || {
-        let va = get(&k, &["volumeattachment", &va_name])?;
-        (va["status"]["attached"] == true).then_some(va)
-    })
-    .await;
+    let va = node
+        .wait_for(&k, "the VolumeAttachment attached", || {
+            let va = k.get_opt(&["volumeattachment", &va_name])?;
+            (va["status"]["attached"] == true).then_some(va)
+        })
+        .await;
     assert_eq!(va["spec"]["attacher"], DRIVER);
     assert_eq!(va["spec"]["nodeName"], "node-a");
     assert_eq!(va["spec"]["source"]["persistentVolumeName"], "pv-disk");
@@ -223,30 +199,27 @@ async fn volumes_are_attached_before_use_and_detached_after() {
     );
 
     let unique = format!("kubernetes.io/csi/{DRIVER}^vol-1");
-    let n = wait_for(
-        &node,
-        &k,
-        "the node lists the volume attached and in use",
-        || {
-            let n = get(&k, &["node", "node-a"])?;
+    let n = node
+        .wait_for(&k, "the node lists the volume attached and in use", || {
+            let n = k.get_opt(&["node", "node-a"])?;
             let attached =
                 n["status"]["volumesAttached"] == json!([{"name": unique, "devicePath": ""}]);
             let in_use = n["status"]["volumesInUse"]
                 .as_array()
                 .is_some_and(|v| v.contains(&json!(unique)));
             (attached && in_use).then_some(n)
-        },
-    )
-    .await;
+        })
+        .await;
     assert!(n["status"]["volumesAttached"].as_array().unwrap().len() == 1);
 
     // The pod runs on the attached volume; the attach came first, and its metadata reached
     // the node's staging and publishing.
-    let app = wait_for(&node, &k, "the pod Running", || {
-        let p = get(&k, &["pod", "app"])?;
-        (p["status"]["phase"] == "Running").then_some(p)
-    })
-    .await;
+    let app = node
+        .wait_for(&k, "the pod Running", || {
+            let p = k.get_opt(&["pod", "app"])?;
+            (p["status"]["phase"] == "Running").then_some(p)
+        })
+        .await;
     let (code, out) = node.exec_in(&app, &["sh", "-c", "cat /data/proof"]).await;
     assert_eq!((code, out.trim()), (0, "written"));
     assert!(dir.path().join("ok/volumes/vol-1/proof").is_file());
@@ -274,35 +247,35 @@ async fn volumes_are_attached_before_use_and_detached_after() {
         &["apply", "-f", "-"],
         &pod(&node, "stuck", "broken").to_string(),
     );
-    let failed = wait_for(&node, &k, "FailedAttachVolume on the stuck pod", || {
-        event(&k, "stuck", "FailedAttachVolume")
-    })
-    .await;
+    let failed = node
+        .wait_for(&k, "FailedAttachVolume on the stuck pod", || {
+            event(&k, "stuck", "FailedAttachVolume")
+        })
+        .await;
     let why = "rpc error: code = Internal desc = the disk is attached to another instance";
     assert_eq!(
         failed["message"],
         format!("AttachVolume.Attach failed for volume \"pv-broken\" : {why}")
     );
     assert_eq!(failed["type"], "Warning");
-    let mount = wait_for(&node, &k, "FailedMount on the stuck pod", || {
-        event(&k, "stuck", "FailedMount")
-    })
-    .await;
+    let mount = node
+        .wait_for(&k, "FailedMount on the stuck pod", || {
+            event(&k, "stuck", "FailedMount")
+        })
+        .await;
     assert_eq!(
         mount["message"],
         format!("MountVolume.WaitForAttach failed for volume \"pv-broken\" : {why}")
     );
-    let stuck_va = get(
-        &k,
-        &[
+    let stuck_va = k
+        .get_opt(&[
             "volumeattachment",
             &attachment_name("vol-2", FAILING, "node-a"),
-        ],
-    )
-    .unwrap();
+        ])
+        .unwrap();
     assert_eq!(stuck_va["status"]["attached"], false);
     assert_eq!(stuck_va["status"]["attachError"]["message"], why);
-    let stuck = get(&k, &["pod", "stuck"]).unwrap();
+    let stuck = k.get_opt(&["pod", "stuck"]).unwrap();
     assert_eq!(stuck["status"]["phase"], "Pending");
     let seen = calls(&calls_failing);
     assert!(
@@ -310,14 +283,14 @@ async fn volumes_are_attached_before_use_and_detached_after() {
         "{seen:#?}"
     );
     assert!(position(&seen, "NodePublishVolume").is_none(), "{seen:#?}");
-    let n = get(&k, &["node", "node-a"]).unwrap();
+    let n = k.get_opt(&["node", "node-a"]).unwrap();
     assert_eq!(n["status"]["volumesAttached"].as_array().unwrap().len(), 1);
 
     // Deleting the pods detaches: unpublished on the node first, then unpublished from it by
     // the attacher; the attachments and the node's lists empty.
     k.ok(&["delete", "pod", "app", "stuck", "--wait=true"]);
-    wait_for(&node, &k, "both attachments gone", || {
-        let list = get(&k, &["volumeattachments"])?;
+    node.wait_for(&k, "both attachments gone", || {
+        let list = k.get_opt(&["volumeattachments"])?;
         let names: Vec<&str> = list["items"]
             .as_array()?
             .iter()
@@ -337,19 +310,14 @@ async fn volumes_are_attached_before_use_and_detached_after() {
         position(&calls(&calls_failing), "ControllerUnpublishVolume").is_some(),
         "the failed attachment is unpublished too"
     );
-    wait_for(
-        &node,
-        &k,
-        "the node lists nothing attached or in use",
-        || {
-            let n = get(&k, &["node", "node-a"])?;
-            (n["status"]["volumesAttached"].is_null() && n["status"]["volumesInUse"].is_null())
-                .then_some(())
-        },
-    )
+    node.wait_for(&k, "the node lists nothing attached or in use", || {
+        let n = k.get_opt(&["node", "node-a"])?;
+        (n["status"]["volumesAttached"].is_null() && n["status"]["volumesInUse"].is_null())
+            .then_some(())
+    })
     .await;
     // The data stays on the volume; the hand-made attachment is untouched.
     assert!(dir.path().join("ok/volumes/vol-1/proof").is_file());
-    let by_hand = get(&k, &["volumeattachment", "by-hand"]).unwrap();
+    let by_hand = k.get_opt(&["volumeattachment", "by-hand"]).unwrap();
     assert!(by_hand["metadata"]["deletionTimestamp"].is_null());
 }

@@ -20,19 +20,9 @@ use skiff_e2e::{eventually, Cluster, Daemon, Kubectl};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn get(k: &Kubectl, what: &[&str]) -> Option<Value> {
-    let mut args = vec!["get"];
-    args.extend(what);
-    args.extend(["-o", "json"]);
-    let r = k.run(&args);
-    r.status
-        .success()
-        .then(|| serde_json::from_str(&r.stdout).ok())?
-}
-
 /// The messages of the events about `name` with `reason`.
 fn events(k: &Kubectl, name: &str, reason: &str) -> Vec<String> {
-    get(k, &["events"])
+    k.get_opt(&["events"])
         .and_then(|v| v["items"].as_array().cloned())
         .unwrap_or_default()
         .into_iter()
@@ -136,7 +126,7 @@ async fn generic_ephemeral_volumes_live_and_die_with_their_pod() {
     let env = Env::start().await;
     let k = env.kubectl();
     env.wait("the CSINode lists the driver", || {
-        let c = get(&k, &["csinode", "node-a"])?;
+        let c = k.get_opt(&["csinode", "node-a"])?;
         (c["spec"]["drivers"][0]["name"] == "local.csi.skiff.dev").then_some(())
     })
     .await;
@@ -153,7 +143,7 @@ async fn generic_ephemeral_volumes_live_and_die_with_their_pod() {
         .to_string(),
     );
     env.wait("the default ServiceAccount", || {
-        get(&k, &["serviceaccount", "default"]).map(|_| ())
+        k.get_opt(&["serviceaccount", "default"]).map(|_| ())
     })
     .await;
 
@@ -162,10 +152,10 @@ async fn generic_ephemeral_volumes_live_and_die_with_their_pod() {
     k.ok_input(&["create", "-f", "-"], &pod(&image, "cache").to_string());
     let claim = env
         .wait("the claim cache-scratch", || {
-            get(&k, &["pvc", "cache-scratch"])
+            k.get_opt(&["pvc", "cache-scratch"])
         })
         .await;
-    let p = get(&k, &["pod", "cache"]).unwrap();
+    let p = k.get_opt(&["pod", "cache"]).unwrap();
     let owner = &claim["metadata"]["ownerReferences"];
     assert_eq!(
         owner,
@@ -183,19 +173,19 @@ async fn generic_ephemeral_volumes_live_and_die_with_their_pod() {
     // Provisioned on the node the scheduler chose; the pod runs and writes into it.
     let pv = env
         .wait("the claim bound", || {
-            let c = get(&k, &["pvc", "cache-scratch"])?;
+            let c = k.get_opt(&["pvc", "cache-scratch"])?;
             (c["status"]["phase"] == "Bound")
                 .then(|| c["spec"]["volumeName"].as_str().map(String::from))?
         })
         .await;
-    let claim = get(&k, &["pvc", "cache-scratch"]).unwrap();
+    let claim = k.get_opt(&["pvc", "cache-scratch"]).unwrap();
     assert_eq!(
         claim["metadata"]["annotations"]["volume.kubernetes.io/selected-node"],
         "node-a"
     );
     let running = env
         .wait("the pod Ready", || {
-            let p = get(&k, &["pod", "cache"])?;
+            let p = k.get_opt(&["pod", "cache"])?;
             p["status"]["conditions"]
                 .as_array()?
                 .iter()
@@ -221,11 +211,11 @@ async fn generic_ephemeral_volumes_live_and_die_with_their_pod() {
     // The pod goes: the garbage collector takes its claim, and Delete the volume and its data.
     k.ok(&["delete", "pod", "cache", "--wait=true"]);
     env.wait("the claim collected", || {
-        get(&k, &["pvc", "cache-scratch"]).is_none().then_some(())
+        k.get_opt(&["pvc", "cache-scratch"]).is_none().then_some(())
     })
     .await;
     env.wait("the volume deleted", || {
-        get(&k, &["pv", &pv]).is_none().then_some(())
+        k.get_opt(&["pv", &pv]).is_none().then_some(())
     })
     .await;
     assert!(!Path::new(&dir).exists(), "{} removed", dir.display());
@@ -260,22 +250,22 @@ async fn generic_ephemeral_volumes_live_and_die_with_their_pod() {
         ),
         "{m}"
     );
-    let other = get(&k, &["pod", "other"]).unwrap();
+    let other = k.get_opt(&["pod", "other"]).unwrap();
     assert_eq!(other["status"]["phase"], "Pending");
     assert!(other["spec"]["nodeName"].is_null(), "{other}");
-    let theirs = get(&k, &["pvc", "other-scratch"]).unwrap();
+    let theirs = k.get_opt(&["pvc", "other-scratch"]).unwrap();
     assert!(theirs["metadata"]["ownerReferences"].is_null(), "{theirs}");
     assert_eq!(theirs["metadata"]["labels"], Value::Null);
 
     // The claim made way: the pod's own claim is made and the pod runs.
     k.ok(&["delete", "pvc", "other-scratch", "--wait=true"]);
     env.wait("the pod's own claim", || {
-        let c = get(&k, &["pvc", "other-scratch"])?;
+        let c = k.get_opt(&["pvc", "other-scratch"])?;
         (c["metadata"]["ownerReferences"][0]["name"] == "other").then_some(())
     })
     .await;
     env.wait("the pod running", || {
-        let p = get(&k, &["pod", "other"])?;
+        let p = k.get_opt(&["pod", "other"])?;
         (p["status"]["phase"] == "Running").then_some(())
     })
     .await;

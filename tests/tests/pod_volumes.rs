@@ -9,38 +9,14 @@
 //! mounted once, and cleans up after a pod deleted while it was away.
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use skiff_e2e::node::Node;
-use skiff_e2e::{eventually, Cluster, Daemon, Kubectl};
-
-const WAIT: Duration = Duration::from_secs(60);
-
-async fn wait_for<T>(node: &Node, k: &Kubectl, what: &str, f: impl FnMut() -> Option<T>) -> T {
-    match eventually(WAIT, f).await {
-        Some(v) => v,
-        None => panic!(
-            "{what}; events:\n{}\nkubelet log:\n{}",
-            k.run(&["get", "events", "-A"]).stdout,
-            node.kubelet.log()
-        ),
-    }
-}
-
-fn get(k: &Kubectl, what: &[&str]) -> Option<Value> {
-    let mut args = vec!["get"];
-    args.extend(what);
-    args.extend(["-o", "json"]);
-    let r = k.run(&args);
-    r.status
-        .success()
-        .then(|| serde_json::from_str(&r.stdout).ok())?
-}
+use skiff_e2e::{Cluster, Daemon, Kubectl};
 
 async fn ready(node: &Node, k: &Kubectl, name: &str) -> Value {
-    wait_for(node, k, &format!("pod {name} Ready"), || {
-        let p = get(k, &["pod", name])?;
+    node.wait_for(&k, &format!("pod {name} Ready"), || {
+        let p = k.get_opt(&["pod", name])?;
         let ok = p["status"]["conditions"]
             .as_array()?
             .iter()
@@ -107,14 +83,15 @@ async fn claims_through_the_csi_driver_in_pods() {
 
     // The driver registers: the node's CSINode lists it, owned by the Node, and the node
     // carries its node ID.
-    let csinode = wait_for(&node, &k, "the CSINode lists the driver", || {
-        let c = get(&k, &["csinode", "node-a"])?;
-        (c["spec"]["drivers"][0]["name"] == "shared.csi.skiff.dev").then_some(c)
-    })
-    .await;
+    let csinode = node
+        .wait_for(&k, "the CSINode lists the driver", || {
+            let c = k.get_opt(&["csinode", "node-a"])?;
+            (c["spec"]["drivers"][0]["name"] == "shared.csi.skiff.dev").then_some(c)
+        })
+        .await;
     assert_eq!(csinode["spec"]["drivers"][0]["nodeID"], "node-a");
     assert_eq!(csinode["metadata"]["ownerReferences"][0]["kind"], "Node");
-    let n = get(&k, &["node", "node-a"]).unwrap();
+    let n = k.get_opt(&["node", "node-a"]).unwrap();
     let ids: Value = serde_json::from_str(
         n["metadata"]["annotations"]["csi.volume.kubernetes.io/nodeid"]
             .as_str()
@@ -138,12 +115,13 @@ async fn claims_through_the_csi_driver_in_pods() {
         ]})
         .to_string(),
     );
-    let pv = wait_for(&node, &k, "the claim bound", || {
-        let c = get(&k, &["pvc", "data"])?;
-        (c["status"]["phase"] == "Bound")
-            .then(|| c["spec"]["volumeName"].as_str().map(String::from))?
-    })
-    .await;
+    let pv = node
+        .wait_for(&k, "the claim bound", || {
+            let c = k.get_opt(&["pvc", "data"])?;
+            (c["status"]["phase"] == "Bound")
+                .then(|| c["spec"]["volumeName"].as_str().map(String::from))?
+        })
+        .await;
 
     // A writer with an fsGroup: the volume belongs to the group.
     let writer = pod(
@@ -213,35 +191,28 @@ async fn claims_through_the_csi_driver_in_pods() {
         json!({}),
     );
     k.ok_input(&["apply", "-f", "-"], &missing.to_string());
-    let msg = wait_for(
-        &node,
-        &k,
-        "a FailedMount event for the missing claim",
-        || {
-            let ev = get(
-                &k,
-                &["events", "--field-selector=involvedObject.name=orphan"],
-            )?;
+    let msg = node
+        .wait_for(&k, "a FailedMount event for the missing claim", || {
+            let ev = k.get_opt(&["events", "--field-selector=involvedObject.name=orphan"])?;
             ev["items"]
                 .as_array()?
                 .iter()
                 .find(|e| e["reason"] == "FailedMount")
                 .and_then(|e| e["message"].as_str().map(String::from))
-        },
-    )
-    .await;
+        })
+        .await;
     assert!(
         msg.contains("error processing PVC default/nope: failed to fetch PVC from API server: persistentvolumeclaims \"nope\" not found"),
         "{msg}"
     );
-    let o = get(&k, &["pod", "orphan"]).unwrap();
+    let o = k.get_opt(&["pod", "orphan"]).unwrap();
     assert_eq!(o["status"]["phase"], "Pending");
     assert!(o["status"]["containerStatuses"][0]["state"]["running"].is_null());
 
     // The writer goes: its publish directory goes with it, the data stays.
     k.ok(&["delete", "pod", "writer", "--wait=true"]);
     let pod_dir = root.join("pods").join(&uid);
-    wait_for(&node, &k, "the writer's publish directory removed", || {
+    node.wait_for(&k, "the writer's publish directory removed", || {
         (!publish.exists() && !pod_dir.exists()).then_some(())
     })
     .await;
@@ -250,7 +221,7 @@ async fn claims_through_the_csi_driver_in_pods() {
 
     // Tidy: no mount is left behind in the kubelet's directory.
     k.ok(&["delete", "pod", "reader", "sub", "orphan", "--wait=true"]);
-    wait_for(&node, &k, "every publish directory removed", || {
+    node.wait_for(&k, "every publish directory removed", || {
         let left = std::fs::read_dir(root.join("pods"))
             .into_iter()
             .flatten()
@@ -321,8 +292,8 @@ async fn a_kubelet_restart_keeps_published_volumes_and_cleans_up_after_pods_gone
         ],
     )
     .unwrap();
-    wait_for(&node, &k, "the CSINode lists the local driver", || {
-        let c = get(&k, &["csinode", "node-a"])?;
+    node.wait_for(&k, "the CSINode lists the local driver", || {
+        let c = k.get_opt(&["csinode", "node-a"])?;
         (c["spec"]["drivers"][0]["name"] == "local.csi.skiff.dev").then_some(())
     })
     .await;
@@ -359,7 +330,7 @@ async fn a_kubelet_restart_keeps_published_volumes_and_cleans_up_after_pods_gone
     sh(&node, &keeper, "echo kept > /data/file").await;
     sh(&node, &goner, "echo gone > /data/file").await;
     let pv_of = |claim: &str| {
-        get(&k, &["pvc", claim]).unwrap()["spec"]["volumeName"]
+        k.get_opt(&["pvc", claim]).unwrap()["spec"]["volumeName"]
             .as_str()
             .unwrap()
             .to_string()
@@ -381,7 +352,7 @@ async fn a_kubelet_restart_keeps_published_volumes_and_cleans_up_after_pods_gone
     // The kubelet stops (SIGTERM); meanwhile the goner is deleted for good.
     node.kubelet.stop();
     k.ok(&["delete", "pod", "goner", "--grace-period=0", "--force"]);
-    assert!(get(&k, &["pod", "goner"]).is_none());
+    assert!(k.get_opt(&["pod", "goner"]).is_none());
     assert_eq!(
         mounts_under(&gone_target).len(),
         1,
@@ -394,17 +365,16 @@ async fn a_kubelet_restart_keeps_published_volumes_and_cleans_up_after_pods_gone
     let gone_dir = root
         .join("pods")
         .join(goner["metadata"]["uid"].as_str().unwrap());
-    wait_for(
-        &node,
+    node.wait_for(
         &k,
         "the goner's volume unpublished and its directory removed",
         || (mounts_under(&gone_target).is_empty() && !gone_dir.exists()).then_some(()),
     )
     .await;
     k.ok(&["delete", "pvc", "gone", "--wait=false"]);
-    wait_for(&node, &k, "the goner's claim and volume deleted", || {
-        (get(&k, &["pvc", "gone"]).is_none()
-            && get(&k, &["pv", &gone_pv]).is_none()
+    node.wait_for(&k, "the goner's claim and volume deleted", || {
+        (k.get_opt(&["pvc", "gone"]).is_none()
+            && k.get_opt(&["pv", &gone_pv]).is_none()
             && !data_dir.path().join(&gone_pv).exists())
         .then_some(())
     })
@@ -434,20 +404,20 @@ async fn a_kubelet_restart_keeps_published_volumes_and_cleans_up_after_pods_gone
     // The keeper's claim, deleted while in use, waits for the pod; once the pod is deleted
     // its volume is unpublished, and the claim and the volume's directory go.
     k.ok(&["delete", "pvc", "keep", "--wait=false"]);
-    let pvc = get(&k, &["pvc", "keep"]).unwrap();
+    let pvc = k.get_opt(&["pvc", "keep"]).unwrap();
     assert!(pvc["metadata"]["deletionTimestamp"].is_string(), "{pvc}");
     assert_eq!(
         sh(&node, &after, "cat /data/file").await.trim(),
         "kept\nagain"
     );
     k.ok(&["delete", "pod", "keeper", "--wait=true"]);
-    wait_for(&node, &k, "no mount left under the kubelet's pods", || {
+    node.wait_for(&k, "no mount left under the kubelet's pods", || {
         mounts_under(&root.join("pods")).is_empty().then_some(())
     })
     .await;
-    wait_for(&node, &k, "the keeper's claim and volume deleted", || {
-        (get(&k, &["pvc", "keep"]).is_none()
-            && get(&k, &["pv", &keep_pv]).is_none()
+    node.wait_for(&k, "the keeper's claim and volume deleted", || {
+        (k.get_opt(&["pvc", "keep"]).is_none()
+            && k.get_opt(&["pv", &keep_pv]).is_none()
             && !data_dir.path().join(&keep_pv).exists())
         .then_some(())
     })

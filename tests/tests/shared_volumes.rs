@@ -19,16 +19,6 @@ const WAIT: Duration = Duration::from_secs(60);
 const LEASE: Duration = Duration::from_secs(6);
 const RETRY: Duration = Duration::from_secs(1);
 
-fn get(k: &Kubectl, what: &[&str]) -> Option<Value> {
-    let mut args = vec!["get"];
-    args.extend(what);
-    args.extend(["-o", "json"]);
-    let r = k.run(&args);
-    r.status
-        .success()
-        .then(|| serde_json::from_str(&r.stdout).ok())?
-}
-
 async fn wait_for<T>(k: &Kubectl, logs: &[&Daemon], what: &str, f: impl FnMut() -> Option<T>) -> T {
     match eventually(WAIT, f).await {
         Some(v) => v,
@@ -45,7 +35,7 @@ async fn wait_for<T>(k: &Kubectl, logs: &[&Daemon], what: &str, f: impl FnMut() 
 
 /// Who holds Lease `kube-system/name`.
 fn holder(k: &Kubectl, name: &str) -> Option<String> {
-    let l = get(k, &["lease", "-n", "kube-system", name])?;
+    let l = k.get_opt(&["lease", "-n", "kube-system", name])?;
     l["spec"]["holderIdentity"].as_str().map(String::from)
 }
 
@@ -86,14 +76,12 @@ fn claim(name: &str) -> String {
 
 /// The instances that recorded events of `reason` about claim `name`.
 fn reporters(k: &Kubectl, name: &str, reason: &str) -> Vec<String> {
-    let ev = get(
-        k,
-        &[
+    let ev = k
+        .get_opt(&[
             "events",
             &format!("--field-selector=involvedObject.name={name},reason={reason}"),
-        ],
-    )
-    .unwrap_or_default();
+        ])
+        .unwrap_or_default();
     let mut out: Vec<String> = ev["items"]
         .as_array()
         .into_iter()
@@ -108,7 +96,7 @@ fn reporters(k: &Kubectl, name: &str, reason: &str) -> Vec<String> {
 /// Waits for claim `name` to be bound and returns its volume's name.
 async fn bound(k: &Kubectl, logs: &[&Daemon], name: &str) -> String {
     wait_for(k, logs, &format!("claim {name} bound"), || {
-        let c = get(k, &["pvc", name])?;
+        let c = k.get_opt(&["pvc", name])?;
         (c["status"]["phase"] == "Bound")
             .then(|| c["spec"]["volumeName"].as_str().map(String::from))?
     })
@@ -125,7 +113,7 @@ async fn grow(k: &Kubectl, logs: &[&Daemon], name: &str, size: &str) -> Value {
         &json!({"spec": {"resources": {"requests": {"storage": size}}}}).to_string(),
     ]);
     wait_for(k, logs, &format!("claim {name} grown to {size}"), || {
-        let c = get(k, &["pvc", name])?;
+        let c = k.get_opt(&["pvc", name])?;
         (c["status"]["capacity"]["storage"] == size).then_some(c)
     })
     .await
@@ -168,7 +156,9 @@ async fn one_leader_provisions_and_resizes_and_the_other_takes_over() {
     })
     .await;
     let mut b = csi(&c, "node-b", shared.path(), root_b.path());
-    let lease = get(&k, &["lease", "-n", "kube-system", LEASES[0]]).unwrap();
+    let lease = k
+        .get_opt(&["lease", "-n", "kube-system", LEASES[0]])
+        .unwrap();
     assert_eq!(lease["spec"]["leaseDurationSeconds"], LEASE.as_secs());
 
     // The leader provisions, alone.
@@ -177,7 +167,7 @@ async fn one_leader_provisions_and_resizes_and_the_other_takes_over() {
     let pv_one = bound(&k, &logs, "one").await;
     assert_eq!(reporters(&k, "one", "ProvisioningSucceeded"), ["node-a"]);
     assert_eq!(reporters(&k, "one", "Provisioning"), ["node-a"]);
-    let pv = get(&k, &["pv", &pv_one]).unwrap();
+    let pv = k.get_opt(&["pv", &pv_one]).unwrap();
     assert_eq!(
         pv["metadata"]["annotations"]["pv.kubernetes.io/provisioned-by"],
         "shared.csi.skiff.dev"
@@ -211,7 +201,7 @@ async fn one_leader_provisions_and_resizes_and_the_other_takes_over() {
         one["metadata"]["annotations"]["volume.kubernetes.io/storage-resizer"],
         "shared.csi.skiff.dev"
     );
-    let pv = get(&k, &["pv", &pv_one]).unwrap();
+    let pv = k.get_opt(&["pv", &pv_one]).unwrap();
     assert_eq!(pv["spec"]["capacity"]["storage"], "2Mi");
     assert_eq!(reporters(&k, "one", "Resizing"), ["node-a"]);
     assert_eq!(reporters(&k, "one", "VolumeResizeSuccessful"), ["node-a"]);
@@ -230,7 +220,9 @@ async fn one_leader_provisions_and_resizes_and_the_other_takes_over() {
         took <= LEASE + 4 * RETRY + Duration::from_secs(3),
         "taken over after {took:?}"
     );
-    let lease = get(&k, &["lease", "-n", "kube-system", LEASES[0]]).unwrap();
+    let lease = k
+        .get_opt(&["lease", "-n", "kube-system", LEASES[0]])
+        .unwrap();
     assert!(
         lease["spec"]["leaseTransitions"].as_i64().unwrap() >= 1,
         "{lease}"
@@ -254,13 +246,10 @@ async fn one_leader_provisions_and_resizes_and_the_other_takes_over() {
         r#"{"spec":{"resources":{"requests":{"storage":"1Pi"}}}}"#,
     ]);
     let failed = wait_for(&k, &logs, "a VolumeResizeFailed event", || {
-        let ev = get(
-            &k,
-            &[
-                "events",
-                "--field-selector=involvedObject.name=one,reason=VolumeResizeFailed",
-            ],
-        )?;
+        let ev = k.get_opt(&[
+            "events",
+            "--field-selector=involvedObject.name=one,reason=VolumeResizeFailed",
+        ])?;
         ev["items"][0]["message"].as_str().map(String::from)
     })
     .await;
@@ -270,7 +259,7 @@ async fn one_leader_provisions_and_resizes_and_the_other_takes_over() {
         )),
         "{failed}"
     );
-    let one = get(&k, &["pvc", "one"]).unwrap();
+    let one = k.get_opt(&["pvc", "one"]).unwrap();
     assert_eq!(one["status"]["capacity"]["storage"], "2Mi", "{one}");
     assert_eq!(
         one["status"]["allocatedResources"]["storage"], "1Pi",
@@ -289,7 +278,7 @@ async fn one_leader_provisions_and_resizes_and_the_other_takes_over() {
         "{one}"
     );
     assert_eq!(
-        get(&k, &["pv", &pv_one]).unwrap()["spec"]["capacity"]["storage"],
+        k.get_opt(&["pv", &pv_one]).unwrap()["spec"]["capacity"]["storage"],
         "2Mi"
     );
 
@@ -312,7 +301,7 @@ async fn one_leader_provisions_and_resizes_and_the_other_takes_over() {
     // Deleting a claim deletes its volume, through the leader.
     k.ok(&["delete", "pvc", "two", "--wait=false"]);
     wait_for(&k, &[&a, &cm], "claim two's volume deleted", || {
-        (get(&k, &["pvc", "two"]).is_none()
+        (k.get_opt(&["pvc", "two"]).is_none()
             && std::fs::read_dir(shared.path())
                 .into_iter()
                 .flatten()
