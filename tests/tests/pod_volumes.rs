@@ -15,7 +15,7 @@ use skiff_e2e::node::Node;
 use skiff_e2e::{Cluster, Daemon, Kubectl};
 
 async fn ready(node: &Node, k: &Kubectl, name: &str) -> Value {
-    node.wait_for(&k, &format!("pod {name} Ready"), || {
+    node.wait_for(k, &format!("pod {name} Ready"), || {
         let p = k.get_opt(&["pod", name])?;
         let ok = p["status"]["conditions"]
             .as_array()?
