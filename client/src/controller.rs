@@ -206,6 +206,30 @@ impl<K: Resource> Controller<K> {
         self.informer.store()
     }
 
+    /// Like [`Controller::run`] for a controller with nothing to do about deleted objects:
+    /// `reconcile` gets each object still in the cache, and a key whose object is gone is done.
+    pub async fn run_present<F, Fut, E>(self, reconcile: F, shutdown: CancellationToken)
+    where
+        F: Fn(Arc<K>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Action, E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let reconcile = Arc::new(reconcile);
+        self.run(
+            move |_, obj: Option<Arc<K>>| {
+                let reconcile = reconcile.clone();
+                async move {
+                    match obj {
+                        Some(o) => reconcile(o).await,
+                        None => Ok(Action::Done),
+                    }
+                }
+            },
+            shutdown,
+        )
+        .await
+    }
+
     /// Runs until `shutdown`, then lets running reconciles finish.
     pub async fn run<F, Fut, E>(self, reconcile: F, shutdown: CancellationToken)
     where

@@ -26,7 +26,6 @@ use k8s_openapi::api::storage::v1::{CSINode, VolumeAttachment};
 use serde_json::json;
 use skiff_client::controller::{Action, Config as RunConfig, Controller};
 use skiff_client::informer::InformerFactory;
-use skiff_client::reflector::ObjectKey;
 use skiff_client::{Api, Client, Patch, PatchParams};
 use skiff_proto::csi::v1 as csi;
 use tokio_util::sync::CancellationToken;
@@ -370,15 +369,10 @@ pub async fn run(
         client,
     });
     Controller::new(attachments, RunConfig::default())
-        .run(
-            move |_: ObjectKey, va: Option<Arc<VolumeAttachment>>| {
+        .run_present(
+            move |va: Arc<VolumeAttachment>| {
                 let a = a.clone();
-                async move {
-                    match va {
-                        Some(va) => a.reconcile(va).await,
-                        None => Ok(Action::Done),
-                    }
-                }
+                async move { a.reconcile(va).await }
             },
             shutdown,
         )

@@ -664,28 +664,18 @@ pub async fn run(
     let claim_controller = Controller::new(claims, run_config.clone());
     let volume_controller = Controller::new(volumes, run_config);
     let pc = p.clone();
-    let claims_done = claim_controller.run(
-        move |_: ObjectKey, claim: Option<Arc<PersistentVolumeClaim>>| {
+    let claims_done = claim_controller.run_present(
+        move |claim: Arc<PersistentVolumeClaim>| {
             let p = pc.clone();
-            async move {
-                match claim {
-                    Some(c) => p.reconcile_claim(c).await,
-                    None => Ok(Action::Done),
-                }
-            }
+            async move { p.reconcile_claim(claim).await }
         },
         shutdown.clone(),
     );
     let pv = p.clone();
-    let volumes_done = volume_controller.run(
-        move |_: ObjectKey, volume: Option<Arc<PersistentVolume>>| {
+    let volumes_done = volume_controller.run_present(
+        move |volume: Arc<PersistentVolume>| {
             let p = pv.clone();
-            async move {
-                match volume {
-                    Some(v) => p.reconcile_volume(v).await,
-                    None => Ok(Action::Done),
-                }
-            }
+            async move { p.reconcile_volume(volume).await }
         },
         shutdown.clone(),
     );

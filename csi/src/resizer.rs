@@ -34,7 +34,6 @@ use serde_json::{json, Value};
 use skiff_client::controller::{Action, Config as RunConfig, Controller};
 use skiff_client::events::{reference, Recorder};
 use skiff_client::informer::InformerFactory;
-use skiff_client::reflector::ObjectKey;
 use skiff_client::{Api, Client, Patch, PatchParams};
 use skiff_proto::csi::v1 as csi;
 use tokio_util::sync::CancellationToken;
@@ -432,15 +431,10 @@ pub async fn run(
         recorder,
     });
     Controller::new(claims, RunConfig::default())
-        .run(
-            move |_: ObjectKey, claim: Option<Arc<PersistentVolumeClaim>>| {
+        .run_present(
+            move |claim: Arc<PersistentVolumeClaim>| {
                 let r = r.clone();
-                async move {
-                    match claim {
-                        Some(c) => r.reconcile(c).await,
-                        None => Ok(Action::Done),
-                    }
-                }
+                async move { r.reconcile(claim).await }
             },
             shutdown,
         )
