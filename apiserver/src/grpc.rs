@@ -785,7 +785,8 @@ impl Resources for Door {
                     .filter(|c| !c.is_empty()),
             };
             if let Some(c) = &t.resource.computed {
-                let items = c.objects(None).await?;
+                let mut items = c.objects(None).await?;
+                items.retain(|o| opts.labels.matches(o) && opts.fields.matches(&*t.resource, o));
                 return Ok(pb::ListResponse {
                     api_version: t.resource.api_version().to_string(),
                     kind: format!("{}List", t.resource.kind),

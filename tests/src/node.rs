@@ -595,6 +595,43 @@ impl Drop for Node {
     }
 }
 
+/// A second node for a test whose first is a [`Node`]: its own containerd, network and
+/// kubelet, pulling from the first node's registry (so one image reference runs on both).
+pub struct SecondNode {
+    /// The kubelet.
+    pub kubelet: Kubelet,
+    /// The containerd.
+    pub ctrd: Containerd,
+    _net: TestNetwork,
+}
+
+impl SecondNode {
+    /// Starts a node named `name` beside `first`, its kubelet given `extra` flags.
+    pub fn start(
+        kubeconfig: &Path,
+        first: &Node,
+        name: &str,
+        extra: &[&str],
+    ) -> Result<SecondNode> {
+        let ctrd = Containerd::start(&first.images.pause, &first.images.registry.host)?;
+        let net = TestNetwork::new();
+        let kubelet = Kubelet::start(kubeconfig, &ctrd, &net, name, extra)?;
+        Ok(SecondNode {
+            kubelet,
+            ctrd,
+            _net: net,
+        })
+    }
+}
+
+impl Drop for SecondNode {
+    fn drop(&mut self) {
+        self.kubelet.stop();
+        self.ctrd.stop();
+        remove_cgroup_tree(&self.kubelet.cgroup_root);
+    }
+}
+
 /// Kills whatever still runs in a cgroup tree (by pid: processes a failed clean-up left
 /// behind), then removes the tree from every hierarchy.
 pub fn remove_cgroup_tree(cgroup: &str) {

@@ -439,6 +439,22 @@ async fn component_statuses_probe_etcd_the_scheduler_and_the_controller_manager(
     );
     let e = k.fails(&["get", "cs", "nope"]);
     assert!(e.contains("Component not found: nope"), "{e}");
+    // Lists are filtered by selectors, as kube-apiserver filters them.
+    let picked = k.json(&["get", "cs", "--field-selector=metadata.name=scheduler"]);
+    let names: Vec<&str> = picked["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["scheduler"], "{picked}");
+    let none = k.run(&["get", "cs", "-l", "tier=control-plane"]);
+    assert!(none.status.success(), "{}", none.stderr);
+    assert!(
+        none.stderr.contains("No resources found"),
+        "{}",
+        none.stderr
+    );
 
     // Read-only, never watched.
     let http = api.client().unwrap();

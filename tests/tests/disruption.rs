@@ -7,7 +7,6 @@
 //! `kubectl debug` into a running pod.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -15,7 +14,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use skiff_e2e::node::{remove_cgroup_tree, Containerd, Kubelet, Node, TestNetwork};
+use skiff_e2e::node::{Node, SecondNode};
 use skiff_e2e::{eventually_ok, send, table_row, Cluster, Daemon, Kubectl};
 
 const NS: &str = "/api/v1/namespaces/default";
@@ -480,35 +479,6 @@ async fn ephemeral_container_updates_only_add_and_are_validated() {
     assert_eq!(names, ["dbg", "dbg2"]);
 }
 
-/// A second node for a test whose first is a [`Node`]: its own containerd, network and
-/// kubelet, pulling from the first node's registry (so one image reference runs on both).
-struct SecondNode {
-    kubelet: Kubelet,
-    ctrd: Containerd,
-    _net: TestNetwork,
-}
-
-impl SecondNode {
-    fn start(kubeconfig: &Path, first: &Node, name: &str) -> SecondNode {
-        let ctrd = Containerd::start(&first.images.pause, &first.images.registry.host).unwrap();
-        let net = TestNetwork::new();
-        let kubelet = Kubelet::start(kubeconfig, &ctrd, &net, name, &[]).unwrap();
-        SecondNode {
-            kubelet,
-            ctrd,
-            _net: net,
-        }
-    }
-}
-
-impl Drop for SecondNode {
-    fn drop(&mut self) {
-        self.kubelet.stop();
-        self.ctrd.stop();
-        remove_cgroup_tree(&self.kubelet.cgroup_root);
-    }
-}
-
 /// Ready pods (not being deleted) of `app`, as a watch sees them.
 fn available(pods: &BTreeMap<String, Value>) -> usize {
     pods.values()
@@ -601,7 +571,7 @@ async fn drain_under_a_budget(workload: Value) -> BTreeSet<String> {
     let _scheduler = Daemon::start("skiff-scheduler", &c.api, &["--port=0"]).unwrap();
     let cm = Daemon::start("skiff-controller-manager", &c.api, &["--port=0"]).unwrap();
     let a = Node::start(&c.api.kubeconfig, "node-a", &[]).unwrap();
-    let b = SecondNode::start(&c.api.kubeconfig, &a, "node-b");
+    let b = SecondNode::start(&c.api.kubeconfig, &a, "node-b", &[]).unwrap();
     let k = c.kubectl();
     let logs = || {
         format!(

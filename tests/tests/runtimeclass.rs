@@ -5,11 +5,10 @@
 //! node's allocated resources and a ResourceQuota; the class's handler passed to the runtime;
 //! and the events a pod gets when its handler or class is missing.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use skiff_e2e::node::{remove_cgroup_tree, Containerd, Kubelet, Node, TestNetwork};
+use skiff_e2e::node::{Containerd, Node, SecondNode};
 use skiff_e2e::{eventually, Cluster, Daemon, Kubectl};
 use skiff_proto::cri;
 
@@ -194,35 +193,6 @@ async fn runtime_classes_are_served_validated_and_admitted_as_kubernetes_does() 
     }
 }
 
-/// A second node for a test whose first is a [`Node`]: its own containerd, network and
-/// kubelet, pulling from the first node's registry.
-struct SecondNode {
-    kubelet: Kubelet,
-    ctrd: Containerd,
-    _net: TestNetwork,
-}
-
-impl SecondNode {
-    fn start(kubeconfig: &Path, first: &Node, name: &str, extra: &[&str]) -> SecondNode {
-        let ctrd = Containerd::start(&first.images.pause, &first.images.registry.host).unwrap();
-        let net = TestNetwork::new();
-        let kubelet = Kubelet::start(kubeconfig, &ctrd, &net, name, extra).unwrap();
-        SecondNode {
-            kubelet,
-            ctrd,
-            _net: net,
-        }
-    }
-}
-
-impl Drop for SecondNode {
-    fn drop(&mut self) {
-        self.kubelet.stop();
-        self.ctrd.stop();
-        remove_cgroup_tree(&self.kubelet.cgroup_root);
-    }
-}
-
 /// The runtime handler of the pod's sandbox, as the runtime reports it.
 async fn sandbox_handler(ctrd: &Containerd, uid: &str) -> String {
     let mut rt = ctrd.cri().unwrap();
@@ -281,7 +251,8 @@ async fn a_class_places_its_pods_runs_them_with_its_handler_and_counts_their_ove
         &a,
         "node-b",
         &["--node-labels=runtime=plain"],
-    );
+    )
+    .unwrap();
     let image = a.images.busybox.clone();
     k.get_until(Duration::from_secs(60), &["nodes"], |l| {
         l["items"].as_array().is_some_and(|n| {

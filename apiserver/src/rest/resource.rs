@@ -276,7 +276,10 @@ async fn computed(
             table::respond_one(r, obj, &format, q)
         }
         ("list", None) => {
-            let items = c.objects(None).await?;
+            // kube-apiserver filters computed lists by both selectors too.
+            let opts = list_opts(q, r)?;
+            let mut items = c.objects(None).await?;
+            items.retain(|o| opts.labels.matches(o) && opts.fields.matches(&**r, o));
             table::respond_values(r, &items, &format, q)
         }
         _ => Err(not_allowed()),
