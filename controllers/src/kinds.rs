@@ -168,7 +168,19 @@ pub trait Kind: Send + Sync {
         name: &'a str,
     ) -> BoxFuture<'a, skiff_client::Result<Option<Meta>>>;
     /// Deletes the object if it is still `uid` (and, when given, still at
-    /// `resource_version`).
+    /// `resource_version`); NotFound and Conflict (a precondition failed) are errors.
+    #[allow(clippy::too_many_arguments)]
+    fn delete_exact<'a>(
+        &'a self,
+        ctx: &'a Context,
+        ns: &'a str,
+        name: &'a str,
+        uid: &'a str,
+        resource_version: Option<&'a str>,
+        policy: PropagationPolicy,
+    ) -> BoxFuture<'a, skiff_client::Result<()>>;
+    /// Deletes the object if it is still `uid` (and, when given, still at
+    /// `resource_version`); gone or changed meanwhile, it is left alone.
     #[allow(clippy::too_many_arguments)]
     fn delete<'a>(
         &'a self,
@@ -178,15 +190,25 @@ pub trait Kind: Send + Sync {
         uid: &'a str,
         resource_version: Option<&'a str>,
         policy: PropagationPolicy,
-    ) -> BoxFuture<'a, skiff_client::Result<()>>;
-    /// Merge-patches the object's metadata.
+    ) -> BoxFuture<'a, skiff_client::Result<()>> {
+        Box::pin(async move {
+            match self
+                .delete_exact(ctx, ns, name, uid, resource_version, policy)
+                .await
+            {
+                Err(e) if e.is_not_found() || e.is_conflict() => Ok(()),
+                r => r,
+            }
+        })
+    }
+    /// Merge-patches the object's metadata; the object as patched, `None` if it is gone.
     fn patch_meta<'a>(
         &'a self,
         ctx: &'a Context,
         ns: &'a str,
         name: &'a str,
         body: Value,
-    ) -> BoxFuture<'a, skiff_client::Result<()>>;
+    ) -> BoxFuture<'a, skiff_client::Result<Option<Meta>>>;
 }
 
 /// A kind's `apiVersion` and `kind`, shared by every [`Meta`] of it.
@@ -266,20 +288,21 @@ async fn delete<K: Resource>(
         precondition_resource_version: resource_version.map(String::from),
         ..Default::default()
     };
-    match api.delete(name, &dp).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_not_found() || e.is_conflict() => Ok(()),
-        Err(e) => Err(e),
-    }
+    api.delete(name, &dp).await.map(|_| ())
 }
 
-async fn patch_meta<K: Resource>(api: Api<K>, name: &str, body: Value) -> skiff_client::Result<()> {
+async fn patch_meta<K: Resource>(
+    api: Api<K>,
+    name: &str,
+    body: Value,
+    id: &Ident,
+) -> skiff_client::Result<Option<Meta>> {
     match api
         .patch(name, &PatchParams::default(), &Patch::Merge(body))
         .await
     {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_not_found() => Ok(()),
+        Ok(o) => Ok(Some(Meta::of(o.meta(), id))),
+        Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -339,7 +362,7 @@ impl<K: Object> Kind for Typed<K> {
         Box::pin(get(Self::api(ctx, ns), name, &self.id))
     }
 
-    fn delete<'a>(
+    fn delete_exact<'a>(
         &'a self,
         ctx: &'a Context,
         ns: &'a str,
@@ -363,8 +386,8 @@ impl<K: Object> Kind for Typed<K> {
         ns: &'a str,
         name: &'a str,
         body: Value,
-    ) -> BoxFuture<'a, skiff_client::Result<()>> {
-        Box::pin(patch_meta(Self::api(ctx, ns), name, body))
+    ) -> BoxFuture<'a, skiff_client::Result<Option<Meta>>> {
+        Box::pin(patch_meta(Self::api(ctx, ns), name, body, &self.id))
     }
 }
 
@@ -529,7 +552,7 @@ impl Kind for Custom {
         Box::pin(get(self.api(ctx, ns), name, &self.id))
     }
 
-    fn delete<'a>(
+    fn delete_exact<'a>(
         &'a self,
         ctx: &'a Context,
         ns: &'a str,
@@ -553,8 +576,8 @@ impl Kind for Custom {
         ns: &'a str,
         name: &'a str,
         body: Value,
-    ) -> BoxFuture<'a, skiff_client::Result<()>> {
-        Box::pin(patch_meta(self.api(ctx, ns), name, body))
+    ) -> BoxFuture<'a, skiff_client::Result<Option<Meta>>> {
+        Box::pin(patch_meta(self.api(ctx, ns), name, body, &self.id))
     }
 }
 

@@ -240,6 +240,7 @@ async fn main() -> anyhow::Result<()> {
     let leading = CancellationToken::new();
     let mut registry = prometheus_client::registry::Registry::default();
     client.register_metrics(&mut registry);
+    skiff_controllers::gc::register_metrics(&mut registry);
     let health = daemon::serve_health(
         SocketAddr::new(args.bind_address, args.port),
         registry,
