@@ -320,6 +320,42 @@ async fn ownership_cycles_and_dangling_references_are_collected() {
     );
     env.kept(&["configmap", "of-both"]);
     env.kept(&["configmap", "real"]);
+    // An owner named from another namespace does not exist there: the dependent goes, and
+    // an event says why.
+    k.ok(&["create", "namespace", "other"]);
+    let cross = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "cross", "namespace": "other", "ownerReferences": [live]},
+    });
+    k.ok_input(&["create", "-f", "-"], &cross.to_string());
+    let gone = eventually(WAIT, || {
+        k.run(&["get", "configmap", "cross", "-n", "other"])
+            .stderr
+            .contains("NotFound")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "other/cross is still there:\n{}",
+        env.cm.log()
+    );
+    let expected = format!(
+        "ownerRef [v1/ConfigMap, namespace: other, name: real, uid: {real}] does not exist in namespace \"other\""
+    );
+    let event = eventually(WAIT, || {
+        let events = k.json(&["get", "events", "-n", "other", "-o", "json"]);
+        events["items"]
+            .as_array()?
+            .iter()
+            .find(|e| e["reason"] == "OwnerRefInvalidNamespace")
+            .cloned()
+    })
+    .await
+    .unwrap_or_else(|| panic!("no OwnerRefInvalidNamespace event:\n{}", env.cm.log()));
+    assert_eq!(event["type"], "Warning", "{event:#}");
+    assert_eq!(event["message"], expected.as_str(), "{event:#}");
+    assert_eq!(event["involvedObject"]["name"], "cross", "{event:#}");
 
     // The metrics: everything synced, both queues at work.
     let text = scrape(&addr).await;
