@@ -341,7 +341,8 @@ async fn ownership_cycles_and_dangling_references_are_collected() {
         env.cm.log()
     );
     let expected = format!(
-        "ownerRef [v1/ConfigMap, namespace: other, name: real, uid: {real}] does not exist in namespace \"other\""
+        "ownerRef [v1/ConfigMap, namespace: other, name: real, uid: {real}] \
+         does not exist in namespace \"other\""
     );
     let event = eventually(WAIT, || {
         let events = k.json(&["get", "events", "-n", "other", "-o", "json"]);

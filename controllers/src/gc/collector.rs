@@ -177,7 +177,11 @@ impl Collector {
                 .chain(&refs.waiting)
                 .map(|r| r.uid.as_str())
                 .collect();
-            tracing::info!(item = %id, owners = ?gone, "removing references to owners that are gone or waiting");
+            tracing::info!(
+                item = %id,
+                owners = ?gone,
+                "removing references to owners that are gone or waiting"
+            );
             self.remove_references(k.as_ref(), &latest, &gone).await?;
             return Ok(Outcome::Done);
         }
@@ -205,7 +209,10 @@ impl Collector {
                     target = patched;
                 }
             }
-            tracing::info!(item = %id, "deleting in the foreground: an owner waits for it, and it has dependents");
+            tracing::info!(
+                item = %id,
+                "deleting in the foreground: an owner waits for it, and it has dependents"
+            );
             return self
                 .delete_object(k.as_ref(), id, &target, PropagationPolicy::Foreground)
                 .await;
@@ -231,7 +238,11 @@ impl Collector {
             return self.remove_finalizer(&item.identity, FOREGROUND).await;
         }
         for dep in blocking.iter().filter(|d| !d.deleting_dependents) {
-            tracing::debug!(item = %item.identity, dependent = %dep.identity, "looking at a blocking dependent");
+            tracing::debug!(
+                item = %item.identity,
+                dependent = %dep.identity,
+                "looking at a blocking dependent"
+            );
             self.attempt_to_delete.add(Item {
                 uid: dep.identity.uid.clone(),
                 virtual_node: !dep.observed,
@@ -386,7 +397,8 @@ impl Collector {
     /// Removes `finalizer` from the object, retrying on conflicts a few times.
     async fn remove_finalizer(&self, id: &Identity, finalizer: &str) -> Result<()> {
         let mut delay = Duration::from_millis(10);
-        for attempt in 0..4 {
+        let mut conflicts = 0;
+        loop {
             let Some((k, live)) = self.get_object(id).await? else {
                 return Ok(());
             };
@@ -395,27 +407,20 @@ impl Collector {
             }
             let rest: Vec<&String> = live.finalizers.iter().filter(|f| *f != finalizer).collect();
             let ns = Self::namespace_for(k.as_ref(), &id.namespace);
-            match k
-                .patch_meta(
-                    &self.ctx,
-                    ns,
-                    &id.name,
-                    json!({"metadata": {
-                        "finalizers": rest,
-                        "resourceVersion": live.resource_version,
-                    }}),
-                )
-                .await
-            {
+            let body = json!({"metadata": {
+                "finalizers": rest,
+                "resourceVersion": live.resource_version,
+            }});
+            match k.patch_meta(&self.ctx, ns, &id.name, body).await {
                 Ok(_) => return Ok(()),
-                Err(e) if e.is_conflict() && attempt < 3 => {
+                Err(e) if e.is_conflict() && conflicts < 3 => {
+                    conflicts += 1;
                     tokio::time::sleep(delay).await;
                     delay *= 5;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        unreachable!("the last attempt returns")
     }
 
     /// One attempt-to-orphan item: the owner's references are removed from its
@@ -436,7 +441,11 @@ impl Collector {
         for r in results {
             r?;
         }
-        tracing::info!(owner = %owner.identity, dependents = dependents.len(), "orphaned the dependents");
+        tracing::info!(
+            owner = %owner.identity,
+            dependents = dependents.len(),
+            "orphaned the dependents"
+        );
         self.remove_finalizer(&owner.identity, ORPHAN).await
     }
 }

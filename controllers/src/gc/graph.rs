@@ -376,7 +376,9 @@ impl Graph {
                 fx.delete(dep);
             }
         }
-        let existing = self.nodes.get_mut(&uid).expect("looked up above");
+        let Some(existing) = self.nodes.get_mut(&uid) else {
+            return;
+        };
         existing.observed = true;
         // The version it is followed at (or kind) may differ from what named it.
         existing.identity = observed;
@@ -424,7 +426,9 @@ impl Graph {
             return;
         }
         if deleting_dependents && !was_deleting_dependents {
-            let n = self.nodes.get_mut(uid).expect("a node just observed");
+            let Some(n) = self.nodes.get_mut(uid) else {
+                return;
+            };
             n.deleting_dependents = true;
             let item = n.item();
             let deps: Vec<String> = n.dependents.iter().cloned().collect();
@@ -538,8 +542,8 @@ impl Graph {
                 if self.nodes[&deleted.uid].identity.same(deleted) {
                     let mismatched: Vec<&Node> =
                         mismatched.iter().map(|d| &self.nodes[d]).collect();
-                    if let Some(other) = alternate_identity(&mismatched, deleted) {
-                        let n = self.nodes.get_mut(&deleted.uid).expect("present");
+                    let other = alternate_identity(&mismatched, deleted);
+                    if let (Some(other), Some(n)) = (other, self.nodes.get_mut(&deleted.uid)) {
                         n.identity = other;
                         fx.attempt_to_delete_later.push(n.item());
                     }

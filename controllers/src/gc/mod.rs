@@ -183,7 +183,11 @@ async fn attempt_to_delete(gc: &Collector, item: &Item) {
             gc.attempt_to_delete.add_rate_limited(item.clone());
         }
         Err(e) => {
-            tracing::warn!(item = %node.identity, error = %e, "garbage collection failed; retrying");
+            tracing::warn!(
+                item = %node.identity,
+                error = %e,
+                "garbage collection failed; retrying"
+            );
             gc.attempt_to_delete.add_rate_limited(item.clone());
         }
     }
