@@ -81,6 +81,7 @@ pub fn write_opts(q: &Query, user_agent: &str, apply: bool, user: &UserInfo) -> 
         force: q.flag("force") && q.get("force").is_some(),
         user: user.clone(),
         notes: Default::default(),
+        decoded: Default::default(),
     })
 }
 
