@@ -284,7 +284,10 @@ impl GenericStore {
         warnings: &mut Vec<String>,
     ) -> Result<Value> {
         let name = meta_str(&obj, "name").to_string();
-        let shown = matches!(opts.decoded.form, BodyForm::Patch).then(|| obj.clone());
+        // A refused JSON or merge patch shows the object as patched, before its defaults.
+        let shown = (opts.field_validation == FieldValidation::Strict
+            && matches!(opts.decoded.form, BodyForm::Patch))
+        .then(|| obj.clone());
         let Admitted { mut value, unknown } =
             r.strategy.default(obj).map_err(|e| rejected(r, &name, e))?;
         field_problems(r, &value, shown.as_ref(), unknown, opts, warnings)?;
