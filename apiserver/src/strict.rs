@@ -902,6 +902,30 @@ mod tests {
     }
 
     #[test]
+    fn deep_documents_are_read_within_the_stack() {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        // A schema nested as deep as a JSON body may be (serde_json stops at 128 levels).
+        let mut schema = String::from(r#"{"type": "object"}"#);
+        for _ in 0..58 {
+            schema = format!(r#"{{"type": "object", "properties": {{"a": {schema}}}}}"#);
+        }
+        let body = format!(
+            r#"{{"spec": {{"versions": [{{"name": "v1", "schema": {{"openAPIV3Schema": {schema}}}}}]}}}}"#
+        );
+        assert_eq!(
+            json_typed::<CustomResourceDefinition>(body.as_bytes()),
+            Some(vec![])
+        );
+        let deeper = format!(r#"{{"a": {}}}"#, "[".repeat(200) + &"]".repeat(200));
+        assert!(json_duplicates(deeper.as_bytes()).is_empty());
+        // What a field the type lacks holds is skipped, unlooked at.
+        assert_eq!(
+            json_typed::<CustomResourceDefinition>(deeper.as_bytes()),
+            Some(vec![Problem::Unknown("a".into())])
+        );
+    }
+
+    #[test]
     fn go_printing() {
         assert_eq!(go_quote("a\"b\\c\n\u{1}é"), r#""a\"b\\c\n\x01é""#);
         let v = serde_json::json!({"spec": {"z": [1, "a", null], "a": 1.5, "b": true}});
