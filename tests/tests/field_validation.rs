@@ -503,6 +503,15 @@ async fn kubectl_validates_strictly_by_default_warns_or_ignores_on_request() {
     );
     assert_eq!(r.stdout.trim(), "deployment.apps/web created");
     k.ok(&["delete", "deployment", "web"]);
+    // Server-side apply cannot take the field at all.
+    let r = k.run(&["apply", "--server-side", "-f", &file]);
+    assert!(!r.status.success(), "{}", r.stdout);
+    assert_eq!(
+        r.stderr.trim(),
+        "Error from server: failed to create typed patch object (default/web; apps/v1, \
+         Kind=Deployment): .spec.template.spec.containers[name=\"c\"].foo: field not declared \
+         in schema"
+    );
     let r = k.run(&["create", "--validate=false", "-f", &file]);
     assert!(r.status.success(), "{}", r.stderr);
     assert_eq!(r.stderr.trim(), "");
