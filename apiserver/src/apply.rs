@@ -629,6 +629,91 @@ fn apply_with(live: &mut Value, cfg: &Value, opts: &WriteOpts) -> Result<()> {
     Ok(())
 }
 
+/// The answer to an apply configuration naming fields its type lacks, as kube-apiserver's
+/// structured merge diff gives it: the configuration cannot be made a typed object
+/// (`.spec.foo: field not declared in schema`), with no status reason of its own (so a 500,
+/// as in Kubernetes 1.33). `unknown` are the fields' paths in `obj`, the object the
+/// configuration was merged into, which tells the list items' keys.
+pub fn undeclared(
+    (group, version, kind): (&str, &str, &str),
+    obj: &Value,
+    unknown: &[String],
+    namespace: &str,
+    name: &str,
+    lists: Option<&Arc<dyn ListTypes>>,
+) -> Error {
+    let paths: Vec<String> = with_lists(lists, || {
+        unknown
+            .iter()
+            .map(|p| format!("{}: field not declared in schema", smd_path(obj, p)))
+            .collect()
+    });
+    let why = match paths.as_slice() {
+        [one] => one.clone(),
+        many => format!("errors:\n  {}", many.join("\n  ")),
+    };
+    Error::failure_status(
+        500,
+        format!(
+            "failed to create typed patch object ({namespace}/{name}; {group}/{version}, Kind={kind}): {why}"
+        ),
+    )
+}
+
+/// A field path (`spec.containers[0].foo`, keys as they are in `obj`) as structured merge diff
+/// prints it: `.spec.containers[name="c"].foo`, a set's item as `[=value]`.
+fn smd_path(obj: &Value, path: &str) -> String {
+    let mut out = String::new();
+    let mut cur = Some(obj);
+    let mut fields: Vec<String> = Vec::new();
+    let mut rest = path;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('[') {
+            let (index, after) = r.split_once(']').unwrap_or((r, ""));
+            let item = index
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| cur.and_then(|c| c.get(i)));
+            let (field, parents) = fields
+                .split_last()
+                .map_or(("", &[][..]), |(f, p)| (f.as_str(), p));
+            let keys = match (list_type(parents, field), item) {
+                (ListType::Map(keys), Some(item)) => keys
+                    .iter()
+                    .map(|k| Some(format!("{k}={}", key_value(item, k)?)))
+                    .collect::<Option<Vec<_>>>()
+                    .map(|kv| format!("[{}]", kv.join(","))),
+                (ListType::Set, Some(item)) => Some(format!("[={item}]")),
+                _ => None,
+            };
+            out.push_str(&keys.unwrap_or_else(|| format!("[{index}]")));
+            cur = item;
+            rest = after;
+            continue;
+        }
+        let r = rest.strip_prefix('.').unwrap_or(rest);
+        // The longest key of the object the path goes on with (keys may hold dots).
+        let key = cur
+            .and_then(Value::as_object)
+            .and_then(|o| {
+                o.keys()
+                    .filter(|k| {
+                        r.starts_with(k.as_str())
+                            && matches!(r[k.len()..].chars().next(), None | Some('.' | '['))
+                    })
+                    .max_by_key(|k| k.len())
+                    .cloned()
+            })
+            .unwrap_or_else(|| r.split(['.', '[']).next().unwrap_or("").to_string());
+        out.push('.');
+        out.push_str(&key);
+        cur = cur.and_then(|c| c.get(&key));
+        rest = &r[key.len().min(r.len())..];
+        fields.push(key);
+    }
+    out
+}
+
 /// Marks a create-by-apply: the new object's fields belong to the applying manager.
 pub fn record_apply(
     obj: &mut Value,
@@ -775,6 +860,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn undeclared_fields_are_named_as_structured_merge_diff_names_them() {
+        let obj = json!({"metadata": {"labels": {"a.b/c": "x"}},
+            "spec": {"foo": 1, "template": {"spec": {"containers": [{"name": "web", "bogus": 1,
+                "ports": [{"containerPort": 80, "what": 1}]}]}}}});
+        assert_eq!(smd_path(&obj, "spec.foo"), ".spec.foo");
+        assert_eq!(
+            smd_path(&obj, "spec.template.spec.containers[0].bogus"),
+            ".spec.template.spec.containers[name=\"web\"].bogus"
+        );
+        assert_eq!(
+            smd_path(&obj, "spec.template.spec.containers[0].ports[0].what"),
+            ".spec.template.spec.containers[name=\"web\"].ports[containerPort=80,protocol=\"TCP\"].what"
+        );
+        let r = ("apps", "v1", "Deployment");
+        let e = undeclared(r, &obj, &["spec.foo".into()], "ns", "web", None);
+        assert_eq!(e.code(), 500);
+        assert_eq!(
+            e.to_string(),
+            "failed to create typed patch object (ns/web; apps/v1, Kind=Deployment): .spec.foo: field not declared in schema"
+        );
+        let two = undeclared(
+            r,
+            &obj,
+            &["spec.foo".into(), "spec.bar".into()],
+            "",
+            "web",
+            None,
+        );
+        assert!(two.to_string().ends_with(
+            "(/web; apps/v1, Kind=Deployment): errors:\n  .spec.foo: field not declared in schema\n  .spec.bar: field not declared in schema"
+        ));
     }
 
     fn opts(m: &str, force: bool) -> WriteOpts {

@@ -227,6 +227,7 @@ fn write_opts(
         force: o.force,
         user: user.clone(),
         notes,
+        decoded: Default::default(),
     })
 }
 
@@ -698,7 +699,11 @@ impl Door {
         let mut t = self.target(&req, call, inner.resource.as_ref(), "update", sub, &name)?;
         call.request_object(&obj);
         Self::write_namespace(&mut t, &obj)?;
-        let opts = write_opts(inner.options.clone(), false, &t.user, call.notes())?;
+        let mut opts = write_opts(inner.options.clone(), false, &t.user, call.notes())?;
+        if let (Some(o), "" | "status") = (inner.object.as_ref(), sub) {
+            opts.decoded =
+                crate::rest::negotiate::decoded_json(&o.json, &t.resource, opts.field_validation);
+        }
         let store = &self.state.store;
         let w = match sub {
             "" => {
@@ -917,7 +922,14 @@ impl Resources for Door {
                     });
                 }
                 Self::write_namespace(&mut t, &obj)?;
-                let opts = write_opts(inner.options.clone(), false, &t.user, call.notes())?;
+                let mut opts = write_opts(inner.options.clone(), false, &t.user, call.notes())?;
+                if let Some(o) = inner.object.as_ref() {
+                    opts.decoded = crate::rest::negotiate::decoded_json(
+                        &o.json,
+                        &t.resource,
+                        opts.field_validation,
+                    );
+                }
                 let w = self
                     .state
                     .store
@@ -1024,12 +1036,20 @@ impl Resources for Door {
             if let Some(r) = call.recorder() {
                 r.request_patch(&body);
             }
-            let opts = write_opts(
+            let mut opts = write_opts(
                 inner.options.clone(),
                 ptype == PatchType::Apply,
                 &t.user,
                 call.notes(),
             )?;
+            if matches!(sub, "" | "status") {
+                opts.decoded = crate::rest::negotiate::decoded_patch(
+                    ptype,
+                    &inner.patch,
+                    &body,
+                    opts.field_validation,
+                );
+            }
             let store = &self.state.store;
             let w = match sub {
                 "" => {

@@ -36,6 +36,7 @@ pub mod server;
 pub mod state;
 pub mod storage;
 pub mod store;
+pub mod strict;
 pub mod tokens;
 pub mod validation;
 pub mod version;

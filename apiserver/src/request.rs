@@ -152,6 +152,41 @@ pub struct WriteOpts {
     pub user: UserInfo,
     /// Where admission leaves warnings for the client and annotations for the audit record.
     pub notes: Notes,
+    /// What strict decoding found in the request's body.
+    pub decoded: Decoded,
+}
+
+/// What strict decoding found in a write's body, and how a refusal shows it.
+#[derive(Debug, Clone, Default)]
+pub struct Decoded {
+    /// Duplicate fields (and, in JSON bodies of built-in kinds, unknown ones), in the order
+    /// the body names them. Unknown fields found later, while the object is defaulted, join
+    /// them.
+    pub problems: Vec<crate::strict::Problem>,
+    /// What the body was, which decides how its problems are told.
+    pub form: BodyForm,
+}
+
+/// What a write's body was, for the way kube-apiserver reports its problems.
+#[derive(Debug, Clone, Default)]
+pub enum BodyForm {
+    /// An object (create, update): refused as the kind's decoding error (400).
+    #[default]
+    Object,
+    /// A JSON patch or JSON merge patch: refused as an invalid patch (422) showing the patched
+    /// object.
+    Patch,
+    /// A strategic merge patch: refused as an invalid patch (422) showing the patch as Go
+    /// prints a map.
+    StrategicPatch(serde_json::Value),
+    /// A server-side apply configuration (its own namespace and name): a field the type lacks
+    /// is not declared in its schema, and repeated keys refuse it as YAML (400).
+    Apply {
+        /// The configuration's `metadata.namespace`.
+        namespace: String,
+        /// The configuration's `metadata.name`.
+        name: String,
+    },
 }
 
 impl WriteOpts {
@@ -162,6 +197,12 @@ impl WriteOpts {
             user: UserInfo::apiserver(),
             ..Default::default()
         }
+    }
+
+    /// The same options, with what strict decoding found in the body.
+    pub fn with_decoded(mut self, decoded: Decoded) -> Self {
+        self.decoded = decoded;
+        self
     }
 
     /// The same options, their notes going to `notes`.

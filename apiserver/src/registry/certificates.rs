@@ -64,6 +64,9 @@ impl super::Strategy for Strategy {
     fn has_status(&self) -> bool {
         true
     }
+    fn strict_json(&self, body: &[u8]) -> Vec<crate::strict::Problem> {
+        BASE.strict_json(body)
+    }
     fn prepare_create(&self, obj: &mut Value, user: &UserInfo) {
         // Whatever the client wrote, the requester is who sent the request, and a request
         // starts neither approved nor issued.

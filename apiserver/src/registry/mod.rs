@@ -194,6 +194,12 @@ pub trait Strategy: Printer {
     fn list_types(&self) -> Option<&Arc<dyn crate::apply::ListTypes>> {
         None
     }
+    /// What strict decoding finds in a JSON body meant as this type, in the order the body
+    /// names it: duplicate fields, and the unknown ones where the type knows its fields as
+    /// the body is read (a custom resource's pruning finds its unknown fields later).
+    fn strict_json(&self, body: &[u8]) -> Vec<crate::strict::Problem> {
+        crate::strict::json_duplicates(body)
+    }
 }
 
 /// A conversion under way: done at once (nothing to call), or waiting on a call out (a
@@ -448,6 +454,10 @@ where
         self.status
     }
 
+    fn strict_json(&self, body: &[u8]) -> Vec<crate::strict::Problem> {
+        crate::strict::json_typed::<T>(body).unwrap_or_else(|| crate::strict::json_duplicates(body))
+    }
+
     fn prepare_create(&self, obj: &mut Value, _user: &UserInfo) {
         (self.prepare_create)(obj)
     }
@@ -495,11 +505,15 @@ impl<T: Send + Sync> Printer for Typed<T> {
     }
 }
 
-/// Collects the paths present in `input` that decoding dropped.
+/// Collects the paths present in `input` that decoding dropped, keys in sorted order (as
+/// kube-apiserver finds them in a YAML body or a patched object, which Go writes out sorted).
 fn unknown_fields(input: &Value, output: &Value, path: &str, out: &mut Vec<String>) {
     match (input, output) {
         (Value::Object(i), Value::Object(o)) => {
-            for (k, v) in i {
+            let mut keys: Vec<&String> = i.keys().collect();
+            keys.sort();
+            for k in keys {
+                let v = &i[k];
                 let p = if path.is_empty() {
                     k.clone()
                 } else {
@@ -588,6 +602,12 @@ impl Strategy for WithAllocator {
     }
     fn field(&self, obj: &Value, field: &str) -> Option<String> {
         self.base.field(obj, field)
+    }
+    fn list_types(&self) -> Option<&Arc<dyn crate::apply::ListTypes>> {
+        self.base.list_types()
+    }
+    fn strict_json(&self, body: &[u8]) -> Vec<crate::strict::Problem> {
+        self.base.strict_json(body)
     }
 }
 

@@ -8,6 +8,9 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::patch::PatchType;
+use crate::registry::ResourceInfo;
+use crate::request::{BodyForm, Decoded, FieldValidation};
+use crate::strict;
 
 /// How to render a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,6 +254,77 @@ pub fn decode_body(headers: &HeaderMap, body: &Bytes, kind: &str) -> Result<Valu
         )));
     }
     Ok(v)
+}
+
+/// What strict decoding finds in a create's or update's body meant as `r`'s kind: nothing is
+/// looked for when validation is off.
+pub fn decoded_body(
+    headers: &HeaderMap,
+    body: &[u8],
+    r: &ResourceInfo,
+    fv: FieldValidation,
+) -> Decoded {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let media = media.split(';').next().unwrap_or("").trim();
+    let problems = match media {
+        _ if fv == FieldValidation::Ignore => Vec::new(),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => {
+            strict::yaml_duplicates(body).into_iter().collect()
+        }
+        "application/json" | "" | "*/*" => r.strategy.strict_json(body),
+        _ => Vec::new(),
+    };
+    Decoded {
+        problems,
+        form: BodyForm::Object,
+    }
+}
+
+/// What strict decoding finds in a JSON object meant as `r`'s kind (the gRPC door's
+/// envelopes).
+pub fn decoded_json(body: &[u8], r: &ResourceInfo, fv: FieldValidation) -> Decoded {
+    Decoded {
+        problems: match fv {
+            FieldValidation::Ignore => Vec::new(),
+            _ => r.strategy.strict_json(body),
+        },
+        form: BodyForm::Object,
+    }
+}
+
+/// What strict decoding finds in a PATCH body (decoded as `patch`): duplicate fields in
+/// the patch itself, or, for a JSON patch, in its operations; an apply configuration's
+/// repeated keys.
+pub fn decoded_patch(ptype: PatchType, body: &[u8], patch: &Value, fv: FieldValidation) -> Decoded {
+    let checked = fv != FieldValidation::Ignore;
+    let problems = match ptype {
+        _ if !checked => Vec::new(),
+        PatchType::Json => strict::json_patch_problems(body),
+        PatchType::Merge | PatchType::Strategic => strict::json_duplicates(body),
+        PatchType::Apply => strict::yaml_duplicates(body).into_iter().collect(),
+    };
+    let meta = |f: &str| {
+        patch
+            .pointer(&format!("/metadata/{f}"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let form = match ptype {
+        PatchType::Json | PatchType::Merge => BodyForm::Patch,
+        PatchType::Strategic => BodyForm::StrategicPatch(match fv {
+            FieldValidation::Strict => patch.clone(),
+            _ => Value::Null,
+        }),
+        PatchType::Apply => BodyForm::Apply {
+            namespace: meta("namespace"),
+            name: meta("name"),
+        },
+    };
+    Decoded { problems, form }
 }
 
 /// Decodes an optional body (`DeleteOptions`): empty is `{}`.

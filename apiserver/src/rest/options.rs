@@ -81,6 +81,7 @@ pub fn write_opts(q: &Query, user_agent: &str, apply: bool, user: &UserInfo) -> 
         force: q.flag("force") && q.get("force").is_some(),
         user: user.clone(),
         notes: Default::default(),
+        decoded: Default::default(),
     })
 }
 
@@ -174,8 +175,10 @@ pub fn delete_opts(q: &Query, body: &Value, user: &UserInfo) -> Result<DeleteOpt
 /// Adds a `Warning` header per warning.
 pub fn with_warnings<B>(mut resp: Response<B>, warnings: &[String]) -> Response<B> {
     for w in warnings {
-        let v = format!("299 - \"{}\"", w.replace('"', "\\\""));
-        if let Ok(h) = HeaderValue::from_str(&v) {
+        // A quoted-string as kube-apiserver writes it: `"` and `\` escaped, UTF-8 as it is;
+        // a text with control characters is not sent.
+        let v = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
+        if let Ok(h) = HeaderValue::from_bytes(v.as_bytes()) {
             resp.headers_mut().append(header::WARNING, h);
         }
     }

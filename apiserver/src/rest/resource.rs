@@ -114,6 +114,8 @@ async fn serve_found(
             let obj = negotiate::decode_body(&parts.headers, &body, &r.kind)?;
             audit_body(&parts, &obj);
             let opts = write_opts(q, &user_agent, false, user)?.with_notes(notes.clone());
+            let decoded = negotiate::decoded_body(&parts.headers, &body, &r, opts.field_validation);
+            let opts = opts.with_decoded(decoded);
             written(store.create(&r, ns, obj, &opts).await?, format)
         }
         ("update", Some(name)) => {
@@ -121,12 +123,16 @@ async fn serve_found(
             let obj = negotiate::decode_body(&parts.headers, &body, &r.kind)?;
             audit_body(&parts, &obj);
             let opts = write_opts(q, &user_agent, false, user)?.with_notes(notes.clone());
+            let decoded = negotiate::decoded_body(&parts.headers, &body, &r, opts.field_validation);
+            let opts = opts.with_decoded(decoded);
             written(store.update(&r, ns, name, obj, None, &opts).await?, format)
         }
         ("patch", Some(name)) => {
-            let (ptype, patch, parts_ua) = read_patch(req, q, &r).await?;
+            let (ptype, patch, parts_ua, raw) = read_patch(req, q, &r).await?;
             let opts = write_opts(q, &parts_ua, ptype == PatchType::Apply, user)?
                 .with_notes(notes.clone());
+            let decoded = negotiate::decoded_patch(ptype, &raw, &patch, opts.field_validation);
+            let opts = opts.with_decoded(decoded);
             written(
                 store
                     .patch(&r, ns, name, ptype, &patch, None, &opts)
@@ -308,8 +314,13 @@ fn written(w: Written, format: Format) -> Result<Response<Body>> {
     ))
 }
 
-/// A PATCH's type (from its content type) and body, and the client's user agent.
-async fn read_patch(req: Req, q: &Query, r: &ResourceInfo) -> Result<(PatchType, Value, String)> {
+/// A PATCH's type (from its content type) and body (decoded and as sent), and the client's
+/// user agent.
+async fn read_patch(
+    req: Req,
+    q: &Query,
+    r: &ResourceInfo,
+) -> Result<(PatchType, Value, String, bytes::Bytes)> {
     let (parts, body) = read_body(req).await?;
     let ct = parts
         .headers
@@ -334,7 +345,7 @@ async fn read_patch(req: Req, q: &Query, r: &ResourceInfo) -> Result<(PatchType,
     if let Some(r) = parts.extensions.get::<Arc<Recorder>>() {
         r.request_patch(&patch);
     }
-    Ok((ptype, patch, user_agent(&parts.headers)))
+    Ok((ptype, patch, user_agent(&parts.headers), body))
 }
 
 /// `NAME/SUB`: connections to the node for pods' logs and streams, the store's handlers for
@@ -391,6 +402,15 @@ async fn subresource(
             let obj = negotiate::decode_body(&parts.headers, &body, kind)?;
             audit_body(&parts, &obj);
             let opts = write_opts(q, &user_agent, false, user)?.with_notes(notes.clone());
+            // A subresource of the object's own kind (status) reads the body as that kind.
+            let opts = match handler.kind() {
+                None => {
+                    let decoded =
+                        negotiate::decoded_body(&parts.headers, &body, r, opts.field_validation);
+                    opts.with_decoded(decoded)
+                }
+                Some(_) => opts,
+            };
             written(
                 store
                     .update_subresource(r, ns, name, sub, obj, &opts)
@@ -399,9 +419,17 @@ async fn subresource(
             )
         }
         "patch" => {
-            let (ptype, patch, ua) = read_patch(req, q, r).await?;
+            let (ptype, patch, ua, raw) = read_patch(req, q, r).await?;
             let opts =
                 write_opts(q, &ua, ptype == PatchType::Apply, user)?.with_notes(notes.clone());
+            let opts = match handler.kind() {
+                None => {
+                    let decoded =
+                        negotiate::decoded_patch(ptype, &raw, &patch, opts.field_validation);
+                    opts.with_decoded(decoded)
+                }
+                Some(_) => opts,
+            };
             written(
                 store
                     .patch_subresource(r, ns, name, sub, ptype, &patch, &opts)

@@ -113,9 +113,7 @@ impl GenericStore {
             reinvocation: None,
         };
         let mut warnings = Vec::new();
-        let mut obj = self
-            .admit(r, obj, &attrs, opts.field_validation, &mut warnings)
-            .await?;
+        let mut obj = self.admit(r, obj, &attrs, opts, &mut warnings).await?;
         opts.notes.move_warnings_into(&mut warnings);
         if applied {
             crate::apply::record_apply(&mut obj, opts, r.strategy.list_types())?;

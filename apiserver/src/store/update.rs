@@ -297,9 +297,7 @@ impl GenericStore {
             },
             reinvocation: None,
         };
-        let mut next = self
-            .admit(r, obj, &attrs, opts.field_validation, warnings)
-            .await?;
+        let mut next = self.admit(r, obj, &attrs, opts, warnings).await?;
         opts.notes.move_warnings_into(warnings);
         if !applied {
             crate::apply::record_update(

@@ -7,9 +7,10 @@ use serde_json::{json, Map, Value};
 
 use super::GenericStore;
 use crate::admission::Attributes;
-use crate::error::{Cause, Error, Result};
+use crate::error::{Cause, CauseKind, Error, Result};
 use crate::registry::{Admitted, Rejection, ResourceInfo};
-use crate::request::FieldValidation;
+use crate::request::{BodyForm, FieldValidation, WriteOpts};
+use crate::strict::{self, Problem};
 use crate::validation as v;
 
 pub(super) fn meta(obj: &Value) -> Option<&Map<String, Value>> {
@@ -186,6 +187,91 @@ pub(super) fn rejected(r: &ResourceInfo, name: &str, rej: Rejection) -> Error {
     }
 }
 
+/// Refuses, warns of or ignores (as `fieldValidation` says) the unknown and duplicate fields
+/// of a write's body: those strict decoding found in the body itself and `unknown`, the fields
+/// defaulting dropped. `shown` is a patched object as a refused patch shows it.
+fn field_problems(
+    r: &ResourceInfo,
+    obj: &Value,
+    shown: Option<&Value>,
+    unknown: Vec<String>,
+    opts: &WriteOpts,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let fv = opts.field_validation;
+    let decoded = &opts.decoded;
+    if let BodyForm::Apply { namespace, name } = &decoded.form {
+        // Structured merge diff takes the configuration apart by the type's schema first,
+        // whatever the validation asked for.
+        if !unknown.is_empty() {
+            return Err(crate::apply::undeclared(
+                (&r.group, &r.version, &r.kind),
+                obj,
+                &unknown,
+                namespace,
+                name,
+                r.strategy.list_types(),
+            ));
+        }
+        if decoded.problems.is_empty() {
+            return Ok(());
+        }
+        return match fv {
+            FieldValidation::Strict => Err(Error::bad_request(format!(
+                "error strict decoding YAML: error converting YAML to JSON: {}",
+                decoded
+                    .problems
+                    .iter()
+                    .map(Problem::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+            FieldValidation::Warn => {
+                warnings.extend(strict::warnings(&decoded.problems));
+                Ok(())
+            }
+            FieldValidation::Ignore => Ok(()),
+        };
+    }
+    let mut problems = decoded.problems.clone();
+    strict::merge(&mut problems, unknown.into_iter().map(Problem::Unknown));
+    if problems.is_empty() {
+        return Ok(());
+    }
+    match fv {
+        FieldValidation::Ignore => Ok(()),
+        FieldValidation::Warn => {
+            warnings.extend(strict::warnings(&problems));
+            Ok(())
+        }
+        FieldValidation::Strict => {
+            let why = strict::message(&problems);
+            let patch = |shown: String| {
+                // kube-apiserver's field error on "patch", under no kind and no name.
+                Error::invalid(
+                    "",
+                    "",
+                    "",
+                    vec![Cause {
+                        kind: CauseKind::Invalid,
+                        field: "patch".into(),
+                        message: format!("{}: {why}", strict::go_quote(&shown)),
+                    }],
+                )
+            };
+            Err(match &decoded.form {
+                BodyForm::Patch => patch(strict::go_json(shown.unwrap_or(obj))),
+                BodyForm::StrategicPatch(p) => patch(strict::go_value(p)),
+                _ => Error::bad_request(format!(
+                    "{kind} in version \"{version}\" cannot be handled as a {kind}: {why}",
+                    kind = r.kind,
+                    version = r.version,
+                )),
+            })
+        }
+    }
+}
+
 impl GenericStore {
     /// Takes an object through defaults, admission and validation: what it becomes is what
     /// will be stored (after the verb's own metadata steps).
@@ -194,27 +280,17 @@ impl GenericStore {
         r: &ResourceInfo,
         obj: Value,
         attrs: &Attributes<'_>,
-        fv: FieldValidation,
+        opts: &WriteOpts,
         warnings: &mut Vec<String>,
     ) -> Result<Value> {
         let name = meta_str(&obj, "name").to_string();
+        // A refused JSON or merge patch shows the object as patched, before its defaults.
+        let shown = (opts.field_validation == FieldValidation::Strict
+            && matches!(opts.decoded.form, BodyForm::Patch))
+        .then(|| obj.clone());
         let Admitted { mut value, unknown } =
             r.strategy.default(obj).map_err(|e| rejected(r, &name, e))?;
-        if !unknown.is_empty() {
-            let list = unknown.iter().map(|u| format!("unknown field \"{u}\""));
-            match fv {
-                FieldValidation::Strict => {
-                    return Err(Error::bad_request(format!(
-                        "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
-                        list.collect::<Vec<_>>().join(", "),
-                        kind = r.kind,
-                        version = r.version,
-                    )))
-                }
-                FieldValidation::Warn => warnings.extend(list),
-                FieldValidation::Ignore => {}
-            }
-        }
+        field_problems(r, &value, shown.as_ref(), unknown, opts, warnings)?;
         self.admission.admit(attrs, Some(&mut value), self).await?;
         let mut causes = Vec::new();
         validate_meta(r, &value, &mut causes);
