@@ -29,11 +29,13 @@ use path::{route, Route, Target};
 
 /// The verb of a request, as authorization and metrics name it.
 fn verb(method: &Method, t: &Target, q: &Query) -> &'static str {
-    let watching = t.legacy_watch || q.flag("watch") && q.get("watch").is_some();
+    // A proxied request's query is the target's own.
+    let proxied = t.subresource.as_deref() == Some("proxy");
+    let watching = t.legacy_watch || !proxied && q.flag("watch") && q.get("watch").is_some();
     match (method, t.name.is_some()) {
-        (&Method::GET, _) if watching => "watch",
-        (&Method::GET, true) => "get",
-        (&Method::GET, false) => "list",
+        (&Method::GET | &Method::HEAD, _) if watching => "watch",
+        (&Method::GET | &Method::HEAD, true) => "get",
+        (&Method::GET | &Method::HEAD, false) => "list",
         (&Method::POST, _) => "create",
         (&Method::PUT, _) => "update",
         (&Method::PATCH, _) => "patch",
