@@ -279,10 +279,10 @@ where
             Some(Event::Frame(spdy::Frame::Data { stream, data, .. })) => {
                 match channel_of(stream) {
                     Some(ERROR) => status.extend_from_slice(&data),
-                    Some(c @ (STDOUT | STDERR)) if !data.is_empty() => {
-                        if tx.send(frame(c, &data)).await.is_err() {
-                            return;
-                        }
+                    Some(c @ (STDOUT | STDERR))
+                        if !data.is_empty() && tx.send(frame(c, &data)).await.is_err() =>
+                    {
+                        return;
                     }
                     _ => {}
                 }

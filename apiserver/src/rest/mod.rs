@@ -33,9 +33,11 @@ fn verb(method: &Method, t: &Target, q: &Query) -> &'static str {
     let proxied = t.subresource.as_deref() == Some("proxy");
     let watching = t.legacy_watch || !proxied && q.flag("watch") && q.get("watch").is_some();
     match (method, t.name.is_some()) {
-        (&Method::GET | &Method::HEAD, _) if watching => "watch",
-        (&Method::GET | &Method::HEAD, true) => "get",
-        (&Method::GET | &Method::HEAD, false) => "list",
+        // HEAD is a read of what a proxy reaches; the API's own resources do not serve it.
+        (&Method::HEAD, true) if proxied => "get",
+        (&Method::GET, _) if watching => "watch",
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) => "list",
         (&Method::POST, _) => "create",
         (&Method::PUT, _) => "update",
         (&Method::PATCH, _) => "patch",
