@@ -43,7 +43,7 @@ fn web_pod(image: &str) -> Value {
             "containers": [{"name": "web", "image": image,
                 "ports": [{"name": "http", "containerPort": 8080}],
                 "env": [{"name": "ECHO", "value": script}, {"name": "MOVED", "value": moved}],
-                "command": ["sh", "-c", "mkdir -p /www/cgi-bin && echo hello > /www/index.html && printf '%s' \"$ECHO\" > /www/cgi-bin/echo && printf '%s' \"$MOVED\" > /www/cgi-bin/moved && chmod +x /www/cgi-bin/* && exec httpd -f -p 8080 -h /www"]}]}})
+                "command": ["sh", "-c", "mkdir -p /www/cgi-bin && echo hello > /www/index.html && echo '<a href=\"/next/\">n</a><img src=\"x.png\">' > /www/page.html && printf '%s' \"$ECHO\" > /www/cgi-bin/echo && printf '%s' \"$MOVED\" > /www/cgi-bin/moved && chmod +x /www/cgi-bin/* && exec httpd -f -p 8080 -h /www"]}]}})
 }
 
 /// The `key=value` lines of an echo.
@@ -209,6 +209,16 @@ async fn proxies_reach_pods_services_and_nodes() {
         format!("{base}/pods/web:8080/proxy/?a=b").as_str()
     );
 
+    // Links of a page into the pod go through the proxy; relative ones stay.
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "--raw",
+            &format!("{base}/pods/web:8080/proxy/page.html")
+        ]),
+        format!("<a href=\"{base}/pods/web:8080/proxy/next/\">n</a><img src=\"x.png\">\n")
+    );
+
     // kube-apiserver's errors.
     let (code, status) = send(
         &http,
@@ -253,6 +263,9 @@ async fn proxies_reach_pods_services_and_nodes() {
         .await;
     assert_eq!(out, "hello\n");
     assert_eq!(k.ok(&["get", "--raw", &svc("web:80")]), "hello\n");
+    assert!(k
+        .ok(&["get", "--raw", &format!("{}page.html", svc("web:80"))])
+        .starts_with(&format!("<a href=\"{base}/services/web:80/proxy/next/\">")));
     let out = k.ok(&[
         "get",
         "--raw",

@@ -10,6 +10,7 @@
 //! WebSocket tunnelling SPDY (`SPDY/3.1+portforward.k8s.io`) is unwrapped here ([`tunnel`]).
 //! A log requested as a WebSocket streams over one ([`websocket`]).
 
+mod html;
 pub mod proxy;
 mod spdy;
 mod translate;

@@ -7,7 +7,8 @@
 //! port); one ready address of the service's `Endpoints` for the port named (or numbered);
 //! the node's kubelet (over HTTPS with the API server's kubelet-client certificate), or
 //! another port of the node. Kube-apiserver's proxy transport is followed: no redirects
-//! followed, `Location` headers pointing back at the target rewritten to go through the proxy,
+//! followed, `Location` headers and the links of HTML pages pointing back at the target
+//! rewritten to go through the proxy ([`super::html`]),
 //! `X-Forwarded-For` and `X-Forwarded-Uri` added, CORS headers of the answer dropped, and the
 //! client's credentials never passed on. Failures to connect are `500`s worded
 //! `error trying to reach service: ...`.
@@ -420,6 +421,19 @@ pub async fn serve(
         .send()
         .await
         .map_err(|e| reach_error(&e, &location.authority))?;
+    let rewrite = |u: &str| rewrite_location(u, &location.authority, &request_host, &prefix);
+    let redirected = answer.headers().contains_key(header::LOCATION);
+    let html = answer
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.split(';').next().unwrap_or("").trim() == "text/html");
+    let encoding = answer
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let mut resp = Response::builder().status(answer.status());
     for (k, v) in answer.headers() {
         let n = k.as_str();
@@ -428,8 +442,7 @@ pub async fn serve(
         }
         if k == header::LOCATION {
             if let Ok(l) = v.to_str() {
-                let l = rewrite_location(l, &location.authority, &request_host, &prefix);
-                if let Ok(v) = l.parse::<http::HeaderValue>() {
+                if let Ok(v) = rewrite(l).parse::<http::HeaderValue>() {
                     resp = resp.header(k, v);
                 }
                 continue;
@@ -437,10 +450,39 @@ pub async fn serve(
         }
         resp = resp.header(k, v);
     }
-    Ok(resp
-        .body(Body::from_stream(answer.bytes_stream()))
-        .expect("valid response"))
+    if !html || redirected || method == http::Method::HEAD {
+        return Ok(resp
+            .body(Body::from_stream(answer.bytes_stream()))
+            .expect("valid response"));
+    }
+    // A page: read whole (up to a bound), its links rewritten.
+    let mut stream = answer.bytes_stream();
+    let mut page = Vec::new();
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        let Ok(chunk) = chunk else { break };
+        page.extend_from_slice(&chunk);
+        if page.len() > MAX_PAGE {
+            // Too big to hold: it goes as it came.
+            let head = futures::stream::once(async move { Ok(bytes::Bytes::from(page)) });
+            return Ok(resp
+                .body(Body::from_stream(futures::StreamExt::chain(head, stream)))
+                .expect("valid response"));
+        }
+    }
+    let body = match super::html::rewrite_encoded(&page, &encoding, &rewrite) {
+        Some(new) => {
+            if let Some(h) = resp.headers_mut() {
+                h.remove(header::CONTENT_LENGTH);
+            }
+            new
+        }
+        None => page,
+    };
+    Ok(resp.body(Body::from(body)).expect("valid response"))
 }
+
+/// The largest page whose links are rewritten.
+const MAX_PAGE: usize = 32 << 20;
 
 /// An upgrade (a WebSocket to the pod, say) carried through to the target.
 async fn upgrade(
