@@ -233,6 +233,21 @@ async fn proxies_reach_pods_services_and_nodes() {
         format!("error trying to reach service: dial tcp {ip}:9999: connect: connection refused")
     );
     assert!(status.get("reason").is_none(), "{status}");
+    // `https:` speaks TLS to the pod, which answers plain HTTP.
+    let (code, status) = send(
+        &http,
+        reqwest::Method::GET,
+        c.api.url(&format!("{base}/pods/https:web:8080/proxy/")),
+        None,
+    )
+    .await;
+    assert_eq!(code, 500, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("error trying to reach service: ")),
+        "{status}"
+    );
     let err = k.fails(&["get", "--raw", &format!("{base}/pods/a:b:c:d/proxy/")]);
     assert!(
         err.contains(r#"invalid pod request \"a:b:c:d\""#)
