@@ -35,7 +35,7 @@ async fn ready(node: &Node, k: &Kubectl, name: &str) -> Value {
 /// A busybox web server on 8080: `/` answers `hello`, `/cgi-bin/echo` answers what it was
 /// asked (method, query, body, and the headers a proxy must or must not pass on).
 fn web_pod(image: &str) -> Value {
-    let script = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\nX-Echo: yes\\r\\nAccess-Control-Allow-Origin: *\\r\\n\\r\\n'\necho method=$REQUEST_METHOD\necho query=$QUERY_STRING\necho auth=$HTTP_AUTHORIZATION\necho uri=$HTTP_X_FORWARDED_URI\n[ -n \"$CONTENT_LENGTH\" ] && echo body=$(head -c $CONTENT_LENGTH)\nexit 0\n";
+    let script = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\nX-Echo: yes\\r\\nAccess-Control-Allow-Origin: *\\r\\n\\r\\n'\necho method=$REQUEST_METHOD\necho query=$QUERY_STRING\necho auth=$HTTP_AUTHORIZATION\necho uri=$HTTP_X_FORWARDED_URI\necho host=$HTTP_HOST\n[ -n \"$CONTENT_LENGTH\" ] && echo body=$(head -c $CONTENT_LENGTH)\nexit 0\n";
     let moved = "#!/bin/sh\nprintf 'Status: 302 Found\\r\\nLocation: /elsewhere/\\r\\n\\r\\n'\n";
     json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "web", "labels": {"app": "web"}},
@@ -175,6 +175,8 @@ async fn proxies_reach_pods_services_and_nodes() {
         let text = resp.text().await.unwrap();
         assert_eq!(echoed(&text, "method"), m, "{text}");
         assert_eq!(echoed(&text, "query"), "x=1&y=two%20words");
+        // As kube-apiserver, the target is asked for the host the client asked for.
+        assert_eq!(echoed(&text, "host"), format!("127.0.0.1:{}", c.api.port));
     }
     let head = echo("HEAD").send().await.unwrap();
     assert_eq!(head.status(), 200);

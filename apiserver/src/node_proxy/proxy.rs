@@ -9,8 +9,8 @@
 //! another port of the node. Kube-apiserver's proxy transport is followed: no redirects
 //! followed, `Location` headers and the links of HTML pages pointing back at the target
 //! rewritten to go through the proxy ([`super::html`]),
-//! `X-Forwarded-For` and `X-Forwarded-Uri` added, CORS headers of the answer dropped, and the
-//! client's credentials never passed on. Failures to connect are `500`s worded
+//! `X-Forwarded-For` and `X-Forwarded-Uri` added, the client's `Host` kept, CORS headers of
+//! the answer dropped, and the client's credentials never passed on. Failures to connect are `500`s worded
 //! `error trying to reach service: ...`.
 
 use std::net::IpAddr;
@@ -382,12 +382,15 @@ pub async fn serve(
         location.scheme, location.authority, target_path_and_query
     );
     let method = req.method().clone();
+    // The host the client asked for (HTTP/2 carries it in the URI): as kube-apiserver, the
+    // target is asked for it too.
     let request_host = req
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
     let peer = req
         .extensions()
         .get::<crate::audit::Peer>()
@@ -409,6 +412,9 @@ pub async fn serve(
     }
     if let Ok(v) = format!("{prefix}{target_path}").parse() {
         headers.insert("x-forwarded-uri", v);
+    }
+    if let Ok(v) = request_host.parse() {
+        headers.insert(header::HOST, v);
     }
     let has_body = req.headers().contains_key(header::CONTENT_LENGTH)
         || req.headers().contains_key(header::TRANSFER_ENCODING);
