@@ -324,7 +324,9 @@ pub async fn pod_log<B>(
 
 /// `pods/exec`, `pods/attach` and `pods/portforward`: the client's upgrade request goes to the
 /// pod's kubelet over TLS; once the kubelet switches protocols the bytes flow both ways
-/// untouched, so whichever of SPDY or WebSocket the client and the node agree on is used.
+/// untouched, so whichever of SPDY or WebSocket the client and the node agree on is used —
+/// except for `v5.channel.k8s.io` WebSockets, translated to SPDY here ([`translate`]), and
+/// port-forward WebSockets tunnelling SPDY, unwrapped here ([`tunnel`]).
 pub async fn stream(
     store: &GenericStore,
     kubelets: &Kubelets,
