@@ -449,6 +449,11 @@ impl Error {
         Self::api(code, "", message.into(), None)
     }
 
+    /// 503 as kube's `NewServiceUnavailable` words it: the message as given.
+    pub fn service_unavailable(message: impl Into<String>) -> Self {
+        Self::api(503, "ServiceUnavailable", message.into(), None)
+    }
+
     /// 422 for a patch that cannot be applied to the object.
     pub fn api_unprocessable(message: impl Into<String>) -> Self {
         Self::api(422, "Invalid", message.into(), None)

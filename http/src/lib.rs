@@ -87,7 +87,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Reads an HTTP/1.1 response head: status, headers and the bytes that followed it.
-async fn read_head<S: AsyncRead + Unpin>(
+pub async fn read_response_head<S: AsyncRead + Unpin>(
     stream: &mut S,
 ) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
     let mut buf = Vec::new();
@@ -118,6 +118,30 @@ async fn read_head<S: AsyncRead + Unpin>(
     Ok((code, headers, buf[end..].to_vec()))
 }
 
+/// Reads the body of a response that is not an upgrade: its `Content-Length` bytes (none
+/// without one), at most 64 KiB; `leftover` is what came with the head.
+pub async fn read_body<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    headers: &[(String, String)],
+    leftover: Vec<u8>,
+) -> Vec<u8> {
+    let len: Option<usize> = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok());
+    let limit = len.unwrap_or(0).min(MAX_HEAD);
+    let mut body = leftover;
+    let mut chunk = [0u8; 4096];
+    while body.len() < limit {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+        }
+    }
+    body.truncate(limit);
+    body
+}
+
 /// Sends `req`'s method and headers (not its authorization) to `path` on `host` over `stream`.
 /// When the far side switches protocols, answers the client the same and copies bytes both
 /// ways until either side closes; any other answer goes back to the client as it came.
@@ -146,7 +170,7 @@ where
     if let Err(e) = stream.write_all(head.as_bytes()).await {
         return plain(StatusCode::BAD_GATEWAY, format!("relaying to {host}: {e}"));
     }
-    let (code, headers, leftover) = match read_head(&mut stream).await {
+    let (code, headers, leftover) = match read_response_head(&mut stream).await {
         Ok(h) => h,
         Err(e) => return plain(StatusCode::BAD_GATEWAY, format!("relaying to {host}: {e}")),
     };
@@ -159,21 +183,7 @@ where
         }
     }
     if code != 101 {
-        let len: usize = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0)
-            .min(MAX_HEAD);
-        let mut body = leftover;
-        let mut chunk = [0u8; 4096];
-        while body.len() < len {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => body.extend_from_slice(&chunk[..n]),
-            }
-        }
-        body.truncate(len);
+        let body = read_body(&mut stream, &headers, leftover).await;
         return resp.body(Body::from(body)).expect("valid response");
     }
     let upgrade = hyper::upgrade::on(&mut req);

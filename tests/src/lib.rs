@@ -445,6 +445,16 @@ fn b64(s: &str) -> Result<Vec<u8>> {
 /// An HTTPS client built from a kubeconfig: the cluster CA, and (if `with_cert`) the user's
 /// client certificate.
 pub fn client_from_kubeconfig(path: &Path, with_cert: bool) -> Result<reqwest::Client> {
+    let mut cfg = tls_from_kubeconfig(path, with_cert)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(cfg)
+        .build()?)
+}
+
+/// The TLS client configuration of a kubeconfig: the cluster CA, and (if `with_cert`) the
+/// user's client certificate; no ALPN protocols (HTTP/1.1, as upgrades need).
+pub fn tls_from_kubeconfig(path: &Path, with_cert: bool) -> Result<rustls::ClientConfig> {
     let kc = skiff_rules::Kubeconfig::from_yaml(&std::fs::read_to_string(path)?)?;
     let current = kc.current()?;
     let ca = b64(current
@@ -461,7 +471,7 @@ pub fn client_from_kubeconfig(path: &Path, with_cert: bool) -> Result<reqwest::C
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots);
-    let mut cfg = if with_cert {
+    let cfg = if with_cert {
         let cert = b64(current
             .user
             .client_certificate_data
@@ -475,10 +485,7 @@ pub fn client_from_kubeconfig(path: &Path, with_cert: bool) -> Result<reqwest::C
     } else {
         builder.with_no_client_auth()
     };
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(reqwest::Client::builder()
-        .tls_backend_preconfigured(cfg)
-        .build()?)
+    Ok(cfg)
 }
 
 /// The real kubectl, pointed at one kubeconfig, with its own discovery cache.
@@ -519,7 +526,13 @@ impl Kubectl {
 
     /// Runs kubectl with `stdin` as input.
     pub fn run_with_input(&self, args: &[&str], stdin: &str) -> Run {
+        self.run_input_env(args, stdin, &[])
+    }
+
+    /// Runs kubectl with `stdin` as input and environment overrides.
+    pub fn run_input_env(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Run {
         let mut c = self.command(args);
+        c.envs(env.iter().copied());
         c.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -615,7 +628,13 @@ impl Kubectl {
 
     /// Starts kubectl with stdin, stdout and stderr piped, for interactive sessions.
     pub fn spawn_interactive(&self, args: &[&str]) -> Child {
+        self.spawn_interactive_env(args, &[])
+    }
+
+    /// [`Kubectl::spawn_interactive`] with environment overrides.
+    pub fn spawn_interactive_env(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
         let mut c = self.command(args);
+        c.envs(env.iter().copied());
         c.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

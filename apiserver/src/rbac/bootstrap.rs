@@ -495,6 +495,19 @@ pub fn cluster_roles() -> Vec<BootstrapRole> {
                 ),
             ],
         ),
+        // Kubernetes' role for full use of kubelets' API, through `nodes/proxy` included.
+        role(
+            "system:kubelet-api-admin",
+            vec![
+                r(READ, &[""], &["nodes"]),
+                r(&["proxy"], &[""], &["nodes"]),
+                r(
+                    &["*"],
+                    &[""],
+                    &["nodes/proxy", "nodes/metrics", "nodes/stats", "nodes/log"],
+                ),
+            ],
+        ),
         role(
             "system:node-proxier",
             vec![

@@ -17,7 +17,10 @@ pub static INFO: Builtin = Builtin {
     short_names: &["no"],
     categories: &[],
     namespaced: false,
-    subresources: &[("status", &super::subresource::STATUS)],
+    subresources: &[
+        ("status", &super::subresource::STATUS),
+        ("proxy", &super::subresource::NODE_PROXY),
+    ],
     selectable: &["spec.unschedulable"],
     has_generation: false,
     strategy: &STRATEGY,

@@ -371,7 +371,8 @@ impl Subresource for Scale {
 }
 
 /// A subresource that is a connection to the object's node (pods' `log`, `exec`, `attach`,
-/// `portforward`), served by the REST door.
+/// `portforward`) or through the API server to it (`proxy` of pods, services and nodes),
+/// served by the REST door.
 pub struct Connect {
     /// The verbs discovery lists.
     pub verbs: &'static [&'static str],
@@ -398,6 +399,23 @@ pub static ATTACH: Connect = Connect {
 pub static PORTFORWARD: Connect = Connect {
     verbs: &["create", "get"],
     kind: Some(("", "v1", "PodPortForwardOptions")),
+};
+/// What a `proxy` subresource passes on: every method.
+const PROXY_VERBS: &[&str] = &["create", "delete", "get", "patch", "update"];
+/// `pods/proxy`.
+pub static POD_PROXY: Connect = Connect {
+    verbs: PROXY_VERBS,
+    kind: Some(("", "v1", "PodProxyOptions")),
+};
+/// `services/proxy`.
+pub static SERVICE_PROXY: Connect = Connect {
+    verbs: PROXY_VERBS,
+    kind: Some(("", "v1", "ServiceProxyOptions")),
+};
+/// `nodes/proxy`.
+pub static NODE_PROXY: Connect = Connect {
+    verbs: PROXY_VERBS,
+    kind: Some(("", "v1", "NodeProxyOptions")),
 };
 
 #[async_trait::async_trait]

@@ -29,8 +29,12 @@ use path::{route, Route, Target};
 
 /// The verb of a request, as authorization and metrics name it.
 fn verb(method: &Method, t: &Target, q: &Query) -> &'static str {
-    let watching = t.legacy_watch || q.flag("watch") && q.get("watch").is_some();
+    // A proxied request's query is the target's own.
+    let proxied = t.subresource.as_deref() == Some("proxy");
+    let watching = t.legacy_watch || !proxied && q.flag("watch") && q.get("watch").is_some();
     match (method, t.name.is_some()) {
+        // HEAD is a read of what a proxy reaches; the API's own resources do not serve it.
+        (&Method::HEAD, true) if proxied => "get",
         (&Method::GET, _) if watching => "watch",
         (&Method::GET, true) => "get",
         (&Method::GET, false) => "list",

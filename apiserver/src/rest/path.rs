@@ -20,6 +20,9 @@ pub struct Target {
     pub subresource: Option<String>,
     /// Whether the path used the legacy `/watch/` prefix.
     pub legacy_watch: bool,
+    /// What follows the subresource, as sent (`/a/b/` of `.../pods/x/proxy/a/b/`): the path a
+    /// `proxy` subresource passes on. Empty when nothing follows.
+    pub rest: String,
 }
 
 /// What a path addresses.
@@ -69,9 +72,30 @@ pub fn route(path: &str) -> Route {
     t.name = rest.get(1).cloned();
     t.subresource = rest.get(2).cloned();
     if rest.len() > 3 {
-        return Route::Other(path.to_string());
+        if t.subresource.as_deref() != Some("proxy") {
+            return Route::Other(path.to_string());
+        }
+        t.rest = after_segments(path, segs.len() - (rest.len() - 3)).to_string();
     }
     Route::Resource(t)
+}
+
+/// What follows the first `n` non-empty segments of `path`, from the `/` before the next.
+fn after_segments(path: &str, n: usize) -> &str {
+    let mut seen = 0;
+    let mut in_segment = false;
+    for (i, c) in path.char_indices() {
+        if c == '/' {
+            if in_segment && seen == n {
+                return &path[i..];
+            }
+            in_segment = false;
+        } else if !in_segment {
+            in_segment = true;
+            seen += 1;
+        }
+    }
+    ""
 }
 
 #[cfg(test)]
@@ -132,6 +156,23 @@ mod tests {
             panic!()
         };
         assert_eq!(t.name.as_deref(), Some("a%1\u{e9}"));
+        let Route::Resource(t) =
+            route("/api/v1/namespaces/d/pods/https:web:8443/proxy/a%20b//c/?x")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (t.name.as_deref(), t.subresource.as_deref(), t.rest.as_str()),
+            (Some("https:web:8443"), Some("proxy"), "/a%20b//c/?x")
+        );
+        let Route::Resource(t) = route("/api/v1/nodes/n1/proxy/") else {
+            panic!()
+        };
+        assert_eq!((t.name.as_deref(), t.rest.as_str()), (Some("n1"), ""));
+        assert!(matches!(
+            route("/api/v1/namespaces/d/pods/x/status/more"),
+            Route::Other(_)
+        ));
     }
 
     proptest! {

@@ -348,8 +348,8 @@ async fn read_patch(
     Ok((ptype, patch, user_agent(&parts.headers), body))
 }
 
-/// `NAME/SUB`: connections to the node for pods' logs and streams, the store's handlers for
-/// the rest.
+/// `NAME/SUB`: connections to the node for pods' logs and streams, proxies to pods, services
+/// and nodes, the store's handlers for the rest.
 #[allow(clippy::too_many_arguments)]
 async fn subresource(
     state: &Arc<State>,
@@ -370,15 +370,22 @@ async fn subresource(
     let user_agent = user_agent(req.headers());
     let notes = notes_of(&req);
     if handler.connect() {
-        if !handler.verbs().contains(&verb) {
+        // A proxy passes OPTIONS on too (its verb is no API verb).
+        let options = sub == "proxy" && req.method() == http::Method::OPTIONS;
+        if !handler.verbs().contains(&verb) && !options {
             return Err(not_allowed());
         }
         let opts = write_opts(q, &user_agent, false, user)?.with_notes(notes.clone());
         store.admit_connect(r, ns, name, sub, &opts).await?;
         let ns = ns.unwrap_or("default");
+        let kubelets = &state.kubelets;
         return match sub {
-            "log" => crate::node_proxy::pod_log(store, &state.kubelets, ns, name, q).await,
-            _ => crate::node_proxy::stream(store, &state.kubelets, req, ns, name, sub).await,
+            "log" => crate::node_proxy::pod_log(store, kubelets, req, ns, name, q).await,
+            "proxy" => {
+                crate::node_proxy::proxy::serve(store, kubelets, req, &r.plural, ns, name, &t.rest)
+                    .await
+            }
+            _ => crate::node_proxy::stream(store, kubelets, req, ns, name, sub).await,
         };
     }
     let format = Format::from_accept(req.headers(), verb)?;

@@ -34,6 +34,7 @@ pub static INFO: Builtin = Builtin {
         ("exec", &super::subresource::EXEC),
         ("attach", &super::subresource::ATTACH),
         ("portforward", &super::subresource::PORTFORWARD),
+        ("proxy", &super::subresource::POD_PROXY),
     ],
     selectable: &[
         "spec.nodeName",

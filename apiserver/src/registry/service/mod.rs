@@ -25,7 +25,10 @@ pub static INFO: Builtin = Builtin {
     short_names: &["svc"],
     categories: &["all"],
     namespaced: true,
-    subresources: &[("status", &super::subresource::STATUS)],
+    subresources: &[
+        ("status", &super::subresource::STATUS),
+        ("proxy", &super::subresource::SERVICE_PROXY),
+    ],
     selectable: &["spec.clusterIP", "spec.type"],
     has_generation: false,
     strategy: &STRATEGY,

@@ -1,6 +1,21 @@
-//! Requests the API server passes on to a pod's kubelet: `pods/log`. The kubelet is found from
-//! the pod's node (its `InternalIP` and `daemonEndpoints.kubeletEndpoint.Port`) and reached
-//! over HTTPS with the API server's kubelet-client certificate; its answer streams back as is.
+//! Requests the API server passes on to nodes and pods: `pods/log`, `exec`, `attach`,
+//! `portforward` (to the pod's kubelet) and the `proxy` subresources of pods, services and
+//! nodes ([`proxy`]). A kubelet is found from its node (its `InternalIP` and
+//! `daemonEndpoints.kubeletEndpoint.Port`) and reached over HTTPS with the API server's
+//! kubelet-client certificate.
+//!
+//! Streams go to the kubelet as the client asked for them, SPDY or WebSocket, with two
+//! translations kube-apiserver makes: `exec`/`attach` over WebSocket with `v5.channel.k8s.io`
+//! are ended here and spoken to the kubelet as SPDY ([`translate`]), and `portforward` over
+//! WebSocket tunnelling SPDY (`SPDY/3.1+portforward.k8s.io`) is unwrapped here ([`tunnel`]).
+//! A log requested as a WebSocket streams over one ([`websocket`]).
+
+mod html;
+pub mod proxy;
+mod spdy;
+mod translate;
+mod tunnel;
+pub mod websocket;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,11 +30,19 @@ use crate::error::{Error, Result};
 use crate::query::{encode_value, Query};
 use crate::store::GenericStore;
 
-/// How the API server reaches kubelets: its kubelet-client certificate, over HTTPS for reads
-/// (logs) and over TLS for streams (exec, attach, port-forward).
+/// How the API server reaches kubelets and pods: its kubelet-client certificate, over HTTPS
+/// for reads (logs, node proxy) and over TLS for streams (exec, attach, port-forward); and,
+/// for pods and services, plain HTTP or HTTPS that verifies no certificate (as
+/// kube-apiserver's proxy transport).
 pub struct Kubelets {
     client: reqwest::Client,
     tls: Arc<rustls::ClientConfig>,
+    /// The kubelet-client identity, following no redirects (the node proxy).
+    kubelet_proxy: reqwest::Client,
+    /// No client certificate, no redirects followed (pod and service proxies).
+    proxy: reqwest::Client,
+    /// TLS with no client certificate, for upgrades through the pod proxy.
+    insecure_tls: Arc<rustls::ClientConfig>,
 }
 
 impl Kubelets {
@@ -30,9 +53,23 @@ impl Kubelets {
             .use_preconfigured_tls(tls.clone())
             .connect_timeout(Duration::from_secs(5))
             .build()?;
+        let kubelet_proxy = reqwest::Client::builder()
+            .use_preconfigured_tls(tls.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(30))
+            .build()?;
+        let insecure = insecure_tls()?;
+        let proxy = reqwest::Client::builder()
+            .use_preconfigured_tls(insecure.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(30))
+            .build()?;
         Ok(Kubelets {
             client,
             tls: Arc::new(tls),
+            kubelet_proxy,
+            proxy,
+            insecure_tls: Arc::new(insecure),
         })
     }
 }
@@ -105,6 +142,19 @@ fn kubelet_tls(pki: &crate::certs::Pki) -> anyhow::Result<rustls::ClientConfig> 
     Ok(cfg)
 }
 
+/// TLS to pods proxied to over HTTPS: no client certificate, and, as kube-apiserver's proxy
+/// transport, no verification of theirs.
+fn insecure_tls() -> anyhow::Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyKubeletCert(provider)))
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
 /// The HTTP client for kubelets, on the same TLS configuration as streaming connections.
 pub fn kubelet_client(tls: &rustls::ClientConfig) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
@@ -160,14 +210,15 @@ fn choose_container(pod: &Value, name: &str, given: Option<&str>) -> Result<Stri
     Ok(container)
 }
 
-fn core(store: &GenericStore, plural: &str) -> Result<crate::registry::Resource> {
+pub(crate) fn core(store: &GenericStore, plural: &str) -> Result<crate::registry::Resource> {
     store
         .find("", "v1", plural)
         .ok_or_else(|| Error::internal(format!("{plural} are not served")))
 }
 
-/// `https://<ip>:<port>` of the kubelet of `node`.
-async fn kubelet_base(store: &GenericStore, node: &str) -> Result<String> {
+/// The address (`InternalIP`, else `ExternalIP`, else `Hostname`) and port of `node`'s
+/// kubelet.
+async fn kubelet_address(store: &GenericStore, node: &str) -> Result<(String, i64)> {
     let n = store.get(&*core(store, "nodes")?, None, node).await?;
     let port = n
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
@@ -194,6 +245,12 @@ async fn kubelet_base(store: &GenericStore, node: &str) -> Result<String> {
                 "node {node:?} has no address to reach its kubelet at"
             ))
         })?;
+    Ok((host, port))
+}
+
+/// `https://<ip>:<port>` of the kubelet of `node`.
+async fn kubelet_base(store: &GenericStore, node: &str) -> Result<String> {
+    let (host, port) = kubelet_address(store, node).await?;
     let host = if host.contains(':') {
         format!("[{host}]")
     } else {
@@ -202,10 +259,12 @@ async fn kubelet_base(store: &GenericStore, node: &str) -> Result<String> {
     Ok(format!("https://{host}:{port}"))
 }
 
-/// `GET .../pods/<name>/log`: the container's log, from its kubelet.
-pub async fn pod_log(
+/// `GET .../pods/<name>/log`: the container's log, from its kubelet; over a WebSocket when the
+/// request asks for one.
+pub async fn pod_log<B>(
     store: &GenericStore,
     kubelets: &Kubelets,
+    mut req: http::Request<B>,
     ns: &str,
     name: &str,
     q: &Query,
@@ -253,6 +312,9 @@ pub async fn pod_log(
             _ => Error::internal(format!("the kubelet answered {code}: {text}")),
         });
     }
+    if websocket::is_websocket(req.headers()) {
+        return Ok(websocket::stream_log(&mut req, resp));
+    }
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/plain")
@@ -262,7 +324,9 @@ pub async fn pod_log(
 
 /// `pods/exec`, `pods/attach` and `pods/portforward`: the client's upgrade request goes to the
 /// pod's kubelet over TLS; once the kubelet switches protocols the bytes flow both ways
-/// untouched, so whichever of SPDY or WebSocket the client and the node agree on is used.
+/// untouched, so whichever of SPDY or WebSocket the client and the node agree on is used —
+/// except for `v5.channel.k8s.io` WebSockets, translated to SPDY here ([`translate`]), and
+/// port-forward WebSockets tunnelling SPDY, unwrapped here ([`tunnel`]).
 pub async fn stream(
     store: &GenericStore,
     kubelets: &Kubelets,
@@ -296,7 +360,7 @@ pub async fn stream(
     };
     if node.is_empty() {
         return Err(Error::bad_request(format!(
-            "pod {name} is not scheduled to a node yet"
+            "pod {name} does not have a host assigned"
         )));
     }
     let base = kubelet_base(store, &node).await?;
@@ -312,5 +376,24 @@ pub async fn stream(
         .connect(server_name, tcp)
         .await
         .map_err(|e| Error::internal(format!("TLS to the kubelet at {authority}: {e}")))?;
+    let ws = websocket::is_websocket(req.headers());
+    let offered = websocket::protocols(req.headers());
+    if ws && sub != "portforward" && offered.iter().any(|p| p == translate::V5) {
+        let opts = translate::Options::from_query(&Query::parse(Some(&query)));
+        let mut req = req;
+        let (resp, upgrade) = match websocket::accept(&mut req, translate::V5) {
+            Ok(a) => a,
+            Err(r) => return Ok(r.response()),
+        };
+        tokio::spawn(async move {
+            if let Some(socket) = websocket::server(upgrade).await {
+                translate::run(socket, tls, authority, path, opts).await;
+            }
+        });
+        return Ok(resp);
+    }
+    if ws && sub == "portforward" && !tunnel::tunnelled(req.headers()).is_empty() {
+        return Ok(tunnel::serve(req, tls, &authority, &path).await);
+    }
     Ok(skiff_http::relay(req, tls, &authority, &path).await)
 }
