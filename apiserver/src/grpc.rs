@@ -909,6 +909,13 @@ impl Resources for Door {
                 let obj = decode_object(inner.object.clone())?;
                 call.request_object(&obj);
                 if let Some(handler) = t.resource.create_only.as_ref() {
+                    let fv = write_opts(inner.options.clone(), false, &t.user, call.notes())?
+                        .field_validation;
+                    let problems = match (&inner.object, fv) {
+                        (_, crate::request::FieldValidation::Ignore) | (None, _) => Vec::new(),
+                        (Some(o), _) => t.resource.strategy.strict_json(&o.json),
+                    };
+                    let warnings = fv.judge(&problems, &t.resource.kind, &t.resource.version)?;
                     let cx = crate::registry::review::Context {
                         user: &t.user,
                         authz: &*self.state.authz,
@@ -917,7 +924,7 @@ impl Resources for Door {
                     let answer = handler.create(&cx, t.ns(), obj)?;
                     return Ok(pb::WriteResponse {
                         object: Some(value_envelope(&t.resource, &answer)),
-                        warnings: Vec::new(),
+                        warnings,
                         created: true,
                     });
                 }
@@ -951,7 +958,15 @@ impl Resources for Door {
             let obj = decode_object(inner.object.clone())?;
             call.request_object(&obj);
             Self::require_namespace(&t)?;
-            let opts = write_opts(inner.options.clone(), false, &t.user, call.notes())?;
+            let mut opts = write_opts(inner.options.clone(), false, &t.user, call.notes())?;
+            if let (Some(o), Some(h)) = (
+                inner.object.as_ref(),
+                t.resource.subresource(&inner.subresource),
+            ) {
+                if opts.field_validation != crate::request::FieldValidation::Ignore {
+                    opts.decoded.problems = h.strict_json(&o.json);
+                }
+            }
             let answer = self
                 .state
                 .store

@@ -135,6 +135,26 @@ impl FieldValidation {
             ))),
         }
     }
+
+    /// What to do with the problems strict decoding found in a body meant as `kind` at
+    /// `version` that is read as it is (no patch, no apply): refuse it as kube-apiserver's
+    /// decoding does (`400`), or the warnings to send, one per problem.
+    pub fn judge(
+        self,
+        problems: &[crate::strict::Problem],
+        kind: &str,
+        version: &str,
+    ) -> Result<Vec<String>> {
+        match self {
+            _ if problems.is_empty() => Ok(Vec::new()),
+            FieldValidation::Ignore => Ok(Vec::new()),
+            FieldValidation::Warn => Ok(crate::strict::warnings(problems)),
+            FieldValidation::Strict => Err(Error::bad_request(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: {}",
+                crate::strict::message(problems)
+            ))),
+        }
+    }
 }
 
 /// Options common to writes.

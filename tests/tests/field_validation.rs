@@ -684,3 +684,103 @@ spec:
     assert_eq!(a.warnings.len(), 4, "{:?}", a.warnings);
     assert_eq!(a.body["spec"]["size"], 2);
 }
+
+#[tokio::test]
+async fn subresource_creates_and_reviews_are_decoded_strictly_too() {
+    let c = Cluster::start().await.unwrap();
+    let http = c.api.client().unwrap();
+    let json = "application/json";
+    let pods = "/api/v1/namespaces/default/pods";
+    let post = |path: String, body: &str| {
+        request(
+            &http,
+            reqwest::Method::POST,
+            c.api.url(&path),
+            json,
+            body.to_string(),
+        )
+    };
+    for name in ["victim", "bound"] {
+        let pod = format!(
+            r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}"}},
+                "spec": {{"containers": [{{"name": "c", "image": "busybox"}}]}}}}"#
+        );
+        let a = post(pods.to_string(), &pod).await;
+        assert_eq!(a.code, 201, "{}", a.body);
+    }
+
+    // An eviction: refused under Strict, the pod left alone; carried out under Warn.
+    let eviction = r#"{"apiVersion": "policy/v1", "kind": "Eviction",
+        "metadata": {"name": "victim", "name": "victim"}, "deleteOptionz": {}}"#;
+    let evict = |q: &str| post(format!("{pods}/victim/eviction{q}"), eviction);
+    let a = evict("?fieldValidation=Strict").await;
+    assert_eq!(a.code, 400, "{}", a.body);
+    assert_eq!(
+        a.body["message"],
+        refusal(
+            "Eviction",
+            &[
+                r#"duplicate field "metadata.name""#,
+                r#"unknown field "deleteOptionz""#
+            ]
+        )
+    );
+    assert_eq!(
+        get(&http, c.api.url(&format!("{pods}/victim"))).await.0,
+        200
+    );
+    let a = evict("").await;
+    assert_eq!(a.code, 201, "{}", a.body);
+    assert_eq!(
+        a.warnings,
+        [
+            r#"duplicate field "metadata.name""#,
+            r#"unknown field "deleteOptionz""#
+        ]
+    );
+
+    // A binding through the legacy `bindings` resource.
+    let binding = r#"{"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "bound"},
+        "target": {"kind": "Node", "name": "n1", "name": "n2", "nodeName": "n3"}}"#;
+    let bind = |q: &str| post(format!("/api/v1/namespaces/default/bindings{q}"), binding);
+    let faults = [
+        r#"duplicate field "target.name""#,
+        r#"unknown field "target.nodeName""#,
+    ];
+    let a = bind("?fieldValidation=Strict").await;
+    assert_eq!(a.code, 400, "{}", a.body);
+    assert_eq!(a.body["message"], refusal("Binding", &faults));
+    let (_, pod) = get(&http, c.api.url(&format!("{pods}/bound"))).await;
+    assert!(pod["spec"]["nodeName"].is_null(), "{pod}");
+    let a = bind("").await;
+    assert_eq!(a.code, 201, "{}", a.body);
+    assert_eq!(a.warnings, faults);
+    let (_, pod) = get(&http, c.api.url(&format!("{pods}/bound"))).await;
+    assert_eq!(pod["spec"]["nodeName"], "n2");
+
+    // A review, never stored, is read as strictly as anything else.
+    let review = r#"{"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": {"verb": "get", "verb": "list", "resourcee": "pods"}}}"#;
+    let ask = |q: &str| {
+        post(
+            format!("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews{q}"),
+            review,
+        )
+    };
+    let faults = [
+        r#"duplicate field "spec.resourceAttributes.verb""#,
+        r#"unknown field "spec.resourceAttributes.resourcee""#,
+    ];
+    let a = ask("?fieldValidation=Strict").await;
+    assert_eq!(a.code, 400, "{}", a.body);
+    assert_eq!(
+        a.body["message"],
+        refusal("SelfSubjectAccessReview", &faults)
+    );
+    let a = ask("").await;
+    assert_eq!(a.code, 201, "{}", a.body);
+    assert_eq!(a.warnings, faults);
+    assert_eq!(a.body["spec"]["resourceAttributes"]["verb"], "list");
+    let a = ask("?fieldValidation=Ignore").await;
+    assert_eq!((a.code, a.warnings.len()), (201, 0), "{}", a.body);
+}

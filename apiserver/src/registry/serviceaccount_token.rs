@@ -164,6 +164,11 @@ impl Subresource for TokenRequest {
         Some(("authentication.k8s.io", "v1", "TokenRequest"))
     }
 
+    fn strict_json(&self, body: &[u8]) -> Vec<crate::strict::Problem> {
+        crate::strict::json_typed::<k8s_openapi::api::authentication::v1::TokenRequest>(body)
+            .unwrap_or_else(|| crate::strict::json_duplicates(body))
+    }
+
     async fn create(
         &self,
         objs: &dyn Objects,

@@ -53,6 +53,11 @@ pub trait Subresource: Send + Sync {
     fn printer(&self) -> Option<&dyn Printer> {
         None
     }
+    /// The unknown and duplicate fields of a JSON body created through it, as its kind
+    /// reads it (duplicates alone unless it says what its kind is).
+    fn strict_json(&self, body: &[u8]) -> Vec<crate::strict::Problem> {
+        crate::strict::json_duplicates(body)
+    }
     /// `GET NAME/SUB`.
     async fn get(
         &self,

@@ -283,6 +283,32 @@ pub fn decoded_body(
     }
 }
 
+/// What strict decoding finds in the body of a create through the subresource `h` (a
+/// Binding, an Eviction, a TokenRequest), as [`decoded_body`] for objects.
+pub fn decoded_subresource(
+    headers: &HeaderMap,
+    body: &[u8],
+    h: &dyn crate::registry::Subresource,
+    fv: FieldValidation,
+) -> Decoded {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let problems = match media.split(';').next().unwrap_or("").trim() {
+        _ if fv == FieldValidation::Ignore => Vec::new(),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => {
+            strict::yaml_duplicates(body).into_iter().collect()
+        }
+        "application/json" | "" | "*/*" => h.strict_json(body),
+        _ => Vec::new(),
+    };
+    Decoded {
+        problems,
+        form: BodyForm::Object,
+    }
+}
+
 /// What strict decoding finds in a JSON object meant as `r`'s kind (the gRPC door's
 /// envelopes).
 pub fn decoded_json(body: &[u8], r: &ResourceInfo, fv: FieldValidation) -> Decoded {

@@ -17,7 +17,7 @@ use crate::error::{success_status, Error, Result};
 use crate::patch::PatchType;
 use crate::query::Query;
 use crate::registry::{Resource, ResourceInfo};
-use crate::request::{Deleted, Notes, Written};
+use crate::request::{Deleted, FieldValidation, Notes, Written};
 use crate::state::State;
 
 type Req = Request<hyper::body::Incoming>;
@@ -82,7 +82,7 @@ async fn serve_found(
         return Err(not_found());
     }
     if r.create_only.is_some() {
-        return create_only(state, req, &r, &t, verb, user).await;
+        return create_only(state, req, &r, &t, verb, q, user).await;
     }
     if let Some(c) = r.computed.clone() {
         return computed(req, &r, &*c, &t, verb, q).await;
@@ -237,6 +237,7 @@ async fn create_only(
     r: &Resource,
     t: &Target,
     verb: &str,
+    q: &Query,
     user: &UserInfo,
 ) -> Result<Response<Body>> {
     let Some(handler) = r.create_only.as_ref() else {
@@ -249,13 +250,16 @@ async fn create_only(
     let (parts, body) = read_body(req).await?;
     let obj = negotiate::decode_body(&parts.headers, &body, &r.kind)?;
     audit_body(&parts, &obj);
+    let fv = FieldValidation::parse(q.get("fieldValidation"))?;
+    let decoded = negotiate::decoded_body(&parts.headers, &body, r, fv);
+    let warnings = fv.judge(&decoded.problems, &r.kind, &r.version)?;
     let cx = crate::registry::review::Context {
         user,
         authz: &*state.authz,
         authn: &state.authn,
     };
     let answer = handler.create(&cx, t.namespace.as_deref(), obj)?;
-    respond(StatusCode::CREATED, &answer, format)
+    respond(StatusCode::CREATED, &answer, format).map(|resp| with_warnings(resp, &warnings))
 }
 
 /// A resource whose objects are worked out when read (component statuses): `get` and `list`.
@@ -450,6 +454,13 @@ async fn subresource(
             let obj = negotiate::decode_body(&parts.headers, &body, kind)?;
             audit_body(&parts, &obj);
             let opts = write_opts(q, &user_agent, false, user)?.with_notes(notes.clone());
+            let decoded = negotiate::decoded_subresource(
+                &parts.headers,
+                &body,
+                handler,
+                opts.field_validation,
+            );
+            let opts = opts.with_decoded(decoded);
             let answer = store
                 .create_subresource(r, ns, name, sub, obj, &opts)
                 .await?;
@@ -479,6 +490,13 @@ async fn legacy_binding(
         .unwrap_or("")
         .to_string();
     let opts = write_opts(q, "", false, user)?.with_notes(notes.clone());
+    let opts = match pods.subresource("binding") {
+        Some(h) => {
+            let fv = opts.field_validation;
+            opts.with_decoded(negotiate::decoded_subresource(&parts.headers, &body, h, fv))
+        }
+        None => opts,
+    };
     let answer = state
         .store
         .create_subresource(
@@ -491,4 +509,5 @@ async fn legacy_binding(
         )
         .await?;
     respond(StatusCode::CREATED, &answer, Format::Json)
+        .map(|resp| with_warnings(resp, &opts.notes.take_warnings()))
 }

@@ -103,6 +103,14 @@ impl GenericStore {
         opts: &WriteOpts,
     ) -> Result<Value> {
         let h = handler(r, sub)?;
+        let (version, kind) = match h.kind() {
+            Some((_, v, k)) => (v.to_string(), k.to_string()),
+            None => (r.version.clone(), r.kind.clone()),
+        };
+        let problems = &opts.decoded.problems;
+        for w in opts.field_validation.judge(problems, &kind, &version)? {
+            opts.notes.warn(w);
+        }
         let attrs = attrs(Operation::Create, r, ns, name, sub, opts);
         self.admission()
             .admit(&attrs, Some(&mut body), self)

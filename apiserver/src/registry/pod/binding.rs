@@ -116,6 +116,11 @@ impl Subresource for Binding {
         Some(("", "v1", "Binding"))
     }
 
+    fn strict_json(&self, body: &[u8]) -> Vec<crate::strict::Problem> {
+        crate::strict::json_typed::<k8s_openapi::api::core::v1::Binding>(body)
+            .unwrap_or_else(|| crate::strict::json_duplicates(body))
+    }
+
     async fn create(
         &self,
         objs: &dyn Objects,

@@ -271,6 +271,11 @@ impl Subresource for Eviction {
         Some(("policy", "v1", "Eviction"))
     }
 
+    fn strict_json(&self, body: &[u8]) -> Vec<crate::strict::Problem> {
+        crate::strict::json_typed::<k8s_openapi::api::policy::v1::Eviction>(body)
+            .unwrap_or_else(|| crate::strict::json_duplicates(body))
+    }
+
     async fn create(
         &self,
         objs: &dyn Objects,
