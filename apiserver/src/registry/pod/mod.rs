@@ -1,9 +1,11 @@
 //! Pods: defaults, validation, the update rules for a running pod, graceful deletion,
-//! kubectl's columns, and the `binding`, `eviction` and `ephemeralcontainers` subresources.
+//! kubectl's columns, and the `binding`, `eviction`, `ephemeralcontainers` and `resize`
+//! subresources.
 
 mod binding;
 mod ephemeral;
 mod eviction;
+mod resize;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -30,6 +32,7 @@ pub static INFO: Builtin = Builtin {
         ("binding", &BINDING),
         ("eviction", &EVICTION),
         ("ephemeralcontainers", &EPHEMERAL_CONTAINERS),
+        ("resize", &RESIZE),
         ("log", &super::subresource::LOG),
         ("exec", &super::subresource::EXEC),
         ("attach", &super::subresource::ATTACH),
@@ -65,6 +68,7 @@ static STRATEGY: Typed<Pod> = Typed {
 use binding::BINDING;
 use ephemeral::EPHEMERAL_CONTAINERS;
 use eviction::EVICTION;
+use resize::RESIZE;
 
 /// How long a deleted pod has to stop: what the delete asked for, else the pod's own
 /// `terminationGracePeriodSeconds`, else 30 s. A pod that never ran on a node, or has
@@ -182,7 +186,16 @@ fn defaults(pod: &mut Pod) {
     status.qos_class.get_or_insert_with(|| qos.into());
 }
 
-fn validate_container(f: &str, c: &Container, volumes: &HashSet<String>, out: &mut Vec<Cause>) {
+fn validate_container(
+    f: &str,
+    c: &Container,
+    volumes: &HashSet<String>,
+    pod_restart: Option<&str>,
+    out: &mut Vec<Cause>,
+) {
+    if let Some(p) = &c.resize_policy {
+        resize::validate_policies(f, p, pod_restart, out);
+    }
     if c.name.is_empty() {
         out.push(Cause::required(format!("{f}.name")));
     } else {
@@ -326,7 +339,7 @@ fn validate_pod_spec(f: &str, spec: &PodSpec, out: &mut Vec<Cause>) {
                 .map(|(n, c)| (format!("{f}.containers[{n}]"), c)),
         );
     for (cf, c) in all {
-        validate_container(&cf, c, &volumes, out);
+        validate_container(&cf, c, &volumes, spec.restart_policy.as_deref(), out);
         if !c.name.is_empty() && !names.insert(c.name.clone()) {
             out.push(Cause::duplicate(format!("{cf}.name"), &json!(c.name)));
         }
