@@ -385,7 +385,11 @@ impl Worker {
             )
             .await
             {
-                Ok(v) => {
+                Ok(mut v) => {
+                    if let Err(e) = self.image_volumes(&mut v).await {
+                        self.event_warning(None, "FailedMount", e);
+                        return Ok(now + Duration::from_secs(2));
+                    }
                     self.volumes = v;
                     self.volumes_synced = Some(now);
                     self.volumes_due = false;
@@ -703,6 +707,67 @@ impl Worker {
             );
         }
         self.probers.retain(&running);
+        Ok(())
+    }
+
+    /// Pulls the images of the pod's image volumes (as their `pullPolicy` says) and unpacks
+    /// each once into the pod's volume directory, mounted read-only.
+    async fn image_volumes(
+        &mut self,
+        out: &mut BTreeMap<String, volumes::Ready>,
+    ) -> Result<(), String> {
+        let vols: Vec<_> = self
+            .pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .filter_map(|v| v.image.clone().map(|i| (v.name.clone(), i)))
+            .collect();
+        for (name, src) in vols {
+            let reference = src.reference.clone().unwrap_or_default();
+            let dir = self
+                .shared
+                .config
+                .pod_dir(&self.uid)
+                .join("volumes")
+                .join("kubernetes.io~image")
+                .join(&name);
+            let done = dir.with_extension("unpacked");
+            if !done.exists() {
+                let policy = src.pull_policy.clone().unwrap_or_default();
+                match self.shared.images.ensure(&reference, &policy).await {
+                    Ok(p) if p.pulled => self.event_normal(
+                        None,
+                        "Pulled",
+                        format!(
+                            "Successfully pulled image {reference:?} in {:.3}s",
+                            p.took.as_secs_f64()
+                        ),
+                    ),
+                    Ok(_) => {}
+                    Err(e) => {
+                        return Err(format!(
+                            "MountVolume.SetUp failed for volume {name:?} : {}: {}",
+                            e.reason, e.message
+                        ))
+                    }
+                }
+                self.shared
+                    .images
+                    .unpack(&reference, &dir)
+                    .await
+                    .map_err(|e| format!("MountVolume.SetUp failed for volume {name:?} : {e}"))?;
+                std::fs::write(&done, reference.as_bytes())
+                    .map_err(|e| format!("MountVolume.SetUp failed for volume {name:?} : {e}"))?;
+            }
+            out.insert(
+                name,
+                volumes::Ready {
+                    host_path: dir,
+                    read_only: true,
+                },
+            );
+        }
         Ok(())
     }
 
