@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use skiff_e2e::node::Node;
 use skiff_e2e::{Cluster, Kubectl};
 
-fn status_of<'a>(pod: &'a Value) -> &'a Value {
+fn status_of(pod: &Value) -> &Value {
     &pod["status"]["containerStatuses"][0]
 }
 

@@ -167,7 +167,7 @@ pub enum Action {
         /// The container instance.
         id: String,
         /// The container with its allocated resources.
-        container: Container,
+        container: Box<Container>,
     },
     /// Restart it (its `resizePolicy` asks for it).
     Restart {
@@ -314,13 +314,13 @@ impl Resizes {
                     } else {
                         Action::Update {
                             id,
-                            container: self.allocated_container(c),
+                            container: Box::new(self.allocated_container(c)),
                         }
                     });
                 }
                 None => out.push(Action::Update {
                     id,
-                    container: self.allocated_container(c),
+                    container: Box::new(self.allocated_container(c)),
                 }),
             }
         }
