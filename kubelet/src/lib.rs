@@ -69,6 +69,7 @@ impl Kubelet {
             images: pods::images::Puller::new(self.runtime.clone()),
             tokens: pods::tokens::Manager::new(self.client.clone()),
             claims,
+            allocations: pods::resize::Ledger::default(),
             runtime_classes: pods::sandbox::RuntimeClasses::spawn(
                 self.client.clone(),
                 shutdown.clone(),

@@ -15,10 +15,14 @@ use super::{cgroups, labels, sandbox, PodConfig};
 use crate::cri::{Result, Runtime};
 
 /// A hash of a container's spec: a container whose hash differs from its running instance's
-/// was changed (in practice: its image) and is restarted.
+/// was changed (in practice: its image) and is restarted. Its resources are left out: they
+/// change in place (see [`super::resize`]).
 pub fn spec_hash(c: &Container) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_string(c).unwrap_or_default().hash(&mut h);
+    let mut c = c.clone();
+    c.resources = None;
+    c.resize_policy = None;
+    serde_json::to_string(&c).unwrap_or_default().hash(&mut h);
     format!("{:x}", h.finish())
 }
 

@@ -12,6 +12,7 @@ pub mod env;
 pub mod hooks;
 pub mod images;
 pub mod probes;
+pub mod resize;
 pub mod sandbox;
 pub mod status;
 pub mod tokens;
@@ -120,6 +121,8 @@ pub struct Shared {
     pub claims: csi::Mounter,
     /// The RuntimeClasses pods name (their sandboxes' runtime handlers).
     pub runtime_classes: sandbox::RuntimeClasses,
+    /// What each pod on the node has been allocated (for in-place resizes).
+    pub allocations: resize::Ledger,
 }
 
 struct Handle {

@@ -57,6 +57,10 @@ pub async fn setup(
         .flatten()
         .collect();
     for v in &volumes {
+        // Image volumes are pulled and unpacked by the pod's worker (see `images`).
+        if v.image.is_some() {
+            continue;
+        }
         if let Some(src) = claim_source(pod, v) {
             let mounted = claims.setup(pod, &src, config).await.map_err(|e| match e {
                 // Kubernetes' wording for a claim the pod cannot have yet.

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use super::container::{self, Instance};
 use super::env::{self, PodFacts, Sources};
 use super::probes::{EventTarget, Probers, Target};
+use super::resize::{self, Resizes};
 use super::sandbox::{self, Sandbox};
 use super::status::{self, Snapshot};
 use super::volumes::{self, Ready};
@@ -99,6 +100,8 @@ pub struct Worker {
     /// Restart counts carried over from a dead sandbox's containers.
     restart_base: HashMap<String, u32>,
     gone_seen: bool,
+    /// In-place resizes: allocated and applied resources.
+    resizes: Resizes,
 }
 
 enum Step {
@@ -150,6 +153,7 @@ impl Worker {
             initialized: false,
             restart_base: HashMap::new(),
             gone_seen: false,
+            resizes: Resizes::default(),
         }
     }
 
@@ -178,6 +182,9 @@ impl Worker {
             }
         }
         self.probe_stop.cancel();
+        if self.state == State::Removed {
+            self.shared.allocations.forget(&self.uid);
+        }
     }
 
     fn key(&self) -> String {
@@ -378,7 +385,11 @@ impl Worker {
             )
             .await
             {
-                Ok(v) => {
+                Ok(mut v) => {
+                    if let Err(e) = self.image_volumes(&mut v).await {
+                        self.event_warning(None, "FailedMount", e);
+                        return Ok(now + Duration::from_secs(2));
+                    }
                     self.volumes = v;
                     self.volumes_synced = Some(now);
                     self.volumes_due = false;
@@ -402,6 +413,7 @@ impl Worker {
         }
         let mut next = now + self.shared.config.sync_frequency;
         let mut acted = self.handle_probe_failures().await?;
+        acted |= self.resize(&sb).await?;
         let spec = self.pod.spec.clone().unwrap_or_default();
         let policy = self.restart_policy();
         // Init containers, in order, until one is not done yet.
@@ -698,6 +710,128 @@ impl Worker {
         Ok(())
     }
 
+    /// Pulls the images of the pod's image volumes (as their `pullPolicy` says) and unpacks
+    /// each once into the pod's volume directory, mounted read-only.
+    async fn image_volumes(
+        &mut self,
+        out: &mut BTreeMap<String, volumes::Ready>,
+    ) -> Result<(), String> {
+        let vols: Vec<_> = self
+            .pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .filter_map(|v| v.image.clone().map(|i| (v.name.clone(), i)))
+            .collect();
+        for (name, src) in vols {
+            let reference = src.reference.clone().unwrap_or_default();
+            let dir = self
+                .shared
+                .config
+                .pod_dir(&self.uid)
+                .join("volumes")
+                .join("kubernetes.io~image")
+                .join(&name);
+            let done = dir.with_extension("unpacked");
+            if !done.exists() {
+                let policy = src.pull_policy.clone().unwrap_or_default();
+                match self.shared.images.ensure(&reference, &policy).await {
+                    Ok(p) if p.pulled => self.event_normal(
+                        None,
+                        "Pulled",
+                        format!(
+                            "Successfully pulled image {reference:?} in {:.3}s",
+                            p.took.as_secs_f64()
+                        ),
+                    ),
+                    Ok(_) => {}
+                    Err(e) => {
+                        return Err(format!(
+                            "MountVolume.SetUp failed for volume {name:?} : {}: {}",
+                            e.reason, e.message
+                        ))
+                    }
+                }
+                self.shared
+                    .images
+                    .unpack(&reference, &dir)
+                    .await
+                    .map_err(|e| format!("MountVolume.SetUp failed for volume {name:?} : {e}"))?;
+                std::fs::write(&done, reference.as_bytes())
+                    .map_err(|e| format!("MountVolume.SetUp failed for volume {name:?} : {e}"))?;
+            }
+            out.insert(
+                name,
+                volumes::Ready {
+                    host_path: dir,
+                    read_only: true,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Allocates a resize of the pod's resources when the node can hold it, and applies what
+    /// is allocated to the running containers: in place, or by a restart where the container's
+    /// `resizePolicy` asks for one. Returns whether it stopped a container.
+    async fn resize(&mut self, sb: &Sandbox) -> anyhow::Result<bool> {
+        let cfg = &self.shared.config;
+        let capacity = resize::Totals {
+            cpu_millis: cfg.node_cpu_millis,
+            memory: cfg.node_memory_bytes,
+        };
+        self.resizes
+            .allocate(&self.pod, &self.uid, &self.shared.allocations, capacity);
+        let mut stopped = false;
+        for action in self.resizes.actions(&self.pod, &self.instances) {
+            match action {
+                resize::Action::Update { id, container: c } => {
+                    let linux = cgroups::container_resources(&self.pod, &c, cfg.node_memory_bytes);
+                    let r = self
+                        .shared
+                        .runtime
+                        .runtime
+                        .clone()
+                        .update_container_resources(cri::UpdateContainerResourcesRequest {
+                            container_id: id.clone(),
+                            linux: Some(linux),
+                            annotations: Default::default(),
+                        })
+                        .await;
+                    match r {
+                        Ok(_) => self.resizes.applied(&id, &c),
+                        Err(e) => {
+                            let msg = format!(
+                                "updating resources of container {}: {}",
+                                c.name,
+                                e.message()
+                            );
+                            tracing::warn!(pod = %self.key(), "{msg}");
+                            self.resizes.failed(msg);
+                        }
+                    }
+                }
+                resize::Action::Restart { id, name } => {
+                    let c = super::all_containers(&self.pod)
+                        .find(|c| c.name == name)
+                        .cloned();
+                    self.event_normal(
+                        c.as_ref(),
+                        "Killing",
+                        format!("Container {name} resize requires restart"),
+                    );
+                    container::stop(&self.shared.runtime, &id, self.spec_grace()).await?;
+                    stopped = true;
+                }
+            }
+        }
+        if stopped {
+            // The restarted containers start in this same sync.
+            self.observe(sb).await?;
+        }
+        Ok(stopped)
+    }
+
     /// Kills containers whose liveness or startup probe failed.
     async fn handle_probe_failures(&mut self) -> anyhow::Result<bool> {
         let mut acted = false;
@@ -872,6 +1006,9 @@ impl Worker {
             Ok(v) => v,
             Err(e) => return Err(config_error(self, e.0)),
         };
+        // The container runs with what the kubelet allocated, which a resize not yet admitted
+        // leaves behind the spec.
+        let c = &self.resizes.allocated_container(c);
         let config = match container::config(container::Inputs {
             pod: &self.pod,
             container: c,
@@ -886,7 +1023,10 @@ impl Worker {
             Err(e) => return Err(config_error(self, e.0)),
         };
         let id = match container::create_and_start(&self.shared.runtime, sb, config).await {
-            Ok(id) => id,
+            Ok(id) => {
+                self.resizes.started(&id, c);
+                id
+            }
             Err(e) => {
                 let msg = e.to_string();
                 self.event_warning(Some(c), "Failed", format!("Error: {msg}"));
@@ -1181,7 +1321,10 @@ impl Worker {
                 reason: self.reason.clone(),
                 start_time: &start,
             };
-            status::patch(&status::compute(&snap))
+            let mut computed = status::compute(&snap);
+            self.resizes
+                .report(&mut computed, &self.pod, &self.instances);
+            status::patch(&computed)
         };
         if self.written.as_ref() == Some(&patch) {
             return;

@@ -1,9 +1,11 @@
 //! Pods: defaults, validation, the update rules for a running pod, graceful deletion,
-//! kubectl's columns, and the `binding`, `eviction` and `ephemeralcontainers` subresources.
+//! kubectl's columns, and the `binding`, `eviction`, `ephemeralcontainers` and `resize`
+//! subresources.
 
 mod binding;
 mod ephemeral;
 mod eviction;
+mod resize;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -30,6 +32,7 @@ pub static INFO: Builtin = Builtin {
         ("binding", &BINDING),
         ("eviction", &EVICTION),
         ("ephemeralcontainers", &EPHEMERAL_CONTAINERS),
+        ("resize", &RESIZE),
         ("log", &super::subresource::LOG),
         ("exec", &super::subresource::EXEC),
         ("attach", &super::subresource::ATTACH),
@@ -66,6 +69,7 @@ static STRATEGY: Typed<Pod> = Typed {
 use binding::BINDING;
 use ephemeral::EPHEMERAL_CONTAINERS;
 use eviction::EVICTION;
+use resize::RESIZE;
 
 /// How long a deleted pod has to stop: what the delete asked for, else the pod's own
 /// `terminationGracePeriodSeconds`, else 30 s. A pod that never ran on a node, or has
@@ -165,6 +169,16 @@ pub fn default_spec(spec: &mut PodSpec) {
         if let Some(sec) = vol.secret.as_mut() {
             sec.default_mode.get_or_insert(0o644);
         }
+        if let Some(img) = vol.image.as_mut() {
+            // As a container's image: `Always` for `:latest` (or no tag), else `IfNotPresent`.
+            let mut probe = Container {
+                image: img.reference.clone(),
+                image_pull_policy: img.pull_policy.clone(),
+                ..Default::default()
+            };
+            default_container(&mut probe);
+            img.pull_policy = probe.image_pull_policy;
+        }
     }
 }
 
@@ -183,7 +197,16 @@ fn defaults(pod: &mut Pod) {
     status.qos_class.get_or_insert_with(|| qos.into());
 }
 
-fn validate_container(f: &str, c: &Container, volumes: &HashSet<String>, out: &mut Vec<Cause>) {
+fn validate_container(
+    f: &str,
+    c: &Container,
+    volumes: &HashSet<String>,
+    pod_restart: Option<&str>,
+    out: &mut Vec<Cause>,
+) {
+    if let Some(p) = &c.resize_policy {
+        resize::validate_policies(f, p, pod_restart, out);
+    }
     if c.name.is_empty() {
         out.push(Cause::required(format!("{f}.name")));
     } else {
@@ -300,7 +323,21 @@ pub fn validate_spec(f: &str, spec: &PodSpec, out: &mut Vec<Cause>) {
 /// Validates a pod spec at `f`.
 fn validate_pod_spec(f: &str, spec: &PodSpec, out: &mut Vec<Cause>) {
     let mut volumes = HashSet::new();
+    let mut image_volumes = HashSet::new();
     for (n, vol) in spec.volumes.iter().flatten().enumerate() {
+        if let Some(img) = &vol.image {
+            let imf = format!("{f}.volumes[{n}].image");
+            if img.reference.as_deref().unwrap_or("").is_empty() {
+                out.push(Cause::required(format!("{imf}.reference")));
+            }
+            v::one_of(
+                &format!("{imf}.pullPolicy"),
+                img.pull_policy.as_deref(),
+                &["Always", "IfNotPresent", "Never"],
+                out,
+            );
+            image_volumes.insert(vol.name.clone());
+        }
         let vf = format!("{f}.volumes[{n}].name");
         if vol.name.is_empty() {
             out.push(Cause::required(vf));
@@ -327,7 +364,22 @@ fn validate_pod_spec(f: &str, spec: &PodSpec, out: &mut Vec<Cause>) {
                 .map(|(n, c)| (format!("{f}.containers[{n}]"), c)),
         );
     for (cf, c) in all {
-        validate_container(&cf, c, &volumes, out);
+        validate_container(&cf, c, &volumes, spec.restart_policy.as_deref(), out);
+        // Kubernetes 1.33 mounts an image volume whole.
+        for (i, m) in c.volume_mounts.iter().flatten().enumerate() {
+            if !image_volumes.contains(&m.name) {
+                continue;
+            }
+            for (field, value) in [("subPath", &m.sub_path), ("subPathExpr", &m.sub_path_expr)] {
+                if let Some(value) = value.as_deref().filter(|s| !s.is_empty()) {
+                    out.push(Cause::invalid(
+                        format!("{cf}.volumeMounts[{i}].{field}"),
+                        &json!(value),
+                        "not allowed in image volume sources",
+                    ));
+                }
+            }
+        }
         if !c.name.is_empty() && !names.insert(c.name.clone()) {
             out.push(Cause::duplicate(format!("{cf}.name"), &json!(c.name)));
         }
