@@ -4,9 +4,56 @@
 //! startup probes, `metadata.generation` and `status.observedGeneration`, sysctls and
 //! read-only root filesystems.
 
+use std::time::{Duration, Instant};
+
 use reqwest::Method;
 use serde_json::{json, Value};
+use skiff_e2e::node::Node;
 use skiff_e2e::{send, Cluster, Kubectl};
+
+/// Waits until `f` returns `Some`, failing with `what` and the kubelet's log.
+fn wait<T>(node: &Node, what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {within:?}; kubelet log:\n{}",
+            node.kubelet.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn pod_json(k: &Kubectl, name: &str) -> Value {
+    let r = k.run(&["get", "pod", name, "-o", "json"]);
+    serde_json::from_str(&r.stdout).unwrap_or(Value::Null)
+}
+
+fn wait_pod(node: &Node, k: &Kubectl, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    wait(
+        node,
+        &format!("pod {name}: {what}"),
+        Duration::from_secs(90),
+        || {
+            let p = pod_json(k, name);
+            f(&p).then_some(p)
+        },
+    )
+}
+
+fn running(p: &Value) -> bool {
+    p["status"]["phase"] == "Running"
+}
+
+/// The environment of the pod's first container, one `NAME=value` a line, as `env` prints it.
+async fn env_of(node: &Node, pod: &Value) -> Vec<String> {
+    let (code, out) = node.exec_in(pod, &["env"]).await;
+    assert_eq!(code, 0, "{out}");
+    out.lines().map(str::to_string).collect()
+}
 
 fn apply(k: &Kubectl, obj: &Value) {
     k.ok_input(&["apply", "-f", "-"], &obj.to_string());
@@ -84,4 +131,174 @@ async fn service_target_port_zero_is_defaulted_to_the_port() {
         ),
         "{status}"
     );
+}
+
+#[tokio::test]
+async fn environment_relaxed_names_and_service_links() {
+    let c = Cluster::start().await.unwrap();
+    let node = Node::start(&c.api.kubeconfig, "node-a", &[]).unwrap();
+    let k = c.kubectl();
+    let image = node.images.busybox.clone();
+    // Services of the pod's namespace: one with a cluster IP, a headless one and an
+    // ExternalName one (neither of which has variables).
+    for svc in [
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-svc"},
+        "spec": {"selector": {"app": "web"}, "ports": [
+            {"name": "http", "port": 80, "targetPort": 8080},
+            {"name": "dns-udp", "port": 53, "protocol": "UDP"}
+        ]}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "headless"},
+            "spec": {"clusterIP": "None", "selector": {"app": "db"}, "ports": [{"port": 5432}]}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ext"},
+            "spec": {"type": "ExternalName", "externalName": "example.com"}}),
+    ] {
+        apply(&k, &svc);
+    }
+    let web_ip = k.ok(&["get", "svc", "web-svc", "-o", "jsonpath={.spec.clusterIP}"]);
+    let master_ip = k.ok(&[
+        "get",
+        "svc",
+        "kubernetes",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    k.ok(&[
+        "create",
+        "configmap",
+        "relaxed",
+        "--from-literal=1-foo=one",
+        "--from-literal=a.b=dotted",
+        "--from-literal=-x=dash",
+    ]);
+    let pod = |name: &str, links: bool| {
+        json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {
+                "nodeName": "node-a",
+                "enableServiceLinks": links,
+                "terminationGracePeriodSeconds": 0,
+                "containers": [{
+                    "name": "c", "image": image, "command": ["sleep", "3600"],
+                    "envFrom": [
+                        {"configMapRef": {"name": "relaxed"}},
+                        {"configMapRef": {"name": "relaxed"}, "prefix": "$_"}
+                    ],
+                    "env": [
+                        {"name": "2-bar", "value": "two"},
+                        {"name": "x:y", "value": "$(1-foo) and $(WEB_SVC_SERVICE_PORT)"}
+                    ]
+                }]
+            }
+        })
+    };
+    apply(&k, &pod("links", true));
+    apply(&k, &pod("nolinks", false));
+
+    let p = wait_pod(&node, &k, "links", "Running", running);
+    let env = env_of(&node, &p).await;
+    let has = |want: &str| env.iter().any(|l| l == want);
+    let mut wants = vec![
+        // envFrom and env with names the relaxed rule allows.
+        "1-foo=one".to_string(),
+        "a.b=dotted".into(),
+        "-x=dash".into(),
+        "$_1-foo=one".into(),
+        "$_-x=dash".into(),
+        "2-bar=two".into(),
+        "x:y=one and 80".into(),
+        // The API server's Service.
+        format!("KUBERNETES_SERVICE_HOST={master_ip}"),
+        "KUBERNETES_SERVICE_PORT=443".into(),
+    ];
+    // The namespace's Service, every variable Kubernetes gives.
+    wants.extend([
+        format!("WEB_SVC_SERVICE_HOST={web_ip}"),
+        "WEB_SVC_SERVICE_PORT=80".into(),
+        "WEB_SVC_SERVICE_PORT_HTTP=80".into(),
+        "WEB_SVC_SERVICE_PORT_DNS_UDP=53".into(),
+        format!("WEB_SVC_PORT=tcp://{web_ip}:80"),
+        format!("WEB_SVC_PORT_80_TCP=tcp://{web_ip}:80"),
+        "WEB_SVC_PORT_80_TCP_PROTO=tcp".into(),
+        "WEB_SVC_PORT_80_TCP_PORT=80".into(),
+        format!("WEB_SVC_PORT_80_TCP_ADDR={web_ip}"),
+        format!("WEB_SVC_PORT_53_UDP=udp://{web_ip}:53"),
+        "WEB_SVC_PORT_53_UDP_PROTO=udp".into(),
+        "WEB_SVC_PORT_53_UDP_PORT=53".into(),
+        format!("WEB_SVC_PORT_53_UDP_ADDR={web_ip}"),
+    ]);
+    for want in &wants {
+        assert!(has(want), "{want} missing from:\n{}", env.join("\n"));
+    }
+    for absent in ["HEADLESS_", "EXT_"] {
+        assert!(
+            !env.iter().any(|l| l.starts_with(absent)),
+            "{absent}* in:\n{}",
+            env.join("\n")
+        );
+    }
+    // No warning about skipped keys: every key is a valid name.
+    let reasons = k.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=links",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    assert!(
+        !reasons.contains("InvalidEnvironmentVariableNames"),
+        "{reasons}"
+    );
+
+    // `enableServiceLinks: false`: the API server's Service only.
+    let p = wait_pod(&node, &k, "nolinks", "Running", running);
+    let env = env_of(&node, &p).await;
+    assert!(
+        env.iter()
+            .any(|l| *l == format!("KUBERNETES_SERVICE_HOST={master_ip}")),
+        "{}",
+        env.join("\n")
+    );
+    assert!(
+        !env.iter().any(|l| l.starts_with("WEB_SVC_")),
+        "{}",
+        env.join("\n")
+    );
+    // Its reference to a Service variable stays as written.
+    assert!(
+        env.iter()
+            .any(|l| l == "x:y=one and $(WEB_SVC_SERVICE_PORT)"),
+        "{}",
+        env.join("\n")
+    );
+
+    // The API refuses what the relaxed rule does not allow, in Kubernetes' words.
+    let bad = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bad-env"},
+        "spec": {"containers": [{
+            "name": "c", "image": image,
+            "env": [{"name": "a=b", "value": "x"}, {"name": "caf\u{e9}", "value": "x"}],
+            "envFrom": [{"configMapRef": {"name": "relaxed"}, "prefix": "p="}]
+        }]}
+    });
+    let http = c.api.client().unwrap();
+    let (code, status) = send(
+        &http,
+        Method::POST,
+        c.api.url("/api/v1/namespaces/default/pods"),
+        Some(bad),
+    )
+    .await;
+    assert_eq!(code, 422, "{status}");
+    let msg = status["message"].as_str().unwrap();
+    let rule = "a valid environment variable name must consist only of printable ASCII characters other than '='";
+    for want in [
+        format!("spec.containers[0].env[0].name: Invalid value: \"a=b\": {rule}"),
+        format!("spec.containers[0].env[1].name: Invalid value: \"caf\u{e9}\": {rule}"),
+        format!("spec.containers[0].envFrom[0].prefix: Invalid value: \"p=\": {rule}"),
+    ] {
+        assert!(msg.contains(&want), "{want} not in {msg}");
+    }
 }

@@ -869,7 +869,12 @@ impl Worker {
         };
         let facts = self.facts();
         let vars = match env::resolve(&self.pod, c, &facts, &self.shared.config, sources).await {
-            Ok(v) => v,
+            Ok(r) => {
+                for (reason, message) in r.warnings {
+                    self.event_warning(None, &reason, message);
+                }
+                r.vars
+            }
             Err(e) => return Err(config_error(self, e.0)),
         };
         let config = match container::config(container::Inputs {

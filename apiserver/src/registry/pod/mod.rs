@@ -231,12 +231,8 @@ fn validate_container(f: &str, c: &Container, volumes: &HashSet<String>, out: &m
     for (n, e) in c.env.iter().flatten().enumerate() {
         if e.name.is_empty() {
             out.push(Cause::required(format!("{f}.env[{n}].name")));
-        } else if e.name.contains('=') {
-            out.push(Cause::invalid(
-                format!("{f}.env[{n}].name"),
-                &json!(e.name),
-                "a valid environment variable name must consist only of printable ASCII characters other than '='",
-            ));
+        } else {
+            relaxed_env_name(&format!("{f}.env[{n}].name"), &e.name, out);
         }
         if e.value.is_some() && e.value_from.is_some() {
             out.push(Cause::invalid(
@@ -244,6 +240,11 @@ fn validate_container(f: &str, c: &Container, volumes: &HashSet<String>, out: &m
                 &json!(""),
                 "may not be specified when `value` is not empty",
             ));
+        }
+    }
+    for (n, e) in c.env_from.iter().flatten().enumerate() {
+        if let Some(p) = e.prefix.as_deref().filter(|p| !p.is_empty()) {
+            relaxed_env_name(&format!("{f}.envFrom[{n}].prefix"), p, out);
         }
     }
     if let Some(r) = &c.resources {
@@ -277,6 +278,21 @@ fn validate_container(f: &str, c: &Container, volumes: &HashSet<String>, out: &m
         if m.mount_path.is_empty() {
             out.push(Cause::required(format!("{f}.volumeMounts[{n}].mountPath")));
         }
+    }
+}
+
+/// An environment variable name (or `envFrom` prefix) under Kubernetes' relaxed rule, on by
+/// default since v1.32: printable ASCII other than `=`.
+fn relaxed_env_name(f: &str, name: &str, out: &mut Vec<Cause>) {
+    if !name
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'=')
+    {
+        out.push(Cause::invalid(
+            f,
+            &json!(name),
+            "a valid environment variable name must consist only of printable ASCII characters other than '='",
+        ));
     }
 }
 
