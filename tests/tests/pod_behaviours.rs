@@ -302,3 +302,141 @@ async fn environment_relaxed_names_and_service_links() {
         assert!(msg.contains(&want), "{want} not in {msg}");
     }
 }
+
+fn status_of<'a>(pod: &'a Value, field: &str, name: &str) -> &'a Value {
+    pod["status"][field]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == name))
+        .unwrap_or(&Value::Null)
+}
+
+#[tokio::test]
+async fn sidecar_startup_probe_and_init_container_statuses() {
+    let c = Cluster::start().await.unwrap();
+    let node = Node::start(&c.api.kubeconfig, "node-a", &[]).unwrap();
+    let k = c.kubectl();
+    let image = node.images.busybox.clone();
+    // The sidecar's startup probe fails twice, then passes: with `failureThreshold: 3` it
+    // is never restarted.
+    let probe = "n=$(cat /tmp/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /tmp/n; [ $n -ge 3 ]";
+    apply(
+        &k,
+        &json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sidecar"},
+            "spec": {
+                "nodeName": "node-a",
+                "terminationGracePeriodSeconds": 0,
+                "initContainers": [
+                    {"name": "setup", "image": image, "command": ["sleep", "6"]},
+                    {"name": "proxy", "image": image, "restartPolicy": "Always",
+                     "command": ["sleep", "3600"],
+                     "startupProbe": {"exec": {"command": ["sh", "-c", probe]},
+                        "periodSeconds": 1, "failureThreshold": 3}}
+                ],
+                "containers": [{"name": "app", "image": image, "command": ["sleep", "3600"]}]
+            }
+        }),
+    );
+
+    // While the first init container runs: it is started but not ready, and the sidecar and
+    // the app container wait with `PodInitializing`.
+    let p = wait_pod(&node, &k, "sidecar", "setup running", |p| {
+        status_of(p, "initContainerStatuses", "setup")["state"]["running"].is_object()
+    });
+    let setup = status_of(&p, "initContainerStatuses", "setup");
+    assert_eq!(
+        (setup["ready"].clone(), setup["started"].clone()),
+        (json!(false), json!(true)),
+        "{setup}"
+    );
+    let proxy = status_of(&p, "initContainerStatuses", "proxy");
+    assert_eq!(
+        proxy["state"]["waiting"]["reason"], "PodInitializing",
+        "{proxy}"
+    );
+    assert_eq!(
+        (proxy["ready"].clone(), proxy["started"].clone()),
+        (json!(false), json!(false)),
+        "{proxy}"
+    );
+    let app = status_of(&p, "containerStatuses", "app");
+    assert_eq!(
+        app["state"]["waiting"]["reason"], "PodInitializing",
+        "{app}"
+    );
+    assert_eq!(p["status"]["phase"], "Pending");
+    let initialized = p["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Initialized")
+        .unwrap();
+    assert_eq!(initialized["status"], "False");
+    assert_eq!(initialized["reason"], "ContainersNotInitialized");
+
+    // Then: the sidecar started after its third probe, never restarted; the completed init
+    // container ready (and no longer started); the pod Ready.
+    let p = wait_pod(&node, &k, "sidecar", "Ready", |p| {
+        p["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+    });
+    let proxy = status_of(&p, "initContainerStatuses", "proxy");
+    assert!(proxy["state"]["running"].is_object(), "{proxy}");
+    assert_eq!(proxy["restartCount"], 0, "{proxy}");
+    assert_eq!(
+        (proxy["ready"].clone(), proxy["started"].clone()),
+        (json!(true), json!(true)),
+        "{proxy}"
+    );
+    let setup = status_of(&p, "initContainerStatuses", "setup");
+    assert_eq!(
+        setup["state"]["terminated"]["reason"], "Completed",
+        "{setup}"
+    );
+    assert_eq!(
+        (setup["ready"].clone(), setup["started"].clone()),
+        (json!(true), json!(false)),
+        "{setup}"
+    );
+    let app = status_of(&p, "containerStatuses", "app");
+    assert_eq!(
+        (app["ready"].clone(), app["started"].clone()),
+        (json!(true), json!(true)),
+        "{app}"
+    );
+    let (code, n) = node
+        .exec_in(
+            &json!({"status": {"containerStatuses": [{"containerID": proxy["containerID"]}]}}),
+            &["cat", "/tmp/n"],
+        )
+        .await;
+    assert_eq!((code, n.trim()), (0, "3"), "the probe ran three times");
+
+    // Two failures as `Unhealthy` events, no `Killing`.
+    let events = k.json(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=sidecar",
+        "-o",
+        "json",
+    ]);
+    let events = events["items"].as_array().unwrap();
+    let failures: i64 = events
+        .iter()
+        .filter(|e| {
+            e["reason"] == "Unhealthy"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("Startup probe failed"))
+        })
+        .map(|e| e["count"].as_i64().unwrap_or(1))
+        .sum();
+    assert_eq!(failures, 2, "{events:?}");
+    assert!(
+        !events.iter().any(|e| e["reason"] == "Killing"),
+        "{events:?}"
+    );
+}
