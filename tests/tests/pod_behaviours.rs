@@ -440,3 +440,56 @@ async fn sidecar_startup_probe_and_init_container_statuses() {
         "{events:?}"
     );
 }
+
+#[tokio::test]
+async fn pod_generation_counts_spec_changes_and_the_start_of_a_graceful_deletion() {
+    let c = Cluster::start().await.unwrap();
+    let k = c.kubectl();
+    // Bound to a node that never runs it, so its graceful deletion stays pending.
+    apply(
+        &k,
+        &json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "gen"},
+            "spec": {"nodeName": "elsewhere", "terminationGracePeriodSeconds": 600,
+                "containers": [{"name": "c", "image": "registry.example/app:1"}]}
+        }),
+    );
+    let generation = || k.ok(&["get", "pod", "gen", "-o", "jsonpath={.metadata.generation}"]);
+    assert_eq!(generation(), "1");
+    // Metadata is no spec change.
+    k.ok(&["label", "pod", "gen", "tier=web"]);
+    k.ok(&["annotate", "pod", "gen", "note=x"]);
+    assert_eq!(generation(), "1");
+    // Nor is the status.
+    let http = c.api.client().unwrap();
+    let url = c.api.url("/api/v1/namespaces/default/pods/gen/status");
+    let mut pod = k.json(&["get", "pod", "gen", "-o", "json"]);
+    pod["status"]["message"] = json!("hello");
+    let (code, body) = send(&http, Method::PUT, url, Some(pod)).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["metadata"]["generation"], 1);
+    // Spec changes are.
+    k.ok(&["set", "image", "pod/gen", "c=registry.example/app:2"]);
+    assert_eq!(generation(), "2");
+    k.ok(&[
+        "patch",
+        "pod",
+        "gen",
+        "-p",
+        r#"{"spec":{"activeDeadlineSeconds":3600}}"#,
+    ]);
+    assert_eq!(generation(), "3");
+    // So is the start of a graceful deletion, once.
+    k.ok(&["delete", "pod", "gen", "--wait=false"]);
+    let pod = k.json(&["get", "pod", "gen", "-o", "json"]);
+    assert!(pod["metadata"]["deletionTimestamp"].is_string(), "{pod}");
+    assert_eq!(pod["metadata"]["deletionGracePeriodSeconds"], 600);
+    assert_eq!(pod["metadata"]["generation"], 4);
+    k.ok(&["delete", "pod", "gen", "--wait=false", "--grace-period=300"]);
+    let pod = k.json(&["get", "pod", "gen", "-o", "json"]);
+    assert_eq!(pod["metadata"]["deletionGracePeriodSeconds"], 300);
+    assert_eq!(pod["metadata"]["generation"], 4);
+    // Kubernetes v1.33 reports no `status.observedGeneration` without the alpha
+    // PodObservedGenerationTracking gate, and neither does anything here.
+    assert!(pod["status"].get("observedGeneration").is_none(), "{pod}");
+}
