@@ -493,3 +493,137 @@ async fn pod_generation_counts_spec_changes_and_the_start_of_a_graceful_deletion
     // PodObservedGenerationTracking gate, and neither does anything here.
     assert!(pod["status"].get("observedGeneration").is_none(), "{pod}");
 }
+
+#[tokio::test]
+async fn sysctls_validated_admitted_by_the_kubelet_and_set_in_the_sandbox() {
+    let c = Cluster::start().await.unwrap();
+    let http = c.api.client().unwrap();
+    let url = c.api.url("/api/v1/namespaces/default/pods");
+    // Malformed, duplicate, and a network sysctl in a pod on the host's network: refused
+    // with kube-apiserver's 422.
+    let (code, status) = send(
+        &http,
+        Method::POST,
+        url.clone(),
+        Some(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bad-sysctls"},
+            "spec": {"hostNetwork": true, "containers": [{"name": "c", "image": "x:1"}],
+                "securityContext": {"sysctls": [
+                    {"name": "Kernel.Shm", "value": "1"},
+                    {"name": "kernel.shm_rmid_forced", "value": "1"},
+                    {"name": "kernel.shm_rmid_forced", "value": "0"},
+                    {"name": "net.ipv4.tcp_syncookies", "value": "1"},
+                    {"name": "", "value": "1"}
+                ]}}
+        })),
+    )
+    .await;
+    assert_eq!(code, 422, "{status}");
+    let msg = status["message"].as_str().unwrap();
+    let f = "spec.securityContext.sysctls";
+    for want in [
+        format!(
+            r#"{f}[0].name: Invalid value: "Kernel.Shm": must have at most 253 characters and match regex ([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?"#
+        ),
+        format!(r#"{f}[2].name: Duplicate value: "kernel.shm_rmid_forced""#),
+        format!(
+            r#"{f}[3].name: Invalid value: "net.ipv4.tcp_syncookies": may not be specified when 'hostNetwork' is true"#
+        ),
+        format!("{f}[4].name: Required value"),
+    ] {
+        assert!(msg.contains(&want), "{want}\nnot in {msg}");
+    }
+
+    // A kubelet refusing to start on a sysctl no pod has its own copy of.
+    let out = std::process::Command::new(skiff_e2e::binary("skiff-kubelet").unwrap())
+        .arg("--allowed-unsafe-sysctls=kernel.hostname")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"the sysctls "kernel.hostname" are not known to be namespaced"#),
+        "{err}"
+    );
+
+    let node = Node::start(
+        &c.api.kubeconfig,
+        "node-a",
+        &["--allowed-unsafe-sysctls=kernel.msg*,net.core.somaxconn"],
+    )
+    .unwrap();
+    let k = c.kubectl();
+    let image = node.images.busybox.clone();
+    let pod = |name: &str, sysctls: Value| {
+        json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"nodeName": "node-a", "terminationGracePeriodSeconds": 0,
+                "securityContext": {"sysctls": sysctls},
+                "containers": [{"name": "c", "image": image, "command": ["sleep", "3600"]}]}
+        })
+    };
+    // Safe sysctls and the unsafe ones the kubelet allows reach the pod's namespaces.
+    apply(
+        &k,
+        &pod(
+            "tuned",
+            json!([
+                {"name": "kernel.shm_rmid_forced", "value": "1"},
+                {"name": "net.ipv4.tcp_syncookies", "value": "0"},
+                {"name": "kernel.msgmax", "value": "12345"},
+                {"name": "net/core/somaxconn", "value": "321"}
+            ]),
+        ),
+    );
+    // One it does not allow: the pod is rejected before anything of it runs.
+    apply(
+        &k,
+        &pod(
+            "refused",
+            json!([{"name": "kernel.sem", "value": "250 32000 32 128"}]),
+        ),
+    );
+
+    let p = wait_pod(&node, &k, "tuned", "Running", running);
+    for (file, want) in [
+        ("/proc/sys/kernel/shm_rmid_forced", "1"),
+        ("/proc/sys/net/ipv4/tcp_syncookies", "0"),
+        ("/proc/sys/kernel/msgmax", "12345"),
+        ("/proc/sys/net/core/somaxconn", "321"),
+    ] {
+        let (code, got) = node.exec_in(&p, &["cat", file]).await;
+        assert_eq!((code, got.trim()), (0, want), "{file}");
+    }
+
+    let p = wait_pod(&node, &k, "refused", "Failed", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(p["status"]["reason"], "SysctlForbidden", "{p}");
+    assert_eq!(
+        p["status"]["message"],
+        r#"Pod was rejected: forbidden sysctl: "kernel.sem" not allowlisted"#
+    );
+    assert!(p["status"].get("containerStatuses").is_none(), "{p}");
+    let events = k.json(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=refused",
+        "-o",
+        "json",
+    ]);
+    assert!(
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"] == "SysctlForbidden"
+                && e["type"] == "Warning"
+                && e["message"] == r#"forbidden sysctl: "kernel.sem" not allowlisted"#),
+        "{events}"
+    );
+    let get = k.ok(&["get", "pod", "refused"]);
+    assert!(get.contains("SysctlForbidden"), "{get}");
+    // Deleting it works as for any finished pod.
+    k.ok(&["delete", "pod", "refused", "--timeout=60s"]);
+}

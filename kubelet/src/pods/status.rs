@@ -432,6 +432,20 @@ pub fn compute(snap: &Snapshot<'_>) -> PodStatus {
     }
 }
 
+/// The status of a pod the kubelet refused to run (its admission failed): `Failed` with the
+/// reason and message, as the kubelet writes it, and nothing of containers that never were.
+pub fn rejected(snap: &Snapshot<'_>) -> PodStatus {
+    let old = snap.pod.status.clone().unwrap_or_default();
+    PodStatus {
+        phase: Some("Failed".into()),
+        conditions: old.conditions,
+        reason: snap.reason.as_ref().map(|r| r.0.clone()),
+        message: snap.reason.as_ref().map(|r| r.1.clone()),
+        qos_class: Some(super::cgroups::qos_class(snap.pod).as_str().into()),
+        ..Default::default()
+    }
+}
+
 /// The fields of `status` the kubelet owns.
 const OWNED: &[&str] = &[
     "phase",

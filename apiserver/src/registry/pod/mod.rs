@@ -401,6 +401,48 @@ fn validate_pod_spec(f: &str, spec: &PodSpec, out: &mut Vec<Cause>) {
     if let Some(h) = &spec.hostname {
         v::label_name(&format!("{f}.hostname"), h, out);
     }
+    validate_sysctls(f, spec, out);
+}
+
+/// A pod's sysctls, as Kubernetes validates them: well-formed names, each once, and none of
+/// a namespace the pod shares with the host.
+fn validate_sysctls(f: &str, spec: &PodSpec, out: &mut Vec<Cause>) {
+    use skiff_rules::sysctl;
+    let sysctls = spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.sysctls.as_ref());
+    let mut names = HashSet::new();
+    for (n, s) in sysctls.into_iter().flatten().enumerate() {
+        let nf = format!("{f}.securityContext.sysctls[{n}].name");
+        if s.name.is_empty() {
+            out.push(Cause::required(&nf));
+        } else if !sysctl::is_valid_name(&s.name) {
+            out.push(Cause::invalid(
+                &nf,
+                &json!(s.name),
+                format!(
+                    "must have at most {} characters and match regex {}",
+                    sysctl::MAX_LENGTH,
+                    sysctl::NAME_FMT
+                ),
+            ));
+        } else if !names.insert(s.name.clone()) {
+            out.push(Cause::duplicate(&nf, &json!(s.name)));
+        }
+        let host = match sysctl::namespace(&s.name) {
+            Some(sysctl::Namespace::Net) if spec.host_network == Some(true) => Some("hostNetwork"),
+            Some(sysctl::Namespace::Ipc) if spec.host_ipc == Some(true) => Some("hostIPC"),
+            _ => None,
+        };
+        if let Some(h) = host {
+            out.push(Cause::invalid(
+                &nf,
+                &json!(s.name),
+                format!("may not be specified when '{h}' is true"),
+            ));
+        }
+    }
 }
 
 fn validate(pod: &Pod) -> Vec<Cause> {
