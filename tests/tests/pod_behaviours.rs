@@ -627,3 +627,85 @@ async fn sysctls_validated_admitted_by_the_kubelet_and_set_in_the_sandbox() {
     // Deleting it works as for any finished pod.
     k.ok(&["delete", "pod", "refused", "--timeout=60s"]);
 }
+
+#[tokio::test]
+async fn read_only_root_filesystem_refuses_writes_but_volumes_stay_writable() {
+    let c = Cluster::start().await.unwrap();
+    let node = Node::start(&c.api.kubeconfig, "node-a", &[]).unwrap();
+    let k = c.kubectl();
+    let image = node.images.busybox.clone();
+    apply(
+        &k,
+        &json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ro"},
+            "spec": {
+                "nodeName": "node-a",
+                "terminationGracePeriodSeconds": 0,
+                "volumes": [{"name": "scratch", "emptyDir": {}}],
+                "containers": [{
+                    "name": "c", "image": image, "command": ["sleep", "3600"],
+                    // Root, so that only the read-only root can refuse the write.
+                    "securityContext": {"readOnlyRootFilesystem": true, "runAsUser": 0},
+                    "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]
+                }, {
+                    "name": "privileged", "image": image, "command": ["sleep", "3600"],
+                    "securityContext": {"readOnlyRootFilesystem": true, "privileged": true}
+                }]
+            }
+        }),
+    );
+    let p = wait_pod(&node, &k, "ro", "Running", running);
+    let privileged = json!({"status": {"containerStatuses": [
+        status_of(&p, "containerStatuses", "privileged")
+    ]}});
+    let (code, out) = node
+        .exec_in(&privileged, &["sh", "-c", "echo x > /x"])
+        .await;
+    assert_ne!(
+        code, 0,
+        "a write to / of a privileged container succeeded: {out}"
+    );
+    let (code, out) = node.exec_in(&p, &["sh", "-c", "echo x > /x"]).await;
+    assert_ne!(code, 0, "a write to / succeeded: {out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    let (code, out) = node.exec_in(&p, &["sh", "-c", "echo x > /tmp/x"]).await;
+    assert_ne!(code, 0, "a write to /tmp succeeded: {out}");
+    let (code, out) = node
+        .exec_in(&p, &["sh", "-c", "echo x > /scratch/x && cat /scratch/x"])
+        .await;
+    assert_eq!((code, out.as_str()), (0, "x\n"));
+    // The termination message file stays writable too.
+    let (code, out) = node
+        .exec_in(&p, &["sh", "-c", "echo bye > /dev/termination-log"])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    // The runtime's spec for the container says so.
+    let id = p["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("containerd://")
+        .to_string();
+    let spec_file = walk(&node.ctrd.dir.join("state"))
+        .into_iter()
+        .find(|f| f.ends_with(format!("{id}/config.json")))
+        .expect("the container's OCI spec");
+    let spec: Value = serde_json::from_slice(&std::fs::read(spec_file).unwrap()).unwrap();
+    assert_eq!(spec["root"]["readonly"], true, "{}", spec["root"]);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(path),
+                Ok(t) if t.is_file() => out.push(path),
+                _ => {}
+            }
+        }
+    }
+    out
+}
