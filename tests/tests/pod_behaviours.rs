@@ -317,7 +317,8 @@ async fn sidecar_startup_probe_and_init_container_statuses() {
     let k = c.kubectl();
     let image = node.images.busybox.clone();
     // The sidecar's startup probe fails twice, then passes: with `failureThreshold: 3` it
-    // is never restarted.
+    // is never restarted. (Given as 0, as some typed clients write an unset field: the
+    // API server defaults it to 3, as Kubernetes does.)
     let probe = "n=$(cat /tmp/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /tmp/n; [ $n -ge 3 ]";
     apply(
         &k,
@@ -331,7 +332,7 @@ async fn sidecar_startup_probe_and_init_container_statuses() {
                     {"name": "proxy", "image": image, "restartPolicy": "Always",
                      "command": ["sleep", "3600"],
                      "startupProbe": {"exec": {"command": ["sh", "-c", probe]},
-                        "periodSeconds": 1, "failureThreshold": 3}}
+                        "periodSeconds": 1, "failureThreshold": 0, "timeoutSeconds": 0}}
                 ],
                 "containers": [{"name": "app", "image": image, "command": ["sleep", "3600"]}]
             }
@@ -343,6 +344,12 @@ async fn sidecar_startup_probe_and_init_container_statuses() {
     let p = wait_pod(&node, &k, "sidecar", "setup running", |p| {
         status_of(p, "initContainerStatuses", "setup")["state"]["running"].is_object()
     });
+    assert_eq!(
+        p["spec"]["initContainers"][1]["startupProbe"],
+        json!({"exec": {"command": ["sh", "-c", probe]}, "periodSeconds": 1,
+            "failureThreshold": 3, "timeoutSeconds": 1, "successThreshold": 1}),
+        "the probe's defaults"
+    );
     let setup = status_of(&p, "initContainerStatuses", "setup");
     assert_eq!(
         (setup["ready"].clone(), setup["started"].clone()),

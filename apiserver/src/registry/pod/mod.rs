@@ -7,7 +7,7 @@ mod eviction;
 
 use std::collections::{BTreeMap, HashSet};
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSecurityContext, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSecurityContext, PodSpec, PodStatus, Probe};
 use serde_json::{json, Value};
 use skiff_rules::Quantity;
 
@@ -90,8 +90,41 @@ fn prepare_create(obj: &mut Value) {
     }
 }
 
+/// Fills in a probe's defaults as Kubernetes does, where a field is unset or 0: a 1 s
+/// timeout, a 10 s period, one success, three failures; an HTTP probe's `/` over `HTTP`.
+fn default_probe(p: &mut Probe) {
+    for (field, default) in [
+        (&mut p.timeout_seconds, 1),
+        (&mut p.period_seconds, 10),
+        (&mut p.success_threshold, 1),
+        (&mut p.failure_threshold, 3),
+    ] {
+        if field.unwrap_or(0) == 0 {
+            *field = Some(default);
+        }
+    }
+    if let Some(h) = p.http_get.as_mut() {
+        if h.path.as_deref().unwrap_or("").is_empty() {
+            h.path = Some("/".into());
+        }
+        if h.scheme.as_deref().unwrap_or("").is_empty() {
+            h.scheme = Some("HTTP".into());
+        }
+    }
+}
+
 /// Fills in a container's defaults.
 pub fn default_container(c: &mut Container) {
+    for p in [
+        c.liveness_probe.as_mut(),
+        c.readiness_probe.as_mut(),
+        c.startup_probe.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        default_probe(p);
+    }
     if c.image_pull_policy.is_none() {
         let image = c.image.clone().unwrap_or_default();
         let last = image.rsplit('/').next().unwrap_or("");
