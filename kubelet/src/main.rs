@@ -103,6 +103,9 @@ struct Args {
     /// secret and downwardAPI volumes refreshed), e.g. 1m.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     sync_frequency: Duration,
+    /// Unsafe sysctls (or patterns ending in `*`) pods may set besides the safe ones: name,...
+    #[arg(long, value_delimiter = ',')]
+    allowed_unsafe_sysctls: Vec<String>,
     /// A kubeconfig whose credentials (a bootstrap token) may ask for a client certificate
     /// when --kubeconfig has no valid one; --kubeconfig is then written to use it.
     #[arg(long, requires = "kubeconfig")]
@@ -122,6 +125,15 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.log.init();
+    let sysctls = skiff_rules::sysctl::Allowlist::new(
+        &args
+            .allowed_unsafe_sysctls
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect::<Vec<_>>(),
+    )
+    .context("--allowed-unsafe-sysctls")?;
     // HTTPS probes and hooks.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let name = match args.node_name.clone() {
@@ -214,6 +226,7 @@ async fn main() -> anyhow::Result<()> {
         node_cpu_millis,
         node_memory_bytes,
         sync_frequency: args.sync_frequency,
+        sysctls,
     };
     let server_addr = skiff_kubelet::server::serve(
         skiff_kubelet::server::ServerConfig {

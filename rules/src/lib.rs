@@ -16,6 +16,8 @@
 //! - [`kubeconfig`]: kubeconfig files, read and built.
 //! - [`backoff`]: the back-off policy every retry uses.
 //! - [`disruption`]: int-or-percent counts and the disruption budget's condition.
+//! - [`sysctl`]: well-formed sysctl names, their kernel namespaces, and the kubelet's
+//!   allowlist.
 
 #![deny(missing_docs)]
 
@@ -28,6 +30,7 @@ pub mod qos;
 pub mod quantity;
 pub mod quota;
 pub mod selector;
+pub mod sysctl;
 pub mod toleration;
 pub mod volume;
 

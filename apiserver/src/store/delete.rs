@@ -119,6 +119,7 @@ impl GenericStore {
                 let m = meta_mut(&mut next);
                 m.insert("deletionTimestamp".into(), deletion_time(grace));
                 m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+                bump_generation(m);
                 fins.push(ORPHAN.into());
                 m.insert("finalizers".into(), json!(fins));
                 let bytes = super::encode_for(r, &next).await?.bytes;
@@ -171,6 +172,9 @@ impl GenericStore {
                 let m = meta_mut(&mut next);
                 if !already || old_grace.is_some_and(|g| grace < g) {
                     m.insert("deletionTimestamp".into(), deletion_time(grace));
+                }
+                if !already {
+                    bump_generation(m);
                 }
                 m.insert("deletionGracePeriodSeconds".into(), json!(grace));
                 if fins.is_empty() {
@@ -288,6 +292,19 @@ fn remove_owner(obj: &mut Value, uid: &str) {
         if refs.is_empty() {
             m.remove("ownerReferences");
         }
+    }
+}
+
+/// A deletion starting changes what an object's controllers may do, so, as Kubernetes does,
+/// it counts as a new generation of an object that has one (a pod's graceful deletion, a
+/// Deployment held by a finalizer).
+fn bump_generation(m: &mut serde_json::Map<String, Value>) {
+    if let Some(g) = m
+        .get("generation")
+        .and_then(Value::as_i64)
+        .filter(|g| *g > 0)
+    {
+        m.insert("generation".into(), json!(g + 1));
     }
 }
 

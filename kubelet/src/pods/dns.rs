@@ -187,6 +187,7 @@ mod tests {
             node_cpu_millis: 2000,
             node_memory_bytes: 1 << 30,
             sync_frequency: std::time::Duration::from_secs(60),
+            sysctls: Default::default(),
         }
     }
 

@@ -3,7 +3,8 @@
 //! expansion for `command` and `args`. Downward API field paths are shared with the
 //! downwardAPI volume. Every container also gets the API server's Service (`default/
 //! kubernetes`) as `KUBERNETES_SERVICE_HOST`, `KUBERNETES_SERVICE_PORT`, ... as the kubelet
-//! gives them, which is where in-cluster clients look for the API server.
+//! gives them, which is where in-cluster clients look for the API server, and, unless the pod
+//! says `enableServiceLinks: false`, the same variables for every Service of its namespace.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -25,6 +26,7 @@ pub struct Sources {
     configmaps: HashMap<String, Option<ConfigMap>>,
     secrets: HashMap<String, Option<Secret>>,
     master: Option<Option<Service>>,
+    services: Option<Vec<Service>>,
 }
 
 impl Sources {
@@ -36,7 +38,23 @@ impl Sources {
             configmaps: HashMap::new(),
             secrets: HashMap::new(),
             master: None,
+            services: None,
         }
+    }
+
+    /// The Services of the pod's namespace (read once per sync).
+    pub async fn services(&mut self) -> Result<Vec<Service>, ConfigError> {
+        if let Some(s) = &self.services {
+            return Ok(s.clone());
+        }
+        let api: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
+        let list = api.list(&Default::default()).await.map_err(|e| {
+            tracing::warn!(error = %e, "listing services for containers' environment");
+            // The kubelet's words.
+            ConfigError("failed to list services when setting up env vars".into())
+        })?;
+        self.services = Some(list.items.clone());
+        Ok(list.items)
     }
 
     /// The API server's Service, `default/kubernetes` (`None` when it cannot be read: the
@@ -327,32 +345,96 @@ pub fn expand(s: &str, vars: &BTreeMap<String, String>) -> String {
     out
 }
 
-fn valid_env_name(name: &str) -> bool {
+/// An environment variable name as Kubernetes accepts it since relaxed validation (on by
+/// default from v1.32): any printable ASCII character other than `=`, so `1-foo` and `$_-x`
+/// are names too.
+pub fn valid_env_name(name: &str) -> bool {
     !name.is_empty()
-        && !name.starts_with(|c: char| c.is_ascii_digit())
         && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            .bytes()
+            .all(|b| (b' '..=b'~').contains(&b) && b != b'=')
 }
 
-/// A container's environment, in order (`envFrom` first, then `env`, later names winning).
+/// The variables of a container, and the warnings for the pod's events on the way.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    /// Names and values, in order.
+    pub vars: Vec<(String, String)>,
+    /// `(reason, message)` of each warning: keys of an `envFrom` source that are no valid
+    /// names, skipped.
+    pub warnings: Vec<(String, String)>,
+}
+
+/// Skipped `envFrom` keys, as the kubelet reports them.
+fn invalid_keys_warning(
+    kind: &str,
+    ns: &str,
+    name: &str,
+    mut keys: Vec<String>,
+) -> (String, String) {
+    keys.sort();
+    (
+        "InvalidEnvironmentVariableNames".into(),
+        format!(
+            "Keys [{}] from the EnvFrom {kind} {ns}/{name} were skipped since they are considered invalid environment variable names.",
+            keys.join(", ")
+        ),
+    )
+}
+
+/// The Services whose variables a pod gets, as the kubelet picks them: the API server's
+/// (`default/kubernetes`) always, and those of the pod's namespace with `enableServiceLinks`
+/// (one of the namespace named `kubernetes` replacing the API server's); none without a
+/// cluster IP (headless, `ExternalName`).
+pub fn linked_services(
+    master: Option<Service>,
+    namespace: &[Service],
+    enable_links: bool,
+) -> Vec<Service> {
+    let mut by_name: BTreeMap<String, Service> = BTreeMap::new();
+    if let Some(m) = master {
+        by_name.insert("kubernetes".into(), m);
+    }
+    if enable_links {
+        for s in namespace {
+            by_name.insert(s.metadata.name.clone().unwrap_or_default(), s.clone());
+        }
+    }
+    by_name.into_values().collect()
+}
+
+/// A container's environment, in order (the Services' variables, then `envFrom`, then `env`,
+/// later names winning).
 pub async fn resolve(
     pod: &Pod,
     c: &Container,
     facts: &PodFacts,
     config: &PodConfig,
     sources: &mut Sources,
-) -> Result<Vec<(String, String)>, ConfigError> {
+) -> Result<Resolved, ConfigError> {
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
+    let mut warnings = Vec::new();
     let mut set = |vars: &mut BTreeMap<String, String>, k: String, v: String| {
         if !vars.contains_key(&k) {
             order.push(k.clone());
         }
         vars.insert(k, v);
     };
-    // The API server's Service first, so that the container's own variables win.
-    if let Some(svc) = sources.master_service().await {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    // The Services first, so that the container's own variables win.
+    let links = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    let master = sources.master_service().await;
+    let own = if links {
+        sources.services().await?
+    } else {
+        Vec::new()
+    };
+    for svc in linked_services(master, &own, links) {
         for (k, v) in service_env(&svc) {
             set(&mut vars, k, v);
         }
@@ -363,11 +445,17 @@ pub async fn resolve(
             let optional = r.optional.unwrap_or(false);
             match sources.configmap(&r.name).await? {
                 Some(cm) => {
+                    let mut invalid = Vec::new();
                     for (k, v) in Sources::configmap_data(&cm) {
                         let name = format!("{prefix}{k}");
                         if valid_env_name(&name) {
                             set(&mut vars, name, String::from_utf8_lossy(&v).into_owned());
+                        } else {
+                            invalid.push(name);
                         }
+                    }
+                    if !invalid.is_empty() {
+                        warnings.push(invalid_keys_warning("configMap", &ns, &r.name, invalid));
                     }
                 }
                 None if optional => {}
@@ -378,11 +466,17 @@ pub async fn resolve(
             let optional = r.optional.unwrap_or(false);
             match sources.secret(&r.name).await? {
                 Some(s) => {
+                    let mut invalid = Vec::new();
                     for (k, v) in Sources::secret_data(&s) {
                         let name = format!("{prefix}{k}");
                         if valid_env_name(&name) {
                             set(&mut vars, name, String::from_utf8_lossy(&v).into_owned());
+                        } else {
+                            invalid.push(name);
                         }
+                    }
+                    if !invalid.is_empty() {
+                        warnings.push(invalid_keys_warning("secret", &ns, &r.name, invalid));
                     }
                 }
                 None if optional => {}
@@ -390,7 +484,6 @@ pub async fn resolve(
             }
         }
     }
-    let ns = pod.metadata.namespace.clone().unwrap_or_default();
     for e in c.env.iter().flatten() {
         let value = match &e.value_from {
             None => expand(e.value.as_deref().unwrap_or(""), &vars),
@@ -448,13 +541,14 @@ pub async fn resolve(
         };
         set(&mut vars, e.name.clone(), value);
     }
-    Ok(order
+    let vars = order
         .into_iter()
         .map(|k| {
             let v = vars.get(&k).cloned().unwrap_or_default();
             (k, v)
         })
-        .collect())
+        .collect();
+    Ok(Resolved { vars, warnings })
 }
 
 #[cfg(test)]
@@ -475,9 +569,53 @@ mod tests {
 
     #[test]
     fn env_names() {
-        assert!(valid_env_name("A_B.c-d"));
-        assert!(!valid_env_name("1A"));
-        assert!(!valid_env_name("A B"));
+        for ok in ["A_B.c-d", "1-foo", "$_-x", "a:b", "A B", "~"] {
+            assert!(valid_env_name(ok), "{ok}");
+        }
+        for bad in ["", "a=b", "tab\there", "é", "nul\0"] {
+            assert!(!valid_env_name(bad), "{bad:?}");
+        }
+        let (reason, msg) =
+            invalid_keys_warning("configMap", "ns", "cm", vec!["b=".into(), "a=".into()]);
+        assert_eq!(reason, "InvalidEnvironmentVariableNames");
+        assert_eq!(
+            msg,
+            "Keys [a=, b=] from the EnvFrom configMap ns/cm were skipped since they are considered invalid environment variable names."
+        );
+    }
+
+    fn svc(ns: &str, name: &str, ip: &str) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"clusterIP": ip, "ports": [{"port": 80}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn services_linked_into_a_pod() {
+        let master = svc("default", "kubernetes", "10.96.0.1");
+        let own = [svc("app", "web", "10.96.0.20"), svc("app", "db", "None")];
+        let names = |v: Vec<Service>| -> Vec<String> {
+            v.iter()
+                .flat_map(service_env)
+                .map(|(k, _)| k)
+                .filter(|k| k.ends_with("_SERVICE_HOST"))
+                .collect()
+        };
+        assert_eq!(
+            names(linked_services(Some(master.clone()), &own, true)),
+            ["KUBERNETES_SERVICE_HOST", "WEB_SERVICE_HOST"]
+        );
+        assert_eq!(
+            names(linked_services(Some(master.clone()), &own, false)),
+            ["KUBERNETES_SERVICE_HOST"]
+        );
+        // A `kubernetes` Service of the pod's own namespace wins over the API server's.
+        let shadow = [svc("app", "kubernetes", "10.96.0.99")];
+        let got = linked_services(Some(master), &shadow, true);
+        assert_eq!(got.len(), 1);
+        assert_eq!(service_env(&got[0])[0].1, "10.96.0.99");
     }
 
     #[test]

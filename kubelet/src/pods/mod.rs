@@ -82,6 +82,8 @@ pub struct PodConfig {
     pub node_memory_bytes: i64,
     /// How often a pod is looked at again with nothing happening (volumes refreshed).
     pub sync_frequency: Duration,
+    /// The sysctls pods may set: the safe ones and `--allowed-unsafe-sysctls`.
+    pub sysctls: skiff_rules::sysctl::Allowlist,
 }
 
 impl PodConfig {

@@ -343,12 +343,15 @@ async fn until_settled(
     }
 }
 
+/// A probe's timing; an unset or 0 field has Kubernetes' default (the API server fills them
+/// in, but a pod may predate that).
 fn settings(p: &Probe) -> (Duration, Duration, u32, u32) {
+    let or = |v: Option<i32>, default: i32| v.filter(|v| *v > 0).unwrap_or(default);
     (
         Duration::from_secs(p.initial_delay_seconds.unwrap_or(0).max(0) as u64),
-        Duration::from_secs(p.period_seconds.unwrap_or(10).max(1) as u64),
-        p.success_threshold.unwrap_or(1).max(1) as u32,
-        p.failure_threshold.unwrap_or(3).max(1) as u32,
+        Duration::from_secs(or(p.period_seconds, 10) as u64),
+        or(p.success_threshold, 1) as u32,
+        or(p.failure_threshold, 3) as u32,
     )
 }
 

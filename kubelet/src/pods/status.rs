@@ -91,8 +91,16 @@ fn waiting(reason: &str, message: Option<&str>) -> ContainerState {
     }
 }
 
-/// One container's status.
-fn container_status(snap: &Snapshot<'_>, c: &Container, default_reason: &str) -> ContainerStatus {
+/// One container's status. As the kubelet reports them, a regular init container is `ready`
+/// once it has completed (exited 0) and never while it runs; every other container (sidecars
+/// included) is `started` once running with its startup probe passed, and `ready` once its
+/// readiness probe passes too.
+fn container_status(
+    snap: &Snapshot<'_>,
+    c: &Container,
+    default_reason: &str,
+    run_to_completion: bool,
+) -> ContainerStatus {
     let list = snap.instances.get(&c.name);
     let latest = list.and_then(|l| l.first());
     let previous = list.and_then(|l| l.get(1)).filter(|p| p.exited());
@@ -118,7 +126,7 @@ fn container_status(snap: &Snapshot<'_>, c: &Container, default_reason: &str) ->
                         }),
                         ..Default::default()
                     },
-                    r.ready && r.started,
+                    r.ready && r.started && !run_to_completion,
                     r.started,
                 )
             } else if l.exited() {
@@ -127,7 +135,7 @@ fn container_status(snap: &Snapshot<'_>, c: &Container, default_reason: &str) ->
                         terminated: Some(terminated(l, snap.messages)),
                         ..Default::default()
                     },
-                    false,
+                    run_to_completion && l.status.exit_code == 0,
                     false,
                 )
             } else if l.state() == skiff_proto::cri::ContainerState::ContainerCreated {
@@ -255,22 +263,27 @@ pub fn compute(snap: &Snapshot<'_>) -> PodStatus {
         .init_containers
         .iter()
         .flatten()
-        .map(|c| container_status(snap, c, "PodInitializing"))
+        .map(|c| {
+            let sidecar = c.restart_policy.as_deref() == Some("Always");
+            container_status(snap, c, "PodInitializing", !sidecar)
+        })
         .collect();
-    let regular_reason = if snap.initialized {
-        "ContainerCreating"
-    } else {
+    // A container not made yet waits with `PodInitializing` in a pod with init containers
+    // (until it is made, whether or not they are done), else `ContainerCreating`.
+    let default_reason = if spec.init_containers.as_ref().is_some_and(|i| !i.is_empty()) {
         "PodInitializing"
+    } else {
+        "ContainerCreating"
     };
     let statuses: Vec<ContainerStatus> = spec
         .containers
         .iter()
-        .map(|c| container_status(snap, c, regular_reason))
+        .map(|c| container_status(snap, c, default_reason, false))
         .collect();
     // Ephemeral containers are reported but count for neither phase nor readiness.
     let ephemeral_statuses: Vec<ContainerStatus> = super::ephemeral_containers(snap.pod)
         .iter()
-        .map(|(c, _)| container_status(snap, c, "ContainerCreating"))
+        .map(|(c, _)| container_status(snap, c, default_reason, false))
         .collect();
     let phase = snap
         .terminal
@@ -412,6 +425,20 @@ pub fn compute(snap: &Snapshot<'_>) -> PodStatus {
         container_statuses: Some(statuses),
         ephemeral_container_statuses: (!ephemeral_statuses.is_empty())
             .then_some(ephemeral_statuses),
+        reason: snap.reason.as_ref().map(|r| r.0.clone()),
+        message: snap.reason.as_ref().map(|r| r.1.clone()),
+        qos_class: Some(super::cgroups::qos_class(snap.pod).as_str().into()),
+        ..Default::default()
+    }
+}
+
+/// The status of a pod the kubelet refused to run (its admission failed): `Failed` with the
+/// reason and message, as the kubelet writes it, and nothing of containers that never were.
+pub fn rejected(snap: &Snapshot<'_>) -> PodStatus {
+    let old = snap.pod.status.clone().unwrap_or_default();
+    PodStatus {
+        phase: Some("Failed".into()),
+        conditions: old.conditions,
         reason: snap.reason.as_ref().map(|r| r.0.clone()),
         message: snap.reason.as_ref().map(|r| r.1.clone()),
         qos_class: Some(super::cgroups::qos_class(snap.pod).as_str().into()),

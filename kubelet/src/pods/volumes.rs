@@ -803,6 +803,7 @@ mod tests {
             node_cpu_millis: 4000,
             node_memory_bytes: 8 << 30,
             sync_frequency: std::time::Duration::from_secs(60),
+            sysctls: Default::default(),
         }
     }
 

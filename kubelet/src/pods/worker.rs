@@ -102,6 +102,10 @@ pub struct Worker {
     gone_seen: bool,
     /// In-place resizes: allocated and applied resources.
     resizes: Resizes,
+    /// The kubelet's admission passed (or the pod ran before it looked).
+    admitted: bool,
+    /// The kubelet refused the pod: its status is only this phase, reason and message.
+    rejected: bool,
 }
 
 enum Step {
@@ -129,6 +133,19 @@ impl Worker {
         };
         let start_time = pod.status.as_ref().and_then(|s| s.start_time.clone());
         let token_renewals = shared.tokens.renewals(&uid);
+        // A finished pod keeps the reason it finished with, and one the kubelet refused (a
+        // reason but no containers) its short status, across kubelet restarts.
+        let finished = matches!(state, State::Finished { .. });
+        let reason = pod
+            .status
+            .as_ref()
+            .filter(|_| finished)
+            .and_then(|s| Some((s.reason.clone()?, s.message.clone().unwrap_or_default())));
+        let rejected = reason.is_some()
+            && pod
+                .status
+                .as_ref()
+                .is_some_and(|s| s.container_statuses.as_ref().is_none_or(|c| c.is_empty()));
         Worker {
             shared,
             updates,
@@ -148,12 +165,14 @@ impl Worker {
             token_renewals,
             volumes_due: false,
             start_time,
-            reason: None,
+            reason,
             written: None,
             initialized: false,
             restart_base: HashMap::new(),
             gone_seen: false,
             resizes: Resizes::default(),
+            admitted: false,
+            rejected,
         }
     }
 
@@ -216,6 +235,20 @@ impl Worker {
                     let grace = self.grace();
                     self.state = State::Terminating { grace };
                     return Step::At(now);
+                }
+                if !self.admitted {
+                    // As the kubelet's admission handlers: a pod that may not run here fails
+                    // before anything of it is made.
+                    if let Err(msg) = self.shared.config.sysctls.admit(&self.pod) {
+                        let reason = skiff_rules::sysctl::FORBIDDEN_REASON;
+                        self.event_warning(None, reason, msg.clone());
+                        self.reason = Some((reason.into(), format!("Pod was rejected: {msg}")));
+                        self.rejected = true;
+                        self.state = State::Finished { phase: "Failed" };
+                        self.write_status().await;
+                        return Step::At(now);
+                    }
+                    self.admitted = true;
                 }
                 if let Some(left) = self.deadline_left() {
                     if left.is_zero() {
@@ -1003,7 +1036,12 @@ impl Worker {
         };
         let facts = self.facts();
         let vars = match env::resolve(&self.pod, c, &facts, &self.shared.config, sources).await {
-            Ok(v) => v,
+            Ok(r) => {
+                for (reason, message) in r.warnings {
+                    self.event_warning(None, &reason, message);
+                }
+                r.vars
+            }
             Err(e) => return Err(config_error(self, e.0)),
         };
         // The container runs with what the kubelet allocated, which a resize not yet admitted
@@ -1321,10 +1359,14 @@ impl Worker {
                 reason: self.reason.clone(),
                 start_time: &start,
             };
-            let mut computed = status::compute(&snap);
-            self.resizes
-                .report(&mut computed, &self.pod, &self.instances);
-            status::patch(&computed)
+            if self.rejected {
+                status::patch(&status::rejected(&snap))
+            } else {
+                let mut computed = status::compute(&snap);
+                self.resizes
+                    .report(&mut computed, &self.pod, &self.instances);
+                status::patch(&computed)
+            }
         };
         if self.written.as_ref() == Some(&patch) {
             return;

@@ -9,7 +9,7 @@ mod resize;
 
 use std::collections::{BTreeMap, HashSet};
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSecurityContext, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSecurityContext, PodSpec, PodStatus, Probe};
 use serde_json::{json, Value};
 use skiff_rules::Quantity;
 
@@ -95,8 +95,41 @@ fn prepare_create(obj: &mut Value) {
     }
 }
 
+/// Fills in a probe's defaults as Kubernetes does, where a field is unset or 0: a 1 s
+/// timeout, a 10 s period, one success, three failures; an HTTP probe's `/` over `HTTP`.
+fn default_probe(p: &mut Probe) {
+    for (field, default) in [
+        (&mut p.timeout_seconds, 1),
+        (&mut p.period_seconds, 10),
+        (&mut p.success_threshold, 1),
+        (&mut p.failure_threshold, 3),
+    ] {
+        if field.unwrap_or(0) == 0 {
+            *field = Some(default);
+        }
+    }
+    if let Some(h) = p.http_get.as_mut() {
+        if h.path.as_deref().unwrap_or("").is_empty() {
+            h.path = Some("/".into());
+        }
+        if h.scheme.as_deref().unwrap_or("").is_empty() {
+            h.scheme = Some("HTTP".into());
+        }
+    }
+}
+
 /// Fills in a container's defaults.
 pub fn default_container(c: &mut Container) {
+    for p in [
+        c.liveness_probe.as_mut(),
+        c.readiness_probe.as_mut(),
+        c.startup_probe.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        default_probe(p);
+    }
     if c.image_pull_policy.is_none() {
         let image = c.image.clone().unwrap_or_default();
         let last = image.rsplit('/').next().unwrap_or("");
@@ -255,12 +288,8 @@ fn validate_container(
     for (n, e) in c.env.iter().flatten().enumerate() {
         if e.name.is_empty() {
             out.push(Cause::required(format!("{f}.env[{n}].name")));
-        } else if e.name.contains('=') {
-            out.push(Cause::invalid(
-                format!("{f}.env[{n}].name"),
-                &json!(e.name),
-                "a valid environment variable name must consist only of printable ASCII characters other than '='",
-            ));
+        } else {
+            relaxed_env_name(&format!("{f}.env[{n}].name"), &e.name, out);
         }
         if e.value.is_some() && e.value_from.is_some() {
             out.push(Cause::invalid(
@@ -268,6 +297,11 @@ fn validate_container(
                 &json!(""),
                 "may not be specified when `value` is not empty",
             ));
+        }
+    }
+    for (n, e) in c.env_from.iter().flatten().enumerate() {
+        if let Some(p) = e.prefix.as_deref().filter(|p| !p.is_empty()) {
+            relaxed_env_name(&format!("{f}.envFrom[{n}].prefix"), p, out);
         }
     }
     if let Some(r) = &c.resources {
@@ -301,6 +335,21 @@ fn validate_container(
         if m.mount_path.is_empty() {
             out.push(Cause::required(format!("{f}.volumeMounts[{n}].mountPath")));
         }
+    }
+}
+
+/// An environment variable name (or `envFrom` prefix) under Kubernetes' relaxed rule, on by
+/// default since v1.32: printable ASCII other than `=`.
+fn relaxed_env_name(f: &str, name: &str, out: &mut Vec<Cause>) {
+    if !name
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'=')
+    {
+        out.push(Cause::invalid(
+            f,
+            &json!(name),
+            "a valid environment variable name must consist only of printable ASCII characters other than '='",
+        ));
     }
 }
 
@@ -437,6 +486,48 @@ fn validate_pod_spec(f: &str, spec: &PodSpec, out: &mut Vec<Cause>) {
     }
     if let Some(h) = &spec.hostname {
         v::label_name(&format!("{f}.hostname"), h, out);
+    }
+    validate_sysctls(f, spec, out);
+}
+
+/// A pod's sysctls, as Kubernetes validates them: well-formed names, each once, and none of
+/// a namespace the pod shares with the host.
+fn validate_sysctls(f: &str, spec: &PodSpec, out: &mut Vec<Cause>) {
+    use skiff_rules::sysctl;
+    let sysctls = spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.sysctls.as_ref());
+    let mut names = HashSet::new();
+    for (n, s) in sysctls.into_iter().flatten().enumerate() {
+        let nf = format!("{f}.securityContext.sysctls[{n}].name");
+        if s.name.is_empty() {
+            out.push(Cause::required(&nf));
+        } else if !sysctl::is_valid_name(&s.name) {
+            out.push(Cause::invalid(
+                &nf,
+                &json!(s.name),
+                format!(
+                    "must have at most {} characters and match regex {}",
+                    sysctl::MAX_LENGTH,
+                    sysctl::NAME_FMT
+                ),
+            ));
+        } else if !names.insert(s.name.clone()) {
+            out.push(Cause::duplicate(&nf, &json!(s.name)));
+        }
+        let host = match sysctl::namespace(&s.name) {
+            Some(sysctl::Namespace::Net) if spec.host_network == Some(true) => Some("hostNetwork"),
+            Some(sysctl::Namespace::Ipc) if spec.host_ipc == Some(true) => Some("hostIPC"),
+            _ => None,
+        };
+        if let Some(h) = host {
+            out.push(Cause::invalid(
+                &nf,
+                &json!(s.name),
+                format!("may not be specified when '{h}' is true"),
+            ));
+        }
     }
 }
 

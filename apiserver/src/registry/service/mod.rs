@@ -117,6 +117,18 @@ fn defaults(svc: &mut Service) {
         return;
     };
     let ty = spec.type_.get_or_insert_with(|| "ClusterIP".into()).clone();
+    for p in spec.ports.iter_mut().flatten() {
+        p.protocol.get_or_insert_with(|| "TCP".into());
+        // As Kubernetes: 0 and "" (what typed clients send for an unset field) mean unset.
+        let unset = match &p.target_port {
+            None | Some(IntOrString::Int(0)) => true,
+            Some(IntOrString::String(t)) => t.is_empty(),
+            Some(IntOrString::Int(_)) => false,
+        };
+        if unset {
+            p.target_port = Some(IntOrString::Int(p.port));
+        }
+    }
     if ty == "ExternalName" {
         return;
     }
@@ -127,12 +139,6 @@ fn defaults(svc: &mut Service) {
             .get_or_insert_with(Default::default);
         let cip = cfg.client_ip.get_or_insert_with(Default::default);
         cip.timeout_seconds.get_or_insert(10800);
-    }
-    for p in spec.ports.iter_mut().flatten() {
-        p.protocol.get_or_insert_with(|| "TCP".into());
-        if p.target_port.is_none() {
-            p.target_port = Some(IntOrString::Int(p.port));
-        }
     }
     spec.internal_traffic_policy
         .get_or_insert_with(|| "Cluster".into());
