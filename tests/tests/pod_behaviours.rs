@@ -496,9 +496,46 @@ async fn pod_generation_counts_spec_changes_and_the_start_of_a_graceful_deletion
     let pod = k.json(&["get", "pod", "gen", "-o", "json"]);
     assert_eq!(pod["metadata"]["deletionGracePeriodSeconds"], 300);
     assert_eq!(pod["metadata"]["generation"], 4);
-    // Kubernetes v1.33 reports no `status.observedGeneration` without the alpha
-    // PodObservedGenerationTracking gate, and neither does anything here.
+    // No kubelet runs it, so nothing has observed any generation.
     assert!(pod["status"].get("observedGeneration").is_none(), "{pod}");
+}
+
+#[tokio::test]
+async fn the_kubelet_reports_the_generation_it_acted_on() {
+    let c = Cluster::start().await.unwrap();
+    let node = Node::start(&c.api.kubeconfig, "node-a", &[]).unwrap();
+    let k = c.kubectl();
+    apply(
+        &k,
+        &json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "seen"},
+            "spec": {"nodeName": "node-a", "terminationGracePeriodSeconds": 30,
+                "containers": [{"name": "c", "image": node.images.busybox,
+                    "command": ["sleep", "3600"]}]}
+        }),
+    );
+    let observed = |want: i64| {
+        let k = &k;
+        move || {
+            let pod = k.json(&["get", "pod", "seen", "-o", "json"]);
+            (pod["status"]["observedGeneration"] == want).then_some(pod)
+        }
+    };
+    let pod = node.wait_for(&k, "observedGeneration 1", observed(1)).await;
+    assert_eq!(pod["metadata"]["generation"], 1, "{pod}");
+    // A spec change is a new generation, and the kubelet says when it has seen it.
+    k.ok(&[
+        "patch",
+        "pod",
+        "seen",
+        "-p",
+        r#"{"spec":{"activeDeadlineSeconds":3600}}"#,
+    ]);
+    node.wait_for(&k, "observedGeneration 2", observed(2)).await;
+    // So is the start of a graceful deletion, which the kubelet acts on by stopping the pod.
+    k.ok(&["delete", "pod", "seen", "--wait=false"]);
+    let pod = node.wait_for(&k, "observedGeneration 3", observed(3)).await;
+    assert!(pod["metadata"]["deletionTimestamp"].is_string(), "{pod}");
 }
 
 #[tokio::test]

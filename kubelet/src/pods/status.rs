@@ -428,6 +428,7 @@ pub fn compute(snap: &Snapshot<'_>) -> PodStatus {
         reason: snap.reason.as_ref().map(|r| r.0.clone()),
         message: snap.reason.as_ref().map(|r| r.1.clone()),
         qos_class: Some(super::cgroups::qos_class(snap.pod).as_str().into()),
+        observed_generation: snap.pod.metadata.generation,
         ..Default::default()
     }
 }
@@ -442,6 +443,7 @@ pub fn rejected(snap: &Snapshot<'_>) -> PodStatus {
         reason: snap.reason.as_ref().map(|r| r.0.clone()),
         message: snap.reason.as_ref().map(|r| r.1.clone()),
         qos_class: Some(super::cgroups::qos_class(snap.pod).as_str().into()),
+        observed_generation: snap.pod.metadata.generation,
         ..Default::default()
     }
 }
@@ -461,6 +463,7 @@ const OWNED: &[&str] = &[
     "reason",
     "message",
     "qosClass",
+    "observedGeneration",
 ];
 
 /// A merge patch setting the kubelet's part of the status to `status` (fields it no longer
