@@ -916,17 +916,22 @@ fn job_status(j: &Value) -> String {
             .iter()
             .any(|c| c["type"] == t && c["status"] == "True")
     };
+    // kubectl's order: the terminal conditions, deletion, suspension, then the interim ones.
     if has("Complete") {
         "Complete".into()
     } else if has("Failed") {
         "Failed".into()
+    } else if j
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
+    {
+        "Terminating".into()
+    } else if has("Suspended") {
+        "Suspended".into()
     } else if has("FailureTarget") {
         "FailureTarget".into()
     } else if has("SuccessCriteriaMet") {
         "SuccessCriteriaMet".into()
-    } else if has("Suspended") || j.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true)
-    {
-        "Suspended".into()
     } else {
         "Running".into()
     }
@@ -935,11 +940,12 @@ fn job_status(j: &Value) -> String {
 fn job_cells(j: &Value) -> Vec<Value> {
     let completions = match j.pointer("/spec/completions").and_then(Value::as_i64) {
         Some(c) => format!("{}/{c}", i(j, "/status/succeeded")),
-        None => format!(
+        None if i(j, "/spec/parallelism") > 1 => format!(
             "{}/1 of {}",
             i(j, "/status/succeeded"),
             i(j, "/spec/parallelism")
         ),
+        None => format!("{}/1", i(j, "/status/succeeded")),
     };
     let start = s(j, "/status/startTime");
     let end = s(j, "/status/completionTime");
@@ -1041,7 +1047,64 @@ fn cron_cells(c: &Value) -> Vec<Value> {
 
 #[cfg(test)]
 mod tests {
-    use super::valid_schedule;
+    use super::{indexes_total, job_cells, job_status, valid_schedule};
+    use serde_json::json;
+
+    #[test]
+    fn index_lists_are_read_as_kubernetes_reads_them() {
+        assert_eq!(indexes_total("", 3), Ok(0));
+        assert_eq!(indexes_total("0,2-4,6", 7), Ok(5));
+        assert_eq!(
+            indexes_total("0-5", 3),
+            Err("too large index: \"5\"".to_string())
+        );
+        assert_eq!(
+            indexes_total("2,1", 3),
+            Err("non-increasing order, previous: 2, current: 1".to_string())
+        );
+        assert_eq!(
+            indexes_total("2-1", 3),
+            Err("non-increasing order, previous: 2, current: 1".to_string())
+        );
+        assert_eq!(
+            indexes_total("x", 3),
+            Err("cannot convert string to integer for index: \"x\"".to_string())
+        );
+        assert!(indexes_total("1-2-3", 9)
+            .unwrap_err()
+            .contains("at most two parts separated by '-'"));
+    }
+
+    #[test]
+    fn job_rows_read_as_kubectl_prints_them() {
+        let cond = |t: &str| json!({"type": t, "status": "True"});
+        let job = |conds: Vec<serde_json::Value>| json!({"status": {"conditions": conds}});
+        assert_eq!(job_status(&job(vec![])), "Running");
+        assert_eq!(
+            job_status(&job(vec![cond("SuccessCriteriaMet")])),
+            "SuccessCriteriaMet"
+        );
+        assert_eq!(
+            job_status(&job(vec![cond("SuccessCriteriaMet"), cond("Complete")])),
+            "Complete"
+        );
+        assert_eq!(
+            job_status(&job(vec![cond("FailureTarget"), cond("Suspended")])),
+            "Suspended"
+        );
+        assert_eq!(
+            job_status(&job(vec![cond("FailureTarget")])),
+            "FailureTarget"
+        );
+        let completions = |spec: serde_json::Value| {
+            job_cells(&json!({"metadata": {"name": "j"},
+            "spec": spec, "status": {"succeeded": 1}}))[2]
+                .clone()
+        };
+        assert_eq!(completions(json!({"completions": 3})), "1/3");
+        assert_eq!(completions(json!({"parallelism": 2})), "1/1 of 2");
+        assert_eq!(completions(json!({"parallelism": 1})), "1/1");
+    }
 
     #[test]
     fn schedules() {
