@@ -5,7 +5,8 @@
 //! fails the job on an exit code (`FailureTarget`, then `Failed` with reason
 //! `PodFailurePolicy`); `backoffLimitPerIndex` retrying each index on its own, `FailIndex`,
 //! `status.failedIndexes`, and the `FailedIndexes` and `MaxFailedIndexesExceeded` ends. And
-//! the validation and defaults of those fields, with Kubernetes' messages.
+//! the validation and defaults of those fields, with Kubernetes' messages; and a running Job
+//! deleted leaving no pod behind.
 
 use std::io::Read;
 use std::time::Duration;
@@ -119,21 +120,41 @@ fn running(p: &Value) -> bool {
     p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
 }
 
-/// The job's states as `kubectl get job -w -o json` printed them, until it is stopped.
-struct Watch(std::process::Child);
+/// The states of a job as `kubectl get job -w -o json` prints them.
+struct Watch {
+    child: std::process::Child,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+}
 
 impl Watch {
-    fn start(k: &Kubectl, job: &str) -> Watch {
-        Watch(k.spawn(&["get", "job", job, "-w", "-o", "json"]))
+    /// Watches `job` (which must exist), once kubectl has printed its current state.
+    async fn start(k: &Kubectl, job: &str) -> Watch {
+        let mut child = k.spawn(&["get", "job", job, "-w", "-o", "json"]);
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut stdout = child.stdout.take().expect("piped");
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut o) = sink.lock() {
+                    o.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
+        let started = skiff_e2e::eventually(Duration::from_secs(30), || {
+            out.lock().ok().filter(|o| !o.is_empty()).map(|_| ())
+        })
+        .await;
+        assert!(started.is_some(), "kubectl get -w printed nothing");
+        Watch { child, out }
     }
 
-    fn states(mut self) -> Vec<Value> {
-        let _ = self.0.kill();
-        let mut out = String::new();
-        if let Some(mut so) = self.0.stdout.take() {
-            let _ = so.read_to_string(&mut out);
-        }
-        let _ = self.0.wait();
+    /// Every state printed so far.
+    fn states(&self) -> Vec<Value> {
+        let out = self.out.lock().map(|o| o.clone()).unwrap_or_default();
         serde_json::Deserializer::from_str(&out)
             .into_iter::<Value>()
             .map_while(Result::ok)
@@ -143,8 +164,8 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -152,7 +173,6 @@ impl Drop for Watch {
 async fn a_success_policy_completes_an_indexed_job_early() {
     let env = Env::start().await;
     let k = env.kubectl();
-    let watch = Watch::start(&k, "leader");
     // Index 0 is the leader: once it succeeds the job has done its work; the others would
     // run for five minutes.
     apply(
@@ -164,6 +184,7 @@ async fn a_success_policy_completes_an_indexed_job_early() {
             "[ \"$JOB_COMPLETION_INDEX\" = 0 ] && exit 0; exec sleep 300",
         ),
     );
+    let watch = Watch::start(&k, "leader").await;
     let out = k.ok(&[
         "wait",
         "--for=condition=complete",
@@ -638,4 +659,27 @@ async fn job_policies_are_validated_and_defaulted() {
         );
         assert!(err.contains("field is immutable"), "{err}");
     }
+}
+
+#[tokio::test]
+async fn a_deleted_job_leaves_no_pods_behind() {
+    let env = Env::start().await;
+    let k = env.kubectl();
+    apply(
+        &k,
+        &env.job(
+            "forever",
+            json!({"completions": 2, "parallelism": 2}),
+            "exec sleep 300",
+        ),
+    );
+    env.until(&["pods", "-l", "job-name=forever"], |v| {
+        items(v).iter().filter(|p| running(p)).count() == 2
+    })
+    .await;
+    // kubectl deletes in the background: the garbage collector deletes the pods, and the
+    // job-tracking finalizer they carry comes off although no Job is left to count them.
+    k.ok(&["delete", "job", "forever"]);
+    env.until(&["pods", "-l", "job-name=forever"], |v| items(v).is_empty())
+        .await;
 }

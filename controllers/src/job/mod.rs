@@ -16,10 +16,12 @@
 //! Finished pods are counted exactly once, even if they are deleted before the controller
 //! sees them: every pod carries the `batch.kubernetes.io/job-tracking` finalizer, a finished
 //! pod's UID goes into `status.uncountedTerminatedPods` first, then its finalizer comes off,
-//! then it moves to the `succeeded`/`failed` counters (Kubernetes' own scheme).
+//! then it moves to the `succeeded`/`failed` counters (Kubernetes' own scheme). A pod whose
+//! Job is gone or finished loses the finalizer too (`orphans.rs`).
 
 mod backoff;
 mod indexes;
+mod orphans;
 mod policy;
 
 use std::collections::{HashMap, HashSet};
@@ -76,6 +78,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
                 .map(std::borrow::Cow::Borrowed)
         },
         ctrl.queue(),
+        shutdown.clone(),
+    );
+    orphans::run(
+        ctx.client.clone(),
+        pods.clone(),
+        informer.clone(),
         shutdown.clone(),
     );
     let shared = Arc::new(Shared::default());
