@@ -123,14 +123,14 @@ fn running(p: &Value) -> bool {
 /// The states of a job as `kubectl get job -w -o json` prints them.
 struct Watch {
     child: std::process::Child,
-    out: std::sync::Arc<std::sync::Mutex<String>>,
+    out: std::sync::Arc<parking_lot::Mutex<String>>,
 }
 
 impl Watch {
     /// Watches `job` (which must exist), once kubectl has printed its current state.
     async fn start(k: &Kubectl, job: &str) -> Watch {
         let mut child = k.spawn(&["get", "job", job, "-w", "-o", "json"]);
-        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let out = std::sync::Arc::new(parking_lot::Mutex::new(String::new()));
         let mut stdout = child.stdout.take().expect("piped");
         let sink = out.clone();
         std::thread::spawn(move || {
@@ -139,13 +139,11 @@ impl Watch {
                 if n == 0 {
                     break;
                 }
-                if let Ok(mut o) = sink.lock() {
-                    o.push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
+                sink.lock().push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
         let started = skiff_e2e::eventually(Duration::from_secs(30), || {
-            out.lock().ok().filter(|o| !o.is_empty()).map(|_| ())
+            (!out.lock().is_empty()).then_some(())
         })
         .await;
         assert!(started.is_some(), "kubectl get -w printed nothing");
@@ -154,7 +152,7 @@ impl Watch {
 
     /// Every state printed so far.
     fn states(&self) -> Vec<Value> {
-        let out = self.out.lock().map(|o| o.clone()).unwrap_or_default();
+        let out = self.out.lock().clone();
         serde_json::Deserializer::from_str(&out)
             .into_iter::<Value>()
             .map_while(Result::ok)
