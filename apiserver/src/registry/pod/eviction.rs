@@ -4,6 +4,10 @@
 //! a disruption, which the eviction takes by decrementing `disruptionsAllowed` and recording
 //! the pod in `disruptedPods` with a conditional status write, before deleting it. A budget
 //! that allows none answers 429, so that `kubectl drain` waits and tries again.
+//!
+//! Before the delete, the pod gets the `DisruptionTarget` condition (reason
+//! `EvictionByEvictionAPI`), as Kubernetes marks an evicted pod: a Job's pod failure policy
+//! tells evictions from failures by it.
 
 use std::collections::BTreeMap;
 
@@ -194,6 +198,86 @@ fn pinned(delete: &DeleteOpts, pod: &Value) -> DeleteOpts {
     d
 }
 
+/// Checks a delete's preconditions against the pod as stored, in kube's words.
+fn check_preconditions(pod: &Value, name: &str, delete: &DeleteOpts) -> Result<()> {
+    if let Some(uid) = delete.uid.as_deref().filter(|u| !u.is_empty()) {
+        let actual = s(pod, "/metadata/uid");
+        if actual != uid {
+            return Err(Error::conflict("Pod", name, &format!("the UID in the precondition ({uid}) does not match the UID in record ({actual}). The object might have been deleted and then recreated")));
+        }
+    }
+    if let Some(rv) = delete.resource_version.as_deref().filter(|r| !r.is_empty()) {
+        let actual = s(pod, "/metadata/resourceVersion");
+        if actual != rv {
+            return Err(Error::conflict("Pod", name, &format!("the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({actual}). The object might have been modified")));
+        }
+    }
+    Ok(())
+}
+
+/// Sets the pod's `DisruptionTarget` condition to say the eviction API is evicting it (its
+/// transition time kept when it said so already).
+fn mark_disrupted(pod: &mut Value, now: &str) {
+    let mut cond = json!({"type": "DisruptionTarget", "status": "True", "lastProbeTime": null,
+        "lastTransitionTime": now, "reason": "EvictionByEvictionAPI",
+        "message": "Eviction API: evicting"});
+    let Some(status) = pod
+        .as_object_mut()
+        .map(|p| p.entry("status").or_insert(json!({})))
+    else {
+        return;
+    };
+    let Some(list) = status
+        .as_object_mut()
+        .map(|st| st.entry("conditions").or_insert(json!([])))
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    match list.iter_mut().find(|c| c["type"] == "DisruptionTarget") {
+        Some(old) => {
+            if old["status"] == "True" {
+                cond["lastTransitionTime"] = old["lastTransitionTime"].clone();
+            }
+            *old = cond;
+        }
+        None => list.push(cond),
+    }
+}
+
+/// Marks the pod disrupted (unless this is a dry run), then deletes it; a resourceVersion
+/// precondition follows the pod to the version the mark wrote.
+async fn mark_and_delete(
+    objs: &dyn Objects,
+    r: &Resource,
+    ns: Option<&str>,
+    name: &str,
+    delete: &DeleteOpts,
+) -> Result<()> {
+    let mut delete = delete.clone();
+    if !delete.dry_run {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mut attempt = 0;
+        let marked = loop {
+            attempt += 1;
+            let mut pod = objs.get(r, ns, name).await?;
+            check_preconditions(&pod, name, &delete)?;
+            mark_disrupted(&mut pod, &now);
+            let opts = WriteOpts::internal("eviction");
+            match objs.update(r, ns, name, pod, Some("status"), &opts).await {
+                Ok(w) => break w.object,
+                // Changed since it was read (the kubelet reporting, say): read it again.
+                Err(e) if e.code() == 409 && attempt < ATTEMPTS => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        if delete.resource_version.is_some() {
+            delete.resource_version = Some(s(&marked, "/metadata/resourceVersion"));
+        }
+    }
+    objs.delete(r, ns, name, &delete).await.map(|_| ())
+}
+
 /// Evicts pod `name`: deletes it if its budget (if any) allows, else the budget's refusal.
 async fn evict(
     objs: &dyn Objects,
@@ -210,18 +294,18 @@ async fn evict(
         if !can_ignore_budget(&pod) {
             break;
         }
-        match objs.delete(r, ns, name, &pinned(delete, &pod)).await {
+        match mark_and_delete(objs, r, ns, name, &pinned(delete, &pod)).await {
             Err(e) if retry(&e) && attempt < ATTEMPTS => continue,
             Err(e) => return Err(e),
             Ok(_) => return Ok(()),
         }
     }
     let Some(pdbs) = objs.resource("policy", "v1", "poddisruptionbudgets") else {
-        return objs.delete(r, ns, name, delete).await.map(|_| ());
+        return mark_and_delete(objs, r, ns, name, delete).await;
     };
     let budgets = budgets_of(objs, &pdbs, &pod);
     let pdb = match budgets.as_slice() {
-        [] => return objs.delete(r, ns, name, delete).await.map(|_| ()),
+        [] => return mark_and_delete(objs, r, ns, name, delete).await,
         [one] => one,
         // kube answers with a failure `Status` of code 500 it builds itself: no reason, and
         // not the wording of an internal error.
@@ -245,10 +329,7 @@ async fn evict(
         // policy says so, or when the budget is met without it.
         let always = spec.unhealthy_pod_eviction_policy.as_deref() == Some("AlwaysAllow");
         if always || (st.current_healthy >= st.desired_healthy && st.desired_healthy > 0) {
-            return objs
-                .delete(r, ns, name, &pinned(delete, &pod))
-                .await
-                .map(|_| ());
+            return mark_and_delete(objs, r, ns, name, &pinned(delete, &pod)).await;
         }
     }
     for attempt in 1..=ATTEMPTS {
@@ -258,7 +339,7 @@ async fn evict(
             Err(e) => return Err(e),
         }
     }
-    objs.delete(r, ns, name, delete).await.map(|_| ())
+    mark_and_delete(objs, r, ns, name, delete).await
 }
 
 #[async_trait::async_trait]
@@ -323,6 +404,32 @@ mod tests {
             json!({"reason": "DisruptionBudget",
                 "message": "The disruption budget web needs 2 healthy pods and has 2 currently"})
         );
+    }
+
+    #[test]
+    fn an_evicted_pod_is_marked_as_kube_marks_it() {
+        let mut pod = json!({"metadata": {"name": "p"}, "status": {"phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}]}});
+        mark_disrupted(&mut pod, "2024-01-01T00:00:00Z");
+        let c = &pod["status"]["conditions"][1];
+        assert_eq!(c["type"], "DisruptionTarget");
+        assert_eq!(c["status"], "True");
+        assert_eq!(c["reason"], "EvictionByEvictionAPI");
+        assert_eq!(c["message"], "Eviction API: evicting");
+        mark_disrupted(&mut pod, "2024-01-02T00:00:00Z");
+        assert_eq!(pod["status"]["conditions"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            pod["status"]["conditions"][1]["lastTransitionTime"],
+            "2024-01-01T00:00:00Z"
+        );
+        let d = DeleteOpts {
+            resource_version: Some("5".into()),
+            ..delete_options("p", &json!({}), &WriteOpts::default()).unwrap()
+        };
+        let stored = json!({"metadata": {"uid": "u", "resourceVersion": "6"}});
+        let e = check_preconditions(&stored, "p", &d).unwrap_err();
+        assert_eq!(e.code(), 409);
+        assert!(e.to_string().contains("the ResourceVersion in the precondition (5) does not match the ResourceVersion in record (6)"), "{e}");
     }
 
     #[test]
