@@ -66,6 +66,11 @@ def trim_discovery(src, out):
     dump(os.path.join(out, "discovery", "aggregated_v2.json"), dict(agg, items=items))
     with open(os.path.join(src, "api__v1.json")) as f:
         core = json.load(f)
+    # The pinned commit predates pods/resize, which a v1.33 kube-apiserver lists.
+    if not any(r["name"] == "pods/resize" for r in core["resources"]):
+        core["resources"].append({"kind": "Pod", "name": "pods/resize", "namespaced": True,
+                                  "singularName": "", "verbs": ["get", "patch", "update"]})
+        core["resources"].sort(key=lambda r: r["name"])
     dump(os.path.join(out, "discovery", "api__v1.json"), core)
     kinds = {("", "v1"): sorted({r["kind"] for r in core["resources"] if "/" not in r["name"]})}
     for group in items:

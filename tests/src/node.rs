@@ -548,6 +548,28 @@ impl Node {
         }
     }
 
+    /// Waits up to `within` for `f` (tried every 200 ms on this thread) to give a value;
+    /// otherwise panics with `what` and this node's kubelet log.
+    pub fn wait_blocking<T>(
+        &self,
+        what: &str,
+        within: Duration,
+        mut f: impl FnMut() -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} within {within:?}; kubelet log:\n{}",
+                self.kubelet.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Runs `cmd` in the pod's first container through the runtime (what `kubectl exec`
     /// reaches): its exit code, and its stdout followed by its stderr.
     pub async fn exec_in(&self, pod: &serde_json::Value, cmd: &[&str]) -> (i32, String) {

@@ -4,41 +4,19 @@
 //! startup probes, `metadata.generation` and `status.observedGeneration`, sysctls and
 //! read-only root filesystems.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
 use skiff_e2e::node::Node;
 use skiff_e2e::{send, Cluster, Kubectl};
 
-/// Waits until `f` returns `Some`, failing with `what` and the kubelet's log.
-fn wait<T>(node: &Node, what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} within {within:?}; kubelet log:\n{}",
-            node.kubelet.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn pod_json(k: &Kubectl, name: &str) -> Value {
-    let r = k.run(&["get", "pod", name, "-o", "json"]);
-    serde_json::from_str(&r.stdout).unwrap_or(Value::Null)
-}
-
 fn wait_pod(node: &Node, k: &Kubectl, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    wait(
-        node,
+    node.wait_blocking(
         &format!("pod {name}: {what}"),
         Duration::from_secs(90),
         || {
-            let p = pod_json(k, name);
+            let p = k.get_opt(&["pod", name]).unwrap_or(Value::Null);
             f(&p).then_some(p)
         },
     )
@@ -508,7 +486,9 @@ async fn the_kubelet_reports_the_generation_it_acted_on() {
     apply(
         &k,
         &json!({
-            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "seen"},
+            "apiVersion": "v1", "kind": "Pod",
+            // Held by a finalizer, so it is still there to read once the kubelet is done.
+            "metadata": {"name": "seen", "finalizers": ["example.com/hold"]},
             "spec": {"nodeName": "node-a", "terminationGracePeriodSeconds": 30,
                 "containers": [{"name": "c", "image": node.images.busybox,
                     "command": ["sleep", "3600"]}]}
@@ -517,7 +497,7 @@ async fn the_kubelet_reports_the_generation_it_acted_on() {
     let observed = |want: i64| {
         let k = &k;
         move || {
-            let pod = k.json(&["get", "pod", "seen", "-o", "json"]);
+            let pod = k.json(&["get", "pod", "seen"]);
             (pod["status"]["observedGeneration"] == want).then_some(pod)
         }
     };
@@ -536,6 +516,14 @@ async fn the_kubelet_reports_the_generation_it_acted_on() {
     k.ok(&["delete", "pod", "seen", "--wait=false"]);
     let pod = node.wait_for(&k, "observedGeneration 3", observed(3)).await;
     assert!(pod["metadata"]["deletionTimestamp"].is_string(), "{pod}");
+    k.ok(&[
+        "patch",
+        "pod",
+        "seen",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
 }
 
 #[tokio::test]

@@ -8,34 +8,12 @@ use skiff_e2e::node::Node;
 use skiff_e2e::{Cluster, Kubectl};
 use skiff_proto::cri;
 
-/// Waits until `f` returns `Some`, failing with `what` and the kubelet's log.
-fn wait<T>(node: &Node, what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} within {within:?}; kubelet log:\n{}",
-            node.kubelet.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn pod_json(k: &Kubectl, name: &str) -> Value {
-    let r = k.run(&["get", "pod", name, "-o", "json"]);
-    serde_json::from_str(&r.stdout).unwrap_or(Value::Null)
-}
-
 fn wait_ready(node: &Node, k: &Kubectl, name: &str) -> Value {
-    wait(
-        node,
+    node.wait_blocking(
         &format!("pod {name} Ready"),
         Duration::from_secs(60),
         || {
-            let p = pod_json(k, name);
+            let p = k.get_opt(&["pod", name]).unwrap_or(Value::Null);
             let ready = p["status"]["conditions"]
                 .as_array()?
                 .iter()
@@ -225,7 +203,7 @@ async fn runs_a_pod_reachable_at_its_ip_with_env_volumes_and_status() {
     assert!(cs["state"]["running"]["startedAt"].is_string());
 
     // Reachable at its IP, serving the configMap's file.
-    let body = wait(&node, "HTTP at the pod IP", Duration::from_secs(10), || {
+    let body = node.wait_blocking("HTTP at the pod IP", Duration::from_secs(10), || {
         http_get(&ip, 8080).filter(|b| b.contains("200"))
     });
     assert!(body.contains("hello from a configmap"), "{body}");
@@ -316,8 +294,7 @@ async fn runs_a_pod_reachable_at_its_ip_with_env_volumes_and_status() {
                 "data": {"index.html": "updated", "color": "green"}})
         .to_string(),
     );
-    wait(
-        &node,
+    node.wait_blocking(
         "the configMap update in the volume",
         Duration::from_secs(20),
         || http_get(&ip, 8080).filter(|b| b.contains("updated")),
@@ -401,12 +378,11 @@ fn wait_phase(node: &Node, k: &Kubectl, name: &str, phase: &str) -> Value {
 }
 
 fn wait_pod(node: &Node, k: &Kubectl, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    wait(
-        node,
+    node.wait_blocking(
         &format!("pod {name}: {what}"),
         Duration::from_secs(90),
         || {
-            let p = pod_json(k, name);
+            let p = k.get_opt(&["pod", name]).unwrap_or(Value::Null);
             f(&p).then_some(p)
         },
     )
@@ -867,17 +843,12 @@ async fn a_restarted_kubelet_adopts_its_pods_and_cleans_up_what_it_missed() {
     node.kubelet.restart().unwrap();
 
     // The doomed pod is stopped and its object removed.
-    wait(
-        &node,
-        "the doomed pod removed",
-        Duration::from_secs(30),
-        || {
-            k.run(&["get", "pod", "doomed"])
-                .stderr
-                .contains("NotFound")
-                .then_some(())
-        },
-    );
+    node.wait_blocking("the doomed pod removed", Duration::from_secs(30), || {
+        k.run(&["get", "pod", "doomed"])
+            .stderr
+            .contains("NotFound")
+            .then_some(())
+    });
     // The sandboxes of the forced pod and of no pod are removed.
     let forced_uid = forced["metadata"]["uid"].as_str().unwrap().to_string();
     let mut sandboxes = Vec::new();
@@ -951,7 +922,7 @@ async fn kubectl_logs_reads_container_logs_through_the_kubelet() {
     // reach the log through separate pipes, so nothing orders lines written at once.)
     // Follow from the start: the late line arrives while kubectl waits.
     let mut follow = k.spawn(&["logs", "-f", "talker", "-c", "main"]);
-    let out = wait(&node, "the first lines", Duration::from_secs(20), || {
+    let out = node.wait_blocking("the first lines", Duration::from_secs(20), || {
         let r = k.run(&["logs", "talker", "-c", "main"]);
         r.stdout.contains("oops").then_some(r.stdout)
     });
@@ -976,7 +947,7 @@ async fn kubectl_logs_reads_container_logs_through_the_kubelet() {
         ]),
         "line 1"
     );
-    wait(&node, "the late line", Duration::from_secs(20), || {
+    node.wait_blocking("the late line", Duration::from_secs(20), || {
         k.ok(&["logs", "talker", "-c", "main"])
             .contains("late")
             .then_some(())
@@ -1015,7 +986,7 @@ async fn kubectl_logs_reads_container_logs_through_the_kubelet() {
             .is_some_and(|s| s["restartCount"].as_i64() >= Some(1))
     });
     // (A restart just made may not have printed yet: wait for both runs' lines.)
-    let (prev, cur) = wait(&node, "two runs' logs", Duration::from_secs(30), || {
+    let (prev, cur) = node.wait_blocking("two runs' logs", Duration::from_secs(30), || {
         let prev = k.ok(&["logs", "crasher", "--previous"]);
         let cur = k.ok(&["logs", "crasher"]);
         (!prev.is_empty() && !cur.is_empty()).then_some((prev, cur))
@@ -1109,12 +1080,9 @@ async fn kubectl_exec_attach_and_port_forward_reach_the_container() {
     // Port-forward to the pod's port.
     let port = skiff_e2e::free_port();
     let mut pf = k.spawn(&["port-forward", "pod/shell", &format!("{port}:8080")]);
-    let body = wait(
-        &node,
-        "HTTP through port-forward",
-        Duration::from_secs(20),
-        || http_get("127.0.0.1", port).filter(|b| b.contains("served")),
-    );
+    let body = node.wait_blocking("HTTP through port-forward", Duration::from_secs(20), || {
+        http_get("127.0.0.1", port).filter(|b| b.contains("served"))
+    });
     assert!(
         body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"),
         "{body}"
@@ -1148,18 +1116,15 @@ async fn host_network_and_host_ports() {
     let p = wait_ready(&node, &k, "on-host");
     assert_eq!(p["status"]["podIP"], "127.0.0.1");
     assert_eq!(p["status"]["podIP"], p["status"]["hostIP"]);
-    let body = wait(
-        &node,
-        "the host network pod",
-        Duration::from_secs(10),
-        || http_get("127.0.0.1", host_net_port).filter(|b| b.contains("host-net")),
-    );
+    let body = node.wait_blocking("the host network pod", Duration::from_secs(10), || {
+        http_get("127.0.0.1", host_net_port).filter(|b| b.contains("host-net"))
+    });
     assert!(body.contains("200"), "{body}");
     // The host port reaches the pod: from the node to one of its own addresses (the bridge's).
     let p = wait_ready(&node, &k, "mapped");
     let ip = p["status"]["podIP"].as_str().unwrap().to_string();
     let gateway = format!("{}.1", ip.rsplit_once('.').unwrap().0);
-    let body = wait(&node, "the host port", Duration::from_secs(10), || {
+    let body = node.wait_blocking("the host port", Duration::from_secs(10), || {
         http_get(&gateway, host_port).filter(|b| b.contains("mapped"))
     });
     assert!(body.contains("200"), "{body}");
@@ -1246,8 +1211,7 @@ async fn controllers_run_deployments_and_jobs_on_a_real_kubelet() {
 
     // A Deployment: two pods scheduled onto the node, started by the kubelet, serving.
     apply(&k, &web("v1"));
-    let mut first = wait(
-        &node,
+    let mut first = node.wait_blocking(
         "two v1 pods serving",
         Duration::from_secs(120),
         serving("v1"),
@@ -1258,8 +1222,7 @@ async fn controllers_run_deployments_and_jobs_on_a_real_kubelet() {
     apply(&k, &web("v2"));
     let out = k.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
-    let mut second = wait(
-        &node,
+    let mut second = node.wait_blocking(
         "two v2 pods serving",
         Duration::from_secs(60),
         serving("v2"),
@@ -1330,7 +1293,7 @@ async fn controllers_run_deployments_and_jobs_on_a_real_kubelet() {
         "--wait=true",
         "--timeout=60s",
     ]);
-    wait(&node, "the web pods gone", Duration::from_secs(60), || {
+    node.wait_blocking("the web pods gone", Duration::from_secs(60), || {
         let pods = k.json(&["get", "pods", "-l", "app=web", "-o", "json"]);
         let rs = k.json(&["get", "replicasets", "-o", "json"]);
         (pods["items"].as_array()?.is_empty() && rs["items"].as_array()?.is_empty()).then_some(())
