@@ -723,10 +723,11 @@ async fn streams_work_over_websocket_and_spdy() {
     assert_eq!(status["details"]["causes"][0]["reason"], "ExitCode");
     assert_eq!(status["details"]["causes"][0]["message"], "7");
 
-    // A terminal, resized through channel 4 before the command reads its size.
+    // A terminal, resized through channel 4 before the command reads its size (which it
+    // waits for: the resize stream may reach the runtime after the stdin one).
     let (ws, _) = websocket(
         &c.api,
-        "/api/v1/namespaces/default/pods/shell/exec?container=main&command=sh&command=-c&command=read%20x%3B%20stty%20size&stdin=true&stdout=true&tty=true",
+        "/api/v1/namespaces/default/pods/shell/exec?container=main&command=sh&command=-c&command=read%20x%3B%20until%20s%3D%24%28stty%20size%202%3E%2Fdev%2Fnull%29%20%26%26%20%5B%20-n%20%22%24s%22%20%5D%20%26%26%20%5B%20%22%24s%22%20%21%3D%20%220%200%22%20%5D%3B%20do%20sleep%200.1%3B%20done%3B%20echo%20%22%24s%22&stdin=true&stdout=true&tty=true",
         "v5.channel.k8s.io",
     )
     .await
