@@ -58,41 +58,56 @@ pub trait Subresource: Send + Sync {
     fn strict_json(&self, body: &[u8]) -> Vec<crate::strict::Problem> {
         crate::strict::json_duplicates(body)
     }
+    /// For a subresource that is a view of the object itself (`status`, a pod's `resize` and
+    /// `ephemeralcontainers`): its name, and `get`, `update` and `patch` are then the object's
+    /// own, written through it. `None`: they are its own to serve (`405` unless it does).
+    fn object_view(&self) -> Option<&'static str> {
+        None
+    }
     /// `GET NAME/SUB`.
     async fn get(
         &self,
-        _objs: &dyn Objects,
-        _r: &Resource,
-        _ns: Option<&str>,
-        _name: &str,
+        objs: &dyn Objects,
+        r: &Resource,
+        ns: Option<&str>,
+        name: &str,
     ) -> Result<Value> {
-        Err(not_allowed())
+        match self.object_view() {
+            Some(_) => objs.get(r, ns, name).await,
+            None => Err(not_allowed()),
+        }
     }
     /// `PUT NAME/SUB`.
     async fn update(
         &self,
-        _objs: &dyn Objects,
-        _r: &Resource,
-        _ns: Option<&str>,
-        _name: &str,
-        _body: Value,
-        _opts: &WriteOpts,
+        objs: &dyn Objects,
+        r: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        body: Value,
+        opts: &WriteOpts,
     ) -> Result<Written> {
-        Err(not_allowed())
+        match self.object_view() {
+            Some(sub) => objs.update(r, ns, name, body, Some(sub), opts).await,
+            None => Err(not_allowed()),
+        }
     }
     /// `PATCH NAME/SUB`.
     #[allow(clippy::too_many_arguments)]
     async fn patch(
         &self,
-        _objs: &dyn Objects,
-        _r: &Resource,
-        _ns: Option<&str>,
-        _name: &str,
-        _ptype: PatchType,
-        _body: &Value,
-        _opts: &WriteOpts,
+        objs: &dyn Objects,
+        r: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        ptype: PatchType,
+        body: &Value,
+        opts: &WriteOpts,
     ) -> Result<Written> {
-        Err(not_allowed())
+        match self.object_view() {
+            Some(sub) => objs.patch(r, ns, name, ptype, body, Some(sub), opts).await,
+            None => Err(not_allowed()),
+        }
     }
     /// `POST NAME/SUB`: answers the object to send back (often a `Status`).
     async fn create(
@@ -124,40 +139,8 @@ impl Subresource for Status {
         true
     }
 
-    async fn get(
-        &self,
-        objs: &dyn Objects,
-        r: &Resource,
-        ns: Option<&str>,
-        name: &str,
-    ) -> Result<Value> {
-        objs.get(r, ns, name).await
-    }
-
-    async fn update(
-        &self,
-        objs: &dyn Objects,
-        r: &Resource,
-        ns: Option<&str>,
-        name: &str,
-        body: Value,
-        opts: &WriteOpts,
-    ) -> Result<Written> {
-        objs.update(r, ns, name, body, Some("status"), opts).await
-    }
-
-    async fn patch(
-        &self,
-        objs: &dyn Objects,
-        r: &Resource,
-        ns: Option<&str>,
-        name: &str,
-        ptype: PatchType,
-        body: &Value,
-        opts: &WriteOpts,
-    ) -> Result<Written> {
-        objs.patch(r, ns, name, ptype, body, Some("status"), opts)
-            .await
+    fn object_view(&self) -> Option<&'static str> {
+        Some("status")
     }
 }
 

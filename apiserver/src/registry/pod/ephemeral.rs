@@ -6,11 +6,8 @@
 use k8s_openapi::api::core::v1::{EphemeralContainer, Pod};
 use serde_json::{json, Value};
 
-use crate::error::{Cause, Result};
-use crate::patch::PatchType;
+use crate::error::Cause;
 use crate::registry::subresource::Subresource;
-use crate::registry::{Objects, Resource};
-use crate::request::{WriteOpts, Written};
 
 /// The `ephemeralcontainers` handler.
 pub static EPHEMERAL_CONTAINERS: EphemeralContainers = EphemeralContainers;
@@ -194,39 +191,8 @@ impl Subresource for EphemeralContainers {
         Some(out)
     }
 
-    async fn get(
-        &self,
-        objs: &dyn Objects,
-        r: &Resource,
-        ns: Option<&str>,
-        name: &str,
-    ) -> Result<Value> {
-        objs.get(r, ns, name).await
-    }
-
-    async fn update(
-        &self,
-        objs: &dyn Objects,
-        r: &Resource,
-        ns: Option<&str>,
-        name: &str,
-        body: Value,
-        opts: &WriteOpts,
-    ) -> Result<Written> {
-        objs.update(r, ns, name, body, Some(SUB), opts).await
-    }
-
-    async fn patch(
-        &self,
-        objs: &dyn Objects,
-        r: &Resource,
-        ns: Option<&str>,
-        name: &str,
-        ptype: PatchType,
-        body: &Value,
-        opts: &WriteOpts,
-    ) -> Result<Written> {
-        objs.patch(r, ns, name, ptype, body, Some(SUB), opts).await
+    fn object_view(&self) -> Option<&'static str> {
+        Some(SUB)
     }
 }
 

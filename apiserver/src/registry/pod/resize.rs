@@ -10,11 +10,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity as Q;
 use serde_json::{json, Value};
 use skiff_rules::Quantity;
 
-use crate::error::{Cause, Result};
-use crate::patch::PatchType;
+use crate::error::Cause;
 use crate::registry::subresource::Subresource;
-use crate::registry::{Objects, Resource};
-use crate::request::{WriteOpts, Written};
 
 /// The `resize` handler.
 pub static RESIZE: Resize = Resize;
@@ -389,39 +386,8 @@ impl Subresource for Resize {
         Some(out)
     }
 
-    async fn get(
-        &self,
-        objs: &dyn Objects,
-        r: &Resource,
-        ns: Option<&str>,
-        name: &str,
-    ) -> Result<Value> {
-        objs.get(r, ns, name).await
-    }
-
-    async fn update(
-        &self,
-        objs: &dyn Objects,
-        r: &Resource,
-        ns: Option<&str>,
-        name: &str,
-        body: Value,
-        opts: &WriteOpts,
-    ) -> Result<Written> {
-        objs.update(r, ns, name, body, Some(SUB), opts).await
-    }
-
-    async fn patch(
-        &self,
-        objs: &dyn Objects,
-        r: &Resource,
-        ns: Option<&str>,
-        name: &str,
-        ptype: PatchType,
-        body: &Value,
-        opts: &WriteOpts,
-    ) -> Result<Written> {
-        objs.patch(r, ns, name, ptype, body, Some(SUB), opts).await
+    fn object_view(&self) -> Option<&'static str> {
+        Some(SUB)
     }
 }
 
